@@ -1,0 +1,48 @@
+/**
+ * The compiled addon, typed. Every kernel call comes as `name` (synchronous,
+ * throws a Node-style system error) and `nameAsync` (runs on the libuv thread
+ * pool, returns a Promise). Nothing here validates more than argument types:
+ * the public API in the other modules does that before calling in.
+ * @internal
+ */
+import * as path from 'node:path';
+import nodeGypBuild from 'node-gyp-build';
+
+/** A kernel call in its synchronous and Promise forms. @internal */
+type Both<Name extends string, Args extends unknown[], Result> = {
+  [K in Name]: (...args: Args) => Result;
+} & {
+  [K in `${Name}Async`]: (...args: Args) => Promise<Result>;
+};
+
+/** LUO device and session ioctls (native/luo.h). @internal */
+export type LuoBinding = Both<'openDevice', [path: string], number> &
+  Both<'createSession', [deviceFd: number, name: string], number> &
+  Both<'retrieveSession', [deviceFd: number, name: string], number> &
+  Both<'preserveFd', [sessionFd: number, fd: number, token: bigint], number> &
+  Both<'retrieveFd', [sessionFd: number, token: bigint], number> &
+  Both<'finishSession', [sessionFd: number], number> &
+  Both<'getSessionName', [sessionFd: number], string> &
+  Both<'close', [fd: number], number>;
+
+/** memfd_create and seals (native/memfd.h). @internal */
+export type MemfdBinding = Both<'memfdCreate', [name: string, flags: number], number> &
+  Both<'addSeals', [fd: number, seals: number], number> &
+  Both<'getSeals', [fd: number], number>;
+
+/** kexec_file_load and reboot (native/kexec.h). @internal */
+export type KexecBinding = Both<'kexecLoad', [kernel: string, initrd: string | null, cmdline: string], number> &
+  Both<'kexecUnload', [], number> &
+  Both<'kexecLoaded', [], number> &
+  Both<'kexecExecute', [sync: boolean], number>;
+
+/** The whole addon. @internal */
+export type NativeBinding = LuoBinding &
+  MemfdBinding &
+  KexecBinding & {
+    /** The system header the ABI was compared with at build time, or "" if none. */
+    readonly abiCheckedAgainst: string;
+  };
+
+/** The loaded addon: a prebuild when one matches, else the source build. @internal */
+export const native = nodeGypBuild(path.join(__dirname, '..')) as NativeBinding;

@@ -1,0 +1,76 @@
+#include "kexec.h"
+
+#include <fcntl.h>
+#include <linux/reboot.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include "unique_fd.h"
+
+#ifndef KEXEC_FILE_UNLOAD
+#define KEXEC_FILE_UNLOAD 0x00000001
+#endif
+#ifndef KEXEC_FILE_NO_INITRAMFS
+#define KEXEC_FILE_NO_INITRAMFS 0x00000004
+#endif
+
+namespace lu {
+namespace {
+
+UniqueFd open_read(const char* path) {
+  int fd;
+  do {
+    fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  return UniqueFd(fd);
+}
+
+long kexec_file_load(int kernel_fd, int initrd_fd, const char* cmdline,
+                     unsigned long cmdline_len, unsigned long flags) {
+  long rc = ::syscall(SYS_kexec_file_load, kernel_fd, initrd_fd, cmdline_len,
+                      cmdline, flags);
+  return rc < 0 ? -errno : rc;
+}
+
+}  // namespace
+
+int kexec_load(const char* kernel, const char* initrd, std::string_view cmdline) {
+  UniqueFd kernel_fd = open_read(kernel);
+  if (!kernel_fd.valid()) return -errno;
+  UniqueFd initrd_fd;
+  unsigned long flags = KEXEC_FILE_NO_INITRAMFS;
+  if (initrd != nullptr) {
+    initrd_fd = open_read(initrd);
+    if (!initrd_fd.valid()) return -errno;
+    flags = 0;
+  }
+  // The kernel wants the command line's length including its NUL.
+  std::string line(cmdline);
+  return static_cast<int>(kexec_file_load(kernel_fd.get(), initrd_fd.get(),
+                                          line.c_str(), line.size() + 1, flags));
+}
+
+int kexec_unload() {
+  return static_cast<int>(kexec_file_load(-1, -1, nullptr, 0, KEXEC_FILE_UNLOAD));
+}
+
+int kexec_loaded() {
+  UniqueFd fd = open_read("/sys/kernel/kexec_loaded");
+  if (!fd.valid()) return -errno;
+  char c = 0;
+  ssize_t n = ::read(fd.get(), &c, 1);
+  if (n < 0) return -errno;
+  return c == '1' ? 1 : 0;
+}
+
+int kexec_execute(bool sync_first) {
+  if (sync_first) ::sync();
+  long rc = ::syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
+                      LINUX_REBOOT_CMD_KEXEC, nullptr);
+  return rc < 0 ? -errno : 0;
+}
+
+}  // namespace lu

@@ -1,0 +1,21 @@
+// kexec.h - kexec_file_load and reboot(LINUX_REBOOT_CMD_KEXEC) as thin
+// wrappers: 0 (or a result) on success, -errno on failure.
+#pragma once
+
+#include <string_view>
+
+namespace lu {
+
+// Opens `kernel` (and `initrd` unless null) and loads them with kexec_file_load.
+int kexec_load(const char* kernel, const char* initrd, std::string_view cmdline);
+
+// kexec_file_load with KEXEC_FILE_UNLOAD: forgets the loaded image.
+int kexec_unload();
+
+// /sys/kernel/kexec_loaded: 1 if an image is loaded, 0 if not.
+int kexec_loaded();
+
+// sync(), then reboot(LINUX_REBOOT_CMD_KEXEC). Returns only on failure.
+int kexec_execute(bool sync_first);
+
+}  // namespace lu

@@ -1,0 +1,26 @@
+#include "memfd.h"
+
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace lu {
+
+// Called through syscall(2) so that the build needs no particular glibc.
+int memfd_create(const char* name, unsigned flags) {
+  long fd = ::syscall(SYS_memfd_create, name, flags);
+  return fd < 0 ? -errno : static_cast<int>(fd);
+}
+
+int add_seals(int fd, int seals) {
+  return ::fcntl(fd, F_ADD_SEALS, seals) < 0 ? -errno : 0;
+}
+
+int get_seals(int fd) {
+  int seals = ::fcntl(fd, F_GET_SEALS);
+  return seals < 0 ? -errno : seals;
+}
+
+}  // namespace lu

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Build (or reuse) a LUO-capable bzImage from Debian's linux-source package.
+#
+#   vm/build-kernel.sh 7.2 [7.3 ...]
+#
+# Each image is cached under $LIVEUPDATE_CACHE (default ~/.cache/liveupdate)
+# keyed by the package version and the hash of vm/kernel.config, so a second
+# run with the same inputs is instant. apt runs against a private sources list
+# and state directory: the machine's own apt configuration is never touched.
+# Prints the path of each image on stdout, one per line; progress goes to stderr.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+fragment="$here/kernel.config"
+cache="${LIVEUPDATE_CACHE:-$HOME/.cache/liveupdate}"
+jobs="${LIVEUPDATE_KERNEL_JOBS:-$(($(nproc) + 1))}"
+start=$SECONDS
+
+say() { printf '[vm:kernel %4ds] %s\n' "$((SECONDS - start))" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+need() {
+  local tool=$1 pkg=$2
+  command -v "$tool" >/dev/null || die "'$tool' is missing: apt-get install $pkg"
+}
+
+check_tools() {
+  need make make; need gcc gcc; need flex flex; need bison bison; need bc bc
+  need apt-get apt; need dpkg-deb dpkg; need xz xz-utils; need perl perl
+  [[ -e /usr/include/libelf.h ]] || die "libelf headers are missing: apt-get install libelf-dev"
+  [[ -e /usr/include/openssl/ssl.h ]] || die "openssl headers are missing: apt-get install libssl-dev"
+}
+
+# One private apt root holds the sources list, the package lists and the
+# downloaded .debs; `apt-get update` against it is cheap to repeat.
+apt_private() {
+  local root="$cache/apt"
+  mkdir -p "$root/lists/partial" "$root/cache/archives/partial" "$root/parts"
+  cat > "$root/sources.list" <<LIST
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
+LIST
+  local tool=$1; shift
+  "$tool" -qq \
+    -o Dir::Etc::SourceList="$root/sources.list" \
+    -o Dir::Etc::SourceParts="$root/parts" \
+    -o Dir::State::Lists="$root/lists" \
+    -o Dir::Cache="$root/cache" \
+    -o Debug::NoLocking=1 \
+    -o APT::Sandbox::User=root \
+    "$@"
+}
+
+fetch_source() {
+  local series=$1 dir=$2
+  local pkg="linux-source-$series"
+  [[ -f "$cache/apt/lists/.updated" ]] || { say "apt update (private sources: sid, trixie-backports)"; apt_private apt-get update; touch "$cache/apt/lists/.updated"; }
+  local version
+  version="$(apt_private apt-cache show "$pkg" 2>/dev/null | awk '/^Version:/ {print $2; exit}')" || true
+  if [[ -z "$version" ]]; then
+    say "apt update (no $pkg in cached lists)"; apt_private apt-get update
+    version="$(apt_private apt-cache show "$pkg" 2>/dev/null | awk '/^Version:/ {print $2; exit}')"
+  fi
+  [[ -n "$version" ]] || die "$pkg is not in Debian's sid or trixie-backports"
+  echo "$version" > "$dir/.version"
+  if [[ ! -f "$dir/source.deb" ]]; then
+    say "downloading $pkg $version"
+    (cd "$dir" && apt_private apt-get download "$pkg" && mv -f "${pkg}"_*.deb source.deb)
+  fi
+}
+
+build_one() {
+  local series=$1
+  local work="$cache/src/$series"
+  mkdir -p "$work"
+  fetch_source "$series" "$work"
+  local version; version="$(cat "$work/.version")"
+  local hash; hash="$(sha256sum "$fragment" | cut -c1-12)"
+  local out="$cache/kernels/${version}-${hash}"
+  if [[ -f "$out/bzImage" ]]; then
+    say "$series: cached $out/bzImage"
+    echo "$out/bzImage"; return
+  fi
+  local tree="$work/linux"
+  if [[ ! -f "$tree/.extracted-$version" ]]; then
+    say "$series: extracting source"
+    rm -rf "$tree" "$work/pkg"; mkdir -p "$work/pkg"
+    dpkg-deb -x "$work/source.deb" "$work/pkg"
+    local tarball; tarball="$(ls "$work"/pkg/usr/src/linux-source-*.tar.* | head -1)"
+    mkdir -p "$tree"
+    tar -xf "$tarball" -C "$tree" --strip-components=1
+    rm -rf "$work/pkg"
+    touch "$tree/.extracted-$version"
+  fi
+  say "$series: configuring (tinyconfig + vm/kernel.config)"
+  make -s -C "$tree" tinyconfig >/dev/null
+  "$tree/scripts/kconfig/merge_config.sh" -m -O "$tree" "$tree/.config" "$fragment" >/dev/null
+  make -s -C "$tree" olddefconfig >/dev/null
+  local missing=()
+  while IFS= read -r line; do
+    [[ "$line" =~ ^(CONFIG_[A-Z0-9_]+)=y ]] || continue
+    grep -qx "${BASH_REMATCH[1]}=y" "$tree/.config" || missing+=("${BASH_REMATCH[1]}")
+  done < "$fragment"
+  ((${#missing[@]} == 0)) || die "$series: config options did not take: ${missing[*]}"
+  say "$series: make -j$jobs bzImage (about 10 minutes on 2 cores)"
+  local log="$work/build.log"
+  make -C "$tree" -j"$jobs" bzImage > "$log" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 30
+    kill -0 "$pid" 2>/dev/null && say "$series: building... $(grep -c '^  CC' "$log") files compiled"
+  done
+  wait "$pid" || { tail -40 "$log" >&2; die "$series: kernel build failed (log: $log)"; }
+  mkdir -p "$out"
+  cp "$tree/arch/x86/boot/bzImage" "$out/bzImage.tmp"
+  cp "$tree/.config" "$out/config"
+  echo "$version" > "$out/version"
+  mv "$out/bzImage.tmp" "$out/bzImage"
+  say "$series: built $out/bzImage ($(du -h "$out/bzImage" | cut -f1))"
+  echo "$out/bzImage"
+}
+
+(($# > 0)) || set -- 7.2 7.3
+check_tools
+for series in "$@"; do build_one "$series"; done
