@@ -36,10 +36,23 @@ export type KexecBinding = Both<'kexecLoad', [kernel: string, initrd: string | n
   Both<'kexecLoaded', [], number> &
   Both<'kexecExecute', [sync: boolean], number>;
 
+/**
+ * The syscalls a test guest's /init needs and Node lacks (native/guest.h):
+ * mount, power-off and the fd limit. @internal
+ */
+export type GuestBinding = Both<
+  'mount',
+  [source: string, target: string, fstype: string, flags: number, data: string | null],
+  number
+> &
+  Both<'powerOff', [], number> &
+  Both<'setrlimitNofile', [soft: number, hard: number], number>;
+
 /** The whole addon. @internal */
 export type NativeBinding = LuoBinding &
   MemfdBinding &
-  KexecBinding & {
+  KexecBinding &
+  GuestBinding & {
     /** The system header the ABI was compared with at build time, or "" if none. */
     readonly abiCheckedAgainst: string;
   };
