@@ -1,0 +1,99 @@
+/**
+ * kexec: load the next kernel with kexec_file_load and jump into it with
+ * reboot(LINUX_REBOOT_CMD_KEXEC). With LUO, that jump is the live update:
+ * the kernel freezes every preserved file and hands it to the next kernel.
+ */
+import { callAsync, callSync, type ErrorContext } from './errors.js';
+import { native } from './native.js';
+import { checkBoolean, checkOptions, checkPath, invalidArgType, invalidArgValue } from './validate.js';
+
+/** What to load. */
+export interface LoadOptions {
+  /** Path of the kernel image (bzImage). */
+  kernel: string;
+  /** Path of the initramfs, if any. */
+  initrd?: string;
+  /** The next kernel's command line; keep `liveupdate=on` in it to retrieve sessions there. */
+  cmdline: string;
+}
+
+/** Options for {@link execute}. */
+export interface ExecuteOptions {
+  /** Flush filesystem buffers before the jump (default true; the jump does not). */
+  sync?: boolean;
+}
+
+interface Load {
+  kernel: string;
+  initrd: string | null;
+  cmdline: string;
+  context: ErrorContext;
+}
+
+function checkLoad(options: unknown): Load {
+  if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
+  const opts = options as Partial<LoadOptions>;
+  const kernel = checkPath(opts.kernel, 'options.kernel');
+  const initrd = opts.initrd === undefined ? null : checkPath(opts.initrd, 'options.initrd');
+  if (typeof opts.cmdline !== 'string') throw invalidArgType('options.cmdline', 'of type string', opts.cmdline);
+  if (opts.cmdline.includes('\0')) throw invalidArgValue('options.cmdline', 'must not contain a NUL character', opts.cmdline);
+  return { kernel, initrd, cmdline: opts.cmdline, context: { operation: 'kexec.load', path: kernel } };
+}
+
+/**
+ * Loads `kernel` (and `initrd`) as the kernel to kexec into. Replaces any
+ * image loaded before. Needs CAP_SYS_BOOT.
+ */
+export async function load(options: LoadOptions): Promise<void> {
+  const l = checkLoad(options);
+  await callAsync(l.context, () => native.kexecLoadAsync(l.kernel, l.initrd, l.cmdline));
+}
+
+/** The synchronous form of {@link load}. */
+export function loadSync(options: LoadOptions): void {
+  const l = checkLoad(options);
+  callSync(l.context, () => native.kexecLoad(l.kernel, l.initrd, l.cmdline));
+}
+
+/** Forgets the loaded kernel, if any. */
+export async function unload(): Promise<void> {
+  await callAsync({ operation: 'kexec.unload' }, () => native.kexecUnloadAsync());
+}
+
+/** The synchronous form of {@link unload}. */
+export function unloadSync(): void {
+  callSync({ operation: 'kexec.unload' }, () => native.kexecUnload());
+}
+
+/** Whether a kernel is loaded (/sys/kernel/kexec_loaded). */
+export async function isLoaded(): Promise<boolean> {
+  return (await callAsync({ operation: 'kexec.isLoaded', path: '/sys/kernel/kexec_loaded' }, () => native.kexecLoadedAsync())) === 1;
+}
+
+/** The synchronous form of {@link isLoaded}. */
+export function isLoadedSync(): boolean {
+  return callSync({ operation: 'kexec.isLoaded', path: '/sys/kernel/kexec_loaded' }, () => native.kexecLoaded()) === 1;
+}
+
+function checkExecute(options: unknown): boolean {
+  return checkBoolean(checkOptions<ExecuteOptions>(options).sync, 'options.sync', true);
+}
+
+/**
+ * Jumps into the loaded kernel: this process, and every other, ends here.
+ * Returns only by throwing: KexecNotLoadedError when nothing is loaded,
+ * LiveUpdateAbortedError when the kernel refused and rolled the live update
+ * back (for example a preserved file failed to freeze).
+ */
+export async function execute(options?: ExecuteOptions): Promise<never> {
+  const sync = checkExecute(options);
+  await callAsync({ operation: 'kexec.execute' }, () => native.kexecExecuteAsync(sync));
+  throw new Error('reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error');
+}
+
+/** The synchronous form of {@link execute}. */
+export function executeSync(options?: ExecuteOptions): never {
+  const sync = checkExecute(options);
+  callSync({ operation: 'kexec.execute' }, () => native.kexecExecute(sync));
+  throw new Error('reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error');
+}

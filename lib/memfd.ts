@@ -1,0 +1,108 @@
+/**
+ * memfd: anonymous memory-backed files, the kind of file LUO preserves today
+ * (a VM's guest memory, a cache's data set), and their seals.
+ */
+import { callAsync, callSync, type ErrorContext } from './errors.js';
+import { native } from './native.js';
+import { checkBoolean, checkFd, checkOptions, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
+
+/** memfd_create flags (linux/memfd.h). */
+const MFD_CLOEXEC = 0x1;
+const MFD_ALLOW_SEALING = 0x2;
+const MFD_NOEXEC_SEAL = 0x8;
+
+/** Prevents adding further seals. */
+export const SEAL_SEAL = 0x1;
+/** Prevents shrinking the file. */
+export const SEAL_SHRINK = 0x2;
+/** Prevents growing the file. */
+export const SEAL_GROW = 0x4;
+/** Prevents writes (fails while writable shared mappings exist). */
+export const SEAL_WRITE = 0x8;
+/** Prevents new writes and writable mappings; existing mappings keep writing. */
+export const SEAL_FUTURE_WRITE = 0x10;
+/** Prevents changing the file's exec mode bits (Linux 6.3+). */
+export const SEAL_EXEC = 0x20;
+
+const ALL_SEALS = SEAL_SEAL | SEAL_SHRINK | SEAL_GROW | SEAL_WRITE | SEAL_FUTURE_WRITE | SEAL_EXEC;
+
+/** The kernel prefixes "memfd:" to names; the whole must fit NAME_MAX (255). */
+const MAX_NAME_BYTES = 249;
+
+/** Options for {@link create}. */
+export interface CreateOptions {
+  /** Close-on-exec (default true: the fd is not inherited by child programs). */
+  cloexec?: boolean;
+  /** Allow seals to be added later (default false: the file is born with SEAL_SEAL). */
+  allowSealing?: boolean;
+  /** Make the file non-executable and seal that (MFD_NOEXEC_SEAL, Linux 6.3+; implies allowSealing). */
+  noexecSeal?: boolean;
+}
+
+function checkName(name: unknown): string {
+  if (typeof name !== 'string') throw invalidArgType('name', 'of type string', name);
+  if (name.includes('\0')) throw invalidArgValue('name', 'must not contain a NUL character', name);
+  if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) {
+    throw invalidArgValue('name', `must be at most ${MAX_NAME_BYTES} bytes of UTF-8`, name);
+  }
+  return name;
+}
+
+function createFlags(options: unknown): number {
+  const opts = checkOptions<CreateOptions>(options);
+  let flags = checkBoolean(opts.cloexec, 'options.cloexec', true) ? MFD_CLOEXEC : 0;
+  if (checkBoolean(opts.allowSealing, 'options.allowSealing', false)) flags |= MFD_ALLOW_SEALING;
+  if (checkBoolean(opts.noexecSeal, 'options.noexecSeal', false)) flags |= MFD_NOEXEC_SEAL;
+  return flags;
+}
+
+function checkSeals(seals: unknown): number {
+  if (typeof seals !== 'number') throw invalidArgType('seals', 'of type number', seals);
+  if (!Number.isInteger(seals) || seals < 0 || (seals & ~ALL_SEALS) !== 0) {
+    throw outOfRange('seals', `a combination of the memfd.SEAL_* constants (0 to ${ALL_SEALS})`, seals);
+  }
+  return seals;
+}
+
+/**
+ * Creates a memfd and returns its fd (the caller owns it and closes it with
+ * fs.close). Close-on-exec unless `cloexec: false`.
+ */
+export async function create(name: string, options?: CreateOptions): Promise<number> {
+  const flags = createFlags(options);
+  return callAsync({ operation: 'memfd.create' }, () => native.memfdCreateAsync(checkName(name), flags));
+}
+
+/** The synchronous form of {@link create}. */
+export function createSync(name: string, options?: CreateOptions): number {
+  const flags = createFlags(options);
+  return callSync({ operation: 'memfd.create' }, () => native.memfdCreate(checkName(name), flags));
+}
+
+function sealContext(operation: 'memfd.addSeals' | 'memfd.getSeals', fd: number): ErrorContext {
+  return { operation, fd: checkFd(fd) };
+}
+
+/** Adds seals (a bitwise OR of the SEAL_* constants) to the file of `fd`. */
+export async function addSeals(fd: number, seals: number): Promise<void> {
+  const context = sealContext('memfd.addSeals', fd);
+  await callAsync(context, () => native.addSealsAsync(fd, checkSeals(seals)));
+}
+
+/** The synchronous form of {@link addSeals}. */
+export function addSealsSync(fd: number, seals: number): void {
+  const context = sealContext('memfd.addSeals', fd);
+  callSync(context, () => native.addSeals(fd, checkSeals(seals)));
+}
+
+/** The seals on the file of `fd`, as a bitwise OR of the SEAL_* constants. */
+export async function getSeals(fd: number): Promise<number> {
+  const context = sealContext('memfd.getSeals', fd);
+  return callAsync(context, () => native.getSealsAsync(fd));
+}
+
+/** The synchronous form of {@link getSeals}. */
+export function getSealsSync(fd: number): number {
+  const context = sealContext('memfd.getSeals', fd);
+  return callSync(context, () => native.getSeals(fd));
+}

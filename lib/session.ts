@@ -1,0 +1,252 @@
+/**
+ * Session: one named LUO session, outgoing (created in this kernel, files
+ * preserved into it) or incoming (retrieved after the kexec, files retrieved
+ * from it).
+ *
+ * Lifetime is explicit. Closing an outgoing session unpreserves every file
+ * in it, so nothing here closes a session behind the caller's back: garbage
+ * collection never does, and a session object that is dropped keeps its fd
+ * (and the kernel keeps the files preserved) until the process exits.
+ */
+import * as fs from 'node:fs';
+import { callAsync, callSync, sessionStateError, translateError, type ErrorContext, type Operation } from './errors.js';
+import { native } from './native.js';
+import { checkFd, toToken } from './validate.js';
+
+/** Where a session is in its life. */
+export type SessionState = 'outgoing' | 'incoming' | 'finished' | 'closed';
+
+/** The link text of a session fd in /proc/self/fd: `anon_inode:[luo_session] NAME`. */
+const SESSION_LINK_PREFIX = 'anon_inode:[luo_session] ';
+
+/** The kernel's request names, for error messages. */
+const REQUEST: Partial<Record<Operation, string>> = {
+  preserve: 'LIVEUPDATE_SESSION_PRESERVE_FD',
+  retrieve: 'LIVEUPDATE_SESSION_RETRIEVE_FD',
+  finish: 'LIVEUPDATE_SESSION_FINISH',
+  getName: 'LIVEUPDATE_SESSION_GET_NAME',
+};
+
+/** Which states each operation accepts before any ioctl is issued. */
+const ALLOWED: Partial<Record<Operation, readonly SessionState[]>> = {
+  // Outgoing/incoming mismatches are left to the kernel (EINVAL), so that its
+  // answer, not a guess of ours, is what callers see.
+  preserve: ['outgoing', 'incoming'],
+  retrieve: ['outgoing', 'incoming'],
+  finish: ['outgoing', 'incoming'],
+  getName: ['outgoing', 'incoming', 'finished'],
+};
+
+/**
+ * A LUO session. Get one from {@link LiveUpdate.createSession},
+ * {@link LiveUpdate.retrieveSession} or {@link Session.fromFd}.
+ */
+export class Session {
+  #fd: number;
+  #state: SessionState;
+  #name: string;
+  /** Calls on the thread pool that still use the fd; close waits for them. */
+  readonly #inFlight = new Set<Promise<unknown>>();
+
+  /** @internal Sessions come from LiveUpdate or Session.fromFd. */
+  constructor(fd: number, name: string, state: 'outgoing' | 'incoming') {
+    this.#fd = fd;
+    this.#name = name;
+    this.#state = state;
+  }
+
+  /** The session's name (as created or retrieved; {@link getNameSync} asks the kernel). */
+  get name(): string {
+    return this.#name;
+  }
+
+  /** The session's fd, or -1 once closed. The fd stays owned by this object. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** `'outgoing'`, `'incoming'`, `'finished'` (incoming, after finish) or `'closed'`. */
+  get state(): SessionState {
+    return this.#state;
+  }
+
+  /**
+   * Wraps a session fd received from elsewhere (another process over a Unix
+   * socket, systemd's fd store) as a Session; it takes ownership of the fd.
+   * Refuses any fd that is not a LUO session. Whether the session is outgoing
+   * or incoming is asked of the kernel with a request that changes nothing.
+   */
+  static fromFd(fd: number): Session {
+    checkFd(fd);
+    const context: ErrorContext = { operation: 'fromFd', fd };
+    const link = readFdLink(fd, context);
+    if (!link.startsWith(SESSION_LINK_PREFIX)) {
+      throw new TypeError(`fd ${fd} is not a LUO session (it is ${link})`);
+    }
+    const name = queryName(fd) ?? link.slice(SESSION_LINK_PREFIX.length);
+    return new Session(fd, name, probeDirection(fd));
+  }
+
+  /**
+   * Preserves the file of `fd` in this outgoing session under `token`
+   * (a u64 as bigint, or a non-negative safe integer). The fd stays the
+   * caller's; the kernel keeps its own reference. Preserving pins every page
+   * of a memfd, which takes time for large files: this runs on the thread pool.
+   */
+  async preserve(fd: number, token: bigint | number): Promise<void> {
+    const call = this.#prepare('preserve', { fd: checkFd(fd), token: toToken(token) });
+    await this.#track(callAsync(call.context, () => native.preserveFdAsync(call.sessionFd, fd, call.token)));
+  }
+
+  /** The synchronous form of {@link preserve}. */
+  preserveSync(fd: number, token: bigint | number): void {
+    const call = this.#prepare('preserve', { fd: checkFd(fd), token: toToken(token) });
+    callSync(call.context, () => native.preserveFd(call.sessionFd, fd, call.token));
+  }
+
+  /**
+   * Retrieves the file preserved under `token` in this incoming session and
+   * returns a new fd for it (close-on-exec; the caller owns it). Retrieving
+   * the same token again gives another fd to the same file.
+   */
+  async retrieve(token: bigint | number): Promise<number> {
+    const call = this.#prepare('retrieve', { token: toToken(token) });
+    return this.#track(callAsync(call.context, () => native.retrieveFdAsync(call.sessionFd, call.token)));
+  }
+
+  /** The synchronous form of {@link retrieve}. */
+  retrieveSync(token: bigint | number): number {
+    const call = this.#prepare('retrieve', { token: toToken(token) });
+    return callSync(call.context, () => native.retrieveFd(call.sessionFd, call.token));
+  }
+
+  /**
+   * Finishes this incoming session: the kernel releases what it kept for the
+   * update. Files never retrieved are discarded. The fd stays open until
+   * {@link close}; no further retrieve is possible.
+   */
+  async finish(): Promise<void> {
+    const call = this.#prepare('finish', {});
+    await this.#track(callAsync(call.context, () => native.finishSessionAsync(call.sessionFd)));
+    this.#state = 'finished';
+  }
+
+  /** The synchronous form of {@link finish}. */
+  finishSync(): void {
+    const call = this.#prepare('finish', {});
+    callSync(call.context, () => native.finishSession(call.sessionFd));
+    this.#state = 'finished';
+  }
+
+  /** Asks the kernel for the session's name (LIVEUPDATE_SESSION_GET_NAME, Linux 7.0+). */
+  async getName(): Promise<string> {
+    const call = this.#prepare('getName', {});
+    return this.#track(callAsync(call.context, () => native.getSessionNameAsync(call.sessionFd)));
+  }
+
+  /** The synchronous form of {@link getName}. */
+  getNameSync(): string {
+    const call = this.#prepare('getName', {});
+    return callSync(call.context, () => native.getSessionName(call.sessionFd));
+  }
+
+  /**
+   * Closes the session fd. On an OUTGOING session this unpreserves every file
+   * in it and the session will not exist after the kexec. On an incoming
+   * session that was not finished, the kernel finishes it. Waits for calls
+   * still running on the thread pool. Closing twice is a no-op.
+   */
+  async close(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    this.closeSync();
+  }
+
+  /**
+   * The synchronous form of {@link close}. Throws a SessionStateError while a
+   * Promise-form call on this session is still running (await it, or use
+   * {@link close}), since closing then could let that call reach another file
+   * that reuses the fd number.
+   */
+  closeSync(): void {
+    if (this.#state === 'closed') return;
+    if (this.#inFlight.size > 0) {
+      throw sessionStateError(this.#context('close'), `cannot close session '${this.#name}' while ${this.#inFlight.size} call(s) on it are running; await them or use close()`);
+    }
+    const fd = this.#fd;
+    this.#fd = -1;
+    this.#state = 'closed';
+    callSync(this.#context('close'), () => native.close(fd));
+  }
+
+  /** Closes the session (see {@link closeSync}): for `using`. Mind that this unpreserves an outgoing session. */
+  [Symbol.dispose](): void {
+    this.closeSync();
+  }
+
+  /** Closes the session (see {@link close}): for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Debug output that never touches the kernel. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return `Session { name: '${this.#name}', state: '${this.#state}', fd: ${this.#fd} }`;
+  }
+
+  #context(operation: Operation, extra: { fd?: number; token?: bigint } = {}): ErrorContext {
+    return { operation, sessionName: this.#name, request: REQUEST[operation], ...extra };
+  }
+
+  /** Checks the state before any syscall and captures the fd the call will use. */
+  #prepare(operation: Operation, extra: { fd?: number; token?: bigint }): { context: ErrorContext; sessionFd: number; token: bigint } {
+    const context = this.#context(operation, extra);
+    if (!(ALLOWED[operation] ?? []).includes(this.#state)) {
+      throw sessionStateError(context, `session '${this.#name}' is ${this.#state}; ${operation} is not possible`);
+    }
+    return { context, sessionFd: this.#fd, token: extra.token ?? 0n };
+  }
+
+  #track<T>(promise: Promise<T>): Promise<T> {
+    this.#inFlight.add(promise);
+    const forget = (): void => {
+      this.#inFlight.delete(promise);
+    };
+    promise.then(forget, forget);
+    return promise;
+  }
+}
+
+function readFdLink(fd: number, context: ErrorContext): string {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    // An fd that is not open shows as a missing link.
+    const system = code === 'ENOENT' ? Object.assign(new Error('EBADF'), { errno: -9, code: 'EBADF', syscall: 'readlink' }) : error;
+    throw translateError(system, context);
+  }
+}
+
+/** GET_NAME where the kernel has it; null on kernels without it. */
+function queryName(fd: number): string | null {
+  try {
+    return native.getSessionName(fd);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * PRESERVE_FD with fd -1 is refused with EINVAL on an incoming session
+ * before anything else is looked at, and with EBADF (or EEXIST) on an
+ * outgoing one: a probe that preserves nothing.
+ */
+function probeDirection(fd: number): 'outgoing' | 'incoming' {
+  try {
+    native.preserveFd(fd, -1, 0n);
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'EINVAL') return 'incoming';
+    return 'outgoing';
+  }
+  return 'outgoing';
+}
