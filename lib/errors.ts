@@ -192,7 +192,7 @@ function kexecMeaning(context: ErrorContext, code: string): Meaning {
   if (context.operation === 'kexec.load') {
     if (code === 'EPERM') return { type: KexecError, text: () => 'not permitted to load a kernel (needs CAP_SYS_BOOT, and kexec_load_disabled must be 0)' };
     if (code === 'ENOENT') return { type: KexecError, text: (c) => `${c.path ?? 'the kernel or initrd'} does not exist` };
-    return { type: KexecImageRejectedError, text: (c) => `the kernel refused to load ${c.path ?? 'the image'}` };
+    return { type: KexecImageRejectedError, text: () => 'the kernel refused the image, initrd or command line' };
   }
   return { type: KexecError, text: (c) => `${c.operation} failed: ${systemText(errnoOf(code))}` };
 }

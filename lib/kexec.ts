@@ -3,6 +3,7 @@
  * reboot(LINUX_REBOOT_CMD_KEXEC). With LUO, that jump is the live update:
  * the kernel freezes every preserved file and hands it to the next kernel.
  */
+import * as fs from 'node:fs';
 import { callAsync, callSync, type ErrorContext } from './errors.js';
 import { native } from './native.js';
 import { checkBoolean, checkOptions, checkPath, invalidArgType, invalidArgValue } from './validate.js';
@@ -37,7 +38,9 @@ function checkLoad(options: unknown): Load {
   const initrd = opts.initrd === undefined ? null : checkPath(opts.initrd, 'options.initrd');
   if (typeof opts.cmdline !== 'string') throw invalidArgType('options.cmdline', 'of type string', opts.cmdline);
   if (opts.cmdline.includes('\0')) throw invalidArgValue('options.cmdline', 'must not contain a NUL character', opts.cmdline);
-  return { kernel, initrd, cmdline: opts.cmdline, context: { operation: 'kexec.load', path: kernel } };
+  // Name the file that is missing, should open() fail with ENOENT.
+  const path = initrd !== null && fs.existsSync(kernel) ? initrd : kernel;
+  return { kernel, initrd, cmdline: opts.cmdline, context: { operation: 'kexec.load', path } };
 }
 
 /**
@@ -65,14 +68,32 @@ export function unloadSync(): void {
   callSync({ operation: 'kexec.unload' }, () => native.kexecUnload());
 }
 
-/** Whether a kernel is loaded (/sys/kernel/kexec_loaded). */
+const LOADED_CONTEXT: ErrorContext = { operation: 'kexec.isLoaded', path: '/sys/kernel/kexec_loaded' };
+
+/** A kernel without kexec support has no kexec_loaded file: nothing can be loaded there. */
+function loadedFrom(result: number): boolean {
+  return result === 1;
+}
+
+function notLoadedWhenMissing(error: unknown): number {
+  if ((error as { code?: unknown }).code === 'ENOENT') return 0;
+  throw error;
+}
+
+/** Whether a kernel is loaded (/sys/kernel/kexec_loaded; false where the kernel has no kexec). */
 export async function isLoaded(): Promise<boolean> {
-  return (await callAsync({ operation: 'kexec.isLoaded', path: '/sys/kernel/kexec_loaded' }, () => native.kexecLoadedAsync())) === 1;
+  return loadedFrom(await callAsync(LOADED_CONTEXT, () => native.kexecLoadedAsync().catch(notLoadedWhenMissing)));
 }
 
 /** The synchronous form of {@link isLoaded}. */
 export function isLoadedSync(): boolean {
-  return callSync({ operation: 'kexec.isLoaded', path: '/sys/kernel/kexec_loaded' }, () => native.kexecLoaded()) === 1;
+  return loadedFrom(callSync(LOADED_CONTEXT, () => {
+    try {
+      return native.kexecLoaded();
+    } catch (error) {
+      return notLoadedWhenMissing(error);
+    }
+  }));
 }
 
 function checkExecute(options: unknown): boolean {
