@@ -48,8 +48,46 @@ export type GuestBinding = Both<
   Both<'powerOff', [], number> &
   Both<'setrlimitNofile', [soft: number, hard: number], number>;
 
+/** One receive as the addon reports it (native/fdpass.h FdReceiver). @internal */
+export interface NativeRecvResult {
+  /** RecvStatus: 0 ok, 1 eof, 2 fds truncated, 3 message truncated, 4 bad frame, 5 short frame. */
+  status: number;
+  /** The message's bytes (empty unless status is 0). */
+  data: Buffer;
+  /** The fds that arrived, now owned by the caller (empty unless status is 0). */
+  fds: number[];
+  /** How many fds arrived and were closed because of the error. */
+  dropped: number;
+  /** The message's real length (datagram, frame), where known. */
+  length: number;
+}
+
+/** A Promise settled by the event loop that can be cancelled (rejects with ECANCELED). @internal */
+export type Cancellable<T> = Promise<T> & { cancel(): void };
+
+/** SCM_RIGHTS over Unix sockets and the socket helpers (native/fdpass.h). @internal */
+export type FdPassBinding = {
+  sendFds(fd: number, data: Uint8Array, fds: number[], framing: number): number;
+  sendFdsAsync(fd: number, data: Uint8Array, fds: number[], framing: number): Cancellable<number>;
+  recvFds(fd: number, maxBytes: number, maxFds: number, framing: number): NativeRecvResult;
+  recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number): Cancellable<NativeRecvResult>;
+  waitReadable(fd: number, timeoutMs: number): boolean;
+  waitReadableAsync(fd: number): Cancellable<boolean>;
+  readonly SOCK_STREAM: number;
+  readonly SOCK_DGRAM: number;
+  readonly SOCK_SEQPACKET: number;
+} & Both<'socketPair', [type: number], [number, number]> &
+  Both<'pipe', [], [number, number]> &
+  Both<'unixBind', [type: number, path: string], number> &
+  Both<'unixConnect', [type: number, path: string], number> &
+  Both<'unixAccept', [fd: number], number> &
+  Both<'socketType', [fd: number], number> &
+  Both<'setCloexec', [fd: number], number> &
+  Both<'getCloexec', [fd: number], number>;
+
 /** The whole addon. @internal */
 export type NativeBinding = LuoBinding &
+  FdPassBinding &
   MemfdBinding &
   KexecBinding &
   GuestBinding & {

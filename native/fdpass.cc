@@ -1,2 +1,351 @@
-// fdpass.cc - sendmsg/recvmsg with SCM_RIGHTS (filled in by the fd-passing work).
+// fdpass.cc - sendmsg/recvmsg with SCM_RIGHTS, and the stream framing.
+//
+// Why frames on SOCK_STREAM: the kernel attaches an skb's fds to the recvmsg
+// that reads the skb's first byte, and a stream recvmsg may read bytes of
+// earlier fd-less sends before it (unix_stream_read_generic only stops
+// *after* an skb with fds). A reader that asks for "whatever is there" can
+// therefore get fds together with bytes that were sent before them. A frame
+// (8-byte header, then exactly `length` bytes) lets the reader ask for
+// exactly one message's bytes: the header read starts on the frame's first
+// byte, where the fds are, and the body read never crosses into the next
+// frame. Fds that show up anywhere but at a frame start are a protocol
+// error, closed here and reported.
 #include "fdpass.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <utility>
+
+namespace lu {
+namespace {
+
+int result_or_errno(int rc) { return rc < 0 ? -errno : rc; }
+
+int64_t now_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// Fills a sockaddr_un; '@' at the start means the abstract namespace, as
+// in $NOTIFY_SOCKET. Returns the address length or -errno.
+int make_address(const std::string& path, sockaddr_un& addr) {
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  if (path.empty()) return -EINVAL;
+  // Abstract names are not NUL-terminated; paths need room for the NUL.
+  bool abstract = path[0] == '@';
+  if (path.size() > sizeof addr.sun_path - (abstract ? 0 : 1)) return -ENAMETOOLONG;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (abstract) addr.sun_path[0] = '\0';
+  return static_cast<int>(offsetof(sockaddr_un, sun_path) + path.size() + (abstract ? 0 : 1));
+}
+
+void put_u32(uint8_t* out, uint32_t value) {
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<uint8_t>(value >> (24 - 8 * i));
+}
+
+uint32_t get_u32(const uint8_t* in) {
+  return (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) | (uint32_t{in[2]} << 8) | in[3];
+}
+
+Step again(short events) { return {EAGAIN, events, ""}; }
+Step failed(int err, const char* syscall) { return {err, 0, syscall}; }
+
+}  // namespace
+
+int socket_type(int fd) {
+  int type = 0;
+  int domain = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) return -errno;
+  len = sizeof domain;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0) return -errno;
+  // SCM_RIGHTS exists only on AF_UNIX sockets.
+  if (domain != AF_UNIX) return -EAFNOSUPPORT;
+  return type;
+}
+
+int dup_cloexec(int fd) { return result_or_errno(::fcntl(fd, F_DUPFD_CLOEXEC, 3)); }
+
+int set_cloexec(int fd) {
+  int flags = ::fcntl(fd, F_GETFD);
+  if (flags < 0) return -errno;
+  if (flags & FD_CLOEXEC) return 0;
+  return result_or_errno(::fcntl(fd, F_SETFD, flags | FD_CLOEXEC));
+}
+
+int get_cloexec(int fd) {
+  int flags = ::fcntl(fd, F_GETFD);
+  return flags < 0 ? -errno : (flags & FD_CLOEXEC ? 1 : 0);
+}
+
+int wait_fd(int fd, short events, int timeout_ms) {
+  int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int left = deadline < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, deadline - now_ms()));
+    int rc = ::poll(&p, 1, left);
+    if (rc >= 0) return rc == 0 ? 0 : p.revents;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+int unix_socket_pair(int type, int fds[2]) {
+  return result_or_errno(::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds));
+}
+
+int unix_bind(int type, const std::string& path) {
+  sockaddr_un addr{};
+  int len = make_address(path, addr);
+  if (len < 0) return len;
+  UniqueFd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return -errno;
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0) return -errno;
+  if (type != SOCK_DGRAM && ::listen(fd.get(), 16) < 0) return -errno;
+  return fd.release();
+}
+
+int unix_connect(int type, const std::string& path) {
+  sockaddr_un addr{};
+  int len = make_address(path, addr);
+  if (len < 0) return len;
+  UniqueFd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return -errno;
+  // A Unix connect completes at once (or fails: ECONNREFUSED, EAGAIN when
+  // the listen backlog is full); it is never left in progress.
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0) return -errno;
+  return fd.release();
+}
+
+int unix_accept(int fd) { return result_or_errno(::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC)); }
+
+int pipe_cloexec(int fds[2]) { return result_or_errno(::pipe2(fds, O_CLOEXEC)); }
+
+ssize_t send_msg(int fd, const uint8_t* data, size_t len, const int* fds, size_t nfds) {
+  iovec iov{const_cast<uint8_t*>(data), len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<uint8_t> control(nfds ? CMSG_SPACE(nfds * sizeof(int)) : 0);
+  if (nfds) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), fds, nfds * sizeof(int));
+  }
+  for (;;) {
+    // MSG_DONTWAIT instead of O_NONBLOCK: per call, leaves shared state alone.
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) return n;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+namespace {
+
+// Takes ownership of every fd in the control data, so none can leak.
+void collect_fds(msghdr& msg, RecvInfo& info) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      info.fds.emplace_back(fd);
+    }
+  }
+}
+
+}  // namespace
+
+ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_trunc, RecvInfo& info) {
+  iovec iov{buf, len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<uint8_t> control(max_fds ? CMSG_SPACE(max_fds * sizeof(int)) : 0);
+  if (max_fds) {
+    msg.msg_control = control.data();
+    // CMSG_LEN, not CMSG_SPACE: the padding of CMSG_SPACE would let the
+    // kernel fit one fd more than asked for.
+    msg.msg_controllen = CMSG_LEN(max_fds * sizeof(int));
+  }
+  int flags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT | (want_trunc ? MSG_TRUNC : 0);
+  ssize_t n;
+  do {
+    n = ::recvmsg(fd, &msg, flags);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return -errno;
+  collect_fds(msg, info);
+  info.ctrunc = (msg.msg_flags & MSG_CTRUNC) != 0 || info.fds.size() > max_fds;
+  info.full_len = static_cast<size_t>(n);
+  return want_trunc ? static_cast<ssize_t>(std::min(static_cast<size_t>(n), len)) : n;
+}
+
+// ---- FdSender ------------------------------------------------------------
+
+FdSender::FdSender(UniqueFd sock, std::vector<uint8_t> data, std::vector<int> fds, Framing framing)
+    : sock_(std::move(sock)), data_(std::move(data)), fds_(std::move(fds)), framing_(framing) {}
+
+Step FdSender::start() {
+  type_ = socket_type(sock_.get());
+  if (type_ < 0) return failed(-type_, "getsockopt");
+  if (type_ != SOCK_STREAM) return {};
+  if (framing_ == Framing::kFrame) {
+    if (data_.size() > UINT32_MAX) return failed(EMSGSIZE, "sendmsg");
+    uint8_t header[kFrameHeaderSize];
+    put_u32(header, kFrameMagic);
+    put_u32(header + 4, static_cast<uint32_t>(data_.size()));
+    data_.insert(data_.begin(), header, header + kFrameHeaderSize);
+  } else if (data_.empty()) {
+    data_.push_back(0);  // Fds cannot travel on a stream without a byte.
+  }
+  return {};
+}
+
+Step FdSender::step() {
+  // Runs at least once: an empty datagram is still a message.
+  bool first = sent_ == 0;
+  while (first || sent_ < data_.size()) {
+    // Fds go with the first sendmsg that sends anything, and never again.
+    bool with_fds = sent_ == 0;
+    ssize_t n = send_msg(sock_.get(), data_.data() + sent_, data_.size() - sent_,
+                         with_fds ? fds_.data() : nullptr, with_fds ? fds_.size() : 0);
+    if (n == -EAGAIN) return again(POLLOUT);
+    if (n < 0) return failed(static_cast<int>(-n), "sendmsg");
+    sent_ += static_cast<size_t>(n);
+    first = false;
+    // Seqpacket and datagram sends are all or nothing.
+    if (type_ != SOCK_STREAM) break;
+  }
+  return {};
+}
+
+// ---- FdReceiver ----------------------------------------------------------
+
+FdReceiver::FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing framing)
+    : sock_(std::move(sock)), max_bytes_(max_bytes), max_fds_(max_fds), framing_(framing) {}
+
+Step FdReceiver::start() {
+  type_ = socket_type(sock_.get());
+  if (type_ < 0) return failed(-type_, "getsockopt");
+  if (type_ != SOCK_STREAM || framing_ == Framing::kNone) data_.resize(max_bytes_);
+  return {};
+}
+
+Step FdReceiver::step() {
+  if (type_ != SOCK_STREAM) return step_message();
+  return framing_ == Framing::kFrame ? step_frame() : step_raw();
+}
+
+Step FdReceiver::finish(RecvStatus status) {
+  status_ = status;
+  if (status != RecvStatus::kOk) {
+    dropped_ += fds_.size();
+    fds_.clear();  // Closes every fd that did arrive.
+    data_.clear();
+  }
+  return {};
+}
+
+Step FdReceiver::step_message() {
+  RecvInfo info;
+  ssize_t n = recv_msg(sock_.get(), data_.data(), data_.size(), max_fds_, true, info);
+  if (n == -EAGAIN) return again(POLLIN);
+  if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
+  fds_ = std::move(info.fds);
+  message_len_ = info.full_len;
+  data_.resize(static_cast<size_t>(n));
+  if (info.ctrunc) return finish(RecvStatus::kCtrunc);
+  if (info.full_len > max_bytes_) return finish(RecvStatus::kTrunc);
+  // A seqpacket read of 0 bytes and no fds is the peer's shutdown.
+  if (type_ == SOCK_SEQPACKET && n == 0 && fds_.empty()) return finish(RecvStatus::kEof);
+  return finish(RecvStatus::kOk);
+}
+
+Step FdReceiver::step_raw() {
+  RecvInfo info;
+  ssize_t n = recv_msg(sock_.get(), data_.data(), data_.size(), max_fds_, false, info);
+  if (n == -EAGAIN) return again(POLLIN);
+  if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
+  fds_ = std::move(info.fds);
+  data_.resize(static_cast<size_t>(n));
+  message_len_ = static_cast<size_t>(n);
+  if (info.ctrunc) return finish(RecvStatus::kCtrunc);
+  return finish(n == 0 ? RecvStatus::kEof : RecvStatus::kOk);
+}
+
+// Reads up to len - got bytes at buf + got. Fds may only arrive on the
+// read that starts a frame; anywhere else they are a protocol error.
+Step FdReceiver::read_into(uint8_t* buf, size_t len, size_t& got, bool at_frame_start) {
+  RecvInfo info;
+  ssize_t n = recv_msg(sock_.get(), buf + got, len - got, max_fds_, false, info);
+  if (n == -EAGAIN) return again(POLLIN);
+  if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
+  bool stray = !info.fds.empty() && !at_frame_start;
+  for (UniqueFd& fd : info.fds) fds_.push_back(std::move(fd));
+  if (stray) return finish(RecvStatus::kBadFrame);
+  if (info.ctrunc) {
+    // Close what came now; read the rest of the frame so the stream stays
+    // in step, and report the truncation at its end.
+    dropped_ += fds_.size();
+    fds_.clear();
+    pending_ = RecvStatus::kCtrunc;
+  }
+  if (n == 0) return finish(at_frame_start ? RecvStatus::kEof : RecvStatus::kShortFrame);
+  got += static_cast<size_t>(n);
+  // EAGAIN with no events to wait for means "progress made, read again";
+  // every other Step (done, error, wait) goes straight back to the caller.
+  return again(0);
+}
+
+bool FdReceiver::read_header_done(Step& s) {
+  s = read_into(header_, kFrameHeaderSize, header_got_, header_got_ == 0);
+  if (s.err != EAGAIN || s.events != 0) return true;
+  if (header_got_ < kFrameHeaderSize) return false;
+  if (get_u32(header_) != kFrameMagic) {
+    s = finish(RecvStatus::kBadFrame);
+    return true;
+  }
+  message_len_ = get_u32(header_ + 4);
+  if (message_len_ > max_bytes_ && pending_ == RecvStatus::kOk) pending_ = RecvStatus::kTrunc;
+  // A frame that will be reported as an error is read and thrown away in
+  // bounded pieces, so the next frame starts where it should.
+  discard_ = pending_ != RecvStatus::kOk;
+  data_.resize(discard_ ? std::min<size_t>(message_len_, kDiscardChunk) : message_len_);
+  have_length_ = true;
+  return false;
+}
+
+Step FdReceiver::step_frame() {
+  Step s;
+  while (!have_length_) {
+    if (read_header_done(s)) return s;
+  }
+  while (body_got_ < message_len_) {
+    if (discard_) {
+      size_t piece = 0;
+      s = read_into(data_.data(), std::min(data_.size(), message_len_ - body_got_), piece, false);
+      body_got_ += piece;
+    } else {
+      s = read_into(data_.data(), message_len_, body_got_, false);
+    }
+    if (s.err != EAGAIN || s.events != 0) return s;
+  }
+  return finish(pending_);
+}
+
+}  // namespace lu

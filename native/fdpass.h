@@ -1,2 +1,162 @@
-// fdpass.h - thin sendmsg/recvmsg wrappers (filled in by the fd-passing work).
+// fdpass.h - SCM_RIGHTS over Unix sockets, as thin syscall wrappers with no
+// N-API in them: every function returns a result or -errno.
+//
+// The send and receive operations are small state machines (FdSender,
+// FdReceiver) whose step() never blocks: it makes progress with MSG_DONTWAIT
+// and answers -EAGAIN when the socket is not ready. The caller decides how
+// to wait: poll() for the synchronous forms, a uv_poll_t on the event loop
+// for the Promise forms. Nothing here changes the fd's O_NONBLOCK flag,
+// because that flag lives in the open file description that Node (or
+// another process) may share.
 #pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "unique_fd.h"
+
+namespace lu {
+
+// SCM_MAX_FD in the kernel: the most fds one sendmsg may carry.
+inline constexpr size_t kMaxFdsPerMessage = 253;
+
+// Stream frame header: magic "LUFD" then the payload length, both u32
+// big-endian. The fds ride on the header's first byte (see fdpass.cc).
+inline constexpr size_t kFrameHeaderSize = 8;
+inline constexpr uint32_t kFrameMagic = 0x4c554644;
+// Bytes per read when skipping the body of a frame that is being refused.
+inline constexpr size_t kDiscardChunk = 65536;
+
+// How bytes on a SOCK_STREAM socket are split into messages.
+enum class Framing {
+  kFrame = 0,  // Each message is one length-prefixed frame (the default).
+  kNone = 1,   // Raw bytes: one recvmsg per receive, as the kernel hands them.
+};
+
+// getsockopt(SO_TYPE): SOCK_STREAM, SOCK_SEQPACKET or SOCK_DGRAM.
+int socket_type(int fd);
+
+// fcntl(F_DUPFD_CLOEXEC): a private fd for the same socket, so a pending
+// operation never acts on an fd number the caller closed and reused.
+int dup_cloexec(int fd);
+
+// fcntl(F_SETFD, FD_CLOEXEC) / whether FD_CLOEXEC is set (1 or 0).
+int set_cloexec(int fd);
+int get_cloexec(int fd);
+
+// poll() one fd for `events`; timeout_ms < 0 waits forever. Returns the
+// revents (0 on timeout). Retries EINTR with the time left.
+int wait_fd(int fd, short events, int timeout_ms);
+
+// socketpair(AF_UNIX, type | SOCK_CLOEXEC): fills both ends.
+int unix_socket_pair(int type, int fds[2]);
+
+// socket(AF_UNIX, type | SOCK_CLOEXEC) then bind() to `path`; a leading '@'
+// names the abstract namespace. Stream and seqpacket sockets also listen().
+int unix_bind(int type, const std::string& path);
+
+// socket(AF_UNIX, type | SOCK_CLOEXEC) then connect() to `path` ('@' =
+// abstract).
+int unix_connect(int type, const std::string& path);
+
+// accept4(SOCK_CLOEXEC) on a listening socket.
+int unix_accept(int fd);
+
+// pipe2(O_CLOEXEC): fills the read and write ends.
+int pipe_cloexec(int fds[2]);
+
+// One sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT) of `len` bytes with `nfds` fds
+// attached as SCM_RIGHTS (none when nfds == 0). Returns the bytes sent.
+ssize_t send_msg(int fd, const uint8_t* data, size_t len, const int* fds, size_t nfds);
+
+// What one recvmsg returned besides the byte count.
+struct RecvInfo {
+  std::vector<UniqueFd> fds;  // Owned until handed on: never leaked.
+  bool ctrunc = false;        // MSG_CTRUNC: the kernel dropped fds.
+  size_t full_len = 0;        // With MSG_TRUNC: the datagram's real length.
+};
+
+// One recvmsg(MSG_CMSG_CLOEXEC | MSG_DONTWAIT [| MSG_TRUNC]) into `buf`,
+// with room for `max_fds` fds. Returns the bytes received.
+ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_trunc, RecvInfo& info);
+
+// Outcome of a step: done, would block on `events`, or failed with errno.
+struct Step {
+  int err = 0;         // 0, EAGAIN (wait for `events`), or an errno.
+  short events = 0;    // POLLIN or POLLOUT when err == EAGAIN.
+  const char* syscall = "";
+};
+
+// Sends one message: on a stream, header + data + fds in the first
+// sendmsg and the remaining bytes without fds; on seqpacket and datagram
+// sockets, the whole message in one sendmsg.
+class FdSender {
+ public:
+  FdSender(UniqueFd sock, std::vector<uint8_t> data, std::vector<int> fds, Framing framing);
+  // Learns the socket type; call once before step().
+  Step start();
+  Step step();
+  size_t bytes_sent() const { return sent_; }
+
+ private:
+  UniqueFd sock_;
+  std::vector<uint8_t> data_;
+  std::vector<int> fds_;
+  Framing framing_;
+  int type_ = 0;
+  size_t sent_ = 0;
+};
+
+// Why a receive ended without a normal message.
+enum class RecvStatus {
+  kOk = 0,
+  kEof = 1,           // Orderly shutdown before any byte of a message.
+  kCtrunc = 2,        // MSG_CTRUNC: fds were dropped; the rest were closed.
+  kTrunc = 3,         // Datagram or frame longer than max_bytes (skipped).
+  kBadFrame = 4,      // Stream bytes that are not a frame, or fds mid-frame.
+  kShortFrame = 5,    // EOF inside a frame.
+};
+
+// Receives one message (one frame on a framed stream).
+class FdReceiver {
+ public:
+  FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing framing);
+  Step start();
+  Step step();
+  RecvStatus status() const { return status_; }
+  std::vector<uint8_t>& data() { return data_; }
+  std::vector<UniqueFd>& fds() { return fds_; }
+  size_t dropped_fds() const { return dropped_; }
+  size_t message_len() const { return message_len_; }
+
+ private:
+  Step step_message();
+  Step step_raw();
+  Step step_frame();
+  bool read_header_done(Step& s);
+  Step read_into(uint8_t* buf, size_t len, size_t& got, bool at_frame_start);
+  Step finish(RecvStatus status);
+
+  UniqueFd sock_;
+  size_t max_bytes_;
+  size_t max_fds_;
+  Framing framing_;
+  int type_ = 0;
+  RecvStatus status_ = RecvStatus::kOk;
+  RecvStatus pending_ = RecvStatus::kOk;  // Reported once the frame is read.
+  bool discard_ = false;
+  uint8_t header_[kFrameHeaderSize] = {};
+  size_t header_got_ = 0;
+  bool have_length_ = false;
+  size_t body_got_ = 0;
+  size_t message_len_ = 0;
+  size_t dropped_ = 0;
+  std::vector<uint8_t> data_;
+  std::vector<UniqueFd> fds_;
+};
+
+}  // namespace lu

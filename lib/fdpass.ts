@@ -1,0 +1,374 @@
+/**
+ * Passing file descriptors between processes over Unix sockets
+ * (SCM_RIGHTS), which Node core cannot do.
+ *
+ * - Stream, seqpacket and datagram sockets; up to 253 fds (SCM_MAX_FD) per
+ *   message. Received fds are close-on-exec (MSG_CMSG_CLOEXEC).
+ * - The Promise forms are driven by the event loop: the native side tries
+ *   sendmsg/recvmsg with MSG_DONTWAIT and, when the socket is not ready,
+ *   waits on a uv_poll_t. No thread is parked per socket. The Sync forms
+ *   block in poll().
+ * - Truncated control data (MSG_CTRUNC) is an error, and every fd that did
+ *   arrive is closed before it is reported.
+ *
+ * On a stream socket a message is a frame by default: an 8-byte header
+ * ("LUFD" and a big-endian u32 length) then the bytes, sent with the fds in
+ * the first sendmsg. The receiver reads exactly one frame, so the fds it
+ * returns are always those sent with that frame's bytes. With
+ * `framing: 'none'` the bytes go as they are (to talk to a peer that does not
+ * use this package); the kernel then attaches fds to the read that takes
+ * the first byte of the send that carried them, and such a read can also
+ * contain bytes sent before them.
+ */
+import * as net from 'node:net';
+import { native, type Cancellable, type NativeRecvResult } from './native.js';
+import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
+
+/** The most fds one message may carry (the kernel's SCM_MAX_FD). */
+export const MAX_FDS_PER_MESSAGE = 253;
+
+/** Default `maxBytes` of a receive: the largest message accepted. */
+export const DEFAULT_MAX_BYTES = 65536;
+
+/** A Unix socket: a `net.Socket` (see {@link sendFds} for the rules) or an fd number. */
+export type SocketLike = net.Socket | number;
+
+/** How a stream socket's bytes are split into messages; ignored by seqpacket and datagram sockets. */
+export type Framing = 'frame' | 'none';
+
+/** Options of {@link sendFds} and {@link sendFdsSync}. */
+export interface SendOptions {
+  /** Stream sockets only: `'frame'` (default) or `'none'` (raw bytes; an empty message sends one NUL byte). */
+  framing?: Framing;
+  /** Cancels a pending send (Promise form only); a stream may then hold part of the message. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link recvFds} and {@link recvFdsSync}. */
+export interface RecvOptions {
+  /** Most fds accepted; more is a {@link ControlTruncatedError}. Default and maximum 253. */
+  maxFds?: number;
+  /** Largest message accepted in bytes; a longer one is a {@link MessageTruncatedError}. Default 65536. */
+  maxBytes?: number;
+  /** Stream sockets only: `'frame'` (default) or `'none'`. Must match the sender. */
+  framing?: Framing;
+  /** Cancels a pending receive (Promise form only). */
+  signal?: AbortSignal;
+}
+
+/** One received message. */
+export interface RecvResult {
+  /** The fds that came with the message, close-on-exec, owned by the caller. */
+  fds: number[];
+  /** The message's bytes. */
+  data: Buffer;
+  /** True when the peer shut down (stream, seqpacket) before a message began: data and fds are empty. */
+  eof: boolean;
+}
+
+/** Why a receive was refused, as the error's `code`. */
+export type FdPassErrorCode =
+  | 'ERR_LIVEUPDATE_FDS_TRUNCATED'
+  | 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED'
+  | 'ERR_LIVEUPDATE_BAD_FRAME'
+  | 'ERR_LIVEUPDATE_SHORT_FRAME';
+
+/** A message that arrived but cannot be handed over intact. Any fds it carried are already closed. */
+export class FdPassError extends Error {
+  /** Which rule the message broke. */
+  readonly code: FdPassErrorCode;
+  /** How many fds arrived with it and were closed here. */
+  readonly closedFds: number;
+
+  /** @internal */
+  constructor(code: FdPassErrorCode, text: string, closedFds: number) {
+    super(`${code}: ${text}`);
+    this.name = new.target.name;
+    this.code = code;
+    this.closedFds = closedFds;
+  }
+}
+
+/** The kernel dropped fds (MSG_CTRUNC): more were sent than `maxFds`, or the receiver's fd limit was hit. */
+export class ControlTruncatedError extends FdPassError {}
+
+/** The message was longer than `maxBytes`; it was skipped (a frame is read to its end, so the stream stays in step). */
+export class MessageTruncatedError extends FdPassError {
+  /** The message's real length in bytes. */
+  readonly length: number;
+
+  /** @internal */
+  constructor(text: string, closedFds: number, length: number) {
+    super('ERR_LIVEUPDATE_MESSAGE_TRUNCATED', text, closedFds);
+    this.length = length;
+  }
+}
+
+/** Stream bytes that are not a frame of this package, fds in mid-frame, or EOF in mid-frame. */
+export class FramingError extends FdPassError {}
+
+const STATUS_OK = 0;
+const STATUS_EOF = 1;
+
+/** Turns a native receive into a result, or throws the error its status names. */
+function toResult(raw: NativeRecvResult, maxFds: number, maxBytes: number): RecvResult {
+  if (raw.status === STATUS_OK) return { fds: raw.fds, data: raw.data, eof: false };
+  if (raw.status === STATUS_EOF) return { fds: [], data: Buffer.alloc(0), eof: true };
+  const closed = raw.dropped;
+  switch (raw.status) {
+    case 2:
+      throw new ControlTruncatedError(
+        'ERR_LIVEUPDATE_FDS_TRUNCATED',
+        `the message carried more fds than fit (maxFds is ${maxFds}); the ${closed} that arrived were closed`,
+        closed,
+      );
+    case 3:
+      throw new MessageTruncatedError(`a ${raw.length}-byte message exceeds maxBytes (${maxBytes}); it was skipped`, closed, raw.length);
+    case 4:
+      throw new FramingError('ERR_LIVEUPDATE_BAD_FRAME', 'the stream does not carry frames of this package (or fds arrived mid-frame)', closed);
+    default:
+      throw new FramingError('ERR_LIVEUPDATE_SHORT_FRAME', 'the peer closed the stream in the middle of a frame', closed);
+  }
+}
+
+// ---- validation (before any syscall) ----------------------------------------
+
+function checkFds(fds: unknown): number[] {
+  if (!Array.isArray(fds)) throw invalidArgType('fds', 'an instance of Array', fds);
+  if (fds.length > MAX_FDS_PER_MESSAGE) {
+    throw outOfRange('fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD, the kernel's limit per message)`, fds.length);
+  }
+  return fds.map((fd: unknown, i) => checkFd(fd, `fds[${i}]`));
+}
+
+function toBytes(data: unknown): Uint8Array {
+  if (data === undefined) return new Uint8Array(0);
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
+  if (data instanceof Uint8Array) return data;
+  throw invalidArgType('data', 'of type string or an instance of Buffer or Uint8Array', data);
+}
+
+function framingCode(framing: unknown): number {
+  if (framing === undefined || framing === 'frame') return 0;
+  if (framing === 'none') return 1;
+  throw invalidArgValue('options.framing', "must be 'frame' or 'none'", framing);
+}
+
+function checkCount(value: unknown, name: string, max: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  if (!Number.isInteger(value) || value < 0 || value > max) throw outOfRange(name, `an integer >= 0 and <= ${max}`, value);
+  return value;
+}
+
+function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined || signal instanceof AbortSignal) return signal;
+  throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
+}
+
+function checkOptions<T extends object>(options: unknown): Partial<T> {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'of type object', options);
+  return options as Partial<T>;
+}
+
+// ---- net.Socket ---------------------------------------------------------------
+
+/** The part of a net.Socket's private libuv handle used here. */
+interface PipeHandle {
+  fd?: unknown;
+  reading?: boolean;
+  readStop?: () => number;
+}
+
+/**
+ * The fd under a net.Socket. Node has no public accessor, so this reads the
+ * libuv handle's `fd` (stable for the handle's life). The native side works
+ * on its own dup of it, so neither Node's watcher nor a later close of the
+ * socket can make it touch the wrong file.
+ */
+function handleFd(socket: net.Socket): { fd: number; handle: PipeHandle } {
+  const handle = (socket as unknown as { _handle?: PipeHandle | null })._handle;
+  const fd = handle?.fd;
+  if (socket.destroyed || socket.connecting || !handle || typeof fd !== 'number' || fd < 0) {
+    throw invalidArgValue('socket', 'must be a connected Unix socket', socket.constructor.name);
+  }
+  return { fd, handle };
+}
+
+/**
+ * Prepares a net.Socket for a receive: Node must not read from it, because
+ * its reads use read(2), which discards any fds the bytes carried. A socket
+ * in flowing mode is refused; otherwise it is paused and its libuv read is
+ * stopped (Node's pause() alone keeps reading ahead into the buffer). It
+ * stays paused afterwards: resume() hands it back to Node.
+ */
+function fdForReceive(socket: net.Socket): number {
+  const { fd, handle } = handleFd(socket);
+  if (socket.readableFlowing === true) {
+    throw invalidArgValue('socket', "is in flowing mode (a 'data' listener or resume()); call socket.pause() first", 'net.Socket');
+  }
+  if (socket.readableLength > 0) {
+    throw invalidArgValue('socket', 'has bytes Node already read into its buffer (fds sent with them are lost)', 'net.Socket');
+  }
+  socket.pause();
+  if (handle.reading === true && typeof handle.readStop === 'function') {
+    handle.reading = false;
+    handle.readStop();
+  }
+  return fd;
+}
+
+/** A net.Socket for a send: Node's own queued writes would interleave with ours. */
+function fdForSend(socket: net.Socket): number {
+  const { fd } = handleFd(socket);
+  if (socket.writableLength > 0) {
+    throw invalidArgValue('socket', "has writes queued by Node; wait for 'drain' first", 'net.Socket');
+  }
+  return fd;
+}
+
+function socketFd(socket: unknown, direction: 'send' | 'recv'): number {
+  if (typeof socket === 'number') return checkFd(socket, 'socket');
+  if (socket instanceof net.Socket) return direction === 'send' ? fdForSend(socket) : fdForReceive(socket);
+  throw invalidArgType('socket', 'an instance of net.Socket or of type number', socket);
+}
+
+// ---- one operation at a time per socket and direction -----------------------
+
+const queues = new Map<string, Promise<unknown>>();
+
+/**
+ * Runs `run` after every earlier operation on the same socket and direction
+ * has settled: two sends must not interleave their bytes on a stream, and
+ * two receives must not split one frame between them.
+ */
+function serialize<T>(key: string, run: () => Promise<T>): Promise<T> {
+  const previous = queues.get(key) ?? Promise.resolve();
+  const next = previous.then(run, run);
+  const tail = next.then(
+    () => undefined,
+    () => undefined,
+  );
+  queues.set(key, tail);
+  void tail.then(() => {
+    if (queues.get(key) === tail) queues.delete(key);
+  });
+  return next;
+}
+
+function abortError(signal: AbortSignal): Error {
+  return Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR', cause: signal.reason as unknown });
+}
+
+/** Awaits a native operation; an abort cancels it and rejects with an AbortError. */
+async function withSignal<T>(start: () => Cancellable<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal?.aborted) throw abortError(signal);
+  const pending = start();
+  const onAbort = (): void => pending.cancel();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await pending;
+  } catch (error) {
+    if (signal?.aborted) throw abortError(signal);
+    throw error;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+// ---- public API -----------------------------------------------------------------
+
+/**
+ * Sends `fds` (at most 253) and `data` as one message over a Unix socket.
+ * The fds are duplicated into the receiver; the caller still owns its own.
+ *
+ * On a stream socket the fds go in the same sendmsg as the first bytes, and
+ * any bytes left over are sent after, without the fds again. Sends on one
+ * socket run one after another. A `net.Socket` must be connected and have
+ * no writes queued by Node.
+ *
+ * @param socket A connected Unix socket: `net.Socket` or fd number.
+ * @param fds The fds to pass.
+ * @param data Bytes to send with them (a string is UTF-8).
+ * @throws TypeError/RangeError (`ERR_INVALID_ARG_*`, `ERR_OUT_OF_RANGE`) before any syscall;
+ *   Node-style system errors (`EPIPE`, `ECONNREFUSED`, ...) from the kernel.
+ */
+export async function sendFds(socket: SocketLike, fds: readonly number[], data?: string | Uint8Array, options?: SendOptions): Promise<void> {
+  const checked = checkFds(fds);
+  const bytes = toBytes(data);
+  const opts = checkOptions<SendOptions>(options);
+  const framing = framingCode(opts.framing);
+  const signal = checkSignal(opts.signal);
+  const first = socketFd(socket, 'send'); // Validates before queueing.
+  await serialize(`send:${first}`, async () => {
+    // A net.Socket is checked again when its turn comes: Node may have queued writes since.
+    const fd = typeof socket === 'number' ? first : socketFd(socket, 'send');
+    await withSignal(() => native.sendFdsAsync(fd, bytes, checked, framing), signal);
+  });
+}
+
+/** The synchronous form of {@link sendFds}: blocks until the whole message is sent. */
+export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: string | Uint8Array, options?: Omit<SendOptions, 'signal'>): void {
+  const checked = checkFds(fds);
+  const bytes = toBytes(data);
+  const framing = framingCode(checkOptions<SendOptions>(options).framing);
+  native.sendFds(socketFd(socket, 'send'), bytes, checked, framing);
+}
+
+/**
+ * Receives one message and the fds that came with it (close-on-exec; the
+ * caller owns them and must close them).
+ *
+ * Receives on one socket run one after another. A `net.Socket` must not be
+ * in flowing mode and must have nothing in Node's read buffer; it is paused
+ * and Node's reading on it stopped, and it stays so (call `resume()` to
+ * give it back to Node), because Node's reads would discard the fds.
+ *
+ * @throws {@link ControlTruncatedError} when more fds came than `maxFds`
+ *   (those that arrived are closed); {@link MessageTruncatedError};
+ *   {@link FramingError}; TypeError/RangeError before any syscall;
+ *   Node-style system errors from the kernel.
+ */
+export async function recvFds(socket: SocketLike, options?: RecvOptions): Promise<RecvResult> {
+  const opts = checkOptions<RecvOptions>(options);
+  const maxFds = checkCount(opts.maxFds, 'options.maxFds', MAX_FDS_PER_MESSAGE, MAX_FDS_PER_MESSAGE);
+  const maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, DEFAULT_MAX_BYTES);
+  const framing = framingCode(opts.framing);
+  const signal = checkSignal(opts.signal);
+  const first = socketFd(socket, 'recv'); // Validates (and pauses a net.Socket) before queueing.
+  return serialize(`recv:${first}`, async () => {
+    const fd = typeof socket === 'number' ? first : socketFd(socket, 'recv');
+    const raw = await withSignal(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal);
+    return toResult(raw, maxFds, maxBytes);
+  });
+}
+
+/** The synchronous form of {@link recvFds}: blocks until a message arrives. */
+export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'signal'>): RecvResult {
+  const opts = checkOptions<RecvOptions>(options);
+  const maxFds = checkCount(opts.maxFds, 'options.maxFds', MAX_FDS_PER_MESSAGE, MAX_FDS_PER_MESSAGE);
+  const maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, DEFAULT_MAX_BYTES);
+  const framing = framingCode(opts.framing);
+  return toResult(native.recvFds(socketFd(socket, 'recv'), maxBytes, maxFds, framing), maxFds, maxBytes);
+}
+
+/** Unix socket types for {@link socketPair}. */
+export type UnixSocketType = 'stream' | 'seqpacket' | 'dgram';
+
+function typeCode(type: unknown): number {
+  if (type === 'stream') return native.SOCK_STREAM;
+  if (type === 'seqpacket') return native.SOCK_SEQPACKET;
+  if (type === 'dgram') return native.SOCK_DGRAM;
+  throw invalidArgValue('type', "must be 'stream', 'seqpacket' or 'dgram'", type);
+}
+
+/**
+ * A connected pair of Unix sockets (socketpair(2), close-on-exec), for
+ * handing one end to a child process. Node's `net` makes only stream
+ * sockets; this makes seqpacket and datagram pairs too. The caller owns
+ * both fds.
+ */
+export function socketPair(type: UnixSocketType = 'stream'): [number, number] {
+  return native.socketPair(typeCode(type));
+}

@@ -1,0 +1,418 @@
+/**
+ * The service manager's side doors, without libsystemd: sd_notify messages
+ * (readiness, status, the fd store) to `$NOTIFY_SOCKET`, the `BARRIER=1`
+ * handshake, and the fds a service is started with (`$LISTEN_FDS`), among
+ * which LUO session fds are recognised.
+ *
+ * With `FileDescriptorStorePreserve=yes` (and systemd v261+ across a kexec)
+ * a service can park its LUO session fd in the fd store with
+ * `notify({ FDSTORE: 1, FDNAME: 'luo' }, [session.fd])` and get it back from
+ * {@link listenFds} after the update; `Session.fromFd` wraps it.
+ */
+import * as fs from 'node:fs';
+import { getSystemErrorMap } from 'node:util';
+import { sendFds, sendFdsSync, MAX_FDS_PER_MESSAGE } from './fdpass.js';
+import { native } from './native.js';
+import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
+
+/**
+ * Fields of a notification: an object (`{ READY: 1, STATUS: 'up' }`; `true`
+ * is sent as 1, `false` as 0), one string of newline-separated `KEY=VALUE`
+ * lines, or an array of such lines.
+ */
+export type NotifyFields = Readonly<Record<string, string | number | boolean>> | string | readonly string[];
+
+/** Options of {@link notify} and {@link barrier}. */
+export interface NotifyOptions {
+  /** Delete `$NOTIFY_SOCKET` from `process.env` afterwards, sent or not (as libsystemd's unset_environment). */
+  unsetEnvironment?: boolean;
+}
+
+/** Options of {@link barrier}. */
+export interface BarrierOptions extends NotifyOptions {
+  /** How long to wait for the service manager, in ms. Default 5000. */
+  timeout?: number;
+}
+
+/** What {@link notify} did. */
+export type NotifyResult =
+  | {
+      /** The datagram was sent. */
+      sent: true;
+      /** The `$NOTIFY_SOCKET` address it went to. */
+      socket: string;
+      /** The exact bytes sent. */
+      message: string;
+    }
+  | {
+      /** Nothing was sent, as libsystemd does when there is no service manager to tell. */
+      sent: false;
+      /** Why: `'NOTIFY_SOCKET is not set'`. */
+      reason: string;
+    };
+
+/** Longest FDNAME systemd accepts. */
+export const MAX_FDNAME_LENGTH = 255;
+
+const KEY = /^[A-Z][A-Z0-9_]*$/;
+
+// ---- building and checking a message -------------------------------------------
+
+function lineOf(key: string, value: unknown): string {
+  if (!KEY.test(key)) throw invalidArgValue('fields', `has a key that is not an upper-case identifier (${JSON.stringify(key)})`, key);
+  if (typeof value === 'boolean') return `${key}=${value ? 1 : 0}`;
+  if (typeof value === 'number' || typeof value === 'string') return `${key}=${value}`;
+  throw invalidArgType(`fields.${key}`, 'of type string, number or boolean', value);
+}
+
+function linesOf(fields: unknown): string[] {
+  if (typeof fields === 'string') return fields.split('\n');
+  if (Array.isArray(fields)) {
+    return fields.map((line: unknown, i) => {
+      if (typeof line !== 'string') throw invalidArgType(`fields[${i}]`, 'of type string', line);
+      if (line.includes('\n')) throw invalidArgValue(`fields[${i}]`, 'must be one line', line);
+      return line;
+    });
+  }
+  if (typeof fields === 'object' && fields !== null) return Object.entries(fields).map(([k, v]) => lineOf(k, v));
+  throw invalidArgType('fields', 'of type object, string or Array', fields);
+}
+
+/**
+ * systemd's rule for fd names (fdname_is_valid): printable ASCII, no ':'
+ * (the separator of $LISTEN_FDNAMES), at most 255 characters.
+ */
+export function isValidFdName(name: string): boolean {
+  return name.length <= MAX_FDNAME_LENGTH && /^[\x20-\x7e]*$/.test(name) && !name.includes(':');
+}
+
+/** The assignments of a message, last one winning as in systemd. */
+function assignments(lines: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of lines) {
+    const eq = line.indexOf('=');
+    if (eq > 0) out.set(line.slice(0, eq), line.slice(eq + 1));
+  }
+  return out;
+}
+
+/** Refuses what systemd would ignore or drop, before anything is sent. */
+function checkSemantics(fields: Map<string, string>, fdCount: number): void {
+  const name = fields.get('FDNAME');
+  if (name !== undefined && !isValidFdName(name)) {
+    throw invalidArgValue('fields.FDNAME', "must be printable ASCII without ':' and at most 255 characters", name);
+  }
+  const store = fields.get('FDSTORE') === '1';
+  const barrierMsg = fields.get('BARRIER') === '1';
+  if (store && fdCount === 0) throw invalidArgValue('fds', 'must not be empty with FDSTORE=1', []);
+  if (barrierMsg && fdCount !== 1) throw invalidArgValue('fds', 'must be exactly the write end of a pipe with BARRIER=1 (use barrier())', fdCount);
+  if (fdCount > 0 && !store && !barrierMsg) throw invalidArgValue('fds', 'are only taken with FDSTORE=1 (the service manager closes others)', fdCount);
+  if (fields.get('FDSTOREREMOVE') === '1' && name === undefined) throw invalidArgValue('fields', 'need FDNAME= with FDSTOREREMOVE=1', 'FDSTOREREMOVE=1');
+  if (fields.has('FDPOLL') && !store) throw invalidArgValue('fields', 'may have FDPOLL= only with FDSTORE=1', 'FDPOLL');
+}
+
+/** The datagram's text: the lines joined by '\n', checked. */
+function buildMessage(fields: unknown, fds: readonly number[]): string {
+  const lines = linesOf(fields);
+  const message = lines.join('\n');
+  if (message.length === 0) throw invalidArgValue('fields', 'must not be empty', fields);
+  if (message.includes('\0')) throw invalidArgValue('fields', 'must not contain NUL characters', fields);
+  checkSemantics(assignments(lines), fds.length);
+  return message;
+}
+
+function checkNotifyFds(fds: unknown): number[] {
+  if (fds === undefined) return [];
+  if (!Array.isArray(fds)) throw invalidArgType('fds', 'an instance of Array', fds);
+  if (fds.length > MAX_FDS_PER_MESSAGE) throw outOfRange('fds.length', `<= ${MAX_FDS_PER_MESSAGE}`, fds.length);
+  return fds.map((fd: unknown, i) => checkFd(fd, `fds[${i}]`));
+}
+
+// ---- the socket ---------------------------------------------------------------
+
+/** `$NOTIFY_SOCKET` if it is an address this package can reach: a path or an abstract `@name`. */
+function notifySocket(): string | undefined {
+  const address = process.env['NOTIFY_SOCKET'];
+  if (address === undefined || address === '') return undefined;
+  if (address.startsWith('/') || address.startsWith('@')) return address;
+  // vsock:CID:PORT (systemd in a VM) has no AF_UNIX form.
+  throw systemError('EAFNOSUPPORT', 'connect', `NOTIFY_SOCKET=${address} is not a Unix socket address`);
+}
+
+function systemError(code: string, syscall: string, detail: string): Error {
+  const entry = [...getSystemErrorMap()].find(([, [name]]) => name === code);
+  const errno = entry?.[0] ?? 0;
+  const text = entry?.[1][1] ?? code;
+  return Object.assign(new Error(`${code}: ${text}, ${syscall} (${detail})`), { code, errno, syscall });
+}
+
+const NOT_SET: NotifyResult = { sent: false, reason: 'NOTIFY_SOCKET is not set' };
+
+/** Runs `send` with a datagram socket connected to `address`, and closes it. */
+async function withNotifySocket<T>(address: string, send: (fd: number) => Promise<T>): Promise<T> {
+  const fd = native.unixConnect(native.SOCK_DGRAM, address);
+  try {
+    return await send(fd);
+  } finally {
+    native.close(fd);
+  }
+}
+
+function withNotifySocketSync<T>(address: string, send: (fd: number) => T): T {
+  const fd = native.unixConnect(native.SOCK_DGRAM, address);
+  try {
+    return send(fd);
+  } finally {
+    native.close(fd);
+  }
+}
+
+function unsetIf(options: NotifyOptions | undefined): void {
+  if (options?.unsetEnvironment === true) delete process.env['NOTIFY_SOCKET'];
+}
+
+// ---- public API -----------------------------------------------------------------
+
+/**
+ * Sends one sd_notify datagram to `$NOTIFY_SOCKET` (a path, or `@name` in
+ * the abstract namespace), with `fds` attached as SCM_RIGHTS.
+ *
+ * Checked before anything is sent: keys, FDNAME (printable ASCII, no ':',
+ * at most 255), fds only with FDSTORE=1 (or BARRIER=1), FDSTOREREMOVE=1
+ * with FDNAME, FDPOLL only with FDSTORE=1. Without `$NOTIFY_SOCKET` it
+ * sends nothing and resolves `{ sent: false, reason }`, as libsystemd does.
+ *
+ * @example notify({ FDSTORE: 1, FDNAME: 'luo', FDPOLL: 0 }, [session.fd])
+ */
+export async function notify(fields: NotifyFields, fds?: readonly number[], options?: NotifyOptions): Promise<NotifyResult> {
+  try {
+    const checked = checkNotifyFds(fds);
+    const message = buildMessage(fields, checked);
+    const socket = notifySocket();
+    if (socket === undefined) return NOT_SET;
+    await withNotifySocket(socket, (fd) => sendFds(fd, checked, message));
+    return { sent: true, socket, message };
+  } finally {
+    unsetIf(options);
+  }
+}
+
+/** The synchronous form of {@link notify}. */
+export function notifySync(fields: NotifyFields, fds?: readonly number[], options?: NotifyOptions): NotifyResult {
+  try {
+    const checked = checkNotifyFds(fds);
+    const message = buildMessage(fields, checked);
+    const socket = notifySocket();
+    if (socket === undefined) return NOT_SET;
+    withNotifySocketSync(socket, (fd) => sendFdsSync(fd, checked, message));
+    return { sent: true, socket, message };
+  } finally {
+    unsetIf(options);
+  }
+}
+
+const DEFAULT_BARRIER_TIMEOUT = 5000;
+
+function checkTimeout(options: BarrierOptions | undefined): number {
+  const timeout = options?.timeout ?? DEFAULT_BARRIER_TIMEOUT;
+  if (typeof timeout !== 'number') throw invalidArgType('options.timeout', 'of type number', timeout);
+  if (!Number.isInteger(timeout) || timeout < 0 || timeout > 0x7fff_ffff) throw outOfRange('options.timeout', 'an integer >= 0 and <= 2147483647', timeout);
+  return timeout;
+}
+
+function barrierTimeout(timeout: number): Error {
+  return systemError('ETIMEDOUT', 'poll', `BARRIER=1 not acknowledged within ${timeout} ms`);
+}
+
+/**
+ * Waits until the service manager has processed every notification sent
+ * before it, as sd_notify_barrier does: sends `BARRIER=1` with the write end
+ * of a fresh pipe, closes its own copy, and waits until the read end sees
+ * EOF, which happens when the manager closes the fd it received.
+ *
+ * @throws A Node-style `ETIMEDOUT` error after `timeout` ms (default 5000).
+ */
+export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
+  try {
+    const timeout = checkTimeout(options);
+    const socket = notifySocket();
+    if (socket === undefined) return NOT_SET;
+    const [readEnd, writeEnd] = native.pipe();
+    try {
+      try {
+        await withNotifySocket(socket, (fd) => sendFds(fd, [writeEnd], 'BARRIER=1'));
+      } finally {
+        // Now only the manager holds the write end: its close is our EOF.
+        native.close(writeEnd);
+      }
+      await waitForEof(readEnd, timeout);
+      return { sent: true, socket, message: 'BARRIER=1' };
+    } finally {
+      native.close(readEnd);
+    }
+  } finally {
+    unsetIf(options);
+  }
+}
+
+/** Resolves when `fd` (a pipe's read end) is readable or hung up; rejects with ETIMEDOUT after `timeout` ms. */
+async function waitForEof(fd: number, timeout: number): Promise<void> {
+  const pending = native.waitReadableAsync(fd);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    pending.cancel();
+  }, timeout);
+  try {
+    await pending;
+  } catch (error) {
+    throw timedOut ? barrierTimeout(timeout) : error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The synchronous form of {@link barrier}: blocks the thread for up to `timeout` ms. */
+export function barrierSync(options?: BarrierOptions): NotifyResult {
+  try {
+    const timeout = checkTimeout(options);
+    const socket = notifySocket();
+    if (socket === undefined) return NOT_SET;
+    const [readEnd, writeEnd] = native.pipe();
+    try {
+      try {
+        withNotifySocketSync(socket, (fd) => sendFdsSync(fd, [writeEnd], 'BARRIER=1'));
+      } finally {
+        native.close(writeEnd);
+      }
+      try {
+        native.waitReadable(readEnd, timeout);
+      } catch (error) {
+        throw (error as { code?: unknown }).code === 'ETIMEDOUT' ? barrierTimeout(timeout) : error;
+      }
+      return { sent: true, socket, message: 'BARRIER=1' };
+    } finally {
+      native.close(readEnd);
+    }
+  } finally {
+    unsetIf(options);
+  }
+}
+
+// ---- $LISTEN_FDS ------------------------------------------------------------------
+
+/** The first fd the service manager passes (SD_LISTEN_FDS_START). */
+export const LISTEN_FDS_START = 3;
+
+/** Options of {@link listenFds}. */
+export interface ListenFdsOptions {
+  /** Delete LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES (and LISTEN_PIDFDID) from `process.env` afterwards. */
+  unsetEnvironment?: boolean;
+}
+
+/** `$LISTEN_*` that do not add up: a count that is not a number, or names that do not match it. */
+export class ListenFdsError extends Error {
+  /** Always `ERR_LIVEUPDATE_LISTEN_FDS`. */
+  readonly code = 'ERR_LIVEUPDATE_LISTEN_FDS';
+
+  /** @internal */
+  constructor(why: string) {
+    super(`ERR_LIVEUPDATE_LISTEN_FDS: ${why}`);
+    this.name = 'ListenFdsError';
+  }
+}
+
+const LISTEN_VARS = ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PIDFDID'] as const;
+
+function listenCount(): number {
+  const pid = process.env['LISTEN_PID'];
+  // Meant for another process (inherited by a child): not ours to take.
+  if (pid === undefined || pid.trim() !== String(process.pid)) return 0;
+  const text = process.env['LISTEN_FDS'] ?? '0';
+  if (!/^\d+$/.test(text.trim())) throw new ListenFdsError(`LISTEN_FDS is not a count: ${JSON.stringify(text)}`);
+  return Number(text.trim());
+}
+
+function listenNames(count: number): string[] {
+  const text = process.env['LISTEN_FDNAMES'];
+  if (text === undefined) return new Array<string>(count).fill('unknown');
+  const names = text.split(':');
+  if (names.length !== count) throw new ListenFdsError(`LISTEN_FDNAMES has ${names.length} names for ${count} fds`);
+  return names;
+}
+
+/**
+ * The fds the service manager passed to this process (socket activation,
+ * the fd store), by name: `LISTEN_FDNAMES`, or `'unknown'` for each when
+ * unset. Only when `LISTEN_PID` is this process; otherwise an empty map.
+ * Each fd (from 3 on) is set close-on-exec, as sd_listen_fds does. The
+ * fds are the caller's; calling again returns the same numbers.
+ *
+ * Use {@link describeFd} / {@link isLuoSessionFd} to find LUO sessions among
+ * them and `Session.fromFd(fd)` to wrap one.
+ */
+export function listenFds(options?: ListenFdsOptions): Map<string, number[]> {
+  try {
+    const count = listenCount();
+    const names = count > 0 ? listenNames(count) : [];
+    const out = new Map<string, number[]>();
+    names.forEach((name, i) => {
+      const fd = LISTEN_FDS_START + i;
+      native.setCloexec(fd);
+      out.set(name, [...(out.get(name) ?? []), fd]);
+    });
+    return out;
+  } finally {
+    if (options?.unsetEnvironment === true) for (const name of LISTEN_VARS) delete process.env[name];
+  }
+}
+
+/** What kind of file an fd is, from its `/proc/self/fd` link. */
+export type FdKind = 'luo-session' | 'memfd' | 'socket' | 'pipe' | 'anon-inode' | 'file';
+
+/** What {@link describeFd} learned about an fd. */
+export interface FdDescription {
+  /** The fd. */
+  fd: number;
+  /** Its kind. */
+  kind: FdKind;
+  /** The raw `/proc/self/fd/N` link. */
+  link: string;
+  /** For `'luo-session'`: the session's name. */
+  sessionName?: string;
+}
+
+const SESSION_PREFIX = 'anon_inode:[luo_session] ';
+
+function kindOf(link: string): FdKind {
+  if (link.startsWith(SESSION_PREFIX)) return 'luo-session';
+  if (link.startsWith('/memfd:')) return 'memfd';
+  if (link.startsWith('socket:[')) return 'socket';
+  if (link.startsWith('pipe:[')) return 'pipe';
+  if (link.startsWith('anon_inode:')) return 'anon-inode';
+  return 'file';
+}
+
+/**
+ * Describes an open fd by its `/proc/self/fd` link; a LUO session reads
+ * `anon_inode:[luo_session] NAME`.
+ *
+ * @throws A Node-style `ENOENT` error when the fd is not open.
+ */
+export function describeFd(fd: number): FdDescription {
+  checkFd(fd);
+  const link = fs.readlinkSync(`/proc/self/fd/${fd}`);
+  const kind = kindOf(link);
+  if (kind !== 'luo-session') return { fd, kind, link };
+  return { fd, kind, link, sessionName: link.slice(SESSION_PREFIX.length) };
+}
+
+/** Whether `fd` is open and is a LUO session (which `Session.fromFd` accepts). */
+export function isLuoSessionFd(fd: number): boolean {
+  checkFd(fd);
+  try {
+    return describeFd(fd).kind === 'luo-session';
+  } catch {
+    return false;
+  }
+}
