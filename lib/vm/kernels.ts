@@ -1,0 +1,103 @@
+/**
+ * Where the LUO kernels come from: `LIVEUPDATE_KERNEL` (one image, or several
+ * separated by ":") if set, else the images `npm run vm:kernel`
+ * (vm/build-kernel.sh) cached under `<cache>/kernels/<version>-<fragment hash>/`.
+ * Only cached images built from the current vm/kernel.config count, and of
+ * each series (7.2, 7.3, ...) only the newest.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { cacheDir, packageRoot } from './initramfs.js';
+
+/** A kernel image to boot. */
+export interface KernelImage {
+  /** Host path of the bzImage. */
+  readonly path: string;
+  /** The release the image reports (e.g. "7.2.13"), or the file name if it has none. */
+  readonly release: string;
+  /** Where it was found. */
+  readonly source: 'LIVEUPDATE_KERNEL' | 'cache';
+}
+
+/** What to tell someone who has no kernel. */
+export const NO_KERNEL_HELP =
+  'No LUO kernel image found. Build the test kernels with `npm run vm:kernel` ' +
+  '(vm/build-kernel.sh: about 10 minutes per kernel on 2 cores, cached afterwards), ' +
+  'or point LIVEUPDATE_KERNEL at a bzImage built with CONFIG_LIVEUPDATE=y and CONFIG_KEXEC_FILE=y ' +
+  '(see vm/kernel.config). To skip the kernel tests in a local quick loop, set LIVEUPDATE_SKIP_KERNEL_TESTS=1.';
+
+/** The kernels to test with; empty if none is found (see {@link NO_KERNEL_HELP}). */
+export function findKernels(env: NodeJS.ProcessEnv = process.env): KernelImage[] {
+  const override = env['LIVEUPDATE_KERNEL'];
+  if (override !== undefined && override !== '') {
+    return override.split(':').filter(Boolean).map((p) => {
+      if (!fs.existsSync(p)) throw new Error(`LIVEUPDATE_KERNEL names a missing file: ${p}`);
+      return { path: path.resolve(p), release: kernelRelease(p) ?? path.basename(p), source: 'LIVEUPDATE_KERNEL' as const };
+    });
+  }
+  return cachedKernels(path.join(env['LIVEUPDATE_CACHE'] ?? cacheDir(), 'kernels'));
+}
+
+/** The hash vm/build-kernel.sh puts in cache directory names: sha256 of vm/kernel.config, 12 hex digits. */
+export function fragmentHash(fragment = path.join(packageRoot(), 'vm', 'kernel.config')): string | undefined {
+  if (!fs.existsSync(fragment)) return undefined;
+  return createHash('sha256').update(fs.readFileSync(fragment)).digest('hex').slice(0, 12);
+}
+
+/** Cached images of the current fragment, newest per series, oldest series first. */
+function cachedKernels(dir: string): KernelImage[] {
+  if (!fs.existsSync(dir)) return [];
+  const hash = fragmentHash();
+  const bySeries = new Map<string, { image: KernelImage; version: string }>();
+  for (const name of fs.readdirSync(dir)) {
+    // Without the fragment (an unusual install), take every cached image.
+    if (hash !== undefined && !name.endsWith(`-${hash}`)) continue;
+    const image = path.join(dir, name, 'bzImage');
+    const versionFile = path.join(dir, name, 'version');
+    if (!fs.existsSync(image) || !fs.existsSync(versionFile)) continue;
+    const version = fs.readFileSync(versionFile, 'utf8').trim();
+    const release = kernelRelease(image) ?? version;
+    const series = release.split('.').slice(0, 2).join('.');
+    const known = bySeries.get(series);
+    if (known === undefined || compareVersions(version, known.version) > 0) {
+      bySeries.set(series, { image: { path: image, release, source: 'cache' }, version });
+    }
+  }
+  return [...bySeries.values()].map((v) => v.image).sort((a, b) => compareVersions(a.release, b.release));
+}
+
+/**
+ * The release in a bzImage's setup header (the `kernel_version` field at
+ * 0x20e points at "7.2.13 (user@host) #1 ..."), or undefined if the file is
+ * not a bzImage.
+ */
+export function kernelRelease(image: string): string | undefined {
+  const fd = fs.openSync(image, 'r');
+  try {
+    const header = Buffer.alloc(0x400);
+    fs.readSync(fd, header, 0, header.length, 0);
+    if (header.toString('latin1', 0x202, 0x206) !== 'HdrS') return undefined;
+    const text = Buffer.alloc(256);
+    fs.readSync(fd, text, 0, text.length, header.readUInt16LE(0x20e) + 0x200);
+    const release = text.toString('latin1').split(/[\s\0]/)[0];
+    return release === undefined || release === '' ? undefined : release;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Compares dotted/dashed version strings numerically ("7.2.13-1" < "7.2.14"). */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.\-+~]/);
+  const pb = b.split(/[.\-+~]/);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] ?? '';
+    const y = pb[i] ?? '';
+    const nx = Number(x);
+    const ny = Number(y);
+    const diff = Number.isNaN(nx) || Number.isNaN(ny) ? x.localeCompare(y) : nx - ny;
+    if (diff !== 0) return diff;
+  }
+  return 0;
+}

@@ -1,0 +1,378 @@
+/**
+ * Boots a guest image under qemu-system-x86_64 (software emulation: no KVM
+ * is needed) and collects what the guest reports. The console (ttyS0) carries
+ * the kernel log and the guest's own output; a second serial port (ttyS1)
+ * carries the result records. The run ends when the guest powers off, when
+ * QEMU exits for any other reason (a panic reboots, and -no-reboot turns that
+ * into an exit), or at the hard timeout, when QEMU is killed.
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { buildGuestImage, type GuestImage } from './initramfs.js';
+import { parseRecord, STAGE_PARAM, type CheckRecord, type ErrorInfo, type GuestRecord, type JsonValue } from './protocol.js';
+
+/** How to run a boot. */
+export interface RunOptions {
+  /** Host paths of the compiled scenario modules to run in this boot. */
+  readonly scenarios: readonly string[];
+  /** Kernel image per stage (index 0 = first boot); the last one repeats. */
+  readonly kernels: readonly string[];
+  /** A label for progress lines and the console log's file name. */
+  readonly name?: string;
+  /** Hard limit for the whole run, all stages (default 300 s). QEMU is killed after it. */
+  readonly timeoutMs?: number;
+  /** Guest memory (default "3G"). */
+  readonly memory?: string;
+  /** Guest CPUs (default 2). */
+  readonly cpus?: number;
+  /** Extra kernel parameters for every stage. */
+  readonly cmdline?: string;
+  /** Directory for `<name>.console.log` (default: none written). */
+  readonly logDir?: string;
+  /** Progress lines (default: written to stderr); `false` silences them. */
+  readonly onProgress?: ((line: string) => void) | false;
+  /** The QEMU binary (default `$LIVEUPDATE_QEMU`, else qemu-system-x86_64). */
+  readonly qemu?: string;
+  /** Passed to {@link buildGuestImage}. */
+  readonly packageRoot?: string;
+}
+
+/** What one case did in one stage. */
+export interface CaseResult {
+  readonly case: string;
+  readonly stage: number;
+  readonly ok: boolean;
+  readonly ms: number;
+  /** What the stage function returned. */
+  readonly value: JsonValue | undefined;
+  readonly error: ErrorInfo | undefined;
+  /** Set when the case did not run because it failed in an earlier stage. */
+  readonly skipped: string | undefined;
+  readonly checks: readonly CheckRecord[];
+  /** Named values from `ctx.report`. */
+  readonly reports: Readonly<Record<string, JsonValue>>;
+}
+
+/** One kernel's part of the run. */
+export interface StageResult {
+  readonly stage: number;
+  /** uname -r in the guest. */
+  readonly release: string;
+  /** Kernel uptime when the runner started: boot time to pid 1 plus node's start. */
+  readonly uptimeMs: number;
+  /** Host time from QEMU's start to this stage's first record. */
+  readonly reachedAtMs: number;
+  readonly cases: Readonly<Record<string, CaseResult>>;
+}
+
+/** The outcome of a boot. */
+export interface VmRun {
+  /** The guest reached its end, every case passed, and QEMU exited on its own. */
+  readonly ok: boolean;
+  /** Why it failed (or "ok"). */
+  readonly reason: string;
+  /** How many stages the guest said the run has (0 if it never started). */
+  readonly stageCount: number;
+  readonly stages: readonly StageResult[];
+  readonly records: readonly GuestRecord[];
+  /** The whole console: kernel log and guest output. */
+  readonly console: string;
+  readonly elapsedMs: number;
+  readonly timedOut: boolean;
+  readonly exitCode: number | null;
+  readonly image: GuestImage;
+  /** Path of the saved console log, if `logDir` was given. */
+  readonly logFile: string | undefined;
+  /** A case's result in a stage (stage defaults to the last stage it ran in). */
+  result(caseName: string, stage?: number): CaseResult | undefined;
+  /** A failure report: failed cases, guest output and the tail of the kernel log. */
+  report(): string;
+}
+
+/** Parameters every boot gets. */
+const BASE_CMDLINE = ['console=ttyS0', 'liveupdate=on', 'kho=on', 'panic=-1', 'printk.time=1', 'printk.devkmsg=on'];
+/** How long QEMU may take to exit once the guest said it powers off. */
+const EXIT_GRACE_MS = 15_000;
+/** Kernel console lines start with a printk timestamp. */
+const KERNEL_LINE = /^\[\s*\d+\.\d+\]/;
+
+/** The QEMU binary in use. */
+export function qemuBinary(options: { qemu?: string } = {}): string {
+  return options.qemu ?? process.env['LIVEUPDATE_QEMU'] ?? 'qemu-system-x86_64';
+}
+
+/**
+ * Builds the guest image for `options` and boots it. Resolves when QEMU is
+ * gone, with everything collected; never rejects for a guest failure (look
+ * at `ok` and `report()`), only for a host problem such as a missing QEMU.
+ */
+export async function runVm(options: RunOptions): Promise<VmRun> {
+  const name = options.name ?? 'vm';
+  const started = Date.now();
+  const progress = progressPrinter(name, started, options.onProgress);
+  const image = buildGuestImage({
+    kernels: options.kernels,
+    scenarios: options.scenarios,
+    ...(options.packageRoot === undefined ? {} : { packageRoot: options.packageRoot }),
+  });
+  progress(`guest image ${mb(fs.statSync(image.initrd).size)} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
+  const kernel = options.kernels[0];
+  if (kernel === undefined) throw new Error('runVm: no kernel image given');
+  const collector = new Collector(started, progress);
+  const exit = await boot(options, kernel, image.initrd, collector, progress);
+  return collector.finish(image, exit, Date.now() - started, saveLog(options.logDir, name, collector.console));
+}
+
+/** How QEMU ended. */
+interface Exit {
+  readonly code: number | null;
+  readonly timedOut: boolean;
+  readonly stderr: string;
+}
+
+function qemuArgs(options: RunOptions, kernel: string, initrd: string): string[] {
+  const cmdline = [...BASE_CMDLINE, ...(options.cmdline ? [options.cmdline] : []), `${STAGE_PARAM}=1`].join(' ');
+  return [
+    '-accel', 'tcg',
+    '-machine', 'pc',
+    '-m', options.memory ?? '3G',
+    '-smp', String(options.cpus ?? 2),
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    // ttyS0: console on QEMU's stdout; ttyS1: result records on fd 3.
+    '-chardev', 'stdio,id=console,signal=off',
+    '-serial', 'chardev:console',
+    '-chardev', 'file,id=results,path=/dev/fd/3',
+    '-serial', 'chardev:results',
+    '-kernel', kernel,
+    '-initrd', initrd,
+    '-append', cmdline,
+  ];
+}
+
+function boot(options: RunOptions, kernel: string, initrd: string, collector: Collector, progress: (line: string) => void): Promise<Exit> {
+  const qemu = qemuBinary(options);
+  progress(`booting ${path.basename(path.dirname(kernel))}/${path.basename(kernel)} with ${qemu}`);
+  return new Promise<Exit>((resolve, reject) => {
+    const child = spawn(qemu, qemuArgs(options, kernel, initrd), { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    let timedOut = false;
+    let grace: NodeJS.Timeout | undefined;
+    const timeoutMs = options.timeoutMs ?? 300_000;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      progress(`timed out after ${timeoutMs / 1000} s: killing QEMU`);
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.stdout?.on('data', (chunk: Buffer) => collector.consoleData(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const results = child.stdio[3];
+    if (results !== null && results !== undefined && 'on' in results) {
+      results.on('data', (chunk: Buffer) => {
+        collector.resultData(chunk);
+        // The guest powered off: QEMU should exit by itself; make sure it does.
+        if (collector.ended && grace === undefined) grace = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
+      });
+    }
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (error.code === 'ENOENT') {
+        reject(new Error(`${qemu} not found: install QEMU (apt-get install qemu-system-x86) or set LIVEUPDATE_QEMU`));
+      } else {
+        reject(error);
+      }
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (grace !== undefined) clearTimeout(grace);
+      resolve({ code, timedOut, stderr });
+    });
+  });
+}
+
+/** Accumulates console text and records as they arrive. */
+class Collector {
+  console = '';
+  readonly records: GuestRecord[] = [];
+  ended = false;
+  readonly #started: number;
+  readonly #progress: (line: string) => void;
+  readonly #reached = new Map<number, number>();
+  #consoleLine = '';
+  #resultLine = '';
+
+  constructor(started: number, progress: (line: string) => void) {
+    this.#started = started;
+    this.#progress = progress;
+  }
+
+  consoleData(chunk: Buffer): void {
+    const text = chunk.toString('utf8');
+    this.console += text;
+    // Records fall back to the console when the guest has no second port.
+    this.#consoleLine = this.#lines(this.#consoleLine + text, (line) => {
+      if (line.startsWith('@@LU ')) this.#record(line);
+    });
+  }
+
+  resultData(chunk: Buffer): void {
+    this.#resultLine = this.#lines(this.#resultLine + chunk.toString('utf8'), (line) => this.#record(line));
+  }
+
+  finish(image: GuestImage, exit: Exit, elapsedMs: number, logFile: string | undefined): VmRun {
+    if (this.#resultLine !== '') this.#record(this.#resultLine);
+    const stages = buildStages(this.records, this.#reached);
+    const boot = this.records.find((r) => r.t === 'boot');
+    const stageCount = boot?.t === 'boot' ? boot.stages : 0;
+    const reason = failureReason(this.records, stages, stageCount, exit);
+    this.#progress(reason === 'ok' ? `passed in ${(elapsedMs / 1000).toFixed(1)} s` : `FAILED: ${reason}`);
+    const consoleText = this.console + (exit.stderr === '' ? '' : `\n[qemu stderr]\n${exit.stderr}`);
+    return {
+      ok: reason === 'ok',
+      reason,
+      stageCount,
+      stages,
+      records: this.records,
+      console: consoleText,
+      elapsedMs,
+      timedOut: exit.timedOut,
+      exitCode: exit.code,
+      image,
+      logFile,
+      result: (caseName, stage) => findResult(stages, caseName, stage),
+      report: () => failureReport(reason, stages, consoleText, logFile),
+    };
+  }
+
+  #lines(buffered: string, each: (line: string) => void): string {
+    const parts = buffered.split('\n');
+    const rest = parts.pop() ?? '';
+    for (const part of parts) each(part.replace(/\r/g, ''));
+    return rest;
+  }
+
+  #record(line: string): void {
+    const record = parseRecord(line);
+    if (record === undefined) return;
+    this.records.push(record);
+    if (!this.#reached.has(record.stage)) this.#reached.set(record.stage, Date.now() - this.#started);
+    this.#announce(record);
+  }
+
+  #announce(r: GuestRecord): void {
+    if (r.t === 'boot') this.#progress(`stage ${r.stage}/${r.stages}: ${r.release} up, runner started at kernel uptime ${(r.uptimeMs / 1000).toFixed(1)} s, ${r.cases.length} case(s)`);
+    if (r.t === 'case' && !r.ok) this.#progress(`stage ${r.stage}: case ${r.case} FAILED${r.error ? `: ${r.error.name}: ${r.error.message}` : r.skipped ? ` (${r.skipped})` : ''}`);
+    if (r.t === 'kexec') this.#progress(`stage ${r.stage}: kexec into stage ${r.next} (initrd ${mb(r.initrdBytes)} written and loaded in ${r.ms} ms)`);
+    if (r.t === 'fatal') this.#progress(`stage ${r.stage}: fatal ${r.error.name}: ${r.error.message}`);
+    if (r.t === 'end') {
+      this.ended = true;
+      this.#progress(`stage ${r.stage}: guest finished (${r.ok ? 'all cases passed' : 'some cases failed'}), powering off`);
+    }
+  }
+}
+
+function buildStages(records: readonly GuestRecord[], reached: ReadonlyMap<number, number>): StageResult[] {
+  const stages = new Map<number, { release: string; uptimeMs: number; cases: Record<string, CaseResult> }>();
+  const checks = new Map<string, CheckRecord[]>();
+  const reports = new Map<string, Record<string, JsonValue>>();
+  for (const r of records) {
+    if (r.t === 'boot') stages.set(r.stage, { release: r.release, uptimeMs: r.uptimeMs, cases: {} });
+    const key = 'case' in r ? `${r.stage}\0${r.case}` : '';
+    if (r.t === 'check') checks.set(key, [...(checks.get(key) ?? []), r]);
+    if (r.t === 'report') reports.set(key, { ...(reports.get(key) ?? {}), [r.name]: r.value });
+    if (r.t === 'case') {
+      const stage = stages.get(r.stage);
+      if (stage === undefined) continue;
+      stage.cases[r.case] = {
+        case: r.case,
+        stage: r.stage,
+        ok: r.ok,
+        ms: r.ms,
+        value: r.value,
+        error: r.error,
+        skipped: r.skipped,
+        checks: checks.get(key) ?? [],
+        reports: reports.get(key) ?? {},
+      };
+    }
+  }
+  return [...stages].sort(([a], [b]) => a - b).map(([stage, s]) => ({ stage, reachedAtMs: reached.get(stage) ?? 0, ...s }));
+}
+
+function failureReason(records: readonly GuestRecord[], stages: readonly StageResult[], stageCount: number, exit: Exit): string {
+  const fatal = records.find((r) => r.t === 'fatal');
+  if (fatal?.t === 'fatal') return `stage ${fatal.stage}: the guest runner failed: ${fatal.error.name}: ${fatal.error.message}`;
+  if (exit.timedOut) return `timed out in stage ${stages.length === 0 ? 'boot' : String(stages.at(-1)?.stage)} (${lastStarted(records)})`;
+  const failed = stages.flatMap((s) => Object.values(s.cases)).filter((c) => !c.ok);
+  const end = records.find((r) => r.t === 'end');
+  if (end === undefined) {
+    const where = stages.length === 0 ? 'before the guest runner started' : `in stage ${String(stages.at(-1)?.stage)} of ${stageCount}`;
+    return `the guest stopped ${where} without finishing (${lastStarted(records)}); QEMU exited with ${String(exit.code)}: see the kernel log`;
+  }
+  if (failed.length > 0) return `${failed.length} case result(s) failed: ${failed.map((c) => `${c.case} (stage ${c.stage})`).join(', ')}`;
+  if (stages.length !== stageCount) return `expected ${stageCount} stages, saw ${stages.length}`;
+  if (exit.code !== 0) return `QEMU exited with ${String(exit.code)} after the guest finished`;
+  return 'ok';
+}
+
+function lastStarted(records: readonly GuestRecord[]): string {
+  for (let i = records.length - 1; i >= 0; i--) {
+    const r = records[i];
+    if (r?.t === 'case-start') {
+      const done = records.slice(i).some((x) => x.t === 'case' && x.case === r.case && x.stage === r.stage);
+      return done ? `after case ${r.case}` : `while running case ${r.case}`;
+    }
+    if (r?.t === 'kexec') return `after the kexec from stage ${r.stage}`;
+  }
+  return records.length === 0 ? 'no result records at all' : 'before any case';
+}
+
+function findResult(stages: readonly StageResult[], caseName: string, stage?: number): CaseResult | undefined {
+  if (stage !== undefined) return stages.find((s) => s.stage === stage)?.cases[caseName];
+  for (let i = stages.length - 1; i >= 0; i--) {
+    const hit = stages[i]?.cases[caseName];
+    if (hit !== undefined) return hit;
+  }
+  return undefined;
+}
+
+function failureReport(reason: string, stages: readonly StageResult[], consoleText: string, logFile: string | undefined): string {
+  const out = [`VM run failed: ${reason}`];
+  for (const s of stages) {
+    for (const c of Object.values(s.cases)) {
+      if (c.ok) continue;
+      out.push(`- stage ${s.stage} (${s.release}) case ${c.case}: ${c.skipped ?? (c.error ? `${c.error.name}${c.error.code ? ` [${c.error.code}]` : ''}: ${c.error.message}` : 'a check failed')}`);
+      if (c.error?.stack) out.push(indent(c.error.stack));
+      for (const check of c.checks.filter((k) => !k.ok)) out.push(`    check ${check.name} failed: ${JSON.stringify(check.detail ?? null)}`);
+    }
+  }
+  const lines = consoleText.split('\n').map((l) => l.replace(/\r/g, ''));
+  const guest = lines.filter((l) => !KERNEL_LINE.test(l) && l.trim() !== '');
+  const kernel = lines.filter((l) => KERNEL_LINE.test(l));
+  out.push('', '--- guest output (last 60 lines) ---', ...guest.slice(-60));
+  out.push('', '--- kernel log (last 60 lines) ---', ...kernel.slice(-60));
+  if (logFile !== undefined) out.push('', `full console log: ${logFile}`);
+  return out.join('\n');
+}
+
+function saveLog(dir: string | undefined, name: string, text: string): string | undefined {
+  if (dir === undefined) return undefined;
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${name.replace(/[^\w.-]+/g, '_')}.console.log`);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+function progressPrinter(name: string, started: number, sink: RunOptions['onProgress']): (line: string) => void {
+  if (sink === false) return () => {};
+  const write = sink ?? ((line: string) => process.stderr.write(`${line}\n`));
+  return (line) => write(`[vm ${name} ${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
+}
+
+function indent(text: string): string {
+  return text.split('\n').map((l) => `      ${l}`).join('\n');
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}

@@ -1,0 +1,48 @@
+/**
+ * What the kernel tests share: which kernels to run on (failing loudly when
+ * there are none), where the compiled scenarios are, and how to boot them.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, it } from 'vitest';
+import { findKernels, NO_KERNEL_HELP, type KernelImage } from '../../lib/vm/kernels.js';
+import { runVm, type RunOptions, type VmRun } from '../../lib/vm/qemu.js';
+
+const root = path.resolve(__dirname, '..', '..');
+
+/** True when the kernel tests were explicitly opted out of (a local quick loop). */
+export const skipKernelTests = process.env['LIVEUPDATE_SKIP_KERNEL_TESTS'] === '1';
+
+/**
+ * Declares `body` once per kernel under test. With no kernel, declares one
+ * failing test that says how to get one; with LIVEUPDATE_SKIP_KERNEL_TESTS=1,
+ * one skipped test that names the opt-out.
+ */
+export function describeKernels(title: string, body: (kernel: KernelImage, all: readonly KernelImage[]) => void): void {
+  if (skipKernelTests) {
+    describe(title, () => it.skip('kernel tests skipped: LIVEUPDATE_SKIP_KERNEL_TESTS=1', () => {}));
+    return;
+  }
+  const kernels = findKernels();
+  if (kernels.length === 0) {
+    describe(title, () =>
+      it('needs a LUO kernel', () => {
+        throw new Error(NO_KERNEL_HELP);
+      }),
+    );
+    return;
+  }
+  describe.each(kernels.map((k) => ({ ...k, label: k.release })))(`${title} on $label`, (kernel) => body(kernel, kernels));
+}
+
+/** Host path of a compiled scenario shipped in dist/vm/scenarios; fails if the package is not built. */
+export function scenario(name: string): string {
+  const file = path.join(root, 'dist', 'vm', 'scenarios', `${name}.js`);
+  if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first (npm test does)`);
+  return file;
+}
+
+/** Boots a run with the test defaults: console logs in .vm-out/. */
+export function boot(options: RunOptions): Promise<VmRun> {
+  return runVm({ logDir: path.join(root, '.vm-out'), ...options });
+}

@@ -1,0 +1,33 @@
+import { defineConfig } from 'vitest/config';
+
+/**
+ * Two projects: host tests run in parallel first; kernel tests (each boots
+ * QEMU with software emulation, which wants both cores) then run one file at
+ * a time. Kernel tests never skip themselves: without a kernel they fail and
+ * say how to build one, unless LIVEUPDATE_SKIP_KERNEL_TESTS=1 (npm run test:host).
+ */
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'host',
+          include: ['test/**/*.test.ts'],
+          exclude: ['test/kernel/**', '**/node_modules/**'],
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        test: {
+          name: 'kernel',
+          include: ['test/kernel/**/*.test.ts'],
+          fileParallelism: false,
+          // A boot with two or three kexecs takes tens of seconds under emulation.
+          testTimeout: 600_000,
+          hookTimeout: 600_000,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
+  },
+});
