@@ -234,9 +234,14 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
     }
     if (open_) {
       open_ = false;
-      uv_poll_stop(&poll_);
+      // uv_close stops the poll and drops the fd from epoll at once; libuv
+      // does not touch the fd after this, so it can be closed now.
       uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClose);
     }
+    // Closes our dup now rather than in OnClose: once the Promise settles,
+    // the caller may expect this socket's last fd to be gone (the peer
+    // waiting for EOF, a test counting fds).
+    work_.reset();
   }
 
   static void OnClose(uv_handle_t* handle) {
