@@ -39,3 +39,5 @@ export {
 export { MAX_TOKEN, MAX_SESSION_NAME_BYTES } from './validate.js';
 export * as memfd from './memfd.js';
 export * as kexec from './kexec.js';
+export * from './fdpass.js';
+export * from './systemd.js';

@@ -82,7 +82,7 @@ export type FdPassBinding = {
   Both<'unixConnect', [type: number, path: string], number> &
   Both<'unixAccept', [fd: number], number> &
   Both<'socketType', [fd: number], number> &
-  Both<'setCloexec', [fd: number], number> &
+  Both<'setCloexec', [fd: number, on: boolean], number> &
   Both<'getCloexec', [fd: number], number>;
 
 /** The whole addon. @internal */

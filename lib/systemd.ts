@@ -61,7 +61,11 @@ const KEY = /^[A-Z][A-Z0-9_]*$/;
 function lineOf(key: string, value: unknown): string {
   if (!KEY.test(key)) throw invalidArgValue('fields', `has a key that is not an upper-case identifier (${JSON.stringify(key)})`, key);
   if (typeof value === 'boolean') return `${key}=${value ? 1 : 0}`;
-  if (typeof value === 'number' || typeof value === 'string') return `${key}=${value}`;
+  if (typeof value === 'number') return `${key}=${value}`;
+  if (typeof value === 'string') {
+    if (value.includes('\n')) throw invalidArgValue(`fields.${key}`, 'must not contain a newline (it ends the field)', value);
+    return `${key}=${value}`;
+  }
   throw invalidArgType(`fields.${key}`, 'of type string, number or boolean', value);
 }
 
@@ -358,7 +362,7 @@ export function listenFds(options?: ListenFdsOptions): Map<string, number[]> {
     const out = new Map<string, number[]>();
     names.forEach((name, i) => {
       const fd = LISTEN_FDS_START + i;
-      native.setCloexec(fd);
+      native.setCloexec(fd, true);
       out.set(name, [...(out.get(name) ?? []), fd]);
     });
     return out;

@@ -77,11 +77,12 @@ int socket_type(int fd) {
 
 int dup_cloexec(int fd) { return result_or_errno(::fcntl(fd, F_DUPFD_CLOEXEC, 3)); }
 
-int set_cloexec(int fd) {
+int set_cloexec(int fd, bool on) {
   int flags = ::fcntl(fd, F_GETFD);
   if (flags < 0) return -errno;
-  if (flags & FD_CLOEXEC) return 0;
-  return result_or_errno(::fcntl(fd, F_SETFD, flags | FD_CLOEXEC));
+  int wanted = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+  if (wanted == flags) return 0;
+  return result_or_errno(::fcntl(fd, F_SETFD, wanted));
 }
 
 int get_cloexec(int fd) {

@@ -44,8 +44,8 @@ int socket_type(int fd);
 // operation never acts on an fd number the caller closed and reused.
 int dup_cloexec(int fd);
 
-// fcntl(F_SETFD, FD_CLOEXEC) / whether FD_CLOEXEC is set (1 or 0).
-int set_cloexec(int fd);
+// fcntl(F_SETFD): sets or clears FD_CLOEXEC / whether it is set (1 or 0).
+int set_cloexec(int fd, bool on);
 int get_cloexec(int fd);
 
 // poll() one fd for `events`; timeout_ms < 0 waits forever. Returns the

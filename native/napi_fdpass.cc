@@ -352,7 +352,8 @@ Call<int> PrepareSocketType(const Napi::CallbackInfo& info) {
 
 Call<int> PrepareSetCloexec(const Napi::CallbackInfo& info) {
   int fd = ArgInt32(info, 0, "fd");
-  return {"fcntl", [fd](int&) { return set_cloexec(fd); }};
+  bool on = ArgBool(info, 1, "on");
+  return {"fcntl", [fd, on](int&) { return set_cloexec(fd, on); }};
 }
 
 Call<int> PrepareGetCloexec(const Napi::CallbackInfo& info) {
