@@ -205,6 +205,9 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
       poll_.data = this;
       open_ = true;
       self_ = shared_from_this();
+      // A Worker that exits with this operation pending must not find the
+      // handle open when it closes its loop (Node aborts): close it then.
+      napi_add_async_cleanup_hook(env_, OnEnvCleanup, this, &cleanup_);
     }
     int uv_events = (events & POLLIN) ? UV_READABLE : UV_WRITABLE;
     int rc = uv_poll_start(&poll_, uv_events, OnPoll);
@@ -244,8 +247,21 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
     work_.reset();
   }
 
+  // The environment is going away: no JS may run, so close without settling.
+  static void OnEnvCleanup(napi_async_cleanup_hook_handle, void* arg) {
+    auto* op = static_cast<PollOp*>(arg);
+    op->settled_ = true;
+    if (op->open_) {  // Else already closing: OnClose removes the hook.
+      op->open_ = false;
+      uv_close(reinterpret_cast<uv_handle_t*>(&op->poll_), OnClose);
+    }
+    op->work_.reset();
+  }
+
   static void OnClose(uv_handle_t* handle) {
     auto* op = static_cast<PollOp*>(handle->data);
+    // Removing the hook tells a closing environment this operation is done.
+    napi_remove_async_cleanup_hook(op->cleanup_);
     Napi::HandleScope scope(op->env_);
     std::shared_ptr<PollOp> last = std::move(op->self_);  // Freed on return.
   }
@@ -255,6 +271,7 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
   Napi::AsyncContext context_;
   std::unique_ptr<Work> work_;
   uv_poll_t poll_{};
+  napi_async_cleanup_hook_handle cleanup_ = nullptr;
   bool open_ = false;
   bool settled_ = false;
   std::shared_ptr<PollOp> self_;

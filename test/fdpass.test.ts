@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ControlTruncatedError,
@@ -377,6 +378,30 @@ describe('the event loop drives pending operations', () => {
       }
     });
   });
+});
+
+describe('worker threads', () => {
+  it('a Worker that exits with a receive pending leaves the socket alone', async () => {
+    const [a, b] = socketPair('stream');
+    try {
+      const worker = new Worker(
+        `const { parentPort, workerData } = require('worker_threads');
+         const { recvFds } = require(workerData.lib + '/fdpass.js');
+         recvFds(workerData.fd).then(() => parentPort.postMessage('received'));
+         parentPort.postMessage('waiting');`,
+        { eval: true, workerData: { fd: b, lib: compiledLib() } },
+      );
+      const messages: unknown[] = [];
+      worker.on('message', (m: unknown) => messages.push(m));
+      await new Promise((resolve) => worker.once('message', resolve));
+      await worker.terminate(); // Node aborts here if the pending poll handle were left open.
+      sendFdsSync(a, [], 'for the main thread');
+      expect(recvFdsSync(b).data.toString()).toBe('for the main thread');
+      expect(messages).toEqual(['waiting']);
+    } finally {
+      closeAll([a, b]);
+    }
+  }, 30_000);
 });
 
 describe('net.Socket', () => {
