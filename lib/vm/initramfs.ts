@@ -40,6 +40,8 @@ export interface GuestImageOptions {
   readonly nofile?: number;
   /** Where built images are cached (default: `<cache>/guest`, see {@link cacheDir}). */
   readonly cacheDir?: string;
+  /** Extra files: guest path → host path (e.g. a helper program a scenario runs). */
+  readonly files?: Readonly<Record<string, string>>;
 }
 
 /** A built guest image. */
@@ -155,6 +157,7 @@ function plan(options: GuestImageOptions, root: string): { members: Member[]; ma
   members.push(...packageMembers(root, addons));
   const kernels = placeKernels(options.kernels, members);
   const scenarios = options.scenarios.map((s, i) => placeScenario(s, i, root, members));
+  for (const [guest, source] of Object.entries(options.files ?? {})) members.push({ guest, kind: 'file', source: realFile(source, 'extra file') });
   const manifest: Manifest = { scenarios, kernels, nofile: options.nofile ?? 65536 };
   return { members, manifest };
 }

@@ -36,6 +36,8 @@ export interface RunOptions {
   readonly qemu?: string;
   /** Passed to {@link buildGuestImage}. */
   readonly packageRoot?: string;
+  /** Extra files for the guest image: guest path → host path (passed to {@link buildGuestImage}). */
+  readonly files?: Readonly<Record<string, string>>;
 }
 
 /** What one case did in one stage. */
@@ -115,6 +117,7 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
     kernels: options.kernels,
     scenarios: options.scenarios,
     ...(options.packageRoot === undefined ? {} : { packageRoot: options.packageRoot }),
+    ...(options.files === undefined ? {} : { files: options.files }),
   });
   progress(`guest image ${mb(fs.statSync(image.initrd).size)} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
   const kernel = options.kernels[0];

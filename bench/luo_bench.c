@@ -1,0 +1,276 @@
+/*
+ * luo_bench - the plain-C side of `npm run bench`: the same LUO ioctls the
+ * Node binding makes, with nothing between the program and the kernel, so
+ * that node/C ratios measured in one guest run show what the binding costs.
+ *
+ * Built static by the benchmark driver (gcc -O2 -static) and placed in the
+ * guest image. Structures and request numbers come from the project's ABI
+ * header, exactly as the addon's.
+ *
+ * Modes (results are one JSON object on stdout):
+ *   preserve-small N ROUNDS PREFIX FIRST
+ *       ROUNDS sessions PREFIX<FIRST>.. of N one-page memfds each; times only
+ *       the N PRESERVE_FD ioctls of each round. Then prints, and keeps the
+ *       sessions open (they must live until the kexec) until stdin's EOF.
+ *   preserve-session NAME N
+ *       One session of N one-page memfds (untimed), kept like the above.
+ *   retrieve-small N ROUNDS PREFIX FIRST
+ *       Retrieves those sessions in the next kernel; times the N RETRIEVE_FD
+ *       ioctls of each round.
+ *   preserve-large BYTES ROUNDS
+ *       One memfd of BYTES, every page written; each round preserves it in a
+ *       new session (timed) and closes the session (unpreserves).
+ *   As pid 1 (the kernel runs it with rdinit=): see init_main().
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "liveupdate/abi.h"
+
+/* Where pid 1 leaves its measurement for the node runner that follows it. */
+#define INIT_RESULT "/run/luo-bench-init.json"
+/* The session pid 1 retrieves; the Node stage preserves it before the kexec. */
+#define BLACKOUT_SESSION "bench-c-blackout"
+#define BLACKOUT_FILES 100
+/* The node runner pid 1 hands over to. */
+#define NEXT_INIT "/init"
+#define PAGE 4096
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void die(const char *what) {
+  fprintf(stderr, "luo_bench: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static int xioctl(int fd, unsigned long request, void *arg) {
+  int rc;
+  do rc = ioctl(fd, request, arg);
+  while (rc < 0 && errno == EINTR);
+  return rc;
+}
+
+static int open_device(void) {
+  int fd = open(LU_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+  if (fd < 0) die("open " LU_DEVICE_PATH);
+  return fd;
+}
+
+/* CREATE_SESSION or RETRIEVE_SESSION; the session fd, or -errno. */
+static int session_call(int device, unsigned long request, const char *name) {
+  struct lu_session_args args = {.size = sizeof(args), .fd = -1};
+  size_t len = strnlen(name, sizeof(args.name) - 1); /* NUL-terminated: 63 bytes at most */
+  memcpy(args.name, name, len);
+  return xioctl(device, request, &args) < 0 ? -errno : args.fd;
+}
+
+static int preserve_fd(int session, int fd, uint64_t token) {
+  struct lu_fd_args args = {.size = sizeof(args), .fd = fd, .token = token};
+  return xioctl(session, LU_IOC_SESSION_PRESERVE_FD, &args);
+}
+
+static int retrieve_fd(int session, uint64_t token) {
+  struct lu_fd_args args = {.size = sizeof(args), .fd = -1, .token = token};
+  return xioctl(session, LU_IOC_SESSION_RETRIEVE_FD, &args) < 0 ? -1 : args.fd;
+}
+
+static int finish_session(int session) {
+  struct lu_finish_args args = {.size = sizeof(args), .reserved = 0};
+  return xioctl(session, LU_IOC_SESSION_FINISH, &args);
+}
+
+/* A memfd of `bytes`, every page written, so preserving it pins real pages. */
+static int filled_memfd(const char *name, int64_t bytes) {
+  static char chunk[1 << 20];
+  memset(chunk, 0x5a, sizeof(chunk));
+  int fd = memfd_create(name, MFD_CLOEXEC);
+  if (fd < 0) die("memfd_create");
+  for (int64_t off = 0; off < bytes;) {
+    size_t len = bytes - off < (int64_t)sizeof(chunk) ? (size_t)(bytes - off) : sizeof(chunk);
+    ssize_t n = pwrite(fd, chunk, len, off);
+    if (n <= 0) die("pwrite");
+    off += n;
+  }
+  return fd;
+}
+
+/* A session of `n` one-page memfds (tokens 1..n); untimed. */
+static int preserved_session(int device, const char *name, int n) {
+  int session = session_call(device, LU_IOC_CREATE_SESSION, name);
+  if (session < 0) { errno = -session; die("CREATE_SESSION"); }
+  for (int i = 0; i < n; i++) {
+    int fd = filled_memfd("luo-bench-session", PAGE);
+    if (preserve_fd(session, fd, (uint64_t)i + 1) < 0) die("PRESERVE_FD");
+    close(fd);
+  }
+  return session;
+}
+
+static void print_rounds(const char *key, const double *values, int rounds) {
+  printf("\"%s\":[", key);
+  for (int r = 0; r < rounds; r++) printf("%s%.3f", r ? "," : "", values[r]);
+  printf("]");
+}
+
+/* Session fds must stay open until the kexec: wait for the parent to let go. */
+static int hold(void) {
+  char byte;
+  while (read(0, &byte, 1) > 0 || errno == EINTR) {}
+  return 0;
+}
+
+static int preserve_session(const char *name, int n) {
+  int device = open_device();
+  preserved_session(device, name, n);
+  close(device);
+  printf("{\"n\":%d}\n", n);
+  fflush(stdout);
+  return hold();
+}
+
+static int preserve_small(int n, int rounds, const char *prefix, int first) {
+  int device = open_device();
+  int *fds = calloc(n, sizeof(int));
+  double *us = calloc(rounds, sizeof(double));
+  for (int r = 0; r < rounds; r++) {
+    char name[LU_SESSION_NAME_SIZE];
+    snprintf(name, sizeof(name), "%s%d", prefix, first + r);
+    int session = session_call(device, LU_IOC_CREATE_SESSION, name);
+    if (session < 0) { errno = -session; die("CREATE_SESSION"); }
+    for (int i = 0; i < n; i++) fds[i] = filled_memfd("luo-bench-small", PAGE);
+    int64_t t0 = now_ns();
+    for (int i = 0; i < n; i++)
+      if (preserve_fd(session, fds[i], (uint64_t)i + 1) < 0) die("PRESERVE_FD");
+    us[r] = (now_ns() - t0) / 1e3 / n;
+    /* The kernel holds its own references: the memfd fds can go. */
+    for (int i = 0; i < n; i++) close(fds[i]);
+  }
+  close(device); /* one owner at a time: node may open the device now */
+  printf("{\"n\":%d,", n);
+  print_rounds("us_per_op", us, rounds);
+  printf("}\n");
+  fflush(stdout);
+  return hold();
+}
+
+static int retrieve_small(int n, int rounds, const char *prefix, int first) {
+  int device = open_device();
+  int *fds = calloc(n, sizeof(int));
+  double *us = calloc(rounds, sizeof(double));
+  for (int r = 0; r < rounds; r++) {
+    char name[LU_SESSION_NAME_SIZE];
+    snprintf(name, sizeof(name), "%s%d", prefix, first + r);
+    int session = session_call(device, LU_IOC_RETRIEVE_SESSION, name);
+    if (session < 0) { errno = -session; die("RETRIEVE_SESSION"); }
+    int64_t t0 = now_ns();
+    for (int i = 0; i < n; i++)
+      if ((fds[i] = retrieve_fd(session, (uint64_t)i + 1)) < 0) die("RETRIEVE_FD");
+    us[r] = (now_ns() - t0) / 1e3 / n;
+    if (finish_session(session) < 0) die("FINISH");
+    for (int i = 0; i < n; i++) close(fds[i]);
+    close(session);
+  }
+  close(device);
+  printf("{\"n\":%d,", n);
+  print_rounds("us_per_op", us, rounds);
+  printf("}\n");
+  return 0;
+}
+
+static int preserve_large(int64_t bytes, int rounds) {
+  int device = open_device();
+  int fd = filled_memfd("luo-bench-large", bytes);
+  double *ms = calloc(rounds, sizeof(double));
+  for (int r = 0; r < rounds; r++) {
+    int session = session_call(device, LU_IOC_CREATE_SESSION, "bench-c-large");
+    if (session < 0) { errno = -session; die("CREATE_SESSION"); }
+    int64_t t0 = now_ns();
+    if (preserve_fd(session, fd, 1) < 0) die("PRESERVE_FD");
+    ms[r] = (now_ns() - t0) / 1e6;
+    close(session); /* unpreserves: the next round starts from the same state */
+  }
+  close(fd);
+  close(device);
+  printf("{\"bytes\":%lld,", (long long)bytes);
+  print_rounds("ms", ms, rounds);
+  printf("}\n");
+  return 0;
+}
+
+/*
+ * As pid 1 (rdinit= on the kernel command line): if the previous kernel
+ * preserved the blackout session, retrieve its files and time that from this
+ * program's start. Always record when /init (the node runner) is exec'd, so
+ * the node stage can time its own blackout from the same kind of instant.
+ * Then become /init. Nothing here may stop the boot: on any error it hands
+ * over all the same.
+ */
+static int init_main(char **argv, char **envp) {
+  int64_t start = now_ns();
+  int64_t done = 0;
+  int retrieved = 0, session_rc = 0;
+  mkdir("/dev", 0755);
+  int mounted = mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL) == 0;
+  int device = open(LU_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+  if (device >= 0) {
+    int session = session_call(device, LU_IOC_RETRIEVE_SESSION, BLACKOUT_SESSION);
+    session_rc = session < 0 ? session : 0;
+    if (session >= 0) {
+      int fds[BLACKOUT_FILES];
+      for (int i = 0; i < BLACKOUT_FILES; i++)
+        if ((fds[i] = retrieve_fd(session, (uint64_t)i + 1)) >= 0) retrieved++;
+      done = now_ns();
+      finish_session(session);
+      for (int i = 0; i < BLACKOUT_FILES; i++) if (fds[i] >= 0) close(fds[i]);
+      close(session);
+    }
+    close(device);
+  }
+  if (mounted) umount("/dev"); /* the node runner mounts its own */
+  FILE *out = fopen(INIT_RESULT, "w");
+  int64_t exec_at = now_ns();
+  if (out != NULL) {
+    fprintf(out, "{\"start_ns\":%lld,\"done_ns\":%lld,\"retrieved\":%d,\"session_rc\":%d,\"device_ok\":%s,\"exec_ns\":%lld}\n",
+            (long long)start, (long long)done, retrieved, session_rc, device >= 0 ? "true" : "false", (long long)exec_at);
+    fclose(out);
+  }
+  argv[0] = (char *)NEXT_INIT;
+  execve(NEXT_INIT, argv, envp);
+  die("execve " NEXT_INIT); /* pid 1 exits: the kernel panics and the run ends visibly */
+  return 1;
+}
+
+static int usage(void) {
+  fprintf(stderr,
+          "usage: luo_bench preserve-small N ROUNDS PREFIX FIRST\n"
+          "       luo_bench preserve-session NAME N\n"
+          "       luo_bench retrieve-small N ROUNDS PREFIX FIRST\n"
+          "       luo_bench preserve-large BYTES ROUNDS\n");
+  return 2;
+}
+
+int main(int argc, char **argv, char **envp) {
+  if (getpid() == 1) return init_main(argv, envp);
+  if (argc < 2) return usage();
+  const char *mode = argv[1];
+  if (strcmp(mode, "preserve-small") == 0 && argc == 6) return preserve_small(atoi(argv[2]), atoi(argv[3]), argv[4], atoi(argv[5]));
+  if (strcmp(mode, "preserve-session") == 0 && argc == 4) return preserve_session(argv[2], atoi(argv[3]));
+  if (strcmp(mode, "retrieve-small") == 0 && argc == 6) return retrieve_small(atoi(argv[2]), atoi(argv[3]), argv[4], atoi(argv[5]));
+  if (strcmp(mode, "preserve-large") == 0 && argc == 4) return preserve_large(atoll(argv[2]), atoi(argv[3]));
+  return usage();
+}

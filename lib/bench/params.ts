@@ -1,0 +1,59 @@
+/**
+ * What the benchmark's host driver and its guest stages agree on: the sizes
+ * of a run (carried on the kernel command line, which every stage inherits),
+ * the C program's guest path and the names of the sessions it uses.
+ * @internal
+ */
+
+/** The sizes of one benchmark run. */
+export interface BenchParams {
+  /** Files per session in the small cases (preserve_small, retrieve_small). */
+  readonly n: number;
+  /** Rounds per side in the small cases; each round is one session of `n` files. */
+  readonly rounds: number;
+  /** Bytes of the large memfd (preserve_large, event_loop). */
+  readonly large: number;
+  /** Rounds per side and per API in the large cases. */
+  readonly largeRounds: number;
+}
+
+/** The full run: what BENCHMARKS.md records. */
+export const FULL: BenchParams = { n: 1000, rounds: 5, large: 1 << 30, largeRounds: 3 };
+/** `--quick`: small enough for CI, big enough that every number is real. */
+export const QUICK: BenchParams = { n: 100, rounds: 2, large: 64 << 20, largeRounds: 2 };
+
+/** Files in each blackout session (the C program's BLACKOUT_FILES). */
+export const BLACKOUT_FILES = 100;
+/** Guest path of the static C program (bench/luo_bench.c); also pid 1 via rdinit=. */
+export const GUEST_C_BENCH = '/lu/bench/luo_bench';
+/** Where the C program, as pid 1, leaves its measurement (its INIT_RESULT). */
+export const GUEST_INIT_RESULT = '/run/luo-bench-init.json';
+/** The blackout session the C program retrieves as pid 1 (its BLACKOUT_SESSION). */
+export const C_BLACKOUT_SESSION = 'bench-c-blackout';
+/** The blackout session the node stage retrieves. */
+export const NODE_BLACKOUT_SESSION = 'bench-node-blackout';
+/** Session name prefixes of the small cases: `<prefix><round>`. */
+export const NODE_PREFIX = 'bench-n-';
+export const C_PREFIX = 'bench-c-';
+
+/** The kernel parameter that carries the sizes. */
+const PARAM = 'lu.bench';
+
+/** The kernel command-line words for a run: C as pid 1 first, and the sizes. */
+export function benchCmdline(params: BenchParams): string {
+  const sizes = Object.entries(params).map(([k, v]) => `${k}:${String(v)}`).join(',');
+  return `rdinit=${GUEST_C_BENCH} ${PARAM}=${sizes}`;
+}
+
+/** The sizes from a kernel command line; throws if they are missing or malformed. */
+export function paramsFromCmdline(cmdline: string): BenchParams {
+  const word = cmdline.split(/\s+/).find((w) => w.startsWith(`${PARAM}=`));
+  if (word === undefined) throw new Error(`no ${PARAM}= on the kernel command line`);
+  const values = new Map(word.slice(PARAM.length + 1).split(',').map((kv) => kv.split(':') as [string, string]));
+  const get = (key: keyof BenchParams): number => {
+    const value = Number(values.get(key));
+    if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${PARAM}: bad or missing ${key} in ${word}`);
+    return value;
+  };
+  return { n: get('n'), rounds: get('rounds'), large: get('large'), largeRounds: get('largeRounds') };
+}

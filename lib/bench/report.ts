@@ -1,0 +1,213 @@
+/**
+ * Turns what the guest stages returned into the benchmark's result (medians,
+ * node/C ratios, targets) and prints it as JSON or as a table.
+ * @internal
+ */
+import type { JsonValue } from '../vm/protocol.js';
+import type { BenchParams } from './params.js';
+
+/** A node-vs-C comparison of a per-ioctl cost. */
+export interface PerOp {
+  readonly n: number;
+  readonly rounds: number;
+  readonly node_us_per_op: number;
+  readonly c_us_per_op: number;
+  /** node / C. */
+  readonly ratio: number;
+  readonly node_rounds_us: readonly number[];
+  readonly c_rounds_us: readonly number[];
+}
+
+/** The benchmark's result: what `npm run bench -- --json` prints. */
+export interface BenchResult {
+  readonly kernel: string;
+  readonly mode: 'full' | 'quick';
+  readonly params: BenchParams;
+  readonly machine: { readonly nproc: number; readonly cpu: string; readonly accel: string; readonly guest_memory: string; readonly guest_cpus: number };
+  readonly date: string;
+  readonly preserve_small: PerOp;
+  readonly retrieve_small: PerOp;
+  readonly preserve_large: { readonly bytes: number; readonly rounds: number; readonly node_ms: number; readonly c_ms: number; readonly ratio: number };
+  readonly event_loop: {
+    readonly bytes: number;
+    readonly sync_max_lag_ms: number;
+    readonly async_max_lag_ms: number;
+    readonly sync_preserve_ms: number;
+    readonly async_preserve_ms: number;
+    /** async_max_lag_ms / sync_max_lag_ms. */
+    readonly lag_ratio: number;
+  };
+  readonly blackout: {
+    readonly files: number;
+    readonly node: { readonly init_to_all_retrieved_ms: number };
+    readonly c: { readonly init_to_all_retrieved_ms: number };
+    /** node / C. */
+    readonly ratio: number;
+    /** Kernel start to the new kernel's pid 1 (the same for both sides). */
+    readonly kernel_to_init_ms: number;
+  };
+  readonly addon_rss_kib: number;
+  /** What `require('liveupdate')` adds to a fresh node's RSS (JS modules included). */
+  readonly require_rss_kib: number;
+  readonly targets: readonly Target[];
+}
+
+/** One target of issue 6 and whether this run met it. */
+export interface Target {
+  readonly name: string;
+  readonly value: number;
+  readonly limit: number;
+  readonly met: boolean;
+}
+
+/** The median; the mean of the middle two for an even count. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) throw new Error('median of nothing');
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/** What the host needs from one case: the value its stage returned. */
+export type StageValues = (caseName: string, stage: number) => JsonValue | undefined;
+
+function field(value: JsonValue | undefined, key: string, where: string): JsonValue {
+  if (value === null || value === undefined || typeof value !== 'object' || Array.isArray(value) || !(key in value)) {
+    throw new Error(`benchmark result ${where} lacks ${key}: ${JSON.stringify(value ?? null)}`);
+  }
+  return value[key] as JsonValue;
+}
+
+function num(value: JsonValue | undefined, key: string, where: string): number {
+  const v = field(value, key, where);
+  if (typeof v !== 'number') throw new Error(`benchmark result ${where}.${key} is not a number`);
+  return v;
+}
+
+function nums(value: JsonValue | undefined, key: string, where: string): number[] {
+  const v = field(value, key, where);
+  if (!Array.isArray(v) || !v.every((x): x is number => typeof x === 'number')) throw new Error(`benchmark result ${where}.${key} is not a list of numbers`);
+  return v;
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+function perOp(value: JsonValue | undefined, where: string): PerOp {
+  const node = nums(value, 'node_us_per_op', where);
+  const c = nums(value, 'c_us_per_op', where);
+  const nodeMedian = median(node);
+  const cMedian = median(c);
+  return {
+    n: num(value, 'n', where),
+    rounds: node.length,
+    node_us_per_op: round3(nodeMedian),
+    c_us_per_op: round3(cMedian),
+    ratio: round3(nodeMedian / cMedian),
+    node_rounds_us: node.map(round3),
+    c_rounds_us: c.map(round3),
+  };
+}
+
+/** Everything about the run that is not a measurement. */
+export interface RunInfo {
+  readonly kernel: string;
+  readonly mode: 'full' | 'quick';
+  readonly params: BenchParams;
+  readonly machine: BenchResult['machine'];
+  readonly date: string;
+}
+
+/** Builds the result from the guest's case values. */
+export function buildResult(info: RunInfo, values: StageValues): BenchResult {
+  const small = perOp(values('bench/small', 1), 'small (stage 1)');
+  const retrieve = perOp(values('bench/small', 2), 'small (stage 2)');
+  const large = values('bench/large', 1);
+  const nodeLarge = median(nums(large, 'node_sync_ms', 'large'));
+  const cLarge = median(nums(large, 'c_ms', 'large'));
+  const syncLag = median(nums(large, 'node_sync_max_lag_ms', 'large'));
+  const asyncLag = median(nums(large, 'node_async_max_lag_ms', 'large'));
+  const blackout = values('bench/blackout', 2);
+  const nodeBlackout = num(blackout, 'node_init_to_all_retrieved_ms', 'blackout');
+  const cBlackout = num(blackout, 'c_init_to_all_retrieved_ms', 'blackout');
+  const rss = values('bench/addon-rss', 1);
+  const result = {
+    ...info,
+    preserve_small: small,
+    retrieve_small: retrieve,
+    preserve_large: { bytes: num(large, 'bytes', 'large'), rounds: info.params.largeRounds, node_ms: round3(nodeLarge), c_ms: round3(cLarge), ratio: round3(nodeLarge / cLarge) },
+    event_loop: {
+      bytes: num(large, 'bytes', 'large'),
+      sync_max_lag_ms: round3(syncLag),
+      async_max_lag_ms: round3(asyncLag),
+      sync_preserve_ms: round3(nodeLarge),
+      async_preserve_ms: round3(median(nums(large, 'node_async_ms', 'large'))),
+      lag_ratio: round3(asyncLag / syncLag),
+    },
+    blackout: {
+      files: num(blackout, 'files', 'blackout'),
+      node: { init_to_all_retrieved_ms: round3(nodeBlackout) },
+      c: { init_to_all_retrieved_ms: round3(cBlackout) },
+      ratio: round3(nodeBlackout / cBlackout),
+      kernel_to_init_ms: round3(num(blackout, 'kernel_to_init_ms', 'blackout')),
+    },
+    addon_rss_kib: num(rss, 'addon_rss_kib', 'addon-rss'),
+    require_rss_kib: num(rss, 'require_rss_kib', 'addon-rss'),
+  };
+  return { ...result, targets: targets(result) };
+}
+
+/** The targets of issue 6. */
+function targets(r: Pick<BenchResult, 'preserve_small' | 'retrieve_small' | 'preserve_large' | 'event_loop'>): Target[] {
+  const t = (name: string, value: number, limit: number): Target => ({ name, value, limit, met: value <= limit });
+  return [
+    t('preserve_small ratio <= 1.25', r.preserve_small.ratio, 1.25),
+    t('retrieve_small ratio <= 1.25', r.retrieve_small.ratio, 1.25),
+    t('preserve_large ratio <= 1.1', r.preserve_large.ratio, 1.1),
+    // "under a tenth": strictly below; a ratio exactly 0.1 misses.
+    { ...t('event_loop async/sync max lag < 0.1', r.event_loop.lag_ratio, 0.1), met: r.event_loop.lag_ratio < 0.1 },
+  ];
+}
+
+const fmt = (x: number, digits = 2): string => x.toFixed(digits);
+
+/** The readable table. */
+export function formatTable(r: BenchResult): string {
+  const rows: string[][] = [
+    ['case', 'node', 'C', 'node/C'],
+    [`preserve_small (${r.preserve_small.n} files, µs/ioctl, median of ${r.preserve_small.rounds})`, fmt(r.preserve_small.node_us_per_op), fmt(r.preserve_small.c_us_per_op), fmt(r.preserve_small.ratio, 3)],
+    [`retrieve_small (${r.retrieve_small.n} files, µs/ioctl, median of ${r.retrieve_small.rounds})`, fmt(r.retrieve_small.node_us_per_op), fmt(r.retrieve_small.c_us_per_op), fmt(r.retrieve_small.ratio, 3)],
+    [`preserve_large (${mib(r.preserve_large.bytes)}, ms, median of ${r.preserve_large.rounds})`, fmt(r.preserve_large.node_ms), fmt(r.preserve_large.c_ms), fmt(r.preserve_large.ratio, 3)],
+    [`blackout (/init to ${r.blackout.files} fds retrieved, ms)`, fmt(r.blackout.node.init_to_all_retrieved_ms), fmt(r.blackout.c.init_to_all_retrieved_ms), fmt(r.blackout.ratio, 1)],
+  ];
+  const loop: string[][] = [
+    ['event loop while preserving ' + mib(r.event_loop.bytes), 'preserveSync', 'preserve (async)', 'async/sync'],
+    ['largest event-loop delay (ms)', fmt(r.event_loop.sync_max_lag_ms), fmt(r.event_loop.async_max_lag_ms), fmt(r.event_loop.lag_ratio, 3)],
+    ['preserve time (ms)', fmt(r.event_loop.sync_preserve_ms), fmt(r.event_loop.async_preserve_ms), ''],
+  ];
+  return [
+    `liveupdate benchmark: kernel ${r.kernel}, ${r.mode} run, ${r.date}`,
+    `machine: ${r.machine.nproc} CPUs (${r.machine.cpu}), QEMU ${r.machine.accel}, guest ${r.machine.guest_cpus} vCPUs / ${r.machine.guest_memory}`,
+    '',
+    table(rows),
+    '',
+    table(loop),
+    '',
+    `addon RSS: ${r.addon_rss_kib} KiB resident of the .node file; require('liveupdate') adds ${r.require_rss_kib} KiB to a fresh node`,
+    `kernel start to pid 1 after the kexec: ${fmt(r.blackout.kernel_to_init_ms)} ms (the same for both sides)`,
+    '',
+    'targets:',
+    ...r.targets.map((t) => `  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${fmt(t.value, 3)}`),
+  ].join('\n');
+}
+
+function mib(bytes: number): string {
+  return bytes >= 1 << 30 ? `${bytes / (1 << 30)} GiB` : `${bytes / (1 << 20)} MiB`;
+}
+
+function table(rows: readonly string[][]): string {
+  const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
+  const line = (row: readonly string[]): string => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join('  ').trimEnd();
+  return [line(rows[0] ?? []), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)].join('\n');
+}
