@@ -7,8 +7,6 @@
  * open means "no LUO here", from RETRIEVE_FD "no such token"), so the class
  * is chosen by the pair (operation, code).
  */
-import { getSystemErrorMap } from 'node:util';
-
 /** The public operation that failed; selects the error class with the errno. */
 export type Operation =
   | 'open'
@@ -144,7 +142,8 @@ type ErrorClass = new (message: string, code: string, context: ErrorContext, sys
 
 interface Meaning {
   readonly type: ErrorClass;
-  readonly text: (context: ErrorContext) => string;
+  /** The meaning; `system` is the errno's own text, for meanings that have nothing better. */
+  readonly text: (context: ErrorContext, system: string) => string;
 }
 
 const session = (c: ErrorContext): string => (c.sessionName === undefined ? 'this session' : `session '${c.sessionName}'`);
@@ -194,24 +193,21 @@ function kexecMeaning(context: ErrorContext, code: string): Meaning {
     if (code === 'ENOENT') return { type: KexecError, text: (c) => `${c.path ?? 'the kernel or initrd'} does not exist` };
     return { type: KexecImageRejectedError, text: () => 'the kernel refused the image, initrd or command line' };
   }
-  return { type: KexecError, text: (c) => `${c.operation} failed: ${systemText(errnoOf(code))}` };
+  return { type: KexecError, text: (c, system) => `${c.operation} failed: ${system}` };
 }
 
-/** The system's text for an errno name ("no such file or directory"), as Node's errors show it. */
-function systemText(errno: number): string {
-  return getSystemErrorMap().get(errno)?.[1] ?? 'unknown error';
-}
-
-function errnoOf(code: string): number {
-  for (const [errno, [name]] of getSystemErrorMap()) if (name === code) return errno;
-  return 0;
+/** The system's text of a native error ("no such file or directory"): its message is "CODE: text, syscall". */
+function systemText(error: NativeSystemError & Error): string {
+  const start = error.code.length + 2;
+  const end = error.message.lastIndexOf(', ');
+  return end > start ? error.message.slice(start, end) : error.message;
 }
 
 function meaningOf(context: ErrorContext, code: string): Meaning {
   if (context.operation.startsWith('kexec.')) return kexecMeaning(context, code);
   return (
     MEANINGS.get(`${context.operation}:${code}`) ??
-    ANY_OPERATION.get(code) ?? { type: LiveUpdateError, text: (c) => `${c.operation} failed: ${systemText(errnoOf(code))}` }
+    ANY_OPERATION.get(code) ?? { type: LiveUpdateError, text: (c, system) => `${c.operation} failed: ${system}` }
   );
 }
 
@@ -233,7 +229,7 @@ export function translateError(error: unknown, context: ErrorContext): unknown {
   const meaning = meaningOf(context, error.code);
   const where = context.request !== undefined ? ` ${context.request}` : context.path !== undefined ? ` '${context.path}'` : '';
   const hint = context.hint !== undefined ? `. ${context.hint}` : '';
-  const message = `${error.code}: ${meaning.text(context)}, ${error.syscall}${where}${hint}`;
+  const message = `${error.code}: ${meaning.text(context, systemText(error))}, ${error.syscall}${where}${hint}`;
   return new meaning.type(message, error.code, context, error);
 }
 

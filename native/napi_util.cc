@@ -2,12 +2,32 @@
 
 #include <uv.h>
 
+#include <cstring>
+
 namespace lu::napi {
+namespace {
+
+bool UvKnows(int err) { return std::strncmp(uv_err_name(-err), "Unknown", 7) != 0; }
+
+// libuv's name where it has one: those are what Node's own system errors
+// carry. libuv lacks some errnos the kernel returns here (kexec_file_load's
+// ENOEXEC, EKEYREJECTED); glibc names those.
+const char* ErrnoName(int err) {
+  if (UvKnows(err)) return uv_err_name(-err);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (const char* name = strerrorname_np(err)) return name;
+#endif
+  return uv_err_name(-err);
+}
+
+// Only called on the JS thread, so strerror's static buffer is safe.
+const char* ErrnoText(int err) { return UvKnows(err) ? uv_strerror(-err) : std::strerror(err); }
+
+}  // namespace
 
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall) {
-  // libuv's names and texts are the ones Node's own system errors carry.
-  const char* code = uv_err_name(-err);
-  std::string message = std::string(code) + ": " + uv_strerror(-err) + ", " + syscall;
+  const char* code = ErrnoName(err);
+  std::string message = std::string(code) + ": " + ErrnoText(err) + ", " + syscall;
   Napi::Error error = Napi::Error::New(env, message);
   error.Set("errno", Napi::Number::New(env, -err));
   error.Set("code", Napi::String::New(env, code));

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { getSystemErrorMap } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import * as lu from '../lib/index.js';
 import { translateError, type ErrorContext, type Operation } from '../lib/errors.js';
@@ -7,7 +8,8 @@ import { ERRNO } from './helpers/errno.js';
 
 /** A system error exactly as the native layer builds one. */
 function nativeError(code: keyof typeof ERRNO, syscall = 'ioctl'): Error {
-  return Object.assign(new Error(`${code}: x, ${syscall}`), { errno: -ERRNO[code], code, syscall });
+  const text = getSystemErrorMap().get(-ERRNO[code])?.[1] ?? 'unknown';
+  return Object.assign(new Error(`${code}: ${text}, ${syscall}`), { errno: -ERRNO[code], code, syscall });
 }
 
 /** Every row of the README's error table: (operation, errno) → class. */
