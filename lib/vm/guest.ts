@@ -14,14 +14,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { kexec } from '../index.js';
 import { native } from '../native.js';
-import { writeBootInitrd, writeToFile } from './initramfs.js';
+import { writeNextInitrd } from './initramfs.js';
 import {
   errorInfo,
   formatRecord,
-  GUEST_ARCHIVE_A,
   GUEST_MANIFEST,
   GUEST_RESULTS_TTY,
   GUEST_STATE,
+  RETAINED_INITRD,
   STAGE_PARAM,
   type CarriedState,
   type GuestRecord,
@@ -215,17 +215,18 @@ function context(r: StageRun, name: string, onCheck: (ok: boolean) => void): Sta
   };
 }
 
-/** Writes A+B' for the next stage and kexecs into it with the package's own API. */
+/** Writes the next stage's initrd (this one plus the new state) and kexecs into it with the package's own API. */
 function jump(r: StageRun, next: CarriedState): never {
   const started = performance.now();
   const stage = r.stage + 1;
   const kernel = r.manifest.kernels[Math.min(stage, r.manifest.kernels.length) - 1];
   if (kernel === undefined) throw new Error('the manifest names no kernel');
-  const initrdBytes = writeToFile(NEXT_INITRD, (sink) => writeBootInitrd(GUEST_ARCHIVE_A, next, sink));
+  const initrdBytes = writeNextInitrd(RETAINED_INITRD, next, NEXT_INITRD);
+  const writeMs = elapsed(started);
   const cmdline = nextCmdline(readText('/proc/cmdline'), stage);
   kexec.loadSync({ kernel, initrd: NEXT_INITRD, cmdline });
   fs.rmSync(NEXT_INITRD); // kexec_file_load copied it; free the tmpfs pages
-  emit({ t: 'kexec', stage: r.stage, next: stage, kernel, initrdBytes, ms: elapsed(started) });
+  emit({ t: 'kexec', stage: r.stage, next: stage, kernel, initrdBytes, writeMs, ms: elapsed(started) });
   log(`kexec into stage ${stage} (${kernel})`);
   closeResults();
   kexec.executeSync();

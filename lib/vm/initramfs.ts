@@ -1,10 +1,18 @@
 /**
- * The guest image. Archive A holds everything the guest runs: node and its
- * shared libraries, the package as built, the scenarios, the kernel images
- * and an `/init` that starts the guest runner. Archive B holds A as a file,
- * plus the state carried between stages. The machine boots A+B; to kexec, the
- * guest writes A+B' (B' with the new state) and hands that over, so any
- * number of stages works with one image.
+ * The guest image: one initrd made of two concatenated cpio archives.
+ * Archive A holds everything the guest runs: node and its shared libraries,
+ * the package as built, the scenarios, the kernel images and an `/init` that
+ * starts the guest runner. The state archive after it holds what the cases
+ * carry from one stage to the next.
+ *
+ * To kexec, the guest takes the initrd its kernel kept (`retain_initrd`
+ * exposes it as /sys/firmware/initrd), appends a new state archive (a later
+ * archive's file replaces an earlier one's), and hands that to
+ * kexec_file_load: any number of stages works with one image. A copy of A
+ * inside the image (A as a file in a second archive) would work too, but it
+ * doubles the initrd, and kexec_file_load SHA-256-digests every byte of it
+ * at load while purgatory verifies it again at the jump: under emulation that
+ * doubled the time of every kexec.
  *
  * Built only from what is installed (node, the package directory, its
  * runtime dependencies), so an installed package can build a guest without
@@ -15,9 +23,9 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { CpioWriter, fdSink, type CpioSink } from './cpio.js';
 import {
-  GUEST_ARCHIVE_A,
   GUEST_MANIFEST,
   GUEST_PACKAGE,
   GUEST_ROOT,
@@ -38,6 +46,13 @@ export interface GuestImageOptions {
   readonly node?: string;
   /** RLIMIT_NOFILE in the guest (default 65536). */
   readonly nofile?: number;
+  /**
+   * gzip archive A (default false). Every kexec SHA-256-digests the whole
+   * initrd twice (at load, and in purgatory before the jump), so a smaller
+   * initrd loads faster; but the kernel's gunzip at every boot cost more than
+   * that saved, measured under emulation.
+   */
+  readonly compress?: boolean;
   /** Where built images are cached (default: `<cache>/guest`, see {@link cacheDir}). */
   readonly cacheDir?: string;
   /** Extra files: guest path → host path (e.g. a helper program a scenario runs). */
@@ -46,9 +61,9 @@ export interface GuestImageOptions {
 
 /** A built guest image. */
 export interface GuestImage {
-  /** Host path of A+B: the initrd to boot. */
+  /** Host path of the initrd to boot (archive A and the first state archive). */
   readonly initrd: string;
-  /** Size of archive A in bytes. */
+  /** Size of archive A (everything but the state) in bytes. */
   readonly archiveBytes: number;
   /** The manifest written into the image. */
   readonly manifest: Manifest;
@@ -67,7 +82,7 @@ interface Member {
 }
 
 /** Bumped when the image layout changes, so old cache entries are not reused. */
-const LAYOUT_VERSION = 1;
+const LAYOUT_VERSION = 2;
 /** How many built images the cache keeps (each is a few hundred MB). */
 const CACHE_KEEP = 4;
 /** Files up to this size enter the cache key by content. */
@@ -92,9 +107,10 @@ export function buildGuestImage(options: GuestImageOptions): GuestImage {
   const started = Date.now();
   if (options.kernels.length === 0) throw new Error('buildGuestImage: no kernel image given');
   const root = options.packageRoot ?? packageRoot();
-  const { members, manifest } = plan(options, root);
-  const key = cacheKey(members, manifest);
-  const dir = path.join(options.cacheDir ?? path.join(cacheDir(), 'guest'), key);
+  const cache = options.cacheDir ?? path.join(cacheDir(), 'guest');
+  const { members, manifest } = plan(options, root, cache);
+  const key = cacheKey(members, manifest, options.compress === true);
+  const dir = path.join(cache, key);
   const initrd = path.join(dir, 'initrd.img');
   const meta = path.join(dir, 'archive-bytes');
   if (fs.existsSync(initrd) && fs.existsSync(meta)) {
@@ -102,34 +118,48 @@ export function buildGuestImage(options: GuestImageOptions): GuestImage {
     return { initrd, archiveBytes: Number(fs.readFileSync(meta, 'utf8')), manifest, cached: true, ms: Date.now() - started };
   }
   fs.mkdirSync(dir, { recursive: true });
-  const archiveA = path.join(dir, `a.img.${process.pid}`);
-  const archiveBytes = writeToFile(archiveA, (sink) => writeArchiveA(members, manifest, sink));
   const tmp = `${initrd}.${process.pid}`;
-  writeToFile(tmp, (sink) => writeBootInitrd(archiveA, { values: {}, stopped: {} }, sink));
-  fs.rmSync(archiveA);
+  let archiveBytes = 0;
+  writeToFile(tmp, (sink) => {
+    archiveBytes = options.compress !== true ? writeArchiveA(members, manifest, sink) : writeGzipped(sink, (inner) => writeArchiveA(members, manifest, inner));
+    writeStateArchive({ values: {}, stopped: {} }, sink);
+  });
   fs.writeFileSync(meta, String(archiveBytes));
   fs.renameSync(tmp, initrd);
   evictOldImages(path.dirname(dir), dir);
   return { initrd, archiveBytes, manifest, cached: false, ms: Date.now() - started };
 }
 
+/** Runs `write` into a gzip stream that ends up in `sink`; returns the uncompressed size. */
+function writeGzipped(sink: CpioSink, write: (inner: CpioSink) => number): number {
+  const chunks: Uint8Array[] = [];
+  const size = write((chunk) => void chunks.push(Buffer.from(chunk)));
+  sink(zlib.gzipSync(Buffer.concat(chunks), { level: 6 }));
+  return size;
+}
+
+/** Writes a state archive: {@link GUEST_STATE} holding `state`. Returns its size. */
+export function writeStateArchive(state: CarriedState, sink: CpioSink): number {
+  const archive = new CpioWriter(sink);
+  archive.file(GUEST_STATE, JSON.stringify(state));
+  return archive.finish();
+}
+
 /**
- * Writes A followed by B: B holds A (as {@link GUEST_ARCHIVE_A}) and the
- * carried state. The host does this once per image; the guest does it before
- * every kexec, with A read from {@link GUEST_ARCHIVE_A}.
+ * Writes the next stage's initrd to `file`: the `previous` one (the initrd
+ * this kernel kept) followed by a state archive with `state`. Returns its size.
  */
-export function writeBootInitrd(archiveA: string, state: CarriedState, sink: CpioSink): number {
-  let total = 0;
-  const counted: CpioSink = (chunk) => {
-    sink(chunk);
-    total += chunk.length;
-  };
-  copyFile(archiveA, counted);
-  const b = new CpioWriter(counted);
-  b.fileFrom(GUEST_ARCHIVE_A, archiveA, 0o644);
-  b.file(GUEST_STATE, JSON.stringify(state));
-  b.finish();
-  return total;
+export function writeNextInitrd(previous: string, state: CarriedState, file: string): number {
+  // copyFileSync lets the kernel move the bytes (sendfile): /sys/firmware/initrd
+  // reads 4 KiB per read(2), which costs seconds from JavaScript under emulation.
+  fs.copyFileSync(previous, file);
+  const fd = fs.openSync(file, 'a');
+  try {
+    writeStateArchive(state, fdSink(fd));
+    return fs.fstatSync(fd).size;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** Runs `write` against a new file at `file`; returns the bytes written. */
@@ -149,10 +179,10 @@ export function writeToFile(file: string, write: (sink: CpioSink) => unknown): n
 }
 
 /** Where each input goes in the guest, and the manifest that describes the run. */
-function plan(options: GuestImageOptions, root: string): { members: Member[]; manifest: Manifest } {
+function plan(options: GuestImageOptions, root: string, cache: string): { members: Member[]; manifest: Manifest } {
   const node = fs.realpathSync(options.node ?? process.execPath);
   const addons = addonFiles(root);
-  const members: Member[] = [{ guest: '/usr/bin/node', kind: 'file', source: node }];
+  const members: Member[] = [{ guest: '/usr/bin/node', kind: 'file', source: strippedNode(node, cache) }];
   for (const lib of sharedLibraries([node, ...addons])) members.push({ guest: lib, kind: 'file', source: fs.realpathSync(lib) });
   members.push(...packageMembers(root, addons));
   const kernels = placeKernels(options.kernels, members);
@@ -160,6 +190,28 @@ function plan(options: GuestImageOptions, root: string): { members: Member[]; ma
   for (const [guest, source] of Object.entries(options.files ?? {})) members.push({ guest, kind: 'file', source: realFile(source, 'extra file') });
   const manifest: Manifest = { scenarios, kernels, nofile: options.nofile ?? 65536 };
   return { members, manifest };
+}
+
+/**
+ * node without its symbol tables, made once and cached: Debian's node carries
+ * about 12 MB of them, which every kexec would copy and digest. Falls back to
+ * node itself where binutils' `strip` is missing.
+ */
+function strippedNode(node: string, cache: string): string {
+  const st = fs.statSync(node);
+  const key = createHash('sha256').update(`${node}\0${st.size}\0${st.mtimeMs}\0${st.ino}`).digest('hex').slice(0, 16);
+  const out = path.join(cache, `node-${key}`);
+  if (fs.existsSync(out)) return out;
+  fs.mkdirSync(cache, { recursive: true });
+  const tmp = `${out}.${process.pid}`;
+  try {
+    execFileSync('strip', ['-o', tmp, node], { stdio: 'ignore' });
+    fs.renameSync(tmp, out);
+    return out;
+  } catch {
+    fs.rmSync(tmp, { force: true });
+    return node;
+  }
 }
 
 /** Copies each distinct kernel image to /boot; returns the guest path per stage. */
@@ -305,7 +357,7 @@ export function sharedLibraries(binaries: readonly string[]): string[] {
   return [...libs].sort();
 }
 
-function writeArchiveA(members: readonly Member[], manifest: Manifest, sink: CpioSink): void {
+function writeArchiveA(members: readonly Member[], manifest: Manifest, sink: CpioSink): number {
   const a = new CpioWriter(sink);
   for (const dir of ['/proc', '/sys', '/dev', '/tmp', '/run', '/root', '/boot']) a.directory(dir);
   // The kernel opens /dev/console for /init's stdio before anything is mounted.
@@ -317,7 +369,7 @@ function writeArchiveA(members: readonly Member[], manifest: Manifest, sink: Cpi
   }
   a.file(GUEST_MANIFEST, JSON.stringify(manifest, null, 2));
   a.file('/init', initScript(), 0o755);
-  a.finish();
+  return a.finish();
 }
 
 /** /init: node runs the guest runner from the package. */
@@ -325,23 +377,9 @@ function initScript(): string {
   return `#!/usr/bin/node\n'use strict';\nrequire('${GUEST_PACKAGE}/dist/vm/guest.js').main();\n`;
 }
 
-function copyFile(file: string, sink: CpioSink): void {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buffer = Buffer.allocUnsafe(8 * 1024 * 1024);
-    for (;;) {
-      const n = fs.readSync(fd, buffer, 0, buffer.length, null);
-      if (n === 0) break;
-      sink(buffer.subarray(0, n));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function cacheKey(members: readonly Member[], manifest: Manifest): string {
+function cacheKey(members: readonly Member[], manifest: Manifest, compress: boolean): string {
   const hash = createHash('sha256');
-  hash.update(JSON.stringify({ LAYOUT_VERSION, manifest, init: initScript() }));
+  hash.update(JSON.stringify({ LAYOUT_VERSION, manifest, init: initScript(), compress }));
   for (const m of members) {
     if (m.kind === 'symlink') {
       hash.update(`${m.guest}\0L${m.source}\n`);

@@ -9,9 +9,13 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
 
 /** Everything the test bed adds to the guest lives under here. */
 export const GUEST_ROOT = '/lu';
-/** Archive A, stored inside archive B, so the guest can hand it to the next kernel. */
-export const GUEST_ARCHIVE_A = '/lu/initrd-a.img';
-/** Per-case values carried from one stage to the next (in archive B). */
+/**
+ * The initrd this kernel booted with, kept by the kernel (`retain_initrd`,
+ * Linux 6.10+): the guest hands these bytes, plus a new state archive, to
+ * the next kernel.
+ */
+export const RETAINED_INITRD = '/sys/firmware/initrd';
+/** Per-case values carried from one stage to the next (in the last state archive). */
 export const GUEST_STATE = '/lu/state.json';
 /** The host's description of the run (in archive A). */
 export const GUEST_MANIFEST = '/lu/manifest.json';
@@ -79,7 +83,17 @@ export type GuestRecord =
       readonly error?: ErrorInfo;
       readonly skipped?: string;
     }
-  | { readonly t: 'kexec'; readonly stage: number; readonly next: number; readonly kernel: string; readonly initrdBytes: number; readonly ms: number }
+  | {
+      readonly t: 'kexec';
+      readonly stage: number;
+      readonly next: number;
+      readonly kernel: string;
+      readonly initrdBytes: number;
+      /** Time to write the next initrd. */
+      readonly writeMs: number;
+      /** Time to write it and load it with kexec_file_load. */
+      readonly ms: number;
+    }
   | { readonly t: 'fatal'; readonly stage: number; readonly error: ErrorInfo }
   | { readonly t: 'end'; readonly stage: number; readonly ok: boolean };
 

@@ -8,6 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildGuestImage, type GuestImage } from './initramfs.js';
 import { parseRecord, STAGE_PARAM, type CheckRecord, type ErrorInfo, type GuestRecord, type JsonValue } from './protocol.js';
@@ -93,9 +94,21 @@ export interface VmRun {
 }
 
 /** Parameters every boot gets. */
-const BASE_CMDLINE = ['console=ttyS0', 'liveupdate=on', 'kho=on', 'panic=-1', 'printk.time=1', 'printk.devkmsg=on'];
+const BASE_CMDLINE = [
+  'console=ttyS0',
+  'liveupdate=on',
+  'kho=on',
+  // An init that dies panics; reboot at once, which -no-reboot turns into QEMU's exit.
+  'panic=-1',
+  // The guest builds the next initrd from this one (/sys/firmware/initrd).
+  'retain_initrd',
+  // Timestamps tell kernel lines from guest output in failure reports.
+  'printk.time=1',
+];
 /** How long QEMU may take to exit once the guest said it powers off. */
 const EXIT_GRACE_MS = 15_000;
+/** How often the results file is read. */
+const RESULTS_POLL_MS = 100;
 /** Kernel console lines start with a printk timestamp. */
 const KERNEL_LINE = /^\[\s*\d+\.\d+\]/;
 
@@ -134,7 +147,7 @@ interface Exit {
   readonly stderr: string;
 }
 
-function qemuArgs(options: RunOptions, kernel: string, initrd: string): string[] {
+function qemuArgs(options: RunOptions, kernel: string, initrd: string, resultsFile: string): string[] {
   const cmdline = [...BASE_CMDLINE, ...(options.cmdline ? [options.cmdline] : []), `${STAGE_PARAM}=1`].join(' ');
   return [
     '-accel', 'tcg',
@@ -142,10 +155,10 @@ function qemuArgs(options: RunOptions, kernel: string, initrd: string): string[]
     '-m', options.memory ?? '3G',
     '-smp', String(options.cpus ?? 2),
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    // ttyS0: console on QEMU's stdout; ttyS1: result records on fd 3.
+    // ttyS0: the console, on QEMU's stdout; ttyS1: result records, into a file.
     '-chardev', 'stdio,id=console,signal=off',
     '-serial', 'chardev:console',
-    '-chardev', 'file,id=results,path=/dev/fd/3',
+    '-chardev', `file,id=results,path=${resultsFile}`,
     '-serial', 'chardev:results',
     '-kernel', kernel,
     '-initrd', initrd,
@@ -156,8 +169,12 @@ function qemuArgs(options: RunOptions, kernel: string, initrd: string): string[]
 function boot(options: RunOptions, kernel: string, initrd: string, collector: Collector, progress: (line: string) => void): Promise<Exit> {
   const qemu = qemuBinary(options);
   progress(`booting ${path.basename(path.dirname(kernel))}/${path.basename(kernel)} with ${qemu}`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-vm-'));
+  const resultsFile = path.join(dir, 'results');
+  fs.writeFileSync(resultsFile, '');
+  const tail = new FileTail(resultsFile, (chunk) => collector.resultData(chunk));
   return new Promise<Exit>((resolve, reject) => {
-    const child = spawn(qemu, qemuArgs(options, kernel, initrd), { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(qemu, qemuArgs(options, kernel, initrd, resultsFile), { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     let timedOut = false;
     let grace: NodeJS.Timeout | undefined;
@@ -167,18 +184,25 @@ function boot(options: RunOptions, kernel: string, initrd: string, collector: Co
       progress(`timed out after ${timeoutMs / 1000} s: killing QEMU`);
       child.kill('SIGKILL');
     }, timeoutMs);
+    // Records arrive through a file QEMU writes (a pipe would need a FIFO that
+    // could block either side if the other never opens it); poll it.
+    const poll = setInterval(() => {
+      tail.read();
+      // The guest powered off: QEMU should exit by itself; make sure it does.
+      if (collector.ended && grace === undefined) grace = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
+    }, RESULTS_POLL_MS);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      clearInterval(poll);
+      if (grace !== undefined) clearTimeout(grace);
+      tail.read();
+      tail.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    };
     child.stdout?.on('data', (chunk: Buffer) => collector.consoleData(chunk));
     child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const results = child.stdio[3];
-    if (results !== null && results !== undefined && 'on' in results) {
-      results.on('data', (chunk: Buffer) => {
-        collector.resultData(chunk);
-        // The guest powered off: QEMU should exit by itself; make sure it does.
-        if (collector.ended && grace === undefined) grace = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
-      });
-    }
     child.on('error', (error: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
+      cleanup();
       if (error.code === 'ENOENT') {
         reject(new Error(`${qemu} not found: install QEMU (apt-get install qemu-system-x86) or set LIVEUPDATE_QEMU`));
       } else {
@@ -186,11 +210,36 @@ function boot(options: RunOptions, kernel: string, initrd: string, collector: Co
       }
     });
     child.on('close', (code) => {
-      clearTimeout(timer);
-      if (grace !== undefined) clearTimeout(grace);
+      cleanup();
       resolve({ code, timedOut, stderr });
     });
   });
+}
+
+/** Reads what was appended to a file since the last read. */
+class FileTail {
+  readonly #fd: number;
+  readonly #buffer = Buffer.allocUnsafe(64 * 1024);
+  readonly #onData: (chunk: Buffer) => void;
+  #offset = 0;
+
+  constructor(file: string, onData: (chunk: Buffer) => void) {
+    this.#fd = fs.openSync(file, 'r');
+    this.#onData = onData;
+  }
+
+  read(): void {
+    for (;;) {
+      const n = fs.readSync(this.#fd, this.#buffer, 0, this.#buffer.length, this.#offset);
+      if (n === 0) return;
+      this.#offset += n;
+      this.#onData(Buffer.from(this.#buffer.subarray(0, n)));
+    }
+  }
+
+  close(): void {
+    fs.closeSync(this.#fd);
+  }
 }
 
 /** Accumulates console text and records as they arrive. */
@@ -265,7 +314,7 @@ class Collector {
   #announce(r: GuestRecord): void {
     if (r.t === 'boot') this.#progress(`stage ${r.stage}/${r.stages}: ${r.release} up, runner started at kernel uptime ${(r.uptimeMs / 1000).toFixed(1)} s, ${r.cases.length} case(s)`);
     if (r.t === 'case' && !r.ok) this.#progress(`stage ${r.stage}: case ${r.case} FAILED${r.error ? `: ${r.error.name}: ${r.error.message}` : r.skipped ? ` (${r.skipped})` : ''}`);
-    if (r.t === 'kexec') this.#progress(`stage ${r.stage}: kexec into stage ${r.next} (initrd ${mb(r.initrdBytes)} written and loaded in ${r.ms} ms)`);
+    if (r.t === 'kexec') this.#progress(`stage ${r.stage}: kexec into stage ${r.next} (initrd ${mb(r.initrdBytes)} written in ${r.writeMs} ms, loaded in ${r.ms - r.writeMs} ms)`);
     if (r.t === 'fatal') this.#progress(`stage ${r.stage}: fatal ${r.error.name}: ${r.error.message}`);
     if (r.t === 'end') {
       this.ended = true;
