@@ -226,6 +226,7 @@ static int init_main(char **argv, char **envp) {
   int retrieved = 0, session_rc = 0;
   mkdir("/dev", 0755);
   int mounted = mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL) == 0;
+  int64_t open_at = now_ns();
   int device = open(LU_DEVICE_PATH, O_RDWR | O_CLOEXEC);
   if (device >= 0) {
     int session = session_call(device, LU_IOC_RETRIEVE_SESSION, BLACKOUT_SESSION);
@@ -245,8 +246,8 @@ static int init_main(char **argv, char **envp) {
   FILE *out = fopen(INIT_RESULT, "w");
   int64_t exec_at = now_ns();
   if (out != NULL) {
-    fprintf(out, "{\"start_ns\":%lld,\"done_ns\":%lld,\"retrieved\":%d,\"session_rc\":%d,\"device_ok\":%s,\"exec_ns\":%lld}\n",
-            (long long)start, (long long)done, retrieved, session_rc, device >= 0 ? "true" : "false", (long long)exec_at);
+    fprintf(out, "{\"start_ns\":%lld,\"open_ns\":%lld,\"done_ns\":%lld,\"retrieved\":%d,\"session_rc\":%d,\"device_ok\":%s,\"exec_ns\":%lld}\n",
+            (long long)start, (long long)open_at, (long long)done, retrieved, session_rc, device >= 0 ? "true" : "false", (long long)exec_at);
     fclose(out);
   }
   argv[0] = (char *)NEXT_INIT;

@@ -9,7 +9,7 @@
 export interface BenchParams {
   /** Files per session in the small cases (preserve_small, retrieve_small). */
   readonly n: number;
-  /** Rounds per side in the small cases; each round is one session of `n` files. */
+  /** Timed rounds per side in the small cases (plus one untimed warm-up round each); a round is one session of `n` files. */
   readonly rounds: number;
   /** Bytes of the large memfd (preserve_large, event_loop). */
   readonly large: number;

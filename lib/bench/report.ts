@@ -16,6 +16,8 @@ export interface PerOp {
   readonly ratio: number;
   readonly node_rounds_us: readonly number[];
   readonly c_rounds_us: readonly number[];
+  /** The untimed-for-the-median warm-up round of each side. */
+  readonly warmup_us: { readonly node: number; readonly c: number };
 }
 
 /** The benchmark's result: what `npm run bench -- --json` prints. */
@@ -39,13 +41,22 @@ export interface BenchResult {
   };
   readonly blackout: {
     readonly files: number;
-    readonly node: { readonly init_to_all_retrieved_ms: number };
-    readonly c: { readonly init_to_all_retrieved_ms: number };
+    /**
+     * process_start_to_all_retrieved_ms: from node's time origin (its own start);
+     * open_to_all_retrieved_ms: only the LUO calls (open the device, retrieve the session and its fds).
+     */
+    readonly node: { readonly init_to_all_retrieved_ms: number; readonly process_start_to_all_retrieved_ms: number; readonly open_to_all_retrieved_ms: number };
+    readonly c: { readonly init_to_all_retrieved_ms: number; readonly open_to_all_retrieved_ms: number };
     /** node / C. */
     readonly ratio: number;
     /** Kernel start to the new kernel's pid 1 (the same for both sides). */
     readonly kernel_to_init_ms: number;
   };
+  /**
+   * Diagnostic: the same preserve rounds through the public API and straight
+   * through the addon (N-API only), so the TypeScript layer's share shows.
+   */
+  readonly layers: { readonly n: number; readonly api_us_per_op: number; readonly addon_us_per_op: number; readonly api_over_addon: number };
   readonly addon_rss_kib: number;
   /** What `require('liveupdate')` adds to a fresh node's RSS (JS modules included). */
   readonly require_rss_kib: number;
@@ -107,6 +118,7 @@ function perOp(value: JsonValue | undefined, where: string): PerOp {
     ratio: round3(nodeMedian / cMedian),
     node_rounds_us: node.map(round3),
     c_rounds_us: c.map(round3),
+    warmup_us: { node: round3(num(field(value, 'warmup_us_per_op', where), 'node', where)), c: round3(num(field(value, 'warmup_us_per_op', where), 'c', where)) },
   };
 }
 
@@ -132,6 +144,9 @@ export function buildResult(info: RunInfo, values: StageValues): BenchResult {
   const nodeBlackout = num(blackout, 'node_init_to_all_retrieved_ms', 'blackout');
   const cBlackout = num(blackout, 'c_init_to_all_retrieved_ms', 'blackout');
   const rss = values('bench/addon-rss', 1);
+  const layers = values('bench/layers', 1);
+  const api = median(nums(layers, 'api_us_per_op', 'layers'));
+  const addon = median(nums(layers, 'addon_us_per_op', 'layers'));
   const result = {
     ...info,
     preserve_small: small,
@@ -147,11 +162,16 @@ export function buildResult(info: RunInfo, values: StageValues): BenchResult {
     },
     blackout: {
       files: num(blackout, 'files', 'blackout'),
-      node: { init_to_all_retrieved_ms: round3(nodeBlackout) },
-      c: { init_to_all_retrieved_ms: round3(cBlackout) },
+      node: {
+        init_to_all_retrieved_ms: round3(nodeBlackout),
+        process_start_to_all_retrieved_ms: round3(num(blackout, 'node_process_start_to_all_retrieved_ms', 'blackout')),
+        open_to_all_retrieved_ms: round3(num(blackout, 'node_open_to_all_retrieved_ms', 'blackout')),
+      },
+      c: { init_to_all_retrieved_ms: round3(cBlackout), open_to_all_retrieved_ms: round3(num(blackout, 'c_open_to_all_retrieved_ms', 'blackout')) },
       ratio: round3(nodeBlackout / cBlackout),
       kernel_to_init_ms: round3(num(blackout, 'kernel_to_init_ms', 'blackout')),
     },
+    layers: { n: num(layers, 'n', 'layers'), api_us_per_op: round3(api), addon_us_per_op: round3(addon), api_over_addon: round3(api / addon) },
     addon_rss_kib: num(rss, 'addon_rss_kib', 'addon-rss'),
     require_rss_kib: num(rss, 'require_rss_kib', 'addon-rss'),
   };
@@ -180,6 +200,7 @@ export function formatTable(r: BenchResult): string {
     [`retrieve_small (${r.retrieve_small.n} files, µs/ioctl, median of ${r.retrieve_small.rounds})`, fmt(r.retrieve_small.node_us_per_op), fmt(r.retrieve_small.c_us_per_op), fmt(r.retrieve_small.ratio, 3)],
     [`preserve_large (${mib(r.preserve_large.bytes)}, ms, median of ${r.preserve_large.rounds})`, fmt(r.preserve_large.node_ms), fmt(r.preserve_large.c_ms), fmt(r.preserve_large.ratio, 3)],
     [`blackout (/init to ${r.blackout.files} fds retrieved, ms)`, fmt(r.blackout.node.init_to_all_retrieved_ms), fmt(r.blackout.c.init_to_all_retrieved_ms), fmt(r.blackout.ratio, 1)],
+    [`  of which LUO calls (open device to last fd, ms)`, fmt(r.blackout.node.open_to_all_retrieved_ms), fmt(r.blackout.c.open_to_all_retrieved_ms), fmt(r.blackout.node.open_to_all_retrieved_ms / r.blackout.c.open_to_all_retrieved_ms, 2)],
   ];
   const loop: string[][] = [
     ['event loop while preserving ' + mib(r.event_loop.bytes), 'preserveSync', 'preserve (async)', 'async/sync'],
@@ -194,8 +215,9 @@ export function formatTable(r: BenchResult): string {
     '',
     table(loop),
     '',
+    `where node's preserve time goes: public API ${fmt(r.layers.api_us_per_op)} µs/ioctl, the addon alone ${fmt(r.layers.addon_us_per_op)} µs/ioctl (API/addon ${fmt(r.layers.api_over_addon, 3)})`,
     `addon RSS: ${r.addon_rss_kib} KiB resident of the .node file; require('liveupdate') adds ${r.require_rss_kib} KiB to a fresh node`,
-    `kernel start to pid 1 after the kexec: ${fmt(r.blackout.kernel_to_init_ms)} ms (the same for both sides)`,
+    `blackout: node's own start to its last fd ${fmt(r.blackout.node.process_start_to_all_retrieved_ms)} ms (the rest is exec and node's startup); kernel start to pid 1 after the kexec ${fmt(r.blackout.kernel_to_init_ms)} ms (the same for both sides)`,
     '',
     'targets:',
     ...r.targets.map((t) => `  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${fmt(t.value, 3)}`),

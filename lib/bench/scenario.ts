@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LiveUpdate, memfd, type Session } from '../index.js';
+import { native } from '../native.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
 import {
@@ -133,15 +134,31 @@ function nodeRetrieveRound(p: BenchParams, round: number): number {
   return us;
 }
 
-/** Even rounds run node first, odd rounds C first. */
-async function alternate(rounds: number, node: (r: number) => number, c: (r: number) => Promise<number>): Promise<{ node: number[]; c: number[] }> {
-  const result = { node: [] as number[], c: [] as number[] };
-  for (let r = 0; r < rounds; r++) {
-    if (r % 2 === 0) result.node.push(node(r));
-    result.c.push(await c(r));
-    if (r % 2 === 1) result.node.push(node(r));
+/** Timed rounds per side, and the untimed warm-up round before them. */
+interface Rounds {
+  readonly node: number[];
+  readonly c: number[];
+  readonly warmup: { node: number; c: number };
+}
+
+/**
+ * Round 0 of each side is a warm-up whose time is dropped: under emulation
+ * the first pass through new code (V8 tiering up the JS, QEMU translating
+ * kernel paths) costs far more than the steady state both sides are compared
+ * in. Then rounds 1..rounds: odd rounds C first, even rounds node first.
+ */
+async function alternate(rounds: number, node: (r: number) => number, c: (r: number) => Promise<number>): Promise<Rounds> {
+  const times = { node: [] as number[], c: [] as number[] };
+  for (let r = 0; r <= rounds; r++) {
+    if (r % 2 === 0) times.node.push(node(r));
+    times.c.push(await c(r));
+    if (r % 2 === 1) times.node.push(node(r));
   }
-  return result;
+  return { node: times.node.slice(1), c: times.c.slice(1), warmup: { node: times.node[0] ?? 0, c: times.c[0] ?? 0 } };
+}
+
+function perOpValue(n: number, r: Rounds): JsonValue {
+  return { n, node_us_per_op: r.node, c_us_per_op: r.c, warmup_us_per_op: r.warmup };
 }
 
 async function preserveSmall(ctx: StageContext): Promise<JsonValue> {
@@ -151,7 +168,7 @@ async function preserveSmall(ctx: StageContext): Promise<JsonValue> {
     (round) => nodePreserveRound(ctx, p, round),
     async (round) => firstRound(await holdC(ctx, ['preserve-small', String(p.n), '1', C_PREFIX, String(round)]), 'us_per_op'),
   );
-  return { n: p.n, node_us_per_op: r.node, c_us_per_op: r.c };
+  return perOpValue(p.n, r);
 }
 
 async function retrieveSmall(): Promise<JsonValue> {
@@ -161,7 +178,32 @@ async function retrieveSmall(): Promise<JsonValue> {
     (round) => nodeRetrieveRound(p, round),
     (round) => Promise.resolve(firstRound(runC(['retrieve-small', String(p.n), '1', C_PREFIX, String(round)]), 'us_per_op')),
   );
-  return { n: p.n, node_us_per_op: r.node, c_us_per_op: r.c };
+  return perOpValue(p.n, r);
+}
+
+/**
+ * Diagnostic, not a comparison with C: where node's per-ioctl time goes.
+ * The same preserve rounds through the public API (Session.preserveSync)
+ * and straight through the addon (native.preserveFd: N-API only, none of
+ * the TypeScript layer's checks), alternating; each session is closed after.
+ */
+async function layers(): Promise<JsonValue> {
+  const p = params();
+  const round = (how: 'api' | 'addon', r: number): number => {
+    const session = withDevice((luo) => luo.createSessionSync(`bench-layer-${how}-${r}`));
+    const fds = pageMemfds(p.n);
+    const ts = tokens(p.n);
+    const sessionFd = session.fd;
+    const started = performance.now();
+    if (how === 'api') for (let i = 0; i < p.n; i++) session.preserveSync(fds[i] as number, ts[i] as bigint);
+    else for (let i = 0; i < p.n; i++) native.preserveFd(sessionFd, fds[i] as number, ts[i] as bigint);
+    const us = ((performance.now() - started) * 1000) / p.n;
+    session.closeSync();
+    closeAll(fds);
+    return us;
+  };
+  const r = await alternate(p.rounds, (i) => round('api', i), (i) => Promise.resolve(round('addon', i)));
+  return { n: p.n, api_us_per_op: r.node, addon_us_per_op: r.c, warmup_us_per_op: { api: r.warmup.node, addon: r.warmup.c } };
 }
 
 /** A memfd of `bytes` with every page written, so preserving it pins real pages. */
@@ -224,6 +266,8 @@ async function preserveBlackout(ctx: StageContext): Promise<JsonValue> {
 /** What the C program, as pid 1, wrote for the node runner. */
 interface InitResult {
   readonly start_ns: number;
+  /** Just before it opened the device (after mounting devtmpfs). */
+  readonly open_ns: number;
   readonly done_ns: number;
   readonly retrieved: number;
   readonly session_rc: number;
@@ -237,9 +281,11 @@ interface InitResult {
  * (process.hrtime is CLOCK_MONOTONIC).
  */
 function retrieveBlackout(ctx: StageContext): JsonValue {
+  const opening = Number(process.hrtime.bigint());
   const session = withDevice((luo) => luo.retrieveSessionSync(NODE_BLACKOUT_SESSION));
   const fds = tokens(BLACKOUT_FILES).map((token) => session.retrieveSync(token));
   const done = Number(process.hrtime.bigint());
+  const sinceNodeStart = performance.now(); // performance's time origin is node's start
   session.finishSync();
   session.closeSync();
   closeAll(fds);
@@ -248,6 +294,9 @@ function retrieveBlackout(ctx: StageContext): JsonValue {
   return {
     files: BLACKOUT_FILES,
     node_init_to_all_retrieved_ms: (done - init.exec_ns) / NS_PER_MS,
+    node_process_start_to_all_retrieved_ms: sinceNodeStart,
+    node_open_to_all_retrieved_ms: (done - opening) / NS_PER_MS,
+    c_open_to_all_retrieved_ms: (init.done_ns - init.open_ns) / NS_PER_MS,
     c_init_to_all_retrieved_ms: (init.done_ns - init.start_ns) / NS_PER_MS,
     kernel_to_init_ms: init.start_ns / NS_PER_MS,
     c_init_total_ms: (init.exec_ns - init.start_ns) / NS_PER_MS,
@@ -286,5 +335,6 @@ export default defineScenario('bench', [
   defineCase('blackout', [preserveBlackout, retrieveBlackout]),
   defineCase('small', [preserveSmall, retrieveSmall]),
   defineCase('large', [preserveLarge]),
+  defineCase('layers', [layers]),
   defineCase('addon-rss', [addonRss]),
 ]);
