@@ -1,0 +1,211 @@
+/**
+ * `liveupdate-conformance`: runs the conformance suite against a kernel image
+ * under QEMU and reports each case.
+ *
+ *   liveupdate-conformance --kernel ./bzImage [--initrd extra.cpio] [--json] [--timeout S]
+ *
+ * Progress goes to stderr; stdout holds only the report (JSON with --json).
+ * Exit status: 0 when every case passed, 1 when any failed or was skipped
+ * (or the run broke), 2 for a usage or host problem.
+ * @internal
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { kernelRelease } from '../vm/kernels.js';
+import { runVm } from '../vm/qemu.js';
+import { buildReport, summarize, type ConformanceReport, type RunSummary } from './report.js';
+import { scenarioFiles, suiteCases } from './suite.js';
+
+const USAGE = `usage: liveupdate-conformance --kernel PATH [options]
+
+Boots PATH (a bzImage built with CONFIG_LIVEUPDATE, CONFIG_KEXEC_HANDOVER,
+CONFIG_KEXEC_FILE and CONFIG_LIVEUPDATE_MEMFD) under qemu-system-x86_64 with
+software emulation, kexecs it into itself twice, and runs every conformance
+case of Linux's Live Update Orchestrator through this package's API.
+
+options:
+  --kernel PATH     the kernel image to test (required)
+  --initrd PATH     an extra initramfs (cpio, may be compressed) unpacked over the
+                    guest's in every kernel, e.g. modules the kernel needs; repeatable
+  --json            print the report as JSON on stdout
+  --timeout S       give up after S seconds for the whole run (default ${DEFAULT_TIMEOUT_S()})
+  --memory SIZE     guest memory, QEMU syntax (default 3G)
+  --cmdline TEXT    extra kernel command line parameters for every kernel
+  --log DIR         save the guest's console (kernel log) in DIR
+  -h, --help        this text
+
+Exit status: 0 when every case passed; 1 when a case failed or was skipped
+(the kernel lacks something) or the run broke; 2 for a usage or host error.
+Set LIVEUPDATE_QEMU to use another QEMU binary.`;
+
+function DEFAULT_TIMEOUT_S(): number {
+  return 1200;
+}
+
+/** The parsed command line. */
+export interface Options {
+  readonly kernel: string;
+  readonly initrds: readonly string[];
+  readonly json: boolean;
+  readonly timeoutMs: number;
+  readonly memory: string | undefined;
+  readonly cmdline: string | undefined;
+  readonly logDir: string | undefined;
+}
+
+/** A usage error: printed with a hint to --help, exit status 2. */
+export class UsageError extends Error {}
+
+/** Parses and checks the arguments (without node and script); throws UsageError. */
+export function parseOptions(argv: readonly string[]): Options | 'help' {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        kernel: { type: 'string' },
+        initrd: { type: 'string', multiple: true },
+        json: { type: 'boolean' },
+        timeout: { type: 'string' },
+        memory: { type: 'string' },
+        cmdline: { type: 'string' },
+        log: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  if (values.help === true) return 'help';
+  if (values.kernel === undefined) throw new UsageError('--kernel PATH is required');
+  const kernel = checkFile(values.kernel, 'kernel image');
+  if (kernelRelease(kernel) === undefined) throw new UsageError(`${values.kernel} is not a bzImage (no Linux boot header): build one with make bzImage`);
+  const timeout = values.timeout === undefined ? DEFAULT_TIMEOUT_S() : Number(values.timeout);
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout wants a positive number of seconds, not ${values.timeout ?? ''}`);
+  return {
+    kernel,
+    initrds: (values.initrd ?? []).map((i) => checkFile(i, 'initrd')),
+    json: values.json === true,
+    timeoutMs: Math.round(timeout * 1000),
+    memory: values.memory,
+    cmdline: values.cmdline,
+    logDir: values.log,
+  };
+}
+
+function checkFile(file: string, what: string): string {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(file);
+  } catch {
+    throw new UsageError(`${what} not found: ${file}`);
+  }
+  if (!stat.isFile()) throw new UsageError(`${what} is not a file: ${file}`);
+  return path.resolve(file);
+}
+
+/** Runs the suite as `options` says; resolves with the report and the summary. */
+export async function runSuite(options: Options, progress: (line: string) => void): Promise<{ report: ConformanceReport; summary: RunSummary }> {
+  const release = kernelRelease(options.kernel) ?? path.basename(options.kernel);
+  const cases = suiteCases();
+  progress(`[conformance] ${cases.length} cases on ${release}: one boot, ${Math.max(...cases.map((c) => c.stages))} kernels; this takes minutes under emulation`);
+  const heartbeat = startHeartbeat(progress);
+  try {
+    const run = await runVm({
+      name: `conformance-${release}`,
+      kernels: [options.kernel],
+      scenarios: scenarioFiles(),
+      timeoutMs: options.timeoutMs,
+      onProgress: heartbeat.line,
+      // TODO(initrd): pass options.initrds once the test bed takes extra archives.
+      ...(options.memory === undefined ? {} : { memory: options.memory }),
+      ...(options.cmdline === undefined ? {} : { cmdline: options.cmdline }),
+      ...(options.logDir === undefined ? {} : { logDir: options.logDir }),
+    });
+    const report = buildReport(run, cases, { path: options.kernel, release: run.stages[0]?.release ?? release });
+    return { report, summary: summarize(run, report) };
+  } finally {
+    heartbeat.stop();
+  }
+}
+
+/** Passes progress lines on, and says "still running" when none came for a while. */
+function startHeartbeat(progress: (line: string) => void): { line: (text: string) => void; stop: () => void } {
+  const started = Date.now();
+  let last = Date.now();
+  let lastLine = '';
+  const timer = setInterval(() => {
+    if (Date.now() - last < 20_000) return;
+    last = Date.now();
+    progress(`[conformance ${((Date.now() - started) / 1000).toFixed(0)} s] still running (last: ${lastLine.replace(/^\[vm [^\]]*\]\s*/, '')})`);
+  }, 5_000);
+  return {
+    line: (text) => {
+      last = Date.now();
+      lastLine = text;
+      progress(text);
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
+/** The human report: one line per case, then the summary. */
+export function formatReport(report: ConformanceReport, summary: RunSummary): string {
+  const width = Math.max(...report.cases.map((c) => c.name.length));
+  const lines = [`kernel ${report.kernel.release} (${report.kernel.path})`, ''];
+  for (const c of report.cases) {
+    const head = `${c.status.toUpperCase().padEnd(4)}  ${c.name.padEnd(width)}  ${`${c.ms} ms`.padStart(9)}`;
+    lines.push(c.detail === undefined ? head : `${head}  ${c.detail}`);
+  }
+  lines.push('', summaryLine(report, summary));
+  for (const why of summary.lacks) lines.push(`the kernel lacks something: ${why}`);
+  if (!summary.runOk) lines.push(`the run did not complete cleanly: ${summary.reason}`);
+  return `${lines.join('\n')}\n`;
+}
+
+function summaryLine(report: ConformanceReport, summary: RunSummary): string {
+  const verdict = succeeded(report, summary) ? 'CONFORMS' : 'DOES NOT CONFORM';
+  const boots = summary.stagesReachedMs.map((ms) => `${(ms / 1000).toFixed(1)} s`).join(', ');
+  return (
+    `${verdict}: ${report.passed} passed, ${report.failed} failed, ${report.skipped} skipped of ${report.cases.length} ` +
+    `in ${(summary.elapsedMs / 1000).toFixed(1)} s (kernels reached at ${boots || 'none'})`
+  );
+}
+
+/** Whether the run counts as a success: every case passed and the run completed. */
+export function succeeded(report: ConformanceReport, summary: RunSummary): boolean {
+  return report.failed === 0 && report.skipped === 0 && report.passed === report.cases.length && summary.runOk;
+}
+
+/** Runs the command; resolves with the exit status. */
+export async function main(argv: readonly string[]): Promise<number> {
+  let options: Options | 'help';
+  try {
+    options = parseOptions(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`liveupdate-conformance: ${error.message}\n(see liveupdate-conformance --help)\n`);
+    return 2;
+  }
+  if (options === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const progress = (line: string): void => void process.stderr.write(`${line}\n`);
+  let result: Awaited<ReturnType<typeof runSuite>>;
+  try {
+    result = await runSuite(options, progress);
+  } catch (error) {
+    // A host problem (no QEMU, no ldd, an unreadable file): not the kernel's fault.
+    process.stderr.write(`liveupdate-conformance: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 2;
+  }
+  const { report, summary } = result;
+  if (options.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else process.stdout.write(formatReport(report, summary));
+  if (options.json) process.stderr.write(`${summaryLine(report, summary)}\n`);
+  return succeeded(report, summary) ? 0 : 1;
+}

@@ -1,0 +1,35 @@
+/**
+ * The conformance suite as the host sees it: which compiled scenario modules
+ * it boots, in what order, and the cases they hold.
+ * @internal
+ */
+import * as path from 'node:path';
+import { scenarioOf } from '../vm/scenario.js';
+
+/**
+ * The scenario modules, in run order: what the kernel offers first, then
+ * single-kernel cases, then the cases that cross one and two kexecs.
+ */
+export const SCENARIOS = ['luo', 'device', 'scale', 'kexec', 'chain'] as const;
+
+/** One case of the suite. */
+export interface SuiteCase {
+  /** "scenario/case". */
+  readonly name: string;
+  /** How many kernels the case runs in. */
+  readonly stages: number;
+}
+
+/** Host paths of the compiled scenario modules (dist/conformance/scenarios/*.js). */
+export function scenarioFiles(): string[] {
+  return SCENARIOS.map((s) => path.join(__dirname, 'scenarios', `${s}.js`));
+}
+
+/** Every case of the suite, in run order, read from the scenario modules themselves. */
+export function suiteCases(): SuiteCase[] {
+  return scenarioFiles().flatMap((file) => {
+    // The modules are only known as paths at run time, hence require().
+    const scenario = scenarioOf(require(file), file);
+    return scenario.cases.map((c) => ({ name: `${scenario.name}/${c.name}`, stages: c.stages.length }));
+  });
+}
