@@ -97,7 +97,7 @@ static int finish_session(int session) {
 /* A memfd of `bytes`, every page written, so preserving it pins real pages. */
 static int filled_memfd(const char *name, int64_t bytes) {
   static char chunk[1 << 20];
-  memset(chunk, 0x5a, sizeof(chunk));
+  if (chunk[0] == 0) memset(chunk, 0x5a, sizeof(chunk));
   int fd = memfd_create(name, MFD_CLOEXEC);
   if (fd < 0) die("memfd_create");
   for (int64_t off = 0; off < bytes;) {

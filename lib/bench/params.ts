@@ -9,8 +9,10 @@
 export interface BenchParams {
   /** Files per session in the small cases (preserve_small, retrieve_small). */
   readonly n: number;
-  /** Timed rounds per side in the small cases (plus one untimed warm-up round each); a round is one session of `n` files. */
+  /** Timed rounds per side in the small cases; a round is one session of `n` files. */
   readonly rounds: number;
+  /** Warm-up rounds per side before them (reported, not in the medians). */
+  readonly warmup: number;
   /** Bytes of the large memfd (preserve_large, event_loop). */
   readonly large: number;
   /** Rounds per side and per API in the large cases. */
@@ -18,9 +20,9 @@ export interface BenchParams {
 }
 
 /** The full run: what BENCHMARKS.md records. */
-export const FULL: BenchParams = { n: 1000, rounds: 5, large: 1 << 30, largeRounds: 3 };
+export const FULL: BenchParams = { n: 1000, rounds: 5, warmup: 6, large: 1 << 30, largeRounds: 3 };
 /** `--quick`: small enough for CI, big enough that every number is real. */
-export const QUICK: BenchParams = { n: 100, rounds: 2, large: 64 << 20, largeRounds: 2 };
+export const QUICK: BenchParams = { n: 100, rounds: 2, warmup: 1, large: 64 << 20, largeRounds: 2 };
 
 /** Files in each blackout session (the C program's BLACKOUT_FILES). */
 export const BLACKOUT_FILES = 100;
@@ -55,5 +57,5 @@ export function paramsFromCmdline(cmdline: string): BenchParams {
     if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${PARAM}: bad or missing ${key} in ${word}`);
     return value;
   };
-  return { n: get('n'), rounds: get('rounds'), large: get('large'), largeRounds: get('largeRounds') };
+  return { n: get('n'), rounds: get('rounds'), warmup: get('warmup'), large: get('large'), largeRounds: get('largeRounds') };
 }

@@ -16,8 +16,8 @@ export interface PerOp {
   readonly ratio: number;
   readonly node_rounds_us: readonly number[];
   readonly c_rounds_us: readonly number[];
-  /** The untimed-for-the-median warm-up round of each side. */
-  readonly warmup_us: { readonly node: number; readonly c: number };
+  /** The warm-up rounds of each side (not in the medians): the cold path. */
+  readonly warmup_rounds_us: { readonly node: readonly number[]; readonly c: readonly number[] };
 }
 
 /** The benchmark's result: what `npm run bench -- --json` prints. */
@@ -29,7 +29,16 @@ export interface BenchResult {
   readonly date: string;
   readonly preserve_small: PerOp;
   readonly retrieve_small: PerOp;
-  readonly preserve_large: { readonly bytes: number; readonly rounds: number; readonly node_ms: number; readonly c_ms: number; readonly ratio: number };
+  readonly preserve_large: {
+    readonly bytes: number;
+    readonly rounds: number;
+    /** Node: preserveSync. */
+    readonly node_ms: number;
+    readonly c_ms: number;
+    readonly ratio: number;
+    readonly node_rounds_ms: readonly number[];
+    readonly c_rounds_ms: readonly number[];
+  };
   readonly event_loop: {
     readonly bytes: number;
     readonly sync_max_lag_ms: number;
@@ -38,6 +47,7 @@ export interface BenchResult {
     readonly async_preserve_ms: number;
     /** async_max_lag_ms / sync_max_lag_ms. */
     readonly lag_ratio: number;
+    readonly rounds: { readonly sync_max_lag_ms: readonly number[]; readonly async_max_lag_ms: readonly number[]; readonly async_preserve_ms: readonly number[] };
   };
   readonly blackout: {
     readonly files: number;
@@ -118,7 +128,10 @@ function perOp(value: JsonValue | undefined, where: string): PerOp {
     ratio: round3(nodeMedian / cMedian),
     node_rounds_us: node.map(round3),
     c_rounds_us: c.map(round3),
-    warmup_us: { node: round3(num(field(value, 'warmup_us_per_op', where), 'node', where)), c: round3(num(field(value, 'warmup_us_per_op', where), 'c', where)) },
+    warmup_rounds_us: {
+      node: nums(field(value, 'warmup_us_per_op', where), 'node', where).map(round3),
+      c: nums(field(value, 'warmup_us_per_op', where), 'c', where).map(round3),
+    },
   };
 }
 
@@ -151,7 +164,15 @@ export function buildResult(info: RunInfo, values: StageValues): BenchResult {
     ...info,
     preserve_small: small,
     retrieve_small: retrieve,
-    preserve_large: { bytes: num(large, 'bytes', 'large'), rounds: info.params.largeRounds, node_ms: round3(nodeLarge), c_ms: round3(cLarge), ratio: round3(nodeLarge / cLarge) },
+    preserve_large: {
+      bytes: num(large, 'bytes', 'large'),
+      rounds: info.params.largeRounds,
+      node_ms: round3(nodeLarge),
+      c_ms: round3(cLarge),
+      ratio: round3(nodeLarge / cLarge),
+      node_rounds_ms: nums(large, 'node_sync_ms', 'large').map(round3),
+      c_rounds_ms: nums(large, 'c_ms', 'large').map(round3),
+    },
     event_loop: {
       bytes: num(large, 'bytes', 'large'),
       sync_max_lag_ms: round3(syncLag),
@@ -159,6 +180,11 @@ export function buildResult(info: RunInfo, values: StageValues): BenchResult {
       sync_preserve_ms: round3(nodeLarge),
       async_preserve_ms: round3(median(nums(large, 'node_async_ms', 'large'))),
       lag_ratio: round3(asyncLag / syncLag),
+      rounds: {
+        sync_max_lag_ms: nums(large, 'node_sync_max_lag_ms', 'large').map(round3),
+        async_max_lag_ms: nums(large, 'node_async_max_lag_ms', 'large').map(round3),
+        async_preserve_ms: nums(large, 'node_async_ms', 'large').map(round3),
+      },
     },
     blackout: {
       files: num(blackout, 'files', 'blackout'),
@@ -196,8 +222,10 @@ const fmt = (x: number, digits = 2): string => x.toFixed(digits);
 export function formatTable(r: BenchResult): string {
   const rows: string[][] = [
     ['case', 'node', 'C', 'node/C'],
-    [`preserve_small (${r.preserve_small.n} files, µs/ioctl, median of ${r.preserve_small.rounds})`, fmt(r.preserve_small.node_us_per_op), fmt(r.preserve_small.c_us_per_op), fmt(r.preserve_small.ratio, 3)],
-    [`retrieve_small (${r.retrieve_small.n} files, µs/ioctl, median of ${r.retrieve_small.rounds})`, fmt(r.retrieve_small.node_us_per_op), fmt(r.retrieve_small.c_us_per_op), fmt(r.retrieve_small.ratio, 3)],
+    [`preserve_small (${r.preserve_small.n} files, µs/ioctl, median of ${r.preserve_small.rounds} after ${r.params.warmup} warm-up)`, fmt(r.preserve_small.node_us_per_op), fmt(r.preserve_small.c_us_per_op), fmt(r.preserve_small.ratio, 3)],
+    [`retrieve_small (${r.retrieve_small.n} files, µs/ioctl, median of ${r.retrieve_small.rounds} after ${r.params.warmup} warm-up)`, fmt(r.retrieve_small.node_us_per_op), fmt(r.retrieve_small.c_us_per_op), fmt(r.retrieve_small.ratio, 3)],
+    cold('preserve_small', r.preserve_small),
+    cold('retrieve_small', r.retrieve_small),
     [`preserve_large (${mib(r.preserve_large.bytes)}, ms, median of ${r.preserve_large.rounds})`, fmt(r.preserve_large.node_ms), fmt(r.preserve_large.c_ms), fmt(r.preserve_large.ratio, 3)],
     [`blackout (/init to ${r.blackout.files} fds retrieved, ms)`, fmt(r.blackout.node.init_to_all_retrieved_ms), fmt(r.blackout.c.init_to_all_retrieved_ms), fmt(r.blackout.ratio, 1)],
     [`  of which LUO calls (open device to last fd, ms)`, fmt(r.blackout.node.open_to_all_retrieved_ms), fmt(r.blackout.c.open_to_all_retrieved_ms), fmt(r.blackout.node.open_to_all_retrieved_ms / r.blackout.c.open_to_all_retrieved_ms, 2)],
@@ -222,6 +250,13 @@ export function formatTable(r: BenchResult): string {
     'targets:',
     ...r.targets.map((t) => `  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${fmt(t.value, 3)}`),
   ].join('\n');
+}
+
+/** The first warm-up round: what a process that preserves once (cold) pays. */
+function cold(name: string, r: PerOp): string[] {
+  const node = r.warmup_rounds_us.node[0] ?? NaN;
+  const c = r.warmup_rounds_us.c[0] ?? NaN;
+  return [`  ${name} cold: first round of ${r.n} (µs/ioctl)`, fmt(node), fmt(c), fmt(node / c, 3)];
 }
 
 function mib(bytes: number): string {
