@@ -45,14 +45,14 @@ export interface RunSummary {
 }
 
 /** Builds the report for `cases` from a finished run. */
-export function buildReport(run: VmRun, cases: readonly SuiteCase[], kernel: { path: string; release: string }): ConformanceReport {
+export function buildReport(run: Pick<VmRun, 'result' | 'reason'>, cases: readonly SuiteCase[], kernel: { path: string; release: string }): ConformanceReport {
   const reports = cases.map((c) => caseReport(run, c));
   const count = (status: CaseStatus): number => reports.filter((r) => r.status === status).length;
   return { kernel, cases: reports, passed: count('pass'), failed: count('fail'), skipped: count('skip') };
 }
 
 /** The summary lines' facts. */
-export function summarize(run: VmRun, report: ConformanceReport): RunSummary {
+export function summarize(run: Pick<VmRun, 'reason' | 'ok' | 'elapsedMs' | 'stages'>, report: ConformanceReport): RunSummary {
   const lacks = [...new Set(report.cases.filter((c) => c.status === 'skip').map((c) => c.detail ?? 'unknown'))];
   return {
     reason: run.reason,
@@ -63,7 +63,7 @@ export function summarize(run: VmRun, report: ConformanceReport): RunSummary {
   };
 }
 
-function caseReport(run: VmRun, c: SuiteCase): CaseReport {
+function caseReport(run: Pick<VmRun, 'result' | 'reason'>, c: SuiteCase): CaseReport {
   const results: (CaseResult | undefined)[] = [];
   for (let stage = 1; stage <= c.stages; stage++) results.push(run.result(c.name, stage));
   const ms = results.reduce((sum, r) => sum + (r?.ms ?? 0), 0);
@@ -74,7 +74,7 @@ function caseReport(run: VmRun, c: SuiteCase): CaseReport {
   return { name: c.name, status: 'fail', ms, detail: failureDetail(run, results[bad], bad + 1) };
 }
 
-function failureDetail(run: VmRun, result: CaseResult | undefined, stage: number): string {
+function failureDetail(run: Pick<VmRun, 'reason'>, result: CaseResult | undefined, stage: number): string {
   if (result === undefined) return `stage ${stage} never ran: ${run.reason}`;
   if (result.error !== undefined) {
     const e = result.error;

@@ -1,0 +1,160 @@
+/**
+ * The conformance suite on each LUO kernel, run the way a user runs it: the
+ * package is packed with `npm pack`, installed into an empty project with
+ * `npm install --omit=dev --offline` (no dev dependencies, no repository:
+ * the install builds the addon from the packed sources), and its
+ * `liveupdate-conformance` command boots the kernel. One boot (three kernels)
+ * per kernel under test; every case is then asserted by name, so a case
+ * that went missing fails as surely as one that failed.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { beforeAll, expect, it } from 'vitest';
+import type { ConformanceReport } from '../../lib/conformance/report.js';
+import { describeKernels } from './support.js';
+
+const root = path.resolve(__dirname, '..', '..');
+
+/** Every case the suite must report, in order. Keep in step with lib/conformance/scenarios. */
+const EXPECTED_CASES = [
+  'luo/device',
+  'luo/memfd-support',
+  'device/open-close',
+  'device/exclusive-open',
+  'device/duplicate-session-name',
+  'device/distinct-sessions',
+  'device/preserve-one-memfd',
+  'device/preserve-several-memfds',
+  'device/preserve-mixed-across-sessions',
+  'device/unpreservable-fds',
+  'device/bad-fd',
+  'device/same-file-twice',
+  'device/session-names',
+  'device/get-name',
+  'device/outgoing-refuses-retrieve-finish',
+  'device/size-frozen',
+  'scale/2000-sessions',
+  'scale/1000-files-in-one-session',
+  'kexec/simple',
+  'kexec/several-sessions',
+  'kexec/retrieve-in-any-order',
+  'kexec/finish-discards-unretrieved',
+  'kexec/close-without-finish',
+  'kexec/same-token-twice',
+  'kexec/unknown-token',
+  'kexec/session-retrieved-twice',
+  'kexec/unknown-session',
+  'kexec/closed-session-absent',
+  'kexec/seals-restored',
+  'kexec/noexec-seal-memfd',
+  'kexec/writes-and-position-after-preserve',
+  'kexec/incoming-refuses-preserve',
+  'kexec/long-name-get-name',
+  'kexec/memfd-256MiB',
+  'chain/two-live-updates',
+  'chain/unretrieved-session-dropped',
+];
+
+/** What a command printed and how it ended. */
+interface Outcome {
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly ms: number;
+}
+
+let installed: Promise<string> | undefined;
+
+/**
+ * Packs the package and installs it into a fresh project, once for the whole
+ * file; resolves with the path of the installed `liveupdate-conformance`.
+ */
+function installedCommand(): Promise<string> {
+  installed ??= (async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-conformance-'));
+    const pack = run('npm', ['pack', '--pack-destination', dir, '--json', '--ignore-scripts'], root);
+    const [packed] = JSON.parse(pack.stdout) as [{ filename: string }];
+    const project = path.join(dir, 'project');
+    fs.mkdirSync(project);
+    fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'conformance-user', version: '1.0.0', private: true }));
+    run('npm', ['install', '--omit=dev', '--offline', '--no-audit', '--no-fund', path.join(dir, packed.filename)], project);
+    const command = path.join(project, 'node_modules', '.bin', 'liveupdate-conformance');
+    expect(fs.existsSync(command), `npm did not link ${command}`).toBe(true);
+    // The install must have produced the addon from the packed sources: nothing came from this checkout.
+    const addon = path.join(project, 'node_modules', 'liveupdate', 'build', 'Release', 'liveupdate.node');
+    expect(fs.existsSync(addon), `the install built no addon at ${addon}`).toBe(true);
+    return command;
+  })();
+  return installed;
+}
+
+/** Runs a command to completion; throws with its output if it fails. */
+function run(command: string, args: readonly string[], cwd: string): Outcome {
+  const started = Date.now();
+  const result = spawnSync(command, args, { cwd, encoding: 'utf8', timeout: 600_000, env: { ...process.env, npm_config_loglevel: 'error' } });
+  const outcome = { status: result.status, stdout: result.stdout, stderr: result.stderr, ms: Date.now() - started };
+  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${String(result.status)}):\n${result.stdout}\n${result.stderr}`);
+  return outcome;
+}
+
+/** Runs the installed command (it may take minutes), keeping its stderr progress for failure messages. */
+function conformance(command: string, args: readonly string[]): Promise<Outcome> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr, ms: Date.now() - started }));
+  });
+}
+
+describeKernels('liveupdate-conformance', (kernel) => {
+  let outcome: Outcome;
+  let report: ConformanceReport;
+
+  beforeAll(async () => {
+    const command = await installedCommand();
+    outcome = await conformance(command, ['--kernel', kernel.path, '--json', '--log', path.join(root, '.vm-out')]);
+    try {
+      report = JSON.parse(outcome.stdout) as ConformanceReport;
+    } catch {
+      throw new Error(`no JSON report on stdout (exit ${String(outcome.status)}):\n${outcome.stdout}\n--- stderr ---\n${outcome.stderr}`);
+    }
+  });
+
+  /** The progress the command printed: context for any failure. */
+  const progress = (): string => outcome.stderr.split('\n').slice(-40).join('\n');
+
+  it('exits 0, with every case passed, and says so on stderr', () => {
+    expect(outcome.status, progress()).toBe(0);
+    expect([report.passed, report.failed, report.skipped]).toEqual([EXPECTED_CASES.length, 0, 0]);
+    expect(outcome.stderr).toMatch(new RegExp(`CONFORMS: ${EXPECTED_CASES.length} passed, 0 failed, 0 skipped`));
+    // Progress went to stderr; stdout is nothing but the report.
+    expect(outcome.stderr).toMatch(/stage 3\/3: \S+ up/);
+    expect(outcome.stdout.trim().startsWith('{')).toBe(true);
+  });
+
+  it('prints the report in the documented shape', () => {
+    expect(Object.keys(report)).toEqual(['kernel', 'cases', 'passed', 'failed', 'skipped']);
+    expect(report.kernel).toEqual({ path: kernel.path, release: kernel.release });
+    for (const c of report.cases) {
+      expect(Object.keys(c).filter((k) => !['name', 'status', 'ms', 'detail'].includes(k))).toEqual([]);
+      expect(c.ms).toBeGreaterThanOrEqual(0);
+    }
+  });
+
+  it('reports exactly the expected cases, in order', () => {
+    expect(report.cases.map((c) => c.name)).toEqual(EXPECTED_CASES);
+  });
+
+  it.each(EXPECTED_CASES)('%s passes', (name) => {
+    const c = report.cases.find((x) => x.name === name);
+    expect(c, `${name} is missing from the report`).toBeDefined();
+    expect(c?.status, `${name}: ${c?.detail ?? ''}`).toBe('pass');
+  });
+});
