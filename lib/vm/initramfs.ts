@@ -230,14 +230,15 @@ function placeKernels(kernels: readonly string[], members: Member[]): string[] {
 }
 
 /**
- * A scenario inside the package keeps its place (its relative imports keep
- * working); one from elsewhere is copied to /lu/scenarios and must import
+ * A scenario inside the package's dist/ keeps its place (its relative imports
+ * keep working); one from elsewhere is copied to /lu/scenarios and must import
  * the package by name (`require('liveupdate')` resolves from /lu).
  */
 function placeScenario(file: string, index: number, root: string, members: Member[]): string {
   const real = realFile(file, 'scenario module');
-  const rel = path.relative(fs.realpathSync(root), real);
-  if (!rel.startsWith('..') && !path.isAbsolute(rel)) return path.posix.join(GUEST_PACKAGE, ...rel.split(path.sep));
+  // Only dist/ of the package goes into the image (see packageMembers).
+  const rel = path.relative(path.join(fs.realpathSync(root), 'dist'), real);
+  if (!rel.startsWith('..') && !path.isAbsolute(rel)) return path.posix.join(GUEST_PACKAGE, 'dist', ...rel.split(path.sep));
   const guest = `${GUEST_ROOT}/scenarios/${index}-${path.basename(real)}`;
   members.push({ guest, kind: 'file', source: real });
   return guest;

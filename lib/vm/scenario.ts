@@ -89,11 +89,13 @@ export function stageCount(scenarios: readonly Scenario[]): number {
   return count;
 }
 
-/** The scenario a loaded module exports (default or `scenario`), or a TypeError. */
+/**
+ * The scenario a loaded module exports: its `scenario` or `default` export,
+ * or the module itself (a CommonJS `module.exports = { name, cases }`).
+ */
 export function scenarioOf(module: unknown, where: string): Scenario {
   const m = module as { default?: unknown; scenario?: unknown } | null;
-  const candidate = m?.scenario ?? m?.default;
-  if (isScenario(candidate)) return candidate;
+  for (const candidate of [m?.scenario, m?.default, m]) if (isScenario(candidate)) return candidate;
   throw new TypeError(`${where} exports no scenario (use \`export default defineScenario(...)\`)`);
 }
 

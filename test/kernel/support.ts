@@ -19,9 +19,23 @@ export const skipKernelTests = process.env['LIVEUPDATE_SKIP_KERNEL_TESTS'] === '
  * one skipped test that names the opt-out.
  */
 export function describeKernels(title: string, body: (kernel: KernelImage, all: readonly KernelImage[]) => void): void {
+  const kernels = kernelsOrExplain(title);
+  if (kernels === undefined) return;
+  describe.each(kernels.map((k) => ({ ...k, label: k.release })))(`${title} on $label`, (kernel) => body(kernel, kernels));
+}
+
+/** Like {@link describeKernels}, on the first kernel only (for checks of the test bed itself). */
+export function describeFirstKernel(title: string, body: (kernel: KernelImage) => void): void {
+  const first = kernelsOrExplain(title)?.[0];
+  if (first === undefined) return;
+  describe(`${title} on ${first.release}`, () => body(first));
+}
+
+/** The kernels to test on, or undefined after declaring the failing (or opted-out) test that explains why not. */
+function kernelsOrExplain(title: string): KernelImage[] | undefined {
   if (skipKernelTests) {
     describe(title, () => it.skip('kernel tests skipped: LIVEUPDATE_SKIP_KERNEL_TESTS=1', () => {}));
-    return;
+    return undefined;
   }
   const kernels = findKernels();
   if (kernels.length === 0) {
@@ -30,9 +44,9 @@ export function describeKernels(title: string, body: (kernel: KernelImage, all: 
         throw new Error(NO_KERNEL_HELP);
       }),
     );
-    return;
+    return undefined;
   }
-  describe.each(kernels.map((k) => ({ ...k, label: k.release })))(`${title} on $label`, (kernel) => body(kernel, kernels));
+  return kernels;
 }
 
 /** Host path of a compiled scenario shipped in dist/vm/scenarios; fails if the package is not built. */
