@@ -218,12 +218,11 @@ export class Session {
 
 function readFdLink(fd: number, context: ErrorContext): string {
   try {
+    // fstat first: for an fd that is not open it fails with EBADF, as a syscall on it would.
+    fs.fstatSync(fd);
     return fs.readlinkSync(`/proc/self/fd/${fd}`);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    // An fd that is not open shows as a missing link.
-    const system = code === 'ENOENT' ? Object.assign(new Error('EBADF'), { errno: -9, code: 'EBADF', syscall: 'readlink' }) : error;
-    throw translateError(system, context);
+    throw translateError(error, context);
   }
 }
 
