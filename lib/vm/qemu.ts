@@ -39,6 +39,12 @@ export interface RunOptions {
   readonly packageRoot?: string;
   /** Extra files for the guest image: guest path → host path (passed to {@link buildGuestImage}). */
   readonly files?: Readonly<Record<string, string>>;
+  /**
+   * Extra initramfs archives (cpio, compressed or not) appended to the guest
+   * image: the kernel unpacks them over it, in every stage (the guest hands
+   * its retained initrd on). For modules or firmware a kernel needs.
+   */
+  readonly initrds?: readonly string[];
 }
 
 /** What one case did in one stage. */
@@ -136,8 +142,34 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
   const kernel = options.kernels[0];
   if (kernel === undefined) throw new Error('runVm: no kernel image given');
   const collector = new Collector(started, progress);
-  const exit = await boot(options, kernel, image.initrd, collector, progress);
+  const initrd = options.initrds?.length ? appendArchives(image.initrd, options.initrds) : image.initrd;
+  let exit: Exit;
+  try {
+    exit = await boot(options, kernel, initrd, collector, progress);
+  } finally {
+    if (initrd !== image.initrd) fs.rmSync(path.dirname(initrd), { recursive: true, force: true });
+  }
   return collector.finish(image, exit, Date.now() - started, saveLog(options.logDir, name, collector.console));
+}
+
+/**
+ * Writes `base` and then each of `extras` into a new file in a new temporary
+ * directory (the caller removes it), each followed by zeros up to a 4-byte
+ * boundary: the kernel's unpacker skips zero padding between archives but
+ * wants every cpio header aligned, including that of the state archive the
+ * guest appends before each kexec. Returns the file's path.
+ */
+export function appendArchives(base: string, extras: readonly string[]): string {
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-initrd-')), 'initrd.img');
+  fs.copyFileSync(base, out);
+  let length = fs.statSync(out).size;
+  for (const extra of ['', ...extras]) {
+    const bytes = extra === '' ? Buffer.alloc(0) : fs.readFileSync(extra);
+    const padding = (4 - ((length + bytes.length) % 4)) % 4;
+    fs.appendFileSync(out, Buffer.concat([bytes, Buffer.alloc(padding)]));
+    length += bytes.length + padding;
+  }
+  return out;
 }
 
 /** How QEMU ended. */
