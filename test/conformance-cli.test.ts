@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildReport, summarize } from '../lib/conformance/report.js';
 import type { SuiteCase } from '../lib/conformance/suite.js';
-import type { CaseResult, StageResult, VmRun } from '../lib/vm/qemu.js';
+import { appendArchives, type CaseResult, type StageResult, type VmRun } from '../lib/vm/qemu.js';
 import type { CheckRecord } from '../lib/vm/protocol.js';
 
 const root = path.resolve(__dirname, '..');
@@ -68,6 +68,25 @@ describe('liveupdate-conformance arguments', () => {
     expect(result.stdout).toMatch(/^usage: liveupdate-conformance --kernel PATH/);
     expect(result.stdout).toContain('--json');
     expect(result.stderr).toBe('');
+  });
+});
+
+describe('--initrd: extra archives after the guest image', () => {
+  it('keeps every byte, starts each archive on a 4-byte boundary and ends on one', () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'conformance-initrd-'));
+    const files = [Buffer.from('base archive, 29 bytes long.\n'), Buffer.from('x'), Buffer.from('extra two')].map((bytes, i) => {
+      const file = path.join(tmp, `part-${i}`);
+      fs.writeFileSync(file, bytes);
+      return { file, bytes };
+    });
+    const [base, ...extras] = files;
+    const out = appendArchives(base?.file ?? '', extras.map((e) => e.file));
+    try {
+      const expected = Buffer.concat([files[0]?.bytes ?? Buffer.alloc(0), Buffer.alloc(3), Buffer.from('x'), Buffer.alloc(3), Buffer.from('extra two'), Buffer.alloc(3)]);
+      expect(fs.readFileSync(out)).toEqual(expected);
+    } finally {
+      fs.rmSync(path.dirname(out), { recursive: true, force: true });
+    }
   });
 });
 

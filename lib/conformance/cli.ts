@@ -120,7 +120,7 @@ export async function runSuite(options: Options, progress: (line: string) => voi
       scenarios: scenarioFiles(),
       timeoutMs: options.timeoutMs,
       onProgress: heartbeat.line,
-      // TODO(initrd): pass options.initrds once the test bed takes extra archives.
+      ...(options.initrds.length === 0 ? {} : { initrds: options.initrds }),
       ...(options.memory === undefined ? {} : { memory: options.memory }),
       ...(options.cmdline === undefined ? {} : { cmdline: options.cmdline }),
       ...(options.logDir === undefined ? {} : { logDir: options.logDir }),
@@ -160,9 +160,14 @@ export function formatReport(report: ConformanceReport, summary: RunSummary): st
     const head = `${c.status.toUpperCase().padEnd(4)}  ${c.name.padEnd(width)}  ${`${c.ms} ms`.padStart(9)}`;
     lines.push(c.detail === undefined ? head : `${head}  ${c.detail}`);
   }
-  lines.push('', summaryLine(report, summary));
+  return `${lines.join('\n')}\n\n${summaryLines(report, summary)}`;
+}
+
+/** The verdict, what the kernel lacks, and why the run broke, if it did. */
+function summaryLines(report: ConformanceReport, summary: RunSummary): string {
+  const lines = [summaryLine(report, summary)];
   for (const why of summary.lacks) lines.push(`the kernel lacks something: ${why}`);
-  if (!summary.runOk) lines.push(`the run did not complete cleanly: ${summary.reason}`);
+  if (!summary.runOk) lines.push(`the test bed says: ${summary.reason}`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -206,6 +211,6 @@ export async function main(argv: readonly string[]): Promise<number> {
   const { report, summary } = result;
   if (options.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   else process.stdout.write(formatReport(report, summary));
-  if (options.json) process.stderr.write(`${summaryLine(report, summary)}\n`);
+  if (options.json) process.stderr.write(summaryLines(report, summary));
   return succeeded(report, summary) ? 0 : 1;
 }

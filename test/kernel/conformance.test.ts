@@ -5,14 +5,18 @@
  * the install builds the addon from the packed sources), and its
  * `liveupdate-conformance` command boots the kernel. One boot (three kernels)
  * per kernel under test; every case is then asserted by name, so a case
- * that went missing fails as surely as one that failed.
+ * that went missing fails as surely as one that failed. The run also gets a
+ * gzip-compressed `--initrd`, as a user adding modules would pass, to show
+ * an extra archive survives all three kernels.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { beforeAll, expect, it } from 'vitest';
 import type { ConformanceReport } from '../../lib/conformance/report.js';
+import { CpioWriter } from '../../lib/vm/cpio.js';
 import { describeKernels } from './support.js';
 
 const root = path.resolve(__dirname, '..', '..');
@@ -90,6 +94,18 @@ function installedCommand(): Promise<string> {
   return installed;
 }
 
+/** A small gzip-compressed cpio archive, as `--initrd` takes. */
+function extraInitrd(): string {
+  const chunks: Uint8Array[] = [];
+  const archive = new CpioWriter((chunk) => void chunks.push(Buffer.from(chunk)));
+  archive.file('/etc/liveupdate-conformance-extra', 'unpacked over the guest image\n');
+  archive.finish();
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'conformance-extra-')), 'extra.cpio.gz');
+  // Any length: the padding after it keeps the state archive the guest appends aligned.
+  fs.writeFileSync(file, zlib.gzipSync(Buffer.concat(chunks)));
+  return file;
+}
+
 /** Runs a command to completion; throws with its output if it fails. */
 function run(command: string, args: readonly string[], cwd: string): Outcome {
   const started = Date.now();
@@ -119,7 +135,7 @@ describeKernels('liveupdate-conformance', (kernel) => {
 
   beforeAll(async () => {
     const command = await installedCommand();
-    outcome = await conformance(command, ['--kernel', kernel.path, '--json', '--log', path.join(root, '.vm-out')]);
+    outcome = await conformance(command, ['--kernel', kernel.path, '--initrd', extraInitrd(), '--json', '--log', path.join(root, '.vm-out')]);
     try {
       report = JSON.parse(outcome.stdout) as ConformanceReport;
     } catch {
