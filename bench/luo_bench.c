@@ -8,18 +8,18 @@
  * header, exactly as the addon's.
  *
  * Modes (results are one JSON object on stdout):
- *   preserve-small N ROUNDS PREFIX FIRST
- *       ROUNDS sessions PREFIX<FIRST>.. of N one-page memfds each; times only
- *       the N PRESERVE_FD ioctls of each round. Then prints, and keeps the
- *       sessions open (they must live until the kexec) until stdin's EOF.
+ *   serve-preserve N ROUNDS PREFIX CHUNK
+ *       ROUNDS sessions PREFIX0.. of N one-page memfds each, preserved chunk
+ *       by chunk on the driver's command (see serve_preserve); only the
+ *       PRESERVE_FD ioctls are timed. The sessions are then held open (they
+ *       must live until the kexec) until stdin's EOF.
+ *   serve-retrieve N ROUNDS PREFIX CHUNK
+ *       The same sessions in the next kernel, RETRIEVE_FD chunk by chunk.
  *   preserve-session NAME N
- *       One session of N one-page memfds (untimed), kept like the above.
- *   retrieve-small N ROUNDS PREFIX FIRST
- *       Retrieves those sessions in the next kernel; times the N RETRIEVE_FD
- *       ioctls of each round.
+ *       One session of N one-page memfds (untimed), held like the above.
  *   preserve-large BYTES ROUNDS
- *       One memfd of BYTES, every page written; each round preserves it in a
- *       new session (timed) and closes the session (unpreserves).
+ *       Per round a fresh memfd of BYTES, every page written, preserved twice
+ *       in new sessions (each timed, then closed: unpreserved).
  *   As pid 1 (the kernel runs it with rdinit=): see init_main().
  */
 #define _GNU_SOURCE
@@ -143,71 +143,116 @@ static int preserve_session(const char *name, int n) {
   return hold();
 }
 
-static int preserve_small(int n, int rounds, const char *prefix, int first) {
-  int device = open_device();
-  int *fds = calloc(n, sizeof(int));
-  double *us = calloc(rounds, sizeof(double));
-  for (int r = 0; r < rounds; r++) {
-    char name[LU_SESSION_NAME_SIZE];
-    snprintf(name, sizeof(name), "%s%d", prefix, first + r);
-    int session = session_call(device, LU_IOC_CREATE_SESSION, name);
-    if (session < 0) { errno = -session; die("CREATE_SESSION"); }
-    for (int i = 0; i < n; i++) fds[i] = filled_memfd("luo-bench-small", PAGE);
-    int64_t t0 = now_ns();
-    for (int i = 0; i < n; i++)
-      if (preserve_fd(session, fds[i], (uint64_t)i + 1) < 0) die("PRESERVE_FD");
-    us[r] = (now_ns() - t0) / 1e3 / n;
-    /* The kernel holds its own references: the memfd fds can go. */
-    for (int i = 0; i < n; i++) close(fds[i]);
-  }
-  close(device); /* one owner at a time: node may open the device now */
-  printf("{\"n\":%d,", n);
-  print_rounds("us_per_op", us, rounds);
-  printf("}\n");
-  fflush(stdout);
-  return hold();
+/* PREFIX<r>: created (outgoing) or retrieved (incoming); dies on failure. */
+static int named_session(int device, unsigned long request, const char *prefix, int r) {
+  char name[LU_SESSION_NAME_SIZE];
+  snprintf(name, sizeof(name), "%s%d", prefix, r);
+  int session = session_call(device, request, name);
+  if (session < 0) { errno = -session; die(name); }
+  return session;
 }
 
-static int retrieve_small(int n, int rounds, const char *prefix, int first) {
+/* One command from the driver (any line): 0 at EOF. */
+static int next_command(void) {
+  char line[64];
+  return fgets(line, sizeof(line), stdin) != NULL;
+}
+
+static void answer(const char *text) {
+  fputs(text, stdout);
+  fflush(stdout);
+}
+
+static void answer_ns(int64_t ns) {
+  printf("%lld\n", (long long)ns);
+  fflush(stdout);
+}
+
+/*
+ * The small cases are served chunk by chunk so that the driver can
+ * interleave its own chunks with these: both sides are then timed within the
+ * same few milliseconds of a busy machine's life. Everything is made first
+ * (untimed); "ready"; then each line on stdin does the next CHUNK calls of
+ * round-major order (a chunk never spans two sessions) and is answered with
+ * the nanoseconds those ioctls took.
+ */
+static int serve_preserve(int n, int rounds, const char *prefix, int chunk) {
   int device = open_device();
-  int *fds = calloc(n, sizeof(int));
-  double *us = calloc(rounds, sizeof(double));
+  int *sessions = calloc(rounds, sizeof(int));
+  int *fds = calloc((size_t)n * rounds, sizeof(int));
   for (int r = 0; r < rounds; r++) {
-    char name[LU_SESSION_NAME_SIZE];
-    snprintf(name, sizeof(name), "%s%d", prefix, first + r);
-    int session = session_call(device, LU_IOC_RETRIEVE_SESSION, name);
-    if (session < 0) { errno = -session; die("RETRIEVE_SESSION"); }
-    int64_t t0 = now_ns();
-    for (int i = 0; i < n; i++)
-      if ((fds[i] = retrieve_fd(session, (uint64_t)i + 1)) < 0) die("RETRIEVE_FD");
-    us[r] = (now_ns() - t0) / 1e3 / n;
-    if (finish_session(session) < 0) die("FINISH");
-    for (int i = 0; i < n; i++) close(fds[i]);
-    close(session);
+    sessions[r] = named_session(device, LU_IOC_CREATE_SESSION, prefix, r);
+    for (int i = 0; i < n; i++) fds[r * n + i] = filled_memfd("luo-bench-small", PAGE);
   }
+  close(device); /* one owner at a time: node may open the device now */
+  answer("ready\n");
+  for (int done = 0; done < n * rounds && next_command();) {
+    int r = done / n, i = done % n, end = i + chunk < n ? i + chunk : n;
+    int64_t t0 = now_ns();
+    for (int k = i; k < end; k++)
+      if (preserve_fd(sessions[r], fds[r * n + k], (uint64_t)k + 1) < 0) die("PRESERVE_FD");
+    int64_t ns = now_ns() - t0;
+    for (int k = i; k < end; k++) close(fds[r * n + k]); /* the kernel holds its own references */
+    answer_ns(ns);
+    done += end - i;
+  }
+  return hold(); /* the sessions must live until the kexec */
+}
+
+static int serve_retrieve(int n, int rounds, const char *prefix, int chunk) {
+  int device = open_device();
+  int *sessions = calloc(rounds, sizeof(int));
+  int *fds = calloc(n, sizeof(int));
+  for (int r = 0; r < rounds; r++) sessions[r] = named_session(device, LU_IOC_RETRIEVE_SESSION, prefix, r);
   close(device);
-  printf("{\"n\":%d,", n);
-  print_rounds("us_per_op", us, rounds);
-  printf("}\n");
+  answer("ready\n");
+  for (int done = 0; done < n * rounds && next_command();) {
+    int r = done / n, i = done % n, end = i + chunk < n ? i + chunk : n;
+    int64_t t0 = now_ns();
+    for (int k = i; k < end; k++)
+      if ((fds[k] = retrieve_fd(sessions[r], (uint64_t)k + 1)) < 0) die("RETRIEVE_FD");
+    int64_t ns = now_ns() - t0;
+    if (end == n) { /* the session's last chunk: finish it (untimed) */
+      if (finish_session(sessions[r]) < 0) die("FINISH");
+      for (int k = 0; k < n; k++) close(fds[k]);
+      close(sessions[r]);
+    }
+    answer_ns(ns);
+    done += end - i;
+  }
   return 0;
 }
 
+/* One PRESERVE_FD of `fd` in a new session, timed; the session is closed after (unpreserves). */
+static double preserve_once_ms(int device, int fd) {
+  int session = session_call(device, LU_IOC_CREATE_SESSION, "bench-c-large");
+  if (session < 0) { errno = -session; die("CREATE_SESSION"); }
+  int64_t t0 = now_ns();
+  if (preserve_fd(session, fd, 1) < 0) die("PRESERVE_FD");
+  double ms = (now_ns() - t0) / 1e6;
+  close(session);
+  return ms;
+}
+
+/*
+ * Each round: a fresh memfd of BYTES, every page written; preserved once
+ * ("fresh": the kernel may first have to move pages it cannot pin for long),
+ * unpreserved, preserved again ("repeat"), unpreserved, freed.
+ */
 static int preserve_large(int64_t bytes, int rounds) {
   int device = open_device();
-  int fd = filled_memfd("luo-bench-large", bytes);
-  double *ms = calloc(rounds, sizeof(double));
+  double *fresh = calloc(rounds, sizeof(double)), *repeat = calloc(rounds, sizeof(double));
   for (int r = 0; r < rounds; r++) {
-    int session = session_call(device, LU_IOC_CREATE_SESSION, "bench-c-large");
-    if (session < 0) { errno = -session; die("CREATE_SESSION"); }
-    int64_t t0 = now_ns();
-    if (preserve_fd(session, fd, 1) < 0) die("PRESERVE_FD");
-    ms[r] = (now_ns() - t0) / 1e6;
-    close(session); /* unpreserves: the next round starts from the same state */
+    int fd = filled_memfd("luo-bench-large", bytes);
+    fresh[r] = preserve_once_ms(device, fd);
+    repeat[r] = preserve_once_ms(device, fd);
+    close(fd);
   }
-  close(fd);
   close(device);
   printf("{\"bytes\":%lld,", (long long)bytes);
-  print_rounds("ms", ms, rounds);
+  print_rounds("fresh_ms", fresh, rounds);
+  printf(",");
+  print_rounds("repeat_ms", repeat, rounds);
   printf("}\n");
   return 0;
 }
@@ -258,9 +303,9 @@ static int init_main(char **argv, char **envp) {
 
 static int usage(void) {
   fprintf(stderr,
-          "usage: luo_bench preserve-small N ROUNDS PREFIX FIRST\n"
+          "usage: luo_bench serve-preserve N ROUNDS PREFIX CHUNK\n"
+          "       luo_bench serve-retrieve N ROUNDS PREFIX CHUNK\n"
           "       luo_bench preserve-session NAME N\n"
-          "       luo_bench retrieve-small N ROUNDS PREFIX FIRST\n"
           "       luo_bench preserve-large BYTES ROUNDS\n");
   return 2;
 }
@@ -269,9 +314,9 @@ int main(int argc, char **argv, char **envp) {
   if (getpid() == 1) return init_main(argv, envp);
   if (argc < 2) return usage();
   const char *mode = argv[1];
-  if (strcmp(mode, "preserve-small") == 0 && argc == 6) return preserve_small(atoi(argv[2]), atoi(argv[3]), argv[4], atoi(argv[5]));
+  if (strcmp(mode, "serve-preserve") == 0 && argc == 6) return serve_preserve(atoi(argv[2]), atoi(argv[3]), argv[4], atoi(argv[5]));
+  if (strcmp(mode, "serve-retrieve") == 0 && argc == 6) return serve_retrieve(atoi(argv[2]), atoi(argv[3]), argv[4], atoi(argv[5]));
   if (strcmp(mode, "preserve-session") == 0 && argc == 4) return preserve_session(argv[2], atoi(argv[3]));
-  if (strcmp(mode, "retrieve-small") == 0 && argc == 6) return retrieve_small(atoi(argv[2]), atoi(argv[3]), argv[4], atoi(argv[5]));
   if (strcmp(mode, "preserve-large") == 0 && argc == 4) return preserve_large(atoll(argv[2]), atoi(argv[3]));
   return usage();
 }

@@ -4,20 +4,23 @@
  * kernel, the static C program bench/luo_bench.c making the same ioctls.
  *
  * Two kernels. Stage 1 preserves: the small-ioctl rounds (their sessions are
- * kept for stage 2), the large memfd with the sync and the async API, and
+ * kept for stage 2), the large memfds with the sync and the async API, and
  * one 100-file blackout session per side. Stage 2 retrieves: the C program
  * has already run as pid 1 (rdinit=) and timed its blackout session before
  * exec'ing the node runner; the node runner's first case times its own.
  *
- * Fairness: both sides time only the ioctls (files are made beforehand) with
- * the same clock; node and C rounds alternate (N C C N N C ...) so that a
- * kernel whose cost grows with what is already preserved favours neither.
- * /dev/liveupdate has one owner at a time, so node closes it before C runs.
+ * Fairness: both sides time only the ioctls (files and sessions are made
+ * beforehand) on the same clock (CLOCK_MONOTONIC), with the same warm-up;
+ * the small cases alternate node and C every 50 calls, so a machine shared
+ * with other work slows both alike. /dev/liveupdate has one owner at a time:
+ * each side opens it only to create or retrieve its sessions.
  * @internal
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import * as fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LiveUpdate, memfd, type Session } from '../index.js';
 import { native } from '../native.js';
@@ -36,7 +39,7 @@ import {
 } from './params.js';
 
 const PAGE = Buffer.alloc(4096, 0x5a);
-const CHUNK = Buffer.alloc(1 << 20, 0x5a);
+const CHUNK_BYTES = Buffer.alloc(1 << 20, 0x5a);
 /** Quiet time around a large preserve, so the delay monitor sees the loop before and after. */
 const SETTLE_MS = 50;
 const NS_PER_MS = 1e6;
@@ -81,60 +84,53 @@ function runC(args: readonly string[]): Record<string, JsonValue> {
 }
 
 /**
- * Starts the C program in a mode that preserves sessions and then holds them
- * open until its stdin closes; resolves with its JSON line. The child is
- * kept so its sessions reach the kexec.
+ * The C program in a mode that answers commands line by line (serve-*,
+ * preserve-session). Kept by the stage: sessions it preserved must live
+ * until the kexec, so it is never told to stop.
  */
-function holdC(ctx: StageContext, args: readonly string[]): Promise<Record<string, JsonValue>> {
-  const child = spawn(GUEST_C_BENCH, args, { stdio: ['pipe', 'pipe', 'inherit'] });
-  ctx.keep(child);
-  return new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      text += chunk;
-      const line = text.indexOf('\n');
-      if (line >= 0) resolve(JSON.parse(text.slice(0, line)) as Record<string, JsonValue>);
+class CProgram {
+  readonly #lines: string[] = [];
+  readonly #waiting: ((line: string) => void)[] = [];
+  readonly #child: ChildProcessByStdio<Writable, Readable, null>;
+  #failure: Error | undefined;
+
+  constructor(ctx: StageContext, args: readonly string[]) {
+    this.#child = spawn(GUEST_C_BENCH, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    ctx.keep(this.#child);
+    createInterface({ input: this.#child.stdout }).on('line', (line) => {
+      const waiter = this.#waiting.shift();
+      if (waiter !== undefined) waiter(line);
+      else this.#lines.push(line);
     });
-    child.on('error', reject);
-    child.on('exit', (code) => reject(new Error(`luo_bench ${args.join(' ')} exited early with ${String(code)}`)));
-  });
+    this.#child.on('exit', (code) => {
+      this.#failure = new Error(`luo_bench ${args.join(' ')} exited with ${String(code)}`);
+    });
+  }
+
+  /** The next line it prints. */
+  line(): Promise<string> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    const ready = this.#lines.shift();
+    if (ready !== undefined) return Promise.resolve(ready);
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  /** Asks for its next chunk; the nanoseconds its ioctls took. */
+  async chunk(): Promise<number> {
+    this.#child.stdin.write('\n');
+    const ns = Number(await this.line());
+    if (!Number.isFinite(ns)) throw new Error('luo_bench answered no time');
+    return ns;
+  }
 }
 
-function firstRound(result: Record<string, JsonValue>, key: string): number {
-  const rounds = result[key];
-  if (!Array.isArray(rounds) || typeof rounds[0] !== 'number') throw new Error(`luo_bench gave no ${key}: ${JSON.stringify(result)}`);
-  return rounds[0];
-}
+/** Calls per timed chunk; node's and C's chunks alternate. */
+const CHUNK = 50;
 
-/** Node's side of one preserve round: µs per PRESERVE_FD over `n` calls. */
-function nodePreserveRound(ctx: StageContext, p: BenchParams, round: number): number {
-  const session = withDevice((luo) => luo.createSessionSync(`${NODE_PREFIX}${round}`));
-  ctx.keep(session);
-  const fds = pageMemfds(p.n);
-  const ts = tokens(p.n);
-  const started = performance.now();
-  for (let i = 0; i < p.n; i++) session.preserveSync(fds[i] as number, ts[i] as bigint);
-  const us = ((performance.now() - started) * 1000) / p.n;
-  closeAll(fds); // the kernel holds its own references
-  return us;
-}
+/** Times one chunk of calls [from, to) of round `round`; returns nanoseconds. */
+type ChunkFn = (round: number, from: number, to: number) => number | Promise<number>;
 
-/** Node's side of one retrieve round: µs per RETRIEVE_FD over `n` calls. */
-function nodeRetrieveRound(p: BenchParams, round: number): number {
-  const session = withDevice((luo) => luo.retrieveSessionSync(`${NODE_PREFIX}${round}`));
-  const ts = tokens(p.n);
-  const fds = new Array<number>(p.n).fill(-1);
-  const started = performance.now();
-  for (let i = 0; i < p.n; i++) fds[i] = session.retrieveSync(ts[i] as bigint);
-  const us = ((performance.now() - started) * 1000) / p.n;
-  session.finishSync();
-  session.closeSync();
-  closeAll(fds);
-  return us;
-}
-
-/** Timed rounds per side, and the warm-up rounds before them. */
+/** Per-round µs per call of each side: timed rounds, and the warm-up rounds before them. */
 interface Rounds {
   readonly node: number[];
   readonly c: number[];
@@ -142,84 +138,135 @@ interface Rounds {
 }
 
 /**
- * Runs `warmup + rounds` rounds per side, alternating which side goes first
- * (N C, C N, N C, ...). The warm-up rounds are reported but left out of the
- * medians: under emulation the first thousands of calls through new code
- * (V8 tiering the JS up, QEMU translating it) cost many times the steady
- * state, and the steady state is what the per-ioctl comparison is about.
- * Both sides get the same warm-up.
+ * Runs `warmup + rounds` rounds of `n` calls per side in chunks of
+ * {@link CHUNK}, alternating sides chunk by chunk (and which side goes
+ * first), so that both are timed within the same few milliseconds of a
+ * machine shared with other work. The warm-up rounds are reported but left
+ * out of the medians: under emulation the first thousands of calls through
+ * new code (V8 tiering the JS up, QEMU translating it) cost many times the
+ * steady state that the per-ioctl comparison is about.
  */
-async function alternate(p: BenchParams, node: (r: number) => number, c: (r: number) => Promise<number>): Promise<Rounds> {
-  const times = { node: [] as number[], c: [] as number[] };
-  for (let r = 0; r < p.warmup + p.rounds; r++) {
-    if (r % 2 === 0) times.node.push(node(r));
-    times.c.push(await c(r));
-    if (r % 2 === 1) times.node.push(node(r));
+async function interleaved(p: BenchParams, node: ChunkFn, c: ChunkFn): Promise<Rounds> {
+  const total = p.warmup + p.rounds;
+  const ns = { node: new Array<number>(total).fill(0), c: new Array<number>(total).fill(0) };
+  let turn = 0;
+  for (let r = 0; r < total; r++) {
+    for (let from = 0; from < p.n; from += CHUNK, turn++) {
+      const to = Math.min(from + CHUNK, p.n);
+      if (turn % 2 === 0) ns.node[r] = (ns.node[r] ?? 0) + (await node(r, from, to));
+      ns.c[r] = (ns.c[r] ?? 0) + (await c(r, from, to));
+      if (turn % 2 === 1) ns.node[r] = (ns.node[r] ?? 0) + (await node(r, from, to));
+    }
   }
-  const w = p.warmup;
-  return { node: times.node.slice(w), c: times.c.slice(w), warmup: { node: times.node.slice(0, w), c: times.c.slice(0, w) } };
+  const us = (side: number[]): number[] => side.map((x) => x / 1000 / p.n);
+  const [node1, c1] = [us(ns.node), us(ns.c)];
+  return { node: node1.slice(p.warmup), c: c1.slice(p.warmup), warmup: { node: node1.slice(0, p.warmup), c: c1.slice(0, p.warmup) } };
 }
 
 function perOpValue(n: number, r: Rounds): JsonValue {
   return { n, node_us_per_op: r.node, c_us_per_op: r.c, warmup_us_per_op: r.warmup };
 }
 
-async function preserveSmall(ctx: StageContext): Promise<JsonValue> {
-  const p = params();
-  const r = await alternate(
-    p,
-    (round) => nodePreserveRound(ctx, p, round),
-    async (round) => firstRound(await holdC(ctx, ['preserve-small', String(p.n), '1', C_PREFIX, String(round)]), 'us_per_op'),
-  );
-  return perOpValue(p.n, r);
+/** Nanoseconds `body` takes, on the C side's clock (CLOCK_MONOTONIC). */
+function timed(body: () => void): number {
+  const started = process.hrtime.bigint();
+  body();
+  return Number(process.hrtime.bigint() - started);
 }
 
-async function retrieveSmall(): Promise<JsonValue> {
+/** Node's preserve side: every session and memfd made first; chunks preserve into them. */
+function nodePreserver(ctx: StageContext, p: BenchParams, names: (r: number) => string, how: 'api' | 'addon' = 'api'): { chunk: ChunkFn; sessions: Session[] } {
+  const total = p.warmup + p.rounds;
+  const sessions = withDevice((luo) => Array.from({ length: total }, (_, r) => luo.createSessionSync(names(r))));
+  ctx.keep(...sessions);
+  const fds = sessions.map(() => pageMemfds(p.n));
+  const ts = tokens(p.n);
+  const chunk: ChunkFn = (r, from, to) => {
+    const session = sessions[r] as Session;
+    const files = fds[r] as number[];
+    const ns =
+      how === 'api'
+        ? timed(() => {
+            for (let i = from; i < to; i++) session.preserveSync(files[i] as number, ts[i] as bigint);
+          })
+        : timed(() => {
+            const sessionFd = session.fd;
+            for (let i = from; i < to; i++) native.preserveFd(sessionFd, files[i] as number, ts[i] as bigint);
+          });
+    closeAll(files.slice(from, to)); // the kernel holds its own references
+    return ns;
+  };
+  return { chunk, sessions };
+}
+
+/** Node's retrieve side: every session retrieved first; chunks retrieve their fds, the last one finishes. */
+function nodeRetriever(p: BenchParams): ChunkFn {
+  const total = p.warmup + p.rounds;
+  const sessions = withDevice((luo) => Array.from({ length: total }, (_, r) => luo.retrieveSessionSync(`${NODE_PREFIX}${r}`)));
+  const ts = tokens(p.n);
+  const fds = new Array<number>(p.n).fill(-1);
+  return (r, from, to) => {
+    const session = sessions[r] as Session;
+    const ns = timed(() => {
+      for (let i = from; i < to; i++) fds[i] = session.retrieveSync(ts[i] as bigint);
+    });
+    if (to === p.n) {
+      session.finishSync();
+      session.closeSync();
+      closeAll(fds);
+    }
+    return ns;
+  };
+}
+
+/** The C side of a small case: the server, once it has made everything. */
+async function cServer(ctx: StageContext, mode: 'serve-preserve' | 'serve-retrieve', p: BenchParams): Promise<ChunkFn> {
+  const c = new CProgram(ctx, [mode, String(p.n), String(p.warmup + p.rounds), C_PREFIX, String(CHUNK)]);
+  const ready = await c.line();
+  if (ready !== 'ready') throw new Error(`luo_bench ${mode} said ${ready}`);
+  return () => c.chunk();
+}
+
+async function preserveSmall(ctx: StageContext): Promise<JsonValue> {
   const p = params();
-  const r = await alternate(
-    p,
-    (round) => nodeRetrieveRound(p, round),
-    (round) => Promise.resolve(firstRound(runC(['retrieve-small', String(p.n), '1', C_PREFIX, String(round)]), 'us_per_op')),
-  );
-  return perOpValue(p.n, r);
+  const node = nodePreserver(ctx, p, (r) => `${NODE_PREFIX}${r}`); // node owns the device first
+  const c = await cServer(ctx, 'serve-preserve', p);
+  return perOpValue(p.n, await interleaved(p, node.chunk, c));
+}
+
+async function retrieveSmall(ctx: StageContext): Promise<JsonValue> {
+  const p = params();
+  const node = nodeRetriever(p);
+  const c = await cServer(ctx, 'serve-retrieve', p);
+  return perOpValue(p.n, await interleaved(p, node, c));
 }
 
 /**
  * Diagnostic, not a comparison with C: where node's per-ioctl time goes.
- * The same preserve rounds through the public API (Session.preserveSync)
+ * The same preserve chunks through the public API (Session.preserveSync)
  * and straight through the addon (native.preserveFd: N-API only, none of
- * the TypeScript layer's checks), alternating; each session is closed after.
+ * the TypeScript layer's checks), interleaved; the sessions are closed after.
  */
-async function layers(): Promise<JsonValue> {
+async function layers(ctx: StageContext): Promise<JsonValue> {
   const p = params();
-  const round = (how: 'api' | 'addon', r: number): number => {
-    const session = withDevice((luo) => luo.createSessionSync(`bench-layer-${how}-${r}`));
-    const fds = pageMemfds(p.n);
-    const ts = tokens(p.n);
-    const sessionFd = session.fd;
-    const started = performance.now();
-    if (how === 'api') for (let i = 0; i < p.n; i++) session.preserveSync(fds[i] as number, ts[i] as bigint);
-    else for (let i = 0; i < p.n; i++) native.preserveFd(sessionFd, fds[i] as number, ts[i] as bigint);
-    const us = ((performance.now() - started) * 1000) / p.n;
-    session.closeSync();
-    closeAll(fds);
-    return us;
-  };
-  const r = await alternate(p, (i) => round('api', i), (i) => Promise.resolve(round('addon', i)));
+  const api = nodePreserver(ctx, p, (r) => `bench-layer-api-${r}`, 'api');
+  const addon = nodePreserver(ctx, p, (r) => `bench-layer-addon-${r}`, 'addon');
+  const r = await interleaved(p, api.chunk, addon.chunk);
+  for (const session of [...api.sessions, ...addon.sessions]) session.closeSync();
   return { n: p.n, api_us_per_op: r.node, addon_us_per_op: r.c, warmup_us_per_op: { api: r.warmup.node, addon: r.warmup.c } };
 }
 
 /** A memfd of `bytes` with every page written, so preserving it pins real pages. */
 function largeMemfd(bytes: number): number {
   const fd = memfd.createSync('bench-large');
-  for (let offset = 0; offset < bytes; offset += CHUNK.length) {
-    fs.writeSync(fd, CHUNK, 0, Math.min(CHUNK.length, bytes - offset), offset);
+  for (let offset = 0; offset < bytes; offset += CHUNK_BYTES.length) {
+    fs.writeSync(fd, CHUNK_BYTES, 0, Math.min(CHUNK_BYTES.length, bytes - offset), offset);
   }
   return fd;
 }
 
-/** One large preserve, timed, with the event loop's largest delay around it. */
-async function largeRound(fd: number, how: 'sync' | 'async'): Promise<{ ms: number; maxLagMs: number }> {
+/** One large preserve in a new session, timed, with the event loop's largest delay around it. */
+async function largePreserve(fd: number, how: 'sync' | 'async'): Promise<{ ms: number; maxLagMs: number }> {
   const session: Session = withDevice((luo) => luo.createSessionSync(`bench-n-large-${how}`));
   const monitor = monitorEventLoopDelay({ resolution: 1 });
   monitor.enable();
@@ -230,38 +277,61 @@ async function largeRound(fd: number, how: 'sync' | 'async'): Promise<{ ms: numb
   const ms = performance.now() - started;
   await sleep(SETTLE_MS);
   monitor.disable();
-  await session.close(); // unpreserves: the next round starts from the same state
+  await session.close(); // unpreserves
   return { ms, maxLagMs: monitor.max / NS_PER_MS };
 }
 
+/** Node's large round with one API: a fresh memfd preserved twice (fresh, repeat), as C's rounds do. */
+async function nodeLargeRound(bytes: number, how: 'sync' | 'async'): Promise<{ fresh: { ms: number; maxLagMs: number }; repeat: { ms: number; maxLagMs: number } }> {
+  const fd = largeMemfd(bytes);
+  const fresh = await largePreserve(fd, how);
+  const repeat = await largePreserve(fd, how);
+  fs.closeSync(fd); // free its memory before the next side makes its own
+  return { fresh, repeat };
+}
+
 /**
- * The C rounds run half before and half after node's, so that a drift in
- * the machine's speed during the case favours neither side.
+ * The large case. Each round, each of node-sync, node-async and C preserves
+ * a fresh memfd of `large` bytes twice: the first ("fresh") preserve is what
+ * an agent pays once per update, and may include the kernel moving pages it
+ * cannot pin long-term; the second ("repeat") is the pinning alone. Who goes
+ * first rotates from round to round.
  */
 async function preserveLarge(): Promise<JsonValue> {
   const p = params();
-  const cRounds = (count: number): number[] => {
-    const ms = runC(['preserve-large', String(p.large), String(count)])['ms'];
-    return Array.isArray(ms) ? ms.filter((x): x is number => typeof x === 'number') : [];
-  };
-  const cBefore = cRounds(Math.ceil(p.largeRounds / 2));
-  const fd = largeMemfd(p.large);
-  const sync: { ms: number; maxLagMs: number }[] = [];
-  const async: { ms: number; maxLagMs: number }[] = [];
+  const out = { sync: [] as Awaited<ReturnType<typeof nodeLargeRound>>[], async: [] as Awaited<ReturnType<typeof nodeLargeRound>>[], cFresh: [] as number[], cRepeat: [] as number[] };
+  const steps: (() => Promise<void>)[] = [
+    async () => void out.sync.push(await nodeLargeRound(p.large, 'sync')),
+    async () => void out.async.push(await nodeLargeRound(p.large, 'async')),
+    () => {
+      const c = runC(['preserve-large', String(p.large), '1']);
+      out.cFresh.push(firstNumber(c, 'fresh_ms'));
+      out.cRepeat.push(firstNumber(c, 'repeat_ms'));
+      return Promise.resolve();
+    },
+  ];
   for (let r = 0; r < p.largeRounds; r++) {
-    sync.push(await largeRound(fd, 'sync'));
-    async.push(await largeRound(fd, 'async'));
+    for (let k = 0; k < steps.length; k++) await (steps[(r + k) % steps.length] as () => Promise<void>)();
   }
-  fs.closeSync(fd); // free its memory before C makes its own
-  const cAfter = cRounds(Math.floor(p.largeRounds / 2));
   return {
     bytes: p.large,
-    node_sync_ms: sync.map((s) => s.ms),
-    node_sync_max_lag_ms: sync.map((s) => s.maxLagMs),
-    node_async_ms: async.map((s) => s.ms),
-    node_async_max_lag_ms: async.map((s) => s.maxLagMs),
-    c_ms: [...cBefore, ...cAfter],
+    node_sync_ms: out.sync.map((x) => x.fresh.ms),
+    node_sync_max_lag_ms: out.sync.map((x) => x.fresh.maxLagMs),
+    node_async_ms: out.async.map((x) => x.fresh.ms),
+    node_async_max_lag_ms: out.async.map((x) => x.fresh.maxLagMs),
+    c_ms: out.cFresh,
+    node_sync_repeat_ms: out.sync.map((x) => x.repeat.ms),
+    node_sync_repeat_max_lag_ms: out.sync.map((x) => x.repeat.maxLagMs),
+    node_async_repeat_ms: out.async.map((x) => x.repeat.ms),
+    node_async_repeat_max_lag_ms: out.async.map((x) => x.repeat.maxLagMs),
+    c_repeat_ms: out.cRepeat,
   };
+}
+
+function firstNumber(result: Record<string, JsonValue>, key: string): number {
+  const rounds = result[key];
+  if (!Array.isArray(rounds) || typeof rounds[0] !== 'number') throw new Error(`luo_bench gave no ${key}: ${JSON.stringify(result)}`);
+  return rounds[0];
 }
 
 /** Stage 1 of the blackout case: one 100-file session per side, held to the kexec. */
@@ -271,7 +341,7 @@ async function preserveBlackout(ctx: StageContext): Promise<JsonValue> {
   const fds = pageMemfds(BLACKOUT_FILES);
   tokens(BLACKOUT_FILES).forEach((token, i) => session.preserveSync(fds[i] as number, token));
   closeAll(fds);
-  await holdC(ctx, ['preserve-session', C_BLACKOUT_SESSION, String(BLACKOUT_FILES)]);
+  await new CProgram(ctx, ['preserve-session', C_BLACKOUT_SESSION, String(BLACKOUT_FILES)]).line();
   return { files: BLACKOUT_FILES };
 }
 
