@@ -17,6 +17,9 @@ import { runVm } from '../vm/qemu.js';
 import { buildReport, summarize, type ConformanceReport, type RunSummary } from './report.js';
 import { scenarioFiles, suiteCases } from './suite.js';
 
+/** The default hard limit for a whole run, in seconds: generous, since emulation speed varies widely. */
+const DEFAULT_TIMEOUT_S = 1200;
+
 const USAGE = `usage: liveupdate-conformance --kernel PATH [options]
 
 Boots PATH (a bzImage built with CONFIG_LIVEUPDATE, CONFIG_KEXEC_HANDOVER,
@@ -29,7 +32,7 @@ options:
   --initrd PATH     an extra initramfs (cpio, may be compressed) unpacked over the
                     guest's in every kernel, e.g. modules the kernel needs; repeatable
   --json            print the report as JSON on stdout
-  --timeout S       give up after S seconds for the whole run (default ${DEFAULT_TIMEOUT_S()})
+  --timeout S       give up after S seconds for the whole run (default ${DEFAULT_TIMEOUT_S})
   --memory SIZE     guest memory, QEMU syntax (default 3G)
   --cmdline TEXT    extra kernel command line parameters for every kernel
   --log DIR         save the guest's console (kernel log) in DIR
@@ -38,10 +41,6 @@ options:
 Exit status: 0 when every case passed; 1 when a case failed or was skipped
 (the kernel lacks something) or the run broke; 2 for a usage or host error.
 Set LIVEUPDATE_QEMU to use another QEMU binary.`;
-
-function DEFAULT_TIMEOUT_S(): number {
-  return 1200;
-}
 
 /** The parsed command line. */
 export interface Options {
@@ -59,9 +58,28 @@ export class UsageError extends Error {}
 
 /** Parses and checks the arguments (without node and script); throws UsageError. */
 export function parseOptions(argv: readonly string[]): Options | 'help' {
-  let values;
+  const values = parseFlags(argv);
+  if (values.help === true) return 'help';
+  if (values.kernel === undefined) throw new UsageError('--kernel PATH is required');
+  const kernel = checkFile(values.kernel, 'kernel image');
+  if (kernelRelease(kernel) === undefined) throw new UsageError(`${values.kernel} is not a bzImage (no Linux boot header): build one with make bzImage`);
+  const timeout = values.timeout === undefined ? DEFAULT_TIMEOUT_S : Number(values.timeout);
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout wants a positive number of seconds, not ${values.timeout ?? ''}`);
+  return {
+    kernel,
+    initrds: (values.initrd ?? []).map((i) => checkFile(i, 'initrd')),
+    json: values.json === true,
+    timeoutMs: Math.round(timeout * 1000),
+    memory: values.memory,
+    cmdline: values.cmdline,
+    logDir: values.log,
+  };
+}
+
+/** The flags as node:util parses them; a UsageError for an unknown or malformed one. */
+function parseFlags(argv: readonly string[]) {
   try {
-    ({ values } = parseArgs({
+    return parseArgs({
       args: [...argv],
       options: {
         kernel: { type: 'string' },
@@ -75,25 +93,10 @@ export function parseOptions(argv: readonly string[]): Options | 'help' {
       },
       strict: true,
       allowPositionals: false,
-    }));
+    }).values;
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
-  if (values.help === true) return 'help';
-  if (values.kernel === undefined) throw new UsageError('--kernel PATH is required');
-  const kernel = checkFile(values.kernel, 'kernel image');
-  if (kernelRelease(kernel) === undefined) throw new UsageError(`${values.kernel} is not a bzImage (no Linux boot header): build one with make bzImage`);
-  const timeout = values.timeout === undefined ? DEFAULT_TIMEOUT_S() : Number(values.timeout);
-  if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout wants a positive number of seconds, not ${values.timeout ?? ''}`);
-  return {
-    kernel,
-    initrds: (values.initrd ?? []).map((i) => checkFile(i, 'initrd')),
-    json: values.json === true,
-    timeoutMs: Math.round(timeout * 1000),
-    memory: values.memory,
-    cmdline: values.cmdline,
-    logDir: values.log,
-  };
 }
 
 function checkFile(file: string, what: string): string {
@@ -167,7 +170,8 @@ export function formatReport(report: ConformanceReport, summary: RunSummary): st
 function summaryLines(report: ConformanceReport, summary: RunSummary): string {
   const lines = [summaryLine(report, summary)];
   for (const why of summary.lacks) lines.push(`the kernel lacks something: ${why}`);
-  if (!summary.runOk) lines.push(`the test bed says: ${summary.reason}`);
+  // Failed and skipped cases carry their own reasons; otherwise say why the run itself broke.
+  if (!summary.runOk && report.failed === 0 && report.skipped === 0) lines.push(`the run did not complete: ${summary.reason}`);
   return `${lines.join('\n')}\n`;
 }
 

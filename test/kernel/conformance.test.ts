@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { beforeAll, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { ConformanceReport } from '../../lib/conformance/report.js';
 import { CpioWriter } from '../../lib/vm/cpio.js';
 import { describeKernels } from './support.js';
@@ -129,7 +129,7 @@ function conformance(command: string, args: readonly string[]): Promise<Outcome>
   });
 }
 
-describeKernels('liveupdate-conformance', (kernel) => {
+describeKernels('liveupdate-conformance', (kernel, all) => {
   let outcome: Outcome;
   let report: ConformanceReport;
 
@@ -173,4 +173,32 @@ describeKernels('liveupdate-conformance', (kernel) => {
     expect(c, `${name} is missing from the report`).toBeDefined();
     expect(c?.status, `${name}: ${c?.detail ?? ''}`).toBe('pass');
   });
+
+  // The kernel-lacks-something path, for real, once: the same kernel booted
+  // with KHO off has no /dev/liveupdate. Every case then ends in stage 1, so
+  // this boot is short.
+  if (kernel.path === all[0]?.path) {
+    describe('when the kernel lacks KHO (kho=off)', () => {
+      let lacking: Outcome;
+
+      beforeAll(async () => {
+        lacking = await conformance(await installedCommand(), ['--kernel', kernel.path, '--cmdline', 'kho=off']);
+      });
+
+      it('exits 1, fails luo/device and skips every other case, each saying what is missing', () => {
+        const why = `no /dev/liveupdate: Kexec HandOver (KHO) is disabled on kernel ${kernel.release}, so LUO turned itself off`;
+        expect(lacking.status, lacking.stderr.slice(-3000)).toBe(1);
+        const lines = lacking.stdout.split('\n').filter((l) => /^(PASS|FAIL|SKIP) /.test(l));
+        expect(lines.map((l) => l.split(/\s+/)[1])).toEqual(EXPECTED_CASES);
+        expect(lines[0]).toMatch(/^FAIL\s+luo\/device\s/);
+        expect(lines[0]).toContain(why);
+        for (const line of lines.slice(1)) {
+          expect(line).toMatch(/^SKIP /);
+          expect(line).toContain(why);
+        }
+        expect(lacking.stdout).toContain(`DOES NOT CONFORM: 0 passed, 1 failed, ${EXPECTED_CASES.length - 1} skipped of ${EXPECTED_CASES.length}`);
+        expect(lacking.stdout).toContain(`the kernel lacks something: ${why}`);
+      });
+    });
+  }
 });

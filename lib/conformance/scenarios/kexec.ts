@@ -493,7 +493,23 @@ async function longNameRetrieve(ctx: StageContext): Promise<JsonValue> {
 const BIG_SIZE = 256 * 1024 * 1024;
 const CHUNK = 4 * 1024 * 1024;
 
+/** Free memory the 256 MiB case wants first: the memfd, and room for node and the next initrd. */
+const BIG_HEADROOM_MIB = 640;
+
+/**
+ * Refuses to start without the memory for it: running the guest out of
+ * memory would kill node, which is pid 1, and lose every later stage.
+ */
+function checkMemory(): void {
+  const match = /^MemAvailable:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+  const available = Math.round(Number(match?.[1] ?? 0) / 1024);
+  if (available < BIG_HEADROOM_MIB) {
+    throw new Error(`the guest has ${available} MiB available; this case needs ${BIG_HEADROOM_MIB} (give it more with --memory)`);
+  }
+}
+
 async function bigPreserve(ctx: StageContext): Promise<JsonValue> {
+  checkMemory();
   const luo = await LiveUpdate.open();
   try {
     const session = await luo.createSession(name('256MiB'));
