@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConformanceReport } from '../../lib/conformance/report.js';
 import { CpioWriter } from '../../lib/vm/cpio.js';
 import { describeKernels } from './support.js';
@@ -70,6 +70,12 @@ interface Outcome {
 }
 
 let installed: Promise<string> | undefined;
+/** Temporary directories this file made: the packed and installed package, the extra archive. */
+const scratch: string[] = [];
+
+afterAll(() => {
+  for (const dir of scratch) fs.rmSync(dir, { recursive: true, force: true });
+});
 
 /**
  * Packs the package and installs it into a fresh project, once for the whole
@@ -78,6 +84,7 @@ let installed: Promise<string> | undefined;
 function installedCommand(): Promise<string> {
   installed ??= (async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-conformance-'));
+    scratch.push(dir);
     const pack = run('npm', ['pack', '--pack-destination', dir, '--json', '--ignore-scripts'], root);
     const [packed] = JSON.parse(pack.stdout) as [{ filename: string }];
     const project = path.join(dir, 'project');
@@ -100,7 +107,9 @@ function extraInitrd(): string {
   const archive = new CpioWriter((chunk) => void chunks.push(Buffer.from(chunk)));
   archive.file('/etc/liveupdate-conformance-extra', 'unpacked over the guest image\n');
   archive.finish();
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'conformance-extra-')), 'extra.cpio.gz');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conformance-extra-'));
+  scratch.push(dir);
+  const file = path.join(dir, 'extra.cpio.gz');
   // Any length: the padding after it keeps the state archive the guest appends aligned.
   fs.writeFileSync(file, zlib.gzipSync(Buffer.concat(chunks)));
   return file;
