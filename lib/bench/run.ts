@@ -46,7 +46,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   progress(`kernel ${kernel.release}, ${options.quick === true ? 'quick' : 'full'} run: ${JSON.stringify(params)}`);
   const run = await runVm({
     name: `bench-${kernel.release}`,
-    kernels: [kernel.path, kernel.path],
+    kernels: [kernel.path], // every stage (three kernels) boots the same image
     scenarios: [path.join(root, 'dist', 'bench', 'scenario.js')],
     files: { [GUEST_C_BENCH]: cBench },
     cmdline: benchCmdline(params),
