@@ -100,8 +100,16 @@ export class Session {
 
   /** The synchronous form of {@link preserve}. */
   preserveSync(fd: number, token: bigint | number): void {
-    const call = this.#prepare('preserve', { fd: checkFd(fd), token: toToken(token) });
-    callSync(call.context, () => native.preserveFd(call.sessionFd, fd, call.token));
+    checkFd(fd);
+    const t = toToken(token);
+    const sessionFd = this.#usable('preserve', fd, t);
+    // An agent preserves thousands of files in a row: the error context (and
+    // a closure) is only built when the kernel refuses (see BENCHMARKS.md).
+    try {
+      native.preserveFd(sessionFd, fd, t);
+    } catch (error) {
+      throw translateError(error, this.#context('preserve', { fd, token: t }));
+    }
   }
 
   /**
@@ -116,8 +124,13 @@ export class Session {
 
   /** The synchronous form of {@link retrieve}. */
   retrieveSync(token: bigint | number): number {
-    const call = this.#prepare('retrieve', { token: toToken(token) });
-    return callSync(call.context, () => native.retrieveFd(call.sessionFd, call.token));
+    const t = toToken(token);
+    const sessionFd = this.#usable('retrieve', undefined, t);
+    try {
+      return native.retrieveFd(sessionFd, t);
+    } catch (error) {
+      throw translateError(error, this.#context('retrieve', { token: t }));
+    }
   }
 
   /**
@@ -199,11 +212,17 @@ export class Session {
 
   /** Checks the state before any syscall and captures the fd the call will use. */
   #prepare(operation: Operation, extra: { fd?: number; token?: bigint }): { context: ErrorContext; sessionFd: number; token: bigint } {
-    const context = this.#context(operation, extra);
+    const sessionFd = this.#usable(operation, extra.fd, extra.token);
+    return { context: this.#context(operation, extra), sessionFd, token: extra.token ?? 0n };
+  }
+
+  /** The state check of {@link #prepare} without its allocations: the fd the call will use. */
+  #usable(operation: Operation, fd: number | undefined, token: bigint | undefined): number {
     if (!(ALLOWED[operation] ?? []).includes(this.#state)) {
-      throw sessionStateError(context, `session '${this.#name}' is ${this.#state}; ${operation} is not possible`);
+      const extra = { ...(fd === undefined ? {} : { fd }), ...(token === undefined ? {} : { token }) };
+      throw sessionStateError(this.#context(operation, extra), `session '${this.#name}' is ${this.#state}; ${operation} is not possible`);
     }
-    return { context, sessionFd: this.#fd, token: extra.token ?? 0n };
+    return this.#fd;
   }
 
   #track<T>(promise: Promise<T>): Promise<T> {
