@@ -22,6 +22,8 @@ export default defineConfig({
           name: 'kernel',
           include: ['test/kernel/**/*.test.ts'],
           fileParallelism: false,
+          // One worker, no isolation: test/kernel/support.ts shares boots between files.
+          isolate: false,
           // A boot with two or three kexecs takes tens of seconds under emulation.
           testTimeout: 600_000,
           hookTimeout: 600_000,

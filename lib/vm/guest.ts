@@ -77,7 +77,15 @@ async function run(): Promise<void> {
   const stages = stageCount(cases.map((c) => ({ name: c.name, cases: [c.case] })));
   const state = readState();
   const r: StageRun = { stage: currentStage, stages, manifest, cases, state };
-  emit({ t: 'boot', stage: r.stage, stages, release: os.release(), uptimeMs: Math.round(os.uptime() * 1000), cases: cases.map((c) => c.name) });
+  emit({
+    t: 'boot',
+    stage: r.stage,
+    stages,
+    release: os.release(),
+    uptimeMs: Math.round(os.uptime() * 1000),
+    cases: cases.map((c) => c.name),
+    caseStages: cases.map((c) => c.case.stages.length),
+  });
   log(`stage ${r.stage}/${stages} on ${os.release()}: ${cases.length} case(s)`);
   const next = await runStage(r);
   if (r.stage < stages) jump(r, next);

@@ -69,7 +69,16 @@ export interface CheckRecord {
 
 /** A guest → host record. */
 export type GuestRecord =
-  | { readonly t: 'boot'; readonly stage: number; readonly stages: number; readonly release: string; readonly uptimeMs: number; readonly cases: readonly string[] }
+  | {
+      readonly t: 'boot';
+      readonly stage: number;
+      readonly stages: number;
+      readonly release: string;
+      readonly uptimeMs: number;
+      readonly cases: readonly string[];
+      /** How many stages each of `cases` has. */
+      readonly caseStages: readonly number[];
+    }
   | { readonly t: 'case-start'; readonly stage: number; readonly case: string }
   | CheckRecord
   | { readonly t: 'report'; readonly stage: number; readonly case: string; readonly name: string; readonly value: JsonValue }

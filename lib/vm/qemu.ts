@@ -97,6 +97,12 @@ export interface VmRun {
   result(caseName: string, stage?: number): CaseResult | undefined;
   /** A failure report: failed cases, guest output and the tail of the kernel log. */
   report(): string;
+  /**
+   * The same run seen through the cases of some scenarios only (by scenario
+   * name): `ok`, `reason`, `stages` and `records` then ignore other cases, so
+   * several tests can share one boot and still fail only for their own cases.
+   */
+  only(scenarios: readonly string[]): VmRun;
 }
 
 /** Parameters every boot gets. */
@@ -305,27 +311,10 @@ class Collector {
 
   finish(image: GuestImage, exit: Exit, elapsedMs: number, logFile: string | undefined): VmRun {
     if (this.#resultLine !== '') this.#record(this.#resultLine);
-    const stages = buildStages(this.records, this.#reached);
-    const boot = this.records.find((r) => r.t === 'boot');
-    const stageCount = boot?.t === 'boot' ? boot.stages : 0;
-    const reason = failureReason(this.records, stages, stageCount, exit);
-    this.#progress(reason === 'ok' ? `passed in ${(elapsedMs / 1000).toFixed(1)} s` : `FAILED: ${reason}`);
     const consoleText = this.console + (exit.stderr === '' ? '' : `\n[qemu stderr]\n${exit.stderr}`);
-    return {
-      ok: reason === 'ok',
-      reason,
-      stageCount,
-      stages,
-      records: this.records,
-      console: consoleText,
-      elapsedMs,
-      timedOut: exit.timedOut,
-      exitCode: exit.code,
-      image,
-      logFile,
-      result: (caseName, stage) => findResult(stages, caseName, stage),
-      report: () => failureReport(reason, stages, consoleText, logFile),
-    };
+    const run = assembleRun({ records: this.records, reached: this.#reached, console: consoleText, exit, image, elapsedMs, logFile }, undefined);
+    this.#progress(run.ok ? `passed in ${(elapsedMs / 1000).toFixed(1)} s` : `FAILED: ${run.reason}`);
+    return run;
   }
 
   #lines(buffered: string, each: (line: string) => void): string {
@@ -353,6 +342,56 @@ class Collector {
       this.#progress(`stage ${r.stage}: guest finished (${r.ok ? 'all cases passed' : 'some cases failed'}), powering off`);
     }
   }
+}
+
+/** Everything collected from one boot. */
+interface RunData {
+  readonly records: readonly GuestRecord[];
+  readonly reached: ReadonlyMap<number, number>;
+  readonly console: string;
+  readonly exit: Exit;
+  readonly image: GuestImage;
+  readonly elapsedMs: number;
+  readonly logFile: string | undefined;
+}
+
+/** The run as seen through the cases of `scenarios` (all cases when undefined). */
+function assembleRun(data: RunData, scenarios: readonly string[] | undefined): VmRun {
+  const mine = (name: string): boolean => scenarios === undefined || scenarios.some((s) => name.startsWith(`${s}/`));
+  const records = data.records.filter((r) => !('case' in r) || mine(r.case));
+  const boot = records.find((r) => r.t === 'boot');
+  const stageCount = boot?.t === 'boot' ? viewStages(boot, mine) : 0;
+  // Later stages ran only for other scenarios' cases.
+  const stages = buildStages(records, data.reached).filter((s) => stageCount === 0 || s.stage <= stageCount);
+  // A view of a scenario that reported nothing must not pass by having no failures.
+  const silent = (scenarios ?? []).filter((s) => !records.some((r) => r.t === 'case' && r.case.startsWith(`${s}/`)));
+  const failure = failureReason(records, stages, stageCount, data.exit);
+  const reason = failure === 'ok' && silent.length > 0 ? `no case of scenario(s) ${silent.join(', ')} reported a result` : failure;
+  return {
+    ok: reason === 'ok',
+    reason,
+    stageCount,
+    stages,
+    records,
+    console: data.console,
+    elapsedMs: data.elapsedMs,
+    timedOut: data.exit.timedOut,
+    exitCode: data.exit.code,
+    image: data.image,
+    logFile: data.logFile,
+    result: (caseName, stage) => findResult(stages, caseName, stage),
+    report: () => failureReport(reason, stages, data.console, data.logFile),
+    only: (names) => assembleRun(data, names),
+  };
+}
+
+/** How many stages the boot's cases that `mine` selects have (the boot's count when it selects all). */
+function viewStages(boot: Extract<GuestRecord, { t: 'boot' }>, mine: (name: string) => boolean): number {
+  let count = 0;
+  boot.cases.forEach((name, i) => {
+    if (mine(name)) count = Math.max(count, boot.caseStages[i] ?? boot.stages);
+  });
+  return count === 0 ? boot.stages : count;
 }
 
 function buildStages(records: readonly GuestRecord[], reached: ReadonlyMap<number, number>): StageResult[] {

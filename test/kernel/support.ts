@@ -56,7 +56,44 @@ export function scenario(name: string): string {
   return file;
 }
 
-/** Boots a run with the test defaults: console logs in .vm-out/. */
-export function boot(options: RunOptions): Promise<VmRun> {
-  return runVm({ logDir: path.join(root, '.vm-out'), ...options });
+/**
+ * Scenarios that share one boot per kernel: every test file that boots only
+ * some of these, on one kernel, gets a view of a single boot that runs them
+ * all (boots are slow under emulation: one instead of four per kernel). The
+ * kernel project runs its files in one worker without isolation
+ * (vitest.config.ts), so this module, and the boots it remembers, are shared.
+ */
+export const SHARED_SCENARIOS: readonly string[] = ['memfd', 'chain', 'api', 'handoff'];
+const sharedBoots = new Map<string, Promise<VmRun>>();
+
+/**
+ * Boots a run with the test defaults (console logs in .vm-out/). A run of
+ * shared scenarios on one kernel, with no other options, is served from that
+ * kernel's shared boot, seen through its own scenarios ({@link VmRun.only}).
+ */
+export async function boot(options: RunOptions): Promise<VmRun> {
+  const names = sharedNames(options);
+  const kernel = options.kernels[0];
+  if (names === undefined || kernel === undefined) return runVm({ logDir: path.join(root, '.vm-out'), ...options });
+  let shared = sharedBoots.get(kernel);
+  if (shared === undefined) {
+    shared = runVm({
+      name: `shared-${path.basename(path.dirname(kernel))}`,
+      kernels: [kernel],
+      scenarios: SHARED_SCENARIOS.map(scenario),
+      logDir: path.join(root, '.vm-out'),
+      timeoutMs: 600_000,
+    });
+    sharedBoots.set(kernel, shared);
+  }
+  return (await shared).only(names);
+}
+
+/** The scenario names of a run the shared boot can serve, or undefined. */
+function sharedNames(options: RunOptions): string[] | undefined {
+  const { name: _name, kernels, scenarios, ...rest } = options;
+  if (kernels.length !== 1 || Object.keys(rest).length > 0) return undefined;
+  const names = scenarios.map((file) => path.basename(file, '.js'));
+  const inDist = scenarios.every((file) => path.dirname(file) === path.join(root, 'dist', 'vm', 'scenarios'));
+  return inDist && names.every((n) => SHARED_SCENARIOS.includes(n)) ? names : undefined;
 }
