@@ -84,7 +84,7 @@ interface Member {
 /** Bumped when the image layout changes, so old cache entries are not reused. */
 const LAYOUT_VERSION = 2;
 /** How many built images the cache keeps (each is a few hundred MB). */
-const CACHE_KEEP = 4;
+const CACHE_KEEP = 8;
 /** Files up to this size enter the cache key by content. */
 const HASH_CONTENT_LIMIT = 1024 * 1024;
 
