@@ -38,6 +38,8 @@ export interface BenchResult {
     readonly ratio: number;
     readonly node_rounds_ms: readonly number[];
     readonly c_rounds_ms: readonly number[];
+    /** CPU time node's other threads used during each sync preserve (fresh, then repeat): diagnostic. */
+    readonly node_other_threads_cpu_ms: { readonly fresh: readonly number[]; readonly repeat: readonly number[] };
     /** The same memfd preserved a second time: the pinning alone, without the kernel moving pages first. */
     readonly repeat: { readonly node_ms: number; readonly c_ms: number; readonly ratio: number; readonly node_rounds_ms: readonly number[]; readonly c_rounds_ms: readonly number[] };
   };
@@ -177,6 +179,10 @@ export function buildResult(info: RunInfo, values: StageValues): BenchResult {
       ratio: round3(nodeLarge / cLarge),
       node_rounds_ms: nums(large, 'node_sync_ms', 'large').map(round3),
       c_rounds_ms: nums(large, 'c_ms', 'large').map(round3),
+      node_other_threads_cpu_ms: {
+        fresh: nums(large, 'node_sync_other_threads_cpu_ms', 'large').map(round3),
+        repeat: nums(large, 'node_sync_repeat_other_threads_cpu_ms', 'large').map(round3),
+      },
       repeat: repeatOf(large),
     },
     event_loop: {

@@ -267,24 +267,55 @@ function largeMemfd(bytes: number): number {
   return fd;
 }
 
+/** One large preserve, timed: its event loop's largest delay, and the CPU time node's other threads took meanwhile. */
+interface LargeTiming {
+  readonly ms: number;
+  readonly maxLagMs: number;
+  readonly otherThreadsCpuMs: number;
+}
+
 /** One large preserve in a new session, timed, with the event loop's largest delay around it. */
-async function largePreserve(fd: number, how: 'sync' | 'async'): Promise<{ ms: number; maxLagMs: number }> {
+async function largePreserve(fd: number, how: 'sync' | 'async'): Promise<LargeTiming> {
   const session: Session = withDevice((luo) => luo.createSessionSync(`bench-n-large-${how}`));
   const monitor = monitorEventLoopDelay({ resolution: 1 });
   monitor.enable();
   await sleep(SETTLE_MS);
+  const cpuBefore = otherThreadsCpuMs();
   const started = performance.now();
   if (how === 'sync') session.preserveSync(fd, 1n);
   else await session.preserve(fd, 1n);
   const ms = performance.now() - started;
+  const otherThreads = otherThreadsCpuMs() - cpuBefore;
   await sleep(SETTLE_MS);
   monitor.disable();
   await session.close(); // unpreserves
-  return { ms, maxLagMs: monitor.max / NS_PER_MS };
+  return { ms, maxLagMs: monitor.max / NS_PER_MS, otherThreadsCpuMs: otherThreads };
+}
+
+/**
+ * CPU time (user + system, ms) of this process's threads other than the
+ * main one, from /proc/self/task/<tid>/stat. In the sync case that is V8's
+ * and libuv's helper threads, which under emulation compete with the
+ * preserving thread for the host's cores.
+ */
+function otherThreadsCpuMs(): number {
+  const ticksPerMs = 100 / 1000; // USER_HZ
+  let ticks = 0;
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    if (Number(tid) === process.pid) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return ticks / ticksPerMs;
 }
 
 /** Node's large round with one API: a fresh memfd preserved twice (fresh, repeat), as C's rounds do. */
-async function nodeLargeRound(bytes: number, how: 'sync' | 'async'): Promise<{ fresh: { ms: number; maxLagMs: number }; repeat: { ms: number; maxLagMs: number } }> {
+async function nodeLargeRound(bytes: number, how: 'sync' | 'async'): Promise<{ fresh: LargeTiming; repeat: LargeTiming }> {
   const fd = largeMemfd(bytes);
   const fresh = await largePreserve(fd, how);
   const repeat = await largePreserve(fd, how);
@@ -327,6 +358,8 @@ async function preserveLarge(): Promise<JsonValue> {
     node_async_repeat_ms: out.async.map((x) => x.repeat.ms),
     node_async_repeat_max_lag_ms: out.async.map((x) => x.repeat.maxLagMs),
     c_repeat_ms: out.cRepeat,
+    node_sync_other_threads_cpu_ms: out.sync.map((x) => x.fresh.otherThreadsCpuMs),
+    node_sync_repeat_other_threads_cpu_ms: out.sync.map((x) => x.repeat.otherThreadsCpuMs),
   };
 }
 
