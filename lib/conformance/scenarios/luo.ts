@@ -29,7 +29,8 @@ function device(ctx: StageContext): JsonValue {
   const missing = lacks('luo');
   ctx.check('/dev/liveupdate exists', missing === null, missing);
   ctx.check('status() says available', s.available, s.reason);
-  ctx.equal('liveupdate= on the command line', s.liveupdateParam, 'on');
+  // The kernel reads the parameter with kstrtobool: y..., t..., 1 or on all mean on.
+  ctx.check('liveupdate= enabled on the command line', /^([yt1]|on)/i.test(s.liveupdateParam ?? ''), s.liveupdateParam);
   ctx.equal('GET_NAME supported', s.getName, true);
   // With KHO's debugfs (the test kernels have it) the handover itself is visible.
   if (s.kho.debugfs) ctx.equal('booted with handed-over KHO state', s.kho.incoming, ctx.stage > 1);
