@@ -191,7 +191,8 @@ describeKernels('liveupdate-conformance', (kernel, all) => {
       let lacking: Outcome;
 
       beforeAll(async () => {
-        lacking = await conformance(await installedCommand(), ['--kernel', kernel.path, '--cmdline', 'kho=off']);
+        const log = path.join(root, '.vm-out', 'kho-off'); // beside, not over, the full run's console log
+        lacking = await conformance(await installedCommand(), ['--kernel', kernel.path, '--cmdline', 'kho=off', '--log', log]);
       });
 
       it('exits 1, fails luo/device and skips every other case, each saying what is missing', () => {
