@@ -20,7 +20,7 @@ export interface BenchParams {
 }
 
 /** The full run: what BENCHMARKS.md records. */
-export const FULL: BenchParams = { n: 1000, rounds: 5, warmup: 6, large: 1 << 30, largeRounds: 5 };
+export const FULL: BenchParams = { n: 1000, rounds: 9, warmup: 8, large: 1 << 30, largeRounds: 5 };
 /** `--quick`: small enough for CI, big enough that every number is real. */
 export const QUICK: BenchParams = { n: 100, rounds: 2, warmup: 1, large: 64 << 20, largeRounds: 2 };
 
