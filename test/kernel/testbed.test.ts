@@ -53,10 +53,10 @@ describeFirstKernel('test bed', (kernel) => {
   });
 
   it('kills QEMU at the hard timeout and says where the guest was', async () => {
-    const run = await boot({ name: `testbed-hang-${kernel.release}`, kernels: [kernel.path], scenarios: [fixture('hang')], timeoutMs: 30_000 });
+    const run = await boot({ name: `testbed-hang-${kernel.release}`, kernels: [kernel.path], scenarios: [fixture('hang')], timeoutMs: 20_000 });
     expect(run.ok).toBe(false);
     expect(run.timedOut).toBe(true);
-    expect(run.elapsedMs).toBeLessThan(45_000);
+    expect(run.elapsedMs).toBeLessThan(35_000);
     expect(run.reason).toMatch(/^timed out/);
   });
 });
