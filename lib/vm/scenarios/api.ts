@@ -17,7 +17,6 @@ import {
   KexecImageRejectedError,
   KexecNotLoadedError,
   LiveUpdate,
-  LiveUpdateError,
   MAX_TOKEN,
   memfd,
   recvFdsSync,
@@ -30,6 +29,7 @@ import {
   TokenInUseError,
   UnsupportedFileError,
 } from '../../index.js';
+import { expectError, memfdWith } from '../../conformance/support.js';
 import { defineCase, defineScenario, type StageContext } from '../scenario.js';
 
 const ASYNC_SESSION = 'lu-api-async';
@@ -48,35 +48,8 @@ function sha256(fd: number): string {
   return createHash('sha256').update(fs.readFileSync(`/proc/self/fd/${fd}`)).digest('hex');
 }
 
-function memfdWith(name: string, text: string): number {
-  const fd = memfd.createSync(name);
-  fs.writeSync(fd, text, 0);
-  return fd;
-}
-
 function openFds(): string[] {
   return fs.readdirSync('/proc/self/fd').sort();
-}
-
-/** Runs `call`, expecting it to fail with `type` and `code`; records the check. */
-function expectError(ctx: StageContext, name: string, type: new (...args: never[]) => Error, code: string, call: () => unknown): void {
-  try {
-    call();
-    ctx.check(name, false, 'no error');
-  } catch (error) {
-    const e = error as LiveUpdateError;
-    ctx.check(name, error instanceof type && e.code === code, { name: e.name, code: e.code, message: e.message });
-  }
-}
-
-async function expectRejection(ctx: StageContext, name: string, type: new (...args: never[]) => Error, code: string, call: () => Promise<unknown>): Promise<void> {
-  try {
-    await call();
-    ctx.check(name, false, 'no error');
-  } catch (error) {
-    const e = error as LiveUpdateError;
-    ctx.check(name, error instanceof type && e.code === code, { name: e.name, code: e.code, message: e.message });
-  }
 }
 
 async function asyncPreserve(ctx: StageContext): Promise<{ max: string; zero: string }> {
@@ -115,7 +88,7 @@ async function asyncRetrieve(ctx: StageContext): Promise<void> {
   ctx.equal('token 0 content', sha256(low), before.zero);
   await session.finish();
   ctx.equal('state after finish', session.state, 'finished');
-  await expectRejection(ctx, 'retrieve after finish is refused', SessionStateError, 'ERR_LIVEUPDATE_SESSION_STATE', () => session.retrieve(0n));
+  await expectError(ctx, 'retrieve after finish is refused', () => session.retrieve(0n), SessionStateError, 'ERR_LIVEUPDATE_SESSION_STATE');
   await session.close();
   ctx.equal('state after close', session.state, 'closed');
   ctx.equal('fd after close', session.fd, -1);
@@ -209,33 +182,33 @@ function fromFdIncoming(ctx: StageContext): void {
 
 async function kexecApi(ctx: StageContext): Promise<void> {
   ctx.equal('nothing loaded at first', kexec.isLoadedSync(), false);
-  expectError(ctx, 'executeSync with nothing loaded', KexecNotLoadedError, 'EINVAL', () => kexec.executeSync({ sync: false }));
-  await expectRejection(ctx, 'execute with nothing loaded', KexecNotLoadedError, 'EINVAL', () => kexec.execute({ sync: false }));
-  expectError(ctx, 'load of a missing file', KexecError, 'ENOENT', () => kexec.loadSync({ kernel: '/nonexistent/bzImage', cmdline: '' }));
-  expectError(ctx, 'load of a script, not a kernel', KexecImageRejectedError, 'ENOEXEC', () => kexec.loadSync({ kernel: '/init', cmdline: '' }));
+  await expectError(ctx, 'executeSync with nothing loaded', () => kexec.executeSync({ sync: false }), KexecNotLoadedError, 'EINVAL');
+  await expectError(ctx, 'execute with nothing loaded', () => kexec.execute({ sync: false }), KexecNotLoadedError, 'EINVAL');
+  await expectError(ctx, 'load of a missing file', () => kexec.loadSync({ kernel: '/nonexistent/bzImage', cmdline: '' }), KexecError, 'ENOENT');
+  await expectError(ctx, 'load of a script, not a kernel', () => kexec.loadSync({ kernel: '/init', cmdline: '' }), KexecImageRejectedError, 'ENOEXEC');
   await kexec.load({ kernel: ctx.kernel, cmdline: 'console=ttyS0 liveupdate=on' });
   ctx.equal('loaded after load', await kexec.isLoaded(), true);
   await kexec.unload();
   ctx.equal('not loaded after unload', kexec.isLoadedSync(), false);
 }
 
-function errorsLeakNothing(ctx: StageContext): void {
+async function errorsLeakNothing(ctx: StageContext): Promise<void> {
   const before = openFds();
   const luo = LiveUpdate.openSync();
-  expectError(ctx, 'second open', DeviceBusyError, 'EBUSY', () => LiveUpdate.openSync());
+  await expectError(ctx, 'second open', () => LiveUpdate.openSync(), DeviceBusyError, 'EBUSY');
   const session = luo.createSessionSync(ERRORS_SESSION);
-  expectError(ctx, 'same name again', SessionExistsError, 'EEXIST', () => luo.createSessionSync(ERRORS_SESSION));
+  await expectError(ctx, 'same name again', () => luo.createSessionSync(ERRORS_SESSION), SessionExistsError, 'EEXIST');
   const [socketA, socketB] = socketPair('stream');
-  expectError(ctx, 'a socket cannot be preserved', UnsupportedFileError, 'ENOENT', () => session.preserveSync(socketA, 1n));
+  await expectError(ctx, 'a socket cannot be preserved', () => session.preserveSync(socketA, 1n), UnsupportedFileError, 'ENOENT');
   fs.closeSync(socketA);
   fs.closeSync(socketB);
-  expectError(ctx, 'a closed fd', BadFileDescriptorError, 'EBADF', () => session.preserveSync(socketA, 2n));
+  await expectError(ctx, 'a closed fd', () => session.preserveSync(socketA, 2n), BadFileDescriptorError, 'EBADF');
   const fd = memfdWith('lu-api-errors', 'x');
   const other = memfdWith('lu-api-other', 'y');
   session.preserveSync(fd, 3n);
-  expectError(ctx, 'token reused', TokenInUseError, 'EEXIST', () => session.preserveSync(other, 3n));
-  expectError(ctx, 'retrieve on an outgoing session', SessionStateError, 'EINVAL', () => session.retrieveSync(3n));
-  expectError(ctx, 'finish on an outgoing session', SessionStateError, 'EINVAL', () => session.finishSync());
+  await expectError(ctx, 'token reused', () => session.preserveSync(other, 3n), TokenInUseError, 'EEXIST');
+  await expectError(ctx, 'retrieve on an outgoing session', () => session.retrieveSync(3n), SessionStateError, 'EINVAL');
+  await expectError(ctx, 'finish on an outgoing session', () => session.finishSync(), SessionStateError, 'EINVAL');
   session.closeSync();
   luo.closeSync();
   fs.closeSync(fd);
