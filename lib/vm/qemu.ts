@@ -35,6 +35,13 @@ export interface RunOptions {
   readonly onProgress?: ((line: string) => void) | false;
   /** The QEMU binary (default `$LIVEUPDATE_QEMU`, else qemu-system-x86_64). */
   readonly qemu?: string;
+  /**
+   * QEMU's accelerator (default `$LIVEUPDATE_QEMU_ACCEL`, else "tcg": software
+   * emulation, which runs anywhere). "kvm" is many times faster where /dev/kvm exists.
+   */
+  readonly accel?: string;
+  /** More QEMU arguments (e.g. `['-cpu', 'max']`), after the test bed's own. */
+  readonly qemuArgs?: readonly string[];
   /** Passed to {@link buildGuestImage}. */
   readonly packageRoot?: string;
   /** Extra files for the guest image: guest path → host path (passed to {@link buildGuestImage}). */
@@ -188,7 +195,7 @@ interface Exit {
 function qemuArgs(options: RunOptions, kernel: string, initrd: string, resultsFile: string): string[] {
   const cmdline = [...BASE_CMDLINE, ...(options.cmdline ? [options.cmdline] : []), `${STAGE_PARAM}=1`].join(' ');
   return [
-    '-accel', 'tcg',
+    '-accel', options.accel ?? process.env['LIVEUPDATE_QEMU_ACCEL'] ?? 'tcg',
     '-machine', 'pc',
     '-m', options.memory ?? '3G',
     '-smp', String(options.cpus ?? 2),
@@ -201,6 +208,7 @@ function qemuArgs(options: RunOptions, kernel: string, initrd: string, resultsFi
     '-kernel', kernel,
     '-initrd', initrd,
     '-append', cmdline,
+    ...(options.qemuArgs ?? []),
   ];
 }
 
