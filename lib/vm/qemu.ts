@@ -237,7 +237,11 @@ function boot(options: RunOptions, kernel: string, initrd: string, collector: Co
       // The guest powered off: QEMU should exit by itself; make sure it does.
       if (collector.ended && grace === undefined) grace = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
     }, RESULTS_POLL_MS);
+    let cleaned = false;
+    // A failed spawn emits both 'error' and 'close'.
     const cleanup = (): void => {
+      if (cleaned) return;
+      cleaned = true;
       clearTimeout(timer);
       clearInterval(poll);
       if (grace !== undefined) clearTimeout(grace);
