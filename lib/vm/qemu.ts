@@ -237,11 +237,15 @@ function boot(options: RunOptions, kernel: string, initrd: string, collector: Co
       // The guest powered off: QEMU should exit by itself; make sure it does.
       if (collector.ended && grace === undefined) grace = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
     }, RESULTS_POLL_MS);
+    // QEMU must not outlive this process (a test runner killing its worker, say).
+    const killOnExit = (): void => void child.kill('SIGKILL');
+    process.once('exit', killOnExit);
     let cleaned = false;
     // A failed spawn emits both 'error' and 'close'.
     const cleanup = (): void => {
       if (cleaned) return;
       cleaned = true;
+      process.removeListener('exit', killOnExit);
       clearTimeout(timer);
       clearInterval(poll);
       if (grace !== undefined) clearTimeout(grace);
