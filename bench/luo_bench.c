@@ -20,6 +20,8 @@
  *   preserve-large BYTES ROUNDS
  *       Per round a fresh memfd of BYTES, every page written, preserved twice
  *       in new sessions (each timed, then closed: unpreserved).
+ *   preserve-fd FD
+ *       The same two preserves of a memfd another process wrote (inherited).
  *   As pid 1 (the kernel runs it with rdinit=): see init_main().
  */
 #define _GNU_SOURCE
@@ -258,6 +260,20 @@ static int preserve_large(int64_t bytes, int rounds) {
 }
 
 /*
+ * preserve-fd FD: the large case's role swap. Preserves a memfd another
+ * process wrote (inherited as FD) twice, like one round of preserve-large,
+ * so that "who wrote the pages" and "who preserves them" can be told apart.
+ */
+static int preserve_inherited(int fd) {
+  int device = open_device();
+  double fresh = preserve_once_ms(device, fd);
+  double repeat = preserve_once_ms(device, fd);
+  close(device);
+  printf("{\"fresh_ms\":[%.3f],\"repeat_ms\":[%.3f]}\n", fresh, repeat);
+  return 0;
+}
+
+/*
  * As pid 1 (rdinit= on the kernel command line): if the previous kernel
  * preserved the blackout session, retrieve its files and time that from this
  * program's start. Always record when /init (the node runner) is exec'd, so
@@ -306,6 +322,7 @@ static int usage(void) {
           "usage: luo_bench serve-preserve N ROUNDS PREFIX CHUNK\n"
           "       luo_bench serve-retrieve N ROUNDS PREFIX CHUNK\n"
           "       luo_bench preserve-session NAME N\n"
+          "       luo_bench preserve-fd FD\n"
           "       luo_bench preserve-large BYTES ROUNDS\n");
   return 2;
 }
@@ -318,5 +335,6 @@ int main(int argc, char **argv, char **envp) {
   if (strcmp(mode, "serve-retrieve") == 0 && argc == 6) return serve_retrieve(atoi(argv[2]), atoi(argv[3]), argv[4], atoi(argv[5]));
   if (strcmp(mode, "preserve-session") == 0 && argc == 4) return preserve_session(argv[2], atoi(argv[3]));
   if (strcmp(mode, "preserve-large") == 0 && argc == 4) return preserve_large(atoll(argv[2]), atoi(argv[3]));
+  if (strcmp(mode, "preserve-fd") == 0 && argc == 3) return preserve_inherited(atoi(argv[2]));
   return usage();
 }

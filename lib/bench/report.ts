@@ -81,6 +81,17 @@ export interface BenchResult {
     readonly ratio: number;
   };
   /**
+   * Diagnostic: fresh large preserves by writer and preserver (medians, ms),
+   * to tell where the pages were placed from which process preserves them.
+   */
+  readonly large_swap: {
+    readonly bytes: number;
+    readonly node_wrote_node_preserved_ms: number;
+    readonly node_wrote_c_preserved_ms: number;
+    readonly c_wrote_c_preserved_ms: number;
+    readonly rounds: { readonly node_wrote_node_preserved_ms: readonly number[]; readonly node_wrote_c_preserved_ms: readonly number[]; readonly c_wrote_c_preserved_ms: readonly number[] };
+  };
+  /**
    * Diagnostic: the same preserve rounds through the public API and straight
    * through the addon (N-API only), so the TypeScript layer's share shows.
    */
@@ -227,6 +238,7 @@ export function buildResult(info: RunInfo, values: StageValues): BenchResult {
       },
       ratio: round3(nodeBlackout / cBlackout),
     },
+    large_swap: swapOf(values('bench/large-swap', 1)),
     layers: { n: num(layers, 'n', 'layers'), api_us_per_op: round3(api), addon_us_per_op: round3(addon), api_over_addon: round3(api / addon) },
     addon_rss_kib: num(rss, 'addon_rss_kib', 'addon-rss'),
     require_rss_kib: num(rss, 'require_rss_kib', 'addon-rss'),
@@ -244,6 +256,18 @@ function repeatOf(large: JsonValue | undefined): BenchResult['preserve_large']['
   const node = nums(large, 'node_sync_repeat_ms', 'large');
   const c = nums(large, 'c_repeat_ms', 'large');
   return { node_ms: round3(median(node)), c_ms: round3(median(c)), ratio: round3(median(node) / median(c)), node_rounds_ms: node.map(round3), c_rounds_ms: c.map(round3), min: minOf(node, c) };
+}
+
+function swapOf(value: JsonValue | undefined): BenchResult['large_swap'] {
+  const keys = ['node_wrote_node_preserved_ms', 'node_wrote_c_preserved_ms', 'c_wrote_c_preserved_ms'] as const;
+  const [nn, nc, cc] = keys.map((k) => nums(value, k, 'large-swap')) as [number[], number[], number[]];
+  return {
+    bytes: num(value, 'bytes', 'large-swap'),
+    node_wrote_node_preserved_ms: round3(median(nn)),
+    node_wrote_c_preserved_ms: round3(median(nc)),
+    c_wrote_c_preserved_ms: round3(median(cc)),
+    rounds: { node_wrote_node_preserved_ms: nn.map(round3), node_wrote_c_preserved_ms: nc.map(round3), c_wrote_c_preserved_ms: cc.map(round3) },
+  };
 }
 
 function minOf(node: readonly number[], c: readonly number[]): { node_ms: number; c_ms: number; ratio: number } {
@@ -295,6 +319,7 @@ export function formatTable(r: BenchResult): string {
     table(loop),
     '',
     `where node's preserve time goes: public API ${fmt(r.layers.api_us_per_op)} µs/ioctl, the addon alone ${fmt(r.layers.addon_us_per_op)} µs/ioctl (API/addon ${fmt(r.layers.api_over_addon, 3)}, interleaved)`,
+    `large preserve by writer/preserver (fresh, median ms): node/node ${fmt(r.large_swap.node_wrote_node_preserved_ms)}, node/C ${fmt(r.large_swap.node_wrote_c_preserved_ms)}, C/C ${fmt(r.large_swap.c_wrote_c_preserved_ms)}`,
     `addon RSS: ${r.addon_rss_kib} KiB resident of the .node file; require('liveupdate') adds ${r.require_rss_kib} KiB to a fresh node`,
     `blackout: node's own start to its last fd ${fmt(r.blackout.node.process_start_to_all_retrieved_ms)} ms (the rest is exec and node's startup); kernel start to pid 1 ${fmt(r.blackout.node.kernel_to_init_ms)} ms (node's kernel), ${fmt(r.blackout.c.kernel_to_init_ms)} ms (C's), not counted`,
     '',

@@ -78,9 +78,10 @@ function withDevice<T>(use: (luo: LiveUpdate) => T): T {
   }
 }
 
-/** Runs the C program to completion; its JSON result. */
-function runC(args: readonly string[]): Record<string, JsonValue> {
-  const out = spawnSync(GUEST_C_BENCH, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+/** Runs the C program to completion (`fd3`, if given, becomes its fd 3); its JSON result. */
+function runC(args: readonly string[], fd3?: number): Record<string, JsonValue> {
+  const stdio = fd3 === undefined ? (['ignore', 'pipe', 'inherit'] as const) : (['ignore', 'pipe', 'inherit', fd3] as const);
+  const out = spawnSync(GUEST_C_BENCH, args, { encoding: 'utf8', stdio: [...stdio] });
   if (out.status !== 0) throw new Error(`luo_bench ${args.join(' ')} exited with ${String(out.status ?? out.signal)}`);
   return JSON.parse(out.stdout) as Record<string, JsonValue>;
 }
@@ -363,6 +364,40 @@ async function preserveLarge(): Promise<JsonValue> {
   };
 }
 
+/**
+ * Diagnostic for the large case: node writes a fresh memfd and C preserves
+ * it (inherited as fd 3), next to node preserving one it wrote and C one it
+ * wrote, in rotating order. If C is as slow on node's pages as node is, the
+ * gap comes from where the pages were placed, not from the preserving process.
+ */
+async function largeSwap(): Promise<JsonValue> {
+  const p = params();
+  const out = { nodeWroteNode: [] as number[], nodeWroteC: [] as number[], cWroteC: [] as number[] };
+  const steps: (() => Promise<void>)[] = [
+    async () => void out.nodeWroteNode.push((await nodeLargeRound(p.large, 'sync')).fresh.ms),
+    () => {
+      const fd = largeMemfd(p.large);
+      try {
+        out.nodeWroteC.push(firstNumber(runC(['preserve-fd', '3'], fd), 'fresh_ms'));
+      } finally {
+        fs.closeSync(fd);
+      }
+      return Promise.resolve();
+    },
+    () => {
+      out.cWroteC.push(firstNumber(runC(['preserve-large', String(p.large), '1']), 'fresh_ms'));
+      return Promise.resolve();
+    },
+  ];
+  for (let r = 0; r < SWAP_ROUNDS; r++) {
+    for (let k = 0; k < steps.length; k++) await (steps[(r + k) % steps.length] as () => Promise<void>)();
+  }
+  return { bytes: p.large, node_wrote_node_preserved_ms: out.nodeWroteNode, node_wrote_c_preserved_ms: out.nodeWroteC, c_wrote_c_preserved_ms: out.cWroteC };
+}
+
+/** Rounds of the role-swap diagnostic. */
+const SWAP_ROUNDS = 3;
+
 function firstNumber(result: Record<string, JsonValue>, key: string): number {
   const rounds = result[key];
   if (!Array.isArray(rounds) || typeof rounds[0] !== 'number') throw new Error(`luo_bench gave no ${key}: ${JSON.stringify(result)}`);
@@ -471,6 +506,7 @@ export default defineScenario('bench', [
   defineCase('blackout-c', [preserveCBlackout, cBlackout]),
   defineCase('small', [preserveSmall, retrieveSmall]),
   defineCase('large', [preserveLarge]),
+  defineCase('large-swap', [largeSwap]),
   defineCase('layers', [layers]),
   defineCase('addon-rss', [addonRss]),
 ]);
