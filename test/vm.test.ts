@@ -50,11 +50,13 @@ function build(write: (w: CpioWriter) => void): Buffer {
 
 describe('CpioWriter', () => {
   it('writes files, parents, symlinks and device nodes the newc way, padded to 512 bytes', () => {
-    const source = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cpio-')), 'blob');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cpio-'));
+    const source = path.join(dir, 'blob');
     fs.writeFileSync(source, Buffer.alloc(10_001, 7), { mode: 0o751 });
     const archive = build((w) =>
       w.file('/a/b/c.txt', 'hello').symlink('a/link', 'b/c.txt').charDevice('/dev/console', 5, 1).fileFrom('/bin/blob', source).directory('/a'),
     );
+    fs.rmSync(dir, { recursive: true });
     expect(archive.length % 512).toBe(0);
     const { entries, end } = readNewc(archive);
     expect(archive.subarray(end).every((b) => b === 0)).toBe(true);
