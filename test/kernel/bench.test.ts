@@ -69,4 +69,11 @@ describeKernels('benchmark (quick)', (kernel, all) => {
     positive(result.addon_rss_kib);
     expect(result.targets).toHaveLength(4);
   });
+
+  it('has the diagnostics', () => {
+    positive(result.layers.api_us_per_op);
+    positive(result.layers.addon_us_per_op);
+    positive(result.large_swap.node_wrote_c_preserved_ms);
+    expect(result.preserve_small.warmup_rounds_us.node).toHaveLength(result.params.warmup);
+  });
 });
