@@ -89,7 +89,9 @@ function installedCommand(): Promise<string> {
     const [packed] = JSON.parse(pack.stdout) as [{ filename: string }];
     const project = path.join(dir, 'project');
     fs.mkdirSync(project);
-    fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'conformance-user', version: '1.0.0', private: true }));
+    // npm 11 runs a dependency's install script only when the project allows it.
+    const manifest = { name: 'conformance-user', version: '1.0.0', private: true, allowScripts: { liveupdate: true } };
+    fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify(manifest));
     run('npm', ['install', '--omit=dev', '--offline', '--no-audit', '--no-fund', path.join(dir, packed.filename)], project);
     const command = path.join(project, 'node_modules', '.bin', 'liveupdate-conformance');
     expect(fs.existsSync(command), `npm did not link ${command}`).toBe(true);
