@@ -2,7 +2,7 @@
 // The TypeScript layer's own cost per Session.preserveSync/retrieveSync, on
 // the host (no LUO needed): the addon's calls are stubbed out, so what is
 // timed is validation, the state check and error-context handling alone.
-// Usage, after `npm run build`: node bench/ts-layer.js [dist directory]
+// Usage, after `npm run compile`: node bench/ts-layer.js [dist directory]
 'use strict';
 const path = require('node:path');
 const dist = path.resolve(process.argv[2] ?? path.join(__dirname, '..', 'dist'));

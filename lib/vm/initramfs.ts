@@ -267,7 +267,7 @@ function addonFiles(root: string): string[] {
     for (const f of fs.readdirSync(prebuilds)) if (f.endsWith('.node')) found.push(path.join(prebuilds, f));
   }
   if (found.length === 0) {
-    throw new Error(`no compiled addon in ${release} or ${prebuilds}: run \`npm run build\` first`);
+    throw new Error(`no compiled addon in ${release} or ${prebuilds}: run \`npm run compile\` first`);
   }
   return found;
 }
@@ -275,7 +275,7 @@ function addonFiles(root: string): string[] {
 /** package.json, dist/, the addon(s) and the runtime dependencies. */
 function packageMembers(root: string, addons: readonly string[]): Member[] {
   const dist = path.join(root, 'dist');
-  if (!fs.existsSync(path.join(dist, 'index.js'))) throw new Error(`${dist}/index.js is missing: run \`npm run build\` first`);
+  if (!fs.existsSync(path.join(dist, 'index.js'))) throw new Error(`${dist}/index.js is missing: run \`npm run compile\` first`);
   const members: Member[] = [{ guest: `${GUEST_PACKAGE}/package.json`, kind: 'file', source: path.join(root, 'package.json') }];
   members.push(...treeMembers(dist, `${GUEST_PACKAGE}/dist`));
   for (const addon of addons) {

@@ -89,15 +89,19 @@ function installedCommand(): Promise<string> {
     const [packed] = JSON.parse(pack.stdout) as [{ filename: string }];
     const project = path.join(dir, 'project');
     fs.mkdirSync(project);
-    // npm 11 runs a dependency's install script only when the project allows it.
-    const manifest = { name: 'conformance-user', version: '1.0.0', private: true, allowScripts: { liveupdate: true } };
+    // npm 11 runs a dependency's install script only when the project allows
+    // it, by the dependency's resolved identity: here, the tarball.
+    const tarball = path.join(dir, packed.filename);
+    const manifest = { name: 'conformance-user', version: '1.0.0', private: true, allowScripts: { [`file:${tarball}`]: true } };
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify(manifest));
-    run('npm', ['install', '--omit=dev', '--offline', '--no-audit', '--no-fund', path.join(dir, packed.filename)], project);
+    run('npm', ['install', '--omit=dev', '--offline', '--no-audit', '--no-fund', tarball], project);
     const command = path.join(project, 'node_modules', '.bin', 'liveupdate-conformance');
     expect(fs.existsSync(command), `npm did not link ${command}`).toBe(true);
-    // The install must have produced the addon from the packed sources: nothing came from this checkout.
-    const addon = path.join(project, 'node_modules', 'liveupdate', 'build', 'Release', 'liveupdate.node');
-    expect(fs.existsSync(addon), `the install built no addon at ${addon}`).toBe(true);
+    // The addon must come from the installed package itself: built by its
+    // install script, or a prebuild it carries (if `npm run prebuild` ran).
+    const pkg = path.join(project, 'node_modules', 'liveupdate');
+    const addons = [path.join(pkg, 'build', 'Release', 'liveupdate.node'), path.join(pkg, 'prebuilds', `linux-${process.arch}`, 'liveupdate.node')];
+    expect(addons.some((addon) => fs.existsSync(addon)), `the installed package has no addon (${addons.join(', ')})`).toBe(true);
     return command;
   })();
   return installed;

@@ -52,7 +52,7 @@ function kernelsOrExplain(title: string): KernelImage[] | undefined {
 /** Host path of a compiled scenario shipped in dist/vm/scenarios; fails if the package is not built. */
 export function scenario(name: string): string {
   const file = path.join(root, 'dist', 'vm', 'scenarios', `${name}.js`);
-  if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first (npm test does)`);
+  if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm run compile\` first (npm test does)`);
   return file;
 }
 
