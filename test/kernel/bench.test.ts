@@ -6,7 +6,7 @@
 import { beforeAll, expect, it } from 'vitest';
 import { pickKernel, runBench } from '../../lib/bench/run.js';
 import type { BenchResult } from '../../lib/bench/report.js';
-import { describeKernels } from './support.js';
+import { describeOneKernel } from './support.js';
 
 /** A positive, finite number. */
 function positive(value: unknown): void {
@@ -21,11 +21,8 @@ function isRatio(ratio: number, node: number, c: number): void {
   expect(Math.abs(ratio - node / c)).toBeLessThan(0.002 * Math.max(1, ratio));
 }
 
-describeKernels('benchmark (quick)', (kernel, all) => {
-  if (kernel.path !== pickKernel(undefined, all).path) {
-    it.skip('runs on one kernel only (the benchmark default)', () => {});
-    return;
-  }
+// One kernel only, the benchmark's default, to save CI time.
+describeOneKernel('benchmark (quick)', (kernel) => {
   let result: BenchResult;
 
   beforeAll(async () => {
@@ -76,4 +73,4 @@ describeKernels('benchmark (quick)', (kernel, all) => {
     positive(result.large_swap.node_wrote_c_preserved_ms);
     expect(result.preserve_small.warmup_rounds_us.node).toHaveLength(result.params.warmup);
   });
-});
+}, (all) => pickKernel(undefined, all));

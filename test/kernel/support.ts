@@ -24,11 +24,15 @@ export function describeKernels(title: string, body: (kernel: KernelImage, all: 
   describe.each(kernels.map((k) => ({ ...k, label: k.release })))(`${title} on $label`, (kernel) => body(kernel, kernels));
 }
 
-/** Like {@link describeKernels}, on the first kernel only (for checks of the test bed itself). */
-export function describeFirstKernel(title: string, body: (kernel: KernelImage) => void): void {
-  const first = kernelsOrExplain(title)?.[0];
-  if (first === undefined) return;
-  describe(`${title} on ${first.release}`, () => body(first));
+/**
+ * Like {@link describeKernels}, on one kernel only (the first, or the one
+ * `pick` chooses): for checks that need a real kernel but not every one.
+ */
+export function describeOneKernel(title: string, body: (kernel: KernelImage) => void, pick = (all: readonly KernelImage[]) => all[0]): void {
+  const kernels = kernelsOrExplain(title);
+  const kernel = kernels === undefined ? undefined : pick(kernels);
+  if (kernel === undefined) return;
+  describe(`${title} on ${kernel.release}`, () => body(kernel));
 }
 
 /** The kernels to test on, or undefined after declaring the failing (or opted-out) test that explains why not. */

@@ -7,11 +7,11 @@
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import type { VmRun } from '../../lib/vm/qemu.js';
-import { boot, describeFirstKernel } from './support.js';
+import { boot, describeOneKernel } from './support.js';
 
 const fixture = (name: string): string => path.join(__dirname, 'fixtures', `${name}.js`);
 // One kernel is enough to check the harness; the other tests run the real scenarios on all.
-describeFirstKernel('test bed', (kernel) => {
+describeOneKernel('test bed', (kernel) => {
   let failing: VmRun;
   beforeAll(async () => {
     failing = await boot({ name: `testbed-failing-${kernel.release}`, kernels: [kernel.path], scenarios: [fixture('failing')] });
