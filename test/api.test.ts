@@ -78,7 +78,7 @@ describe('memfd', () => {
       expect(() => memfd.createSync('a\0b')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
       expect(() => memfd.createSync('x'.repeat(250))).toThrow(/at most 249 bytes/);
       expect(() => memfd.createSync('x', { cloexec: 1 as unknown as boolean })).toThrow(TypeError);
-      await expect(memfd.create('x', null as unknown as memfd.CreateOptions)).rejects.toThrow(TypeError);
+      await expect(memfd.create('x', null as unknown as lu.memfd.CreateOptions)).rejects.toThrow(TypeError);
       expect(() => memfd.addSealsSync(0, 64)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
       expect(() => memfd.addSealsSync(-1, memfd.SEAL_SEAL)).toThrow(RangeError);
       await expect(memfd.getSeals(1.5)).rejects.toThrow(RangeError);

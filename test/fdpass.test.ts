@@ -13,6 +13,7 @@ import {
   sendFds,
   sendFdsSync,
   socketPair,
+  type RecvResult,
   type UnixSocketType,
 } from '../lib/fdpass.js';
 import { native } from '../lib/native.js';
@@ -369,7 +370,7 @@ describe('the event loop drives pending operations', () => {
       try {
         const blobs = [1, 2, 3].map((i) => Buffer.alloc(1 << 20, i));
         const sends = blobs.map((blob) => sendFds(a, [], blob));
-        const got = [];
+        const got: RecvResult[] = [];
         for (let i = 0; i < 3; i++) got.push(await recvFds(b, { maxBytes: 2 << 20 }));
         await Promise.all(sends);
         expect(got.map((r) => r.data.equals(blobs[got.indexOf(r)] ?? Buffer.alloc(0)))).toEqual([true, true, true]);
