@@ -70,30 +70,14 @@ export function unloadSync(): void {
 
 const LOADED_CONTEXT: ErrorContext = { operation: 'kexec.isLoaded', path: '/sys/kernel/kexec_loaded' };
 
-/** A kernel without kexec support has no kexec_loaded file: nothing can be loaded there. */
-function loadedFrom(result: number): boolean {
-  return result === 1;
-}
-
-function notLoadedWhenMissing(error: unknown): number {
-  if ((error as { code?: unknown }).code === 'ENOENT') return 0;
-  throw error;
-}
-
 /** Whether a kernel is loaded (/sys/kernel/kexec_loaded; false where the kernel has no kexec). */
 export async function isLoaded(): Promise<boolean> {
-  return loadedFrom(await callAsync(LOADED_CONTEXT, () => native.kexecLoadedAsync().catch(notLoadedWhenMissing)));
+  return (await callAsync(LOADED_CONTEXT, () => native.kexecLoadedAsync())) === 1;
 }
 
 /** The synchronous form of {@link isLoaded}. */
 export function isLoadedSync(): boolean {
-  return loadedFrom(callSync(LOADED_CONTEXT, () => {
-    try {
-      return native.kexecLoaded();
-    } catch (error) {
-      return notLoadedWhenMissing(error);
-    }
-  }));
+  return callSync(LOADED_CONTEXT, () => native.kexecLoaded()) === 1;
 }
 
 function checkExecute(options: unknown): boolean {

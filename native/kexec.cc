@@ -59,7 +59,8 @@ int kexec_unload() {
 
 int kexec_loaded() {
   UniqueFd fd = open_read("/sys/kernel/kexec_loaded");
-  if (!fd.valid()) return -errno;
+  // A kernel without kexec has no such file: nothing can be loaded there.
+  if (!fd.valid()) return errno == ENOENT ? 0 : -errno;
   char c = 0;
   ssize_t n = ::read(fd.get(), &c, 1);
   if (n < 0) return -errno;

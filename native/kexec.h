@@ -12,7 +12,8 @@ int kexec_load(const char* kernel, const char* initrd, std::string_view cmdline)
 // kexec_file_load with KEXEC_FILE_UNLOAD: forgets the loaded image.
 int kexec_unload();
 
-// /sys/kernel/kexec_loaded: 1 if an image is loaded, 0 if not.
+// /sys/kernel/kexec_loaded: 1 if an image is loaded, 0 if not (or if the
+// kernel has no kexec at all).
 int kexec_loaded();
 
 // sync(), then reboot(LINUX_REBOOT_CMD_KEXEC). Returns only on failure.

@@ -20,6 +20,21 @@ export interface PerOp {
   readonly warmup_rounds_us: { readonly node: readonly number[]; readonly c: readonly number[] };
 }
 
+/** A node-vs-C comparison of one large preserve (node: preserveSync), in ms. */
+export interface LargeTiming {
+  readonly node_ms: number;
+  readonly c_ms: number;
+  /** node / C. */
+  readonly ratio: number;
+  readonly node_rounds_ms: readonly number[];
+  readonly c_rounds_ms: readonly number[];
+  /**
+   * The fastest round of each side and their ratio: noise from a shared
+   * machine only ever adds time, so the minima estimate the intrinsic cost.
+   */
+  readonly min: { readonly node_ms: number; readonly c_ms: number; readonly ratio: number };
+}
+
 /** The benchmark's result: what `npm run bench -- --json` prints. */
 export interface BenchResult {
   readonly kernel: string;
@@ -29,31 +44,13 @@ export interface BenchResult {
   readonly date: string;
   readonly preserve_small: PerOp;
   readonly retrieve_small: PerOp;
-  readonly preserve_large: {
+  readonly preserve_large: LargeTiming & {
     readonly bytes: number;
     readonly rounds: number;
-    /** Node: preserveSync. */
-    readonly node_ms: number;
-    readonly c_ms: number;
-    readonly ratio: number;
-    readonly node_rounds_ms: readonly number[];
-    readonly c_rounds_ms: readonly number[];
-    /**
-     * The fastest round of each side and their ratio: noise from a shared
-     * machine only ever adds time, so the minima estimate the intrinsic cost.
-     */
-    readonly min: { readonly node_ms: number; readonly c_ms: number; readonly ratio: number };
     /** CPU time node's other threads used during each sync preserve (fresh, then repeat): diagnostic. */
     readonly node_other_threads_cpu_ms: { readonly fresh: readonly number[]; readonly repeat: readonly number[] };
     /** The same memfd preserved a second time: the pinning alone, without the kernel moving pages first. */
-    readonly repeat: {
-      readonly node_ms: number;
-      readonly c_ms: number;
-      readonly ratio: number;
-      readonly node_rounds_ms: readonly number[];
-      readonly c_rounds_ms: readonly number[];
-      readonly min: { readonly node_ms: number; readonly c_ms: number; readonly ratio: number };
-    };
+    readonly repeat: LargeTiming;
   };
   readonly event_loop: {
     readonly bytes: number;

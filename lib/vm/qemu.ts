@@ -10,15 +10,14 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildGuestImage, type GuestImage } from './initramfs.js';
+import { buildGuestImage, type GuestImage, type GuestImageOptions } from './initramfs.js';
 import { parseRecord, STAGE_PARAM, type CheckRecord, type ErrorInfo, type GuestRecord, type JsonValue } from './protocol.js';
 
-/** How to run a boot. */
-export interface RunOptions {
-  /** Host paths of the compiled scenario modules to run in this boot. */
-  readonly scenarios: readonly string[];
-  /** Kernel image per stage (index 0 = first boot); the last one repeats. */
-  readonly kernels: readonly string[];
+/** The guest image's options a run passes on to {@link buildGuestImage}. */
+type ImageOptions = Pick<GuestImageOptions, 'kernels' | 'scenarios' | 'packageRoot' | 'files'>;
+
+/** How to run a boot: the guest image (kernels per stage, scenarios, package, extra files), and QEMU's settings. */
+export interface RunOptions extends ImageOptions {
   /** A label for progress lines and the console log's file name. */
   readonly name?: string;
   /** Hard limit for the whole run, all stages (default 300 s). QEMU is killed after it. */
@@ -42,10 +41,6 @@ export interface RunOptions {
   readonly accel?: string;
   /** More QEMU arguments (e.g. `['-cpu', 'max']`), after the test bed's own. */
   readonly qemuArgs?: readonly string[];
-  /** Passed to {@link buildGuestImage}. */
-  readonly packageRoot?: string;
-  /** Extra files for the guest image: guest path → host path (passed to {@link buildGuestImage}). */
-  readonly files?: Readonly<Record<string, string>>;
   /**
    * Extra initramfs archives (cpio, compressed or not) appended to the guest
    * image: the kernel unpacks them over it, in every stage (the guest hands
@@ -145,12 +140,8 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
   const name = options.name ?? 'vm';
   const started = Date.now();
   const progress = progressPrinter(name, started, options.onProgress);
-  const image = buildGuestImage({
-    kernels: options.kernels,
-    scenarios: options.scenarios,
-    ...(options.packageRoot === undefined ? {} : { packageRoot: options.packageRoot }),
-    ...(options.files === undefined ? {} : { files: options.files }),
-  });
+  const { kernels, scenarios, packageRoot, files } = options;
+  const image = buildGuestImage({ kernels, scenarios, ...(packageRoot === undefined ? {} : { packageRoot }), ...(files === undefined ? {} : { files }) });
   progress(`guest image ${mb(fs.statSync(image.initrd).size)} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
   const kernel = options.kernels[0];
   if (kernel === undefined) throw new Error('runVm: no kernel image given');
