@@ -15,6 +15,8 @@
         "native/napi_fdpass.cc",
         "native/guest.cc",
         "native/napi_guest.cc",
+        "native/peercred.cc",
+        "native/napi_peercred.cc",
         "native/abi_check.cc"
       ],
       "include_dirs": [

@@ -9,6 +9,7 @@
  */
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { AGENT_USAGE, agentCommand, sessionsCommand, updateCommand } from './agent/cli.js';
 import * as kexec from './kexec.js';
 import { statusSync, type Status } from './status.js';
 
@@ -19,7 +20,8 @@ const USAGE = `usage:
   liveupdate kexec-load --kernel PATH [--initrd PATH] (--cmdline TEXT | --reuse-cmdline)
       Load the next kernel (kexec_file_load). --reuse-cmdline takes /proc/cmdline.
   liveupdate kexec-unload
-      Forget the loaded kernel.`;
+      Forget the loaded kernel.
+${AGENT_USAGE}`;
 
 function yesNo(value: boolean | null): string {
   return value === null ? 'unknown' : value ? 'yes' : 'no';
@@ -64,9 +66,23 @@ function kexecLoadCommand(args: string[]): number {
   return 0;
 }
 
-/** Runs the command line `argv` (without node and script); returns the exit status. */
-export function main(argv: string[]): number {
+/** The agent's commands run until they are done: they resolve to the exit status. */
+const ASYNC_COMMANDS: Readonly<Record<string, (args: string[]) => Promise<number>>> = {
+  agent: agentCommand,
+  update: updateCommand,
+  sessions: sessionsCommand,
+};
+
+/** Runs the command line `argv` (without node and script); returns the exit status (a Promise for the agent's commands). */
+export function main(argv: string[]): number | Promise<number> {
   const [command, ...rest] = argv;
+  const run = command === undefined ? undefined : ASYNC_COMMANDS[command];
+  if (run !== undefined) {
+    return run(rest).catch((error: unknown) => {
+      process.stderr.write(`liveupdate ${command}: ${(error as Error).message}\n`);
+      return 1;
+    });
+  }
   try {
     switch (command) {
       case 'status':

@@ -24,7 +24,8 @@ export type Operation =
   | 'kexec.load'
   | 'kexec.unload'
   | 'kexec.isLoaded'
-  | 'kexec.execute';
+  | 'kexec.execute'
+  | AgentOperation;
 
 /** What was being done when an error happened. */
 export interface ErrorContext {
@@ -259,4 +260,74 @@ export async function callAsync<T>(context: ErrorContext, call: () => Promise<T>
   } catch (error) {
     throw translateError(error, context);
   }
+}
+
+// ---- The agent (lib/agent): refusals that are not a kernel's errno ---------
+
+/** A request to the agent (`agent.createSession`, ...) or the connection itself (`agent.connect`). */
+export type AgentOperation =
+  | 'agent.connect'
+  | 'agent.hello'
+  | 'agent.createSession'
+  | 'agent.attach'
+  | 'agent.retrieveSession'
+  | 'agent.release'
+  | 'agent.ready'
+  | 'agent.sessions'
+  | 'agent.update'
+  | 'agent.start';
+
+/**
+ * The agent's own error codes, with the errno each one is closest to (sent
+ * as `errno`, so that code written for system errors still sees a number).
+ */
+export const AGENT_ERROR_CODES = {
+  ERR_LIVEUPDATE_AGENT_PERMISSION: -13, // EACCES
+  ERR_LIVEUPDATE_AGENT_QUOTA: -122, // EDQUOT
+  ERR_LIVEUPDATE_AGENT_PROTOCOL: -71, // EPROTO
+  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: -111, // ECONNREFUSED
+  ERR_LIVEUPDATE_UPDATE_REFUSED: -125, // ECANCELED
+  ERR_LIVEUPDATE_MANIFEST_VERSION: -75, // EOVERFLOW: a value this version cannot represent
+} as const;
+
+/** One of {@link AGENT_ERROR_CODES}. */
+export type AgentErrorCode = keyof typeof AGENT_ERROR_CODES;
+
+/** The base of the agent's own refusals; `code` is one of {@link AGENT_ERROR_CODES}. */
+export class AgentError extends LiveUpdateError {
+  /** What the agent adds as JSON: the failed checks and the clients not ready of an update, for example. */
+  details: unknown = undefined;
+}
+/** The policy does not let this user do that: connect, use that name, touch another user's session, or update. */
+export class AgentPermissionError extends AgentError {}
+/** The request would exceed the user's quota (sessions or metadata bytes). */
+export class AgentQuotaError extends AgentPermissionError {}
+/** A message broke the protocol: not JSON, too large, an unknown operation or version, bad arguments. */
+export class AgentProtocolError extends AgentError {}
+/** No agent answers at the socket, the connection was lost, or the agent cannot reach `/dev/liveupdate`. */
+export class AgentUnavailableError extends AgentError {}
+/** `update` stopped before the kexec: a check failed or a client was not ready. `details` says which. */
+export class UpdateRefusedError extends AgentError {}
+/** The manifest handed over by the previous kernel has a newer major version: nothing was finished or discarded. */
+export class ManifestVersionError extends AgentError {}
+
+/** Classes of the agent's codes, for building one from a code alone. @internal */
+const AGENT_CLASSES: Readonly<Record<AgentErrorCode, new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => AgentError>> = {
+  ERR_LIVEUPDATE_AGENT_PERMISSION: AgentPermissionError,
+  ERR_LIVEUPDATE_AGENT_QUOTA: AgentQuotaError,
+  ERR_LIVEUPDATE_AGENT_PROTOCOL: AgentProtocolError,
+  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: AgentUnavailableError,
+  ERR_LIVEUPDATE_UPDATE_REFUSED: UpdateRefusedError,
+  ERR_LIVEUPDATE_MANIFEST_VERSION: ManifestVersionError,
+};
+
+/**
+ * An agent refusal: message `CODE: text`, the code's errno, syscall
+ * `agent`, and `details` (a JSON value: the failed checks, the clients not
+ * ready, ...) when there are some. @internal
+ */
+export function agentError(code: AgentErrorCode, text: string, context: ErrorContext, details?: unknown): AgentError {
+  const error = new AGENT_CLASSES[code](`${code}: ${text}`, code, context, { errno: AGENT_ERROR_CODES[code], code, syscall: 'agent' });
+  error.details = details;
+  return error;
 }
