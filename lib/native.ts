@@ -36,18 +36,6 @@ export type KexecBinding = Both<'kexecLoad', [kernel: string, initrd: string | n
   Both<'kexecLoaded', [], number> &
   Both<'kexecExecute', [sync: boolean], number>;
 
-/**
- * The syscalls a test guest's /init needs and Node lacks (native/guest.h):
- * mount, power-off and the fd limit. @internal
- */
-export type GuestBinding = Both<
-  'mount',
-  [source: string, target: string, fstype: string, flags: number, data: string | null],
-  number
-> &
-  Both<'powerOff', [], number> &
-  Both<'setrlimitNofile', [soft: number, hard: number], number>;
-
 /** One receive as the addon reports it (native/fdpass.h FdReceiver). @internal */
 export interface NativeRecvResult {
   /** RecvStatus: 0 ok, 1 eof, 2 fds truncated, 3 message truncated, 4 bad frame, 5 short frame. */
@@ -89,8 +77,7 @@ export type FdPassBinding = {
 export type NativeBinding = LuoBinding &
   FdPassBinding &
   MemfdBinding &
-  KexecBinding &
-  GuestBinding & {
+  KexecBinding & {
     /** The system header the ABI was compared with at build time, or "" if none. */
     readonly abiCheckedAgainst: string;
   };
