@@ -29,9 +29,13 @@ export function run(command: string, args: readonly string[], cwd: string, env: 
   return outcome;
 }
 
-/** `npm pack` of the package in `packageDir` into `dest`; returns the tarball's path. */
-export function pack(packageDir: string, dest: string, env?: NodeJS.ProcessEnv): string {
-  const out = run('npm', ['pack', '--pack-destination', dest, '--json', '--ignore-scripts'], packageDir, env);
+/**
+ * `npm pack` of the package in `packageDir` into `dest`; returns the
+ * tarball's path. Without `prepack`, it packs what is built already.
+ */
+export function pack(packageDir: string, dest: string, options: { prepack?: boolean; env?: NodeJS.ProcessEnv } = {}): string {
+  const args = ['pack', '--pack-destination', dest, '--json', ...(options.prepack === true ? [] : ['--ignore-scripts'])];
+  const out = run('npm', args, packageDir, options.env);
   const [packed] = JSON.parse(out.stdout) as [{ filename: string }];
   return path.join(dest, packed.filename);
 }
@@ -50,4 +54,21 @@ export function installTarballs(project: string, tarballs: readonly string[], en
   const manifest = { name: 'liveupdate-user', version: '1.0.0', private: true, allowScripts };
   fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify(manifest));
   return run('npm', ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', ...tarballs], project, env);
+}
+
+/**
+ * A copy of the repository as a clone of its current state would be: the
+ * files git tracks plus new ones it does not ignore (no build output, no
+ * node_modules). Returns the copy's directory.
+ */
+export function cleanCopy(dest: string): string {
+  const listed = run('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], LIBRARY_DIR).stdout;
+  for (const file of listed.split('\0').filter(Boolean)) {
+    const from = path.join(LIBRARY_DIR, file);
+    if (!fs.existsSync(from)) continue; // deleted in the working tree, not yet in the index
+    fs.mkdirSync(path.dirname(path.join(dest, file)), { recursive: true });
+    fs.copyFileSync(from, path.join(dest, file));
+    fs.chmodSync(path.join(dest, file), fs.statSync(from).mode);
+  }
+  return dest;
 }
