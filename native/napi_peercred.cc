@@ -5,7 +5,9 @@
 namespace lu {
 
 // Found by argument-dependent lookup when ExportCall turns the result into
-// a JS value: { pid, uid, gid }.
+// a JS value: { pid, uid, gid }. The result owns nothing to hand over.
+inline void HandOver(PeerCredentials&) {}
+
 Napi::Value ToJs(Napi::Env env, const PeerCredentials& cred) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("pid", Napi::Number::New(env, cred.pid));
@@ -20,8 +22,10 @@ namespace lu::napi {
 namespace {
 
 Call<PeerCredentials> PreparePeerCredentials(const Napi::CallbackInfo& info) {
-  int fd = ArgInt32(info, 0, "fd");
-  return {"getsockopt", [fd](PeerCredentials& out) { return peer_credentials(fd, out); }};
+  int fd = ArgFd(info, 0, "fd");
+  FdCopies fds;
+  fd = fds.Dup(info.Env(), fd, "getsockopt");
+  return {"getsockopt", [fd](PeerCredentials& out) { return peer_credentials(fd, out); }, std::move(fds)};
 }
 
 }  // namespace

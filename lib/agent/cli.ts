@@ -12,7 +12,7 @@ import { listenFds, notify } from '../systemd.js';
 import { AgentClient } from './client.js';
 import { readPolicy } from './policy.js';
 import { DEFAULT_SOCKET, type SessionInfo } from './protocol.js';
-import { Agent, STATE_FDNAME, type AgentEvent, type RestoredState, type UpdateCheck } from './server.js';
+import { Agent, MANIFEST_FDNAME, STATE_FDNAME, type AgentEvent, type RestoredState, type UpdateCheck } from './server.js';
 
 /** Exit statuses of `liveupdate update` (and the other agent commands). */
 export const EXIT = {
@@ -52,7 +52,7 @@ function fromSystemd(): { listenFd?: number; restored?: RestoredState } {
   for (const [name, list] of passed) {
     for (const fd of list) {
       if (name === STATE_FDNAME) stateFd = fd;
-      else if (name.startsWith('luo-') || name === 'agent-manifest') fds.set(name, fd);
+      else if (name.startsWith('luo-') || name === MANIFEST_FDNAME) fds.set(name, fd);
       else if (listenFd === undefined && isSeqpacket(fd)) listenFd = fd;
     }
   }

@@ -75,6 +75,9 @@ export interface AgentOptions {
 /** The FDNAME of the agent's state memfd in systemd's fd store. */
 export const STATE_FDNAME = 'agent-state';
 
+/** The FDNAME of the agent's own incoming session, parked when its manifest was refused. */
+export const MANIFEST_FDNAME = 'agent-manifest';
+
 /** A session the agent knows. */
 interface Entry extends ManifestSession {
   state: SessionInfo['state'];
@@ -162,7 +165,8 @@ export class Agent {
    */
   static async start(options: AgentOptions = {}): Promise<Agent> {
     const agent = new Agent(options);
-    await agent.#openDevice(options.devicePath ?? DEVICE_PATH);
+    const parkedManifest = options.restored?.fds.get(MANIFEST_FDNAME);
+    await agent.#openDevice(options.devicePath ?? DEVICE_PATH, parkedManifest);
     if (options.restored !== undefined) agent.#restore(options.restored);
     agent.#listen(options);
     agent.#scheduleUnclaimed();
@@ -227,7 +231,7 @@ export class Agent {
 
   // ---- start ------------------------------------------------------------------
 
-  async #openDevice(devicePath: string): Promise<void> {
+  async #openDevice(devicePath: string, parkedManifest: number | undefined): Promise<void> {
     try {
       this.#device = await LiveUpdate.open(devicePath);
     } catch (error) {
@@ -237,14 +241,15 @@ export class Agent {
       return;
     }
     this.#firstOpenAt = Date.now();
-    await this.#readIncomingManifest(this.#device);
+    await this.#readIncomingManifest(this.#device, parkedManifest);
   }
 
   /** Reads the manifest first thing after the kexec; a newer major version stops everything but `sessions`. */
-  async #readIncomingManifest(device: LiveUpdate): Promise<void> {
+  async #readIncomingManifest(device: LiveUpdate, parked: number | undefined): Promise<void> {
     let own: Session;
     try {
-      own = await device.retrieveSession(AGENT_SESSION_NAME);
+      // A run that refused the manifest parked the session it had retrieved: retrieving a token again is allowed.
+      own = parked === undefined ? await device.retrieveSession(AGENT_SESSION_NAME) : Session.fromFd(parked);
     } catch (error) {
       if (error instanceof SessionNotFoundError) return; // First boot, or no update carried a manifest.
       throw error;
@@ -582,7 +587,10 @@ export class Agent {
     if (e.state === 'finished') return;
     const session = e.session ?? (await this.#requireDevice('agent.release').retrieveSession(e.kernelName));
     try {
-      if (session.state === 'incoming') await session.finish();
+      await session.finish();
+    } catch (error) {
+      // A claimed session's owner may have finished it through its own fd already.
+      if (e.state !== 'claimed') throw error;
     } finally {
       await session.close();
       e.session = null;
@@ -720,7 +728,7 @@ export class Agent {
       await notify({ FDSTORE: 1, FDNAME: fdNameOf(e.kernelName), FDPOLL: 0 }, [e.session?.fd ?? -1]);
     }
     if (this.#heldManifestSession !== null) {
-      await notify({ FDSTORE: 1, FDNAME: 'agent-manifest', FDPOLL: 0 }, [this.#heldManifestSession.fd]);
+      await notify({ FDSTORE: 1, FDNAME: MANIFEST_FDNAME, FDPOLL: 0 }, [this.#heldManifestSession.fd]);
     }
     const state = writeManifestState(entries);
     try {
