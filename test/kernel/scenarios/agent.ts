@@ -204,6 +204,11 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
   return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
 }
 
+/** The policy (in /tmp, a tmpfs: written again in each kernel): alice and bob may connect. */
+function writePolicy(): void {
+  fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: [ALICE, BOB] }, quota: { sessions: 8, metadataBytes: 1024 } }));
+}
+
 /** Waits until the agent answers on its socket. */
 async function agentAnswers(): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -215,7 +220,7 @@ async function agentAnswers(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
-  throw new Error('the agent never answered');
+  throw new Error(`the agent never answered; its log:\n${agent.log}`);
 }
 
 // Stage 1's processes, shared by its cases (they run one after another in this process).
@@ -233,7 +238,7 @@ function client(uid: number): ClientProcess {
 
 /** Starts the agent under the stand-in manager; a client preserves `early` and exits; the agent restarts from its fd store. */
 async function startAndRestart(ctx: StageContext): Promise<JsonValue> {
-  fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: [ALICE, BOB] }, quota: { sessions: 8, metadataBytes: 1024 } }));
+  writePolicy();
   manager = new Manager();
   agent = new AgentProcess({ NOTIFY_SOCKET: NOTIFY });
   await manager.ready(1);
@@ -322,6 +327,7 @@ function updateKexecs(ctx: StageContext): JsonValue {
 
 /** The agent starts again, reads the manifest first, and lists every session as waiting. */
 async function agentAgain(ctx: StageContext): Promise<void> {
+  writePolicy();
   agent = new AgentProcess({});
   await agentAnswers();
   const run = await cli(['sessions', '--socket', SOCKET, '--json']);
