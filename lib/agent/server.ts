@@ -64,7 +64,7 @@ export interface AgentOptions {
   devicePath?: string;
   /** Receives one event per thing that happens (the CLI writes them as JSON lines). */
   log?: (event: AgentEvent) => void;
-  /** A connection that has not said hello within this time is dropped (default 5000 ms). */
+  /** A connection that has not said hello within this time is dropped (default 30000 ms: generous, the agent's own backlog counts too). */
   helloTimeoutMs?: number;
   /** A response the client does not take within this time drops its connection (default 5000 ms). */
   sendTimeoutMs?: number;
@@ -153,7 +153,7 @@ export class Agent {
   private constructor(options: AgentOptions) {
     this.#policy = options.policy ?? DEFAULT_POLICY;
     this.#log = options.log ?? (() => {});
-    this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
+    this.#helloTimeoutMs = options.helloTimeoutMs ?? 30_000;
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 5000;
   }
 

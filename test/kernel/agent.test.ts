@@ -3,7 +3,8 @@
  * an agent process and clients of two uids, an agent restart through the
  * fd store, a killed client re-attaching, an update refused for a client
  * not ready, then `liveupdate update` making the real kexec, and every
- * client getting its own sessions back in the new kernel.
+ * client getting its own sessions back in the new kernel; then a manifest
+ * of a newer major version, refused with nothing finished (a third kernel).
  */
 import { beforeAll, expect, it } from 'vitest';
 import type { VmRun } from '../../conformance/lib/vm/qemu.js';
@@ -39,6 +40,16 @@ const EXPECTED: ExpectedChecks = {
   'agent/update-kexecs': {
     1: ['liveupdate update will make the kexec'],
     2: ['every session was claimed and released', 'the agent stops on SIGTERM'],
+  },
+  'agent/newer-manifest-refused': {
+    2: ['planted'],
+    3: [
+      'sessions says why the manifest is refused',
+      'a claim is refused with ManifestVersionError',
+      'the agent logged it',
+      'the refusing agent stops cleanly',
+      "the user's session was left untouched",
+    ],
   },
 };
 

@@ -13,13 +13,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
-import { AgentClient, kexec, recvFds } from 'liveupdate';
+import { AgentClient, kexec, LiveUpdate, memfd, recvFds, SessionNotFoundError } from 'liveupdate';
 import { defineCase, defineScenario, type JsonValue, type StageContext } from 'liveupdate-conformance';
 import { libraryAddon } from './support.js';
 
 const INDEX = require.resolve('liveupdate');
 const CLI = path.join(path.dirname(INDEX), 'cli.js');
-const SOCKET = '/run/liveupdate/agent.sock';
+export const SOCKET = '/run/liveupdate/agent.sock';
 const POLICY = '/tmp/agent-policy.json';
 const NOTIFY = '@lu-agent-notify';
 const ALICE = 1001;
@@ -163,7 +163,7 @@ class Manager {
 }
 
 /** The agent process: `liveupdate agent`, with LISTEN_FDS when `passed` fds are given. */
-class AgentProcess {
+export class AgentProcess {
   readonly child: ChildProcess;
   log = '';
 
@@ -194,7 +194,7 @@ class AgentProcess {
 }
 
 /** Runs `liveupdate ARGS`; resolves to the exit status and stdout. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const launcher = `Promise.resolve(require(${JSON.stringify(CLI)}).main(JSON.parse(process.env.LU_ARGS))).then((code) => { process.exitCode = code; });`;
   const child = spawn(process.execPath, ['-e', launcher], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LU_ARGS: JSON.stringify(args) } });
   let stdout = '';
@@ -205,12 +205,12 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
 }
 
 /** The policy (in /tmp, a tmpfs: written again in each kernel): alice and bob may connect. */
-function writePolicy(): void {
+export function writePolicy(): void {
   fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: [ALICE, BOB] }, quota: { sessions: 8, metadataBytes: 1024 } }));
 }
 
 /** Waits until the agent answers on its socket. */
-async function agentAnswers(): Promise<void> {
+export async function agentAnswers(agent: AgentProcess): Promise<void> {
   for (let i = 0; i < 200; i++) {
     try {
       const client = await AgentClient.connect({ socket: SOCKET });
@@ -256,7 +256,7 @@ async function startAndRestart(ctx: StageContext): Promise<JsonValue> {
   const passed = [...manager.store.entries()].flatMap(([name, fds]) => fds.map((fd) => [name, fd] as [string, number]));
   agent = new AgentProcess({ NOTIFY_SOCKET: NOTIFY }, passed);
   await manager.ready(2);
-  await agentAnswers();
+  await agentAnswers(agent);
   const root = await AgentClient.connect({ socket: SOCKET });
   const listed = (await root.sessions()).sessions.map((s) => [s.kernelName, s.owner, s.state, s.metadata]);
   await root.close();
@@ -329,7 +329,7 @@ function updateKexecs(ctx: StageContext): JsonValue {
 async function agentAgain(ctx: StageContext): Promise<void> {
   writePolicy();
   agent = new AgentProcess({});
-  await agentAnswers();
+  await agentAnswers(agent);
   const run = await cli(['sessions', '--socket', SOCKET, '--json']);
   const report = JSON.parse(run.stdout || '{}') as { sessions?: Array<{ kernelName: string; owner: number; state: string }>; kexecCount?: number; frozenAt?: number; firstOpenAt?: number };
   const listed = (report.sessions ?? []).map((s) => [s.kernelName, s.owner, s.state]).sort();
@@ -388,6 +388,60 @@ async function everyoneBack(ctx: StageContext): Promise<void> {
   for (const c of clients) c.child.kill('SIGKILL');
 }
 
+// ---- a manifest of a newer major version (stages 2 and 3) -------------------------
+
+const KEPT = 'u1001.kept-by-refusal';
+
+/** With the agent stopped, plants a manifest of version 2.0 and a user's session, then the runner kexecs. */
+async function plantNewerManifest(ctx: StageContext): Promise<JsonValue> {
+  const luo = await LiveUpdate.open();
+  const own = await luo.createSession('liveupdate-agent');
+  const manifestFd = await memfd.create('manifest');
+  const sessions = [{ kernelName: KEPT, name: 'kept-by-refusal', owner: ALICE, metadata: null, createdAt: Date.now() }];
+  fs.writeSync(manifestFd, JSON.stringify({ format: 'liveupdate-agent-manifest', version: [2, 0], kexecCount: 1, updateStartedAt: 0, frozenAt: Date.now(), sessions }));
+  await own.preserve(manifestFd, 0);
+  const kept = await luo.createSession(KEPT);
+  const file = await memfd.create('kept');
+  fs.writeSync(file, 'kept bytes');
+  await kept.preserve(file, 1);
+  await luo.close();
+  ctx.keep(own, kept, manifestFd, file);
+  ctx.check('planted', true);
+  return null;
+}
+
+/** The agent refuses the newer manifest, says why, serves nothing else, and leaves every session unfinished. */
+async function refusedAfter(ctx: StageContext): Promise<void> {
+  writePolicy();
+  agent = new AgentProcess({});
+  await agentAnswers(agent);
+  const run = await cli(['sessions', '--socket', SOCKET, '--json']);
+  const report = JSON.parse(run.stdout || '{}') as { refused?: string | null };
+  ctx.check('sessions says why the manifest is refused', /manifest version 2\.0/.test(report.refused ?? ''), report.refused ?? null);
+  const alice = client(ALICE);
+  await alice.value('connect');
+  const refused = await alice.ask('retrieve', { name: 'kept-by-refusal', tokens: [1] });
+  ctx.equal('a claim is refused with ManifestVersionError', refused.ok ? 'claimed' : [refused.error.class, refused.error.code], ['ManifestVersionError', 'ERR_LIVEUPDATE_MANIFEST_VERSION']);
+  ctx.equal('the agent logged it', agent.events().some((e) => e['event'] === 'manifest-refused'), true);
+  const code = await agent.stop();
+  alice.child.kill('SIGKILL');
+  ctx.equal('the refusing agent stops cleanly', code, 0);
+  // Nothing was finished or discarded: the user's session is still there to retrieve, its file intact.
+  const luo = await LiveUpdate.open();
+  try {
+    const kept = await luo.retrieveSession(KEPT);
+    const fd = await kept.retrieve(1);
+    ctx.equal("the user's session was left untouched", fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8'), 'kept bytes');
+    await kept.finish();
+    await kept.close();
+    fs.closeSync(fd);
+  } catch (error) {
+    ctx.check("the user's session was left untouched", false, error instanceof SessionNotFoundError ? 'gone' : String(error));
+  } finally {
+    await luo.close();
+  }
+}
+
 /** @internal */
 export default defineScenario('agent', [
   defineCase('restart-keeps-sessions', [startAndRestart, agentAgain]),
@@ -395,4 +449,5 @@ export default defineScenario('agent', [
   defineCase('killed-client-reattaches', [clientKilled, clientKilledAfter]),
   defineCase('update-refused-not-ready', [notReadyRefused, notReadyAfter]),
   defineCase('update-kexecs', [updateKexecs, everyoneBack]),
+  defineCase('newer-manifest-refused', [null, plantNewerManifest, refusedAfter]),
 ]);
