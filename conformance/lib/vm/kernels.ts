@@ -20,12 +20,10 @@ export interface KernelImage {
   readonly source: 'LIVEUPDATE_KERNEL' | 'cache';
 }
 
-/** What to tell someone who has no kernel. */
+/** What to tell someone who has no kernel: one line naming the commands that fix it. */
 export const NO_KERNEL_HELP =
-  'No LUO kernel image found. Build the test kernels with `npm run vm:kernel` ' +
-  '(vm/build-kernel.sh: about 10 minutes per kernel on 2 cores, cached afterwards), ' +
-  'or point LIVEUPDATE_KERNEL at a bzImage built with CONFIG_LIVEUPDATE=y and CONFIG_KEXEC_FILE=y ' +
-  '(see vm/kernel.config). To skip the kernel tests in a local quick loop, set LIVEUPDATE_SKIP_KERNEL_TESTS=1.';
+  'no LUO kernel built: run `npm run vm:kernel` (about 10 minutes per kernel on 2 cores, cached in ~/.cache/liveupdate) ' +
+  'or `bash .ci/run`; LIVEUPDATE_KERNEL=/path/bzImage uses your own, LIVEUPDATE_SKIP_KERNEL_TESTS=1 skips the kernel tests';
 
 /** The kernels to test with; empty if none is found (see {@link NO_KERNEL_HELP}). */
 export function findKernels(env: NodeJS.ProcessEnv = process.env): KernelImage[] {

@@ -32,6 +32,8 @@ export interface RunOptions extends ImageOptions {
   readonly logDir?: string;
   /** Progress lines (default: written to stderr); `false` silences them. */
   readonly onProgress?: ((line: string) => void) | false;
+  /** Called with each guest record as it arrives (live progress of a long stage). */
+  readonly onRecord?: (record: GuestRecord) => void;
   /** The QEMU binary (default `$LIVEUPDATE_QEMU`, else qemu-system-x86_64). */
   readonly qemu?: string;
   /**
@@ -145,7 +147,7 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
   progress(`guest image ${mb(fs.statSync(image.initrd).size)} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
   const kernel = options.kernels[0];
   if (kernel === undefined) throw new Error('runVm: no kernel image given');
-  const collector = new Collector(started, progress);
+  const collector = new Collector(started, progress, options.onRecord);
   const initrd = options.initrds?.length ? appendArchives(image.initrd, options.initrds) : image.initrd;
   let exit: Exit;
   try {
@@ -297,10 +299,12 @@ class Collector {
   readonly #reached = new Map<number, number>();
   #consoleLine = '';
   #resultLine = '';
+  readonly #onRecord: ((record: GuestRecord) => void) | undefined;
 
-  constructor(started: number, progress: (line: string) => void) {
+  constructor(started: number, progress: (line: string) => void, onRecord?: (record: GuestRecord) => void) {
     this.#started = started;
     this.#progress = progress;
+    this.#onRecord = onRecord;
   }
 
   consoleData(chunk: Buffer): void {
@@ -337,6 +341,7 @@ class Collector {
     this.records.push(record);
     if (!this.#reached.has(record.stage)) this.#reached.set(record.stage, Date.now() - this.#started);
     this.#announce(record);
+    this.#onRecord?.(record);
   }
 
   #announce(r: GuestRecord): void {

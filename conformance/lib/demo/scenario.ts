@@ -1,0 +1,173 @@
+/**
+ * The demo's guest side, a two-stage scenario. Stage 1: the agent starts,
+ * two VMM-like clients (uids 1001 and 1002) fill and preserve their guest
+ * memory and say ready, then `liveupdate update` kexecs into the same
+ * kernel. Stage 2: the agent starts again and reads its manifest, each
+ * client claims its memory, checks it byte for byte and resumes its
+ * counter. Progress goes to the host as `say` reports as it happens; the
+ * stage 2 value is the summary.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import { AgentClient } from 'liveupdate';
+import type { JsonValue } from '../vm/protocol.js';
+import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
+import { SESSION, type VmmEvent } from './vmm.js';
+
+/** The kernel parameter that carries the memory size per VM (MiB) into both stages. */
+export const MIB_PARAM = 'lu.demo_mib';
+/** The two VMs: a name and the uid its VMM runs as. */
+export const VMS = [
+  { vm: 'alice', uid: 1001 },
+  { vm: 'bob', uid: 1002 },
+] as const;
+const SOCKET = '/run/liveupdate/agent.sock';
+const POLICY = '/tmp/demo-policy.json';
+const CLI = path.join(path.dirname(require.resolve('liveupdate')), 'cli.js');
+const VMM = path.join(__dirname, 'vmm.js');
+
+/** What stage 1 hands stage 2: each VM's counter when it said ready. */
+interface Before {
+  mib: number;
+  readyCounters: Record<string, string>;
+}
+
+/** What the demo reports at the end (stage 2's value). */
+export interface DemoSummary {
+  mib: number;
+  kexecCount: number;
+  /** Manifest `frozenAt` to the agent opening /dev/liveupdate in the new kernel, ms. */
+  agentBackMs: number | null;
+  /** Per VM: manifest `frozenAt` to the agent handing the session back (`claimedAt`), ms. */
+  claimedMs: Record<string, number | null>;
+  /** Per VM: the counter when it said ready, when the kernel went away, and after resuming. */
+  counters: Record<string, { ready: string; stopped: string; resumed: string }>;
+}
+
+/** The memory size per VM from the kernel command line. */
+function mibFromCmdline(): number {
+  const match = new RegExp(`(?:^|\\s)${MIB_PARAM.replace('.', '\\.')}=(\\d+)(?:\\s|$)`).exec(fs.readFileSync('/proc/cmdline', 'utf8'));
+  if (match?.[1] === undefined) throw new Error(`${MIB_PARAM}=N is missing from the kernel command line`);
+  return Number(match[1]);
+}
+
+/** `liveupdate agent` as its own process; resolves once it answers on its socket. */
+async function startAgent(): Promise<ChildProcess> {
+  fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: VMS.map((v) => v.uid) } }));
+  const agent = runCli(['agent', '--socket', SOCKET, '--policy', POLICY], 'ignore');
+  for (let i = 0; i < 600; i++) {
+    try {
+      await (await AgentClient.connect({ socket: SOCKET })).close();
+      return agent;
+    } catch {
+      if (agent.exitCode !== null) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(`the agent never answered on ${SOCKET} (exit ${String(agent.exitCode)})`);
+}
+
+/** Runs `liveupdate ARGS` in a new node process. */
+function runCli(args: readonly string[], stdout: 'ignore' | 'pipe'): ChildProcess {
+  const launcher = `Promise.resolve(require(${JSON.stringify(CLI)}).main(${JSON.stringify(args)})).then((code) => process.exit(code));`;
+  return spawn(process.execPath, ['-e', launcher], { stdio: ['ignore', stdout, 'inherit'] });
+}
+
+/** A VMM client process and the events it has said so far. */
+class Vmm {
+  readonly events: VmmEvent[] = [];
+  readonly #child: ChildProcess;
+  readonly #waiters: Array<() => void> = [];
+
+  constructor(mode: 'before' | 'after', readonly vm: string, uid: number, mib: number, onEvent: (vmm: Vmm, event: VmmEvent) => void) {
+    this.#child = spawn(process.execPath, [VMM, mode, vm, String(mib), SOCKET], { uid, gid: uid, stdio: ['ignore', 'pipe', 'inherit'], env: { HOME: '/tmp' } });
+    createInterface({ input: this.#child.stdout! }).on('line', (line) => {
+      const event = JSON.parse(line) as VmmEvent;
+      this.events.push(event);
+      onEvent(this, event);
+      this.#waiters.splice(0).forEach((wake) => wake());
+    });
+    this.#child.on('exit', () => this.#waiters.splice(0).forEach((wake) => wake()));
+  }
+
+  /** The first event of a kind; throws if the client failed or exited without saying it. */
+  async until<K extends VmmEvent['event']>(kind: K): Promise<Extract<VmmEvent, { event: K }>> {
+    for (;;) {
+      const found = this.events.find((e) => e.event === kind || e.event === 'failed');
+      if (found?.event === 'failed') throw new Error(`${this.vm}'s VMM failed: ${found.message}`);
+      if (found !== undefined) return found as Extract<VmmEvent, { event: K }>;
+      if (this.#child.exitCode !== null || this.#child.signalCode !== null) throw new Error(`${this.vm}'s VMM exited (${String(this.#child.exitCode ?? this.#child.signalCode)}) before '${kind}'`);
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+  }
+}
+
+const mibs = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+
+/** Each client event as a progress line for the host. */
+function describe(vm: string, e: VmmEvent): string {
+  switch (e.event) {
+    case 'filled': return `${vm}: guest memory filled with ${vm}'s pattern in ${secs(e.ms)}`;
+    case 'ready': return `${vm}: preserved as session ${e.kernelName} (${e.preserveMs} ms), said ready; counter running, at ${e.counter}`;
+    case 'claimed': return `${vm}: claimed ${e.kernelName} back (${mibs(e.bytes)}, metadata ${JSON.stringify(e.metadata)}) at kernel uptime ${secs(e.uptimeMs)}`;
+    case 'checked': return `${vm}: counter stopped at ${e.counter}${e.counterIntact ? '' : ' (TORN)'}; ${e.firstMismatch < 0 ? `every other byte matches the pattern (${secs(e.ms)})` : `MISMATCH at byte ${e.firstMismatch} (${e.badChunks} MiB differ)`}`;
+    case 'resumed': return `${vm}: counter resumed from ${e.from}, now ${e.now}`;
+    case 'failed': return `${vm}: FAILED: ${e.message}`;
+  }
+}
+
+function relay(ctx: StageContext): (vmm: Vmm, event: VmmEvent) => void {
+  return (vmm, event) => ctx.report('say', describe(vmm.vm, event));
+}
+
+async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
+  const mib = mibFromCmdline();
+  await startAgent();
+  ctx.report('say', `agent: listening on ${SOCKET}; starting 2 VMMs (uids ${VMS.map((v) => v.uid).join(', ')}), ${mib} MiB of guest memory each`);
+  const vmms = VMS.map(({ vm, uid }) => new Vmm('before', vm, uid, mib, relay(ctx)));
+  const ready = await Promise.all(vmms.map((v) => v.until('ready')));
+  ctx.equal('each VMM preserved its memory in its own session', ready.map((r) => r.kernelName), VMS.map((v) => `u${v.uid}.${SESSION}`));
+  ctx.jumpWith(async (next) => {
+    const update = runCli(['update', '--socket', SOCKET, '--kernel', next.kernel, '--initrd', next.initrd, '--cmdline', next.cmdline, '--timeout', '60'], 'pipe');
+    const code = await new Promise((resolve) => update.on('exit', resolve));
+    throw new Error(`liveupdate update exited ${String(code)} without a kexec`);
+  });
+  const before: Before = { mib, readyCounters: Object.fromEntries(ready.map((r, i) => [VMS[i]!.vm, r.counter])) };
+  return before as unknown as JsonValue;
+}
+
+async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
+  const before = ctx.previous as unknown as Before;
+  const agent = await startAgent();
+  const root = await AgentClient.connect({ socket: SOCKET });
+  const waiting = await root.sessions();
+  ctx.report('say', `agent: manifest read (kexec #${waiting.kexecCount}): ${waiting.sessions.filter((s) => s.state === 'waiting').map((s) => s.kernelName).join(', ')} waiting to be claimed`);
+  const vmms = VMS.map(({ vm, uid }) => new Vmm('after', vm, uid, before.mib, relay(ctx)));
+  const counters: DemoSummary['counters'] = {};
+  for (const vmm of vmms) {
+    const claimed = await vmm.until('claimed');
+    const checked = await vmm.until('checked');
+    const resumed = await vmm.until('resumed');
+    const ready = BigInt(before.readyCounters[vmm.vm] ?? '-1');
+    ctx.equal(`${vmm.vm}: its own session, its whole memory`, [claimed.kernelName, claimed.bytes], [`u${VMS.find((v) => v.vm === vmm.vm)!.uid}.${SESSION}`, before.mib * 2 ** 20]);
+    ctx.check(`${vmm.vm}: every byte as written`, checked.firstMismatch === -1, { firstMismatch: checked.firstMismatch, badChunks: checked.badChunks });
+    ctx.check(`${vmm.vm}: the counter kept running after ready and survived intact`, checked.counterIntact && BigInt(checked.counter) >= ready, { ready: String(ready), stopped: checked.counter });
+    ctx.check(`${vmm.vm}: the counter resumed where it stopped`, resumed.from === checked.counter && BigInt(resumed.now) > BigInt(resumed.from), resumed as unknown as JsonValue);
+    counters[vmm.vm] = { ready: String(ready), stopped: checked.counter, resumed: resumed.now };
+  }
+  const report = await root.sessions();
+  await root.close();
+  const frozenAt = report.frozenAt;
+  const since = (t: number | null | undefined): number | null => (frozenAt === null || t === null || t === undefined ? null : t - frozenAt);
+  const claimedMs = Object.fromEntries(VMS.map(({ vm, uid }) => [vm, since(report.sessions.find((s) => s.kernelName === `u${uid}.${SESSION}`)?.claimedAt)]));
+  ctx.equal('every session was released', report.sessions.map((s) => s.state), VMS.map(() => 'finished'));
+  agent.kill('SIGTERM');
+  const summary: DemoSummary = { mib: before.mib, kexecCount: report.kexecCount, agentBackMs: since(report.firstOpenAt), claimedMs, counters };
+  return summary as unknown as JsonValue;
+}
+
+/** @internal */
+export default defineScenario('demo', [defineCase('guest-memory', [beforeUpdate, afterUpdate])]);
