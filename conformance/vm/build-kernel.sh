@@ -19,16 +19,15 @@ start=$SECONDS
 say() { printf '[vm:kernel %4ds] %s\n' "$((SECONDS - start))" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-need() {
-  local tool=$1 pkg=$2
-  command -v "$tool" >/dev/null || die "'$tool' is missing: apt-get install $pkg"
-}
-
+# Every missing tool at once, in one line naming the packages to install.
 check_tools() {
-  need make make; need gcc gcc; need flex flex; need bison bison; need bc bc
-  need apt-get apt; need dpkg-deb dpkg; need xz xz-utils; need perl perl
-  [[ -e /usr/include/libelf.h ]] || die "libelf headers are missing: apt-get install libelf-dev"
-  [[ -e /usr/include/openssl/ssl.h ]] || die "openssl headers are missing: apt-get install libssl-dev"
+  local missing=() pair
+  for pair in make:make gcc:gcc flex:flex bison:bison bc:bc apt-get:apt dpkg-deb:dpkg xz:xz-utils perl:perl; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  [[ -e /usr/include/libelf.h ]] || missing+=(libelf-dev)
+  [[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+  ((${#missing[@]} == 0)) || die "kernel build tools are missing: apt-get install ${missing[*]}"
 }
 
 # One private apt root holds the sources list, the package lists and the

@@ -102,6 +102,12 @@ class Vmm {
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
     }
   }
+
+  /** Resolves to the exit code once the process is gone (after it released its session, in stage 2). */
+  exited(): Promise<number | null> {
+    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return Promise.resolve(this.#child.exitCode);
+    return new Promise((resolve) => this.#child.once('exit', (code) => resolve(code)));
+  }
 }
 
 const mibs = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
@@ -156,6 +162,7 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
     ctx.check(`${vmm.vm}: every byte as written`, checked.firstMismatch === -1, { firstMismatch: checked.firstMismatch, badChunks: checked.badChunks });
     ctx.check(`${vmm.vm}: the counter kept running after ready and survived intact`, checked.counterIntact && BigInt(checked.counter) >= ready, { ready: String(ready), stopped: checked.counter });
     ctx.check(`${vmm.vm}: the counter resumed where it stopped`, resumed.from === checked.counter && BigInt(resumed.now) > BigInt(resumed.from), resumed as unknown as JsonValue);
+    ctx.equal(`${vmm.vm}: released its session and exited`, await vmm.exited(), 0);
     counters[vmm.vm] = { ready: String(ready), stopped: checked.counter, resumed: resumed.now };
   }
   const report = await root.sessions();
