@@ -150,7 +150,7 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   const agent = await startAgent();
   const root = await AgentClient.connect({ socket: SOCKET });
   const waiting = await root.sessions();
-  ctx.report('say', `agent: manifest read (kexec #${waiting.kexecCount}): ${waiting.sessions.filter((s) => s.state === 'waiting').map((s) => s.kernelName).join(', ')} waiting to be claimed`);
+  ctx.report('say', `agent: manifest read (kexec #${waiting.kexecCount}): ${waiting.sessions.filter((s) => s.state === 'waiting').map((s) => s.kernelName).sort().join(', ')} waiting to be claimed`);
   const vmms = VMS.map(({ vm, uid }) => new Vmm('after', vm, uid, before.mib, relay(ctx)));
   const counters: DemoSummary['counters'] = {};
   for (const vmm of vmms) {
