@@ -649,11 +649,12 @@ export class Agent {
       }
       checks.push({ name: 'every client ready', ok: true });
       const own = await this.#sealManifest(r, startedAt);
-      await this.#send(c, id, { ok: true, phase: 'kexec', checks: checks as unknown as JsonValue });
-      this.#event('kexec', { ...this.#who(c), kernel: r.kernel, sessions: this.#outgoing.size });
       try {
+        await this.#send(c, id, { ok: true, phase: 'kexec', checks: checks as unknown as JsonValue });
+        this.#event('kexec', { ...this.#who(c), kernel: r.kernel, sessions: this.#outgoing.size });
         return await kexec.execute();
       } catch (error) {
+        // No jump (the kexec failed, or the asker vanished): nothing of this attempt may stay behind.
         await own.close();
         await kexec.unload().catch(() => {});
         throw error;
