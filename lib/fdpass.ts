@@ -21,6 +21,7 @@
  * contain bytes sent before them.
  */
 import * as net from 'node:net';
+import { callSync, ControlTruncatedError, FramingError, MessageTruncatedError, translateError, type ErrorContext } from './errors.js';
 import { native, type Cancellable, type NativeRecvResult } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
@@ -66,46 +67,14 @@ export interface RecvResult {
   eof: boolean;
 }
 
-/** Why a receive was refused, as the error's `code`. */
-export type FdPassErrorCode =
-  | 'ERR_LIVEUPDATE_FDS_TRUNCATED'
-  | 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED'
-  | 'ERR_LIVEUPDATE_BAD_FRAME'
-  | 'ERR_LIVEUPDATE_SHORT_FRAME';
-
-/** A message that arrived but cannot be handed over intact. Any fds it carried are already closed. */
-export class FdPassError extends Error {
-  /** Which rule the message broke. */
-  readonly code: FdPassErrorCode;
-  /** How many fds arrived with it and were closed here. */
-  readonly closedFds: number;
-
-  /** @internal */
-  constructor(code: FdPassErrorCode, text: string, closedFds: number) {
-    super(`${code}: ${text}`);
-    this.name = new.target.name;
-    this.code = code;
-    this.closedFds = closedFds;
-  }
-}
-
-/** The kernel dropped fds (MSG_CTRUNC): more were sent than `maxFds`, or the receiver's fd limit was hit. */
-export class ControlTruncatedError extends FdPassError {}
-
-/** The message was longer than `maxBytes`; it was skipped (a frame is read to its end, so the stream stays in step). */
-export class MessageTruncatedError extends FdPassError {
-  /** The message's real length in bytes. */
-  readonly length: number;
-
-  /** @internal */
-  constructor(text: string, closedFds: number, length: number) {
-    super('ERR_LIVEUPDATE_MESSAGE_TRUNCATED', text, closedFds);
-    this.length = length;
-  }
-}
-
-/** Stream bytes that are not a frame of this package, fds in mid-frame, or EOF in mid-frame. */
-export class FramingError extends FdPassError {}
+export {
+  ControlTruncatedError,
+  FdPassError,
+  FramingError,
+  MessageTruncatedError,
+  PeerClosedError,
+  type FdPassErrorCode,
+} from './errors.js';
 
 const STATUS_OK = 0;
 const STATUS_EOF = 1;
@@ -261,8 +230,8 @@ function abortError(signal: AbortSignal): Error {
   return Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR', cause: signal.reason as unknown });
 }
 
-/** Awaits a native operation; an abort cancels it and rejects with an AbortError. */
-async function withSignal<T>(start: () => Cancellable<T>, signal: AbortSignal | undefined): Promise<T> {
+/** Awaits a native operation; an abort cancels it and rejects with an AbortError. A kernel failure is typed for `context`. */
+async function withSignal<T>(start: () => Cancellable<T>, signal: AbortSignal | undefined, context: ErrorContext): Promise<T> {
   if (signal?.aborted) throw abortError(signal);
   const pending = start();
   const onAbort = (): void => pending.cancel();
@@ -271,7 +240,7 @@ async function withSignal<T>(start: () => Cancellable<T>, signal: AbortSignal | 
     return await pending;
   } catch (error) {
     if (signal?.aborted) throw abortError(signal);
-    throw error;
+    throw translateError(error, context);
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
@@ -304,7 +273,7 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   await serialize(`send:${first}`, async () => {
     // A net.Socket is checked again when its turn comes: Node may have queued writes since.
     const fd = typeof socket === 'number' ? first : socketFd(socket, 'send');
-    await withSignal(() => native.sendFdsAsync(fd, bytes, checked, framing), signal);
+    await withSignal(() => native.sendFdsAsync(fd, bytes, checked, framing), signal, { operation: 'sendFds', fd });
   });
 }
 
@@ -313,7 +282,8 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
   const checked = checkFds(fds);
   const bytes = toBytes(data);
   const framing = framingCode(checkOptions<SendOptions>(options).framing);
-  native.sendFds(socketFd(socket, 'send'), bytes, checked, framing);
+  const fd = socketFd(socket, 'send');
+  callSync({ operation: 'sendFds', fd }, () => native.sendFds(fd, bytes, checked, framing));
 }
 
 /**
@@ -339,7 +309,7 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   const first = socketFd(socket, 'recv'); // Validates (and pauses a net.Socket) before queueing.
   return serialize(`recv:${first}`, async () => {
     const fd = typeof socket === 'number' ? first : socketFd(socket, 'recv');
-    const raw = await withSignal(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal);
+    const raw = await withSignal(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal, { operation: 'recvFds', fd });
     return toResult(raw, maxFds, maxBytes);
   });
 }
@@ -350,7 +320,8 @@ export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'sig
   const maxFds = checkCount(opts.maxFds, 'options.maxFds', MAX_FDS_PER_MESSAGE, MAX_FDS_PER_MESSAGE);
   const maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, DEFAULT_MAX_BYTES);
   const framing = framingCode(opts.framing);
-  return toResult(native.recvFds(socketFd(socket, 'recv'), maxBytes, maxFds, framing), maxFds, maxBytes);
+  const fd = socketFd(socket, 'recv');
+  return toResult(callSync({ operation: 'recvFds', fd }, () => native.recvFds(fd, maxBytes, maxFds, framing)), maxFds, maxBytes);
 }
 
 /** Unix socket types for {@link socketPair}. */
@@ -370,5 +341,6 @@ function typeCode(type: unknown): number {
  * both fds.
  */
 export function socketPair(type: UnixSocketType = 'stream'): [number, number] {
-  return native.socketPair(typeCode(type));
+  const code = typeCode(type);
+  return callSync({ operation: 'socketPair' }, () => native.socketPair(code));
 }

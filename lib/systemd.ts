@@ -9,10 +9,11 @@
  * `notify({ FDSTORE: 1, FDNAME: 'luo' }, [session.fd])` and get it back from
  * {@link listenFds} after the update; `Session.fromFd` wraps it.
  */
-import * as fs from 'node:fs';
-import { getSystemErrorMap } from 'node:util';
+import { constants } from 'node:os';
+import { callSync, kernelError, ListenFdsError, translateError, type ErrorContext, type LiveUpdateError } from './errors.js';
 import { sendFds, sendFdsSync, MAX_FDS_PER_MESSAGE } from './fdpass.js';
-import { native } from './native.js';
+import { readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
+import { closeFd, native } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
 /**
@@ -134,40 +135,43 @@ function checkNotifyFds(fds: unknown): number[] {
 
 // ---- the socket ---------------------------------------------------------------
 
+/** A failure of `syscall` with `code` that no native call reported (the package found it), typed like one. */
+function systemFailure(code: keyof typeof constants.errno, syscall: string, context: ErrorContext): LiveUpdateError {
+  return kernelError({ errno: -constants.errno[code], code, syscall }, context);
+}
+
 /** `$NOTIFY_SOCKET` if it is an address this package can reach: a path or an abstract `@name`. */
-function notifySocket(): string | undefined {
+function notifySocket(operation: 'notify' | 'barrier'): string | undefined {
   const address = process.env['NOTIFY_SOCKET'];
   if (address === undefined || address === '') return undefined;
   if (address.startsWith('/') || address.startsWith('@')) return address;
   // vsock:CID:PORT (systemd in a VM) has no AF_UNIX form.
-  throw systemError('EAFNOSUPPORT', 'connect', `NOTIFY_SOCKET=${address} is not a Unix socket address`);
-}
-
-function systemError(code: string, syscall: string, detail: string): Error {
-  const entry = [...getSystemErrorMap()].find(([, [name]]) => name === code);
-  const errno = entry?.[0] ?? 0;
-  const text = entry?.[1][1] ?? code;
-  return Object.assign(new Error(`${code}: ${text}, ${syscall} (${detail})`), { code, errno, syscall });
+  throw systemFailure('EAFNOSUPPORT', 'connect', { operation, path: address, hint: 'it is not a Unix socket address' });
 }
 
 const NOT_SET: NotifyResult = { sent: false, reason: 'NOTIFY_SOCKET is not set' };
 
+/** A datagram socket connected to `$NOTIFY_SOCKET`; a failure names the variable and its value. */
+function connectNotify(address: string, operation: 'notify' | 'barrier'): number {
+  return callSync({ operation, path: address }, () => native.unixConnect(native.SOCK_DGRAM, address));
+}
+
 /** Runs `send` with a datagram socket connected to `address`, and closes it. */
-async function withNotifySocket<T>(address: string, send: (fd: number) => Promise<T>): Promise<T> {
-  const fd = native.unixConnect(native.SOCK_DGRAM, address);
+async function withNotifySocket<T>(address: string, operation: 'notify' | 'barrier', send: (fd: number) => Promise<T>): Promise<T> {
+  const fd = connectNotify(address, operation);
   try {
     return await send(fd);
   } finally {
-    native.close(fd);
+    closeFd(fd);
   }
 }
 
-function withNotifySocketSync<T>(address: string, send: (fd: number) => T): T {
-  const fd = native.unixConnect(native.SOCK_DGRAM, address);
+function withNotifySocketSync<T>(address: string, operation: 'notify' | 'barrier', send: (fd: number) => T): T {
+  const fd = connectNotify(address, operation);
   try {
     return send(fd);
   } finally {
-    native.close(fd);
+    closeFd(fd);
   }
 }
 
@@ -192,9 +196,9 @@ export async function notify(fields: NotifyFields, fds?: readonly number[], opti
   try {
     const checked = checkNotifyFds(fds);
     const message = buildMessage(fields, checked);
-    const socket = notifySocket();
+    const socket = notifySocket('notify');
     if (socket === undefined) return NOT_SET;
-    await withNotifySocket(socket, (fd) => sendFds(fd, checked, message));
+    await withNotifySocket(socket, 'notify', (fd) => sendFds(fd, checked, message));
     return { sent: true, socket, message };
   } finally {
     unsetIf(options);
@@ -206,9 +210,9 @@ export function notifySync(fields: NotifyFields, fds?: readonly number[], option
   try {
     const checked = checkNotifyFds(fds);
     const message = buildMessage(fields, checked);
-    const socket = notifySocket();
+    const socket = notifySocket('notify');
     if (socket === undefined) return NOT_SET;
-    withNotifySocketSync(socket, (fd) => sendFdsSync(fd, checked, message));
+    withNotifySocketSync(socket, 'notify', (fd) => sendFdsSync(fd, checked, message));
     return { sent: true, socket, message };
   } finally {
     unsetIf(options);
@@ -224,8 +228,8 @@ function checkTimeout(options: BarrierOptions | undefined): number {
   return timeout;
 }
 
-function barrierTimeout(timeout: number): Error {
-  return systemError('ETIMEDOUT', 'poll', `BARRIER=1 not acknowledged within ${timeout} ms`);
+function barrierTimeout(timeout: number, socket: string): LiveUpdateError {
+  return systemFailure('ETIMEDOUT', 'poll', { operation: 'barrier', path: socket, hint: `not acknowledged within ${timeout} ms` });
 }
 
 /**
@@ -239,20 +243,20 @@ function barrierTimeout(timeout: number): Error {
 export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
   try {
     const timeout = checkTimeout(options);
-    const socket = notifySocket();
+    const socket = notifySocket('barrier');
     if (socket === undefined) return NOT_SET;
-    const [readEnd, writeEnd] = native.pipe();
+    const [readEnd, writeEnd] = callSync({ operation: 'barrier' }, () => native.pipe());
     try {
       try {
-        await withNotifySocket(socket, (fd) => sendFds(fd, [writeEnd], 'BARRIER=1'));
+        await withNotifySocket(socket, 'barrier', (fd) => sendFds(fd, [writeEnd], 'BARRIER=1'));
       } finally {
         // Now only the manager holds the write end: its close is our EOF.
-        native.close(writeEnd);
+        closeFd(writeEnd, 'barrier');
       }
-      await waitForEof(readEnd, timeout);
+      await waitForEof(readEnd, timeout, socket);
       return { sent: true, socket, message: 'BARRIER=1' };
     } finally {
-      native.close(readEnd);
+      closeFd(readEnd, 'barrier');
     }
   } finally {
     unsetIf(options);
@@ -260,7 +264,7 @@ export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
 }
 
 /** Resolves when `fd` (a pipe's read end) is readable or hung up; rejects with ETIMEDOUT after `timeout` ms. */
-async function waitForEof(fd: number, timeout: number): Promise<void> {
+async function waitForEof(fd: number, timeout: number, socket: string): Promise<void> {
   const pending = native.waitReadableAsync(fd);
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -270,7 +274,7 @@ async function waitForEof(fd: number, timeout: number): Promise<void> {
   try {
     await pending;
   } catch (error) {
-    throw timedOut ? barrierTimeout(timeout) : error;
+    throw timedOut ? barrierTimeout(timeout, socket) : translateError(error, { operation: 'barrier', fd });
   } finally {
     clearTimeout(timer);
   }
@@ -280,23 +284,23 @@ async function waitForEof(fd: number, timeout: number): Promise<void> {
 export function barrierSync(options?: BarrierOptions): NotifyResult {
   try {
     const timeout = checkTimeout(options);
-    const socket = notifySocket();
+    const socket = notifySocket('barrier');
     if (socket === undefined) return NOT_SET;
-    const [readEnd, writeEnd] = native.pipe();
+    const [readEnd, writeEnd] = callSync({ operation: 'barrier' }, () => native.pipe());
     try {
       try {
-        withNotifySocketSync(socket, (fd) => sendFdsSync(fd, [writeEnd], 'BARRIER=1'));
+        withNotifySocketSync(socket, 'barrier', (fd) => sendFdsSync(fd, [writeEnd], 'BARRIER=1'));
       } finally {
-        native.close(writeEnd);
+        closeFd(writeEnd, 'barrier');
       }
       try {
         native.waitReadable(readEnd, timeout);
       } catch (error) {
-        throw (error as { code?: unknown }).code === 'ETIMEDOUT' ? barrierTimeout(timeout) : error;
+        throw (error as { code?: unknown }).code === 'ETIMEDOUT' ? barrierTimeout(timeout, socket) : translateError(error, { operation: 'barrier', fd: readEnd });
       }
       return { sent: true, socket, message: 'BARRIER=1' };
     } finally {
-      native.close(readEnd);
+      closeFd(readEnd, 'barrier');
     }
   } finally {
     unsetIf(options);
@@ -314,17 +318,7 @@ export interface ListenFdsOptions {
   unsetEnvironment?: boolean;
 }
 
-/** `$LISTEN_*` that do not add up: a count that is not a number, or names that do not match it. */
-export class ListenFdsError extends Error {
-  /** Always `ERR_LIVEUPDATE_LISTEN_FDS`. */
-  readonly code = 'ERR_LIVEUPDATE_LISTEN_FDS';
-
-  /** @internal */
-  constructor(why: string) {
-    super(`ERR_LIVEUPDATE_LISTEN_FDS: ${why}`);
-    this.name = 'ListenFdsError';
-  }
-}
+export { ListenFdsError } from './errors.js';
 
 const LISTEN_VARS = ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PIDFDID'] as const;
 
@@ -362,7 +356,7 @@ export function listenFds(options?: ListenFdsOptions): Map<string, number[]> {
     const out = new Map<string, number[]>();
     names.forEach((name, i) => {
       const fd = LISTEN_FDS_START + i;
-      native.setCloexec(fd, true);
+      callSync({ operation: 'listenFds', fd }, () => native.setCloexec(fd, true));
       out.set(name, [...(out.get(name) ?? []), fd]);
     });
     return out;
@@ -386,10 +380,8 @@ export interface FdDescription {
   sessionName?: string;
 }
 
-const SESSION_PREFIX = 'anon_inode:[luo_session] ';
-
 function kindOf(link: string): FdKind {
-  if (link.startsWith(SESSION_PREFIX)) return 'luo-session';
+  if (link.startsWith(SESSION_LINK_PREFIX)) return 'luo-session';
   if (link.startsWith('/memfd:')) return 'memfd';
   if (link.startsWith('socket:[')) return 'socket';
   if (link.startsWith('pipe:[')) return 'pipe';
@@ -405,10 +397,10 @@ function kindOf(link: string): FdKind {
  */
 export function describeFd(fd: number): FdDescription {
   checkFd(fd);
-  const link = fs.readlinkSync(`/proc/self/fd/${fd}`);
+  const link = readFdLink(fd, { operation: 'describeFd', fd });
   const kind = kindOf(link);
   if (kind !== 'luo-session') return { fd, kind, link };
-  return { fd, kind, link, sessionName: link.slice(SESSION_PREFIX.length) };
+  return { fd, kind, link, sessionName: link.slice(SESSION_LINK_PREFIX.length) };
 }
 
 /** Whether `fd` is open and is a LUO session (which `Session.fromFd` accepts). */
