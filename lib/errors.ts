@@ -321,9 +321,9 @@ export interface PackageErrorRule {
  * @internal
  */
 export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
-  { code: 'ERR_INVALID_ARG_TYPE', type: TypeError as unknown as ErrorClass, meaning: '`TypeError`: an argument has the wrong type, before any syscall' },
-  { code: 'ERR_INVALID_ARG_VALUE', type: TypeError as unknown as ErrorClass, meaning: '`TypeError`: an argument\'s value is refused (a name with NUL, an fd that is not a LUO session for `Session.fromFd`), before any syscall' },
-  { code: 'ERR_OUT_OF_RANGE', type: RangeError as unknown as ErrorClass, meaning: '`RangeError`: a number out of range (a token, an fd, a count), before any syscall' },
+  { code: 'ERR_INVALID_ARG_TYPE', type: TypeError as unknown as ErrorClass, meaning: 'an argument has the wrong type, before any syscall' },
+  { code: 'ERR_INVALID_ARG_VALUE', type: TypeError as unknown as ErrorClass, meaning: 'an argument\'s value is refused (a name with NUL, an fd that is not a LUO session for `Session.fromFd`), before any syscall' },
+  { code: 'ERR_OUT_OF_RANGE', type: RangeError as unknown as ErrorClass, meaning: 'a number out of range (a token, an fd, a count), before any syscall' },
   { code: 'ERR_LIVEUPDATE_SESSION_STATE', type: SessionStateError, meaning: 'a call on a session already finished or closed, or `closeSync()` while calls run' },
   { code: 'ERR_LIVEUPDATE_DEVICE_CLOSED', type: DeviceClosedError, meaning: 'a call on a `LiveUpdate` already closed' },
   { code: 'ERR_LIVEUPDATE_NOT_LUO_DEVICE', type: NotLiveUpdateDeviceError, meaning: '`open()` of a path that is not the `liveupdate` misc device (the fd is closed again)' },
@@ -412,4 +412,50 @@ export async function callAsync<T>(context: ErrorContext, call: () => Promise<T>
   } catch (error) {
     throw translateError(error, context);
   }
+}
+
+function className(type: ErrorClass): string {
+  return `\`${type.name}\``;
+}
+
+function list(items: readonly string[] | '*', any: string): string {
+  return items === '*' ? any : items.map((i) => `\`${i}\``).join(', ');
+}
+
+/**
+ * README.md's two error tables, as markdown, from {@link KERNEL_ERRORS} and
+ * {@link PACKAGE_ERRORS} (scripts/write-error-table.mjs writes them there;
+ * a test checks README.md is in step).
+ * @internal
+ */
+export function renderErrorTables(): { kernel: string; package: string } {
+  const kernel = [
+    '| class | operation | errno | meaning |',
+    '|---|---|---|---|',
+    ...KERNEL_ERRORS.map((r) => `| ${className(r.type)} | ${list(r.operations, 'any')} | ${list(r.codes, 'any other')} | ${r.meaning} |`),
+  ].join('\n');
+  const pkg = [
+    '| class | code | when |',
+    '|---|---|---|',
+    ...PACKAGE_ERRORS.map((r) => `| ${className(r.type)} | \`${r.code}\` | ${r.meaning} |`),
+  ].join('\n');
+  return { kernel, package: pkg };
+}
+
+/**
+ * `readme` with the text between each table's markers replaced by `tables`.
+ * Throws if a marker is missing, so that a moved marker cannot go unnoticed.
+ * @internal
+ */
+export function replaceErrorTables(readme: string, tables: { kernel: string; package: string }): string {
+  let out = readme;
+  for (const [name, table] of Object.entries(tables)) {
+    const begin = `<!-- errors:${name} -->`;
+    const end = `<!-- /errors:${name} -->`;
+    const from = out.indexOf(begin);
+    const to = out.indexOf(end);
+    if (from < 0 || to < from) throw new Error(`README.md lacks the markers ${begin} ... ${end}`);
+    out = `${out.slice(0, from + begin.length)}\n${table}\n${out.slice(to)}`;
+  }
+  return out;
 }
