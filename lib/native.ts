@@ -128,6 +128,13 @@ export function loadNative(): NativeBinding {
 /** The addon, loaded on first use (see {@link loadNative}). @internal */
 export const native: NativeBinding = new Proxy({} as NativeBinding, {
   get: (_target, key) => Reflect.get(loadNative(), key) as unknown,
+  has: (_target, key) => Reflect.has(loadNative(), key),
+  ownKeys: () => Reflect.ownKeys(loadNative()),
+  getOwnPropertyDescriptor: (_target, key) => {
+    const descriptor = Reflect.getOwnPropertyDescriptor(loadNative(), key);
+    // The target is an empty object: a proxy may only report configurable properties it lacks.
+    return descriptor === undefined ? undefined : { ...descriptor, configurable: true };
+  },
 });
 
 /** Closes an fd this package owns; a failure is a typed error for `operation` (`close` by default). @internal */

@@ -238,7 +238,8 @@ function barrierTimeout(timeout: number, socket: string): LiveUpdateError {
  * of a fresh pipe, closes its own copy, and waits until the read end sees
  * EOF, which happens when the manager closes the fd it received.
  *
- * @throws A Node-style `ETIMEDOUT` error after `timeout` ms (default 5000).
+ * @throws BarrierTimeoutError (`ETIMEDOUT`) after `timeout` ms (default 5000);
+ *   NotifySocketError when `$NOTIFY_SOCKET` cannot be reached.
  */
 export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
   try {
@@ -393,7 +394,7 @@ function kindOf(link: string): FdKind {
  * Describes an open fd by its `/proc/self/fd` link; a LUO session reads
  * `anon_inode:[luo_session] NAME`.
  *
- * @throws A Node-style `ENOENT` error when the fd is not open.
+ * @throws BadFileDescriptorError (`EBADF`) when the fd is not open.
  */
 export function describeFd(fd: number): FdDescription {
   checkFd(fd);
