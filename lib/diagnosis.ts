@@ -261,7 +261,7 @@ function missingDevice(f: Facts): Diagnosis {
     const why = param === null ? 'kho= is not on the command line and the kernel does not enable it by default' : `kho=${param}`;
     return {
       id: 'kho-disabled',
-      reason: `Kexec HandOver is off (${why}), so LUO turned itself off`,
+      reason: `Kexec HandOver is off on kernel ${release} (${why}), so LUO turned itself off`,
       fix: 'add kho=on to the kernel command line (or build with CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y)',
     };
   }

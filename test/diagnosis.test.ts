@@ -210,7 +210,7 @@ describe('each reason LUO is unavailable, with its fix', () => {
 
   it('KHO off on the command line, or by default, or said so in the log', () => {
     const off = diagnose(facts({ ...missing, cmdline: 'liveupdate=on kho=off' }));
-    expect(off).toMatchObject({ id: 'kho-disabled', reason: 'Kexec HandOver is off (kho=off), so LUO turned itself off' });
+    expect(off).toMatchObject({ id: 'kho-disabled', reason: 'Kexec HandOver is off on kernel 7.2.13 (kho=off), so LUO turned itself off' });
     expect(off?.fix).toMatch(/^add kho=on/);
     // Not on the command line, and the config does not enable it by default.
     expect(diagnose(facts({ ...missing, cmdline: 'liveupdate=on' }))?.id).toBe('kho-disabled');
