@@ -4,6 +4,7 @@
  */
 import { createHash, randomFillSync } from 'node:crypto';
 import * as fs from 'node:fs';
+import type { JsonValue } from '../protocol.js';
 
 const CHUNK = 1024 * 1024;
 
@@ -54,4 +55,9 @@ function writeAll(fd: number, chunk: Buffer, offset: number): void {
   for (let done = 0; done < chunk.length; ) {
     done += fs.writeSync(fd, chunk, done, chunk.length - done, offset + done);
   }
+}
+
+/** A typed value (an interface, which has no index signature) as the JSON the guest records. */
+export function asJson(value: unknown): JsonValue {
+  return JSON.parse(JSON.stringify(value ?? null)) as JsonValue;
 }
