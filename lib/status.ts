@@ -172,11 +172,13 @@ export function statusSync(options?: StatusOptions): Status {
     addon,
   };
   let reason = found?.reason ?? null;
-  if (found === null && opts.probe !== false && addon === null) {
+  // A probe asked for is made whenever there is a LUO device to open, even one
+  // the diagnosis already calls busy: deviceOpenable then says what open() did.
+  if (opts.probe !== false && addon === null && facts.deviceExists && found?.id !== 'not-luo-device') {
     const probe = probeDevice(devicePath);
     base.deviceOpenable = probe.openable;
     base.getName = probe.getName;
-    if (probe.error !== null) reason = probe.error;
+    if (reason === null && probe.error !== null) reason = probe.error;
   }
   const available = found === null && (reason === null || base.deviceOpenable === true);
   return { available, reason, fix: found?.fix ?? null, diagnosis: found?.id ?? null, ...base };
