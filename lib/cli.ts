@@ -91,8 +91,9 @@ const statusCommand: Command = {
   name: 'status',
   summary: 'Whether Live Update Orchestrator is usable here; if not, why and what to do.',
   synopsis: '[--json] [--probe | --no-probe] [--path PATH]',
-  details: `  --probe       also open the device and create a throw-away session (status()'s probe)
-  --no-probe    read files only; never open the device
+  details: `  --probe       also open the device and create a throw-away session: the device has one
+                owner, so the real owner's open() fails (EBUSY) meanwhile
+  --no-probe    read files only, never open the device (the default)
   --path PATH   the device to examine (default /dev/liveupdate)
   --json        print status() as JSON
 Exit status 0 when LUO is available, 1 when not.`,
@@ -100,10 +101,8 @@ Exit status 0 when LUO is available, 1 when not.`,
   reports: true,
   run(values, out) {
     if (values['probe'] === true && values['no-probe'] === true) throw new UsageError('--probe and --no-probe exclude each other');
-    const s = statusSync({
-      ...(values['no-probe'] === true ? { probe: false } : values['probe'] === true ? { probe: true } : {}),
-      ...(typeof values['path'] === 'string' ? { path: values['path'] } : {}),
-    });
+    // Probing takes the single-owner device, so it is asked for.
+    const s = statusSync({ probe: values['probe'] === true, ...(typeof values['path'] === 'string' ? { path: values['path'] } : {}) });
     if (values['json'] === true) printJson(out, s);
     else out.stdout(`${formatStatus(s)}\n`);
     return s.available ? EXIT.ok : EXIT.negative;

@@ -184,8 +184,8 @@ export class LiveUpdateAbortedError extends KexecError {}
 export class PeerClosedError extends LiveUpdateError {}
 /** `$NOTIFY_SOCKET` could not be reached; the message names the variable and its value. */
 export class NotifySocketError extends LiveUpdateError {}
-/** The service manager did not acknowledge `BARRIER=1` in time. */
-export class BarrierTimeoutError extends LiveUpdateError {}
+/** The service manager did not take a notification, or acknowledge `BARRIER=1`, in time. */
+export class NotifyTimeoutError extends LiveUpdateError {}
 /** The native addon is not built or cannot be loaded; `fix` says how to get it. */
 export class AddonLoadError extends LiveUpdateError {}
 
@@ -194,9 +194,11 @@ export type FdPassErrorCode =
   | 'ERR_LIVEUPDATE_FDS_TRUNCATED'
   | 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED'
   | 'ERR_LIVEUPDATE_BAD_FRAME'
-  | 'ERR_LIVEUPDATE_SHORT_FRAME';
+  | 'ERR_LIVEUPDATE_SHORT_FRAME'
+  | 'ERR_LIVEUPDATE_OUT_OF_STEP'
+  | 'ERR_LIVEUPDATE_SOCKET_BUSY';
 
-/** A message that arrived but cannot be handed over intact. Any fds it carried are already closed. */
+/** A message that cannot be handed over or sent intact. Any fds that arrived with it are already closed. */
 export class FdPassError extends LiveUpdateError {
   /** Which rule the message broke. */
   declare readonly code: FdPassErrorCode;
@@ -204,8 +206,8 @@ export class FdPassError extends LiveUpdateError {
   readonly closedFds: number;
 
   /** @internal */
-  constructor(code: FdPassErrorCode, text: string, closedFds: number) {
-    super(`${code}: ${text}`, code, { operation: 'recvFds' });
+  constructor(code: FdPassErrorCode, text: string, closedFds: number, operation: Operation = 'recvFds') {
+    super(`${code}: ${text}`, code, { operation });
     this.closedFds = closedFds;
   }
 }
@@ -227,6 +229,27 @@ export class MessageTruncatedError extends FdPassError {
 
 /** Stream bytes that are not a frame of this package, fds in mid-frame, or EOF in mid-frame. */
 export class FramingError extends FdPassError {}
+
+/**
+ * The stream stopped part way through a message in this direction (a
+ * cancelled or failed send or receive, a bad frame): where the next message
+ * starts is lost, so every later call in that direction is refused. Close
+ * the socket.
+ */
+export class StreamOutOfStepError extends FdPassError {
+  /** @internal */
+  constructor(direction: 'send' | 'recv') {
+    super('ERR_LIVEUPDATE_OUT_OF_STEP', `an earlier ${direction === 'send' ? 'send' : 'receive'} stopped in the middle of a message; the stream is out of step: close it`, 0, direction === 'send' ? 'sendFds' : 'recvFds');
+  }
+}
+
+/** A synchronous call on a socket while a Promise call in the same direction is pending on it. */
+export class SocketBusyError extends FdPassError {
+  /** @internal */
+  constructor(direction: 'send' | 'recv') {
+    super('ERR_LIVEUPDATE_SOCKET_BUSY', `a Promise ${direction === 'send' ? 'send' : 'receive'} is pending on this socket; the synchronous form would cut into its message`, 0, direction === 'send' ? 'sendFds' : 'recvFds');
+  }
+}
 
 /** `$LISTEN_*` that do not add up: a count that is not a number, or names that do not match it. */
 export class ListenFdsError extends LiveUpdateError {
@@ -297,7 +320,7 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: KexecError, operations: ['kexec.load'], codes: ['ENOENT'], meaning: 'the kernel or initrd file does not exist', text: (c) => `${c.path ?? 'the kernel or initrd'} does not exist` },
   { type: KexecImageRejectedError, operations: ['kexec.load'], codes: '*', meaning: 'the kernel refused the image, initrd or command line (`ENOEXEC`, `EINVAL`, `EKEYREJECTED`, ...)', text: () => 'the kernel refused the image, initrd or command line' },
   { type: PeerClosedError, operations: ['sendFds', 'recvFds'], codes: ['EPIPE', 'ECONNRESET'], meaning: 'the peer closed the socket', text: (c) => `the peer closed the socket (${fdText(c)})` },
-  { type: BarrierTimeoutError, operations: ['barrier'], codes: ['ETIMEDOUT'], meaning: 'the service manager did not acknowledge `BARRIER=1` in time', text: (c) => `the service manager did not acknowledge BARRIER=1 (NOTIFY_SOCKET=${c.path ?? ''})` },
+  { type: NotifyTimeoutError, operations: ['notify', 'barrier'], codes: ['ETIMEDOUT'], meaning: 'the service manager did not take the notification, or acknowledge `BARRIER=1`, within `timeout`', text: (c) => `the service manager at NOTIFY_SOCKET=${c.path ?? ''} did not answer in time` },
   { type: NotifySocketError, operations: ['notify', 'barrier'], codes: '*', meaning: 'cannot reach `$NOTIFY_SOCKET`; the message names its value', text: (c, system) => `cannot send to NOTIFY_SOCKET=${c.path ?? ''}: ${system}` },
   { type: OperationNotSupportedError, operations: '*', codes: ['ENOTTY'], meaning: 'this kernel\'s LUO lacks the operation', text: (c) => `this kernel's Live Update Orchestrator lacks ${c.request ?? c.operation}` },
   { type: OutOfMemoryError, operations: '*', codes: ['ENOMEM'], meaning: 'out of memory', text: (c) => `the kernel ran out of memory during ${c.operation}` },
@@ -332,6 +355,8 @@ export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
   { code: 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED', type: MessageTruncatedError, meaning: 'the message is longer than `maxBytes` (default 64 KiB); `error.length` is its size' },
   { code: 'ERR_LIVEUPDATE_BAD_FRAME', type: FramingError, meaning: 'stream bytes that are not a frame, or fds in mid-frame' },
   { code: 'ERR_LIVEUPDATE_SHORT_FRAME', type: FramingError, meaning: 'EOF in mid-frame' },
+  { code: 'ERR_LIVEUPDATE_OUT_OF_STEP', type: StreamOutOfStepError, meaning: 'an earlier send or receive on this stream stopped mid-message; every later call in that direction is refused: close the socket' },
+  { code: 'ERR_LIVEUPDATE_SOCKET_BUSY', type: SocketBusyError, meaning: 'a synchronous call while a Promise call in the same direction is pending on the socket' },
   { code: 'ERR_LIVEUPDATE_LISTEN_FDS', type: ListenFdsError, meaning: '`$LISTEN_FDS`/`$LISTEN_FDNAMES` that do not add up' },
   { code: 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', type: AddonLoadError, meaning: 'the native addon is not built or does not load; `fix` says how (approve the install script, or `npm rebuild liveupdate`)' },
 ];

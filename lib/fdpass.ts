@@ -20,9 +20,20 @@
  * the first byte of the send that carried them, and such a read can also
  * contain bytes sent before them.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { callSync, ControlTruncatedError, FramingError, MessageTruncatedError, translateError, type ErrorContext } from './errors.js';
-import { native, type Cancellable, type NativeRecvResult } from './native.js';
+import * as os from 'node:os';
+import {
+  callAsync,
+  callSync,
+  ControlTruncatedError,
+  FramingError,
+  MessageTruncatedError,
+  SocketBusyError,
+  StreamOutOfStepError,
+  type Operation,
+} from './errors.js';
+import { closeFd, native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
 /** The most fds one message may carry (the kernel's SCM_MAX_FD). */
@@ -41,8 +52,10 @@ export type Framing = 'frame' | 'none';
 export interface SendOptions {
   /** Stream sockets only: `'frame'` (default) or `'none'` (raw bytes; an empty message sends one NUL byte). */
   framing?: Framing;
-  /** Cancels a pending send (Promise form only); a stream may then hold part of the message. */
+  /** Cancels a pending send (Promise form only); a stream left with part of the message is out of step. */
   signal?: AbortSignal;
+  /** Most ms to wait for the socket to take the whole message, then `ETIMEDOUT`. Default: no limit. */
+  timeout?: number;
 }
 
 /** Options of {@link recvFds} and {@link recvFdsSync}. */
@@ -73,11 +86,14 @@ export {
   FramingError,
   MessageTruncatedError,
   PeerClosedError,
+  SocketBusyError,
+  StreamOutOfStepError,
   type FdPassErrorCode,
 } from './errors.js';
 
 const STATUS_OK = 0;
 const STATUS_EOF = 1;
+const STATUS_BAD_FRAME = 4;
 
 /** Turns a native receive into a result, or throws the error its status names. */
 function toResult(raw: NativeRecvResult, maxFds: number, maxBytes: number): RecvResult {
@@ -93,7 +109,7 @@ function toResult(raw: NativeRecvResult, maxFds: number, maxBytes: number): Recv
       );
     case 3:
       throw new MessageTruncatedError(`a ${raw.length}-byte message exceeds maxBytes (${maxBytes}); it was skipped`, closed, raw.length);
-    case 4:
+    case STATUS_BAD_FRAME:
       throw new FramingError('ERR_LIVEUPDATE_BAD_FRAME', 'the stream does not carry frames of this package (or fds arrived mid-frame)', closed);
     default:
       throw new FramingError('ERR_LIVEUPDATE_SHORT_FRAME', 'the peer closed the stream in the middle of a frame', closed);
@@ -128,6 +144,10 @@ function checkCount(value: unknown, name: string, max: number, fallback: number)
   if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
   if (!Number.isInteger(value) || value < 0 || value > max) throw outOfRange(name, `an integer >= 0 and <= ${max}`, value);
   return value;
+}
+
+function checkTimeout(timeout: unknown): number {
+  return checkCount(timeout, 'options.timeout', 0x7fff_ffff, -1);
 }
 
 function checkSignal(signal: unknown): AbortSignal | undefined {
@@ -205,7 +225,60 @@ function socketFd(socket: unknown, direction: 'send' | 'recv'): number {
 
 // ---- one operation at a time per socket and direction -----------------------
 
+type Direction = 'send' | 'recv';
+
+/** The public operation of a direction, for errors. */
+function operationOf(direction: Direction): Operation {
+  return direction === 'send' ? 'sendFds' : 'recvFds';
+}
+
+/**
+ * The key of a socket and direction: the socket's inode, not its fd number,
+ * so a dup shares the queue and a number reused for another socket does not
+ * inherit this one's state.
+ */
+function socketKey(fd: number, direction: Direction): string {
+  const { dev, ino } = fs.fstatSync(fd, { bigint: true });
+  return `${direction}:${dev}:${ino}`;
+}
+
 const queues = new Map<string, Promise<unknown>>();
+/** Sockets whose stream stopped mid-message in a direction (only closing helps; bounded by such failures). */
+const outOfStep = new Set<string>();
+
+/** Refuses a call on a socket that is out of step in that direction. */
+function checkInStep(key: string, direction: Direction): void {
+  if (outOfStep.has(key)) throw new StreamOutOfStepError(direction);
+}
+
+/** Runs a native step; an error that left the stream mid-message marks the socket out of step. */
+function marking<T>(key: string, run: () => T): T {
+  try {
+    return run();
+  } catch (error) {
+    if ((error as NativeStepError).outOfStep === true) outOfStep.add(key);
+    throw error;
+  }
+}
+
+async function markingAsync<T>(key: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if ((error as NativeStepError).outOfStep === true) outOfStep.add(key);
+    throw error;
+  }
+}
+
+/** A synchronous call: refused while a Promise call in the same direction is pending. Kernel failures are typed. */
+function syncOperation<T>(fd: number, direction: Direction, run: () => T): T {
+  return callSync({ operation: operationOf(direction), fd }, () => {
+    const key = socketKey(fd, direction);
+    if (queues.has(key)) throw new SocketBusyError(direction);
+    checkInStep(key, direction);
+    return marking(key, run);
+  });
+}
 
 /**
  * Runs `run` after every earlier operation on the same socket and direction
@@ -230,18 +303,23 @@ function abortError(signal: AbortSignal): Error {
   return Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR', cause: signal.reason as unknown });
 }
 
-/** Awaits a native operation; an abort cancels it and rejects with an AbortError. A kernel failure is typed for `context`. */
-async function withSignal<T>(start: () => Cancellable<T>, signal: AbortSignal | undefined, context: ErrorContext): Promise<T> {
+/**
+ * Awaits a native operation; an abort cancels it and rejects with an
+ * AbortError, a timeout (ms >= 0) cancels it with ETIMEDOUT.
+ */
+async function withCancel<T>(start: () => Cancellable<T>, signal: AbortSignal | undefined, timeout = -1): Promise<T> {
   if (signal?.aborted) throw abortError(signal);
   const pending = start();
   const onAbort = (): void => pending.cancel();
   signal?.addEventListener('abort', onAbort, { once: true });
+  const timer = timeout < 0 ? undefined : setTimeout(() => pending.cancel(os.constants.errno.ETIMEDOUT), timeout);
   try {
     return await pending;
   } catch (error) {
     if (signal?.aborted) throw abortError(signal);
-    throw translateError(error, context);
+    throw error;
   } finally {
+    clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
   }
 }
@@ -269,21 +347,36 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   const opts = checkOptions<SendOptions>(options);
   const framing = framingCode(opts.framing);
   const signal = checkSignal(opts.signal);
+  const timeout = checkTimeout(opts.timeout);
   const first = socketFd(socket, 'send'); // Validates before queueing.
-  await serialize(`send:${first}`, async () => {
-    // A net.Socket is checked again when its turn comes: Node may have queued writes since.
-    const fd = typeof socket === 'number' ? first : socketFd(socket, 'send');
-    await withSignal(() => native.sendFdsAsync(fd, bytes, checked, framing), signal, { operation: 'sendFds', fd });
-  });
+  const key = callSync({ operation: 'sendFds', fd: first }, () => socketKey(first, 'send'));
+  checkInStep(key, 'send');
+  // The files are pinned now (the socket too, when it is a number): the
+  // native call copies them again only when this send's turn comes.
+  const pinnedSocket = typeof socket === 'number' ? pinFds([first], 'sendFds') : [];
+  let pinned: number[] = [];
+  try {
+    pinned = pinFds(checked, 'sendFds');
+    await serialize(key, async () => {
+      checkInStep(key, 'send');
+      // A net.Socket is checked again when its turn comes: Node may have queued writes since.
+      const fd = pinnedSocket[0] ?? socketFd(socket, 'send');
+      await callAsync({ operation: 'sendFds', fd }, () => markingAsync(key, () => withCancel(() => native.sendFdsAsync(fd, bytes, pinned, framing), signal, timeout)));
+    });
+  } finally {
+    closeFds([...pinnedSocket, ...pinned]);
+  }
 }
 
-/** The synchronous form of {@link sendFds}: blocks until the whole message is sent. */
+/** The synchronous form of {@link sendFds}: blocks until the whole message is sent (or `timeout` ms). */
 export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: string | Uint8Array, options?: Omit<SendOptions, 'signal'>): void {
   const checked = checkFds(fds);
   const bytes = toBytes(data);
-  const framing = framingCode(checkOptions<SendOptions>(options).framing);
+  const opts = checkOptions<SendOptions>(options);
+  const framing = framingCode(opts.framing);
+  const timeout = checkTimeout(opts.timeout);
   const fd = socketFd(socket, 'send');
-  callSync({ operation: 'sendFds', fd }, () => native.sendFds(fd, bytes, checked, framing));
+  syncOperation(fd, 'send', () => native.sendFds(fd, bytes, checked, framing, timeout));
 }
 
 /**
@@ -307,11 +400,20 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   const framing = framingCode(opts.framing);
   const signal = checkSignal(opts.signal);
   const first = socketFd(socket, 'recv'); // Validates (and pauses a net.Socket) before queueing.
-  return serialize(`recv:${first}`, async () => {
-    const fd = typeof socket === 'number' ? first : socketFd(socket, 'recv');
-    const raw = await withSignal(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal, { operation: 'recvFds', fd });
-    return toResult(raw, maxFds, maxBytes);
-  });
+  const key = callSync({ operation: 'recvFds', fd: first }, () => socketKey(first, 'recv'));
+  checkInStep(key, 'recv');
+  // A number is pinned now; a net.Socket is looked at again when its turn comes.
+  const pinned = typeof socket === 'number' ? pinFds([first], 'recvFds') : [];
+  try {
+    return await serialize(key, async () => {
+      checkInStep(key, 'recv');
+      const fd = pinned[0] ?? socketFd(socket, 'recv');
+      const raw = await callAsync({ operation: 'recvFds', fd }, () => markingAsync(key, () => withCancel(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal)));
+      return received(key, raw, maxFds, maxBytes);
+    });
+  } finally {
+    closeFds(pinned);
+  }
 }
 
 /** The synchronous form of {@link recvFds}: blocks until a message arrives. */
@@ -321,7 +423,34 @@ export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'sig
   const maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, DEFAULT_MAX_BYTES);
   const framing = framingCode(opts.framing);
   const fd = socketFd(socket, 'recv');
-  return toResult(callSync({ operation: 'recvFds', fd }, () => native.recvFds(fd, maxBytes, maxFds, framing)), maxFds, maxBytes);
+  const raw = syncOperation(fd, 'recv', () => native.recvFds(fd, maxBytes, maxFds, framing));
+  return received(socketKey(fd, 'recv'), raw, maxFds, maxBytes);
+}
+
+/** The result of a receive; a bad frame leaves the stream out of step. */
+function received(key: string, raw: NativeRecvResult, maxFds: number, maxBytes: number): RecvResult {
+  if (raw.outOfStep) outOfStep.add(key);
+  return toResult(raw, maxFds, maxBytes);
+}
+
+/**
+ * Private copies (F_DUPFD_CLOEXEC) of fd numbers, taken when a call is made
+ * for an operation that waits its turn in the queue, so that it acts on
+ * these files even if the caller closes and reuses the numbers meanwhile.
+ */
+function pinFds(fds: readonly number[], operation: Operation): number[] {
+  const copies: number[] = [];
+  try {
+    for (const fd of fds) copies.push(callSync({ operation, fd }, () => native.dupFd(fd)));
+  } catch (error) {
+    closeFds(copies);
+    throw error;
+  }
+  return copies;
+}
+
+function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) closeFd(fd);
 }
 
 /** Unix socket types for {@link socketPair}. */

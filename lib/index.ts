@@ -41,7 +41,7 @@ export {
   KexecImageRejectedError,
   LiveUpdateAbortedError,
   NotifySocketError,
-  BarrierTimeoutError,
+  NotifyTimeoutError,
   AddonLoadError,
   type ErrorContext,
   type Operation,

@@ -1,7 +1,7 @@
 /**
  * status(): can Live Update Orchestrator be used here, if not, why, and what
  * to do about it. Reads /proc, /sys and the kernel's config and log only
- * (see diagnosis.ts), unless asked to probe the device.
+ * (see diagnosis.ts), unless asked to probe the device (which takes it).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -70,9 +70,11 @@ export interface StatusOptions {
   path?: string;
   /**
    * Open the device and create and close a throw-away session to learn
-   * whether it opens and whether GET_NAME works (default true). The probe
-   * fails with EBUSY while another process owns the device; that is reported,
-   * not thrown.
+   * whether it opens and whether GET_NAME works (default false). The device
+   * has a single owner: while the probe holds it, the real owner's `open()`
+   * fails with EBUSY, so probe only where no agent may be starting. The
+   * probe fails with EBUSY while another process owns the device; that is
+   * reported, not thrown.
    */
   probe?: boolean;
 }
@@ -174,7 +176,7 @@ export function statusSync(options?: StatusOptions): Status {
   let reason = found?.reason ?? null;
   // A probe asked for is made whenever there is a LUO device to open, even one
   // the diagnosis already calls busy: deviceOpenable then says what open() did.
-  if (opts.probe !== false && addon === null && facts.deviceExists && found?.id !== 'not-luo-device') {
+  if (opts.probe === true && addon === null && facts.deviceExists && found?.id !== 'not-luo-device') {
     const probe = probeDevice(devicePath);
     base.deviceOpenable = probe.openable;
     base.getName = probe.getName;

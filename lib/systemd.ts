@@ -9,7 +9,7 @@
  * `notify({ FDSTORE: 1, FDNAME: 'luo' }, [session.fd])` and get it back from
  * {@link listenFds} after the update; `Session.fromFd` wraps it.
  */
-import { constants } from 'node:os';
+import * as os from 'node:os';
 import { callSync, kernelError, ListenFdsError, translateError, type ErrorContext, type LiveUpdateError } from './errors.js';
 import { sendFds, sendFdsSync, MAX_FDS_PER_MESSAGE } from './fdpass.js';
 import { readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
@@ -27,13 +27,17 @@ export type NotifyFields = Readonly<Record<string, string | number | boolean>> |
 export interface NotifyOptions {
   /** Delete `$NOTIFY_SOCKET` from `process.env` afterwards, sent or not (as libsystemd's unset_environment). */
   unsetEnvironment?: boolean;
+  /**
+   * Most ms to wait for the service manager, then `ETIMEDOUT`. Default 5000.
+   * A manager that does not read its socket fills it, and a send then waits
+   * for room: this bounds that wait (and, for a barrier, the wait for its
+   * answer too).
+   */
+  timeout?: number;
 }
 
 /** Options of {@link barrier}. */
-export interface BarrierOptions extends NotifyOptions {
-  /** How long to wait for the service manager, in ms. Default 5000. */
-  timeout?: number;
-}
+export type BarrierOptions = NotifyOptions;
 
 /** What {@link notify} did. */
 export type NotifyResult =
@@ -91,12 +95,18 @@ export function isValidFdName(name: string): boolean {
   return name.length <= MAX_FDNAME_LENGTH && /^[\x20-\x7e]*$/.test(name) && !name.includes(':');
 }
 
-/** The assignments of a message, last one winning as in systemd. */
+/**
+ * The assignments of a message. systemd reads a repeated key in different
+ * ways (the first FDNAME=, FDSTORE=1 on any line), so a key may appear once.
+ */
 function assignments(lines: readonly string[]): Map<string, string> {
   const out = new Map<string, string>();
   for (const line of lines) {
     const eq = line.indexOf('=');
-    if (eq > 0) out.set(line.slice(0, eq), line.slice(eq + 1));
+    if (eq <= 0) continue;
+    const key = line.slice(0, eq);
+    if (out.has(key)) throw invalidArgValue('fields', `must not repeat ${key}= (the service manager would not read it as one value)`, line);
+    out.set(key, line.slice(eq + 1));
   }
   return out;
 }
@@ -112,7 +122,10 @@ function checkSemantics(fields: Map<string, string>, fdCount: number): void {
   if (store && fdCount === 0) throw invalidArgValue('fds', 'must not be empty with FDSTORE=1', []);
   if (barrierMsg && fdCount !== 1) throw invalidArgValue('fds', 'must be exactly the write end of a pipe with BARRIER=1 (use barrier())', fdCount);
   if (fdCount > 0 && !store && !barrierMsg) throw invalidArgValue('fds', 'are only taken with FDSTORE=1 (the service manager closes others)', fdCount);
-  if (fields.get('FDSTOREREMOVE') === '1' && name === undefined) throw invalidArgValue('fields', 'need FDNAME= with FDSTOREREMOVE=1', 'FDSTOREREMOVE=1');
+  const remove = fields.get('FDSTOREREMOVE') === '1';
+  if (remove && name === undefined) throw invalidArgValue('fields', 'need FDNAME= with FDSTOREREMOVE=1', 'FDSTOREREMOVE=1');
+  // systemd removes and ignores the store request: a message does one of them.
+  if (remove && store) throw invalidArgValue('fields', 'must not have both FDSTORE=1 and FDSTOREREMOVE=1', 'FDSTORE=1, FDSTOREREMOVE=1');
   if (fields.has('FDPOLL') && !store) throw invalidArgValue('fields', 'may have FDPOLL= only with FDSTORE=1', 'FDPOLL');
 }
 
@@ -135,13 +148,15 @@ function checkNotifyFds(fds: unknown): number[] {
 
 // ---- the socket ---------------------------------------------------------------
 
+type NotifyOperation = 'notify' | 'barrier';
+
 /** A failure of `syscall` with `code` that no native call reported (the package found it), typed like one. */
-function systemFailure(code: keyof typeof constants.errno, syscall: string, context: ErrorContext): LiveUpdateError {
-  return kernelError({ errno: -constants.errno[code], code, syscall }, context);
+function systemFailure(code: keyof typeof os.constants.errno, syscall: string, context: ErrorContext): LiveUpdateError {
+  return kernelError({ errno: -os.constants.errno[code], code, syscall }, context);
 }
 
 /** `$NOTIFY_SOCKET` if it is an address this package can reach: a path or an abstract `@name`. */
-function notifySocket(operation: 'notify' | 'barrier'): string | undefined {
+function notifySocket(operation: NotifyOperation): string | undefined {
   const address = process.env['NOTIFY_SOCKET'];
   if (address === undefined || address === '') return undefined;
   if (address.startsWith('/') || address.startsWith('@')) return address;
@@ -152,31 +167,78 @@ function notifySocket(operation: 'notify' | 'barrier'): string | undefined {
 const NOT_SET: NotifyResult = { sent: false, reason: 'NOTIFY_SOCKET is not set' };
 
 /** A datagram socket connected to `$NOTIFY_SOCKET`; a failure names the variable and its value. */
-function connectNotify(address: string, operation: 'notify' | 'barrier'): number {
+function connectNotify(address: string, operation: NotifyOperation): number {
   return callSync({ operation, path: address }, () => native.unixConnect(native.SOCK_DGRAM, address));
 }
 
 /** Runs `send` with a datagram socket connected to `address`, and closes it. */
-async function withNotifySocket<T>(address: string, operation: 'notify' | 'barrier', send: (fd: number) => Promise<T>): Promise<T> {
+async function withNotifySocket<T>(address: string, operation: NotifyOperation, send: (fd: number) => Promise<T>): Promise<T> {
   const fd = connectNotify(address, operation);
   try {
     return await send(fd);
   } finally {
-    closeFd(fd);
+    closeFd(fd, operation);
   }
 }
 
-function withNotifySocketSync<T>(address: string, operation: 'notify' | 'barrier', send: (fd: number) => T): T {
+function withNotifySocketSync<T>(address: string, operation: NotifyOperation, send: (fd: number) => T): T {
   const fd = connectNotify(address, operation);
   try {
     return send(fd);
   } finally {
-    closeFd(fd);
+    closeFd(fd, operation);
   }
 }
 
 function unsetIf(options: NotifyOptions | undefined): void {
   if (options?.unsetEnvironment === true) delete process.env['NOTIFY_SOCKET'];
+}
+
+const DEFAULT_TIMEOUT = 5000;
+
+function checkTimeout(options: NotifyOptions | undefined): number {
+  const timeout = options?.timeout ?? DEFAULT_TIMEOUT;
+  if (typeof timeout !== 'number') throw invalidArgType('options.timeout', 'of type number', timeout);
+  if (!Number.isInteger(timeout) || timeout < 0 || timeout > 0x7fff_ffff) throw outOfRange('options.timeout', 'an integer >= 0 and <= 2147483647', timeout);
+  return timeout;
+}
+
+function isTimeout(error: unknown): boolean {
+  return (error as { code?: unknown }).code === 'ETIMEDOUT';
+}
+
+/** Where a notification went, for its errors. */
+interface Target {
+  operation: NotifyOperation;
+  socket: string;
+}
+
+function notifyTimeout(what: string, timeout: number, target: Target, cause: unknown): LiveUpdateError {
+  const hint = `${what} not acknowledged by the service manager within ${timeout} ms`;
+  return systemFailure('ETIMEDOUT', 'poll', { operation: target.operation, path: target.socket, hint, cause });
+}
+
+/** Runs `run`; a timeout becomes the error that says what was not acknowledged, any other failure is typed. */
+async function naming<T>(what: string, timeout: number, target: Target, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw isTimeout(error) ? notifyTimeout(what, timeout, target, error) : translateError(error, { operation: target.operation, path: target.socket });
+  }
+}
+
+function namingSync<T>(what: string, timeout: number, target: Target, run: () => T): T {
+  try {
+    return run();
+  } catch (error) {
+    throw isTimeout(error) ? notifyTimeout(what, timeout, target, error) : translateError(error, { operation: target.operation, path: target.socket });
+  }
+}
+
+/** A clock for one timeout that covers several waits. */
+function deadline(timeout: number): () => number {
+  const end = performance.now() + timeout;
+  return () => Math.max(0, Math.ceil(end - performance.now()));
 }
 
 // ---- public API -----------------------------------------------------------------
@@ -185,51 +247,46 @@ function unsetIf(options: NotifyOptions | undefined): void {
  * Sends one sd_notify datagram to `$NOTIFY_SOCKET` (a path, or `@name` in
  * the abstract namespace), with `fds` attached as SCM_RIGHTS.
  *
- * Checked before anything is sent: keys, FDNAME (printable ASCII, no ':',
- * at most 255), fds only with FDSTORE=1 (or BARRIER=1), FDSTOREREMOVE=1
- * with FDNAME, FDPOLL only with FDSTORE=1. Without `$NOTIFY_SOCKET` it
- * sends nothing and resolves `{ sent: false, reason }`, as libsystemd does.
+ * Checked before anything is sent: keys (each at most once), FDNAME
+ * (printable ASCII, no ':', at most 255), fds only with FDSTORE=1 (or
+ * BARRIER=1), FDSTOREREMOVE=1 with FDNAME and without FDSTORE=1, FDPOLL only
+ * with FDSTORE=1. Without `$NOTIFY_SOCKET` it sends nothing and resolves
+ * `{ sent: false, reason }`, as libsystemd does.
  *
+ * @throws NotifyTimeoutError (`ETIMEDOUT`) when the manager's socket does not
+ *   take the datagram within `timeout` ms (default 5000); NotifySocketError
+ *   (naming `$NOTIFY_SOCKET` and its value) when it cannot be reached.
  * @example notify({ FDSTORE: 1, FDNAME: 'luo', FDPOLL: 0 }, [session.fd])
  */
 export async function notify(fields: NotifyFields, fds?: readonly number[], options?: NotifyOptions): Promise<NotifyResult> {
   try {
     const checked = checkNotifyFds(fds);
     const message = buildMessage(fields, checked);
+    const timeout = checkTimeout(options);
     const socket = notifySocket('notify');
     if (socket === undefined) return NOT_SET;
-    await withNotifySocket(socket, 'notify', (fd) => sendFds(fd, checked, message));
+    const target: Target = { operation: 'notify', socket };
+    await naming('the notification', timeout, target, () => withNotifySocket(socket, 'notify', (fd) => sendFds(fd, checked, message, { timeout })));
     return { sent: true, socket, message };
   } finally {
     unsetIf(options);
   }
 }
 
-/** The synchronous form of {@link notify}. */
+/** The synchronous form of {@link notify}: blocks for at most `timeout` ms. */
 export function notifySync(fields: NotifyFields, fds?: readonly number[], options?: NotifyOptions): NotifyResult {
   try {
     const checked = checkNotifyFds(fds);
     const message = buildMessage(fields, checked);
+    const timeout = checkTimeout(options);
     const socket = notifySocket('notify');
     if (socket === undefined) return NOT_SET;
-    withNotifySocketSync(socket, 'notify', (fd) => sendFdsSync(fd, checked, message));
+    const target: Target = { operation: 'notify', socket };
+    namingSync('the notification', timeout, target, () => withNotifySocketSync(socket, 'notify', (fd) => sendFdsSync(fd, checked, message, { timeout })));
     return { sent: true, socket, message };
   } finally {
     unsetIf(options);
   }
-}
-
-const DEFAULT_BARRIER_TIMEOUT = 5000;
-
-function checkTimeout(options: BarrierOptions | undefined): number {
-  const timeout = options?.timeout ?? DEFAULT_BARRIER_TIMEOUT;
-  if (typeof timeout !== 'number') throw invalidArgType('options.timeout', 'of type number', timeout);
-  if (!Number.isInteger(timeout) || timeout < 0 || timeout > 0x7fff_ffff) throw outOfRange('options.timeout', 'an integer >= 0 and <= 2147483647', timeout);
-  return timeout;
-}
-
-function barrierTimeout(timeout: number, socket: string): LiveUpdateError {
-  return systemFailure('ETIMEDOUT', 'poll', { operation: 'barrier', path: socket, hint: `not acknowledged within ${timeout} ms` });
 }
 
 /**
@@ -238,23 +295,26 @@ function barrierTimeout(timeout: number, socket: string): LiveUpdateError {
  * of a fresh pipe, closes its own copy, and waits until the read end sees
  * EOF, which happens when the manager closes the fd it received.
  *
- * @throws BarrierTimeoutError (`ETIMEDOUT`) after `timeout` ms (default 5000);
- *   NotifySocketError when `$NOTIFY_SOCKET` cannot be reached.
+ * @throws NotifyTimeoutError (`ETIMEDOUT`) after `timeout` ms (default 5000),
+ *   which covers both the send and the wait; NotifySocketError when
+ *   `$NOTIFY_SOCKET` cannot be reached.
  */
 export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
   try {
-    const timeout = checkTimeout(options);
+    const left = deadline(checkTimeout(options));
+    const timeout = left();
     const socket = notifySocket('barrier');
     if (socket === undefined) return NOT_SET;
+    const target: Target = { operation: 'barrier', socket };
     const [readEnd, writeEnd] = callSync({ operation: 'barrier' }, () => native.pipe());
     try {
       try {
-        await withNotifySocket(socket, 'barrier', (fd) => sendFds(fd, [writeEnd], 'BARRIER=1'));
+        await naming('BARRIER=1', timeout, target, () => withNotifySocket(socket, 'barrier', (fd) => sendFds(fd, [writeEnd], 'BARRIER=1', { timeout: left() })));
       } finally {
         // Now only the manager holds the write end: its close is our EOF.
         closeFd(writeEnd, 'barrier');
       }
-      await waitForEof(readEnd, timeout, socket);
+      await naming('BARRIER=1', timeout, target, () => waitForEof(readEnd, left()));
       return { sent: true, socket, message: 'BARRIER=1' };
     } finally {
       closeFd(readEnd, 'barrier');
@@ -265,17 +325,11 @@ export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
 }
 
 /** Resolves when `fd` (a pipe's read end) is readable or hung up; rejects with ETIMEDOUT after `timeout` ms. */
-async function waitForEof(fd: number, timeout: number, socket: string): Promise<void> {
+async function waitForEof(fd: number, timeout: number): Promise<void> {
   const pending = native.waitReadableAsync(fd);
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    pending.cancel();
-  }, timeout);
+  const timer = setTimeout(() => pending.cancel(os.constants.errno.ETIMEDOUT), timeout);
   try {
     await pending;
-  } catch (error) {
-    throw timedOut ? barrierTimeout(timeout, socket) : translateError(error, { operation: 'barrier', fd });
   } finally {
     clearTimeout(timer);
   }
@@ -284,21 +338,19 @@ async function waitForEof(fd: number, timeout: number, socket: string): Promise<
 /** The synchronous form of {@link barrier}: blocks the thread for up to `timeout` ms. */
 export function barrierSync(options?: BarrierOptions): NotifyResult {
   try {
-    const timeout = checkTimeout(options);
+    const left = deadline(checkTimeout(options));
+    const timeout = left();
     const socket = notifySocket('barrier');
     if (socket === undefined) return NOT_SET;
+    const target: Target = { operation: 'barrier', socket };
     const [readEnd, writeEnd] = callSync({ operation: 'barrier' }, () => native.pipe());
     try {
       try {
-        withNotifySocketSync(socket, 'barrier', (fd) => sendFdsSync(fd, [writeEnd], 'BARRIER=1'));
+        namingSync('BARRIER=1', timeout, target, () => withNotifySocketSync(socket, 'barrier', (fd) => sendFdsSync(fd, [writeEnd], 'BARRIER=1', { timeout: left() })));
       } finally {
         closeFd(writeEnd, 'barrier');
       }
-      try {
-        native.waitReadable(readEnd, timeout);
-      } catch (error) {
-        throw (error as { code?: unknown }).code === 'ETIMEDOUT' ? barrierTimeout(timeout, socket) : translateError(error, { operation: 'barrier', fd: readEnd });
-      }
+      namingSync('BARRIER=1', timeout, target, () => native.waitReadable(readEnd, left()));
       return { sent: true, socket, message: 'BARRIER=1' };
     } finally {
       closeFd(readEnd, 'barrier');

@@ -57,7 +57,7 @@ const TABLE: Array<[Operation, keyof typeof ERRNO, new (...args: never[]) => lu.
   ['sendFds', 'EPIPE', lu.PeerClosedError],
   ['recvFds', 'ECONNRESET', lu.PeerClosedError],
   ['notify', 'ECONNREFUSED', lu.NotifySocketError],
-  ['barrier', 'ETIMEDOUT', lu.BarrierTimeoutError],
+  ['barrier', 'ETIMEDOUT', lu.NotifyTimeoutError],
   ['close', 'EIO', lu.LiveUpdateError],
 ];
 

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BadFileDescriptorError, BarrierTimeoutError, NotifySocketError } from '../lib/errors.js';
+import { BadFileDescriptorError, NotifyTimeoutError, NotifySocketError } from '../lib/errors.js';
 import { recvFds, recvFdsSync, type RecvResult } from '../lib/fdpass.js';
 import { native } from '../lib/native.js';
 import {
@@ -260,12 +260,12 @@ describe('barrier', () => {
       await expectNoFdLeak(async () => {
         const started = Date.now();
         const late = barrier({ timeout: 150 });
-        await expect(late).rejects.toBeInstanceOf(BarrierTimeoutError);
+        await expect(late).rejects.toBeInstanceOf(NotifyTimeoutError);
         await expect(late).rejects.toMatchObject({ code: 'ETIMEDOUT', syscall: 'poll', errno: -os.constants.errno.ETIMEDOUT, operation: 'barrier' });
         await expect(late).rejects.toThrow(/not acknowledged within 150 ms/);
         expect(Date.now() - started).toBeGreaterThanOrEqual(140);
         const held = recvFdsSync(manager.fd);
-        expect(() => barrierSync({ timeout: 50 })).toThrow(BarrierTimeoutError);
+        expect(() => barrierSync({ timeout: 50 })).toThrow(NotifyTimeoutError);
         const held2 = recvFdsSync(manager.fd);
         closeAll([...held.fds, ...held2.fds]);
       });

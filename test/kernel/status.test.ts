@@ -6,7 +6,7 @@
  * same). Every check the guest made is asserted by name.
  */
 import { beforeAll, expect, it } from 'vitest';
-import type { VmRun } from '../../lib/vm/qemu.js';
+import type { VmRun } from '../../conformance/lib/vm/qemu.js';
 import { boot, describeKernels, scenario } from './support.js';
 
 const ON: Record<string, string[]> = {
