@@ -4,18 +4,22 @@
  * Every call that enters the kernel comes in two forms, as in node:fs:
  * `name()` returns a Promise and runs on the libuv thread pool, `nameSync()`
  * blocks. Failures are typed LiveUpdateError subclasses shaped like Node's
- * system errors.
+ * system errors; every error has a `code`.
  */
 export { LiveUpdate } from './liveupdate.js';
 export { Session, type SessionState } from './session.js';
 export { status, statusSync, DEVICE_PATH, type Status, type StatusOptions } from './status.js';
+export { FIRST_LUO_RELEASE, type Diagnosis, type DiagnosisId, type DeviceOwner } from './diagnosis.js';
 export {
   LiveUpdateError,
   LiveUpdateUnavailableError,
   DeviceBusyError,
   PermissionDeniedError,
   IncomingStateError,
+  NotLiveUpdateDeviceError,
+  DeviceClosedError,
   SessionExistsError,
+  SessionNameTooLongError,
   SessionNotFoundError,
   SessionAlreadyRetrievedError,
   TokenInUseError,
@@ -29,10 +33,16 @@ export {
   TokenNotFoundError,
   SessionStateError,
   OperationNotSupportedError,
+  SealingNotAllowedError,
+  NotSealableError,
   KexecError,
+  KexecUnsupportedError,
   KexecNotLoadedError,
   KexecImageRejectedError,
   LiveUpdateAbortedError,
+  NotifySocketError,
+  NotifyTimeoutError,
+  AddonLoadError,
   AgentError,
   AgentPermissionError,
   AgentQuotaError,
@@ -40,6 +50,7 @@ export {
   AgentUnavailableError,
   UpdateRefusedError,
   ManifestVersionError,
+  AgentPolicyError,
   AGENT_ERROR_CODES,
   type AgentErrorCode,
   type AgentOperation,
@@ -62,6 +73,6 @@ export {
   type UpdateReport,
 } from './agent/client.js';
 export { DEFAULT_SOCKET as AGENT_SOCKET, type SessionInfo } from './agent/protocol.js';
-export { parsePolicy, readPolicy, PolicyError, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';
+export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';
 export { MANIFEST_FORMAT, MANIFEST_VERSION, parseManifest, type Manifest, type ManifestSession } from './agent/manifest.js';
 export { AGENT_SESSION_NAME, kernelName as agentKernelName } from './agent/names.js';

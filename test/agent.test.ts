@@ -15,10 +15,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../lib/agent/client.js';
 import { MANIFEST_FORMAT, parseManifest, readManifest, writeManifest, type Manifest } from '../lib/agent/manifest.js';
 import { AGENT_SESSION_NAME, checkClientName, kernelName } from '../lib/agent/names.js';
-import { parsePolicy, PolicyError, type Policy } from '../lib/agent/policy.js';
+import { parsePolicy, type Policy } from '../lib/agent/policy.js';
 import { MAX_MESSAGE_BYTES } from '../lib/agent/protocol.js';
 import { Agent, type AgentEvent } from '../lib/agent/server.js';
-import { AgentPermissionError, AgentProtocolError, AgentQuotaError, AgentUnavailableError, ManifestVersionError, UpdateRefusedError } from '../lib/errors.js';
+import { AgentPermissionError, AgentPolicyError, AgentProtocolError, AgentQuotaError, AgentUnavailableError, ManifestVersionError, UpdateRefusedError } from '../lib/errors.js';
 import { recvFds, sendFds } from '../lib/fdpass.js';
 import * as memfd from '../lib/memfd.js';
 import { native } from '../lib/native.js';
@@ -318,7 +318,7 @@ describe('names, policy and manifest (pure logic and real memfds)', () => {
   });
 
   it('a policy names the first bad field', () => {
-    expect(() => parsePolicy({ quota: { sessions: -1 } })).toThrow(PolicyError);
+    expect(() => parsePolicy({ quota: { sessions: -1 } })).toThrow(AgentPolicyError);
     expect(() => parsePolicy({ connect: { users: ['no-such-user-here'] } })).toThrow(/no such name 'no-such-user-here'/);
     expect(() => parsePolicy({ bogus: 1 })).toThrow(/unknown field\(s\): bogus/);
     expect(parsePolicy({ connect: { users: ['root', 5] } }).connect.uids).toEqual(new Set([0, 5]));

@@ -1,11 +1,12 @@
 /**
- * The agent's commands: `liveupdate agent`, `liveupdate update` and
- * `liveupdate sessions`. Each takes its arguments and resolves to the exit
- * status.
+ * The agent's commands for the `liveupdate` command table (lib/cli.ts):
+ * `agent`, `update` and `sessions`. They run until they are done, so each
+ * resolves to its exit status.
  * @internal
  */
 import * as fs from 'node:fs';
-import { parseArgs } from 'node:util';
+import type { Command, OptionValues, Output } from '../cli.js';
+import { UsageError } from '../cli.js';
 import { AgentError, LiveUpdateError } from '../errors.js';
 import { native } from '../native.js';
 import { listenFds, notify } from '../systemd.js';
@@ -14,30 +15,23 @@ import { readPolicy } from './policy.js';
 import { DEFAULT_SOCKET, type SessionInfo } from './protocol.js';
 import { Agent, MANIFEST_FDNAME, STATE_FDNAME, type AgentEvent, type RestoredState, type UpdateCheck } from './server.js';
 
-/** Exit statuses of `liveupdate update` (and the other agent commands). */
+/** Exit statuses of the agent's commands beyond the table's 0, 1 and 2. */
 export const EXIT = {
   ok: 0,
   /** A check failed (or the kexec itself failed). */
   refused: 1,
-  usage: 2,
   /** A client with sessions did not say ready in time. */
   notReady: 3,
-  /** EX_NOPERM: the policy does not allow it. */
-  permission: 77,
   /** EX_UNAVAILABLE: no agent answers, or the agent has no device. */
   unavailable: 69,
+  /** EX_NOPERM: the policy does not allow it. */
+  permission: 77,
 } as const;
 
-export const AGENT_USAGE = `  liveupdate agent [--socket PATH] [--policy FILE] [--device PATH]
-      Run the agent: owns /dev/liveupdate and serves clients on a Unix socket
-      (default ${DEFAULT_SOCKET}; or the socket systemd passes in LISTEN_FDS).
-  liveupdate update --kernel PATH [--initrd PATH] (--cmdline ARGS | --reuse-cmdline)
-                    [--timeout SECONDS] [--dry-run] [--json] [--socket PATH]
-      Ask the agent to update: check, load, wait for every client to be ready, kexec.
-      Exit 0 (dry run passed), 1 (a check failed), 3 (a client was not ready),
-      69 (no agent), 77 (not permitted).
-  liveupdate sessions [--json] [--socket PATH]
-      The sessions you may see, their owners and states, and the manifest's times.`;
+function text(values: OptionValues, name: string): string | undefined {
+  const value = values[name];
+  return typeof value === 'string' ? value : undefined;
+}
 
 function jsonLine(event: AgentEvent): void {
   process.stderr.write(`${JSON.stringify(event)}\n`);
@@ -68,9 +62,11 @@ function isSeqpacket(fd: number): boolean {
 }
 
 /** `liveupdate agent`: runs until SIGTERM or SIGINT. */
-export async function agentCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { socket: { type: 'string' }, policy: { type: 'string' }, device: { type: 'string' } } });
-  const policy = values.policy === undefined ? undefined : readPolicy(values.policy);
+async function runAgent(values: OptionValues): Promise<number> {
+  const policyFile = text(values, 'policy');
+  const socket = text(values, 'socket');
+  const device = text(values, 'device');
+  const policy = policyFile === undefined ? undefined : readPolicy(policyFile);
   const passed = fromSystemd();
   let agent: Agent | undefined;
   const log = (event: AgentEvent): void => {
@@ -78,8 +74,8 @@ export async function agentCommand(args: string[]): Promise<number> {
     if (agent !== undefined) void notify({ STATUS: agent.statusLine() }).catch(() => {});
   };
   agent = await Agent.start({
-    ...(values.socket === undefined ? {} : { socket: values.socket }),
-    ...(values.device === undefined ? {} : { devicePath: values.device }),
+    ...(socket === undefined ? {} : { socket }),
+    ...(device === undefined ? {} : { devicePath: device }),
     ...(policy === undefined ? {} : { policy }),
     ...passed,
     log,
@@ -126,38 +122,22 @@ function formatChecks(checks: UpdateCheck[]): string {
 }
 
 /** `liveupdate update`. */
-export async function updateCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      kernel: { type: 'string' },
-      initrd: { type: 'string' },
-      cmdline: { type: 'string' },
-      'reuse-cmdline': { type: 'boolean' },
-      timeout: { type: 'string' },
-      'dry-run': { type: 'boolean' },
-      json: { type: 'boolean' },
-      socket: { type: 'string' },
-    },
-  });
-  const usage = (text: string): number => {
-    process.stderr.write(`liveupdate update: ${text}\n`);
-    return EXIT.usage;
-  };
-  if (values.kernel === undefined) return usage('--kernel is required');
-  if ((values.cmdline === undefined) === (values['reuse-cmdline'] !== true)) return usage('give exactly one of --cmdline and --reuse-cmdline');
-  const cmdline = values['reuse-cmdline'] === true ? fs.readFileSync('/proc/cmdline', 'utf8').trim() : (values.cmdline ?? '');
-  const timeout = values.timeout === undefined ? 60 : Number(values.timeout);
-  if (!Number.isFinite(timeout) || timeout < 0 || timeout > 86400) return usage('--timeout must be a number of seconds from 0 to 86400');
-  const json = values.json === true;
-  const print = (value: Record<string, unknown>, text: string): void => {
-    process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${text}\n`);
-  };
+async function runUpdate(values: OptionValues, out: Output): Promise<number> {
+  const kernel = text(values, 'kernel');
+  if (kernel === undefined) throw new UsageError('--kernel is required');
+  const reuse = values['reuse-cmdline'] === true;
+  if ((text(values, 'cmdline') === undefined) === !reuse) throw new UsageError('give exactly one of --cmdline and --reuse-cmdline');
+  const cmdline = reuse ? fs.readFileSync('/proc/cmdline', 'utf8').trim() : (text(values, 'cmdline') ?? '');
+  const timeout = text(values, 'timeout') === undefined ? 60 : Number(text(values, 'timeout'));
+  if (!Number.isFinite(timeout) || timeout < 0 || timeout > 86400) throw new UsageError('--timeout must be a number of seconds from 0 to 86400');
+  const json = values['json'] === true;
+  const print = (value: Record<string, unknown>, lines: string): void => out.stdout(json ? `${JSON.stringify(value)}\n` : `${lines}\n`);
+  const initrd = text(values, 'initrd');
   try {
-    const client = await AgentClient.connect({ ...(values.socket === undefined ? {} : { socket: values.socket }), name: 'liveupdate update' });
+    const client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate update' });
     const report = await client.update({
-      kernel: values.kernel,
-      ...(values.initrd === undefined ? {} : { initrd: values.initrd }),
+      kernel,
+      ...(initrd === undefined ? {} : { initrd }),
       cmdline,
       timeoutMs: Math.round(timeout * 1000),
       dryRun: values['dry-run'] === true,
@@ -185,22 +165,77 @@ function formatSessions(sessions: SessionInfo[]): string {
 }
 
 /** `liveupdate sessions`. */
-export async function sessionsCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, socket: { type: 'string' } } });
+async function runSessions(values: OptionValues, out: Output): Promise<number> {
   try {
-    const client = await AgentClient.connect({ ...(values.socket === undefined ? {} : { socket: values.socket }), name: 'liveupdate sessions' });
+    const client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate sessions' });
     const report = await client.sessions();
     await client.close();
-    if (values.json === true) {
-      process.stdout.write(`${JSON.stringify(report)}\n`);
+    if (values['json'] === true) {
+      out.stdout(`${JSON.stringify(report)}\n`);
     } else {
       const times = report.frozenAt === null ? '' : `\nfrozen ${new Date(report.frozenAt).toISOString()}, device opened again ${report.firstOpenAt === null ? '-' : new Date(report.firstOpenAt).toISOString()}`;
-      process.stdout.write(`${formatSessions(report.sessions)}\nlive updates: ${report.kexecCount}${times}\n`);
+      out.stdout(`${formatSessions(report.sessions)}\nlive updates: ${report.kexecCount}${times}\n`);
     }
     return EXIT.ok;
   } catch (error) {
     if (!(error instanceof LiveUpdateError)) throw error;
-    process.stderr.write(`liveupdate sessions: ${error.message}\n`);
+    out.stderr(`liveupdate sessions: ${error.message}\n`);
     return exitFor(error);
   }
 }
+
+const socketOption = { socket: { type: 'string' } } as const;
+
+/** The agent's entries of the command table. */
+export const AGENT_COMMANDS: readonly Command[] = [
+  {
+    name: 'agent',
+    summary: 'Run the agent: the one owner of /dev/liveupdate, serving clients on a Unix socket.',
+    synopsis: '[--socket PATH] [--policy FILE] [--device PATH]',
+    details: `  --socket PATH   where to listen (default ${DEFAULT_SOCKET}); a SOCK_SEQPACKET socket
+                  passed by systemd in LISTEN_FDS is used instead
+  --policy FILE   who may connect and update, quotas (AGENT-PROTOCOL.md; default: root only)
+  --device PATH   the LUO device (default /dev/liveupdate)
+Logs one JSON line per event on stderr; READY=1 and STATUS= to systemd. Runs until SIGTERM
+(under systemd its session references wait in the fd store). Exit status 0 after a clean stop.`,
+    options: { ...socketOption, policy: { type: 'string' }, device: { type: 'string' } },
+    reports: false,
+    run: (values) => runAgent(values),
+  },
+  {
+    name: 'update',
+    summary: 'Ask the agent to update: check, load, wait for every client to be ready, kexec.',
+    synopsis: '--kernel PATH [--initrd PATH] (--cmdline ARGS | --reuse-cmdline) [--timeout S] [--dry-run] [--socket PATH]',
+    details: `  --kernel PATH      the next kernel image
+  --initrd PATH      its initramfs
+  --cmdline ARGS     its command line (must keep liveupdate=on, must not turn KHO off)
+  --reuse-cmdline    this kernel's command line
+  --timeout S        how long to wait for the clients to say ready (default 60)
+  --dry-run          stop after the checks
+  --json             print { result, checks, code?, message?, details? } as JSON
+Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec failed),
+3 (a client was not ready: the report names it), 69 (no agent), 77 (not permitted), 2 (usage).`,
+    options: {
+      ...socketOption,
+      kernel: { type: 'string' },
+      initrd: { type: 'string' },
+      cmdline: { type: 'string' },
+      'reuse-cmdline': { type: 'boolean' },
+      timeout: { type: 'string' },
+      'dry-run': { type: 'boolean' },
+    },
+    reports: true,
+    run: (values, out) => runUpdate(values, out),
+  },
+  {
+    name: 'sessions',
+    summary: "The agent's sessions you may see: owners, states, the manifest's times.",
+    synopsis: '[--socket PATH]',
+    details: `  --socket PATH   the agent's socket (default ${DEFAULT_SOCKET})
+  --json          print { sessions, kexecCount, updateStartedAt, frozenAt, firstOpenAt, refused }
+Exit status 0, 69 (no agent), 77 (not permitted).`,
+    options: socketOption,
+    reports: true,
+    run: (values, out) => runSessions(values, out),
+  },
+];

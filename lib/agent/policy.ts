@@ -5,6 +5,7 @@
  * the format is in AGENT-PROTOCOL.md, "Policy").
  */
 import * as fs from 'node:fs';
+import { agentError } from '../errors.js';
 
 /** Users and groups, by name or numeric id. */
 export interface Principals {
@@ -46,10 +47,9 @@ export const DEFAULT_POLICY: Policy = {
   unclaimed: null,
 };
 
-/** A policy file that cannot be used; the message says where. */
-export class PolicyError extends Error {
-  /** Always `ERR_LIVEUPDATE_AGENT_POLICY`. */
-  readonly code = 'ERR_LIVEUPDATE_AGENT_POLICY';
+/** A policy that cannot be used: an AgentPolicyError whose message says where. */
+function policyError(text: string): Error {
+  return agentError('ERR_LIVEUPDATE_AGENT_POLICY', text, { operation: 'agent.start' });
 }
 
 /** Name → id from an /etc/passwd or /etc/group style file (name:x:id:...). */
@@ -70,23 +70,23 @@ function idsByName(file: string): Map<string, number> {
 
 function resolve(list: unknown, where: string, table: () => Map<string, number>): Set<number> {
   if (list === undefined) return new Set();
-  if (!Array.isArray(list)) throw new PolicyError(`${where} must be an array of names or ids`);
+  if (!Array.isArray(list)) throw policyError(`${where} must be an array of names or ids`);
   return new Set(
     list.map((entry: unknown) => {
       if (typeof entry === 'number' && Number.isInteger(entry) && entry >= 0) return entry;
       if (typeof entry === 'string') {
         const id = table().get(entry);
         if (id !== undefined) return id;
-        throw new PolicyError(`${where}: no such name '${entry}'`);
+        throw policyError(`${where}: no such name '${entry}'`);
       }
-      throw new PolicyError(`${where}: ${JSON.stringify(entry)} is neither a name nor an id`);
+      throw policyError(`${where}: ${JSON.stringify(entry)} is neither a name nor an id`);
     }),
   );
 }
 
 function principals(value: unknown, where: string): { uids: Set<number>; gids: Set<number> } {
   if (value === undefined) return { uids: new Set(), gids: new Set() };
-  if (typeof value !== 'object' || value === null) throw new PolicyError(`${where} must be an object`);
+  if (typeof value !== 'object' || value === null) throw policyError(`${where} must be an object`);
   const p = value as Principals;
   return {
     uids: resolve(p.users, `${where}.users`, () => idsByName('/etc/passwd')),
@@ -96,25 +96,25 @@ function principals(value: unknown, where: string): { uids: Set<number>; gids: S
 
 function count(value: unknown, where: string, fallback: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw new PolicyError(`${where} must be a non-negative integer`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw policyError(`${where} must be a non-negative integer`);
   return value;
 }
 
-/** Checks a parsed policy file and resolves its names; throws a PolicyError naming the first bad field. */
+/** Checks a parsed policy file and resolves its names; throws an AgentPolicyError naming the first bad field. */
 export function parsePolicy(value: unknown): Policy {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new PolicyError('the policy must be a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw policyError('the policy must be a JSON object');
   const file = value as PolicyFile & Record<string, unknown>;
   const known = ['version', 'connect', 'update', 'quota', 'onClientExit', 'unclaimed'];
   const unknown = Object.keys(file).filter((k) => !known.includes(k));
-  if (unknown.length > 0) throw new PolicyError(`unknown field(s): ${unknown.join(', ')}`);
-  if (file.version !== undefined && file.version !== 1) throw new PolicyError(`version ${String(file.version)} is not known (1 is)`);
+  if (unknown.length > 0) throw policyError(`unknown field(s): ${unknown.join(', ')}`);
+  if (file.version !== undefined && file.version !== 1) throw policyError(`version ${String(file.version)} is not known (1 is)`);
   if (file.onClientExit !== undefined && file.onClientExit !== 'keep' && file.onClientExit !== 'release') {
-    throw new PolicyError("onClientExit must be 'keep' or 'release'");
+    throw policyError("onClientExit must be 'keep' or 'release'");
   }
   let unclaimed: Policy['unclaimed'] = null;
   if (file.unclaimed !== undefined) {
     const u = file.unclaimed;
-    if (typeof u !== 'object' || u === null || (u.action !== 'keep' && u.action !== 'finish')) throw new PolicyError("unclaimed.action must be 'keep' or 'finish'");
+    if (typeof u !== 'object' || u === null || (u.action !== 'keep' && u.action !== 'finish')) throw policyError("unclaimed.action must be 'keep' or 'finish'");
     unclaimed = { afterSeconds: count(u.afterSeconds, 'unclaimed.afterSeconds', 0), action: u.action };
   }
   return {
@@ -135,12 +135,12 @@ export function readPolicy(file: string): Policy {
   try {
     parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (error) {
-    throw new PolicyError(`${file}: ${(error as Error).message}`);
+    throw policyError(`${file}: ${(error as Error).message.replace(/^ERR_LIVEUPDATE_AGENT_POLICY: /, '')}`);
   }
   try {
     return parsePolicy(parsed);
   } catch (error) {
-    throw new PolicyError(`${file}: ${(error as Error).message}`);
+    throw policyError(`${file}: ${(error as Error).message.replace(/^ERR_LIVEUPDATE_AGENT_POLICY: /, '')}`);
   }
 }
 

@@ -16,7 +16,8 @@ import * as memfd from '../memfd.js';
 import { LiveUpdate } from '../liveupdate.js';
 import { native, type Cancellable } from '../native.js';
 import { Session } from '../session.js';
-import { DEVICE_PATH, kernelParam, paramEnabled } from '../status.js';
+import { kernelBoolParam, kernelParam } from '../diagnosis.js';
+import { DEVICE_PATH } from '../status.js';
 import { notify } from '../systemd.js';
 import { readManifest, writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
 import { AGENT_SESSION_NAME, checkClientName, kernelName } from './names.js';
@@ -649,11 +650,12 @@ export class Agent {
       }
       checks.push({ name: 'every client ready', ok: true });
       const own = await this.#sealManifest(r, startedAt);
-      await this.#send(c, id, { ok: true, phase: 'kexec', checks: checks as unknown as JsonValue });
-      this.#event('kexec', { ...this.#who(c), kernel: r.kernel, sessions: this.#outgoing.size });
       try {
+        await this.#send(c, id, { ok: true, phase: 'kexec', checks: checks as unknown as JsonValue });
+        this.#event('kexec', { ...this.#who(c), kernel: r.kernel, sessions: this.#outgoing.size });
         return await kexec.execute();
       } catch (error) {
+        // No jump (the kexec failed, or the asker vanished): nothing of this attempt may stay behind.
         await own.close();
         await kexec.unload().catch(() => {});
         throw error;
@@ -781,10 +783,11 @@ export function updateChecks(r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdli
   return [
     readable(r.kernel),
     ...(r.initrd === undefined ? [] : [readable(r.initrd)]),
-    { name: 'liveupdate=on in the next command line', ok: paramEnabled(liveupdate), detail: `liveupdate=${liveupdate ?? '(absent)'}` },
+    { name: 'liveupdate=on in the next command line', ok: kernelBoolParam(r.cmdline, 'liveupdate', false), detail: `liveupdate=${liveupdate ?? '(absent)'}` },
     {
       name: 'KHO not disabled in the next command line',
-      ok: kho === null || paramEnabled(kho),
+      // Absent, KHO is what the next kernel's CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT says: not knowable here.
+      ok: kernelBoolParam(r.cmdline, 'kho', true),
       detail: kho === null ? 'kho= absent: the next kernel must enable KHO by default (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT)' : `kho=${kho}`,
     },
     { name: 'the agent owns /dev/liveupdate', ok: haveDevice },
