@@ -211,6 +211,10 @@ export interface RunInfo {
     readonly guest_clock_tick: number;
     readonly guest_memory: string;
     readonly guest_cpus: number;
+    /** `qemu-system-x86_64 --version`'s first line. */
+    readonly qemu?: string;
+    /** The host's 1-minute load average when the run started and ended: how shared the machine was. */
+    readonly loadavg?: { readonly start: number; readonly end: number };
   };
   readonly date: string;
   /** The commit measured (`git describe --always --dirty`), when the benchmark runs from a git checkout. */

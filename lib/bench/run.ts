@@ -75,6 +75,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const kernel = pickKernel(options.kernel);
   const boots = options.boots ?? DEFAULT_BOOTS;
   if (!Number.isSafeInteger(boots) || boots < 1) throw new RangeError(`--boots must be a positive integer, not ${boots}`);
+  const loadStart = os.loadavg()[0] ?? 0;
   const hostOnly = await runHostBench(options);
   const cBench = buildCBench(root, progress);
   const memory = options.memory ?? '4G';
@@ -111,6 +112,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       guest_clock_tick: first.guest.clock_tick,
       guest_memory: memory,
       guest_cpus: GUEST_CPUS,
+      qemu: qemuVersion(),
+      loadavg: { start: loadStart, end: os.loadavg()[0] ?? 0 },
     },
     date: hostOnly.date,
     commit: hostOnly.commit,
@@ -143,6 +146,14 @@ export function buildCBench(root: string, progress: (line: string) => void = () 
   const out = compileC({ source: path.join(root, 'bench', 'luo_bench.c'), out: path.join(root, 'build', 'bench', 'luo_bench'), include: path.join(root, 'include'), static: true });
   progress(`built ${path.relative(root, out)} (${Math.round(fs.statSync(out).size / 1024)} KiB, static)`);
   return out;
+}
+
+function qemuVersion(): string {
+  try {
+    return execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0]?.trim() ?? 'QEMU';
+  } catch {
+    return 'QEMU (version unknown)';
+  }
 }
 
 /** The host's clock tick, from getconf (node has no sysconf). */

@@ -19,16 +19,15 @@
  * each side opens it only to create or retrieve its sessions.
  * @internal
  */
-import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
-import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LiveUpdate, memfd, type Session } from '../index.js';
 import { native } from '../native.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
+import { LineChild } from './line-child.js';
 import {
   BLACKOUT_FILES,
   C_BLACKOUT_SESSION,
@@ -93,40 +92,10 @@ function runC(args: readonly string[], fd3?: number): Record<string, JsonValue> 
  * preserve-session). Kept by the stage: sessions it preserved must live
  * until the kexec, so it is never told to stop.
  */
-class CProgram {
-  readonly #lines: string[] = [];
-  readonly #waiting: ((line: string) => void)[] = [];
-  readonly #child: ChildProcessByStdio<Writable, Readable, null>;
-  #failure: Error | undefined;
-
-  constructor(ctx: StageContext, args: readonly string[]) {
-    this.#child = spawn(GUEST_C_BENCH, args, { stdio: ['pipe', 'pipe', 'inherit'] });
-    ctx.keep(this.#child);
-    createInterface({ input: this.#child.stdout }).on('line', (line) => {
-      const waiter = this.#waiting.shift();
-      if (waiter !== undefined) waiter(line);
-      else this.#lines.push(line);
-    });
-    this.#child.on('exit', (code) => {
-      this.#failure = new Error(`luo_bench ${args.join(' ')} exited with ${String(code)}`);
-    });
-  }
-
-  /** The next line it prints. */
-  line(): Promise<string> {
-    if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    const ready = this.#lines.shift();
-    if (ready !== undefined) return Promise.resolve(ready);
-    return new Promise((resolve) => this.#waiting.push(resolve));
-  }
-
-  /** Asks for its next chunk; the nanoseconds its ioctls took. */
-  async chunk(): Promise<number> {
-    this.#child.stdin.write('\n');
-    const ns = Number(await this.line());
-    if (!Number.isFinite(ns)) throw new Error('luo_bench answered no time');
-    return ns;
-  }
+function cProgram(ctx: StageContext, args: readonly string[]): LineChild {
+  const child = new LineChild(GUEST_C_BENCH, args);
+  ctx.keep(child.process);
+  return child;
 }
 
 /** Calls per timed chunk; node's and C's chunks alternate. */
@@ -226,10 +195,9 @@ function nodeRetriever(p: BenchParams): ChunkFn {
 
 /** The C side of a small case: the server, once it has made everything. */
 async function cServer(ctx: StageContext, mode: 'serve-preserve' | 'serve-retrieve', p: BenchParams): Promise<ChunkFn> {
-  const c = new CProgram(ctx, [mode, String(p.n), String(p.warmup + p.rounds), C_PREFIX, String(CHUNK)]);
-  const ready = await c.line();
-  if (ready !== 'ready') throw new Error(`luo_bench ${mode} said ${ready}`);
-  return () => c.chunk();
+  const c = cProgram(ctx, [mode, String(p.n), String(p.warmup + p.rounds), C_PREFIX, String(CHUNK)]);
+  await c.expect('ready');
+  return () => c.ask();
 }
 
 async function preserveSmall(ctx: StageContext): Promise<JsonValue> {
@@ -435,7 +403,7 @@ function preserveNodeBlackout(ctx: StageContext): JsonValue {
 
 /** The C program preserves its blackout session and holds it to the kexec. */
 async function preserveCBlackout(ctx: StageContext): Promise<JsonValue> {
-  await new CProgram(ctx, ['preserve-session', C_BLACKOUT_SESSION, String(BLACKOUT_FILES)]).line();
+  await cProgram(ctx, ['preserve-session', C_BLACKOUT_SESSION, String(BLACKOUT_FILES)]).line();
   return { files: BLACKOUT_FILES };
 }
 
