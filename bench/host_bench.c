@@ -30,16 +30,8 @@
 
 #include "liveupdate/abi.h"
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "host_bench: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
+#define PROGRAM "host_bench"
+#include "bench.h"
 
 static void get_seals(int memfd) {
   if (fcntl(memfd, F_GET_SEALS) < 0) die("F_GET_SEALS");

@@ -48,6 +48,9 @@
 
 #include "liveupdate/abi.h"
 
+#define PROGRAM "luo_bench"
+#include "bench.h"
+
 /* Where pid 1 leaves its measurement for the node runner that follows it. */
 #define INIT_RESULT "/run/luo-bench-init.json"
 /* Where the blackout agent pid 1 starts writes its own (its stdout). */
@@ -67,17 +70,6 @@
 /* The node runner pid 1 hands over to. */
 #define NEXT_INIT "/init"
 #define PAGE 4096
-
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "luo_bench: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
 
 static int xioctl(int fd, unsigned long request, void *arg) {
   int rc;

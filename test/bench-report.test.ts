@@ -4,7 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { fdPassResult, hostResult, hostTargets } from '../lib/bench/host-report.js';
-import type { FormRounds, HostRounds } from '../lib/bench/host.js';
+import * as path from 'node:path';
+import { requireOnce, type FormRounds, type HostRounds } from '../lib/bench/host.js';
 import { accelOf } from '../lib/bench/report.js';
 
 const flat = (sync: number, async: number, c: number, n = 5): FormRounds => ({
@@ -86,5 +87,15 @@ describe('accelOf', () => {
     expect(accelOf('KVMKVMKVM')).toBe('kvm');
     expect(accelOf('')).toBe('none');
     expect(accelOf('Microsoft Hv')).toBe('Microsoft Hv');
+  });
+});
+
+describe('requireOnce', () => {
+  it("lists the library's modules that require('liveupdate') loads, and none of the test bed", () => {
+    // Needs the compiled package (npm run compile), as every host test does.
+    const sample = requireOnce(path.resolve(__dirname, '..'));
+    expect(sample.ms).toBeGreaterThan(0);
+    expect(sample.modules).toContain('dist/index.js');
+    expect(sample.modules.filter((m) => /(^|\/)(vm|bench|conformance)\//.test(m))).toEqual([]);
   });
 });

@@ -394,15 +394,12 @@ export function formatTable(r: BenchResult): string {
     `large preserve by writer/preserver (fresh, median ms): node/node ${fmt(r.large_swap.node_wrote_node_preserved_ms)}, node/C ${fmt(r.large_swap.node_wrote_c_preserved_ms)}, C/C ${fmt(r.large_swap.c_wrote_c_preserved_ms)}`,
     `addon RSS: ${r.addon_rss_kib} KiB resident of the .node file; require('liveupdate') adds ${r.require_rss_kib} KiB to a fresh node`,
     '',
-    hostLines(r),
-    '',
-    'targets (met: the whole 95% interval under the limit; missed: all of it over):',
-    ...targetLines(r.targets),
+    ...hostAndTargets(r),
   ].join('\n');
 }
 
 /** The host cases' table (also all that `--host-only` prints, with its targets). */
-export function hostLines(r: { readonly host: HostResult; readonly fdpass: FdPassResult }): string {
+function hostLines(r: { readonly host: HostResult; readonly fdpass: FdPassResult }): string {
   const h = r.host;
   const f = r.fdpass;
   const calls: string[][] = [
@@ -419,9 +416,14 @@ export function hostLines(r: { readonly host: HostResult; readonly fdpass: FdPas
   ].join('\n');
 }
 
-/** One line per target: its verdict, value and interval. */
-export function targetLines(targets: readonly Target[]): string[] {
-  return targets.map((t) => `  ${t.verdict.padEnd(9)} ${t.name}: ${fmt(t.value, 3)} ${ci(t.ci95)}`);
+/** The host cases, then one line per target: its verdict, value and interval. */
+function hostAndTargets(r: { readonly host: HostResult; readonly fdpass: FdPassResult; readonly targets: readonly Target[] }): string[] {
+  return [
+    hostLines(r),
+    '',
+    'targets (met: the whole 95% interval under the limit; missed: all of it over):',
+    ...r.targets.map((t) => `  ${t.verdict.padEnd(9)} ${t.name}: ${fmt(t.value, 3)} ${ci(t.ci95)}`),
+  ];
 }
 
 /** The first warm-up round: what a process that preserves once (cold) pays. */
@@ -447,9 +449,6 @@ export function formatHostTable(r: HostOnlyResult): string {
     `liveupdate benchmark, host cases only: ${r.mode} run, ${r.date}, commit ${r.commit}`,
     `machine: ${r.machine.nproc} CPUs (${r.machine.cpu}), clock tick ${r.machine.host_clock_tick} Hz`,
     '',
-    hostLines(r),
-    '',
-    'targets (met: the whole 95% interval under the limit; missed: all of it over):',
-    ...targetLines(r.targets),
+    ...hostAndTargets(r),
   ].join('\n');
 }
