@@ -103,7 +103,7 @@ describe('bootstrap', () => {
   });
 
   it('of a constant sample is that constant', () => {
-    expect(medianEstimate([5, 5, 5, 5])).toEqual({ median: 5, ci95: [5, 5] });
+    expect(medianEstimate([5, 5, 5, 5])).toEqual({ median: 5, ci95: [5, 5], observations: 4 });
   });
 
   it('is reproducible: the same seed gives the same interval', () => {
@@ -150,7 +150,7 @@ describe('ratioOverBoots', () => {
       { node: [2, 4, 6], c: [1, 2, 3] },
       { node: [10, 8], c: [5, 4] },
     ];
-    expect(ratioOverBoots(boots)).toEqual({ median: 2, ci95: [2, 2] });
+    expect(ratioOverBoots(boots)).toEqual({ median: 2, ci95: [2, 2], observations: 5 });
   });
 
   it('is the median of the per-boot ratios, with the spread between boots in its interval', () => {
@@ -162,7 +162,7 @@ describe('ratioOverBoots', () => {
       { node: [4, 4], c: [2, 2] },
       { node: [9, 9, 9], c: [3, 3, 3] },
     ];
-    expect(ratioOverBoots(boots)).toEqual({ median: 2, ci95: [1, 3] });
+    expect(ratioOverBoots(boots)).toEqual({ median: 2, ci95: [1, 3], observations: 8 });
   });
 
   it("with one boot, the interval comes from that boot's rounds (paired)", () => {
@@ -188,5 +188,11 @@ describe('verdict', () => {
     // On the limit is neither under nor over it.
     expect(verdict([1.0, 1.25], 1.25)).toBe('undecided');
     expect(verdict([1.25, 1.5], 1.25)).toBe('undecided');
+  });
+
+  it('decides nothing from a single observation, whose interval is a point', () => {
+    expect(verdict([2, 2], 1.25, 1)).toBe('undecided');
+    expect(verdict([1, 1], 1.25, 1)).toBe('undecided');
+    expect(verdict([1, 1], 1.25, 2)).toBe('met');
   });
 });

@@ -22,13 +22,13 @@ export interface RatioOverBoots {
 /** A guest case's ratio over boots, judged against its target. */
 export type Judged = RatioOverBoots & { readonly verdict: Target['verdict'] };
 
-function estimate(boots: readonly PairedRounds[]): Estimate & { perBoot: number[] } {
+function estimate(boots: readonly PairedRounds[]): Estimate & { readonly perBoot: number[] } {
   return { ...ratioOverBoots(boots), perBoot: boots.map((b) => median(b.node) / median(b.c)) };
 }
 
 function judged(boots: readonly PairedRounds[], limit: number, name: string, targets: Target[]): Judged {
   const e = estimate(boots);
-  const t = target(name, e.median, e.ci95, limit);
+  const t = target(name, e.median, e.ci95, limit, e.observations);
   targets.push(t);
   return { ratio: round3(e.median), ratio_ci95: roundPair(e.ci95), boot_ratios: e.perBoot.map(round3), verdict: t.verdict };
 }
@@ -95,7 +95,12 @@ export function combineBoots(boots: readonly BootResult[]): GuestResult {
     preserve_large: {
       ...first.preserve_large,
       ...largeFresh,
-      ...judgedFrom(largeFresh, 1.1, 'preserve_large ratio <= 1.1', targets),
+      ...judged(
+        large.map((l) => ({ node: l.node_rounds_ms, c: l.c_rounds_ms })),
+        1.1,
+        'preserve_large ratio <= 1.1',
+        targets,
+      ),
       node_other_threads_cpu_ms: {
         fresh: large.flatMap((l) => l.node_other_threads_cpu_ms.fresh),
         repeat: large.flatMap((l) => l.node_other_threads_cpu_ms.repeat),
@@ -111,7 +116,7 @@ export function combineBoots(boots: readonly BootResult[]): GuestResult {
       lag_ratio: round3(lagRatio.median),
       lag_ratio_ci95: roundPair(lagRatio.ci95),
       // "under a tenth": the interval's upper bound must be below 0.1.
-      verdict: pushTarget(targets, target('event_loop async/sync max lag < 0.1', lagRatio.median, lagRatio.ci95, 0.1)),
+      verdict: pushTarget(targets, target('event_loop async/sync max lag < 0.1', lagRatio.median, lagRatio.ci95, 0.1, lagRatio.observations)),
       rounds: {
         sync_max_lag_ms: lag.flatMap((l) => l.rounds.sync_max_lag_ms),
         async_max_lag_ms: lag.flatMap((l) => l.rounds.async_max_lag_ms),
@@ -152,10 +157,6 @@ function pushTarget(targets: Target[], t: Target): Target['verdict'] {
   return t.verdict;
 }
 
-function judgedFrom(r: RatioOverBoots, limit: number, name: string, targets: Target[]): { verdict: Target['verdict'] } {
-  return { verdict: pushTarget(targets, target(name, r.ratio, r.ratio_ci95, limit)) };
-}
-
 /** Each side's blackout steps: medians over boots; the package's share against C's retrieval, judged. */
 function combineBlackout(boots: readonly BootResult['blackout'][], targets: Target[]): GuestResult['blackout'] {
   const first = boots[0] as BootResult['blackout'];
@@ -172,7 +173,7 @@ function combineBlackout(boots: readonly BootResult['blackout'][], targets: Targ
     ratio_ci95: roundPair(whole.ci95),
     share_ratio: round3(share.median),
     share_ratio_ci95: roundPair(share.ci95),
-    share_verdict: pushTarget(targets, target("blackout: package's share (require, open, retrieves) / C's retrieval <= 1.25", share.median, share.ci95, 1.25)),
+    share_verdict: pushTarget(targets, target("blackout: package's share (require, open, retrieves) / C's retrieval <= 1.25", share.median, share.ci95, 1.25, share.observations)),
     boot_ratios: whole.perBoot.map(round3),
   };
 }

@@ -29,6 +29,8 @@ export interface HostResult extends CallCost {
   readonly warmup: number;
   /** A LUO ioctl the kernel refuses with ENOTTY, through the addon's LUO glue (node's figures include building the error). */
   readonly luo_enotty: CallCost & { readonly call: string };
+  /** Fresh node processes timed around the require. */
+  readonly requires: number;
   /** `require('liveupdate')` in a fresh node (ms, median over processes) and its interval. */
   readonly require_ms: number;
   readonly require_ms_ci95: Interval;
@@ -75,9 +77,9 @@ export interface Target {
   readonly met: boolean;
 }
 
-/** A target from an estimate. */
-export function target(name: string, value: number, ci95: Interval, limit: number): Target {
-  const v = verdict(ci95, limit);
+/** A target from an estimate resting on `observations` (fewer than two: undecided). */
+export function target(name: string, value: number, ci95: Interval, limit: number, observations: number): Target {
+  const v = verdict(ci95, limit, observations);
   return { name, value: round3(value), ci95: roundPair(ci95), limit, verdict: v, met: v === 'met' };
 }
 
@@ -118,6 +120,7 @@ export function hostResult(raw: HostRounds): HostResult {
     warmup: raw.params.warmup,
     ...callCost(raw.seals),
     luo_enotty: { call: 'LIVEUPDATE_SESSION_RETRIEVE_FD on a memfd (ENOTTY), addon sync/Promise against ioctl()', ...callCost(raw.enotty) },
+    requires: raw.require_ms.length,
     require_ms: round3(requireMs.median),
     require_ms_ci95: roundPair(requireMs.ci95),
     require_modules: raw.require_modules,
@@ -147,10 +150,10 @@ export function fdPassResult(raw: HostRounds): FdPassResult {
 /** Targets of the host cases. */
 export function hostTargets(host: HostResult, fdpass: FdPassResult): Target[] {
   return [
-    target('host sync overhead over C (ns per call) <= 500', host.sync_overhead_ns, host.sync_overhead_ns_ci95, 500),
-    target('host Promise overhead over C (ns per call) <= 15000', host.async_overhead_ns, host.async_overhead_ns_ci95, 15_000),
-    target('fdpass sync / C <= 1.5', fdpass.sync_ratio, fdpass.sync_ratio_ci95, 1.5),
-    target('fdpass Promise / C <= 3', fdpass.async_ratio, fdpass.async_ratio_ci95, 3),
-    target("host require('liveupdate') (ms) <= 8", host.require_ms, host.require_ms_ci95, 8),
+    target('host sync overhead over C (ns per call) <= 500', host.sync_overhead_ns, host.sync_overhead_ns_ci95, 500, host.rounds),
+    target('host Promise overhead over C (ns per call) <= 15000', host.async_overhead_ns, host.async_overhead_ns_ci95, 15_000, host.rounds),
+    target('fdpass sync / C <= 1.5', fdpass.sync_ratio, fdpass.sync_ratio_ci95, 1.5, host.rounds),
+    target('fdpass Promise / C <= 3', fdpass.async_ratio, fdpass.async_ratio_ci95, 3, host.rounds),
+    target("host require('liveupdate') (ms) <= 8", host.require_ms, host.require_ms_ci95, 8, host.requires),
   ];
 }

@@ -100,22 +100,28 @@ export function bootstrapCi<T>(items: readonly T[], statistic: Statistic<T>, opt
 /** Whether a target "at most `limit`" holds. */
 export type Verdict = 'met' | 'missed' | 'undecided';
 
-/** Met when the whole interval is under the limit, missed when it is all over it, else undecided. */
-export function verdict(interval: Interval, limit: number): Verdict {
+/**
+ * Met when the whole interval is under the limit, missed when it is all
+ * over it, else undecided. An interval resting on fewer than two
+ * observations shows no spread at all, so it decides nothing.
+ */
+export function verdict(interval: Interval, limit: number, observations = 2): Verdict {
+  if (observations < 2) return 'undecided';
   if (interval[1] < limit) return 'met';
   if (interval[0] > limit) return 'missed';
   return 'undecided';
 }
 
-/** A median and its 95% interval. */
+/** A median, its 95% interval, and how many observations the interval rests on. */
 export interface Estimate {
   readonly median: number;
   readonly ci95: Interval;
+  readonly observations: number;
 }
 
 /** The median of `values` and its bootstrap interval. */
 export function medianEstimate(values: readonly number[], options: BootstrapOptions = {}): Estimate {
-  return { median: median(values), ci95: bootstrapCi(values, (sample) => median(sample), options) };
+  return { median: median(values), ci95: bootstrapCi(values, (sample) => median(sample), options), observations: values.length };
 }
 
 /** The rounds of one boot (or one run) on both sides; index i of each is one interleaved round. */
@@ -150,5 +156,6 @@ export function ratioOverBoots(boots: readonly PairedRounds[], options: Bootstra
   return {
     median: median(boots.map(ratioOfMedians)),
     ci95: bootstrapCi(boots, (sample, random) => median(sample.map((boot) => ratioOfMedians(resampleRounds(boot, random)))), options),
+    observations: boots.reduce((sum, boot) => sum + boot.node.length, 0),
   };
 }
