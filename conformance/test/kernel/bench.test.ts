@@ -4,8 +4,11 @@
  * field with sane values. Never asserts speed: slow numbers are
  * BENCHMARKS.md's business.
  */
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { beforeAll, expect, it } from 'vitest';
-import { pickKernel, runBench } from '../../lib/bench/run.js';
+import { pickKernel } from '../../lib/bench/run.js';
 import type { BenchResult } from '../../lib/bench/report.js';
 import type { Interval } from '../../lib/bench/stats.js';
 import { describeOneKernel } from '../../../test/kernel/support.js';
@@ -37,7 +40,10 @@ describeOneKernel('benchmark (quick)', (kernel) => {
   let result: BenchResult;
 
   beforeAll(async () => {
-    result = await runBench({ quick: true, boots: 1, kernel: kernel.path });
+    // As users run it: the compiled command in its own node, whose output is the JSON.
+    const run = path.resolve(__dirname, '..', '..', 'dist', 'bench', 'run.js');
+    const out = await promisify(execFile)(process.execPath, [run, '--quick', '--boots', '1', '--json', '--kernel', kernel.path], { maxBuffer: 64 << 20 });
+    result = JSON.parse(out.stdout) as BenchResult;
   });
 
   it('reports the kernel, the machine as read from it, and every case', () => {
