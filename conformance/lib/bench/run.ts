@@ -49,14 +49,16 @@ const DEFAULT_BOOTS = 5;
 export async function runHostBench(options: Pick<BenchOptions, 'quick' | 'onProgress'> = {}): Promise<HostOnlyResult> {
   const progress = options.onProgress ?? defaultProgress;
   const root = packageRoot();
+  const commit = commitOf(root); // before anything runs: what is measured is what was checked out then
+  const date = new Date().toISOString();
   const raw = await runHost(root, options.quick === true ? HOST_QUICK : HOST_FULL, progress);
   const host = hostResult(raw);
   const fdpass = fdPassResult(raw);
   return {
     mode: options.quick === true ? 'quick' : 'full',
     machine: { nproc: os.cpus().length, cpu: cpuModel(), host_clock_tick: hostClockTick() },
-    date: new Date().toISOString(),
-    commit: commitOf(root),
+    date,
+    commit,
     host,
     fdpass,
     targets: hostTargets(host, fdpass),
