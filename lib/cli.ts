@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { kernelBoolParam } from './diagnosis.js';
+import { AGENT_COMMANDS } from './agent/cli.js';
 import * as kexec from './kexec.js';
 import { statusSync, type Status } from './status.js';
 
@@ -49,7 +50,7 @@ export interface Command {
   /** Whether it reports something, and so takes `--json`. */
   readonly reports: boolean;
   /** Runs it; returns the exit status. Throws {@link UsageError} for a bad argument. */
-  run(values: OptionValues, out: Output): number;
+  run(values: OptionValues, out: Output): number | Promise<number>;
 }
 
 /** A usage error: exit status 2, with a hint to see the command's help. */
@@ -162,7 +163,7 @@ Exit status 0 when nothing is loaded afterwards, 1 when the kernel refused.`,
 };
 
 /** Every subcommand, in the order `--help` lists them. */
-export const COMMANDS: readonly Command[] = [statusCommand, kexecLoadCommand, kexecUnloadCommand];
+export const COMMANDS: readonly Command[] = [statusCommand, kexecLoadCommand, kexecUnloadCommand, ...AGENT_COMMANDS];
 
 function version(): string {
   const file = path.join(__dirname, '..', 'package.json');
@@ -243,7 +244,7 @@ const processOutput: Output = {
 };
 
 /** Runs the command line `argv` (without node and script); returns the exit status. */
-export function main(argv: string[], out: Output = processOutput): number {
+export function main(argv: string[], out: Output = processOutput): number | Promise<number> {
   const invocation = parseCommandLine(argv);
   switch (invocation.kind) {
     case 'help':
@@ -260,13 +261,20 @@ export function main(argv: string[], out: Output = processOutput): number {
   }
   const { command, values } = invocation;
   try {
-    return command.run(values, out);
+    const status = command.run(values, out);
+    // The agent's commands run until they are done: their status comes as a Promise.
+    return typeof status === 'number' ? status : status.catch((error: unknown) => failed(command, error, out));
   } catch (error) {
-    if (error instanceof UsageError || isArgumentError(error)) {
-      out.stderr(`liveupdate ${command.name}: ${(error as Error).message}; ${commandHint(command)}\n`);
-      return EXIT.usage;
-    }
-    out.stderr(`liveupdate ${command.name}: ${(error as Error).message}\n`);
-    return EXIT.negative;
+    return failed(command, error, out);
   }
+}
+
+/** The exit status (and message) of a command that threw. */
+function failed(command: Command, error: unknown, out: Output): number {
+  if (error instanceof UsageError || isArgumentError(error)) {
+    out.stderr(`liveupdate ${command.name}: ${(error as Error).message}; ${commandHint(command)}\n`);
+    return EXIT.usage;
+  }
+  out.stderr(`liveupdate ${command.name}: ${(error as Error).message}\n`);
+  return EXIT.negative;
 }

@@ -39,7 +39,8 @@ export type Operation =
   | 'notify'
   | 'barrier'
   | 'listenFds'
-  | 'describeFd';
+  | 'describeFd'
+  | AgentOperation;
 
 /** What was being done when an error happened. */
 export interface ErrorContext {
@@ -329,6 +330,58 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: LiveUpdateError, operations: '*', codes: '*', meaning: 'any other failure: the errno\'s own text', text: (c, system) => `${c.operation} failed: ${system}` },
 ];
 
+// ---- The agent (lib/agent): refusals that are not a kernel's errno ---------
+
+/** A request to the agent (`agent.createSession`, ...) or the connection itself (`agent.connect`). */
+export type AgentOperation =
+  | 'agent.connect'
+  | 'agent.hello'
+  | 'agent.createSession'
+  | 'agent.attach'
+  | 'agent.retrieveSession'
+  | 'agent.release'
+  | 'agent.ready'
+  | 'agent.sessions'
+  | 'agent.update'
+  | 'agent.start';
+
+/**
+ * The agent's own error codes, with the errno each one is closest to (sent
+ * as `errno`, so that code written for system errors still sees a number).
+ */
+export const AGENT_ERROR_CODES = {
+  ERR_LIVEUPDATE_AGENT_PERMISSION: -13, // EACCES
+  ERR_LIVEUPDATE_AGENT_QUOTA: -122, // EDQUOT
+  ERR_LIVEUPDATE_AGENT_PROTOCOL: -71, // EPROTO
+  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: -111, // ECONNREFUSED
+  ERR_LIVEUPDATE_UPDATE_REFUSED: -125, // ECANCELED
+  ERR_LIVEUPDATE_MANIFEST_VERSION: -75, // EOVERFLOW: a value this version cannot represent
+  ERR_LIVEUPDATE_AGENT_POLICY: -22, // EINVAL
+} as const;
+
+/** One of {@link AGENT_ERROR_CODES}. */
+export type AgentErrorCode = keyof typeof AGENT_ERROR_CODES;
+
+/** The base of the agent's own refusals; `code` is one of {@link AGENT_ERROR_CODES}. */
+export class AgentError extends LiveUpdateError {
+  /** What the agent adds as JSON: the failed checks and the clients not ready of an update, for example. */
+  details: unknown = undefined;
+}
+/** The policy does not let this user do that: connect, use that name, touch another user's session, or update. */
+export class AgentPermissionError extends AgentError {}
+/** The request would exceed the user's quota (sessions or metadata bytes). */
+export class AgentQuotaError extends AgentPermissionError {}
+/** A message broke the protocol: not JSON, too large, an unknown operation or version, bad arguments. */
+export class AgentProtocolError extends AgentError {}
+/** No agent answers at the socket, the connection was lost, or the agent cannot reach `/dev/liveupdate`. */
+export class AgentUnavailableError extends AgentError {}
+/** `update` stopped before the kexec: a check failed or a client was not ready. `details` says which. */
+export class UpdateRefusedError extends AgentError {}
+/** The manifest handed over by the previous kernel has a newer major version: nothing was finished or discarded. */
+export class ManifestVersionError extends AgentError {}
+/** The agent's policy file cannot be used (unknown field, unknown user name, bad value): the agent does not start. */
+export class AgentPolicyError extends AgentError {}
+
 /** One row of {@link PACKAGE_ERRORS}. @internal */
 export interface PackageErrorRule {
   readonly code: string;
@@ -359,6 +412,13 @@ export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
   { code: 'ERR_LIVEUPDATE_SOCKET_BUSY', type: SocketBusyError, meaning: 'a synchronous call while a Promise call in the same direction is pending on the socket' },
   { code: 'ERR_LIVEUPDATE_LISTEN_FDS', type: ListenFdsError, meaning: '`$LISTEN_FDS`/`$LISTEN_FDNAMES` that do not add up' },
   { code: 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', type: AddonLoadError, meaning: 'the native addon is not built or does not load; `fix` says how (approve the install script, or `npm rebuild liveupdate`)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_PERMISSION', type: AgentPermissionError, meaning: 'the agent\'s policy does not let this user connect or update (errno -13)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_QUOTA', type: AgentQuotaError, meaning: 'an agent request over the user\'s quota: sessions, metadata bytes (errno -122)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_PROTOCOL', type: AgentProtocolError, meaning: 'a message to or from the agent broke its protocol (AGENT-PROTOCOL.md); the agent drops that connection (errno -71)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE', type: AgentUnavailableError, meaning: 'no agent answers, the connection was lost, or the agent cannot use `/dev/liveupdate` (errno -111)' },
+  { code: 'ERR_LIVEUPDATE_UPDATE_REFUSED', type: UpdateRefusedError, meaning: '`update` stopped before the kexec: `details` names the failed check or the clients not ready (errno -125)' },
+  { code: 'ERR_LIVEUPDATE_MANIFEST_VERSION', type: ManifestVersionError, meaning: 'the previous kernel\'s agent manifest is of a newer major version (or unreadable): nothing was finished (errno -75)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_POLICY', type: AgentPolicyError, meaning: 'the agent\'s policy file cannot be used; the message names the field (errno -22)' },
 ];
 
 /** The errno's own text ("no such file or directory"), from Node's table, without reading any message. */
@@ -483,4 +543,26 @@ export function replaceErrorTables(readme: string, tables: { kernel: string; pac
     out = `${out.slice(0, from + begin.length)}\n${table}\n${out.slice(to)}`;
   }
   return out;
+}
+
+/** Classes of the agent's codes, for building one from a code alone. @internal */
+const AGENT_CLASSES: Readonly<Record<AgentErrorCode, new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => AgentError>> = {
+  ERR_LIVEUPDATE_AGENT_PERMISSION: AgentPermissionError,
+  ERR_LIVEUPDATE_AGENT_QUOTA: AgentQuotaError,
+  ERR_LIVEUPDATE_AGENT_PROTOCOL: AgentProtocolError,
+  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: AgentUnavailableError,
+  ERR_LIVEUPDATE_UPDATE_REFUSED: UpdateRefusedError,
+  ERR_LIVEUPDATE_MANIFEST_VERSION: ManifestVersionError,
+  ERR_LIVEUPDATE_AGENT_POLICY: AgentPolicyError,
+};
+
+/**
+ * An agent refusal: message `CODE: text`, the code's errno, syscall
+ * `agent`, and `details` (a JSON value: the failed checks, the clients not
+ * ready, ...) when there are some. @internal
+ */
+export function agentError(code: AgentErrorCode, text: string, context: ErrorContext, details?: unknown): AgentError {
+  const error = new AGENT_CLASSES[code](`${code}: ${text}`, code, context, { errno: AGENT_ERROR_CODES[code], code, syscall: 'agent' });
+  error.details = details;
+  return error;
 }

@@ -43,6 +43,17 @@ export {
   NotifySocketError,
   NotifyTimeoutError,
   AddonLoadError,
+  AgentError,
+  AgentPermissionError,
+  AgentQuotaError,
+  AgentProtocolError,
+  AgentUnavailableError,
+  UpdateRefusedError,
+  ManifestVersionError,
+  AgentPolicyError,
+  AGENT_ERROR_CODES,
+  type AgentErrorCode,
+  type AgentOperation,
   type ErrorContext,
   type Operation,
 } from './errors.js';
@@ -51,3 +62,17 @@ export * as memfd from './memfd.js';
 export * as kexec from './kexec.js';
 export * from './fdpass.js';
 export * from './systemd.js';
+export { Agent, STATE_FDNAME, type AgentOptions, type AgentEvent, type RestoredState, type UpdateCheck } from './agent/server.js';
+export {
+  AgentClient,
+  type ConnectOptions,
+  type CreateSessionOptions,
+  type AgentSession,
+  type SessionsReport,
+  type UpdateOptions,
+  type UpdateReport,
+} from './agent/client.js';
+export { DEFAULT_SOCKET as AGENT_SOCKET, type SessionInfo } from './agent/protocol.js';
+export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';
+export { MANIFEST_FORMAT, MANIFEST_VERSION, parseManifest, type Manifest, type ManifestSession } from './agent/manifest.js';
+export { AGENT_SESSION_NAME, kernelName as agentKernelName } from './agent/names.js';

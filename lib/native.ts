@@ -91,11 +91,22 @@ export type FdPassBinding = {
     getCloexec(fd: number): number;
   };
 
+/** The credentials of a Unix socket's peer (native/peercred.h). @internal */
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** SO_PEERCRED (native/peercred.h). @internal */
+export type PeerCredBinding = Both<'peerCredentials', [fd: number], PeerCredentials>;
+
 /** The whole addon. @internal */
 export type NativeBinding = LuoBinding &
   FdPassBinding &
   MemfdBinding &
-  KexecBinding & {
+  KexecBinding &
+  PeerCredBinding & {
     /** The system header the ABI was compared with at build time, or "" if none. */
     readonly abiCheckedAgainst: string;
   };
