@@ -22,10 +22,17 @@
  *       in new sessions (each timed, then closed: unpreserved).
  *   preserve-fd FD
  *       The same two preserves of a memfd another process wrote (inherited).
+ *   blackout-agent SESSION N
+ *       Retrieves SESSION's N files, timing each step (see blackout_agent).
+ *   machine
+ *       The clock tick and the hypervisor's signature (see machine).
  *   As pid 1 (the kernel runs it with rdinit=): see init_main().
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,30 +42,34 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "liveupdate/abi.h"
 
+#define PROGRAM "luo_bench"
+#include "bench.h"
+
 /* Where pid 1 leaves its measurement for the node runner that follows it. */
 #define INIT_RESULT "/run/luo-bench-init.json"
-/* The session pid 1 retrieves; the Node stage preserves it before the kexec. */
-#define BLACKOUT_SESSION "bench-c-blackout"
+/* Where the blackout agent pid 1 starts writes its own (its stdout). */
+#define AGENT_RESULT "/run/luo-bench-agent.json"
+/* The blackout sessions (each side's, preserved the stage before) and their size. */
+#define C_BLACKOUT_SESSION "bench-c-blackout"
+#define NODE_BLACKOUT_SESSION "bench-node-blackout"
 #define BLACKOUT_FILES 100
+/* Which agent pid 1 starts in which stage (the kernel parameter the test bed counts stages with). */
+#define STAGE_PARAM "lu.stage"
+#define C_STAGE 2
+#define NODE_STAGE 3
+/* This program in the guest, node, and the node agent (bench/blackout-agent.js). */
+#define SELF "/lu/bench/luo_bench"
+#define NODE "/usr/bin/node"
+#define NODE_AGENT "/lu/bench/blackout-agent.js"
 /* The node runner pid 1 hands over to. */
 #define NEXT_INIT "/init"
 #define PAGE 4096
-
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "luo_bench: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
 
 static int xioctl(int fd, unsigned long request, void *arg) {
   int rc;
@@ -274,41 +285,89 @@ static int preserve_inherited(int fd) {
 }
 
 /*
- * As pid 1 (rdinit= on the kernel command line): if the previous kernel
- * preserved the blackout session, retrieve its files and time that from this
- * program's start. Always record when /init (the node runner) is exec'd, so
- * the node stage can time its own blackout from the same kind of instant.
- * Then become /init. Nothing here may stop the boot: on any error it hands
- * over all the same.
+ * blackout-agent SESSION N: what an agent does first in a new kernel, as C:
+ * open the device, retrieve SESSION and its N files (tokens 1..N), finish.
+ * Prints the instants of each step (CLOCK_MONOTONIC, ns), the same fields
+ * the node agent (bench/blackout-agent.js) prints; C has nothing to load,
+ * so its "required" instant is its start.
+ */
+static int blackout_agent(const char *name, int n) {
+  int64_t start = now_ns();
+  int device = open_device();
+  int64_t opened = now_ns();
+  int session = session_call(device, LU_IOC_RETRIEVE_SESSION, name);
+  if (session < 0) { errno = -session; die("RETRIEVE_SESSION"); }
+  int64_t retrieved_session = now_ns();
+  int *fds = calloc(n, sizeof(int));
+  for (int i = 0; i < n; i++)
+    if ((fds[i] = retrieve_fd(session, (uint64_t)i + 1)) < 0) die("RETRIEVE_FD");
+  int64_t done = now_ns();
+  if (finish_session(session) < 0) die("FINISH");
+  for (int i = 0; i < n; i++) close(fds[i]);
+  close(session);
+  close(device);
+  printf("{\"start_ns\":%lld,\"script_ns\":%lld,\"required_ns\":%lld,\"opened_ns\":%lld,\"session_ns\":%lld,\"done_ns\":%lld,\"retrieved\":%d}\n",
+         (long long)start, (long long)start, (long long)start, (long long)opened, (long long)retrieved_session, (long long)done, n);
+  return 0;
+}
+
+/* The stage number (lu.stage=N) from /proc/cmdline, or 0. */
+static int stage_from_cmdline(void) {
+  char cmdline[4096] = {0};
+  FILE *f = fopen("/proc/cmdline", "r");
+  if (f == NULL) return 0;
+  size_t len = fread(cmdline, 1, sizeof(cmdline) - 1, f);
+  fclose(f);
+  cmdline[len] = 0;
+  const char *word = strstr(cmdline, STAGE_PARAM "=");
+  return word == NULL ? 0 : atoi(word + strlen(STAGE_PARAM "="));
+}
+
+/* Runs argv as a child with stdout into `out`; its exit status, or -1. */
+static int run_agent(char *const argv[], char **envp, const char *out) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) dup2(fd, 1);
+    execve(argv[0], argv, envp);
+    _exit(127);
+  }
+  int status = -1;
+  if (pid > 0)
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  return status;
+}
+
+/*
+ * As pid 1 (rdinit= on the kernel command line). In the stage where a side's
+ * blackout session arrives, start that side's agent the way an init would
+ * (fork and exec, stdout into AGENT_RESULT) and wait for it: the C agent
+ * (this program, blackout-agent) in stage 2, the node agent in stage 3. The
+ * instants around it go to INIT_RESULT. Then become /init (the node runner).
+ * Nothing here may stop the boot: on any error it hands over all the same.
  */
 static int init_main(char **argv, char **envp) {
   int64_t start = now_ns();
-  int64_t done = 0;
-  int retrieved = 0, session_rc = 0;
   mkdir("/dev", 0755);
-  int mounted = mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL) == 0;
-  int64_t open_at = now_ns();
-  int device = open(LU_DEVICE_PATH, O_RDWR | O_CLOEXEC);
-  if (device >= 0) {
-    int session = session_call(device, LU_IOC_RETRIEVE_SESSION, BLACKOUT_SESSION);
-    session_rc = session < 0 ? session : 0;
-    if (session >= 0) {
-      int fds[BLACKOUT_FILES];
-      for (int i = 0; i < BLACKOUT_FILES; i++)
-        if ((fds[i] = retrieve_fd(session, (uint64_t)i + 1)) >= 0) retrieved++;
-      done = now_ns();
-      finish_session(session);
-      for (int i = 0; i < BLACKOUT_FILES; i++) if (fds[i] >= 0) close(fds[i]);
-      close(session);
-    }
-    close(device);
-  }
-  if (mounted) umount("/dev"); /* the node runner mounts its own */
+  mkdir("/proc", 0755);
+  int dev = mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL) == 0;
+  int proc = mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0;
+  int stage = stage_from_cmdline();
+  char files[16];
+  snprintf(files, sizeof(files), "%d", BLACKOUT_FILES);
+  char *c_agent[] = {(char *)SELF, (char *)"blackout-agent", (char *)C_BLACKOUT_SESSION, files, NULL};
+  char *node_agent[] = {(char *)NODE, (char *)NODE_AGENT, (char *)NODE_BLACKOUT_SESSION, files, NULL};
+  char *const *agent = stage == C_STAGE ? c_agent : stage == NODE_STAGE ? node_agent : NULL;
+  int64_t spawn = now_ns();
+  int status = agent != NULL ? run_agent(agent, envp, AGENT_RESULT) : 0;
+  int64_t exited = now_ns();
+  if (proc) umount("/proc"); /* the node runner mounts its own */
+  if (dev) umount("/dev");
   FILE *out = fopen(INIT_RESULT, "w");
   int64_t exec_at = now_ns();
   if (out != NULL) {
-    fprintf(out, "{\"start_ns\":%lld,\"open_ns\":%lld,\"done_ns\":%lld,\"retrieved\":%d,\"session_rc\":%d,\"device_ok\":%s,\"exec_ns\":%lld}\n",
-            (long long)start, (long long)open_at, (long long)done, retrieved, session_rc, device >= 0 ? "true" : "false", (long long)exec_at);
+    fprintf(out, "{\"stage\":%d,\"agent\":\"%s\",\"start_ns\":%lld,\"spawn_ns\":%lld,\"agent_exit_ns\":%lld,\"agent_status\":%d,\"exec_ns\":%lld}\n",
+            stage, agent == c_agent ? "c" : agent == node_agent ? "node" : "", (long long)start, (long long)spawn, (long long)exited, status, (long long)exec_at);
     fclose(out);
   }
   argv[0] = (char *)NEXT_INIT;
@@ -317,13 +376,37 @@ static int init_main(char **argv, char **envp) {
   return 1;
 }
 
+/*
+ * machine: what the guest can tell about itself, so that nothing is assumed:
+ * the clock tick of /proc's CPU times (sysconf), and the hypervisor's CPUID
+ * signature (leaf 0x40000000; QEMU answers "KVMKVMKVM" under KVM and
+ * "TCGTCGTCGTCG" under software emulation).
+ */
+static int machine(void) {
+  char signature[13] = {0};
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax, ebx, ecx, edx;
+  __cpuid(0x40000000, eax, ebx, ecx, edx);
+  (void)eax;
+  memcpy(signature, &ebx, 4);
+  memcpy(signature + 4, &ecx, 4);
+  memcpy(signature + 8, &edx, 4);
+  for (int i = 0; i < 12; i++)
+    if (signature[i] != 0 && (signature[i] < 0x20 || signature[i] > 0x7e || signature[i] == '"' || signature[i] == '\\')) signature[i] = '?';
+#endif
+  printf("{\"clock_tick\":%ld,\"hypervisor\":\"%s\"}\n", sysconf(_SC_CLK_TCK), signature);
+  return 0;
+}
+
 static int usage(void) {
   fprintf(stderr,
           "usage: luo_bench serve-preserve N ROUNDS PREFIX CHUNK\n"
           "       luo_bench serve-retrieve N ROUNDS PREFIX CHUNK\n"
           "       luo_bench preserve-session NAME N\n"
           "       luo_bench preserve-fd FD\n"
-          "       luo_bench preserve-large BYTES ROUNDS\n");
+          "       luo_bench preserve-large BYTES ROUNDS\n"
+          "       luo_bench blackout-agent SESSION N\n"
+          "       luo_bench machine\n");
   return 2;
 }
 
@@ -336,5 +419,7 @@ int main(int argc, char **argv, char **envp) {
   if (strcmp(mode, "preserve-session") == 0 && argc == 4) return preserve_session(argv[2], atoi(argv[3]));
   if (strcmp(mode, "preserve-large") == 0 && argc == 4) return preserve_large(atoll(argv[2]), atoi(argv[3]));
   if (strcmp(mode, "preserve-fd") == 0 && argc == 3) return preserve_inherited(atoi(argv[2]));
+  if (strcmp(mode, "machine") == 0 && argc == 2) return machine();
+  if (strcmp(mode, "blackout-agent") == 0 && argc == 4) return blackout_agent(argv[2], atoi(argv[3]));
   return usage();
 }

@@ -25,9 +25,11 @@ export type GuestBinding = Both<
   Both<'powerOff', [], number> &
   Both<'setrlimitNofile', [soft: number, hard: number], number>;
 
-/** The one call of the library's addon the benchmark makes directly. @internal */
+/** The calls of the library's addon the benchmark makes directly. @internal */
 export interface LibraryBinding {
   preserveFd(sessionFd: number, fd: number, token: bigint): number;
+  retrieveFd(sessionFd: number, token: bigint): number;
+  retrieveFdAsync(sessionFd: number, token: bigint): Promise<number>;
 }
 
 /** The test bed's addon: a prebuild when one matches, else the source build. @internal */

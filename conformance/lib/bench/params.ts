@@ -30,6 +30,10 @@ export const BLACKOUT_FILES = 100;
 export const GUEST_C_BENCH = '/lu/bench/luo_bench';
 /** Where the C program, as pid 1, leaves its measurement (its INIT_RESULT). */
 export const GUEST_INIT_RESULT = '/run/luo-bench-init.json';
+/** Where the blackout agent pid 1 starts writes its own (the C program's AGENT_RESULT). */
+export const GUEST_AGENT_RESULT = '/run/luo-bench-agent.json';
+/** Guest path of the node blackout agent (bench/blackout-agent.js; the C program's NODE_AGENT). */
+export const GUEST_NODE_AGENT = '/lu/bench/blackout-agent.js';
 /** The blackout session the C program retrieves as pid 1 (its BLACKOUT_SESSION). */
 export const C_BLACKOUT_SESSION = 'bench-c-blackout';
 /** The blackout session the node stage retrieves. */

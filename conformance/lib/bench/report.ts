@@ -1,10 +1,14 @@
 /**
- * Turns what the guest stages returned into the benchmark's result (medians,
- * node/C ratios, targets) and prints it as JSON or as a table.
+ * Turns what one boot's guest stages returned into that boot's result
+ * (medians, node/C ratios), and prints the whole benchmark's result (boots
+ * combined in boots.ts, host cases in host-report.ts) as a table.
  * @internal
  */
 import type { JsonValue } from '../vm/protocol.js';
+import type { Judged, RatioOverBoots } from './boots.js';
+import { round3, type FdPassResult, type HostOnlyResult, type HostResult, type Target } from './host-report.js';
 import type { BenchParams } from './params.js';
+import { median, type Interval } from './stats.js';
 
 /** A node-vs-C comparison of a per-ioctl cost. */
 export interface PerOp {
@@ -35,13 +39,51 @@ export interface LargeTiming {
   readonly min: { readonly node_ms: number; readonly c_ms: number; readonly ratio: number };
 }
 
-/** The benchmark's result: what `npm run bench -- --json` prints. */
-export interface BenchResult {
+/** One side's blackout taken apart (ms): pid 1 started its agent, the first to retrieve in that kernel. */
+export interface BlackoutSide {
+  /** The kernel's start to pid 1 (not part of the blackout as defined). */
+  readonly kernel_to_init_ms: number;
+  /** Pid 1 forking the agent to the agent's first line of code (node: its whole startup). */
+  readonly init_to_running_ms: number;
+  /** `require('liveupdate')` (C: 0, nothing to load). */
+  readonly require_ms: number;
+  readonly open_ms: number;
+  readonly retrieve_session_ms: number;
+  /** The session's files, one RETRIEVE_FD each. */
+  readonly retrieve_fds_ms: number;
+  /** Everything the agent did once running: require (node), open, retrieves. */
+  readonly package_share_ms: number;
+  /** Pid 1 forking the agent to its last fd: the blackout. */
+  readonly init_to_all_retrieved_ms: number;
+  /** Only the LUO calls: open the device, retrieve the session and its files. */
+  readonly open_to_all_retrieved_ms: number;
+  /** From the agent's own process start to its last fd. */
+  readonly process_start_to_all_retrieved_ms: number;
+}
+
+/** One boot's blackout. */
+export interface BootBlackout {
+  readonly files: number;
+  readonly node: BlackoutSide;
+  readonly c: BlackoutSide;
+  /** A fresh `node -e 0` in the same guest, start to exit (median of a few): the floor under node's start. */
+  readonly node_floor_ms: number;
+  /** node / C, of init_to_all_retrieved_ms. */
+  readonly ratio: number;
+}
+
+/** What the guest told about itself. */
+export interface GuestMachine {
+  /** The guest's clock tick (sysconf(_SC_CLK_TCK)), which /proc's CPU times count in. */
+  readonly clock_tick: number;
+  /** The hypervisor's CPUID signature ("TCGTCGTCGTCG", "KVMKVMKVM", or "" for none). */
+  readonly hypervisor: string;
+}
+
+/** One boot's result: every case of the guest benchmark, from one run of its three kernels. */
+export interface BootResult {
   readonly kernel: string;
-  readonly mode: 'full' | 'quick';
-  readonly params: BenchParams;
-  readonly machine: { readonly nproc: number; readonly cpu: string; readonly accel: string; readonly guest_memory: string; readonly guest_cpus: number };
-  readonly date: string;
+  readonly guest: GuestMachine;
   readonly preserve_small: PerOp;
   readonly retrieve_small: PerOp;
   readonly preserve_large: LargeTiming & {
@@ -64,19 +106,7 @@ export interface BenchResult {
     /** The same on the repeat preserves (see preserve_large.repeat). */
     readonly repeat: { readonly sync_max_lag_ms: number; readonly async_max_lag_ms: number; readonly lag_ratio: number };
   };
-  readonly blackout: {
-    readonly files: number;
-    /**
-     * Each side measured in its own kernel, where it is the first to retrieve.
-     * process_start_to_all_retrieved_ms: from node's time origin (its own start);
-     * open_to_all_retrieved_ms: only the LUO calls (open the device, retrieve the session and its fds);
-     * kernel_to_init_ms: that kernel's start to its pid 1 (not part of the blackout as defined).
-     */
-    readonly node: { readonly init_to_all_retrieved_ms: number; readonly process_start_to_all_retrieved_ms: number; readonly open_to_all_retrieved_ms: number; readonly kernel_to_init_ms: number };
-    readonly c: { readonly init_to_all_retrieved_ms: number; readonly open_to_all_retrieved_ms: number; readonly kernel_to_init_ms: number };
-    /** node / C. */
-    readonly ratio: number;
-  };
+  readonly blackout: BootBlackout;
   /**
    * Diagnostic: fresh large preserves by writer and preserver (medians, ms),
    * to tell where the pages were placed from which process preserves them.
@@ -96,24 +126,33 @@ export interface BenchResult {
   readonly addon_rss_kib: number;
   /** What `require('liveupdate')` adds to a fresh node's RSS (JS modules included). */
   readonly require_rss_kib: number;
+}
+
+/** The guest cases over all boots (boots.ts): each ratio with its interval and, where it has a target, its verdict. */
+export type GuestResult = Omit<BootResult, 'kernel' | 'guest' | 'preserve_small' | 'retrieve_small' | 'preserve_large' | 'event_loop' | 'blackout'> & {
+  readonly preserve_small: PerOp & Judged;
+  readonly retrieve_small: PerOp & Judged;
+  readonly preserve_large: BootResult['preserve_large'] & Judged & { readonly repeat: LargeTiming & RatioOverBoots };
+  readonly event_loop: BootResult['event_loop'] & { readonly lag_ratio_ci95: Interval; readonly verdict: Target['verdict'] };
+  readonly blackout: BootBlackout & {
+    readonly ratio_ci95: Interval;
+    readonly boot_ratios: readonly number[];
+    /** The package's share (node: require, open, retrieves) over C's (open, retrieves): the blackout's target. */
+    readonly share_ratio: number;
+    readonly share_ratio_ci95: Interval;
+    readonly share_verdict: Target['verdict'];
+  };
   readonly targets: readonly Target[];
-}
+};
 
-/** One target of issue 6 and whether this run met it. */
-export interface Target {
-  readonly name: string;
-  readonly value: number;
-  readonly limit: number;
-  readonly met: boolean;
-}
-
-/** The median; the mean of the middle two for an even count. */
-export function median(values: readonly number[]): number {
-  if (values.length === 0) throw new Error('median of nothing');
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
+/** The benchmark's result: what `npm run bench -- --json` prints. */
+export type BenchResult = RunInfo &
+  GuestResult & {
+    /** Independent boots of the guest benchmark. */
+    readonly boots: number;
+    readonly host: HostResult;
+    readonly fdpass: FdPassResult;
+  };
 
 /** What the host needs from one case: the value its stage returned. */
 export type StageValues = (caseName: string, stage: number) => JsonValue | undefined;
@@ -135,10 +174,6 @@ function nums(value: JsonValue | undefined, key: string, where: string): number[
   const v = field(value, key, where);
   if (!Array.isArray(v) || !v.every((x): x is number => typeof x === 'number')) throw new Error(`benchmark result ${where}.${key} is not a list of numbers`);
   return v;
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000;
 }
 
 function perOp(value: JsonValue | undefined, where: string): PerOp {
@@ -166,12 +201,69 @@ export interface RunInfo {
   readonly kernel: string;
   readonly mode: 'full' | 'quick';
   readonly params: BenchParams;
-  readonly machine: BenchResult['machine'];
+  readonly machine: {
+    readonly nproc: number;
+    readonly cpu: string;
+    /** QEMU's accelerator as the guest saw it (its hypervisor's CPUID signature): "tcg", "kvm", or the raw signature. */
+    readonly accel: string;
+    /** The host's and the guest's clock tick (sysconf(_SC_CLK_TCK)). */
+    readonly host_clock_tick: number;
+    readonly guest_clock_tick: number;
+    readonly guest_memory: string;
+    readonly guest_cpus: number;
+    /** `qemu-system-x86_64 --version`'s first line. */
+    readonly qemu?: string;
+    /** The host's 1-minute load average when the run started and ended: how shared the machine was. */
+    readonly loadavg?: { readonly start: number; readonly end: number };
+  };
   readonly date: string;
+  /** The commit measured (`git describe --always --dirty`), when the benchmark runs from a git checkout. */
+  readonly commit: string;
 }
 
-/** Builds the result from the guest's case values. */
-export function buildResult(info: RunInfo, values: StageValues): BenchResult {
+/** What the hypervisor signature says about QEMU's accelerator. */
+export function accelOf(hypervisor: string): string {
+  if (hypervisor === 'TCGTCGTCGTCG') return 'tcg';
+  if (hypervisor.startsWith('KVMKVMKVM')) return 'kvm';
+  return hypervisor === '' ? 'none' : hypervisor;
+}
+
+function blackoutSide(value: JsonValue | undefined, where: string): BlackoutSide {
+  const keys = [
+    'kernel_to_init_ms',
+    'init_to_running_ms',
+    'require_ms',
+    'open_ms',
+    'retrieve_session_ms',
+    'retrieve_fds_ms',
+    'package_share_ms',
+    'init_to_all_retrieved_ms',
+    'open_to_all_retrieved_ms',
+    'process_start_to_all_retrieved_ms',
+  ] as const;
+  return Object.fromEntries(keys.map((k) => [k, round3(num(value, k, where))])) as unknown as BlackoutSide;
+}
+
+function blackoutOf(values: StageValues): BootBlackout {
+  const nodeValues = values('bench/blackout-node', 3);
+  const node = blackoutSide(nodeValues, 'blackout-node');
+  const c = blackoutSide(values('bench/blackout-c', 2), 'blackout-c');
+  return {
+    files: num(nodeValues, 'files', 'blackout-node'),
+    node,
+    c,
+    node_floor_ms: round3(median(nums(nodeValues, 'node_floor_ms', 'blackout-node'))),
+    ratio: round3(node.init_to_all_retrieved_ms / c.init_to_all_retrieved_ms),
+  };
+}
+
+function guestOf(value: JsonValue | undefined): GuestMachine {
+  const hypervisor = field(value, 'hypervisor', 'machine');
+  return { clock_tick: num(value, 'clock_tick', 'machine'), hypervisor: typeof hypervisor === 'string' ? hypervisor : '' };
+}
+
+/** Builds one boot's result from its guest's case values. */
+export function buildBoot(kernel: string, values: StageValues): BootResult {
   const small = perOp(values('bench/small', 1), 'small (stage 1)');
   const retrieve = perOp(values('bench/small', 2), 'small (stage 2)');
   const large = values('bench/large', 1);
@@ -179,21 +271,18 @@ export function buildResult(info: RunInfo, values: StageValues): BenchResult {
   const cLarge = median(nums(large, 'c_ms', 'large'));
   const syncLag = median(nums(large, 'node_sync_max_lag_ms', 'large'));
   const asyncLag = median(nums(large, 'node_async_max_lag_ms', 'large'));
-  const cBlackoutValues = values('bench/blackout-c', 2);
-  const nodeBlackoutValues = values('bench/blackout-node', 3);
-  const nodeBlackout = num(nodeBlackoutValues, 'node_init_to_all_retrieved_ms', 'blackout-node');
-  const cBlackout = num(cBlackoutValues, 'c_init_to_all_retrieved_ms', 'blackout-c');
   const rss = values('bench/addon-rss', 1);
   const layers = values('bench/layers', 1);
   const api = median(nums(layers, 'api_us_per_op', 'layers'));
   const addon = median(nums(layers, 'addon_us_per_op', 'layers'));
-  const result = {
-    ...info,
+  return {
+    kernel,
+    guest: guestOf(values('bench/machine', 1)),
     preserve_small: small,
     retrieve_small: retrieve,
     preserve_large: {
       bytes: num(large, 'bytes', 'large'),
-      rounds: info.params.largeRounds,
+      rounds: nums(large, 'node_sync_ms', 'large').length,
       node_ms: round3(nodeLarge),
       c_ms: round3(cLarge),
       ratio: round3(nodeLarge / cLarge),
@@ -220,42 +309,27 @@ export function buildResult(info: RunInfo, values: StageValues): BenchResult {
       },
       repeat: lagRepeat(large),
     },
-    blackout: {
-      files: num(nodeBlackoutValues, 'files', 'blackout-node'),
-      node: {
-        init_to_all_retrieved_ms: round3(nodeBlackout),
-        process_start_to_all_retrieved_ms: round3(num(nodeBlackoutValues, 'node_process_start_to_all_retrieved_ms', 'blackout-node')),
-        open_to_all_retrieved_ms: round3(num(nodeBlackoutValues, 'node_open_to_all_retrieved_ms', 'blackout-node')),
-        kernel_to_init_ms: round3(num(nodeBlackoutValues, 'kernel_to_init_ms', 'blackout-node')),
-      },
-      c: {
-        init_to_all_retrieved_ms: round3(cBlackout),
-        open_to_all_retrieved_ms: round3(num(cBlackoutValues, 'c_open_to_all_retrieved_ms', 'blackout-c')),
-        kernel_to_init_ms: round3(num(cBlackoutValues, 'kernel_to_init_ms', 'blackout-c')),
-      },
-      ratio: round3(nodeBlackout / cBlackout),
-    },
+    blackout: blackoutOf(values),
     large_swap: swapOf(values('bench/large-swap', 1)),
     layers: { n: num(layers, 'n', 'layers'), api_us_per_op: round3(api), addon_us_per_op: round3(addon), api_over_addon: round3(api / addon) },
     addon_rss_kib: num(rss, 'addon_rss_kib', 'addon-rss'),
     require_rss_kib: num(rss, 'require_rss_kib', 'addon-rss'),
   };
-  return { ...result, targets: targets(result) };
 }
 
-function lagRepeat(large: JsonValue | undefined): BenchResult['event_loop']['repeat'] {
+function lagRepeat(large: JsonValue | undefined): BootResult['event_loop']['repeat'] {
   const sync = median(nums(large, 'node_sync_repeat_max_lag_ms', 'large'));
   const async = median(nums(large, 'node_async_repeat_max_lag_ms', 'large'));
   return { sync_max_lag_ms: round3(sync), async_max_lag_ms: round3(async), lag_ratio: round3(async / sync) };
 }
 
-function repeatOf(large: JsonValue | undefined): BenchResult['preserve_large']['repeat'] {
+function repeatOf(large: JsonValue | undefined): LargeTiming {
   const node = nums(large, 'node_sync_repeat_ms', 'large');
   const c = nums(large, 'c_repeat_ms', 'large');
   return { node_ms: round3(median(node)), c_ms: round3(median(c)), ratio: round3(median(node) / median(c)), node_rounds_ms: node.map(round3), c_rounds_ms: c.map(round3), min: minOf(node, c) };
 }
 
-function swapOf(value: JsonValue | undefined): BenchResult['large_swap'] {
+function swapOf(value: JsonValue | undefined): BootResult['large_swap'] {
   const keys = ['node_wrote_node_preserved_ms', 'node_wrote_c_preserved_ms', 'c_wrote_c_preserved_ms'] as const;
   const [nn, nc, cc] = keys.map((k) => nums(value, k, 'large-swap')) as [number[], number[], number[]];
   return {
@@ -272,57 +346,84 @@ function minOf(node: readonly number[], c: readonly number[]): { node_ms: number
   return { node_ms: round3(n), c_ms: round3(k), ratio: round3(n / k) };
 }
 
-/** The targets of issue 6. */
-function targets(r: Pick<BenchResult, 'preserve_small' | 'retrieve_small' | 'preserve_large' | 'event_loop'>): Target[] {
-  const t = (name: string, value: number, limit: number): Target => ({ name, value, limit, met: value <= limit });
-  return [
-    t('preserve_small ratio <= 1.25', r.preserve_small.ratio, 1.25),
-    t('retrieve_small ratio <= 1.25', r.retrieve_small.ratio, 1.25),
-    t('preserve_large ratio <= 1.1', r.preserve_large.ratio, 1.1),
-    // "under a tenth": strictly below; a ratio exactly 0.1 misses.
-    { ...t('event_loop async/sync max lag < 0.1', r.event_loop.lag_ratio, 0.1), met: r.event_loop.lag_ratio < 0.1 },
-  ];
-}
-
 const fmt = (x: number, digits = 2): string => x.toFixed(digits);
+
+const ci = (interval: Interval, digits = 3): string => `[${fmt(interval[0], digits)}, ${fmt(interval[1], digits)}]`;
 
 /** The readable table. */
 export function formatTable(r: BenchResult): string {
+  const b = r.boots;
   const rows: string[][] = [
-    ['case', 'node', 'C', 'node/C'],
-    [`preserve_small (${r.preserve_small.n} files, µs/ioctl, median of ${r.preserve_small.rounds} after ${r.params.warmup} warm-up)`, fmt(r.preserve_small.node_us_per_op), fmt(r.preserve_small.c_us_per_op), fmt(r.preserve_small.ratio, 3)],
-    [`retrieve_small (${r.retrieve_small.n} files, µs/ioctl, median of ${r.retrieve_small.rounds} after ${r.params.warmup} warm-up)`, fmt(r.retrieve_small.node_us_per_op), fmt(r.retrieve_small.c_us_per_op), fmt(r.retrieve_small.ratio, 3)],
+    ['case', 'node', 'C', 'node/C', '95% interval', 'verdict'],
+    [`preserve_small (${r.preserve_small.n} files, µs/ioctl, median of ${b} boot(s) × ${r.preserve_small.rounds} rounds)`, fmt(r.preserve_small.node_us_per_op), fmt(r.preserve_small.c_us_per_op), fmt(r.preserve_small.ratio, 3), ci(r.preserve_small.ratio_ci95), r.preserve_small.verdict],
+    [`retrieve_small (${r.retrieve_small.n} files, µs/ioctl, same)`, fmt(r.retrieve_small.node_us_per_op), fmt(r.retrieve_small.c_us_per_op), fmt(r.retrieve_small.ratio, 3), ci(r.retrieve_small.ratio_ci95), r.retrieve_small.verdict],
     cold('preserve_small', r.preserve_small),
     cold('retrieve_small', r.retrieve_small),
-    [`preserve_large (${mib(r.preserve_large.bytes)} fresh memfd, ms, median of ${r.preserve_large.rounds})`, fmt(r.preserve_large.node_ms), fmt(r.preserve_large.c_ms), fmt(r.preserve_large.ratio, 3)],
-    [`  fastest of ${r.preserve_large.rounds} (ms)`, fmt(r.preserve_large.min.node_ms), fmt(r.preserve_large.min.c_ms), fmt(r.preserve_large.min.ratio, 3)],
-    [`  preserve_large repeat (same memfd again, ms, median)`, fmt(r.preserve_large.repeat.node_ms), fmt(r.preserve_large.repeat.c_ms), fmt(r.preserve_large.repeat.ratio, 3)],
-    [`  repeat, fastest of ${r.preserve_large.rounds} (ms)`, fmt(r.preserve_large.repeat.min.node_ms), fmt(r.preserve_large.repeat.min.c_ms), fmt(r.preserve_large.repeat.min.ratio, 3)],
-    [`blackout (/init to ${r.blackout.files} fds retrieved, ms)`, fmt(r.blackout.node.init_to_all_retrieved_ms), fmt(r.blackout.c.init_to_all_retrieved_ms), fmt(r.blackout.ratio, 1)],
-    [`  of which LUO calls (open device to last fd, ms)`, fmt(r.blackout.node.open_to_all_retrieved_ms), fmt(r.blackout.c.open_to_all_retrieved_ms), fmt(r.blackout.node.open_to_all_retrieved_ms / r.blackout.c.open_to_all_retrieved_ms, 2)],
+    [`preserve_large (${mib(r.preserve_large.bytes)} fresh memfd, ms, ${b} boot(s) × ${r.preserve_large.rounds} rounds)`, fmt(r.preserve_large.node_ms), fmt(r.preserve_large.c_ms), fmt(r.preserve_large.ratio, 3), ci(r.preserve_large.ratio_ci95), r.preserve_large.verdict],
+    [`  fastest round (ms)`, fmt(r.preserve_large.min.node_ms), fmt(r.preserve_large.min.c_ms), fmt(r.preserve_large.min.ratio, 3), '', ''],
+    [`  repeat (same memfd again, ms)`, fmt(r.preserve_large.repeat.node_ms), fmt(r.preserve_large.repeat.c_ms), fmt(r.preserve_large.repeat.ratio, 3), ci(r.preserve_large.repeat.ratio_ci95), ''],
+    [`blackout (init starts the agent to ${r.blackout.files} fds retrieved, ms)`, fmt(r.blackout.node.init_to_all_retrieved_ms), fmt(r.blackout.c.init_to_all_retrieved_ms), fmt(r.blackout.ratio, 1), ci(r.blackout.ratio_ci95, 1), ''],
+    [`  the package's share (node: require, open, retrieves; C: open, retrieves)`, fmt(r.blackout.node.package_share_ms), fmt(r.blackout.c.package_share_ms), fmt(r.blackout.share_ratio, 2), ci(r.blackout.share_ratio_ci95, 2), r.blackout.share_verdict],
+  ];
+  const steps: string[][] = [
+    ['blackout taken apart (ms, median over boots)', 'node', 'C'],
+    ['kernel start to /init (not counted)', fmt(r.blackout.node.kernel_to_init_ms), fmt(r.blackout.c.kernel_to_init_ms)],
+    [`/init to the agent running (node -e 0 in the same guest: ${fmt(r.blackout.node_floor_ms)})`, fmt(r.blackout.node.init_to_running_ms), fmt(r.blackout.c.init_to_running_ms)],
+    ["require('liveupdate')", fmt(r.blackout.node.require_ms), fmt(r.blackout.c.require_ms)],
+    ['open /dev/liveupdate', fmt(r.blackout.node.open_ms), fmt(r.blackout.c.open_ms)],
+    ['retrieve the session', fmt(r.blackout.node.retrieve_session_ms), fmt(r.blackout.c.retrieve_session_ms)],
+    [`retrieve its ${r.blackout.files} fds`, fmt(r.blackout.node.retrieve_fds_ms), fmt(r.blackout.c.retrieve_fds_ms)],
   ];
   const loop: string[][] = [
-    ['event loop while preserving ' + mib(r.event_loop.bytes), 'preserveSync', 'preserve (async)', 'async/sync'],
-    ['largest event-loop delay (ms)', fmt(r.event_loop.sync_max_lag_ms), fmt(r.event_loop.async_max_lag_ms), fmt(r.event_loop.lag_ratio, 3)],
-    ['  on the repeat preserve (ms)', fmt(r.event_loop.repeat.sync_max_lag_ms), fmt(r.event_loop.repeat.async_max_lag_ms), fmt(r.event_loop.repeat.lag_ratio, 3)],
-    ['preserve time (ms)', fmt(r.event_loop.sync_preserve_ms), fmt(r.event_loop.async_preserve_ms), ''],
+    ['event loop while preserving ' + mib(r.event_loop.bytes), 'preserveSync', 'preserve (async)', 'async/sync', '95% interval', 'verdict'],
+    ['largest event-loop delay (ms)', fmt(r.event_loop.sync_max_lag_ms), fmt(r.event_loop.async_max_lag_ms), fmt(r.event_loop.lag_ratio, 3), ci(r.event_loop.lag_ratio_ci95), r.event_loop.verdict],
+    ['  on the repeat preserve (ms)', fmt(r.event_loop.repeat.sync_max_lag_ms), fmt(r.event_loop.repeat.async_max_lag_ms), fmt(r.event_loop.repeat.lag_ratio, 3), '', ''],
+    ['preserve time (ms)', fmt(r.event_loop.sync_preserve_ms), fmt(r.event_loop.async_preserve_ms), '', '', ''],
   ];
   return [
-    `liveupdate benchmark: kernel ${r.kernel}, ${r.mode} run, ${r.date}`,
-    `machine: ${r.machine.nproc} CPUs (${r.machine.cpu}), QEMU ${r.machine.accel}, guest ${r.machine.guest_cpus} vCPUs / ${r.machine.guest_memory}`,
+    `liveupdate benchmark: kernel ${r.kernel}, ${r.mode} run, ${b} boot(s), ${r.date}, commit ${r.commit}`,
+    `machine: ${r.machine.nproc} CPUs (${r.machine.cpu}), clock tick ${r.machine.host_clock_tick} Hz; QEMU ${r.machine.accel}, guest ${r.machine.guest_cpus} vCPUs / ${r.machine.guest_memory}, clock tick ${r.machine.guest_clock_tick} Hz`,
     '',
     table(rows),
+    '',
+    table(steps),
     '',
     table(loop),
     '',
     `where node's preserve time goes: public API ${fmt(r.layers.api_us_per_op)} µs/ioctl, the addon alone ${fmt(r.layers.addon_us_per_op)} µs/ioctl (API/addon ${fmt(r.layers.api_over_addon, 3)}, interleaved)`,
     `large preserve by writer/preserver (fresh, median ms): node/node ${fmt(r.large_swap.node_wrote_node_preserved_ms)}, node/C ${fmt(r.large_swap.node_wrote_c_preserved_ms)}, C/C ${fmt(r.large_swap.c_wrote_c_preserved_ms)}`,
     `addon RSS: ${r.addon_rss_kib} KiB resident of the .node file; require('liveupdate') adds ${r.require_rss_kib} KiB to a fresh node`,
-    `blackout: node's own start to its last fd ${fmt(r.blackout.node.process_start_to_all_retrieved_ms)} ms (the rest is exec and node's startup); kernel start to pid 1 ${fmt(r.blackout.node.kernel_to_init_ms)} ms (node's kernel), ${fmt(r.blackout.c.kernel_to_init_ms)} ms (C's), not counted`,
     '',
-    'targets:',
-    ...r.targets.map((t) => `  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${fmt(t.value, 3)}`),
+    ...hostAndTargets(r),
   ].join('\n');
+}
+
+/** The host cases' table (also all that `--host-only` prints, with its targets). */
+function hostLines(r: { readonly host: HostResult; readonly fdpass: FdPassResult }): string {
+  const h = r.host;
+  const f = r.fdpass;
+  const calls: string[][] = [
+    ['host, native speed (ns per call, median of rounds)', 'sync', 'Promise', 'C', 'sync − C [95%]', 'Promise − C [95%]'],
+    ['memfd.getSeals vs fcntl(F_GET_SEALS)', fmt(h.sync_ns_per_call, 0), fmt(h.async_ns_per_call, 0), fmt(h.c_ns_per_call, 0), `${fmt(h.sync_overhead_ns, 0)} ${ci(h.sync_overhead_ns_ci95, 0)}`, `${fmt(h.async_overhead_ns, 0)} ${ci(h.async_overhead_ns_ci95, 0)}`],
+    ['LUO RETRIEVE_FD on a memfd (ENOTTY; addon, error built)', fmt(h.luo_enotty.sync_ns_per_call, 0), fmt(h.luo_enotty.async_ns_per_call, 0), fmt(h.luo_enotty.c_ns_per_call, 0), `${fmt(h.luo_enotty.sync_overhead_ns, 0)} ${ci(h.luo_enotty.sync_overhead_ns_ci95, 0)}`, `${fmt(h.luo_enotty.async_overhead_ns, 0)} ${ci(h.luo_enotty.async_overhead_ns_ci95, 0)}`],
+    ['fd passing: send + receive + close one memfd (seqpacket)', fmt(f.sync_ns_per_roundtrip, 0), fmt(f.async_ns_per_roundtrip, 0), fmt(f.c_ns_per_roundtrip, 0), `×${fmt(f.sync_ratio, 2)} ${ci(f.sync_ratio_ci95, 2)}`, `×${fmt(f.async_ratio, 2)} ${ci(f.async_ratio_ci95, 2)}`],
+  ];
+  const testBed = h.require_test_bed_modules.length === 0 ? 'no test bed code' : `TEST BED CODE: ${h.require_test_bed_modules.join(', ')}`;
+  return [
+    table(calls),
+    `${h.rounds} rounds after ${h.warmup} warm-up, node sync, node Promise and C interleaved (order rotating)`,
+    `require('liveupdate') in a fresh node: ${fmt(h.require_ms)} ms ${ci(h.require_ms_ci95, 2)}, ${h.require_modules.length} module files, ${testBed}; node -e 0: ${fmt(h.node_start_ms)} ms ${ci(h.node_start_ms_ci95, 2)}`,
+  ].join('\n');
+}
+
+/** The host cases, then one line per target: its verdict, value and interval. */
+function hostAndTargets(r: { readonly host: HostResult; readonly fdpass: FdPassResult; readonly targets: readonly Target[] }): string[] {
+  return [
+    hostLines(r),
+    '',
+    'targets (met: the whole 95% interval under the limit; missed: all of it over):',
+    ...r.targets.map((t) => `  ${t.verdict.padEnd(9)} ${t.name}: ${fmt(t.value, 3)} ${ci(t.ci95)}`),
+  ];
 }
 
 /** The first warm-up round: what a process that preserves once (cold) pays. */
@@ -340,4 +441,14 @@ function table(rows: readonly string[][]): string {
   const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
   const line = (row: readonly string[]): string => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join('  ').trimEnd();
   return [line(rows[0] ?? []), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)].join('\n');
+}
+
+/** What `--host-only` prints. */
+export function formatHostTable(r: HostOnlyResult): string {
+  return [
+    `liveupdate benchmark, host cases only: ${r.mode} run, ${r.date}, commit ${r.commit}`,
+    `machine: ${r.machine.nproc} CPUs (${r.machine.cpu}), clock tick ${r.machine.host_clock_tick} Hz`,
+    '',
+    ...hostAndTargets(r),
+  ].join('\n');
 }

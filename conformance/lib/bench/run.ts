@@ -1,10 +1,12 @@
 /**
- * `npm run bench`: builds the C side (bench/luo_bench.c, static), boots one
- * LUO kernel under QEMU once, runs the node and the C measurements in that
- * same guest run (scenario.ts), and prints a table, or with `--json` one JSON
+ * `npm run bench`: first the host cases (host.ts: the binding's own cost at
+ * native speed against C, no LUO needed), then N independent boots of one
+ * LUO kernel under QEMU, each running the node and the C measurements in the
+ * same guest run (scenario.ts); the boots are combined into medians with
+ * 95% intervals (boots.ts). Prints a table, or with `--json` one JSON
  * object. Progress goes to stderr, results to stdout.
  *
- *   npm run bench -- [--json] [--quick] [--kernel 7.3|/path/bzImage]
+ *   npm run bench -- [--json] [--quick] [--boots N] [--host-only] [--kernel 7.3|/path/bzImage]
  *
  * It never fails for slow numbers: it exits non-zero only when the run
  * itself broke (no kernel, a guest failure).
@@ -17,8 +19,12 @@ import * as path from 'node:path';
 import { libraryRoot, packageRoot } from '../vm/initramfs.js';
 import { findKernels, kernelRelease, NO_KERNEL_HELP, type KernelImage } from '../vm/kernels.js';
 import { runVm, type VmRun } from '../vm/qemu.js';
-import { benchCmdline, FULL, GUEST_C_BENCH, QUICK, type BenchParams } from './params.js';
-import { buildResult, formatTable, type BenchResult, type StageValues } from './report.js';
+import { combineBoots } from './boots.js';
+import { HOST_FULL, HOST_QUICK, runHost } from './host.js';
+import { fdPassResult, hostResult, hostTargets, type HostOnlyResult } from './host-report.js';
+import { benchCmdline, FULL, GUEST_C_BENCH, GUEST_NODE_AGENT, QUICK, type BenchParams } from './params.js';
+import { accelOf, buildBoot, formatHostTable, formatTable, type BenchResult, type BootResult, type RunInfo, type StageValues } from './report.js';
+import { compileC } from './toolchain.js';
 
 /** How to run the benchmark. */
 export interface BenchOptions {
@@ -28,6 +34,8 @@ export interface BenchOptions {
   readonly kernel?: string;
   /** Guest memory; the large memfds of both sides must fit (default 4G). */
   readonly memory?: string;
+  /** Independent boots of the guest benchmark (default 5). */
+  readonly boots?: number;
   /** Progress lines (default: stderr). */
   readonly onProgress?: (line: string) => void;
 }
@@ -35,36 +43,84 @@ export interface BenchOptions {
 const GUEST_CPUS = 2;
 const DEFAULT_SERIES = '7.2';
 
+const DEFAULT_BOOTS = 5;
+
+/** Runs the host cases (no kernel needed). */
+export async function runHostBench(options: Pick<BenchOptions, 'quick' | 'onProgress'> = {}): Promise<HostOnlyResult> {
+  const progress = options.onProgress ?? defaultProgress;
+  const root = packageRoot();
+  const commit = commitOf(root); // before anything runs: what is measured is what was checked out then
+  const date = new Date().toISOString();
+  const raw = await runHost(root, options.quick === true ? HOST_QUICK : HOST_FULL, progress);
+  const host = hostResult(raw);
+  const fdpass = fdPassResult(raw);
+  return {
+    mode: options.quick === true ? 'quick' : 'full',
+    machine: { nproc: os.cpus().length, cpu: cpuModel(), host_clock_tick: hostClockTick() },
+    date,
+    commit,
+    host,
+    fdpass,
+    targets: hostTargets(host, fdpass),
+  };
+}
+
+function defaultProgress(line: string): void {
+  process.stderr.write(`[bench] ${line}\n`);
+}
+
 /** Runs the benchmark; rejects when the run breaks (never for slow numbers). */
 export async function runBench(options: BenchOptions = {}): Promise<BenchResult> {
-  const progress = options.onProgress ?? ((line: string) => process.stderr.write(`[bench] ${line}\n`));
+  const progress = options.onProgress ?? defaultProgress;
   const root = packageRoot();
   const params: BenchParams = options.quick === true ? QUICK : FULL;
   const kernel = pickKernel(options.kernel);
+  const boots = options.boots ?? DEFAULT_BOOTS;
+  if (!Number.isSafeInteger(boots) || boots < 1) throw new RangeError(`--boots must be a positive integer, not ${boots}`);
+  const loadStart = os.loadavg()[0] ?? 0;
+  const hostOnly = await runHostBench(options);
   const cBench = buildCBench(root, progress);
   const memory = options.memory ?? '4G';
-  progress(`kernel ${kernel.release}, ${options.quick === true ? 'quick' : 'full'} run: ${JSON.stringify(params)}`);
-  const run = await runVm({
-    name: `bench-${kernel.release}`,
-    kernels: [kernel.path], // every stage (three kernels) boots the same image
-    scenarios: [path.join(root, 'dist', 'bench', 'scenario.js')],
-    files: { [GUEST_C_BENCH]: cBench },
-    cmdline: benchCmdline(params),
-    memory,
-    cpus: GUEST_CPUS,
-    logDir: path.join(root, '.vm-out'),
-    timeoutMs: options.quick === true ? 600_000 : 1_800_000,
-    onProgress: progress,
-  });
-  if (!run.ok) throw new Error(`the benchmark run failed: ${run.reason}\n${run.report()}`);
-  const info = {
-    kernel: run.stages[0]?.release ?? kernel.release,
-    mode: options.quick === true ? ('quick' as const) : ('full' as const),
+  progress(`kernel ${kernel.release}, ${options.quick === true ? 'quick' : 'full'} run, ${boots} boot(s): ${JSON.stringify(params)}`);
+  const results: BootResult[] = [];
+  for (let boot = 1; boot <= boots; boot++) {
+    progress(`boot ${boot}/${boots}`);
+    const run = await runVm({
+      name: `bench-${kernel.release}`,
+      kernels: [kernel.path], // every stage (three kernels) boots the same image
+      scenarios: [path.join(root, 'dist', 'bench', 'scenario.js')],
+      files: { [GUEST_C_BENCH]: cBench, [GUEST_NODE_AGENT]: path.join(root, 'bench', 'blackout-agent.js') },
+      cmdline: benchCmdline(params),
+      memory,
+      cpus: GUEST_CPUS,
+      logDir: path.join(root, '.vm-out'),
+      timeoutMs: options.quick === true ? 600_000 : 1_800_000,
+      onProgress: progress,
+    });
+    if (!run.ok) throw new Error(`the benchmark run (boot ${boot}) failed: ${run.reason}\n${run.report()}`);
+    results.push(buildBoot(run.stages[0]?.release ?? kernel.release, valuesOf(run)));
+  }
+  const first = results[0] as BootResult;
+  const guest = combineBoots(results);
+  const info: RunInfo = {
+    kernel: first.kernel,
+    mode: options.quick === true ? 'quick' : 'full',
     params,
-    machine: { nproc: os.cpus().length, cpu: cpuModel(), accel: 'tcg', guest_memory: memory, guest_cpus: GUEST_CPUS },
-    date: new Date().toISOString(),
+    machine: {
+      nproc: hostOnly.machine.nproc,
+      cpu: hostOnly.machine.cpu,
+      accel: accelOf(first.guest.hypervisor),
+      host_clock_tick: hostOnly.machine.host_clock_tick,
+      guest_clock_tick: first.guest.clock_tick,
+      guest_memory: memory,
+      guest_cpus: GUEST_CPUS,
+      qemu: qemuVersion(),
+      loadavg: { start: loadStart, end: os.loadavg()[0] ?? 0 },
+    },
+    date: hostOnly.date,
+    commit: hostOnly.commit,
   };
-  return buildResult(info, valuesOf(run));
+  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, targets: [...guest.targets, ...hostOnly.targets] };
 }
 
 function valuesOf(run: VmRun): StageValues {
@@ -86,27 +142,35 @@ export function pickKernel(choice: string | undefined, kernels: readonly KernelI
 
 /**
  * Compiles bench/luo_bench.c static into build/bench/ (the guest has no C
- * library of its own). Needs gcc and a static libc (Debian: libc6-dev).
+ * library of its own). Needs a C compiler and a static libc (Debian: libc6-dev).
  */
 export function buildCBench(root: string, progress: (line: string) => void = () => {}): string {
-  const source = path.join(root, 'bench', 'luo_bench.c');
-  if (!fs.existsSync(source)) throw new Error(`${source} is missing: reinstall liveupdate-conformance`);
-  const libc = run('gcc', ['-print-file-name=libc.a']).trim();
-  if (!path.isAbsolute(libc)) throw new Error('gcc finds no static C library (libc.a): install libc6-dev');
-  const out = path.join(root, 'build', 'bench', 'luo_bench');
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  run('gcc', ['-O2', '-static', '-Wall', '-Wextra', '-Werror', '-I', path.join(libraryRoot(), 'include'), '-o', out, source]);
+  const out = compileC({ source: path.join(root, 'bench', 'luo_bench.c'), out: path.join(root, 'build', 'bench', 'luo_bench'), include: path.join(libraryRoot(), 'include'), static: true });
   progress(`built ${path.relative(root, out)} (${Math.round(fs.statSync(out).size / 1024)} KiB, static)`);
   return out;
 }
 
-function run(command: string, args: readonly string[]): string {
+function qemuVersion(): string {
   try {
-    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (error) {
-    const e = error as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new Error(`${command} not found: install gcc (apt-get install gcc libc6-dev)`);
-    throw new Error(`${command} ${args.join(' ')} failed:\n${e.stderr ?? e.message}`);
+    return execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0]?.trim() ?? 'QEMU';
+  } catch {
+    return 'QEMU (version unknown)';
+  }
+}
+
+/** The host's clock tick, from getconf (node has no sysconf). */
+function hostClockTick(): number {
+  const tick = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  if (!Number.isSafeInteger(tick) || tick <= 0) throw new Error('getconf CLK_TCK gave no clock tick');
+  return tick;
+}
+
+/** The commit measured, or "unknown" outside a git checkout. */
+function commitOf(root: string): string {
+  try {
+    return execFileSync('git', ['describe', '--always', '--dirty', '--abbrev=12'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return 'unknown';
   }
 }
 
@@ -116,31 +180,39 @@ function cpuModel(): string {
 }
 
 /** Command-line options of `npm run bench`. */
-export function parseArgs(argv: readonly string[]): BenchOptions & { json: boolean } {
+export function parseArgs(argv: readonly string[]): BenchOptions & { json: boolean; hostOnly: boolean } {
   let json = false;
   let quick = false;
+  let hostOnly = false;
+  let boots: number | undefined;
   let kernel: string | undefined;
   let memory: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--json') json = true;
     else if (arg === '--quick') quick = true;
-    else if (arg === '--kernel' || arg === '--memory') {
+    else if (arg === '--host-only') hostOnly = true;
+    else if (arg === '--boots') {
+      boots = Number(argv[++i]);
+      if (!Number.isSafeInteger(boots) || boots < 1) throw new Error('--boots needs a positive integer');
+    } else if (arg === '--kernel' || arg === '--memory') {
       const value = argv[++i];
       if (value === undefined) throw new Error(`${arg} needs a value`);
       if (arg === '--kernel') kernel = value;
       else memory = value;
-    } else throw new Error(`unknown argument ${String(arg)}: use [--json] [--quick] [--kernel 7.2|7.3|/path/bzImage] [--memory 4G]`);
+    } else throw new Error(`unknown argument ${String(arg)}: use [--json] [--quick] [--boots N] [--host-only] [--kernel 7.2|7.3|/path/bzImage] [--memory 4G]`);
   }
-  return { json, quick, ...(kernel === undefined ? {} : { kernel }), ...(memory === undefined ? {} : { memory }) };
+  return { json, quick, hostOnly, ...(boots === undefined ? {} : { boots }), ...(kernel === undefined ? {} : { kernel }), ...(memory === undefined ? {} : { memory }) };
 }
 
 async function main(): Promise<void> {
   const started = Date.now();
   const options = parseArgs(process.argv.slice(2));
-  const result = await runBench(options);
+  const [result, text] = options.hostOnly
+    ? await runHostBench(options).then((r) => [r, formatHostTable(r)] as const)
+    : await runBench(options).then((r) => [r, formatTable(r)] as const);
   process.stderr.write(`[bench] done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
-  process.stdout.write(options.json ? `${JSON.stringify(result, null, 2)}\n` : `${formatTable(result)}\n`);
+  process.stdout.write(options.json ? `${JSON.stringify(result, null, 2)}\n` : `${text}\n`);
 }
 
 if (require.main === module) {

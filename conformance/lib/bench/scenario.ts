@@ -5,11 +5,12 @@
  *
  * Three kernels. Stage 1 preserves: the small-ioctl rounds (their sessions
  * are kept for stage 2), the large memfds with the sync and the async API,
- * and C's 100-file blackout session. Stage 2 retrieves: the C program has
- * already run as pid 1 (rdinit=) and timed its blackout session before
- * exec'ing the node runner; node preserves its own blackout session, which
- * the node runner's first case in stage 3 times. So each side's blackout is
- * the first retrieval in a freshly booted kernel.
+ * and C's 100-file blackout session. Stage 2 retrieves: the C program, as
+ * pid 1 (rdinit=), has already started the C blackout agent, which retrieved
+ * C's session, before exec'ing the node runner; node preserves its own
+ * blackout session. In stage 3 pid 1 starts the node agent the same way. So
+ * each side's blackout is the first retrieval in a freshly booted kernel,
+ * by an agent that an init started.
  *
  * Fairness: both sides time only the ioctls (files and sessions are made
  * beforehand) on the same clock (CLOCK_MONOTONIC), with the same warm-up;
@@ -18,20 +19,20 @@
  * each side opens it only to create or retrieve its sessions.
  * @internal
  */
-import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
-import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LiveUpdate, memfd, type Session } from 'liveupdate';
 import { libraryBinding } from '../native.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
+import { LineChild } from './line-child.js';
 import {
   BLACKOUT_FILES,
   C_BLACKOUT_SESSION,
   C_PREFIX,
+  GUEST_AGENT_RESULT,
   GUEST_C_BENCH,
   GUEST_INIT_RESULT,
   NODE_BLACKOUT_SESSION,
@@ -91,40 +92,10 @@ function runC(args: readonly string[], fd3?: number): Record<string, JsonValue> 
  * preserve-session). Kept by the stage: sessions it preserved must live
  * until the kexec, so it is never told to stop.
  */
-class CProgram {
-  readonly #lines: string[] = [];
-  readonly #waiting: ((line: string) => void)[] = [];
-  readonly #child: ChildProcessByStdio<Writable, Readable, null>;
-  #failure: Error | undefined;
-
-  constructor(ctx: StageContext, args: readonly string[]) {
-    this.#child = spawn(GUEST_C_BENCH, args, { stdio: ['pipe', 'pipe', 'inherit'] });
-    ctx.keep(this.#child);
-    createInterface({ input: this.#child.stdout }).on('line', (line) => {
-      const waiter = this.#waiting.shift();
-      if (waiter !== undefined) waiter(line);
-      else this.#lines.push(line);
-    });
-    this.#child.on('exit', (code) => {
-      this.#failure = new Error(`luo_bench ${args.join(' ')} exited with ${String(code)}`);
-    });
-  }
-
-  /** The next line it prints. */
-  line(): Promise<string> {
-    if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    const ready = this.#lines.shift();
-    if (ready !== undefined) return Promise.resolve(ready);
-    return new Promise((resolve) => this.#waiting.push(resolve));
-  }
-
-  /** Asks for its next chunk; the nanoseconds its ioctls took. */
-  async chunk(): Promise<number> {
-    this.#child.stdin.write('\n');
-    const ns = Number(await this.line());
-    if (!Number.isFinite(ns)) throw new Error('luo_bench answered no time');
-    return ns;
-  }
+function cProgram(ctx: StageContext, args: readonly string[]): LineChild {
+  const child = new LineChild(GUEST_C_BENCH, args);
+  ctx.keep(child.process);
+  return child;
 }
 
 /** Calls per timed chunk; node's and C's chunks alternate. */
@@ -225,10 +196,9 @@ function nodeRetriever(p: BenchParams): ChunkFn {
 
 /** The C side of a small case: the server, once it has made everything. */
 async function cServer(ctx: StageContext, mode: 'serve-preserve' | 'serve-retrieve', p: BenchParams): Promise<ChunkFn> {
-  const c = new CProgram(ctx, [mode, String(p.n), String(p.warmup + p.rounds), C_PREFIX, String(CHUNK)]);
-  const ready = await c.line();
-  if (ready !== 'ready') throw new Error(`luo_bench ${mode} said ${ready}`);
-  return () => c.chunk();
+  const c = cProgram(ctx, [mode, String(p.n), String(p.warmup + p.rounds), C_PREFIX, String(CHUNK)]);
+  await c.expect('ready');
+  return () => c.ask();
 }
 
 async function preserveSmall(ctx: StageContext): Promise<JsonValue> {
@@ -301,7 +271,7 @@ async function largePreserve(fd: number, how: 'sync' | 'async'): Promise<LargeTi
  * preserving thread for the host's cores.
  */
 function otherThreadsCpuMs(): number {
-  const ticksPerMs = 100 / 1000; // USER_HZ
+  const ticksPerMs = guestMachine().clock_tick / 1000;
   let ticks = 0;
   for (const tid of fs.readdirSync('/proc/self/task')) {
     if (Number(tid) === process.pid) continue;
@@ -314,6 +284,23 @@ function otherThreadsCpuMs(): number {
     }
   }
   return ticks / ticksPerMs;
+}
+
+/** What the guest tells about itself (`luo_bench machine`): its clock tick and its hypervisor's CPUID signature. */
+interface GuestMachine {
+  readonly clock_tick: number;
+  readonly hypervisor: string;
+}
+
+let machineRead: GuestMachine | undefined;
+
+function guestMachine(): GuestMachine {
+  if (machineRead === undefined) {
+    const out = runC(['machine']);
+    if (typeof out['clock_tick'] !== 'number' || !(out['clock_tick'] > 0) || typeof out['hypervisor'] !== 'string') throw new Error(`luo_bench machine said ${JSON.stringify(out)}`);
+    machineRead = { clock_tick: out['clock_tick'], hypervisor: out['hypervisor'] };
+  }
+  return machineRead;
 }
 
 /** Node's large round with one API: a fresh memfd preserved twice (fresh, repeat), as C's rounds do. */
@@ -417,61 +404,81 @@ function preserveNodeBlackout(ctx: StageContext): JsonValue {
 
 /** The C program preserves its blackout session and holds it to the kexec. */
 async function preserveCBlackout(ctx: StageContext): Promise<JsonValue> {
-  await new CProgram(ctx, ['preserve-session', C_BLACKOUT_SESSION, String(BLACKOUT_FILES)]).line();
+  await cProgram(ctx, ['preserve-session', C_BLACKOUT_SESSION, String(BLACKOUT_FILES)]).line();
   return { files: BLACKOUT_FILES };
 }
 
-/** What the C program, as pid 1, wrote for the node runner. */
+/** What pid 1 (the C program) wrote for the node runner: the instants around the agent it started. */
 interface InitResult {
+  readonly stage: number;
+  /** "c", "node" or "" (no agent in this stage). */
+  readonly agent: string;
+  /** Pid 1's start: the kernel's start to /init. */
   readonly start_ns: number;
-  /** Just before it opened the device (after mounting devtmpfs). */
-  readonly open_ns: number;
+  /** Just before it forked the agent. */
+  readonly spawn_ns: number;
+  readonly agent_status: number;
+}
+
+/** What a blackout agent printed (bench/blackout-agent.js, `luo_bench blackout-agent`). */
+interface AgentResult {
+  readonly start_ns: number;
+  readonly script_ns: number;
+  readonly required_ns: number;
+  readonly opened_ns: number;
+  readonly session_ns: number;
   readonly done_ns: number;
   readonly retrieved: number;
-  readonly session_rc: number;
-  readonly exec_ns: number;
 }
 
-function initResult(): InitResult {
-  return JSON.parse(fs.readFileSync(GUEST_INIT_RESULT, 'utf8')) as InitResult;
-}
-
-/** Stage 2: what pid 1 (C) measured on its way to exec'ing the node runner. */
-function cBlackout(ctx: StageContext): JsonValue {
-  const init = initResult();
-  ctx.equal('C retrieved every file', init.retrieved, BLACKOUT_FILES);
-  return {
-    files: BLACKOUT_FILES,
-    c_init_to_all_retrieved_ms: (init.done_ns - init.start_ns) / NS_PER_MS,
-    c_open_to_all_retrieved_ms: (init.done_ns - init.open_ns) / NS_PER_MS,
-    kernel_to_init_ms: init.start_ns / NS_PER_MS,
-  };
+function readJson<T>(file: string): T {
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
 }
 
 /**
- * Stage 3, the first thing the node runner does in its kernel: node's
- * blackout, from the exec of the node /init (pid 1 records it just before;
- * in this kernel it has no session to retrieve and passes straight through)
- * to its 100th fd. Each side is thus the first to retrieve in a fresh kernel.
- * Both on CLOCK_MONOTONIC (process.hrtime is CLOCK_MONOTONIC).
+ * One side's blackout taken apart (ms), from what pid 1 and the agent it
+ * started recorded. The package's share is everything the agent did once
+ * running: for node require + open + retrieves, for C open + retrieves.
  */
-function nodeBlackout(): JsonValue {
-  const opening = Number(process.hrtime.bigint());
-  const session = withDevice((luo) => luo.retrieveSessionSync(NODE_BLACKOUT_SESSION));
-  const fds = tokens(BLACKOUT_FILES).map((token) => session.retrieveSync(token));
-  const done = Number(process.hrtime.bigint());
-  const sinceNodeStart = performance.now(); // performance's time origin is node's start
-  session.finishSync();
-  session.closeSync();
-  closeAll(fds);
-  const init = initResult();
+function blackoutSteps(ctx: StageContext, side: 'c' | 'node'): Record<string, number> {
+  const init = readJson<InitResult>(GUEST_INIT_RESULT);
+  ctx.equal(`pid 1 started the ${side} agent`, init.agent, side);
+  ctx.equal(`the ${side} agent exited with 0`, init.agent_status, 0);
+  const agent = readJson<AgentResult>(GUEST_AGENT_RESULT);
+  ctx.equal(`the ${side} agent retrieved every file`, agent.retrieved, BLACKOUT_FILES);
+  const ms = (from: number, to: number): number => (to - from) / NS_PER_MS;
   return {
-    files: BLACKOUT_FILES,
-    node_init_to_all_retrieved_ms: (done - init.exec_ns) / NS_PER_MS,
-    node_process_start_to_all_retrieved_ms: sinceNodeStart,
-    node_open_to_all_retrieved_ms: (done - opening) / NS_PER_MS,
     kernel_to_init_ms: init.start_ns / NS_PER_MS,
+    init_to_running_ms: ms(init.spawn_ns, agent.script_ns),
+    require_ms: ms(agent.script_ns, agent.required_ns),
+    open_ms: ms(agent.required_ns, agent.opened_ns),
+    retrieve_session_ms: ms(agent.opened_ns, agent.session_ns),
+    retrieve_fds_ms: ms(agent.session_ns, agent.done_ns),
+    package_share_ms: ms(agent.script_ns, agent.done_ns),
+    init_to_all_retrieved_ms: ms(init.spawn_ns, agent.done_ns),
+    open_to_all_retrieved_ms: ms(agent.required_ns, agent.done_ns),
+    process_start_to_all_retrieved_ms: ms(agent.start_ns, agent.done_ns),
   };
+}
+
+/** Stage 2: the C agent pid 1 started, the first to retrieve in this kernel. */
+function cBlackout(ctx: StageContext): JsonValue {
+  return { files: BLACKOUT_FILES, ...blackoutSteps(ctx, 'c') };
+}
+
+/** Fresh `node -e 0` runs in this guest, start to exit: the floor under any node program. */
+const NODE_FLOOR_RUNS = 5;
+
+/** Stage 3: the node agent pid 1 started, then the floor of node's start in the same guest. */
+function nodeBlackout(ctx: StageContext): JsonValue {
+  const steps = blackoutSteps(ctx, 'node');
+  const floor = Array.from({ length: NODE_FLOOR_RUNS }, () => {
+    const started = process.hrtime.bigint();
+    const run = spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+    if (run.status !== 0) throw new Error('node -e 0 failed');
+    return Number(process.hrtime.bigint() - started) / NS_PER_MS;
+  });
+  return { files: BLACKOUT_FILES, ...steps, node_floor_ms: floor };
 }
 
 /**
@@ -499,12 +506,13 @@ function smapsRssKib(path: RegExp): number {
 
 /**
  * The benchmark, three kernels. The node blackout case comes first so that
- * in stage 3 it is the first thing the node runner does.
+ * the node floor is measured before anything else loads the guest.
  * @internal
  */
 export default defineScenario('bench', [
   defineCase('blackout-node', [null, preserveNodeBlackout, nodeBlackout]),
   defineCase('blackout-c', [preserveCBlackout, cBlackout]),
+  defineCase('machine', [() => ({ ...guestMachine() })]),
   defineCase('small', [preserveSmall, retrieveSmall]),
   defineCase('large', [preserveLarge]),
   defineCase('large-swap', [largeSwap]),

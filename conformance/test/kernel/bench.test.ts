@@ -1,11 +1,16 @@
 /**
- * The benchmark must not rot: run its quick mode on one kernel (the default
- * one, to save CI time) and check that the result has every field with sane
- * values. Never asserts speed: slow numbers are BENCHMARKS.md's business.
+ * The benchmark must not rot: run its quick mode, one boot, on one kernel
+ * (the default one, to save CI time) and check that the result has every
+ * field with sane values. Never asserts speed: slow numbers are
+ * BENCHMARKS.md's business.
  */
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { beforeAll, expect, it } from 'vitest';
-import { pickKernel, runBench } from '../../lib/bench/run.js';
+import { pickKernel } from '../../lib/bench/run.js';
 import type { BenchResult } from '../../lib/bench/report.js';
+import type { Interval } from '../../lib/bench/stats.js';
 import { describeOneKernel } from '../../../test/kernel/support.js';
 
 /** A positive, finite number. */
@@ -21,18 +26,36 @@ function isRatio(ratio: number, node: number, c: number): void {
   expect(Math.abs(ratio - node / c)).toBeLessThan(0.002 * Math.max(1, ratio));
 }
 
+/** A 95% interval around its estimate. */
+function brackets(interval: Interval, estimate: number): void {
+  expect(interval).toHaveLength(2);
+  expect(interval[0]).toBeLessThanOrEqual(estimate);
+  expect(estimate).toBeLessThanOrEqual(interval[1]);
+}
+
+const VERDICTS = ['met', 'missed', 'undecided'];
+
 // One kernel only, the benchmark's default, to save CI time.
 describeOneKernel('benchmark (quick)', (kernel) => {
   let result: BenchResult;
 
   beforeAll(async () => {
-    result = await runBench({ quick: true, kernel: kernel.path });
+    // As users run it: the compiled command in its own node, whose output is the JSON.
+    const run = path.resolve(__dirname, '..', '..', 'dist', 'bench', 'run.js');
+    const out = await promisify(execFile)(process.execPath, [run, '--quick', '--boots', '1', '--json', '--kernel', kernel.path], { maxBuffer: 64 << 20 });
+    result = JSON.parse(out.stdout) as BenchResult;
   });
 
-  it('reports the kernel, the machine and every case', () => {
+  it('reports the kernel, the machine as read from it, and every case', () => {
     expect(result.kernel).toBe(kernel.release);
     expect(result.mode).toBe('quick');
+    expect(result.boots).toBe(1);
     positive(result.machine.nproc);
+    // Read in the guest from the hypervisor's CPUID signature, not from QEMU's arguments.
+    expect(['tcg', 'kvm']).toContain(result.machine.accel);
+    positive(result.machine.host_clock_tick);
+    positive(result.machine.guest_clock_tick);
+    expect(result.commit).not.toBe('');
     for (const key of ['preserve_small', 'retrieve_small', 'preserve_large', 'event_loop', 'blackout', 'addon_rss_kib'] as const) {
       expect(result).toHaveProperty(key);
     }
@@ -44,6 +67,9 @@ describeOneKernel('benchmark (quick)', (kernel) => {
       positive(r.node_us_per_op);
       positive(r.c_us_per_op);
       isRatio(r.ratio, r.node_us_per_op, r.c_us_per_op);
+      brackets(r.ratio_ci95, r.ratio);
+      expect(VERDICTS).toContain(r.verdict);
+      expect(r.boot_ratios).toHaveLength(1);
       expect(r.node_rounds_us).toHaveLength(result.params.rounds);
       expect(r.c_rounds_us).toHaveLength(result.params.rounds);
     }
@@ -58,13 +84,54 @@ describeOneKernel('benchmark (quick)', (kernel) => {
     const loop = result.event_loop;
     expect(loop.bytes).toBe(result.params.large);
     for (const v of [loop.sync_max_lag_ms, loop.async_max_lag_ms, loop.sync_preserve_ms, loop.async_preserve_ms]) positive(v);
-    expect(result.blackout.files).toBe(100);
-    positive(result.blackout.node.init_to_all_retrieved_ms);
-    positive(result.blackout.c.init_to_all_retrieved_ms);
-    // Node's blackout includes its own start; the LUO calls are part of it.
-    expect(result.blackout.node.open_to_all_retrieved_ms).toBeLessThan(result.blackout.node.init_to_all_retrieved_ms);
+    brackets(large.ratio_ci95, large.ratio);
+    brackets(loop.lag_ratio_ci95, loop.lag_ratio);
     positive(result.addon_rss_kib);
-    expect(result.targets).toHaveLength(4);
+  });
+
+  it('takes the blackout apart, for node and for C', () => {
+    const b = result.blackout;
+    expect(b.files).toBe(100);
+    for (const side of [b.node, b.c]) {
+      for (const step of ['kernel_to_init_ms', 'init_to_running_ms', 'open_ms', 'retrieve_session_ms', 'retrieve_fds_ms', 'package_share_ms', 'init_to_all_retrieved_ms'] as const) positive(side[step]);
+      // The steps follow one another: the whole is at least its parts.
+      expect(side.init_to_all_retrieved_ms).toBeGreaterThanOrEqual(side.init_to_running_ms + side.package_share_ms - 0.01);
+      expect(side.package_share_ms).toBeGreaterThanOrEqual(side.require_ms + side.open_ms + side.retrieve_session_ms + side.retrieve_fds_ms - 0.01);
+    }
+    positive(b.node.require_ms);
+    expect(b.c.require_ms).toBe(0);
+    positive(b.node_floor_ms);
+    brackets(b.share_ratio_ci95, b.share_ratio);
+    expect(VERDICTS).toContain(b.share_verdict);
+  });
+
+  it("has the host cases: the binding's cost at native speed, fd passing, require", () => {
+    const h = result.host;
+    for (const cost of [h, h.luo_enotty]) {
+      for (const v of [cost.sync_ns_per_call, cost.async_ns_per_call, cost.c_ns_per_call]) positive(v);
+      brackets(cost.sync_overhead_ns_ci95, cost.sync_overhead_ns);
+      brackets(cost.async_overhead_ns_ci95, cost.async_overhead_ns);
+      expect(cost.rounds_ns_per_call.sync).toHaveLength(h.rounds);
+    }
+    const f = result.fdpass;
+    for (const v of [f.c_ns_per_roundtrip, f.sync_ns_per_roundtrip, f.async_ns_per_roundtrip]) positive(v);
+    brackets(f.sync_ratio_ci95, f.sync_ratio);
+    brackets(f.async_ratio_ci95, f.async_ratio);
+    positive(h.require_ms);
+    // The library alone: requiring it loads none of the test bed.
+    expect(h.require_modules.length).toBeGreaterThan(0);
+    expect(h.require_test_bed_modules).toEqual([]);
+  });
+
+  it('judges every target on its interval', () => {
+    expect(result.targets.map((t) => t.name)).toHaveLength(10);
+    for (const t of result.targets) {
+      brackets(t.ci95, t.value);
+      expect(VERDICTS).toContain(t.verdict);
+      expect(t.met).toBe(t.verdict === 'met');
+      if (t.verdict === 'met') expect(t.ci95[1]).toBeLessThan(t.limit);
+      if (t.verdict === 'missed') expect(t.ci95[0]).toBeGreaterThan(t.limit);
+    }
   });
 
   it('has the diagnostics', () => {

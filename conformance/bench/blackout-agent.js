@@ -1,0 +1,33 @@
+// The node side of the benchmark's blackout: what an agent does first in a
+// new kernel, started by pid 1 (bench/luo_bench.c) the way an init starts a
+// service. Prints the instant of each step (CLOCK_MONOTONIC ns, the clock of
+// process.hrtime), the same fields as `luo_bench blackout-agent`:
+//   start_ns     node's own start (performance's time origin)
+//   script_ns    this file's first line: node is running
+//   required_ns  require('liveupdate') done
+//   opened_ns    the device open
+//   session_ns   the session retrieved
+//   done_ns      its N files retrieved
+// Usage (guest): node blackout-agent.js SESSION N
+'use strict';
+const scriptNs = process.hrtime.bigint();
+const startNs = scriptNs - BigInt(Math.round(performance.now() * 1e6));
+const { LiveUpdate } = require('liveupdate');
+const requiredNs = process.hrtime.bigint();
+const fs = require('node:fs');
+
+const [name, count] = process.argv.slice(2);
+const n = Number(count);
+const luo = LiveUpdate.openSync();
+const openedNs = process.hrtime.bigint();
+const session = luo.retrieveSessionSync(name);
+const sessionNs = process.hrtime.bigint();
+const fds = [];
+for (let token = 1n; token <= BigInt(n); token++) fds.push(session.retrieveSync(token));
+const doneNs = process.hrtime.bigint();
+session.finishSync();
+session.closeSync();
+luo.closeSync();
+for (const fd of fds) fs.closeSync(fd);
+const out = { start_ns: startNs, script_ns: scriptNs, required_ns: requiredNs, opened_ns: openedNs, session_ns: sessionNs, done_ns: doneNs, retrieved: fds.length };
+process.stdout.write(`${JSON.stringify(out, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}\n`);

@@ -1,0 +1,112 @@
+/*
+ * host_bench - the plain-C side of the benchmark's host cases: the same
+ * syscalls the Node binding makes, in a tight loop with nothing between the
+ * program and the kernel, on calls every Linux answers (no LUO needed).
+ *
+ * Compiled by the benchmark driver on the host (cc -O2) and run as a server
+ * so that node's rounds and C's interleave in one run: each line on stdin,
+ * "CASE COUNT", makes COUNT calls of CASE and is answered with the
+ * nanoseconds they took (CLOCK_MONOTONIC, like process.hrtime). Cases:
+ *   seals   fcntl(F_GET_SEALS) on a memfd            (memfd.getSealsSync)
+ *   enotty  LIVEUPDATE_SESSION_RETRIEVE_FD on a memfd, which the kernel
+ *           refuses with ENOTTY after the same user/kernel round trip
+ *   fdpass  one memfd sent with one byte over a seqpacket pair (sendmsg,
+ *           SCM_RIGHTS), received (recvmsg, MSG_CMSG_CLOEXEC), and the
+ *           received fd closed: sendFdsSync + recvFdsSync + close
+ * "ready" is printed once everything is made; EOF ends it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "liveupdate/abi.h"
+
+#define PROGRAM "host_bench"
+#include "bench.h"
+
+static void get_seals(int memfd) {
+  if (fcntl(memfd, F_GET_SEALS) < 0) die("F_GET_SEALS");
+}
+
+static void refused_ioctl(int memfd) {
+  struct lu_fd_args args = {.size = sizeof(args), .fd = -1, .token = 1};
+  if (ioctl(memfd, LU_IOC_SESSION_RETRIEVE_FD, &args) == 0 || errno != ENOTTY) die("RETRIEVE_FD on a memfd (expected ENOTTY)");
+}
+
+static void send_fd(int sock, int fd) {
+  char byte = 'x';
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    struct cmsghdr header;
+    char space[CMSG_SPACE(sizeof(int))];
+  } control;
+  memset(&control, 0, sizeof(control));
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = sizeof(control.space)};
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+  if (sendmsg(sock, &msg, MSG_NOSIGNAL) != 1) die("sendmsg");
+}
+
+static int recv_fd(int sock) {
+  char byte;
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    struct cmsghdr header;
+    char space[CMSG_SPACE(sizeof(int))];
+  } control;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = sizeof(control.space)};
+  if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1) die("recvmsg");
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+  if (cmsg == NULL || cmsg->cmsg_type != SCM_RIGHTS) {
+    errno = EBADMSG;
+    die("recvmsg: no fd");
+  }
+  int fd;
+  memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
+  return fd;
+}
+
+static void pass_fd(const int pair[2], int memfd) {
+  send_fd(pair[0], memfd);
+  close(recv_fd(pair[1]));
+}
+
+int main(void) {
+  int memfd = memfd_create("host-bench", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (memfd < 0) die("memfd_create");
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) die("socketpair");
+  fputs("ready\n", stdout);
+  fflush(stdout);
+  char line[64], name[16];
+  long count;
+  while (fgets(line, sizeof(line), stdin) != NULL) {
+    if (sscanf(line, "%15s %ld", name, &count) != 2 || count <= 0) {
+      fprintf(stderr, "host_bench: bad command: %s", line);
+      return 2;
+    }
+    int64_t t0 = now_ns();
+    if (strcmp(name, "seals") == 0) for (long i = 0; i < count; i++) get_seals(memfd);
+    else if (strcmp(name, "enotty") == 0) for (long i = 0; i < count; i++) refused_ioctl(memfd);
+    else if (strcmp(name, "fdpass") == 0) for (long i = 0; i < count; i++) pass_fd(pair, memfd);
+    else {
+      fprintf(stderr, "host_bench: unknown case %s\n", name);
+      return 2;
+    }
+    printf("%lld\n", (long long)(now_ns() - t0));
+    fflush(stdout);
+  }
+  return 0;
+}

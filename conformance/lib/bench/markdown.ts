@@ -1,0 +1,139 @@
+/**
+ * Writes BENCHMARKS.md from the JSON of one full run, so that every number
+ * in it comes from that run and the text around them cannot drift from it:
+ *
+ *   npm run bench -- --json > bench.json
+ *   node conformance/dist/bench/markdown.js bench.json > BENCHMARKS.md
+ * @internal
+ */
+import * as fs from 'node:fs';
+import type { Target } from './host-report.js';
+import { formatTable, type BenchResult } from './report.js';
+
+const INTRO = `# Benchmarks
+
+What does the binding cost against a few lines of C? \`npm run bench\` answers in two places:
+
+- **On the host, at native speed, with no LUO needed**: nanoseconds per call of the sync and the
+  Promise forms against a C loop ([\`bench/host_bench.c\`](conformance/bench/host_bench.c), compiled by the
+  benchmark) making the same syscall in the same run: \`memfd.getSeals\` against
+  \`fcntl(F_GET_SEALS)\`, a LUO ioctl on a memfd (which every kernel refuses with \`ENOTTY\` after
+  the same user/kernel round trip), and passing one memfd over a seqpacket pair.
+- **On a real LUO kernel under QEMU**, in several independent boots: the public API (\`LiveUpdate\`,
+  \`Session\`, \`memfd\`) side by side with [\`bench/luo_bench.c\`](conformance/bench/luo_bench.c), a static C
+  program making the same ioctls with the structures of
+  [\`include/liveupdate/abi.h\`](include/liveupdate/abi.h), and the blackout after a kexec taken apart.
+
+\`\`\`sh
+npm run bench                      # table on stdout, progress on stderr
+npm run bench -- --json            # one JSON object
+npm run bench -- --boots 3         # independent boots of the guest benchmark (default 5)
+npm run bench -- --quick           # fewer rounds, 64 MiB instead of 1 GiB (CI: --quick --boots 1)
+npm run bench -- --host-only       # the host cases alone: no kernel, no QEMU
+npm run bench -- --kernel 7.3      # another cached kernel series, a release, or a bzImage path
+node conformance/dist/bench/markdown.js bench.json > BENCHMARKS.md   # this file, from a run's JSON
+\`\`\`
+
+Every figure is a median with a 95% confidence interval (percentile bootstrap, seeded, so the
+same data gives the same interval). A target is **met** only when the whole interval is under
+it, **missed** when the whole interval is over it, and **undecided** otherwise: one run's point
+estimate on a shared machine moves by more than a target's margin, so it is not evidence.
+`;
+
+const METHOD = `## How it measures
+
+- **Intervals.** Guest ratios: per boot, node's median over C's median; reported, the median over
+  boots; the interval resamples boots and, within each, the interleaved rounds as pairs (a
+  round's node and C figures stay together), so it carries the spread between boots and within
+  them. Host overheads: per round, node's ns per call minus C's in the same round; the median of
+  those differences and its bootstrap interval. Host ratios (fd passing): as the guest's, over
+  the rounds of the one run.
+- **Host cases** (\`host\`, \`fdpass\`): one C server started by the benchmark answers "do N calls"
+  with the nanoseconds they took; each round times a batch of node sync calls, one of node
+  Promise calls and one of C's, the order rotating by round, after warm-up rounds that are
+  dropped. The LUO ioctl on a memfd goes through the addon's LUO glue directly (the public API
+  refuses a memfd as a session before any syscall), and node's figure includes building the
+  error it throws, which C's loop does not do. \`require('liveupdate')\` is timed in fresh node
+  processes, alternating with \`node -e 0\`, and the module files it loads are listed.
+- **Two sides, one guest run, one clock.** Node and C run in the same kernels, one after the
+  other or interleaved, both timing with \`CLOCK_MONOTONIC\` (\`process.hrtime\`). \`/dev/liveupdate\`
+  has one owner at a time, so each side opens it only to create or retrieve its sessions.
+- **Small cases** (\`preserve_small\`, \`retrieve_small\`): sessions of one-page memfds, made
+  beforehand; only the ioctl calls are timed. C runs as a server: node tells it over a pipe to do
+  its next 50 calls and reads back the nanoseconds they took; node times its own 50 in between,
+  and who goes first alternates. Warm-up rounds are reported (the first as \`cold\`), not counted.
+  \`retrieve_small\` retrieves, after the kexec, the very sessions \`preserve_small\` preserved.
+- **Large case** (\`preserve_large\`, \`event_loop\`): each round, node's \`preserveSync\`, node's
+  \`preserve()\` and C each write a fresh memfd, preserve it ("fresh"), close the session (which
+  unpreserves), preserve it again ("repeat") and free it; who goes first rotates. Node's delays
+  come from \`perf_hooks.monitorEventLoopDelay\` (1 ms resolution).
+- **Blackout**: the C program is pid 1 of every kernel (\`rdinit=\`). In the kernel where a side's
+  100-file session arrives it starts that side's agent the way an init starts a service (fork,
+  exec, wait) and then becomes the test bed's \`/init\`: the C agent in the second kernel, the node
+  agent ([\`bench/blackout-agent.js\`](conformance/bench/blackout-agent.js): \`require('liveupdate')\`, open,
+  retrieve) in the third. Each agent is the first to retrieve in its kernel, and records the
+  instant of each step; \`node -e 0\` run in the same guest afterwards is the floor under node's
+  start. The package's share is what the agent does once running (node: require, open,
+  retrieves; C: open, retrieves).
+- **The machine is read, not assumed**: QEMU's accelerator from the guest's hypervisor CPUID
+  signature, the clock tick (\`sysconf(_SC_CLK_TCK)\`) of host and guest, the load average
+  around the run.
+- **Diagnostics**: \`layers\` (public API against the addon alone), warm-up and fastest rounds,
+  the CPU time of node's helper threads during large preserves, \`large_swap\` (who wrote and who
+  preserved a large memfd).
+
+The benchmark never fails for slow numbers. \`conformance/test/kernel/bench.test.ts\` runs \`--quick --boots 1\`
+on one kernel in CI and checks that every field is there with sane values, so it cannot rot.
+`;
+
+function targetsTable(targets: readonly Target[]): string {
+  const rows = targets.map((t) => `| ${t.name} | ${t.value} | [${t.ci95[0]}, ${t.ci95[1]}] | ${t.verdict === 'met' ? 'met' : `**${t.verdict}**`} |`);
+  return ['| target | median | 95% interval | verdict |', '|---|---|---|---|', ...rows].join('\n');
+}
+
+/** BENCHMARKS.md for one run's result. */
+export function benchmarksMarkdown(r: BenchResult): string {
+  const m = r.machine;
+  const load = m.loadavg === undefined ? '' : ` Load average (1 min) at the start and the end of the run: ${m.loadavg.start} and ${m.loadavg.end}: the host's two cores were shared with other work.`;
+  return [
+    INTRO,
+    '## The run recorded here',
+    '',
+    `- Kernel ${r.kernel}; ${r.mode} run, ${r.boots} independent boot(s) of three kernels each (two kexecs).`,
+    `- Host: ${m.nproc} CPUs (${m.cpu}), clock tick ${m.host_clock_tick} Hz; ${m.qemu ?? 'QEMU'} with ${m.accel} (read in the guest); guest ${m.guest_cpus} vCPUs, ${m.guest_memory}, clock tick ${m.guest_clock_tick} Hz.${load}`,
+    `- Date ${r.date}; commit ${r.commit}.`,
+    '',
+    '```',
+    formatTable(r),
+    '```',
+    '',
+    '## Targets',
+    '',
+    targetsTable(r.targets),
+    '',
+    METHOD,
+    '## The JSON of this run',
+    '',
+    '```json',
+    JSON.stringify(r, null, 2),
+    '```',
+    '',
+  ].join('\n');
+}
+
+function main(): void {
+  const file = process.argv[2];
+  if (file === undefined) throw new Error('usage: node conformance/dist/bench/markdown.js RESULT.json > BENCHMARKS.md');
+  const result = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResult;
+  if (!('boots' in result) || !('host' in result)) throw new Error(`${file} is not the JSON of a full \`npm run bench -- --json\``);
+  process.stdout.write(benchmarksMarkdown(result));
+}
+
+if (require.main === module) {
+  try {
+    main();
+  } catch (error) {
+    process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  }
+}
