@@ -94,8 +94,12 @@ export type FdPassBinding = {
   Both<'unixConnect', [type: number, path: string], number> &
   Both<'unixAccept', [fd: number], number> &
   Both<'socketType', [fd: number], number> & {
-    /** F_DUPFD_CLOEXEC; synchronous only (a later copy could be of another file). */
-    dupFd(fd: number): number;
+    /**
+     * F_DUPFD_CLOEXEC copies of `fds`, owned by the returned array until
+     * unpinFds(array) closes them (or, failing that, its finalizer does).
+     */
+    pinFds(fds: readonly number[]): number[];
+    unpinFds(pinned: number[]): void;
     /** FD_CLOEXEC belongs to the number, so these are synchronous only. */
     setCloexec(fd: number, on: boolean): number;
     getCloexec(fd: number): number;
