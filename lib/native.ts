@@ -115,5 +115,11 @@ export type NativeBinding = LuoBinding &
     readonly abiCheckedAgainst: string;
   };
 
-/** The loaded addon: a prebuild when one matches, else the source build. @internal */
-export const native = nodeGypBuild(path.join(__dirname, '..')) as NativeBinding;
+/**
+ * The loaded addon: a prebuild when one matches, else the source build.
+ * `LIVEUPDATE_ADDON` names another build to load instead (npm run
+ * test:asan points it at the sanitizer build). @internal
+ */
+export const native = (process.env['LIVEUPDATE_ADDON'] !== undefined
+  ? (require(process.env['LIVEUPDATE_ADDON']) as unknown)
+  : nodeGypBuild(path.join(__dirname, '..'))) as NativeBinding;

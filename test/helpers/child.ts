@@ -27,7 +27,11 @@ export function compiledLib(): string {
     '--target', 'ES2022', '--noCheck', '--esModuleInterop', '--skipLibCheck', '--types', 'node', ...files,
   ], { cwd: ROOT, stdio: 'pipe' });
   const gypBuild = JSON.stringify(path.join(ROOT, 'node_modules', 'node-gyp-build'));
-  fs.writeFileSync(path.join(out, 'native.js'), `exports.native = require(${gypBuild})(${JSON.stringify(ROOT)});\n`);
+  // The same choice as lib/native.ts: LIVEUPDATE_ADDON (the sanitizer build) or the source build.
+  fs.writeFileSync(
+    path.join(out, 'native.js'),
+    `exports.native = process.env.LIVEUPDATE_ADDON ? require(process.env.LIVEUPDATE_ADDON) : require(${gypBuild})(${JSON.stringify(ROOT)});\n`,
+  );
   compiled = out;
   return out;
 }
