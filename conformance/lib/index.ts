@@ -1,0 +1,15 @@
+/**
+ * liveupdate-conformance: the real-kernel test bed of the liveupdate package.
+ * Build a guest image from the installed packages, boot it under QEMU with a
+ * LUO kernel, kexec through the stages of the scenarios, and collect every
+ * case's results. The `liveupdate-conformance` command runs the shipped
+ * suite with it; a project writes its own scenarios with
+ * {@link defineScenario} and runs them with {@link runVm}.
+ */
+export { runVm, qemuBinary, type RunOptions, type VmRun, type StageResult, type CaseResult } from './vm/qemu.js';
+export { findKernels, kernelRelease, fragmentHash, NO_KERNEL_HELP, type KernelImage } from './vm/kernels.js';
+export { buildGuestImage, cacheDir, packageRoot, type GuestImage, type GuestImageOptions } from './vm/initramfs.js';
+export { defineCase, defineScenario, type Case, type Scenario, type StageContext, type StageFunction, type NextStage } from './vm/scenario.js';
+export { expectError, memfdWith } from './conformance/support.js';
+export { CpioWriter, fdSink, type CpioSink } from './vm/cpio.js';
+export type { JsonValue, ErrorInfo, CheckRecord, GuestRecord } from './vm/protocol.js';
