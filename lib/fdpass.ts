@@ -360,7 +360,9 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
       checkInStep(key, 'send');
       // A net.Socket is checked again when its turn comes: Node may have queued writes since.
       const fd = pinnedSocket[0] ?? socketFd(socket, 'send');
-      await callAsync({ operation: 'sendFds', fd }, () => withCancel(() => marked(key, native.sendFdsAsync(fd, bytes, pinned, framing)), signal, timeout));
+      // Errors name the caller's fd, not the private copy.
+      const context = { operation: 'sendFds' as const, fd: typeof socket === 'number' ? first : fd };
+      await callAsync(context, () => withCancel(() => marked(key, native.sendFdsAsync(fd, bytes, pinned, framing)), signal, timeout));
     });
   } finally {
     unpin(pinnedSocket);
@@ -408,7 +410,8 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
     return await serialize(key, async () => {
       checkInStep(key, 'recv');
       const fd = pinned[0] ?? socketFd(socket, 'recv');
-      const raw = await callAsync({ operation: 'recvFds', fd }, () => withCancel(() => marked(key, native.recvFdsAsync(fd, maxBytes, maxFds, framing)), signal));
+      const context = { operation: 'recvFds' as const, fd: typeof socket === 'number' ? first : fd };
+      const raw = await callAsync(context, () => withCancel(() => marked(key, native.recvFdsAsync(fd, maxBytes, maxFds, framing)), signal));
       return received(key, raw, maxFds, maxBytes);
     });
   } finally {

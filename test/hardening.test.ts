@@ -530,20 +530,3 @@ describe('a stream left in the middle of a message is marked out of step', () =>
     });
   });
 });
-
-// ---- 9. status() leaves the device alone ---------------------------------------------
-
-describe('status() does not open the device unless asked to probe', () => {
-  it('by default reads only /proc and /sys; { probe: true } opens the path', () => {
-    // A directory: opening it for read-write fails, so a probe shows itself.
-    const plain = lu.statusSync({ path: tmp });
-    expect({ deviceExists: plain.deviceExists, deviceOpenable: plain.deviceOpenable, getName: plain.getName }).toEqual({
-      deviceExists: true,
-      deviceOpenable: null,
-      getName: null,
-    });
-    const probed = lu.statusSync({ path: tmp, probe: true });
-    expect(probed.deviceOpenable).toBe(false);
-    expect(probed.reason).toMatch(/EISDIR/);
-  });
-});
