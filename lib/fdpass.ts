@@ -33,7 +33,7 @@ import {
   StreamOutOfStepError,
   type Operation,
 } from './errors.js';
-import { closeFd, native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
+import { native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
 /** The most fds one message may carry (the kernel's SCM_MAX_FD). */
@@ -251,7 +251,7 @@ function checkInStep(key: string, direction: Direction): void {
   if (outOfStep.has(key)) throw new StreamOutOfStepError(direction);
 }
 
-/** Runs a native step; an error that left the stream mid-message marks the socket out of step. */
+/** Runs a native call; an error that left the stream mid-message marks the socket out of step. */
 function marking<T>(key: string, run: () => T): T {
   try {
     return run();
@@ -261,13 +261,12 @@ function marking<T>(key: string, run: () => T): T {
   }
 }
 
-async function markingAsync<T>(key: string, run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (error) {
+/** Watches a pending native operation: a rejection that left the stream mid-message marks the socket. */
+function marked<T>(key: string, pending: Cancellable<T>): Cancellable<T> {
+  pending.catch((error: unknown) => {
     if ((error as NativeStepError).outOfStep === true) outOfStep.add(key);
-    throw error;
-  }
+  });
+  return pending;
 }
 
 /** A synchronous call: refused while a Promise call in the same direction is pending. Kernel failures are typed. */
@@ -353,18 +352,21 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   checkInStep(key, 'send');
   // The files are pinned now (the socket too, when it is a number): the
   // native call copies them again only when this send's turn comes.
-  const pinnedSocket = typeof socket === 'number' ? pinFds([first], 'sendFds') : [];
+  const pinnedSocket = pin(typeof socket === 'number' ? [first] : [], 'sendFds');
   let pinned: number[] = [];
   try {
-    pinned = pinFds(checked, 'sendFds');
+    pinned = pin(checked, 'sendFds');
     await serialize(key, async () => {
       checkInStep(key, 'send');
       // A net.Socket is checked again when its turn comes: Node may have queued writes since.
       const fd = pinnedSocket[0] ?? socketFd(socket, 'send');
-      await callAsync({ operation: 'sendFds', fd }, () => markingAsync(key, () => withCancel(() => native.sendFdsAsync(fd, bytes, pinned, framing), signal, timeout)));
+      // Errors name the caller's fd, not the private copy.
+      const context = { operation: 'sendFds' as const, fd: typeof socket === 'number' ? first : fd };
+      await callAsync(context, () => withCancel(() => marked(key, native.sendFdsAsync(fd, bytes, pinned, framing)), signal, timeout));
     });
   } finally {
-    closeFds([...pinnedSocket, ...pinned]);
+    unpin(pinnedSocket);
+    if (pinned.length > 0) unpin(pinned);
   }
 }
 
@@ -403,16 +405,17 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   const key = callSync({ operation: 'recvFds', fd: first }, () => socketKey(first, 'recv'));
   checkInStep(key, 'recv');
   // A number is pinned now; a net.Socket is looked at again when its turn comes.
-  const pinned = typeof socket === 'number' ? pinFds([first], 'recvFds') : [];
+  const pinned = pin(typeof socket === 'number' ? [first] : [], 'recvFds');
   try {
     return await serialize(key, async () => {
       checkInStep(key, 'recv');
       const fd = pinned[0] ?? socketFd(socket, 'recv');
-      const raw = await callAsync({ operation: 'recvFds', fd }, () => markingAsync(key, () => withCancel(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal)));
+      const context = { operation: 'recvFds' as const, fd: typeof socket === 'number' ? first : fd };
+      const raw = await callAsync(context, () => withCancel(() => marked(key, native.recvFdsAsync(fd, maxBytes, maxFds, framing)), signal));
       return received(key, raw, maxFds, maxBytes);
     });
   } finally {
-    closeFds(pinned);
+    unpin(pinned);
   }
 }
 
@@ -437,20 +440,15 @@ function received(key: string, raw: NativeRecvResult, maxFds: number, maxBytes: 
  * Private copies (F_DUPFD_CLOEXEC) of fd numbers, taken when a call is made
  * for an operation that waits its turn in the queue, so that it acts on
  * these files even if the caller closes and reuses the numbers meanwhile.
+ * The native side owns them (a Worker that dies holding them closes them);
+ * {@link unpin} closes them when the operation is done.
  */
-function pinFds(fds: readonly number[], operation: Operation): number[] {
-  const copies: number[] = [];
-  try {
-    for (const fd of fds) copies.push(callSync({ operation, fd }, () => native.dupFd(fd)));
-  } catch (error) {
-    closeFds(copies);
-    throw error;
-  }
-  return copies;
+function pin(fds: readonly number[], operation: Operation): number[] {
+  return callSync({ operation, fd: fds[0] }, () => native.pinFds(fds));
 }
 
-function closeFds(fds: readonly number[]): void {
-  for (const fd of fds) closeFd(fd);
+function unpin(pinned: number[]): void {
+  native.unpinFds(pinned);
 }
 
 /** Unix socket types for {@link socketPair}. */

@@ -84,8 +84,12 @@ export type FdPassBinding = {
   Both<'unixConnect', [type: number, path: string], number> &
   Both<'unixAccept', [fd: number], number> &
   Both<'socketType', [fd: number], number> & {
-    /** F_DUPFD_CLOEXEC; synchronous only (a later copy could be of another file). */
-    dupFd(fd: number): number;
+    /**
+     * F_DUPFD_CLOEXEC copies of `fds`, owned by the returned array until
+     * unpinFds(array) closes them (or, failing that, its finalizer does).
+     */
+    pinFds(fds: readonly number[]): number[];
+    unpinFds(pinned: number[]): void;
     /** FD_CLOEXEC belongs to the number, so these are synchronous only. */
     setCloexec(fd: number, on: boolean): number;
     getCloexec(fd: number): number;
@@ -119,8 +123,9 @@ const ADDON_FIX =
 let binding: NativeBinding | undefined;
 
 /**
- * Loads the addon (a prebuild when one matches, else the source build) on
- * first use, so that `require('liveupdate')` itself never fails and status()
+ * Loads the addon (a prebuild when one matches, else the source build; or
+ * the build `LIVEUPDATE_ADDON` names: npm run test:asan points it at the
+ * sanitizer build) on first use, so that `require('liveupdate')` itself never fails and status()
  * can still diagnose the kernel without it. Failing, it throws an
  * AddonLoadError that says how to get the addon, with the loader's error as
  * its cause; every later call tries again (the user may have rebuilt).
@@ -130,7 +135,8 @@ export function loadNative(): NativeBinding {
   if (binding !== undefined) return binding;
   const root = path.join(__dirname, '..');
   try {
-    binding = nodeGypBuild(root) as NativeBinding;
+    const chosen = process.env['LIVEUPDATE_ADDON'];
+    binding = (chosen !== undefined ? (require(chosen) as unknown) : nodeGypBuild(root)) as NativeBinding;
     return binding;
   } catch (cause) {
     const why = `the native addon of liveupdate is not built for this platform (node ${process.version}, ${process.platform}-${process.arch}) or does not load`;

@@ -214,7 +214,7 @@ interface Target {
 }
 
 function notifyTimeout(what: string, timeout: number, target: Target, cause: unknown): LiveUpdateError {
-  const hint = `${what} not acknowledged by the service manager within ${timeout} ms`;
+  const hint = `${what} not acknowledged within ${timeout} ms`;
   return systemFailure('ETIMEDOUT', 'poll', { operation: target.operation, path: target.socket, hint, cause });
 }
 

@@ -465,12 +465,29 @@ Call<int> PrepareSocketType(const Napi::CallbackInfo& info) {
   return {"getsockopt", [fd](int& type) { return type = socket_type(fd); }, std::move(fds)};
 }
 
-// dupFd(fd): a close-on-exec copy, for the TypeScript layer to hold the
-// files of a call it queues. Synchronous only: a copy made later would be
-// of whatever file has the number by then.
-Call<NewFd> PrepareDupFd(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info, 0, "fd");
-  return {"fcntl", [fd](NewFd& out) { return out.Adopt(dup_cloexec(fd)); }};
+// pinFds(fds): close-on-exec copies of the fds, for the TypeScript layer to
+// hold the files of a call it queues, as an array of the copies' numbers.
+// The array owns them: unpinFds(array) closes them, and if that never
+// happens (the Worker dies first, or the array is dropped) its finalizer
+// does. Synchronous only: a copy made later could be of another file.
+Napi::Value PinFds(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = ArgFds(info, 0, "fds");
+  auto copies = std::make_unique<FdCopies>();
+  Napi::Array out = Napi::Array::New(info.Env(), fds.size());
+  for (uint32_t i = 0; i < fds.size(); ++i) out.Set(i, Napi::Number::New(info.Env(), copies->Dup(info.Env(), fds[i], "fcntl")));
+  auto finalize = [](napi_env, void* data, void*) { delete static_cast<FdCopies*>(data); };
+  NAPI_THROW_IF_FAILED(info.Env(), napi_wrap(info.Env(), out, copies.get(), finalize, nullptr, nullptr), Napi::Value());
+  copies.release();  // The array's finalizer owns it now.
+  return out;
+}
+
+Napi::Value UnpinFds(const Napi::CallbackInfo& info) {
+  void* data = nullptr;
+  if (!info[0].IsArray() || napi_remove_wrap(info.Env(), info[0], &data) != napi_ok) {
+    ThrowArgType(info.Env(), "pinned", "an array made by pinFds");
+  }
+  delete static_cast<FdCopies*>(data);
+  return info.Env().Undefined();
 }
 
 // FD_CLOEXEC belongs to the fd number, not the file: these act on the
@@ -496,7 +513,8 @@ void RegisterFdPass(Napi::Env env, Napi::Object exports) {
   ExportCall<NewFd, PrepareUnixConnect>(env, exports, "unixConnect");
   ExportCall<NewFd, PrepareUnixAccept>(env, exports, "unixAccept");
   ExportCall<int, PrepareSocketType>(env, exports, "socketType");
-  ExportSyncCall<NewFd, PrepareDupFd>(env, exports, "dupFd");
+  ExportFunction(env, exports, "pinFds", PinFds);
+  ExportFunction(env, exports, "unpinFds", UnpinFds);
   ExportSyncCall<int, PrepareSetCloexec>(env, exports, "setCloexec");
   ExportSyncCall<int, PrepareGetCloexec>(env, exports, "getCloexec");
   exports.Set("SOCK_STREAM", static_cast<double>(SOCK_STREAM));

@@ -53,6 +53,7 @@ class FdCopies {
   // Node-style error under the syscall of the call itself, which is what
   // would have failed: the copy is this layer's detail.
   int Dup(Napi::Env env, int fd, const char* syscall);
+  size_t size() const { return copies_.size(); }
 
  private:
   std::vector<UniqueFd> copies_;
