@@ -28,5 +28,5 @@ describe('the library package', () => {
     }
     const testBed = /^(dist\/(vm|conformance|bench)\/|vm\/|bench\/|conformance\/|test\/|native\/(napi_)?guest)/;
     expect(files.filter((f) => testBed.test(f))).toEqual([]);
-  });
+  }, 60_000);
 });
