@@ -52,12 +52,12 @@ function openFds(): string[] {
 }
 
 async function asyncPreserve(ctx: StageContext): Promise<{ max: string; zero: string }> {
-  const before = await status();
+  const before = await status({ probe: true });
   ctx.check('status: available', before.available, before.reason);
   ctx.equal('status: liveupdate=', before.liveupdateParam, 'on');
   ctx.equal('status: GET_NAME works', before.getName, true);
   const luo = await LiveUpdate.open();
-  const busy = await status();
+  const busy = await status({ probe: true });
   ctx.check('status: a held device is reported busy', !busy.available && busy.deviceOpenable === false && /EBUSY/.test(busy.reason ?? ''), busy.reason);
   const session = await luo.createSession(ASYNC_SESSION);
   ctx.equal('state', session.state, 'outgoing');
