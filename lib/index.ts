@@ -50,6 +50,8 @@ export {
   ControlTruncatedError,
   MessageTruncatedError,
   FramingError,
+  StreamOutOfStepError,
+  SocketBusyError,
   MAX_FDS_PER_MESSAGE,
   DEFAULT_MAX_BYTES,
   type SocketLike,
