@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanCopy, installTarballs, pack, pathWithoutBuildTools, run, type Outcome } from './helpers/pack.js';
+import { cleanCopy, installTarballs, LIBRARY_DIR, pack, pathWithoutBuildTools, run, type Outcome } from './helpers/pack.js';
 
 const MINUTES = 60_000;
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-pack-'));
@@ -25,6 +25,7 @@ const noCompilerPath = pathWithoutBuildTools(path.join(scratch, 'bin'));
 afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
 
 describe('packing a clean checkout', () => {
+  let tarballs: { library: string; conformance: string };
   let files: { library: string[]; conformance: string[] };
   const installs: { noCompiler?: Outcome; sourceBuilt?: Outcome } = {};
 
@@ -35,6 +36,7 @@ describe('packing a clean checkout', () => {
     run('npm', ['run', 'prebuild'], repo);
     const library = pack(repo, scratch, { prepack: true });
     const conformance = pack(path.join(repo, 'conformance'), scratch, { prepack: true });
+    tarballs = { library, conformance };
     files = { library: tarballFiles(library), conformance: tarballFiles(conformance) };
     installs.noCompiler = installTarballs(noCompiler, [library], { ...process.env, PATH: noCompilerPath });
     installs.sourceBuilt = installTarballs(sourceBuilt, [library, conformance], { ...process.env, npm_config_build_from_source: 'true' });
@@ -56,6 +58,17 @@ describe('packing a clean checkout', () => {
     expect(files.conformance).toEqual(expect.arrayContaining(['package/dist/index.js', 'package/dist/conformance/cli.js', 'package/dist/vm/guest.js']));
   });
 
+  it('has types a checker trusts: @arethetypeswrong/cli finds no problem in either tarball', () => {
+    const attw = path.join(LIBRARY_DIR, 'node_modules', '.bin', 'attw');
+    for (const tarball of [tarballs.library, tarballs.conformance]) {
+      const out = spawnSync(attw, [tarball, '--format', 'ascii'], { encoding: 'utf8' });
+      expect(out.status, `${out.stdout}\n${out.stderr}`).toBe(0);
+      expect(out.stdout).toContain('No problems found');
+    }
+    // No source map ships: they would point at sources that do not.
+    expect([...files.library, ...files.conformance].filter((f) => f.endsWith('.map'))).toEqual([]);
+  }, 2 * MINUTES);
+
   it('has no compiler on the PATH of the compiler-free install', () => {
     for (const tool of ['g++', 'gcc', 'make', 'python3']) {
       expect(spawnSync('sh', ['-c', `command -v ${tool}`], { env: { PATH: noCompilerPath } }).status, tool).not.toBe(0);
@@ -76,7 +89,7 @@ describe('packing a clean checkout', () => {
     expect(fs.existsSync(path.join(sourceBuilt, 'node_modules', 'liveupdate-conformance', 'build', 'Release', 'liveupdate_guest.node'))).toBe(true);
     expect(useLibrary(sourceBuilt).addon).toMatch(/\/build\/Release\/liveupdate\.node$/);
     // No LUO on this host: status says so and exits 1.
-    const status = spawnSync(bin('liveupdate'), ['status', '--json', '--no-probe'], { cwd: sourceBuilt, encoding: 'utf8' });
+    const status = spawnSync(bin('liveupdate'), ['status', '--json'], { cwd: sourceBuilt, encoding: 'utf8' });
     expect(status.status, status.stderr).toBe(1);
     expect(JSON.parse(status.stdout)).toMatchObject({ available: false });
     expect(run(bin('liveupdate-conformance'), ['--help'], sourceBuilt).stdout).toMatch(/^usage: liveupdate-conformance --kernel PATH/);
