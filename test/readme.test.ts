@@ -1,8 +1,10 @@
 /**
- * The README's TypeScript examples cannot rot: every ```ts block of the
- * READMEs is compiled, as its own ES module, with `--strict` against the
- * built packages (their declarations, as a user's type checker sees them,
- * not the sources). `npm run compile` first (npm test does).
+ * The READMEs are the npm pages of the packages. Their TypeScript examples
+ * cannot rot: every ```ts block is compiled, as its own ES module, with
+ * `--strict` against the built packages (their declarations, as a user's
+ * type checker sees them, not the sources; `npm run compile` first, as
+ * npm test does). And their links work from npm: absolute, and those into
+ * this repository name files that exist.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -57,3 +59,20 @@ it('every TypeScript block of the READMEs compiles with --strict against the bui
   expect(out.stdout + out.stderr, 'type errors in README examples (file names carry the README line)').toBe('');
   expect(out.status).toBe(0);
 }, 120_000);
+
+it('links only to absolute URLs or anchors, and its links into the repository name files that exist', () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(LIBRARY_DIR, 'package.json'), 'utf8')) as { repository: { url: string } };
+  const repository = pkg.repository.url.replace(/^git\+/, '').replace(/\.git$/, '');
+  const problems: string[] = [];
+  for (const readme of READMES) {
+    const text = fs.readFileSync(readme, 'utf8').replace(/```[\s\S]*?```/g, '');
+    for (const [, target = ''] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      const where = `${path.relative(LIBRARY_DIR, readme)}: ${target}`;
+      if (target.startsWith('#')) continue;
+      if (!/^https:\/\//.test(target)) problems.push(`${where} is relative: npm's page cannot follow it`);
+      const inRepo = new RegExp(`^${repository.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/(?:blob|tree)/main/([^#]+)`).exec(target);
+      if (inRepo?.[1] !== undefined && !fs.existsSync(path.join(LIBRARY_DIR, inRepo[1]))) problems.push(`${where} names a missing file`);
+    }
+  }
+  expect(problems).toEqual([]);
+});
