@@ -22,7 +22,7 @@ const sourceBuilt = path.join(scratch, 'source-built');
 const noCompiler = path.join(scratch, 'no-compiler');
 const noCompilerPath = pathWithoutBuildTools(path.join(scratch, 'bin'));
 
-afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }), 5 * MINUTES);
 
 describe('packing a clean checkout', () => {
   let tarballs: { library: string; conformance: string };

@@ -135,7 +135,8 @@ describeKernels('liveupdate-conformance', (kernel, all) => {
     } catch {
       throw new Error(`no JSON report on stdout (exit ${String(outcome.status)}):\n${outcome.stdout}\n--- stderr ---\n${outcome.stderr}`);
     }
-  });
+    // The first time, this also installs both packages, building their addons from source.
+  }, 1_200_000);
 
   /** The progress the command printed: context for any failure. */
   const progress = (): string => outcome.stderr.split('\n').slice(-40).join('\n');
