@@ -46,5 +46,5 @@ QEMU_LD_PREFIX=$tree LIVEUPDATE_SKIP_KERNEL_TESTS=1 unshare --user --map-root-us
   echo ":qemu-aarch64:M::$1:$2:$3:" > /proc/sys/fs/binfmt_misc/register
   shift 3
   exec "$@"
-' _ "$magic" "$mask" "$qemu" "$tree/usr/bin/node" node_modules/vitest/vitest.mjs run --project host \
+' _ "$magic" "$mask" "$qemu" "$tree/usr/bin/node" node_modules/vitest/vitest.mjs run --project host --exclude "conformance/**" \
   --testTimeout 120000 --hookTimeout 600000 --testNamePattern "^(?!.*($not_under_qemu))" "${tests[@]/#/$work/test/}"
