@@ -13,6 +13,8 @@
         "native/napi_kexec.cc",
         "native/fdpass.cc",
         "native/napi_fdpass.cc",
+        "native/peercred.cc",
+        "native/napi_peercred.cc",
         "native/abi_check.cc"
       ],
       "include_dirs": [

@@ -1,3 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-process.exitCode = require('../dist/cli.js').main(process.argv.slice(2));
+// The agent's commands resolve to their exit status; the others return it.
+Promise.resolve(require('../dist/cli.js').main(process.argv.slice(2))).then((status) => {
+  process.exitCode = status;
+});

@@ -1,14 +1,22 @@
 /**
- * Typed errors. Every failure the kernel reports becomes a LiveUpdateError
- * (or a subclass), shaped like Node's own system errors (`code`, `errno`,
- * `syscall`, message `CODE: text, syscall ...`) and carrying LUO's context.
+ * The one error model. Every error this package throws or rejects with has a
+ * `code`; every failure the kernel reports, from every entry point, is a
+ * LiveUpdateError (or a subclass) shaped like Node's own system errors
+ * (`code`, negative `errno`, `syscall`, message `CODE: text, syscall ...`)
+ * and carrying the context it happened in.
  *
- * The same errno means different things in different calls (ENOENT from
- * open means "no LUO here", from RETRIEVE_FD "no such token"), so the class
- * is chosen by the pair (operation, code).
+ * The same errno means different things in different calls (ENOENT from open
+ * means "no LUO here", from RETRIEVE_FD "no such token"), so the class is
+ * chosen by the pair (operation, errno) from ONE table, {@link KERNEL_ERRORS}.
+ * The errors the package raises itself, without a syscall, have `ERR_*` codes
+ * listed in {@link PACKAGE_ERRORS}. README.md's error tables are written from
+ * these two tables by scripts/write-error-table.mjs.
  */
+import { getSystemErrorMap } from 'node:util';
+
 /** The public operation that failed; selects the error class with the errno. */
 export type Operation =
+  | 'load'
   | 'open'
   | 'createSession'
   | 'retrieveSession'
@@ -24,7 +32,15 @@ export type Operation =
   | 'kexec.load'
   | 'kexec.unload'
   | 'kexec.isLoaded'
-  | 'kexec.execute';
+  | 'kexec.execute'
+  | 'sendFds'
+  | 'recvFds'
+  | 'socketPair'
+  | 'notify'
+  | 'barrier'
+  | 'listenFds'
+  | 'describeFd'
+  | AgentOperation;
 
 /** What was being done when an error happened. */
 export interface ErrorContext {
@@ -36,15 +52,19 @@ export interface ErrorContext {
   token?: bigint | undefined;
   /** The file descriptor passed in, where one applies. */
   fd?: number | undefined;
-  /** The path involved (device, kernel image), where one applies. */
+  /** The path involved (device, kernel image, socket), where one applies. */
   path?: string | undefined;
   /** The ioctl request's name, for ioctl failures. */
   request?: string | undefined;
   /** Extra explanation appended to the message (for example from status()). */
   hint?: string | undefined;
+  /** What to do about it, where the package knows (also appended to the message). */
+  fix?: string | undefined;
+  /** The error this one wraps. */
+  cause?: unknown;
 }
 
-/** The fields a native system error carries. @internal */
+/** The fields a native system error carries: all TypeScript reads of it. @internal */
 export interface NativeSystemError {
   errno: number;
   code: string;
@@ -53,10 +73,10 @@ export interface NativeSystemError {
 
 /**
  * The base class of every error this package throws for a failed kernel
- * call, and of its own state errors (which have no errno).
+ * call, and of its own errors (which have no errno).
  */
 export class LiveUpdateError extends Error {
-  /** Node-style code: the errno's name (`EBUSY`), or `ERR_LIVEUPDATE_*` for state errors. */
+  /** Node-style code: the errno's name (`EBUSY`), or `ERR_LIVEUPDATE_*` for the package's own errors. */
   readonly code: string;
   /** Negative errno as in Node's system errors; undefined when no syscall failed. */
   readonly errno: number | undefined;
@@ -72,10 +92,12 @@ export class LiveUpdateError extends Error {
   readonly fd: number | undefined;
   /** The path involved, if any. */
   readonly path: string | undefined;
+  /** What to do about it, where the package knows; undefined otherwise. */
+  readonly fix: string | undefined;
 
   /** @internal Use the subclasses; this is public for `instanceof` only. */
   constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
-    super(message);
+    super(message, context.cause === undefined ? undefined : { cause: context.cause });
     this.name = new.target.name;
     this.code = code;
     this.errno = system?.errno;
@@ -85,19 +107,35 @@ export class LiveUpdateError extends Error {
     this.token = context.token;
     this.fd = context.fd;
     this.path = context.path;
+    this.fix = context.fix;
   }
 }
 
-/** `/dev/liveupdate` does not exist: the kernel lacks LUO or was booted without `liveupdate=on`. */
-export class LiveUpdateUnavailableError extends LiveUpdateError {}
+/** `/dev/liveupdate` does not exist: `reason` and `fix` say why (from status()). */
+export class LiveUpdateUnavailableError extends LiveUpdateError {
+  /** Why LUO is unavailable, as status() diagnosed it. */
+  readonly reason: string | undefined;
+
+  /** @internal */
+  constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
+    super(message, code, context, system);
+    this.reason = context.hint;
+  }
+}
 /** Another process (or this one) already has `/dev/liveupdate` open: it has one owner at a time. */
 export class DeviceBusyError extends LiveUpdateError {}
 /** The caller may not open the device (needs root or the device's permissions). */
 export class PermissionDeniedError extends LiveUpdateError {}
 /** The state handed over by the previous kernel failed to load (EIO on open). */
 export class IncomingStateError extends LiveUpdateError {}
+/** The path opened is not the LUO misc device (a regular file, `/dev/null`, ...). */
+export class NotLiveUpdateDeviceError extends LiveUpdateError {}
+/** The LiveUpdate object was closed: open the device again. */
+export class DeviceClosedError extends LiveUpdateError {}
 /** A live outgoing session already has that name. */
 export class SessionExistsError extends LiveUpdateError {}
+/** The session name does not fit the kernel's 64-byte field (NUL included). */
+export class SessionNameTooLongError extends LiveUpdateError {}
 /** No session of that name was preserved by the previous kernel (or it was already finished). */
 export class SessionNotFoundError extends LiveUpdateError {}
 /** The session was already retrieved in this kernel. */
@@ -129,20 +167,115 @@ export class TokenNotFoundError extends LiveUpdateError {}
 export class SessionStateError extends LiveUpdateError {}
 /** This kernel's LUO does not have the operation (ENOTTY). */
 export class OperationNotSupportedError extends LiveUpdateError {}
+/** The memfd refuses new seals: it carries F_SEAL_SEAL (created without `allowSealing`), or the fd is read-only. */
+export class SealingNotAllowedError extends LiveUpdateError {}
+/** The fd's file does not support seals (it is not a memfd). */
+export class NotSealableError extends LiveUpdateError {}
 /** A kexec call failed; see the subclasses. */
 export class KexecError extends LiveUpdateError {}
+/** This kernel has no kexec (or no `kexec_file_load`): nothing can be loaded or executed. */
+export class KexecUnsupportedError extends KexecError {}
 /** `kexec.execute` found no kernel loaded. */
 export class KexecNotLoadedError extends KexecError {}
 /** `kexec_file_load` refused the kernel image, initrd or command line. */
 export class KexecImageRejectedError extends KexecError {}
 /** The kexec was refused at the last step, e.g. a preserved file failed to freeze: the live update was rolled back. */
 export class LiveUpdateAbortedError extends KexecError {}
+/** The peer of a Unix socket closed it (EPIPE, ECONNRESET). */
+export class PeerClosedError extends LiveUpdateError {}
+/** `$NOTIFY_SOCKET` could not be reached; the message names the variable and its value. */
+export class NotifySocketError extends LiveUpdateError {}
+/** The service manager did not take a notification, or acknowledge `BARRIER=1`, in time. */
+export class NotifyTimeoutError extends LiveUpdateError {}
+/** The native addon is not built or cannot be loaded; `fix` says how to get it. */
+export class AddonLoadError extends LiveUpdateError {}
 
-type ErrorClass = new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => LiveUpdateError;
+/** Why a received message was refused, as the error's `code`. */
+export type FdPassErrorCode =
+  | 'ERR_LIVEUPDATE_FDS_TRUNCATED'
+  | 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED'
+  | 'ERR_LIVEUPDATE_BAD_FRAME'
+  | 'ERR_LIVEUPDATE_SHORT_FRAME'
+  | 'ERR_LIVEUPDATE_OUT_OF_STEP'
+  | 'ERR_LIVEUPDATE_SOCKET_BUSY';
 
-interface Meaning {
-  readonly type: ErrorClass;
-  /** The meaning; `system` is the errno's own text, for meanings that have nothing better. */
+/** A message that cannot be handed over or sent intact. Any fds that arrived with it are already closed. */
+export class FdPassError extends LiveUpdateError {
+  /** Which rule the message broke. */
+  declare readonly code: FdPassErrorCode;
+  /** How many fds arrived with it and were closed here. */
+  readonly closedFds: number;
+
+  /** @internal */
+  constructor(code: FdPassErrorCode, text: string, closedFds: number, operation: Operation = 'recvFds') {
+    super(`${code}: ${text}`, code, { operation });
+    this.closedFds = closedFds;
+  }
+}
+
+/** The kernel dropped fds (MSG_CTRUNC): more were sent than `maxFds`, or the receiver's fd limit was hit. */
+export class ControlTruncatedError extends FdPassError {}
+
+/** The message was longer than `maxBytes`; it was skipped (a frame is read to its end, so the stream stays in step). */
+export class MessageTruncatedError extends FdPassError {
+  /** The message's real length in bytes. */
+  readonly length: number;
+
+  /** @internal */
+  constructor(text: string, closedFds: number, length: number) {
+    super('ERR_LIVEUPDATE_MESSAGE_TRUNCATED', text, closedFds);
+    this.length = length;
+  }
+}
+
+/** Stream bytes that are not a frame of this package, fds in mid-frame, or EOF in mid-frame. */
+export class FramingError extends FdPassError {}
+
+/**
+ * The stream stopped part way through a message in this direction (a
+ * cancelled or failed send or receive, a bad frame): where the next message
+ * starts is lost, so every later call in that direction is refused. Close
+ * the socket.
+ */
+export class StreamOutOfStepError extends FdPassError {
+  /** @internal */
+  constructor(direction: 'send' | 'recv') {
+    super('ERR_LIVEUPDATE_OUT_OF_STEP', `an earlier ${direction === 'send' ? 'send' : 'receive'} stopped in the middle of a message; the stream is out of step: close it`, 0, direction === 'send' ? 'sendFds' : 'recvFds');
+  }
+}
+
+/** A synchronous call on a socket while a Promise call in the same direction is pending on it. */
+export class SocketBusyError extends FdPassError {
+  /** @internal */
+  constructor(direction: 'send' | 'recv') {
+    super('ERR_LIVEUPDATE_SOCKET_BUSY', `a Promise ${direction === 'send' ? 'send' : 'receive'} is pending on this socket; the synchronous form would cut into its message`, 0, direction === 'send' ? 'sendFds' : 'recvFds');
+  }
+}
+
+/** `$LISTEN_*` that do not add up: a count that is not a number, or names that do not match it. */
+export class ListenFdsError extends LiveUpdateError {
+  declare readonly code: 'ERR_LIVEUPDATE_LISTEN_FDS';
+
+  /** @internal */
+  constructor(why: string) {
+    super(`ERR_LIVEUPDATE_LISTEN_FDS: ${why}`, 'ERR_LIVEUPDATE_LISTEN_FDS', { operation: 'listenFds' });
+  }
+}
+
+/** A class of this module, as the tables name it. @internal */
+export type ErrorClass = abstract new (...args: never[]) => LiveUpdateError;
+type KernelErrorClass = new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => LiveUpdateError;
+
+/** One row of {@link KERNEL_ERRORS}. @internal */
+export interface KernelErrorRule {
+  readonly type: KernelErrorClass;
+  /** The operations the row covers; `'*'`: any operation not matched by an earlier row. */
+  readonly operations: readonly Operation[] | '*';
+  /** The errno names the row covers; `'*'`: any errno not matched by an earlier row. */
+  readonly codes: readonly string[] | '*';
+  /** The meaning, for the README. */
+  readonly meaning: string;
+  /** The message text; `system` is the errno's own text, for rows that have nothing better. */
   readonly text: (context: ErrorContext, system: string) => string;
 }
 
@@ -150,87 +283,192 @@ const session = (c: ErrorContext): string => (c.sessionName === undefined ? 'thi
 const token = (c: ErrorContext): string => `token ${c.token ?? '?'}`;
 const fdText = (c: ErrorContext): string => `fd ${c.fd ?? '?'}`;
 const device = (c: ErrorContext): string => c.path ?? '/dev/liveupdate';
+const KEXEC_OPS: readonly Operation[] = ['kexec.load', 'kexec.unload', 'kexec.isLoaded', 'kexec.execute'];
 
-/** The table: `${operation}:${code}` → class and meaning. */
-const MEANINGS: ReadonlyMap<string, Meaning> = new Map<string, Meaning>([
-  ['open:ENOENT', { type: LiveUpdateUnavailableError, text: (c) => `${device(c)} does not exist: Live Update Orchestrator unavailable on this kernel` }],
-  ['open:EBUSY', { type: DeviceBusyError, text: (c) => `another process owns ${device(c)} (it has one owner at a time)` }],
-  ['open:EACCES', { type: PermissionDeniedError, text: (c) => `not permitted to open ${device(c)}` }],
-  ['open:EPERM', { type: PermissionDeniedError, text: (c) => `not permitted to open ${device(c)}` }],
-  ['open:EIO', { type: IncomingStateError, text: () => 'the live update state handed over by the previous kernel failed to load' }],
-  ['createSession:EEXIST', { type: SessionExistsError, text: (c) => `a live session is already named '${c.sessionName}'` }],
-  ['retrieveSession:ENOENT', { type: SessionNotFoundError, text: (c) => `no preserved session named '${c.sessionName}'` }],
-  ['retrieveSession:EINVAL', { type: SessionAlreadyRetrievedError, text: (c) => `session '${c.sessionName}' was already retrieved` }],
-  ['preserve:EEXIST', { type: TokenInUseError, text: (c) => `${token(c)} is already used in ${session(c)}` }],
-  ['preserve:EBUSY', { type: FileAlreadyPreservedError, text: (c) => `the file of ${fdText(c)} is already preserved (in this or another session)` }],
-  ['preserve:ENOENT', { type: UnsupportedFileError, text: (c) => `the file of ${fdText(c)} is of a kind this kernel cannot preserve` }],
-  ['preserve:EOPNOTSUPP', { type: UnsupportedSealsError, text: (c) => `the file of ${fdText(c)} carries seals this kernel cannot preserve` }],
-  ['preserve:EBADF', { type: BadFileDescriptorError, text: (c) => `${fdText(c)} is not an open file descriptor` }],
-  ['preserve:ENOSPC', { type: SessionFullError, text: (c) => `${session(c)} cannot take more files` }],
-  ['preserve:EFBIG', { type: FileTooLargeError, text: (c) => `the file of ${fdText(c)} is too large to preserve` }],
-  ['preserve:EINVAL', { type: SessionStateError, text: (c) => `cannot preserve into ${session(c)}: it is an incoming session` }],
-  ['retrieve:ENOENT', { type: TokenNotFoundError, text: (c) => `${session(c)} has no file under ${token(c)}` }],
-  ['retrieve:EINVAL', { type: SessionStateError, text: (c) => `cannot retrieve from ${session(c)}: it is an outgoing session` }],
-  ['finish:EINVAL', { type: SessionStateError, text: (c) => `cannot finish ${session(c)}: it is an outgoing session` }],
-]);
+/**
+ * The table: the first row whose operations and codes both match a failure
+ * gives its class and message. Rows for one operation come before the rows
+ * for any operation, and the last row catches everything.
+ * @internal
+ */
+export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
+  { type: LiveUpdateUnavailableError, operations: ['open'], codes: ['ENOENT'], meaning: 'no LUO device on this kernel; `reason` and `fix` say why and what to do (from `status()`)', text: (c) => `${device(c)} does not exist: Live Update Orchestrator unavailable on this kernel` },
+  { type: DeviceBusyError, operations: ['open'], codes: ['EBUSY'], meaning: 'another process owns `/dev/liveupdate`; the message names it where `/proc` shows it', text: (c) => `another process owns ${device(c)} (it has one owner at a time)` },
+  { type: PermissionDeniedError, operations: ['open'], codes: ['EACCES', 'EPERM'], meaning: 'not permitted to open the device', text: (c) => `not permitted to open ${device(c)}` },
+  { type: IncomingStateError, operations: ['open'], codes: ['EIO'], meaning: 'the state handed over by the previous kernel failed to load', text: () => 'the live update state handed over by the previous kernel failed to load' },
+  { type: SessionExistsError, operations: ['createSession'], codes: ['EEXIST'], meaning: 'a live session has that name', text: (c) => `a live session is already named '${c.sessionName}'` },
+  { type: SessionNameTooLongError, operations: ['createSession', 'retrieveSession'], codes: ['ENAMETOOLONG'], meaning: 'the name does not fit the kernel\'s 64-byte field (63 bytes and a NUL)', text: (c) => `session name '${c.sessionName}' is longer than 63 bytes` },
+  { type: SessionNotFoundError, operations: ['retrieveSession'], codes: ['ENOENT'], meaning: 'no preserved session of that name', text: (c) => `no preserved session named '${c.sessionName}'` },
+  { type: SessionAlreadyRetrievedError, operations: ['retrieveSession'], codes: ['EINVAL'], meaning: 'that session was already retrieved', text: (c) => `session '${c.sessionName}' was already retrieved` },
+  { type: TokenInUseError, operations: ['preserve'], codes: ['EEXIST'], meaning: 'token already used in this session', text: (c) => `${token(c)} is already used in ${session(c)}` },
+  { type: FileAlreadyPreservedError, operations: ['preserve'], codes: ['EBUSY'], meaning: 'that file is already preserved (in any session)', text: (c) => `the file of ${fdText(c)} is already preserved (in this or another session)` },
+  { type: UnsupportedFileError, operations: ['preserve'], codes: ['ENOENT'], meaning: 'this kind of file cannot be preserved', text: (c) => `the file of ${fdText(c)} is of a kind this kernel cannot preserve` },
+  { type: UnsupportedSealsError, operations: ['preserve'], codes: ['EOPNOTSUPP'], meaning: 'the file carries seals this kernel cannot preserve', text: (c) => `the file of ${fdText(c)} carries seals this kernel cannot preserve` },
+  { type: SessionFullError, operations: ['preserve'], codes: ['ENOSPC'], meaning: 'session full', text: (c) => `${session(c)} cannot take more files` },
+  { type: FileTooLargeError, operations: ['preserve'], codes: ['EFBIG'], meaning: 'file too large', text: (c) => `the file of ${fdText(c)} is too large to preserve` },
+  { type: SessionStateError, operations: ['preserve'], codes: ['EINVAL'], meaning: 'preserve on an incoming session', text: (c) => `cannot preserve into ${session(c)}: it is an incoming session` },
+  { type: TokenNotFoundError, operations: ['retrieve'], codes: ['ENOENT'], meaning: 'no file under that token', text: (c) => `${session(c)} has no file under ${token(c)}` },
+  { type: SessionStateError, operations: ['retrieve'], codes: ['EINVAL'], meaning: 'retrieve on an outgoing session', text: (c) => `cannot retrieve from ${session(c)}: it is an outgoing session` },
+  { type: SessionStateError, operations: ['finish'], codes: ['EINVAL'], meaning: 'finish on an outgoing session', text: (c) => `cannot finish ${session(c)}: it is an outgoing session` },
+  { type: SealingNotAllowedError, operations: ['memfd.addSeals'], codes: ['EPERM'], meaning: 'the memfd carries `SEAL_SEAL` (created without `allowSealing`), or the fd is read-only', text: (c) => `the file of ${fdText(c)} accepts no new seals` },
+  { type: NotSealableError, operations: ['memfd.addSeals', 'memfd.getSeals'], codes: ['EINVAL'], meaning: 'the file is not a memfd (it has no seals)', text: (c) => `the file of ${fdText(c)} does not support seals (it is not a memfd)` },
+  { type: KexecUnsupportedError, operations: KEXEC_OPS, codes: ['ENOSYS'], meaning: 'this kernel has no kexec (`CONFIG_KEXEC_CORE`), or no `kexec_file_load` (`CONFIG_KEXEC_FILE`)', text: (c) => (c.operation === 'kexec.execute' ? 'this kernel has no kexec (built without CONFIG_KEXEC_CORE): it cannot jump to another kernel' : 'this kernel has no kexec_file_load (built without CONFIG_KEXEC_FILE)') },
+  { type: KexecNotLoadedError, operations: ['kexec.execute'], codes: ['EINVAL'], meaning: 'nothing loaded', text: () => 'no kernel is loaded (call kexec.load first)' },
+  { type: KexecError, operations: ['kexec.execute'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`)', text: () => 'not permitted to reboot (needs CAP_SYS_BOOT)' },
+  { type: KexecError, operations: ['kexec.execute'], codes: ['EBUSY'], meaning: 'another kexec is in progress', text: () => 'another kexec is in progress' },
+  { type: LiveUpdateAbortedError, operations: ['kexec.execute'], codes: '*', meaning: 'the kernel refused the jump and rolled the live update back (a preserved file failed to freeze)', text: () => 'the kernel refused the kexec and rolled the live update back (a preserved file may have failed to freeze)' },
+  { type: KexecError, operations: ['kexec.load', 'kexec.unload'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`, and `kexec_load_disabled` 0)', text: () => 'not permitted to load a kernel (needs CAP_SYS_BOOT, and kexec_load_disabled must be 0)' },
+  { type: KexecError, operations: ['kexec.load'], codes: ['ENOENT'], meaning: 'the kernel or initrd file does not exist', text: (c) => `${c.path ?? 'the kernel or initrd'} does not exist` },
+  { type: KexecImageRejectedError, operations: ['kexec.load'], codes: '*', meaning: 'the kernel refused the image, initrd or command line (`ENOEXEC`, `EINVAL`, `EKEYREJECTED`, ...)', text: () => 'the kernel refused the image, initrd or command line' },
+  { type: PeerClosedError, operations: ['sendFds', 'recvFds'], codes: ['EPIPE', 'ECONNRESET'], meaning: 'the peer closed the socket', text: (c) => `the peer closed the socket (${fdText(c)})` },
+  { type: NotifyTimeoutError, operations: ['notify', 'barrier'], codes: ['ETIMEDOUT'], meaning: 'the service manager did not take the notification, or acknowledge `BARRIER=1`, within `timeout`', text: (c) => `the service manager at NOTIFY_SOCKET=${c.path ?? ''} did not answer in time` },
+  { type: NotifySocketError, operations: ['notify', 'barrier'], codes: '*', meaning: 'cannot reach `$NOTIFY_SOCKET`; the message names its value', text: (c, system) => `cannot send to NOTIFY_SOCKET=${c.path ?? ''}: ${system}` },
+  { type: OperationNotSupportedError, operations: '*', codes: ['ENOTTY'], meaning: 'this kernel\'s LUO lacks the operation', text: (c) => `this kernel's Live Update Orchestrator lacks ${c.request ?? c.operation}` },
+  { type: OutOfMemoryError, operations: '*', codes: ['ENOMEM'], meaning: 'out of memory', text: (c) => `the kernel ran out of memory during ${c.operation}` },
+  { type: BadFileDescriptorError, operations: '*', codes: ['EBADF'], meaning: 'not an open fd', text: (c) => `${fdText(c)} is not an open file descriptor` },
+  { type: KexecError, operations: KEXEC_OPS, codes: '*', meaning: 'any other kexec failure', text: (c, system) => `${c.operation} failed: ${system}` },
+  { type: LiveUpdateError, operations: '*', codes: '*', meaning: 'any other failure: the errno\'s own text', text: (c, system) => `${c.operation} failed: ${system}` },
+];
 
-/** Errnos whose meaning is the same whatever the operation. */
-const ANY_OPERATION: ReadonlyMap<string, Meaning> = new Map<string, Meaning>([
-  ['ENOTTY', { type: OperationNotSupportedError, text: (c) => `this kernel's Live Update Orchestrator lacks ${c.request ?? c.operation}` }],
-  ['ENOMEM', { type: OutOfMemoryError, text: (c) => `the kernel ran out of memory during ${c.operation}` }],
-  ['EBADF', { type: BadFileDescriptorError, text: (c) => `${fdText(c)} is not an open file descriptor` }],
-]);
+// ---- The agent (lib/agent): refusals that are not a kernel's errno ---------
 
-function kexecMeaning(context: ErrorContext, code: string): Meaning {
-  if (context.operation === 'kexec.execute') {
-    if (code === 'EINVAL') return { type: KexecNotLoadedError, text: () => 'no kernel is loaded (call kexec.load first)' };
-    if (code === 'EPERM') return { type: KexecError, text: () => 'not permitted to reboot (needs CAP_SYS_BOOT)' };
-    if (code === 'EBUSY') return { type: KexecError, text: () => 'another kexec is in progress' };
-    return { type: LiveUpdateAbortedError, text: () => 'the kernel refused the kexec and rolled the live update back (a preserved file may have failed to freeze)' };
-  }
-  if (context.operation === 'kexec.load') {
-    if (code === 'EPERM') return { type: KexecError, text: () => 'not permitted to load a kernel (needs CAP_SYS_BOOT, and kexec_load_disabled must be 0)' };
-    if (code === 'ENOENT') return { type: KexecError, text: (c) => `${c.path ?? 'the kernel or initrd'} does not exist` };
-    return { type: KexecImageRejectedError, text: () => 'the kernel refused the image, initrd or command line' };
-  }
-  return { type: KexecError, text: (c, system) => `${c.operation} failed: ${system}` };
+/** A request to the agent (`agent.createSession`, ...) or the connection itself (`agent.connect`). */
+export type AgentOperation =
+  | 'agent.connect'
+  | 'agent.hello'
+  | 'agent.createSession'
+  | 'agent.attach'
+  | 'agent.retrieveSession'
+  | 'agent.release'
+  | 'agent.ready'
+  | 'agent.sessions'
+  | 'agent.update'
+  | 'agent.start';
+
+/**
+ * The agent's own error codes, with the errno each one is closest to (sent
+ * as `errno`, so that code written for system errors still sees a number).
+ */
+export const AGENT_ERROR_CODES = {
+  ERR_LIVEUPDATE_AGENT_PERMISSION: -13, // EACCES
+  ERR_LIVEUPDATE_AGENT_QUOTA: -122, // EDQUOT
+  ERR_LIVEUPDATE_AGENT_PROTOCOL: -71, // EPROTO
+  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: -111, // ECONNREFUSED
+  ERR_LIVEUPDATE_UPDATE_REFUSED: -125, // ECANCELED
+  ERR_LIVEUPDATE_MANIFEST_VERSION: -75, // EOVERFLOW: a value this version cannot represent
+  ERR_LIVEUPDATE_AGENT_POLICY: -22, // EINVAL
+} as const;
+
+/** One of {@link AGENT_ERROR_CODES}. */
+export type AgentErrorCode = keyof typeof AGENT_ERROR_CODES;
+
+/** The base of the agent's own refusals; `code` is one of {@link AGENT_ERROR_CODES}. */
+export class AgentError extends LiveUpdateError {
+  /** What the agent adds as JSON: the failed checks and the clients not ready of an update, for example. */
+  details: unknown = undefined;
 }
+/** The policy does not let this user do that: connect, use that name, touch another user's session, or update. */
+export class AgentPermissionError extends AgentError {}
+/** The request would exceed the user's quota (sessions or metadata bytes). */
+export class AgentQuotaError extends AgentPermissionError {}
+/** A message broke the protocol: not JSON, too large, an unknown operation or version, bad arguments. */
+export class AgentProtocolError extends AgentError {}
+/** No agent answers at the socket, the connection was lost, or the agent cannot reach `/dev/liveupdate`. */
+export class AgentUnavailableError extends AgentError {}
+/** `update` stopped before the kexec: a check failed or a client was not ready. `details` says which. */
+export class UpdateRefusedError extends AgentError {}
+/** The manifest handed over by the previous kernel has a newer major version: nothing was finished or discarded. */
+export class ManifestVersionError extends AgentError {}
+/** The agent's policy file cannot be used (unknown field, unknown user name, bad value): the agent does not start. */
+export class AgentPolicyError extends AgentError {}
 
-/** The system's text of a native error ("no such file or directory"): its message is "CODE: text, syscall". */
-function systemText(error: NativeSystemError & Error): string {
-  const start = error.code.length + 2;
-  const end = error.message.lastIndexOf(', ');
-  return end > start ? error.message.slice(start, end) : error.message;
-}
-
-function meaningOf(context: ErrorContext, code: string): Meaning {
-  if (context.operation.startsWith('kexec.')) return kexecMeaning(context, code);
-  return (
-    MEANINGS.get(`${context.operation}:${code}`) ??
-    ANY_OPERATION.get(code) ?? { type: LiveUpdateError, text: (c, system) => `${c.operation} failed: ${system}` }
-  );
-}
-
-function isNativeSystemError(error: unknown): error is NativeSystemError & Error {
-  return (
-    error instanceof Error &&
-    typeof (error as Partial<NativeSystemError>).errno === 'number' &&
-    typeof (error as Partial<NativeSystemError>).code === 'string'
-  );
+/** One row of {@link PACKAGE_ERRORS}. @internal */
+export interface PackageErrorRule {
+  readonly code: string;
+  readonly type: ErrorClass;
+  /** When it is thrown, for the README. */
+  readonly meaning: string;
 }
 
 /**
- * Turns a system error from the native layer into the typed error for this
- * operation. Anything else (a TypeError from the binding) passes through.
+ * The package's own errors: refused before (or instead of) a syscall, so
+ * they have no errno. Argument errors are Node's own TypeError/RangeError
+ * with Node's codes.
+ * @internal
+ */
+export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
+  { code: 'ERR_INVALID_ARG_TYPE', type: TypeError as unknown as ErrorClass, meaning: 'an argument has the wrong type, before any syscall' },
+  { code: 'ERR_INVALID_ARG_VALUE', type: TypeError as unknown as ErrorClass, meaning: 'an argument\'s value is refused (a name with NUL, an fd that is not a LUO session for `Session.fromFd`), before any syscall' },
+  { code: 'ERR_OUT_OF_RANGE', type: RangeError as unknown as ErrorClass, meaning: 'a number out of range (a token, an fd, a count), before any syscall' },
+  { code: 'ERR_LIVEUPDATE_SESSION_STATE', type: SessionStateError, meaning: 'a call on a session already finished or closed, or `closeSync()` while calls run' },
+  { code: 'ERR_LIVEUPDATE_DEVICE_CLOSED', type: DeviceClosedError, meaning: 'a call on a `LiveUpdate` already closed' },
+  { code: 'ERR_LIVEUPDATE_NOT_LUO_DEVICE', type: NotLiveUpdateDeviceError, meaning: '`open()` of a path that is not the `liveupdate` misc device (the fd is closed again)' },
+  { code: 'ERR_LIVEUPDATE_KEXEC_RETURNED', type: KexecError, meaning: 'the kexec call returned without an error (it never should)' },
+  { code: 'ERR_LIVEUPDATE_FDS_TRUNCATED', type: ControlTruncatedError, meaning: 'more fds than `maxFds` (the kernel sets `MSG_CTRUNC`), or the receiver hit its fd limit' },
+  { code: 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED', type: MessageTruncatedError, meaning: 'the message is longer than `maxBytes` (default 64 KiB); `error.length` is its size' },
+  { code: 'ERR_LIVEUPDATE_BAD_FRAME', type: FramingError, meaning: 'stream bytes that are not a frame, or fds in mid-frame' },
+  { code: 'ERR_LIVEUPDATE_SHORT_FRAME', type: FramingError, meaning: 'EOF in mid-frame' },
+  { code: 'ERR_LIVEUPDATE_OUT_OF_STEP', type: StreamOutOfStepError, meaning: 'an earlier send or receive on this stream stopped mid-message; every later call in that direction is refused: close the socket' },
+  { code: 'ERR_LIVEUPDATE_SOCKET_BUSY', type: SocketBusyError, meaning: 'a synchronous call while a Promise call in the same direction is pending on the socket' },
+  { code: 'ERR_LIVEUPDATE_LISTEN_FDS', type: ListenFdsError, meaning: '`$LISTEN_FDS`/`$LISTEN_FDNAMES` that do not add up' },
+  { code: 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', type: AddonLoadError, meaning: 'the native addon is not built or does not load; `fix` says how (approve the install script, or `npm rebuild liveupdate`)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_PERMISSION', type: AgentPermissionError, meaning: 'the agent\'s policy does not let this user connect or update (errno -13)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_QUOTA', type: AgentQuotaError, meaning: 'an agent request over the user\'s quota: sessions, metadata bytes (errno -122)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_PROTOCOL', type: AgentProtocolError, meaning: 'a message to or from the agent broke its protocol (AGENT-PROTOCOL.md); the agent drops that connection (errno -71)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE', type: AgentUnavailableError, meaning: 'no agent answers, the connection was lost, or the agent cannot use `/dev/liveupdate` (errno -111)' },
+  { code: 'ERR_LIVEUPDATE_UPDATE_REFUSED', type: UpdateRefusedError, meaning: '`update` stopped before the kexec: `details` names the failed check or the clients not ready (errno -125)' },
+  { code: 'ERR_LIVEUPDATE_MANIFEST_VERSION', type: ManifestVersionError, meaning: 'the previous kernel\'s agent manifest is of a newer major version (or unreadable): nothing was finished (errno -75)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_POLICY', type: AgentPolicyError, meaning: 'the agent\'s policy file cannot be used; the message names the field (errno -22)' },
+];
+
+/** The errno's own text ("no such file or directory"), from Node's table, without reading any message. */
+function systemText(system: NativeSystemError): string {
+  return getSystemErrorMap().get(system.errno)?.[1] ?? system.code;
+}
+
+function covers<T extends string>(list: readonly T[] | '*', value: T): boolean {
+  return list === '*' || list.includes(value);
+}
+
+/** The row of {@link KERNEL_ERRORS} for a failure. @internal */
+export function kernelErrorRule(operation: Operation, code: string): KernelErrorRule {
+  const rule = KERNEL_ERRORS.find((r) => covers(r.operations, operation) && covers(r.codes, code));
+  // The last row matches everything; this only satisfies the type checker.
+  return rule ?? (KERNEL_ERRORS[KERNEL_ERRORS.length - 1] as KernelErrorRule);
+}
+
+/** Whether `error` has the shape the native layer gives a failed syscall. @internal */
+export function isNativeSystemError(error: unknown): error is NativeSystemError & Error {
+  return (
+    error instanceof Error &&
+    !(error instanceof LiveUpdateError) &&
+    typeof (error as Partial<NativeSystemError>).errno === 'number' &&
+    typeof (error as Partial<NativeSystemError>).code === 'string' &&
+    typeof (error as Partial<NativeSystemError>).syscall === 'string'
+  );
+}
+
+/** The typed error for a failed syscall `{ errno, code, syscall }` in `context`. @internal */
+export function kernelError(system: NativeSystemError, context: ErrorContext): LiveUpdateError {
+  const rule = kernelErrorRule(context.operation, system.code);
+  const where = context.request !== undefined ? ` ${context.request}` : context.path !== undefined ? ` '${context.path}'` : '';
+  const hint = context.hint !== undefined ? `. ${context.hint}` : '';
+  const fix = context.fix !== undefined ? `. Fix: ${context.fix}` : '';
+  const message = `${system.code}: ${rule.text(context, systemText(system))}, ${system.syscall}${where}${hint}${fix}`;
+  const { errno, code, syscall } = system;
+  return new rule.type(message, system.code, context, { errno, code, syscall });
+}
+
+/**
+ * Turns a system error from the native layer (or from `node:fs`) into the
+ * typed error for this operation, keeping the original as `cause`. Errors
+ * that are not system errors (a TypeError, an error already typed) pass
+ * through.
  * @internal
  */
 export function translateError(error: unknown, context: ErrorContext): unknown {
   if (!isNativeSystemError(error)) return error;
-  const meaning = meaningOf(context, error.code);
-  const where = context.request !== undefined ? ` ${context.request}` : context.path !== undefined ? ` '${context.path}'` : '';
-  const hint = context.hint !== undefined ? `. ${context.hint}` : '';
-  const message = `${error.code}: ${meaning.text(context, systemText(error))}, ${error.syscall}${where}${hint}`;
-  return new meaning.type(message, error.code, context, error);
+  return kernelError(error, { ...context, cause: error });
 }
 
 /** A refusal by this package before any syscall, because of the session's state. @internal */
@@ -259,4 +497,72 @@ export async function callAsync<T>(context: ErrorContext, call: () => Promise<T>
   } catch (error) {
     throw translateError(error, context);
   }
+}
+
+function className(type: ErrorClass): string {
+  return `\`${type.name}\``;
+}
+
+function list(items: readonly string[] | '*', any: string): string {
+  return items === '*' ? any : items.map((i) => `\`${i}\``).join(', ');
+}
+
+/**
+ * README.md's two error tables, as markdown, from {@link KERNEL_ERRORS} and
+ * {@link PACKAGE_ERRORS} (scripts/write-error-table.mjs writes them there;
+ * a test checks README.md is in step).
+ * @internal
+ */
+export function renderErrorTables(): { kernel: string; package: string } {
+  const kernel = [
+    '| class | operation | errno | meaning |',
+    '|---|---|---|---|',
+    ...KERNEL_ERRORS.map((r) => `| ${className(r.type)} | ${list(r.operations, 'any')} | ${list(r.codes, 'any other')} | ${r.meaning} |`),
+  ].join('\n');
+  const pkg = [
+    '| class | code | when |',
+    '|---|---|---|',
+    ...PACKAGE_ERRORS.map((r) => `| ${className(r.type)} | \`${r.code}\` | ${r.meaning} |`),
+  ].join('\n');
+  return { kernel, package: pkg };
+}
+
+/**
+ * `readme` with the text between each table's markers replaced by `tables`.
+ * Throws if a marker is missing, so that a moved marker cannot go unnoticed.
+ * @internal
+ */
+export function replaceErrorTables(readme: string, tables: { kernel: string; package: string }): string {
+  let out = readme;
+  for (const [name, table] of Object.entries(tables)) {
+    const begin = `<!-- errors:${name} -->`;
+    const end = `<!-- /errors:${name} -->`;
+    const from = out.indexOf(begin);
+    const to = out.indexOf(end);
+    if (from < 0 || to < from) throw new Error(`README.md lacks the markers ${begin} ... ${end}`);
+    out = `${out.slice(0, from + begin.length)}\n${table}\n${out.slice(to)}`;
+  }
+  return out;
+}
+
+/** Classes of the agent's codes, for building one from a code alone. @internal */
+const AGENT_CLASSES: Readonly<Record<AgentErrorCode, new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => AgentError>> = {
+  ERR_LIVEUPDATE_AGENT_PERMISSION: AgentPermissionError,
+  ERR_LIVEUPDATE_AGENT_QUOTA: AgentQuotaError,
+  ERR_LIVEUPDATE_AGENT_PROTOCOL: AgentProtocolError,
+  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: AgentUnavailableError,
+  ERR_LIVEUPDATE_UPDATE_REFUSED: UpdateRefusedError,
+  ERR_LIVEUPDATE_MANIFEST_VERSION: ManifestVersionError,
+  ERR_LIVEUPDATE_AGENT_POLICY: AgentPolicyError,
+};
+
+/**
+ * An agent refusal: message `CODE: text`, the code's errno, syscall
+ * `agent`, and `details` (a JSON value: the failed checks, the clients not
+ * ready, ...) when there are some. @internal
+ */
+export function agentError(code: AgentErrorCode, text: string, context: ErrorContext, details?: unknown): AgentError {
+  const error = new AGENT_CLASSES[code](`${code}: ${text}`, code, context, { errno: AGENT_ERROR_CODES[code], code, syscall: 'agent' });
+  error.details = details;
+  return error;
 }

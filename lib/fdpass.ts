@@ -23,7 +23,17 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
-import { native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
+import {
+  callAsync,
+  callSync,
+  ControlTruncatedError,
+  FramingError,
+  MessageTruncatedError,
+  SocketBusyError,
+  StreamOutOfStepError,
+  type Operation,
+} from './errors.js';
+import { closeFd, native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
 /** The most fds one message may carry (the kernel's SCM_MAX_FD). */
@@ -70,69 +80,16 @@ export interface RecvResult {
   eof: boolean;
 }
 
-/** Why a send or receive was refused, as the error's `code`. */
-export type FdPassErrorCode =
-  | 'ERR_LIVEUPDATE_FDS_TRUNCATED'
-  | 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED'
-  | 'ERR_LIVEUPDATE_BAD_FRAME'
-  | 'ERR_LIVEUPDATE_SHORT_FRAME'
-  | 'ERR_LIVEUPDATE_OUT_OF_STEP'
-  | 'ERR_LIVEUPDATE_SOCKET_BUSY';
-
-/** A message that cannot be handed over or sent intact. Any fds that arrived with it are already closed. */
-export class FdPassError extends Error {
-  /** Which rule the message broke. */
-  readonly code: FdPassErrorCode;
-  /** How many fds arrived with it and were closed here. */
-  readonly closedFds: number;
-
-  /** @internal */
-  constructor(code: FdPassErrorCode, text: string, closedFds: number) {
-    super(`${code}: ${text}`);
-    this.name = new.target.name;
-    this.code = code;
-    this.closedFds = closedFds;
-  }
-}
-
-/** The kernel dropped fds (MSG_CTRUNC): more were sent than `maxFds`, or the receiver's fd limit was hit. */
-export class ControlTruncatedError extends FdPassError {}
-
-/** The message was longer than `maxBytes`; it was skipped (a frame is read to its end, so the stream stays in step). */
-export class MessageTruncatedError extends FdPassError {
-  /** The message's real length in bytes. */
-  readonly length: number;
-
-  /** @internal */
-  constructor(text: string, closedFds: number, length: number) {
-    super('ERR_LIVEUPDATE_MESSAGE_TRUNCATED', text, closedFds);
-    this.length = length;
-  }
-}
-
-/** Stream bytes that are not a frame of this package, fds in mid-frame, or EOF in mid-frame. */
-export class FramingError extends FdPassError {}
-
-/**
- * The stream stopped part way through a message in this direction (a
- * cancelled or failed send or receive, a bad frame): where the next message
- * starts is lost, so every later call in that direction is refused. Close
- * the socket.
- */
-export class StreamOutOfStepError extends FdPassError {
-  /** @internal */
-  constructor(direction: Direction) {
-    super('ERR_LIVEUPDATE_OUT_OF_STEP', `an earlier ${direction === 'send' ? 'send' : 'receive'} stopped in the middle of a message; the stream is out of step: close it`, 0);
-  }
-}
-
-/** A synchronous call on a socket while a Promise call in the same direction is pending on it. */
-export class SocketBusyError extends FdPassError {
-  /** @internal */
-  constructor(direction: Direction) {
-    super('ERR_LIVEUPDATE_SOCKET_BUSY', `a Promise ${direction === 'send' ? 'send' : 'receive'} is pending on this socket; the synchronous form would cut into its message`, 0);
-  }
-}
+export {
+  ControlTruncatedError,
+  FdPassError,
+  FramingError,
+  MessageTruncatedError,
+  PeerClosedError,
+  SocketBusyError,
+  StreamOutOfStepError,
+  type FdPassErrorCode,
+} from './errors.js';
 
 const STATUS_OK = 0;
 const STATUS_EOF = 1;
@@ -270,6 +227,11 @@ function socketFd(socket: unknown, direction: 'send' | 'recv'): number {
 
 type Direction = 'send' | 'recv';
 
+/** The public operation of a direction, for errors. */
+function operationOf(direction: Direction): Operation {
+  return direction === 'send' ? 'sendFds' : 'recvFds';
+}
+
 /**
  * The key of a socket and direction: the socket's inode, not its fd number,
  * so a dup shares the queue and a number reused for another socket does not
@@ -308,12 +270,14 @@ async function markingAsync<T>(key: string, run: () => Promise<T>): Promise<T> {
   }
 }
 
-/** A synchronous call: refused while a Promise call in the same direction is pending. */
+/** A synchronous call: refused while a Promise call in the same direction is pending. Kernel failures are typed. */
 function syncOperation<T>(fd: number, direction: Direction, run: () => T): T {
-  const key = socketKey(fd, direction);
-  if (queues.has(key)) throw new SocketBusyError(direction);
-  checkInStep(key, direction);
-  return marking(key, run);
+  return callSync({ operation: operationOf(direction), fd }, () => {
+    const key = socketKey(fd, direction);
+    if (queues.has(key)) throw new SocketBusyError(direction);
+    checkInStep(key, direction);
+    return marking(key, run);
+  });
 }
 
 /**
@@ -385,19 +349,19 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   const signal = checkSignal(opts.signal);
   const timeout = checkTimeout(opts.timeout);
   const first = socketFd(socket, 'send'); // Validates before queueing.
-  const key = socketKey(first, 'send');
+  const key = callSync({ operation: 'sendFds', fd: first }, () => socketKey(first, 'send'));
   checkInStep(key, 'send');
   // The files are pinned now (the socket too, when it is a number): the
   // native call copies them again only when this send's turn comes.
-  const pinnedSocket = typeof socket === 'number' ? pinFds([first]) : [];
+  const pinnedSocket = typeof socket === 'number' ? pinFds([first], 'sendFds') : [];
   let pinned: number[] = [];
   try {
-    pinned = pinFds(checked);
+    pinned = pinFds(checked, 'sendFds');
     await serialize(key, async () => {
       checkInStep(key, 'send');
       // A net.Socket is checked again when its turn comes: Node may have queued writes since.
       const fd = pinnedSocket[0] ?? socketFd(socket, 'send');
-      await markingAsync(key, () => withCancel(() => native.sendFdsAsync(fd, bytes, pinned, framing), signal, timeout));
+      await callAsync({ operation: 'sendFds', fd }, () => markingAsync(key, () => withCancel(() => native.sendFdsAsync(fd, bytes, pinned, framing), signal, timeout)));
     });
   } finally {
     closeFds([...pinnedSocket, ...pinned]);
@@ -436,15 +400,15 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   const framing = framingCode(opts.framing);
   const signal = checkSignal(opts.signal);
   const first = socketFd(socket, 'recv'); // Validates (and pauses a net.Socket) before queueing.
-  const key = socketKey(first, 'recv');
+  const key = callSync({ operation: 'recvFds', fd: first }, () => socketKey(first, 'recv'));
   checkInStep(key, 'recv');
   // A number is pinned now; a net.Socket is looked at again when its turn comes.
-  const pinned = typeof socket === 'number' ? pinFds([first]) : [];
+  const pinned = typeof socket === 'number' ? pinFds([first], 'recvFds') : [];
   try {
     return await serialize(key, async () => {
       checkInStep(key, 'recv');
       const fd = pinned[0] ?? socketFd(socket, 'recv');
-      const raw = await markingAsync(key, () => withCancel(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal));
+      const raw = await callAsync({ operation: 'recvFds', fd }, () => markingAsync(key, () => withCancel(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal)));
       return received(key, raw, maxFds, maxBytes);
     });
   } finally {
@@ -474,10 +438,10 @@ function received(key: string, raw: NativeRecvResult, maxFds: number, maxBytes: 
  * for an operation that waits its turn in the queue, so that it acts on
  * these files even if the caller closes and reuses the numbers meanwhile.
  */
-function pinFds(fds: readonly number[]): number[] {
+function pinFds(fds: readonly number[], operation: Operation): number[] {
   const copies: number[] = [];
   try {
-    for (const fd of fds) copies.push(native.dupFd(fd));
+    for (const fd of fds) copies.push(callSync({ operation, fd }, () => native.dupFd(fd)));
   } catch (error) {
     closeFds(copies);
     throw error;
@@ -486,7 +450,7 @@ function pinFds(fds: readonly number[]): number[] {
 }
 
 function closeFds(fds: readonly number[]): void {
-  for (const fd of fds) native.close(fd);
+  for (const fd of fds) closeFd(fd);
 }
 
 /** Unix socket types for {@link socketPair}. */
@@ -506,5 +470,6 @@ function typeCode(type: unknown): number {
  * both fds.
  */
 export function socketPair(type: UnixSocketType = 'stream'): [number, number] {
-  return native.socketPair(typeCode(type));
+  const code = typeCode(type);
+  return callSync({ operation: 'socketPair' }, () => native.socketPair(code));
 }

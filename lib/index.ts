@@ -5,18 +5,22 @@
  * Every call that enters the kernel comes in two forms, as in node:fs:
  * `name()` returns a Promise and runs on the libuv thread pool, `nameSync()`
  * blocks. Failures are typed LiveUpdateError subclasses shaped like Node's
- * system errors.
+ * system errors; every error has a `code`.
  */
 export { LiveUpdate } from './liveupdate.js';
 export { Session, type SessionState } from './session.js';
 export { status, statusSync, DEVICE_PATH, type Status, type StatusOptions } from './status.js';
+export { FIRST_LUO_RELEASE, type Diagnosis, type DiagnosisId, type DeviceOwner } from './diagnosis.js';
 export {
   LiveUpdateError,
   LiveUpdateUnavailableError,
   DeviceBusyError,
   PermissionDeniedError,
   IncomingStateError,
+  NotLiveUpdateDeviceError,
+  DeviceClosedError,
   SessionExistsError,
+  SessionNameTooLongError,
   SessionNotFoundError,
   SessionAlreadyRetrievedError,
   TokenInUseError,
@@ -30,10 +34,27 @@ export {
   TokenNotFoundError,
   SessionStateError,
   OperationNotSupportedError,
+  SealingNotAllowedError,
+  NotSealableError,
   KexecError,
+  KexecUnsupportedError,
   KexecNotLoadedError,
   KexecImageRejectedError,
   LiveUpdateAbortedError,
+  NotifySocketError,
+  NotifyTimeoutError,
+  AddonLoadError,
+  AgentError,
+  AgentPermissionError,
+  AgentQuotaError,
+  AgentProtocolError,
+  AgentUnavailableError,
+  UpdateRefusedError,
+  ManifestVersionError,
+  AgentPolicyError,
+  AGENT_ERROR_CODES,
+  type AgentErrorCode,
+  type AgentOperation,
   type ErrorContext,
   type Operation,
 } from './errors.js';
@@ -52,6 +73,7 @@ export {
   FramingError,
   StreamOutOfStepError,
   SocketBusyError,
+  PeerClosedError,
   MAX_FDS_PER_MESSAGE,
   DEFAULT_MAX_BYTES,
   type SocketLike,
@@ -82,3 +104,17 @@ export {
   type FdKind,
   type FdDescription,
 } from './systemd.js';
+export { Agent, STATE_FDNAME, type AgentOptions, type AgentEvent, type RestoredState, type UpdateCheck } from './agent/server.js';
+export {
+  AgentClient,
+  type ConnectOptions,
+  type CreateSessionOptions,
+  type AgentSession,
+  type SessionsReport,
+  type UpdateOptions,
+  type UpdateReport,
+} from './agent/client.js';
+export { DEFAULT_SOCKET as AGENT_SOCKET, type SessionInfo } from './agent/protocol.js';
+export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';
+export { MANIFEST_FORMAT, MANIFEST_VERSION, parseManifest, type Manifest, type ManifestSession } from './agent/manifest.js';
+export { AGENT_SESSION_NAME, kernelName as agentKernelName } from './agent/names.js';

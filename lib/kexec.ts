@@ -4,7 +4,7 @@
  * the kernel freezes every preserved file and hands it to the next kernel.
  */
 import * as fs from 'node:fs';
-import { callAsync, callSync, type ErrorContext } from './errors.js';
+import { callAsync, callSync, KexecError, type ErrorContext } from './errors.js';
 import { native } from './native.js';
 import { checkBoolean, checkOptions, checkPath, invalidArgType, invalidArgValue } from './validate.js';
 
@@ -70,7 +70,11 @@ export function unloadSync(): void {
 
 const LOADED_CONTEXT: ErrorContext = { operation: 'kexec.isLoaded', path: '/sys/kernel/kexec_loaded' };
 
-/** Whether a kernel is loaded (/sys/kernel/kexec_loaded; false where the kernel has no kexec). */
+/**
+ * Whether a kernel is loaded (/sys/kernel/kexec_loaded). False where the
+ * kernel has no kexec at all: nothing can be loaded there (status() says
+ * whether kexec_file_load exists, in `kexecFile`).
+ */
 export async function isLoaded(): Promise<boolean> {
   return (await callAsync(LOADED_CONTEXT, () => native.kexecLoadedAsync())) === 1;
 }
@@ -80,6 +84,41 @@ export function isLoadedSync(): boolean {
   return callSync(LOADED_CONTEXT, () => native.kexecLoaded()) === 1;
 }
 
+/** Whether this kernel can load a kernel with {@link load}, and if not, why. */
+export interface KexecFileSupport {
+  /** True if kexec_file_load exists and may be called; false if not; null if that cannot be told. */
+  available: boolean | null;
+  /** Why not, or why it cannot be told; null when available. */
+  reason: string | null;
+}
+
+/**
+ * Asks the kernel whether kexec_file_load exists, with a call that loads and
+ * unloads nothing (an invalid flag, refused with EINVAL after the permission
+ * check where the syscall exists; ENOSYS where it does not).
+ */
+export function supportSync(): KexecFileSupport {
+  try {
+    native.kexecFileProbe();
+    return { available: true, reason: null };
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code === 'ENOSYS') return { available: false, reason: 'this kernel has no kexec_file_load (built without CONFIG_KEXEC_FILE)' };
+    if (code === 'EPERM') return { available: null, reason: 'not permitted to call kexec_file_load (needs CAP_SYS_BOOT, and kexec_load_disabled 0)' };
+    return { available: null, reason: (error as Error).message };
+  }
+}
+
+/** The Promise form of {@link supportSync}. */
+export async function support(): Promise<KexecFileSupport> {
+  return supportSync();
+}
+
+function returned(): KexecError {
+  const message = 'ERR_LIVEUPDATE_KEXEC_RETURNED: reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error';
+  return new KexecError(message, 'ERR_LIVEUPDATE_KEXEC_RETURNED', { operation: 'kexec.execute' });
+}
+
 function checkExecute(options: unknown): boolean {
   return checkBoolean(checkOptions<ExecuteOptions>(options).sync, 'options.sync', true);
 }
@@ -87,18 +126,19 @@ function checkExecute(options: unknown): boolean {
 /**
  * Jumps into the loaded kernel: this process, and every other, ends here.
  * Returns only by throwing: KexecNotLoadedError when nothing is loaded,
+ * KexecUnsupportedError where the kernel has no kexec at all,
  * LiveUpdateAbortedError when the kernel refused and rolled the live update
  * back (for example a preserved file failed to freeze).
  */
 export async function execute(options?: ExecuteOptions): Promise<never> {
   const sync = checkExecute(options);
   await callAsync({ operation: 'kexec.execute' }, () => native.kexecExecuteAsync(sync));
-  throw new Error('reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error');
+  throw returned();
 }
 
 /** The synchronous form of {@link execute}. */
 export function executeSync(options?: ExecuteOptions): never {
   const sync = checkExecute(options);
   callSync({ operation: 'kexec.execute' }, () => native.kexecExecute(sync));
-  throw new Error('reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error');
+  throw returned();
 }

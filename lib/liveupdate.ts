@@ -3,10 +3,12 @@
  * the kexec) and retrieved (after it) through the device; they then live on
  * their own fds, independently of the device.
  */
-import { callAsync, callSync, LiveUpdateError, translateError, type ErrorContext } from './errors.js';
+import * as fs from 'node:fs';
+import { isLiveUpdateDevice, liveUpdateDeviceNumber, miscListReadable, splitDevNumber, type DeviceNumber } from './diagnosis.js';
+import { callAsync, callSync, DeviceClosedError, NotLiveUpdateDeviceError, translateError, type ErrorContext } from './errors.js';
 import { native } from './native.js';
 import { Session } from './session.js';
-import { DEVICE_PATH, statusSync } from './status.js';
+import { DEVICE_PATH, diagnoseDevice } from './status.js';
 import { checkPath, checkSessionName } from './validate.js';
 
 const REQUEST = {
@@ -28,34 +30,43 @@ export class LiveUpdate {
   }
 
   /**
-   * Opens the LUO device (default `/dev/liveupdate`). Fails with
-   * LiveUpdateUnavailableError (saying why, from status()) where the kernel
-   * has no LUO, DeviceBusyError while another process owns it.
+   * Opens the LUO device (default `/dev/liveupdate`) and checks that it is
+   * LUO's: a path that is not the liveupdate misc device is refused with
+   * NotLiveUpdateDeviceError (and the fd closed again). Fails with
+   * LiveUpdateUnavailableError (whose `reason` and `fix` come from status())
+   * where the kernel has no LUO, DeviceBusyError (naming the owner where
+   * /proc shows it) while another process owns it.
    */
   static async open(path: string = DEVICE_PATH): Promise<LiveUpdate> {
     checkPath(path, 'path');
+    let fd: number;
     try {
-      return new LiveUpdate(await native.openDeviceAsync(path), path);
+      fd = await native.openDeviceAsync(path);
     } catch (error) {
       throw LiveUpdate.#openError(path, error);
     }
+    return new LiveUpdate(verifyDevice(fd, path), path);
   }
 
   /** The synchronous form of {@link open}. */
   static openSync(path: string = DEVICE_PATH): LiveUpdate {
     checkPath(path, 'path');
+    let fd: number;
     try {
-      return new LiveUpdate(native.openDevice(path), path);
+      fd = native.openDevice(path);
     } catch (error) {
       throw LiveUpdate.#openError(path, error);
     }
+    return new LiveUpdate(verifyDevice(fd, path), path);
   }
 
-  /** Types an open failure; on ENOENT the message says why LUO is missing, from status(). */
+  /** Types an open failure, with status()'s reason and fix where they explain it. */
   static #openError(path: string, error: unknown): unknown {
     const context: ErrorContext = { operation: 'open', path };
-    if ((error as { code?: unknown }).code === 'ENOENT') {
-      context.hint = statusSync({ path, probe: false }).reason ?? undefined;
+    const code = (error as { code?: unknown }).code;
+    if (code === 'ENOENT' || code === 'EBUSY' || code === 'EACCES' || code === 'EPERM') {
+      const found = diagnoseDevice(path);
+      if (found !== null) Object.assign(context, { hint: found.reason, fix: found.fix });
     }
     return translateError(error, context);
   }
@@ -118,7 +129,7 @@ export class LiveUpdate {
     if (this.#fd < 0) return;
     const fd = this.#fd;
     this.#fd = -1;
-    native.close(fd);
+    callSync({ operation: 'close', fd, path: this.#path }, () => native.close(fd));
   }
 
   /** Closes the device: for `using`. */
@@ -130,8 +141,32 @@ export class LiveUpdate {
     const context: ErrorContext = { operation, sessionName, request: REQUEST[operation], path: this.#path };
     if (this.#fd < 0) {
       const message = `ERR_LIVEUPDATE_DEVICE_CLOSED: ${this.#path} was closed; open it again to ${operation}`;
-      throw new LiveUpdateError(message, 'ERR_LIVEUPDATE_DEVICE_CLOSED', context);
+      throw new DeviceClosedError(message, 'ERR_LIVEUPDATE_DEVICE_CLOSED', context);
     }
     return context;
   }
+}
+
+/**
+ * Returns `fd` if it is the liveupdate misc device; otherwise closes it and
+ * throws. Checked on the open fd (fstat), not the path, so nothing can swap
+ * the file between the check and the use. The expected number is read from
+ * the kernel (its minor is dynamic), see isLiveUpdateDevice.
+ */
+function verifyDevice(fd: number, path: string): number {
+  let device: DeviceNumber | null = null;
+  try {
+    const st = fs.fstatSync(fd);
+    if (st.isCharacterDevice()) device = splitDevNumber(st.rdev);
+  } catch {
+    // An fd we just opened does not fail fstat; if it did, it is no device of ours.
+  }
+  const luo = liveUpdateDeviceNumber();
+  if (isLiveUpdateDevice(device, luo, miscListReadable())) return fd;
+  fs.closeSync(fd);
+  const what = device === null ? 'is not a character device' : `is device ${device.major}:${device.minor}`;
+  const expected = luo === null ? 'this kernel registered no liveupdate device' : `the liveupdate device is ${luo.major}:${luo.minor}`;
+  const fix = 'open /dev/liveupdate (the liveupdate misc device)';
+  const message = `ERR_LIVEUPDATE_NOT_LUO_DEVICE: ${path} ${what}, not Live Update Orchestrator's (${expected}). Fix: ${fix}`;
+  throw new NotLiveUpdateDeviceError(message, 'ERR_LIVEUPDATE_NOT_LUO_DEVICE', { operation: 'open', path, fd, fix });
 }

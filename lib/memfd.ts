@@ -2,7 +2,7 @@
  * memfd: anonymous memory-backed files, the kind of file LUO preserves today
  * (a VM's guest memory, a cache's data set), and their seals.
  */
-import { callAsync, callSync, type ErrorContext } from './errors.js';
+import { callAsync, callSync, translateError, type ErrorContext } from './errors.js';
 import { native } from './native.js';
 import { checkBoolean, checkFd, checkOptions, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
@@ -83,16 +83,53 @@ function sealContext(operation: 'memfd.addSeals' | 'memfd.getSeals', fd: number)
   return { operation, fd: checkFd(fd) };
 }
 
-/** Adds seals (a bitwise OR of the SEAL_* constants) to the file of `fd`. */
-export async function addSeals(fd: number, seals: number): Promise<void> {
+/**
+ * The context of an addSeals failure. EPERM has two causes, told apart by
+ * F_GET_SEALS: the file carries SEAL_SEAL (a memfd created without
+ * allowSealing is born with it), or the fd is not open for writing.
+ */
+function addSealsContext(fd: number, error: unknown): ErrorContext {
   const context = sealContext('memfd.addSeals', fd);
-  await callAsync(context, () => native.addSealsAsync(fd, checkSeals(seals)));
+  if ((error as { code?: unknown }).code !== 'EPERM') return context;
+  let sealed: boolean;
+  try {
+    sealed = (native.getSeals(fd) & SEAL_SEAL) !== 0;
+  } catch {
+    return context;
+  }
+  if (sealed) {
+    context.hint = 'it carries SEAL_SEAL, which forbids new seals: a memfd created without allowSealing is born with it';
+    context.fix = 'create the memfd with memfd.create(name, { allowSealing: true })';
+  } else {
+    context.hint = 'the fd is not open for writing, and adding seals needs a writable fd';
+  }
+  return context;
+}
+
+/**
+ * Adds seals (a bitwise OR of the SEAL_* constants) to the file of `fd`.
+ * A memfd created without `allowSealing` refuses (SealingNotAllowedError,
+ * whose message says so).
+ */
+export async function addSeals(fd: number, seals: number): Promise<void> {
+  sealContext('memfd.addSeals', fd);
+  const checked = checkSeals(seals);
+  try {
+    await native.addSealsAsync(fd, checked);
+  } catch (error) {
+    throw translateError(error, addSealsContext(fd, error));
+  }
 }
 
 /** The synchronous form of {@link addSeals}. */
 export function addSealsSync(fd: number, seals: number): void {
-  const context = sealContext('memfd.addSeals', fd);
-  callSync(context, () => native.addSeals(fd, checkSeals(seals)));
+  sealContext('memfd.addSeals', fd);
+  const checked = checkSeals(seals);
+  try {
+    native.addSeals(fd, checked);
+  } catch (error) {
+    throw translateError(error, addSealsContext(fd, error));
+  }
 }
 
 /** The seals on the file of `fd`, as a bitwise OR of the SEAL_* constants. */

@@ -1,5 +1,5 @@
 /**
- * The compiled addon, typed. Every kernel call comes as `name` (synchronous,
+ * The compiled addon, typed, and loaded on first use. Every kernel call comes as `name` (synchronous,
  * throws a Node-style system error) and `nameAsync` (runs on the libuv thread
  * pool, returns a Promise). Nothing here validates more than argument types:
  * the public API in the other modules does that before calling in.
@@ -7,6 +7,7 @@
  */
 import * as path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
+import { AddonLoadError, callSync, type Operation } from './errors.js';
 
 /** A kernel call in its synchronous and Promise forms. @internal */
 type Both<Name extends string, Args extends unknown[], Result> = {
@@ -36,6 +37,7 @@ export type MemfdBinding = Both<'memfdCreate', [name: string, flags: number], nu
 export type KexecBinding = Both<'kexecLoad', [kernel: string, initrd: string | null, cmdline: string], number> &
   Both<'kexecUnload', [], number> &
   Both<'kexecLoaded', [], number> &
+  Both<'kexecFileProbe', [], number> &
   Both<'kexecExecute', [sync: boolean], number>;
 
 /** One receive as the addon reports it (native/fdpass.h FdReceiver). @internal */
@@ -89,14 +91,67 @@ export type FdPassBinding = {
     getCloexec(fd: number): number;
   };
 
+/** The credentials of a Unix socket's peer (native/peercred.h). @internal */
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** SO_PEERCRED (native/peercred.h). @internal */
+export type PeerCredBinding = Both<'peerCredentials', [fd: number], PeerCredentials>;
+
 /** The whole addon. @internal */
 export type NativeBinding = LuoBinding &
   FdPassBinding &
   MemfdBinding &
-  KexecBinding & {
+  KexecBinding &
+  PeerCredBinding & {
     /** The system header the ABI was compared with at build time, or "" if none. */
     readonly abiCheckedAgainst: string;
   };
 
-/** The loaded addon: a prebuild when one matches, else the source build. @internal */
-export const native = nodeGypBuild(path.join(__dirname, '..')) as NativeBinding;
+/** How to get the addon, for users whose install skipped its build. */
+const ADDON_FIX =
+  'approve the package\'s install script (npm approve-scripts liveupdate, or "allowScripts": { "liveupdate": true } in package.json) and reinstall, ' +
+  'or build it now: npm rebuild liveupdate (needs python3, make and g++)';
+
+let binding: NativeBinding | undefined;
+
+/**
+ * Loads the addon (a prebuild when one matches, else the source build) on
+ * first use, so that `require('liveupdate')` itself never fails and status()
+ * can still diagnose the kernel without it. Failing, it throws an
+ * AddonLoadError that says how to get the addon, with the loader's error as
+ * its cause; every later call tries again (the user may have rebuilt).
+ * @internal
+ */
+export function loadNative(): NativeBinding {
+  if (binding !== undefined) return binding;
+  const root = path.join(__dirname, '..');
+  try {
+    binding = nodeGypBuild(root) as NativeBinding;
+    return binding;
+  } catch (cause) {
+    const why = `the native addon of liveupdate is not built for this platform (node ${process.version}, ${process.platform}-${process.arch}) or does not load`;
+    const message = `ERR_LIVEUPDATE_ADDON_NOT_LOADED: ${why}. Fix: ${ADDON_FIX}`;
+    throw new AddonLoadError(message, 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', { operation: 'load', path: root, fix: ADDON_FIX, cause });
+  }
+}
+
+/** The addon, loaded on first use (see {@link loadNative}). @internal */
+export const native: NativeBinding = new Proxy({} as NativeBinding, {
+  get: (_target, key) => Reflect.get(loadNative(), key) as unknown,
+  has: (_target, key) => Reflect.has(loadNative(), key),
+  ownKeys: () => Reflect.ownKeys(loadNative()),
+  getOwnPropertyDescriptor: (_target, key) => {
+    const descriptor = Reflect.getOwnPropertyDescriptor(loadNative(), key);
+    // The target is an empty object: a proxy may only report configurable properties it lacks.
+    return descriptor === undefined ? undefined : { ...descriptor, configurable: true };
+  },
+});
+
+/** Closes an fd this package owns; a failure is a typed error for `operation` (`close` by default). @internal */
+export function closeFd(fd: number, operation: Operation = 'close'): void {
+  callSync({ operation, fd }, () => native.close(fd));
+}

@@ -8,16 +8,13 @@
  * collection never does, and a session object that is dropped keeps its fd
  * (and the kernel keeps the files preserved) until the process exits.
  */
-import * as fs from 'node:fs';
 import { callAsync, callSync, sessionStateError, translateError, type ErrorContext, type Operation } from './errors.js';
+import { readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
 import { native } from './native.js';
-import { checkFd, toToken } from './validate.js';
+import { checkFd, invalidArgValue, toToken } from './validate.js';
 
 /** Where a session is in its life. */
 export type SessionState = 'outgoing' | 'incoming' | 'finished' | 'closed';
-
-/** The link text of a session fd in /proc/self/fd: `anon_inode:[luo_session] NAME`. */
-const SESSION_LINK_PREFIX = 'anon_inode:[luo_session] ';
 
 /** The kernel's request names, for error messages. */
 const REQUEST: Partial<Record<Operation, string>> = {
@@ -81,7 +78,7 @@ export class Session {
     const context: ErrorContext = { operation: 'fromFd', fd };
     const link = readFdLink(fd, context);
     if (!link.startsWith(SESSION_LINK_PREFIX)) {
-      throw new TypeError(`fd ${fd} is not a LUO session (it is ${link})`);
+      throw invalidArgValue('fd', `must be a LUO session fd (fd ${fd} is ${link})`, fd);
     }
     const name = queryName(fd) ?? link.slice(SESSION_LINK_PREFIX.length);
     return new Session(fd, name, probeDirection(fd));
@@ -188,7 +185,7 @@ export class Session {
     const fd = this.#fd;
     this.#fd = -1;
     this.#state = 'closed';
-    callSync(this.#context('close'), () => native.close(fd));
+    callSync({ ...this.#context('close'), fd }, () => native.close(fd));
   }
 
   /** Closes the session (see {@link closeSync}): for `using`. Mind that this unpreserves an outgoing session. */
@@ -232,16 +229,6 @@ export class Session {
     };
     promise.then(forget, forget);
     return promise;
-  }
-}
-
-function readFdLink(fd: number, context: ErrorContext): string {
-  try {
-    // fstat first: for an fd that is not open it fails with EBADF, as a syscall on it would.
-    fs.fstatSync(fd);
-    return fs.readlinkSync(`/proc/self/fd/${fd}`);
-  } catch (error) {
-    throw translateError(error, context);
   }
 }
 

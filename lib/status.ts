@@ -1,27 +1,40 @@
 /**
- * status(): can Live Update Orchestrator be used here, and if not, why.
- * Reads /proc and /sys only, unless asked to probe the device (which takes it).
+ * status(): can Live Update Orchestrator be used here, if not, why, and what
+ * to do about it. Reads /proc, /sys and the kernel's config and log only
+ * (see diagnosis.ts), unless asked to probe the device (which takes it).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { native } from './native.js';
+import { compareReleases, diagnose, FIRST_LUO_RELEASE, gatherFacts, kernelParam, type DeviceOwner, type Diagnosis, type DiagnosisId } from './diagnosis.js';
+import * as kexec from './kexec.js';
+import type { KexecFileSupport } from './kexec.js';
+import { closeFd, loadNative, native } from './native.js';
 import { checkOptions } from './validate.js';
+
 
 /** Default path of the LUO character device. */
 export const DEVICE_PATH = '/dev/liveupdate';
 
 /** What status() found. */
 export interface Status {
-  /** True if the device exists and (when probed) could be opened. */
+  /** True if nothing stands in LUO's way: the device exists, is LUO's, is accessible, nobody holds it, and (when probed) it opened. */
   available: boolean;
   /** Why LUO is unavailable, or what limits it; `null` when all is well. */
   reason: string | null;
+  /** What to do about {@link reason}; `null` when all is well. */
+  fix: string | null;
+  /** Which reason, as a stable identifier; `null` when all is well (or for a probe's own failure). */
+  diagnosis: DiagnosisId | null;
   /** `uname -r`. */
   kernelRelease: string;
+  /** Whether this release is at least {@link FIRST_LUO_RELEASE}; null if the release is not a version. */
+  releaseHasLuo: boolean | null;
   /** The device path examined. */
   devicePath: string;
   /** Whether the device node exists. */
   deviceExists: boolean;
+  /** Processes holding the device open, where /proc shows them (all as root, this user's otherwise). */
+  deviceOwners: DeviceOwner[];
   /** The `liveupdate=` value on the kernel command line, or null if absent. */
   liveupdateParam: string | null;
   /** Kexec HandOver, which LUO rides on. */
@@ -35,12 +48,20 @@ export interface Status {
   };
   /** CONFIG_LIVEUPDATE from the kernel's config, if a config file was readable. */
   configLiveupdate: boolean | null;
+  /** Where the config was read (`/proc/config.gz`, `/boot/config-RELEASE`), or null. */
+  configSource: string | null;
+  /** Whether the kernel log was readable for the diagnosis (it is read only when the device is missing). */
+  kernelLogReadable: boolean | null;
   /** Whether the device was opened by the probe; null when not probed. */
   deviceOpenable: boolean | null;
   /** Whether LIVEUPDATE_SESSION_GET_NAME works; null when not probed. */
   getName: boolean | null;
-  /** Whether a kexec kernel is loaded now, or null if unknown. */
+  /** Whether a kexec kernel is loaded now (false where the kernel has no kexec); null if unknown. */
   kexecLoaded: boolean | null;
+  /** Whether `kexec.load()` can work here (kexec_file_load exists and may be called), and if not, why. */
+  kexecFile: KexecFileSupport;
+  /** Why the native addon did not load; null when it did. status() works without it, with less to tell. */
+  addon: string | null;
 }
 
 /** Options for status(). */
@@ -56,40 +77,6 @@ export interface StatusOptions {
    * reported, not thrown.
    */
   probe?: boolean;
-}
-
-function readText(file: string): string | null {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch {
-    return null;
-  }
-}
-
-/** The value of `key=` on the kernel command line (last one wins, as the kernel parses). */
-export function kernelParam(cmdline: string, key: string): string | null {
-  let value: string | null = null;
-  for (const word of cmdline.trim().split(/\s+/)) {
-    if (word === key) value = '';
-    else if (word.startsWith(`${key}=`)) value = word.slice(key.length + 1);
-  }
-  return value;
-}
-
-/** True for the spellings the kernel's kstrtobool accepts as "on". */
-export function paramEnabled(value: string | null): boolean {
-  return value !== null && /^(1|y|Y|on|ON|On|yes|true)$/.test(value);
-}
-
-function configLiveupdate(release: string): boolean | null {
-  const config = readText(`/boot/config-${release}`);
-  if (config === null) return null;
-  return /^CONFIG_LIVEUPDATE=y$/m.test(config);
-}
-
-function kexecLoaded(): boolean | null {
-  const text = readText('/sys/kernel/kexec_loaded');
-  return text === null ? null : text.trim() === '1';
 }
 
 interface Probe {
@@ -114,59 +101,89 @@ function probeDevice(devicePath: string): Probe {
     } catch {
       return { openable: true, getName: false, error: null };
     } finally {
-      native.close(session);
+      closeFd(session);
     }
   } catch (error) {
     return { openable: true, getName: null, error: (error as Error).message };
   } finally {
-    native.close(device);
+    closeFd(device);
   }
 }
 
-function unavailableReason(s: Omit<Status, 'available' | 'reason'>, cmdline: string | null): string | null {
-  if (s.deviceExists) return null;
-  if (s.configLiveupdate === false) return `kernel ${s.kernelRelease} was built without CONFIG_LIVEUPDATE`;
-  if (cmdline !== null && !paramEnabled(s.liveupdateParam)) {
-    const extra = s.configLiveupdate === null ? ' (or lacks CONFIG_LIVEUPDATE)' : '';
-    return `kernel ${s.kernelRelease} was booted without liveupdate=on${extra}`;
+/** What the kexec API can do here; both null where the addon is missing. */
+function kexecFacts(addon: string | null): { kexecLoaded: boolean | null; kexecFile: KexecFileSupport } {
+  if (addon !== null) return { kexecLoaded: null, kexecFile: { available: null, reason: 'the native addon is not loaded' } };
+  let kexecLoaded: boolean | null;
+  try {
+    kexecLoaded = kexec.isLoadedSync();
+  } catch {
+    kexecLoaded = null;
   }
-  if (s.kho.param !== null && !paramEnabled(s.kho.param)) return `Kexec HandOver is off (kho=${s.kho.param}); LUO needs it`;
-  return `${s.devicePath} does not exist on kernel ${s.kernelRelease}: it lacks CONFIG_LIVEUPDATE, or LUO failed to start (see dmesg)`;
+  return { kexecLoaded, kexecFile: kexec.supportSync() };
+}
+
+/** Why the addon does not load, or null when it does. */
+function addonProblem(): string | null {
+  try {
+    loadNative();
+    return null;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+/** Only the diagnosis: what LiveUpdate.open() says when the device is missing. @internal */
+export function diagnoseDevice(devicePath: string): Diagnosis | null {
+  return diagnose(gatherFacts(devicePath, os.release()));
 }
 
 /**
- * Reports whether LUO is usable on this machine and, if not, why: a kernel
- * without CONFIG_LIVEUPDATE, a boot without `liveupdate=on`, KHO off, or a
- * device already owned by another process.
+ * Reports whether LUO is usable on this machine and, if not, why, with a
+ * `fix` line: a kernel older than Linux 6.19, one built without
+ * CONFIG_LIVEUPDATE, a boot without `liveupdate=on`, Kexec HandOver off or
+ * without its scratch memory, a device held by another process (which, where
+ * /proc shows it), or a path that is not LUO's device. The diagnosis reads
+ * files only; `probe` also opens the device.
  */
 export function statusSync(options?: StatusOptions): Status {
   const opts = checkOptions<StatusOptions>(options);
   const devicePath = opts.path ?? DEVICE_PATH;
-  const cmdline = readText('/proc/cmdline');
   const release = os.release();
+  const facts = gatherFacts(devicePath, release);
+  const cmdline = facts.cmdline;
+  const found = diagnose(facts);
+  const addon = addonProblem();
   const base = {
     kernelRelease: release,
+    releaseHasLuo: ((d) => (d === null ? null : d >= 0))(compareReleases(release, FIRST_LUO_RELEASE)),
     devicePath,
-    deviceExists: fs.existsSync(devicePath),
+    deviceExists: facts.deviceExists,
+    deviceOwners: [...facts.owners],
     liveupdateParam: cmdline === null ? null : kernelParam(cmdline, 'liveupdate'),
     kho: {
       param: cmdline === null ? null : kernelParam(cmdline, 'kho'),
       debugfs: fs.existsSync('/sys/kernel/debug/kho'),
       incoming: fs.existsSync('/sys/kernel/debug/kho') ? fs.existsSync('/sys/kernel/debug/kho/in') : null,
     },
-    configLiveupdate: configLiveupdate(release),
+    configLiveupdate: facts.config === null ? null : ['y', 'm'].includes(facts.config.options.get('CONFIG_LIVEUPDATE') ?? 'n'),
+    configSource: facts.config?.source ?? null,
+    kernelLogReadable: facts.deviceExists ? null : facts.kernelLog !== null,
     deviceOpenable: null as boolean | null,
     getName: null as boolean | null,
-    kexecLoaded: kexecLoaded(),
+    ...kexecFacts(addon),
+    addon,
   };
-  let reason = unavailableReason(base, cmdline);
-  if (reason === null && opts.probe === true) {
+  let reason = found?.reason ?? null;
+  // A probe asked for is made whenever there is a LUO device to open, even one
+  // the diagnosis already calls busy: deviceOpenable then says what open() did.
+  if (opts.probe === true && addon === null && facts.deviceExists && found?.id !== 'not-luo-device') {
     const probe = probeDevice(devicePath);
     base.deviceOpenable = probe.openable;
     base.getName = probe.getName;
-    if (probe.error !== null) reason = probe.error;
+    if (reason === null && probe.error !== null) reason = probe.error;
   }
-  return { available: reason === null || base.deviceOpenable === true, reason, ...base };
+  const available = found === null && (reason === null || base.deviceOpenable === true);
+  return { available, reason, fix: found?.fix ?? null, diagnosis: found?.id ?? null, ...base };
 }
 
 /** The Promise form of {@link statusSync}. */

@@ -9,11 +9,11 @@
  * `notify({ FDSTORE: 1, FDNAME: 'luo' }, [session.fd])` and get it back from
  * {@link listenFds} after the update; `Session.fromFd` wraps it.
  */
-import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { getSystemErrorMap } from 'node:util';
+import { callSync, kernelError, ListenFdsError, translateError, type ErrorContext, type LiveUpdateError } from './errors.js';
 import { sendFds, sendFdsSync, MAX_FDS_PER_MESSAGE } from './fdpass.js';
-import { native } from './native.js';
+import { readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
+import { closeFd, native } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
 /**
@@ -148,40 +148,45 @@ function checkNotifyFds(fds: unknown): number[] {
 
 // ---- the socket ---------------------------------------------------------------
 
+type NotifyOperation = 'notify' | 'barrier';
+
+/** A failure of `syscall` with `code` that no native call reported (the package found it), typed like one. */
+function systemFailure(code: keyof typeof os.constants.errno, syscall: string, context: ErrorContext): LiveUpdateError {
+  return kernelError({ errno: -os.constants.errno[code], code, syscall }, context);
+}
+
 /** `$NOTIFY_SOCKET` if it is an address this package can reach: a path or an abstract `@name`. */
-function notifySocket(): string | undefined {
+function notifySocket(operation: NotifyOperation): string | undefined {
   const address = process.env['NOTIFY_SOCKET'];
   if (address === undefined || address === '') return undefined;
   if (address.startsWith('/') || address.startsWith('@')) return address;
   // vsock:CID:PORT (systemd in a VM) has no AF_UNIX form.
-  throw systemError('EAFNOSUPPORT', 'connect', `NOTIFY_SOCKET=${address} is not a Unix socket address`);
-}
-
-function systemError(code: string, syscall: string, detail: string): Error {
-  const entry = [...getSystemErrorMap()].find(([, [name]]) => name === code);
-  const errno = entry?.[0] ?? 0;
-  const text = entry?.[1][1] ?? code;
-  return Object.assign(new Error(`${code}: ${text}, ${syscall} (${detail})`), { code, errno, syscall });
+  throw systemFailure('EAFNOSUPPORT', 'connect', { operation, path: address, hint: 'it is not a Unix socket address' });
 }
 
 const NOT_SET: NotifyResult = { sent: false, reason: 'NOTIFY_SOCKET is not set' };
 
+/** A datagram socket connected to `$NOTIFY_SOCKET`; a failure names the variable and its value. */
+function connectNotify(address: string, operation: NotifyOperation): number {
+  return callSync({ operation, path: address }, () => native.unixConnect(native.SOCK_DGRAM, address));
+}
+
 /** Runs `send` with a datagram socket connected to `address`, and closes it. */
-async function withNotifySocket<T>(address: string, send: (fd: number) => Promise<T>): Promise<T> {
-  const fd = native.unixConnect(native.SOCK_DGRAM, address);
+async function withNotifySocket<T>(address: string, operation: NotifyOperation, send: (fd: number) => Promise<T>): Promise<T> {
+  const fd = connectNotify(address, operation);
   try {
     return await send(fd);
   } finally {
-    native.close(fd);
+    closeFd(fd, operation);
   }
 }
 
-function withNotifySocketSync<T>(address: string, send: (fd: number) => T): T {
-  const fd = native.unixConnect(native.SOCK_DGRAM, address);
+function withNotifySocketSync<T>(address: string, operation: NotifyOperation, send: (fd: number) => T): T {
+  const fd = connectNotify(address, operation);
   try {
     return send(fd);
   } finally {
-    native.close(fd);
+    closeFd(fd, operation);
   }
 }
 
@@ -202,24 +207,31 @@ function isTimeout(error: unknown): boolean {
   return (error as { code?: unknown }).code === 'ETIMEDOUT';
 }
 
-function notifyTimeout(what: string, timeout: number): Error {
-  return systemError('ETIMEDOUT', 'poll', `${what} not acknowledged by the service manager within ${timeout} ms`);
+/** Where a notification went, for its errors. */
+interface Target {
+  operation: NotifyOperation;
+  socket: string;
 }
 
-/** Runs `run`; a timeout becomes the error that says what was not acknowledged. */
-async function naming<T>(what: string, timeout: number, run: () => Promise<T>): Promise<T> {
+function notifyTimeout(what: string, timeout: number, target: Target, cause: unknown): LiveUpdateError {
+  const hint = `${what} not acknowledged by the service manager within ${timeout} ms`;
+  return systemFailure('ETIMEDOUT', 'poll', { operation: target.operation, path: target.socket, hint, cause });
+}
+
+/** Runs `run`; a timeout becomes the error that says what was not acknowledged, any other failure is typed. */
+async function naming<T>(what: string, timeout: number, target: Target, run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (error) {
-    throw isTimeout(error) ? notifyTimeout(what, timeout) : error;
+    throw isTimeout(error) ? notifyTimeout(what, timeout, target, error) : translateError(error, { operation: target.operation, path: target.socket });
   }
 }
 
-function namingSync<T>(what: string, timeout: number, run: () => T): T {
+function namingSync<T>(what: string, timeout: number, target: Target, run: () => T): T {
   try {
     return run();
   } catch (error) {
-    throw isTimeout(error) ? notifyTimeout(what, timeout) : error;
+    throw isTimeout(error) ? notifyTimeout(what, timeout, target, error) : translateError(error, { operation: target.operation, path: target.socket });
   }
 }
 
@@ -241,8 +253,9 @@ function deadline(timeout: number): () => number {
  * with FDSTORE=1. Without `$NOTIFY_SOCKET` it sends nothing and resolves
  * `{ sent: false, reason }`, as libsystemd does.
  *
- * @throws A Node-style `ETIMEDOUT` error when the manager's socket does not
- *   take the datagram within `timeout` ms (default 5000).
+ * @throws NotifyTimeoutError (`ETIMEDOUT`) when the manager's socket does not
+ *   take the datagram within `timeout` ms (default 5000); NotifySocketError
+ *   (naming `$NOTIFY_SOCKET` and its value) when it cannot be reached.
  * @example notify({ FDSTORE: 1, FDNAME: 'luo', FDPOLL: 0 }, [session.fd])
  */
 export async function notify(fields: NotifyFields, fds?: readonly number[], options?: NotifyOptions): Promise<NotifyResult> {
@@ -250,9 +263,10 @@ export async function notify(fields: NotifyFields, fds?: readonly number[], opti
     const checked = checkNotifyFds(fds);
     const message = buildMessage(fields, checked);
     const timeout = checkTimeout(options);
-    const socket = notifySocket();
+    const socket = notifySocket('notify');
     if (socket === undefined) return NOT_SET;
-    await naming('the notification', timeout, () => withNotifySocket(socket, (fd) => sendFds(fd, checked, message, { timeout })));
+    const target: Target = { operation: 'notify', socket };
+    await naming('the notification', timeout, target, () => withNotifySocket(socket, 'notify', (fd) => sendFds(fd, checked, message, { timeout })));
     return { sent: true, socket, message };
   } finally {
     unsetIf(options);
@@ -265,9 +279,10 @@ export function notifySync(fields: NotifyFields, fds?: readonly number[], option
     const checked = checkNotifyFds(fds);
     const message = buildMessage(fields, checked);
     const timeout = checkTimeout(options);
-    const socket = notifySocket();
+    const socket = notifySocket('notify');
     if (socket === undefined) return NOT_SET;
-    namingSync('the notification', timeout, () => withNotifySocketSync(socket, (fd) => sendFdsSync(fd, checked, message, { timeout })));
+    const target: Target = { operation: 'notify', socket };
+    namingSync('the notification', timeout, target, () => withNotifySocketSync(socket, 'notify', (fd) => sendFdsSync(fd, checked, message, { timeout })));
     return { sent: true, socket, message };
   } finally {
     unsetIf(options);
@@ -280,27 +295,29 @@ export function notifySync(fields: NotifyFields, fds?: readonly number[], option
  * of a fresh pipe, closes its own copy, and waits until the read end sees
  * EOF, which happens when the manager closes the fd it received.
  *
- * @throws A Node-style `ETIMEDOUT` error after `timeout` ms (default 5000),
- *   which covers both the send and the wait.
+ * @throws NotifyTimeoutError (`ETIMEDOUT`) after `timeout` ms (default 5000),
+ *   which covers both the send and the wait; NotifySocketError when
+ *   `$NOTIFY_SOCKET` cannot be reached.
  */
 export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
   try {
     const left = deadline(checkTimeout(options));
     const timeout = left();
-    const socket = notifySocket();
+    const socket = notifySocket('barrier');
     if (socket === undefined) return NOT_SET;
-    const [readEnd, writeEnd] = native.pipe();
+    const target: Target = { operation: 'barrier', socket };
+    const [readEnd, writeEnd] = callSync({ operation: 'barrier' }, () => native.pipe());
     try {
       try {
-        await naming('BARRIER=1', timeout, () => withNotifySocket(socket, (fd) => sendFds(fd, [writeEnd], 'BARRIER=1', { timeout: left() })));
+        await naming('BARRIER=1', timeout, target, () => withNotifySocket(socket, 'barrier', (fd) => sendFds(fd, [writeEnd], 'BARRIER=1', { timeout: left() })));
       } finally {
         // Now only the manager holds the write end: its close is our EOF.
-        native.close(writeEnd);
+        closeFd(writeEnd, 'barrier');
       }
-      await naming('BARRIER=1', timeout, () => waitForEof(readEnd, left()));
+      await naming('BARRIER=1', timeout, target, () => waitForEof(readEnd, left()));
       return { sent: true, socket, message: 'BARRIER=1' };
     } finally {
-      native.close(readEnd);
+      closeFd(readEnd, 'barrier');
     }
   } finally {
     unsetIf(options);
@@ -323,19 +340,20 @@ export function barrierSync(options?: BarrierOptions): NotifyResult {
   try {
     const left = deadline(checkTimeout(options));
     const timeout = left();
-    const socket = notifySocket();
+    const socket = notifySocket('barrier');
     if (socket === undefined) return NOT_SET;
-    const [readEnd, writeEnd] = native.pipe();
+    const target: Target = { operation: 'barrier', socket };
+    const [readEnd, writeEnd] = callSync({ operation: 'barrier' }, () => native.pipe());
     try {
       try {
-        namingSync('BARRIER=1', timeout, () => withNotifySocketSync(socket, (fd) => sendFdsSync(fd, [writeEnd], 'BARRIER=1', { timeout: left() })));
+        namingSync('BARRIER=1', timeout, target, () => withNotifySocketSync(socket, 'barrier', (fd) => sendFdsSync(fd, [writeEnd], 'BARRIER=1', { timeout: left() })));
       } finally {
-        native.close(writeEnd);
+        closeFd(writeEnd, 'barrier');
       }
-      namingSync('BARRIER=1', timeout, () => native.waitReadable(readEnd, left()));
+      namingSync('BARRIER=1', timeout, target, () => native.waitReadable(readEnd, left()));
       return { sent: true, socket, message: 'BARRIER=1' };
     } finally {
-      native.close(readEnd);
+      closeFd(readEnd, 'barrier');
     }
   } finally {
     unsetIf(options);
@@ -353,17 +371,7 @@ export interface ListenFdsOptions {
   unsetEnvironment?: boolean;
 }
 
-/** `$LISTEN_*` that do not add up: a count that is not a number, or names that do not match it. */
-export class ListenFdsError extends Error {
-  /** Always `ERR_LIVEUPDATE_LISTEN_FDS`. */
-  readonly code = 'ERR_LIVEUPDATE_LISTEN_FDS';
-
-  /** @internal */
-  constructor(why: string) {
-    super(`ERR_LIVEUPDATE_LISTEN_FDS: ${why}`);
-    this.name = 'ListenFdsError';
-  }
-}
+export { ListenFdsError } from './errors.js';
 
 const LISTEN_VARS = ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PIDFDID'] as const;
 
@@ -401,7 +409,7 @@ export function listenFds(options?: ListenFdsOptions): Map<string, number[]> {
     const out = new Map<string, number[]>();
     names.forEach((name, i) => {
       const fd = LISTEN_FDS_START + i;
-      native.setCloexec(fd, true);
+      callSync({ operation: 'listenFds', fd }, () => native.setCloexec(fd, true));
       out.set(name, [...(out.get(name) ?? []), fd]);
     });
     return out;
@@ -425,10 +433,8 @@ export interface FdDescription {
   sessionName?: string;
 }
 
-const SESSION_PREFIX = 'anon_inode:[luo_session] ';
-
 function kindOf(link: string): FdKind {
-  if (link.startsWith(SESSION_PREFIX)) return 'luo-session';
+  if (link.startsWith(SESSION_LINK_PREFIX)) return 'luo-session';
   if (link.startsWith('/memfd:')) return 'memfd';
   if (link.startsWith('socket:[')) return 'socket';
   if (link.startsWith('pipe:[')) return 'pipe';
@@ -440,14 +446,14 @@ function kindOf(link: string): FdKind {
  * Describes an open fd by its `/proc/self/fd` link; a LUO session reads
  * `anon_inode:[luo_session] NAME`.
  *
- * @throws A Node-style `ENOENT` error when the fd is not open.
+ * @throws BadFileDescriptorError (`EBADF`) when the fd is not open.
  */
 export function describeFd(fd: number): FdDescription {
   checkFd(fd);
-  const link = fs.readlinkSync(`/proc/self/fd/${fd}`);
+  const link = readFdLink(fd, { operation: 'describeFd', fd });
   const kind = kindOf(link);
   if (kind !== 'luo-session') return { fd, kind, link };
-  return { fd, kind, link, sessionName: link.slice(SESSION_PREFIX.length) };
+  return { fd, kind, link, sessionName: link.slice(SESSION_LINK_PREFIX.length) };
 }
 
 /** Whether `fd` is open and is a LUO session (which `Session.fromFd` accepts). */

@@ -10,6 +10,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterMemfd(env, exports);
   RegisterKexec(env, exports);
   RegisterFdPass(env, exports);
+  RegisterPeerCred(env, exports);
   // Which system header the ABI was compared with at build time ("" if none).
   exports.Set("abiCheckedAgainst", Napi::String::New(env, lu_abi_checked_against));
   return exports;

@@ -67,7 +67,22 @@ int kexec_loaded() {
   return c == '1' ? 1 : 0;
 }
 
+int kexec_file_probe() {
+  // No flag outside KEXEC_FILE_FLAGS is valid: a kernel with the syscall
+  // refuses this with -EINVAL after its permission check and changes
+  // nothing; one without it says -ENOSYS.
+  constexpr unsigned long kUnknownFlag = 1UL << 31;
+  long rc = kexec_file_load(-1, -1, nullptr, 0, kUnknownFlag);
+  return rc == -EINVAL ? 0 : static_cast<int>(rc < 0 ? rc : 0);
+}
+
 int kexec_execute(bool sync_first) {
+  // reboot(LINUX_REBOOT_CMD_KEXEC) says -EINVAL both for "nothing loaded"
+  // and for a kernel without kexec. The file exists exactly when the kernel
+  // has kexec; without sysfs mounted we cannot tell, and let reboot answer.
+  if (::access("/sys/kernel", F_OK) == 0 && ::access("/sys/kernel/kexec_loaded", F_OK) != 0 && errno == ENOENT) {
+    return -ENOSYS;
+  }
   if (sync_first) ::sync();
   long rc = ::syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
                       LINUX_REBOOT_CMD_KEXEC, nullptr);

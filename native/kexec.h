@@ -16,7 +16,12 @@ int kexec_unload();
 // kernel has no kexec at all).
 int kexec_loaded();
 
-// sync(), then reboot(LINUX_REBOOT_CMD_KEXEC). Returns only on failure.
+// Whether kexec_file_load exists and may be called, without loading or
+// unloading anything: 0 if so, -ENOSYS without it, -EPERM when not permitted.
+int kexec_file_probe();
+
+// sync(), then reboot(LINUX_REBOOT_CMD_KEXEC). Returns only on failure:
+// -ENOSYS where the kernel has no kexec at all (no /sys/kernel/kexec_loaded).
 int kexec_execute(bool sync_first);
 
 }  // namespace lu

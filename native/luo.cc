@@ -21,16 +21,20 @@ int ioctl_call(int fd, unsigned long request, void* arg) {
 }
 
 // The name field is NUL-terminated: 63 bytes at most. Callers validate names
-// first; this guard keeps a bad call from reaching the kernel untruncated.
-bool copy_name(uint8_t (&field)[LU_SESSION_NAME_SIZE], std::string_view name) {
-  if (name.empty() || name.size() >= LU_SESSION_NAME_SIZE) return false;
+// first; this guard keeps a bad call from reaching the kernel truncated or
+// cut at an embedded NUL. A name that does not fit is -ENAMETOOLONG, which no
+// caller can mistake for the kernel's -EINVAL (a session already retrieved);
+// an empty one, or one with a NUL, is -EINVAL, as the kernel says for "".
+int copy_name(uint8_t (&field)[LU_SESSION_NAME_SIZE], std::string_view name) {
+  if (name.size() >= LU_SESSION_NAME_SIZE) return -ENAMETOOLONG;
+  if (name.empty() || name.find('\0') != std::string_view::npos) return -EINVAL;
   std::memcpy(field, name.data(), name.size());
-  return true;
+  return 0;
 }
 
 int session_call(int device_fd, unsigned long request, std::string_view name) {
   lu_session_args args = {.size = sizeof(args), .fd = -1, .name = {}};
-  if (!copy_name(args.name, name)) return -EINVAL;
+  if (int rc = copy_name(args.name, name); rc < 0) return rc;
   int rc = ioctl_call(device_fd, request, &args);
   return rc < 0 ? rc : args.fd;
 }

@@ -23,6 +23,10 @@ Call<int> PrepareKexecLoaded(const Napi::CallbackInfo&) {
   return {"open", [](int& loaded) { return loaded = kexec_loaded(); }};
 }
 
+Call<int> PrepareKexecFileProbe(const Napi::CallbackInfo&) {
+  return {"kexec_file_load", [](int&) { return kexec_file_probe(); }};
+}
+
 Call<int> PrepareKexecExecute(const Napi::CallbackInfo& info) {
   bool sync_first = ArgBool(info, 0, "sync");
   return {"reboot", [sync_first](int&) { return kexec_execute(sync_first); }};
@@ -34,6 +38,7 @@ void RegisterKexec(Napi::Env env, Napi::Object exports) {
   ExportCall<int, PrepareKexecLoad>(env, exports, "kexecLoad");
   ExportCall<int, PrepareKexecUnload>(env, exports, "kexecUnload");
   ExportCall<int, PrepareKexecLoaded>(env, exports, "kexecLoaded");
+  ExportCall<int, PrepareKexecFileProbe>(env, exports, "kexecFileProbe");
   ExportCall<int, PrepareKexecExecute>(env, exports, "kexecExecute");
 }
 

@@ -203,5 +203,6 @@ void RegisterLuo(Napi::Env env, Napi::Object exports);
 void RegisterMemfd(Napi::Env env, Napi::Object exports);
 void RegisterKexec(Napi::Env env, Napi::Object exports);
 void RegisterFdPass(Napi::Env env, Napi::Object exports);
+void RegisterPeerCred(Napi::Env env, Napi::Object exports);
 
 }  // namespace lu::napi

@@ -1,10 +1,14 @@
 import * as fs from 'node:fs';
+import { constants } from 'node:os';
+import * as path from 'node:path';
 import { getSystemErrorMap } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import * as lu from '../lib/index.js';
-import { translateError, type ErrorContext, type Operation } from '../lib/errors.js';
+import { KERNEL_ERRORS, PACKAGE_ERRORS, renderErrorTables, replaceErrorTables, translateError, type ErrorContext, type Operation } from '../lib/errors.js';
+import { callSync } from '../lib/errors.js';
 import { native } from '../lib/native.js';
 import { ERRNO } from './helpers/errno.js';
+import { expectNoFdLeak } from './helpers/fds.js';
 
 /** A system error exactly as the native layer builds one. */
 function nativeError(code: keyof typeof ERRNO, syscall = 'ioctl'): Error {
@@ -42,6 +46,19 @@ const TABLE: Array<[Operation, keyof typeof ERRNO, new (...args: never[]) => lu.
   ['kexec.execute', 'ENOMEM', lu.LiveUpdateAbortedError],
   ['kexec.execute', 'EAGAIN', lu.LiveUpdateAbortedError],
   ['kexec.unload', 'EPERM', lu.KexecError],
+  ['createSession', 'ENAMETOOLONG', lu.SessionNameTooLongError],
+  ['retrieveSession', 'ENAMETOOLONG', lu.SessionNameTooLongError],
+  ['kexec.load', 'ENOSYS', lu.KexecUnsupportedError],
+  ['kexec.unload', 'ENOSYS', lu.KexecUnsupportedError],
+  ['kexec.execute', 'ENOSYS', lu.KexecUnsupportedError],
+  ['memfd.addSeals', 'EPERM', lu.SealingNotAllowedError],
+  ['memfd.addSeals', 'EINVAL', lu.NotSealableError],
+  ['memfd.getSeals', 'EINVAL', lu.NotSealableError],
+  ['sendFds', 'EPIPE', lu.PeerClosedError],
+  ['recvFds', 'ECONNRESET', lu.PeerClosedError],
+  ['notify', 'ECONNREFUSED', lu.NotifySocketError],
+  ['barrier', 'ETIMEDOUT', lu.NotifyTimeoutError],
+  ['close', 'EIO', lu.LiveUpdateError],
 ];
 
 describe('error table', () => {
@@ -57,6 +74,8 @@ describe('error table', () => {
     expect(error.syscall).toBe('ioctl');
     expect(error.operation).toBe(operation);
     expect(error.message).toMatch(new RegExp(`^${code}: .+, ioctl REQ$`));
+    // The native error is kept as the cause.
+    expect(error.cause).toMatchObject({ code, errno: -ERRNO[code], syscall: 'ioctl' });
   });
 
   it('carries the session, token and fd it was about', () => {
@@ -74,6 +93,66 @@ describe('error table', () => {
   it('lets errors that are not system errors through unchanged', () => {
     const type = new TypeError('bad');
     expect(translateError(type, { operation: 'open' })).toBe(type);
+    const typed = translateError(nativeError('EBUSY'), { operation: 'preserve' });
+    expect(translateError(typed, { operation: 'notify' })).toBe(typed);
+  });
+
+  it('takes the errno text from the errno, never from the message', () => {
+    const odd = Object.assign(new Error('something else entirely'), { errno: -ERRNO.EIO, code: 'EIO', syscall: 'ioctl' });
+    expect((translateError(odd, { operation: 'getName' }) as Error).message).toBe('EIO: getName failed: i/o error, ioctl');
+  });
+});
+
+/** A representative errno for a row that takes any other: one no row names. */
+const UNLISTED_CODE = 'EXDEV';
+
+describe('the error table itself (lib/errors.ts)', () => {
+  it('every row is reachable: each (operation, errno) it lists selects it, not an earlier row', () => {
+    for (const rule of KERNEL_ERRORS) {
+      const operations = rule.operations === '*' ? (['getName'] as const) : rule.operations;
+      const codes = rule.codes === '*' ? [UNLISTED_CODE] : rule.codes;
+      const reached = operations.flatMap((operation) =>
+        codes.map((code) => {
+          const errno = constants.errno[code as keyof typeof constants.errno];
+          expect(errno, `${code} is an errno name`).toEqual(expect.any(Number));
+          const error = translateError(Object.assign(new Error('x'), { errno: -errno, code, syscall: 'ioctl' }), { operation }) as lu.LiveUpdateError;
+          expect(error).toBeInstanceOf(lu.LiveUpdateError);
+          expect(error).toMatchObject({ code, errno: -errno, syscall: 'ioctl', operation });
+          return error.constructor === rule.type;
+        }),
+      );
+      // A row for any other errno may share its operations with earlier rows; it must still be reached by one.
+      if (rule.codes === '*') expect(reached.some(Boolean), `${rule.type.name} ${rule.meaning}`).toBe(true);
+      else expect(reached.every(Boolean), `${rule.type.name} ${rule.meaning}`).toBe(true);
+    }
+  });
+
+  it('ends with a row that catches everything, so no failure goes untyped', () => {
+    expect(KERNEL_ERRORS[KERNEL_ERRORS.length - 1]).toMatchObject({ type: lu.LiveUpdateError, operations: '*', codes: '*' });
+  });
+
+  it('every exported error class is in a table, and every class in the tables is exported', () => {
+    const exported = Object.values(lu).filter((v): v is typeof lu.LiveUpdateError => typeof v === 'function' && (v === lu.LiveUpdateError || v.prototype instanceof lu.LiveUpdateError));
+    const tabled = new Set<unknown>([...KERNEL_ERRORS.map((r) => r.type), ...PACKAGE_ERRORS.map((r) => r.type)]);
+    // FdPassError and AgentError are the abstract bases of tabled classes.
+    const bases: unknown[] = [lu.FdPassError, lu.AgentError];
+    expect(exported.filter((c) => !tabled.has(c) && !bases.includes(c)).map((c) => c.name)).toEqual([]);
+    for (const type of tabled) if (type !== TypeError && type !== RangeError) expect(exported).toContain(type);
+  });
+
+  it('every ERR_LIVEUPDATE_* code the library raises is in the package table', () => {
+    const libDir = path.join(__dirname, '..', 'lib');
+    // cli.ts's UsageError never leaves main(): it becomes exit status 2.
+    const sources = fs.readdirSync(libDir).filter((f) => f.endsWith('.ts') && f !== 'errors.ts' && f !== 'cli.ts');
+    const raised = new Set(sources.flatMap((f) => fs.readFileSync(path.join(libDir, f), 'utf8').match(/ERR_LIVEUPDATE_[A-Z_]+/g) ?? []));
+    const listed = new Set(PACKAGE_ERRORS.map((r) => r.code));
+    expect([...raised].filter((c) => !listed.has(c))).toEqual([]);
+  });
+
+  it("README.md's error tables are the code's (npm run docs:errors rewrites them)", () => {
+    const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+    expect(replaceErrorTables(readme, renderErrorTables())).toBe(readme);
+    for (const rule of KERNEL_ERRORS) expect(readme).toContain(`| \`${rule.type.name}\` |`);
   });
 });
 
@@ -91,7 +170,12 @@ describe('errors provoked through the native layer', () => {
     expect(error).toBeInstanceOf(lu.LiveUpdateUnavailableError);
     expect(error).toMatchObject({ code: 'ENOENT', errno: -2, syscall: 'open', operation: 'open', path });
     expect(error.message).toMatch(/^ENOENT: \/nonexistent\/liveupdate does not exist: .*, open '\/nonexistent\/liveupdate'\. .+/);
-    expect(error.message).toContain(lu.statusSync({ path, probe: false }).reason);
+    const status = lu.statusSync({ path, probe: false });
+    expect(error.message).toContain(status.reason);
+    expect(error.message).toContain(`Fix: ${status.fix}`);
+    // The same reason and fix as status(), as fields.
+    expect(error).toMatchObject({ reason: status.reason, fix: status.fix });
+    expect(status.fix).toEqual(expect.any(String));
   });
 
   it('open ENOENT, Promise form', async () => {
@@ -132,5 +216,133 @@ describe('errors provoked through the native layer', () => {
     const loadedBefore = lu.kexec.isLoadedSync();
     expect(() => lu.kexec.loadSync({ kernel: '/etc/hostname', cmdline: '' })).toThrow(lu.KexecError);
     expect(lu.kexec.isLoadedSync()).toBe(loadedBefore);
+  });
+});
+
+/** The error `fn` throws (fails the test if it returns). */
+function thrown(fn: () => unknown): lu.LiveUpdateError {
+  try {
+    fn();
+  } catch (error) {
+    return error as lu.LiveUpdateError;
+  }
+  throw new Error('it did not throw');
+}
+
+/** Whether the running kernel has kexec at all: sysfs shows kexec_loaded exactly then. */
+const hostHasKexec = fs.existsSync('/sys/kernel/kexec_loaded');
+
+describe('messages that tell the truth', () => {
+  it('open() of a path that is not the liveupdate device: NotLiveUpdateDeviceError at open, fd closed', async () => {
+    await expectNoFdLeak(async () => {
+      const error = thrown(() => lu.LiveUpdate.openSync('/dev/null'));
+      expect(error).toBeInstanceOf(lu.NotLiveUpdateDeviceError);
+      expect(error).toMatchObject({ code: 'ERR_LIVEUPDATE_NOT_LUO_DEVICE', errno: undefined, operation: 'open', path: '/dev/null' });
+      expect(error.message).toMatch(/^ERR_LIVEUPDATE_NOT_LUO_DEVICE: \/dev\/null is device 1:3, not Live Update Orchestrator's/);
+      expect(error.fix).toMatch(/\/dev\/liveupdate/);
+      await expect(lu.LiveUpdate.open('/dev/null')).rejects.toBeInstanceOf(lu.NotLiveUpdateDeviceError);
+      // A regular file is no character device at all.
+      expect(() => lu.LiveUpdate.openSync('/etc/hostname')).toThrow(/\/etc\/hostname is not a character device/);
+    });
+  });
+
+  it('a name too long for the kernel, passed below the TypeScript checks, is ENAMETOOLONG, not "already retrieved"', () => {
+    const fd = lu.memfd.createSync('any-fd');
+    try {
+      const name = 'x'.repeat(64);
+      // The native wrapper refuses before the ioctl, so any fd shows it.
+      expect(() => native.retrieveSession(fd, name)).toThrow(expect.objectContaining({ code: 'ENAMETOOLONG', errno: -ERRNO.ENAMETOOLONG, syscall: 'ioctl' }));
+      expect(() => native.createSession(fd, name)).toThrow(expect.objectContaining({ code: 'ENAMETOOLONG' }));
+      // A NUL inside would cut the name where the kernel reads it: refused too.
+      expect(() => native.createSession(fd, 'a\0b')).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+      const error = thrown(() => callSync({ operation: 'retrieveSession', sessionName: name }, () => native.retrieveSession(fd, name)));
+      expect(error).toBeInstanceOf(lu.SessionNameTooLongError);
+      expect(error).not.toBeInstanceOf(lu.SessionAlreadyRetrievedError);
+      expect(error.message).toMatch(/^ENAMETOOLONG: session name 'x{64}' is longer than 63 bytes, ioctl$/);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('kexec.execute() says whether this kernel has kexec at all', () => {
+    const error = thrown(() => lu.kexec.executeSync({ sync: false }));
+    if (hostHasKexec) {
+      expect(error).not.toBeInstanceOf(lu.KexecUnsupportedError);
+    } else {
+      expect(error).toBeInstanceOf(lu.KexecUnsupportedError);
+      expect(error).toMatchObject({ code: 'ENOSYS', errno: -ERRNO.ENOSYS, syscall: 'reboot' });
+      expect(error.message).toMatch(/^ENOSYS: this kernel has no kexec \(built without CONFIG_KEXEC_CORE\)/);
+      expect(error.message).not.toMatch(/no kernel is loaded/);
+    }
+  });
+
+  it('kexec.load() where kexec_file_load is missing: KexecUnsupportedError, not "the kernel refused the image"', () => {
+    const support = lu.kexec.supportSync();
+    const error = thrown(() => lu.kexec.loadSync({ kernel: '/etc/hostname', cmdline: '' }));
+    if (support.available === false) {
+      expect(error).toBeInstanceOf(lu.KexecUnsupportedError);
+      expect(error.message).toMatch(/^ENOSYS: this kernel has no kexec_file_load \(built without CONFIG_KEXEC_FILE\), kexec_file_load/);
+      expect(support.reason).toMatch(/no kexec_file_load/);
+    } else {
+      expect(error).not.toBeInstanceOf(lu.KexecUnsupportedError);
+    }
+    // The support probe agrees with what a load did: ENOSYS exactly when it says unavailable.
+    expect(error.code === 'ENOSYS').toBe(support.available === false);
+  });
+
+  it('kexec.isLoaded() and status() agree, and status() reports kexec_file_load support', async () => {
+    const s = lu.statusSync({ probe: false });
+    expect(s.kexecLoaded).toBe(lu.kexec.isLoadedSync());
+    expect(await lu.kexec.isLoaded()).toBe(s.kexecLoaded);
+    if (!hostHasKexec) expect(s.kexecLoaded).toBe(false);
+    expect(s.kexecFile).toEqual(lu.kexec.supportSync());
+    expect(s.kexecFile.available === true ? s.kexecFile.reason : typeof s.kexecFile.reason).toBe(s.kexecFile.available === true ? null : 'string');
+  });
+
+  it('addSeals on a memfd created without allowSealing says so (EPERM, and F_GET_SEALS shows SEAL_SEAL)', async () => {
+    const fd = lu.memfd.createSync('born-sealed');
+    try {
+      expect(lu.memfd.getSealsSync(fd) & lu.memfd.SEAL_SEAL).toBe(lu.memfd.SEAL_SEAL);
+      const error = thrown(() => lu.memfd.addSealsSync(fd, lu.memfd.SEAL_WRITE));
+      expect(error).toBeInstanceOf(lu.SealingNotAllowedError);
+      expect(error).toMatchObject({ code: 'EPERM', errno: -ERRNO.EPERM, syscall: 'fcntl', operation: 'memfd.addSeals', fd });
+      expect(error.message).toMatch(/it carries SEAL_SEAL.*created without allowSealing/);
+      expect(error.fix).toBe('create the memfd with memfd.create(name, { allowSealing: true })');
+      await expect(lu.memfd.addSeals(fd, lu.memfd.SEAL_WRITE)).rejects.toThrow(/created without allowSealing/);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // EPERM for the other reason: a read-only fd of a memfd that allows sealing.
+    const sealable = lu.memfd.createSync('sealable', { allowSealing: true });
+    const readOnly = fs.openSync(`/proc/self/fd/${sealable}`, 'r');
+    try {
+      expect(() => lu.memfd.addSealsSync(readOnly, lu.memfd.SEAL_WRITE)).toThrow(/the fd is not open for writing/);
+    } finally {
+      fs.closeSync(readOnly);
+      fs.closeSync(sealable);
+    }
+  });
+
+  it('seals on a file that is not a memfd: NotSealableError', () => {
+    const pipe = native.pipe();
+    try {
+      expect(() => lu.memfd.getSealsSync(pipe[0])).toThrow(lu.NotSealableError);
+    } finally {
+      pipe.forEach((fd) => fs.closeSync(fd));
+    }
+  });
+
+  it('every error has a code: a kexec that returns, a closed device, a closed session', () => {
+    const fd = lu.memfd.createSync('stand-in');
+    const session = new lu.Session(fd, 's', 'outgoing');
+    session.closeSync();
+    expect(thrown(() => session.preserveSync(0, 1n))).toMatchObject({ code: 'ERR_LIVEUPDATE_SESSION_STATE' });
+    // close() of an fd already closed behind the session's back: typed, with the fd.
+    const other = lu.memfd.createSync('closed-behind');
+    const stale = new lu.Session(other, 'stale', 'outgoing');
+    fs.closeSync(other);
+    const error = thrown(() => stale.closeSync());
+    expect(error).toBeInstanceOf(lu.BadFileDescriptorError);
+    expect(error).toMatchObject({ code: 'EBADF', syscall: 'close', operation: 'close', fd: other });
   });
 });

@@ -16,6 +16,7 @@ import {
   type RecvResult,
   type UnixSocketType,
 } from '../lib/fdpass.js';
+import { BadFileDescriptorError, LiveUpdateError, PeerClosedError } from '../lib/errors.js';
 import { native } from '../lib/native.js';
 import { compiledLib, removeCompiledLib, runChild, sha256 } from './helpers/child.js';
 import { expectNoFdLeak, openFds } from './helpers/fds.js';
@@ -228,7 +229,9 @@ describe('truncation closes every fd that arrived', () => {
           expect(error).toBeInstanceOf(ControlTruncatedError);
           // All five arrive (the control buffer has room beyond maxFds for what
           // SO_PASSCRED/SO_PASSPIDFD add) and all five are closed.
-          expect(error).toMatchObject({ code: 'ERR_LIVEUPDATE_FDS_TRUNCATED', closedFds: 5 });
+          expect(error).toMatchObject({ code: 'ERR_LIVEUPDATE_FDS_TRUNCATED', closedFds: 5, operation: 'recvFds', errno: undefined });
+          // One error model: the fd-passing errors are LiveUpdateErrors too.
+          expect(error).toBeInstanceOf(LiveUpdateError);
           expect(openFds()).toEqual(before);
           sendFdsSync(a, memfds.slice(0, 2), 'two');
           expect(() => recvFdsSync(b, { maxFds: 1 })).toThrow(ControlTruncatedError);
@@ -323,9 +326,12 @@ describe('validation happens before any syscall', () => {
   it('reports kernel failures as Node-style system errors', async () => {
     const [a, b] = socketPair('stream');
     fs.closeSync(b);
-    await expect(sendFds(a, [], 'x')).rejects.toMatchObject({ code: 'EPIPE', syscall: 'sendmsg', errno: -os.constants.errno.EPIPE });
+    const peerClosed = sendFds(a, [], 'x');
+    await expect(peerClosed).rejects.toBeInstanceOf(PeerClosedError);
+    await expect(peerClosed).rejects.toMatchObject({ code: 'EPIPE', syscall: 'sendmsg', errno: -os.constants.errno.EPIPE, operation: 'sendFds', fd: a });
     fs.closeSync(a);
-    expect(() => recvFdsSync(NOT_OPEN)).toThrow(expect.objectContaining({ code: 'EBADF', message: 'EBADF: bad file descriptor, fstat' }) as unknown as Error);
+    expect(() => recvFdsSync(NOT_OPEN)).toThrow(BadFileDescriptorError);
+    expect(() => recvFdsSync(NOT_OPEN)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'fstat', message: `EBADF: fd ${NOT_OPEN} is not an open file descriptor, fstat` }) as unknown as Error);
     const pipe = native.pipe();
     expect(() => recvFdsSync(pipe[0])).toThrow(expect.objectContaining({ code: 'ENOTSOCK' }) as unknown as Error);
     closeAll(pipe);

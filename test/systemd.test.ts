@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BadFileDescriptorError, NotifyTimeoutError, NotifySocketError } from '../lib/errors.js';
 import { recvFds, recvFdsSync, type RecvResult } from '../lib/fdpass.js';
 import { native } from '../lib/native.js';
 import {
@@ -159,11 +160,19 @@ describe('notify to a datagram socket', () => {
     }
   });
 
-  it('reports an unreachable socket as a system error, and refuses non-Unix addresses', async () => {
-    process.env['NOTIFY_SOCKET'] = path.join(tmp, 'nobody-here.sock');
-    await expect(notify({ READY: 1 })).rejects.toMatchObject({ code: 'ENOENT', syscall: 'connect' });
+  it('reports an unreachable socket as a NotifySocketError naming $NOTIFY_SOCKET and its value, and refuses non-Unix addresses', async () => {
+    const address = path.join(tmp, 'nobody-here.sock');
+    process.env['NOTIFY_SOCKET'] = address;
+    const unreachable = notify({ READY: 1 });
+    await expect(unreachable).rejects.toBeInstanceOf(NotifySocketError);
+    await expect(unreachable).rejects.toMatchObject({ code: 'ENOENT', errno: -os.constants.errno.ENOENT, syscall: 'connect', operation: 'notify', path: address });
+    await expect(unreachable).rejects.toThrow(`ENOENT: cannot send to NOTIFY_SOCKET=${address}: no such file or directory, connect '${address}'`);
+    await expect(unreachable).rejects.toMatchObject({ cause: expect.objectContaining({ code: 'ENOENT', syscall: 'connect' }) });
+    expect(() => notifySync({ READY: 1 })).toThrow(NotifySocketError);
     process.env['NOTIFY_SOCKET'] = 'vsock:2:1234';
-    expect(() => notifySync({ READY: 1 })).toThrow(expect.objectContaining({ code: 'EAFNOSUPPORT' }) as unknown as Error);
+    expect(() => notifySync({ READY: 1 })).toThrow(NotifySocketError);
+    expect(() => notifySync({ READY: 1 })).toThrow(expect.objectContaining({ code: 'EAFNOSUPPORT', errno: -os.constants.errno.EAFNOSUPPORT }) as unknown as Error);
+    expect(() => notifySync({ READY: 1 })).toThrow(/NOTIFY_SOCKET=vsock:2:1234.*it is not a Unix socket address/);
   });
 });
 
@@ -250,10 +259,13 @@ describe('barrier', () => {
     try {
       await expectNoFdLeak(async () => {
         const started = Date.now();
-        await expect(barrier({ timeout: 150 })).rejects.toMatchObject({ code: 'ETIMEDOUT', syscall: 'poll' });
+        const late = barrier({ timeout: 150 });
+        await expect(late).rejects.toBeInstanceOf(NotifyTimeoutError);
+        await expect(late).rejects.toMatchObject({ code: 'ETIMEDOUT', syscall: 'poll', errno: -os.constants.errno.ETIMEDOUT, operation: 'barrier' });
+        await expect(late).rejects.toThrow(/not acknowledged within 150 ms/);
         expect(Date.now() - started).toBeGreaterThanOrEqual(140);
         const held = recvFdsSync(manager.fd);
-        expect(() => barrierSync({ timeout: 50 })).toThrow(expect.objectContaining({ code: 'ETIMEDOUT' }) as unknown as Error);
+        expect(() => barrierSync({ timeout: 50 })).toThrow(NotifyTimeoutError);
         const held2 = recvFdsSync(manager.fd);
         closeAll([...held.fds, ...held2.fds]);
       });
@@ -379,7 +391,8 @@ describe('describeFd / isLuoSessionFd', () => {
       expect([m, a, r].map((fd) => describeFd(fd).kind)).toEqual(['memfd', 'socket', 'pipe']);
       expect([m, a, r].map(isLuoSessionFd)).toEqual([false, false, false]);
       expect(isLuoSessionFd(2_000_000_000)).toBe(false);
-      expect(() => describeFd(2_000_000_000)).toThrow(expect.objectContaining({ code: 'ENOENT' }) as unknown as Error);
+      expect(() => describeFd(2_000_000_000)).toThrow(BadFileDescriptorError);
+      expect(() => describeFd(2_000_000_000)).toThrow(expect.objectContaining({ code: 'EBADF', operation: 'describeFd', fd: 2_000_000_000 }) as unknown as Error);
     } finally {
       closeAll([m, a, b, r, w]);
     }

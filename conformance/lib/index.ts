@@ -9,7 +9,7 @@
 export { runVm, qemuBinary, type RunOptions, type VmRun, type StageResult, type CaseResult } from './vm/qemu.js';
 export { findKernels, kernelRelease, fragmentHash, NO_KERNEL_HELP, type KernelImage } from './vm/kernels.js';
 export { buildGuestImage, cacheDir, packageRoot, type GuestImage, type GuestImageOptions } from './vm/initramfs.js';
-export { defineCase, defineScenario, type Case, type Scenario, type StageContext, type StageFunction } from './vm/scenario.js';
+export { defineCase, defineScenario, type Case, type Scenario, type StageContext, type StageFunction, type NextStage } from './vm/scenario.js';
 export { expectError, memfdWith } from './conformance/support.js';
 export { CpioWriter, fdSink, type CpioSink } from './vm/cpio.js';
 export type { JsonValue, ErrorInfo, CheckRecord, GuestRecord } from './vm/protocol.js';

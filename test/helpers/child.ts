@@ -2,9 +2,9 @@
  * Child processes for the fd-passing tests: a plain `node` that loads this
  * package's fdpass/systemd modules, compiled once into a temporary directory
  * (Node 20 cannot run the TypeScript sources; types are checked by the
- * project's own tsc run, so this one uses --noCheck). The compiled native.js is
- * replaced by a shim that loads the addon from the repository, because the
- * real one finds it relative to its own directory.
+ * project's own tsc run, so this one uses --noCheck). The compiled native.js
+ * is pointed at the repository's addon, because it finds the addon relative
+ * to its own directory.
  */
 import { execFileSync, spawn, type StdioOptions } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -26,8 +26,14 @@ export function compiledLib(): string {
     tsc, '--outDir', out, '--rootDir', path.join(ROOT, 'lib'), '--module', 'node16', '--moduleResolution', 'node16',
     '--target', 'ES2022', '--noCheck', '--esModuleInterop', '--skipLibCheck', '--types', 'node', ...files,
   ], { cwd: ROOT, stdio: 'pipe' });
+  // The compiled native.js finds the addon beside its own directory, and node-gyp-build in
+  // node_modules: point both at the repository's.
+  const nativeJs = path.join(out, 'native.js');
+  const source = fs.readFileSync(nativeJs, 'utf8');
   const gypBuild = JSON.stringify(path.join(ROOT, 'node_modules', 'node-gyp-build'));
-  fs.writeFileSync(path.join(out, 'native.js'), `exports.native = require(${gypBuild})(${JSON.stringify(ROOT)});\n`);
+  const rooted = source.replace("path.join(__dirname, '..')", JSON.stringify(ROOT)).replace('require("node-gyp-build")', `require(${gypBuild})`);
+  if (rooted === source) throw new Error('native.js no longer computes its root as path.join(__dirname, \'..\'): update this helper');
+  fs.writeFileSync(nativeJs, rooted);
   compiled = out;
   return out;
 }

@@ -7,10 +7,10 @@
  */
 import { beforeAll, expect, it } from 'vitest';
 import type { VmRun } from '../../conformance/lib/vm/qemu.js';
-import { boot, describeKernels, scenario } from './support.js';
+import { boot, describeKernels, itEveryCheckPasses, scenario, type ExpectedChecks } from './support.js';
 
 /** The checks each case must report, per stage, all passing. */
-const EXPECTED: Record<string, Record<number, string[]>> = {
+const EXPECTED: ExpectedChecks = {
   'api/promise-forms': {
     1: ['status: available', 'status: liveupdate=', 'status: GET_NAME works', 'status: a held device is reported busy', 'state', 'GET_NAME', 'session fd is close-on-exec'],
     2: ['state', 'GET_NAME', 'retrieved fds are close-on-exec', 'token 2^64-1 content', 'token 0 content', 'state after finish', 'retrieve after finish is refused', 'state after close', 'fd after close'],
@@ -37,16 +37,5 @@ describeKernels('API', (kernel) => {
     expect(run.stages.map((s) => s.stage)).toEqual([1, 2]);
   });
 
-  for (const [name, stages] of Object.entries(EXPECTED)) {
-    it(`${name}: every check passes`, () => {
-      for (const [stage, checks] of Object.entries(stages)) {
-        const result = run.result(name, Number(stage));
-        expect(result, `no result for ${name} in stage ${stage}\n${run.report()}`).toBeDefined();
-        const failed = result?.checks.filter((c) => !c.ok) ?? [];
-        expect(failed, run.report()).toEqual([]);
-        expect(result?.error, run.report()).toBeUndefined();
-        expect(result?.checks.map((c) => c.name)).toEqual(checks);
-      }
-    });
-  }
+  itEveryCheckPasses(() => run, EXPECTED);
 });

@@ -6,9 +6,9 @@
  */
 import { beforeAll, expect, it } from 'vitest';
 import type { VmRun } from '../../conformance/lib/vm/qemu.js';
-import { boot, describeKernels, scenario } from './support.js';
+import { boot, describeKernels, itEveryCheckPasses, scenario, type ExpectedChecks } from './support.js';
 
-const EXPECTED: Record<string, Record<number, string[]>> = {
+const EXPECTED: ExpectedChecks = {
   'handoff/session-fd-to-another-process': {
     1: ['process A exited cleanly', 'one fd arrived with its bytes', 'describeFd sees a LUO session', 'Session.fromFd'],
     2: ['memfd intact after the kexec'],
@@ -34,15 +34,5 @@ describeKernels('fd hand-off', (kernel) => {
     expect(run.ok, run.report()).toBe(true);
   });
 
-  for (const [name, stages] of Object.entries(EXPECTED)) {
-    it(`${name}: every check passes`, () => {
-      for (const [stage, checks] of Object.entries(stages)) {
-        const result = run.result(name, Number(stage));
-        expect(result, `no result for ${name} in stage ${stage}\n${run.report()}`).toBeDefined();
-        expect(result?.error, run.report()).toBeUndefined();
-        expect(result?.checks.filter((c) => !c.ok), run.report()).toEqual([]);
-        expect(result?.checks.map((c) => c.name)).toEqual(checks);
-      }
-    });
-  }
+  itEveryCheckPasses(() => run, EXPECTED);
 });

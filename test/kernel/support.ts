@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { findKernels, NO_KERNEL_HELP, type KernelImage } from '../../conformance/lib/vm/kernels.js';
 import { runVm, type RunOptions, type VmRun } from '../../conformance/lib/vm/qemu.js';
 
@@ -102,4 +102,26 @@ function sharedNames(options: RunOptions): string[] | undefined {
   const names = scenarios.map((file) => path.basename(file, '.js'));
   const ours = scenarios.every((file) => path.dirname(file) === SCENARIO_DIR);
   return ours && names.every((n) => SHARED_SCENARIOS.includes(n)) ? names : undefined;
+}
+
+/** For each case: the names of the checks each stage must record, in order. */
+export type ExpectedChecks = Record<string, Record<number, string[]>>;
+
+/**
+ * Declares one test per case of `expected`: in every stage listed, the case
+ * has a result, threw nothing, recorded exactly those checks in that order,
+ * and every one of them passed. `run` is read when the tests run (after beforeAll).
+ */
+export function itEveryCheckPasses(run: () => VmRun, expected: ExpectedChecks): void {
+  for (const [name, stages] of Object.entries(expected)) {
+    it(`${name}: every check passes`, () => {
+      for (const [stage, checks] of Object.entries(stages)) {
+        const result = run().result(name, Number(stage));
+        expect(result, `no result for ${name} in stage ${stage}\n${run().report()}`).toBeDefined();
+        expect(result?.error, run().report()).toBeUndefined();
+        expect(result?.checks.filter((c) => !c.ok), run().report()).toEqual([]);
+        expect(result?.checks.map((c) => c.name)).toEqual(checks);
+      }
+    });
+  }
 }

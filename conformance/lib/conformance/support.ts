@@ -75,14 +75,10 @@ export function lacks(what: Requirement): string | null {
   return reason;
 }
 
-/** Null when /dev/liveupdate exists; else status()'s reason, sharpened by the kernel log. */
+/** Null when /dev/liveupdate exists; else status()'s reason (which reads the kernel log too). */
 function probeDevice(): string | null {
   const s = statusSync({ probe: false });
   if (s.deviceExists) return null;
-  const log = kernelLog();
-  if (/Disabling liveupdate because KHO is disabled/.test(log)) {
-    return `no /dev/liveupdate: Kexec HandOver (KHO) is disabled on kernel ${s.kernelRelease}, so LUO turned itself off (CONFIG_KEXEC_HANDOVER with kho=on is needed)`;
-  }
   return `no /dev/liveupdate: ${s.reason ?? 'the device node is missing'}`;
 }
 
@@ -107,34 +103,6 @@ function probeMemfd(): string | null {
     fs.closeSync(fd);
     luo.closeSync();
   }
-}
-
-/** The kernel's log so far, from /dev/kmsg (empty if unreadable). */
-export function kernelLog(): string {
-  let fd: number;
-  try {
-    fd = fs.openSync('/dev/kmsg', fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  } catch {
-    return '';
-  }
-  const lines: string[] = [];
-  const buffer = Buffer.alloc(8192);
-  try {
-    // Each read returns one record; EAGAIN marks the end, EPIPE a record overwritten meanwhile.
-    for (;;) {
-      try {
-        const n = fs.readSync(fd, buffer, 0, buffer.length, null);
-        if (n === 0) break;
-        lines.push(buffer.toString('utf8', 0, n).split(';').slice(1).join(';').split('\n')[0] ?? '');
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'EPIPE') continue;
-        break;
-      }
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return lines.join('\n');
 }
 
 /** Opens the device, runs `fn`, and closes the device whatever happens (it has one owner). */

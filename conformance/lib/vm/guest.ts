@@ -28,7 +28,7 @@ import {
   type JsonValue,
   type Manifest,
 } from './protocol.js';
-import { scenarioOf, stageCount, type Case, type StageContext } from './scenario.js';
+import { scenarioOf, stageCount, type Case, type NextStage, type StageContext } from './scenario.js';
 
 const MS_NOSUID = 0x2;
 const MS_NODEV = 0x4;
@@ -51,6 +51,8 @@ interface StageRun {
   readonly state: CarriedState;
 }
 
+/** A case's own way into the next stage (StageContext.jumpWith), if one asked. */
+let caseJump: ((next: NextStage) => Promise<void>) | undefined;
 /** Objects cases asked to keep alive until the kexec. */
 const kept: unknown[] = [];
 let resultsFd = 1;
@@ -88,7 +90,7 @@ async function run(): Promise<void> {
   });
   log(`stage ${r.stage}/${stages} on ${os.release()}: ${cases.length} case(s)`);
   const next = await runStage(r);
-  if (r.stage < stages) jump(r, next);
+  if (r.stage < stages) await jump(r, next);
   else finish(Object.keys(next.stopped).length === 0);
 }
 
@@ -220,11 +222,14 @@ function context(r: StageRun, name: string, onCheck: (ok: boolean) => void): Sta
     },
     report: (reportName, value) => emit({ t: 'report', stage: r.stage, case: name, name: reportName, value: toJson(value) }),
     keep: (...values) => void kept.push(...values),
+    jumpWith: (handler) => {
+      caseJump = handler;
+    },
   };
 }
 
 /** Writes the next stage's initrd (this one plus the new state) and kexecs into it with the package's own API. */
-function jump(r: StageRun, next: CarriedState): never {
+async function jump(r: StageRun, next: CarriedState): Promise<never> {
   const started = performance.now();
   const stage = r.stage + 1;
   const kernel = r.manifest.kernels[Math.min(stage, r.manifest.kernels.length) - 1];
@@ -232,6 +237,13 @@ function jump(r: StageRun, next: CarriedState): never {
   const initrdBytes = writeNextInitrd(RETAINED_INITRD, next, NEXT_INITRD);
   const writeMs = elapsed(started);
   const cmdline = nextCmdline(readText('/proc/cmdline'), stage);
+  if (caseJump !== undefined) {
+    emit({ t: 'kexec', stage: r.stage, next: stage, kernel, initrdBytes, writeMs, ms: elapsed(started) });
+    log(`a case makes the kexec into stage ${stage} (${kernel})`);
+    closeResults();
+    await caseJump({ kernel, initrd: NEXT_INITRD, cmdline });
+    throw new Error(`the case's jump into stage ${stage} returned: no kexec happened`);
+  }
   kexec.loadSync({ kernel, initrd: NEXT_INITRD, cmdline });
   fs.rmSync(NEXT_INITRD); // kexec_file_load copied it; free the tmpfs pages
   emit({ t: 'kexec', stage: r.stage, next: stage, kernel, initrdBytes, writeMs, ms: elapsed(started) });

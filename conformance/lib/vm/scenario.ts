@@ -47,6 +47,21 @@ export interface StageContext {
    * stay open to be preserved, and nothing else references them.
    */
   keep(...values: unknown[]): void;
+  /**
+   * Lets the case make the kexec into the next stage itself (through a
+   * command that kexecs, say): the runner writes the next stage's initrd as
+   * usual, then calls `jump` with what to load instead of loading and
+   * executing it. The last case to ask wins. A `jump` that returns or throws
+   * is fatal: the next stage never starts.
+   */
+  jumpWith(jump: (next: NextStage) => Promise<void>): void;
+}
+
+/** What the next stage boots: a kernel, its initrd and its command line (all guest paths). */
+export interface NextStage {
+  readonly kernel: string;
+  readonly initrd: string;
+  readonly cmdline: string;
 }
 
 /** One stage of a case. Its return value reaches the host and the case's next stage. */

@@ -182,7 +182,7 @@ describeKernels('liveupdate-conformance', (kernel, all) => {
       });
 
       it('exits 1, fails luo/device and skips every other case, each saying what is missing', () => {
-        const why = `no /dev/liveupdate: Kexec HandOver (KHO) is disabled on kernel ${kernel.release}, so LUO turned itself off`;
+        const why = `no /dev/liveupdate: Kexec HandOver is off on kernel ${kernel.release} (kho=off), so LUO turned itself off`;
         expect(lacking.status, lacking.stderr.slice(-3000)).toBe(1);
         const lines = lacking.stdout.split('\n').filter((l) => /^(PASS|FAIL|SKIP) /.test(l));
         expect(lines.map((l) => l.split(/\s+/)[1])).toEqual(EXPECTED_CASES);

@@ -6,6 +6,7 @@
 import { createHash, randomFillSync } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { JsonValue } from 'liveupdate-conformance';
 import nodeGypBuild from 'node-gyp-build';
 
 const CHUNK = 1024 * 1024;
@@ -72,4 +73,9 @@ export interface LibraryAddon {
  */
 export function libraryAddon(): LibraryAddon {
   return nodeGypBuild(path.dirname(require.resolve('liveupdate/package.json'))) as LibraryAddon;
+}
+
+/** A typed value (an interface, which has no index signature) as the JSON the guest records. */
+export function asJson(value: unknown): JsonValue {
+  return JSON.parse(JSON.stringify(value ?? null)) as JsonValue;
 }

@@ -1,0 +1,241 @@
+/**
+ * The agent's commands for the `liveupdate` command table (lib/cli.ts):
+ * `agent`, `update` and `sessions`. They run until they are done, so each
+ * resolves to its exit status.
+ * @internal
+ */
+import * as fs from 'node:fs';
+import type { Command, OptionValues, Output } from '../cli.js';
+import { UsageError } from '../cli.js';
+import { AgentError, LiveUpdateError } from '../errors.js';
+import { native } from '../native.js';
+import { listenFds, notify } from '../systemd.js';
+import { AgentClient } from './client.js';
+import { readPolicy } from './policy.js';
+import { DEFAULT_SOCKET, type SessionInfo } from './protocol.js';
+import { Agent, MANIFEST_FDNAME, STATE_FDNAME, type AgentEvent, type RestoredState, type UpdateCheck } from './server.js';
+
+/** Exit statuses of the agent's commands beyond the table's 0, 1 and 2. */
+export const EXIT = {
+  ok: 0,
+  /** A check failed (or the kexec itself failed). */
+  refused: 1,
+  /** A client with sessions did not say ready in time. */
+  notReady: 3,
+  /** EX_UNAVAILABLE: no agent answers, or the agent has no device. */
+  unavailable: 69,
+  /** EX_NOPERM: the policy does not allow it. */
+  permission: 77,
+} as const;
+
+function text(values: OptionValues, name: string): string | undefined {
+  const value = values[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function jsonLine(event: AgentEvent): void {
+  process.stderr.write(`${JSON.stringify(event)}\n`);
+}
+
+/** Splits what systemd passed: the listening socket, the state memfd and the parked session fds. */
+function fromSystemd(): { listenFd?: number; restored?: RestoredState } {
+  const passed = listenFds({ unsetEnvironment: true });
+  const fds = new Map<string, number>();
+  let listenFd: number | undefined;
+  let stateFd: number | undefined;
+  for (const [name, list] of passed) {
+    for (const fd of list) {
+      if (name === STATE_FDNAME) stateFd = fd;
+      else if (name.startsWith('luo-') || name === MANIFEST_FDNAME) fds.set(name, fd);
+      else if (listenFd === undefined && isSeqpacket(fd)) listenFd = fd;
+    }
+  }
+  return { ...(listenFd === undefined ? {} : { listenFd }), ...(stateFd === undefined && fds.size === 0 ? {} : { restored: { stateFd, fds } }) };
+}
+
+function isSeqpacket(fd: number): boolean {
+  try {
+    return native.socketType(fd) === native.SOCK_SEQPACKET;
+  } catch {
+    return false;
+  }
+}
+
+/** `liveupdate agent`: runs until SIGTERM or SIGINT. */
+async function runAgent(values: OptionValues): Promise<number> {
+  const policyFile = text(values, 'policy');
+  const socket = text(values, 'socket');
+  const device = text(values, 'device');
+  const policy = policyFile === undefined ? undefined : readPolicy(policyFile);
+  const passed = fromSystemd();
+  let agent: Agent | undefined;
+  const log = (event: AgentEvent): void => {
+    jsonLine(event);
+    if (agent !== undefined) void notify({ STATUS: agent.statusLine() }).catch(() => {});
+  };
+  agent = await Agent.start({
+    ...(socket === undefined ? {} : { socket }),
+    ...(device === undefined ? {} : { devicePath: device }),
+    ...(policy === undefined ? {} : { policy }),
+    ...passed,
+    log,
+  });
+  const running = agent;
+  await notify({ READY: 1, STATUS: running.statusLine() });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      jsonLine({ time: new Date().toISOString(), event: 'signal', signal });
+      void notify({ STOPPING: 1 })
+        .catch(() => {})
+        // Under systemd the agent's references go to its fd store; without it, the clients hold their sessions.
+        .then(() => running.stop({ park: process.env['NOTIFY_SOCKET'] !== undefined }))
+        .then(resolve, (error: unknown) => {
+          jsonLine({ time: new Date().toISOString(), event: 'stop-failed', message: (error as Error).message });
+          resolve();
+        });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return EXIT.ok;
+}
+
+function exitFor(error: unknown): number {
+  if (!(error instanceof AgentError)) return EXIT.refused;
+  switch (error.code) {
+    case 'ERR_LIVEUPDATE_AGENT_PERMISSION':
+    case 'ERR_LIVEUPDATE_AGENT_QUOTA':
+      return EXIT.permission;
+    case 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE':
+      return EXIT.unavailable;
+    case 'ERR_LIVEUPDATE_UPDATE_REFUSED': {
+      const details = error.details as { notReady?: unknown[] } | undefined;
+      return (details?.notReady?.length ?? 0) > 0 ? EXIT.notReady : EXIT.refused;
+    }
+    default:
+      return EXIT.refused;
+  }
+}
+
+function formatChecks(checks: UpdateCheck[]): string {
+  return checks.map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail === undefined ? '' : ` (${c.detail})`}`).join('\n');
+}
+
+/** `liveupdate update`. */
+async function runUpdate(values: OptionValues, out: Output): Promise<number> {
+  const kernel = text(values, 'kernel');
+  if (kernel === undefined) throw new UsageError('--kernel is required');
+  const reuse = values['reuse-cmdline'] === true;
+  if ((text(values, 'cmdline') === undefined) === !reuse) throw new UsageError('give exactly one of --cmdline and --reuse-cmdline');
+  const cmdline = reuse ? fs.readFileSync('/proc/cmdline', 'utf8').trim() : (text(values, 'cmdline') ?? '');
+  const timeout = text(values, 'timeout') === undefined ? 60 : Number(text(values, 'timeout'));
+  if (!Number.isFinite(timeout) || timeout < 0 || timeout > 86400) throw new UsageError('--timeout must be a number of seconds from 0 to 86400');
+  const json = values['json'] === true;
+  const print = (value: Record<string, unknown>, lines: string): void => out.stdout(json ? `${JSON.stringify(value)}\n` : `${lines}\n`);
+  const initrd = text(values, 'initrd');
+  try {
+    const client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate update' });
+    const report = await client.update({
+      kernel,
+      ...(initrd === undefined ? {} : { initrd }),
+      cmdline,
+      timeoutMs: Math.round(timeout * 1000),
+      dryRun: values['dry-run'] === true,
+      onKexec: (checks) => print({ result: 'kexec', checks }, `${formatChecks(checks)}\nkexec now`),
+    });
+    print({ result: 'dry-run', checks: report.checks }, `${formatChecks(report.checks)}\ndry run: every check passed; nothing was loaded`);
+    await client.close();
+    return EXIT.ok;
+  } catch (error) {
+    if (!(error instanceof LiveUpdateError)) throw error;
+    const details = error instanceof AgentError ? (error.details as { checks?: UpdateCheck[]; notReady?: unknown[] } | undefined) : undefined;
+    const checks = details?.checks === undefined ? '' : `${formatChecks(details.checks)}\n`;
+    print({ result: 'refused', code: error.code, message: error.message, ...(details === undefined ? {} : { details }) }, `${checks}${error.message}`);
+    return exitFor(error);
+  }
+}
+
+function formatSessions(sessions: SessionInfo[]): string {
+  if (sessions.length === 0) return '(no sessions)';
+  const time = (ms: number | undefined): string => (ms === undefined ? '-' : new Date(ms).toISOString());
+  const rows = sessions.map((s) => [s.name, s.kernelName, String(s.owner), s.state, time(s.createdAt), time(s.claimedAt)]);
+  const header = ['name', 'kernel name', 'owner', 'state', 'created', 'claimed'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  return [header, ...rows].map((r) => r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+}
+
+/** `liveupdate sessions`. */
+async function runSessions(values: OptionValues, out: Output): Promise<number> {
+  try {
+    const client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate sessions' });
+    const report = await client.sessions();
+    await client.close();
+    if (values['json'] === true) {
+      out.stdout(`${JSON.stringify(report)}\n`);
+    } else {
+      const times = report.frozenAt === null ? '' : `\nfrozen ${new Date(report.frozenAt).toISOString()}, device opened again ${report.firstOpenAt === null ? '-' : new Date(report.firstOpenAt).toISOString()}`;
+      out.stdout(`${formatSessions(report.sessions)}\nlive updates: ${report.kexecCount}${times}\n`);
+    }
+    return EXIT.ok;
+  } catch (error) {
+    if (!(error instanceof LiveUpdateError)) throw error;
+    out.stderr(`liveupdate sessions: ${error.message}\n`);
+    return exitFor(error);
+  }
+}
+
+const socketOption = { socket: { type: 'string' } } as const;
+
+/** The agent's entries of the command table. */
+export const AGENT_COMMANDS: readonly Command[] = [
+  {
+    name: 'agent',
+    summary: 'Run the agent: the one owner of /dev/liveupdate, serving clients on a Unix socket.',
+    synopsis: '[--socket PATH] [--policy FILE] [--device PATH]',
+    details: `  --socket PATH   where to listen (default ${DEFAULT_SOCKET}); a SOCK_SEQPACKET socket
+                  passed by systemd in LISTEN_FDS is used instead
+  --policy FILE   who may connect and update, quotas (AGENT-PROTOCOL.md; default: root only)
+  --device PATH   the LUO device (default /dev/liveupdate)
+Logs one JSON line per event on stderr; READY=1 and STATUS= to systemd. Runs until SIGTERM
+(under systemd its session references wait in the fd store). Exit status 0 after a clean stop.`,
+    options: { ...socketOption, policy: { type: 'string' }, device: { type: 'string' } },
+    reports: false,
+    run: (values) => runAgent(values),
+  },
+  {
+    name: 'update',
+    summary: 'Ask the agent to update: check, load, wait for every client to be ready, kexec.',
+    synopsis: '--kernel PATH [--initrd PATH] (--cmdline ARGS | --reuse-cmdline) [--timeout S] [--dry-run] [--socket PATH]',
+    details: `  --kernel PATH      the next kernel image
+  --initrd PATH      its initramfs
+  --cmdline ARGS     its command line (must keep liveupdate=on, must not turn KHO off)
+  --reuse-cmdline    this kernel's command line
+  --timeout S        how long to wait for the clients to say ready (default 60)
+  --dry-run          stop after the checks
+  --json             print { result, checks, code?, message?, details? } as JSON
+Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec failed),
+3 (a client was not ready: the report names it), 69 (no agent), 77 (not permitted), 2 (usage).`,
+    options: {
+      ...socketOption,
+      kernel: { type: 'string' },
+      initrd: { type: 'string' },
+      cmdline: { type: 'string' },
+      'reuse-cmdline': { type: 'boolean' },
+      timeout: { type: 'string' },
+      'dry-run': { type: 'boolean' },
+    },
+    reports: true,
+    run: (values, out) => runUpdate(values, out),
+  },
+  {
+    name: 'sessions',
+    summary: "The agent's sessions you may see: owners, states, the manifest's times.",
+    synopsis: '[--socket PATH]',
+    details: `  --socket PATH   the agent's socket (default ${DEFAULT_SOCKET})
+  --json          print { sessions, kexecCount, updateStartedAt, frozenAt, firstOpenAt, refused }
+Exit status 0, 69 (no agent), 77 (not permitted).`,
+    options: socketOption,
+    reports: true,
+    run: (values, out) => runSessions(values, out),
+  },
+];

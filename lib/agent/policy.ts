@@ -1,0 +1,175 @@
+/**
+ * The agent's policy: who may connect, how much each user may keep, who may
+ * run an update, and what happens to sessions whose client is gone or that
+ * nobody claims after the kexec. Read from a JSON file (`--policy FILE`;
+ * the format is in AGENT-PROTOCOL.md, "Policy").
+ */
+import * as fs from 'node:fs';
+import { agentError } from '../errors.js';
+
+/** Users and groups, by name or numeric id. */
+export interface Principals {
+  users?: Array<string | number>;
+  groups?: Array<string | number>;
+}
+
+/** The policy file's contents. Every field is optional; the defaults are those of {@link DEFAULT_POLICY}. */
+export interface PolicyFile {
+  /** Format version: 1. */
+  version?: 1;
+  /** Who may connect besides root (always allowed). */
+  connect?: Principals;
+  /** Who may run `update` besides root (always allowed). */
+  update?: Principals;
+  /** Per-user limits (root has none). */
+  quota?: { sessions?: number; metadataBytes?: number };
+  /** `keep` (default): the agent holds a client's sessions after it disconnects, for it to re-attach; `release`: they die with it. */
+  onClientExit?: 'keep' | 'release';
+  /** After the kexec: sessions not claimed within `afterSeconds` are `keep`-t (default) or `finish`-ed (their files discarded). */
+  unclaimed?: { afterSeconds: number; action: 'keep' | 'finish' };
+}
+
+/** A policy with its names resolved to ids. */
+export interface Policy {
+  readonly connect: { uids: ReadonlySet<number>; gids: ReadonlySet<number> };
+  readonly update: { uids: ReadonlySet<number>; gids: ReadonlySet<number> };
+  readonly quota: { sessions: number; metadataBytes: number };
+  readonly onClientExit: 'keep' | 'release';
+  readonly unclaimed: { afterSeconds: number; action: 'keep' | 'finish' } | null;
+}
+
+/** Without a policy file: only root may connect and update; 64 sessions and 4 KiB of metadata per session otherwise. */
+export const DEFAULT_POLICY: Policy = {
+  connect: { uids: new Set(), gids: new Set() },
+  update: { uids: new Set(), gids: new Set() },
+  quota: { sessions: 64, metadataBytes: 4096 },
+  onClientExit: 'keep',
+  unclaimed: null,
+};
+
+/** A policy that cannot be used: an AgentPolicyError whose message says where. */
+function policyError(text: string): Error {
+  return agentError('ERR_LIVEUPDATE_AGENT_POLICY', text, { operation: 'agent.start' });
+}
+
+/** Name → id from an /etc/passwd or /etc/group style file (name:x:id:...). */
+function idsByName(file: string): Map<string, number> {
+  const ids = new Map<string, number>();
+  let text = '';
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return ids;
+  }
+  for (const line of text.split('\n')) {
+    const [name, , id] = line.split(':');
+    if (name !== undefined && id !== undefined && /^\d+$/.test(id)) ids.set(name, Number(id));
+  }
+  return ids;
+}
+
+function resolve(list: unknown, where: string, table: () => Map<string, number>): Set<number> {
+  if (list === undefined) return new Set();
+  if (!Array.isArray(list)) throw policyError(`${where} must be an array of names or ids`);
+  return new Set(
+    list.map((entry: unknown) => {
+      if (typeof entry === 'number' && Number.isInteger(entry) && entry >= 0) return entry;
+      if (typeof entry === 'string') {
+        const id = table().get(entry);
+        if (id !== undefined) return id;
+        throw policyError(`${where}: no such name '${entry}'`);
+      }
+      throw policyError(`${where}: ${JSON.stringify(entry)} is neither a name nor an id`);
+    }),
+  );
+}
+
+function principals(value: unknown, where: string): { uids: Set<number>; gids: Set<number> } {
+  if (value === undefined) return { uids: new Set(), gids: new Set() };
+  if (typeof value !== 'object' || value === null) throw policyError(`${where} must be an object`);
+  const p = value as Principals;
+  return {
+    uids: resolve(p.users, `${where}.users`, () => idsByName('/etc/passwd')),
+    gids: resolve(p.groups, `${where}.groups`, () => idsByName('/etc/group')),
+  };
+}
+
+function count(value: unknown, where: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw policyError(`${where} must be a non-negative integer`);
+  return value;
+}
+
+/** Checks a parsed policy file and resolves its names; throws an AgentPolicyError naming the first bad field. */
+export function parsePolicy(value: unknown): Policy {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw policyError('the policy must be a JSON object');
+  const file = value as PolicyFile & Record<string, unknown>;
+  const known = ['version', 'connect', 'update', 'quota', 'onClientExit', 'unclaimed'];
+  const unknown = Object.keys(file).filter((k) => !known.includes(k));
+  if (unknown.length > 0) throw policyError(`unknown field(s): ${unknown.join(', ')}`);
+  if (file.version !== undefined && file.version !== 1) throw policyError(`version ${String(file.version)} is not known (1 is)`);
+  if (file.onClientExit !== undefined && file.onClientExit !== 'keep' && file.onClientExit !== 'release') {
+    throw policyError("onClientExit must be 'keep' or 'release'");
+  }
+  let unclaimed: Policy['unclaimed'] = null;
+  if (file.unclaimed !== undefined) {
+    const u = file.unclaimed;
+    if (typeof u !== 'object' || u === null || (u.action !== 'keep' && u.action !== 'finish')) throw policyError("unclaimed.action must be 'keep' or 'finish'");
+    unclaimed = { afterSeconds: count(u.afterSeconds, 'unclaimed.afterSeconds', 0), action: u.action };
+  }
+  return {
+    connect: principals(file.connect, 'connect'),
+    update: principals(file.update, 'update'),
+    quota: {
+      sessions: count(file.quota?.sessions, 'quota.sessions', DEFAULT_POLICY.quota.sessions),
+      metadataBytes: count(file.quota?.metadataBytes, 'quota.metadataBytes', DEFAULT_POLICY.quota.metadataBytes),
+    },
+    onClientExit: file.onClientExit ?? DEFAULT_POLICY.onClientExit,
+    unclaimed,
+  };
+}
+
+/** Reads and checks a policy file. */
+export function readPolicy(file: string): Policy {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw policyError(`${file}: ${(error as Error).message.replace(/^ERR_LIVEUPDATE_AGENT_POLICY: /, '')}`);
+  }
+  try {
+    return parsePolicy(parsed);
+  } catch (error) {
+    throw policyError(`${file}: ${(error as Error).message.replace(/^ERR_LIVEUPDATE_AGENT_POLICY: /, '')}`);
+  }
+}
+
+/** Who is asking: the socket's SO_PEERCRED plus the supplementary groups. */
+export interface Peer {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+  /** The primary and supplementary groups (from /proc/PID/status at connect time). */
+  readonly groups: readonly number[];
+}
+
+/** Whether `peer` is among `who` (root always is). */
+export function permits(who: Policy['connect'], peer: Peer): boolean {
+  return peer.uid === 0 || who.uids.has(peer.uid) || peer.groups.some((g) => who.gids.has(g));
+}
+
+/**
+ * The peer's supplementary groups as the kernel lists them. Read once at
+ * connect time from /proc; SO_PEERCRED itself carries only the primary
+ * group. A peer that is gone by then has only its primary group.
+ */
+export function groupsOf(pid: number, gid: number): number[] {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const line = /^Groups:\s*(.*)$/m.exec(status)?.[1] ?? '';
+    const groups = line.split(/\s+/).filter((g) => /^\d+$/.test(g)).map(Number);
+    return [gid, ...groups.filter((g) => g !== gid)];
+  } catch {
+    return [gid];
+  }
+}

@@ -1,0 +1,37 @@
+// N-API glue for SO_PEERCRED (native/peercred.h).
+#include "napi_util.h"
+#include "peercred.h"
+
+namespace lu {
+
+// Found by argument-dependent lookup when ExportCall turns the result into
+// a JS value: { pid, uid, gid }. The result owns nothing to hand over.
+inline void HandOver(PeerCredentials&) {}
+
+Napi::Value ToJs(Napi::Env env, const PeerCredentials& cred) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("pid", Napi::Number::New(env, cred.pid));
+  out.Set("uid", Napi::Number::New(env, cred.uid));
+  out.Set("gid", Napi::Number::New(env, cred.gid));
+  return out;
+}
+
+}  // namespace lu
+
+namespace lu::napi {
+namespace {
+
+Call<PeerCredentials> PreparePeerCredentials(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0, "fd");
+  FdCopies fds;
+  fd = fds.Dup(info.Env(), fd, "getsockopt");
+  return {"getsockopt", [fd](PeerCredentials& out) { return peer_credentials(fd, out); }, std::move(fds)};
+}
+
+}  // namespace
+
+void RegisterPeerCred(Napi::Env env, Napi::Object exports) {
+  ExportCall<PeerCredentials, PreparePeerCredentials>(env, exports, "peerCredentials");
+}
+
+}  // namespace lu::napi
