@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 /**
  * liveupdate: the Node.js binding of Linux's Live Update Orchestrator.
  *
@@ -60,8 +61,49 @@ export {
 export { MAX_TOKEN, MAX_SESSION_NAME_BYTES } from './validate.js';
 export * as memfd from './memfd.js';
 export * as kexec from './kexec.js';
-export * from './fdpass.js';
-export * from './systemd.js';
+export {
+  sendFds,
+  sendFdsSync,
+  recvFds,
+  recvFdsSync,
+  socketPair,
+  FdPassError,
+  ControlTruncatedError,
+  MessageTruncatedError,
+  FramingError,
+  StreamOutOfStepError,
+  SocketBusyError,
+  PeerClosedError,
+  MAX_FDS_PER_MESSAGE,
+  DEFAULT_MAX_BYTES,
+  type SocketLike,
+  type Framing,
+  type SendOptions,
+  type RecvOptions,
+  type RecvResult,
+  type FdPassErrorCode,
+  type UnixSocketType,
+} from './fdpass.js';
+export {
+  notify,
+  notifySync,
+  barrier,
+  barrierSync,
+  listenFds,
+  describeFd,
+  isLuoSessionFd,
+  isValidFdName,
+  ListenFdsError,
+  MAX_FDNAME_LENGTH,
+  LISTEN_FDS_START,
+  type NotifyFields,
+  type NotifyOptions,
+  type BarrierOptions,
+  type NotifyResult,
+  type ListenFdsOptions,
+  type FdKind,
+  type FdDescription,
+} from './systemd.js';
 export { Agent, STATE_FDNAME, type AgentOptions, type AgentEvent, type RestoredState, type UpdateCheck } from './agent/server.js';
 export {
   AgentClient,

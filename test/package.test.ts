@@ -5,12 +5,12 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { native } from '../lib/native.js';
+import nodeGypBuild from 'node-gyp-build';
 import { LIBRARY_DIR } from './helpers/pack.js';
 
 describe('the library package', () => {
   it('has an addon without the test guest syscalls', () => {
-    const names = Object.keys(native);
+    const names = Object.keys(nodeGypBuild(LIBRARY_DIR) as object);
     expect(names).toContain('preserveFd');
     for (const guestOnly of ['mount', 'powerOff', 'setrlimitNofile']) {
       expect(names).not.toContain(guestOnly);
@@ -28,5 +28,5 @@ describe('the library package', () => {
     }
     const testBed = /^(dist\/(vm|conformance|bench)\/|vm\/|bench\/|conformance\/|test\/|native\/(napi_)?guest)/;
     expect(files.filter((f) => testBed.test(f))).toEqual([]);
-  });
+  }, 60_000);
 });

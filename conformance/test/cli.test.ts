@@ -120,7 +120,7 @@ describe('the published package', () => {
     expect(fs.statSync(path.join(root, 'bin', 'liveupdate-conformance.js')).mode & 0o111).not.toBe(0);
     const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> };
     expect(pkg.bin['liveupdate-conformance']).toBe('./bin/liveupdate-conformance.js');
-  });
+  }, 60_000);
 
   it('names every case once, the longest in three kernels', () => {
     const cases = suiteCases();

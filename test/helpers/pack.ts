@@ -72,3 +72,22 @@ export function cleanCopy(dest: string): string {
   }
   return dest;
 }
+
+/** Compilers and build tools a source build of an addon needs. */
+const BUILD_TOOLS = /^(cc|c\+\+|g\+\+|gcc|clang(\+\+)?|make|gmake|python3?(\.[0-9]+)?|.*-(gcc|g\+\+)(-[0-9]+)?)$/;
+
+/**
+ * A PATH without any compiler, make or python: a directory of links to
+ * every other program on the current PATH. A source build fails there.
+ */
+export function pathWithoutBuildTools(dir: string): string {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const from of (process.env['PATH'] ?? '').split(':').filter(Boolean)) {
+    if (!fs.existsSync(from)) continue;
+    for (const name of fs.readdirSync(from)) {
+      if (BUILD_TOOLS.test(name) || fs.existsSync(path.join(dir, name))) continue;
+      fs.symlinkSync(path.join(from, name), path.join(dir, name));
+    }
+  }
+  return dir;
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# npm run test:newest-node: the host tests on the newest Node.js in Debian's
+# archive (sid), unpacked by scripts/debian-node.sh, not installed. Run
+# `npm run compile` first (npm test does).
+#
+# Debian's node loads some of its built-in modules from /usr/share/nodejs,
+# which is in the unpacked tree, not on this machine: the tests run in a
+# user and mount namespace of their own where the tree's /usr/share is laid
+# over the machine's (a read-only overlay the rest of the machine never sees).
+# Arguments go to vitest (e.g. test file filters).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[[ -f dist/index.js ]] || { echo "test:newest-node: no dist/: run npm run compile" >&2; exit 1; }
+tree=$(bash scripts/debian-node.sh "$(dpkg --print-architecture)")
+
+PATH="$tree/usr/bin:$PATH" LIVEUPDATE_SKIP_KERNEL_TESTS=1 unshare --user --map-root-user --mount --fork bash -euc '
+  mount -t overlay overlay -o "lowerdir=$1/usr/share:/usr/share" /usr/share
+  echo "test:newest-node: node $(node --version) ($(command -v node))" >&2
+  shift
+  exec node node_modules/vitest/vitest.mjs run --project host "$@"
+' _ "$tree" "$@"
