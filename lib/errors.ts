@@ -121,6 +121,17 @@ export class OutOfMemoryError extends LiveUpdateError {}
 /** The incoming session has no file under that token (or it was discarded by finish). */
 export class TokenNotFoundError extends LiveUpdateError {}
 /**
+ * The kernel could not restore the file preserved under the token. LUO keeps
+ * the outcome: every later retrieve of that token fails the same way; the
+ * session's other files are not affected.
+ */
+export class RetrieveFailedError extends LiveUpdateError {}
+/**
+ * A file in the session is not ready to be finished yet (code `EBUSY`).
+ * Nothing was finished, the session stays incoming: call finish again later.
+ */
+export class FinishNotReadyError extends LiveUpdateError {}
+/**
  * The session is in the wrong state for the call: preserve on an incoming
  * session, retrieve or finish on an outgoing one (kernel EINVAL), or any call
  * on a session this package already finished or closed (code
@@ -157,7 +168,7 @@ const MEANINGS: ReadonlyMap<string, Meaning> = new Map<string, Meaning>([
   ['open:EBUSY', { type: DeviceBusyError, text: (c) => `another process owns ${device(c)} (it has one owner at a time)` }],
   ['open:EACCES', { type: PermissionDeniedError, text: (c) => `not permitted to open ${device(c)}` }],
   ['open:EPERM', { type: PermissionDeniedError, text: (c) => `not permitted to open ${device(c)}` }],
-  ['open:EIO', { type: IncomingStateError, text: () => 'the live update state handed over by the previous kernel failed to load' }],
+  ['open:EIO', { type: IncomingStateError, text: () => 'the live update state handed over by the previous kernel failed to load (for example a preserved file whose kind this kernel has no handler for); LUO stays unusable until the next reboot' }],
   ['createSession:EEXIST', { type: SessionExistsError, text: (c) => `a live session is already named '${c.sessionName}'` }],
   ['retrieveSession:ENOENT', { type: SessionNotFoundError, text: (c) => `no preserved session named '${c.sessionName}'` }],
   ['retrieveSession:EINVAL', { type: SessionAlreadyRetrievedError, text: (c) => `session '${c.sessionName}' was already retrieved` }],
@@ -172,6 +183,12 @@ const MEANINGS: ReadonlyMap<string, Meaning> = new Map<string, Meaning>([
   ['retrieve:ENOENT', { type: TokenNotFoundError, text: (c) => `${session(c)} has no file under ${token(c)}` }],
   ['retrieve:EINVAL', { type: SessionStateError, text: (c) => `cannot retrieve from ${session(c)}: it is an outgoing session` }],
   ['finish:EINVAL', { type: SessionStateError, text: (c) => `cannot finish ${session(c)}: it is an outgoing session` }],
+  ['finish:EBUSY', { type: FinishNotReadyError, text: (c) => `a file in ${session(c)} is not ready to finish; nothing was finished: retry later` }],
+]);
+
+/** What an errno means for an operation when neither table names it. */
+const OPERATION_FALLBACK: ReadonlyMap<Operation, Meaning> = new Map<Operation, Meaning>([
+  ['retrieve', { type: RetrieveFailedError, text: (c, system) => `the kernel could not restore the file under ${token(c)} of ${session(c)} (${system}); every retrieve of this token will fail the same way` }],
 ]);
 
 /** Errnos whose meaning is the same whatever the operation. */
@@ -207,7 +224,8 @@ function meaningOf(context: ErrorContext, code: string): Meaning {
   if (context.operation.startsWith('kexec.')) return kexecMeaning(context, code);
   return (
     MEANINGS.get(`${context.operation}:${code}`) ??
-    ANY_OPERATION.get(code) ?? { type: LiveUpdateError, text: (c, system) => `${c.operation} failed: ${system}` }
+    ANY_OPERATION.get(code) ??
+    OPERATION_FALLBACK.get(context.operation) ?? { type: LiveUpdateError, text: (c, system) => `${c.operation} failed: ${system}` }
   );
 }
 

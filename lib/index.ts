@@ -27,6 +27,8 @@ export {
   FileTooLargeError,
   OutOfMemoryError,
   TokenNotFoundError,
+  RetrieveFailedError,
+  FinishNotReadyError,
   SessionStateError,
   OperationNotSupportedError,
   KexecError,

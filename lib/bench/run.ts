@@ -10,13 +10,13 @@
  * itself broke (no kernel, a guest failure).
  * @internal
  */
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { packageRoot } from '../vm/initramfs.js';
 import { findKernels, kernelRelease, NO_KERNEL_HELP, type KernelImage } from '../vm/kernels.js';
 import { runVm, type VmRun } from '../vm/qemu.js';
+import { compileStatic } from '../vm/static-program.js';
 import { benchCmdline, FULL, GUEST_C_BENCH, QUICK, type BenchParams } from './params.js';
 import { buildResult, formatTable, type BenchResult, type StageValues } from './report.js';
 
@@ -84,30 +84,11 @@ export function pickKernel(choice: string | undefined, kernels: readonly KernelI
   return kernels[0] as KernelImage;
 }
 
-/**
- * Compiles bench/luo_bench.c static into build/bench/ (the guest has no C
- * library of its own). Needs gcc and a static libc (Debian: libc6-dev).
- */
+/** Compiles bench/luo_bench.c static into build/bench/. */
 export function buildCBench(root: string, progress: (line: string) => void = () => {}): string {
-  const source = path.join(root, 'bench', 'luo_bench.c');
-  if (!fs.existsSync(source)) throw new Error(`${source} is missing: the benchmark runs from the repository, not an installed package`);
-  const libc = run('gcc', ['-print-file-name=libc.a']).trim();
-  if (!path.isAbsolute(libc)) throw new Error('gcc finds no static C library (libc.a): install libc6-dev');
-  const out = path.join(root, 'build', 'bench', 'luo_bench');
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  run('gcc', ['-O2', '-static', '-Wall', '-Wextra', '-Werror', '-I', path.join(root, 'include'), '-o', out, source]);
+  const out = compileStatic(path.join(root, 'bench', 'luo_bench.c'), path.join(root, 'build', 'bench', 'luo_bench'), [path.join(root, 'include')]);
   progress(`built ${path.relative(root, out)} (${Math.round(fs.statSync(out).size / 1024)} KiB, static)`);
   return out;
-}
-
-function run(command: string, args: readonly string[]): string {
-  try {
-    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (error) {
-    const e = error as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new Error(`${command} not found: install gcc (apt-get install gcc libc6-dev)`);
-    throw new Error(`${command} ${args.join(' ')} failed:\n${e.stderr ?? e.message}`);
-  }
 }
 
 function cpuModel(): string {

@@ -158,6 +158,8 @@ export function describeError(error: unknown): string {
 export interface Failure {
   readonly error: string;
   readonly code: string | null;
+  /** The error's message ('' when nothing or a non-Error was thrown). */
+  readonly message: string;
 }
 
 /**
@@ -179,7 +181,7 @@ export async function expectError(
     threw = true;
     thrown = error;
   }
-  const got = threw ? failureOf(thrown) : { error: 'none (the call succeeded)', code: null };
+  const got = threw ? failureOf(thrown) : { error: 'none (the call succeeded)', code: null, message: '' };
   const ok = threw && thrown instanceof type && got.code === code;
   ctx.check(name, ok, { expected: `${type.name} [${code}]`, actual: threw ? describeError(thrown) : got.error });
   return got;
@@ -187,7 +189,11 @@ export async function expectError(
 
 function failureOf(error: unknown): Failure {
   const code = (error as { code?: unknown } | null)?.code;
-  return { error: error instanceof Error ? error.name : typeof error, code: typeof code === 'string' ? code : null };
+  return {
+    error: error instanceof Error ? error.name : typeof error,
+    code: typeof code === 'string' ? code : null,
+    message: error instanceof Error ? error.message : '',
+  };
 }
 
 /** A memfd holding `text` (file position left at 0). */

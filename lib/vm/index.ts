@@ -5,7 +5,7 @@
  * tests and by `liveupdate-conformance`.
  */
 export { runVm, qemuBinary, type RunOptions, type VmRun, type StageResult, type CaseResult } from './qemu.js';
-export { findKernels, kernelRelease, fragmentHash, NO_KERNEL_HELP, type KernelImage } from './kernels.js';
+export { findKernels, kernelRelease, kernelInputsHash, NO_KERNEL_HELP, type KernelImage } from './kernels.js';
 export { buildGuestImage, cacheDir, packageRoot, type GuestImage, type GuestImageOptions } from './initramfs.js';
 export { defineCase, defineScenario, type Case, type Scenario, type StageContext, type StageFunction } from './scenario.js';
 export { CpioWriter, fdSink, type CpioSink } from './cpio.js';

@@ -14,7 +14,7 @@ import { buildGuestImage, type GuestImage, type GuestImageOptions } from './init
 import { parseRecord, STAGE_PARAM, type CheckRecord, type ErrorInfo, type GuestRecord, type JsonValue } from './protocol.js';
 
 /** The guest image's options a run passes on to {@link buildGuestImage}. */
-type ImageOptions = Pick<GuestImageOptions, 'kernels' | 'scenarios' | 'packageRoot' | 'files'>;
+type ImageOptions = Pick<GuestImageOptions, 'kernels' | 'scenarios' | 'packageRoot' | 'files' | 'stageParams'>;
 
 /** How to run a boot: the guest image (kernels per stage, scenarios, package, extra files), and QEMU's settings. */
 export interface RunOptions extends ImageOptions {
@@ -140,8 +140,14 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
   const name = options.name ?? 'vm';
   const started = Date.now();
   const progress = progressPrinter(name, started, options.onProgress);
-  const { kernels, scenarios, packageRoot, files } = options;
-  const image = buildGuestImage({ kernels, scenarios, ...(packageRoot === undefined ? {} : { packageRoot }), ...(files === undefined ? {} : { files }) });
+  const { kernels, scenarios, packageRoot, files, stageParams } = options;
+  const image = buildGuestImage({
+    kernels,
+    scenarios,
+    ...(packageRoot === undefined ? {} : { packageRoot }),
+    ...(files === undefined ? {} : { files }),
+    ...(stageParams === undefined ? {} : { stageParams }),
+  });
   progress(`guest image ${mb(fs.statSync(image.initrd).size)} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
   const kernel = options.kernels[0];
   if (kernel === undefined) throw new Error('runVm: no kernel image given');
@@ -184,7 +190,8 @@ interface Exit {
 }
 
 function qemuArgs(options: RunOptions, kernel: string, initrd: string, resultsFile: string): string[] {
-  const cmdline = [...BASE_CMDLINE, ...(options.cmdline ? [options.cmdline] : []), `${STAGE_PARAM}=1`].join(' ');
+  const firstStage = options.stageParams?.[0];
+  const cmdline = [...BASE_CMDLINE, ...(options.cmdline ? [options.cmdline] : []), ...(firstStage ? [firstStage] : []), `${STAGE_PARAM}=1`].join(' ');
   return [
     '-accel', options.accel ?? process.env['LIVEUPDATE_QEMU_ACCEL'] ?? 'tcg',
     '-machine', 'pc',

@@ -1,0 +1,36 @@
+/**
+ * C programs the guest runs: compiled static on the host (the guest has no C
+ * library of its own). Needs gcc and a static libc (Debian: libc6-dev).
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { packageRoot } from './initramfs.js';
+
+/** Compiles `source` static into `out` (with -Werror); returns `out`. */
+export function compileStatic(source: string, out: string, includeDirs: readonly string[] = []): string {
+  if (!fs.existsSync(source)) throw new Error(`${source} is missing: guest programs are built from the repository, not an installed package`);
+  const libc = run('gcc', ['-print-file-name=libc.a']).trim();
+  if (!path.isAbsolute(libc)) throw new Error('gcc finds no static C library (libc.a): install libc6-dev');
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  run('gcc', ['-O2', '-static', '-Wall', '-Wextra', '-Werror', ...includeDirs.flatMap((d) => ['-I', d]), '-o', out, source]);
+  return out;
+}
+
+/**
+ * The control program of the test file handler (vm/luo-test-ctl.c), built
+ * into `<root>/build/vm/`; returns its host path.
+ */
+export function buildLuoTestCtl(root = packageRoot()): string {
+  return compileStatic(path.join(root, 'vm', 'luo-test-ctl.c'), path.join(root, 'build', 'vm', 'luo-test-ctl'));
+}
+
+function run(command: string, args: readonly string[]): string {
+  try {
+    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException & { stderr?: string };
+    if (e.code === 'ENOENT') throw new Error(`${command} not found: install gcc (apt-get install gcc libc6-dev)`);
+    throw new Error(`${command} ${args.join(' ')} failed:\n${e.stderr ?? e.message}`);
+  }
+}
