@@ -81,6 +81,8 @@ export interface StageResult {
 export interface VmRun {
   /** The guest reached its end, every case passed, and QEMU exited on its own. */
   readonly ok: boolean;
+  /** The guest ran every stage to its end and QEMU exited on its own, whatever the cases' results. */
+  readonly completed: boolean;
   /** Why it failed (or "ok"). */
   readonly reason: string;
   /** How many stages the guest said the run has (0 if it never started). */
@@ -381,8 +383,11 @@ function assembleRun(data: RunData, scenarios: readonly string[] | undefined): V
   const silent = (scenarios ?? []).filter((s) => !records.some((r) => r.t === 'case' && r.case.startsWith(`${s}/`)));
   const failure = failureReason(records, stages, stageCount, data.exit);
   const reason = failure === 'ok' && silent.length > 0 ? `no case of scenario(s) ${silent.join(', ')} reported a result` : failure;
+  const fatal = records.some((r) => r.t === 'fatal');
+  const ended = records.some((r) => r.t === 'end');
   return {
     ok: reason === 'ok',
+    completed: !fatal && ended && !data.exit.timedOut && data.exit.code === 0 && stages.length === stageCount,
     reason,
     stageCount,
     stages,

@@ -3,9 +3,10 @@
  * library of its own). Needs gcc and a static libc (Debian: libc6-dev).
  */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { packageRoot } from './initramfs.js';
+import { cacheDir, packageRoot } from './initramfs.js';
 
 /** Compiles `source` static into `out` (with -Werror); returns `out`. */
 export function compileStatic(source: string, out: string, includeDirs: readonly string[] = []): string {
@@ -13,16 +14,24 @@ export function compileStatic(source: string, out: string, includeDirs: readonly
   const libc = run('gcc', ['-print-file-name=libc.a']).trim();
   if (!path.isAbsolute(libc)) throw new Error('gcc finds no static C library (libc.a): install libc6-dev');
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  run('gcc', ['-O2', '-static', '-Wall', '-Wextra', '-Werror', ...includeDirs.flatMap((d) => ['-I', d]), '-o', out, source]);
+  // Into a temporary name first: a half-written program must never look built.
+  const tmp = `${out}.tmp${process.pid}`;
+  run('gcc', ['-O2', '-static', '-Wall', '-Wextra', '-Werror', ...includeDirs.flatMap((d) => ['-I', d]), '-o', tmp, source]);
+  fs.renameSync(tmp, out);
   return out;
 }
 
 /**
  * The control program of the test file handler (vm/luo-test-ctl.c), built
- * into `<root>/build/vm/`; returns its host path.
+ * once per source into `<cache>/tools/`; returns its host path.
  */
 export function buildLuoTestCtl(root = packageRoot()): string {
-  return compileStatic(path.join(root, 'vm', 'luo-test-ctl.c'), path.join(root, 'build', 'vm', 'luo-test-ctl'));
+  const source = path.join(root, 'vm', 'luo-test-ctl.c');
+  const header = path.join(root, 'vm', 'luo-test-handler', 'luo_test.h');
+  const hash = createHash('sha256');
+  for (const file of [source, header]) hash.update(fs.readFileSync(file));
+  const out = path.join(cacheDir(), 'tools', `luo-test-ctl-${hash.digest('hex').slice(0, 12)}`);
+  return fs.existsSync(out) ? out : compileStatic(source, out);
 }
 
 function run(command: string, args: readonly string[]): string {

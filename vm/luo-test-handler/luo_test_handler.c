@@ -12,8 +12,6 @@
  * The boot parameter luo_test.register=0 leaves the handler unregistered: a
  * kernel that cannot deserialize the files preserved by the previous one.
  */
-#undef MODULE_PARAM_PREFIX
-#define MODULE_PARAM_PREFIX "luo_test."
 #define pr_fmt(fmt) "luo_test: " fmt
 
 #include <linux/anon_inodes.h>
@@ -34,6 +32,10 @@
 #include <linux/uaccess.h>
 
 #include "luo_test.h"
+
+/* Parameters are luo_test.NAME, whatever the file is called. */
+#undef MODULE_PARAM_PREFIX
+#define MODULE_PARAM_PREFIX "luo_test."
 
 static bool register_handler = true;
 module_param_named(register, register_handler, bool, 0444);
@@ -119,7 +121,7 @@ struct luo_test_file {
 #define SER_RETRIEVE_MASK GENMASK_ULL(43, 32)
 #define SER_CAN_FINISH_NO BIT_ULL(44)
 
-static u64 serialize(const struct luo_test_file *state)
+static u64 serialized_data_of(const struct luo_test_file *state)
 {
 	u64 data = FIELD_PREP(SER_ID_MASK, state->id) |
 		   FIELD_PREP(SER_RETRIEVE_MASK, state->fault[LUO_TEST_OP_RETRIEVE]);
@@ -244,7 +246,7 @@ static int luo_test_preserve(struct liveupdate_file_op_args *args)
 	int err = -READ_ONCE(state->fault[LUO_TEST_OP_PRESERVE]);
 
 	if (!err)
-		args->serialized_data = serialize(state);
+		args->serialized_data = serialized_data_of(state);
 	log_call(CALL_PRESERVE, state->id, err);
 	return err;
 }
@@ -261,7 +263,7 @@ static int luo_test_freeze(struct liveupdate_file_op_args *args)
 
 	/* Faults set after the preserve travel too: serialize them now. */
 	if (!err)
-		args->serialized_data = serialize(state);
+		args->serialized_data = serialized_data_of(state);
 	log_call(CALL_FREEZE, state->id, err);
 	return err;
 }

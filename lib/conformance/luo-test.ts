@@ -4,6 +4,7 @@
  * the kernel made to it. Faults are set by ioctls on the file, which the
  * static control program vm/luo-test-ctl.c makes on the fd it inherits: the
  * library has no ioctl of the handler, and must not.
+ * @internal
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';

@@ -1,15 +1,16 @@
 /**
- * The file lifecycle's failure paths, through the public API, on a kernel
- * with the test-only file handler (vm/luo-test-handler): a freeze that fails
- * at the kexec, a file that cannot finish yet, a retrieve that fails,
- * preserves refused for lack of room, memory or size, a next kernel without
- * the handler, and the calls of a normal update. Each case asserts our typed
- * error and the calls the kernel made to the handler.
+ * fault/*: the file lifecycle's failure paths, through the public API, on a
+ * kernel with the test-only file handler (vm/luo-test-handler,
+ * CONFIG_LIVEUPDATE_TEST_HANDLER): a freeze that fails at the kexec, a file
+ * that cannot finish yet, a retrieve that fails, preserves refused for lack
+ * of room, memory or size, and the calls of a normal update. Each case
+ * asserts our typed error and the calls the kernel made to the handler. On
+ * a kernel without the handler they are not applicable.
  *
- * Three stages: `handler-absent` preserves in stage 2 and looks in stage 3,
- * which the test boots with `luo_test.register=0`: a kernel that cannot
- * deserialize what it was handed keeps /dev/liveupdate unusable, so no other
- * case may need that stage.
+ * freeze-fails makes a kexec fail in stage 1: every file preserved by then,
+ * the other cases' too, is frozen and unfrozen once more than usual, as on
+ * any host where an update is aborted.
+ * @internal
  */
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
@@ -17,7 +18,6 @@ import {
   FileAlreadyPreservedError,
   FileTooLargeError,
   FinishNotReadyError,
-  IncomingStateError,
   kexec,
   LiveUpdate,
   LiveUpdateAbortedError,
@@ -27,14 +27,11 @@ import {
   SessionNotFoundError,
   type Session,
 } from '../../index.js';
-import { expectError, kernelLog, memfdWith, type ErrorClass } from '../../conformance/support.js';
-import { defineCase, defineScenario, type StageContext, type StageFunction } from '../scenario.js';
-import { clearFaults, handlerCalls, hasTestHandler, LUO_TEST_DEVICE, openTestFile, phases, setFault, testFileId, type TestFile } from './luo-test.js';
+import { defineScenario, type StageContext } from '../../vm/scenario.js';
+import { clearFaults, handlerCalls, openTestFile, phases, setFault, testFileId, type FaultOp, type TestFile } from '../luo-test.js';
+import { conformanceCase, expectError, PREFIX, type ErrorClass } from '../support.js';
 
 const { EBUSY, EFBIG, EIO, ENOMEM, ENOSPC } = constants.errno;
-
-/** The kernel parameter that leaves the handler unregistered. */
-export const UNREGISTER_PARAM = 'luo_test.register=0';
 
 /** File name → id, as a stage hands it to the next. */
 type Ids = Record<string, number>;
@@ -43,18 +40,12 @@ function idsOf(files: Readonly<Record<string, TestFile>>): Ids {
   return Object.fromEntries(Object.entries(files).map(([name, file]) => [name, file.id]));
 }
 
+const sessionName = (what: string): string => `${PREFIX}fault-${what}`;
+
 /** The name of the file whose id `fd` has: which file came back. */
 function nameOf(ids: Ids, fd: number): string {
   const id = testFileId(fd);
   return Object.keys(ids).find((name) => ids[name] === id) ?? `unknown id ${id}`;
-}
-
-/** Runs `stage` only on a kernel with the handler; elsewhere records why not. */
-function withHandler(stage: StageFunction): StageFunction {
-  return (ctx) => {
-    if (!ctx.check('the kernel has the test handler', hasTestHandler(), `no ${LUO_TEST_DEVICE}: a kernel without CONFIG_LIVEUPDATE_TEST_HANDLER`)) return null;
-    return stage(ctx);
-  };
 }
 
 async function retrieveSessions(names: readonly string[]): Promise<Session[]> {
@@ -72,7 +63,7 @@ async function retrieveSessions(names: readonly string[]): Promise<Session[]> {
 // earlier session) is unfrozen, C is never frozen; all stay preserved, and
 // the runner's own kexec, with the fault cleared, carries them across.
 
-const FREEZE_SESSIONS = ['lu-fault-freeze-1', 'lu-fault-freeze-2'] as const;
+const FREEZE_SESSIONS = [sessionName('freeze-1'), sessionName('freeze-2')] as const;
 
 async function freezeFails(ctx: StageContext): Promise<Ids> {
   const files = { A: openTestFile(), B: openTestFile(), C: openTestFile() };
@@ -118,17 +109,19 @@ async function freezeRetried(ctx: StageContext): Promise<void> {
 // EBUSY, finishes nothing (G can still be retrieved), and succeeds once the
 // fault is cleared on the retrieved E.
 
-const FINISH_SESSION = 'lu-fault-finish';
+const FINISH_SESSION = sessionName('finish');
 
-async function finishRefusedSetup(ctx: StageContext): Promise<Ids> {
-  const files = { E: openTestFile(), G: openTestFile() };
+/** Stage 1 of a two-file case: both in one session (tokens 1 and 2), the first with a fault that travels to the next kernel. */
+async function preserveWithFault(ctx: StageContext, session: string, [first, second]: [string, string], op: FaultOp, errno: number): Promise<Ids> {
+  const files = { [first]: openTestFile(), [second]: openTestFile() };
+  const faulty = files[first] as TestFile;
   const luo = await LiveUpdate.open();
-  const session = await luo.createSession(FINISH_SESSION);
-  await session.preserve(files.E.fd, 1n);
-  await session.preserve(files.G.fd, 2n);
+  const outgoing = await luo.createSession(session);
+  await outgoing.preserve(faulty.fd, 1n);
+  await outgoing.preserve((files[second] as TestFile).fd, 2n);
   await luo.close();
-  setFault(files.E.fd, 'can_finish', EBUSY);
-  ctx.keep(session, files);
+  setFault(faulty.fd, op, errno);
+  ctx.keep(outgoing, files);
   return idsOf(files);
 }
 
@@ -156,19 +149,7 @@ async function finishRefused(ctx: StageContext): Promise<void> {
 // retrieve-fails: H's retrieve fails with EIO, and again the same way (LUO
 // keeps the outcome: the handler is asked once); I retrieves fine.
 
-const RETRIEVE_SESSION = 'lu-fault-retrieve';
-
-async function retrieveFailsSetup(ctx: StageContext): Promise<Ids> {
-  const files = { H: openTestFile(), I: openTestFile() };
-  const luo = await LiveUpdate.open();
-  const session = await luo.createSession(RETRIEVE_SESSION);
-  await session.preserve(files.H.fd, 1n);
-  await session.preserve(files.I.fd, 2n);
-  await luo.close();
-  setFault(files.H.fd, 'retrieve', EIO);
-  ctx.keep(session, files);
-  return idsOf(files);
-}
+const RETRIEVE_SESSION = sessionName('retrieve');
 
 async function retrieveFails(ctx: StageContext): Promise<void> {
   const ids = ctx.previous as Ids;
@@ -193,7 +174,7 @@ async function retrieveFails(ctx: StageContext): Promise<void> {
 async function preserveFails(ctx: StageContext): Promise<void> {
   const files = { D: openTestFile() };
   const luo = await LiveUpdate.open();
-  const session = await luo.createSession('lu-fault-preserve');
+  const session = await luo.createSession(sessionName('preserve'));
   const refusals: Array<[number, string, ErrorClass]> = [
     [ENOSPC, 'ENOSPC', SessionFullError],
     [ENOMEM, 'ENOMEM', OutOfMemoryError],
@@ -208,7 +189,7 @@ async function preserveFails(ctx: StageContext): Promise<void> {
   await session.close();
   await luo.close();
   fs.closeSync(files.D.fd);
-  ctx.equal('calls', handlerCalls('calls', idsOf(files)), [
+  ctx.equal('calls: three refusals, then preserve and unpreserve', handlerCalls('calls', idsOf(files)), [
     `preserve D -${ENOSPC}`, `preserve D -${ENOMEM}`, `preserve D -${EFBIG}`, 'preserve D 0', 'unpreserve D 0',
   ]);
 }
@@ -217,8 +198,8 @@ async function preserveFails(ctx: StageContext): Promise<void> {
 // closed before the kexec), freeze; then retrieve in any order, can_finish,
 // finish.
 
-const NORMAL_SESSION = 'lu-fault-normal';
-const CLOSED_SESSION = 'lu-fault-closed';
+const NORMAL_SESSION = sessionName('normal');
+const CLOSED_SESSION = sessionName('closed');
 
 async function normalPreserve(ctx: StageContext): Promise<Ids> {
   const files = { A: openTestFile(), B: openTestFile(), C: openTestFile() };
@@ -255,43 +236,12 @@ async function normalRetrieve(ctx: StageContext): Promise<void> {
   fs.closeSync(b);
 }
 
-// handler-absent: J (a handler file) and K (a memfd) preserved in stage 2;
-// stage 3 runs without the handler.
+const HANDLER: ['test-handler'] = ['test-handler'];
 
-async function absentPreserve(ctx: StageContext): Promise<Ids> {
-  const files = { J: openTestFile() };
-  const k = memfdWith('lu-fault-absent', 'preserved beside a file of a missing handler');
-  const luo = await LiveUpdate.open();
-  const session = await luo.createSession('lu-fault-absent');
-  await session.preserve(files.J.fd, 1n);
-  await session.preserve(k, 2n);
-  await luo.close();
-  ctx.keep(session, files, k);
-  return idsOf(files);
-}
-
-async function absentLook(ctx: StageContext): Promise<void> {
-  const ids = ctx.previous as Ids;
-  ctx.check(`booted with ${UNREGISTER_PARAM}`, fs.readFileSync('/proc/cmdline', 'utf8').split(/\s+/).includes(UNREGISTER_PARAM));
-  ctx.equal('previous kernel froze J', handlerCalls('previous', ids).slice(-1), ['freeze J 0']);
-  const first = await expectError(ctx, 'open: the incoming state failed to load', () => LiveUpdate.open(), IncomingStateError, 'EIO');
-  ctx.check('the error says why', /handler/.test(first.message), first.message);
-  await expectError(ctx, 'open again: the same', () => LiveUpdate.open(), IncomingStateError, 'EIO');
-  ctx.check('the kernel log names the missing handler', /No registered handler for compatible 'luo-test-v1'/.test(kernelLog()));
-  ctx.report('retrieveSession and retrieve', 'unreachable: /dev/liveupdate does not open, so no session or file can be retrieved');
-  ctx.equal('the handler was never called', handlerCalls('calls', ids), []);
-}
-
-/** Wraps every stage of a case with the handler check. */
-function faultCase(name: string, stages: readonly (StageFunction | null)[]): ReturnType<typeof defineCase> {
-  return defineCase(name, stages.map((s) => (s === null ? null : withHandler(s))));
-}
-
-export default defineScenario('faults', [
-  faultCase('freeze-fails', [freezeFails, freezeRetried]),
-  faultCase('can-finish-says-no', [finishRefusedSetup, finishRefused]),
-  faultCase('retrieve-fails', [retrieveFailsSetup, retrieveFails]),
-  faultCase('preserve-fails', [preserveFails]),
-  faultCase('normal-update', [normalPreserve, normalRetrieve]),
-  faultCase('handler-absent', [null, absentPreserve, absentLook]),
+export default defineScenario('fault', [
+  conformanceCase('freeze-fails', HANDLER, [freezeFails, freezeRetried]),
+  conformanceCase('can-finish-says-no', HANDLER, [(ctx) => preserveWithFault(ctx, FINISH_SESSION, ['E', 'G'], 'can_finish', EBUSY), finishRefused]),
+  conformanceCase('retrieve-fails', HANDLER, [(ctx) => preserveWithFault(ctx, RETRIEVE_SESSION, ['H', 'I'], 'retrieve', EIO), retrieveFails]),
+  conformanceCase('preserve-fails', HANDLER, [preserveFails]),
+  conformanceCase('normal-update', HANDLER, [normalPreserve, normalRetrieve]),
 ]);
