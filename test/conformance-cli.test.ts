@@ -111,6 +111,11 @@ describe('the published package', () => {
       'binding.gyp',
       'native/luo.cc',
       'include/liveupdate/abi.h',
+      // The fault cases' control program, compiled on the user's machine.
+      'dist/vm/static-program.js',
+      'vm/luo-test-ctl.c',
+      'vm/luo-raw-ioctl.c',
+      'vm/luo-test-handler/luo_test.h',
     ];
     expect(needed.filter((f) => !files.has(f))).toEqual([]);
     // The launcher must stay CommonJS and executable: npm links it as a command.

@@ -15,9 +15,8 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { kernelRelease } from '../vm/kernels.js';
 import { runVm } from '../vm/qemu.js';
-import { buildLuoTestCtl } from '../vm/static-program.js';
+import { guestTools } from '../vm/static-program.js';
 import { junitXml } from './junit.js';
-import { LUO_TEST_CTL } from './luo-test.js';
 import { buildReport, summarize, type ConformanceReport, type RunSummary } from './report.js';
 import { scenarioFiles, suiteCases } from './suite.js';
 
@@ -136,7 +135,7 @@ export async function runSuite(options: Options, progress: (line: string) => voi
       name: `conformance-${release}`,
       kernels: [options.kernel],
       scenarios: scenarioFiles(),
-      files: guestTools(progress),
+      files: tools(progress),
       timeoutMs: options.timeoutMs,
       onProgress: heartbeat.line,
       ...(options.initrds.length === 0 ? {} : { initrds: options.initrds }),
@@ -152,14 +151,15 @@ export async function runSuite(options: Options, progress: (line: string) => voi
 }
 
 /**
- * The guest's control program of the test file handler. Without it (no gcc
- * or static libc here) the fault cases cannot set faults and fail; say why.
+ * The guest's C programs: the test file handler's control program and the
+ * raw ioctl of the abi/* cases. Without them (no gcc or static libc here)
+ * the fault/* and abi/* cases fail; say why.
  */
-function guestTools(progress: (line: string) => void): Record<string, string> {
+function tools(progress: (line: string) => void): Record<string, string> {
   try {
-    return { [LUO_TEST_CTL]: buildLuoTestCtl() };
+    return guestTools();
   } catch (error) {
-    progress(`[conformance] the fault/* cases will fail: ${error instanceof Error ? error.message : String(error)}`);
+    progress(`[conformance] the fault/* and abi/* cases will fail: ${error instanceof Error ? error.message : String(error)}`);
     return {};
   }
 }

@@ -8,11 +8,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { guestToolPath } from '../vm/static-program.js';
 
 /** The handler's device: every open of it is a file the handler preserves. */
 export const LUO_TEST_DEVICE = '/dev/luo_test';
-/** Guest path of the control program (host: `buildLuoTestCtl()` in lib/vm/static-program.ts). */
-export const LUO_TEST_CTL = '/usr/libexec/luo-test-ctl';
 const DEBUGFS = '/sys/kernel/debug/luo_test';
 
 /** The callbacks a test can make fail. */
@@ -53,7 +52,7 @@ export function clearFaults(fd: number): void {
 }
 
 function control(fd: number, args: readonly string[]): void {
-  const run = spawnSync(LUO_TEST_CTL, args, { stdio: ['ignore', 'ignore', 'pipe', fd], encoding: 'utf8' });
+  const run = spawnSync(guestToolPath('luo-test-ctl'), args, { stdio: ['ignore', 'ignore', 'pipe', fd], encoding: 'utf8' });
   if (run.error !== undefined) throw run.error;
   if (run.status !== 0) throw new Error(`luo-test-ctl ${args.join(' ')} on fd ${fd} failed: ${run.stderr.trim()}`);
 }

@@ -21,17 +21,32 @@ export function compileStatic(source: string, out: string, includeDirs: readonly
   return out;
 }
 
+/** The C programs of vm/ the guest runs, by name. */
+export type GuestTool = 'luo-test-ctl' | 'luo-raw-ioctl';
+
+/** Where the guest finds a tool. */
+export function guestToolPath(tool: GuestTool): string {
+  return `/usr/libexec/${tool}`;
+}
+
 /**
- * The control program of the test file handler (vm/luo-test-ctl.c), built
- * once per source into `<cache>/tools/`; returns its host path.
+ * Builds `vm/<tool>.c` (it may include vm/luo-test-handler/luo_test.h and
+ * include/liveupdate/abi.h) once per source into `<cache>/tools/`; returns
+ * its host path.
  */
-export function buildLuoTestCtl(root = packageRoot()): string {
-  const source = path.join(root, 'vm', 'luo-test-ctl.c');
-  const header = path.join(root, 'vm', 'luo-test-handler', 'luo_test.h');
+export function buildGuestTool(tool: GuestTool, root = packageRoot()): string {
+  const source = path.join(root, 'vm', `${tool}.c`);
+  const headers = [path.join(root, 'vm', 'luo-test-handler', 'luo_test.h'), path.join(root, 'include', 'liveupdate', 'abi.h')];
   const hash = createHash('sha256');
-  for (const file of [source, header]) hash.update(fs.readFileSync(file));
-  const out = path.join(cacheDir(), 'tools', `luo-test-ctl-${hash.digest('hex').slice(0, 12)}`);
-  return fs.existsSync(out) ? out : compileStatic(source, out);
+  for (const file of [source, ...headers]) hash.update(fs.readFileSync(file));
+  const out = path.join(cacheDir(), 'tools', `${tool}-${hash.digest('hex').slice(0, 12)}`);
+  return fs.existsSync(out) ? out : compileStatic(source, out, [path.join(root, 'vm'), path.join(root, 'include')]);
+}
+
+/** Every guest tool, built, by guest path: the `files` of a run that needs them. */
+export function guestTools(root = packageRoot()): Record<string, string> {
+  const tools: GuestTool[] = ['luo-test-ctl', 'luo-raw-ioctl'];
+  return Object.fromEntries(tools.map((tool) => [guestToolPath(tool), buildGuestTool(tool, root)]));
 }
 
 function run(command: string, args: readonly string[]): string {

@@ -7,9 +7,8 @@
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import type { VmRun } from '../../lib/vm/qemu.js';
-import { LUO_TEST_CTL } from '../../lib/conformance/luo-test.js';
 import { UNREGISTER_PARAM } from '../../lib/vm/scenarios/fault-absent.js';
-import { buildLuoTestCtl } from '../../lib/vm/static-program.js';
+import { guestTools } from '../../lib/vm/static-program.js';
 import { boot, describeKernels, scenario } from './support.js';
 
 const conformanceScenario = path.resolve(__dirname, '..', '..', 'dist', 'conformance', 'scenarios', 'fault.js');
@@ -55,7 +54,7 @@ describeKernels('file lifecycle faults', (kernel) => {
       name: `faults-${kernel.release}`,
       kernels: [kernel.path],
       scenarios: [conformanceScenario, scenario('fault-absent')],
-      files: { [LUO_TEST_CTL]: buildLuoTestCtl() },
+      files: guestTools(),
       stageParams: ['', '', UNREGISTER_PARAM],
       timeoutMs: 600_000,
     });
