@@ -62,6 +62,9 @@ describe('liveupdate-conformance arguments', () => {
     const timeout = run('--kernel', fake, '--timeout', 'soon');
     expect(timeout.status).toBe(2);
     expect(timeout.stderr).toContain('--timeout wants a positive number of seconds, not soon');
+    const next = run('--kernel', fake, '--next-kernel', notKernel);
+    expect(next.status).toBe(2);
+    expect(next.stderr).toContain(`${notKernel} is not a bzImage`);
   });
 
   it('--help prints the usage on stdout and exits 0', () => {
@@ -195,6 +198,22 @@ describe('from a run to the report', () => {
     expect(summary.lacks).toEqual([]);
     expect(succeeded(report, summary)).toBe(true);
     expect(formatReport(report, summary)).toContain('CONFORMS: 3 passed, 0 deviated, 0 failed, 1 skipped (1 not applicable) of 4');
+  });
+
+  it('with a next kernel, says which kernels each crossing case ran in', () => {
+    const fake = fakeRun(3, (c, stage) => ok(c, stage, 1));
+    const stages = fake.stages.map((s, i) => ({ ...s, release: i === 0 ? '7.2.13' : '7.3.4' }));
+    const report = buildReport({ ...fake, stages }, cases, kernel, { path: '/k/next', release: '7.3.4' });
+    expect(report.nextKernel).toEqual({ path: '/k/next', release: '7.3.4' });
+    expect(report.cases.map((c) => [c.name, c.kernels])).toEqual([
+      ['luo/device', ['7.2.13', '7.3.4', '7.3.4']],
+      ['device/open-close', undefined],
+      ['kexec/simple', ['7.2.13', '7.3.4']],
+      ['chain/two-live-updates', ['7.2.13', '7.3.4', '7.3.4']],
+    ]);
+    const text = formatReport(report, summarize(fake, report));
+    expect(text).toContain('kernel 7.2.13 (/k/bzImage), kexecing into 7.3.4 (/k/next)');
+    expect(text).toMatch(/PASS\s+kexec\/simple\s+2 ms  \[7\.2\.13 → 7\.3\.4\]/);
   });
 
   it('writes JUnit XML: failures, skips and deviations, escaped', () => {

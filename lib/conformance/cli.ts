@@ -2,7 +2,7 @@
  * `liveupdate-conformance`: runs the conformance suite against a kernel image
  * under QEMU and reports each case.
  *
- *   liveupdate-conformance --kernel ./bzImage [--initrd extra.cpio] [--json] [--junit FILE] [--timeout S]
+ *   liveupdate-conformance --kernel ./bzImage [--next-kernel ./other] [--initrd extra.cpio] [--json] [--junit FILE] [--timeout S]
  *
  * Progress goes to stderr; stdout holds only the report (JSON with --json).
  * Exit status: 0 when no case failed or was skipped for something the kernel
@@ -32,6 +32,9 @@ case of Linux's Live Update Orchestrator through this package's API.
 
 options:
   --kernel PATH     the kernel image to test (required)
+  --next-kernel PATH  kexec from the first kernel into this one (an upgrade or a
+                    downgrade): the cases that cross a kexec then say what
+                    survived from one kernel into the other
   --initrd PATH     an extra initramfs (cpio, may be compressed) unpacked over the
                     guest's in every kernel, e.g. modules the kernel needs; repeatable
   --json            print the report as JSON on stdout
@@ -56,6 +59,7 @@ Set LIVEUPDATE_QEMU to use another QEMU binary.`;
 /** The parsed command line. */
 export interface Options {
   readonly kernel: string;
+  readonly nextKernel: string | undefined;
   readonly initrds: readonly string[];
   readonly json: boolean;
   readonly junit: string | undefined;
@@ -73,12 +77,13 @@ export function parseOptions(argv: readonly string[]): Options | 'help' {
   const values = parseFlags(argv);
   if (values.help === true) return 'help';
   if (values.kernel === undefined) throw new UsageError('--kernel PATH is required');
-  const kernel = checkFile(values.kernel, 'kernel image');
-  if (kernelRelease(kernel) === undefined) throw new UsageError(`${values.kernel} is not a bzImage (no Linux boot header): build one with make bzImage`);
+  const kernel = checkImage(values.kernel, 'kernel image');
+  const nextKernel = values['next-kernel'] === undefined ? undefined : checkImage(values['next-kernel'], 'next kernel image');
   const timeout = values.timeout === undefined ? DEFAULT_TIMEOUT_S : Number(values.timeout);
   if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout wants a positive number of seconds, not ${values.timeout ?? ''}`);
   return {
     kernel,
+    nextKernel,
     initrds: (values.initrd ?? []).map((i) => checkFile(i, 'initrd')),
     json: values.json === true,
     junit: values.junit === undefined ? undefined : path.resolve(values.junit),
@@ -96,6 +101,7 @@ function parseFlags(argv: readonly string[]) {
       args: [...argv],
       options: {
         kernel: { type: 'string' },
+        'next-kernel': { type: 'string' },
         initrd: { type: 'string', multiple: true },
         json: { type: 'boolean' },
         junit: { type: 'string' },
@@ -113,6 +119,13 @@ function parseFlags(argv: readonly string[]) {
   }
 }
 
+/** A bzImage's absolute path; a UsageError for anything else. */
+function checkImage(file: string, what: string): string {
+  const image = checkFile(file, what);
+  if (kernelRelease(image) === undefined) throw new UsageError(`${file} is not a bzImage (no Linux boot header): build one with make bzImage`);
+  return image;
+}
+
 function checkFile(file: string, what: string): string {
   let stat: fs.Stats;
   try {
@@ -127,13 +140,15 @@ function checkFile(file: string, what: string): string {
 /** Runs the suite as `options` says; resolves with the report and the summary. */
 export async function runSuite(options: Options, progress: (line: string) => void): Promise<{ report: ConformanceReport; summary: RunSummary }> {
   const release = kernelRelease(options.kernel) ?? path.basename(options.kernel);
+  const next = options.nextKernel === undefined ? undefined : { path: options.nextKernel, release: kernelRelease(options.nextKernel) ?? path.basename(options.nextKernel) };
   const cases = suiteCases();
-  progress(`[conformance] ${cases.length} cases on ${release}: one boot, ${Math.max(...cases.map((c) => c.stages))} kernels; this takes minutes under emulation`);
+  const into = next === undefined ? '' : ` kexecing into ${next.release}`;
+  progress(`[conformance] ${cases.length} cases on ${release}${into}: one boot, ${Math.max(...cases.map((c) => c.stages))} kernels; this takes minutes under emulation`);
   const heartbeat = startHeartbeat(progress);
   try {
     const run = await runVm({
-      name: `conformance-${release}`,
-      kernels: [options.kernel],
+      name: `conformance-${release}${next === undefined ? '' : `-to-${next.release}`}`,
+      kernels: next === undefined ? [options.kernel] : [options.kernel, next.path],
       scenarios: scenarioFiles(),
       files: tools(progress),
       timeoutMs: options.timeoutMs,
@@ -143,7 +158,8 @@ export async function runSuite(options: Options, progress: (line: string) => voi
       ...(options.cmdline === undefined ? {} : { cmdline: options.cmdline }),
       ...(options.logDir === undefined ? {} : { logDir: options.logDir }),
     });
-    const report = buildReport(run, cases, { path: options.kernel, release: run.stages[0]?.release ?? release });
+    const kernel = { path: options.kernel, release: run.stages[0]?.release ?? release };
+    const report = buildReport(run, cases, kernel, next === undefined ? undefined : { path: next.path, release: run.stages[1]?.release ?? next.release });
     return { report, summary: summarize(run, report) };
   } finally {
     heartbeat.stop();
@@ -187,9 +203,11 @@ function startHeartbeat(progress: (line: string) => void): { line: (text: string
 /** The human report: one line per case, then the summary. */
 export function formatReport(report: ConformanceReport, summary: RunSummary): string {
   const width = Math.max(...report.cases.map((c) => c.name.length));
-  const lines = [`kernel ${report.kernel.release} (${report.kernel.path})`, ''];
+  const next = report.nextKernel === undefined ? '' : `, kexecing into ${report.nextKernel.release} (${report.nextKernel.path})`;
+  const lines = [`kernel ${report.kernel.release} (${report.kernel.path})${next}`, ''];
   for (const c of report.cases) {
-    const head = `${c.status.toUpperCase().padEnd(9)}  ${c.name.padEnd(width)}  ${`${c.ms} ms`.padStart(9)}`;
+    const path = c.kernels === undefined ? '' : `  [${c.kernels.join(' → ')}]`;
+    const head = `${c.status.toUpperCase().padEnd(9)}  ${c.name.padEnd(width)}  ${`${c.ms} ms`.padStart(9)}${path}`;
     lines.push(c.detail === undefined ? head : `${head}  ${c.detail}`);
     for (const [what, value] of Object.entries(c.observed ?? {})) lines.push(`${' '.repeat(11)}observed: ${what}: ${JSON.stringify(value)}`);
   }

@@ -31,11 +31,21 @@ export interface CaseReport {
   readonly notApplicable?: true;
   /** What the kernel did where its documentation promises nothing. */
   readonly observed?: Readonly<Record<string, JsonValue>>;
+  /** With a next kernel, for a case that crosses a kexec: the release of each kernel it ran in. */
+  readonly kernels?: readonly string[];
+}
+
+/** A kernel image and its release. */
+export interface KernelRef {
+  readonly path: string;
+  readonly release: string;
 }
 
 /** The report `--json` prints. */
 export interface ConformanceReport {
-  readonly kernel: { readonly path: string; readonly release: string };
+  readonly kernel: KernelRef;
+  /** The kernel the first one kexecs into, when not itself (an upgrade or downgrade). */
+  readonly nextKernel?: KernelRef;
   readonly cases: readonly CaseReport[];
   readonly passed: number;
   readonly failed: number;
@@ -59,11 +69,22 @@ export interface RunSummary {
 }
 
 /** Builds the report for `cases` from a finished run. */
-export function buildReport(run: Pick<VmRun, 'result' | 'reason'>, cases: readonly SuiteCase[], kernel: { path: string; release: string }): ConformanceReport {
-  const reports = cases.map((c) => caseReport(run, c));
+export function buildReport(
+  run: Pick<VmRun, 'result' | 'reason' | 'stages'>,
+  cases: readonly SuiteCase[],
+  kernel: KernelRef,
+  nextKernel?: KernelRef,
+): ConformanceReport {
+  const releases = run.stages.map((s) => s.release);
+  const reports = cases.map((c) => {
+    const report = caseReport(run, c);
+    // What survived from one kernel into the other: the kernels each crossing case ran in.
+    return nextKernel === undefined || c.stages < 2 ? report : { ...report, kernels: releases.slice(0, c.stages) };
+  });
   const count = (status: CaseStatus): number => reports.filter((r) => r.status === status).length;
   return {
     kernel,
+    ...(nextKernel === undefined ? {} : { nextKernel }),
     cases: reports,
     passed: count('pass'),
     failed: count('fail'),
