@@ -232,6 +232,37 @@ describeKernels('liveupdate-conformance', (kernel, all) => {
     expect(junit).not.toContain('<failure');
   });
 
+  // Upgrade and downgrade: the crossing cases from this kernel into the other series.
+  const other = all.find((k) => k.path !== kernel.path);
+  if (other !== undefined) {
+    describe(`kexecing into ${other.release} (--next-kernel)`, () => {
+      let crossed: ConformanceReport;
+      let crossing: Outcome;
+
+      beforeAll(async () => {
+        const log = path.join(root, '.vm-out', `into-${other.release}`);
+        crossing = await conformance(await installedCommand(), ['--kernel', kernel.path, '--next-kernel', other.path, '--json', '--log', log]);
+        crossed = JSON.parse(crossing.stdout || '{}') as ConformanceReport;
+      });
+
+      it('exits 0 and names both kernels', () => {
+        expect(crossing.status, crossing.stderr.slice(-3000)).toBe(0);
+        expect(crossed.kernel.release).toBe(kernel.release);
+        expect(crossed.nextKernel).toEqual({ path: other.path, release: other.release });
+      });
+
+      it('gives every case the status it has on one kernel, and each crossing case the kernels it ran in', () => {
+        const statuses = crossed.cases.map((c) => [c.name, c.status, c.detail ?? '']);
+        expect(statuses).toEqual(EXPECTED_CASES.map((name) => [name, DEVIATING_CASES.includes(name) ? 'deviation' : 'pass', expect.any(String)]));
+        for (const c of crossed.cases.filter((x) => x.kernels !== undefined)) {
+          expect(c.kernels?.[0], c.name).toBe(kernel.release);
+          expect(c.kernels?.slice(1).every((r) => r === other.release), c.name).toBe(true);
+        }
+        expect(crossed.cases.find((c) => c.name === 'chain/two-live-updates')?.kernels).toEqual([kernel.release, other.release, other.release]);
+      });
+    });
+  }
+
   // The kernel-lacks-something path, for real, once: the same kernel booted
   // with KHO off has no /dev/liveupdate. Every case then ends in stage 1, so
   // this boot is short.
