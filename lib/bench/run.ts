@@ -86,7 +86,7 @@ export function pickKernel(choice: string | undefined, kernels: readonly KernelI
 
 /** Compiles bench/luo_bench.c static into build/bench/. */
 export function buildCBench(root: string, progress: (line: string) => void = () => {}): string {
-  const out = compileStatic(path.join(root, 'bench', 'luo_bench.c'), path.join(root, 'build', 'bench', 'luo_bench'), [path.join(root, 'include')]);
+  const out = compileStatic([path.join(root, 'bench', 'luo_bench.c')], path.join(root, 'build', 'bench', 'luo_bench'), ['-Werror', '-I', path.join(root, 'include')]);
   progress(`built ${path.relative(root, out)} (${Math.round(fs.statSync(out).size / 1024)} KiB, static)`);
   return out;
 }

@@ -8,15 +8,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cacheDir, packageRoot } from './initramfs.js';
 
-/** Compiles `source` static into `out` (with -Werror); returns `out`. */
-export function compileStatic(source: string, out: string, includeDirs: readonly string[] = []): string {
-  if (!fs.existsSync(source)) throw new Error(`${source} is missing: guest programs are built from the repository, not an installed package`);
+/** Compiles `sources` static into one program `out`, with `flags` after the defaults; returns `out`. */
+export function compileStatic(sources: readonly string[], out: string, flags: readonly string[] = []): string {
+  const missing = sources.find((source) => !fs.existsSync(source));
+  if (missing !== undefined) throw new Error(`${missing} is missing`);
   const libc = run('gcc', ['-print-file-name=libc.a']).trim();
   if (!path.isAbsolute(libc)) throw new Error('gcc finds no static C library (libc.a): install libc6-dev');
   fs.mkdirSync(path.dirname(out), { recursive: true });
   // Into a temporary name first: a half-written program must never look built.
   const tmp = `${out}.tmp${process.pid}`;
-  run('gcc', ['-O2', '-static', '-Wall', '-Wextra', '-Werror', ...includeDirs.flatMap((d) => ['-I', d]), '-o', tmp, source]);
+  run('gcc', ['-O2', '-static', '-Wall', '-Wextra', ...flags, '-o', tmp, ...sources]);
   fs.renameSync(tmp, out);
   return out;
 }
@@ -40,7 +41,7 @@ export function buildGuestTool(tool: GuestTool, root = packageRoot()): string {
   const hash = createHash('sha256');
   for (const file of [source, ...headers]) hash.update(fs.readFileSync(file));
   const out = path.join(cacheDir(), 'tools', `${tool}-${hash.digest('hex').slice(0, 12)}`);
-  return fs.existsSync(out) ? out : compileStatic(source, out, [path.join(root, 'vm'), path.join(root, 'include')]);
+  return fs.existsSync(out) ? out : compileStatic([source], out, ['-Werror', '-I', path.join(root, 'vm'), '-I', path.join(root, 'include')]);
 }
 
 /** Every guest tool, built, by guest path: the `files` of a run that needs them. */
