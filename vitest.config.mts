@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * Two projects: host tests run in parallel first; kernel tests (each boots
+ * The tests of both packages (test/ for liveupdate, conformance/test/ for
+ * liveupdate-conformance), in two projects: host tests run in parallel first; kernel tests (each boots
  * QEMU with software emulation, which wants both cores) then run one file at
  * a time. Kernel tests never skip themselves: without a kernel they fail and
  * say how to build one, unless LIVEUPDATE_SKIP_KERNEL_TESTS=1 (npm run test:host).
@@ -12,15 +13,15 @@ export default defineConfig({
       {
         test: {
           name: 'host',
-          include: ['test/**/*.test.ts'],
-          exclude: ['test/kernel/**', '**/node_modules/**'],
+          include: ['test/**/*.test.ts', 'conformance/test/**/*.test.ts'],
+          exclude: ['test/kernel/**', 'conformance/test/kernel/**', '**/node_modules/**'],
           sequence: { groupOrder: 0 },
         },
       },
       {
         test: {
           name: 'kernel',
-          include: ['test/kernel/**/*.test.ts'],
+          include: ['test/kernel/**/*.test.ts', 'conformance/test/kernel/**/*.test.ts'],
           fileParallelism: false,
           // One worker, no isolation: test/kernel/support.ts shares boots between files.
           isolate: false,

@@ -2,7 +2,7 @@
  * The `liveupdate` command: what scripts of host maintenance need without
  * writing JavaScript.
  *
- *   liveupdate status [--json] [--no-probe]   is LUO usable here, and if not, why
+ *   liveupdate status [--json] [--probe]   is LUO usable here, and if not, why (--probe takes the device)
  *   liveupdate kexec-load --kernel K [--initrd I] [--cmdline C | --reuse-cmdline]
  *   liveupdate kexec-unload
  * @internal
@@ -13,8 +13,10 @@ import * as kexec from './kexec.js';
 import { statusSync, type Status } from './status.js';
 
 const USAGE = `usage:
-  liveupdate status [--json] [--no-probe]
+  liveupdate status [--json] [--probe]
       Whether Live Update Orchestrator is usable on this machine, and if not, why.
+      --probe also opens the device and makes a throw-away session: the device has
+      one owner, so the real owner's open() fails (EBUSY) meanwhile.
       Exit status 0 when available, 1 when not.
   liveupdate kexec-load --kernel PATH [--initrd PATH] (--cmdline TEXT | --reuse-cmdline)
       Load the next kernel (kexec_file_load). --reuse-cmdline takes /proc/cmdline.
@@ -42,8 +44,9 @@ function formatStatus(s: Status): string {
 }
 
 function statusCommand(args: string[]): number {
-  const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, 'no-probe': { type: 'boolean' } } });
-  const s = statusSync({ probe: values['no-probe'] !== true });
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, probe: { type: 'boolean' }, 'no-probe': { type: 'boolean' } } });
+  // Probing opens the single-owner device, so it is asked for (--no-probe, the old default's opt-out, is accepted).
+  const s = statusSync({ probe: values.probe === true && values['no-probe'] !== true });
   process.stdout.write(values.json === true ? `${JSON.stringify(s, null, 2)}\n` : `${formatStatus(s)}\n`);
   return s.available ? 0 : 1;
 }

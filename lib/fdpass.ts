@@ -20,8 +20,10 @@
  * the first byte of the send that carried them, and such a read can also
  * contain bytes sent before them.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { native, type Cancellable, type NativeRecvResult } from './native.js';
+import * as os from 'node:os';
+import { native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
 /** The most fds one message may carry (the kernel's SCM_MAX_FD). */
@@ -40,8 +42,10 @@ export type Framing = 'frame' | 'none';
 export interface SendOptions {
   /** Stream sockets only: `'frame'` (default) or `'none'` (raw bytes; an empty message sends one NUL byte). */
   framing?: Framing;
-  /** Cancels a pending send (Promise form only); a stream may then hold part of the message. */
+  /** Cancels a pending send (Promise form only); a stream left with part of the message is out of step. */
   signal?: AbortSignal;
+  /** Most ms to wait for the socket to take the whole message, then `ETIMEDOUT`. Default: no limit. */
+  timeout?: number;
 }
 
 /** Options of {@link recvFds} and {@link recvFdsSync}. */
@@ -66,14 +70,16 @@ export interface RecvResult {
   eof: boolean;
 }
 
-/** Why a receive was refused, as the error's `code`. */
+/** Why a send or receive was refused, as the error's `code`. */
 export type FdPassErrorCode =
   | 'ERR_LIVEUPDATE_FDS_TRUNCATED'
   | 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED'
   | 'ERR_LIVEUPDATE_BAD_FRAME'
-  | 'ERR_LIVEUPDATE_SHORT_FRAME';
+  | 'ERR_LIVEUPDATE_SHORT_FRAME'
+  | 'ERR_LIVEUPDATE_OUT_OF_STEP'
+  | 'ERR_LIVEUPDATE_SOCKET_BUSY';
 
-/** A message that arrived but cannot be handed over intact. Any fds it carried are already closed. */
+/** A message that cannot be handed over or sent intact. Any fds that arrived with it are already closed. */
 export class FdPassError extends Error {
   /** Which rule the message broke. */
   readonly code: FdPassErrorCode;
@@ -107,8 +113,30 @@ export class MessageTruncatedError extends FdPassError {
 /** Stream bytes that are not a frame of this package, fds in mid-frame, or EOF in mid-frame. */
 export class FramingError extends FdPassError {}
 
+/**
+ * The stream stopped part way through a message in this direction (a
+ * cancelled or failed send or receive, a bad frame): where the next message
+ * starts is lost, so every later call in that direction is refused. Close
+ * the socket.
+ */
+export class StreamOutOfStepError extends FdPassError {
+  /** @internal */
+  constructor(direction: Direction) {
+    super('ERR_LIVEUPDATE_OUT_OF_STEP', `an earlier ${direction === 'send' ? 'send' : 'receive'} stopped in the middle of a message; the stream is out of step: close it`, 0);
+  }
+}
+
+/** A synchronous call on a socket while a Promise call in the same direction is pending on it. */
+export class SocketBusyError extends FdPassError {
+  /** @internal */
+  constructor(direction: Direction) {
+    super('ERR_LIVEUPDATE_SOCKET_BUSY', `a Promise ${direction === 'send' ? 'send' : 'receive'} is pending on this socket; the synchronous form would cut into its message`, 0);
+  }
+}
+
 const STATUS_OK = 0;
 const STATUS_EOF = 1;
+const STATUS_BAD_FRAME = 4;
 
 /** Turns a native receive into a result, or throws the error its status names. */
 function toResult(raw: NativeRecvResult, maxFds: number, maxBytes: number): RecvResult {
@@ -124,7 +152,7 @@ function toResult(raw: NativeRecvResult, maxFds: number, maxBytes: number): Recv
       );
     case 3:
       throw new MessageTruncatedError(`a ${raw.length}-byte message exceeds maxBytes (${maxBytes}); it was skipped`, closed, raw.length);
-    case 4:
+    case STATUS_BAD_FRAME:
       throw new FramingError('ERR_LIVEUPDATE_BAD_FRAME', 'the stream does not carry frames of this package (or fds arrived mid-frame)', closed);
     default:
       throw new FramingError('ERR_LIVEUPDATE_SHORT_FRAME', 'the peer closed the stream in the middle of a frame', closed);
@@ -159,6 +187,10 @@ function checkCount(value: unknown, name: string, max: number, fallback: number)
   if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
   if (!Number.isInteger(value) || value < 0 || value > max) throw outOfRange(name, `an integer >= 0 and <= ${max}`, value);
   return value;
+}
+
+function checkTimeout(timeout: unknown): number {
+  return checkCount(timeout, 'options.timeout', 0x7fff_ffff, -1);
 }
 
 function checkSignal(signal: unknown): AbortSignal | undefined {
@@ -236,7 +268,53 @@ function socketFd(socket: unknown, direction: 'send' | 'recv'): number {
 
 // ---- one operation at a time per socket and direction -----------------------
 
+type Direction = 'send' | 'recv';
+
+/**
+ * The key of a socket and direction: the socket's inode, not its fd number,
+ * so a dup shares the queue and a number reused for another socket does not
+ * inherit this one's state.
+ */
+function socketKey(fd: number, direction: Direction): string {
+  const { dev, ino } = fs.fstatSync(fd, { bigint: true });
+  return `${direction}:${dev}:${ino}`;
+}
+
 const queues = new Map<string, Promise<unknown>>();
+/** Sockets whose stream stopped mid-message in a direction (only closing helps; bounded by such failures). */
+const outOfStep = new Set<string>();
+
+/** Refuses a call on a socket that is out of step in that direction. */
+function checkInStep(key: string, direction: Direction): void {
+  if (outOfStep.has(key)) throw new StreamOutOfStepError(direction);
+}
+
+/** Runs a native step; an error that left the stream mid-message marks the socket out of step. */
+function marking<T>(key: string, run: () => T): T {
+  try {
+    return run();
+  } catch (error) {
+    if ((error as NativeStepError).outOfStep === true) outOfStep.add(key);
+    throw error;
+  }
+}
+
+async function markingAsync<T>(key: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if ((error as NativeStepError).outOfStep === true) outOfStep.add(key);
+    throw error;
+  }
+}
+
+/** A synchronous call: refused while a Promise call in the same direction is pending. */
+function syncOperation<T>(fd: number, direction: Direction, run: () => T): T {
+  const key = socketKey(fd, direction);
+  if (queues.has(key)) throw new SocketBusyError(direction);
+  checkInStep(key, direction);
+  return marking(key, run);
+}
 
 /**
  * Runs `run` after every earlier operation on the same socket and direction
@@ -261,18 +339,23 @@ function abortError(signal: AbortSignal): Error {
   return Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR', cause: signal.reason as unknown });
 }
 
-/** Awaits a native operation; an abort cancels it and rejects with an AbortError. */
-async function withSignal<T>(start: () => Cancellable<T>, signal: AbortSignal | undefined): Promise<T> {
+/**
+ * Awaits a native operation; an abort cancels it and rejects with an
+ * AbortError, a timeout (ms >= 0) cancels it with ETIMEDOUT.
+ */
+async function withCancel<T>(start: () => Cancellable<T>, signal: AbortSignal | undefined, timeout = -1): Promise<T> {
   if (signal?.aborted) throw abortError(signal);
   const pending = start();
   const onAbort = (): void => pending.cancel();
   signal?.addEventListener('abort', onAbort, { once: true });
+  const timer = timeout < 0 ? undefined : setTimeout(() => pending.cancel(os.constants.errno.ETIMEDOUT), timeout);
   try {
     return await pending;
   } catch (error) {
     if (signal?.aborted) throw abortError(signal);
     throw error;
   } finally {
+    clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
   }
 }
@@ -300,20 +383,36 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   const opts = checkOptions<SendOptions>(options);
   const framing = framingCode(opts.framing);
   const signal = checkSignal(opts.signal);
+  const timeout = checkTimeout(opts.timeout);
   const first = socketFd(socket, 'send'); // Validates before queueing.
-  await serialize(`send:${first}`, async () => {
-    // A net.Socket is checked again when its turn comes: Node may have queued writes since.
-    const fd = typeof socket === 'number' ? first : socketFd(socket, 'send');
-    await withSignal(() => native.sendFdsAsync(fd, bytes, checked, framing), signal);
-  });
+  const key = socketKey(first, 'send');
+  checkInStep(key, 'send');
+  // The files are pinned now (the socket too, when it is a number): the
+  // native call copies them again only when this send's turn comes.
+  const pinnedSocket = typeof socket === 'number' ? pinFds([first]) : [];
+  let pinned: number[] = [];
+  try {
+    pinned = pinFds(checked);
+    await serialize(key, async () => {
+      checkInStep(key, 'send');
+      // A net.Socket is checked again when its turn comes: Node may have queued writes since.
+      const fd = pinnedSocket[0] ?? socketFd(socket, 'send');
+      await markingAsync(key, () => withCancel(() => native.sendFdsAsync(fd, bytes, pinned, framing), signal, timeout));
+    });
+  } finally {
+    closeFds([...pinnedSocket, ...pinned]);
+  }
 }
 
-/** The synchronous form of {@link sendFds}: blocks until the whole message is sent. */
+/** The synchronous form of {@link sendFds}: blocks until the whole message is sent (or `timeout` ms). */
 export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: string | Uint8Array, options?: Omit<SendOptions, 'signal'>): void {
   const checked = checkFds(fds);
   const bytes = toBytes(data);
-  const framing = framingCode(checkOptions<SendOptions>(options).framing);
-  native.sendFds(socketFd(socket, 'send'), bytes, checked, framing);
+  const opts = checkOptions<SendOptions>(options);
+  const framing = framingCode(opts.framing);
+  const timeout = checkTimeout(opts.timeout);
+  const fd = socketFd(socket, 'send');
+  syncOperation(fd, 'send', () => native.sendFds(fd, bytes, checked, framing, timeout));
 }
 
 /**
@@ -337,11 +436,20 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   const framing = framingCode(opts.framing);
   const signal = checkSignal(opts.signal);
   const first = socketFd(socket, 'recv'); // Validates (and pauses a net.Socket) before queueing.
-  return serialize(`recv:${first}`, async () => {
-    const fd = typeof socket === 'number' ? first : socketFd(socket, 'recv');
-    const raw = await withSignal(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal);
-    return toResult(raw, maxFds, maxBytes);
-  });
+  const key = socketKey(first, 'recv');
+  checkInStep(key, 'recv');
+  // A number is pinned now; a net.Socket is looked at again when its turn comes.
+  const pinned = typeof socket === 'number' ? pinFds([first]) : [];
+  try {
+    return await serialize(key, async () => {
+      checkInStep(key, 'recv');
+      const fd = pinned[0] ?? socketFd(socket, 'recv');
+      const raw = await markingAsync(key, () => withCancel(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal));
+      return received(key, raw, maxFds, maxBytes);
+    });
+  } finally {
+    closeFds(pinned);
+  }
 }
 
 /** The synchronous form of {@link recvFds}: blocks until a message arrives. */
@@ -350,7 +458,35 @@ export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'sig
   const maxFds = checkCount(opts.maxFds, 'options.maxFds', MAX_FDS_PER_MESSAGE, MAX_FDS_PER_MESSAGE);
   const maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, DEFAULT_MAX_BYTES);
   const framing = framingCode(opts.framing);
-  return toResult(native.recvFds(socketFd(socket, 'recv'), maxBytes, maxFds, framing), maxFds, maxBytes);
+  const fd = socketFd(socket, 'recv');
+  const raw = syncOperation(fd, 'recv', () => native.recvFds(fd, maxBytes, maxFds, framing));
+  return received(socketKey(fd, 'recv'), raw, maxFds, maxBytes);
+}
+
+/** The result of a receive; a bad frame leaves the stream out of step. */
+function received(key: string, raw: NativeRecvResult, maxFds: number, maxBytes: number): RecvResult {
+  if (raw.outOfStep) outOfStep.add(key);
+  return toResult(raw, maxFds, maxBytes);
+}
+
+/**
+ * Private copies (F_DUPFD_CLOEXEC) of fd numbers, taken when a call is made
+ * for an operation that waits its turn in the queue, so that it acts on
+ * these files even if the caller closes and reuses the numbers meanwhile.
+ */
+function pinFds(fds: readonly number[]): number[] {
+  const copies: number[] = [];
+  try {
+    for (const fd of fds) copies.push(native.dupFd(fd));
+  } catch (error) {
+    closeFds(copies);
+    throw error;
+  }
+  return copies;
+}
+
+function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) native.close(fd);
 }
 
 /** Unix socket types for {@link socketPair}. */

@@ -22,8 +22,10 @@ export type LuoBinding = Both<'openDevice', [path: string], number> &
   Both<'preserveFd', [sessionFd: number, fd: number, token: bigint], number> &
   Both<'retrieveFd', [sessionFd: number, token: bigint], number> &
   Both<'finishSession', [sessionFd: number], number> &
-  Both<'getSessionName', [sessionFd: number], string> &
-  Both<'close', [fd: number], number>;
+  Both<'getSessionName', [sessionFd: number], string> & {
+    /** Synchronous only: a deferred close could close whatever file has the number by then. */
+    close(fd: number): number;
+  };
 
 /** memfd_create and seals (native/memfd.h). @internal */
 export type MemfdBinding = Both<'memfdCreate', [name: string, flags: number], number> &
@@ -35,18 +37,6 @@ export type KexecBinding = Both<'kexecLoad', [kernel: string, initrd: string | n
   Both<'kexecUnload', [], number> &
   Both<'kexecLoaded', [], number> &
   Both<'kexecExecute', [sync: boolean], number>;
-
-/**
- * The syscalls a test guest's /init needs and Node lacks (native/guest.h):
- * mount, power-off and the fd limit. @internal
- */
-export type GuestBinding = Both<
-  'mount',
-  [source: string, target: string, fstype: string, flags: number, data: string | null],
-  number
-> &
-  Both<'powerOff', [], number> &
-  Both<'setrlimitNofile', [soft: number, hard: number], number>;
 
 /** One receive as the addon reports it (native/fdpass.h FdReceiver). @internal */
 export interface NativeRecvResult {
@@ -60,14 +50,24 @@ export interface NativeRecvResult {
   dropped: number;
   /** The message's real length (datagram, frame), where known. */
   length: number;
+  /** The stream is no longer at a frame boundary (a bad frame): only closing it is safe. */
+  outOfStep: boolean;
 }
 
-/** A Promise settled by the event loop that can be cancelled (rejects with ECANCELED). @internal */
-export type Cancellable<T> = Promise<T> & { cancel(): void };
+/**
+ * A native fd-passing error. `outOfStep` is set when it stopped part way
+ * through a stream message (the stream can no longer be read or written as
+ * frames). @internal
+ */
+export type NativeStepError = Error & { code?: string; outOfStep?: boolean };
+
+/** A Promise settled by the event loop that can be cancelled: rejects with ECANCELED, or the errno given. @internal */
+export type Cancellable<T> = Promise<T> & { cancel(errno?: number): void };
 
 /** SCM_RIGHTS over Unix sockets and the socket helpers (native/fdpass.h). @internal */
 export type FdPassBinding = {
-  sendFds(fd: number, data: Uint8Array, fds: number[], framing: number): number;
+  /** `timeoutMs` (default -1: none) bounds the whole send; then ETIMEDOUT. */
+  sendFds(fd: number, data: Uint8Array, fds: number[], framing: number, timeoutMs?: number): number;
   sendFdsAsync(fd: number, data: Uint8Array, fds: number[], framing: number): Cancellable<number>;
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number): NativeRecvResult;
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number): Cancellable<NativeRecvResult>;
@@ -81,16 +81,19 @@ export type FdPassBinding = {
   Both<'unixBind', [type: number, path: string], number> &
   Both<'unixConnect', [type: number, path: string], number> &
   Both<'unixAccept', [fd: number], number> &
-  Both<'socketType', [fd: number], number> &
-  Both<'setCloexec', [fd: number, on: boolean], number> &
-  Both<'getCloexec', [fd: number], number>;
+  Both<'socketType', [fd: number], number> & {
+    /** F_DUPFD_CLOEXEC; synchronous only (a later copy could be of another file). */
+    dupFd(fd: number): number;
+    /** FD_CLOEXEC belongs to the number, so these are synchronous only. */
+    setCloexec(fd: number, on: boolean): number;
+    getCloexec(fd: number): number;
+  };
 
 /** The whole addon. @internal */
 export type NativeBinding = LuoBinding &
   FdPassBinding &
   MemfdBinding &
-  KexecBinding &
-  GuestBinding & {
+  KexecBinding & {
     /** The system header the ABI was compared with at build time, or "" if none. */
     readonly abiCheckedAgainst: string;
   };

@@ -1,6 +1,6 @@
 /**
  * status(): can Live Update Orchestrator be used here, and if not, why.
- * Reads /proc and /sys only, unless asked to probe the device.
+ * Reads /proc and /sys only, unless asked to probe the device (which takes it).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -49,9 +49,11 @@ export interface StatusOptions {
   path?: string;
   /**
    * Open the device and create and close a throw-away session to learn
-   * whether it opens and whether GET_NAME works (default true). The probe
-   * fails with EBUSY while another process owns the device; that is reported,
-   * not thrown.
+   * whether it opens and whether GET_NAME works (default false). The device
+   * has a single owner: while the probe holds it, the real owner's `open()`
+   * fails with EBUSY, so probe only where no agent may be starting. The
+   * probe fails with EBUSY while another process owns the device; that is
+   * reported, not thrown.
    */
   probe?: boolean;
 }
@@ -158,7 +160,7 @@ export function statusSync(options?: StatusOptions): Status {
     kexecLoaded: kexecLoaded(),
   };
   let reason = unavailableReason(base, cmdline);
-  if (reason === null && opts.probe !== false) {
+  if (reason === null && opts.probe === true) {
     const probe = probeDevice(devicePath);
     base.deviceOpenable = probe.openable;
     base.getName = probe.getName;

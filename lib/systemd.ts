@@ -10,6 +10,7 @@
  * {@link listenFds} after the update; `Session.fromFd` wraps it.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import { sendFds, sendFdsSync, MAX_FDS_PER_MESSAGE } from './fdpass.js';
 import { native } from './native.js';
@@ -26,13 +27,17 @@ export type NotifyFields = Readonly<Record<string, string | number | boolean>> |
 export interface NotifyOptions {
   /** Delete `$NOTIFY_SOCKET` from `process.env` afterwards, sent or not (as libsystemd's unset_environment). */
   unsetEnvironment?: boolean;
+  /**
+   * Most ms to wait for the service manager, then `ETIMEDOUT`. Default 5000.
+   * A manager that does not read its socket fills it, and a send then waits
+   * for room: this bounds that wait (and, for a barrier, the wait for its
+   * answer too).
+   */
+  timeout?: number;
 }
 
 /** Options of {@link barrier}. */
-export interface BarrierOptions extends NotifyOptions {
-  /** How long to wait for the service manager, in ms. Default 5000. */
-  timeout?: number;
-}
+export type BarrierOptions = NotifyOptions;
 
 /** What {@link notify} did. */
 export type NotifyResult =
@@ -90,12 +95,18 @@ export function isValidFdName(name: string): boolean {
   return name.length <= MAX_FDNAME_LENGTH && /^[\x20-\x7e]*$/.test(name) && !name.includes(':');
 }
 
-/** The assignments of a message, last one winning as in systemd. */
+/**
+ * The assignments of a message. systemd reads a repeated key in different
+ * ways (the first FDNAME=, FDSTORE=1 on any line), so a key may appear once.
+ */
 function assignments(lines: readonly string[]): Map<string, string> {
   const out = new Map<string, string>();
   for (const line of lines) {
     const eq = line.indexOf('=');
-    if (eq > 0) out.set(line.slice(0, eq), line.slice(eq + 1));
+    if (eq <= 0) continue;
+    const key = line.slice(0, eq);
+    if (out.has(key)) throw invalidArgValue('fields', `must not repeat ${key}= (the service manager would not read it as one value)`, line);
+    out.set(key, line.slice(eq + 1));
   }
   return out;
 }
@@ -111,7 +122,10 @@ function checkSemantics(fields: Map<string, string>, fdCount: number): void {
   if (store && fdCount === 0) throw invalidArgValue('fds', 'must not be empty with FDSTORE=1', []);
   if (barrierMsg && fdCount !== 1) throw invalidArgValue('fds', 'must be exactly the write end of a pipe with BARRIER=1 (use barrier())', fdCount);
   if (fdCount > 0 && !store && !barrierMsg) throw invalidArgValue('fds', 'are only taken with FDSTORE=1 (the service manager closes others)', fdCount);
-  if (fields.get('FDSTOREREMOVE') === '1' && name === undefined) throw invalidArgValue('fields', 'need FDNAME= with FDSTOREREMOVE=1', 'FDSTOREREMOVE=1');
+  const remove = fields.get('FDSTOREREMOVE') === '1';
+  if (remove && name === undefined) throw invalidArgValue('fields', 'need FDNAME= with FDSTOREREMOVE=1', 'FDSTOREREMOVE=1');
+  // systemd removes and ignores the store request: a message does one of them.
+  if (remove && store) throw invalidArgValue('fields', 'must not have both FDSTORE=1 and FDSTOREREMOVE=1', 'FDSTORE=1, FDSTOREREMOVE=1');
   if (fields.has('FDPOLL') && !store) throw invalidArgValue('fields', 'may have FDPOLL= only with FDSTORE=1', 'FDPOLL');
 }
 
@@ -175,57 +189,89 @@ function unsetIf(options: NotifyOptions | undefined): void {
   if (options?.unsetEnvironment === true) delete process.env['NOTIFY_SOCKET'];
 }
 
+const DEFAULT_TIMEOUT = 5000;
+
+function checkTimeout(options: NotifyOptions | undefined): number {
+  const timeout = options?.timeout ?? DEFAULT_TIMEOUT;
+  if (typeof timeout !== 'number') throw invalidArgType('options.timeout', 'of type number', timeout);
+  if (!Number.isInteger(timeout) || timeout < 0 || timeout > 0x7fff_ffff) throw outOfRange('options.timeout', 'an integer >= 0 and <= 2147483647', timeout);
+  return timeout;
+}
+
+function isTimeout(error: unknown): boolean {
+  return (error as { code?: unknown }).code === 'ETIMEDOUT';
+}
+
+function notifyTimeout(what: string, timeout: number): Error {
+  return systemError('ETIMEDOUT', 'poll', `${what} not acknowledged by the service manager within ${timeout} ms`);
+}
+
+/** Runs `run`; a timeout becomes the error that says what was not acknowledged. */
+async function naming<T>(what: string, timeout: number, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw isTimeout(error) ? notifyTimeout(what, timeout) : error;
+  }
+}
+
+function namingSync<T>(what: string, timeout: number, run: () => T): T {
+  try {
+    return run();
+  } catch (error) {
+    throw isTimeout(error) ? notifyTimeout(what, timeout) : error;
+  }
+}
+
+/** A clock for one timeout that covers several waits. */
+function deadline(timeout: number): () => number {
+  const end = performance.now() + timeout;
+  return () => Math.max(0, Math.ceil(end - performance.now()));
+}
+
 // ---- public API -----------------------------------------------------------------
 
 /**
  * Sends one sd_notify datagram to `$NOTIFY_SOCKET` (a path, or `@name` in
  * the abstract namespace), with `fds` attached as SCM_RIGHTS.
  *
- * Checked before anything is sent: keys, FDNAME (printable ASCII, no ':',
- * at most 255), fds only with FDSTORE=1 (or BARRIER=1), FDSTOREREMOVE=1
- * with FDNAME, FDPOLL only with FDSTORE=1. Without `$NOTIFY_SOCKET` it
- * sends nothing and resolves `{ sent: false, reason }`, as libsystemd does.
+ * Checked before anything is sent: keys (each at most once), FDNAME
+ * (printable ASCII, no ':', at most 255), fds only with FDSTORE=1 (or
+ * BARRIER=1), FDSTOREREMOVE=1 with FDNAME and without FDSTORE=1, FDPOLL only
+ * with FDSTORE=1. Without `$NOTIFY_SOCKET` it sends nothing and resolves
+ * `{ sent: false, reason }`, as libsystemd does.
  *
+ * @throws A Node-style `ETIMEDOUT` error when the manager's socket does not
+ *   take the datagram within `timeout` ms (default 5000).
  * @example notify({ FDSTORE: 1, FDNAME: 'luo', FDPOLL: 0 }, [session.fd])
  */
 export async function notify(fields: NotifyFields, fds?: readonly number[], options?: NotifyOptions): Promise<NotifyResult> {
   try {
     const checked = checkNotifyFds(fds);
     const message = buildMessage(fields, checked);
+    const timeout = checkTimeout(options);
     const socket = notifySocket();
     if (socket === undefined) return NOT_SET;
-    await withNotifySocket(socket, (fd) => sendFds(fd, checked, message));
+    await naming('the notification', timeout, () => withNotifySocket(socket, (fd) => sendFds(fd, checked, message, { timeout })));
     return { sent: true, socket, message };
   } finally {
     unsetIf(options);
   }
 }
 
-/** The synchronous form of {@link notify}. */
+/** The synchronous form of {@link notify}: blocks for at most `timeout` ms. */
 export function notifySync(fields: NotifyFields, fds?: readonly number[], options?: NotifyOptions): NotifyResult {
   try {
     const checked = checkNotifyFds(fds);
     const message = buildMessage(fields, checked);
+    const timeout = checkTimeout(options);
     const socket = notifySocket();
     if (socket === undefined) return NOT_SET;
-    withNotifySocketSync(socket, (fd) => sendFdsSync(fd, checked, message));
+    namingSync('the notification', timeout, () => withNotifySocketSync(socket, (fd) => sendFdsSync(fd, checked, message, { timeout })));
     return { sent: true, socket, message };
   } finally {
     unsetIf(options);
   }
-}
-
-const DEFAULT_BARRIER_TIMEOUT = 5000;
-
-function checkTimeout(options: BarrierOptions | undefined): number {
-  const timeout = options?.timeout ?? DEFAULT_BARRIER_TIMEOUT;
-  if (typeof timeout !== 'number') throw invalidArgType('options.timeout', 'of type number', timeout);
-  if (!Number.isInteger(timeout) || timeout < 0 || timeout > 0x7fff_ffff) throw outOfRange('options.timeout', 'an integer >= 0 and <= 2147483647', timeout);
-  return timeout;
-}
-
-function barrierTimeout(timeout: number): Error {
-  return systemError('ETIMEDOUT', 'poll', `BARRIER=1 not acknowledged within ${timeout} ms`);
 }
 
 /**
@@ -234,22 +280,24 @@ function barrierTimeout(timeout: number): Error {
  * of a fresh pipe, closes its own copy, and waits until the read end sees
  * EOF, which happens when the manager closes the fd it received.
  *
- * @throws A Node-style `ETIMEDOUT` error after `timeout` ms (default 5000).
+ * @throws A Node-style `ETIMEDOUT` error after `timeout` ms (default 5000),
+ *   which covers both the send and the wait.
  */
 export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
   try {
-    const timeout = checkTimeout(options);
+    const left = deadline(checkTimeout(options));
+    const timeout = left();
     const socket = notifySocket();
     if (socket === undefined) return NOT_SET;
     const [readEnd, writeEnd] = native.pipe();
     try {
       try {
-        await withNotifySocket(socket, (fd) => sendFds(fd, [writeEnd], 'BARRIER=1'));
+        await naming('BARRIER=1', timeout, () => withNotifySocket(socket, (fd) => sendFds(fd, [writeEnd], 'BARRIER=1', { timeout: left() })));
       } finally {
         // Now only the manager holds the write end: its close is our EOF.
         native.close(writeEnd);
       }
-      await waitForEof(readEnd, timeout);
+      await naming('BARRIER=1', timeout, () => waitForEof(readEnd, left()));
       return { sent: true, socket, message: 'BARRIER=1' };
     } finally {
       native.close(readEnd);
@@ -262,15 +310,9 @@ export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
 /** Resolves when `fd` (a pipe's read end) is readable or hung up; rejects with ETIMEDOUT after `timeout` ms. */
 async function waitForEof(fd: number, timeout: number): Promise<void> {
   const pending = native.waitReadableAsync(fd);
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    pending.cancel();
-  }, timeout);
+  const timer = setTimeout(() => pending.cancel(os.constants.errno.ETIMEDOUT), timeout);
   try {
     await pending;
-  } catch (error) {
-    throw timedOut ? barrierTimeout(timeout) : error;
   } finally {
     clearTimeout(timer);
   }
@@ -279,21 +321,18 @@ async function waitForEof(fd: number, timeout: number): Promise<void> {
 /** The synchronous form of {@link barrier}: blocks the thread for up to `timeout` ms. */
 export function barrierSync(options?: BarrierOptions): NotifyResult {
   try {
-    const timeout = checkTimeout(options);
+    const left = deadline(checkTimeout(options));
+    const timeout = left();
     const socket = notifySocket();
     if (socket === undefined) return NOT_SET;
     const [readEnd, writeEnd] = native.pipe();
     try {
       try {
-        withNotifySocketSync(socket, (fd) => sendFdsSync(fd, [writeEnd], 'BARRIER=1'));
+        namingSync('BARRIER=1', timeout, () => withNotifySocketSync(socket, (fd) => sendFdsSync(fd, [writeEnd], 'BARRIER=1', { timeout: left() })));
       } finally {
         native.close(writeEnd);
       }
-      try {
-        native.waitReadable(readEnd, timeout);
-      } catch (error) {
-        throw (error as { code?: unknown }).code === 'ETIMEDOUT' ? barrierTimeout(timeout) : error;
-      }
+      namingSync('BARRIER=1', timeout, () => native.waitReadable(readEnd, left()));
       return { sent: true, socket, message: 'BARRIER=1' };
     } finally {
       native.close(readEnd);

@@ -10,7 +10,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterMemfd(env, exports);
   RegisterKexec(env, exports);
   RegisterFdPass(env, exports);
-  RegisterGuest(env, exports);
   // Which system header the ABI was compared with at build time ("" if none).
   exports.Set("abiCheckedAgainst", Napi::String::New(env, lu_abi_checked_against));
   return exports;

@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -23,7 +24,13 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <new>
 #include <utility>
+
+// Linux 6.5+: the sender's pidfd, with SO_PASSPIDFD; older headers lack it.
+#ifndef SCM_PIDFD
+#define SCM_PIDFD 0x04
+#endif
 
 namespace lu {
 namespace {
@@ -75,8 +82,6 @@ int socket_type(int fd) {
   return type;
 }
 
-int dup_cloexec(int fd) { return result_or_errno(::fcntl(fd, F_DUPFD_CLOEXEC, 3)); }
-
 int set_cloexec(int fd, bool on) {
   int flags = ::fcntl(fd, F_GETFD);
   if (flags < 0) return -errno;
@@ -88,6 +93,19 @@ int set_cloexec(int fd, bool on) {
 int get_cloexec(int fd) {
   int flags = ::fcntl(fd, F_GETFD);
   return flags < 0 ? -errno : (flags & FD_CLOEXEC ? 1 : 0);
+}
+
+ssize_t peek_message_len(int fd) {
+  ssize_t n;
+  do {
+    n = ::recv(fd, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : n;
+}
+
+int readable_bytes(int fd) {
+  int n = 0;
+  return ::ioctl(fd, FIONREAD, &n) < 0 ? -errno : n;
 }
 
 int wait_fd(int fd, short events, int timeout_ms) {
@@ -158,14 +176,21 @@ ssize_t send_msg(int fd, const uint8_t* data, size_t len, const int* fds, size_t
 namespace {
 
 // Takes ownership of every fd in the control data, so none can leak.
+// `info.fds` has room reserved for all of them: nothing allocates here.
 void collect_fds(msghdr& msg, RecvInfo& info) {
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    bool rights = c->cmsg_type == SCM_RIGHTS;
+    if (!rights && c->cmsg_type != SCM_PIDFD) continue;
     size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (size_t i = 0; i < n; ++i) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      info.fds.emplace_back(fd);
+      if (rights) {
+        info.fds.emplace_back(fd);
+      } else {
+        ::close(fd);  // The kernel's pidfd of the sender: nobody asked for it here.
+      }
     }
   }
 }
@@ -177,13 +202,12 @@ ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_tru
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  std::vector<uint8_t> control(max_fds ? CMSG_SPACE(max_fds * sizeof(int)) : 0);
-  if (max_fds) {
-    msg.msg_control = control.data();
-    // CMSG_LEN, not CMSG_SPACE: the padding of CMSG_SPACE would let the
-    // kernel fit one fd more than asked for.
-    msg.msg_controllen = CMSG_LEN(max_fds * sizeof(int));
-  }
+  // Allocated before the recvmsg: once fds are in this process, nothing
+  // may throw before they are owned.
+  std::vector<uint8_t> control(CMSG_SPACE(max_fds * sizeof(int)) + kExtraControl);
+  info.fds.reserve(control.size() / sizeof(int));
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
   int flags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT | (want_trunc ? MSG_TRUNC : 0);
   ssize_t n;
   do {
@@ -201,18 +225,24 @@ ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_tru
 FdSender::FdSender(UniqueFd sock, std::vector<uint8_t> data, std::vector<int> fds, Framing framing)
     : sock_(std::move(sock)), data_(std::move(data)), fds_(std::move(fds)), framing_(framing) {}
 
+bool FdSender::mid_message() const { return type_ == SOCK_STREAM && sent_ > 0 && sent_ < data_.size(); }
+
 Step FdSender::start() {
   type_ = socket_type(sock_.get());
   if (type_ < 0) return failed(-type_, "getsockopt");
   if (type_ != SOCK_STREAM) return {};
-  if (framing_ == Framing::kFrame) {
-    if (data_.size() > UINT32_MAX) return failed(EMSGSIZE, "sendmsg");
-    uint8_t header[kFrameHeaderSize];
-    put_u32(header, kFrameMagic);
-    put_u32(header + 4, static_cast<uint32_t>(data_.size()));
-    data_.insert(data_.begin(), header, header + kFrameHeaderSize);
-  } else if (data_.empty()) {
-    data_.push_back(0);  // Fds cannot travel on a stream without a byte.
+  try {
+    if (framing_ == Framing::kFrame) {
+      if (data_.size() > UINT32_MAX) return failed(EMSGSIZE, "sendmsg");
+      uint8_t header[kFrameHeaderSize];
+      put_u32(header, kFrameMagic);
+      put_u32(header + 4, static_cast<uint32_t>(data_.size()));
+      data_.insert(data_.begin(), header, header + kFrameHeaderSize);
+    } else if (data_.empty()) {
+      data_.push_back(0);  // Fds cannot travel on a stream without a byte.
+    }
+  } catch (const std::bad_alloc&) {
+    return failed(ENOMEM, "sendmsg");
   }
   return {};
 }
@@ -243,16 +273,28 @@ FdReceiver::FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing 
 Step FdReceiver::start() {
   type_ = socket_type(sock_.get());
   if (type_ < 0) return failed(-type_, "getsockopt");
-  if (type_ != SOCK_STREAM || framing_ == Framing::kNone) data_.resize(max_bytes_);
   return {};
 }
 
+bool FdReceiver::mid_message() const {
+  return type_ == SOCK_STREAM && framing_ == Framing::kFrame && header_got_ > 0 && !finished_;
+}
+
 Step FdReceiver::step() {
+  try {
+    return step_checked();
+  } catch (const std::bad_alloc&) {
+    return failed(ENOMEM, "recvmsg");
+  }
+}
+
+Step FdReceiver::step_checked() {
   if (type_ != SOCK_STREAM) return step_message();
   return framing_ == Framing::kFrame ? step_frame() : step_raw();
 }
 
 Step FdReceiver::finish(RecvStatus status) {
+  finished_ = true;
   status_ = status;
   if (status != RecvStatus::kOk) {
     dropped_ += fds_.size();
@@ -263,6 +305,12 @@ Step FdReceiver::finish(RecvStatus status) {
 }
 
 Step FdReceiver::step_message() {
+  ssize_t len = peek_message_len(sock_.get());
+  if (len == -EAGAIN) return again(POLLIN);
+  if (len < 0) return failed(static_cast<int>(-len), "recvmsg");
+  // Another reader of the same socket may take this record first; the
+  // next one is then measured by MSG_TRUNC and, if longer, reported as such.
+  data_.resize(std::min(static_cast<size_t>(len), max_bytes_));
   RecvInfo info;
   ssize_t n = recv_msg(sock_.get(), data_.data(), data_.size(), max_fds_, true, info);
   if (n == -EAGAIN) return again(POLLIN);
@@ -278,6 +326,9 @@ Step FdReceiver::step_message() {
 }
 
 Step FdReceiver::step_raw() {
+  int queued = readable_bytes(sock_.get());
+  if (queued < 0) return failed(-queued, "ioctl");
+  data_.resize(std::min(max_bytes_, std::max(static_cast<size_t>(queued), kMinRawRead)));
   RecvInfo info;
   ssize_t n = recv_msg(sock_.get(), data_.data(), data_.size(), max_fds_, false, info);
   if (n == -EAGAIN) return again(POLLIN);
@@ -326,7 +377,7 @@ bool FdReceiver::read_header_done(Step& s) {
   // A frame that will be reported as an error is read and thrown away in
   // bounded pieces, so the next frame starts where it should.
   discard_ = pending_ != RecvStatus::kOk;
-  data_.resize(discard_ ? std::min<size_t>(message_len_, kDiscardChunk) : message_len_);
+  if (discard_) data_.resize(std::min(message_len_, kReadChunk));
   have_length_ = true;
   return false;
 }
@@ -342,7 +393,9 @@ Step FdReceiver::step_frame() {
       s = read_into(data_.data(), std::min(data_.size(), message_len_ - body_got_), piece, false);
       body_got_ += piece;
     } else {
-      s = read_into(data_.data(), message_len_, body_got_, false);
+      // Room for the next piece only: the buffer follows the bytes.
+      data_.resize(body_got_ + std::min(message_len_ - body_got_, kReadChunk));
+      s = read_into(data_.data(), data_.size(), body_got_, false);
     }
     if (s.err != EAGAIN || s.events != 0) return s;
   }

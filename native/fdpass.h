@@ -28,8 +28,18 @@ inline constexpr size_t kMaxFdsPerMessage = 253;
 // big-endian. The fds ride on the header's first byte (see fdpass.cc).
 inline constexpr size_t kFrameHeaderSize = 8;
 inline constexpr uint32_t kFrameMagic = 0x4c554644;
-// Bytes per read when skipping the body of a frame that is being refused.
-inline constexpr size_t kDiscardChunk = 65536;
+// Bytes per read of a frame body. A frame's buffer grows by at most this
+// much per read, as bytes arrive: the header's claimed length is never
+// allocated up front, so a peer cannot make the receiver allocate what it
+// does not send. A refused frame is skipped in pieces of this size.
+inline constexpr size_t kReadChunk = 65536;
+// A raw stream read takes what is queued, and at least this much room.
+inline constexpr size_t kMinRawRead = 4096;
+// Control room beyond the fds asked for, for what the kernel adds before
+// SCM_RIGHTS when the receiving socket asks for it (SO_PASSCRED,
+// SO_PASSPIDFD, SO_TIMESTAMP, SO_PASSSEC): without it, those would take the
+// fds' room and the fds would be dropped.
+inline constexpr size_t kExtraControl = 256;
 
 // How bytes on a SOCK_STREAM socket are split into messages.
 enum class Framing {
@@ -47,6 +57,13 @@ int dup_cloexec(int fd);
 // fcntl(F_SETFD): sets or clears FD_CLOEXEC / whether it is set (1 or 0).
 int set_cloexec(int fd, bool on);
 int get_cloexec(int fd);
+
+// recv(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT) of nothing: the length of the
+// next datagram or seqpacket record, without taking it.
+ssize_t peek_message_len(int fd);
+
+// ioctl(FIONREAD): the bytes queued for reading on a stream socket.
+int readable_bytes(int fd);
 
 // poll() one fd for `events`; timeout_ms < 0 waits forever. Returns the
 // revents (0 on timeout). Retries EINTR with the time left.
@@ -81,7 +98,10 @@ struct RecvInfo {
 };
 
 // One recvmsg(MSG_CMSG_CLOEXEC | MSG_DONTWAIT [| MSG_TRUNC]) into `buf`,
-// with room for `max_fds` fds. Returns the bytes received.
+// with room for `max_fds` fds (and kExtraControl). Returns the bytes
+// received. Every fd the control data carries is owned on return: the
+// SCM_RIGHTS ones in `info.fds` (more than `max_fds` sets `ctrunc`), any
+// other (SCM_PIDFD) closed at once.
 ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_trunc, RecvInfo& info);
 
 // Outcome of a step: done, would block on `events`, or failed with errno.
@@ -91,7 +111,8 @@ struct Step {
   const char* syscall = "";
 };
 
-// Sends one message: on a stream, header + data + fds in the first
+// Sends one message (start() and step() never throw: running out of memory
+// is ENOMEM): on a stream, header + data + fds in the first
 // sendmsg and the remaining bytes without fds; on seqpacket and datagram
 // sockets, the whole message in one sendmsg.
 class FdSender {
@@ -101,6 +122,8 @@ class FdSender {
   Step start();
   Step step();
   size_t bytes_sent() const { return sent_; }
+  // Part of a stream message is sent and the rest is not.
+  bool mid_message() const;
 
  private:
   UniqueFd sock_;
@@ -121,7 +144,11 @@ enum class RecvStatus {
   kShortFrame = 5,    // EOF inside a frame.
 };
 
-// Receives one message (one frame on a framed stream).
+// Receives one message (one frame on a framed stream). start() and step()
+// never throw: running out of memory is ENOMEM. Memory follows the bytes
+// that arrive, never a length a peer claims: a datagram's buffer is its
+// real length (peeked) capped at max_bytes, a frame's grows kReadChunk at
+// a time.
 class FdReceiver {
  public:
   FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing framing);
@@ -132,8 +159,14 @@ class FdReceiver {
   std::vector<UniqueFd>& fds() { return fds_; }
   size_t dropped_fds() const { return dropped_; }
   size_t message_len() const { return message_len_; }
+  // Stopped after reading part of a frame (an error or an abandoned wait).
+  bool mid_message() const;
+  // The stream is no longer at a frame boundary this side can find (a bad
+  // frame, or fds mid-frame): only closing it is safe.
+  bool out_of_step() const { return status_ == RecvStatus::kBadFrame; }
 
  private:
+  Step step_checked();
   Step step_message();
   Step step_raw();
   Step step_frame();
@@ -148,6 +181,7 @@ class FdReceiver {
   int type_ = 0;
   RecvStatus status_ = RecvStatus::kOk;
   RecvStatus pending_ = RecvStatus::kOk;  // Reported once the frame is read.
+  bool finished_ = false;
   bool discard_ = false;
   uint8_t header_[kFrameHeaderSize] = {};
   size_t header_got_ = 0;

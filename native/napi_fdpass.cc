@@ -13,6 +13,9 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -28,66 +31,74 @@ namespace {
 std::vector<uint8_t> ArgBytes(const Napi::CallbackInfo& info, size_t index, const char* name) {
   Napi::Value value = info[index];
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must be a Uint8Array");
+    ThrowArgType(info.Env(), name, "an instance of Uint8Array");
   }
   auto bytes = value.As<Napi::Uint8Array>();
   return std::vector<uint8_t>(bytes.Data(), bytes.Data() + bytes.ByteLength());
 }
 
+// The fd numbers of an array, each an int32 >= 0, at most SCM_MAX_FD.
 std::vector<int> ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name) {
   Napi::Value value = info[index];
-  if (!value.IsArray()) {
-    throw Napi::TypeError::New(info.Env(), std::string("The \"") + name + "\" argument must be an array");
-  }
+  if (!value.IsArray()) ThrowArgType(info.Env(), name, "an instance of Array");
   auto array = value.As<Napi::Array>();
-  if (array.Length() > kMaxFdsPerMessage) {
-    throw Napi::RangeError::New(info.Env(), std::string("The \"") + name + "\" argument has more than 253 fds");
-  }
+  if (array.Length() > kMaxFdsPerMessage) ThrowArgRange(info.Env(), name, "an array of at most 253 fds");
   std::vector<int> fds;
   for (uint32_t i = 0; i < array.Length(); ++i) {
     Napi::Value fd = array.Get(i);
-    if (!fd.IsNumber()) throw Napi::TypeError::New(info.Env(), std::string("Every fd in \"") + name + "\" must be a number");
-    fds.push_back(fd.As<Napi::Number>().Int32Value());
+    if (!fd.IsNumber()) ThrowArgType(info.Env(), name, "an array of fd numbers");
+    double number = fd.As<Napi::Number>().DoubleValue();
+    if (!(number >= 0 && number <= INT32_MAX) || number != static_cast<double>(static_cast<int>(number))) {
+      ThrowArgRange(info.Env(), name, "an array of integers >= 0 and <= 2147483647");
+    }
+    fds.push_back(static_cast<int>(number));
   }
   return fds;
 }
 
 Framing ArgFraming(const Napi::CallbackInfo& info, size_t index) {
-  return ArgInt32(info, index, "framing") == 1 ? Framing::kNone : Framing::kFrame;
+  return ArgInt32InRange(info, index, "framing", 0, 1) == 1 ? Framing::kNone : Framing::kFrame;
 }
 
 // A private copy of the caller's socket (see the top of this file).
-UniqueFd DupArg(const Napi::CallbackInfo& info, size_t index, const char* name) {
-  int fd = dup_cloexec(ArgInt32(info, index, name));
-  if (fd < 0) throw ErrnoError(info.Env(), -fd, "fcntl");
-  return UniqueFd(fd);
+UniqueFd DupArg(Napi::Env env, int fd) {
+  int copy = dup_cloexec(fd);
+  if (copy < 0) throw ErrnoError(env, -copy, "fcntl");
+  return UniqueFd(copy);
 }
 
 // ---- the operations -------------------------------------------------------
 
-// One send, receive or wait, as steps that never block.
+// One send, receive or wait, as steps that never block and never throw.
 class Work {
  public:
   virtual ~Work() = default;
   virtual Step Start() = 0;
   virtual Step Next() = 0;
   virtual int Fd() const = 0;
+  // The JS value of the result; gives up nothing it owns (see HandOver).
   virtual Napi::Value Result(Napi::Env env) = 0;
+  // The result reached JS: from now on its fds are the caller's.
+  virtual void HandOver() {}
+  // Stopped part way through a stream message: the stream is out of step.
+  virtual bool MidMessage() const { return false; }
 };
 
 class SendWork : public Work {
  public:
-  SendWork(UniqueFd sock, std::vector<uint8_t> data, std::vector<int> fds, Framing framing)
-      : fd_(sock.get()), sender_(std::move(sock), std::move(data), std::move(fds), framing) {}
+  SendWork(UniqueFd sock, std::vector<uint8_t> data, FdCopies fds, std::vector<int> copies, Framing framing)
+      : fd_(sock.get()), fds_(std::move(fds)), sender_(std::move(sock), std::move(data), std::move(copies), framing) {}
   Step Start() override { return sender_.start(); }
   Step Next() override { return sender_.step(); }
   int Fd() const override { return fd_; }
   Napi::Value Result(Napi::Env env) override {
     return Napi::Number::New(env, static_cast<double>(sender_.bytes_sent()));
   }
+  bool MidMessage() const override { return sender_.mid_message(); }
 
  private:
   int fd_;
+  FdCopies fds_;  // The copies of the fds being sent, kept open until done.
   FdSender sender_;
 };
 
@@ -98,7 +109,7 @@ class RecvWork : public Work {
   Step Start() override { return receiver_.start(); }
   Step Next() override { return receiver_.step(); }
   int Fd() const override { return fd_; }
-  // { status, data, fds, dropped, length }: the fds pass to JS here.
+  // { status, data, fds, dropped, length, outOfStep }.
   Napi::Value Result(Napi::Env env) override {
     Napi::Object out = Napi::Object::New(env);
     std::vector<uint8_t>& data = receiver_.data();
@@ -108,12 +119,16 @@ class RecvWork : public Work {
     for (size_t i = 0; i < receiver_.fds().size(); ++i) {
       fds.Set(static_cast<uint32_t>(i), Napi::Number::New(env, receiver_.fds()[i].get()));
     }
-    for (UniqueFd& fd : receiver_.fds()) fd.release();
     out.Set("fds", fds);
     out.Set("dropped", static_cast<double>(receiver_.dropped_fds()));
     out.Set("length", static_cast<double>(receiver_.message_len()));
+    out.Set("outOfStep", receiver_.out_of_step());
     return out;
   }
+  void HandOver() override {
+    for (UniqueFd& fd : receiver_.fds()) fd.release();
+  }
+  bool MidMessage() const override { return receiver_.mid_message(); }
 
  private:
   int fd_;
@@ -137,20 +152,36 @@ class WaitWork : public Work {
   UniqueFd fd_;
 };
 
+// The error for a failed step; `outOfStep` tells the TypeScript layer the
+// stream stopped in the middle of a message.
+Napi::Error StepError(Napi::Env env, const Work& work, int err, const char* syscall) {
+  Napi::Error error = ErrnoError(env, err, syscall);
+  if (work.MidMessage()) error.Set("outOfStep", true);
+  return error;
+}
+
 // ---- synchronous runner ---------------------------------------------------
 
+int64_t NowMs() { return static_cast<int64_t>(uv_hrtime() / 1000000); }
+
 // Steps `work` to the end, blocking in poll() between steps. A timeout
-// (ms >= 0) bounds each wait and ends in ETIMEDOUT.
+// (ms >= 0) bounds the whole operation and ends in ETIMEDOUT.
 Napi::Value RunBlocking(Napi::Env env, Work& work, int timeout_ms) {
+  int64_t deadline = timeout_ms < 0 ? -1 : NowMs() + timeout_ms;
   Step s = work.Start();
-  if (s.err) throw ErrnoError(env, s.err, s.syscall);
+  if (s.err) throw StepError(env, work, s.err, s.syscall);
   for (;;) {
     s = work.Next();
-    if (s.err == 0) return work.Result(env);
-    if (s.err != EAGAIN) throw ErrnoError(env, s.err, s.syscall);
-    int revents = wait_fd(work.Fd(), s.events, timeout_ms);
-    if (revents < 0) throw ErrnoError(env, -revents, "poll");
-    if (revents == 0) throw ErrnoError(env, ETIMEDOUT, "poll");
+    if (s.err == 0) {
+      Napi::Value result = work.Result(env);
+      work.HandOver();  // Returned to JS below: nothing can fail after this.
+      return result;
+    }
+    if (s.err != EAGAIN) throw StepError(env, work, s.err, s.syscall);
+    int left = deadline < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, deadline - NowMs()));
+    int revents = wait_fd(work.Fd(), s.events, left);
+    if (revents < 0) throw StepError(env, work, -revents, "poll");
+    if (revents == 0) throw StepError(env, work, ETIMEDOUT, "poll");
   }
 }
 
@@ -159,17 +190,23 @@ Napi::Value RunBlocking(Napi::Env env, Work& work, int timeout_ms) {
 // One pending operation on the event loop. It keeps itself alive (self_)
 // while its uv_poll_t is open and lets go in the close callback. The
 // Promise carries a cancel() that holds only a weak reference.
+//
+// The libuv callbacks catch every exception: one escaping them would end
+// the process. What cannot be reported to JS (the environment is going
+// away) is dropped, and the work's destructor closes every fd it held.
 class PollOp : public std::enable_shared_from_this<PollOp> {
  public:
   static Napi::Value Run(Napi::Env env, std::unique_ptr<Work> work) {
     std::shared_ptr<PollOp> op(new PollOp(env, std::move(work)));
     Napi::Promise promise = op->deferred_.Promise();
-    op->Begin();
     std::weak_ptr<PollOp> weak = op;
+    // cancel([errno]): rejects with ECANCELED, or the errno given (ETIMEDOUT).
     promise.Set("cancel", Napi::Function::New(env, [weak](const Napi::CallbackInfo& info) {
-                  if (auto live = weak.lock()) live->Fail(ECANCELED, "poll");
+                  int err = info.Length() > 0 ? ArgInt32InRange(info, 0, "errno", 1, 4095) : ECANCELED;
+                  if (auto live = weak.lock()) live->Fail(err, "poll");
                   return info.Env().Undefined();
                 }));
+    op->Begin();
     return promise;
   }
 
@@ -186,14 +223,16 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
 
   // Tries the operation; settles, or (re)arms the poll handle.
   void Advance() {
+    Step s = work_->Next();
+    if (s.err == EAGAIN) return Wait(s.events);
+    if (s.err) return Fail(s.err, s.syscall);
+    Napi::Value result;
     try {
-      Step s = work_->Next();
-      if (s.err == EAGAIN) return Wait(s.events);
-      if (s.err) return Fail(s.err, s.syscall);
-      Settle(work_->Result(env_), true);
+      result = work_->Result(env_);
     } catch (const Napi::Error& e) {
-      Settle(e.Value(), false);
+      return Settle(e.Value(), false);
     }
+    Settle(result, true);
   }
 
   void Wait(short events) {
@@ -217,23 +256,33 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
   static void OnPoll(uv_poll_t* handle, int status, int) {
     auto* op = static_cast<PollOp*>(handle->data);
     if (op->settled_) return;
-    Napi::HandleScope scope(op->env_);
-    // Settling inside a callback scope runs the Promise reactions now,
-    // not at whatever JS happens to run next.
-    Napi::CallbackScope callback(op->env_, op->context_);
-    if (status < 0) return op->Fail(-status, "poll");
-    op->Advance();
+    try {
+      Napi::HandleScope scope(op->env_);
+      // Settling inside a callback scope runs the Promise reactions now,
+      // not at whatever JS happens to run next.
+      Napi::CallbackScope callback(op->env_, op->context_);
+      if (status < 0) return op->Fail(-status, "poll");
+      op->Advance();
+    } catch (...) {
+      op->Settle(Napi::Value(), false);  // Fails to reach JS; closes everything.
+    }
   }
 
-  void Fail(int err, const char* syscall) { Settle(ErrnoError(env_, err, syscall).Value(), false); }
+  void Fail(int err, const char* syscall) { Settle(StepError(env_, *work_, err, syscall).Value(), false); }
 
+  // Never throws: a Promise that cannot be settled (the environment is
+  // going away) is left, and what the work owns is closed all the same.
   void Settle(Napi::Value value, bool ok) {
     if (settled_) return;
     settled_ = true;
-    if (ok) {
-      deferred_.Resolve(value);
-    } else {
-      deferred_.Reject(value);
+    try {
+      if (ok) {
+        deferred_.Resolve(value);
+        work_->HandOver();
+      } else {
+        deferred_.Reject(value);
+      }
+    } catch (...) {
     }
     if (open_) {
       open_ = false;
@@ -260,10 +309,15 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
 
   static void OnClose(uv_handle_t* handle) {
     auto* op = static_cast<PollOp*>(handle->data);
+    napi_env env = op->env_;
     // Removing the hook tells a closing environment this operation is done.
     napi_remove_async_cleanup_hook(op->cleanup_);
-    Napi::HandleScope scope(op->env_);
-    std::shared_ptr<PollOp> last = std::move(op->self_);  // Freed on return.
+    // The C API, not Napi::HandleScope: its constructor throws when the
+    // environment is being torn down, and nothing may throw here.
+    napi_handle_scope scope = nullptr;
+    bool scoped = napi_open_handle_scope(env, &scope) == napi_ok;
+    op->self_.reset();  // Frees op.
+    if (scoped) napi_close_handle_scope(env, scope);
   }
 
   Napi::Env env_;
@@ -279,102 +333,156 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
 
 // ---- exported functions ---------------------------------------------------
 
+// sendFds(fd, data, fds, framing[, timeoutMs]): every fd, the socket's and
+// those sent, is copied now, so the message goes where and with what the
+// caller said even if it closes and reuses the numbers before the send runs.
 std::unique_ptr<Work> MakeSend(const Napi::CallbackInfo& info) {
-  // Arguments first: a TypeError must come before any syscall (the dup).
+  // Arguments first: a TypeError must come before any syscall (the dups).
+  int sock = ArgFd(info, 0, "fd");
   std::vector<uint8_t> data = ArgBytes(info, 1, "data");
   std::vector<int> fds = ArgFds(info, 2, "fds");
   Framing framing = ArgFraming(info, 3);
-  return std::make_unique<SendWork>(DupArg(info, 0, "fd"), std::move(data), std::move(fds), framing);
+  FdCopies copies;
+  for (int& fd : fds) fd = copies.Dup(info.Env(), fd, "sendmsg");
+  return std::make_unique<SendWork>(DupArg(info.Env(), sock), std::move(data), std::move(copies), std::move(fds), framing);
 }
 
 std::unique_ptr<Work> MakeRecv(const Napi::CallbackInfo& info) {
-  auto max_bytes = static_cast<size_t>(ArgInt32(info, 1, "maxBytes"));
-  int max_fds = ArgInt32(info, 2, "maxFds");
-  if (max_fds < 0 || static_cast<size_t>(max_fds) > kMaxFdsPerMessage) {
-    throw Napi::RangeError::New(info.Env(), "The \"maxFds\" argument must be 0 to 253");
-  }
+  int sock = ArgFd(info, 0, "fd");
+  auto max_bytes = static_cast<size_t>(ArgInt32InRange(info, 1, "maxBytes", 0, INT32_MAX));
+  auto max_fds = static_cast<size_t>(ArgInt32InRange(info, 2, "maxFds", 0, static_cast<int32_t>(kMaxFdsPerMessage)));
   Framing framing = ArgFraming(info, 3);
-  return std::make_unique<RecvWork>(DupArg(info, 0, "fd"), max_bytes, static_cast<size_t>(max_fds), framing);
+  return std::make_unique<RecvWork>(DupArg(info.Env(), sock), max_bytes, max_fds, framing);
+}
+
+// An optional timeout in ms: -1 (wait forever) when absent.
+int ArgTimeout(const Napi::CallbackInfo& info, size_t index) {
+  if (index >= info.Length() || info[index].IsUndefined()) return -1;
+  return ArgInt32InRange(info, index, "timeoutMs", -1, INT32_MAX);
+}
+
+// A JS function whose body runs Guarded (no C++ exception escapes it).
+template <typename Body>
+void ExportFunction(Napi::Env env, Napi::Object exports, const char* name, Body body) {
+  exports.Set(name, Napi::Function::New(env, [name, body](const Napi::CallbackInfo& info) {
+                return Guarded(info.Env(), name, [&] { return body(info); });
+              }, name));
 }
 
 void ExportOps(Napi::Env env, Napi::Object exports) {
-  exports.Set("sendFds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                return RunBlocking(info.Env(), *MakeSend(info), -1);
-              }, "sendFds"));
-  exports.Set("sendFdsAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                return PollOp::Run(info.Env(), MakeSend(info));
-              }, "sendFdsAsync"));
-  exports.Set("recvFds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                return RunBlocking(info.Env(), *MakeRecv(info), -1);
-              }, "recvFds"));
-  exports.Set("recvFdsAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                return PollOp::Run(info.Env(), MakeRecv(info));
-              }, "recvFdsAsync"));
+  ExportFunction(env, exports, "sendFds", [](const Napi::CallbackInfo& info) {
+    int timeout = ArgTimeout(info, 4);
+    return RunBlocking(info.Env(), *MakeSend(info), timeout);
+  });
+  ExportFunction(env, exports, "sendFdsAsync", [](const Napi::CallbackInfo& info) {
+    return PollOp::Run(info.Env(), MakeSend(info));
+  });
+  ExportFunction(env, exports, "recvFds", [](const Napi::CallbackInfo& info) {
+    return RunBlocking(info.Env(), *MakeRecv(info), -1);
+  });
+  ExportFunction(env, exports, "recvFdsAsync", [](const Napi::CallbackInfo& info) {
+    return PollOp::Run(info.Env(), MakeRecv(info));
+  });
   // waitReadable(fd, timeoutMs): true when readable or hung up; ETIMEDOUT.
-  exports.Set("waitReadable", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                int timeout = ArgInt32(info, 1, "timeoutMs");
-                WaitWork work(DupArg(info, 0, "fd"));
-                return RunBlocking(info.Env(), work, timeout);
-              }, "waitReadable"));
-  exports.Set("waitReadableAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                return PollOp::Run(info.Env(), std::make_unique<WaitWork>(DupArg(info, 0, "fd")));
-              }, "waitReadableAsync"));
+  ExportFunction(env, exports, "waitReadable", [](const Napi::CallbackInfo& info) {
+    int fd = ArgFd(info, 0, "fd");
+    int timeout = ArgInt32InRange(info, 1, "timeoutMs", -1, INT32_MAX);
+    WaitWork work(DupArg(info.Env(), fd));
+    return RunBlocking(info.Env(), work, timeout);
+  });
+  ExportFunction(env, exports, "waitReadableAsync", [](const Napi::CallbackInfo& info) {
+    int fd = ArgFd(info, 0, "fd");
+    return PollOp::Run(info.Env(), std::make_unique<WaitWork>(DupArg(info.Env(), fd)));
+  });
 }
 
 // ---- small socket helpers (ExportCall: sync + Async) ------------------------
 
-// Two fds as a JS array: [socketpair end 0, end 1] or [read end, write end].
+// Two new fds as a JS array: [socketpair end 0, end 1] or [read end, write
+// end], owned here until JS has them.
 struct FdPair {
-  int fds[2] = {-1, -1};
+  UniqueFd fds[2];
+  int Adopt(int rc, const int (&raw)[2]) {
+    if (rc >= 0) {
+      fds[0].reset(raw[0]);
+      fds[1].reset(raw[1]);
+    }
+    return rc;
+  }
 };
 
 // Found by RunSync through argument-dependent lookup (FdPair lives here).
 Napi::Value ToJs(Napi::Env env, const FdPair& pair) {
   Napi::Array out = Napi::Array::New(env, 2);
-  out.Set(0u, Napi::Number::New(env, pair.fds[0]));
-  out.Set(1u, Napi::Number::New(env, pair.fds[1]));
+  out.Set(0u, Napi::Number::New(env, pair.fds[0].get()));
+  out.Set(1u, Napi::Number::New(env, pair.fds[1].get()));
   return out;
+}
+
+void HandOver(FdPair& pair) {
+  pair.fds[0].release();
+  pair.fds[1].release();
 }
 
 Call<FdPair> PrepareSocketPair(const Napi::CallbackInfo& info) {
   int type = ArgInt32(info, 0, "type");
-  return {"socketpair", [type](FdPair& pair) { return unix_socket_pair(type, pair.fds); }};
+  return {"socketpair", [type](FdPair& pair) {
+            int raw[2] = {-1, -1};
+            return pair.Adopt(unix_socket_pair(type, raw), raw);
+          }};
 }
 
 Call<FdPair> PreparePipe(const Napi::CallbackInfo&) {
-  return {"pipe2", [](FdPair& pair) { return pipe_cloexec(pair.fds); }};
+  return {"pipe2", [](FdPair& pair) {
+            int raw[2] = {-1, -1};
+            return pair.Adopt(pipe_cloexec(raw), raw);
+          }};
 }
 
-Call<int> PrepareUnixBind(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareUnixBind(const Napi::CallbackInfo& info) {
   int type = ArgInt32(info, 0, "type");
   std::string path = ArgString(info, 1, "path");
-  return {"bind", [type, path](int& fd) { return fd = unix_bind(type, path); }};
+  return {"bind", [type, path](NewFd& out) { return out.Adopt(unix_bind(type, path)); }};
 }
 
-Call<int> PrepareUnixConnect(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareUnixConnect(const Napi::CallbackInfo& info) {
   int type = ArgInt32(info, 0, "type");
   std::string path = ArgString(info, 1, "path");
-  return {"connect", [type, path](int& fd) { return fd = unix_connect(type, path); }};
+  return {"connect", [type, path](NewFd& out) { return out.Adopt(unix_connect(type, path)); }};
 }
 
-Call<int> PrepareUnixAccept(const Napi::CallbackInfo& info) {
-  int fd = ArgInt32(info, 0, "fd");
-  return {"accept4", [fd](int& out) { return out = unix_accept(fd); }};
+Call<NewFd> PrepareUnixAccept(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0, "fd");
+  FdCopies fds;
+  fd = fds.Dup(info.Env(), fd, "accept4");
+  return {"accept4", [fd](NewFd& out) { return out.Adopt(unix_accept(fd)); }, std::move(fds)};
 }
 
 Call<int> PrepareSocketType(const Napi::CallbackInfo& info) {
-  int fd = ArgInt32(info, 0, "fd");
-  return {"getsockopt", [fd](int& type) { return type = socket_type(fd); }};
+  int fd = ArgFd(info, 0, "fd");
+  FdCopies fds;
+  fd = fds.Dup(info.Env(), fd, "getsockopt");
+  return {"getsockopt", [fd](int& type) { return type = socket_type(fd); }, std::move(fds)};
 }
 
+// dupFd(fd): a close-on-exec copy, for the TypeScript layer to hold the
+// files of a call it queues. Synchronous only: a copy made later would be
+// of whatever file has the number by then.
+Call<NewFd> PrepareDupFd(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0, "fd");
+  return {"fcntl", [fd](NewFd& out) { return out.Adopt(dup_cloexec(fd)); }};
+}
+
+// FD_CLOEXEC belongs to the fd number, not the file: these act on the
+// number itself, so they exist only in the synchronous form.
 Call<int> PrepareSetCloexec(const Napi::CallbackInfo& info) {
-  int fd = ArgInt32(info, 0, "fd");
+  int fd = ArgFd(info, 0, "fd");
   bool on = ArgBool(info, 1, "on");
   return {"fcntl", [fd, on](int&) { return set_cloexec(fd, on); }};
 }
 
 Call<int> PrepareGetCloexec(const Napi::CallbackInfo& info) {
-  int fd = ArgInt32(info, 0, "fd");
+  int fd = ArgFd(info, 0, "fd");
   return {"fcntl", [fd](int& on) { return on = get_cloexec(fd); }};
 }
 
@@ -384,12 +492,13 @@ void RegisterFdPass(Napi::Env env, Napi::Object exports) {
   ExportOps(env, exports);
   ExportCall<FdPair, PrepareSocketPair>(env, exports, "socketPair");
   ExportCall<FdPair, PreparePipe>(env, exports, "pipe");
-  ExportCall<int, PrepareUnixBind>(env, exports, "unixBind");
-  ExportCall<int, PrepareUnixConnect>(env, exports, "unixConnect");
-  ExportCall<int, PrepareUnixAccept>(env, exports, "unixAccept");
+  ExportCall<NewFd, PrepareUnixBind>(env, exports, "unixBind");
+  ExportCall<NewFd, PrepareUnixConnect>(env, exports, "unixConnect");
+  ExportCall<NewFd, PrepareUnixAccept>(env, exports, "unixAccept");
   ExportCall<int, PrepareSocketType>(env, exports, "socketType");
-  ExportCall<int, PrepareSetCloexec>(env, exports, "setCloexec");
-  ExportCall<int, PrepareGetCloexec>(env, exports, "getCloexec");
+  ExportSyncCall<NewFd, PrepareDupFd>(env, exports, "dupFd");
+  ExportSyncCall<int, PrepareSetCloexec>(env, exports, "setCloexec");
+  ExportSyncCall<int, PrepareGetCloexec>(env, exports, "getCloexec");
   exports.Set("SOCK_STREAM", static_cast<double>(SOCK_STREAM));
   exports.Set("SOCK_DGRAM", static_cast<double>(SOCK_DGRAM));
   exports.Set("SOCK_SEQPACKET", static_cast<double>(SOCK_SEQPACKET));

@@ -1,53 +1,70 @@
 // N-API glue for the LUO ioctls (native/luo.h). Each Prepare* reads the JS
-// arguments into a Call; ExportCall makes its sync and Promise forms.
+// arguments into a Call; ExportCall makes its sync and Promise forms. Every
+// fd argument is copied when the call is made (FdCopies), so a queued ioctl
+// acts on the session or file the caller named then.
+#include <cerrno>
+
 #include "luo.h"
 #include "napi_util.h"
 
 namespace lu::napi {
 namespace {
 
-Call<int> PrepareOpenDevice(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareOpenDevice(const Napi::CallbackInfo& info) {
   std::string path = ArgString(info, 0, "path");
-  return {"open", [path](int& fd) { return fd = open_device(path.c_str()); }};
+  return {"open", [path](NewFd& out) { return out.Adopt(open_device(path.c_str())); }};
 }
 
-Call<int> PrepareCreateSession(const Napi::CallbackInfo& info) {
-  int device = ArgInt32(info, 0, "deviceFd");
+Call<NewFd> PrepareCreateSession(const Napi::CallbackInfo& info) {
+  int device = ArgFd(info, 0, "deviceFd");
   std::string name = ArgString(info, 1, "name");
-  return {"ioctl", [device, name](int& fd) { return fd = create_session(device, name); }};
+  FdCopies fds;
+  device = fds.Dup(info.Env(), device, "ioctl");
+  return {"ioctl", [device, name](NewFd& out) { return out.Adopt(create_session(device, name)); }, std::move(fds)};
 }
 
-Call<int> PrepareRetrieveSession(const Napi::CallbackInfo& info) {
-  int device = ArgInt32(info, 0, "deviceFd");
+Call<NewFd> PrepareRetrieveSession(const Napi::CallbackInfo& info) {
+  int device = ArgFd(info, 0, "deviceFd");
   std::string name = ArgString(info, 1, "name");
-  return {"ioctl", [device, name](int& fd) { return fd = retrieve_session(device, name); }};
+  FdCopies fds;
+  device = fds.Dup(info.Env(), device, "ioctl");
+  return {"ioctl", [device, name](NewFd& out) { return out.Adopt(retrieve_session(device, name)); }, std::move(fds)};
 }
 
 Call<int> PreparePreserveFd(const Napi::CallbackInfo& info) {
-  int session = ArgInt32(info, 0, "sessionFd");
-  int fd = ArgInt32(info, 1, "fd");
+  int session = ArgFd(info, 0, "sessionFd");
+  int fd = ArgFd(info, 1, "fd");
   uint64_t token = ArgUint64(info, 2, "token");
-  return {"ioctl", [session, fd, token](int&) { return preserve_fd(session, fd, token); }};
+  FdCopies fds;
+  session = fds.Dup(info.Env(), session, "ioctl");
+  fd = fds.Dup(info.Env(), fd, "ioctl");
+  return {"ioctl", [session, fd, token](int&) { return preserve_fd(session, fd, token); }, std::move(fds)};
 }
 
-Call<int> PrepareRetrieveFd(const Napi::CallbackInfo& info) {
-  int session = ArgInt32(info, 0, "sessionFd");
+Call<NewFd> PrepareRetrieveFd(const Napi::CallbackInfo& info) {
+  int session = ArgFd(info, 0, "sessionFd");
   uint64_t token = ArgUint64(info, 1, "token");
-  return {"ioctl", [session, token](int& fd) { return fd = retrieve_fd(session, token); }};
+  FdCopies fds;
+  session = fds.Dup(info.Env(), session, "ioctl");
+  return {"ioctl", [session, token](NewFd& out) { return out.Adopt(retrieve_fd(session, token)); }, std::move(fds)};
 }
 
 Call<int> PrepareFinishSession(const Napi::CallbackInfo& info) {
-  int session = ArgInt32(info, 0, "sessionFd");
-  return {"ioctl", [session](int&) { return finish_session(session); }};
+  int session = ArgFd(info, 0, "sessionFd");
+  FdCopies fds;
+  session = fds.Dup(info.Env(), session, "ioctl");
+  return {"ioctl", [session](int&) { return finish_session(session); }, std::move(fds)};
 }
 
 Call<std::string> PrepareGetSessionName(const Napi::CallbackInfo& info) {
-  int session = ArgInt32(info, 0, "sessionFd");
-  return {"ioctl", [session](std::string& name) { return get_session_name(session, name); }};
+  int session = ArgFd(info, 0, "sessionFd");
+  FdCopies fds;
+  session = fds.Dup(info.Env(), session, "ioctl");
+  return {"ioctl", [session](std::string& name) { return get_session_name(session, name); }, std::move(fds)};
 }
 
 Call<int> PrepareClose(const Napi::CallbackInfo& info) {
-  int fd = ArgInt32(info, 0, "fd");
+  int fd = ArgFd(info, 0, "fd");
   // Never retried: after EINTR the fd is already gone on Linux.
   return {"close", [fd](int&) { return ::close(fd) < 0 ? -errno : 0; }};
 }
@@ -55,14 +72,16 @@ Call<int> PrepareClose(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterLuo(Napi::Env env, Napi::Object exports) {
-  ExportCall<int, PrepareOpenDevice>(env, exports, "openDevice");
-  ExportCall<int, PrepareCreateSession>(env, exports, "createSession");
-  ExportCall<int, PrepareRetrieveSession>(env, exports, "retrieveSession");
+  ExportCall<NewFd, PrepareOpenDevice>(env, exports, "openDevice");
+  ExportCall<NewFd, PrepareCreateSession>(env, exports, "createSession");
+  ExportCall<NewFd, PrepareRetrieveSession>(env, exports, "retrieveSession");
   ExportCall<int, PreparePreserveFd>(env, exports, "preserveFd");
-  ExportCall<int, PrepareRetrieveFd>(env, exports, "retrieveFd");
+  ExportCall<NewFd, PrepareRetrieveFd>(env, exports, "retrieveFd");
   ExportCall<int, PrepareFinishSession>(env, exports, "finishSession");
   ExportCall<std::string, PrepareGetSessionName>(env, exports, "getSessionName");
-  ExportCall<int, PrepareClose>(env, exports, "close");
+  // Synchronous only: a deferred close of a number could close whatever
+  // file has that number by the time it runs.
+  ExportSyncCall<int, PrepareClose>(env, exports, "close");
 }
 
 }  // namespace lu::napi

@@ -2,6 +2,8 @@
 
 #include <uv.h>
 
+#include <cerrno>
+#include <climits>
 #include <cstring>
 
 namespace lu::napi {
@@ -41,39 +43,72 @@ Napi::Value Arg(const Napi::CallbackInfo& info, size_t index) {
   return index < info.Length() ? info[index] : info.Env().Undefined();
 }
 
-[[noreturn]] void ThrowType(Napi::Env env, const char* name, const char* expected) {
-  throw Napi::TypeError::New(env, std::string("The \"") + name + "\" argument must be " + expected);
+template <typename E>
+[[noreturn]] void ThrowCoded(Napi::Env env, const std::string& message, const char* code) {
+  E error = E::New(env, message);
+  error.Set("code", Napi::String::New(env, code));
+  throw error;
 }
 
 }  // namespace
 
-int32_t ArgInt32(const Napi::CallbackInfo& info, size_t index, const char* name) {
+void ThrowArgType(Napi::Env env, const char* name, const char* expected) {
+  ThrowCoded<Napi::TypeError>(env, std::string("The \"") + name + "\" argument must be " + expected, "ERR_INVALID_ARG_TYPE");
+}
+
+void ThrowArgRange(Napi::Env env, const char* name, const char* range) {
+  ThrowCoded<Napi::RangeError>(env, std::string("The value of \"") + name + "\" is out of range. It must be " + range,
+                               "ERR_OUT_OF_RANGE");
+}
+
+int32_t ArgInt32InRange(const Napi::CallbackInfo& info, size_t index, const char* name, int32_t min, int32_t max) {
   Napi::Value value = Arg(info, index);
-  if (!value.IsNumber()) ThrowType(info.Env(), name, "a number");
-  return value.As<Napi::Number>().Int32Value();
+  if (!value.IsNumber()) ThrowArgType(info.Env(), name, "of type number");
+  // Int32Value() would wrap 2**32 + k to k and turn NaN into 0: compare the
+  // double itself. NaN fails both comparisons, fractions fail the cast check.
+  double number = value.As<Napi::Number>().DoubleValue();
+  if (!(number >= min && number <= max) || number != static_cast<double>(static_cast<int32_t>(number))) {
+    std::string range = "an integer >= " + std::to_string(min) + " and <= " + std::to_string(max);
+    ThrowArgRange(info.Env(), name, range.c_str());
+  }
+  return static_cast<int32_t>(number);
+}
+
+int32_t ArgInt32(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  return ArgInt32InRange(info, index, name, INT32_MIN, INT32_MAX);
+}
+
+int ArgFd(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  return ArgInt32InRange(info, index, name, 0, INT32_MAX);
 }
 
 uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t index, const char* name) {
   Napi::Value value = Arg(info, index);
-  if (!value.IsBigInt()) ThrowType(info.Env(), name, "a bigint");
+  if (!value.IsBigInt()) ThrowArgType(info.Env(), name, "of type bigint");
   bool lossless = false;
   uint64_t result = value.As<Napi::BigInt>().Uint64Value(&lossless);
-  if (!lossless) {
-    throw Napi::RangeError::New(info.Env(), std::string("The \"") + name + "\" argument must fit in a u64");
-  }
+  if (!lossless) ThrowArgRange(info.Env(), name, ">= 0n and <= 2n ** 64n - 1n");
   return result;
 }
 
 std::string ArgString(const Napi::CallbackInfo& info, size_t index, const char* name) {
   Napi::Value value = Arg(info, index);
-  if (!value.IsString()) ThrowType(info.Env(), name, "a string");
+  if (!value.IsString()) ThrowArgType(info.Env(), name, "of type string");
   return value.As<Napi::String>().Utf8Value();
 }
 
 bool ArgBool(const Napi::CallbackInfo& info, size_t index, const char* name) {
   Napi::Value value = Arg(info, index);
-  if (!value.IsBoolean()) ThrowType(info.Env(), name, "a boolean");
+  if (!value.IsBoolean()) ThrowArgType(info.Env(), name, "of type boolean");
   return value.As<Napi::Boolean>().Value();
+}
+
+int FdCopies::Dup(Napi::Env env, int fd, const char* syscall) {
+  copies_.reserve(copies_.size() + 1);  // A bad_alloc now, not after the dup.
+  int copy = dup_cloexec(fd);
+  if (copy < 0) throw ErrnoError(env, -copy, syscall);
+  copies_.emplace_back(copy);
+  return copy;
 }
 
 Napi::Value ToJs(Napi::Env env, int value) { return Napi::Number::New(env, value); }
@@ -81,5 +116,7 @@ Napi::Value ToJs(Napi::Env env, int value) { return Napi::Number::New(env, value
 Napi::Value ToJs(Napi::Env env, const std::string& value) {
   return Napi::String::New(env, value);
 }
+
+Napi::Value ToJs(Napi::Env env, const NewFd& value) { return Napi::Number::New(env, value.fd.get()); }
 
 }  // namespace lu::napi

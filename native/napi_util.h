@@ -1,13 +1,25 @@
 // napi_util.h - what every N-API glue file shares: the one errno-to-JS-error
 // helper, argument readers, and the sync/async runner for kernel calls.
+//
+// No C++ exception may leave an N-API callback or a libuv callback: one that
+// does ends the whole process (std::terminate), including every other Worker.
+// Entry points convert what they catch into JS errors (Guarded), and the
+// completion of a thread-pool call catches everything, because it also runs
+// while an environment is being torn down, when no JS value can be made.
 #pragma once
 
 #include <napi.h>
 
 #include <cstdint>
 #include <functional>
+#include <cerrno>
+#include <memory>
+#include <new>
 #include <string>
 #include <utility>
+#include <vector>
+
+#include "unique_fd.h"
 
 namespace lu::napi {
 
@@ -15,80 +27,174 @@ namespace lu::napi {
 // and the fields code, errno (negative, as in Node) and syscall.
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall);
 
-// Argument readers: each throws a TypeError naming the argument when the
-// value has the wrong type. The TypeScript layer validates first; these keep
-// a direct caller of the binding from reaching a syscall with garbage.
+// Argument readers. Each refuses, by itself, whatever its C type cannot hold
+// exactly: a TypeError (code ERR_INVALID_ARG_TYPE) for the wrong JS type, a
+// RangeError (code ERR_OUT_OF_RANGE) for NaN, Infinity, fractions and values
+// outside the range. The TypeScript layer validates first; these keep a
+// direct caller of the binding from reaching a syscall with garbage.
 int32_t ArgInt32(const Napi::CallbackInfo& info, size_t index, const char* name);
+int32_t ArgInt32InRange(const Napi::CallbackInfo& info, size_t index, const char* name, int32_t min, int32_t max);
+// An fd number: an int32 >= 0.
+int ArgFd(const Napi::CallbackInfo& info, size_t index, const char* name);
 uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t index, const char* name);
 std::string ArgString(const Napi::CallbackInfo& info, size_t index, const char* name);
 bool ArgBool(const Napi::CallbackInfo& info, size_t index, const char* name);
+[[noreturn]] void ThrowArgType(Napi::Env env, const char* name, const char* expected);
+[[noreturn]] void ThrowArgRange(Napi::Env env, const char* name, const char* range);
+
+// The private copies of the caller's fds that a call acts on. Made with
+// F_DUPFD_CLOEXEC when the call is made, so a call queued on the thread pool
+// or the event loop acts on the files it was given even if the caller closes
+// (and the process reuses) the numbers meanwhile; closed when the call is
+// done with them.
+class FdCopies {
+ public:
+  // Copies `fd`. When it cannot (EBADF: not open; EMFILE), throws the
+  // Node-style error under the syscall of the call itself, which is what
+  // would have failed: the copy is this layer's detail.
+  int Dup(Napi::Env env, int fd, const char* syscall);
+
+ private:
+  std::vector<UniqueFd> copies_;
+};
+
+// A result that is a new fd: owned here until JS has received it, so an fd
+// whose Promise cannot be resolved (the environment is going away) is closed.
+struct NewFd {
+  UniqueFd fd;
+  // Adopts a syscall's result (an fd or -errno) and passes it on.
+  int Adopt(int rc) {
+    if (rc >= 0) fd.reset(rc);
+    return rc;
+  }
+};
 
 // A prepared kernel call: `run` executes off or on the JS thread and returns
-// its result or -errno; the result of type T then becomes a JS value.
+// 0 (or a non-negative value) or -errno, filling a result of type T that
+// then becomes a JS value. `fds` are the copies `run` acts on.
 template <typename T>
 struct Call {
   const char* syscall;
   std::function<int(T&)> run;
+  FdCopies fds = {};
 };
 
+// Turning results into JS values. ToJs must not give up ownership of
+// anything: HandOver does, once the value has reached JS.
 Napi::Value ToJs(Napi::Env env, int value);
 Napi::Value ToJs(Napi::Env env, const std::string& value);
+Napi::Value ToJs(Napi::Env env, const NewFd& value);
+inline void HandOver(int&) {}
+inline void HandOver(std::string&) {}
+inline void HandOver(NewFd& value) { value.fd.release(); }
+
+// Runs `run` (the body of a JS-callable function) with every C++ exception
+// that is not already a JS error turned into one: std::bad_alloc into a
+// Node-style ENOMEM error naming `what`, anything else into a plain Error.
+template <typename Run>
+Napi::Value Guarded(Napi::Env env, const char* what, Run&& run) {
+  try {
+    return run();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw ErrnoError(env, ENOMEM, what);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string(what) + ": " + e.what());
+  }
+}
 
 template <typename T>
 Napi::Value RunSync(Napi::Env env, const Call<T>& call) {
   T result{};
   int rc = call.run(result);
   if (rc < 0) throw ErrnoError(env, -rc, call.syscall);
-  return ToJs(env, result);
+  Napi::Value value = ToJs(env, result);
+  HandOver(result);  // Returned to JS below: nothing can fail after this.
+  return value;
 }
 
-// Runs the call on the libuv thread pool and settles a Promise with it.
+// Runs the call on the libuv thread pool and settles a Promise with it. The
+// raw napi_async_work API rather than Napi::AsyncWorker: the latter opens a
+// HandleScope outside any try block on completion, which throws (and so
+// aborts the process) when the environment is shutting down.
 template <typename T>
-class CallWorker : public Napi::AsyncWorker {
+class CallWorker {
  public:
-  CallWorker(Napi::Env env, Call<T> call)
-      : Napi::AsyncWorker(env, call.syscall),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        call_(std::move(call)) {}
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override { rc_ = call_.run(result_); }
-  void OnOK() override {
-    Napi::HandleScope scope(Env());
-    if (rc_ < 0) {
-      deferred_.Reject(ErrnoError(Env(), -rc_, call_.syscall).Value());
-    } else {
-      deferred_.Resolve(ToJs(Env(), result_));
+  static Napi::Value Queue(Napi::Env env, Call<T> call) {
+    std::unique_ptr<CallWorker> worker(new CallWorker(env, std::move(call)));
+    Napi::Promise promise = worker->deferred_.Promise();
+    napi_value name = Napi::String::New(env, worker->call_.syscall);
+    napi_status status = napi_create_async_work(env, nullptr, name, Execute, Complete, worker.get(), &worker->work_);
+    if (status != napi_ok) throw Napi::Error::New(env);
+    status = napi_queue_async_work(env, worker->work_);
+    if (status != napi_ok) {
+      napi_delete_async_work(env, worker->work_);
+      throw Napi::Error::New(env);
     }
+    worker.release();  // Complete() owns it from here.
+    return promise;
   }
 
  private:
+  CallWorker(Napi::Env env, Call<T> call) : deferred_(Napi::Promise::Deferred::New(env)), call_(std::move(call)) {}
+
+  static void Execute(napi_env, void* data) {
+    auto* self = static_cast<CallWorker*>(data);
+    try {
+      self->rc_ = self->call_.run(self->result_);
+    } catch (const std::bad_alloc&) {
+      self->rc_ = -ENOMEM;
+    } catch (...) {
+      self->rc_ = -EIO;
+    }
+  }
+
+  // Settles the Promise; when that is impossible (the environment is going
+  // away, or out of memory), the worker is deleted with its result, whose
+  // destructor closes any fd JS never received.
+  static void Complete(napi_env env, napi_status status, void* data) {
+    std::unique_ptr<CallWorker> self(static_cast<CallWorker*>(data));
+    napi_delete_async_work(env, self->work_);
+    if (status == napi_cancelled) return;
+    try {
+      Napi::HandleScope scope(env);
+      if (self->rc_ < 0) {
+        self->deferred_.Reject(ErrnoError(env, -self->rc_, self->call_.syscall).Value());
+      } else {
+        self->deferred_.Resolve(ToJs(env, self->result_));
+        HandOver(self->result_);
+      }
+    } catch (...) {
+      // Nothing can reach JS now; dropping the result releases its fds.
+    }
+  }
+
   Napi::Promise::Deferred deferred_;
   Call<T> call_;
   T result_{};
   int rc_ = 0;
+  napi_async_work work_ = nullptr;
 };
 
-template <typename T>
-Napi::Value RunAsync(Napi::Env env, Call<T> call) {
-  auto* worker = new CallWorker<T>(env, std::move(call));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();  // The worker deletes itself once settled.
-  return promise;
+// Registers `name` (synchronous) only: for calls that act on the fd number
+// itself (close, FD_CLOEXEC), which cannot be deferred without acting on
+// whatever file has the number by then.
+template <typename T, Call<T> (*Prepare)(const Napi::CallbackInfo&)>
+void ExportSyncCall(Napi::Env env, Napi::Object exports, const char* name) {
+  exports.Set(name, Napi::Function::New(env, [name](const Napi::CallbackInfo& info) {
+                return Guarded(info.Env(), name, [&] { return RunSync(info.Env(), Prepare(info)); });
+              }, name));
 }
 
 // Registers `name` (synchronous) and `name + "Async"` (Promise) from one
 // function that turns the JS arguments into a Call.
 template <typename T, Call<T> (*Prepare)(const Napi::CallbackInfo&)>
 void ExportCall(Napi::Env env, Napi::Object exports, const char* name) {
-  exports.Set(name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                return RunSync(info.Env(), Prepare(info));
-              }, name));
+  ExportSyncCall<T, Prepare>(env, exports, name);
   std::string async_name = std::string(name) + "Async";
-  exports.Set(async_name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                return RunAsync(info.Env(), Prepare(info));
+  exports.Set(async_name, Napi::Function::New(env, [name](const Napi::CallbackInfo& info) {
+                return Guarded(info.Env(), name, [&] { return CallWorker<T>::Queue(info.Env(), Prepare(info)); });
               }, async_name));
 }
 
@@ -97,6 +203,5 @@ void RegisterLuo(Napi::Env env, Napi::Object exports);
 void RegisterMemfd(Napi::Env env, Napi::Object exports);
 void RegisterKexec(Napi::Env env, Napi::Object exports);
 void RegisterFdPass(Napi::Env env, Napi::Object exports);
-void RegisterGuest(Napi::Env env, Napi::Object exports);
 
 }  // namespace lu::napi

@@ -1,8 +1,11 @@
-// unique_fd.h - RAII owner of one file descriptor.
+// unique_fd.h - RAII owner of one file descriptor, and the one way this
+// package copies a caller's fd.
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <utility>
 
 namespace lu {
@@ -34,5 +37,12 @@ class UniqueFd {
  private:
   int fd_ = -1;
 };
+
+// fcntl(F_DUPFD_CLOEXEC): a private fd for the same file (or -errno), so a
+// pending operation never acts on an fd number the caller closed and reused.
+inline int dup_cloexec(int fd) {
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  return copy < 0 ? -errno : copy;
+}
 
 }  // namespace lu

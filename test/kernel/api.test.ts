@@ -6,7 +6,7 @@
  * silently stops running fails too.
  */
 import { beforeAll, expect, it } from 'vitest';
-import type { VmRun } from '../../lib/vm/qemu.js';
+import type { VmRun } from '../../conformance/lib/vm/qemu.js';
 import { boot, describeKernels, scenario } from './support.js';
 
 /** The checks each case must report, per stage, all passing. */

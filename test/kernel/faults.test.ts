@@ -6,12 +6,12 @@
  */
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
-import type { VmRun } from '../../lib/vm/qemu.js';
-import { UNREGISTER_PARAM } from '../../lib/vm/scenarios/fault-absent.js';
-import { guestTools } from '../../lib/vm/static-program.js';
+import type { VmRun } from '../../conformance/lib/vm/qemu.js';
+import { guestTools } from '../../conformance/lib/vm/static-program.js';
+import { UNREGISTER_PARAM } from './scenarios/fault-absent.js';
 import { boot, describeKernels, scenario } from './support.js';
 
-const conformanceScenario = path.resolve(__dirname, '..', '..', 'dist', 'conformance', 'scenarios', 'fault.js');
+const conformanceScenario = path.resolve(__dirname, '..', '..', 'conformance', 'dist', 'conformance', 'scenarios', 'fault.js');
 
 const EXPECTED: Record<string, Record<number, string[]>> = {
   'fault/freeze-fails': {

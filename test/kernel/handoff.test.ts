@@ -5,7 +5,7 @@
  * with LISTEN_FDS after the update.
  */
 import { beforeAll, expect, it } from 'vitest';
-import type { VmRun } from '../../lib/vm/qemu.js';
+import type { VmRun } from '../../conformance/lib/vm/qemu.js';
 import { boot, describeKernels, scenario } from './support.js';
 
 const EXPECTED: Record<string, Record<number, string[]>> = {

@@ -5,7 +5,7 @@
  * memfd carried through two live updates in a row.
  */
 import { beforeAll, expect, it } from 'vitest';
-import type { CaseResult, VmRun } from '../../lib/vm/qemu.js';
+import type { CaseResult, VmRun } from '../../conformance/lib/vm/qemu.js';
 import { boot, describeKernels, scenario } from './support.js';
 
 /** A case's result in a stage, asserted to have passed (with the run's failure report if not). */

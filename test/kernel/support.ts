@@ -5,10 +5,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'vitest';
-import { findKernels, NO_KERNEL_HELP, type KernelImage } from '../../lib/vm/kernels.js';
-import { runVm, type RunOptions, type VmRun } from '../../lib/vm/qemu.js';
+import { findKernels, NO_KERNEL_HELP, type KernelImage } from '../../conformance/lib/vm/kernels.js';
+import { runVm, type RunOptions, type VmRun } from '../../conformance/lib/vm/qemu.js';
 
 const root = path.resolve(__dirname, '..', '..');
+/** Where `npm run build:test` puts the compiled test/kernel/scenarios (they run as JavaScript in the guest). */
+const SCENARIO_DIR = path.join(root, 'dist-test', 'kernel', 'scenarios');
 
 /** True when the kernel tests were explicitly opted out of (a local quick loop). */
 export const skipKernelTests = process.env['LIVEUPDATE_SKIP_KERNEL_TESTS'] === '1';
@@ -53,9 +55,9 @@ function kernelsOrExplain(title: string): KernelImage[] | undefined {
   return kernels;
 }
 
-/** Host path of a compiled scenario shipped in dist/vm/scenarios; fails if the package is not built. */
+/** Host path of a compiled test scenario (test/kernel/scenarios/<name>.ts); fails if it is not built. */
 export function scenario(name: string): string {
-  const file = path.join(root, 'dist', 'vm', 'scenarios', `${name}.js`);
+  const file = path.join(SCENARIO_DIR, `${name}.js`);
   if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm run compile\` first (npm test does)`);
   return file;
 }
@@ -98,6 +100,6 @@ function sharedNames(options: RunOptions): string[] | undefined {
   const { name: _name, kernels, scenarios, ...rest } = options;
   if (kernels.length !== 1 || Object.keys(rest).length > 0) return undefined;
   const names = scenarios.map((file) => path.basename(file, '.js'));
-  const inDist = scenarios.every((file) => path.dirname(file) === path.join(root, 'dist', 'vm', 'scenarios'));
-  return inDist && names.every((n) => SHARED_SCENARIOS.includes(n)) ? names : undefined;
+  const ours = scenarios.every((file) => path.dirname(file) === SCENARIO_DIR);
+  return ours && names.every((n) => SHARED_SCENARIOS.includes(n)) ? names : undefined;
 }

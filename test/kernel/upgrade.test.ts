@@ -3,8 +3,8 @@
  * cached kernels): what a real kernel upgrade does.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { findKernels, type KernelImage } from '../../lib/vm/kernels.js';
-import type { VmRun } from '../../lib/vm/qemu.js';
+import { findKernels, type KernelImage } from '../../conformance/lib/vm/kernels.js';
+import type { VmRun } from '../../conformance/lib/vm/qemu.js';
 import { boot, describeKernels, scenario, skipKernelTests } from './support.js';
 
 const series = skipKernelTests ? [] : findKernels();

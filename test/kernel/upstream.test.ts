@@ -7,8 +7,8 @@
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
-import type { VmRun } from '../../lib/vm/qemu.js';
-import { buildUpstreamSelftests, selftestsDir, UPSTREAM_DEVICE_TESTS, UPSTREAM_KEXEC_TESTS } from '../../lib/vm/upstream-selftests.js';
+import type { VmRun } from '../../conformance/lib/vm/qemu.js';
+import { buildUpstreamSelftests, selftestsDir, UPSTREAM_DEVICE_TESTS, UPSTREAM_KEXEC_TESTS } from '../../conformance/lib/vm/upstream-selftests.js';
 import { boot, describeKernels, scenario } from './support.js';
 
 /** Each upstream test, and the case of ours that checks the same promise. */
@@ -35,7 +35,7 @@ const COVERED_BY: Record<string, string> = {
 };
 
 const root = path.resolve(__dirname, '..', '..');
-const { suiteCases } = createRequire(__filename)(path.join(root, 'dist', 'conformance', 'suite.js')) as typeof import('../../lib/conformance/suite.js');
+const { suiteCases } = createRequire(__filename)(path.join(root, 'conformance', 'dist', 'conformance', 'suite.js')) as typeof import('../../conformance/lib/conformance/suite.js');
 
 describeKernels('upstream selftests', (kernel) => {
   let run: VmRun;

@@ -1,0 +1,75 @@
+/**
+ * Helpers the kernel scenarios share: filling and hashing memfds, the file
+ * position, which Node cannot lseek but /proc reports, and the library's
+ * addon for what its API does not offer.
+ */
+import { createHash, randomFillSync } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import nodeGypBuild from 'node-gyp-build';
+
+const CHUNK = 1024 * 1024;
+
+/** Writes `size` random bytes at offset 0 with positional writes (the file position stays put); returns their SHA-256. */
+export function fillRandom(fd: number, size: number): string {
+  const hash = createHash('sha256');
+  const buffer = Buffer.allocUnsafe(CHUNK);
+  for (let offset = 0; offset < size; offset += CHUNK) {
+    const chunk = buffer.subarray(0, Math.min(CHUNK, size - offset));
+    randomFillSync(chunk);
+    writeAll(fd, chunk, offset);
+    hash.update(chunk);
+  }
+  return hash.digest('hex');
+}
+
+/** SHA-256 of `length` bytes from `offset`, read positionally (the file position stays put). */
+export function sha256At(fd: number, offset: number, length: number): string {
+  const hash = createHash('sha256');
+  const buffer = Buffer.allocUnsafe(CHUNK);
+  for (let done = 0; done < length; ) {
+    const n = fs.readSync(fd, buffer, 0, Math.min(CHUNK, length - done), offset + done);
+    if (n === 0) break;
+    hash.update(buffer.subarray(0, n));
+    done += n;
+  }
+  return hash.digest('hex');
+}
+
+/** Moves the file position forward by reading `count` bytes from it. */
+export function advancePosition(fd: number, count: number): void {
+  const buffer = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(count, 1)));
+  for (let done = 0; done < count; ) {
+    const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, count - done), null);
+    if (n === 0) throw new Error(`end of file after ${done} of ${count} bytes`);
+    done += n;
+  }
+}
+
+/** The file position of `fd`, from /proc/self/fdinfo. */
+export function filePosition(fd: number): number {
+  const match = /^pos:\s*(\d+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  if (match?.[1] === undefined) throw new Error(`no pos in /proc/self/fdinfo/${fd}`);
+  return Number(match[1]);
+}
+
+function writeAll(fd: number, chunk: Buffer, offset: number): void {
+  for (let done = 0; done < chunk.length; ) {
+    done += fs.writeSync(fd, chunk, done, chunk.length - done, offset + done);
+  }
+}
+
+/** The part of the library's addon the scenarios call directly. */
+export interface LibraryAddon {
+  unixBind(type: number, address: string): number;
+  readonly SOCK_DGRAM: number;
+}
+
+/**
+ * The installed liveupdate's addon (the one `require('liveupdate')` loaded):
+ * a bound datagram socket stands in for a service manager's notify socket,
+ * which the API has no reason to offer.
+ */
+export function libraryAddon(): LibraryAddon {
+  return nodeGypBuild(path.dirname(require.resolve('liveupdate/package.json'))) as LibraryAddon;
+}
