@@ -35,7 +35,9 @@ export function buildUpstreamSelftests(dir: string): Record<string, string> {
   const tree = path.resolve(dir, '..', '..', '..', '..');
   const header = path.join(tree, 'include', 'uapi', 'linux', 'liveupdate.h');
   const programs = [UPSTREAM_DEVICE_TESTS, ...UPSTREAM_KEXEC_TESTS];
-  const utils = path.join(dir, 'luo_test_utils.c');
+  // 7.2 keeps the helpers beside the tests; 7.3 moved them into lib/ (lib/libliveupdate.mk).
+  const oldUtils = path.join(dir, 'luo_test_utils.c');
+  const utils = fs.existsSync(oldUtils) ? oldUtils : path.join(dir, 'lib', 'lu_utils.c');
   const hash = createHash('sha256');
   for (const file of [header, utils, ...programs.map((p) => path.join(dir, `${p}.c`))]) hash.update(fs.readFileSync(file));
   const out = path.join(cacheDir(), 'tools', `upstream-selftests-${hash.digest('hex').slice(0, 12)}`);
@@ -44,7 +46,7 @@ export function buildUpstreamSelftests(dir: string): Record<string, string> {
   try {
     fs.mkdirSync(path.join(include, 'linux'));
     fs.copyFileSync(header, path.join(include, 'linux', 'liveupdate.h'));
-    const flags = ['-Wno-unused-function', '-I', include, '-I', path.resolve(dir, '..')];
+    const flags = ['-Wno-unused-function', '-I', include, '-I', path.resolve(dir, '..'), '-I', path.join(dir, 'lib', 'include')];
     const built: Record<string, string> = {};
     for (const program of programs) {
       const target = path.join(out, program);
