@@ -1,7 +1,7 @@
 /**
  * Linux's own LUO selftests, run in the guest beside our cases (built by
  * conformance/lib/vm/upstream-selftests.ts from the kernel's source tree): the device
- * tests in stage 1, each kexec test's stage 1 before the kexec and its
+ * tests in stage 1, each kexec test's stage 1 (`-s 1`) before the kexec and its
  * stage 2 after. Each upstream test becomes a check named after it.
  */
 import { spawnSync } from 'node:child_process';
@@ -32,7 +32,8 @@ function deviceTests(ctx: StageContext): void {
 
 function kexecStage(program: string, stage: 1 | 2) {
   return (ctx: StageContext): void => {
-    const { status, output } = run(program, ['--stage', String(stage)]);
+    // -s: 7.2 also takes --stage, 7.3 only -s.
+    const { status, output } = run(program, ['-s', String(stage)]);
     ctx.check(`stage ${stage}`, status === 0, tail(output));
   };
 }
