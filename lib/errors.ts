@@ -159,6 +159,17 @@ export class OutOfMemoryError extends LiveUpdateError {}
 /** The incoming session has no file under that token (or it was discarded by finish). */
 export class TokenNotFoundError extends LiveUpdateError {}
 /**
+ * The kernel could not restore the file preserved under the token. LUO keeps
+ * the outcome: every later retrieve of that token fails the same way; the
+ * session's other files are not affected.
+ */
+export class RetrieveFailedError extends LiveUpdateError {}
+/**
+ * A file in the session is not ready to be finished yet (code `EBUSY`).
+ * Nothing was finished, the session stays incoming: call finish again later.
+ */
+export class FinishNotReadyError extends LiveUpdateError {}
+/**
  * The session is in the wrong state for the call: preserve on an incoming
  * session, retrieve or finish on an outgoing one (kernel EINVAL), or any call
  * on a session this package already finished or closed (code
@@ -295,7 +306,7 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: LiveUpdateUnavailableError, operations: ['open'], codes: ['ENOENT'], meaning: 'no LUO device on this kernel; `reason` and `fix` say why and what to do (from `status()`)', text: (c) => `${device(c)} does not exist: Live Update Orchestrator unavailable on this kernel` },
   { type: DeviceBusyError, operations: ['open'], codes: ['EBUSY'], meaning: 'another process owns `/dev/liveupdate`; the message names it where `/proc` shows it', text: (c) => `another process owns ${device(c)} (it has one owner at a time)` },
   { type: PermissionDeniedError, operations: ['open'], codes: ['EACCES', 'EPERM'], meaning: 'not permitted to open the device', text: (c) => `not permitted to open ${device(c)}` },
-  { type: IncomingStateError, operations: ['open'], codes: ['EIO'], meaning: 'the state handed over by the previous kernel failed to load', text: () => 'the live update state handed over by the previous kernel failed to load' },
+  { type: IncomingStateError, operations: ['open'], codes: ['EIO'], meaning: 'the state handed over by the previous kernel failed to load (for example a file whose handler this kernel lacks); LUO stays unusable until the next reboot', text: () => 'the live update state handed over by the previous kernel failed to load (for example a preserved file whose kind this kernel has no handler for); LUO stays unusable until the next reboot' },
   { type: SessionExistsError, operations: ['createSession'], codes: ['EEXIST'], meaning: 'a live session has that name', text: (c) => `a live session is already named '${c.sessionName}'` },
   { type: SessionNameTooLongError, operations: ['createSession', 'retrieveSession'], codes: ['ENAMETOOLONG'], meaning: 'the name does not fit the kernel\'s 64-byte field (63 bytes and a NUL)', text: (c) => `session name '${c.sessionName}' is longer than 63 bytes` },
   { type: SessionNotFoundError, operations: ['retrieveSession'], codes: ['ENOENT'], meaning: 'no preserved session of that name', text: (c) => `no preserved session named '${c.sessionName}'` },
@@ -310,6 +321,7 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: TokenNotFoundError, operations: ['retrieve'], codes: ['ENOENT'], meaning: 'no file under that token', text: (c) => `${session(c)} has no file under ${token(c)}` },
   { type: SessionStateError, operations: ['retrieve'], codes: ['EINVAL'], meaning: 'retrieve on an outgoing session', text: (c) => `cannot retrieve from ${session(c)}: it is an outgoing session` },
   { type: SessionStateError, operations: ['finish'], codes: ['EINVAL'], meaning: 'finish on an outgoing session', text: (c) => `cannot finish ${session(c)}: it is an outgoing session` },
+  { type: FinishNotReadyError, operations: ['finish'], codes: ['EBUSY'], meaning: 'a file is not ready to finish (its handler said no); nothing was finished: retry later', text: (c) => `a file in ${session(c)} is not ready to finish; nothing was finished: retry later` },
   { type: SealingNotAllowedError, operations: ['memfd.addSeals'], codes: ['EPERM'], meaning: 'the memfd carries `SEAL_SEAL` (created without `allowSealing`), or the fd is read-only', text: (c) => `the file of ${fdText(c)} accepts no new seals` },
   { type: NotSealableError, operations: ['memfd.addSeals', 'memfd.getSeals'], codes: ['EINVAL'], meaning: 'the file is not a memfd (it has no seals)', text: (c) => `the file of ${fdText(c)} does not support seals (it is not a memfd)` },
   { type: KexecUnsupportedError, operations: KEXEC_OPS, codes: ['ENOSYS'], meaning: 'this kernel has no kexec (`CONFIG_KEXEC_CORE`), or no `kexec_file_load` (`CONFIG_KEXEC_FILE`)', text: (c) => (c.operation === 'kexec.execute' ? 'this kernel has no kexec (built without CONFIG_KEXEC_CORE): it cannot jump to another kernel' : 'this kernel has no kexec_file_load (built without CONFIG_KEXEC_FILE)') },
@@ -327,6 +339,7 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: OutOfMemoryError, operations: '*', codes: ['ENOMEM'], meaning: 'out of memory', text: (c) => `the kernel ran out of memory during ${c.operation}` },
   { type: BadFileDescriptorError, operations: '*', codes: ['EBADF'], meaning: 'not an open fd', text: (c) => `${fdText(c)} is not an open file descriptor` },
   { type: KexecError, operations: KEXEC_OPS, codes: '*', meaning: 'any other kexec failure', text: (c, system) => `${c.operation} failed: ${system}` },
+  { type: RetrieveFailedError, operations: ['retrieve'], codes: '*', meaning: 'the kernel could not restore the file (its handler\'s retrieve failed); every retrieve of that token fails the same way', text: (c, system) => `the kernel could not restore the file under ${token(c)} of ${session(c)} (${system}); every retrieve of this token will fail the same way` },
   { type: LiveUpdateError, operations: '*', codes: '*', meaning: 'any other failure: the errno\'s own text', text: (c, system) => `${c.operation} failed: ${system}` },
 ];
 

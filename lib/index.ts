@@ -32,6 +32,8 @@ export {
   FileTooLargeError,
   OutOfMemoryError,
   TokenNotFoundError,
+  RetrieveFailedError,
+  FinishNotReadyError,
   SessionStateError,
   OperationNotSupportedError,
   SealingNotAllowedError,

@@ -38,6 +38,8 @@ const TABLE: Array<[Operation, keyof typeof ERRNO, new (...args: never[]) => lu.
   ['preserve', 'EINVAL', lu.SessionStateError],
   ['retrieve', 'EINVAL', lu.SessionStateError],
   ['finish', 'EINVAL', lu.SessionStateError],
+  ['finish', 'EBUSY', lu.FinishNotReadyError],
+  ['retrieve', 'EIO', lu.RetrieveFailedError],
   ['createSession', 'ENOTTY', lu.OperationNotSupportedError],
   ['getName', 'ENOTTY', lu.OperationNotSupportedError],
   ['kexec.execute', 'EINVAL', lu.KexecNotLoadedError],
@@ -88,6 +90,16 @@ describe('error table', () => {
     const error = translateError(nativeError('EIO'), { operation: 'preserve' }) as lu.LiveUpdateError;
     expect(error.constructor).toBe(lu.LiveUpdateError);
     expect(error.message).toBe('EIO: preserve failed: i/o error, ioctl');
+  });
+
+  it('says that a finish refused with EBUSY finished nothing and is to be retried', () => {
+    const error = translateError(nativeError('EBUSY'), { operation: 'finish', sessionName: 'vm-42' }) as lu.LiveUpdateError;
+    expect(error.message).toBe("EBUSY: a file in session 'vm-42' is not ready to finish; nothing was finished: retry later, ioctl");
+  });
+
+  it('says that a failed retrieve fails the same way every time', () => {
+    const error = translateError(nativeError('EIO'), { operation: 'retrieve', sessionName: 'vm-42', token: 3n }) as lu.LiveUpdateError;
+    expect(error.message).toBe("EIO: the kernel could not restore the file under token 3 of session 'vm-42' (i/o error); every retrieve of this token will fail the same way, ioctl");
   });
 
   it('lets errors that are not system errors through unchanged', () => {

@@ -7,9 +7,23 @@
  * {@link defineScenario} and runs them with {@link runVm}.
  */
 export { runVm, qemuBinary, type RunOptions, type VmRun, type StageResult, type CaseResult } from './vm/qemu.js';
-export { findKernels, kernelRelease, fragmentHash, NO_KERNEL_HELP, type KernelImage } from './vm/kernels.js';
+export { findKernels, kernelRelease, kernelInputsHash, NO_KERNEL_HELP, type KernelImage } from './vm/kernels.js';
 export { buildGuestImage, cacheDir, packageRoot, type GuestImage, type GuestImageOptions } from './vm/initramfs.js';
 export { defineCase, defineScenario, type Case, type Scenario, type StageContext, type StageFunction, type NextStage } from './vm/scenario.js';
-export { expectError, memfdWith } from './conformance/support.js';
+export { expectError, kernelLog, memfdWith } from './conformance/support.js';
+export {
+  clearFaults,
+  handlerCalls,
+  hasTestHandler,
+  LUO_TEST_DEVICE,
+  openTestFile,
+  phases,
+  setFault,
+  testFileId,
+  type FaultOp,
+  type TestFile,
+} from './conformance/luo-test.js';
+export { buildGuestTool, guestToolPath, guestTools, type GuestTool } from './vm/static-program.js';
+export { buildUpstreamSelftests, selftestsDir, UPSTREAM_DEVICE_TESTS, UPSTREAM_KEXEC_TESTS, upstreamPath } from './vm/upstream-selftests.js';
 export { CpioWriter, fdSink, type CpioSink } from './vm/cpio.js';
 export type { JsonValue, ErrorInfo, CheckRecord, GuestRecord } from './vm/protocol.js';

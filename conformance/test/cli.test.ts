@@ -1,8 +1,8 @@
 /**
  * The conformance command on the host, without booting anything: argument
  * errors, what the published package carries for the guest, and how a run's
- * results become pass, fail and skip (the kernel-lacks-something paths that
- * the real kernels under test never take).
+ * results become pass, fail, skip and deviation (the kernel-lacks-something
+ * and not-applicable paths that the real kernels under test never take).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -10,6 +10,8 @@ import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { formatReport, succeeded } from '../lib/conformance/cli.js';
+import { junitXml } from '../lib/conformance/junit.js';
 import { buildReport, summarize } from '../lib/conformance/report.js';
 import type { SuiteCase } from '../lib/conformance/suite.js';
 import { appendArchives, type CaseResult, type StageResult, type VmRun } from '../lib/vm/qemu.js';
@@ -60,6 +62,9 @@ describe('liveupdate-conformance arguments', () => {
     const timeout = run('--kernel', fake, '--timeout', 'soon');
     expect(timeout.status).toBe(2);
     expect(timeout.stderr).toContain('--timeout wants a positive number of seconds, not soon');
+    const next = run('--kernel', fake, '--next-kernel', notKernel);
+    expect(next.status).toBe(2);
+    expect(next.stderr).toContain(`${notKernel} is not a bzImage`);
   });
 
   it('--help prints the usage on stdout and exits 0', () => {
@@ -112,6 +117,11 @@ describe('the published package', () => {
       'vm/build-kernel.sh',
       'vm/kernel.config',
       'bench/luo_bench.c',
+      // The fault/* and abi/* cases' programs, compiled on the user's machine.
+      'dist/vm/static-program.js',
+      'vm/luo-test-ctl.c',
+      'vm/luo-raw-ioctl.c',
+      'vm/luo-test-handler/luo_test.h',
     ];
     expect(needed.filter((f) => !files.has(f))).toEqual([]);
     // The project's own tests and kernel scenarios are not part of it.
@@ -145,7 +155,85 @@ describe('from a run to the report', () => {
     expect(report.cases.map((c) => [c.name, c.status])).toEqual(cases.map((c) => [c.name, 'pass']));
     expect(report.cases.find((c) => c.name === 'chain/two-live-updates')?.ms).toBe(60);
     expect([report.passed, report.failed, report.skipped]).toEqual([4, 0, 0]);
-    expect(Object.keys(report)).toEqual(['kernel', 'cases', 'passed', 'failed', 'skipped']);
+    expect(Object.keys(report)).toEqual(['kernel', 'cases', 'passed', 'failed', 'skipped', 'notApplicable', 'deviations']);
+  });
+
+  it('reports a case whose only failed checks are deviations as a deviation, with the promise and what was seen', () => {
+    const fake = fakeRun(3, (c, stage) =>
+      c === 'kexec/simple' && stage === 2
+        ? { ...ok(c, stage, 1), ok: false, checks: [check(c, stage, 'content', true, undefined), check(c, stage, 'deviation: seals kept', false, { promised: 32, observed: 62 })] }
+        : ok(c, stage, 1),
+    );
+    const report = buildReport(fake, cases, kernel);
+    expect(report.cases.find((c) => c.name === 'kexec/simple')).toMatchObject({ status: 'deviation', detail: 'seals kept: documented 32, this kernel 62' });
+    expect([report.passed, report.deviations, report.failed]).toEqual([3, 1, 0]);
+    const summary = summarize(fake, report);
+    expect(succeeded(report, summary)).toBe(true);
+    expect(formatReport(report, summary)).toContain('CONFORMS WITH DEVIATIONS: 3 passed, 1 deviated, 0 failed, 0 skipped of 4');
+  });
+
+  it('fails a case with a deviation and a failed check of its own, naming both', () => {
+    const fake = fakeRun(3, (c, stage) =>
+      c === 'kexec/simple' && stage === 2
+        ? { ...ok(c, stage, 1), ok: false, checks: [check(c, stage, 'deviation: seals kept', false, { promised: 32, observed: 62 }), check(c, stage, 'content', false, 'x')] }
+        : ok(c, stage, 1),
+    );
+    const report = buildReport(fake, cases, kernel);
+    expect(report.cases.find((c) => c.name === 'kexec/simple')?.status).toBe('fail');
+    expect(succeeded(report, summarize(fake, report))).toBe(false);
+  });
+
+  it('lists what the kernel did where nothing is promised as observed, beside the status', () => {
+    const fake = fakeRun(3, (c, stage) => (c === 'device/open-close' ? { ...ok(c, stage, 1), reports: { 'observed: errno of X': 'EPERM', other: 1 } } : ok(c, stage, 1)));
+    const report = buildReport(fake, cases, kernel);
+    expect(report.cases.find((c) => c.name === 'device/open-close')).toMatchObject({ status: 'pass', observed: { 'errno of X': 'EPERM' } });
+    expect(formatReport(report, summarize(fake, report))).toMatch(/\n\s+observed: errno of X: "EPERM"\n/);
+  });
+
+  it('skips a case that needs the test file handler as not applicable, and the run still conforms', () => {
+    const why = 'no /dev/luo_test: the kernel was built without the test-only file handler';
+    const fake = {
+      ...fakeRun(3, (c, stage) => (c === 'kexec/simple' ? { ...ok(c, stage, 1), ok: false, checks: [check(c, stage, 'applies only with test-handler', false, why)] } : ok(c, stage, 1))),
+      ok: false,
+    };
+    const report = buildReport(fake, cases, kernel);
+    expect(report.cases.find((c) => c.name === 'kexec/simple')).toEqual({ name: 'kexec/simple', status: 'skip', ms: 2, detail: `not applicable: ${why}`, notApplicable: true });
+    expect([report.passed, report.skipped, report.notApplicable]).toEqual([3, 1, 1]);
+    const summary = summarize(fake, report);
+    expect(summary.lacks).toEqual([]);
+    expect(succeeded(report, summary)).toBe(true);
+    expect(formatReport(report, summary)).toContain('CONFORMS: 3 passed, 0 deviated, 0 failed, 1 skipped (1 not applicable) of 4');
+  });
+
+  it('with a next kernel, says which kernels each crossing case ran in', () => {
+    const fake = fakeRun(3, (c, stage) => ok(c, stage, 1));
+    const stages = fake.stages.map((s, i) => ({ ...s, release: i === 0 ? '7.2.13' : '7.3.4' }));
+    const report = buildReport({ ...fake, stages }, cases, kernel, { path: '/k/next', release: '7.3.4' });
+    expect(report.nextKernel).toEqual({ path: '/k/next', release: '7.3.4' });
+    expect(report.cases.map((c) => [c.name, c.kernels])).toEqual([
+      ['luo/device', ['7.2.13', '7.3.4', '7.3.4']],
+      ['device/open-close', undefined],
+      ['kexec/simple', ['7.2.13', '7.3.4']],
+      ['chain/two-live-updates', ['7.2.13', '7.3.4', '7.3.4']],
+    ]);
+    const text = formatReport(report, summarize(fake, report));
+    expect(text).toContain('kernel 7.2.13 (/k/bzImage), kexecing into 7.3.4 (/k/next)');
+    expect(text).toMatch(/PASS\s+kexec\/simple\s+2 ms  \[7\.2\.13 → 7\.3\.4\]/);
+  });
+
+  it('writes JUnit XML: failures, skips and deviations, escaped', () => {
+    const fake = fakeRun(3, (c, stage) => {
+      if (c === 'device/open-close') return { ...ok(c, stage, 1), ok: false, checks: [check(c, stage, 'fd <is> "open" & well', false, -1)] };
+      if (c === 'luo/device') return { ...ok(c, stage, 1), ok: false, checks: [check(c, stage, 'requires luo', false, 'no device')] };
+      if (c === 'kexec/simple' && stage === 2) return { ...ok(c, stage, 1), ok: false, checks: [check(c, stage, 'deviation: seals kept', false, { promised: 32, observed: 62 })] };
+      return ok(c, stage, 1500);
+    });
+    const xml = junitXml(buildReport(fake, cases, kernel), 61_000);
+    expect(xml).toContain('<testsuites name="liveupdate-conformance" tests="4" failures="1" errors="0" skipped="1" time="61.000">');
+    expect(xml).toContain('<testcase classname="luo" name="device" time="0.003">\n      <skipped message="no device"/>');
+    expect(xml).toContain('<failure message="stage 1: check &quot;fd &lt;is&gt; &quot;open&quot; &amp; well&quot; failed: -1"/>');
+    expect(xml).toContain('<property name="deviation" value="seals kept: documented 32, this kernel 62"/>');
+    expect(xml).toContain('<testcase classname="chain" name="two-live-updates" time="4.500"/>');
   });
 
   it('without /dev/liveupdate: the device case fails with the reason, dependent cases are skipped with it', () => {
@@ -184,7 +272,7 @@ describe('from a run to the report', () => {
   });
 });
 
-type Fake = Pick<VmRun, 'result' | 'reason' | 'ok' | 'elapsedMs' | 'stages'>;
+type Fake = Pick<VmRun, 'result' | 'reason' | 'ok' | 'completed' | 'elapsedMs' | 'stages'>;
 
 /** A run that reached `stages` kernels, where `make` says how each case did in each stage it ran. */
 function fakeRun(stages: number, make: (name: string, stage: number) => CaseResult): Fake {
@@ -199,6 +287,7 @@ function fakeRun(stages: number, make: (name: string, stage: number) => CaseResu
   return {
     reason: 'ok',
     ok: true,
+    completed: stages === 3,
     elapsedMs: 1000,
     stages: results,
     result: (name, stage) => results.find((s) => s.stage === stage)?.cases[name],

@@ -3,14 +3,17 @@
  * by an independent newc parser), the record protocol, the stage command
  * line, and how kernels are found.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CpioWriter } from '../lib/vm/cpio.js';
 import { nextCmdline, stageFromCmdline } from '../lib/vm/guest.js';
-import { compareVersions, findKernels, fragmentHash, kernelRelease } from '../lib/vm/kernels.js';
+import { compareVersions, findKernels, kernelInputsHash, kernelRelease } from '../lib/vm/kernels.js';
 import { formatRecord, parseRecord } from '../lib/vm/protocol.js';
+
+const ROOT = path.resolve(__dirname, '..');
 
 interface Entry {
   name: string;
@@ -103,6 +106,10 @@ describe('stage command line', () => {
   it('replaces lu.stage for the next kernel and keeps the rest', () => {
     expect(nextCmdline('console=ttyS0 lu.stage=1 liveupdate=on\n', 2)).toBe('console=ttyS0 liveupdate=on lu.stage=2');
     expect(nextCmdline('console=ttyS0', 2)).toBe('console=ttyS0 lu.stage=2');
+    // A parameter of one stage only reaches that stage and leaves with it.
+    const params = ['', 'luo_test.register=0'];
+    expect(nextCmdline('console=ttyS0 lu.stage=1', 2, params)).toBe('console=ttyS0 luo_test.register=0 lu.stage=2');
+    expect(nextCmdline('console=ttyS0 luo_test.register=0 lu.stage=2', 3, params)).toBe('console=ttyS0 lu.stage=3');
   });
 });
 
@@ -143,9 +150,14 @@ describe('kernels', () => {
     expect(() => findKernels({ LIVEUPDATE_KERNEL: `${dir}/missing` })).toThrow(/missing file/);
   });
 
-  it('takes cached images of the current fragment only, the newest of each series', () => {
+  it('computes the cache key as vm/build-kernel.sh does', () => {
+    const script = execFileSync('bash', [path.join(ROOT, 'vm', 'build-kernel.sh'), '--hash'], { encoding: 'utf8' });
+    expect(script.trim()).toBe(kernelInputsHash());
+  });
+
+  it('takes cached images of the current kernel inputs only, the newest of each series', () => {
     const cache = tmp();
-    const hash = fragmentHash();
+    const hash = kernelInputsHash();
     expect(hash).toMatch(/^[0-9a-f]{12}$/);
     const add = (dir: string, version: string, release: string): void => {
       const d = path.join(cache, 'kernels', dir);

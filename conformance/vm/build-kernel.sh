@@ -2,16 +2,21 @@
 # Build (or reuse) a LUO-capable bzImage from Debian's linux-source package.
 #
 #   vm/build-kernel.sh 7.2 [7.3 ...]
+#   vm/build-kernel.sh --hash      (the cache key of the current inputs)
 #
 # Each image is cached under $LIVEUPDATE_CACHE (default ~/.cache/liveupdate)
-# keyed by the package version and the hash of vm/kernel.config, so a second
-# run with the same inputs is instant. apt runs against a private sources list
+# keyed by the package version and the hash of the kernel inputs (see
+# inputs_hash), so a second run with the same inputs is instant.
+# The test-only LUO file handler (vm/luo-test-handler/) is added to the
+# source tree as kernel/liveupdate/luo_test_handler.c with a Kconfig option
+# of its own, CONFIG_LIVEUPDATE_TEST_HANDLER, which vm/kernel.config enables. apt runs against a private sources list
 # and state directory: the machine's own apt configuration is never touched.
 # Prints the path of each image on stdout, one per line; progress goes to stderr.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 fragment="$here/kernel.config"
+handler="$here/luo-test-handler"
 cache="${LIVEUPDATE_CACHE:-$HOME/.cache/liveupdate}"
 jobs="${LIVEUPDATE_KERNEL_JOBS:-$(($(nproc) + 1))}"
 start=$SECONDS
@@ -68,13 +73,38 @@ fetch_source() {
   fi
 }
 
+# The cache key: vm/kernel.config, then every file of vm/luo-test-handler in
+# byte order of their names (lib/vm/kernels.ts computes the same).
+inputs_hash() {
+  local files=("$fragment")
+  while IFS= read -r name; do files+=("$handler/$name"); done < <(cd "$handler" && LC_ALL=C ls -1)
+  cat "${files[@]}" | sha256sum | cut -c1-12
+}
+
+# Copies the handler into the tree and hooks it into kernel/liveupdate's
+# Kconfig and Makefile. Idempotent, and a file is copied only when it
+# changed, so kbuild rebuilds only what did.
+install_test_handler() {
+  local dir="$1/kernel/liveupdate"
+  local from to
+  for from in "$handler/luo_test_handler.c" "$handler/luo_test.h" "$handler/Kconfig"; do
+    to="$dir/$(basename "$from")"
+    [[ "$from" == */Kconfig ]] && to="$dir/Kconfig.test-handler"
+    cmp -s "$from" "$to" || cp "$from" "$to"
+  done
+  grep -q 'Kconfig.test-handler' "$dir/Kconfig" ||
+    printf '\nsource "kernel/liveupdate/Kconfig.test-handler"\n' >> "$dir/Kconfig"
+  grep -q 'luo_test_handler.o' "$dir/Makefile" ||
+    printf '\nobj-$(CONFIG_LIVEUPDATE_TEST_HANDLER)\t+= luo_test_handler.o\n' >> "$dir/Makefile"
+}
+
 build_one() {
   local series=$1
   local work="$cache/src/$series"
   mkdir -p "$work"
   fetch_source "$series" "$work"
   local version; version="$(cat "$work/.version")"
-  local hash; hash="$(sha256sum "$fragment" | cut -c1-12)"
+  local hash; hash="$(inputs_hash)"
   local out="$cache/kernels/${version}-${hash}"
   if [[ -f "$out/bzImage" ]]; then
     say "$series: cached $out/bzImage"
@@ -91,6 +121,7 @@ build_one() {
     rm -rf "$work/pkg"
     touch "$tree/.extracted-$version"
   fi
+  install_test_handler "$tree"
   say "$series: configuring (tinyconfig + vm/kernel.config)"
   make -s -C "$tree" tinyconfig >/dev/null
   "$tree/scripts/kconfig/merge_config.sh" -m -O "$tree" "$tree/.config" "$fragment" >/dev/null
@@ -119,6 +150,8 @@ build_one() {
   echo "$out/bzImage"
 }
 
+# --hash: print the cache key of the current inputs, and nothing else.
+[[ "${1:-}" == --hash ]] && { inputs_hash; exit 0; }
 (($# > 0)) || set -- 7.2 7.3
 check_tools
 for series in "$@"; do build_one "$series"; done

@@ -8,9 +8,10 @@ import { scenarioOf } from '../vm/scenario.js';
 
 /**
  * The scenario modules, in run order: what the kernel offers first, then
- * single-kernel cases, then the cases that cross one and two kexecs.
+ * single-kernel cases (the API's, then the raw ioctls'), then the cases that cross one and two kexecs, then
+ * the failure paths (last: one of them aborts a kexec in stage 1).
  */
-export const SCENARIOS = ['luo', 'device', 'scale', 'kexec', 'chain'] as const;
+export const SCENARIOS = ['luo', 'device', 'abi', 'scale', 'kexec', 'chain', 'fault'] as const;
 
 /** One case of the suite. */
 export interface SuiteCase {

@@ -8,21 +8,45 @@
  * @internal
  */
 import * as fs from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import { LiveUpdate, memfd, statusSync, UnsupportedFileError } from 'liveupdate';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, type Case, type StageContext, type StageFunction } from '../vm/scenario.js';
+import { LUO_TEST_DEVICE } from './luo-test.js';
 
 /** Every session the suite creates starts with this, so it never meets another user's sessions. */
 export const PREFIX = 'conf-';
 
-/** What a case needs from the kernel. */
-export type Requirement = 'luo' | 'memfd';
+/**
+ * What a case needs from the kernel. `test-handler` is the test-only file
+ * handler (vm/luo-test-handler): a kernel may well lack it.
+ */
+export type Requirement = 'luo' | 'memfd' | 'test-handler';
 
 /**
  * Checks named like this mean "the kernel lacks what the case needs"; the
  * host reports such cases as skipped, with the check's detail as the reason.
  */
 export const REQUIRES_CHECK = 'requires ';
+
+/**
+ * Checks named like this mean "the case applies only to kernels with
+ * something optional"; the host reports it skipped as not applicable, which
+ * does not fail the run.
+ */
+export const APPLIES_CHECK = 'applies only with ';
+
+/** Requirements whose absence makes a case not applicable rather than the kernel lacking. */
+const OPTIONAL: ReadonlySet<Requirement> = new Set<Requirement>(['test-handler']);
+
+/**
+ * Checks named like this record a deviation: the kernel did something other
+ * than its documented promise. Detail: `{ promised, observed }`.
+ */
+export const DEVIATION_CHECK = 'deviation: ';
+
+/** Reports named like this are behaviour the documentation promises nothing about. */
+export const OBSERVED_REPORT = 'observed: ';
 
 /** The constructor of an error a call is expected to throw. */
 export type ErrorClass = abstract new (...args: never[]) => Error;
@@ -47,7 +71,7 @@ export function conformanceCase(name: string, requires: readonly Requirement[], 
     stages.map((stage) => async (ctx: StageContext) => {
       const missing = missingRequirement(requires);
       if (missing !== undefined) {
-        ctx.check(`${REQUIRES_CHECK}${missing.what}`, false, missing.reason);
+        ctx.check(`${OPTIONAL.has(missing.what) ? APPLIES_CHECK : REQUIRES_CHECK}${missing.what}`, false, missing.reason);
         return null;
       }
       return stage(ctx);
@@ -56,8 +80,8 @@ export function conformanceCase(name: string, requires: readonly Requirement[], 
 }
 
 function missingRequirement(requires: readonly Requirement[]): Missing | undefined {
-  // memfd preservation is meaningless without the device, so check that first.
-  const all: Requirement[] = requires.includes('memfd') ? ['luo', 'memfd'] : [...requires];
+  // Nothing is preservable without the device, so check that first.
+  const all: Requirement[] = requires.includes('luo') || requires.length === 0 ? [...requires] : ['luo', ...requires];
   for (const what of all) {
     const reason = lacks(what);
     if (reason !== null) return { what, reason };
@@ -69,7 +93,7 @@ function missingRequirement(requires: readonly Requirement[]): Missing | undefin
 export function lacks(what: Requirement): string | null {
   let reason = known.get(what);
   if (reason === undefined) {
-    reason = what === 'luo' ? probeDevice() : probeMemfd();
+    reason = what === 'luo' ? probeDevice() : what === 'memfd' ? probeMemfd() : probeTestHandler();
     known.set(what, reason);
   }
   return reason;
@@ -105,6 +129,56 @@ function probeMemfd(): string | null {
   }
 }
 
+/** Null when the kernel has the test file handler's device; else why not. */
+function probeTestHandler(): string | null {
+  if (fs.existsSync(LUO_TEST_DEVICE)) return null;
+  return `no ${LUO_TEST_DEVICE}: the kernel was built without the test-only file handler (CONFIG_LIVEUPDATE_TEST_HANDLER, vm/luo-test-handler)`;
+}
+
+/**
+ * Checks a documented promise: `observed` equal (as JSON) to `promised`
+ * passes the check `name`; anything else is recorded as a deviation, not a
+ * failure. Returns whether the promise was kept.
+ */
+export function expectPromise(ctx: StageContext, name: string, observed: JsonValue, promised: JsonValue): boolean {
+  if (isDeepStrictEqual(observed, promised)) return ctx.check(name, true);
+  ctx.check(`${DEVIATION_CHECK}${name}`, false, { promised, observed });
+  return false;
+}
+
+/** Records what the kernel did where its documentation promises nothing: reported, not judged. */
+export function observe(ctx: StageContext, name: string, value: JsonValue): void {
+  ctx.report(`${OBSERVED_REPORT}${name}`, value);
+}
+
+/** The kernel's log so far, from /dev/kmsg (empty if unreadable). */
+export function kernelLog(): string {
+  let fd: number;
+  try {
+    fd = fs.openSync('/dev/kmsg', fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch {
+    return '';
+  }
+  const lines: string[] = [];
+  const buffer = Buffer.alloc(8192);
+  try {
+    // Each read returns one record; EAGAIN marks the end, EPIPE a record overwritten meanwhile.
+    for (;;) {
+      try {
+        const n = fs.readSync(fd, buffer, 0, buffer.length, null);
+        if (n === 0) break;
+        lines.push(buffer.toString('utf8', 0, n).split(';').slice(1).join(';').split('\n')[0] ?? '');
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EPIPE') continue;
+        break;
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return lines.join('\n');
+}
+
 /** Opens the device, runs `fn`, and closes the device whatever happens (it has one owner). */
 export async function withDevice<T>(fn: (luo: LiveUpdate) => T | Promise<T>): Promise<T> {
   const luo = LiveUpdate.openSync();
@@ -126,6 +200,8 @@ export function describeError(error: unknown): string {
 export interface Failure {
   readonly error: string;
   readonly code: string | null;
+  /** The error's message ('' when nothing or a non-Error was thrown). */
+  readonly message: string;
 }
 
 /**
@@ -147,7 +223,7 @@ export async function expectError(
     threw = true;
     thrown = error;
   }
-  const got = threw ? failureOf(thrown) : { error: 'none (the call succeeded)', code: null };
+  const got = threw ? failureOf(thrown) : { error: 'none (the call succeeded)', code: null, message: '' };
   const ok = threw && thrown instanceof type && got.code === code;
   ctx.check(name, ok, { expected: `${type.name} [${code}]`, actual: threw ? describeError(thrown) : got.error });
   return got;
@@ -155,7 +231,11 @@ export async function expectError(
 
 function failureOf(error: unknown): Failure {
   const code = (error as { code?: unknown } | null)?.code;
-  return { error: error instanceof Error ? error.name : typeof error, code: typeof code === 'string' ? code : null };
+  return {
+    error: error instanceof Error ? error.name : typeof error,
+    code: typeof code === 'string' ? code : null,
+    message: error instanceof Error ? error.message : '',
+  };
 }
 
 /** A memfd holding `text` (file position left at 0). */
@@ -196,9 +276,4 @@ export function carried(ctx: StageContext): Record<string, JsonValue> {
     throw new Error(`${ctx.caseName}: stage ${ctx.stage} got no value from stage ${ctx.stage - 1}`);
   }
   return value;
-}
-
-/** The kernel series ("7.2") of a release ("7.2.13"). */
-export function series(release: string): string {
-  return release.split('.').slice(0, 2).join('.');
 }

@@ -128,10 +128,18 @@ export function stageFromCmdline(cmdline: string): number {
   return match?.[1] === undefined ? 1 : Number(match[1]);
 }
 
-/** The command line for stage `next`: this one with `lu.stage` replaced. */
-export function nextCmdline(cmdline: string, next: number): string {
-  const words = cmdline.trim().split(/\s+/).filter((w) => w !== '' && !w.startsWith(`${STAGE_PARAM}=`));
-  return [...words, `${STAGE_PARAM}=${next}`].join(' ');
+/**
+ * The command line for stage `next`: this one with `lu.stage` replaced, and
+ * the parameters of one stage only (`stageParams`, index 0 = stage 1) those of `next`.
+ */
+export function nextCmdline(cmdline: string, next: number, stageParams: readonly string[] = []): string {
+  const ofOneStage = new Set(stageParams.flatMap(splitWords));
+  const words = splitWords(cmdline).filter((w) => !w.startsWith(`${STAGE_PARAM}=`) && !ofOneStage.has(w));
+  return [...words, ...splitWords(stageParams[next - 1] ?? ''), `${STAGE_PARAM}=${next}`].join(' ');
+}
+
+function splitWords(text: string): string[] {
+  return text.trim().split(/\s+/).filter((w) => w !== '');
 }
 
 function loadCases(modules: readonly string[]): NamedCase[] {
@@ -236,7 +244,7 @@ async function jump(r: StageRun, next: CarriedState): Promise<never> {
   if (kernel === undefined) throw new Error('the manifest names no kernel');
   const initrdBytes = writeNextInitrd(RETAINED_INITRD, next, NEXT_INITRD);
   const writeMs = elapsed(started);
-  const cmdline = nextCmdline(readText('/proc/cmdline'), stage);
+  const cmdline = nextCmdline(readText('/proc/cmdline'), stage, r.manifest.stageParams);
   if (caseJump !== undefined) {
     emit({ t: 'kexec', stage: r.stage, next: stage, kernel, initrdBytes, writeMs, ms: elapsed(started) });
     log(`a case makes the kexec into stage ${stage} (${kernel})`);

@@ -57,6 +57,11 @@ export interface GuestImageOptions {
   readonly cacheDir?: string;
   /** Extra files: guest path → host path (e.g. a helper program a scenario runs). */
   readonly files?: Readonly<Record<string, string>>;
+  /**
+   * Kernel parameters for one stage only (index 0 = stage 1), e.g. a boot
+   * parameter the next kernel must see and the first must not.
+   */
+  readonly stageParams?: readonly string[];
 }
 
 /** A built guest image. */
@@ -194,7 +199,7 @@ function plan(options: GuestImageOptions, root: string, cache: string): { member
   const kernels = placeKernels(options.kernels, members);
   const scenarios = placeScenarios(options.scenarios, root, members);
   for (const [guest, source] of Object.entries(options.files ?? {})) members.push({ guest, kind: 'file', source: realFile(source, 'extra file') });
-  const manifest: Manifest = { scenarios, kernels, nofile: options.nofile ?? 65536 };
+  const manifest: Manifest = { scenarios, kernels, nofile: options.nofile ?? 65536, stageParams: options.stageParams ?? [] };
   return { members, manifest };
 }
 

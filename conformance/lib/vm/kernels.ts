@@ -1,9 +1,10 @@
 /**
  * Where the LUO kernels come from: `LIVEUPDATE_KERNEL` (one image, or several
  * separated by ":") if set, else the images `npm run vm:kernel`
- * (vm/build-kernel.sh) cached under `<cache>/kernels/<version>-<fragment hash>/`.
- * Only cached images built from the current vm/kernel.config count, and of
- * each series (7.2, 7.3, ...) only the newest.
+ * (vm/build-kernel.sh) cached under `<cache>/kernels/<version>-<inputs hash>/`.
+ * Only cached images built from the current inputs (vm/kernel.config and the
+ * test file handler in vm/luo-test-handler/) count, and of each series
+ * (7.2, 7.3, ...) only the newest.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -37,19 +38,29 @@ export function findKernels(env: NodeJS.ProcessEnv = process.env): KernelImage[]
   return cachedKernels(path.join(env['LIVEUPDATE_CACHE'] ?? cacheDir(), 'kernels'));
 }
 
-/** The hash vm/build-kernel.sh puts in cache directory names: sha256 of vm/kernel.config, 12 hex digits. */
-export function fragmentHash(fragment = path.join(packageRoot(), 'vm', 'kernel.config')): string | undefined {
+/**
+ * The hash vm/build-kernel.sh puts in cache directory names (its
+ * `inputs_hash`): sha256 of vm/kernel.config followed by every file of
+ * vm/luo-test-handler/ in byte order of their names, 12 hex digits.
+ * Undefined when the package has no vm/kernel.config.
+ */
+export function kernelInputsHash(vmDir = path.join(packageRoot(), 'vm')): string | undefined {
+  const fragment = path.join(vmDir, 'kernel.config');
   if (!fs.existsSync(fragment)) return undefined;
-  return createHash('sha256').update(fs.readFileSync(fragment)).digest('hex').slice(0, 12);
+  const handler = path.join(vmDir, 'luo-test-handler');
+  const names = fs.existsSync(handler) ? fs.readdirSync(handler).sort() : [];
+  const hash = createHash('sha256').update(fs.readFileSync(fragment));
+  for (const name of names) hash.update(fs.readFileSync(path.join(handler, name)));
+  return hash.digest('hex').slice(0, 12);
 }
 
-/** Cached images of the current fragment, newest per series, oldest series first. */
+/** Cached images of the current kernel inputs, newest per series, oldest series first. */
 function cachedKernels(dir: string): KernelImage[] {
   if (!fs.existsSync(dir)) return [];
-  const hash = fragmentHash();
+  const hash = kernelInputsHash();
   const bySeries = new Map<string, { image: KernelImage; version: string }>();
   for (const name of fs.readdirSync(dir)) {
-    // Without the fragment (an unusual install), take every cached image.
+    // Without the inputs (an unusual install), take every cached image.
     if (hash !== undefined && !name.endsWith(`-${hash}`)) continue;
     const image = path.join(dir, name, 'bzImage');
     const versionFile = path.join(dir, name, 'version');

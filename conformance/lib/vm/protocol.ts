@@ -42,6 +42,11 @@ export interface Manifest {
   readonly kernels: readonly string[];
   /** The RLIMIT_NOFILE the guest sets before running cases. */
   readonly nofile: number;
+  /**
+   * Kernel parameters of one stage only (index 0 = stage 1), beside those of
+   * every stage: what the guest adds when it kexecs into that stage.
+   */
+  readonly stageParams: readonly string[];
 }
 
 /** Per-case values carried across a kexec, at {@link GUEST_STATE}. */

@@ -14,7 +14,7 @@ import { buildGuestImage, type GuestImage, type GuestImageOptions } from './init
 import { parseRecord, STAGE_PARAM, type CheckRecord, type ErrorInfo, type GuestRecord, type JsonValue } from './protocol.js';
 
 /** The guest image's options a run passes on to {@link buildGuestImage}. */
-type ImageOptions = Pick<GuestImageOptions, 'kernels' | 'scenarios' | 'packageRoot' | 'files'>;
+type ImageOptions = Pick<GuestImageOptions, 'kernels' | 'scenarios' | 'packageRoot' | 'files' | 'stageParams'>;
 
 /** How to run a boot: the guest image (kernels per stage, scenarios, package, extra files), and QEMU's settings. */
 export interface RunOptions extends ImageOptions {
@@ -83,6 +83,8 @@ export interface StageResult {
 export interface VmRun {
   /** The guest reached its end, every case passed, and QEMU exited on its own. */
   readonly ok: boolean;
+  /** The guest ran every stage to its end and QEMU exited on its own, whatever the cases' results. */
+  readonly completed: boolean;
   /** Why it failed (or "ok"). */
   readonly reason: string;
   /** How many stages the guest said the run has (0 if it never started). */
@@ -142,8 +144,14 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
   const name = options.name ?? 'vm';
   const started = Date.now();
   const progress = progressPrinter(name, started, options.onProgress);
-  const { kernels, scenarios, packageRoot, files } = options;
-  const image = buildGuestImage({ kernels, scenarios, ...(packageRoot === undefined ? {} : { packageRoot }), ...(files === undefined ? {} : { files }) });
+  const { kernels, scenarios, packageRoot, files, stageParams } = options;
+  const image = buildGuestImage({
+    kernels,
+    scenarios,
+    ...(packageRoot === undefined ? {} : { packageRoot }),
+    ...(files === undefined ? {} : { files }),
+    ...(stageParams === undefined ? {} : { stageParams }),
+  });
   progress(`guest image ${mb(fs.statSync(image.initrd).size)} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
   const kernel = options.kernels[0];
   if (kernel === undefined) throw new Error('runVm: no kernel image given');
@@ -186,7 +194,8 @@ interface Exit {
 }
 
 function qemuArgs(options: RunOptions, kernel: string, initrd: string, resultsFile: string): string[] {
-  const cmdline = [...BASE_CMDLINE, ...(options.cmdline ? [options.cmdline] : []), `${STAGE_PARAM}=1`].join(' ');
+  const firstStage = options.stageParams?.[0];
+  const cmdline = [...BASE_CMDLINE, ...(options.cmdline ? [options.cmdline] : []), ...(firstStage ? [firstStage] : []), `${STAGE_PARAM}=1`].join(' ');
   return [
     '-accel', options.accel ?? process.env['LIVEUPDATE_QEMU_ACCEL'] ?? 'tcg',
     '-machine', 'pc',
@@ -379,8 +388,11 @@ function assembleRun(data: RunData, scenarios: readonly string[] | undefined): V
   const silent = (scenarios ?? []).filter((s) => !records.some((r) => r.t === 'case' && r.case.startsWith(`${s}/`)));
   const failure = failureReason(records, stages, stageCount, data.exit);
   const reason = failure === 'ok' && silent.length > 0 ? `no case of scenario(s) ${silent.join(', ')} reported a result` : failure;
+  const fatal = records.some((r) => r.t === 'fatal');
+  const ended = records.some((r) => r.t === 'end');
   return {
     ok: reason === 'ok',
+    completed: !fatal && ended && !data.exit.timedOut && data.exit.code === 0 && stages.length === stageCount,
     reason,
     stageCount,
     stages,

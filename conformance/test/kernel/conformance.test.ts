@@ -41,6 +41,15 @@ const EXPECTED_CASES = [
   'device/get-name',
   'device/outgoing-refuses-retrieve-finish',
   'device/size-frozen',
+  'abi/name-without-nul',
+  'abi/empty-name',
+  'abi/size-below-struct',
+  'abi/size-above-struct-zero-tail',
+  'abi/size-above-struct-nonzero-tail',
+  'abi/get-name-reserved',
+  'abi/finish-reserved',
+  'abi/unknown-request',
+  'abi/bad-pointer',
   'scale/2000-sessions',
   'scale/1000-files-in-one-session',
   'kexec/simple',
@@ -61,7 +70,27 @@ const EXPECTED_CASES = [
   'kexec/memfd-256MiB',
   'chain/two-live-updates',
   'chain/unretrieved-session-dropped',
+  'fault/freeze-fails',
+  'fault/can-finish-says-no',
+  'fault/retrieve-fails',
+  'fault/preserve-fails',
+  'fault/normal-update',
 ];
+
+/**
+ * Cases whose documented promise 7.2 and 7.3 do not keep: an unknown request
+ * is EINVAL, not ioctl(2)'s ENOTTY; a MFD_NOEXEC_SEAL memfd comes back
+ * write-sealed (see the cases). Every other case passes.
+ */
+const DEVIATING_CASES = ['abi/unknown-request', 'kexec/noexec-seal-memfd'];
+const PASSING_CASES = EXPECTED_CASES.filter((c) => !DEVIATING_CASES.includes(c));
+
+/**
+ * A whole run, packing and installing included: the command's own default
+ * limit (1200 s). On a 2-core machine busy with other builds one run took
+ * 5.5 minutes, more than the kernel project's default hook timeout.
+ */
+const RUN_TIMEOUT_MS = 1_200_000;
 
 let installed: Promise<string> | undefined;
 /** Temporary directories this file made: the packed and installed packages, the extra archive. */
@@ -126,35 +155,41 @@ function conformance(command: string, args: readonly string[]): Promise<Outcome>
 describeKernels('liveupdate-conformance', (kernel, all) => {
   let outcome: Outcome;
   let report: ConformanceReport;
+  let junit: string;
 
   beforeAll(async () => {
     const command = await installedCommand();
-    outcome = await conformance(command, ['--kernel', kernel.path, '--initrd', extraInitrd(), '--json', '--log', path.join(root, '.vm-out')]);
+    const junitFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'conformance-junit-')), 'report.xml');
+    scratch.push(path.dirname(junitFile));
+    const args = ['--kernel', kernel.path, '--initrd', extraInitrd(), '--json', '--junit', junitFile, '--log', path.join(root, '.vm-out')];
+    outcome = await conformance(command, args);
+    junit = fs.existsSync(junitFile) ? fs.readFileSync(junitFile, 'utf8') : '';
     try {
       report = JSON.parse(outcome.stdout) as ConformanceReport;
     } catch {
       throw new Error(`no JSON report on stdout (exit ${String(outcome.status)}):\n${outcome.stdout}\n--- stderr ---\n${outcome.stderr}`);
     }
     // The first time, this also installs both packages, building their addons from source.
-  }, 1_200_000);
+  }, RUN_TIMEOUT_MS);
 
   /** The progress the command printed: context for any failure. */
   const progress = (): string => outcome.stderr.split('\n').slice(-40).join('\n');
 
-  it('exits 0, with every case passed, and says so on stderr', () => {
+  it('exits 0, with every case passed but the known deviations, and says so on stderr', () => {
     expect(outcome.status, progress()).toBe(0);
-    expect([report.passed, report.failed, report.skipped]).toEqual([EXPECTED_CASES.length, 0, 0]);
-    expect(outcome.stderr).toMatch(new RegExp(`CONFORMS: ${EXPECTED_CASES.length} passed, 0 failed, 0 skipped`));
+    expect([report.passed, report.deviations, report.failed, report.skipped]).toEqual([PASSING_CASES.length, DEVIATING_CASES.length, 0, 0]);
+    const counts = `${PASSING_CASES.length} passed, ${DEVIATING_CASES.length} deviated, 0 failed, 0 skipped of ${EXPECTED_CASES.length}`;
+    expect(outcome.stderr).toContain(`CONFORMS WITH DEVIATIONS: ${counts}`);
     // Progress went to stderr; stdout is nothing but the report.
     expect(outcome.stderr).toMatch(/stage 3\/3: \S+ up/);
     expect(outcome.stdout.trim().startsWith('{')).toBe(true);
   });
 
   it('prints the report in the documented shape', () => {
-    expect(Object.keys(report)).toEqual(['kernel', 'cases', 'passed', 'failed', 'skipped']);
+    expect(Object.keys(report)).toEqual(['kernel', 'cases', 'passed', 'failed', 'skipped', 'notApplicable', 'deviations']);
     expect(report.kernel).toEqual({ path: kernel.path, release: kernel.release });
     for (const c of report.cases) {
-      expect(Object.keys(c).filter((k) => !['name', 'status', 'ms', 'detail'].includes(k))).toEqual([]);
+      expect(Object.keys(c).filter((k) => !['name', 'status', 'ms', 'detail', 'notApplicable', 'observed'].includes(k))).toEqual([]);
       expect(c.ms).toBeGreaterThanOrEqual(0);
     }
   });
@@ -163,11 +198,70 @@ describeKernels('liveupdate-conformance', (kernel, all) => {
     expect(report.cases.map((c) => c.name)).toEqual(EXPECTED_CASES);
   });
 
-  it.each(EXPECTED_CASES)('%s passes', (name) => {
+  it.each(PASSING_CASES)('%s passes', (name) => {
     const c = report.cases.find((x) => x.name === name);
     expect(c, `${name} is missing from the report`).toBeDefined();
     expect(c?.status, `${name}: ${c?.detail ?? ''}`).toBe('pass');
   });
+
+  it('kexec/noexec-seal-memfd deviates: the seals and the write, not the content; the mode is observed', () => {
+    const c = report.cases.find((x) => x.name === 'kexec/noexec-seal-memfd');
+    expect(c?.status, c?.detail).toBe('deviation');
+    // F_SEAL_EXEC (32) promised; F_SEAL_EXEC with SHRINK, GROW, WRITE and FUTURE_WRITE (62) seen.
+    expect(c?.detail).toBe('seals come back as they were: documented 32, this kernel 62; the memfd is writable as before: documented true, this kernel false');
+    expect(c?.observed).toEqual({ 'mode after the kexec': '0777' });
+  });
+
+  it('abi/unknown-request deviates: EINVAL where ioctl(2) says ENOTTY, on the device and on a session', () => {
+    const c = report.cases.find((x) => x.name === 'abi/unknown-request');
+    expect(c?.status, c?.detail).toBe('deviation');
+    expect(c?.detail).toBe('the device answers ENOTTY: documented "ENOTTY", this kernel "EINVAL"; a session answers ENOTTY: documented "ENOTTY", this kernel "EINVAL"');
+  });
+
+  it('observes the errno of a name without its NUL and of an empty name', () => {
+    for (const name of ['abi/name-without-nul', 'abi/empty-name']) {
+      expect(report.cases.find((x) => x.name === name)?.observed, name).toEqual({ errno: 'EINVAL' });
+    }
+  });
+
+  it('writes the same report as JUnit XML', () => {
+    const testcases = junit.match(/<testcase /g) ?? [];
+    expect(testcases.length).toBe(EXPECTED_CASES.length);
+    expect(junit).toContain(`<testsuites name="liveupdate-conformance" tests="${EXPECTED_CASES.length}" failures="0" errors="0" skipped="0"`);
+    expect(junit).toMatch(/<testcase classname="kexec" name="noexec-seal-memfd" time="[\d.]+">\n\s+<properties><property name="deviation" value="seals come back/);
+    expect(junit).not.toContain('<failure');
+  });
+
+  // Upgrade and downgrade: the crossing cases from this kernel into the other series.
+  const other = all.find((k) => k.path !== kernel.path);
+  if (other !== undefined) {
+    describe(`kexecing into ${other.release} (--next-kernel)`, () => {
+      let crossed: ConformanceReport;
+      let crossing: Outcome;
+
+      beforeAll(async () => {
+        const log = path.join(root, '.vm-out', `into-${other.release}`);
+        crossing = await conformance(await installedCommand(), ['--kernel', kernel.path, '--next-kernel', other.path, '--json', '--log', log]);
+        crossed = JSON.parse(crossing.stdout || '{}') as ConformanceReport;
+      }, RUN_TIMEOUT_MS);
+
+      it('exits 0 and names both kernels', () => {
+        expect(crossing.status, crossing.stderr.slice(-3000)).toBe(0);
+        expect(crossed.kernel.release).toBe(kernel.release);
+        expect(crossed.nextKernel).toEqual({ path: other.path, release: other.release });
+      });
+
+      it('gives every case the status it has on one kernel, and each crossing case the kernels it ran in', () => {
+        const statuses = crossed.cases.map((c) => [c.name, c.status, c.detail ?? '']);
+        expect(statuses).toEqual(EXPECTED_CASES.map((name) => [name, DEVIATING_CASES.includes(name) ? 'deviation' : 'pass', expect.any(String)]));
+        for (const c of crossed.cases.filter((x) => x.kernels !== undefined)) {
+          expect(c.kernels?.[0], c.name).toBe(kernel.release);
+          expect(c.kernels?.slice(1).every((r) => r === other.release), c.name).toBe(true);
+        }
+        expect(crossed.cases.find((c) => c.name === 'chain/two-live-updates')?.kernels).toEqual([kernel.release, other.release, other.release]);
+      });
+    });
+  }
 
   // The kernel-lacks-something path, for real, once: the same kernel booted
   // with KHO off has no /dev/liveupdate. Every case then ends in stage 1, so
@@ -184,7 +278,7 @@ describeKernels('liveupdate-conformance', (kernel, all) => {
       it('exits 1, fails luo/device and skips every other case, each saying what is missing', () => {
         const why = `no /dev/liveupdate: Kexec HandOver is off on kernel ${kernel.release} (kho=off), so LUO turned itself off`;
         expect(lacking.status, lacking.stderr.slice(-3000)).toBe(1);
-        const lines = lacking.stdout.split('\n').filter((l) => /^(PASS|FAIL|SKIP) /.test(l));
+        const lines = lacking.stdout.split('\n').filter((l) => /^(PASS|FAIL|SKIP|DEVIATION) /.test(l));
         expect(lines.map((l) => l.split(/\s+/)[1])).toEqual(EXPECTED_CASES);
         expect(lines[0]).toMatch(/^FAIL\s+luo\/device\s/);
         expect(lines[0]).toContain(why);
@@ -192,7 +286,7 @@ describeKernels('liveupdate-conformance', (kernel, all) => {
           expect(line).toMatch(/^SKIP /);
           expect(line).toContain(why);
         }
-        expect(lacking.stdout).toContain(`DOES NOT CONFORM: 0 passed, 1 failed, ${EXPECTED_CASES.length - 1} skipped of ${EXPECTED_CASES.length}`);
+        expect(lacking.stdout).toContain(`DOES NOT CONFORM: 0 passed, 0 deviated, 1 failed, ${EXPECTED_CASES.length - 1} skipped of ${EXPECTED_CASES.length}`);
         expect(lacking.stdout).toContain(`the kernel lacks something: ${why}`);
       });
     });
