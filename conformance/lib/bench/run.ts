@@ -12,6 +12,7 @@
  * itself broke (no kernel, a guest failure).
  * @internal
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
