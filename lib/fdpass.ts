@@ -352,21 +352,21 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   checkInStep(key, 'send');
   // The files are pinned now (the socket too, when it is a number): the
   // native call copies them again only when this send's turn comes.
-  const pinnedSocket = pin(typeof socket === 'number' ? [first] : [], 'sendFds');
-  let pinned: number[] = [];
+  // One pin for all, so that no copy can take the number of another argument the caller closed.
+  const byNumber = typeof socket === 'number';
+  const pinned = pin(byNumber ? [first, ...checked] : checked, 'sendFds');
+  const sent = byNumber ? pinned.slice(1) : pinned;
   try {
-    pinned = pin(checked, 'sendFds');
     await serialize(key, async () => {
       checkInStep(key, 'send');
       // A net.Socket is checked again when its turn comes: Node may have queued writes since.
-      const fd = pinnedSocket[0] ?? socketFd(socket, 'send');
+      const fd = byNumber ? pinned[0]! : socketFd(socket, 'send');
       // Errors name the caller's fd, not the private copy.
-      const context = { operation: 'sendFds' as const, fd: typeof socket === 'number' ? first : fd };
-      await callAsync(context, () => withCancel(() => marked(key, native.sendFdsAsync(fd, bytes, pinned, framing)), signal, timeout));
+      const context = { operation: 'sendFds' as const, fd: byNumber ? first : fd };
+      await callAsync(context, () => withCancel(() => marked(key, native.sendFdsAsync(fd, bytes, sent, framing)), signal, timeout));
     });
   } finally {
-    unpin(pinnedSocket);
-    if (pinned.length > 0) unpin(pinned);
+    unpin(pinned);
   }
 }
 

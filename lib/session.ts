@@ -248,7 +248,11 @@ function queryName(fd: number): string | null {
  */
 function probeDirection(fd: number): 'outgoing' | 'incoming' {
   try {
-    native.preserveFd(fd, -1, 0n);
+    // The session's own fd as the file: an incoming session refuses any
+    // preserve (EINVAL) before looking at it; an outgoing one finds no
+    // handler for a session file (ENOENT) and preserves nothing. (-1 is no
+    // longer let through: the binding refuses it before the ioctl.)
+    native.preserveFd(fd, fd, 0n);
   } catch (error) {
     if ((error as { code?: unknown }).code === 'EINVAL') return 'incoming';
     return 'outgoing';

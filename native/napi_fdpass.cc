@@ -38,11 +38,11 @@ std::vector<uint8_t> ArgBytes(const Napi::CallbackInfo& info, size_t index, cons
 }
 
 // The fd numbers of an array, each an int32 >= 0, at most SCM_MAX_FD.
-std::vector<int> ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name) {
+std::vector<int> ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name, size_t max = kMaxFdsPerMessage) {
   Napi::Value value = info[index];
   if (!value.IsArray()) ThrowArgType(info.Env(), name, "an instance of Array");
   auto array = value.As<Napi::Array>();
-  if (array.Length() > kMaxFdsPerMessage) ThrowArgRange(info.Env(), name, "an array of at most 253 fds");
+  if (array.Length() > max) ThrowArgRange(info.Env(), name, "an array of at most 253 fds (and a socket)");
   std::vector<int> fds;
   for (uint32_t i = 0; i < array.Length(); ++i) {
     Napi::Value fd = array.Get(i);
@@ -342,6 +342,9 @@ std::unique_ptr<Work> MakeSend(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> data = ArgBytes(info, 1, "data");
   std::vector<int> fds = ArgFds(info, 2, "fds");
   Framing framing = ArgFraming(info, 3);
+  std::vector<int> all(fds);
+  all.push_back(sock);
+  FdCopies::CheckOpen(info.Env(), all, "sendmsg");
   FdCopies copies;
   for (int& fd : fds) fd = copies.Dup(info.Env(), fd, "sendmsg");
   return std::make_unique<SendWork>(DupArg(info.Env(), sock), std::move(data), std::move(copies), std::move(fds), framing);
@@ -471,7 +474,9 @@ Call<int> PrepareSocketType(const Napi::CallbackInfo& info) {
 // happens (the Worker dies first, or the array is dropped) its finalizer
 // does. Synchronous only: a copy made later could be of another file.
 Napi::Value PinFds(const Napi::CallbackInfo& info) {
-  std::vector<int> fds = ArgFds(info, 0, "fds");
+  // A message's fds and the socket that sends them.
+  std::vector<int> fds = ArgFds(info, 0, "fds", kMaxFdsPerMessage + 1);
+  FdCopies::CheckOpen(info.Env(), fds, "fcntl");
   auto copies = std::make_unique<FdCopies>();
   Napi::Array out = Napi::Array::New(info.Env(), fds.size());
   for (uint32_t i = 0; i < fds.size(); ++i) out.Set(i, Napi::Number::New(info.Env(), copies->Dup(info.Env(), fds[i], "fcntl")));

@@ -35,6 +35,7 @@ Call<int> PreparePreserveFd(const Napi::CallbackInfo& info) {
   int session = ArgFd(info, 0, "sessionFd");
   int fd = ArgFd(info, 1, "fd");
   uint64_t token = ArgUint64(info, 2, "token");
+  FdCopies::CheckOpen(info.Env(), {session, fd}, "ioctl");
   FdCopies fds;
   session = fds.Dup(info.Env(), session, "ioctl");
   fd = fds.Dup(info.Env(), fd, "ioctl");

@@ -1,5 +1,6 @@
 #include "napi_util.h"
 
+#include <fcntl.h>
 #include <uv.h>
 
 #include <cerrno>
@@ -101,6 +102,12 @@ bool ArgBool(const Napi::CallbackInfo& info, size_t index, const char* name) {
   Napi::Value value = Arg(info, index);
   if (!value.IsBoolean()) ThrowArgType(info.Env(), name, "of type boolean");
   return value.As<Napi::Boolean>().Value();
+}
+
+void FdCopies::CheckOpen(Napi::Env env, const std::vector<int>& fds, const char* syscall) {
+  for (int fd : fds) {
+    if (::fcntl(fd, F_GETFD) < 0) throw ErrnoError(env, errno, syscall);
+  }
 }
 
 int FdCopies::Dup(Napi::Env env, int fd, const char* syscall) {

@@ -53,6 +53,11 @@ class FdCopies {
   // Node-style error under the syscall of the call itself, which is what
   // would have failed: the copy is this layer's detail.
   int Dup(Napi::Env env, int fd, const char* syscall);
+  // Throws EBADF (under `syscall`) unless every one of `fds` is open. Call it
+  // before the first Dup of a call with several fd arguments: a copy takes
+  // the lowest free number, which may be that of a later argument the caller
+  // closed, and the call would then act on the copy instead of failing.
+  static void CheckOpen(Napi::Env env, const std::vector<int>& fds, const char* syscall);
   size_t size() const { return copies_.size(); }
 
  private:
