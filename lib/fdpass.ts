@@ -361,7 +361,7 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
       checkInStep(key, 'send');
       // A net.Socket is checked again when its turn comes: Node may have queued writes since.
       const fd = pinnedSocket[0] ?? socketFd(socket, 'send');
-      await callAsync({ operation: 'sendFds', fd }, () => markingAsync(key, () => withCancel(() => native.sendFdsAsync(fd, bytes, pinned, framing), signal, timeout)));
+      await callAsync({ operation: 'sendFds', fd: first }, () => markingAsync(key, () => withCancel(() => native.sendFdsAsync(fd, bytes, pinned, framing), signal, timeout)));
     });
   } finally {
     closeFds([...pinnedSocket, ...pinned]);
@@ -408,7 +408,7 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
     return await serialize(key, async () => {
       checkInStep(key, 'recv');
       const fd = pinned[0] ?? socketFd(socket, 'recv');
-      const raw = await callAsync({ operation: 'recvFds', fd }, () => markingAsync(key, () => withCancel(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal)));
+      const raw = await callAsync({ operation: 'recvFds', fd: first }, () => markingAsync(key, () => withCancel(() => native.recvFdsAsync(fd, maxBytes, maxFds, framing), signal)));
       return received(key, raw, maxFds, maxBytes);
     });
   } finally {
