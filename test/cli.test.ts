@@ -64,7 +64,10 @@ describe('parseCommandLine (pure)', () => {
   });
 });
 
-describe('liveupdate CLI (the real binary)', () => {
+// Each case starts several node processes: seconds on a busy machine.
+const SPAWNS_TIMEOUT = 60_000;
+
+describe('liveupdate CLI (the real binary)', { timeout: SPAWNS_TIMEOUT }, () => {
   it('status --json on a kernel without LUO: exit 1, the reason and the fix', () => {
     const result = run('status', '--json', '--no-probe');
     expect(result.status).toBe(EXIT.negative);
@@ -120,7 +123,7 @@ describe('liveupdate CLI (the real binary)', () => {
   });
 });
 
-describe('without the native addon (install scripts skipped)', () => {
+describe('without the native addon (install scripts skipped)', { timeout: SPAWNS_TIMEOUT }, () => {
   let dir: string;
   let pkg: string;
 
