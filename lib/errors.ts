@@ -363,13 +363,20 @@ export type AgentOperation =
  * as `errno`, so that code written for system errors still sees a number).
  */
 export const AGENT_ERROR_CODES = {
-  ERR_LIVEUPDATE_AGENT_PERMISSION: -13, // EACCES
-  ERR_LIVEUPDATE_AGENT_QUOTA: -122, // EDQUOT
-  ERR_LIVEUPDATE_AGENT_PROTOCOL: -71, // EPROTO
-  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: -111, // ECONNREFUSED
-  ERR_LIVEUPDATE_UPDATE_REFUSED: -125, // ECANCELED
-  ERR_LIVEUPDATE_MANIFEST_VERSION: -75, // EOVERFLOW: a value this version cannot represent
-  ERR_LIVEUPDATE_AGENT_POLICY: -22, // EINVAL
+  /** The policy does not allow this user this request: EACCES. */
+  ERR_LIVEUPDATE_AGENT_PERMISSION: -13,
+  /** Over the user's quota of sessions or metadata bytes: EDQUOT. */
+  ERR_LIVEUPDATE_AGENT_QUOTA: -122,
+  /** A message the protocol does not allow: EPROTO. */
+  ERR_LIVEUPDATE_AGENT_PROTOCOL: -71,
+  /** No agent, or it cannot reach the device: ECONNREFUSED. */
+  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: -111,
+  /** A check failed or a client was not ready: nothing jumped. ECANCELED. */
+  ERR_LIVEUPDATE_UPDATE_REFUSED: -125,
+  /** A manifest of a newer major version: EOVERFLOW, a value this version cannot represent. */
+  ERR_LIVEUPDATE_MANIFEST_VERSION: -75,
+  /** The policy file cannot be used: EINVAL. */
+  ERR_LIVEUPDATE_AGENT_POLICY: -22,
 } as const;
 
 /** One of {@link AGENT_ERROR_CODES}. */

@@ -116,7 +116,7 @@ export {
   type UpdateOptions,
   type UpdateReport,
 } from './agent/client.js';
-export { DEFAULT_SOCKET as AGENT_SOCKET, type SessionInfo } from './agent/protocol.js';
+export { DEFAULT_SOCKET as AGENT_SOCKET, type SessionInfo, type JsonValue } from './agent/protocol.js';
 export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';
 export { MANIFEST_FORMAT, MANIFEST_VERSION, parseManifest, type Manifest, type ManifestSession } from './agent/manifest.js';
 export { AGENT_SESSION_NAME, kernelName as agentKernelName } from './agent/names.js';

@@ -31,7 +31,9 @@ export interface CreateSessionOptions {
 
 /** A session the agent handed over, with the metadata stored with it. */
 export interface AgentSession {
+  /** The session, incoming after a kexec, outgoing when re-attached. */
   session: Session;
+  /** The metadata the client gave at `createSession` (null if none). */
   metadata: JsonValue;
 }
 
@@ -43,6 +45,7 @@ export interface SessionsReport {
   kexecCount: number;
   /** From the manifest: when the last update began and when the state was frozen (ms since the epoch), or null. */
   updateStartedAt: number | null;
+  /** From the manifest: when the state was frozen for the kexec (ms since the epoch), or null. */
   frozenAt: number | null;
   /** When this agent opened the device in this kernel. */
   firstOpenAt: number | null;
@@ -52,8 +55,11 @@ export interface SessionsReport {
 
 /** Options of {@link AgentClient.update}. */
 export interface UpdateOptions {
+  /** Path of the next kernel image (read by the agent). */
   kernel: string;
+  /** Path of its initramfs, if any. */
   initrd?: string;
+  /** The next kernel's command line; it must keep `liveupdate=on` and KHO enabled. */
   cmdline: string;
   /** How long to wait for the clients to say ready (default 60000 ms). */
   timeoutMs?: number;
@@ -65,7 +71,9 @@ export interface UpdateOptions {
 
 /** The result of a dry run. */
 export interface UpdateReport {
+  /** True when the update stopped after the checks, as asked. */
   dryRun: boolean;
+  /** Each check the agent made, in order. */
   checks: UpdateCheck[];
 }
 
@@ -160,7 +168,14 @@ export class AgentClient {
   }
 
   /** Who the agent sees at this end (SO_PEERCRED). */
-  get peer(): { pid: number; uid: number; gid: number } {
+  get peer(): {
+    /** The process id. */
+    pid: number;
+    /** The user id. */
+    uid: number;
+    /** The group id. */
+    gid: number;
+  } {
     return this.#hello['peer'] as { pid: number; uid: number; gid: number };
   }
 

@@ -13,7 +13,12 @@ import type { JsonValue } from './protocol.js';
 export const MANIFEST_FORMAT = 'liveupdate-agent-manifest';
 
 /** This package writes version 1.0; it reads any 1.x (a minor version only adds fields). */
-export const MANIFEST_VERSION = { major: 1, minor: 0 } as const;
+export const MANIFEST_VERSION = {
+  /** Changes that older readers cannot read: they refuse the manifest. */
+  major: 1,
+  /** Additions older readers may ignore. */
+  minor: 0,
+} as const;
 
 /** The token of the manifest in the agent's session. */
 export const MANIFEST_TOKEN = 0n;
@@ -37,6 +42,7 @@ export interface ManifestSession {
 
 /** The manifest, version 1.0. Times are milliseconds since the Unix epoch (wall clock). */
 export interface Manifest {
+  /** Always {@link MANIFEST_FORMAT}: says what this JSON is. */
   format: typeof MANIFEST_FORMAT;
   /** `[major, minor]`: a reader refuses a newer major version. */
   version: [number, number];
@@ -47,7 +53,13 @@ export interface Manifest {
   /** The moment the manifest was sealed, just before the kexec: the start of the blackout. */
   frozenAt: number;
   /** The next kernel's image and command line, as the update asked. */
-  next: { kernel: string; cmdline: string };
+  next: {
+    /** The kernel image's path. */
+    kernel: string;
+    /** Its command line. */
+    cmdline: string;
+  };
+  /** Every session the agent holds, with its owner and metadata. */
   sessions: ManifestSession[];
 }
 

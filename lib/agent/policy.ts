@@ -9,7 +9,9 @@ import { agentError } from '../errors.js';
 
 /** Users and groups, by name or numeric id. */
 export interface Principals {
+  /** Users by name (from /etc/passwd) or uid. */
   users?: Array<string | number>;
+  /** Groups by name (from /etc/group) or gid: a member by primary or supplementary group. */
   groups?: Array<string | number>;
 }
 
@@ -22,20 +24,55 @@ export interface PolicyFile {
   /** Who may run `update` besides root (always allowed). */
   update?: Principals;
   /** Per-user limits (root has none). */
-  quota?: { sessions?: number; metadataBytes?: number };
+  quota?: {
+    /** Sessions a user may hold at once. */
+    sessions?: number;
+    /** Bytes of JSON metadata per session. */
+    metadataBytes?: number;
+  };
   /** `keep` (default): the agent holds a client's sessions after it disconnects, for it to re-attach; `release`: they die with it. */
   onClientExit?: 'keep' | 'release';
   /** After the kexec: sessions not claimed within `afterSeconds` are `keep`-t (default) or `finish`-ed (their files discarded). */
-  unclaimed?: { afterSeconds: number; action: 'keep' | 'finish' };
+  unclaimed?: {
+    /** Seconds after the agent's start in the new kernel. */
+    afterSeconds: number;
+    /** What happens to a session still unclaimed then. */
+    action: 'keep' | 'finish';
+  };
 }
 
 /** A policy with its names resolved to ids. */
 export interface Policy {
-  readonly connect: { uids: ReadonlySet<number>; gids: ReadonlySet<number> };
-  readonly update: { uids: ReadonlySet<number>; gids: ReadonlySet<number> };
-  readonly quota: { sessions: number; metadataBytes: number };
+  /** Who may connect besides root. */
+  readonly connect: {
+    /** Allowed uids. */
+    uids: ReadonlySet<number>;
+    /** Allowed gids (primary or supplementary). */
+    gids: ReadonlySet<number>;
+  };
+  /** Who may run `update` besides root. */
+  readonly update: {
+    /** Allowed uids. */
+    uids: ReadonlySet<number>;
+    /** Allowed gids (primary or supplementary). */
+    gids: ReadonlySet<number>;
+  };
+  /** Per-user limits (root has none). */
+  readonly quota: {
+    /** Sessions a user may hold at once. */
+    sessions: number;
+    /** Bytes of JSON metadata per session. */
+    metadataBytes: number;
+  };
+  /** Whether a client's sessions outlive its connection (`keep`) or die with it (`release`). */
   readonly onClientExit: 'keep' | 'release';
-  readonly unclaimed: { afterSeconds: number; action: 'keep' | 'finish' } | null;
+  /** What happens to sessions not claimed after the kexec, or null to keep them with no deadline. */
+  readonly unclaimed: {
+    /** Seconds after the agent's start in the new kernel. */
+    afterSeconds: number;
+    /** What happens to a session still unclaimed then. */
+    action: 'keep' | 'finish';
+  } | null;
 }
 
 /** Without a policy file: only root may connect and update; 64 sessions and 4 KiB of metadata per session otherwise. */

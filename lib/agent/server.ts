@@ -763,8 +763,11 @@ function writeManifestState(entries: Entry[]): number {
 
 /** One check of an update, as reported. */
 export interface UpdateCheck {
+  /** What was checked (`kernel-readable`, `liveupdate-on`, ...). */
   name: string;
+  /** Whether it passed. */
   ok: boolean;
+  /** Why it failed, or what was found. */
   detail?: string;
 }
 
