@@ -86,7 +86,7 @@ class Work {
 
 class SendWork : public Work {
  public:
-  SendWork(UniqueFd sock, std::vector<uint8_t> data, FdCopies fds, std::vector<int> copies, Framing framing)
+  SendWork(UniqueFd sock, std::vector<uint8_t> data, FdArgs fds, std::vector<int> copies, Framing framing)
       : fd_(sock.get()), fds_(std::move(fds)), sender_(std::move(sock), std::move(data), std::move(copies), framing) {}
   Step Start() override { return sender_.start(); }
   Step Next() override { return sender_.step(); }
@@ -98,7 +98,7 @@ class SendWork : public Work {
 
  private:
   int fd_;
-  FdCopies fds_;  // The copies of the fds being sent, kept open until done.
+  FdArgs fds_;  // The copies of the fds being sent, kept open until done.
   FdSender sender_;
 };
 
@@ -344,9 +344,9 @@ std::unique_ptr<Work> MakeSend(const Napi::CallbackInfo& info) {
   Framing framing = ArgFraming(info, 3);
   std::vector<int> all(fds);
   all.push_back(sock);
-  FdCopies::CheckOpen(info.Env(), all, "sendmsg");
-  FdCopies copies;
-  for (int& fd : fds) fd = copies.Dup(info.Env(), fd, "sendmsg");
+  FdArgs copies(When::kQueued);
+  copies.CheckOpen(info.Env(), all, "sendmsg");
+  for (int& fd : fds) fd = copies.Use(info.Env(), fd, "sendmsg");
   return std::make_unique<SendWork>(DupArg(info.Env(), sock), std::move(data), std::move(copies), std::move(fds), framing);
 }
 
@@ -427,7 +427,7 @@ void HandOver(FdPair& pair) {
   pair.fds[1].release();
 }
 
-Call<FdPair> PrepareSocketPair(const Napi::CallbackInfo& info) {
+Call<FdPair> PrepareSocketPair(const Napi::CallbackInfo& info, FdArgs) {
   int type = ArgInt32(info, 0, "type");
   return {"socketpair", [type](FdPair& pair) {
             int raw[2] = {-1, -1};
@@ -435,36 +435,34 @@ Call<FdPair> PrepareSocketPair(const Napi::CallbackInfo& info) {
           }};
 }
 
-Call<FdPair> PreparePipe(const Napi::CallbackInfo&) {
+Call<FdPair> PreparePipe(const Napi::CallbackInfo&, FdArgs) {
   return {"pipe2", [](FdPair& pair) {
             int raw[2] = {-1, -1};
             return pair.Adopt(pipe_cloexec(raw), raw);
           }};
 }
 
-Call<NewFd> PrepareUnixBind(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareUnixBind(const Napi::CallbackInfo& info, FdArgs) {
   int type = ArgInt32(info, 0, "type");
   std::string path = ArgString(info, 1, "path");
   return {"bind", [type, path](NewFd& out) { return out.Adopt(unix_bind(type, path)); }};
 }
 
-Call<NewFd> PrepareUnixConnect(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareUnixConnect(const Napi::CallbackInfo& info, FdArgs) {
   int type = ArgInt32(info, 0, "type");
   std::string path = ArgString(info, 1, "path");
   return {"connect", [type, path](NewFd& out) { return out.Adopt(unix_connect(type, path)); }};
 }
 
-Call<NewFd> PrepareUnixAccept(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareUnixAccept(const Napi::CallbackInfo& info, FdArgs fds) {
   int fd = ArgFd(info, 0, "fd");
-  FdCopies fds;
-  fd = fds.Dup(info.Env(), fd, "accept4");
+  fd = fds.Use(info.Env(), fd, "accept4");
   return {"accept4", [fd](NewFd& out) { return out.Adopt(unix_accept(fd)); }, std::move(fds)};
 }
 
-Call<int> PrepareSocketType(const Napi::CallbackInfo& info) {
+Call<int> PrepareSocketType(const Napi::CallbackInfo& info, FdArgs fds) {
   int fd = ArgFd(info, 0, "fd");
-  FdCopies fds;
-  fd = fds.Dup(info.Env(), fd, "getsockopt");
+  fd = fds.Use(info.Env(), fd, "getsockopt");
   return {"getsockopt", [fd](int& type) { return type = socket_type(fd); }, std::move(fds)};
 }
 
@@ -476,11 +474,11 @@ Call<int> PrepareSocketType(const Napi::CallbackInfo& info) {
 Napi::Value PinFds(const Napi::CallbackInfo& info) {
   // A message's fds and the socket that sends them.
   std::vector<int> fds = ArgFds(info, 0, "fds", kMaxFdsPerMessage + 1);
-  FdCopies::CheckOpen(info.Env(), fds, "fcntl");
-  auto copies = std::make_unique<FdCopies>();
+  auto copies = std::make_unique<FdArgs>(When::kQueued);
+  copies->CheckOpen(info.Env(), fds, "fcntl");
   Napi::Array out = Napi::Array::New(info.Env(), fds.size());
-  for (uint32_t i = 0; i < fds.size(); ++i) out.Set(i, Napi::Number::New(info.Env(), copies->Dup(info.Env(), fds[i], "fcntl")));
-  auto finalize = [](napi_env, void* data, void*) { delete static_cast<FdCopies*>(data); };
+  for (uint32_t i = 0; i < fds.size(); ++i) out.Set(i, Napi::Number::New(info.Env(), copies->Use(info.Env(), fds[i], "fcntl")));
+  auto finalize = [](napi_env, void* data, void*) { delete static_cast<FdArgs*>(data); };
   NAPI_THROW_IF_FAILED(info.Env(), napi_wrap(info.Env(), out, copies.get(), finalize, nullptr, nullptr), Napi::Value());
   copies.release();  // The array's finalizer owns it now.
   return out;
@@ -491,19 +489,19 @@ Napi::Value UnpinFds(const Napi::CallbackInfo& info) {
   if (!info[0].IsArray() || napi_remove_wrap(info.Env(), info[0], &data) != napi_ok) {
     ThrowArgType(info.Env(), "pinned", "an array made by pinFds");
   }
-  delete static_cast<FdCopies*>(data);
+  delete static_cast<FdArgs*>(data);
   return info.Env().Undefined();
 }
 
 // FD_CLOEXEC belongs to the fd number, not the file: these act on the
 // number itself, so they exist only in the synchronous form.
-Call<int> PrepareSetCloexec(const Napi::CallbackInfo& info) {
+Call<int> PrepareSetCloexec(const Napi::CallbackInfo& info, FdArgs) {
   int fd = ArgFd(info, 0, "fd");
   bool on = ArgBool(info, 1, "on");
   return {"fcntl", [fd, on](int&) { return set_cloexec(fd, on); }};
 }
 
-Call<int> PrepareGetCloexec(const Napi::CallbackInfo& info) {
+Call<int> PrepareGetCloexec(const Napi::CallbackInfo& info, FdArgs) {
   int fd = ArgFd(info, 0, "fd");
   return {"fcntl", [fd](int& on) { return on = get_cloexec(fd); }};
 }

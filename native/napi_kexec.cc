@@ -5,7 +5,7 @@
 namespace lu::napi {
 namespace {
 
-Call<int> PrepareKexecLoad(const Napi::CallbackInfo& info) {
+Call<int> PrepareKexecLoad(const Napi::CallbackInfo& info, FdArgs) {
   std::string kernel = ArgString(info, 0, "kernel");
   bool has_initrd = info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull();
   std::string initrd = has_initrd ? ArgString(info, 1, "initrd") : std::string();
@@ -15,19 +15,19 @@ Call<int> PrepareKexecLoad(const Napi::CallbackInfo& info) {
           }};
 }
 
-Call<int> PrepareKexecUnload(const Napi::CallbackInfo&) {
+Call<int> PrepareKexecUnload(const Napi::CallbackInfo&, FdArgs) {
   return {"kexec_file_load", [](int&) { return kexec_unload(); }};
 }
 
-Call<int> PrepareKexecLoaded(const Napi::CallbackInfo&) {
+Call<int> PrepareKexecLoaded(const Napi::CallbackInfo&, FdArgs) {
   return {"open", [](int& loaded) { return loaded = kexec_loaded(); }};
 }
 
-Call<int> PrepareKexecFileProbe(const Napi::CallbackInfo&) {
+Call<int> PrepareKexecFileProbe(const Napi::CallbackInfo&, FdArgs) {
   return {"kexec_file_load", [](int&) { return kexec_file_probe(); }};
 }
 
-Call<int> PrepareKexecExecute(const Napi::CallbackInfo& info) {
+Call<int> PrepareKexecExecute(const Napi::CallbackInfo& info, FdArgs) {
   bool sync_first = ArgBool(info, 0, "sync");
   return {"reboot", [sync_first](int&) { return kexec_execute(sync_first); }};
 }

@@ -1,7 +1,7 @@
 // N-API glue for the LUO ioctls (native/luo.h). Each Prepare* reads the JS
-// arguments into a Call; ExportCall makes its sync and Promise forms. Every
-// fd argument is copied when the call is made (FdCopies), so a queued ioctl
-// acts on the session or file the caller named then.
+// arguments into a Call; ExportCall makes its sync and Promise forms. A
+// Promise form's fd arguments are copied when the call is made (FdArgs), so
+// the queued ioctl acts on the session or file the caller named then.
 #include <cerrno>
 
 #include "luo.h"
@@ -10,61 +10,55 @@
 namespace lu::napi {
 namespace {
 
-Call<NewFd> PrepareOpenDevice(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareOpenDevice(const Napi::CallbackInfo& info, FdArgs) {
   std::string path = ArgString(info, 0, "path");
   return {"open", [path](NewFd& out) { return out.Adopt(open_device(path.c_str())); }};
 }
 
-Call<NewFd> PrepareCreateSession(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareCreateSession(const Napi::CallbackInfo& info, FdArgs fds) {
   int device = ArgFd(info, 0, "deviceFd");
   std::string name = ArgString(info, 1, "name");
-  FdCopies fds;
-  device = fds.Dup(info.Env(), device, "ioctl");
+  device = fds.Use(info.Env(), device, "ioctl");
   return {"ioctl", [device, name](NewFd& out) { return out.Adopt(create_session(device, name)); }, std::move(fds)};
 }
 
-Call<NewFd> PrepareRetrieveSession(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareRetrieveSession(const Napi::CallbackInfo& info, FdArgs fds) {
   int device = ArgFd(info, 0, "deviceFd");
   std::string name = ArgString(info, 1, "name");
-  FdCopies fds;
-  device = fds.Dup(info.Env(), device, "ioctl");
+  device = fds.Use(info.Env(), device, "ioctl");
   return {"ioctl", [device, name](NewFd& out) { return out.Adopt(retrieve_session(device, name)); }, std::move(fds)};
 }
 
-Call<int> PreparePreserveFd(const Napi::CallbackInfo& info) {
+Call<int> PreparePreserveFd(const Napi::CallbackInfo& info, FdArgs fds) {
   int session = ArgFd(info, 0, "sessionFd");
   int fd = ArgFd(info, 1, "fd");
   uint64_t token = ArgUint64(info, 2, "token");
-  FdCopies::CheckOpen(info.Env(), {session, fd}, "ioctl");
-  FdCopies fds;
-  session = fds.Dup(info.Env(), session, "ioctl");
-  fd = fds.Dup(info.Env(), fd, "ioctl");
+  fds.CheckOpen(info.Env(), {session, fd}, "ioctl");
+  session = fds.Use(info.Env(), session, "ioctl");
+  fd = fds.Use(info.Env(), fd, "ioctl");
   return {"ioctl", [session, fd, token](int&) { return preserve_fd(session, fd, token); }, std::move(fds)};
 }
 
-Call<NewFd> PrepareRetrieveFd(const Napi::CallbackInfo& info) {
+Call<NewFd> PrepareRetrieveFd(const Napi::CallbackInfo& info, FdArgs fds) {
   int session = ArgFd(info, 0, "sessionFd");
   uint64_t token = ArgUint64(info, 1, "token");
-  FdCopies fds;
-  session = fds.Dup(info.Env(), session, "ioctl");
+  session = fds.Use(info.Env(), session, "ioctl");
   return {"ioctl", [session, token](NewFd& out) { return out.Adopt(retrieve_fd(session, token)); }, std::move(fds)};
 }
 
-Call<int> PrepareFinishSession(const Napi::CallbackInfo& info) {
+Call<int> PrepareFinishSession(const Napi::CallbackInfo& info, FdArgs fds) {
   int session = ArgFd(info, 0, "sessionFd");
-  FdCopies fds;
-  session = fds.Dup(info.Env(), session, "ioctl");
+  session = fds.Use(info.Env(), session, "ioctl");
   return {"ioctl", [session](int&) { return finish_session(session); }, std::move(fds)};
 }
 
-Call<std::string> PrepareGetSessionName(const Napi::CallbackInfo& info) {
+Call<std::string> PrepareGetSessionName(const Napi::CallbackInfo& info, FdArgs fds) {
   int session = ArgFd(info, 0, "sessionFd");
-  FdCopies fds;
-  session = fds.Dup(info.Env(), session, "ioctl");
+  session = fds.Use(info.Env(), session, "ioctl");
   return {"ioctl", [session](std::string& name) { return get_session_name(session, name); }, std::move(fds)};
 }
 
-Call<int> PrepareClose(const Napi::CallbackInfo& info) {
+Call<int> PrepareClose(const Napi::CallbackInfo& info, FdArgs) {
   int fd = ArgFd(info, 0, "fd");
   // Never retried: after EINTR the fd is already gone on Linux.
   return {"close", [fd](int&) { return ::close(fd) < 0 ? -errno : 0; }};

@@ -21,10 +21,9 @@ Napi::Value ToJs(Napi::Env env, const PeerCredentials& cred) {
 namespace lu::napi {
 namespace {
 
-Call<PeerCredentials> PreparePeerCredentials(const Napi::CallbackInfo& info) {
+Call<PeerCredentials> PreparePeerCredentials(const Napi::CallbackInfo& info, FdArgs fds) {
   int fd = ArgFd(info, 0, "fd");
-  FdCopies fds;
-  fd = fds.Dup(info.Env(), fd, "getsockopt");
+  fd = fds.Use(info.Env(), fd, "getsockopt");
   return {"getsockopt", [fd](PeerCredentials& out) { return peer_credentials(fd, out); }, std::move(fds)};
 }
 

@@ -104,13 +104,15 @@ bool ArgBool(const Napi::CallbackInfo& info, size_t index, const char* name) {
   return value.As<Napi::Boolean>().Value();
 }
 
-void FdCopies::CheckOpen(Napi::Env env, const std::vector<int>& fds, const char* syscall) {
+void FdArgs::CheckOpen(Napi::Env env, const std::vector<int>& fds, const char* syscall) const {
+  if (when_ == When::kNow) return;
   for (int fd : fds) {
     if (::fcntl(fd, F_GETFD) < 0) throw ErrnoError(env, errno, syscall);
   }
 }
 
-int FdCopies::Dup(Napi::Env env, int fd, const char* syscall) {
+int FdArgs::Use(Napi::Env env, int fd, const char* syscall) {
+  if (when_ == When::kNow) return fd;
   copies_.reserve(copies_.size() + 1);  // A bad_alloc now, not after the dup.
   int copy = dup_cloexec(fd);
   if (copy < 0) throw ErrnoError(env, -copy, syscall);

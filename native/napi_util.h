@@ -42,27 +42,34 @@ bool ArgBool(const Napi::CallbackInfo& info, size_t index, const char* name);
 [[noreturn]] void ThrowArgType(Napi::Env env, const char* name, const char* expected);
 [[noreturn]] void ThrowArgRange(Napi::Env env, const char* name, const char* range);
 
-// The private copies of the caller's fds that a call acts on. Made with
-// F_DUPFD_CLOEXEC when the call is made, so a call queued on the thread pool
-// or the event loop acts on the files it was given even if the caller closes
-// (and the process reuses) the numbers meanwhile; closed when the call is
-// done with them.
-class FdCopies {
+// The fds a call acts on. A call run now (a sync form) acts on the caller's
+// numbers: no JS runs before it returns, so they still name the files the
+// caller gave. A queued call (a Promise form, a pinned send) acts on private
+// copies made with F_DUPFD_CLOEXEC when the call is made, so it acts on the
+// files it was given even if the caller closes (and the process reuses) the
+// numbers meanwhile; the copies are closed when the call is done with them.
+class FdArgs {
  public:
-  // Copies `fd`. When it cannot (EBADF: not open; EMFILE), throws the
-  // Node-style error under the syscall of the call itself, which is what
-  // would have failed: the copy is this layer's detail.
-  int Dup(Napi::Env env, int fd, const char* syscall);
-  // Throws EBADF (under `syscall`) unless every one of `fds` is open. Call it
-  // before the first Dup of a call with several fd arguments: a copy takes
-  // the lowest free number, which may be that of a later argument the caller
-  // closed, and the call would then act on the copy instead of failing.
-  static void CheckOpen(Napi::Env env, const std::vector<int>& fds, const char* syscall);
-  size_t size() const { return copies_.size(); }
+  enum class When { kNow, kQueued };
+  explicit FdArgs(When when) : when_(when) {}
+  // The fd the call should use for the caller's `fd`. A copy that cannot be
+  // made (EBADF: not open; EMFILE) throws the Node-style error under the
+  // syscall of the call itself, which is what would have failed: the copy
+  // is this layer's detail.
+  int Use(Napi::Env env, int fd, const char* syscall);
+  // For a queued call with several fd arguments, throws EBADF (under
+  // `syscall`) unless every one of `fds` is open. Call it before the first
+  // Use: a copy takes the lowest free number, which may be that of a later
+  // argument the caller closed, and the call would then act on the copy
+  // instead of failing. A call run now lets the syscall itself say EBADF.
+  void CheckOpen(Napi::Env env, const std::vector<int>& fds, const char* syscall) const;
+  size_t copies() const { return copies_.size(); }
 
  private:
+  When when_;
   std::vector<UniqueFd> copies_;
 };
+using When = FdArgs::When;
 
 // A result that is a new fd: owned here until JS has received it, so an fd
 // whose Promise cannot be resolved (the environment is going away) is closed.
@@ -77,13 +84,18 @@ struct NewFd {
 
 // A prepared kernel call: `run` executes off or on the JS thread and returns
 // 0 (or a non-negative value) or -errno, filling a result of type T that
-// then becomes a JS value. `fds` are the copies `run` acts on.
+// then becomes a JS value. `fds` holds any copies `run` acts on.
 template <typename T>
 struct Call {
   const char* syscall;
   std::function<int(T&)> run;
-  FdCopies fds = {};
+  FdArgs fds = FdArgs(When::kNow);
 };
+
+// What every Prepare* is: the JS arguments (and how their fds are to be
+// held, FdArgs) turned into a Call.
+template <typename T>
+using Prepare = Call<T> (*)(const Napi::CallbackInfo&, FdArgs);
 
 // Turning results into JS values. ToJs must not give up ownership of
 // anything: HandOver does, once the value has reached JS.
@@ -186,21 +198,21 @@ class CallWorker {
 // Registers `name` (synchronous) only: for calls that act on the fd number
 // itself (close, FD_CLOEXEC), which cannot be deferred without acting on
 // whatever file has the number by then.
-template <typename T, Call<T> (*Prepare)(const Napi::CallbackInfo&)>
+template <typename T, Prepare<T> prepare>
 void ExportSyncCall(Napi::Env env, Napi::Object exports, const char* name) {
   exports.Set(name, Napi::Function::New(env, [name](const Napi::CallbackInfo& info) {
-                return Guarded(info.Env(), name, [&] { return RunSync(info.Env(), Prepare(info)); });
+                return Guarded(info.Env(), name, [&] { return RunSync(info.Env(), prepare(info, FdArgs(When::kNow))); });
               }, name));
 }
 
 // Registers `name` (synchronous) and `name + "Async"` (Promise) from one
 // function that turns the JS arguments into a Call.
-template <typename T, Call<T> (*Prepare)(const Napi::CallbackInfo&)>
+template <typename T, Prepare<T> prepare>
 void ExportCall(Napi::Env env, Napi::Object exports, const char* name) {
-  ExportSyncCall<T, Prepare>(env, exports, name);
+  ExportSyncCall<T, prepare>(env, exports, name);
   std::string async_name = std::string(name) + "Async";
   exports.Set(async_name, Napi::Function::New(env, [name](const Napi::CallbackInfo& info) {
-                return Guarded(info.Env(), name, [&] { return CallWorker<T>::Queue(info.Env(), Prepare(info)); });
+                return Guarded(info.Env(), name, [&] { return CallWorker<T>::Queue(info.Env(), prepare(info, FdArgs(When::kQueued))); });
               }, async_name));
 }
 

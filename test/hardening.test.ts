@@ -328,6 +328,31 @@ describe('a call acts on the files it was given when it was made', () => {
   }, 60_000);
 });
 
+// A full fd table: no copy can be made. The sync form uses the caller's own
+// number, and so still answers; the Promise form needs a copy, and refuses.
+const FULL_FD_TABLE = `
+const lu = require(dist);
+const fs = require('fs');
+const memfd = lu.memfd.createSync('full-table', { allowSealing: true });
+const filler = [];
+for (;;) { try { filler.push(fs.openSync('/dev/null', 'r')); } catch (e) { if (e.code !== 'EMFILE') throw e; break; } }
+const out = { filled: filler.length };
+out.sync = lu.memfd.getSealsSync(memfd);
+lu.memfd.getSeals(memfd).then((seals) => { out.promise = seals; }, (e) => { out.promise = e.code + ' ' + e.syscall; }).finally(() => {
+  for (const fd of filler) fs.closeSync(fd);
+  console.log(JSON.stringify(out));
+});
+`;
+
+describe('a sync call acts on the caller\'s own fd, at once', () => {
+  it('answers with the fd table full, where the Promise form (which needs a copy) refuses with EMFILE', () => {
+    const out = lastJson<{ filled: number; sync: number; promise: number | string }>(runNode(FULL_FD_TABLE, { shell: 'ulimit -n 128' }));
+    expect(out.filled).toBeGreaterThan(0);
+    expect(out.sync).toBe(0);
+    expect(out.promise).toBe('EMFILE fcntl');
+  });
+});
+
 // ---- 4. A manager that never reads ------------------------------------------------
 
 // The notify socket is bound and never read; its queue fills. Every call must
