@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CpioWriter } from '../lib/vm/cpio.js';
 import { nextCmdline, stageFromCmdline } from '../lib/vm/guest.js';
-import { compareVersions, findKernels, kernelInputsHash, kernelRelease } from '../lib/vm/kernels.js';
+import { buildGuestImage, mke2fsPath } from '../lib/vm/initramfs.js';
+import { compareVersions, findKernels, kernelInputsHash, kernelRelease, kernelsCanMountSystemDisk } from '../lib/vm/kernels.js';
 import { formatRecord, parseRecord } from '../lib/vm/protocol.js';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -178,4 +179,58 @@ describe('kernels', () => {
     expect(compareVersions('7.10', '7.9')).toBeGreaterThan(0);
     expect(compareVersions('7.2', '7.2')).toBe(0);
   });
+
+  it('takes a system disk only when the config beside every image has virtio-blk and ext2 built in', () => {
+    const kernel = (config: string | undefined): string => {
+      const dir = tmp();
+      fakeBzImage(path.join(dir, 'bzImage'), '7.2.13');
+      if (config !== undefined) fs.writeFileSync(path.join(dir, 'config'), config);
+      return path.join(dir, 'bzImage');
+    };
+    const able = kernel('CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=y\n# comment\nCONFIG_EXT2_FS=y\n');
+    expect(kernelsCanMountSystemDisk([able])).toBe(true);
+    expect(kernelsCanMountSystemDisk([able, kernel(undefined)])).toBe(false);
+    expect(kernelsCanMountSystemDisk([kernel('CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT2_FS=y\n')])).toBe(false);
+    expect(kernelsCanMountSystemDisk([kernel('CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=y\n# CONFIG_EXT2_FS is not set\n')])).toBe(false);
+  });
+});
+
+describe('the system disk', () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  /** `debugfs -R 'stat PATH'` of an ext2 image: the file's size, read without mounting anything. */
+  function sizeOnDisk(disk: string, file: string): number {
+    const debugfs = path.join(path.dirname(mke2fsPath() ?? '/usr/sbin/mke2fs'), 'debugfs');
+    const out = execFileSync(debugfs, ['-R', `stat ${file}`, disk], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const match = /Size: (\d+)/.exec(out);
+    if (match?.[1] === undefined) throw new Error(`no ${file} on ${disk}: ${out}`);
+    return Number(match[1]);
+  }
+
+  it('carries node, its libraries and the kernels, and leaves the initrd the package and a static /init', () => {
+    const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'lu-disk-'));
+    dirs.push(cache);
+    const kernel = path.join(cache, 'bzImage');
+    fs.writeFileSync(kernel, Buffer.alloc(4096, 1));
+    const image = buildGuestImage({ kernels: [kernel], scenarios: [], cacheDir: cache, systemDisk: true });
+    expect(image.disk).toBeDefined();
+    const disk = image.disk as string;
+    const node = fs.realpathSync(process.execPath);
+    expect(sizeOnDisk(disk, '/usr/bin/node')).toBeGreaterThan(0);
+    expect(sizeOnDisk(disk, '/usr/bin/node')).toBeLessThanOrEqual(fs.statSync(node).size);
+    expect(sizeOnDisk(disk, '/boot/kernel-0.bzImage')).toBe(4096);
+    const names = readNewc(fs.readFileSync(image.initrd)).entries.map((e) => e.name);
+    expect(names).toContain('lu/node_modules/liveupdate/package.json');
+    expect(names).toContain('init.js');
+    expect(names.filter((n) => /^(usr|lib|lib64|boot)\/./.test(n))).toEqual([]);
+    const init = readNewc(fs.readFileSync(image.initrd)).entries.find((e) => e.name === 'init');
+    expect(init?.data.subarray(0, 4).toString('latin1')).toBe('\x7fELF');
+    expect(fs.statSync(image.initrd).size).toBeLessThan(16 * 1024 * 1024);
+    // The same inputs: both from the cache.
+    const again = buildGuestImage({ kernels: [kernel], scenarios: [], cacheDir: cache, systemDisk: true });
+    expect([again.cached, again.disk]).toEqual([true, disk]);
+  }, 60_000);
 });

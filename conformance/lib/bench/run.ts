@@ -91,6 +91,9 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       scenarios: [path.join(root, 'dist', 'bench', 'scenario.js')],
       files: { [GUEST_C_BENCH]: cBench, [GUEST_NODE_AGENT]: path.join(root, 'bench', 'blackout-agent.js') },
       cmdline: benchCmdline(params),
+      // The C program is pid 1 (rdinit=) and starts node's blackout agent
+      // before any /init could mount a system disk: node must be in the initrd.
+      systemDisk: false,
       memory,
       cpus: GUEST_CPUS,
       logDir: path.join(root, '.vm-out'),

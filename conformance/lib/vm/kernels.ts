@@ -110,3 +110,24 @@ export function compareVersions(a: string, b: string): number {
   }
   return 0;
 }
+
+/** What a kernel must have built in to mount the guest's system disk (see initramfs.ts). */
+const SYSTEM_DISK_OPTIONS = ['CONFIG_VIRTIO_PCI', 'CONFIG_VIRTIO_BLK', 'CONFIG_EXT2_FS'];
+
+/**
+ * Whether every one of `images` can mount the guest's system disk, judged by
+ * the build config beside each image (`config`, as vm/build-kernel.sh leaves
+ * it). An image without one (your own kernel) is taken not to: the guest
+ * then carries everything in its initrd, which works on any LUO kernel.
+ */
+export function kernelsCanMountSystemDisk(images: readonly string[]): boolean {
+  return images.every((image) => {
+    let config: string;
+    try {
+      config = fs.readFileSync(path.join(path.dirname(fs.realpathSync(image)), 'config'), 'utf8');
+    } catch {
+      return false;
+    }
+    return SYSTEM_DISK_OPTIONS.every((option) => new RegExp(`^${option}=y$`, 'm').test(config));
+  });
+}

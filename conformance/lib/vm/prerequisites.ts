@@ -3,7 +3,8 @@
  * how to get what is missing: the demo and the kernel tests print these.
  */
 import { spawnSync } from 'node:child_process';
-import { findKernels, NO_KERNEL_HELP } from './kernels.js';
+import { mke2fsPath, MKE2FS_HELP } from './initramfs.js';
+import { findKernels, kernelsCanMountSystemDisk, NO_KERNEL_HELP } from './kernels.js';
 import { qemuBinary } from './qemu.js';
 
 /** One line: QEMU is missing, and how to install it. */
@@ -16,10 +17,13 @@ export function hasQemu(qemu = qemuBinary()): boolean {
   return spawnSync(qemu, ['--version'], { stdio: 'ignore' }).error === undefined;
 }
 
-/** One line per missing prerequisite of the kernel tests (QEMU, a kernel); empty when all are there. */
+/** One line per missing prerequisite of the kernel tests (QEMU, a kernel, mke2fs for a system disk); empty when all are there. */
 export function missingPrerequisites(): string[] {
   const missing: string[] = [];
   if (!hasQemu()) missing.push(qemuHelp());
-  if (findKernels().length === 0) missing.push(NO_KERNEL_HELP);
+  const kernels = findKernels();
+  if (kernels.length === 0) missing.push(NO_KERNEL_HELP);
+  const needsDisk = kernels.length > 0 && kernelsCanMountSystemDisk(kernels.map((k) => k.path));
+  if (needsDisk && mke2fsPath() === undefined) missing.push(MKE2FS_HELP);
   return missing;
 }

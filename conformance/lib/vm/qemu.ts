@@ -14,7 +14,7 @@ import { buildGuestImage, type GuestImage, type GuestImageOptions } from './init
 import { parseRecord, STAGE_PARAM, type CheckRecord, type ErrorInfo, type GuestRecord, type JsonValue } from './protocol.js';
 
 /** The guest image's options a run passes on to {@link buildGuestImage}. */
-type ImageOptions = Pick<GuestImageOptions, 'kernels' | 'scenarios' | 'packageRoot' | 'files' | 'stageParams'>;
+type ImageOptions = Pick<GuestImageOptions, 'kernels' | 'scenarios' | 'packageRoot' | 'files' | 'stageParams' | 'systemDisk'>;
 
 /** How to run a boot: the guest image (kernels per stage, scenarios, package, extra files), and QEMU's settings. */
 export interface RunOptions extends ImageOptions {
@@ -144,22 +144,23 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
   const name = options.name ?? 'vm';
   const started = Date.now();
   const progress = progressPrinter(name, started, options.onProgress);
-  const { kernels, scenarios, packageRoot, files, stageParams } = options;
+  const { kernels, scenarios, packageRoot, files, stageParams, systemDisk } = options;
   const image = buildGuestImage({
     kernels,
     scenarios,
     ...(packageRoot === undefined ? {} : { packageRoot }),
     ...(files === undefined ? {} : { files }),
     ...(stageParams === undefined ? {} : { stageParams }),
+    ...(systemDisk === undefined ? {} : { systemDisk }),
   });
-  progress(`guest image ${mb(fs.statSync(image.initrd).size)} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
+  progress(`guest image ${mb(fs.statSync(image.initrd).size)}${image.disk === undefined ? '' : ` + system disk ${mb(fs.statSync(image.disk).size)}`} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
   const kernel = options.kernels[0];
   if (kernel === undefined) throw new Error('runVm: no kernel image given');
   const collector = new Collector(started, progress, options.onRecord);
   const initrd = options.initrds?.length ? appendArchives(image.initrd, options.initrds) : image.initrd;
   let exit: Exit;
   try {
-    exit = await boot(options, kernel, initrd, collector, progress);
+    exit = await boot(options, kernel, initrd, image.disk, collector, progress);
   } finally {
     if (initrd !== image.initrd) fs.rmSync(path.dirname(initrd), { recursive: true, force: true });
   }
@@ -193,7 +194,7 @@ interface Exit {
   readonly stderr: string;
 }
 
-function qemuArgs(options: RunOptions, kernel: string, initrd: string, resultsFile: string): string[] {
+function qemuArgs(options: RunOptions, kernel: string, initrd: string, disk: string | undefined, resultsFile: string): string[] {
   const firstStage = options.stageParams?.[0];
   const cmdline = [...BASE_CMDLINE, ...(options.cmdline ? [options.cmdline] : []), ...(firstStage ? [firstStage] : []), `${STAGE_PARAM}=1`].join(' ');
   return [
@@ -210,11 +211,13 @@ function qemuArgs(options: RunOptions, kernel: string, initrd: string, resultsFi
     '-kernel', kernel,
     '-initrd', initrd,
     '-append', cmdline,
+    // The system disk stays attached across the kexecs: every kernel mounts it again.
+    ...(disk === undefined ? [] : ['-drive', `file=${disk},format=raw,if=virtio,readonly=on`]),
     ...(options.qemuArgs ?? []),
   ];
 }
 
-function boot(options: RunOptions, kernel: string, initrd: string, collector: Collector, progress: (line: string) => void): Promise<Exit> {
+function boot(options: RunOptions, kernel: string, initrd: string, disk: string | undefined, collector: Collector, progress: (line: string) => void): Promise<Exit> {
   const qemu = qemuBinary(options);
   progress(`booting ${path.basename(path.dirname(kernel))}/${path.basename(kernel)} with ${qemu}`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-vm-'));
@@ -222,7 +225,7 @@ function boot(options: RunOptions, kernel: string, initrd: string, collector: Co
   fs.writeFileSync(resultsFile, '');
   const tail = new FileTail(resultsFile, (chunk) => collector.resultData(chunk));
   return new Promise<Exit>((resolve, reject) => {
-    const child = spawn(qemu, qemuArgs(options, kernel, initrd, resultsFile), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(qemu, qemuArgs(options, kernel, initrd, disk, resultsFile), { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     let timedOut = false;
     let grace: NodeJS.Timeout | undefined;
