@@ -38,6 +38,11 @@ export function describeOneKernel(title: string, body: (kernel: KernelImage) => 
   describe(`${title} on ${kernel.release}`, () => body(kernel));
 }
 
+/** The newest of the kernels under test (findKernels lists them oldest first). */
+export function newest(all: readonly KernelImage[]): KernelImage | undefined {
+  return all[all.length - 1];
+}
+
 /** Set once a file has declared the failing test that names a missing prerequisite. */
 let explained = false;
 
