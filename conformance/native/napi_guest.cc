@@ -9,7 +9,7 @@
 namespace lu::napi {
 namespace {
 
-Call<int> PrepareMount(const Napi::CallbackInfo& info) {
+Call<int> PrepareMount(const Napi::CallbackInfo& info, FdArgs) {
   std::string source = ArgString(info, 0, "source");
   std::string target = ArgString(info, 1, "target");
   std::string fstype = ArgString(info, 2, "fstype");
@@ -22,11 +22,11 @@ Call<int> PrepareMount(const Napi::CallbackInfo& info) {
           }};
 }
 
-Call<int> PreparePowerOff(const Napi::CallbackInfo&) {
+Call<int> PreparePowerOff(const Napi::CallbackInfo&, FdArgs) {
   return {"reboot", [](int&) { return power_off(); }};
 }
 
-Call<int> PrepareSetRlimitNofile(const Napi::CallbackInfo& info) {
+Call<int> PrepareSetRlimitNofile(const Napi::CallbackInfo& info, FdArgs) {
   int32_t soft = ArgInt32(info, 0, "soft");
   int32_t hard = ArgInt32(info, 1, "hard");
   return {"setrlimit", [soft, hard](int&) {
