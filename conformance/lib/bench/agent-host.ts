@@ -10,9 +10,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentClient } from 'liveupdate';
 import { libraryRoot } from '../vm/initramfs.js';
+import { connectRetrying } from './agent-connect.js';
 
 /** Sizes of the host load. */
 export interface AgentHostParams {
@@ -47,25 +47,13 @@ function startAgent(dir: string): { child: ChildProcess; socket: string; log: ()
   return { child, socket, log: () => log };
 }
 
-async function connectWhenAnswering(socket: string, agent: ChildProcess, log: () => string): Promise<AgentClient> {
-  const deadline = Date.now() + ANSWER_TIMEOUT_MS;
-  for (;;) {
-    try {
-      return await AgentClient.connect({ socket });
-    } catch (error) {
-      if (agent.exitCode !== null || Date.now() > deadline) throw new Error(`the agent did not answer (${(error as Error).message}):\n${log()}`);
-      await sleep(20);
-    }
-  }
-}
-
 /** Runs the host load against a fresh agent process; stops it after. */
 export async function runAgentHost(params: AgentHostParams, progress: (line: string) => void): Promise<AgentHostRounds> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lu-bench-agent-'));
   const agent = startAgent(dir);
   try {
     progress(`host: the agent process against ${params.clients} clients, ${params.rounds} rounds (after ${params.warmup} warm-up) of ${params.iterations}× ready + sessions each`);
-    const first = await connectWhenAnswering(agent.socket, agent.child, agent.log);
+    const first = await connectRetrying(agent.socket, agent.child, performance.now() + ANSWER_TIMEOUT_MS, agent.log);
     const clients = [first, ...(await Promise.all(Array.from({ length: params.clients - 1 }, () => AgentClient.connect({ socket: agent.socket }))))];
     const perRound = params.clients * params.iterations * 2;
     const rates: number[] = [];

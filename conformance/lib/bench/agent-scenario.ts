@@ -25,10 +25,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentClient, memfd, type Session } from 'liveupdate';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
+import { connectRetrying } from './agent-connect.js';
 import { agentCountsFromCmdline } from './params.js';
 import { guestMachine } from './scenario.js';
 
@@ -40,7 +40,6 @@ const FILE_BYTES = 4096;
 /** How long the agent may take to answer, and the update to kexec (TCG is slow). */
 const ANSWER_TIMEOUT_MS = 300_000;
 const UPDATE_TIMEOUT_S = 120;
-const RETRY_MS = 20;
 const NS_PER_MS = 1e6;
 
 /** Milliseconds since boot (CLOCK_MONOTONIC). */
@@ -73,17 +72,15 @@ function initExecMs(): number {
 class AgentProcess {
   readonly child: ChildProcess;
   log = '';
-  exited: number | null | undefined;
 
   constructor() {
     const launcher = `Promise.resolve(require(${JSON.stringify(CLI)}).main(['agent', '--socket', ${JSON.stringify(SOCKET)}])).then((code) => { process.exitCode = code; });`;
     this.child = spawn(process.execPath, ['-e', launcher], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr?.on('data', (chunk: Buffer) => (this.log += chunk.toString()));
-    this.child.on('exit', (code) => (this.exited = code));
   }
 
   stop(): Promise<number | null> {
-    if (this.exited !== undefined) return Promise.resolve(this.exited);
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve(this.child.exitCode);
     return new Promise((resolve) => {
       this.child.once('exit', resolve);
       this.child.kill('SIGTERM');
@@ -91,22 +88,14 @@ class AgentProcess {
   }
 }
 
-/** A client's connection, retried while the agent is not (yet) accepting, as a real client would. */
-async function connect(agent: AgentProcess, deadline: number): Promise<AgentClient> {
-  for (;;) {
-    try {
-      return await AgentClient.connect({ socket: SOCKET });
-    } catch (error) {
-      if (agent.exited !== undefined) throw new Error(`the agent exited with ${String(agent.exited)}:\n${agent.log}`);
-      if (nowMs() > deadline) throw error;
-      await sleep(RETRY_MS);
-    }
-  }
+/** A client's connection, retried while the agent is not (yet) accepting. */
+function connect(agent: AgentProcess, deadline: number): Promise<AgentClient> {
+  return connectRetrying(SOCKET, agent.child, deadline, () => agent.log);
 }
 
 /** The instant the agent first answered a client (connect + hello). */
 async function whenAnswering(agent: AgentProcess): Promise<number> {
-  const client = await connect(agent, nowMs() + ANSWER_TIMEOUT_MS);
+  const client = await connect(agent, performance.now() + ANSWER_TIMEOUT_MS);
   const at = nowMs();
   await client.close();
   return at;
@@ -137,7 +126,7 @@ async function preserveClients(ctx: StageContext, agent: AgentProcess, count: nu
   const started = nowMs();
   await Promise.all(
     range(count).map(async (i) => {
-      const client = await connect(agent, started + ANSWER_TIMEOUT_MS);
+      const client = await connect(agent, performance.now() + ANSWER_TIMEOUT_MS);
       const session = await client.createSession(sessionName(ctx.stage, i), { metadata: i });
       await session.preserve(files[i] as number, TOKEN);
       await client.ready();
@@ -169,7 +158,7 @@ async function claimClients(ctx: StageContext, agent: AgentProcess, count: numbe
   const started = nowMs();
   const claimed = await Promise.all(
     range(count).map(async (i): Promise<Claimed> => {
-      const client = await connect(agent, started + ANSWER_TIMEOUT_MS);
+      const client = await connect(agent, performance.now() + ANSWER_TIMEOUT_MS);
       const { session } = await client.retrieveSession(sessionName(stage, i));
       const fd = await session.retrieve(TOKEN);
       return { client, session, fd, at: nowMs() };
