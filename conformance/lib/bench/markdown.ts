@@ -2,8 +2,10 @@
  * Writes BENCHMARKS.md from the JSON of one full run, so that every number
  * in it comes from that run and the text around them cannot drift from it:
  *
- *   npm run bench -- --json > bench.json
+ *   npm run -s bench -- --json > bench.json
  *   node conformance/dist/bench/markdown.js bench.json > BENCHMARKS.md
+ *
+ * (`-s`: without it npm writes its own banner to stdout, ahead of the JSON.)
  * @internal
  */
 import * as fs from 'node:fs';
@@ -32,7 +34,7 @@ What does the binding cost against a few lines of C? \`npm run bench\` answers i
 
 \`\`\`sh
 npm run bench                      # table on stdout, progress on stderr
-npm run bench -- --json            # one JSON object
+npm run -s bench -- --json         # one JSON object (-s: no npm banner on stdout)
 npm run bench -- --boots 3         # independent boots of the guest benchmark (default 5)
 npm run bench -- --quick           # fewer rounds, 64 MiB instead of 1 GiB, agent path 1 and 10 clients (CI: --quick --boots 1)
 npm run bench -- --host-only       # the host cases alone: no kernel, no QEMU
