@@ -4,6 +4,7 @@
  * Pure.
  * @internal
  */
+import type { AgentHostResult } from './agent-report.js';
 import type { FormRounds, HostRounds } from './host.js';
 import { medianEstimate, ratioOverBoots, verdict, type Interval } from './stats.js';
 
@@ -63,6 +64,8 @@ export interface HostOnlyResult {
   readonly commit: string;
   readonly host: HostResult;
   readonly fdpass: FdPassResult;
+  /** The agent's requests per second on the host (the guest half of the agent path needs a kernel). */
+  readonly agent: { readonly host: AgentHostResult };
   readonly targets: readonly Target[];
 }
 

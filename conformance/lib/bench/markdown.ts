@@ -2,13 +2,17 @@
  * Writes BENCHMARKS.md from the JSON of one full run, so that every number
  * in it comes from that run and the text around them cannot drift from it:
  *
- *   npm run bench -- --json > bench.json
+ *   npm run -s bench -- --json > bench.json
  *   node conformance/dist/bench/markdown.js bench.json > BENCHMARKS.md
+ *
+ * (`-s`: without it npm writes its own banner to stdout, ahead of the JSON.)
  * @internal
  */
 import * as fs from 'node:fs';
+import type { AgentResult } from './agent-report.js';
 import type { Target } from './host-report.js';
 import { formatTable, type BenchResult } from './report.js';
+import type { Interval } from './stats.js';
 
 const INTRO = `# Benchmarks
 
@@ -23,12 +27,16 @@ What does the binding cost against a few lines of C? \`npm run bench\` answers i
   \`Session\`, \`memfd\`) side by side with [\`bench/luo_bench.c\`](conformance/bench/luo_bench.c), a static C
   program making the same ioctls with the structures of
   [\`include/liveupdate/abi.h\`](include/liveupdate/abi.h), and the blackout after a kexec taken apart.
+- **The agent path**, in a guest run of its own per boot: the real \`liveupdate agent\` across kexecs
+  made by \`liveupdate update\`, and the time from the new kernel's \`/init\` until every client
+  holds its fds again, for 1, 10 and 100 clients; the agent's requests per second, in the guest
+  and on the host.
 
 \`\`\`sh
 npm run bench                      # table on stdout, progress on stderr
-npm run bench -- --json            # one JSON object
+npm run -s bench -- --json         # one JSON object (-s: no npm banner on stdout)
 npm run bench -- --boots 3         # independent boots of the guest benchmark (default 5)
-npm run bench -- --quick           # fewer rounds, 64 MiB instead of 1 GiB (CI: --quick --boots 1)
+npm run bench -- --quick           # fewer rounds, 64 MiB instead of 1 GiB, agent path 1 and 10 clients (CI: --quick --boots 1)
 npm run bench -- --host-only       # the host cases alone: no kernel, no QEMU
 npm run bench -- --kernel 7.3      # another cached kernel series, a release, or a bzImage path
 node conformance/dist/bench/markdown.js bench.json > BENCHMARKS.md   # this file, from a run's JSON
@@ -75,6 +83,24 @@ const METHOD = `## How it measures
   instant of each step; \`node -e 0\` run in the same guest afterwards is the floor under node's
   start. The package's share is what the agent does once running (node: require, open,
   retrieves; C: open, retrieves).
+- **The agent path** (\`agent\`; no target: the issue sets none): its own guest run per boot,
+  because the agent owns \`/dev/liveupdate\` for its whole life. One kernel per client count and
+  one more: in the first, the test bed's runner starts the agent (the library's CLI, its own
+  node process) and 1 client connects, creates a session, preserves a memfd and says ready;
+  \`liveupdate update\` kexecs. In the next kernel the agent starts again, that client claims its
+  session and retrieves its fd, then 10 new clients preserve and the update kexecs; then 10
+  claim and 100 preserve; then 100 claim (\`--quick\`: 1 and 10 only). So each count claims in a
+  kernel where it is the only one. The clients are connections of the runner, all of a count at
+  once; each checks afterwards that it got its own bytes back. Every step is timed from \`/init\`
+  (pid 1 is the runner, node: its time origin on the monotonic clock, which counts from boot):
+  the runner reaching its first case, the agent (a fresh node that has read its manifest)
+  answering, every client holding its fd; the claim phase alone is the clients' first connect to
+  the last fd. The pid 1 task's start from \`/proc/1/stat\` (clock ticks, the guest's tick) comes
+  earlier, before the kernel unpacks the initramfs, and is shown for comparison. Requests per
+  second in the guest: hello, createSession and ready per client (the preserve is the client's
+  own ioctl) over the preserve phase. On the host, no LUO needed: the agent process from
+  \`bin/liveupdate.js\` with no device, and clients in the benchmark's process repeating
+  \`ready\` + \`sessions\`, in rounds of all clients at once; the median over rounds.
 - **The machine is read, not assumed**: QEMU's accelerator from the guest's hypervisor CPUID
   signature, the clock tick (\`sysconf(_SC_CLK_TCK)\`) of host and guest, the load average
   around the run.
@@ -85,6 +111,27 @@ const METHOD = `## How it measures
 The benchmark never fails for slow numbers. \`conformance/test/kernel/bench.test.ts\` runs \`--quick --boots 1\`
 on one kernel in CI and checks that every field is there with sane values, so it cannot rot.
 `;
+
+const span = (value: number, interval: Interval): string => `${Math.round(value)} [${Math.round(interval[0])}, ${Math.round(interval[1])}]`;
+
+/** The agent path: a column per client count, medians over boots with their intervals. */
+function agentTable(a: AgentResult): string {
+  const after = a.after_kexec;
+  const row = (name: string, cells: readonly string[]): string => `| ${name} | ${cells.join(' | ')} |`;
+  return [
+    row('ms from the new kernel\'s /init (median [95% interval])', after.map((x) => `${x.clients} client(s)`)),
+    `|---|${after.map(() => '---|').join('')}`,
+    row('kernel start to /init running (not counted)', after.map((x) => span(x.kernel_to_init_ms, x.kernel_to_init_ms_ci95))),
+    row('/init to the runner starting the agent', after.map((x) => span(x.init_to_runner_ms, x.init_to_runner_ms_ci95))),
+    row('/init to the agent answering', after.map((x) => span(x.init_to_agent_answering_ms, x.init_to_agent_answering_ms_ci95))),
+    row('**/init to every client holding its fds again**', after.map((x) => `**${span(x.init_to_all_hold_fds_ms, x.init_to_all_hold_fds_ms_ci95)}**`)),
+    row('the claim phase alone (first connect to last fd)', after.map((x) => span(x.claim_ms, x.claim_ms_ci95))),
+    row('clients holding their own bytes again', after.map((x) => `${x.held} of ${x.clients}`)),
+    row('agent requests/s in the guest while they preserved', a.preserve.map((p) => `${p.requests_per_s.toFixed(1)} [${p.requests_per_s_ci95[0].toFixed(1)}, ${p.requests_per_s_ci95[1].toFixed(1)}]`)),
+    '',
+    `On the host (no LUO): the agent process served ${a.host.clients} clients at ${span(a.host.requests_per_s, a.host.requests_per_s_ci95)} requests/s (median of ${a.host.rounds} rounds).`,
+  ].join('\n');
+}
 
 function targetsTable(targets: readonly Target[]): string {
   const rows = targets.map((t) => `| ${t.name} | ${t.value} | [${t.ci95[0]}, ${t.ci95[1]}] | ${t.verdict === 'met' ? 'met' : `**${t.verdict}**`} |`);
@@ -107,6 +154,10 @@ export function benchmarksMarkdown(r: BenchResult): string {
     formatTable(r),
     '```',
     '',
+    '## The agent path',
+    '',
+    agentTable(r.agent),
+    '',
     '## Targets',
     '',
     targetsTable(r.targets),
@@ -125,7 +176,7 @@ function main(): void {
   const file = process.argv[2];
   if (file === undefined) throw new Error('usage: node conformance/dist/bench/markdown.js RESULT.json > BENCHMARKS.md');
   const result = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResult;
-  if (!('boots' in result) || !('host' in result)) throw new Error(`${file} is not the JSON of a full \`npm run bench -- --json\``);
+  if (!('boots' in result) || !('host' in result) || !('agent' in result)) throw new Error(`${file} is not the JSON of a full \`npm run bench -- --json\``);
   process.stdout.write(benchmarksMarkdown(result));
 }
 

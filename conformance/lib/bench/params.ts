@@ -63,3 +63,28 @@ export function paramsFromCmdline(cmdline: string): BenchParams {
   };
   return { n: get('n'), rounds: get('rounds'), warmup: get('warmup'), large: get('large'), largeRounds: get('largeRounds') };
 }
+
+/**
+ * Clients of the agent path, one count per kernel after the first: each
+ * count preserves in one kernel and claims in the next, so each is measured
+ * in a kernel where it is the only one. `--quick` leaves out 100.
+ */
+export const AGENT_FULL: readonly number[] = [1, 10, 100];
+export const AGENT_QUICK: readonly number[] = [1, 10];
+
+/** The kernel parameter that carries the agent path's client counts. */
+const AGENT_PARAM = 'lu.agentbench';
+
+/** The kernel command-line word for the agent run. */
+export function agentCmdline(counts: readonly number[]): string {
+  return `${AGENT_PARAM}=${counts.join(',')}`;
+}
+
+/** The client counts from a kernel command line; throws if they are missing or malformed. */
+export function agentCountsFromCmdline(cmdline: string): number[] {
+  const word = cmdline.split(/\s+/).find((w) => w.startsWith(`${AGENT_PARAM}=`));
+  if (word === undefined) throw new Error(`no ${AGENT_PARAM}= on the kernel command line`);
+  const counts = word.slice(AGENT_PARAM.length + 1).split(',').map(Number);
+  if (counts.length === 0 || !counts.every((n) => Number.isSafeInteger(n) && n > 0)) throw new Error(`${AGENT_PARAM}: not a list of positive counts: ${word}`);
+  return counts;
+}

@@ -5,6 +5,7 @@
  * @internal
  */
 import type { JsonValue } from '../vm/protocol.js';
+import type { AgentHostResult, AgentResult } from './agent-report.js';
 import type { Judged, RatioOverBoots } from './boots.js';
 import { round3, type FdPassResult, type HostOnlyResult, type HostResult, type Target } from './host-report.js';
 import type { BenchParams } from './params.js';
@@ -152,6 +153,8 @@ export type BenchResult = RunInfo &
     readonly boots: number;
     readonly host: HostResult;
     readonly fdpass: FdPassResult;
+    /** The agent path: /init to every client holding its fds again, and the agent's requests per second. */
+    readonly agent: AgentResult;
   };
 
 /** What the host needs from one case: the value its stage returned. */
@@ -394,8 +397,35 @@ export function formatTable(r: BenchResult): string {
     `large preserve by writer/preserver (fresh, median ms): node/node ${fmt(r.large_swap.node_wrote_node_preserved_ms)}, node/C ${fmt(r.large_swap.node_wrote_c_preserved_ms)}, C/C ${fmt(r.large_swap.c_wrote_c_preserved_ms)}`,
     `addon RSS: ${r.addon_rss_kib} KiB resident of the .node file; require('liveupdate') adds ${r.require_rss_kib} KiB to a fresh node`,
     '',
+    agentTable(r.agent, b),
+    '',
     ...hostAndTargets(r),
   ].join('\n');
+}
+
+/** A median and its interval in one cell. */
+const withCi = (value: number, interval: Interval, digits: number): string => `${fmt(value, digits)} ${ci(interval, digits)}`;
+
+/** The agent path: one column per client count, each figure the median over boots with its interval. */
+function agentTable(a: AgentResult, boots: number): string {
+  const after = a.after_kexec;
+  const row = (name: string, pick: (x: AgentResult['after_kexec'][number]) => string): string[] => [name, ...after.map(pick)];
+  const rows: string[][] = [
+    [`agent path (liveupdate agent, ms from the new kernel's /init, median of ${boots} boot(s) [95%])`, ...after.map((x) => `${x.clients} client(s)`)],
+    row('kernel start to its pid 1 task (/proc/1/stat, not counted)', (x) => withCi(x.kernel_to_pid1_task_ms, x.kernel_to_pid1_task_ms_ci95, 0)),
+    row('kernel start to /init running (not counted)', (x) => withCi(x.kernel_to_init_ms, x.kernel_to_init_ms_ci95, 0)),
+    row('/init to the runner (pid 1, node) starting the agent', (x) => withCi(x.init_to_runner_ms, x.init_to_runner_ms_ci95, 0)),
+    row('/init to the agent answering (its node start, the manifest)', (x) => withCi(x.init_to_agent_answering_ms, x.init_to_agent_answering_ms_ci95, 0)),
+    row('/init to every client holding its fds again', (x) => withCi(x.init_to_all_hold_fds_ms, x.init_to_all_hold_fds_ms_ci95, 0)),
+    row('  the claim phase alone (first connect to last fd)', (x) => withCi(x.claim_ms, x.claim_ms_ci95, 0)),
+    row('clients holding their own bytes again (fewest in any boot)', (x) => `${x.held} of ${x.clients}`),
+    ['agent requests/s while they preserved (hello, createSession, ready)', ...a.preserve.map((p) => withCi(p.requests_per_s, p.requests_per_s_ci95, 1))],
+  ];
+  return [table(rows), agentHostLine(a.host)].join('\n');
+}
+
+function agentHostLine(h: AgentHostResult): string {
+  return `host, no LUO: the agent process served ${h.clients} clients (ready + sessions) at ${fmt(h.requests_per_s, 0)} requests/s ${ci(h.requests_per_s_ci95, 0)} (median of ${h.rounds} rounds after ${h.warmup} warm-up)`;
 }
 
 /** The host cases' table (also all that `--host-only` prints, with its targets). */
@@ -448,6 +478,8 @@ export function formatHostTable(r: HostOnlyResult): string {
   return [
     `liveupdate benchmark, host cases only: ${r.mode} run, ${r.date}, commit ${r.commit}`,
     `machine: ${r.machine.nproc} CPUs (${r.machine.cpu}), clock tick ${r.machine.host_clock_tick} Hz`,
+    '',
+    agentHostLine(r.agent.host),
     '',
     ...hostAndTargets(r),
   ].join('\n');

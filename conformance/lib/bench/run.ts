@@ -19,10 +19,12 @@ import * as path from 'node:path';
 import { libraryRoot, packageRoot } from '../vm/initramfs.js';
 import { findKernels, kernelRelease, NO_KERNEL_HELP, type KernelImage } from '../vm/kernels.js';
 import { runVm, type VmRun } from '../vm/qemu.js';
+import { AGENT_HOST_FULL, AGENT_HOST_QUICK, runAgentHost } from './agent-host.js';
+import { AGENT_CASE, agentBoot, agentHostResult, combineAgent, type AgentBoot } from './agent-report.js';
 import { combineBoots } from './boots.js';
 import { HOST_FULL, HOST_QUICK, runHost } from './host.js';
 import { fdPassResult, hostResult, hostTargets, type HostOnlyResult } from './host-report.js';
-import { benchCmdline, FULL, GUEST_C_BENCH, GUEST_NODE_AGENT, QUICK, type BenchParams } from './params.js';
+import { AGENT_FULL, AGENT_QUICK, agentCmdline, benchCmdline, FULL, GUEST_C_BENCH, GUEST_NODE_AGENT, QUICK, type BenchParams } from './params.js';
 import { accelOf, buildBoot, formatHostTable, formatTable, type BenchResult, type BootResult, type RunInfo, type StageValues } from './report.js';
 import { compileC } from './toolchain.js';
 
@@ -54,6 +56,7 @@ export async function runHostBench(options: Pick<BenchOptions, 'quick' | 'onProg
   const raw = await runHost(root, options.quick === true ? HOST_QUICK : HOST_FULL, progress);
   const host = hostResult(raw);
   const fdpass = fdPassResult(raw);
+  const agentHost = agentHostResult(await runAgentHost(options.quick === true ? AGENT_HOST_QUICK : AGENT_HOST_FULL, progress));
   return {
     mode: options.quick === true ? 'quick' : 'full',
     machine: { nproc: os.cpus().length, cpu: cpuModel(), host_clock_tick: hostClockTick() },
@@ -61,6 +64,7 @@ export async function runHostBench(options: Pick<BenchOptions, 'quick' | 'onProg
     commit,
     host,
     fdpass,
+    agent: { host: agentHost },
     targets: hostTargets(host, fdpass),
   };
 }
@@ -82,7 +86,9 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   const cBench = buildCBench(root, progress);
   const memory = options.memory ?? '4G';
   progress(`kernel ${kernel.release}, ${options.quick === true ? 'quick' : 'full'} run, ${boots} boot(s): ${JSON.stringify(params)}`);
+  const agentCounts = options.quick === true ? AGENT_QUICK : AGENT_FULL;
   const results: BootResult[] = [];
+  const agentBoots: AgentBoot[] = [];
   for (let boot = 1; boot <= boots; boot++) {
     progress(`boot ${boot}/${boots}`);
     const run = await runVm({
@@ -102,6 +108,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     });
     if (!run.ok) throw new Error(`the benchmark run (boot ${boot}) failed: ${run.reason}\n${run.report()}`);
     results.push(buildBoot(run.stages[0]?.release ?? kernel.release, valuesOf(run)));
+    agentBoots.push(await runAgentPath({ kernel, counts: agentCounts, cBench, quick: options.quick === true, boot, progress }));
   }
   const first = results[0] as BootResult;
   const guest = combineBoots(results);
@@ -123,7 +130,30 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     date: hostOnly.date,
     commit: hostOnly.commit,
   };
-  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, targets: [...guest.targets, ...hostOnly.targets] };
+  const agent = combineAgent(agentCounts, agentBoots, hostOnly.agent.host);
+  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, agent, targets: [...guest.targets, ...hostOnly.targets] };
+}
+
+/**
+ * One boot of the agent path: its own guest run, because the agent owns
+ * /dev/liveupdate for its whole life (a kernel per client count, and one more).
+ */
+async function runAgentPath(o: { kernel: KernelImage; counts: readonly number[]; cBench: string; quick: boolean; boot: number; progress: (line: string) => void }): Promise<AgentBoot> {
+  const root = packageRoot();
+  o.progress(`boot ${o.boot}: the agent path, ${o.counts.join(', ')} client(s), ${o.counts.length + 1} kernels`);
+  const run = await runVm({
+    name: `bench-agent-${o.kernel.release}`,
+    kernels: [o.kernel.path],
+    scenarios: [path.join(root, 'dist', 'bench', 'agent-scenario.js')],
+    files: { [GUEST_C_BENCH]: o.cBench }, // for the guest's clock tick
+    cmdline: agentCmdline(o.counts),
+    cpus: GUEST_CPUS,
+    logDir: path.join(root, '.vm-out'),
+    timeoutMs: o.quick ? 600_000 : 1_800_000,
+    onProgress: o.progress,
+  });
+  if (!run.ok) throw new Error(`the agent path (boot ${o.boot}) failed: ${run.reason}\n${run.report()}`);
+  return agentBoot((stage) => run.result(AGENT_CASE, stage)?.value, o.counts);
 }
 
 function valuesOf(run: VmRun): StageValues {

@@ -287,14 +287,15 @@ function otherThreadsCpuMs(): number {
 }
 
 /** What the guest tells about itself (`luo_bench machine`): its clock tick and its hypervisor's CPUID signature. */
-interface GuestMachine {
+export interface GuestMachine {
   readonly clock_tick: number;
   readonly hypervisor: string;
 }
 
 let machineRead: GuestMachine | undefined;
 
-function guestMachine(): GuestMachine {
+/** The guest's clock tick and hypervisor, read once by the C program (node has no sysconf). */
+export function guestMachine(): GuestMachine {
   if (machineRead === undefined) {
     const out = runC(['machine']);
     if (typeof out['clock_tick'] !== 'number' || !(out['clock_tick'] > 0) || typeof out['hypervisor'] !== 'string') throw new Error(`luo_bench machine said ${JSON.stringify(out)}`);

@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, expect, it } from 'vitest';
+import { AGENT_QUICK } from '../../lib/bench/params.js';
 import { pickKernel } from '../../lib/bench/run.js';
 import type { BenchResult } from '../../lib/bench/report.js';
 import type { Interval } from '../../lib/bench/stats.js';
@@ -56,7 +57,7 @@ describeOneKernel('benchmark (quick)', (kernel) => {
     positive(result.machine.host_clock_tick);
     positive(result.machine.guest_clock_tick);
     expect(result.commit).not.toBe('');
-    for (const key of ['preserve_small', 'retrieve_small', 'preserve_large', 'event_loop', 'blackout', 'addon_rss_kib'] as const) {
+    for (const key of ['preserve_small', 'retrieve_small', 'preserve_large', 'event_loop', 'blackout', 'addon_rss_kib', 'agent'] as const) {
       expect(result).toHaveProperty(key);
     }
   });
@@ -121,6 +122,34 @@ describeOneKernel('benchmark (quick)', (kernel) => {
     // The library alone: requiring it loads none of the test bed.
     expect(h.require_modules.length).toBeGreaterThan(0);
     expect(h.require_test_bed_modules).toEqual([]);
+  });
+
+  it('has the agent path: every client holds its fds again, each step from /init with its interval', () => {
+    const a = result.agent;
+    expect(a.counts).toEqual(AGENT_QUICK);
+    expect(a.boot_results).toHaveLength(1);
+    expect(a.after_kexec.map((x) => x.clients)).toEqual(AGENT_QUICK);
+    for (const x of a.after_kexec) {
+      // Checked in the guest: each client read back the bytes it preserved.
+      expect(x.held).toBe(x.clients);
+      for (const key of ['kernel_to_pid1_task_ms', 'kernel_to_init_ms', 'init_to_runner_ms', 'init_to_agent_answering_ms', 'init_to_all_hold_fds_ms', 'claim_ms'] as const) {
+        positive(x[key]);
+        brackets(x[`${key}_ci95`], x[key]);
+      }
+      // One clock, steps in order: the pid 1 task, /init, the runner, the agent answering, the last fd.
+      expect(x.kernel_to_pid1_task_ms).toBeLessThanOrEqual(x.kernel_to_init_ms + 10);
+      expect(x.init_to_runner_ms).toBeLessThan(x.init_to_agent_answering_ms);
+      expect(x.init_to_agent_answering_ms).toBeLessThan(x.init_to_all_hold_fds_ms);
+      expect(x.claim_ms).toBeLessThanOrEqual(x.init_to_all_hold_fds_ms - x.init_to_agent_answering_ms + 0.01);
+    }
+    expect(a.preserve.map((p) => [p.clients, p.requests])).toEqual(AGENT_QUICK.map((n) => [n, 3 * n]));
+    for (const p of a.preserve) {
+      positive(p.requests_per_s);
+      brackets(p.requests_per_s_ci95, p.requests_per_s);
+    }
+    positive(a.host.requests_per_s);
+    brackets(a.host.requests_per_s_ci95, a.host.requests_per_s);
+    expect(a.host.rounds_requests_per_s).toHaveLength(a.host.rounds);
   });
 
   it('judges every target on its interval', () => {

@@ -19,7 +19,7 @@ import { libraryAddon } from './support.js';
 
 const INDEX = require.resolve('liveupdate');
 const CLI = path.join(path.dirname(INDEX), 'cli.js');
-export const SOCKET = '/run/liveupdate/agent.sock';
+const SOCKET = '/run/liveupdate/agent.sock';
 const POLICY = '/tmp/agent-policy.json';
 const NOTIFY = '@lu-agent-notify';
 const ALICE = 1001;
@@ -163,7 +163,7 @@ class Manager {
 }
 
 /** The agent process: `liveupdate agent`, with LISTEN_FDS when `passed` fds are given. */
-export class AgentProcess {
+class AgentProcess {
   readonly child: ChildProcess;
   log = '';
 
@@ -194,7 +194,7 @@ export class AgentProcess {
 }
 
 /** Runs `liveupdate ARGS`; resolves to the exit status and stdout. */
-export function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const launcher = `Promise.resolve(require(${JSON.stringify(CLI)}).main(JSON.parse(process.env.LU_ARGS))).then((code) => { process.exitCode = code; });`;
   const child = spawn(process.execPath, ['-e', launcher], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LU_ARGS: JSON.stringify(args) } });
   let stdout = '';
@@ -205,12 +205,12 @@ export function cli(args: string[]): Promise<{ code: number | null; stdout: stri
 }
 
 /** The policy (in /tmp, a tmpfs: written again in each kernel): alice and bob may connect. */
-export function writePolicy(): void {
+function writePolicy(): void {
   fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: [ALICE, BOB] }, quota: { sessions: 8, metadataBytes: 1024 } }));
 }
 
 /** Waits until the agent answers on its socket. */
-export async function agentAnswers(agent: AgentProcess): Promise<void> {
+async function agentAnswers(agent: AgentProcess): Promise<void> {
   for (let i = 0; i < 200; i++) {
     try {
       const client = await AgentClient.connect({ socket: SOCKET });

@@ -1,0 +1,180 @@
+/**
+ * The agent path's part of the benchmark's result: each boot's guest values
+ * (agent-scenario.ts) turned into per-count figures, the boots combined into
+ * medians with 95% bootstrap intervals, and the host load's rounds (agent-host.ts)
+ * into requests per second. No target: the issue sets none, and a floor
+ * for an agent that answers a few requests per client per update would be
+ * invented here. Pure.
+ * @internal
+ */
+import type { JsonValue } from '../vm/protocol.js';
+import type { AgentHostParams, AgentHostRounds } from './agent-host.js';
+import { round3, roundPair } from './host-report.js';
+import { medianEstimate, type Interval } from './stats.js';
+
+/** The guest case of the agent path (scenario/case). */
+export const AGENT_CASE = 'bench-agent/path';
+
+/** Timings of one count's kernel (ms from its /init unless named otherwise). */
+export interface AgentAfterKexec {
+  /** Clients that preserved in the previous kernel and claim in this one. */
+  readonly clients: number;
+  /** Clients that got their own bytes back (every one, if all is well). */
+  readonly held: number;
+  /** The kernel's start to its pid 1 task (/proc/1/stat: before drivers and the initramfs; exec keeps it). */
+  readonly kernel_to_pid1_task_ms: number;
+  /** The kernel's start to /init running (node's time origin in pid 1; not part of the path as defined). */
+  readonly kernel_to_init_ms: number;
+  /** To the test bed's runner (pid 1, node) reaching its first case, which starts the agent. */
+  readonly init_to_runner_ms: number;
+  /** To the agent, a fresh node that has read the manifest, answering a first client. */
+  readonly init_to_agent_answering_ms: number;
+  /** To every client holding its fd again: the agent path's blackout. */
+  readonly init_to_all_hold_fds_ms: number;
+  /** The claim phase alone: the clients' first connect to the last fd. */
+  readonly claim_ms: number;
+}
+
+/** One count's preserve phase (connect, createSession, preserve, ready; all clients at once). */
+export interface AgentPreserve {
+  readonly clients: number;
+  /** Requests that reached the agent: hello, createSession and ready per client (the preserve is the client's own ioctl). */
+  readonly requests: number;
+  readonly ms: number;
+  readonly requests_per_s: number;
+}
+
+/** One boot's agent path. */
+export interface AgentBoot {
+  readonly after_kexec: readonly AgentAfterKexec[];
+  readonly preserve: readonly AgentPreserve[];
+}
+
+/** What the guest returned for one kernel: reads a field, or says which is missing. */
+type Reader = (key: string) => JsonValue;
+
+function reader(value: JsonValue | undefined, where: string): Reader {
+  return (key) => {
+    if (value === null || value === undefined || typeof value !== 'object' || Array.isArray(value) || !(key in value)) {
+      throw new Error(`agent path result ${where} lacks ${key}: ${JSON.stringify(value ?? null)}`);
+    }
+    return value[key] as JsonValue;
+  };
+}
+
+function numberAt(read: Reader, key: string, where: string): number {
+  const v = read(key);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`agent path result ${where}.${key} is not a number`);
+  return v;
+}
+
+/** One boot's agent path from its stage values (`stageValue(n)`: what kernel n returned), for `counts` clients. */
+export function agentBoot(stageValue: (stage: number) => JsonValue | undefined, counts: readonly number[]): AgentBoot {
+  const after: AgentAfterKexec[] = [];
+  const preserve: AgentPreserve[] = [];
+  for (let stage = 1; stage <= counts.length + 1; stage++) {
+    const where = `kernel ${stage}`;
+    const read = reader(stageValue(stage), where);
+    if (stage >= 2) {
+      const claim = read('claim');
+      const c = reader(claim, `${where}.claim`);
+      const num = (k: string): number => numberAt(c, k, `${where}.claim`);
+      if (num('clients') !== counts[stage - 2]) throw new Error(`agent path ${where}: ${num('clients')} clients claimed, expected ${String(counts[stage - 2])}`);
+      after.push({
+        clients: num('clients'),
+        held: num('held'),
+        kernel_to_pid1_task_ms: round3(numberAt(read, 'kernel_to_pid1_task_ms', where)),
+        kernel_to_init_ms: round3(numberAt(read, 'kernel_to_init_ms', where)),
+        init_to_runner_ms: round3(numberAt(read, 'init_to_runner_ms', where)),
+        init_to_agent_answering_ms: round3(numberAt(read, 'init_to_agent_answering_ms', where)),
+        init_to_all_hold_fds_ms: round3(num('init_to_all_hold_fds_ms')),
+        claim_ms: round3(num('claim_ms')),
+      });
+    }
+    if (stage <= counts.length) {
+      const p = reader(read('preserve'), `${where}.preserve`);
+      const num = (k: string): number => numberAt(p, k, `${where}.preserve`);
+      preserve.push({ clients: num('clients'), requests: num('requests'), ms: round3(num('ms')), requests_per_s: round3(num('requests_per_s')) });
+    }
+  }
+  return { after_kexec: after, preserve };
+}
+
+/** A figure over boots: the median and its interval. */
+function overBoots<T>(boots: readonly T[], pick: (boot: T) => number): { value: number; ci95: Interval } {
+  const e = medianEstimate(boots.map(pick));
+  return { value: round3(e.median), ci95: roundPair(e.ci95) };
+}
+
+/** Each timing of {@link AgentAfterKexec} as the median over boots, with `<key>_ci95` beside it. */
+export type AfterKexecOverBoots = AgentAfterKexec & { readonly [K in Exclude<keyof AgentAfterKexec, 'clients' | 'held'> as `${K}_ci95`]: Interval };
+
+/** A count's preserve phase over boots. */
+export interface PreserveOverBoots {
+  readonly clients: number;
+  readonly requests: number;
+  readonly ms: number;
+  readonly ms_ci95: Interval;
+  readonly requests_per_s: number;
+  readonly requests_per_s_ci95: Interval;
+}
+
+/** The host load's requests per second: median over rounds and its interval. */
+export interface AgentHostResult extends AgentHostParams {
+  readonly requests_per_s: number;
+  readonly requests_per_s_ci95: Interval;
+  readonly rounds_requests_per_s: readonly number[];
+}
+
+/** The `agent` section of the benchmark's result. */
+export interface AgentResult {
+  /** The client counts, one kernel each. */
+  readonly counts: readonly number[];
+  /** Per count: the kernel where its clients claim. `held` is the fewest clients holding their bytes in any boot. */
+  readonly after_kexec: readonly AfterKexecOverBoots[];
+  /** Per count: the kernel where its clients preserve; the agent's requests per second in the guest. */
+  readonly preserve: readonly PreserveOverBoots[];
+  readonly host: AgentHostResult;
+  /** Each boot's figures, in boot order. */
+  readonly boot_results: readonly AgentBoot[];
+}
+
+const TIMINGS = ['kernel_to_pid1_task_ms', 'kernel_to_init_ms', 'init_to_runner_ms', 'init_to_agent_answering_ms', 'init_to_all_hold_fds_ms', 'claim_ms'] as const;
+
+function afterOverBoots(boots: readonly AgentBoot[], index: number): AfterKexecOverBoots {
+  const at = boots.map((b) => b.after_kexec[index] as AgentAfterKexec);
+  const timings = TIMINGS.flatMap((key) => {
+    const o = overBoots(at, (a) => a[key]);
+    return [
+      [key, o.value],
+      [`${key}_ci95`, o.ci95],
+    ] as const;
+  });
+  return { clients: (at[0] as AgentAfterKexec).clients, held: Math.min(...at.map((a) => a.held)), ...Object.fromEntries(timings) } as AfterKexecOverBoots;
+}
+
+function preserveOverBoots(boots: readonly AgentBoot[], index: number): PreserveOverBoots {
+  const at = boots.map((b) => b.preserve[index] as AgentPreserve);
+  const ms = overBoots(at, (p) => p.ms);
+  const rate = overBoots(at, (p) => p.requests_per_s);
+  const first = at[0] as AgentPreserve;
+  return { clients: first.clients, requests: first.requests, ms: ms.value, ms_ci95: ms.ci95, requests_per_s: rate.value, requests_per_s_ci95: rate.ci95 };
+}
+
+/** The host load's rounds as requests per second. */
+export function agentHostResult(raw: AgentHostRounds): AgentHostResult {
+  const e = medianEstimate(raw.requests_per_s);
+  return { ...raw.params, requests_per_s: round3(e.median), requests_per_s_ci95: roundPair(e.ci95), rounds_requests_per_s: raw.requests_per_s.map(round3) };
+}
+
+/** The `agent` section from every boot (at least one, all with the same counts) and the host load. */
+export function combineAgent(counts: readonly number[], boots: readonly AgentBoot[], host: AgentHostResult): AgentResult {
+  if (boots.length === 0) throw new RangeError('no boots of the agent path to combine');
+  return {
+    counts,
+    after_kexec: counts.map((_, i) => afterOverBoots(boots, i)),
+    preserve: counts.map((_, i) => preserveOverBoots(boots, i)),
+    host,
+    boot_results: boots,
+  };
+}
