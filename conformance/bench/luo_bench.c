@@ -50,6 +50,7 @@
 
 #define PROGRAM "luo_bench"
 #include "bench.h"
+#include "system-disk.h"
 
 /* Where pid 1 leaves its measurement for the node runner that follows it. */
 #define INIT_RESULT "/run/luo-bench-init.json"
@@ -352,6 +353,9 @@ static int init_main(char **argv, char **envp) {
   mkdir("/proc", 0755);
   int dev = mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL) == 0;
   int proc = mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0;
+  /* node (the node agent's) may be on the system disk, which /init would mount too late */
+  const char *disk = mount_system_disk();
+  if (disk != NULL) fprintf(stderr, "luo_bench: %s: %s\n", disk, strerror(errno));
   int stage = stage_from_cmdline();
   char files[16];
   snprintf(files, sizeof(files), "%d", BLACKOUT_FILES);

@@ -75,7 +75,7 @@ async function interleave(params: HostParams, counts: CallCounts, sync: Batch, a
 
 /** The C server, compiled now from bench/host_bench.c (`root`: this package's). */
 async function startC(root: string): Promise<LineChild> {
-  const program = compileC({ source: path.join(root, 'bench', 'host_bench.c'), out: path.join(root, 'build', 'bench', 'host_bench'), include: path.join(libraryRoot(), 'include') });
+  const program = compileC({ source: path.join(root, 'bench', 'host_bench.c'), out: path.join(root, 'build', 'bench', 'host_bench'), includes: [path.join(libraryRoot(), 'include')] });
   const child = new LineChild(program, []);
   await child.expect('ready');
   return child;

@@ -97,9 +97,6 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
       scenarios: [path.join(root, 'dist', 'bench', 'scenario.js')],
       files: { [GUEST_C_BENCH]: cBench, [GUEST_NODE_AGENT]: path.join(root, 'bench', 'blackout-agent.js') },
       cmdline: benchCmdline(params),
-      // The C program is pid 1 (rdinit=) and starts node's blackout agent
-      // before any /init could mount a system disk: node must be in the initrd.
-      systemDisk: false,
       memory,
       cpus: GUEST_CPUS,
       logDir: path.join(root, '.vm-out'),
@@ -178,7 +175,7 @@ export function pickKernel(choice: string | undefined, kernels: readonly KernelI
  * library of its own). Needs a C compiler and a static libc (Debian: libc6-dev).
  */
 export function buildCBench(root: string, progress: (line: string) => void = () => {}): string {
-  const out = compileC({ source: path.join(root, 'bench', 'luo_bench.c'), out: path.join(root, 'build', 'bench', 'luo_bench'), include: path.join(libraryRoot(), 'include'), static: true });
+  const out = compileC({ source: path.join(root, 'bench', 'luo_bench.c'), out: path.join(root, 'build', 'bench', 'luo_bench'), includes: [path.join(libraryRoot(), 'include'), path.join(root, 'vm')], static: true });
   progress(`built ${path.relative(root, out)} (${Math.round(fs.statSync(out).size / 1024)} KiB, static)`);
   return out;
 }

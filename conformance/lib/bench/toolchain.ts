@@ -14,8 +14,8 @@ export interface CProgramBuild {
   readonly source: string;
   /** Where the executable goes. */
   readonly out: string;
-  /** The directory of liveupdate/abi.h. */
-  readonly include: string;
+  /** Include directories: that of liveupdate/abi.h, and any other. */
+  readonly includes: readonly string[];
   /** Linked static (the guest has no C library of its own). */
   readonly static?: boolean;
 }
@@ -28,7 +28,7 @@ export function compileC(build: CProgramBuild): string {
     if (!path.isAbsolute(libc)) throw new Error('cc finds no static C library (libc.a): install libc6-dev');
   }
   fs.mkdirSync(path.dirname(build.out), { recursive: true });
-  const flags = ['-O2', ...(build.static === true ? ['-static'] : []), '-Wall', '-Wextra', '-Werror', '-I', build.include];
+  const flags = ['-O2', ...(build.static === true ? ['-static'] : []), '-Wall', '-Wextra', '-Werror', ...build.includes.flatMap((dir) => ['-I', dir])];
   runTool('cc', [...flags, '-o', build.out, build.source]);
   return build.out;
 }

@@ -182,9 +182,10 @@ export function buildGuestImage(options: GuestImageOptions): GuestImage {
  */
 function luInit(root: string, cache: string): string {
   const source = path.join(root, 'vm', 'lu-init.c');
-  const hash = createHash('sha256').update(fs.readFileSync(source)).digest('hex').slice(0, 12);
-  const out = path.join(cache, `lu-init-${hash}`);
-  return fs.existsSync(out) ? out : compileStatic([source], out, ['-Werror', '-s']);
+  const hash = createHash('sha256');
+  for (const file of [source, path.join(root, 'vm', 'system-disk.h')]) hash.update(fs.readFileSync(file));
+  const out = path.join(cache, `lu-init-${hash.digest('hex').slice(0, 12)}`);
+  return fs.existsSync(out) ? out : compileStatic([source], out, ['-Werror', '-s', '-I', path.join(root, 'vm')]);
 }
 
 /**
