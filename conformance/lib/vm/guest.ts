@@ -5,11 +5,18 @@
  * then kexecs into the next stage through the package's own kexec API, or
  * powers the machine off after the last one.
  *
+ * In the systemd guest image (systemd-image.ts) the same runner is a unit of
+ * systemd (lu-runner.service, started once multi-user.target is reached):
+ * systemd has mounted everything, the carried state waits on the root
+ * filesystem, and the kexec is systemd's own: the runner loads the next
+ * kernel, then asks for the orderly one with `systemctl kexec`.
+ *
  * Anything thrown outside a case is fatal: it is reported and the machine
  * powers off. If even that fails, node exits, the kernel panics (init died),
  * and with `panic=-1` and QEMU's -no-reboot the VM ends: the host sees no
  * `end` record and reports the run as failed.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { kexec } from 'liveupdate';
@@ -36,6 +43,19 @@ const MS_NOEXEC = 0x8;
 /** Where the next stage's initrd is written (tmpfs). */
 const NEXT_INITRD = '/tmp/lu-next-initrd.img';
 
+/** Where the runner under systemd keeps the carried state across the kexec (the root filesystem stays attached). */
+const SYSTEMD_STATE = '/var/lib/lu/state.json';
+
+/** What differs between the runner as pid 1 and the runner as a unit of systemd. */
+interface Platform {
+  /** Mounts what the runner needs. */
+  readonly setUp: () => void;
+  /** What the previous stage carried. */
+  readonly readState: () => CarriedState;
+  /** Into the next stage with `next` carried. */
+  readonly jump: (r: StageRun, next: CarriedState) => Promise<never>;
+}
+
 /** A case with its full name. */
 interface NamedCase {
   readonly name: string;
@@ -60,24 +80,36 @@ let currentStage = 0;
 
 /** Entry point, called by /init. Never returns normally: it kexecs or powers off. */
 export function main(): void {
+  start({ setUp: mountBasics, readState: () => readStateFile(GUEST_STATE), jump });
+}
+
+/**
+ * Entry point under systemd, called by /lu/runner.js (lu-runner.service).
+ * Never returns normally: systemd kexecs, or the runner powers off.
+ */
+export function mainUnderSystemd(): void {
+  start({ setUp: () => {}, readState: () => readStateFile(SYSTEMD_STATE), jump: jumpThroughSystemd });
+}
+
+function start(platform: Platform): void {
   process.on('uncaughtException', fatal);
   process.on('unhandledRejection', fatal);
   try {
-    mountBasics();
+    platform.setUp();
     resultsFd = openResults();
-    run().catch(fatal);
+    run(platform).catch(fatal);
   } catch (error) {
     fatal(error);
   }
 }
 
-async function run(): Promise<void> {
+async function run(platform: Platform): Promise<void> {
   currentStage = stageFromCmdline(readText('/proc/cmdline'));
   const manifest = JSON.parse(readText(GUEST_MANIFEST)) as Manifest;
   guest.setrlimitNofile(manifest.nofile, manifest.nofile);
   const cases = loadCases(manifest.scenarios);
   const stages = stageCount(cases.map((c) => ({ name: c.name, cases: [c.case] })));
-  const state = readState();
+  const state = platform.readState();
   const r: StageRun = { stage: currentStage, stages, manifest, cases, state };
   emit({
     t: 'boot',
@@ -90,7 +122,7 @@ async function run(): Promise<void> {
   });
   log(`stage ${r.stage}/${stages} on ${os.release()}: ${cases.length} case(s)`);
   const next = await runStage(r);
-  if (r.stage < stages) await jump(r, next);
+  if (r.stage < stages) await platform.jump(r, next);
   else finish(Object.keys(next.stopped).length === 0);
 }
 
@@ -152,9 +184,9 @@ function loadCases(modules: readonly string[]): NamedCase[] {
   return cases;
 }
 
-function readState(): CarriedState {
-  if (!fs.existsSync(GUEST_STATE)) return { values: {}, stopped: {} };
-  return JSON.parse(readText(GUEST_STATE)) as CarriedState;
+function readStateFile(file: string): CarriedState {
+  if (!fs.existsSync(file)) return { values: {}, stopped: {} };
+  return JSON.parse(readText(file)) as CarriedState;
 }
 
 /** Runs every case's function for this stage, in order; returns the state for the next. */
@@ -258,6 +290,37 @@ async function jump(r: StageRun, next: CarriedState): Promise<never> {
   log(`kexec into stage ${stage} (${kernel})`);
   closeResults();
   kexec.executeSync();
+}
+
+/**
+ * Under systemd: writes the carried state to the root filesystem, loads the
+ * next kernel (no initrd: the root filesystem is the disk), and asks systemd
+ * for the orderly kexec, which stops this unit with all the others.
+ */
+async function jumpThroughSystemd(r: StageRun, next: CarriedState): Promise<never> {
+  const started = performance.now();
+  const stage = r.stage + 1;
+  const kernel = r.manifest.kernels[Math.min(stage, r.manifest.kernels.length) - 1];
+  if (kernel === undefined) throw new Error('the manifest names no kernel');
+  if (caseJump !== undefined) throw new Error('a case asked to make the kexec itself (jumpWith), which the runner under systemd does not offer');
+  fs.mkdirSync(SYSTEMD_STATE.slice(0, SYSTEMD_STATE.lastIndexOf('/')), { recursive: true });
+  const fd = fs.openSync(SYSTEMD_STATE, 'w');
+  try {
+    fs.writeSync(fd, JSON.stringify(next));
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const writeMs = elapsed(started);
+  kexec.loadSync({ kernel, cmdline: nextCmdline(readText('/proc/cmdline'), stage, r.manifest.stageParams) });
+  emit({ t: 'kexec', stage: r.stage, next: stage, kernel, initrdBytes: 0, writeMs, ms: elapsed(started) });
+  log(`systemctl kexec into stage ${stage} (${kernel})`);
+  closeResults();
+  const result = spawnSync('systemctl', ['kexec'], { encoding: 'utf8', stdio: ['ignore', 'inherit', 'pipe'] });
+  if (result.error !== undefined) throw result.error;
+  if (result.status !== 0) throw new Error(`systemctl kexec failed (exit ${String(result.status)}): ${result.stderr.trim()}`);
+  // systemd stops this unit on its way to the kexec.
+  return new Promise<never>(() => {});
 }
 
 function finish(ok: boolean): never {

@@ -95,8 +95,8 @@ export interface GuestImage {
   readonly ms: number;
 }
 
-/** One member of archive A: where it goes and where it comes from. */
-interface Member {
+/** One file of the guest image: where it goes and where it comes from. */
+export interface Member {
   readonly guest: string;
   readonly kind: 'file' | 'symlink';
   /** Host path of a file; the link target of a symlink. */
@@ -286,11 +286,26 @@ export function writeToFile(file: string, write: (sink: CpioSink) => unknown): n
 /** Where each input goes in the guest, and the manifest that describes the run. */
 function plan(options: GuestImageOptions, root: string, cache: string): { members: Member[]; manifest: Manifest } {
   const node = fs.realpathSync(options.node ?? process.execPath);
-  const packages = [{ dir: root, guest: GUEST_PACKAGE }, ...runtimeDependencies(root).map((dep) => ({ dir: dep.dir, guest: `${GUEST_ROOT}/node_modules/${dep.name}` }))];
-  const addons = packages.filter((p) => hasAddon(p.dir)).flatMap((p) => addonFiles(p.dir));
+  const addons = guestPackages(root).filter((p) => hasAddon(p.dir)).flatMap((p) => addonFiles(p.dir));
   const members: Member[] = [{ guest: '/usr/bin/node', kind: 'file', source: strippedNode(node, cache) }];
   for (const lib of sharedLibraries([node, ...addons])) members.push({ guest: lib, kind: 'file', source: fs.realpathSync(lib) });
-  for (const p of packages) members.push(...(hasAddon(p.dir) ? builtPackageMembers(p.dir, p.guest) : treeMembers(p.dir, p.guest)));
+  const payload = planPayload(options, root);
+  return { members: [...members, ...payload.members], manifest: payload.manifest };
+}
+
+/** The packages the guest runs: this one at {@link GUEST_PACKAGE}, its runtime and peer dependencies beside it. */
+function guestPackages(root: string): { dir: string; guest: string }[] {
+  return [{ dir: root, guest: GUEST_PACKAGE }, ...runtimeDependencies(root).map((dep) => ({ dir: dep.dir, guest: `${GUEST_ROOT}/node_modules/${dep.name}` }))];
+}
+
+/**
+ * What a run adds to a guest that has its own node (the packages with their
+ * addons, the kernels, the scenarios, the extra files), and the manifest.
+ * The systemd guest image (systemd-image.ts) gets only this.
+ */
+export function planPayload(options: GuestImageOptions, root: string): { members: Member[]; manifest: Manifest } {
+  const members: Member[] = [];
+  for (const p of guestPackages(root)) members.push(...(hasAddon(p.dir) ? builtPackageMembers(p.dir, p.guest) : treeMembers(p.dir, p.guest)));
   const kernels = placeKernels(options.kernels, members);
   const scenarios = placeScenarios(options.scenarios, root, members);
   for (const [guest, source] of Object.entries(options.files ?? {})) members.push({ guest, kind: 'file', source: realFile(source, 'extra file') });
@@ -506,6 +521,11 @@ function writeArchiveA(members: readonly Member[], manifest: Manifest, init: str
 /** The runner's start: /init itself, or the /init.js lu-init runs. */
 function initScript(): string {
   return `#!/usr/bin/node\n'use strict';\nrequire('${GUEST_PACKAGE}/dist/vm/guest.js').main();\n`;
+}
+
+/** The runner's start in the systemd guest image: the script its unit lu-runner.service runs. */
+export function systemdRunnerScript(): string {
+  return `'use strict';\nrequire('${GUEST_PACKAGE}/dist/vm/guest.js').mainUnderSystemd();\n`;
 }
 
 function cacheKey(members: readonly Member[], manifest: Manifest, layout: { compress: boolean; luInit: string | null }): string {

@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildGuestImage, type GuestImage, type GuestImageOptions } from './initramfs.js';
+import { buildRunDisk } from './systemd-image.js';
 import { parseRecord, STAGE_PARAM, type CheckRecord, type ErrorInfo, type GuestRecord, type JsonValue } from './protocol.js';
 
 /** The guest image's options a run passes on to {@link buildGuestImage}. */
@@ -49,6 +50,12 @@ export interface RunOptions extends ImageOptions {
    * its retained initrd on). For modules or firmware a kernel needs.
    */
   readonly initrds?: readonly string[];
+  /**
+   * Boot the systemd guest image at this path (see systemd-image.ts) instead
+   * of the test bed's own initrd: systemd is PID 1, the runner is one of its
+   * units, and each kexec is systemd's own (`systemctl kexec`).
+   */
+  readonly systemdImage?: string;
 }
 
 /** What one case did in one stage. */
@@ -123,6 +130,11 @@ const BASE_CMDLINE = [
   // Timestamps tell kernel lines from guest output in failure reports.
   'printk.time=1',
 ];
+/**
+ * What the systemd guest image boots with besides: its root filesystem, no
+ * colours on the console, and no console status lines (the journal has them).
+ */
+const SYSTEMD_CMDLINE = ['root=/dev/vda', 'rw', 'systemd.log_color=0', 'systemd.show_status=error'];
 /** How long QEMU may take to exit once the guest said it powers off. */
 const EXIT_GRACE_MS = 15_000;
 /** How often the results file is read. */
@@ -145,17 +157,18 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
   const started = Date.now();
   const progress = progressPrinter(name, started, options.onProgress);
   const { kernels, scenarios, packageRoot, files, stageParams, systemDisk } = options;
-  const image = buildGuestImage({
+  const imageOptions = {
     kernels,
     scenarios,
     ...(packageRoot === undefined ? {} : { packageRoot }),
     ...(files === undefined ? {} : { files }),
     ...(stageParams === undefined ? {} : { stageParams }),
-    ...(systemDisk === undefined ? {} : { systemDisk }),
-  });
-  progress(`guest image ${mb(fs.statSync(image.initrd).size)}${image.disk === undefined ? '' : ` + system disk ${mb(fs.statSync(image.disk).size)}`} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
+  };
   const kernel = options.kernels[0];
   if (kernel === undefined) throw new Error('runVm: no kernel image given');
+  if (options.systemdImage !== undefined) return runSystemdImage(options, options.systemdImage, imageOptions, kernel, name, started, progress);
+  const image = buildGuestImage({ ...imageOptions, ...(systemDisk === undefined ? {} : { systemDisk }) });
+  progress(`guest image ${mb(fs.statSync(image.initrd).size)}${image.disk === undefined ? '' : ` + system disk ${mb(fs.statSync(image.disk).size)}`} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
   const collector = new Collector(started, progress, options.onRecord);
   const initrd = options.initrds?.length ? appendArchives(image.initrd, options.initrds) : image.initrd;
   let exit: Exit;
@@ -165,6 +178,27 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
     if (initrd !== image.initrd) fs.rmSync(path.dirname(initrd), { recursive: true, force: true });
   }
   return collector.finish(image, exit, Date.now() - started, saveLog(options.logDir, name, collector.console));
+}
+
+/** {@link runVm} on a copy of the systemd guest image, removed afterwards. */
+async function runSystemdImage(
+  options: RunOptions,
+  base: string,
+  imageOptions: GuestImageOptions,
+  kernel: string,
+  name: string,
+  started: number,
+  progress: (line: string) => void,
+): Promise<VmRun> {
+  const run = buildRunDisk(base, imageOptions);
+  progress(`systemd image copied with this run's files in ${run.image.ms} ms`);
+  const collector = new Collector(started, progress, options.onRecord);
+  try {
+    const exit = await boot(options, kernel, undefined, run.disk, collector, progress);
+    return collector.finish(run.image, exit, Date.now() - started, saveLog(options.logDir, name, collector.console));
+  } finally {
+    fs.rmSync(run.dir, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -194,9 +228,10 @@ interface Exit {
   readonly stderr: string;
 }
 
-function qemuArgs(options: RunOptions, kernel: string, initrd: string, disk: string | undefined, resultsFile: string): string[] {
+function qemuArgs(options: RunOptions, kernel: string, initrd: string | undefined, disk: string | undefined, resultsFile: string): string[] {
   const firstStage = options.stageParams?.[0];
-  const cmdline = [...BASE_CMDLINE, ...(options.cmdline ? [options.cmdline] : []), ...(firstStage ? [firstStage] : []), `${STAGE_PARAM}=1`].join(' ');
+  const systemd = options.systemdImage !== undefined;
+  const cmdline = [...BASE_CMDLINE, ...(systemd ? SYSTEMD_CMDLINE : []), ...(options.cmdline ? [options.cmdline] : []), ...(firstStage ? [firstStage] : []), `${STAGE_PARAM}=1`].join(' ');
   return [
     '-accel', options.accel ?? process.env['LIVEUPDATE_QEMU_ACCEL'] ?? 'tcg',
     '-machine', 'pc',
@@ -209,15 +244,16 @@ function qemuArgs(options: RunOptions, kernel: string, initrd: string, disk: str
     '-chardev', `file,id=results,path=${resultsFile}`,
     '-serial', 'chardev:results',
     '-kernel', kernel,
-    '-initrd', initrd,
+    ...(initrd === undefined ? [] : ['-initrd', initrd]),
     '-append', cmdline,
-    // The system disk stays attached across the kexecs: every kernel mounts it again.
-    ...(disk === undefined ? [] : ['-drive', `file=${disk},format=raw,if=virtio,readonly=on`]),
+    // The system disk stays attached across the kexecs: every kernel mounts it
+    // again. The systemd image's root filesystem is the run's own copy, written to.
+    ...(disk === undefined ? [] : ['-drive', `file=${disk},format=raw,if=virtio,${systemd ? 'cache=unsafe' : 'readonly=on'}`]),
     ...(options.qemuArgs ?? []),
   ];
 }
 
-function boot(options: RunOptions, kernel: string, initrd: string, disk: string | undefined, collector: Collector, progress: (line: string) => void): Promise<Exit> {
+function boot(options: RunOptions, kernel: string, initrd: string | undefined, disk: string | undefined, collector: Collector, progress: (line: string) => void): Promise<Exit> {
   const qemu = qemuBinary(options);
   progress(`booting ${path.basename(path.dirname(kernel))}/${path.basename(kernel)} with ${qemu}`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-vm-'));

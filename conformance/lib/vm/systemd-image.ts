@@ -1,0 +1,130 @@
+/**
+ * The systemd guest image: a Debian sid root filesystem with systemd as PID 1
+ * and Debian's node (vm/build-systemd-image.sh builds it with mmdebstrap and
+ * caches it under `<cache>/systemd/<hash of that script>/rootfs.img`), booted
+ * on the LUO test kernels with `root=/dev/vda`.
+ *
+ * Every run boots its own copy (the guest writes to it: units, state, the
+ * journal), with the run's files written in by debugfs (e2fsprogs) before
+ * the boot: the packages as built (the host's addons load in the guest's node:
+ * N-API is ABI-stable and sid's glibc is newer than the host's), the
+ * kernels, the scenarios, the manifest, and /lu/runner.js, which the image's
+ * enabled unit lu-runner.service runs once multi-user.target is reached. The
+ * copy stays attached across the kexecs, so what stage 1 writes (the carried
+ * state, units it installed) is there in stage 2.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { cacheDir, packageRoot, planPayload, systemdRunnerScript, type GuestImage, type GuestImageOptions, type Member } from './initramfs.js';
+import { GUEST_MANIFEST, GUEST_ROOT } from './protocol.js';
+
+/** What to tell someone without the image: one line naming the command that builds it. */
+export const NO_SYSTEMD_IMAGE_HELP =
+  'no systemd guest image built: run `npm run vm:systemd-image` (Debian sid with systemd 262 and node, about 5 minutes, ' +
+  'cached in ~/.cache/liveupdate) or `bash .ci/run`; LIVEUPDATE_SKIP_KERNEL_TESTS=1 skips the kernel tests';
+
+/** What to tell someone without debugfs. */
+export const DEBUGFS_HELP = "debugfs not found (it writes each run's files into its copy of the systemd image): install e2fsprogs (`apt-get install e2fsprogs`)";
+
+/** Where the runner of the systemd image starts (run by the image's lu-runner.service). */
+export const SYSTEMD_RUNNER = `${GUEST_ROOT}/runner.js`;
+
+/** A built systemd guest image. */
+export interface SystemdImage {
+  /** Host path of the ext4 image (never booted itself: each run boots a copy). */
+  readonly path: string;
+  /** "systemd 262.1-1, node 24.22.2+dfsg..." as the build recorded it. */
+  readonly versions: string;
+}
+
+/**
+ * The key vm/build-systemd-image.sh puts in its cache directory's name: sha256
+ * of the script (the whole recipe: package list, options, hooks), 12 hex digits.
+ */
+export function systemdImageHash(vmDir = path.join(packageRoot(), 'vm')): string {
+  return createHash('sha256').update(fs.readFileSync(path.join(vmDir, 'build-systemd-image.sh'))).digest('hex').slice(0, 12);
+}
+
+/** The cached image of the current recipe, or undefined when it is not built (see {@link NO_SYSTEMD_IMAGE_HELP}). */
+export function findSystemdImage(env: NodeJS.ProcessEnv = process.env): SystemdImage | undefined {
+  const dir = path.join(env['LIVEUPDATE_CACHE'] ?? cacheDir(), 'systemd', systemdImageHash());
+  const image = path.join(dir, 'rootfs.img');
+  if (!fs.existsSync(image)) return undefined;
+  const versions = path.join(dir, 'versions');
+  return { path: image, versions: fs.existsSync(versions) ? fs.readFileSync(versions, 'utf8').trim() : 'unknown versions' };
+}
+
+/** debugfs (e2fsprogs): from PATH, else where Debian installs it. */
+export function debugfsPath(): string | undefined {
+  const dirs = [...(process.env['PATH'] ?? '').split(':').filter(Boolean), '/usr/sbin', '/sbin'];
+  return dirs.map((dir) => path.join(dir, 'debugfs')).find((file) => fs.existsSync(file));
+}
+
+/** A run's disk: a copy of the image with the run's files in it. The caller removes `dir`. */
+export interface RunDisk {
+  /** Host path of the copy to boot (read-write). */
+  readonly disk: string;
+  /** The temporary directory holding it. */
+  readonly dir: string;
+  /** The image as the run sees it (`initrd` is empty: the systemd image boots without one). */
+  readonly image: GuestImage;
+}
+
+/**
+ * Copies `base` and writes the run's files into the copy: what
+ * {@link planPayload} places for `options`, the manifest and the runner's
+ * start script.
+ */
+export function buildRunDisk(base: string, options: GuestImageOptions): RunDisk {
+  const started = Date.now();
+  const debugfs = debugfsPath();
+  if (debugfs === undefined) throw new Error(DEBUGFS_HELP);
+  const { members, manifest } = planPayload(options, options.packageRoot ?? packageRoot());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-systemd-'));
+  try {
+    const disk = path.join(dir, 'rootfs.img');
+    // --sparse keeps the copy as small on disk as the image (most of it is free space).
+    execFileSync('cp', ['--sparse=always', base, disk]);
+    const generated = path.join(dir, 'generated');
+    fs.mkdirSync(generated);
+    const write = (guest: string, text: string): Member => {
+      const file = path.join(generated, path.basename(guest));
+      fs.writeFileSync(file, text);
+      return { guest, kind: 'file', source: file };
+    };
+    const all = [...members, write(GUEST_MANIFEST, JSON.stringify(manifest, null, 2)), write(SYSTEMD_RUNNER, systemdRunnerScript())];
+    writeMembers(debugfs, disk, all, path.join(dir, 'debugfs.cmds'));
+    return { disk, dir, image: { initrd: '', archiveBytes: 0, disk, manifest, cached: false, ms: Date.now() - started } };
+  } catch (error) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** Writes `members` into the ext4 image `disk` with one debugfs run; fails on any error debugfs reports. */
+function writeMembers(debugfs: string, disk: string, members: readonly Member[], commandFile: string): void {
+  const dirs = new Set<string>();
+  for (const m of members) {
+    for (let d = path.posix.dirname(m.guest); d !== '/'; d = path.posix.dirname(d)) dirs.add(d);
+  }
+  const quote = (p: string): string => {
+    if (/["\s]/.test(p)) throw new Error(`a guest file name debugfs cannot take: ${p}`);
+    return p;
+  };
+  const commands = [
+    ...[...dirs].sort((a, b) => a.split('/').length - b.split('/').length).map((d) => `mkdir ${quote(d)}`),
+    ...members.map((m) => (m.kind === 'symlink' ? `symlink ${quote(m.guest)} ${quote(m.source)}` : `write ${quote(m.source)} ${quote(m.guest)}`)),
+  ];
+  fs.writeFileSync(commandFile, `${commands.join('\n')}\n`);
+  // debugfs exits 0 whatever a command did, and says what failed on stderr.
+  const result = spawnSync(debugfs, ['-w', '-f', commandFile, disk], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  if (result.error !== undefined) throw result.error;
+  const problems = result.stderr.split('\n').filter((line) => line.trim() !== '' && !EXPECTED_DEBUGFS_LINES.test(line));
+  if (result.status !== 0 || problems.length > 0) throw new Error(`debugfs could not write the run's files into ${disk}: ${problems.slice(0, 5).join('; ')}`);
+}
+
+/** What debugfs prints that is no failure: its banner, and mkdir of a directory the image already has. */
+const EXPECTED_DEBUGFS_LINES = /^debugfs \d|already exists/;

@@ -1,0 +1,118 @@
+/**
+ * The library on a systemd host, without the agent: the systemd guest image
+ * (Debian sid, systemd 262 as PID 1) on the newest LUO kernel, one boot and
+ * one `systemctl kexec` (scenarios/systemd.ts, scenarios/systemd-service.ts).
+ * A service's own session stored in its fd store, the session systemd makes
+ * for a `LUOSession=` unit, and a plain memfd in an fd store all come back
+ * with their bytes, and the manager counts the kexec.
+ */
+import { createHash } from 'node:crypto';
+import { beforeAll, expect, it } from 'vitest';
+import type { CaseResult, VmRun } from '../../conformance/lib/vm/qemu.js';
+import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../../conformance/lib/vm/systemd-image.js';
+import { boot, describeOneKernel, newest, scenario } from './support.js';
+
+const CASE = 'systemd/library-without-agent';
+const ROLES = ['own-session', 'luo-session', 'memfd'] as const;
+
+/** The SHA-256 of a role's file as the service writes it: "<role> " repeated to 64 KiB. */
+function expectedSha256(role: string): string {
+  return createHash('sha256').update(Buffer.alloc(64 * 1024, `${role} `)).digest('hex');
+}
+
+type Services = Record<(typeof ROLES)[number], Record<string, unknown>>;
+
+describeOneKernel(
+  'the library on a systemd host',
+  (kernel) => {
+    const image = findSystemdImage();
+    if (image === undefined) {
+      it('needs the systemd guest image', () => {
+        const error = new Error(NO_SYSTEMD_IMAGE_HELP);
+        error.stack = error.message; // the fix is the whole message
+        throw error;
+      });
+      return;
+    }
+    let run: VmRun;
+    let kexecRecordAtMs: number | undefined;
+
+    beforeAll(async () => {
+      const started = Date.now();
+      run = await boot({
+        name: `systemd-${kernel.release}`,
+        kernels: [kernel.path],
+        scenarios: [scenario('systemd')],
+        systemdImage: image.path,
+        timeoutMs: 480_000,
+        onRecord: (record) => {
+          if (record.t === 'kexec') kexecRecordAtMs = Date.now() - started;
+        },
+      });
+      const manager = (stage: number): Record<string, number> => (run.result(CASE, stage)?.reports['manager'] ?? {}) as Record<string, number>;
+      const stage2 = run.stages[1];
+      // Guest monotonic time runs with the host's under TCG: PID 1 of the new
+      // kernel started at (stage 2 reached) - (runner's uptime) + (PID 1's uptime).
+      const pid1AtMs = stage2 === undefined ? undefined : stage2.reachedAtMs - stage2.uptimeMs + (manager(2)['userspaceMs'] ?? 0);
+      console.log(
+        `systemd image (${image.versions}) on ${kernel.release}: run ${(run.elapsedMs / 1000).toFixed(1)} s; ` +
+          `multi-user.target at ${manager(1)['multiUserMs']?.toFixed(0)} ms after the kernel started (stage 1), ${manager(2)['multiUserMs']?.toFixed(0)} ms (stage 2); ` +
+          `systemctl kexec to the new kernel's PID 1: ${pid1AtMs === undefined || kexecRecordAtMs === undefined ? '?' : (pid1AtMs - kexecRecordAtMs).toFixed(0)} ms`,
+      );
+    }, 540_000);
+
+    function passed(stage: number): CaseResult {
+      const result = run.result(CASE, stage);
+      expect(result, `no result for ${CASE} in stage ${stage}\n${run.report()}`).toBeDefined();
+      expect(result?.checks.filter((c) => !c.ok), run.report()).toEqual([]);
+      expect(result?.ok, run.report()).toBe(true);
+      return result as CaseResult;
+    }
+
+    const services = (stage: number): Services => passed(stage).value as Services;
+
+    const manager = (stage: number): Record<string, unknown> => (passed(stage).reports['manager'] ?? {}) as Record<string, unknown>;
+
+    it('boots systemd 262 as PID 1, makes one orderly kexec, and the manager counts it (KExecCount 0, then 1)', () => {
+      expect(run.ok, run.report()).toBe(true);
+      expect(run.stages.map((s) => s.stage)).toEqual([1, 2]);
+      for (const stage of [1, 2]) expect(String(manager(stage)['version'])).toMatch(/^systemd 262\b/);
+      expect([manager(1)['kexecCount'], manager(2)['kexecCount']]).toEqual([0, 1]);
+    });
+
+    it("a service's own session, stored in its fd store, comes back through listenFds → Session.fromFd → retrieve → finish, bytes intact", () => {
+      expect(services(1)['own-session']).toMatchObject({ ok: true, phase: 'before', sessionState: 'outgoing', sha256: expectedSha256('own-session') });
+      expect(services(2)['own-session']).toEqual({
+        ok: true,
+        received: ['lu-own-session'],
+        phase: 'after',
+        kind: 'luo-session',
+        sessionState: 'incoming',
+        size: 64 * 1024,
+        sha256: expectedSha256('own-session'),
+        finished: true,
+      });
+    });
+
+    it('a unit with LUOSession= gets the session systemd made for it, preserves into it, and finds its file after the kexec', () => {
+      const before = services(1)['luo-session'];
+      expect(before).toMatchObject({ ok: true, received: ['lu-named'], phase: 'before', sessionState: 'outgoing', sha256: expectedSha256('luo-session') });
+      expect(services(2)['luo-session']).toEqual({
+        ok: true,
+        received: ['lu-named'],
+        phase: 'after',
+        sessionState: 'incoming',
+        size: 64 * 1024,
+        sha256: expectedSha256('luo-session'),
+        finished: true,
+        name: before['name'],
+      });
+    });
+
+    it('a memfd stored directly in the fd store (no session of ours) comes back with its bytes', () => {
+      expect(services(1)['memfd']).toMatchObject({ ok: true, phase: 'before', sha256: expectedSha256('memfd') });
+      expect(services(2)['memfd']).toEqual({ ok: true, received: ['lu-memfd'], phase: 'after', kind: 'memfd', size: 64 * 1024, sha256: expectedSha256('memfd') });
+    });
+  },
+  newest,
+);
