@@ -25,8 +25,10 @@ cache="${LIVEUPDATE_CACHE:-$HOME/.cache/liveupdate}"
 start=$SECONDS
 
 # What the guest runs: systemd as PID 1 (systemd-sysv makes it /sbin/init),
-# udev for its device units, and node for the library and the runner.
-packages=(systemd systemd-sysv udev nodejs)
+# udev for its device units, mount (no longer essential in sid; systemd runs
+# it for every mount unit: /tmp, mqueue, debugfs, the root's remount), and
+# node for the library and the runner.
+packages=(systemd systemd-sysv udev mount nodejs)
 mirror="http://deb.debian.org/debian"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 # Room left free on the root filesystem for what the runs write (units, state, logs).
@@ -86,6 +88,7 @@ hooks=(
   # No logins on the consoles: the console carries the kernel log and the runner's progress.
   --customize-hook='ln -sf /dev/null "$1/etc/systemd/system/serial-getty@.service"'
   --customize-hook='ln -sf /dev/null "$1/etc/systemd/system/getty@.service"'
+  --customize-hook='ln -sf /dev/null "$1/etc/systemd/system/getty-static.service"'
   --customize-hook='mkdir -p "$1/etc/systemd/journald.conf.d" && printf "[Journal]\nStorage=volatile\n" > "$1/etc/systemd/journald.conf.d/lu.conf"'
   # The test bed's runner: started once the system is up, on boots that carry one.
   --customize-hook='cat > "$1/etc/systemd/system/lu-runner.service" <<UNIT

@@ -35,6 +35,8 @@ export interface RunOptions extends ImageOptions {
   readonly onProgress?: ((line: string) => void) | false;
   /** Called with each guest record as it arrives (live progress of a long stage). */
   readonly onRecord?: (record: GuestRecord) => void;
+  /** Called with each console line as it arrives (host-side timing of kernel and systemd messages). */
+  readonly onConsoleLine?: (line: string) => void;
   /** The QEMU binary (default `$LIVEUPDATE_QEMU`, else qemu-system-x86_64). */
   readonly qemu?: string;
   /**
@@ -169,7 +171,7 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
   if (options.systemdImage !== undefined) return runSystemdImage(options, options.systemdImage, imageOptions, kernel, name, started, progress);
   const image = buildGuestImage({ ...imageOptions, ...(systemDisk === undefined ? {} : { systemDisk }) });
   progress(`guest image ${mb(fs.statSync(image.initrd).size)}${image.disk === undefined ? '' : ` + system disk ${mb(fs.statSync(image.disk).size)}`} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
-  const collector = new Collector(started, progress, options.onRecord);
+  const collector = new Collector(started, progress, options);
   const initrd = options.initrds?.length ? appendArchives(image.initrd, options.initrds) : image.initrd;
   let exit: Exit;
   try {
@@ -192,7 +194,7 @@ async function runSystemdImage(
 ): Promise<VmRun> {
   const run = buildRunDisk(base, imageOptions);
   progress(`systemd image copied with this run's files in ${run.image.ms} ms`);
-  const collector = new Collector(started, progress, options.onRecord);
+  const collector = new Collector(started, progress, options);
   try {
     const exit = await boot(options, kernel, undefined, run.disk, collector, progress);
     return collector.finish(run.image, exit, Date.now() - started, saveLog(options.logDir, name, collector.console));
@@ -348,11 +350,13 @@ class Collector {
   #consoleLine = '';
   #resultLine = '';
   readonly #onRecord: ((record: GuestRecord) => void) | undefined;
+  readonly #onConsoleLine: ((line: string) => void) | undefined;
 
-  constructor(started: number, progress: (line: string) => void, onRecord?: (record: GuestRecord) => void) {
+  constructor(started: number, progress: (line: string) => void, listeners: Pick<RunOptions, 'onRecord' | 'onConsoleLine'>) {
     this.#started = started;
     this.#progress = progress;
-    this.#onRecord = onRecord;
+    this.#onRecord = listeners.onRecord;
+    this.#onConsoleLine = listeners.onConsoleLine;
   }
 
   consoleData(chunk: Buffer): void {
@@ -360,6 +364,7 @@ class Collector {
     this.console += text;
     // Records fall back to the console when the guest has no second port.
     this.#consoleLine = this.#lines(this.#consoleLine + text, (line) => {
+      this.#onConsoleLine?.(line);
       if (line.startsWith('@@LU ')) this.#record(line);
     });
   }

@@ -98,7 +98,9 @@ function luoSession(passed: number | undefined): Record<string, unknown> {
 }
 
 function plainMemfd(stored: number | undefined): Record<string, unknown> {
-  if (stored !== undefined) return { phase: 'after', kind: describeFd(stored).kind, ...contents(stored) };
+  // A restored memfd has lost its name (its link reads "/ (deleted)"); it
+  // still answers F_GET_SEALS (shmem), which any file of the root would refuse.
+  if (stored !== undefined) return { phase: 'after', link: describeFd(stored).link, seals: memfd.getSealsSync(stored), ...contents(stored) };
   const file = patternMemfd('memfd');
   notifySync({ FDSTORE: 1, FDNAME: FDNAMES.memfd, FDPOLL: 0 }, [file.fd]);
   fs.closeSync(file.fd);
