@@ -50,6 +50,7 @@ fi
 
 missing=()
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+command -v gpgv >/dev/null || missing+=(gpgv)
 [[ -x /usr/sbin/mke2fs || -n "$(command -v mke2fs)" ]] || missing+=(e2fsprogs)
 [[ -f "$keyring" ]] || missing+=(debian-archive-keyring)
 ((${#missing[@]} == 0)) || die "tools are missing: apt-get install ${missing[*]}"
@@ -76,7 +77,7 @@ rm -rf "$work"; mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 tree="$work/root"
 log="$work/mmdebstrap.log"
-say "mmdebstrap: Debian sid, variant essential + ${packages[*]} (about 3 minutes)"
+say "mmdebstrap: Debian sid, variant essential + ${packages[*]} (about 2 minutes)"
 # The hooks run on the host with the root filesystem's path as $1.
 hooks=(
   # The root filesystem is the first virtio disk; no fsck (the image is new for every run).
@@ -134,5 +135,7 @@ cp "$work/packages.txt" "$out/packages.txt"
 echo "systemd $systemd_version, node $node_version" > "$out/versions"
 echo "$((SECONDS - start))" > "$out/build-seconds"
 mv "$work/rootfs.img" "$out/rootfs.img"
+# Images of earlier recipes are never used again (the key is this file's hash).
+find "$cache/systemd" -mindepth 1 -maxdepth 1 -type d ! -name "$(basename "$out")" ! -name "build.*" -exec rm -rf {} +
 say "built $out/rootfs.img (systemd $systemd_version, node $node_version; $(du -h --apparent-size "$out/rootfs.img" | cut -f1), $(du -h "$out/rootfs.img" | cut -f1) used) in $((SECONDS - start)) s"
 echo "$out/rootfs.img"

@@ -23,7 +23,7 @@ import { GUEST_MANIFEST, GUEST_ROOT } from './protocol.js';
 
 /** What to tell someone without the image: one line naming the command that builds it. */
 export const NO_SYSTEMD_IMAGE_HELP =
-  'no systemd guest image built: run `npm run vm:systemd-image` (Debian sid with systemd 262 and node, about 5 minutes, ' +
+  'no systemd guest image built: run `npm run vm:systemd-image` (Debian sid with systemd 262 and node, about 2 minutes, ' +
   'cached in ~/.cache/liveupdate) or `bash .ci/run`; LIVEUPDATE_SKIP_KERNEL_TESTS=1 skips the kernel tests';
 
 /** What to tell someone without debugfs. */
