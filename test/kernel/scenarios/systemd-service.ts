@@ -19,6 +19,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { describeFd, LiveUpdate, listenFds, memfd, notifySync, Session } from 'liveupdate';
+import { sha256At } from './support.js';
 
 /** The FDNAME each role stores under (and the LUOSession= name of the luo-session unit). */
 export const FDNAMES = { 'own-session': 'lu-own-session', 'luo-session': 'lu-named', memfd: 'lu-memfd' } as const;
@@ -48,16 +49,10 @@ function patternMemfd(role: Role): { fd: number; sha256: string } {
   return { fd, sha256: sha256(bytes) };
 }
 
-/** The whole contents of a file by fd, read from offset 0. */
+/** The size and SHA-256 of the whole file of `fd`. */
 function contents(fd: number): { size: number; sha256: string } {
   const size = fs.fstatSync(fd).size;
-  const bytes = Buffer.alloc(size);
-  for (let done = 0; done < size; ) {
-    const n = fs.readSync(fd, bytes, done, size - done, done);
-    if (n === 0) break;
-    done += n;
-  }
-  return { size, sha256: sha256(bytes) };
+  return { size, sha256: sha256At(fd, 0, size) };
 }
 
 /** Retrieves the memfd of an incoming session, reads it, finishes the session. */
