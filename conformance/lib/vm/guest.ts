@@ -19,6 +19,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { kexec } from 'liveupdate';
 import { guest } from '../native.js';
 import { writeNextInitrd } from './initramfs.js';
@@ -303,7 +304,7 @@ async function jumpThroughSystemd(r: StageRun, next: CarriedState): Promise<neve
   const kernel = r.manifest.kernels[Math.min(stage, r.manifest.kernels.length) - 1];
   if (kernel === undefined) throw new Error('the manifest names no kernel');
   if (caseJump !== undefined) throw new Error('a case asked to make the kexec itself (jumpWith), which the runner under systemd does not offer');
-  fs.mkdirSync(SYSTEMD_STATE.slice(0, SYSTEMD_STATE.lastIndexOf('/')), { recursive: true });
+  fs.mkdirSync(path.dirname(SYSTEMD_STATE), { recursive: true });
   const fd = fs.openSync(SYSTEMD_STATE, 'w');
   try {
     fs.writeSync(fd, JSON.stringify(next));

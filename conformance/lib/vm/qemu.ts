@@ -192,6 +192,7 @@ async function runSystemdImage(
   started: number,
   progress: (line: string) => void,
 ): Promise<VmRun> {
+  if (options.initrds?.length) throw new Error('runVm: initrds cannot be given with systemdImage (that guest boots without an initrd)');
   const run = buildRunDisk(base, imageOptions);
   progress(`systemd image copied with this run's files in ${run.image.ms} ms`);
   const collector = new Collector(started, progress, options);
