@@ -26,9 +26,11 @@ start=$SECONDS
 
 # What the guest runs: systemd as PID 1 (systemd-sysv makes it /sbin/init),
 # udev for its device units, mount (no longer essential in sid; systemd runs
-# it for every mount unit: /tmp, mqueue, debugfs, the root's remount), and
-# node for the library and the runner.
-packages=(systemd systemd-sysv udev mount nodejs)
+# it for every mount unit: /tmp, mqueue, debugfs, the root's remount),
+# libseccomp2 (systemd loads it for units' SystemCallFilter=, as on any
+# Debian host, which installs it as a recommendation), and node for the
+# library and the runner.
+packages=(systemd systemd-sysv udev mount libseccomp2 nodejs)
 mirror="http://deb.debian.org/debian"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 # Room left free on the root filesystem for what the runs write (units, state, logs).
