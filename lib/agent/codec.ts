@@ -1,0 +1,119 @@
+/**
+ * The agent's codec: a request's bytes become a checked request once, with
+ * the peer (its names mapped into the peer's namespace, its metadata
+ * measured), before any handler sees it; a reply becomes bytes only if it
+ * fits in one message. Handlers never parse, and never check a name again.
+ * @internal
+ */
+import type { AgentOperation } from '../errors.js';
+import { invalidArgValue } from '../validate.js';
+import { checkClientName, kernelName } from './names.js';
+import { MAX_MESSAGE_BYTES, operationOf, parseRequest, type Envelope, type JsonValue, type UpdateRequest } from './protocol.js';
+
+/** The deepest nesting of metadata (objects and arrays) the agent stores: far below V8's own stringify limit. */
+export const MAX_METADATA_DEPTH = 32;
+
+/** The longest text taken from a peer into one log field, in UTF-16 units (the rest is cut, with a note). */
+export const MAX_LOGGED_TEXT = 256;
+
+/** A session name as the codec checked it: what the client asked for and the kernel's name for it. */
+export interface CheckedName {
+  /** The name the client asked for. */
+  readonly name: string;
+  /** The kernel's name in the client's namespace. */
+  readonly kernelName: string;
+}
+
+/** A request after the codec: names checked for this peer, metadata measured. */
+export type CheckedRequest = { readonly v: number; readonly id: number; readonly operation: AgentOperation } & (
+  | { readonly op: 'hello'; readonly versions: number[]; readonly client?: string | undefined }
+  | { readonly op: 'createSession'; readonly session: CheckedName; readonly metadata: JsonValue; readonly metadataBytes: number }
+  | { readonly op: 'attach' | 'retrieveSession' | 'release'; readonly session: CheckedName }
+  | { readonly op: 'ready' }
+  | { readonly op: 'sessions' }
+  | ({ readonly op: 'update' } & UpdateRequest)
+);
+
+/**
+ * What decoding gave: a request, or an error to answer with. A `fatal`
+ * error (the message itself breaks the protocol) drops the connection after
+ * the answer; a bad argument (a name, metadata) is answered and the
+ * connection stays, as a local call's TypeError would leave the caller.
+ */
+export type Decoded = { readonly ok: true; readonly request: CheckedRequest } | { readonly ok: false; readonly id: number; readonly operation: AgentOperation; readonly error: Error; readonly fatal: boolean };
+
+/** Decodes one message from a peer of `uid`. Never throws. */
+export function decodeRequest(data: Buffer, uid: number): Decoded {
+  let envelope: Envelope;
+  try {
+    envelope = parseRequest(data);
+  } catch (error) {
+    return { ok: false, id: 0, operation: 'agent.connect', error: error as Error, fatal: true };
+  }
+  const operation = operationOf(envelope.op);
+  try {
+    return { ok: true, request: checkArguments(envelope, uid, operation) };
+  } catch (error) {
+    return { ok: false, id: envelope.id, operation, error: error as Error, fatal: false };
+  }
+}
+
+function checkArguments(r: Envelope, uid: number, operation: AgentOperation): CheckedRequest {
+  const base = { v: r.v, id: r.id, operation };
+  switch (r.op) {
+    case 'createSession': {
+        return { ...base, op: r.op, session: checkName(r.name, uid), metadata: r.metadata, metadataBytes: measureMetadata(r.metadata) };
+    }
+    case 'attach':
+    case 'retrieveSession':
+    case 'release':
+      return { ...base, op: r.op, session: checkName(r.name, uid) };
+    default:
+      return { ...base, ...r };
+  }
+}
+
+function checkName(requested: string, uid: number): CheckedName {
+  const name = checkClientName(requested, uid);
+  return { name, kernelName: kernelName(uid, name) };
+}
+
+/** The metadata's size as stored (bytes of JSON); refuses nesting deeper than {@link MAX_METADATA_DEPTH}. */
+function measureMetadata(metadata: JsonValue): number {
+  if (depthOf(metadata) > MAX_METADATA_DEPTH) throw invalidArgValue('metadata', `must nest at most ${MAX_METADATA_DEPTH} levels of objects and arrays`, '(too deep to show)');
+  return Buffer.byteLength(JSON.stringify(metadata), 'utf8');
+}
+
+/** How deeply a JSON value nests (a scalar is 0), measured without recursion so that no depth can overflow the stack. */
+export function depthOf(value: JsonValue): number {
+  let deepest = 0;
+  const stack: Array<[JsonValue, number]> = [[value, 0]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [v, depth] = top;
+    if (typeof v !== 'object' || v === null) continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > MAX_METADATA_DEPTH) return deepest;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
+/** A reply that does not fit in one message: the handler's bug or a limit to document, never sent. */
+export class ReplyTooLargeError extends Error {}
+
+/** The bytes of a reply, or ReplyTooLargeError past {@link MAX_MESSAGE_BYTES}. */
+export function encodeReply(id: number, body: Record<string, JsonValue | undefined>): Buffer {
+  const bytes = Buffer.from(JSON.stringify({ v: 1, id, ...body }), 'utf8');
+  if (bytes.length > MAX_MESSAGE_BYTES) throw new ReplyTooLargeError(`a reply of ${bytes.length} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte message limit`);
+  return bytes;
+}
+
+/** How many bytes `value` adds to a reply as JSON. */
+export function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
+}
+
+/** Peer-chosen text cut for the log (and for replies that echo it), so no peer sizes the agent's log lines. */
+export function bounded(text: string, max = MAX_LOGGED_TEXT): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more)`;
+}
