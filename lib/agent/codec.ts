@@ -8,10 +8,19 @@
 import type { AgentOperation } from '../errors.js';
 import { invalidArgValue } from '../validate.js';
 import { checkClientName, kernelName } from './names.js';
-import { MAX_MESSAGE_BYTES, operationOf, parseRequest, type Envelope, type JsonValue, type UpdateRequest } from './protocol.js';
+import { MAX_MESSAGE_BYTES, operationOf, parseRequest, type Envelope, type JsonValue, type SessionsRequest, type UpdateRequest } from './protocol.js';
 
 /** The deepest nesting of metadata (objects and arrays) the agent stores: far below V8's own stringify limit. */
 export const MAX_METADATA_DEPTH = 32;
+
+/** The most bytes of JSON metadata one session may carry, for every user (root too): any session's entry then fits in a `sessions` page. */
+export const MAX_METADATA_BYTES = 16384;
+
+/** The longest kernel or initrd path an update may name, in bytes (PATH_MAX). */
+export const MAX_PATH_BYTES = 4096;
+
+/** The longest next command line an update may give, in bytes. */
+export const MAX_CMDLINE_BYTES = 4096;
 
 /** The longest text taken from a peer into one log field, in UTF-16 units (the rest is cut, with a note). */
 export const MAX_LOGGED_TEXT = 256;
@@ -30,7 +39,7 @@ export type CheckedRequest = { readonly v: number; readonly id: number; readonly
   | { readonly op: 'createSession'; readonly session: CheckedName; readonly metadata: JsonValue; readonly metadataBytes: number }
   | { readonly op: 'attach' | 'retrieveSession' | 'release'; readonly session: CheckedName }
   | { readonly op: 'ready' }
-  | { readonly op: 'sessions' }
+  | ({ readonly op: 'sessions' } & SessionsRequest)
   | ({ readonly op: 'update' } & UpdateRequest)
 );
 
@@ -68,9 +77,19 @@ function checkArguments(r: Envelope, uid: number, operation: AgentOperation): Ch
     case 'retrieveSession':
     case 'release':
       return { ...base, op: r.op, session: checkName(r.name, uid) };
+    case 'update':
+      checkBytes(r.kernel, 'kernel', MAX_PATH_BYTES);
+      if (r.initrd !== undefined) checkBytes(r.initrd, 'initrd', MAX_PATH_BYTES);
+      checkBytes(r.cmdline, 'cmdline', MAX_CMDLINE_BYTES);
+      return { ...base, ...r };
     default:
       return { ...base, ...r };
   }
+}
+
+function checkBytes(value: string, name: string, max: number): void {
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes > max) throw invalidArgValue(name, `must be at most ${max} bytes (it is ${bytes})`, bounded(value, 40));
 }
 
 function checkName(requested: string, uid: number): CheckedName {
@@ -81,7 +100,9 @@ function checkName(requested: string, uid: number): CheckedName {
 /** The metadata's size as stored (bytes of JSON); refuses nesting deeper than {@link MAX_METADATA_DEPTH}. */
 function measureMetadata(metadata: JsonValue): number {
   if (depthOf(metadata) > MAX_METADATA_DEPTH) throw invalidArgValue('metadata', `must nest at most ${MAX_METADATA_DEPTH} levels of objects and arrays`, '(too deep to show)');
-  return Buffer.byteLength(JSON.stringify(metadata), 'utf8');
+  const bytes = Buffer.byteLength(JSON.stringify(metadata), 'utf8');
+  if (bytes > MAX_METADATA_BYTES) throw invalidArgValue('metadata', `must be at most ${MAX_METADATA_BYTES} bytes of JSON (it is ${bytes})`, '(too large to show)');
+  return bytes;
 }
 
 /** How deeply a JSON value nests (a scalar is 0), measured without recursion so that no depth can overflow the stack. */

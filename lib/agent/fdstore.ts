@@ -45,21 +45,46 @@ export function unpark(kernelName: string): void {
   void notify({ FDSTOREREMOVE: 1, FDNAME: fdNameOf(kernelName) }).catch(() => {});
 }
 
-/** Parks every outgoing session's fd, the refused manifest's session if any, and the state describing them; answers how many sessions. */
-export async function park(entries: readonly Entry[], heldManifest: Session | null): Promise<number> {
-  const parked = entries.filter((e) => e.session !== null);
-  for (const e of parked) {
-    await notify({ FDSTORE: 1, FDNAME: fdNameOf(e.kernelName), FDPOLL: 0 }, [e.session?.fd ?? -1]);
+/** What parking did: the sessions handed to the store, and each fd the store could not be sent. */
+export interface Parked {
+  /** Sessions sent to the store. */
+  sessions: number;
+  /** What failed, one by one (the others were still parked). */
+  failures: Array<{ fdName: string; kernelName: string | null; message: string }>;
+}
+
+/**
+ * Parks every outgoing session the agent holds, the refused manifest's
+ * session if any, and the state describing them. A failure to send one fd
+ * does not stop the others: each is reported. (systemd drops fds past
+ * FileDescriptorStoreMax= without telling the sender: the policy's
+ * fdStoreMax keeps the agent below it.)
+ */
+export async function park(entries: readonly Entry[], heldManifest: Session | null): Promise<Parked> {
+  const result: Parked = { sessions: 0, failures: [] };
+  const store = async (fdName: string, fd: number, kernelName: string | null): Promise<boolean> => {
+    try {
+      await notify({ FDSTORE: 1, FDNAME: fdName, FDPOLL: 0 }, [fd]);
+      return true;
+    } catch (error) {
+      result.failures.push({ fdName, kernelName, message: (error as Error).message });
+      return false;
+    }
+  };
+  const parked: Entry[] = [];
+  for (const e of entries) {
+    if (e.session !== null && (await store(fdNameOf(e.kernelName), e.session.fd, e.kernelName))) parked.push(e);
   }
-  if (heldManifest !== null) await notify({ FDSTORE: 1, FDNAME: MANIFEST_FDNAME, FDPOLL: 0 }, [heldManifest.fd]);
+  result.sessions = parked.length;
+  if (heldManifest !== null) await store(MANIFEST_FDNAME, heldManifest.fd, null);
   const state = writeState(parked.map(manifestSession));
   try {
-    await notify({ FDSTOREREMOVE: 1, FDNAME: STATE_FDNAME });
-    await notify({ FDSTORE: 1, FDNAME: STATE_FDNAME, FDPOLL: 0 }, [state]);
+    await notify({ FDSTOREREMOVE: 1, FDNAME: STATE_FDNAME }).catch(() => {});
+    await store(STATE_FDNAME, state, null);
   } finally {
     closeQuietly(state);
   }
-  return parked.length;
+  return result;
 }
 
 /** The state parked beside the session fds: what the manifest would say about each. */
@@ -77,28 +102,61 @@ export interface Restored {
   failure: string | null;
 }
 
-/** Takes back what a previous run parked: the session fds the state describes. */
+/**
+ * Takes back what a previous run parked: every parked session fd, described
+ * by the state memfd when it can be read. A session the state does not
+ * describe (the state missing, corrupt, or older than the fd) is kept all
+ * the same, described by its kernel name alone: its owner from the name's
+ * namespace, no metadata. Nothing parked is dropped, and every problem is
+ * reported.
+ */
 export function restore(restored: RestoredState): Restored {
-  if (restored.stateFd === undefined) return { sessions: [], failure: null };
-  let saved: ManifestSession[] = [];
-  let failure: string | null = null;
-  try {
-    saved = (JSON.parse(fs.readFileSync(`/proc/self/fd/${restored.stateFd}`, 'utf8')) as { sessions: ManifestSession[] }).sessions;
-  } catch (error) {
-    failure = (error as Error).message;
-  } finally {
-    closeQuietly(restored.stateFd);
+  const described = new Map<string, ManifestSession>();
+  const problems: string[] = [];
+  if (restored.stateFd === undefined) problems.push(`no ${STATE_FDNAME} in the fd store`);
+  else {
+    try {
+      for (const s of readState(restored.stateFd)) described.set(fdNameOf(s.kernelName), s);
+    } catch (error) {
+      problems.push(`${STATE_FDNAME} cannot be read: ${(error as Error).message}`);
+    } finally {
+      closeQuietly(restored.stateFd);
+    }
   }
   const sessions: Restored['sessions'] = [];
-  for (const s of saved) {
-    const fd = restored.fds.get(fdNameOf(s.kernelName));
-    if (fd === undefined) continue;
-    const session = Session.fromFd(fd);
+  for (const [fdName, fd] of restored.fds) {
+    if (!fdName.startsWith('luo-')) continue;
+    let session: Session;
+    try {
+      session = Session.fromFd(fd);
+    } catch (error) {
+      problems.push(`${fdName}: ${(error as Error).message}`);
+      closeQuietly(fd);
+      continue;
+    }
     if (session.state !== 'outgoing') {
+      problems.push(`${fdName}: session '${session.name}' is ${session.state}, not outgoing`);
       session.closeSync();
       continue;
     }
-    sessions.push({ saved: s, session });
+    const saved = described.get(fdName);
+    if (saved === undefined && restored.stateFd !== undefined) problems.push(`${fdName}: session '${session.name}' is not in ${STATE_FDNAME}`);
+    sessions.push({ saved: saved?.kernelName === session.name ? saved : undescribed(session.name), session });
   }
-  return { sessions, failure };
+  return { sessions, failure: problems.length === 0 ? null : problems.join('; ') };
+}
+
+/** The sessions the state memfd describes; throws if it is not what {@link writeState} wrote. */
+function readState(fd: number): ManifestSession[] {
+  const state = JSON.parse(fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8')) as { sessions?: unknown };
+  if (!Array.isArray(state.sessions)) throw new Error('no sessions array');
+  return state.sessions.filter((s): s is ManifestSession => typeof s === 'object' && s !== null && typeof (s as ManifestSession).kernelName === 'string' && typeof (s as ManifestSession).owner === 'number');
+}
+
+/** A session known by its kernel name only: the owner is the uid of its namespace (`u<uid>.` or `u<uid>~`), else root. */
+function undescribed(kernelName: string): ManifestSession {
+  const match = /^u(\d+)([.~])(.*)$/.exec(kernelName);
+  const owner = match === null ? 0 : Number(match[1]);
+  const name = match === null ? kernelName : match[2] === '.' ? (match[3] ?? kernelName) : kernelName;
+  return { kernelName, name, owner, metadata: null, createdAt: 0 };
 }

@@ -35,6 +35,16 @@ export interface UpdateRequest {
   timeoutMs: number;
   /** Stop after the checks. */
   dryRun: boolean;
+  /** Root only: when `timeoutMs` ends, go on without the clients still not ready (their sessions are kept), instead of refusing. */
+  proceedWithout?: boolean | undefined;
+}
+
+/** The options of a `sessions` request: one page of the list. */
+export interface SessionsRequest {
+  /** Where the previous page ended (its `next`), or absent for the first page. */
+  cursor?: string | undefined;
+  /** At most this many sessions in the page (1 to 10000; the page also ends before the reply would exceed the message size). */
+  limit?: number | undefined;
 }
 
 /** Every request, by its `op`. */
@@ -45,7 +55,7 @@ export type Request =
   | { op: 'retrieveSession'; name: string }
   | { op: 'release'; name: string }
   | { op: 'ready' }
-  | { op: 'sessions' }
+  | ({ op: 'sessions' } & SessionsRequest)
   | ({ op: 'update' } & UpdateRequest);
 
 /** A request with its envelope. */
@@ -72,8 +82,8 @@ export interface SessionInfo {
   kernelName: string;
   /** The owner's uid. */
   owner: number;
-  /** `outgoing` (before the kexec), `waiting` (after it, not claimed yet), `claimed`, `finished`. */
-  state: 'outgoing' | 'waiting' | 'claimed' | 'finished';
+  /** `outgoing` (before the kexec), `released` (outgoing, released, possibly still held by its client), `waiting` (after it, not claimed yet), `claimed`, `finished`. */
+  state: 'outgoing' | 'released' | 'waiting' | 'claimed' | 'finished';
   /** The owner's metadata. */
   metadata: JsonValue;
   /** When it was created (ms since the epoch). */
@@ -141,8 +151,12 @@ export function parseRequest(data: Buffer): Envelope {
     case 'release':
       return { ...envelope, op, name: field(body, 'name', 'string', operation) };
     case 'ready':
-    case 'sessions':
       return { ...envelope, op };
+    case 'sessions': {
+      const limit = field<number | undefined>(body, 'limit', 'number', operation, true);
+      if (limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > 10_000)) throw protocolError(operation, "'limit' must be an integer from 1 to 10000");
+      return { ...envelope, op, cursor: field<string | undefined>(body, 'cursor', 'string', operation, true), limit };
+    }
     case 'update': {
       const timeoutMs = field<number>(body, 'timeoutMs', 'number', operation);
       if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 86_400_000) throw protocolError(operation, "'timeoutMs' must be an integer from 0 to 86400000");
@@ -154,6 +168,7 @@ export function parseRequest(data: Buffer): Envelope {
         cmdline: field(body, 'cmdline', 'string', operation),
         timeoutMs,
         dryRun: field<boolean | undefined>(body, 'dryRun', 'boolean', operation, true) === true,
+        proceedWithout: field<boolean | undefined>(body, 'proceedWithout', 'boolean', operation, true) === true,
       };
     }
     default:

@@ -19,7 +19,7 @@ import { LiveUpdate } from '../liveupdate.js';
 import { native } from '../native.js';
 import { Session } from '../session.js';
 import { DEVICE_PATH } from '../status.js';
-import { decodeRequest, encodeReply, type CheckedName, type CheckedRequest } from './codec.js';
+import { bounded, decodeRequest, encodeReply, jsonBytes, ReplyTooLargeError, type CheckedName, type CheckedRequest } from './codec.js';
 import { Connection, Notifier } from './connection.js';
 import { closeQuietly, MANIFEST_FDNAME, park, restore, unpark, type RestoredState } from './fdstore.js';
 import { openListener, type Listener } from './listen.js';
@@ -28,7 +28,7 @@ import { AGENT_SESSION_NAME } from './names.js';
 import { DEFAULT_POLICY, groupsOf, permits, type Peer, type Policy } from './policy.js';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
 import { infoOf, SessionTable, type Entry } from './sessions.js';
-import { runUpdate, type UpdateCheck } from './update.js';
+import { runUpdate } from './update.js';
 
 export { MANIFEST_FDNAME, STATE_FDNAME, type RestoredState } from './fdstore.js';
 export { updateChecks, type UpdateCheck } from './update.js';
@@ -70,6 +70,12 @@ interface Reply {
 
 type Client = Connection<Entry>;
 
+/** The bytes of session entries in one `sessions` reply: the message limit less room for the other fields. */
+const SESSIONS_PAGE_BYTES = MAX_MESSAGE_BYTES - 4096;
+
+/** The longest string in one field of a log event (peers choose some of them). */
+const MAX_EVENT_TEXT = 1024;
+
 class DroppedConnection extends Error {}
 
 /**
@@ -97,6 +103,10 @@ export class Agent {
   #nextId = 1;
   #stopped = false;
   #unclaimedTimer: NodeJS.Timeout | null = null;
+  /** Aborted by stop(): an update in progress ends. */
+  readonly #stopping = new AbortController();
+  /** The update in progress, awaited by stop(). */
+  #running: Promise<unknown> | null = null;
 
   private constructor(options: AgentOptions) {
     this.#policy = options.policy ?? DEFAULT_POLICY;
@@ -172,10 +182,15 @@ export class Agent {
     this.#stopped = true;
     if (this.#unclaimedTimer !== null) clearTimeout(this.#unclaimedTimer);
     this.#listener?.close();
+    // An update in progress ends first (unloading what it loaded); then nothing changes any more.
+    this.#stopping.abort();
+    await this.#running?.catch(() => {});
+    this.#table.beginStopping();
     for (const c of this.#connections) c.receiving?.abort();
     if (options.park === true) {
-      const sessions = await park(this.#table.outgoing, this.#heldManifestSession);
-      this.#event('parked', { sessions });
+      const parked = await park(this.#table.outgoing, this.#heldManifestSession);
+      for (const failure of parked.failures) this.#event('park-failed', failure);
+      this.#event('parked', { sessions: parked.sessions, failed: parked.failures.length });
     }
     this.#table.closeAll();
     if (this.#heldManifestSession !== null && options.park !== true) this.#heldManifestSession.closeSync();
@@ -237,7 +252,6 @@ export class Agent {
 
   /** Takes back the sessions a previous run parked in systemd's fd store. */
   #restore(restored: RestoredState): void {
-    if (restored.stateFd === undefined) return;
     const found = restore(restored);
     if (found.failure !== null) this.#event('restore-failed', { message: found.failure });
     for (const { saved, session } of found.sessions) this.#table.adoptOutgoing(saved, session);
@@ -254,8 +268,9 @@ export class Agent {
   async #serve(fd: number): Promise<void> {
     let peer: Peer;
     try {
-      const cred = native.peerCredentials(fd);
-      peer = { ...cred, groups: groupsOf(cred.pid, cred.gid) };
+      const cred: Omit<Peer, 'groups'> & { groups?: readonly number[] } = native.peerCredentials(fd);
+      // The groups come from SO_PEERGROUPS with the credentials (the native side's peerCredentials); until that lands, /proc's.
+      peer = { ...cred, groups: cred.groups ?? groupsOf(cred.pid, cred.gid) };
     } catch (error) {
       this.#event('peer-unknown', { message: (error as Error).message });
       closeQuietly(fd);
@@ -301,7 +316,7 @@ export class Agent {
 
   /** Answers with an error, logs it, and drops the connection. */
   async #refuse(c: Client, id: number, operation: AgentOperation, code: AgentErrorCode, text: string): Promise<never> {
-    const error = agentError(code, text, { operation });
+    const error = agentError(code, bounded(text, MAX_EVENT_TEXT), { operation });
     this.#event('refused', { ...this.#who(c), op: operation, code, message: error.message });
     await this.#send(c, id, { ok: false, error: toWireError(error, operation) as unknown as JsonValue }).catch(() => {});
     throw new DroppedConnection(error.message);
@@ -334,8 +349,19 @@ export class Agent {
   }
 
   async #send(c: Client, id: number, body: Record<string, JsonValue | undefined>, fd?: number | undefined): Promise<void> {
+    let bytes: Buffer;
     try {
-      await sendFds(c.fd, fd === undefined ? [] : [fd], encodeReply(id, body), { signal: AbortSignal.timeout(this.#sendTimeoutMs) });
+      bytes = encodeReply(id, body);
+    } catch (error) {
+      if (!(error instanceof ReplyTooLargeError)) throw error;
+      // Never sent: the client gets a refusal it can read instead of a message it would drop.
+      this.#event('reply-too-large', { ...this.#who(c), message: error.message });
+      const refusal = agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', error.message, { operation: 'agent.connect' });
+      bytes = encodeReply(id, { ok: false, error: toWireError(refusal, 'agent.connect') as unknown as JsonValue });
+      fd = undefined;
+    }
+    try {
+      await sendFds(c.fd, fd === undefined ? [] : [fd], bytes, { signal: AbortSignal.timeout(this.#sendTimeoutMs) });
     } catch (error) {
       throw new DroppedConnection(`the reply could not be sent: ${(error as Error).message}`);
     }
@@ -353,7 +379,7 @@ export class Agent {
 
   async #handle(c: Client, r: CheckedRequest): Promise<Reply> {
     if (r.op === 'hello') return this.#hello(c, r.versions, r.client);
-    if (r.op === 'sessions') return { body: this.#sessionsReply(c) };
+    if (r.op === 'sessions') return { body: this.#sessionsReply(c, r.cursor, r.limit) };
     if (this.#manifestError !== null) throw this.#manifestError;
     switch (r.op) {
       case 'createSession': {
@@ -412,10 +438,32 @@ export class Agent {
     return { body: { name: entry.name, kernelName: entry.kernelName, metadata: entry.metadata }, fd: entry.session?.fd };
   }
 
-  #sessionsReply(c: Client): Record<string, JsonValue | undefined> {
+  /**
+   * One page of the sessions `c` may see: at most `limit`, and no more than
+   * fit in one reply (every entry is bounded: names, metadata), with the
+   * cursor of the next page or null. One user's sessions cannot make
+   * another's reply fail: each reply is cut to fit.
+   */
+  #sessionsReply(c: Client, cursor: string | undefined, limit: number | undefined): Record<string, JsonValue | undefined> {
     const m = this.#manifest;
+    const page: SessionInfo[] = [];
+    let used = 0;
+    let next: string | null = null;
+    let last: Entry | undefined;
+    for (const e of this.#table.visibleTo(c.peer.uid, cursor)) {
+      const info = infoOf(e);
+      const bytes = jsonBytes(info) + 1;
+      if (page.length === (limit ?? Infinity) || used + bytes > SESSIONS_PAGE_BYTES) {
+        next = last === undefined ? null : this.#table.cursorAfter(last);
+        break;
+      }
+      page.push(info);
+      used += bytes;
+      last = e;
+    }
     return {
-      sessions: this.#table.visibleTo(c.peer.uid).map(infoOf) as unknown as JsonValue,
+      sessions: page as unknown as JsonValue,
+      next,
       kexecCount: m?.kexecCount ?? 0,
       updateStartedAt: m?.updateStartedAt ?? null,
       frozenAt: m?.frozenAt ?? null,
@@ -428,20 +476,33 @@ export class Agent {
     if (!permits(this.#policy.update, c.peer)) {
       throw agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${c.peer.uid} may not run an update (policy: update)`, { operation: 'agent.update' });
     }
-    const body = await runUpdate(
+    const body = await this.#whileUpdating(runUpdate(
       {
         table: this.#table,
+        policy: this.#policy,
+        asker: c.peer,
+        signal: this.#stopping.signal,
         device: this.#device,
         previous: this.#manifest,
         connections: () => this.#connections,
         changes: this.#changes,
         who: this.#who(c),
         event: (name, fields) => this.#event(name, fields),
-        announce: (checks: UpdateCheck[]) => this.#send(c, r.id, { ok: true, phase: 'kexec', checks: checks as unknown as JsonValue }),
+        announce: (report) => this.#send(c, r.id, { ok: true, ...report }),
       },
       r,
-    );
+    ));
     return { body };
+  }
+
+  /** Runs `update`, known to stop() until it ends. */
+  async #whileUpdating<T>(update: Promise<T>): Promise<T> {
+    this.#running = update;
+    try {
+      return await update;
+    } finally {
+      this.#running = null;
+    }
   }
 
   // ---- after the kexec: sessions nobody claims ------------------------------------
@@ -449,6 +510,7 @@ export class Agent {
   #scheduleUnclaimed(): void {
     const rule = this.#policy.unclaimed;
     if (rule === null || this.#table.incoming.length === 0) return;
+    // The policy bounds afterSeconds to what one timer can wait (MAX_POLICY_SECONDS).
     this.#unclaimedTimer = setTimeout(() => void this.#table.expireUnclaimed(rule.action), rule.afterSeconds * 1000);
     this.#unclaimedTimer.unref();
   }
@@ -459,7 +521,9 @@ export class Agent {
     return { client: c.id, pid: c.peer.pid, uid: c.peer.uid };
   }
 
+  /** Logs one event; every string field is cut to MAX_EVENT_TEXT, so no peer sizes a log line. */
   #event(event: string, fields: Record<string, JsonValue | undefined> = {}): void {
-    this.#log({ time: new Date().toISOString(), event, ...fields });
+    const cut = Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, typeof v === 'string' ? bounded(v, MAX_EVENT_TEXT) : v]));
+    this.#log({ time: new Date().toISOString(), event, ...cut });
   }
 }

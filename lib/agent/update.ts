@@ -11,12 +11,14 @@ import * as kexec from '../kexec.js';
 import type { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import { kernelBoolParam, kernelParam } from '../diagnosis.js';
+import { bounded } from './codec.js';
 import type { Connection, Notifier } from './connection.js';
 import { closeQuietly } from './fdstore.js';
-import { writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest } from './manifest.js';
+import { writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
 import { AGENT_SESSION_NAME } from './names.js';
 import type { JsonValue, UpdateRequest } from './protocol.js';
-import { manifestSession, TablePhase, type Entry, type SessionTable } from './sessions.js';
+import { permits, type Peer, type Policy } from './policy.js';
+import type { Entry, SessionTable } from './sessions.js';
 
 /** One check of an update, as reported. */
 export interface UpdateCheck {
@@ -28,17 +30,23 @@ export interface UpdateCheck {
   detail?: string;
 }
 
-/** A client that did not say ready, as the refusal names it. */
+/** A client that did not say ready, as the refusal (or the report of an update that went on without it) names it. */
 export interface NotReady {
+  /** The agent's number for the connection. */
   id: number;
+  /** Its pid and uid, as the kernel said at connect. */
   pid: number;
   uid: number;
+  /** How many sessions it holds. */
+  sessions: number;
 }
 
 /** What an update needs from the agent. */
 export interface UpdateContext {
   /** The session table (the update moves its phase). */
   readonly table: SessionTable;
+  /** The agent's policy. */
+  readonly policy: Policy;
   /** The device, or null without one. */
   readonly device: LiveUpdate | null;
   /** The previous kernel's manifest, or null. */
@@ -47,47 +55,76 @@ export interface UpdateContext {
   connections(): Iterable<Connection<Entry>>;
   /** Told of every connection transition. */
   readonly changes: Notifier;
+  /** The asker. */
+  readonly asker: Peer;
   /** The asker, for the log. */
   readonly who: Record<string, JsonValue>;
+  /** Aborted when the agent stops: the update ends, unloading what it loaded. */
+  readonly signal: AbortSignal;
   /** Logs one event. */
   event(name: string, fields: Record<string, JsonValue | undefined>): void;
   /** Sends the `phase: "kexec"` reply, just before the jump. */
-  announce(checks: UpdateCheck[]): Promise<void>;
+  announce(body: Record<string, JsonValue>): Promise<void>;
 }
 
 /** Runs one update; resolves only for a dry run (a jump never returns), rejects with the refusal or the failure. */
 export async function runUpdate(ctx: UpdateContext, r: UpdateRequest): Promise<Record<string, JsonValue>> {
   const startedAt = Date.now();
-  if (ctx.table.phase !== TablePhase.Open) throw agentError('ERR_LIVEUPDATE_UPDATE_REFUSED', 'another update is in progress', { operation: 'agent.update' });
-  ctx.table.enter(TablePhase.Updating);
+  if (r.proceedWithout === true && ctx.asker.uid !== 0) {
+    throw agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${ctx.asker.uid} may not use proceedWithout (root only)`, { operation: 'agent.update' });
+  }
+  ctx.table.beginUpdate();
   try {
-    const checks = updateChecks(r, ctx.device !== null);
+    const checks = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table) });
     const failed = checks.filter((x) => !x.ok);
     if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks });
     if (r.dryRun) return { dryRun: true, checks: checks as unknown as JsonValue };
     await kexec.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
-    checks.push({ name: 'kexec load', ok: true });
-    ctx.event('kexec-loaded', { ...ctx.who, kernel: r.kernel });
-    const notReady = await waitReady(ctx, r.timeoutMs);
-    if (notReady.length > 0) {
-      await kexec.unload();
-      refuse(ctx, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${notReady.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid})`).join(', ')}`, { checks, notReady });
-    }
-    checks.push({ name: 'every client ready', ok: true });
-    const own = await sealManifest(ctx, r, startedAt);
+    // From here on, whatever ends the update without a jump unloads the kernel first.
     try {
-      await ctx.announce(checks);
-      ctx.event('kexec', { ...ctx.who, kernel: r.kernel, sessions: ctx.table.outgoing.length });
-      return await kexec.execute();
+      return await afterLoad(ctx, r, checks, startedAt);
     } catch (error) {
-      // No jump (the kexec failed, or the asker vanished): nothing of this attempt may stay behind.
-      await own.close();
-      await kexec.unload().catch(() => {});
+      await kexec.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
       throw error;
     }
   } finally {
-    ctx.table.enter(TablePhase.Open);
+    ctx.table.endUpdate();
   }
+}
+
+async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateCheck[], startedAt: number): Promise<never> {
+  checks.push({ name: 'kexec load', ok: true });
+  ctx.event('kexec-loaded', { ...ctx.who, kernel: bounded(r.kernel) });
+  const { notReady, passed } = await waitReady(ctx, r.timeoutMs);
+  stopping(ctx);
+  const proceededWithout = r.proceedWithout === true ? [...passed, ...notReady] : passed;
+  if (notReady.length > 0 && r.proceedWithout !== true) {
+    refuse(ctx, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${notReady.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid})`).join(', ')}`, { checks, notReady });
+  }
+  checks.push({ name: 'every client ready', ok: true, ...(proceededWithout.length === 0 ? {} : { detail: `went on without ${proceededWithout.length} client(s), their sessions kept` }) });
+  const sessions = await ctx.table.beginSealing();
+  stopping(ctx);
+  const own = await sealManifest(ctx, r, startedAt, sessions);
+  try {
+    stopping(ctx);
+    const report = { phase: 'kexec', checks: checks as unknown as JsonValue, proceededWithout: proceededWithout as unknown as JsonValue };
+    await ctx.announce(report);
+    ctx.event('kexec', { ...ctx.who, kernel: bounded(r.kernel), sessions: sessions.length, proceededWithout: proceededWithout as unknown as JsonValue });
+    return await kexec.execute();
+  } catch (error) {
+    // No jump: the manifest's session goes (the caller unloads).
+    await own.close();
+    throw error;
+  }
+}
+
+/** Throws when the agent is stopping: the update ends there. */
+function stopping(ctx: UpdateContext): void {
+  if (ctx.signal.aborted) refuse(ctx, 'the agent is stopping', {});
+}
+
+function waitingCount(table: SessionTable): number {
+  return table.incoming.filter((e) => e.state === 'waiting').length;
 }
 
 function refuse(ctx: UpdateContext, why: string, details: Record<string, unknown>): never {
@@ -95,61 +132,80 @@ function refuse(ctx: UpdateContext, why: string, details: Record<string, unknown
   throw agentError('ERR_LIVEUPDATE_UPDATE_REFUSED', `the update was refused: ${why}`, { operation: 'agent.update' }, details);
 }
 
-/** Waits until no connection blocks the update, or the deadline; answers those still blocking. */
-async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<NotReady[]> {
-  const blocking = (): NotReady[] => [...ctx.connections()].filter((c) => c.blocksUpdate).map((c) => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid }));
-  let timer: NodeJS.Timeout | undefined;
-  let timedOut = false;
-  const deadline = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
-      timedOut = true;
-      resolve();
-    }, timeoutMs);
-  });
+/**
+ * Waits until no connection the policy lets block the update is holding it
+ * back, or the deadline, or the agent's stop; woken by every connection
+ * transition. Answers those still not ready, and those the policy let the
+ * update go on without (not among `waitFor`, or past `proceedAfterSeconds`).
+ */
+async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<{ notReady: NotReady[]; passed: NotReady[] }> {
+  const { waitFor, proceedAfterSeconds } = ctx.policy.readiness;
+  const graceMs = proceedAfterSeconds === null ? Infinity : proceedAfterSeconds * 1000;
+  const startedAt = Date.now();
+  const describe = (c: Connection<Entry>): NotReady => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid, sessions: c.holds.size });
+  const split = (): { notReady: NotReady[]; passed: NotReady[] } => {
+    const blocking = [...ctx.connections()].filter((c) => c.blocksUpdate);
+    const graceOver = Date.now() - startedAt >= graceMs;
+    const waited = (c: Connection<Entry>): boolean => !graceOver && (waitFor === null || permits(waitFor, c.peer));
+    return { notReady: blocking.filter(waited).map(describe), passed: blocking.filter((c) => !waited(c)).map(describe) };
+  };
+  const timers: NodeJS.Timeout[] = [];
+  const after = (ms: number): Promise<void> => new Promise((resolve) => timers.push(setTimeout(resolve, Math.min(ms, 2 ** 31 - 1))));
+  const stopped = new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
+  const deadline = after(timeoutMs).then(() => 'deadline' as const);
+  const events = [ctx.changes.changed(), stopped, deadline, ...(graceMs < timeoutMs ? [after(graceMs)] : [])];
   try {
     for (;;) {
-      const notReady = blocking();
-      if (notReady.length === 0 || timedOut) return notReady;
-      await Promise.race([ctx.changes.changed(), deadline]);
+      const state = split();
+      if (state.notReady.length === 0 || ctx.signal.aborted) return state;
+      const woke = await Promise.race(events);
+      if (woke === 'deadline') return split();
+      events[0] = ctx.changes.changed();
     }
   } finally {
-    clearTimeout(timer);
+    timers.forEach(clearTimeout);
   }
 }
 
 /** Writes the manifest into the agent's own session, the last step before the kexec. */
-async function sealManifest(ctx: UpdateContext, r: UpdateRequest, startedAt: number): Promise<Session> {
+async function sealManifest(ctx: UpdateContext, r: UpdateRequest, startedAt: number, sessions: ManifestSession[]): Promise<Session> {
   if (ctx.device === null) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the agent cannot use /dev/liveupdate', { operation: 'agent.update' });
   const own = await ctx.device.createSession(AGENT_SESSION_NAME);
-  const manifest: Manifest = {
-    format: MANIFEST_FORMAT,
-    version: [MANIFEST_VERSION.major, MANIFEST_VERSION.minor],
-    kexecCount: (ctx.previous?.kexecCount ?? 0) + 1,
-    updateStartedAt: startedAt,
-    frozenAt: Date.now(),
-    next: { kernel: r.kernel, cmdline: r.cmdline },
-    sessions: ctx.table.outgoing.map(manifestSession),
-  };
-  const fd = writeManifest(manifest);
   try {
-    await own.preserve(fd, MANIFEST_TOKEN);
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      version: [MANIFEST_VERSION.major, MANIFEST_VERSION.minor],
+      kexecCount: (ctx.previous?.kexecCount ?? 0) + 1,
+      updateStartedAt: startedAt,
+      frozenAt: Date.now(),
+      next: { kernel: r.kernel, cmdline: r.cmdline },
+      sessions,
+    };
+    const fd = writeManifest(manifest);
+    try {
+      await own.preserve(fd, MANIFEST_TOKEN);
+    } finally {
+      closeQuietly(fd);
+    }
+    return own;
   } catch (error) {
     await own.close();
     throw error;
-  } finally {
-    closeQuietly(fd);
   }
-  return own;
 }
 
 /** The checks before anything is loaded: files readable, LUO and KHO kept on the next command line, the device owned. */
-export function updateChecks(r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline'>, haveDevice: boolean): UpdateCheck[] {
+export function updateChecks(
+  r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline' | 'proceedWithout'>,
+  haveDevice: boolean,
+  agent: { kernels: readonly string[] | null; waiting: number } = { kernels: null, waiting: 0 },
+): UpdateCheck[] {
   const readable = (file: string): UpdateCheck => {
     try {
       fs.accessSync(file, fs.constants.R_OK);
       return { name: `readable: ${file}`, ok: true };
     } catch (error) {
-      return { name: `readable: ${file}`, ok: false, detail: (error as Error).message };
+      return { name: `readable: ${file}`, ok: false, detail: (error as NodeJS.ErrnoException).code ?? 'unreadable' };
     }
   };
   const liveupdate = kernelParam(r.cmdline, 'liveupdate');
@@ -165,5 +221,25 @@ export function updateChecks(r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdli
       detail: kho === null ? 'kho= absent: the next kernel must enable KHO by default (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT)' : `kho=${kho}`,
     },
     { name: 'the agent owns /dev/liveupdate', ok: haveDevice },
+    ...(agent.kernels === null ? [] : [r.kernel, ...(r.initrd === undefined ? [] : [r.initrd])].map((file) => allowed(file, agent.kernels ?? []))),
+    {
+      name: 'no session handed over by the previous kernel waits to be claimed',
+      // The next kexec drops every incoming session nobody retrieved: only root's explicit proceedWithout lets that happen.
+      ok: agent.waiting === 0 || r.proceedWithout === true,
+      detail: agent.waiting === 0 ? 'none waits' : `${agent.waiting} wait${r.proceedWithout === true ? ': dropped by proceedWithout' : ''}`,
+    },
   ];
+}
+
+/** Whether the policy's `kernels` list allows `file` (its real path: a link cannot lead out of an allowed directory). */
+function allowed(file: string, kernels: readonly string[]): UpdateCheck {
+  const name = `allowed by the policy: ${bounded(file)}`;
+  let real: string;
+  try {
+    real = fs.realpathSync(file);
+  } catch (error) {
+    return { name, ok: false, detail: (error as Error).message };
+  }
+  const ok = kernels.some((k) => (k.endsWith('/') ? real.startsWith(k) : real === k));
+  return { name, ok, detail: ok ? real : `${bounded(real)} is outside the policy's kernels` };
 }
