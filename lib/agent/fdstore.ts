@@ -77,7 +77,9 @@ export async function park(entries: readonly Entry[], heldManifest: Session | nu
   }
   result.sessions = parked.length;
   if (heldManifest !== null) await store(MANIFEST_FDNAME, heldManifest.fd, null);
-  const state = writeState(parked.map(manifestSession));
+  // Released sessions have no fd to park, but may still be alive: the state keeps them, for the manifest.
+  const released = entries.filter((e) => e.state === 'released').map((e) => ({ ...manifestSession(e), released: true }));
+  const state = writeState([...parked.map(manifestSession), ...released]);
   try {
     await notify({ FDSTOREREMOVE: 1, FDNAME: STATE_FDNAME }).catch(() => {});
     await store(STATE_FDNAME, state, null);
@@ -88,7 +90,7 @@ export async function park(entries: readonly Entry[], heldManifest: Session | nu
 }
 
 /** The state parked beside the session fds: what the manifest would say about each. */
-function writeState(sessions: ManifestSession[]): number {
+function writeState(sessions: Array<ManifestSession & { released?: boolean }>): number {
   const fd = memfd.createSync('liveupdate-agent-state');
   fs.writeFileSync(`/proc/self/fd/${fd}`, JSON.stringify({ sessions }));
   return fd;
@@ -98,6 +100,8 @@ function writeState(sessions: ManifestSession[]): number {
 export interface Restored {
   /** Each parked session with its state. */
   sessions: Array<{ saved: ManifestSession; session: Session }>;
+  /** Sessions released before the stop, perhaps still held by their clients. */
+  released: ManifestSession[];
   /** Why the state could not be read, or null. */
   failure: string | null;
 }
@@ -112,11 +116,15 @@ export interface Restored {
  */
 export function restore(restored: RestoredState): Restored {
   const described = new Map<string, ManifestSession>();
+  const released: ManifestSession[] = [];
   const problems: string[] = [];
   if (restored.stateFd === undefined) problems.push(`no ${STATE_FDNAME} in the fd store`);
   else {
     try {
-      for (const s of readState(restored.stateFd)) described.set(fdNameOf(s.kernelName), s);
+      for (const s of readState(restored.stateFd)) {
+        if (s.released === true) released.push(manifestSession(s));
+        else described.set(fdNameOf(s.kernelName), manifestSession(s));
+      }
     } catch (error) {
       problems.push(`${STATE_FDNAME} cannot be read: ${(error as Error).message}`);
     } finally {
@@ -143,14 +151,14 @@ export function restore(restored: RestoredState): Restored {
     if (saved === undefined && restored.stateFd !== undefined) problems.push(`${fdName}: session '${session.name}' is not in ${STATE_FDNAME}`);
     sessions.push({ saved: saved?.kernelName === session.name ? saved : undescribed(session.name), session });
   }
-  return { sessions, failure: problems.length === 0 ? null : problems.join('; ') };
+  return { sessions, released, failure: problems.length === 0 ? null : problems.join('; ') };
 }
 
 /** The sessions the state memfd describes; throws if it is not what {@link writeState} wrote. */
-function readState(fd: number): ManifestSession[] {
+function readState(fd: number): Array<ManifestSession & { released?: boolean }> {
   const state = JSON.parse(fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8')) as { sessions?: unknown };
   if (!Array.isArray(state.sessions)) throw new Error('no sessions array');
-  return state.sessions.filter((s): s is ManifestSession => typeof s === 'object' && s !== null && typeof (s as ManifestSession).kernelName === 'string' && typeof (s as ManifestSession).owner === 'number');
+  return state.sessions.filter((s): s is ManifestSession & { released?: boolean } => typeof s === 'object' && s !== null && typeof (s as ManifestSession).kernelName === 'string' && typeof (s as ManifestSession).owner === 'number');
 }
 
 /** A session known by its kernel name only: the owner is the uid of its namespace (`u<uid>.` or `u<uid>~`), else root. */

@@ -255,6 +255,7 @@ export class Agent {
     const found = restore(restored);
     if (found.failure !== null) this.#event('restore-failed', { message: found.failure });
     for (const { saved, session } of found.sessions) this.#table.adoptOutgoing(saved, session);
+    for (const saved of found.released) this.#table.adoptOutgoing(saved, null);
     this.#event('restored', { sessions: this.#table.outgoing.length });
   }
 

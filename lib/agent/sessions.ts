@@ -156,9 +156,9 @@ export class SessionTable {
     for (const s of sessions) this.#incoming.set(s.kernelName, { ...manifestSession(s), state: 'waiting', session: null, holder: null });
   }
 
-  /** An outgoing session a previous run parked in the fd store. */
-  adoptOutgoing(saved: ManifestSession, session: Session): void {
-    this.#outgoing.set(saved.kernelName, { ...manifestSession(saved), state: 'outgoing', session, holder: null });
+  /** An outgoing session a previous run parked in the fd store, or (without a session) one it had released. */
+  adoptOutgoing(saved: ManifestSession, session: Session | null): void {
+    this.#outgoing.set(saved.kernelName, { ...manifestSession(saved), state: session === null ? 'released' : 'outgoing', session, holder: null });
   }
 
   // ---- requests -------------------------------------------------------------------

@@ -17,13 +17,13 @@ import { AgentClient, kexec, LiveUpdate, memfd, recvFds, SessionNotFoundError } 
 import { defineCase, defineScenario, type JsonValue, type StageContext } from 'liveupdate-conformance';
 import { libraryAddon } from './support.js';
 
-const INDEX = require.resolve('liveupdate');
+export const INDEX = require.resolve('liveupdate');
 const CLI = path.join(path.dirname(INDEX), 'cli.js');
-const SOCKET = '/run/liveupdate/agent.sock';
-const POLICY = '/tmp/agent-policy.json';
+export const SOCKET = '/run/liveupdate/agent.sock';
+export const POLICY = '/tmp/agent-policy.json';
 const NOTIFY = '@lu-agent-notify';
-const ALICE = 1001;
-const BOB = 1002;
+export const ALICE = 1001;
+export const BOB = 1002;
 
 /** A client process: runs one AgentClient call per line of JSON on stdin and answers one line on stdout. */
 const CLIENT = `
@@ -122,7 +122,7 @@ class ClientProcess {
 }
 
 /** A stand-in service manager: the notify socket, with READY=1 and an fd store (FDSTORE, FDSTOREREMOVE). */
-class Manager {
+export class Manager {
   readonly fd = libraryAddon().unixBind(libraryAddon().SOCK_DGRAM, NOTIFY);
   readonly store = new Map<string, number[]>();
   #readyCount = 0;
@@ -163,7 +163,7 @@ class Manager {
 }
 
 /** The agent process: `liveupdate agent`, with LISTEN_FDS when `passed` fds are given. */
-class AgentProcess {
+export class AgentProcess {
   readonly child: ChildProcess;
   log = '';
 
@@ -194,7 +194,7 @@ class AgentProcess {
 }
 
 /** Runs `liveupdate ARGS`; resolves to the exit status and stdout. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const launcher = `Promise.resolve(require(${JSON.stringify(CLI)}).main(JSON.parse(process.env.LU_ARGS))).then((code) => { process.exitCode = code; });`;
   const child = spawn(process.execPath, ['-e', launcher], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LU_ARGS: JSON.stringify(args) } });
   let stdout = '';
@@ -210,7 +210,7 @@ function writePolicy(): void {
 }
 
 /** Waits until the agent answers on its socket. */
-async function agentAnswers(agent: AgentProcess): Promise<void> {
+export async function agentAnswers(agent: AgentProcess): Promise<void> {
   for (let i = 0; i < 200; i++) {
     try {
       const client = await AgentClient.connect({ socket: SOCKET });
