@@ -201,8 +201,8 @@ async function paging(ctx: StageContext): Promise<JsonValue> {
   const big = { blob: 'x'.repeat(16000) };
   const made = await bob.value<string[]>(BURST, { names: ['b0', 'b1', 'b2', 'b3'], metadata: big });
   ctx.equal('bob fills his quota with 16 KB of metadata per session', made, ['ok', 'ok', 'ok', 'ok']);
-  const deep = await bob.run(`const c = await connect(); let m = null; for (let i = 0; i < 5000; i++) m = [m]; await c.createSession('deep', { metadata: m });`);
-  ctx.equal('metadata nested 5000 deep is refused with a TypeError at the codec', deep.ok ? 'accepted' : [deep.error.class, deep.error.code], ['TypeError', 'ERR_INVALID_ARG_VALUE']);
+  const deep = await bob.run(`const c = await connect(); let m = null; for (let i = 0; i < 100; i++) m = [m]; await c.createSession('deep', { metadata: m });`);
+  ctx.equal('metadata nested 100 deep is refused with a TypeError at the codec', deep.ok ? 'accepted' : [deep.error.class, deep.error.code], ['TypeError', 'ERR_INVALID_ARG_VALUE']);
   const listed = await cli(['sessions', '--socket', SOCKET, '--json']);
   ctx.equal("root's liveupdate sessions still answers", listed.code, 0) || ctx.report('sessions stderr', listed.stderr);
   const pages = await pageThrough();
@@ -297,9 +297,11 @@ async function fdStore(ctx: StageContext): Promise<JsonValue> {
 
 /** The kexec: bob never says ready, and the policy waits only for alice (and root). */
 async function jump(ctx: StageContext): Promise<JsonValue> {
-  const [kept, ...others] = aliceNames;
-  await aliceAttaches([...aliceNames, 'extra']);
-  for (const name of [...others, 'extra']) await alice.value(READY, { name });
+  // aliceNames[1] was released during the update in release-on-exit, and the corrupt state lost it: the others remain.
+  const [kept, , other] = aliceNames;
+  const others = [other ?? '', 'extra'];
+  await aliceAttaches([kept ?? '', ...others]);
+  for (const name of others) await alice.value(READY, { name });
   // Released with the fd kept by alice's process: it must cross the kexec for her to claim.
   await alice.value(RELEASE_KEEPING_FD, { name: kept ?? '' });
   await root.ready();
@@ -312,7 +314,7 @@ async function jump(ctx: StageContext): Promise<JsonValue> {
     throw new Error(`liveupdate update exited ${run.code} without a kexec: ${run.stdout} ${run.stderr}\nagent log:\n${agent.log}`);
   });
   ctx.check('liveupdate update will make the kexec without bob', true);
-  return { kept: kept ?? null, other: others[0] ?? null };
+  return { kept: kept ?? null, other: other ?? null };
 }
 
 // ---- stage 2 ---------------------------------------------------------------------
