@@ -34,11 +34,10 @@ export interface UpdateCheck {
 export interface NotReady {
   /** The agent's number for the connection. */
   id: number;
-  /** Its pid and uid, as the kernel said at connect. */
+  /** Its pid, as the kernel said at connect. */
   pid: number;
+  /** Its uid, as the kernel said at connect. */
   uid: number;
-  /** How many sessions it holds. */
-  sessions: number;
 }
 
 /** What an update needs from the agent. */
@@ -142,7 +141,7 @@ async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<{ notRe
   const { waitFor, proceedAfterSeconds } = ctx.policy.readiness;
   const graceMs = proceedAfterSeconds === null ? Infinity : proceedAfterSeconds * 1000;
   const startedAt = Date.now();
-  const describe = (c: Connection<Entry>): NotReady => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid, sessions: c.holds.size });
+  const describe = (c: Connection<Entry>): NotReady => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid });
   const split = (): { notReady: NotReady[]; passed: NotReady[] } => {
     const blocking = [...ctx.connections()].filter((c) => c.blocksUpdate);
     const graceOver = Date.now() - startedAt >= graceMs;
