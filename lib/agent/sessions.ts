@@ -16,6 +16,7 @@ import type { JsonValue, SessionInfo } from './protocol.js';
 
 /** A session the agent knows. */
 export interface Entry extends ManifestSession {
+  /** Where the session is in its life (as `sessions` reports it). */
   state: SessionInfo['state'];
   /** The agent's own reference (null while waiting to be claimed, or once released). */
   session: Session | null;
@@ -39,6 +40,7 @@ export enum TablePhase {
 
 /** What the table needs from the agent. */
 export interface TableContext {
+  /** The agent's policy (quotas, onClientExit, fdStoreMax). */
   readonly policy: Policy;
   /** The device, or AgentUnavailableError for `operation`. */
   device(operation: AgentOperation): LiveUpdate;

@@ -35,7 +35,7 @@ const EXPECTED: ExpectedChecks = {
   },
   'agent-hostile/update-failures-unload': {
     1: [
-      'an update whose manifest cannot be sealed fails',
+      'an update whose manifest cannot be sealed fails there (EEXIST)',
       'a failure while sealing the manifest leaves nothing loaded',
       'the update loaded the kernel and waits',
       'SIGTERM during an update: the agent stops cleanly',

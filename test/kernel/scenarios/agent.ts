@@ -171,7 +171,7 @@ export class AgentProcess {
     const launcher = `
       if (process.env.LISTEN_FDS) process.env.LISTEN_PID = String(process.pid); // what a service manager does between fork and exec
       Promise.resolve(require(${JSON.stringify(CLI)}).main(['agent', '--socket', ${JSON.stringify(SOCKET)}, '--policy', ${JSON.stringify(POLICY)}]))
-        .then((code) => process.exit(code));`;
+        .then((code) => { process.exitCode = code; }); // as bin/liveupdate.js: the loop drains, so what still runs after stop() shows`;
     const listen = passed.length === 0 ? {} : { LISTEN_FDS: String(passed.length), LISTEN_FDNAMES: passed.map(([name]) => name).join(':') };
     this.child = spawn(process.execPath, ['-e', launcher], {
       stdio: ['ignore', 'ignore', 'pipe', ...passed.map(([, fd]) => fd)],
