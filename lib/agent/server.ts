@@ -13,18 +13,17 @@
  * `update` (the update), `fdstore` (parking in systemd's fd store),
  * `listen` (the socket and the accept loop).
  */
-import { agentError, LiveUpdateError, SessionNotFoundError, type AgentErrorCode, type AgentOperation } from '../errors.js';
+import { agentError, LiveUpdateError, type AgentErrorCode, type AgentOperation } from '../errors.js';
 import { FdPassError, recvFds, sendFds } from '../fdpass.js';
 import { LiveUpdate } from '../liveupdate.js';
 import { native } from '../native.js';
-import { Session } from '../session.js';
+import type { Session } from '../session.js';
 import { DEVICE_PATH } from '../status.js';
 import { bounded, decodeRequest, encodeReply, jsonBytes, ReplyTooLargeError, type CheckedName, type CheckedRequest } from './codec.js';
 import { Connection, Notifier } from './connection.js';
 import { closeQuietly, MANIFEST_FDNAME, park, restore, unpark, type RestoredState } from './fdstore.js';
 import { openListener, type Listener } from './listen.js';
-import { readManifest, type Manifest } from './manifest.js';
-import { AGENT_SESSION_NAME } from './names.js';
+import { takeIncomingManifest, type Manifest } from './manifest.js';
 import { DEFAULT_POLICY, groupsOf, permits, type Peer, type Policy } from './policy.js';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
 import { infoOf, SessionTable, type Entry } from './sessions.js';
@@ -215,31 +214,16 @@ export class Agent {
 
   /** Reads the manifest first thing after the kexec; a newer major version stops everything but `sessions`. */
   async #readIncomingManifest(device: LiveUpdate, parked: number | undefined): Promise<void> {
-    let own: Session;
-    try {
-      // A run that refused the manifest parked the session it had retrieved: retrieving a token again is allowed.
-      own = parked === undefined ? await device.retrieveSession(AGENT_SESSION_NAME) : Session.fromFd(parked);
-    } catch (error) {
-      if (error instanceof SessionNotFoundError) return; // First boot, or no update carried a manifest.
-      throw error;
-    }
-    const fd = await own.retrieve(0n);
-    let manifest: Manifest;
-    try {
-      manifest = readManifest(fd);
-    } catch (error) {
-      if (!(error instanceof LiveUpdateError)) throw error;
-      // Not finished: an agent that can read it must still find it (and the sessions it names).
-      this.#manifestError = error;
-      this.#heldManifestSession = own;
-      this.#event('manifest-refused', { code: error.code, message: error.message });
+    const incoming = await takeIncomingManifest(device, parked);
+    if (incoming.kind === 'none') return;
+    if (incoming.kind === 'refused') {
+      this.#manifestError = incoming.error;
+      this.#heldManifestSession = incoming.session;
+      this.#event('manifest-refused', { code: incoming.error.code, message: incoming.error.message });
       return;
-    } finally {
-      closeQuietly(fd);
     }
+    const manifest = incoming.manifest;
     this.#manifest = manifest;
-    await own.finish();
-    await own.close();
     this.#table.adoptIncoming(manifest.sessions);
     this.#event('manifest-read', {
       kexecCount: manifest.kexecCount,

@@ -62,6 +62,7 @@ const EXPECTED: ExpectedChecks = {
       'a second update is refused while handed-over sessions wait',
       'a session released with its fd kept crossed the kexec, and its owner claims it',
       'two concurrent claims of one session are both served',
+      'sessions nobody claimed are finished after unclaimed.afterSeconds, not before',
       'the agent stops cleanly',
     ],
   },

@@ -97,7 +97,11 @@ return got.map((r) => (r.status === 'fulfilled' ? r.value.session.name : r.reaso
 interface Policy {
   onClientExit?: 'keep' | 'release';
   fdStoreMax?: number;
+  unclaimed?: { afterSeconds: number; action: 'keep' | 'finish' };
 }
+
+/** After the kexec, sessions nobody claims are finished this long after the agent's start. */
+const UNCLAIMED_SECONDS = 20;
 
 function writePolicy(extra: Policy = {}): void {
   const policy = { connect: { users: [ALICE, BOB] }, quota: { sessions: 4, metadataBytes: 16384 }, readiness: { waitFor: { users: [ALICE] } }, ...extra };
@@ -350,7 +354,8 @@ async function jump(ctx: StageContext): Promise<JsonValue> {
 // ---- stage 2 ---------------------------------------------------------------------
 
 async function afterKexec(ctx: StageContext): Promise<void> {
-  writePolicy();
+  writePolicy({ unclaimed: { afterSeconds: UNCLAIMED_SECONDS, action: 'finish' } });
+  const startedAt = Date.now();
   agent = new AgentProcess({});
   await agentAnswers(agent);
   const waiting = await sessionsOf(BOB);
@@ -366,6 +371,15 @@ async function afterKexec(ctx: StageContext): Promise<void> {
   }
   const twice = await alice.value<string[]>(CLAIM_TWICE, { name: other });
   ctx.check('two concurrent claims of one session are both served', twice.every((n) => n.startsWith(`u${ALICE}.`)), twice);
+  let unclaimed = await sessionsOf(BOB);
+  while (unclaimed.some((s) => s.state !== 'finished') && Date.now() - startedAt < (UNCLAIMED_SECONDS + 30) * 1000) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    unclaimed = await sessionsOf(BOB);
+  }
+  ctx.check('sessions nobody claimed are finished after unclaimed.afterSeconds, not before', unclaimed.every((s) => s.state === 'finished') && Date.now() - startedAt >= UNCLAIMED_SECONDS * 1000, {
+    states: unclaimed.map((s) => s.state),
+    afterMs: Date.now() - startedAt,
+  });
   const code = await agent.stop();
   ctx.equal('the agent stops cleanly', code, 0) || ctx.report('agent log', agent.log);
   alice.child.kill('SIGKILL');
