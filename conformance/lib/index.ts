@@ -41,4 +41,5 @@ export {
   type InProcessAgentOptions,
 } from './harness/agent.js';
 export { runCli, cliModule, type CliResult } from './harness/cli.js';
+export { libraryBinding, type LibraryBinding } from './native.js';
 export { runProcess, DEFAULT_PROCESS_TIMEOUT_MS, type ProcessResult, type RunProcessOptions } from './harness/process.js';

@@ -72,14 +72,6 @@ function connect(agent: AgentProcess): Promise<AgentClient> {
   return agent.connect({}, ANSWER_TIMEOUT_MS);
 }
 
-/** The instant the agent first answered a client (connect + hello). */
-async function whenAnswering(agent: AgentProcess): Promise<number> {
-  const client = await connect(agent);
-  const at = nowMs();
-  await client.close();
-  return at;
-}
-
 function sessionName(stage: number, i: number): string {
   return `bench-agent-${stage}-${i}`;
 }
@@ -175,7 +167,8 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
     const runnerAt = nowMs();
     const initAt = initExecMs();
     const agent = await AgentProcess.start({ socket: SOCKET, readyTimeoutMs: ANSWER_TIMEOUT_MS });
-    const answeringAt = await whenAnswering(agent);
+    // The start waits for the agent's first answer to a hello: node's time origin is /init's start.
+    const answeringAt = initAt + agent.answeredAt;
     const claimed = counts[stage - 2];
     const claims = claimed === undefined ? null : await claimClients(ctx, agent, claimed);
     const preserves = counts[stage - 1];

@@ -2,15 +2,16 @@
  * Starting an agent and waiting until it serves: the one way the tests, the
  * demo and the benchmark do it. Two forms:
  * - {@link AgentProcess}: `liveupdate agent` as its own process, as a service
- *   manager runs it, ready once it logs its `listening` event (bounded wait,
- *   an error with its log when it exits or takes too long);
+ *   manager runs it, ready once it has logged its `listening` event and
+ *   answered a first hello (bounded wait, an error with its log when it
+ *   exits or takes too long);
  * - {@link startAgentInProcess}: `Agent.start` in this process, its events
  *   collected (the host tests, which look at what the agent logged).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AgentClient, AgentUnavailableError, type AgentEvent, type ConnectOptions } from 'liveupdate';
+import { AgentClient, AgentError, AgentUnavailableError, type AgentEvent, type ConnectOptions } from 'liveupdate';
 import { CLI_ARGS_ENV, cliLauncher } from './cli.js';
 
 /** Which event a wait is for: its name, or a test of the whole event. */
@@ -102,6 +103,7 @@ export class AgentProcess {
   /** What it logged, event by event (its stderr's JSON lines). */
   readonly log = new AgentLog();
   #output = '';
+  #answeredAt = Number.NaN;
 
   private constructor(
     /** The node process. */
@@ -122,9 +124,12 @@ export class AgentProcess {
   }
 
   /**
-   * Starts `liveupdate agent` and resolves once it logs `listening`. Rejects,
-   * with its output, when it exits first or takes longer than
-   * `readyTimeoutMs` (it is killed then).
+   * Starts `liveupdate agent` and resolves once it has logged `listening` and
+   * answered a hello (a refusal by its policy is an answer too). The hello
+   * makes sure it got past its start: the agent logs `listening` before it
+   * takes SIGTERM as a stop, and a signal in between kills it outright.
+   * Rejects, with its output, when it exits first or takes longer than
+   * `readyTimeoutMs` all told (it is killed then).
    */
   static async start(options: AgentProcessOptions): Promise<AgentProcess> {
     const args = ['agent', '--socket', options.socket];
@@ -139,13 +144,21 @@ export class AgentProcess {
       env: { ...process.env, ...options.env, ...listen, [CLI_ARGS_ENV]: JSON.stringify(args) },
     });
     const agent = new AgentProcess(child, options.socket);
+    const timeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
+    const deadline = performance.now() + timeoutMs;
     try {
-      await agent.log.waitFor('listening', options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, () => agent.#context());
+      await agent.log.waitFor('listening', timeoutMs, () => agent.#context());
+      agent.#answeredAt = await agent.#firstAnswer(deadline, timeoutMs);
     } catch (error) {
       child.kill('SIGKILL');
       throw new Error(`liveupdate agent on ${options.socket} did not start: ${(error as Error).message}`);
     }
     return agent;
+  }
+
+  /** When it first answered a hello: `performance.now()` of this process. */
+  get answeredAt(): number {
+    return this.#answeredAt;
   }
 
   /** Everything it wrote on stderr (its JSON event lines and any message). */
@@ -193,6 +206,21 @@ export class AgentProcess {
     if (outcome !== 'late') return outcome;
     this.child.kill('SIGKILL');
     throw new Error(`the agent did not exit within ${timeoutMs} ms of ${signal} (killed)${this.#context()}`);
+  }
+
+  /** Says hello until the agent answers; resolves to the instant it did. */
+  async #firstAnswer(deadline: number, timeoutMs: number): Promise<number> {
+    for (;;) {
+      try {
+        await (await AgentClient.connect({ socket: this.socket })).close();
+        return performance.now();
+      } catch (error) {
+        if (error instanceof AgentError && !(error instanceof AgentUnavailableError)) return performance.now();
+        if (this.exited) throw new Error(`it exited with ${String(this.child.exitCode ?? this.child.signalCode)} before answering a hello${this.#context()}`, { cause: error });
+        if (performance.now() > deadline) throw new Error(`it answered no hello within ${timeoutMs} ms${this.#context()}`, { cause: error });
+        await sleep(RETRY_MS);
+      }
+    }
   }
 
   #addLine(line: string): void {

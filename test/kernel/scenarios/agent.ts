@@ -13,8 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { createInterface } from 'node:readline';
 import { AgentClient, kexec, LiveUpdate, memfd, recvFds, SessionNotFoundError } from 'liveupdate';
-import { AgentProcess, defineCase, defineScenario, runCli, type JsonValue, type StageContext } from 'liveupdate-conformance';
-import { libraryAddon } from './support.js';
+import { AgentProcess, defineCase, defineScenario, libraryBinding, runCli, type JsonValue, type StageContext } from 'liveupdate-conformance';
 
 const INDEX = require.resolve('liveupdate');
 const SOCKET = '/run/liveupdate/agent.sock';
@@ -123,7 +122,7 @@ class ClientProcess {
 
 /** A stand-in service manager: the notify socket, with READY=1 and an fd store (FDSTORE, FDSTOREREMOVE). */
 class Manager {
-  readonly fd = libraryAddon().unixBind(libraryAddon().SOCK_DGRAM, NOTIFY);
+  readonly fd = libraryBinding().unixBind(libraryBinding().SOCK_DGRAM, NOTIFY);
   readonly store = new Map<string, number[]>();
   #readyCount = 0;
   #onReady: (() => void) | undefined;
