@@ -11,6 +11,7 @@ import { Agent, AgentClient } from 'liveupdate';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AgentLog, AgentProcess, startAgentInProcess } from '../lib/harness/agent.js';
 import { runCli } from '../lib/harness/cli.js';
+import { compileC } from '../lib/harness/compile.js';
 import { runProcess } from '../lib/harness/process.js';
 import { libraryBinding } from '../lib/native.js';
 
@@ -168,5 +169,25 @@ describe('AgentLog', () => {
     const never = log.waitFor('stopped', 5000, () => '; context');
     log.end('it exited with 3');
     await expect(never).rejects.toThrow(/^the agent logged no 'stopped': it exited with 3; context$/);
+  });
+});
+
+describe('compileC', () => {
+  it('builds a program that runs, static or not', async () => {
+    const source = path.join(dir, 'hello.c');
+    fs.writeFileSync(source, '#include <stdio.h>\nint main(void) { puts(GREETING); return 3; }\n');
+    for (const linkedStatic of [false, true]) {
+      const out = compileC({ sources: [source], out: path.join(dir, 'bin', `hello-${String(linkedStatic)}`), static: linkedStatic, flags: ['-Werror', '-DGREETING="hi"'] });
+      expect(await runProcess(out, [])).toEqual({ status: 3, signal: null, stdout: 'hi\n', stderr: '' });
+    }
+  });
+
+  it("a source that does not compile: the compiler's message, and nothing at the output path", () => {
+    const source = path.join(dir, 'broken.c');
+    fs.writeFileSync(source, 'int main(void) { return undeclared; }\n');
+    const out = path.join(dir, 'bin', 'broken');
+    expect(() => compileC({ sources: [source], out })).toThrow(/^cc .*broken\.c failed:\n.*undeclared.*\(first use in this function\)/s);
+    expect(fs.readdirSync(path.dirname(out)).filter((f) => f.startsWith('broken'))).toEqual([]);
+    expect(() => compileC({ sources: [path.join(dir, 'absent.c')], out })).toThrow(`${path.join(dir, 'absent.c')} is missing`);
   });
 });
