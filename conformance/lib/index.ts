@@ -13,7 +13,7 @@ export { runVm, qemuBinary, type RunOptions, type VmRun, type StageResult, type 
 export { findKernels, kernelRelease, kernelInputsHash, NO_KERNEL_HELP, type KernelImage } from './vm/kernels.js';
 export { buildGuestImage, cacheDir, packageRoot, type GuestImage, type GuestImageOptions } from './vm/initramfs.js';
 export { defineCase, defineScenario, type Case, type Scenario, type StageContext, type StageFunction, type NextStage } from './vm/scenario.js';
-export { expectError, kernelLog, memfdWith } from './conformance/support.js';
+export { expectError, memfdWith } from './conformance/support.js';
 export {
   clearFaults,
   handlerCalls,
