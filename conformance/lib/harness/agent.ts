@@ -148,7 +148,7 @@ export class AgentProcess {
     const deadline = performance.now() + timeoutMs;
     try {
       await agent.log.waitFor('listening', timeoutMs, () => agent.#context());
-      agent.#answeredAt = await agent.#firstAnswer(deadline, timeoutMs);
+      agent.#answeredAt = await agent.#firstAnswer(deadline);
     } catch (error) {
       child.kill('SIGKILL');
       throw new Error(`liveupdate agent on ${options.socket} did not start: ${(error as Error).message}`);
@@ -208,19 +208,14 @@ export class AgentProcess {
     throw new Error(`the agent did not exit within ${timeoutMs} ms of ${signal} (killed)${this.#context()}`);
   }
 
-  /** Says hello until the agent answers; resolves to the instant it did. */
-  async #firstAnswer(deadline: number, timeoutMs: number): Promise<number> {
-    for (;;) {
-      try {
-        await (await AgentClient.connect({ socket: this.socket })).close();
-        return performance.now();
-      } catch (error) {
-        if (error instanceof AgentError && !(error instanceof AgentUnavailableError)) return performance.now();
-        if (this.exited) throw new Error(`it exited with ${String(this.child.exitCode ?? this.child.signalCode)} before answering a hello${this.#context()}`, { cause: error });
-        if (performance.now() > deadline) throw new Error(`it answered no hello within ${timeoutMs} ms${this.#context()}`, { cause: error });
-        await sleep(RETRY_MS);
-      }
+  /** Says hello until the agent answers (a refusal by its policy is an answer); resolves to the instant it did. */
+  async #firstAnswer(deadline: number): Promise<number> {
+    try {
+      await (await this.connect({}, Math.ceil(Math.max(0, deadline - performance.now())))).close();
+    } catch (error) {
+      if (!(error instanceof AgentError) || error instanceof AgentUnavailableError) throw error;
     }
+    return performance.now();
   }
 
   #addLine(line: string): void {
