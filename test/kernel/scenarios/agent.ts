@@ -149,11 +149,14 @@ class Manager {
     }
   }
 
-  /** Resolves when the `n`-th READY=1 has arrived. */
-  ready(n: number): Promise<void> {
-    return new Promise((resolve) => {
+  /** Resolves when the `n`-th READY=1 has arrived; rejects if it has not within `timeoutMs`. */
+  ready(n: number, timeoutMs = 60_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`READY=1 came ${this.#readyCount} time(s) in ${timeoutMs} ms, not ${n}`)), timeoutMs);
       const check = (): void => {
-        if (this.#readyCount >= n) resolve();
+        if (this.#readyCount < n) return;
+        clearTimeout(timer);
+        resolve();
       };
       this.#onReady = check;
       check();
