@@ -1,6 +1,6 @@
 /**
  * The agent's requests per second on the host, with no LUO needed: the real
- * `liveupdate agent` (bin/liveupdate.js, its own process, no device) and
+ * `liveupdate agent` (the library's CLI in its own process, no device) and
  * many clients in this process, each connected once and then repeating
  * `ready` + `sessions` (requests every agent answers without the device).
  * Rounds of all clients at once; the warm-up rounds are dropped.
