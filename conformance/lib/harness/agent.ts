@@ -94,7 +94,7 @@ export interface AgentProcessOptions {
    * LISTEN_PID; they become its fds 3, 4, ...), by FDNAME.
    */
   readonly listenFds?: ReadonlyArray<readonly [name: string, fd: number]>;
-  /** How long it may take to log `listening` (default {@link DEFAULT_READY_TIMEOUT_MS}). */
+  /** How long it may take to log `listening` and answer a hello, all told (default {@link DEFAULT_READY_TIMEOUT_MS}). */
   readonly readyTimeoutMs?: number;
 }
 
