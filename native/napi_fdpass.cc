@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -82,6 +83,9 @@ class Work {
   virtual void HandOver() {}
   // Stopped part way through a stream message: the stream is out of step.
   virtual bool MidMessage() const { return false; }
+  // The fds received that will not reach JS (every one when `failed`),
+  // given up to be closed elsewhere.
+  virtual std::vector<UniqueFd> TakeUnwanted(bool /*failed*/) { return {}; }
 };
 
 class SendWork : public Work {
@@ -129,6 +133,10 @@ class RecvWork : public Work {
     for (UniqueFd& fd : receiver_.fds()) fd.release();
   }
   bool MidMessage() const override { return receiver_.mid_message(); }
+  std::vector<UniqueFd> TakeUnwanted(bool failed) override {
+    if (failed) receiver_.drop_received();
+    return std::exchange(receiver_.unwanted(), {});
+  }
 
  private:
   int fd_;
@@ -187,6 +195,51 @@ Napi::Value RunBlocking(Napi::Env env, Work& work, int timeout_ms) {
 
 // ---- event-loop runner ----------------------------------------------------
 
+// Closes fds on the libuv thread pool, then calls `done` on the JS thread.
+// For the fds a receive took in but does not hand to JS: each may be the
+// last reference to a peer's file, whose release runs in the closing
+// thread and can block (a TCP socket with SO_LINGER and unsent data waits
+// out its linger time), so it must not run on the event loop.
+class CloseInPool {
+ public:
+  // False if the work could not be queued (the caller then closes them).
+  static bool Queue(napi_env env, std::vector<UniqueFd>& fds, std::function<void()> done) {
+    auto job = std::make_unique<CloseInPool>(std::move(fds), std::move(done));
+    napi_value name = nullptr;
+    if (napi_create_string_utf8(env, "liveupdate:close-received-fds", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+        napi_create_async_work(env, nullptr, name, Execute, Complete, job.get(), &job->work_) != napi_ok) {
+      fds = std::move(job->fds_);
+      return false;
+    }
+    if (napi_queue_async_work(env, job->work_) != napi_ok) {
+      napi_delete_async_work(env, job->work_);
+      fds = std::move(job->fds_);
+      return false;
+    }
+    job.release();  // Complete() owns it from here.
+    return true;
+  }
+
+  CloseInPool(std::vector<UniqueFd> fds, std::function<void()> done) : fds_(std::move(fds)), done_(std::move(done)) {}
+
+ private:
+  static void Execute(napi_env, void* data) { static_cast<CloseInPool*>(data)->fds_.clear(); }
+
+  static void Complete(napi_env env, napi_status, void* data) {
+    std::unique_ptr<CloseInPool> self(static_cast<CloseInPool*>(data));
+    napi_delete_async_work(env, self->work_);
+    try {
+      self->done_();
+    } catch (...) {
+      // The environment is going away: nothing can reach JS.
+    }
+  }
+
+  std::vector<UniqueFd> fds_;
+  std::function<void()> done_;
+  napi_async_work work_ = nullptr;
+};
+
 // One pending operation on the event loop. It keeps itself alive (self_)
 // while its uv_poll_t is open and lets go in the close callback. The
 // Promise carries a cancel() that holds only a weak reference.
@@ -221,11 +274,33 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
     Advance();
   }
 
-  // Tries the operation; settles, or (re)arms the poll handle.
+  // Tries the operation; finishes, or (re)arms the poll handle.
   void Advance() {
     Step s = work_->Next();
     if (s.err == EAGAIN) return Wait(s.events);
-    if (s.err) return Fail(s.err, s.syscall);
+    Finish(s.err, s.syscall);
+  }
+
+  // The operation is over (err 0: it succeeded). The fds it received and
+  // will not hand to JS are closed in the thread pool, and the Promise
+  // settles after that, so a caller that hears of the result finds them
+  // closed. A cancel from then on comes too late: the message is read.
+  void Finish(int err, const char* syscall) {
+    if (finishing_ || settled_) return;
+    std::vector<UniqueFd> unwanted = work_->TakeUnwanted(err != 0);
+    if (unwanted.empty()) return Conclude(err, syscall);
+    finishing_ = true;
+    if (open_) uv_poll_stop(&poll_);
+    std::shared_ptr<PollOp> self = shared_from_this();
+    if (!CloseInPool::Queue(env_, unwanted, [self, err, syscall] { self->Conclude(err, syscall); })) {
+      unwanted.clear();  // No thread pool for it (the environment is going away).
+      Conclude(err, syscall);
+    }
+  }
+
+  void Conclude(int err, const char* syscall) {
+    if (settled_) return;  // The environment went away meanwhile.
+    if (err) return Settle(StepError(env_, *work_, err, syscall).Value(), false);
     Napi::Value result;
     try {
       result = work_->Result(env_);
@@ -261,14 +336,18 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
       // Settling inside a callback scope runs the Promise reactions now,
       // not at whatever JS happens to run next.
       Napi::CallbackScope callback(op->env_, op->context_);
-      if (status < 0) return op->Fail(-status, "poll");
+      // libuv reports every EPOLLERR as UV_EBADF, a peer's reset too: the
+      // step reads the socket's own error (or its EOF) instead. Only an
+      // error wake twice in a row with nothing to read is taken as is.
+      if (status < 0 && op->error_wake_) return op->Fail(-status, "poll");
+      op->error_wake_ = status < 0;
       op->Advance();
     } catch (...) {
       op->Settle(Napi::Value(), false);  // Fails to reach JS; closes everything.
     }
   }
 
-  void Fail(int err, const char* syscall) { Settle(StepError(env_, *work_, err, syscall).Value(), false); }
+  void Fail(int err, const char* syscall) { Finish(err, syscall); }
 
   // Never throws: a Promise that cannot be settled (the environment is
   // going away) is left, and what the work owns is closed all the same.
@@ -328,6 +407,8 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
   napi_async_cleanup_hook_handle cleanup_ = nullptr;
   bool open_ = false;
   bool settled_ = false;
+  bool finishing_ = false;
+  bool error_wake_ = false;
   std::shared_ptr<PollOp> self_;
 };
 
@@ -506,6 +587,26 @@ Call<int> PrepareGetCloexec(const Napi::CallbackInfo& info, FdArgs) {
   return {"fcntl", [fd](int& on) { return on = get_cloexec(fd); }};
 }
 
+// Whether setPassRights took effect: false on a kernel without the option.
+struct PassRights {
+  bool known = false;
+};
+
+Napi::Value ToJs(Napi::Env env, const PassRights& rights) { return Napi::Boolean::New(env, rights.known); }
+void HandOver(PassRights&) {}
+
+// setPassRights(fd, on): a socket option of the file, set at once; the
+// agent calls it once on its listening socket.
+Call<PassRights> PrepareSetPassRights(const Napi::CallbackInfo& info, FdArgs) {
+  int fd = ArgFd(info, 0, "fd");
+  bool on = ArgBool(info, 1, "on");
+  return {"setsockopt", [fd, on](PassRights& out) {
+            int rc = set_pass_rights(fd, on);
+            out.known = rc == 1;
+            return rc;
+          }};
+}
+
 }  // namespace
 
 void RegisterFdPass(Napi::Env env, Napi::Object exports) {
@@ -520,6 +621,7 @@ void RegisterFdPass(Napi::Env env, Napi::Object exports) {
   ExportFunction(env, exports, "unpinFds", UnpinFds);
   ExportSyncCall<int, PrepareSetCloexec>(env, exports, "setCloexec");
   ExportSyncCall<int, PrepareGetCloexec>(env, exports, "getCloexec");
+  ExportSyncCall<PassRights, PrepareSetPassRights>(env, exports, "setPassRights");
   exports.Set("SOCK_STREAM", static_cast<double>(SOCK_STREAM));
   exports.Set("SOCK_DGRAM", static_cast<double>(SOCK_DGRAM));
   exports.Set("SOCK_SEQPACKET", static_cast<double>(SOCK_SEQPACKET));
