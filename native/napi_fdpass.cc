@@ -15,9 +15,13 @@
 
 #include <algorithm>
 #include <climits>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -195,49 +199,138 @@ Napi::Value RunBlocking(Napi::Env env, Work& work, int timeout_ms) {
 
 // ---- event-loop runner ----------------------------------------------------
 
-// Closes fds on the libuv thread pool, then calls `done` on the JS thread.
-// For the fds a receive took in but does not hand to JS: each may be the
-// last reference to a peer's file, whose release runs in the closing
-// thread and can block (a TCP socket with SO_LINGER and unsent data waits
-// out its linger time), so it must not run on the event loop.
-class CloseInPool {
+// The fds a receive took in and does not hand to JS are closed by one
+// thread of their own, never on the event loop: each may be the last
+// reference to a peer's file, whose release runs in the closing thread and
+// can block for as long as the peer likes (a TCP socket with SO_LINGER and
+// unsent data waits out its linger time). Not on the libuv thread pool
+// either: a few such files would hold all of its threads, and with them
+// every fs, dns and crypto call of the process. One thread for the whole
+// process bounds what a peer can hold to that thread: receives that drop
+// fds wait their turn behind a blocked close, nothing else does.
+class FdCloser {
  public:
-  // False if the work could not be queued (the caller then closes them).
-  static bool Queue(napi_env env, std::vector<UniqueFd>& fds, std::function<void()> done) {
-    auto job = std::make_unique<CloseInPool>(std::move(fds), std::move(done));
-    napi_value name = nullptr;
-    if (napi_create_string_utf8(env, "liveupdate:close-received-fds", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-        napi_create_async_work(env, nullptr, name, Execute, Complete, job.get(), &job->work_) != napi_ok) {
-      fds = std::move(job->fds_);
-      return false;
-    }
-    if (napi_queue_async_work(env, job->work_) != napi_ok) {
-      napi_delete_async_work(env, job->work_);
-      fds = std::move(job->fds_);
-      return false;
-    }
-    job.release();  // Complete() owns it from here.
-    return true;
+  // Closes `fds`, then calls `then` on the closer's thread. Throws
+  // (std::system_error, std::bad_alloc) if it cannot take them.
+  static void Close(std::vector<UniqueFd>& fds, std::function<void()> then) {
+    // Never destroyed: its thread may still be in a close() at exit.
+    static FdCloser* closer = new FdCloser();
+    closer->Queue(fds, std::move(then));
   }
-
-  CloseInPool(std::vector<UniqueFd> fds, std::function<void()> done) : fds_(std::move(fds)), done_(std::move(done)) {}
 
  private:
-  static void Execute(napi_env, void* data) { static_cast<CloseInPool*>(data)->fds_.clear(); }
+  struct Job {
+    std::vector<UniqueFd> fds;
+    std::function<void()> then;
+  };
 
-  static void Complete(napi_env env, napi_status, void* data) {
-    std::unique_ptr<CloseInPool> self(static_cast<CloseInPool*>(data));
-    napi_delete_async_work(env, self->work_);
-    try {
-      self->done_();
-    } catch (...) {
-      // The environment is going away: nothing can reach JS.
+  void Queue(std::vector<UniqueFd>& fds, std::function<void()> then) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!started_) {
+      std::thread([this] { Run(); }).detach();
+      started_ = true;
+    }
+    jobs_.push_back({{}, std::move(then)});
+    jobs_.back().fds = std::move(fds);  // Taken only once nothing can throw.
+    wake_.notify_one();
+  }
+
+  [[noreturn]] void Run() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [this] { return !jobs_.empty(); });
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job.fds.clear();
+      job.then();
     }
   }
 
-  std::vector<UniqueFd> fds_;
-  std::function<void()> done_;
-  napi_async_work work_ = nullptr;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job> jobs_;
+  bool started_ = false;
+};
+
+// Wakes the event loop once from another thread (Send), and runs `done`
+// there. Made, run and shut on the JS thread; if the environment goes away
+// first, the handle is closed, `done` dropped, and Send does nothing. The
+// sender's reference may outlive the handle: it then holds nothing of JS.
+class LoopWake {
+ public:
+  using Done = std::function<void()>;
+
+  // Null if no handle could be made.
+  static std::shared_ptr<LoopWake> Open(napi_env env, Done done) {
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok) return nullptr;
+    std::shared_ptr<LoopWake> wake(new LoopWake(env, std::move(done)));
+    if (uv_async_init(loop, &wake->async_, OnAsync) < 0) return nullptr;
+    wake->async_.data = wake.get();
+    wake->open_ = true;
+    wake->self_ = wake;  // Until the handle is closed.
+    napi_add_async_cleanup_hook(env, OnCleanup, wake.get(), &wake->hook_);
+    return wake;
+  }
+
+  void Send() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (open_) uv_async_send(&async_);
+  }
+
+  // Never runs `done` (JS thread): nothing will be sent, or no JS may run.
+  void Cancel() {
+    Drop(std::move(done_));
+    Shut();
+  }
+
+ private:
+  LoopWake(napi_env env, Done done) : env_(env), done_(std::move(done)) {}
+
+  static void OnAsync(uv_async_t* handle) {
+    auto* wake = static_cast<LoopWake*>(handle->data);
+    Done done = std::move(wake->done_);
+    wake->Shut();
+    if (done) done();
+    wake->Drop(std::move(done));
+  }
+
+  static void OnCleanup(napi_async_cleanup_hook_handle, void* arg) { static_cast<LoopWake*>(arg)->Cancel(); }
+
+  // Destroys `done` (and the JS objects it holds) in a handle scope: the C
+  // API's, whose failure while the environment is torn down throws nothing.
+  void Drop(Done done) {
+    napi_handle_scope scope = nullptr;
+    bool scoped = napi_open_handle_scope(env_, &scope) == napi_ok;
+    done = nullptr;
+    if (scoped) napi_close_handle_scope(env_, scope);
+  }
+
+  void Shut() {
+    bool was_open;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      was_open = std::exchange(open_, false);
+    }
+    if (was_open) uv_close(reinterpret_cast<uv_handle_t*>(&async_), OnClosed);
+  }
+
+  static void OnClosed(uv_handle_t* handle) {
+    auto* wake = static_cast<LoopWake*>(handle->data);
+    napi_remove_async_cleanup_hook(wake->hook_);
+    wake->self_.reset();  // The sender may hold the last reference.
+  }
+
+  napi_env env_;
+  Done done_;
+  std::mutex mutex_;
+  uv_async_t async_{};
+  bool open_ = false;
+  napi_async_cleanup_hook_handle hook_ = nullptr;
+  std::shared_ptr<LoopWake> self_;
 };
 
 // One pending operation on the event loop. It keeps itself alive (self_)
@@ -282,7 +375,7 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
   }
 
   // The operation is over (err 0: it succeeded). The fds it received and
-  // will not hand to JS are closed in the thread pool, and the Promise
+  // will not hand to JS are closed by the FdCloser, and the Promise
   // settles after that, so a caller that hears of the result finds them
   // closed. A cancel from then on comes too late: the message is read.
   void Finish(int err, const char* syscall) {
@@ -292,9 +385,26 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
     finishing_ = true;
     if (open_) uv_poll_stop(&poll_);
     std::shared_ptr<PollOp> self = shared_from_this();
-    if (!CloseInPool::Queue(env_, unwanted, [self, err, syscall] { self->Conclude(err, syscall); })) {
-      unwanted.clear();  // No thread pool for it (the environment is going away).
+    std::shared_ptr<LoopWake> wake = LoopWake::Open(env_, [self, err, syscall] { self->ConcludeOnLoop(err, syscall); });
+    try {
+      if (!wake) throw std::bad_alloc();
+      FdCloser::Close(unwanted, [wake] { wake->Send(); });
+    } catch (...) {
+      // No closer thread (out of threads or memory): close them here.
+      if (wake) wake->Cancel();
+      unwanted.clear();
       Conclude(err, syscall);
+    }
+  }
+
+  // Conclude from a libuv callback: in scopes, and nothing thrown out.
+  void ConcludeOnLoop(int err, const char* syscall) {
+    try {
+      Napi::HandleScope scope(env_);
+      Napi::CallbackScope callback(env_, context_);
+      Conclude(err, syscall);
+    } catch (...) {
+      Settle(Napi::Value(), false);
     }
   }
 

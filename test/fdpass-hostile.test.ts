@@ -135,7 +135,7 @@ describe('a passed fd whose close() blocks', () => {
     }
   });
 
-  it('a passed fd whose close blocks does not stall the event loop: recvFds drops it in the thread pool', async () => {
+  it('a passed fd whose close blocks does not stall the event loop: recvFds drops it on a thread of its own', async () => {
     const [ours, theirs] = socketPair('seqpacket');
     const attacker = attack(1.5, { fd: theirs });
     fs.closeSync(theirs);
@@ -159,6 +159,25 @@ describe('a passed fd whose close() blocks', () => {
       longestGap();
       fs.closeSync(ours);
       await attacker.exited;
+    }
+  });
+
+  it('passed fds whose close blocks do not hold the libuv thread pool: fs calls go on while four receives drop them', async () => {
+    // One blocking close per receive, on as many receives as libuv has pool threads (4 by default).
+    const pairs = Array.from({ length: 4 }, () => socketPair('seqpacket'));
+    const attackers = pairs.map(([, theirs]) => attack(1.5, { fd: theirs }));
+    pairs.forEach(([, theirs]) => fs.closeSync(theirs));
+    try {
+      for (const attacker of attackers) expect(await attacker.said).toBe('sent');
+      const drops = pairs.map(([ours]) => recvFds(ours, { maxFds: 0 }).catch((error: unknown) => error));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const started = performance.now();
+      await Promise.all(Array.from({ length: 8 }, () => fs.promises.stat(dir)));
+      expect(performance.now() - started).toBeLessThan(RESPONSIVE_MS);
+      for (const refused of await Promise.all(drops)) expect(refused).toBeInstanceOf(ControlTruncatedError);
+    } finally {
+      pairs.forEach(([ours]) => fs.closeSync(ours));
+      await Promise.all(attackers.map((a) => a.exited));
     }
   });
 
