@@ -181,6 +181,37 @@ describe('a passed fd whose close() blocks', () => {
     }
   });
 
+  it('a Worker that ends while its receive is closing a blocking fd neither aborts the process nor stops the closer', () => {
+    const script = String.raw`
+      const { spawn } = require('node:child_process');
+      const fs = require('node:fs');
+      const { Worker } = require('node:worker_threads');
+      const lu = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+      const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+      const [ours, theirs] = lu.socketPair('seqpacket');
+      const attacker = spawn('python3', [${JSON.stringify(path.join(dir, 'attacker.py'))}, '1', 'fd3'], { stdio: ['ignore', 'pipe', 'inherit', theirs] });
+      fs.closeSync(theirs);
+      const exited = new Promise((resolve) => attacker.on('exit', resolve));
+      attacker.stdout.once('data', async () => {
+        const body = "const { workerData } = require('node:worker_threads'); require(workerData.dist).recvFds(workerData.fd, { maxFds: 0 }).catch(() => {}); setInterval(() => {}, 1000);";
+        const worker = new Worker(body, { eval: true, workerData: { dist: ${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))}, fd: ours } });
+        await sleep(300); // Its receive has the fd and is closing it: blocked until the attacker exits.
+        await worker.terminate();
+        await exited;
+        await sleep(200); // The close returns; the closer wakes a loop that is gone.
+        const [a, b] = lu.socketPair('seqpacket');
+        await lu.sendFds(a, [a], 'x');
+        const error = await lu.recvFds(b, { maxFds: 0 }).catch((e) => e);
+        console.log(JSON.stringify({ after: error.constructor.name }));
+        process.exit(0);
+      });
+    `;
+    const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 });
+    expect(run.stderr).not.toMatch(/Abort|terminate called|uv_loop_close/);
+    expect({ status: run.status, signal: run.signal }).toEqual({ status: 0, signal: null });
+    expect(JSON.parse(run.stdout)).toEqual({ after: 'ControlTruncatedError' });
+  });
+
   it('a passed fd whose close blocks does not stall the agent: a peer passing one before hello leaves everyone else served', async () => {
     // The attacker connects and sends before the agent accepts (the message
     // waits with the connection), so that the agent's close is the last.
