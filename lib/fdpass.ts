@@ -9,7 +9,13 @@
  *   waits on a uv_poll_t. No thread is parked per socket. The Sync forms
  *   block in poll().
  * - Truncated control data (MSG_CTRUNC) is an error, and every fd that did
- *   arrive is closed before it is reported.
+ *   arrive is closed before it is reported. Every fd a receive does not
+ *   hand over (more than `maxFds`, or with a refused message) is taken in
+ *   and closed by this package, the Promise forms' on a thread of its own:
+ *   a peer's file can make its last close block (a TCP socket lingering on
+ *   unsent data), and that must hold neither the event loop nor the libuv
+ *   thread pool. A receiver that wants no fds at all from untrusted peers
+ *   should also have the kernel refuse them (SO_PASSRIGHTS off, Linux 6.16+).
  *
  * On a stream socket a message is a frame by default: an 8-byte header
  * ("LUFD" and a big-endian u32 length) then the bytes, sent with the fds in
@@ -459,6 +465,10 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
  * in flowing mode and must have nothing in Node's read buffer; it is paused
  * and Node's reading on it stopped, and it stays so (call `resume()` to
  * give it back to Node), because Node's reads would discard the fds.
+ *
+ * A receive whose message has arrived settles once the fds it does not
+ * hand over are closed; an abort then comes too late and the receive ends
+ * as the message says. With `maxFds: 0` no fd ever reaches the caller.
  *
  * @throws {@link ControlTruncatedError} when more fds came than `maxFds`
  *   (those that arrived are closed); {@link MessageTruncatedError};
