@@ -467,8 +467,8 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
  * give it back to Node), because Node's reads would discard the fds.
  *
  * A receive whose message has arrived settles once the fds it does not
- * hand over are closed; an abort then comes too late and the receive ends
- * as the message says. With `maxFds: 0` no fd ever reaches the caller.
+ * hand over are closed, even when aborted meanwhile (the abort waits for
+ * them). With `maxFds: 0` no fd ever reaches the caller.
  *
  * @throws {@link ControlTruncatedError} when more fds came than `maxFds`
  *   (those that arrived are closed); {@link MessageTruncatedError};
