@@ -2,7 +2,9 @@
 //
 // Synchronous forms loop step() and poll(). Promise forms are driven by the
 // event loop: a PollOp tries the operation at once and, on EAGAIN, waits on
-// a uv_poll_t for readiness, then tries again. No thread is parked.
+// a uv_poll_t for readiness, then tries again. No thread is parked per
+// socket; the fds a receive does not hand to JS are closed by one closer
+// thread (FdCloser, below), because a peer's file can make its close block.
 //
 // Every operation works on its own F_DUPFD_CLOEXEC copy of the caller's fd.
 // Two reasons: libuv keeps one watcher per fd number, so polling the very fd
