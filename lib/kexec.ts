@@ -42,7 +42,7 @@ function checkLoad(options: unknown): Load {
 /** The typed error of an image's open, naming its path; EINVAL says why it was refused. */
 function imageError(path: string, error: unknown): unknown {
   const notRegular = (error as { code?: unknown }).code === 'EINVAL';
-  const hint = notRegular ? 'not a regular file (a FIFO, device or directory): refused before kexec_file_load' : undefined;
+  const hint = notRegular ? 'It is not a regular file (a FIFO, device or directory), which kexec_file_load refuses as well: checked before any read, so that nothing blocks' : undefined;
   return translateError(error, { operation: 'kexec.load', path, hint });
 }
 
