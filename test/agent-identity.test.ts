@@ -187,7 +187,7 @@ function runPidReuse(mode: 'native' | 'agent'): PidReuse {
   return JSON.parse(run.stdout) as PidReuse;
 }
 
-describe('a client that hands over its connection and exits', () => {
+describe('supplementary groups are those the kernel recorded at connect, not /proc/<pid>/status at accept time: a client that hands over its connection and exits', () => {
   it('lends nothing: peerCredentials keeps the connecting process\'s groups after its pid went to another process', () => {
     const result = runPidReuse('native');
     // /proc/<pid> now describes the other process...
