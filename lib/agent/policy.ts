@@ -255,27 +255,11 @@ export interface Peer {
   readonly pid: number;
   readonly uid: number;
   readonly gid: number;
-  /** The primary and supplementary groups (from /proc/PID/status at connect time). */
+  /** The primary and supplementary groups (SO_PEERGROUPS: what the kernel recorded when the peer connected). */
   readonly groups: readonly number[];
 }
 
 /** Whether `peer` is among `who` (root always is). */
 export function permits(who: { uids: ReadonlySet<number>; gids: ReadonlySet<number> }, peer: Peer): boolean {
   return peer.uid === 0 || who.uids.has(peer.uid) || peer.groups.some((g) => who.gids.has(g));
-}
-
-/**
- * The peer's supplementary groups as the kernel lists them. Read once at
- * connect time from /proc; SO_PEERCRED itself carries only the primary
- * group. A peer that is gone by then has only its primary group.
- */
-export function groupsOf(pid: number, gid: number): number[] {
-  try {
-    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const line = /^Groups:\s*(.*)$/m.exec(status)?.[1] ?? '';
-    const groups = line.split(/\s+/).filter((g) => /^\d+$/.test(g)).map(Number);
-    return [gid, ...groups.filter((g) => g !== gid)];
-  } catch {
-    return [gid];
-  }
 }

@@ -24,7 +24,7 @@ import { Connection, Notifier } from './connection.js';
 import { closeQuietly, MANIFEST_FDNAME, park, restore, unpark, type RestoredState } from './fdstore.js';
 import { openListener, type Listener } from './listen.js';
 import { takeIncomingManifest, type Manifest } from './manifest.js';
-import { DEFAULT_POLICY, groupsOf, permits, type Peer, type Policy } from './policy.js';
+import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
 import { infoOf, SessionTable, type Entry } from './sessions.js';
 import { runUpdate } from './update.js';
@@ -253,9 +253,8 @@ export class Agent {
   async #serve(fd: number): Promise<void> {
     let peer: Peer;
     try {
-      const cred: Omit<Peer, 'groups'> & { groups?: readonly number[] } = native.peerCredentials(fd);
-      // The groups come from SO_PEERGROUPS with the credentials (the native side's peerCredentials); until that lands, /proc's.
-      peer = { ...cred, groups: cred.groups ?? groupsOf(cred.pid, cred.gid) };
+      // pid, uid, gid (SO_PEERCRED) and the groups (SO_PEERGROUPS), as the kernel recorded them at connect.
+      peer = native.peerCredentials(fd);
     } catch (error) {
       this.#event('peer-unknown', { message: (error as Error).message });
       closeQuietly(fd);

@@ -13,11 +13,20 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createInterface } from 'node:readline';
 import { AgentClient, LiveUpdate, memfd, recvFds, sendFds, type Session } from 'liveupdate';
-import { defineCase, defineScenario, type JsonValue, type StageContext } from 'liveupdate-conformance';
-import { AgentProcess, agentAnswers, ALICE, BOB, cli, INDEX, Manager, POLICY, SOCKET } from './agent.js';
-import { libraryAddon } from './support.js';
+import { AgentProcess, defineCase, defineScenario, libraryBinding, runCli, type CliResult, type JsonValue, type StageContext } from 'liveupdate-conformance';
+import { ALICE, BOB, INDEX, Manager, POLICY, SOCKET } from './agent.js';
 
 const NOTIFY = { NOTIFY_SOCKET: '@lu-agent-notify' };
+
+/** `liveupdate ARGS`, with room for an update that waits up to two minutes for its clients. */
+function cli(args: string[]): Promise<CliResult> {
+  return runCli(args, { timeoutMs: 180_000 });
+}
+
+/** `liveupdate agent` (under the stand-in manager with `env`), given the fds `passed`; resolves once it answers. */
+function launch(env: Record<string, string>, passed: Array<[string, number]> = []): Promise<AgentProcess> {
+  return AgentProcess.start({ socket: SOCKET, policy: POLICY, env, listenFds: passed });
+}
 const MAX_MESSAGE_BYTES = 65536;
 
 /** A client process of one uid that runs the JavaScript it is sent (an async function body) and answers its result. */
@@ -126,7 +135,7 @@ interface Listed {
 
 /** Sends raw `sessions` requests as root, following `next`; answers every reply's size and every session listed. */
 async function pageThrough(limit?: number): Promise<{ sizes: number[]; names: string[]; sessions: Listed[] }> {
-  const addon = libraryAddon() as ReturnType<typeof libraryAddon> & { unixConnect(type: number, path: string): number; readonly SOCK_SEQPACKET: number };
+  const addon = libraryBinding() as ReturnType<typeof libraryBinding> & { unixConnect(type: number, path: string): number; readonly SOCK_SEQPACKET: number };
   const fd = addon.unixConnect(addon.SOCK_SEQPACKET, SOCKET);
   const ask = async (request: Record<string, JsonValue>): Promise<{ size: number; body: Record<string, JsonValue> }> => {
     await sendFds(fd, [], JSON.stringify({ v: 1, id: 1, ...request }));
@@ -152,12 +161,11 @@ async function pageThrough(limit?: number): Promise<{ sizes: number[]; names: st
 }
 
 /** Waits until the agent logged `event` (up to 20 s). */
-async function logged(agent: AgentProcess, event: string): Promise<boolean> {
-  for (let i = 0; i < 400; i++) {
-    if (agent.events().some((e) => e['event'] === event)) return true;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return false;
+function logged(agent: AgentProcess, event: string): Promise<boolean> {
+  return agent.log.waitFor(event, 20_000).then(
+    () => true,
+    () => false,
+  );
 }
 
 // Stage 1's processes, shared by its cases (they run one after another).
@@ -182,9 +190,8 @@ async function sessionsOf(uid: number | null): Promise<Listed[]> {
 /** Starts an agent under the stand-in manager with what its store holds, and waits for it. */
 async function startAgent(policy: Policy): Promise<void> {
   writePolicy(policy);
-  agent = new AgentProcess(NOTIFY, stored(manager));
+  agent = await launch(NOTIFY, stored(manager));
   await manager.ready(++readies);
-  await agentAnswers(agent);
   await alice.value(FORGET_CONNECTIONS);
 }
 
@@ -213,9 +220,8 @@ async function concurrentCreates(ctx: StageContext): Promise<JsonValue> {
   await luo.close();
   manager = new Manager();
   alice = new Peer(ALICE);
-  agent = new AgentProcess(NOTIFY);
+  agent = await launch(NOTIFY);
   await manager.ready(++readies);
-  await agentAnswers(agent);
   bob = new Peer(BOB);
   root = await AgentClient.connect({ socket: SOCKET });
   const same = await createAtOnce(['same', 'same', 'same', 'same']);
@@ -235,7 +241,7 @@ async function paging(ctx: StageContext): Promise<JsonValue> {
   const deep = await bob.run(`const c = await connect(); let m = null; for (let i = 0; i < 100; i++) m = [m]; await c.createSession('deep', { metadata: m });`);
   ctx.equal('metadata nested 100 deep is refused with a TypeError at the codec', deep.ok ? 'accepted' : [deep.error.class, deep.error.code], ['TypeError', 'ERR_INVALID_ARG_VALUE']);
   const listed = await cli(['sessions', '--socket', SOCKET, '--json']);
-  ctx.equal("root's liveupdate sessions still answers", listed.code, 0) || ctx.report('sessions stderr', listed.stderr);
+  ctx.equal("root's liveupdate sessions still answers", listed.status, 0) || ctx.report('sessions stderr', listed.stderr);
   const pages = await pageThrough();
   ctx.check('every sessions reply fits in 64 KiB', pages.sizes.every((n) => n <= MAX_MESSAGE_BYTES), pages.sizes);
   ctx.equal('the pages list every session once', [...pages.names].sort(), ['b0', 'b1', 'b2', 'b3', 'same', ...aliceNames].map((n) => (n.startsWith('b') ? `u${BOB}.${n}` : `u${ALICE}.${n}`)).sort());
@@ -266,7 +272,7 @@ async function updateFailures(ctx: StageContext): Promise<JsonValue> {
   // Nobody holds the update back: bob's connections go (the agent keeps his sessions).
   await bob.value(CLOSE_CONNECTIONS);
   const sealed = await cli(['update', '--socket', SOCKET, '--kernel', next, '--cmdline', cmdline, '--timeout', '20', '--json']);
-  ctx.check('an update whose manifest cannot be sealed fails there (EEXIST)', sealed.code === 1 && /EEXIST/.test(sealed.stdout + sealed.stderr), { code: sealed.code, stdout: sealed.stdout.slice(0, 400) });
+  ctx.check('an update whose manifest cannot be sealed fails there (EEXIST)', sealed.status === 1 && /EEXIST/.test(sealed.stdout + sealed.stderr), { code: sealed.status, stdout: sealed.stdout.slice(0, 400) });
   ctx.equal('a failure while sealing the manifest leaves nothing loaded', kexecLoaded(), '0');
   blocker?.closeSync();
   blocker = null;
@@ -278,9 +284,9 @@ async function updateFailures(ctx: StageContext): Promise<JsonValue> {
   const code = await agent.stop();
   const ended = await update;
   ctx.equal('SIGTERM during an update: the agent stops cleanly', code, 0);
-  ctx.check('the update ends with the agent, refused', ended.code !== 0 && Date.now() - stoppedAt < 20_000, { code: ended.code, stdout: ended.stdout.slice(0, 400) });
+  ctx.check('the update ends with the agent, refused', ended.status !== 0 && Date.now() - stoppedAt < 20_000, { code: ended.status, stdout: ended.stdout.slice(0, 400) });
   ctx.equal('SIGTERM during an update leaves nothing loaded', kexecLoaded(), '0');
-  ctx.report('log of the agent stopped during an update', agent.log);
+  ctx.report('log of the agent stopped during an update', agent.output);
   return null;
 }
 
@@ -294,7 +300,7 @@ async function releaseOnExit(ctx: StageContext): Promise<JsonValue> {
   const before = (await sessionsOf(null)).length;
   await aliceAttaches([...aliceNames, 'extra']);
   const code = await agent.stop();
-  ctx.equal('onClientExit release: SIGTERM under the manager stops cleanly', code, 0) || ctx.report('release policy: log', agent.log);
+  ctx.equal('onClientExit release: SIGTERM under the manager stops cleanly', code, 0) || ctx.report('release policy: log', agent.output);
   await startAgent({ onClientExit: 'release' });
   ctx.equal('onClientExit release + a restart: every session is parked and back', (await sessionsOf(null)).length, before);
   // A client lost while an update waits for another: released when the update ends.
@@ -304,7 +310,7 @@ async function releaseOnExit(ctx: StageContext): Promise<JsonValue> {
   await logged(agent, 'kexec-loaded');
   await alice.value(DISCONNECT, { name: lost ?? '' });
   const refused = await update;
-  ctx.equal('the update is refused for the client still not ready', refused.code, 3);
+  ctx.equal('the update is refused for the client still not ready', refused.status, 3);
   const state = (await sessionsOf(ALICE)).find((s) => s.kernelName === `u${ALICE}.${lost}`)?.state ?? 'gone';
   ctx.equal('with release, a client lost during an update loses its sessions when the update ends', state, 'released');
   ctx.equal('nothing stays loaded', kexecLoaded(), '0');
@@ -321,7 +327,7 @@ async function fdStore(ctx: StageContext): Promise<JsonValue> {
   // fdStoreMax: the sessions held now, one more, and the two the agent parks beside them.
   await startAgent({ fdStoreMax: before + 1 + 2 });
   ctx.equal('a corrupt state memfd: every parked session is still taken back', (await sessionsOf(null)).filter((s) => s.state === 'outgoing').length, before);
-  ctx.check('the corrupt state is reported', agent.events().some((e) => e['event'] === 'restore-failed'));
+  ctx.check('the corrupt state is reported', agent.log.find('restore-failed') !== undefined);
   root = await AgentClient.connect({ socket: SOCKET });
   const first = await root.createSession('r1').then(() => 'ok', (e: Error) => e.constructor.name);
   const second = await root.createSession('r2').then(() => 'ok', (e: Error) => e.constructor.name);
@@ -345,7 +351,7 @@ async function jump(ctx: StageContext): Promise<JsonValue> {
   ctx.keep(root, alice, bob);
   ctx.jumpWith(async (nextStage) => {
     const run = await cli(['update', '--socket', SOCKET, '--kernel', nextStage.kernel, '--initrd', nextStage.initrd, '--cmdline', nextStage.cmdline, '--timeout', '30', '--json']);
-    throw new Error(`liveupdate update exited ${run.code} without a kexec: ${run.stdout} ${run.stderr}\nagent log:\n${agent.log}`);
+    throw new Error(`liveupdate update exited ${run.status} without a kexec: ${run.stdout} ${run.stderr}\nagent log:\n${agent.output}`);
   });
   ctx.check('liveupdate update will make the kexec without bob', true);
   return { kept: kept ?? null, other: other ?? null };
@@ -356,13 +362,12 @@ async function jump(ctx: StageContext): Promise<JsonValue> {
 async function afterKexec(ctx: StageContext): Promise<void> {
   writePolicy({ unclaimed: { afterSeconds: UNCLAIMED_SECONDS, action: 'finish' } });
   const startedAt = Date.now();
-  agent = new AgentProcess({});
-  await agentAnswers(agent);
+  agent = await launch({});
   const waiting = await sessionsOf(BOB);
   ctx.equal("the update went on without bob, who was not ready: his sessions were kept", waiting.map((s) => [s.kernelName, s.state]).sort() as unknown as JsonValue, ['b0', 'b1', 'b2', 'b3'].map((n) => [`u${BOB}.${n}`, 'waiting']));
   const dry = await cli(['update', '--socket', SOCKET, '--kernel', ctx.kernel, '--cmdline', 'liveupdate=on kho=on', '--dry-run', '--json']);
   const failed = (JSON.parse(dry.stdout || '{}') as { details?: { checks?: Array<{ name: string; ok: boolean }> } }).details?.checks?.filter((c) => !c.ok).map((c) => c.name);
-  ctx.equal('a second update is refused while handed-over sessions wait', [dry.code, failed ?? null] as unknown as JsonValue, [1, ['no session handed over by the previous kernel waits to be claimed']]);
+  ctx.equal('a second update is refused while handed-over sessions wait', [dry.status, failed ?? null] as unknown as JsonValue, [1, ['no session handed over by the previous kernel waits to be claimed']]);
   alice = new Peer(ALICE);
   const { kept, other } = ctx.previous as { kept: string; other: string };
   {
@@ -381,7 +386,7 @@ async function afterKexec(ctx: StageContext): Promise<void> {
     afterMs: Date.now() - startedAt,
   });
   const code = await agent.stop();
-  ctx.equal('the agent stops cleanly', code, 0) || ctx.report('agent log', agent.log);
+  ctx.equal('the agent stops cleanly', code, 0) || ctx.report('agent log', agent.output);
   alice.child.kill('SIGKILL');
 }
 
