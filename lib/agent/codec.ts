@@ -49,7 +49,14 @@ export type CheckedRequest = { readonly v: number; readonly id: number; readonly
  * the answer; a bad argument (a name, metadata) is answered and the
  * connection stays, as a local call's TypeError would leave the caller.
  */
-export type Decoded = { readonly ok: true; readonly request: CheckedRequest } | { readonly ok: false; readonly id: number; readonly operation: AgentOperation; readonly error: Error; readonly fatal: boolean };
+export type Decoded = {
+  /** The request's id (0 when the message could not be parsed). */
+  readonly id: number;
+  /** The request's `op`, or `connect` when the message could not be parsed. */
+  readonly op: string;
+  /** The operation errors name. */
+  readonly operation: AgentOperation;
+} & ({ readonly ok: true; readonly request: CheckedRequest } | { readonly ok: false; readonly error: Error; readonly fatal: boolean });
 
 /** Decodes one message from a peer of `uid`. Never throws. */
 export function decodeRequest(data: Buffer, uid: number): Decoded {
@@ -57,13 +64,13 @@ export function decodeRequest(data: Buffer, uid: number): Decoded {
   try {
     envelope = parseRequest(data);
   } catch (error) {
-    return { ok: false, id: 0, operation: 'agent.connect', error: error as Error, fatal: true };
+    return { id: 0, op: 'connect', operation: 'agent.connect', ok: false, error: error as Error, fatal: true };
   }
-  const operation = operationOf(envelope.op);
+  const header = { id: envelope.id, op: envelope.op, operation: operationOf(envelope.op) };
   try {
-    return { ok: true, request: checkArguments(envelope, uid, operation) };
+    return { ...header, ok: true, request: checkArguments(envelope, uid, header.operation) };
   } catch (error) {
-    return { ok: false, id: envelope.id, operation, error: error as Error, fatal: false };
+    return { ...header, ok: false, error: error as Error, fatal: false };
   }
 }
 

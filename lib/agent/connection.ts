@@ -24,8 +24,9 @@ export type ConnectionEvent = 'hello' | 'ready' | 'took-session' | 'close';
 /** The state each event leads to, from each state (absent: the event is not allowed there). */
 const TRANSITIONS: Readonly<Record<ConnectionState, Partial<Record<ConnectionEvent, ConnectionState>>>> = {
   [ConnectionState.AwaitingHello]: { hello: ConnectionState.Serving, close: ConnectionState.Closing },
-  [ConnectionState.Serving]: { ready: ConnectionState.Ready, 'took-session': ConnectionState.Serving, close: ConnectionState.Closing },
-  [ConnectionState.Ready]: { ready: ConnectionState.Ready, 'took-session': ConnectionState.Serving, close: ConnectionState.Closing },
+  // A second hello changes nothing (clients may repeat it).
+  [ConnectionState.Serving]: { hello: ConnectionState.Serving, ready: ConnectionState.Ready, 'took-session': ConnectionState.Serving, close: ConnectionState.Closing },
+  [ConnectionState.Ready]: { hello: ConnectionState.Ready, ready: ConnectionState.Ready, 'took-session': ConnectionState.Serving, close: ConnectionState.Closing },
   [ConnectionState.Closing]: { close: ConnectionState.Closing },
 };
 

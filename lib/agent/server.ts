@@ -311,9 +311,7 @@ export class Agent {
     if (!decoded.ok && decoded.fatal) {
       await this.#refuse(c, decoded.id, decoded.operation, 'ERR_LIVEUPDATE_AGENT_PROTOCOL', decoded.error.message.replace(/^ERR_\w+: /, ''));
     }
-    const id = decoded.ok ? decoded.request.id : decoded.id;
-    const operation = decoded.ok ? decoded.request.operation : decoded.operation;
-    const op = decoded.ok ? decoded.request.op : operation.replace(/^agent\./, '');
+    const { id, op, operation } = decoded;
     if (!c.greeted && op !== 'hello') {
       await this.#refuse(c, id, operation, 'ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the first request must be hello');
     }
