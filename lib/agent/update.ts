@@ -40,6 +40,9 @@ export interface NotReady {
   uid: number;
 }
 
+/** The most clients a reply names (`notReady`, `proceededWithout`), so that it fits in one message whatever the number of connections; the message gives the count. */
+export const MAX_LISTED_CLIENTS = 256;
+
 /** What an update needs from the agent. */
 export interface UpdateContext {
   /** The session table (the update moves its phase). */
@@ -98,7 +101,9 @@ async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateChe
   stopping(ctx);
   const proceededWithout = r.proceedWithout === true ? [...passed, ...notReady] : passed;
   if (notReady.length > 0 && r.proceedWithout !== true) {
-    refuse(ctx, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${notReady.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid})`).join(', ')}`, { checks, notReady });
+    const named = notReady.slice(0, MAX_LISTED_CLIENTS);
+    const more = notReady.length > named.length ? ` and ${notReady.length - named.length} more` : '';
+    refuse(ctx, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${named.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid})`).join(', ')}${more}`, { checks, notReady: named });
   }
   checks.push({ name: 'every client ready', ok: true, ...(proceededWithout.length === 0 ? {} : { detail: `went on without ${proceededWithout.length} client(s), their sessions kept` }) });
   const sessions = await ctx.table.beginSealing();
@@ -106,9 +111,10 @@ async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateChe
   const own = await sealManifest(ctx, r, startedAt, sessions);
   try {
     stopping(ctx);
-    const report = { phase: 'kexec', checks: checks as unknown as JsonValue, proceededWithout: proceededWithout as unknown as JsonValue };
+    const listed = proceededWithout.slice(0, MAX_LISTED_CLIENTS) as unknown as JsonValue;
+    const report = { phase: 'kexec', checks: checks as unknown as JsonValue, proceededWithout: listed };
     await ctx.announce(report);
-    ctx.event('kexec', { ...ctx.who, kernel: bounded(r.kernel), sessions: sessions.length, proceededWithout: proceededWithout as unknown as JsonValue });
+    ctx.event('kexec', { ...ctx.who, kernel: bounded(r.kernel), sessions: sessions.length, proceededWithout: listed });
     return await kexec.execute();
   } catch (error) {
     // No jump: the manifest's session goes (the caller unloads).
