@@ -20,6 +20,7 @@ import { SessionTable, TablePhase, type Entry } from '../lib/agent/sessions.js';
 import { AgentPolicyError, AgentUnavailableError, UpdateRefusedError } from '../lib/errors.js';
 import { recvFds, sendFds } from '../lib/fdpass.js';
 import { native } from '../lib/native.js';
+import type { LiveUpdate } from '../lib/liveupdate.js';
 import type { Session } from '../lib/session.js';
 
 const USER: Peer = { pid: 2, uid: 1000, gid: 1000, groups: [1000] };
@@ -186,6 +187,65 @@ describe('session table phases', () => {
     expect(table.outgoing.map((e) => e.state)).toEqual(['outgoing', 'outgoing']);
     expect(() => table.beginUpdate()).toThrow(UpdateRefusedError);
     expect(table.phase).toBe(TablePhase.Stopping);
+  });
+});
+
+/**
+ * A table over a stand-in device whose creates and retrieves take a turn of
+ * the event loop, as the real ioctls (run off the loop) do: what the table
+ * does meanwhile is what these tests check. The kernel's side is proven in
+ * test/kernel/agent-hostile.test.ts.
+ */
+function tableOverSlowDevice(policy = parsePolicy({ quota: { sessions: 2 } })): { table: SessionTable; client: Connection<Entry>; calls: string[] } {
+  const calls: string[] = [];
+  const session = (name: string): Session => ({ name, fd: -1, closeSync: () => {}, close: async () => {}, finish: async () => {} }) as unknown as Session;
+  const device = {
+    createSession: async (name: string) => {
+      calls.push(`create ${name}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      return session(name);
+    },
+    retrieveSession: async (name: string) => {
+      calls.push(`retrieve ${name}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      return session(name);
+    },
+  };
+  const table = new SessionTable({ policy, device: () => device as unknown as LiveUpdate, event: () => {}, forgotten: () => {} });
+  const client = new Connection<Entry>(1, -1, USER, new Notifier());
+  client.on('hello');
+  return { table, client, calls };
+}
+
+describe('session table over a device that takes its time', () => {
+  it('the quota is reserved before the create is awaited: twelve at once pass a quota of 2 twice only', async () => {
+    const { table, client, calls } = tableOverSlowDevice();
+    const names = Array.from({ length: 12 }, (_, i) => `vm${i}`);
+    const results = await Promise.allSettled(names.map((name) => table.create(client, { name, kernelName: `u1000.${name}` }, null, 4)));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(2);
+    expect(results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason.code)).toEqual(Array(10).fill('ERR_LIVEUPDATE_AGENT_QUOTA'));
+    expect(calls).toHaveLength(2);
+  });
+
+  it('a create in progress when sealing begins is waited for, and the manifest carries it', async () => {
+    const { table, client } = tableOverSlowDevice();
+    const creating = table.create(client, { name: 'late', kernelName: 'u1000.late' }, null, 4);
+    table.beginUpdate();
+    const sealed = await table.beginSealing();
+    expect(sealed.map((s) => s.kernelName)).toEqual(['u1000.late']);
+    await expect(creating).resolves.toMatchObject({ kernelName: 'u1000.late', state: 'outgoing' });
+  });
+
+  it('a claim and the unclaimed timer do not race: the claim wins, and the timer leaves the claimed session alone', async () => {
+    const { table, client, calls } = tableOverSlowDevice();
+    table.adoptIncoming([{ kernelName: 'u1000.vm1', name: 'vm1', owner: 1000, metadata: null, createdAt: 0 }]);
+    const claims = [table.claim(client, { name: 'vm1', kernelName: 'u1000.vm1' }, true), table.claim(client, { name: 'vm1', kernelName: 'u1000.vm1' }, true)];
+    const expiry = table.expireUnclaimed('finish');
+    const [first, second] = await Promise.all(claims);
+    await expiry;
+    expect(first).toBe(second);
+    expect(first?.state).toBe('claimed');
+    expect(calls).toEqual(['retrieve u1000.vm1']);
   });
 });
 
