@@ -4,7 +4,7 @@
  * the kernel freezes every preserved file and hands it to the next kernel.
  */
 import * as fs from 'node:fs';
-import { callAsync, callSync, KexecError, type ErrorContext } from './errors.js';
+import { callAsync, callSync, packageError, type ErrorContext, type KexecError } from './errors.js';
 import { native } from './native.js';
 import { checkBoolean, checkOptions, checkPath, invalidArgType, invalidArgValue } from './validate.js';
 
@@ -115,8 +115,7 @@ export async function support(): Promise<KexecFileSupport> {
 }
 
 function returned(): KexecError {
-  const message = 'ERR_LIVEUPDATE_KEXEC_RETURNED: reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error';
-  return new KexecError(message, 'ERR_LIVEUPDATE_KEXEC_RETURNED', { operation: 'kexec.execute' });
+  return packageError('ERR_LIVEUPDATE_KEXEC_RETURNED', 'reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error', { operation: 'kexec.execute' }) as KexecError;
 }
 
 function checkExecute(options: unknown): boolean {

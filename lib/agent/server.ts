@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { agentError, LiveUpdateError, SessionNotFoundError, type AgentErrorCode, type AgentOperation } from '../errors.js';
+import { agentError, LiveUpdateError, SessionNotFoundError, type AgentErrorCode, type AgentOperation, type UpdateRefusedDetails } from '../errors.js';
 import { FdPassError, recvFds, sendFds } from '../fdpass.js';
 import * as kexec from '../kexec.js';
 import * as memfd from '../memfd.js';
@@ -33,8 +33,11 @@ import {
   type Envelope,
   type JsonValue,
   type SessionInfo,
+  type UpdateCheck,
   type UpdateRequest,
 } from './protocol.js';
+
+export type { UpdateCheck } from './protocol.js';
 
 /** One line of the agent's log: what happened, when, and to whom. */
 export interface AgentEvent {
@@ -641,14 +644,14 @@ export class Agent {
       if (failed.length > 0) return this.#refuseUpdate(c, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks });
       if (r.dryRun) return { body: { dryRun: true, checks: checks as unknown as JsonValue } };
       await kexec.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
-      checks.push({ name: 'kexec load', ok: true });
+      checks.push({ name: 'kexec-loaded', ok: true });
       this.#event('kexec-loaded', { ...this.#who(c), kernel: r.kernel });
       const notReady = await this.#waitReady(r.timeoutMs);
       if (notReady.length > 0) {
         await kexec.unload();
         return this.#refuseUpdate(c, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${notReady.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid})`).join(', ')}`, { checks, notReady });
       }
-      checks.push({ name: 'every client ready', ok: true });
+      checks.push({ name: 'clients-ready', ok: true });
       const own = await this.#sealManifest(r, startedAt);
       try {
         await this.#send(c, id, { ok: true, phase: 'kexec', checks: checks as unknown as JsonValue });
@@ -665,7 +668,7 @@ export class Agent {
     }
   }
 
-  #refuseUpdate(c: Connection, why: string, details: Record<string, unknown>): never {
+  #refuseUpdate(c: Connection, why: string, details: Pick<UpdateRefusedDetails, 'checks'> & Partial<UpdateRefusedDetails>): never {
     this.#event('update-refused', { ...this.#who(c), why });
     throw agentError('ERR_LIVEUPDATE_UPDATE_REFUSED', `the update was refused: ${why}`, { operation: 'agent.update' }, details);
   }
@@ -761,39 +764,29 @@ function writeManifestState(entries: Entry[]): number {
   return fd;
 }
 
-/** One check of an update, as reported. */
-export interface UpdateCheck {
-  /** What was checked (`kernel-readable`, `liveupdate-on`, ...). */
-  name: string;
-  /** Whether it passed. */
-  ok: boolean;
-  /** Why it failed, or what was found. */
-  detail?: string;
-}
-
 /** The checks before anything is loaded: files readable, LUO and KHO kept on the next command line, the device owned. */
 export function updateChecks(r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline'>, haveDevice: boolean): UpdateCheck[] {
-  const readable = (file: string): UpdateCheck => {
+  const readable = (name: 'kernel-readable' | 'initrd-readable', file: string): UpdateCheck => {
     try {
       fs.accessSync(file, fs.constants.R_OK);
-      return { name: `readable: ${file}`, ok: true };
+      return { name, ok: true, detail: file };
     } catch (error) {
-      return { name: `readable: ${file}`, ok: false, detail: (error as Error).message };
+      return { name, ok: false, detail: (error as Error).message };
     }
   };
   const liveupdate = kernelParam(r.cmdline, 'liveupdate');
   const kho = kernelParam(r.cmdline, 'kho');
   return [
-    readable(r.kernel),
-    ...(r.initrd === undefined ? [] : [readable(r.initrd)]),
-    { name: 'liveupdate=on in the next command line', ok: kernelBoolParam(r.cmdline, 'liveupdate', false), detail: `liveupdate=${liveupdate ?? '(absent)'}` },
+    readable('kernel-readable', r.kernel),
+    ...(r.initrd === undefined ? [] : [readable('initrd-readable', r.initrd)]),
+    { name: 'liveupdate-on', ok: kernelBoolParam(r.cmdline, 'liveupdate', false), detail: `liveupdate=${liveupdate ?? '(absent)'}` },
     {
-      name: 'KHO not disabled in the next command line',
+      name: 'kho-not-disabled',
       // Absent, KHO is what the next kernel's CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT says: not knowable here.
       ok: kernelBoolParam(r.cmdline, 'kho', true),
       detail: kho === null ? 'kho= absent: the next kernel must enable KHO by default (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT)' : `kho=${kho}`,
     },
-    { name: 'the agent owns /dev/liveupdate', ok: haveDevice },
+    { name: 'device-owned', ok: haveDevice, detail: haveDevice ? 'the agent owns /dev/liveupdate' : 'the agent has no /dev/liveupdate' },
   ];
 }
 
