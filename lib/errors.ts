@@ -20,59 +20,90 @@ import { constants } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import type { NotReadyClient, UpdateCheck } from './agent/protocol.js';
 
-/** The public operations of the library itself (not the agent's). */
-const LOCAL_OPERATIONS = [
-  'load',
-  'open',
-  'createSession',
-  'retrieveSession',
-  'preserve',
-  'retrieve',
-  'finish',
-  'getName',
-  'close',
-  'fromFd',
-  'memfd.create',
-  'memfd.addSeals',
-  'memfd.getSeals',
-  'kexec.load',
-  'kexec.unload',
-  'kexec.isLoaded',
-  'kexec.execute',
-  'sendFds',
-  'recvFds',
-  'socketPair',
-  'notify',
-  'barrier',
-  'listenFds',
-  'describeFd',
-] as const;
-
-/** The agent's operations: its requests, the connection itself, and its start. */
-const AGENT_OPERATIONS = [
-  'agent.connect',
-  'agent.hello',
-  'agent.createSession',
-  'agent.attach',
-  'agent.retrieveSession',
-  'agent.release',
-  'agent.ready',
-  'agent.sessions',
-  'agent.update',
-  'agent.start',
-] as const;
+/** The public operation that failed; selects the error class with the errno. */
+export type Operation =
+  | 'load'
+  | 'open'
+  | 'createSession'
+  | 'retrieveSession'
+  | 'preserve'
+  | 'retrieve'
+  | 'finish'
+  | 'getName'
+  | 'close'
+  | 'fromFd'
+  | 'memfd.create'
+  | 'memfd.addSeals'
+  | 'memfd.getSeals'
+  | 'kexec.load'
+  | 'kexec.unload'
+  | 'kexec.isLoaded'
+  | 'kexec.execute'
+  | 'sendFds'
+  | 'recvFds'
+  | 'socketPair'
+  | 'notify'
+  | 'barrier'
+  | 'listenFds'
+  | 'describeFd'
+  | AgentOperation;
 
 /** A request to the agent (`agent.createSession`, ...), the connection itself (`agent.connect`), or the agent's start (`agent.start`). */
-export type AgentOperation = (typeof AGENT_OPERATIONS)[number];
+export type AgentOperation =
+  | 'agent.connect'
+  | 'agent.hello'
+  | 'agent.createSession'
+  | 'agent.attach'
+  | 'agent.retrieveSession'
+  | 'agent.release'
+  | 'agent.ready'
+  | 'agent.sessions'
+  | 'agent.update'
+  | 'agent.start';
 
-/** The public operation that failed; selects the error class with the errno. */
-export type Operation = (typeof LOCAL_OPERATIONS)[number] | AgentOperation;
+/** Every operation, once: the type checker makes the list complete. */
+const OPERATION_NAMES: Readonly<Record<Operation, true>> = {
+  load: true,
+  open: true,
+  createSession: true,
+  retrieveSession: true,
+  preserve: true,
+  retrieve: true,
+  finish: true,
+  getName: true,
+  close: true,
+  fromFd: true,
+  'memfd.create': true,
+  'memfd.addSeals': true,
+  'memfd.getSeals': true,
+  'kexec.load': true,
+  'kexec.unload': true,
+  'kexec.isLoaded': true,
+  'kexec.execute': true,
+  sendFds: true,
+  recvFds: true,
+  socketPair: true,
+  notify: true,
+  barrier: true,
+  listenFds: true,
+  describeFd: true,
+  'agent.connect': true,
+  'agent.hello': true,
+  'agent.createSession': true,
+  'agent.attach': true,
+  'agent.retrieveSession': true,
+  'agent.release': true,
+  'agent.ready': true,
+  'agent.sessions': true,
+  'agent.update': true,
+  'agent.start': true,
+};
 
-const OPERATIONS: ReadonlySet<string> = new Set<string>([...LOCAL_OPERATIONS, ...AGENT_OPERATIONS]);
+const OPERATIONS = Object.keys(OPERATION_NAMES) as Operation[];
 
 /** Whether `value` names an operation (what a peer claims is checked with it). @internal */
 export function isOperation(value: unknown): value is Operation {
-  return typeof value === 'string' && OPERATIONS.has(value);
+  return typeof value === 'string' && Object.hasOwn(OPERATION_NAMES, value);
 }
 
 /** What an {@link UpdateRefusedError} carries: every check made (the failed ones have `ok: false`) and the clients not ready. */
@@ -444,8 +475,8 @@ const fdText = (c: ErrorContext): string => `fd ${c.fd ?? '?'}`;
 const device = (c: ErrorContext): string => c.path ?? '/dev/liveupdate';
 const agentSocket = (c: ErrorContext): string => c.path ?? "the agent's socket";
 const KEXEC_OPS: readonly Operation[] = ['kexec.load', 'kexec.unload', 'kexec.isLoaded', 'kexec.execute'];
-/** What a client does on its connection to the agent. */
-const AGENT_REQUEST_OPS: readonly Operation[] = AGENT_OPERATIONS.filter((op) => op !== 'agent.start');
+/** The requests a client makes on its connection to the agent (not the connect itself). */
+const AGENT_REQUEST_OPS: readonly Operation[] = OPERATIONS.filter((op) => op.startsWith('agent.') && op !== 'agent.start' && op !== 'agent.connect');
 const START_AGENT = 'start the agent (systemctl start liveupdate-agent.socket, or liveupdate agent), or name its socket (--socket PATH, options.socket)';
 
 /**
@@ -501,6 +532,7 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: BadFileDescriptorError, operations: '*', codes: ['EBADF'], meaning: 'not an open fd', text: (c) => `${fdText(c)} is not an open file descriptor` },
   { type: KexecError, operations: KEXEC_OPS, codes: '*', meaning: 'any other kexec failure', text: (c, system) => `${c.operation} failed: ${system}` },
   { type: RetrieveFailedError, operations: ['retrieve'], codes: '*', meaning: 'the kernel could not restore the file (its handler\'s retrieve failed); every retrieve of that token fails the same way', text: (c, system) => `the kernel could not restore the file under ${token(c)} of ${session(c)} (${system}); every retrieve of this token will fail the same way` },
+  { type: LiveUpdateError, operations: '*', codes: '*', meaning: 'any other failure: the errno\'s own text', text: (c, system) => `${c.operation} failed: ${system}` },
 ];
 
 /** One row of {@link PACKAGE_ERRORS}. @internal */
