@@ -76,7 +76,7 @@ export interface WireError {
   operation?: string | undefined;
   /** The session involved, if any. */
   sessionName?: string | undefined;
-  /** An update's refusal: `{ checks, notReady }`. */
+  /** What an agent error adds: an update's refusal `{ checks, notReady }`, a newer manifest's `{ version }`. */
   details?: JsonValue | undefined;
   /** The token involved, as a decimal string (it is a 64-bit integer). */
   token?: string | undefined;
@@ -243,7 +243,7 @@ export function toWireError(error: unknown, operation: AgentOperation): WireErro
       message: typed.message,
       operation: typed.operation,
       sessionName: typed.sessionName,
-      details: typed instanceof errors.UpdateRefusedError ? (typed.details as unknown as JsonValue) : undefined,
+      details: typed instanceof errors.AgentError ? (typed.details as JsonValue | undefined) : undefined,
       token: typed.token?.toString(),
       fd: typed.fd,
       path: typed.path,
