@@ -377,20 +377,28 @@ export class AgentClient {
    */
   async #exchange(operation: AgentOperation, bytes: Buffer | null, limits: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<RecvResult> {
     if (this.#fd < 0) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the client is closed', { operation, path: this.#socket });
-    const timer = new AbortController();
-    const clock = setTimeout(() => timer.abort(), limits.timeoutMs);
-    const signal = limits.signal === undefined ? timer.signal : AbortSignal.any([limits.signal, timer.signal]);
+    // One controller for both causes (AbortSignal.any's composite can be collected on Node 20 while in use).
+    const cancel = new AbortController();
+    let timedOut = false;
+    const clock = setTimeout(() => {
+      timedOut = true;
+      cancel.abort();
+    }, limits.timeoutMs);
+    const onAbort = (): void => cancel.abort(limits.signal?.reason);
+    if (limits.signal?.aborted === true) onAbort();
+    limits.signal?.addEventListener('abort', onAbort, { once: true });
     const step: Step = { syscall: 'sendmsg' };
     try {
-      if (bytes !== null) await sendFds(this.#fd, [], bytes, { signal });
+      if (bytes !== null) await sendFds(this.#fd, [], bytes, { signal: cancel.signal });
       step.syscall = 'recvmsg';
-      return await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal });
+      return await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal: cancel.signal });
     } catch (error) {
-      if (timer.signal.aborted || limits.signal?.aborted === true) this.closeSync();
-      if (timer.signal.aborted) throw this.#timedOut(operation, step, limits.timeoutMs);
+      if (cancel.signal.aborted) this.closeSync();
+      if (timedOut) throw this.#timedOut(operation, step, limits.timeoutMs);
       throw this.#failed(operation, error);
     } finally {
       clearTimeout(clock);
+      limits.signal?.removeEventListener('abort', onAbort);
     }
   }
 

@@ -30,48 +30,45 @@ export interface FakeAgent {
 /** Listens at `socket`; every request gets `answer(request)` (after `delayMs`, if it returns a delay). */
 export function fakeAgent(socket: string, answer: (request: FakeRequest) => FakeReply | Promise<FakeReply>): FakeAgent {
   const listenFd = native.unixBind(native.SOCK_SEQPACKET, socket);
-  const connections = new Set<number>();
   const requests: FakeRequest[] = [];
+  // Each connection's loop closes its own fd when this aborts: closing the numbers here
+  // could close a number the next fake agent (or anything else) has been given since.
+  const stop = new AbortController();
   let waiting: Cancellable<boolean> | null = null;
-  let closed = false;
   const serve = async (fd: number): Promise<void> => {
     try {
-      for (;;) {
-        const message = await recvFds(fd, { maxBytes: 1 << 20, maxFds: 0 });
+      while (!stop.signal.aborted) {
+        const message = await recvFds(fd, { maxBytes: 1 << 20, maxFds: 0, signal: stop.signal });
         if (message.eof) return;
         const request = JSON.parse(message.data.toString('utf8')) as FakeRequest;
         requests.push(request);
         const reply = await answer(request);
-        if (reply !== null) await sendFds(fd, [], Buffer.isBuffer(reply) ? reply : JSON.stringify(reply));
+        if (reply !== null && !stop.signal.aborted) await sendFds(fd, [], Buffer.isBuffer(reply) ? reply : JSON.stringify(reply), { signal: stop.signal });
       }
     } catch {
       // The client went away, or the test closed us.
     } finally {
-      if (connections.delete(fd)) fs.closeSync(fd);
+      fs.closeSync(fd);
     }
   };
   void (async () => {
-    while (!closed) {
+    while (!stop.signal.aborted) {
       waiting = native.waitReadableAsync(listenFd);
       try {
         await waiting;
       } catch {
         return;
       }
-      if (closed) return;
-      const fd = native.unixAccept(listenFd);
-      connections.add(fd);
-      void serve(fd);
+      if (stop.signal.aborted) return;
+      void serve(native.unixAccept(listenFd));
     }
   })();
   return {
     requests,
     close(): void {
-      closed = true;
+      stop.abort();
       waiting?.cancel();
       fs.closeSync(listenFd);
-      for (const fd of connections) fs.closeSync(fd);
-      connections.clear();
       fs.rmSync(socket, { force: true });
     },
   };
