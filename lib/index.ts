@@ -116,6 +116,7 @@ export {
   AgentClient,
   DEFAULT_REQUEST_TIMEOUT_MS,
   type RequestOptions,
+  type SessionsOptions,
   type ConnectOptions,
   type CreateSessionOptions,
   type AgentSession,

@@ -162,6 +162,40 @@ describe('escape sequences and newlines in session names reach root\'s terminal 
   });
 });
 
+describe('sessions, page by page', { timeout: 60_000 }, () => {
+  const session = (name: string): Record<string, unknown> => ({ name, kernelName: name, owner: 0, state: 'outgoing', metadata: null, createdAt: 0 });
+
+  it('the CLI lists every page of the agent\'s list; an agent whose cursor repeats cannot keep it running', async () => {
+    const pages: Record<string, { sessions: Record<string, unknown>[]; next: string | null }> = {
+      first: { sessions: [session('a'), session('b')], next: 'p2' },
+      p2: { sessions: [session('c')], next: 'p3' },
+      p3: { sessions: [session('d')], next: 'p3' },
+    };
+    fake = fakeAgent(socket, (request) => {
+      if (request.op === 'hello') return helloReply(request);
+      const page = pages[typeof request['cursor'] === 'string' ? request['cursor'] : 'first'];
+      return { v: 1, id: request.id, ok: true, ...page, kexecCount: 0, updateStartedAt: null, frozenAt: null, firstOpenAt: null, refused: null };
+    });
+    const listed = await cli('sessions', '--socket', socket, '--json');
+    expect(listed.status).toBe(0);
+    const report = JSON.parse(listed.stdout) as { sessions: Array<{ name: string }>; next: unknown };
+    // p3 points at itself: fetched once, not forever.
+    expect(report.sessions.map((s) => s.name)).toEqual(['a', 'b', 'c', 'd']);
+    expect(report.next).toBeNull();
+    expect(fake.requests.filter((r) => r.op === 'sessions').map((r) => r['cursor'] ?? null)).toEqual([null, 'p2', 'p3']);
+  });
+
+  it('the client asks for a page with cursor and limit, and checks them first', async () => {
+    fake = fakeAgent(socket, (request) => (request.op === 'hello' ? helloReply(request) : { v: 1, id: request.id, ok: true, sessions: [], kexecCount: 0 }));
+    const client = await AgentClient.connect({ socket });
+    await expect(client.sessions({ cursor: 'abc', limit: 5 })).resolves.toMatchObject({ sessions: [], next: null });
+    expect(fake.requests.at(-1)).toMatchObject({ op: 'sessions', cursor: 'abc', limit: 5 });
+    await expect(client.sessions({ limit: 0 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+    await expect(client.sessions({ cursor: 5 as unknown as string })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    await client.close();
+  });
+});
+
 describe('help', { timeout: 60_000 }, () => {
   it('the main help lists every exit status of every command', async () => {
     const statuses = new Set<number>();

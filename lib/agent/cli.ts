@@ -183,6 +183,7 @@ async function runUpdate(values: OptionValues, out: Output): Promise<number> {
       ...request,
       timeoutMs: Math.round(timeout * 1000),
       dryRun,
+      proceedWithout: values['proceed-without'] === true,
       onKexec: (checks) => report(out, json, { result: 'kexec', checks }, checks, 'kexec now'),
     });
     report(out, json, { result: 'dry-run', checks: result.checks }, result.checks, 'dry run: every check passed; nothing was loaded');
@@ -205,13 +206,30 @@ function formatSessions(sessions: SessionInfo[]): string {
   return [header, ...rows].map((r) => r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
 }
 
+/** The most pages `sessions` follows: an agent whose cursors never end cannot keep the command running. */
+const MAX_PAGES = 10_000;
+
+/** Every page of the agent's list, as one report. */
+async function everySession(client: AgentClient): Promise<SessionsReport> {
+  const first = await client.sessions();
+  const sessions = [...first.sessions];
+  const seen = new Set<string>();
+  for (let next = first.next; next !== null && !seen.has(next) && seen.size < MAX_PAGES; ) {
+    seen.add(next);
+    const page = await client.sessions({ cursor: next });
+    sessions.push(...page.sessions);
+    next = page.next;
+  }
+  return { ...first, sessions, next: null };
+}
+
 /** `liveupdate sessions`. */
 async function runSessions(values: OptionValues, out: Output): Promise<number> {
   const json = values['json'] === true;
   let listed: SessionsReport;
   try {
     await using client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate sessions' });
-    listed = await client.sessions();
+    listed = await everySession(client);
   } catch (error) {
     if (!(error instanceof LiveUpdateError)) throw error;
     return failed(out, 'sessions', error);
@@ -246,12 +264,14 @@ Logs one JSON line per event on stderr; READY=1 and STATUS= to systemd. Runs unt
   {
     name: 'update',
     summary: 'Ask the agent to update: check, load, wait for every client to be ready, kexec.',
-    synopsis: '--kernel PATH [--initrd PATH] (--cmdline ARGS | --reuse-cmdline) [--timeout S] [--dry-run] [--socket PATH]',
+    synopsis: '--kernel PATH [--initrd PATH] (--cmdline ARGS | --reuse-cmdline) [--timeout S] [--proceed-without] [--dry-run] [--socket PATH]',
     details: `  --kernel PATH      the next kernel image
   --initrd PATH      its initramfs
   --cmdline ARGS     its command line (must keep liveupdate=on, must not turn KHO off)
   --reuse-cmdline    this kernel's command line
   --timeout S        how long to wait for the clients to say ready (default 60)
+  --proceed-without  root, where the agent supports it: after --timeout, go on without the
+                     clients not ready (their sessions are kept) instead of refusing
   --dry-run          stop after the checks; with no agent answering, make the checks this
                      process can (files, command line) and report them (exit 69 if they pass)
   --json             print { result, checks, code?, message?, details? } as JSON on stdout
@@ -266,6 +286,7 @@ Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec
       cmdline: { type: 'string' },
       'reuse-cmdline': { type: 'boolean' },
       timeout: { type: 'string' },
+      'proceed-without': { type: 'boolean' },
       'dry-run': { type: 'boolean' },
     },
     reports: true,
@@ -276,7 +297,8 @@ Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec
     summary: "The agent's sessions you may see: owners, states, the manifest's times.",
     synopsis: '[--socket PATH]',
     details: `  --socket PATH   the agent's socket (default ${DEFAULT_SOCKET})
-  --json          print { sessions, kexecCount, updateStartedAt, frozenAt, firstOpenAt, refused }
+  --json          print { sessions, next, kexecCount, updateStartedAt, frozenAt, firstOpenAt, refused }
+                  (every page of the agent's list, so next is null)
 Names are shown with control characters escaped (\x1b, \u{202e}; a backslash doubled);
 --json gives them exactly. Errors go to stderr.
 Exit status 0, 1 (another failure), 69 (no agent answers, or it stalled), 77 (not permitted).`,

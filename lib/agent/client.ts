@@ -53,10 +53,20 @@ export interface AgentSession {
   metadata: JsonValue;
 }
 
+/** Options of {@link AgentClient.sessions}: one page of the list (an agent that does not page sends it all). */
+export interface SessionsOptions extends RequestOptions {
+  /** Where the previous page ended (its `next`); absent for the first page. */
+  cursor?: string;
+  /** At most this many sessions in the page (1 to 10000; the agent also ends a page before its reply would exceed 64 KiB). */
+  limit?: number;
+}
+
 /** What `sessions()` returns. */
 export interface SessionsReport {
-  /** The sessions this client's user may see (root: all). */
+  /** The sessions this client's user may see (root: all), one page of them. */
   sessions: SessionInfo[];
+  /** The cursor of the next page (pass it as `cursor`), or null after the last. */
+  next: string | null;
   /** Live updates done by this chain of agents. */
   kexecCount: number;
   /** From the manifest: when the last update began and when the state was frozen (ms since the epoch), or null. */
@@ -81,6 +91,8 @@ export interface UpdateOptions {
   timeoutMs?: number;
   /** Stop after the checks. */
   dryRun?: boolean;
+  /** Root only, where the agent supports it: when `timeoutMs` ends, go on without the clients still not ready (their sessions are kept) instead of refusing. */
+  proceedWithout?: boolean;
   /** Called when the agent starts the kexec, with the checks that passed. */
   onKexec?: (checks: UpdateCheck[]) => void;
   /**
@@ -112,7 +124,8 @@ function checkName(name: unknown): string {
   return name;
 }
 
-function checkTimeout(value: unknown, name: string, fallback: number): number {
+/** A non-negative integer option (a timeout, a count), or `fallback` when absent. */
+function checkInteger(value: unknown, name: string, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
   if (!Number.isInteger(value) || value < 0 || value > 0x7fff_ffff) throw outOfRange(name, 'an integer >= 0 and <= 2147483647', value);
@@ -122,6 +135,19 @@ function checkTimeout(value: unknown, name: string, fallback: number): number {
 function checkSignal(signal: unknown, name: string): AbortSignal | undefined {
   if (signal === undefined || signal instanceof AbortSignal) return signal;
   throw invalidArgType(name, 'an instance of AbortSignal', signal);
+}
+
+/** The page a `sessions` request asks for. */
+function pageOf(options: Partial<SessionsOptions>): Body {
+  if (options.cursor !== undefined && typeof options.cursor !== 'string') throw invalidArgType('options.cursor', 'of type string', options.cursor);
+  const limit = options.limit === undefined ? undefined : checkInteger(options.limit, 'options.limit', 0);
+  if (limit !== undefined && (limit < 1 || limit > 10_000)) throw outOfRange('options.limit', 'an integer >= 1 and <= 10000', limit);
+  return { cursor: options.cursor, limit };
+}
+
+/** A sessions reply with `next` (null from an agent that does not page). */
+function withNext(body: Body): SessionsReport {
+  return { ...body, next: typeof body['next'] === 'string' ? body['next'] : null } as unknown as SessionsReport;
 }
 
 /** The typed error of a failed connect: no agent (ENOENT, ECONNREFUSED), not permitted (EACCES), not the agent's kind of socket (EPROTOTYPE), ... */
@@ -155,7 +181,7 @@ export class AgentClient {
   static async connect(options?: ConnectOptions): Promise<AgentClient> {
     const opts = checkOptions<ConnectOptions>(options);
     const socket = checkPath(opts.socket ?? DEFAULT_SOCKET, 'options.socket');
-    const timeoutMs = checkTimeout(opts.timeoutMs, 'options.timeoutMs', DEFAULT_REQUEST_TIMEOUT_MS);
+    const timeoutMs = checkInteger(opts.timeoutMs, 'options.timeoutMs', DEFAULT_REQUEST_TIMEOUT_MS);
     const signal = checkSignal(opts.signal, 'options.signal');
     signal?.throwIfAborted();
     let fd: number;
@@ -178,7 +204,7 @@ export class AgentClient {
   static connectSync(options?: Omit<ConnectOptions, 'signal'>): AgentClient {
     const opts = checkOptions<ConnectOptions>(options);
     const socket = checkPath(opts.socket ?? DEFAULT_SOCKET, 'options.socket');
-    const timeoutMs = checkTimeout(opts.timeoutMs, 'options.timeoutMs', DEFAULT_REQUEST_TIMEOUT_MS);
+    const timeoutMs = checkInteger(opts.timeoutMs, 'options.timeoutMs', DEFAULT_REQUEST_TIMEOUT_MS);
     let fd: number;
     try {
       fd = native.unixConnect(native.SOCK_SEQPACKET, socket);
@@ -278,14 +304,16 @@ export class AgentClient {
     this.#requestSync('ready', {}, options);
   }
 
-  /** The sessions this client's user may see, with their states and the manifest's times. */
-  async sessions(options?: RequestOptions): Promise<SessionsReport> {
-    return (await this.#request('sessions', {}, options)) as unknown as SessionsReport;
+  /** The sessions this client's user may see, with their states and the manifest's times: one page, `next` leads to the following one. */
+  async sessions(options?: SessionsOptions): Promise<SessionsReport> {
+    const opts = checkOptions<SessionsOptions>(options);
+    return withNext(await this.#request('sessions', pageOf(opts), opts));
   }
 
   /** The synchronous form of {@link sessions}. */
-  sessionsSync(options?: Omit<RequestOptions, 'signal'>): SessionsReport {
-    return this.#requestSync('sessions', {}, options) as unknown as SessionsReport;
+  sessionsSync(options?: Omit<SessionsOptions, 'signal'>): SessionsReport {
+    const opts = checkOptions<SessionsOptions>(options);
+    return withNext(this.#requestSync('sessions', pageOf(opts), opts));
   }
 
   /**
@@ -301,8 +329,9 @@ export class AgentClient {
       kernel: checkPath(opts.kernel, 'options.kernel'),
       initrd: opts.initrd === undefined ? undefined : checkPath(opts.initrd, 'options.initrd'),
       cmdline: opts.cmdline,
-      timeoutMs: checkTimeout(opts.timeoutMs, 'options.timeoutMs', 60_000),
+      timeoutMs: checkInteger(opts.timeoutMs, 'options.timeoutMs', 60_000),
       dryRun: opts.dryRun === true,
+      proceedWithout: opts.proceedWithout === true ? true : undefined,
     };
     const signal = checkSignal(opts.signal, 'options.signal');
     const { id, bytes } = this.#encode('update', { ...request });
@@ -365,7 +394,7 @@ export class AgentClient {
 
   #request(op: string, args: Body, options?: RequestOptions, wantsFd = false): Promise<Body> {
     const opts = checkOptions<RequestOptions>(options);
-    const limits = { timeoutMs: checkTimeout(opts.timeoutMs, 'options.timeoutMs', this.#timeoutMs), signal: checkSignal(opts.signal, 'options.signal') };
+    const limits = { timeoutMs: checkInteger(opts.timeoutMs, 'options.timeoutMs', this.#timeoutMs), signal: checkSignal(opts.signal, 'options.signal') };
     const { id, bytes, operation } = this.#encode(op, args);
     return this.#enqueue(async () => this.#decode(operation, id, await this.#exchange(operation, bytes, limits), wantsFd));
   }
@@ -403,7 +432,7 @@ export class AgentClient {
   }
 
   #requestSync(op: string, args: Body, options?: Omit<RequestOptions, 'signal'>, wantsFd = false): Body {
-    const timeoutMs = checkTimeout(checkOptions<RequestOptions>(options).timeoutMs, 'options.timeoutMs', this.#timeoutMs);
+    const timeoutMs = checkInteger(checkOptions<RequestOptions>(options).timeoutMs, 'options.timeoutMs', this.#timeoutMs);
     const { id, bytes, operation } = this.#encode(op, args);
     const deadline = Date.now() + timeoutMs;
     const step: Step = { syscall: 'sendmsg' };

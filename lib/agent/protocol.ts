@@ -39,6 +39,8 @@ export interface UpdateRequest {
   timeoutMs: number;
   /** Stop after the checks. */
   dryRun: boolean;
+  /** Root only: when `timeoutMs` ends, go on without the clients still not ready (their sessions are kept), instead of refusing. */
+  proceedWithout?: boolean | undefined;
 }
 
 /** Every request, by its `op`. */
@@ -108,11 +110,28 @@ export type UpdateCheckName =
   | 'device-owned'
   /** `kexec_file_load` took the kernel (not in a dry run). */
   | 'kexec-loaded'
-  /** Every client holding sessions said ready in time. */
+  /** The policy's `kernels` allows the kernel image (`detail`: its real path). */
+  | 'kernel-allowed'
+  /** The policy's `kernels` allows the initramfs. */
+  | 'initrd-allowed'
+  /** No session handed over by the previous kernel still waits to be claimed (the next kexec would drop it), or root said `proceedWithout`. */
+  | 'no-unclaimed-sessions'
+  /** Every client holding sessions said ready in time (or root went on without them). */
   | 'clients-ready';
 
 /** Every {@link UpdateCheckName}, in order. */
-export const UPDATE_CHECK_NAMES: readonly UpdateCheckName[] = ['kernel-readable', 'initrd-readable', 'liveupdate-on', 'kho-not-disabled', 'device-owned', 'kexec-loaded', 'clients-ready'];
+export const UPDATE_CHECK_NAMES: readonly UpdateCheckName[] = [
+  'kernel-readable',
+  'initrd-readable',
+  'liveupdate-on',
+  'kho-not-disabled',
+  'device-owned',
+  'kernel-allowed',
+  'initrd-allowed',
+  'no-unclaimed-sessions',
+  'kexec-loaded',
+  'clients-ready',
+];
 
 /** One check of an update, as reported. */
 export interface UpdateCheck {
