@@ -13,10 +13,12 @@ import {
   AGENT_ERROR_CODES,
   createError,
   errorClassFor,
+  errnoError,
   KERNEL_ERRORS,
   kernelError,
   packageError,
   PACKAGE_ERRORS,
+  translateError,
   type ErrorContext,
   type Operation,
 } from '../lib/errors.js';
@@ -193,5 +195,20 @@ describe('agent error details, typed per code', () => {
     expect(newer.details).toEqual({ version: [2, 0] });
     const quota = packageError('ERR_LIVEUPDATE_AGENT_QUOTA', 'over', { operation: 'agent.createSession', details: { anything: 1 } }) as lu.AgentQuotaError;
     expect(quota.details).toBeUndefined();
+  });
+});
+
+describe("Agent.start's errors: typed, with the errno the refused syscall would have given", () => {
+  it('another agent listening, or a path that is not a socket: AgentListenError EADDRINUSE, bind', () => {
+    const error = errnoError('EADDRINUSE', 'bind', { operation: 'agent.start', path: '/run/liveupdate/agent.sock', hint: 'another agent is listening on it', fix: 'stop that agent, or give this one another --socket' });
+    expect(error).toMatchObject({ constructor: lu.AgentListenError, code: 'EADDRINUSE', errno: -98, syscall: 'bind', operation: 'agent.start', path: '/run/liveupdate/agent.sock' });
+    expect(error.message).toBe(
+      "EADDRINUSE: the agent cannot listen at /run/liveupdate/agent.sock: address already in use, bind '/run/liveupdate/agent.sock'. another agent is listening on it. Fix: stop that agent, or give this one another --socket",
+    );
+  });
+
+  it('a raw failure of a syscall at start (bind EACCES) is typed the same way', () => {
+    const raw = Object.assign(new Error('EACCES: permission denied, bind'), { errno: -13, code: 'EACCES', syscall: 'bind' });
+    expect(translateError(raw, { operation: 'agent.start', path: '/x/agent.sock' })).toMatchObject({ constructor: lu.AgentListenError, code: 'EACCES', errno: -13, syscall: 'bind', cause: raw });
   });
 });
