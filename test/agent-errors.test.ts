@@ -5,7 +5,9 @@
  * fields; the class is chosen by one factory from the code (and operation),
  * never from a name the peer sent.
  */
+import * as fs from 'node:fs';
 import { constants } from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as lu from '../lib/index.js';
 import { fromWireError, toWireError } from '../lib/agent/protocol.js';
@@ -141,6 +143,15 @@ describe('one factory: a code and its class cannot disagree', () => {
     expect(new Set(codes).size).toBe(codes.length);
     for (const rule of PACKAGE_ERRORS) expect(errorClassFor(rule.code, 'agent.sessions'), rule.code).toBe(rule.type);
     for (const code of Object.keys(AGENT_ERROR_CODES)) expect(codes).toContain(code);
+  });
+
+  it('every ERR_* code anywhere in lib/ (the agent included) is documented in the package table', () => {
+    const files = (fs.readdirSync(path.join(__dirname, '..', 'lib'), { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && f !== 'errors.ts');
+    const listed = new Set(PACKAGE_ERRORS.map((r) => r.code));
+    // cli.ts's UsageError never leaves main(): it becomes exit status 2.
+    const raised = new Set(files.flatMap((f) => fs.readFileSync(path.join(__dirname, '..', 'lib', f), 'utf8').match(/ERR_LIVEUPDATE_[A-Z_]+/g) ?? []));
+    raised.delete('ERR_LIVEUPDATE_USAGE');
+    expect([...raised].filter((c) => !listed.has(c))).toEqual([]);
   });
 
   it('the class comes from the code and operation, not from the class name the peer sent', () => {
