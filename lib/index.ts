@@ -10,7 +10,7 @@
 export { LiveUpdate } from './liveupdate.js';
 export { Session, type SessionState } from './session.js';
 export { status, statusSync, DEVICE_PATH, type Status, type StatusOptions } from './status.js';
-export { FIRST_LUO_RELEASE, type Diagnosis, type DiagnosisId, type DeviceOwner } from './diagnosis.js';
+export { FIRST_LUO_RELEASE, readKernelLog, type Diagnosis, type DiagnosisId, type DeviceOwner } from './diagnosis.js';
 export {
   LiveUpdateError,
   LiveUpdateUnavailableError,
