@@ -115,14 +115,18 @@ function exitFor(error: unknown): number {
   return EXIT.refused;
 }
 
-function formatChecks(checks: readonly UpdateCheck[]): string {
-  return checks.map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail === undefined ? '' : `: ${printable(c.detail)}`}`).join('\n');
+function formatCheck(c: UpdateCheck): string {
+  return `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail === undefined ? '' : `: ${printable(c.detail)}`}`;
 }
 
-/** The report, on stdout: JSON, or the checks as lines (with a last line when given). */
+/** The report, on stdout: JSON, or the checks as lines (and a last line when given). */
 function report(out: Output, json: boolean, value: Record<string, unknown>, checks: readonly UpdateCheck[], last?: string): void {
-  if (json) out.stdout(`${JSON.stringify(value)}\n`);
-  else if (checks.length > 0 || last !== undefined) out.stdout(`${[...(checks.length > 0 ? [formatChecks(checks)] : []), ...(last === undefined ? [] : [last])].join('\n')}\n`);
+  if (json) {
+    out.stdout(`${JSON.stringify(value)}\n`);
+    return;
+  }
+  const lines = [...checks.map(formatCheck), ...(last === undefined ? [] : [last])];
+  if (lines.length > 0) out.stdout(`${lines.join('\n')}\n`);
 }
 
 /** A failed update: the report on stdout (the checks made; with --json the error too), the message on stderr. */
@@ -153,8 +157,8 @@ function dryRunHere(out: Output, json: boolean, request: Pick<UpdateRequest, 'ke
   const checks = updateChecks(request, false).map((c) => (c.name === 'device-owned' ? { ...c, detail: `no agent answers (${error.code}): these checks were made by this process` } : c));
   const failedHere = checks.some((c) => !c.ok && c.name !== 'device-owned');
   report(out, json, { result: 'dry-run', agent: false, checks }, checks, `dry run without an agent: ${failedHere ? 'a check failed' : 'every check this process can make passed'}`);
-  out.stderr(`liveupdate update: ${printable(error.message)}\n`);
-  return failedHere ? EXIT.refused : EXIT.unavailable;
+  const noAgentStatus = failed(out, 'update', error);
+  return failedHere ? EXIT.refused : noAgentStatus;
 }
 
 /** `liveupdate update`. */
