@@ -29,16 +29,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
-import {
-  callAsync,
-  callSync,
-  ControlTruncatedError,
-  FramingError,
-  MessageTruncatedError,
-  SocketBusyError,
-  StreamOutOfStepError,
-  type Operation,
-} from './errors.js';
+import { callAsync, callSync, packageError, type Operation } from './errors.js';
 import { native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
@@ -108,17 +99,13 @@ function toResult(raw: NativeRecvResult, maxFds: number, maxBytes: number): Recv
   const closed = raw.dropped;
   switch (raw.status) {
     case 2:
-      throw new ControlTruncatedError(
-        'ERR_LIVEUPDATE_FDS_TRUNCATED',
-        `the message carried more fds than fit (maxFds is ${maxFds}); the ${closed} that arrived were closed`,
-        closed,
-      );
+      throw packageError('ERR_LIVEUPDATE_FDS_TRUNCATED', `the message carried more fds than fit (maxFds is ${maxFds}); the ${closed} that arrived were closed`, { operation: 'recvFds', closedFds: closed });
     case 3:
-      throw new MessageTruncatedError(`a ${raw.length}-byte message exceeds maxBytes (${maxBytes}); it was skipped`, closed, raw.length);
+      throw packageError('ERR_LIVEUPDATE_MESSAGE_TRUNCATED', `a ${raw.length}-byte message exceeds maxBytes (${maxBytes}); it was skipped`, { operation: 'recvFds', closedFds: closed, length: raw.length });
     case STATUS_BAD_FRAME:
-      throw new FramingError('ERR_LIVEUPDATE_BAD_FRAME', 'the stream does not carry frames of this package (or fds arrived mid-frame)', closed);
+      throw packageError('ERR_LIVEUPDATE_BAD_FRAME', 'the stream does not carry frames of this package (or fds arrived mid-frame)', { operation: 'recvFds', closedFds: closed });
     default:
-      throw new FramingError('ERR_LIVEUPDATE_SHORT_FRAME', 'the peer closed the stream in the middle of a frame', closed);
+      throw packageError('ERR_LIVEUPDATE_SHORT_FRAME', 'the peer closed the stream in the middle of a frame', { operation: 'recvFds', closedFds: closed });
   }
 }
 
@@ -324,7 +311,10 @@ export function outOfStepCount(): number {
 
 /** Refuses a call on a socket that is out of step in that direction. */
 function checkInStep(key: string, direction: Direction): void {
-  if (outOfStep.has(key)) throw new StreamOutOfStepError(direction);
+  if (outOfStep.has(key)) {
+    const what = direction === 'send' ? 'send' : 'receive';
+    throw packageError('ERR_LIVEUPDATE_OUT_OF_STEP', `an earlier ${what} stopped in the middle of a message; the stream is out of step: close it`, { operation: operationOf(direction) });
+  }
 }
 
 /** Runs a native call; an error that left the stream mid-message marks the socket out of step. */
@@ -349,7 +339,10 @@ function marked<T>(key: string, pending: Cancellable<T>): Cancellable<T> {
 function syncOperation<T>(fd: number, direction: Direction, run: () => T): T {
   return callSync({ operation: operationOf(direction), fd }, () => {
     const key = socketKey(fd, direction);
-    if (queues.has(key)) throw new SocketBusyError(direction);
+    if (queues.has(key)) {
+      const what = direction === 'send' ? 'send' : 'receive';
+      throw packageError('ERR_LIVEUPDATE_SOCKET_BUSY', `a Promise ${what} is pending on this socket; the synchronous form would cut into its message`, { operation: operationOf(direction) });
+    }
     checkInStep(key, direction);
     return marking(key, run);
   });

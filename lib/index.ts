@@ -51,10 +51,15 @@ export {
   AgentQuotaError,
   AgentProtocolError,
   AgentUnavailableError,
+  AgentTimeoutError,
   UpdateRefusedError,
   ManifestVersionError,
   AgentPolicyError,
+  AgentListenError,
+  AgentInternalError,
   AGENT_ERROR_CODES,
+  type UpdateRefusedDetails,
+  type ManifestVersionDetails,
   type AgentErrorCode,
   type AgentOperation,
   type ErrorContext,
@@ -109,6 +114,9 @@ export {
 export { Agent, STATE_FDNAME, type AgentOptions, type AgentEvent, type RestoredState, type UpdateCheck } from './agent/server.js';
 export {
   AgentClient,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  type RequestOptions,
+  type SessionsOptions,
   type ConnectOptions,
   type CreateSessionOptions,
   type AgentSession,
@@ -116,7 +124,7 @@ export {
   type UpdateOptions,
   type UpdateReport,
 } from './agent/client.js';
-export { DEFAULT_SOCKET as AGENT_SOCKET, type SessionInfo, type JsonValue } from './agent/protocol.js';
+export { DEFAULT_SOCKET as AGENT_SOCKET, UPDATE_CHECK_NAMES, type SessionInfo, type JsonValue, type UpdateCheckName, type NotReadyClient } from './agent/protocol.js';
 export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';
 export { MANIFEST_FORMAT, MANIFEST_VERSION, parseManifest, type Manifest, type ManifestSession } from './agent/manifest.js';
 export { AGENT_SESSION_NAME, kernelName as agentKernelName } from './agent/names.js';

@@ -3,7 +3,7 @@
  * reboot(LINUX_REBOOT_CMD_KEXEC). With LUO, that jump is the live update:
  * the kernel freezes every preserved file and hands it to the next kernel.
  */
-import { callAsync, callSync, KexecError, translateError, type ErrorContext } from './errors.js';
+import { callAsync, callSync, packageError, translateError, type ErrorContext, type KexecError } from './errors.js';
 import { closeFd, native } from './native.js';
 import { checkBoolean, checkOptions, checkPath, invalidArgType, invalidArgValue } from './validate.js';
 
@@ -161,8 +161,7 @@ export async function support(): Promise<KexecFileSupport> {
 }
 
 function returned(): KexecError {
-  const message = 'ERR_LIVEUPDATE_KEXEC_RETURNED: reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error';
-  return new KexecError(message, 'ERR_LIVEUPDATE_KEXEC_RETURNED', { operation: 'kexec.execute' });
+  return packageError('ERR_LIVEUPDATE_KEXEC_RETURNED', 'reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error', { operation: 'kexec.execute' }) as KexecError;
 }
 
 function checkExecute(options: unknown): boolean {

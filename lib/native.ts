@@ -7,7 +7,7 @@
  */
 import * as path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
-import { AddonLoadError, callSync, type Operation } from './errors.js';
+import { callSync, packageError, type Operation } from './errors.js';
 
 /** A kernel call in its synchronous and Promise forms. @internal */
 type Both<Name extends string, Args extends unknown[], Result> = {
@@ -149,8 +149,7 @@ export function loadNative(): NativeBinding {
     return binding;
   } catch (cause) {
     const why = `the native addon of liveupdate is not built for this platform (node ${process.version}, ${process.platform}-${process.arch}) or does not load`;
-    const message = `ERR_LIVEUPDATE_ADDON_NOT_LOADED: ${why}. Fix: ${ADDON_FIX}`;
-    throw new AddonLoadError(message, 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', { operation: 'load', path: root, fix: ADDON_FIX, cause });
+    throw packageError('ERR_LIVEUPDATE_ADDON_NOT_LOADED', why, { operation: 'load', path: root, fix: ADDON_FIX, cause });
   }
 }
 

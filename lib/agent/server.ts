@@ -30,7 +30,8 @@ import { infoOf, SessionTable, type Entry } from './sessions.js';
 import { runUpdate } from './update.js';
 
 export { MANIFEST_FDNAME, STATE_FDNAME, type RestoredState } from './fdstore.js';
-export { updateChecks, type UpdateCheck } from './update.js';
+export { updateChecks } from './update.js';
+export type { UpdateCheck } from './protocol.js';
 
 /** One line of the agent's log: what happened, when, and to whom. */
 export interface AgentEvent {

@@ -6,7 +6,7 @@
  * @internal
  */
 import * as fs from 'node:fs';
-import { agentError } from '../errors.js';
+import { agentError, type UpdateRefusedDetails } from '../errors.js';
 import * as kexec from '../kexec.js';
 import type { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
@@ -16,29 +16,10 @@ import type { Connection, Notifier } from './connection.js';
 import { closeQuietly } from './fdstore.js';
 import { writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
 import { AGENT_SESSION_NAME } from './names.js';
-import type { JsonValue, UpdateRequest } from './protocol.js';
+import type { JsonValue, NotReadyClient, UpdateCheck, UpdateRequest } from './protocol.js';
 import { permits, type Peer, type Policy } from './policy.js';
 import type { Entry, SessionTable } from './sessions.js';
 
-/** One check of an update, as reported. */
-export interface UpdateCheck {
-  /** What was checked (`kernel-readable`, `liveupdate-on`, ...). */
-  name: string;
-  /** Whether it passed. */
-  ok: boolean;
-  /** Why it failed, or what was found. */
-  detail?: string;
-}
-
-/** A client that did not say ready, as the refusal (or the report of an update that went on without it) names it. */
-export interface NotReady {
-  /** The agent's number for the connection. */
-  id: number;
-  /** Its pid, as the kernel said at connect. */
-  pid: number;
-  /** Its uid, as the kernel said at connect. */
-  uid: number;
-}
 
 /** The most clients a reply names (`notReady`, `proceededWithout`), so that it fits in one message whatever the number of connections; the message gives the count. */
 export const MAX_LISTED_CLIENTS = 256;
@@ -79,7 +60,7 @@ export async function runUpdate(ctx: UpdateContext, r: UpdateRequest): Promise<R
   try {
     const checks = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table) });
     const failed = checks.filter((x) => !x.ok);
-    if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks });
+    if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [] });
     if (r.dryRun) return { dryRun: true, checks: checks as unknown as JsonValue };
     await kexec.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
     // From here on, whatever ends the update without a jump unloads the kernel first.
@@ -95,22 +76,22 @@ export async function runUpdate(ctx: UpdateContext, r: UpdateRequest): Promise<R
 }
 
 async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateCheck[], startedAt: number): Promise<never> {
-  checks.push({ name: 'kexec load', ok: true });
+  checks.push({ name: 'kexec-loaded', ok: true });
   ctx.event('kexec-loaded', { ...ctx.who, kernel: bounded(r.kernel) });
   const { notReady, passed } = await waitReady(ctx, r.timeoutMs);
-  stopping(ctx);
+  stopping(ctx, checks);
   const proceededWithout = r.proceedWithout === true ? [...passed, ...notReady] : passed;
   if (notReady.length > 0 && r.proceedWithout !== true) {
     const named = notReady.slice(0, MAX_LISTED_CLIENTS);
     const more = notReady.length > named.length ? ` and ${notReady.length - named.length} more` : '';
     refuse(ctx, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${named.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid})`).join(', ')}${more}`, { checks, notReady: named });
   }
-  checks.push({ name: 'every client ready', ok: true, ...(proceededWithout.length === 0 ? {} : { detail: `went on without ${proceededWithout.length} client(s), their sessions kept` }) });
+  checks.push({ name: 'clients-ready', ok: true, ...(proceededWithout.length === 0 ? {} : { detail: `went on without ${proceededWithout.length} client(s), their sessions kept` }) });
   const sessions = await ctx.table.beginSealing();
-  stopping(ctx);
+  stopping(ctx, checks);
   const own = await sealManifest(ctx, r, startedAt, sessions);
   try {
-    stopping(ctx);
+    stopping(ctx, checks);
     const listed = proceededWithout.slice(0, MAX_LISTED_CLIENTS) as unknown as JsonValue;
     const report = { phase: 'kexec', checks: checks as unknown as JsonValue, proceededWithout: listed };
     await ctx.announce(report);
@@ -124,17 +105,17 @@ async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateChe
 }
 
 /** Throws when the agent is stopping: the update ends there. */
-function stopping(ctx: UpdateContext): void {
-  if (ctx.signal.aborted) refuse(ctx, 'the agent is stopping', {});
+function stopping(ctx: UpdateContext, checks: UpdateCheck[]): void {
+  if (ctx.signal.aborted) refuse(ctx, 'the agent is stopping', { checks, notReady: [] });
 }
 
 function waitingCount(table: SessionTable): number {
   return table.incoming.filter((e) => e.state === 'waiting').length;
 }
 
-function refuse(ctx: UpdateContext, why: string, details: Record<string, unknown>): never {
+function refuse(ctx: UpdateContext, why: string, details: UpdateRefusedDetails): never {
   ctx.event('update-refused', { ...ctx.who, why });
-  throw agentError('ERR_LIVEUPDATE_UPDATE_REFUSED', `the update was refused: ${why}`, { operation: 'agent.update' }, details);
+  throw agentError('ERR_LIVEUPDATE_UPDATE_REFUSED', `the update was refused: ${why}`, { operation: 'agent.update' }, { ...details });
 }
 
 /**
@@ -143,12 +124,12 @@ function refuse(ctx: UpdateContext, why: string, details: Record<string, unknown
  * transition. Answers those still not ready, and those the policy let the
  * update go on without (not among `waitFor`, or past `proceedAfterSeconds`).
  */
-async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<{ notReady: NotReady[]; passed: NotReady[] }> {
+async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<{ notReady: NotReadyClient[]; passed: NotReadyClient[] }> {
   const { waitFor, proceedAfterSeconds } = ctx.policy.readiness;
   const graceMs = proceedAfterSeconds === null ? Infinity : proceedAfterSeconds * 1000;
   const startedAt = Date.now();
-  const describe = (c: Connection<Entry>): NotReady => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid });
-  const split = (): { notReady: NotReady[]; passed: NotReady[] } => {
+  const describe = (c: Connection<Entry>): NotReadyClient => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid });
+  const split = (): { notReady: NotReadyClient[]; passed: NotReadyClient[] } => {
     const blocking = [...ctx.connections()].filter((c) => c.blocksUpdate);
     const graceOver = Date.now() - startedAt >= graceMs;
     const waited = (c: Connection<Entry>): boolean => !graceOver && (waitFor === null || permits(waitFor, c.peer));
@@ -205,30 +186,31 @@ export function updateChecks(
   haveDevice: boolean,
   agent: { kernels: readonly string[] | null; waiting: number } = { kernels: null, waiting: 0 },
 ): UpdateCheck[] {
-  const readable = (file: string): UpdateCheck => {
+  const readable = (name: 'kernel-readable' | 'initrd-readable', file: string): UpdateCheck => {
     try {
       fs.accessSync(file, fs.constants.R_OK);
-      return { name: `readable: ${file}`, ok: true };
+      return { name, ok: true, detail: file };
     } catch (error) {
-      return { name: `readable: ${file}`, ok: false, detail: (error as NodeJS.ErrnoException).code ?? 'unreadable' };
+      return { name, ok: false, detail: (error as Error).message };
     }
   };
   const liveupdate = kernelParam(r.cmdline, 'liveupdate');
   const kho = kernelParam(r.cmdline, 'kho');
   return [
-    readable(r.kernel),
-    ...(r.initrd === undefined ? [] : [readable(r.initrd)]),
-    { name: 'liveupdate=on in the next command line', ok: kernelBoolParam(r.cmdline, 'liveupdate', false), detail: `liveupdate=${liveupdate ?? '(absent)'}` },
+    readable('kernel-readable', r.kernel),
+    ...(r.initrd === undefined ? [] : [readable('initrd-readable', r.initrd)]),
+    { name: 'liveupdate-on', ok: kernelBoolParam(r.cmdline, 'liveupdate', false), detail: `liveupdate=${liveupdate ?? '(absent)'}` },
     {
-      name: 'KHO not disabled in the next command line',
+      name: 'kho-not-disabled',
       // Absent, KHO is what the next kernel's CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT says: not knowable here.
       ok: kernelBoolParam(r.cmdline, 'kho', true),
       detail: kho === null ? 'kho= absent: the next kernel must enable KHO by default (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT)' : `kho=${kho}`,
     },
-    { name: 'the agent owns /dev/liveupdate', ok: haveDevice },
-    ...(agent.kernels === null ? [] : [r.kernel, ...(r.initrd === undefined ? [] : [r.initrd])].map((file) => allowed(file, agent.kernels ?? []))),
+    { name: 'device-owned', ok: haveDevice, detail: haveDevice ? 'the agent owns /dev/liveupdate' : 'the agent has no /dev/liveupdate' },
+    ...(agent.kernels === null ? [] : [allowed('kernel-allowed', r.kernel, agent.kernels)]),
+    ...(agent.kernels === null || r.initrd === undefined ? [] : [allowed('initrd-allowed', r.initrd, agent.kernels)]),
     {
-      name: 'no session handed over by the previous kernel waits to be claimed',
+      name: 'no-unclaimed-sessions',
       // The next kexec drops every incoming session nobody retrieved: only root's explicit proceedWithout lets that happen.
       ok: agent.waiting === 0 || r.proceedWithout === true,
       detail: agent.waiting === 0 ? 'none waits' : `${agent.waiting} wait${r.proceedWithout === true ? ': dropped by proceedWithout' : ''}`,
@@ -237,13 +219,12 @@ export function updateChecks(
 }
 
 /** Whether the policy's `kernels` list allows `file` (its real path: a link cannot lead out of an allowed directory). */
-function allowed(file: string, kernels: readonly string[]): UpdateCheck {
-  const name = `allowed by the policy: ${bounded(file)}`;
+function allowed(name: 'kernel-allowed' | 'initrd-allowed', file: string, kernels: readonly string[]): UpdateCheck {
   let real: string;
   try {
     real = fs.realpathSync(file);
   } catch (error) {
-    return { name, ok: false, detail: (error as Error).message };
+    return { name, ok: false, detail: `${bounded(file)}: ${(error as NodeJS.ErrnoException).code ?? 'not found'}` };
   }
   const ok = kernels.some((k) => (k.endsWith('/') ? real.startsWith(k) : real === k));
   return { name, ok, detail: ok ? real : `${bounded(real)} is outside the policy's kernels` };

@@ -367,7 +367,7 @@ async function afterKexec(ctx: StageContext): Promise<void> {
   ctx.equal("the update went on without bob, who was not ready: his sessions were kept", waiting.map((s) => [s.kernelName, s.state]).sort() as unknown as JsonValue, ['b0', 'b1', 'b2', 'b3'].map((n) => [`u${BOB}.${n}`, 'waiting']));
   const dry = await cli(['update', '--socket', SOCKET, '--kernel', ctx.kernel, '--cmdline', 'liveupdate=on kho=on', '--dry-run', '--json']);
   const failed = (JSON.parse(dry.stdout || '{}') as { details?: { checks?: Array<{ name: string; ok: boolean }> } }).details?.checks?.filter((c) => !c.ok).map((c) => c.name);
-  ctx.equal('a second update is refused while handed-over sessions wait', [dry.status, failed ?? null] as unknown as JsonValue, [1, ['no session handed over by the previous kernel waits to be claimed']]);
+  ctx.equal('a second update is refused while handed-over sessions wait', [dry.status, failed ?? null] as unknown as JsonValue, [1, ['no-unclaimed-sessions']]);
   alice = new Peer(ALICE);
   const { kept, other } = ctx.previous as { kept: string; other: string };
   {
