@@ -10,12 +10,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startAgentInProcess, type AgentLog } from '../conformance/lib/harness/agent.js';
 import { AgentClient } from '../lib/agent/client.js';
 import { decodeRequest, depthOf, MAX_METADATA_DEPTH } from '../lib/agent/codec.js';
 import { Connection, ConnectionState, Notifier, TransitionError } from '../lib/agent/connection.js';
 import { MAX_POLICY_SECONDS, parsePolicy, type Peer } from '../lib/agent/policy.js';
 import { MAX_MESSAGE_BYTES, type JsonValue } from '../lib/agent/protocol.js';
-import { Agent, type AgentEvent } from '../lib/agent/server.js';
+import { Agent } from '../lib/agent/server.js';
 import { SessionTable, TablePhase, type Entry } from '../lib/agent/sessions.js';
 import { AgentPolicyError, AgentUnavailableError, UpdateRefusedError } from '../lib/errors.js';
 import { recvFds, sendFds } from '../lib/fdpass.js';
@@ -27,11 +28,10 @@ const USER: Peer = { pid: 2, uid: 1000, gid: 1000, groups: [1000] };
 let dir: string;
 let socket: string;
 let agent: Agent | undefined;
-let events: AgentEvent[];
+let log: AgentLog;
 
 async function startAgent(policy = parsePolicy({})): Promise<void> {
-  events = [];
-  agent = await Agent.start({ socket, devicePath: path.join(dir, 'no-such-device'), log: (e) => events.push(e), policy });
+  ({ agent, log } = await startAgentInProcess((options) => Agent.start({ ...options, policy }), { socket }));
 }
 
 /** Sends one raw message on a new connection (after a hello); answers the reply's size and body. */
@@ -267,7 +267,7 @@ describe('replies and log lines bounded (a real agent)', () => {
     const unknown = await exchange(JSON.stringify({ v: 1, id: 1, op: 'o'.repeat(60_000) }));
     expect(unknown.size).toBeLessThanOrEqual(MAX_MESSAGE_BYTES);
     expect(unknown.body).toMatchObject({ ok: false, error: { code: 'ERR_LIVEUPDATE_AGENT_PROTOCOL' } });
-    const longest = Math.max(...events.map((e) => JSON.stringify(e).length));
+    const longest = Math.max(...log.events.map((e) => JSON.stringify(e).length));
     expect(longest).toBeLessThan(4096);
   });
 
