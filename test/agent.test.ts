@@ -247,10 +247,10 @@ function canRunAs(uid: number): boolean {
 }
 
 describe.skipIf(!canRunAs(NOBODY))('identity and policy (a second uid, as root spawns it)', () => {
-  it('a user the policy does not name is refused at hello; the refusal is logged; root is still served', async () => {
+  it('a user the policy does not name is refused as it connects; the refusal is logged; root is still served', async () => {
     await startAgent(parsePolicy({}));
     expect(await asUser(NOBODY, '')).toEqual({ class: 'AgentPermissionError', code: 'ERR_LIVEUPDATE_AGENT_PERMISSION', errno: -13 });
-    expect(events.find((e) => e.event === 'request-failed')).toMatchObject({ uid: NOBODY, op: 'hello', code: 'ERR_LIVEUPDATE_AGENT_PERMISSION' });
+    expect(events.find((e) => e.event === 'refused')).toMatchObject({ uid: NOBODY, op: 'agent.connect', code: 'ERR_LIVEUPDATE_AGENT_PERMISSION' });
     await stillServes();
   });
 

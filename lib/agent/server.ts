@@ -8,22 +8,21 @@
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { agentError, LiveUpdateError, SessionNotFoundError, type AgentErrorCode, type AgentOperation } from '../errors.js';
 import { FdPassError, recvFds, sendFds } from '../fdpass.js';
 import * as kexec from '../kexec.js';
 import * as memfd from '../memfd.js';
 import { LiveUpdate } from '../liveupdate.js';
-import { native, type Cancellable } from '../native.js';
+import { native } from '../native.js';
 import { Session } from '../session.js';
 import { kernelBoolParam, kernelParam } from '../diagnosis.js';
 import { DEVICE_PATH } from '../status.js';
 import { notify } from '../systemd.js';
 import { readManifest, writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
 import { AGENT_SESSION_NAME, checkClientName, kernelName } from './names.js';
+import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, type ConnectionLimits } from './listener.js';
 import { DEFAULT_POLICY, groupsOf, permits, type Peer, type Policy } from './policy.js';
 import {
-  DEFAULT_SOCKET,
   MAX_MESSAGE_BYTES,
   MAX_REQUEST_FDS,
   operationOf,
@@ -65,8 +64,10 @@ export interface AgentOptions {
   devicePath?: string;
   /** Receives one event per thing that happens (the CLI writes them as JSON lines). */
   log?: (event: AgentEvent) => void;
-  /** A connection that has not said hello within this time is dropped (default 30000 ms: generous, the agent's own backlog counts too). */
+  /** A connection that has not said hello within this time is dropped (default 5000 ms). */
   helloTimeoutMs?: number;
+  /** How many connections at once, per uid and in all (AGENT-PROTOCOL.md, "Limits"). */
+  limits?: Partial<ConnectionLimits>;
   /** A response the client does not take within this time drops its connection (default 5000 ms). */
   sendTimeoutMs?: number;
   /** What a previous run of the agent parked in systemd's fd store. */
@@ -143,9 +144,7 @@ export class Agent {
   #heldManifestSession: Session | null = null;
   #manifest: Manifest | null = null;
   #firstOpenAt: number | null = null;
-  #listenFd = -1;
-  #socketPath: string | null = null;
-  #accepting: Cancellable<boolean> | null = null;
+  #listener: Listener<Peer> | null = null;
   #nextId = 1;
   #updating = false;
   #stopped = false;
@@ -154,7 +153,7 @@ export class Agent {
   private constructor(options: AgentOptions) {
     this.#policy = options.policy ?? DEFAULT_POLICY;
     this.#log = options.log ?? (() => {});
-    this.#helloTimeoutMs = options.helloTimeoutMs ?? 30_000;
+    this.#helloTimeoutMs = options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 5000;
   }
 
@@ -169,14 +168,14 @@ export class Agent {
     const parkedManifest = options.restored?.fds.get(MANIFEST_FDNAME);
     await agent.#openDevice(options.devicePath ?? DEVICE_PATH, parkedManifest);
     if (options.restored !== undefined) agent.#restore(options.restored);
-    agent.#listen(options);
+    await agent.#listen(options);
     agent.#scheduleUnclaimed();
     return agent;
   }
 
   /** The socket path the agent created, or null when it serves a socket it was given. */
   get socketPath(): string | null {
-    return this.#socketPath;
+    return this.#listener?.socketPath ?? null;
   }
 
   /** Why the device is not usable, or null. */
@@ -218,9 +217,7 @@ export class Agent {
     if (this.#stopped) return;
     this.#stopped = true;
     if (this.#unclaimedTimer !== null) clearTimeout(this.#unclaimedTimer);
-    this.#accepting?.cancel();
-    if (this.#listenFd >= 0) closeQuietly(this.#listenFd);
-    if (this.#socketPath !== null) fs.rmSync(this.#socketPath, { force: true });
+    this.#listener?.close();
     for (const c of this.#connections) c.receiving?.abort();
     if (options.park === true) await this.#park();
     for (const e of this.#outgoing.values()) e.session?.closeSync();
@@ -306,51 +303,29 @@ export class Agent {
     this.#event('restored', { sessions: this.#outgoing.size });
   }
 
-  #listen(options: AgentOptions): void {
-    if (options.listenFd !== undefined) {
-      if (native.socketType(options.listenFd) !== native.SOCK_SEQPACKET) throw new TypeError('the listening socket must be SOCK_SEQPACKET');
-      this.#listenFd = options.listenFd;
-    } else {
-      const socketPath = options.socket ?? DEFAULT_SOCKET;
-      fs.mkdirSync(path.dirname(socketPath), { recursive: true });
-      removeStaleSocket(socketPath);
-      this.#listenFd = native.unixBind(native.SOCK_SEQPACKET, socketPath);
-      // Anyone may connect; the policy decides who is served.
-      fs.chmodSync(socketPath, 0o666);
-      this.#socketPath = socketPath;
-    }
-    this.#event('listening', { socket: this.#socketPath, device: this.#device !== null, kexecCount: this.#manifest?.kexecCount ?? 0 });
-    void this.#acceptLoop();
-  }
-
-  async #acceptLoop(): Promise<void> {
-    while (!this.#stopped) {
-      try {
-        this.#accepting = native.waitReadableAsync(this.#listenFd);
-        await this.#accepting;
-        if (this.#stopped) return;
-        const fd = native.unixAccept(this.#listenFd);
-        void this.#serve(fd);
-      } catch (error) {
-        if (this.#stopped) return;
-        this.#event('accept-failed', { message: (error as Error).message });
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    }
+  async #listen(options: AgentOptions): Promise<void> {
+    this.#listener = await Listener.open(options, {
+      identify: (fd) => {
+        const cred = native.peerCredentials(fd);
+        return { ...cred, groups: groupsOf(cred.pid, cred.gid) };
+      },
+      refusal: (peer) =>
+        permits(this.#policy.connect, peer) ? null : agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${peer.uid} may not use this agent (policy: connect)`, { operation: 'agent.connect' }),
+      serve: (fd, peer) => this.#serve(fd, peer),
+      event: (name, fields) => this.#event(name, fields),
+    });
+    const limits = this.#listener.limits;
+    this.#event('listening', {
+      socket: this.#listener.socketPath,
+      device: this.#device !== null,
+      kexecCount: this.#manifest?.kexecCount ?? 0,
+      limits: { ...limits, helloTimeoutMs: this.#helloTimeoutMs, openFiles: Listener.openFilesLimit() },
+    });
   }
 
   // ---- one connection ---------------------------------------------------------
 
-  async #serve(fd: number): Promise<void> {
-    let peer: Peer;
-    try {
-      const cred = native.peerCredentials(fd);
-      peer = { ...cred, groups: groupsOf(cred.pid, cred.gid) };
-    } catch (error) {
-      this.#event('peer-unknown', { message: (error as Error).message });
-      closeQuietly(fd);
-      return;
-    }
+  async #serve(fd: number, peer: Peer): Promise<void> {
     const c: Connection = { id: this.#nextId++, fd, peer, hello: false, ready: false, holds: new Set() };
     this.#connections.add(c);
     this.#event('connected', this.#who(c));
@@ -749,7 +724,8 @@ export class Agent {
   }
 
   #event(event: string, fields: Record<string, JsonValue | undefined> = {}): void {
-    this.#log({ time: new Date().toISOString(), event, ...fields });
+    const bounded = Object.fromEntries(Object.entries(fields).map(([key, value]) => [key, boundedLogValue(value)]));
+    this.#log({ time: new Date().toISOString(), event, ...bounded });
   }
 }
 
@@ -795,22 +771,4 @@ export function updateChecks(r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdli
     },
     { name: 'the agent owns /dev/liveupdate', ok: haveDevice },
   ];
-}
-
-/** A socket file left by an agent that died: removed when nobody answers on it. */
-function removeStaleSocket(socketPath: string): void {
-  let stat: fs.Stats;
-  try {
-    stat = fs.lstatSync(socketPath);
-  } catch {
-    return;
-  }
-  if (!stat.isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
-  try {
-    closeQuietly(native.unixConnect(native.SOCK_SEQPACKET, socketPath));
-  } catch {
-    fs.rmSync(socketPath, { force: true });
-    return;
-  }
-  throw new Error(`another agent is listening on ${socketPath}`);
 }
