@@ -86,7 +86,7 @@ export class Listener<P extends { readonly uid: number }> {
   readonly #fd: number;
   readonly #owned: OwnedPath | null;
   readonly #handler: ConnectionHandler<P>;
-  /** Open connections by uid: those served and those refused but still lingering. */
+  /** Connections served, by uid (refused ones lingering are not: they count only against {@link LINGERING_REFUSALS_PER_UID}). */
   readonly #perUid = new Map<number, number>();
   readonly #lingering = new Map<number, Set<() => void>>();
   #open = 0;
@@ -127,7 +127,7 @@ export class Listener<P extends { readonly uid: number }> {
     return this.#owned?.shown ?? null;
   }
 
-  /** Connections open now: served, and refused ones still lingering. */
+  /** Connections served now. */
   get connections(): number {
     return this.#open;
   }
@@ -177,13 +177,15 @@ export class Listener<P extends { readonly uid: number }> {
       return;
     }
     const refusal = this.#overLimit(peer.uid) ?? this.#handler.refusal(peer);
-    this.#count(peer.uid, +1);
-    const done = (): void => this.#count(peer.uid, -1);
     if (refusal !== null) {
-      this.#refuse(fd, peer, refusal, done);
+      this.#refuse(fd, peer, refusal);
       return;
     }
-    this.#handler.serve(fd, peer).catch((error: unknown) => this.#handler.event('serve-failed', { message: (error as Error).message })).finally(done);
+    this.#count(peer.uid, +1);
+    this.#handler
+      .serve(fd, peer)
+      .catch((error: unknown) => this.#handler.event('serve-failed', { message: (error as Error).message }))
+      .finally(() => this.#count(peer.uid, -1));
   }
 
   /** Why one more connection of `uid` is over a cap, or null. Root counts only against `total`. */
@@ -209,7 +211,7 @@ export class Listener<P extends { readonly uid: number }> {
    * first message or EOF, at most {@link REFUSAL_LINGER_MS} later; at once
    * when its uid already has {@link LINGERING_REFUSALS_PER_UID} lingering.
    */
-  #refuse(fd: number, peer: P, refusal: LiveUpdateError, done: () => void): void {
+  #refuse(fd: number, peer: P, refusal: LiveUpdateError): void {
     const wire = toWireError(refusal, 'agent.connect');
     try {
       native.sendFds(fd, Buffer.from(JSON.stringify({ v: 1, id: 0, ok: false, error: wire })), [], 0, 0);
@@ -221,7 +223,6 @@ export class Listener<P extends { readonly uid: number }> {
     this.#handler.event('refused', { uid: peer.uid, op: 'agent.connect', code: refusal.code, message: refusal.message, closed: at });
     if (at === 'at once') {
       closeQuietly(fd);
-      done();
       return;
     }
     const waiting = waitReadable(fd);
@@ -232,7 +233,6 @@ export class Listener<P extends { readonly uid: number }> {
       clearTimeout(timer);
       waiting.cancel();
       drainAndClose(fd);
-      done();
     };
     lingering.add(end);
     this.#lingering.set(peer.uid, lingering);
