@@ -10,11 +10,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AgentClient } from '../lib/agent/client.js';
-import { LINGERING_REFUSALS_PER_UID, MAX_LOG_TEXT, REFUSAL_LINGER_MS } from '../lib/agent/listener.js';
+import { connectionLimits, DEFAULT_CONNECTION_LIMITS, LINGERING_REFUSALS_PER_UID, MAX_LOG_TEXT, REFUSAL_LINGER_MS } from '../lib/agent/listener.js';
 import { parsePolicy, type Policy } from '../lib/agent/policy.js';
 import { MAX_MESSAGE_BYTES } from '../lib/agent/protocol.js';
 import { Agent, type AgentEvent, type AgentOptions } from '../lib/agent/server.js';
 import { recvFds, sendFds } from '../lib/fdpass.js';
+import { AgentPolicyError } from '../lib/errors.js';
 import { loadNative, native } from '../lib/native.js';
 import { openFds } from './helpers/fds.js';
 
@@ -136,6 +137,16 @@ describe('the socket path', () => {
     expect([st.uid, st.mode & 0o7777]).toEqual([0, 0o755]);
     expect(modeOf(socket)).toBe(0o666);
     expect(agent?.socketPath).toBe(socket);
+  });
+
+  it('a socket the agent may not use stops it before it opens the device, and leaves no fd behind', async () => {
+    const open = socketDirectory(0o777);
+    const seen: AgentEvent[] = [];
+    const before = openFds();
+    await expect(Agent.start({ socket: path.join(open, 'agent.sock'), devicePath: path.join(top, 'none'), log: (e) => seen.push(e) })).rejects.toMatchObject({ code: 'EPERM' });
+    expect(openFds()).toEqual(before);
+    // No 'device-unavailable': the device was never tried.
+    expect(seen).toEqual([]);
   });
 
   it('a link or a file at the socket path of a safe directory is left alone: "exists and is not a socket"', async () => {
@@ -321,6 +332,12 @@ describe.skipIf(!canRunAs(NOBODY) || !canRunAs(OTHER))('connection limits (other
     // The lingering refusals (each an fd and its poll's copy), root's client, and slack for the event loop: not one fd per attacker's connection.
     expect(most - before).toBeLessThan(2 * LINGERING_REFUSALS_PER_UID + 16);
     expect(await attack.report()).toEqual({ closed: 1200, open: 0, codes: { ERR_LIVEUPDATE_AGENT_PERMISSION: 1200 } });
+    // The log too is bounded: refusals beyond the lingering ones are counted, and the count logged once they are over.
+    const logged = events.filter((e) => e.event === 'refused');
+    const counted = events.filter((e) => e.event === 'refused-unlogged');
+    expect(logged.length + counted.length).toBeLessThan(100);
+    expect(logged.length + counted.reduce((sum, e) => sum + Number(e['count']), 0)).toBe(1200);
+    expect([...logged, ...counted].every((e) => e['uid'] === NOBODY)).toBe(true);
     expect(root.rounds).toBeGreaterThan(0);
     expect(root.slowestMs).toBeLessThan(2000);
   }, 30_000);
@@ -341,6 +358,29 @@ describe.skipIf(!canRunAs(NOBODY) || !canRunAs(OTHER))('connection limits (other
     expect(refused.find((e) => e['uid'] === NOBODY)).toMatchObject({ code: 'ERR_LIVEUPDATE_AGENT_QUOTA', message: expect.stringContaining(`uid ${NOBODY} has 25 connections, its limit`) });
     expect(refused.find((e) => e['uid'] === OTHER)).toMatchObject({ message: expect.stringContaining('connections of users other than root, its limit (5 more are kept for root)') });
   }, 30_000);
+});
+
+describe('the limits as configured', () => {
+  it('limits from a policy file: every field optional, each checked by name', () => {
+    expect(connectionLimits({})).toEqual(DEFAULT_CONNECTION_LIMITS);
+    expect(connectionLimits({ perUid: 8 })).toEqual({ ...DEFAULT_CONNECTION_LIMITS, perUid: 8 });
+    for (const [value, why] of [
+      [[], 'limits must be an object'],
+      [{ perUid: -1 }, 'limits.perUid must be a non-negative integer'],
+      [{ total: 1.5 }, 'limits.total must be a non-negative integer'],
+      [{ total: 10, reservedForRoot: 10 }, 'limits.reservedForRoot (10) must be below limits.total (10)'],
+      [{ connections: 5 }, 'limits: unknown field(s): connections'],
+    ] as const) {
+      expect(() => connectionLimits(value), why).toThrow(expect.objectContaining({ constructor: AgentPolicyError, code: 'ERR_LIVEUPDATE_AGENT_POLICY', message: expect.stringContaining(why) }));
+    }
+  });
+
+  it('bad limits given to Agent.start are a TypeError before anything is made', async () => {
+    const before = openFds();
+    await expect(Agent.start({ socket, devicePath: path.join(top, 'none'), limits: { perUid: -5 } })).rejects.toMatchObject({ constructor: TypeError, code: 'ERR_INVALID_ARG_VALUE' });
+    expect(openFds()).toEqual(before);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
 });
 
 describe('timeouts and the log', () => {

@@ -78,48 +78,55 @@ interface OwnedPath {
 }
 
 /**
- * The listening socket. `Listener.open()` makes (or takes) it and accepts
- * until `close()`.
+ * The listening socket. `Listener.open()` makes (or takes) it, before the
+ * agent touches anything else, so that a socket it must not use stops it
+ * first; `accept()` serves connections (queued meanwhile) until `close()`.
  */
 export class Listener<P extends { readonly uid: number }> {
   readonly limits: ConnectionLimits;
   readonly #fd: number;
   readonly #owned: OwnedPath | null;
-  readonly #handler: ConnectionHandler<P>;
+  #handler: ConnectionHandler<P> | null = null;
   /** Connections served, by uid (refused ones lingering are not: they count only against {@link LINGERING_REFUSALS_PER_UID}). */
   readonly #perUid = new Map<number, number>();
   readonly #lingering = new Map<number, Set<() => void>>();
+  /** Refusals of each uid closed at once since its last logged one. */
+  readonly #unlogged = new Map<number, number>();
   #open = 0;
   #accepting: Wait | null = null;
   #closed = false;
 
-  private constructor(fd: number, owned: OwnedPath | null, limits: ConnectionLimits, handler: ConnectionHandler<P>) {
+  private constructor(fd: number, owned: OwnedPath | null, limits: ConnectionLimits) {
     this.#fd = fd;
     this.#owned = owned;
     this.limits = limits;
-    this.#handler = handler;
   }
 
   /**
    * Listens on `options.listenFd`, or creates `options.socket` (mode 0666:
    * the policy, not the file mode, decides who is served) in a directory
-   * only root may change, and starts accepting.
+   * only root may change. Bad limits are a TypeError before anything is
+   * touched; an unsafe directory or a path in use, a typed error (`EPERM`,
+   * `EEXIST`, `EADDRINUSE`) naming it.
    */
-  static async open<P extends { readonly uid: number }>(options: ListenOptions, handler: ConnectionHandler<P>): Promise<Listener<P>> {
+  static async open<P extends { readonly uid: number }>(options: ListenOptions): Promise<Listener<P>> {
     const limits = connectionLimits(options.limits ?? {}, 'limits', (text) => invalidArgValue('options.limits', text, options.limits));
-    let listener: Listener<P>;
     if (options.listenFd !== undefined) {
       if (native.socketType(options.listenFd) !== native.SOCK_SEQPACKET) {
         throw invalidArgValue('options.listenFd', 'must be a listening SOCK_SEQPACKET Unix socket', options.listenFd);
       }
       refuseFdPassing(options.listenFd);
-      listener = new Listener(options.listenFd, null, limits, handler);
-    } else {
-      const { fd, owned } = await bindSocket(options.socket ?? DEFAULT_SOCKET);
-      listener = new Listener(fd, owned, limits, handler);
+      return new Listener(options.listenFd, null, limits);
     }
-    void listener.#acceptLoop();
-    return listener;
+    const { fd, owned } = await bindSocket(options.socket ?? DEFAULT_SOCKET);
+    return new Listener(fd, owned, limits);
+  }
+
+  /** Starts accepting: each connection within the limits goes to `handler`. */
+  accept(handler: ConnectionHandler<P>): void {
+    if (this.#handler !== null || this.#closed) return;
+    this.#handler = handler;
+    void this.#acceptLoop(handler);
   }
 
   /** The socket path this listener created, or null when it serves a socket it was given. */
@@ -152,39 +159,39 @@ export class Listener<P extends { readonly uid: number }> {
     if (this.#owned !== null) removeOwnSocket(this.#owned);
   }
 
-  async #acceptLoop(): Promise<void> {
+  async #acceptLoop(handler: ConnectionHandler<P>): Promise<void> {
     while (!this.#closed) {
       try {
         this.#accepting = waitReadable(this.#fd);
         await this.#accepting.settled;
         // Everything waiting, in a bounded batch: a flood is drained fast, and root's connection in it reached.
-        for (let n = 0; n < ACCEPT_BATCH && !this.#closed && readableNow(this.#fd); n++) this.#admit(native.unixAccept(this.#fd));
+        for (let n = 0; n < ACCEPT_BATCH && !this.#closed && readableNow(this.#fd); n++) this.#admit(native.unixAccept(this.#fd), handler);
       } catch (error) {
         if (this.#closed) return;
-        this.#handler.event('accept-failed', { message: (error as Error).message });
+        handler.event('accept-failed', { message: (error as Error).message });
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     }
   }
 
-  #admit(fd: number): void {
+  #admit(fd: number, handler: ConnectionHandler<P>): void {
     let peer: P;
     try {
-      peer = this.#handler.identify(fd);
+      peer = handler.identify(fd);
     } catch (error) {
-      this.#handler.event('peer-unknown', { message: (error as Error).message });
+      handler.event('peer-unknown', { message: (error as Error).message });
       closeQuietly(fd);
       return;
     }
-    const refusal = this.#overLimit(peer.uid) ?? this.#handler.refusal(peer);
+    const refusal = this.#overLimit(peer.uid) ?? handler.refusal(peer);
     if (refusal !== null) {
-      this.#refuse(fd, peer, refusal);
+      this.#refuse(fd, peer, refusal, handler);
       return;
     }
     this.#count(peer.uid, +1);
-    this.#handler
+    handler
       .serve(fd, peer)
-      .catch((error: unknown) => this.#handler.event('serve-failed', { message: (error as Error).message }))
+      .catch((error: unknown) => handler.event('serve-failed', { message: (error as Error).message }))
       .finally(() => this.#count(peer.uid, -1));
   }
 
@@ -211,7 +218,15 @@ export class Listener<P extends { readonly uid: number }> {
    * first message or EOF, at most {@link REFUSAL_LINGER_MS} later; at once
    * when its uid already has {@link LINGERING_REFUSALS_PER_UID} lingering.
    */
-  #refuse(fd: number, peer: P, refusal: LiveUpdateError): void {
+  /** The last lingering refusal of `uid` is over: the ones closed unlogged meanwhile are logged as one line. */
+  #endOfRefusals(uid: number, handler: ConnectionHandler<P>): void {
+    this.#lingering.delete(uid);
+    const count = this.#unlogged.get(uid);
+    this.#unlogged.delete(uid);
+    if (count !== undefined) handler.event('refused-unlogged', { uid, count });
+  }
+
+  #refuse(fd: number, peer: P, refusal: LiveUpdateError, handler: ConnectionHandler<P>): void {
     const wire = toWireError(refusal, 'agent.connect');
     try {
       native.sendFds(fd, Buffer.from(JSON.stringify({ v: 1, id: 0, ok: false, error: wire })), [], 0, 0);
@@ -219,17 +234,18 @@ export class Listener<P extends { readonly uid: number }> {
       // Its buffer is full or it is gone: it is closed all the same.
     }
     const lingering = this.#lingering.get(peer.uid) ?? new Set<() => void>();
-    const at = lingering.size < LINGERING_REFUSALS_PER_UID ? 'lingering' : 'at once';
-    this.#handler.event('refused', { uid: peer.uid, op: 'agent.connect', code: refusal.code, message: refusal.message, closed: at });
-    if (at === 'at once') {
+    if (lingering.size >= LINGERING_REFUSALS_PER_UID) {
+      // A flood: answered, closed, and only counted (logged once the uid's lingering refusals are over).
+      this.#unlogged.set(peer.uid, (this.#unlogged.get(peer.uid) ?? 0) + 1);
       closeQuietly(fd);
       return;
     }
+    handler.event('refused', { uid: peer.uid, op: 'agent.connect', code: refusal.code, message: refusal.message });
     const waiting = waitReadable(fd);
     const timer = setTimeout(() => waiting.cancel(), REFUSAL_LINGER_MS);
     const end = (): void => {
       if (!lingering.delete(end)) return;
-      if (lingering.size === 0) this.#lingering.delete(peer.uid);
+      if (lingering.size === 0) this.#endOfRefusals(peer.uid, handler);
       clearTimeout(timer);
       waiting.cancel();
       drainAndClose(fd);

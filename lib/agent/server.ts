@@ -165,10 +165,17 @@ export class Agent {
    */
   static async start(options: AgentOptions = {}): Promise<Agent> {
     const agent = new Agent(options);
-    const parkedManifest = options.restored?.fds.get(MANIFEST_FDNAME);
-    await agent.#openDevice(options.devicePath ?? DEVICE_PATH, parkedManifest);
-    if (options.restored !== undefined) agent.#restore(options.restored);
-    await agent.#listen(options);
+    // The socket first: one the agent must not use stops it before the device is opened.
+    agent.#listener = await Listener.open(options);
+    try {
+      const parkedManifest = options.restored?.fds.get(MANIFEST_FDNAME);
+      await agent.#openDevice(options.devicePath ?? DEVICE_PATH, parkedManifest);
+      if (options.restored !== undefined) agent.#restore(options.restored);
+    } catch (error) {
+      agent.#listener.close();
+      throw error;
+    }
+    agent.#listen(agent.#listener);
     agent.#scheduleUnclaimed();
     return agent;
   }
@@ -303,8 +310,8 @@ export class Agent {
     this.#event('restored', { sessions: this.#outgoing.size });
   }
 
-  async #listen(options: AgentOptions): Promise<void> {
-    this.#listener = await Listener.open(options, {
+  #listen(listener: Listener<Peer>): void {
+    listener.accept({
       identify: (fd) => {
         const cred = native.peerCredentials(fd);
         return { ...cred, groups: groupsOf(cred.pid, cred.gid) };
@@ -314,12 +321,11 @@ export class Agent {
       serve: (fd, peer) => this.#serve(fd, peer),
       event: (name, fields) => this.#event(name, fields),
     });
-    const limits = this.#listener.limits;
     this.#event('listening', {
-      socket: this.#listener.socketPath,
+      socket: listener.socketPath,
       device: this.#device !== null,
       kexecCount: this.#manifest?.kexecCount ?? 0,
-      limits: { ...limits, helloTimeoutMs: this.#helloTimeoutMs, openFiles: Listener.openFilesLimit() },
+      limits: { ...listener.limits, helloTimeoutMs: this.#helloTimeoutMs, openFiles: Listener.openFilesLimit() },
     });
   }
 
