@@ -4,7 +4,7 @@
  * Hostile users are real processes of other uids that root spawns; the
  * agent lives in this process, so its fds are this process's.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -28,7 +28,7 @@ let dir: string;
 let socket: string;
 let agent: Agent | undefined;
 let events: AgentEvent[];
-let children: ChildProcessWithoutNullStreams[] = [];
+let children: ChildProcess[] = [];
 
 async function startAgent(options: Partial<AgentOptions> & { policy?: Policy } = {}): Promise<Agent> {
   events = [];
