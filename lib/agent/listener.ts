@@ -83,6 +83,7 @@ interface OwnedPath {
  * first; `accept()` serves connections (queued meanwhile) until `close()`.
  */
 export class Listener<P extends { readonly uid: number }> {
+  /** The caps this listener applies. */
   readonly limits: ConnectionLimits;
   readonly #fd: number;
   readonly #owned: OwnedPath | null;
