@@ -18,6 +18,7 @@ import { recvFds, sendFds } from '../lib/fdpass.js';
 import { AgentPolicyError } from '../lib/errors.js';
 import { loadNative, native } from '../lib/native.js';
 import { openFds } from './helpers/fds.js';
+import { canRunAs } from './helpers/users.js';
 
 const ROOT = path.join(__dirname, '..');
 const NOBODY = 65534;
@@ -221,22 +222,6 @@ describe('a socket path another agent still serves', () => {
     await again.close();
   });
 });
-
-/**
- * Whether this process may start a child as `uid` (root with `uid` mapped
- * in its user namespace; not so under `npm run test:newest-node`).
- */
-function canRunAs(uid: number): boolean {
-  if (process.getuid?.() !== 0) return false;
-  return fs
-    .readFileSync('/proc/self/uid_map', 'utf8')
-    .trim()
-    .split('\n')
-    .some((line) => {
-      const [inner, , count] = line.trim().split(/\s+/).map(Number);
-      return inner !== undefined && count !== undefined && uid >= inner && uid < inner + count;
-    });
-}
 
 /** What a flooding child saw of its connections once asked. */
 interface FloodReport {

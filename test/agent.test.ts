@@ -23,6 +23,7 @@ import { recvFds, sendFds } from '../lib/fdpass.js';
 import * as memfd from '../lib/memfd.js';
 import { native } from '../lib/native.js';
 import { openFds } from './helpers/fds.js';
+import { canRunAs } from './helpers/users.js';
 
 const ROOT = path.join(__dirname, '..');
 const NOBODY = 65534;
@@ -226,24 +227,6 @@ function asUser(id: number, call: string): Promise<{ class: string; code: string
   let out = '';
   child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
   return new Promise((resolve) => child.on('close', () => resolve(JSON.parse(out || '{}') as { class: string; code: string })));
-}
-
-/**
- * Whether this process may start a child as `uid`: root, with `uid` mapped in
- * its user namespace. Not so inside the single-uid user namespace of
- * `npm run test:newest-node`, where such a spawn fails with EINVAL; npm test
- * (root on the host) runs these tests.
- */
-function canRunAs(uid: number): boolean {
-  if (process.getuid?.() !== 0) return false;
-  return fs
-    .readFileSync('/proc/self/uid_map', 'utf8')
-    .trim()
-    .split('\n')
-    .some((line) => {
-      const [inner, , count] = line.trim().split(/\s+/).map(Number);
-      return inner !== undefined && count !== undefined && uid >= inner && uid < inner + count;
-    });
 }
 
 describe.skipIf(!canRunAs(NOBODY))('identity and policy (a second uid, as root spawns it)', () => {
