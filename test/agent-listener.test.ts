@@ -125,6 +125,23 @@ describe('the socket path', () => {
     }
   });
 
+  it('a link on the way to the socket\'s directory that another user owns is refused, though it leads to a safe directory', async () => {
+    const sticky = socketDirectory(0o1777);
+    const link = path.join(sticky, 'run');
+    fs.symlinkSync(dir, link);
+    fs.lchownSync(link, NOBODY, NOBODY);
+    await expect(Agent.start({ socket: path.join(link, 'agent.sock'), devicePath: path.join(top, 'none') })).rejects.toMatchObject({
+      code: 'EPERM',
+      message: expect.stringContaining(`${link}, a link on the way to the socket's directory ${link}, is owned by uid ${NOBODY}`),
+    });
+    expect(fs.readdirSync(dir)).toEqual([]);
+    // The same link root's own: served.
+    fs.lchownSync(link, 0, 0);
+    socket = path.join(link, 'agent.sock');
+    await startAgent();
+    expect(modeOf(path.join(dir, 'agent.sock'))).toBe(0o666);
+  });
+
   it('a missing socket directory is created root-owned 0755 whatever the umask, and the socket in it is 0666', async () => {
     const made = path.join(dir, 'run', 'liveupdate');
     socket = path.join(made, 'agent.sock');

@@ -39,7 +39,7 @@ export const DEFAULT_HELLO_TIMEOUT_MS = 5000;
  */
 export const REFUSAL_LINGER_MS = 1000;
 
-/** Refused connections of one uid waiting out {@link REFUSAL_LINGER_MS} at once; more are closed unanswered. */
+/** Refused connections of one uid waiting out {@link REFUSAL_LINGER_MS} at once; more are answered and closed at once. */
 export const LINGERING_REFUSALS_PER_UID = 8;
 
 /** Longest text of one log field; what a peer chose is cut there. */
@@ -91,7 +91,7 @@ export class Listener<P extends { readonly uid: number }> {
   /** Connections served, by uid (refused ones lingering are not: they count only against {@link LINGERING_REFUSALS_PER_UID}). */
   readonly #perUid = new Map<number, number>();
   readonly #lingering = new Map<number, Set<() => void>>();
-  /** Refusals of each uid closed at once since its last logged one. */
+  /** Refusals of each uid closed at once while its lingering ones lasted, not logged one by one. */
   readonly #unlogged = new Map<number, number>();
   #open = 0;
   #accepting: Wait | null = null;
@@ -133,11 +133,6 @@ export class Listener<P extends { readonly uid: number }> {
   /** The socket path this listener created, or null when it serves a socket it was given. */
   get socketPath(): string | null {
     return this.#owned?.shown ?? null;
-  }
-
-  /** Connections served now. */
-  get connections(): number {
-    return this.#open;
   }
 
   /** The soft RLIMIT_NOFILE the agent runs with (node raises it to the hard limit at its start), or null if unknown. */
@@ -363,14 +358,15 @@ function openSocketDirectory(dir: string): number {
     throw error;
   }
   try {
-    // A directory just made is the agent's: its mode is set, not left to the umask.
-    if (created) fs.fchmodSync(fd, 0o755);
-    const real = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    // A directory just made (and still the agent's) gets its mode set, not left to the umask.
+    if (created && fs.fstatSync(fd).uid === process.geteuid?.()) fs.fchmodSync(fd, 0o755);
     checkSocketDirectory(dir, fs.fstatSync(fd));
-    for (let above = path.dirname(real); ; above = path.dirname(above)) {
-      checkAncestor(dir, above, fs.lstatSync(above));
-      if (above === '/') break;
-    }
+    // Both the way clients take (the path as given, links and all) and where it leads.
+    const given = path.resolve(dir);
+    const real = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    for (const above of new Set([...directoriesAbove(given), ...directoriesAbove(real)])) checkAncestor(dir, above, fs.lstatSync(above));
+    const last = fs.lstatSync(given);
+    if (last.isSymbolicLink()) checkAncestor(dir, given, last);
     return fd;
   } catch (error) {
     closeQuietly(fd);
@@ -389,10 +385,21 @@ function checkSocketDirectory(dir: string, st: fs.Stats): void {
   }
 }
 
+/** `/a/b/c` → `/a/b`, `/a`, `/`. */
+function directoriesAbove(dir: string): string[] {
+  const above: string[] = [];
+  for (let d = path.dirname(dir); ; d = path.dirname(d)) {
+    above.push(d);
+    if (d === '/') return above;
+  }
+}
+
+/** A directory above the socket's, or a link on the way to it: root's (or the agent's), and only a sticky directory writable by others. */
 function checkAncestor(dir: string, above: string, st: fs.Stats): void {
   const euid = process.geteuid?.() ?? 0;
-  if (st.uid !== 0 && st.uid !== euid) throw startError('EPERM', 'bind', dir, `${above}, above the socket's directory ${dir}, is owned by uid ${st.uid}, not root: its owner could replace the directory`, FIX_DIRECTORY);
-  if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
+  const what = st.isSymbolicLink() ? 'a link on the way to' : 'above';
+  if (st.uid !== 0 && st.uid !== euid) throw startError('EPERM', 'bind', dir, `${above}, ${what} the socket's directory ${dir}, is owned by uid ${st.uid}, not root: its owner could redirect the socket's path`, FIX_DIRECTORY);
+  if (!st.isSymbolicLink() && (st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) {
     throw startError('EPERM', 'bind', dir, `${above}, above the socket's directory ${dir}, is writable by other users and not sticky (mode ${modeText(st.mode)}): they could replace the directory`, FIX_DIRECTORY);
   }
 }
