@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AgentClient } from '../lib/agent/client.js';
-import { connectionLimits, DEFAULT_CONNECTION_LIMITS, LINGERING_REFUSALS_PER_UID, MAX_LOG_TEXT, REFUSAL_LINGER_MS } from '../lib/agent/listener.js';
+import { boundedLogValue, connectionLimits, DEFAULT_CONNECTION_LIMITS, LINGERING_REFUSALS_PER_UID, MAX_LOG_TEXT, REFUSAL_LINGER_MS } from '../lib/agent/listener.js';
 import { parsePolicy, type Policy } from '../lib/agent/policy.js';
 import { MAX_MESSAGE_BYTES } from '../lib/agent/protocol.js';
 import { Agent, type AgentEvent, type AgentOptions } from '../lib/agent/server.js';
@@ -419,10 +419,18 @@ describe('timeouts and the log', () => {
       for (const value of Object.values(e)) {
         if (typeof value !== 'string') continue;
         expect(value.length).toBeLessThan(MAX_LOG_TEXT + 40);
-        // eslint-disable-next-line no-control-regex
         expect(value).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e]/);
       }
     }
+  });
+
+  it('log fields: nested text is cleaned too, and a cut never leaves half a character', () => {
+    const emoji = '😀'.repeat(MAX_LOG_TEXT);
+    const cut = boundedLogValue({ list: ['a\u0007b'], nested: { 'k\n': emoji } }) as { list: string[]; nested: Record<string, string> };
+    expect(cut.list).toEqual(['a\ufffdb']);
+    const text = cut.nested['k\ufffd'] as string;
+    expect(text.startsWith('😀'.repeat(MAX_LOG_TEXT / 2))).toBe(true);
+    expect(text).toMatch(/^(😀)+…\(\d+ more characters\)$/u);
   });
 
   it('the listening event reports the limits, the hello timeout and the open-files limit node raised to the hard limit', async () => {

@@ -293,7 +293,6 @@ export function boundedLogValue(value: JsonValue | undefined): JsonValue | undef
   return value;
 }
 
-// eslint-disable-next-line no-control-regex
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 function boundedLogText(text: string): string {
