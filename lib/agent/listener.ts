@@ -87,7 +87,7 @@ export class Listener<P extends { readonly uid: number }> {
   readonly limits: ConnectionLimits;
   readonly #fd: number;
   readonly #owned: OwnedPath | null;
-  #handler: ConnectionHandler<P> | null = null;
+  #started = false;
   /** Connections served, by uid (refused ones lingering are not: they count only against {@link LINGERING_REFUSALS_PER_UID}). */
   readonly #perUid = new Map<number, number>();
   readonly #lingering = new Map<number, Set<() => void>>();
@@ -125,8 +125,8 @@ export class Listener<P extends { readonly uid: number }> {
 
   /** Starts accepting: each connection within the limits goes to `handler`. */
   accept(handler: ConnectionHandler<P>): void {
-    if (this.#handler !== null || this.#closed) return;
-    this.#handler = handler;
+    if (this.#started || this.#closed) return;
+    this.#started = true;
     void this.#acceptLoop(handler);
   }
 
@@ -209,11 +209,6 @@ export class Listener<P extends { readonly uid: number }> {
     else this.#perUid.set(uid, n);
   }
 
-  /**
-   * Answers `refusal` (id 0) without waiting, then closes: at the peer's
-   * first message or EOF, at most {@link REFUSAL_LINGER_MS} later; at once
-   * when its uid already has {@link LINGERING_REFUSALS_PER_UID} lingering.
-   */
   /** The last lingering refusal of `uid` is over: the ones closed unlogged meanwhile are logged as one line. */
   #endOfRefusals(uid: number, handler: ConnectionHandler<P>): void {
     this.#lingering.delete(uid);
@@ -222,6 +217,11 @@ export class Listener<P extends { readonly uid: number }> {
     if (count !== undefined) handler.event('refused-unlogged', { uid, count });
   }
 
+  /**
+   * Answers `refusal` (id 0) without waiting, then closes: at the peer's
+   * first message or EOF, at most {@link REFUSAL_LINGER_MS} later; at once
+   * when its uid already has {@link LINGERING_REFUSALS_PER_UID} lingering.
+   */
   #refuse(fd: number, peer: P, refusal: LiveUpdateError, handler: ConnectionHandler<P>): void {
     const wire = toWireError(refusal, 'agent.connect');
     try {
@@ -254,7 +254,7 @@ export class Listener<P extends { readonly uid: number }> {
 
 /**
  * Checks a `limits` object (of the policy file, or the agent's options):
- * every field optional, each a positive integer, `reservedForRoot` below
+ * every field optional, each a non-negative integer, `reservedForRoot` below
  * `total`. `fail` builds the error for a bad field (the policy's
  * AgentPolicyError by default).
  */
