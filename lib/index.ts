@@ -112,6 +112,7 @@ export {
   type FdDescription,
 } from './systemd.js';
 export { Agent, STATE_FDNAME, type AgentOptions, type AgentEvent, type RestoredState, type UpdateCheck } from './agent/server.js';
+export { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './agent/listener.js';
 export {
   AgentClient,
   DEFAULT_REQUEST_TIMEOUT_MS,

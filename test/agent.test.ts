@@ -25,6 +25,7 @@ import { recvFds, sendFds } from '../lib/fdpass.js';
 import * as memfd from '../lib/memfd.js';
 import { native } from '../lib/native.js';
 import { openFds } from './helpers/fds.js';
+import { canRunAs } from './helpers/users.js';
 
 const ROOT = path.join(__dirname, '..');
 const NOBODY = 65534;
@@ -238,29 +239,11 @@ async function asUser(id: number, call: string): Promise<Outcome> {
   return JSON.parse(child.stdout) as Outcome;
 }
 
-/**
- * Whether this process may start a child as `uid`: root, with `uid` mapped in
- * its user namespace. Not so inside the single-uid user namespace of
- * `npm run test:newest-node`, where such a spawn fails with EINVAL; npm test
- * (root on the host) runs these tests.
- */
-function canRunAs(uid: number): boolean {
-  if (process.getuid?.() !== 0) return false;
-  return fs
-    .readFileSync('/proc/self/uid_map', 'utf8')
-    .trim()
-    .split('\n')
-    .some((line) => {
-      const [inner, , count] = line.trim().split(/\s+/).map(Number);
-      return inner !== undefined && count !== undefined && uid >= inner && uid < inner + count;
-    });
-}
-
 describe.skipIf(!canRunAs(NOBODY))('identity and policy (a second uid, as root spawns it)', () => {
-  it('a user the policy does not name is refused at hello; the refusal is logged; root is still served', async () => {
+  it('a user the policy does not name is refused as it connects; the refusal is logged; root is still served', async () => {
     await startAgent(parsePolicy({}));
     expect(await asUser(NOBODY, '')).toMatchObject({ class: 'AgentPermissionError', code: 'ERR_LIVEUPDATE_AGENT_PERMISSION', errno: -13 });
-    expect(log.find('request-failed')).toMatchObject({ uid: NOBODY, op: 'hello', code: 'ERR_LIVEUPDATE_AGENT_PERMISSION' });
+    expect(log.find('refused')).toMatchObject({ uid: NOBODY, op: 'agent.connect', code: 'ERR_LIVEUPDATE_AGENT_PERMISSION' });
     await stillServes();
   });
 

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import { agentError } from '../errors.js';
 import { MAX_METADATA_BYTES } from './codec.js';
+import { connectionLimits, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './listener.js';
 
 /** Users and groups, by name or numeric id. */
 export interface Principals {
@@ -45,6 +46,8 @@ export interface PolicyFile {
   };
   /** The only kernel and initrd files an update may load: absolute paths of files, or of directories ending in `/`. Default: any file. */
   kernels?: string[];
+  /** How many connections the agent serves at once: `total`, `perUid`, `reservedForRoot` (AGENT-PROTOCOL.md, "Limits"). */
+  limits?: Partial<ConnectionLimits>;
   /** The service's `FileDescriptorStoreMax=`: the agent holds at most this many outgoing sessions minus two (its state and a refused manifest are parked too). Default: no limit. */
   fdStoreMax?: number;
   /** After the kexec: sessions not claimed within `afterSeconds` are `keep`-t (default) or `finish`-ed (their files discarded). */
@@ -90,6 +93,8 @@ export interface Policy {
   };
   /** The kernel and initrd paths (files, or directories ending in `/`) an update may load, or null for any. */
   readonly kernels: readonly string[] | null;
+  /** The connection caps. */
+  readonly limits: ConnectionLimits;
   /** The outgoing sessions the agent may hold at once, from the fd store's size, or null for no limit. */
   readonly fdStoreMax: number | null;
   /** What happens to sessions not claimed after the kexec, or null to keep them with no deadline. */
@@ -109,6 +114,7 @@ export const DEFAULT_POLICY: Policy = {
   onClientExit: 'keep',
   readiness: { waitFor: null, proceedAfterSeconds: null },
   kernels: null,
+  limits: DEFAULT_CONNECTION_LIMITS,
   fdStoreMax: null,
   unclaimed: null,
 };
@@ -207,7 +213,7 @@ function fdStoreMax(value: unknown): number | null {
 export function parsePolicy(value: unknown): Policy {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw policyError('the policy must be a JSON object');
   const file = value as PolicyFile & Record<string, unknown>;
-  const known = ['version', 'connect', 'update', 'quota', 'onClientExit', 'readiness', 'kernels', 'fdStoreMax', 'unclaimed'];
+  const known = ['version', 'connect', 'update', 'quota', 'onClientExit', 'readiness', 'kernels', 'limits', 'fdStoreMax', 'unclaimed'];
   const unknown = Object.keys(file).filter((k) => !known.includes(k));
   if (unknown.length > 0) throw policyError(`unknown field(s): ${unknown.join(', ')}`);
   if (file.version !== undefined && file.version !== 1) throw policyError(`version ${String(file.version)} is not known (1 is)`);
@@ -230,6 +236,7 @@ export function parsePolicy(value: unknown): Policy {
     onClientExit: file.onClientExit ?? DEFAULT_POLICY.onClientExit,
     readiness: readiness(file.readiness),
     kernels: kernels(file.kernels),
+    limits: connectionLimits(file.limits ?? {}, 'limits', policyError),
     fdStoreMax: fdStoreMax(file.fdStoreMax),
     unclaimed,
   };

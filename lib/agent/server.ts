@@ -22,7 +22,7 @@ import { DEVICE_PATH } from '../status.js';
 import { bounded, decodeRequest, encodeReply, jsonBytes, ReplyTooLargeError, type CheckedName, type CheckedRequest } from './codec.js';
 import { Connection, Notifier } from './connection.js';
 import { closeQuietly, MANIFEST_FDNAME, park, restore, unpark, type RestoredState } from './fdstore.js';
-import { openListener, type Listener } from './listen.js';
+import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, type ConnectionLimits } from './listener.js';
 import { takeIncomingManifest, type Manifest } from './manifest.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
@@ -54,8 +54,10 @@ export interface AgentOptions {
   devicePath?: string;
   /** Receives one event per thing that happens (the CLI writes them as JSON lines). */
   log?: (event: AgentEvent) => void;
-  /** A connection that has not said hello within this time is dropped (default 30000 ms: generous, the agent's own backlog counts too). */
+  /** A connection that has not said hello within this time is dropped (default 5000 ms). */
   helloTimeoutMs?: number;
+  /** How many connections at once, per uid and in all (default: the policy's `limits`; AGENT-PROTOCOL.md, "Limits"). */
+  limits?: Partial<ConnectionLimits>;
   /** A response the client does not take within this time drops its connection (default 5000 ms). */
   sendTimeoutMs?: number;
   /** What a previous run of the agent parked in systemd's fd store. */
@@ -72,9 +74,6 @@ type Client = Connection<Entry>;
 
 /** The bytes of session entries in one `sessions` reply: the message limit less room for the other fields. */
 const SESSIONS_PAGE_BYTES = MAX_MESSAGE_BYTES - 4096;
-
-/** The longest string in one field of a log event (peers choose some of them). */
-const MAX_EVENT_TEXT = 1024;
 
 class DroppedConnection extends Error {}
 
@@ -99,7 +98,7 @@ export class Agent {
   #heldManifestSession: Session | null = null;
   #manifest: Manifest | null = null;
   #firstOpenAt: number | null = null;
-  #listener: Listener | null = null;
+  #listener: Listener<Peer> | null = null;
   #nextId = 1;
   #stopped = false;
   #unclaimedTimer: NodeJS.Timeout | null = null;
@@ -111,7 +110,7 @@ export class Agent {
   private constructor(options: AgentOptions) {
     this.#policy = options.policy ?? DEFAULT_POLICY;
     this.#log = options.log ?? (() => {});
-    this.#helloTimeoutMs = options.helloTimeoutMs ?? 30_000;
+    this.#helloTimeoutMs = options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 5000;
     this.#table = new SessionTable({
       policy: this.#policy,
@@ -129,10 +128,18 @@ export class Agent {
    */
   static async start(options: AgentOptions = {}): Promise<Agent> {
     const agent = new Agent(options);
-    const parkedManifest = options.restored?.fds.get(MANIFEST_FDNAME);
-    await agent.#openDevice(options.devicePath ?? DEVICE_PATH, parkedManifest);
-    if (options.restored !== undefined) agent.#restore(options.restored);
-    agent.#listen(options);
+    // The socket first: one the agent must not use stops it before the device is opened.
+    const listener = await Listener.open<Peer>({ ...options, limits: options.limits ?? agent.#policy.limits });
+    agent.#listener = listener;
+    try {
+      const parkedManifest = options.restored?.fds.get(MANIFEST_FDNAME);
+      await agent.#openDevice(options.devicePath ?? DEVICE_PATH, parkedManifest);
+      if (options.restored !== undefined) agent.#restore(options.restored);
+    } catch (error) {
+      listener.close();
+      throw error;
+    }
+    agent.#listen(listener);
     agent.#scheduleUnclaimed();
     return agent;
   }
@@ -244,23 +251,26 @@ export class Agent {
     this.#event('restored', { sessions: this.#table.outgoing.length });
   }
 
-  #listen(options: AgentOptions): void {
-    this.#listener = openListener({ socket: options.socket, listenFd: options.listenFd, onError: (error) => this.#event('accept-failed', { message: error.message }) }, (fd) => void this.#serve(fd));
-    this.#event('listening', { socket: this.#listener.socketPath, device: this.#device !== null, kexecCount: this.#manifest?.kexecCount ?? 0 });
+  #listen(listener: Listener<Peer>): void {
+    listener.accept({
+      // pid, uid, gid (SO_PEERCRED) and the groups (SO_PEERGROUPS), as the kernel recorded them at connect.
+      identify: (fd) => native.peerCredentials(fd),
+      refusal: (peer) =>
+        permits(this.#policy.connect, peer) ? null : agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${peer.uid} may not use this agent (policy: connect)`, { operation: 'agent.connect' }),
+      serve: (fd, peer) => this.#serve(fd, peer),
+      event: (name, fields) => this.#event(name, fields),
+    });
+    this.#event('listening', {
+      socket: listener.socketPath,
+      device: this.#device !== null,
+      kexecCount: this.#manifest?.kexecCount ?? 0,
+      limits: { ...listener.limits, helloTimeoutMs: this.#helloTimeoutMs, openFiles: Listener.openFilesLimit() },
+    });
   }
 
   // ---- one connection ---------------------------------------------------------
 
-  async #serve(fd: number): Promise<void> {
-    let peer: Peer;
-    try {
-      // pid, uid, gid (SO_PEERCRED) and the groups (SO_PEERGROUPS), as the kernel recorded them at connect.
-      peer = native.peerCredentials(fd);
-    } catch (error) {
-      this.#event('peer-unknown', { message: (error as Error).message });
-      closeQuietly(fd);
-      return;
-    }
+  async #serve(fd: number, peer: Peer): Promise<void> {
     const c: Client = new Connection(this.#nextId++, fd, peer, this.#changes);
     this.#connections.add(c);
     this.#event('connected', this.#who(c));
@@ -301,7 +311,7 @@ export class Agent {
 
   /** Answers with an error, logs it, and drops the connection. */
   async #refuse(c: Client, id: number, operation: AgentOperation, code: AgentErrorCode, text: string): Promise<never> {
-    const error = agentError(code, bounded(text, MAX_EVENT_TEXT), { operation });
+    const error = agentError(code, bounded(text), { operation });
     this.#event('refused', { ...this.#who(c), op: operation, code, message: error.message });
     await this.#send(c, id, { ok: false, error: toWireError(error, operation) as unknown as JsonValue }).catch(() => {});
     throw new DroppedConnection(error.message);
@@ -387,6 +397,7 @@ export class Agent {
   }
 
   #hello(c: Client, versions: number[], client: string | undefined): Reply {
+    if (c.greeted) throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'this connection already said hello', { operation: 'agent.hello' });
     if (!permits(this.#policy.connect, c.peer)) {
       throw agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${c.peer.uid} may not use this agent (policy: connect)`, { operation: 'agent.hello' });
     }
@@ -504,9 +515,9 @@ export class Agent {
     return { client: c.id, pid: c.peer.pid, uid: c.peer.uid };
   }
 
-  /** Logs one event; every string field is cut to MAX_EVENT_TEXT, so no peer sizes a log line. */
+  /** Logs one event; every text field is cut and cleaned (boundedLogValue), so no peer sizes or forges a log line. */
   #event(event: string, fields: Record<string, JsonValue | undefined> = {}): void {
-    const cut = Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, typeof v === 'string' ? bounded(v, MAX_EVENT_TEXT) : v]));
+    const cut = Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, boundedLogValue(v)]));
     this.#log({ time: new Date().toISOString(), event, ...cut });
   }
 }
