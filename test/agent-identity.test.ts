@@ -13,7 +13,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { AgentClient } from '../lib/agent/client.js';
 import { parsePolicy } from '../lib/agent/policy.js';
 import { Agent } from '../lib/agent/server.js';
@@ -96,7 +96,11 @@ describe('the agent judges a peer by the groups it connected with', () => {
   }
 
   it('a policy naming a supplementary group lets exactly its members in', async () => {
-    const socket = path.join(dir, 'agent.sock');
+    // The agent listens only in a directory no other user can write (the test's own is open to nobody's scripts), under a sticky or safe parent.
+    const agentDir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-identity-agent-'));
+    fs.chmodSync(agentDir, 0o755);
+    onTestFinished(() => fs.rmSync(agentDir, { recursive: true, force: true }));
+    const socket = path.join(agentDir, 'agent.sock');
     const agent = await Agent.start({ socket, devicePath: path.join(dir, 'no-such-device'), policy: parsePolicy({ connect: { groups: [4242] } }), log: () => {} });
     try {
       expect(await connectAs([4343, 4242], socket)).toBe('ok');

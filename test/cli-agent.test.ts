@@ -14,6 +14,7 @@ import { AgentClient } from '../lib/agent/client.js';
 import { checkClientName, printable } from '../lib/agent/names.js';
 import { Agent } from '../lib/agent/server.js';
 import { COMMANDS, EXIT_STATUSES, parseCommandLine, usage } from '../lib/cli.js';
+import { runProcess, type ProcessResult } from '../conformance/lib/harness/process.js';
 import { fakeAgent, helloReply, type FakeAgent } from './helpers/fake-agent.js';
 
 const BIN = path.join(__dirname, '..', 'bin', 'liveupdate.js');
@@ -45,13 +46,8 @@ async function startAgent(): Promise<Agent> {
 }
 
 /** Runs the real binary without blocking this process's event loop (the agent lives here). */
-function cli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolve) => child.on('close', (status) => resolve({ status, stdout, stderr })));
+function cli(...args: string[]): Promise<ProcessResult> {
+  return runProcess(process.execPath, [BIN, ...args], { timeoutMs: 30_000 });
 }
 
 // Each case starts a node process or two: seconds on a busy machine.
@@ -214,5 +210,25 @@ describe('help', { timeout: 60_000 }, () => {
     const result = await cli('help', 'help');
     expect(result).toMatchObject({ status: 0, stderr: '' });
     expect(result.stdout).toMatch(/^usage: liveupdate help \[COMMAND\]/);
+  });
+});
+
+describe('liveupdate agent: signals', { timeout: 60_000 }, () => {
+  it('a SIGTERM just after the agent logs listening stops it cleanly: exit 0 and stopped logged, never killed by the signal', async () => {
+    for (let run = 0; run < 5; run++) {
+      const child = spawn(process.execPath, [BIN, 'agent', '--socket', socket, '--device', path.join(dir, 'no-such-device')], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      let signalled = false;
+      const ended = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (status, signal) => resolve({ status, signal })));
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        if (!signalled && stderr.includes('"event":"listening"')) {
+          signalled = true;
+          child.kill('SIGTERM');
+        }
+      });
+      expect(await ended, stderr).toEqual({ status: 0, signal: null });
+      expect(stderr).toContain('"event":"stopped"');
+    }
   });
 });

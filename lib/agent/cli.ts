@@ -81,17 +81,32 @@ async function runAgent(values: OptionValues): Promise<number> {
     jsonLine(event);
     if (agent !== undefined) void notify({ STATUS: agent.statusLine() }).catch(() => {});
   };
-  agent = await Agent.start({
-    ...(socket === undefined ? {} : { socket }),
-    ...(device === undefined ? {} : { devicePath: device }),
-    ...(policy === undefined ? {} : { policy }),
-    ...passed,
-    log,
-  });
+  // The handlers come before the start: a SIGTERM just after `listening` must stop the agent cleanly, not kill it.
+  let received: string | null = null;
+  let onSignal = (signal: string): void => {
+    received = signal;
+  };
+  const onTerm = (): void => onSignal('SIGTERM');
+  const onInt = (): void => onSignal('SIGINT');
+  process.once('SIGTERM', onTerm);
+  process.once('SIGINT', onInt);
+  try {
+    agent = await Agent.start({
+      ...(socket === undefined ? {} : { socket }),
+      ...(device === undefined ? {} : { devicePath: device }),
+      ...(policy === undefined ? {} : { policy }),
+      ...passed,
+      log,
+    });
+  } catch (error) {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
+    throw error;
+  }
   const running = agent;
   await notify({ READY: 1, STATUS: running.statusLine() });
   await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
+    onSignal = (signal: string): void => {
       jsonLine({ time: new Date().toISOString(), event: 'signal', signal });
       void notify({ STOPPING: 1 })
         .catch(() => {})
@@ -102,8 +117,7 @@ async function runAgent(values: OptionValues): Promise<number> {
           resolve();
         });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    if (received !== null) onSignal(received);
   });
   return EXIT.ok;
 }

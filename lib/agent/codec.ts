@@ -3,7 +3,6 @@
  * the peer (its names mapped into the peer's namespace, its metadata
  * measured), before any handler sees it; a reply becomes bytes only if it
  * fits in one message. Handlers never parse, and never check a name again.
- * @internal
  */
 import type { AgentOperation } from '../errors.js';
 import { invalidArgValue } from '../validate.js';

@@ -2,7 +2,6 @@
  * One client connection and its state machine. Every state change of a
  * connection goes through {@link Connection.on}, which knows the allowed
  * transitions; nothing else writes the state.
- * @internal
  */
 import type { Peer } from './policy.js';
 

@@ -3,7 +3,6 @@
  * (create, attach, claim, release, finish, let go at a client's exit, expire
  * unclaimed, adopt from the fd store or the manifest). Handlers check,
  * act through the table, and reply; nothing else writes an entry.
- * @internal
  */
 import { agentError, SessionNotFoundError, type AgentOperation } from '../errors.js';
 import type { LiveUpdate } from '../liveupdate.js';
