@@ -20,7 +20,6 @@ import type { JsonValue, NotReadyClient, UpdateCheck, UpdateRequest } from './pr
 import { permits, type Peer, type Policy } from './policy.js';
 import type { Entry, SessionTable } from './sessions.js';
 
-
 /** The most clients a reply names (`notReady`, `proceededWithout`), so that it fits in one message whatever the number of connections; the message gives the count. */
 export const MAX_LISTED_CLIENTS = 256;
 
@@ -51,8 +50,10 @@ export interface UpdateContext {
 }
 
 /** Runs one update; resolves only for a dry run (a jump never returns), rejects with the refusal or the failure. */
-export async function runUpdate(ctx: UpdateContext, r: UpdateRequest): Promise<Record<string, JsonValue>> {
+export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promise<Record<string, JsonValue>> {
   const startedAt = Date.now();
+  // With kernels pinned, the files checked are the files loaded: their real paths, so no link swapped in between leads elsewhere.
+  const r = ctx.policy.kernels === null ? asked : { ...asked, kernel: realPath(asked.kernel), ...(asked.initrd === undefined ? {} : { initrd: realPath(asked.initrd) }) };
   if (r.proceedWithout === true && ctx.asker.uid !== 0) {
     throw agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${ctx.asker.uid} may not use proceedWithout (root only)`, { operation: 'agent.update' });
   }
@@ -216,6 +217,15 @@ export function updateChecks(
       detail: agent.waiting === 0 ? 'none waits' : `${agent.waiting} wait${r.proceedWithout === true ? ': dropped by proceedWithout' : ''}`,
     },
   ];
+}
+
+/** The path with every link resolved, or the path as given when it cannot be (the checks then say why). */
+function realPath(file: string): string {
+  try {
+    return fs.realpathSync(file);
+  } catch {
+    return file;
+  }
 }
 
 /** Whether the policy's `kernels` list allows `file` (its real path: a link cannot lead out of an allowed directory). */
