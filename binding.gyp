@@ -17,14 +17,16 @@
         "native/napi_peercred.cc",
         "native/abi_check.cc"
       ],
-      "include_dirs": [
-        "<!(node -p \"require('node-addon-api').include_dir\")",
-        "include"
-      ],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
-      "cflags!": ["-fno-exceptions"],
-      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++20", "-fexceptions", "-Wall", "-Wextra", "-Werror=return-type"]
+      # C++ exceptions, as node-addon-api itself defines them (its
+      # include dir, NAPI_CPP_EXCEPTIONS, NODE_ADDON_API_CPP_EXCEPTIONS_ALL,
+      # no -fno-exceptions): the same target as the test bed's addon.
+      "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except_all"],
+      "include_dirs": ["include"],
+      # The completion of a thread-pool call may run while an environment is
+      # torn down, when no JS error can be thrown (native/napi_util.h).
+      "defines": ["NAPI_VERSION=8", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
+      "cflags_cc!": ["-std=gnu++17"],
+      "cflags_cc": ["-std=c++20", "-Wall", "-Wextra", "-Werror=return-type"]
     }
   ]
 }

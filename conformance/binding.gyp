@@ -13,14 +13,13 @@
         "native/guest.cc",
         "<(liveupdate_native)/napi_util.cc"
       ],
-      "include_dirs": [
-        "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<(liveupdate_native)"
-      ],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
-      "cflags!": ["-fno-exceptions"],
-      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++20", "-fexceptions", "-Wall", "-Wextra", "-Werror=return-type"]
+      # The library's addon takes the same node-addon-api target: one
+      # definition of the exception flags for both.
+      "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except_all"],
+      "include_dirs": ["<(liveupdate_native)"],
+      "defines": ["NAPI_VERSION=8", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
+      "cflags_cc!": ["-std=gnu++17"],
+      "cflags_cc": ["-std=c++20", "-Wall", "-Wextra", "-Werror=return-type"]
     }
   ]
 }

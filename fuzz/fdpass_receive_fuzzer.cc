@@ -1,7 +1,9 @@
 // libFuzzer target over the fd-passing receive path (native/fdpass.cc, no
 // N-API): fuzzed bytes, split into sends with fds attached, go through a
-// socketpair into FdReceiver, which must never crash, never leak an fd, and
-// never hand back more than it was asked for.
+// socketpair into FdReceiver, which must never crash, never leak an fd,
+// never hand back more than it was asked for, and keep every fd it does not
+// hand back for its caller to close (the thread that closes a peer's file
+// may block).
 //
 // Input layout: byte 0 picks the socket type and framing, byte 1 max_fds,
 // bytes 2-4 max_bytes; the rest is a list of chunks, each a length byte, an
@@ -78,6 +80,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else if (!receiver.fds().empty() || !receiver.data().empty()) {
       abort();  // A refused message hands nothing over.
     }
+    // Every fd it did not hand over is kept for the caller to close, and
+    // counted: none is closed behind the caller's back, none is lost.
+    if (receiver.unwanted().size() != receiver.dropped_fds()) abort();
     if (receiver.status() != lu::RecvStatus::kOk && receiver.status() != lu::RecvStatus::kTrunc &&
         receiver.status() != lu::RecvStatus::kCtrunc) {
       break;  // EOF, or the stream is out of step.

@@ -8,6 +8,8 @@
  *   1  a negative answer or a failed operation (LUO unavailable, a kexec refused)
  *   2  a usage error (unknown command or option, a missing or bad argument)
  *
+ * and the agent's commands 3, 69 and 77 ({@link EXIT_STATUSES} lists them all).
+ *
  * Usage and errors go to stderr with a "see --help" hint; reports to stdout.
  * @internal
  */
@@ -15,7 +17,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { kernelBoolParam } from './diagnosis.js';
-import { AGENT_COMMANDS } from './agent/cli.js';
+import { AGENT_COMMANDS, AGENT_EXIT_STATUSES } from './agent/cli.js';
+import { printable } from './agent/names.js';
 import * as kexec from './kexec.js';
 import { statusSync, type Status } from './status.js';
 
@@ -165,6 +168,16 @@ Exit status 0 when nothing is loaded afterwards, 1 when the kernel refused.`,
 /** Every subcommand, in the order `--help` lists them. */
 export const COMMANDS: readonly Command[] = [statusCommand, kexecLoadCommand, kexecUnloadCommand, ...AGENT_COMMANDS];
 
+/** Every exit status of every command, for the main help. */
+export const EXIT_STATUSES: ReadonlyArray<readonly [number, string]> = [
+  [EXIT.ok, 'success (status: LUO is available)'],
+  [EXIT.negative, 'a negative answer or a failed operation (status: LUO unavailable; a kexec refused; an update check failed)'],
+  [EXIT.usage, 'a usage error'],
+  ...AGENT_EXIT_STATUSES,
+];
+
+const HELP_SUMMARY = "This text, or a command's: liveupdate help COMMAND";
+
 function version(): string {
   const file = path.join(__dirname, '..', 'package.json');
   return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
@@ -178,11 +191,19 @@ export function usage(): string {
     '',
     'Commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
-    `  ${'help'.padEnd(width)}This text, or a command's: liveupdate help COMMAND`,
+    `  ${'help'.padEnd(width)}${HELP_SUMMARY}`,
     '',
     'Every command takes --help. Options: --version prints the version.',
-    'Exit status: 0 success, 1 a negative answer or a failed operation, 2 a usage error.',
+    'Reports go to stdout; errors, with what to do about them, to stderr.',
+    '',
+    'Exit status:',
+    ...EXIT_STATUSES.map(([status, meaning]) => `  ${String(status).padStart(2)}  ${meaning}`),
   ].join('\n');
+}
+
+/** `liveupdate help help`. */
+function helpUsage(): string {
+  return `usage: liveupdate help [COMMAND]\n\n${HELP_SUMMARY}. Same as liveupdate --help, or liveupdate COMMAND --help.`;
 }
 
 /** `liveupdate COMMAND --help`. */
@@ -209,6 +230,7 @@ export function parseCommandLine(argv: readonly string[]): Invocation {
   if (first === '--version' || first === '-V') return { kind: 'version' };
   if (first === 'help') {
     if (rest.length === 0) return { kind: 'help', text: usage() };
+    if (rest.length === 1 && rest[0] === 'help') return { kind: 'help', text: helpUsage() };
     const named = COMMANDS.find((c) => c.name === rest[0]);
     if (named === undefined || rest.length > 1) return { kind: 'usage-error', message: `unknown command '${rest.join(' ')}'`, hint: HINT };
     return { kind: 'help', text: commandUsage(named) };
@@ -272,9 +294,9 @@ export function main(argv: string[], out: Output = processOutput): number | Prom
 /** The exit status (and message) of a command that threw. */
 function failed(command: Command, error: unknown, out: Output): number {
   if (error instanceof UsageError || isArgumentError(error)) {
-    out.stderr(`liveupdate ${command.name}: ${(error as Error).message}; ${commandHint(command)}\n`);
+    out.stderr(`liveupdate ${command.name}: ${printable((error as Error).message)}; ${commandHint(command)}\n`);
     return EXIT.usage;
   }
-  out.stderr(`liveupdate ${command.name}: ${(error as Error).message}\n`);
+  out.stderr(`liveupdate ${command.name}: ${printable((error as Error).message)}\n`);
   return EXIT.negative;
 }

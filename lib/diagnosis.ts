@@ -331,8 +331,14 @@ export function readKernelConfig(release: string): KernelConfig | null {
 }
 
 /**
- * The kernel log so far, from /dev/kmsg, one message a line; null where it
- * is not readable (without CAP_SYSLOG when dmesg_restrict is 1).
+ * The kernel's log so far, as `dmesg` shows it without timestamps: the text
+ * of each record in /dev/kmsg, one a line (a record's continuation lines
+ * left out), oldest first. What `status()` reads to tell why LUO is
+ * missing (`kernelLogReadable` says whether it could); useful beside it to
+ * show the lines themselves. Reads only, never blocks.
+ *
+ * @returns the log, or null where it is not readable (without CAP_SYSLOG
+ *   when `kernel.dmesg_restrict` is 1, or no /dev/kmsg).
  */
 export function readKernelLog(): string | null {
   let fd: number;

@@ -9,10 +9,16 @@
  * means "no LUO here", from RETRIEVE_FD "no such token"), so the class is
  * chosen by the pair (operation, errno) from ONE table, {@link KERNEL_ERRORS}.
  * The errors the package raises itself, without a syscall, have `ERR_*` codes
- * listed in {@link PACKAGE_ERRORS}. README.md's error tables are written from
- * these two tables by scripts/write-error-table.mjs.
+ * listed in {@link PACKAGE_ERRORS}. Every class takes the same constructor
+ * arguments and one factory, {@link errorClassFor}, picks the class from
+ * those two tables, so a code and its class cannot disagree: an error
+ * rebuilt on the far side of the agent's socket is the one thrown here.
+ * README.md's error tables are written from the two tables by
+ * scripts/error-tables.mjs.
  */
+import { constants } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
+import type { NotReadyClient, UpdateCheck } from './agent/protocol.js';
 
 /** The public operation that failed; selects the error class with the errno. */
 export type Operation =
@@ -42,7 +48,79 @@ export type Operation =
   | 'describeFd'
   | AgentOperation;
 
-/** What was being done when an error happened. */
+/** A request to the agent (`agent.createSession`, ...), the connection itself (`agent.connect`), or the agent's start (`agent.start`). */
+export type AgentOperation =
+  | 'agent.connect'
+  | 'agent.hello'
+  | 'agent.createSession'
+  | 'agent.attach'
+  | 'agent.retrieveSession'
+  | 'agent.release'
+  | 'agent.ready'
+  | 'agent.sessions'
+  | 'agent.update'
+  | 'agent.start';
+
+/** Every operation, once: the type checker makes the list complete. */
+const OPERATION_NAMES: Readonly<Record<Operation, true>> = {
+  load: true,
+  open: true,
+  createSession: true,
+  retrieveSession: true,
+  preserve: true,
+  retrieve: true,
+  finish: true,
+  getName: true,
+  close: true,
+  fromFd: true,
+  'memfd.create': true,
+  'memfd.addSeals': true,
+  'memfd.getSeals': true,
+  'kexec.load': true,
+  'kexec.unload': true,
+  'kexec.isLoaded': true,
+  'kexec.execute': true,
+  sendFds: true,
+  recvFds: true,
+  socketPair: true,
+  notify: true,
+  barrier: true,
+  listenFds: true,
+  describeFd: true,
+  'agent.connect': true,
+  'agent.hello': true,
+  'agent.createSession': true,
+  'agent.attach': true,
+  'agent.retrieveSession': true,
+  'agent.release': true,
+  'agent.ready': true,
+  'agent.sessions': true,
+  'agent.update': true,
+  'agent.start': true,
+};
+
+const OPERATIONS = Object.keys(OPERATION_NAMES) as Operation[];
+
+/** Whether `value` names an operation (what a peer claims is checked with it). @internal */
+export function isOperation(value: unknown): value is Operation {
+  return typeof value === 'string' && Object.hasOwn(OPERATION_NAMES, value);
+}
+
+/** What an {@link UpdateRefusedError} carries: every check made (the failed ones have `ok: false`) and the clients not ready. */
+export interface UpdateRefusedDetails {
+  /** The checks made, in order; empty when the update was refused before any (another update running). */
+  checks: UpdateCheck[];
+  /** Each client holding sessions that had not said ready when the update gave up waiting; empty otherwise. */
+  notReady: NotReadyClient[];
+}
+
+/** What a {@link ManifestVersionError} about a newer manifest carries: the manifest's version. */
+export interface ManifestVersionDetails {
+  /** `[major, minor]` of the manifest the previous kernel's agent wrote. */
+  version: [number, number];
+}
+
+/** What was being done when an error happened, and the fields some classes add. */
 export interface ErrorContext {
   /** The public operation. */
   operation: Operation;
@@ -56,12 +134,18 @@ export interface ErrorContext {
   path?: string | undefined;
   /** The ioctl request's name, for ioctl failures. */
   request?: string | undefined;
-  /** Extra explanation appended to the message (for example from status()). */
+  /** Extra explanation appended to the message (for example from status()); a {@link LiveUpdateUnavailableError}'s `reason`. */
   hint?: string | undefined;
   /** What to do about it, where the package knows (also appended to the message). */
   fix?: string | undefined;
   /** The error this one wraps. */
   cause?: unknown;
+  /** {@link FdPassError}: how many fds arrived with the message and were closed. */
+  closedFds?: number | undefined;
+  /** {@link MessageTruncatedError}: the message's real length in bytes. */
+  length?: number | undefined;
+  /** What an agent error adds ({@link UpdateRefusedDetails}, {@link ManifestVersionDetails}); each class keeps what it knows, checked. */
+  details?: Readonly<Record<string, unknown>> | undefined;
 }
 
 /** The fields a native system error carries: all TypeScript reads of it. @internal */
@@ -95,7 +179,11 @@ export class LiveUpdateError extends Error {
   /** What to do about it, where the package knows; undefined otherwise. */
   readonly fix: string | undefined;
 
-  /** @internal Use the subclasses; this is public for `instanceof` only. */
+  /**
+   * @internal Every class takes these same arguments. Errors are made by
+   * {@link createError} (and the helpers built on it), which picks the class
+   * from the code; the constructors are public for `instanceof` only.
+   */
   constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
     super(message, context.cause === undefined ? undefined : { cause: context.cause });
     this.name = new.target.name;
@@ -218,9 +306,9 @@ export class FdPassError extends LiveUpdateError {
   readonly closedFds: number;
 
   /** @internal */
-  constructor(code: FdPassErrorCode, text: string, closedFds: number, operation: Operation = 'recvFds') {
-    super(`${code}: ${text}`, code, { operation });
-    this.closedFds = closedFds;
+  constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
+    super(message, code, context, system);
+    this.closedFds = context.closedFds ?? 0;
   }
 }
 
@@ -233,9 +321,9 @@ export class MessageTruncatedError extends FdPassError {
   readonly length: number;
 
   /** @internal */
-  constructor(text: string, closedFds: number, length: number) {
-    super('ERR_LIVEUPDATE_MESSAGE_TRUNCATED', text, closedFds);
-    this.length = length;
+  constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
+    super(message, code, context, system);
+    this.length = context.length ?? 0;
   }
 }
 
@@ -248,38 +336,127 @@ export class FramingError extends FdPassError {}
  * starts is lost, so every later call in that direction is refused. Close
  * the socket.
  */
-export class StreamOutOfStepError extends FdPassError {
-  /** @internal */
-  constructor(direction: 'send' | 'recv') {
-    super('ERR_LIVEUPDATE_OUT_OF_STEP', `an earlier ${direction === 'send' ? 'send' : 'receive'} stopped in the middle of a message; the stream is out of step: close it`, 0, direction === 'send' ? 'sendFds' : 'recvFds');
-  }
-}
+export class StreamOutOfStepError extends FdPassError {}
 
 /** A synchronous call on a socket while a Promise call in the same direction is pending on it. */
-export class SocketBusyError extends FdPassError {
-  /** @internal */
-  constructor(direction: 'send' | 'recv') {
-    super('ERR_LIVEUPDATE_SOCKET_BUSY', `a Promise ${direction === 'send' ? 'send' : 'receive'} is pending on this socket; the synchronous form would cut into its message`, 0, direction === 'send' ? 'sendFds' : 'recvFds');
-  }
-}
+export class SocketBusyError extends FdPassError {}
 
 /** `$LISTEN_*` that do not add up: a count that is not a number, or names that do not match it. */
 export class ListenFdsError extends LiveUpdateError {
   declare readonly code: 'ERR_LIVEUPDATE_LISTEN_FDS';
-
-  /** @internal */
-  constructor(why: string) {
-    super(`ERR_LIVEUPDATE_LISTEN_FDS: ${why}`, 'ERR_LIVEUPDATE_LISTEN_FDS', { operation: 'listenFds' });
-  }
 }
 
-/** A class of this module, as the tables name it. @internal */
-export type ErrorClass = abstract new (...args: never[]) => LiveUpdateError;
-type KernelErrorClass = new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => LiveUpdateError;
+// ---- The agent (lib/agent) ------------------------------------------------------
+
+/**
+ * The agent's own error codes, with the errno each one is closest to (sent
+ * as `errno`, so that code written for system errors still sees a number).
+ */
+export const AGENT_ERROR_CODES = {
+  /** The policy does not allow this user this request: EACCES. */
+  ERR_LIVEUPDATE_AGENT_PERMISSION: -13,
+  /** Over the user's quota of sessions or metadata bytes: EDQUOT. */
+  ERR_LIVEUPDATE_AGENT_QUOTA: -122,
+  /** A message the protocol does not allow: EPROTO. */
+  ERR_LIVEUPDATE_AGENT_PROTOCOL: -71,
+  /** The agent closed the connection, or cannot reach the device: ECONNREFUSED. */
+  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: -111,
+  /** A check failed or a client was not ready: nothing jumped. ECANCELED. */
+  ERR_LIVEUPDATE_UPDATE_REFUSED: -125,
+  /** A manifest of a newer major version: EOVERFLOW, a value this version cannot represent. */
+  ERR_LIVEUPDATE_MANIFEST_VERSION: -75,
+  /** The policy file cannot be used: EINVAL. */
+  ERR_LIVEUPDATE_AGENT_POLICY: -22,
+  /** The agent failed in a way it did not foresee (a bug): EIO. */
+  ERR_LIVEUPDATE_AGENT_INTERNAL: -5,
+} as const;
+
+/** One of {@link AGENT_ERROR_CODES}. */
+export type AgentErrorCode = keyof typeof AGENT_ERROR_CODES;
+
+/** The base of the agent's errors: its own refusals (a code of {@link AGENT_ERROR_CODES}) and the system errors of reaching it. */
+export class AgentError extends LiveUpdateError {
+  /** What the agent adds; typed by each subclass (only {@link UpdateRefusedError} carries any: the others have undefined). */
+  readonly details: unknown = undefined;
+}
+/** The policy does not let this user do that (connect, use that name, update), or the socket's mode does not let this process connect (`EACCES`). */
+export class AgentPermissionError extends AgentError {
+  declare readonly details: undefined;
+}
+/** The request would exceed the user's quota (sessions or metadata bytes). */
+export class AgentQuotaError extends AgentPermissionError {}
+/** A message broke the protocol (not JSON, too large, an unknown operation or version, bad arguments), or the socket is not of the agent's kind (`EPROTOTYPE`). */
+export class AgentProtocolError extends AgentError {
+  declare readonly details: undefined;
+}
+/** No agent answers at the socket (`ENOENT`, `ECONNREFUSED`), the connection was lost, or the agent cannot reach `/dev/liveupdate`. */
+export class AgentUnavailableError extends AgentError {
+  declare readonly details: undefined;
+}
+/** The agent did not answer a request within its timeout (`ETIMEDOUT`); the client closed the connection. */
+export class AgentTimeoutError extends AgentUnavailableError {}
+/** `update` stopped before the kexec: a check failed or a client was not ready. `details` says which. */
+export class UpdateRefusedError extends AgentError {
+  /** Every check made and the clients not ready (either list may be empty). */
+  declare readonly details: UpdateRefusedDetails;
+
+  /** @internal */
+  constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
+    super(message, code, context, system);
+    // Checked item by item: details may have crossed the agent's socket.
+    const checks = context.details?.['checks'];
+    const notReady = context.details?.['notReady'];
+    const value: UpdateRefusedDetails = {
+      checks: Array.isArray(checks) ? checks.filter(isUpdateCheck) : [],
+      notReady: Array.isArray(notReady) ? notReady.filter(isNotReadyClient) : [],
+    };
+    Object.defineProperty(this, 'details', { value, enumerable: true });
+  }
+}
+/** The manifest handed over by the previous kernel has a newer major version (`details.version`), or cannot be read (no details): nothing was finished or discarded. */
+export class ManifestVersionError extends AgentError {
+  /** The newer manifest's version; undefined for a manifest that cannot be read. */
+  declare readonly details: ManifestVersionDetails | undefined;
+
+  /** @internal */
+  constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
+    super(message, code, context, system);
+    const version = context.details?.['version'];
+    const valid = Array.isArray(version) && version.length === 2 && version.every((n) => Number.isInteger(n));
+    Object.defineProperty(this, 'details', { value: valid ? { version: [version[0], version[1]] } : undefined, enumerable: true });
+  }
+}
+/** The agent's policy file cannot be used (unknown field, unknown user name, bad value): the agent does not start. */
+export class AgentPolicyError extends AgentError {
+  declare readonly details: undefined;
+}
+/** `Agent.start` cannot listen: another agent listens on the socket, the path is not a socket (`EADDRINUSE`), or a syscall failed. */
+export class AgentListenError extends AgentError {
+  declare readonly details: undefined;
+}
+/** The agent failed in a way it did not foresee (a bug); its log has the details. */
+export class AgentInternalError extends AgentError {
+  declare readonly details: undefined;
+}
+
+function isUpdateCheck(value: unknown): value is UpdateCheck {
+  const check = value as Partial<UpdateCheck> | null;
+  return typeof check === 'object' && check !== null && typeof check.name === 'string' && typeof check.ok === 'boolean' && (check.detail === undefined || typeof check.detail === 'string');
+}
+
+function isNotReadyClient(value: unknown): value is NotReadyClient {
+  const client = value as Partial<NotReadyClient> | null;
+  return typeof client === 'object' && client !== null && typeof client.id === 'number' && typeof client.pid === 'number' && typeof client.uid === 'number';
+}
+
+// ---- The tables --------------------------------------------------------------------
+
+/** A class of this module as the tables name it: every one takes the same arguments. @internal */
+export type ErrorClass = new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => LiveUpdateError;
 
 /** One row of {@link KERNEL_ERRORS}. @internal */
 export interface KernelErrorRule {
-  readonly type: KernelErrorClass;
+  readonly type: ErrorClass;
   /** The operations the row covers; `'*'`: any operation not matched by an earlier row. */
   readonly operations: readonly Operation[] | '*';
   /** The errno names the row covers; `'*'`: any errno not matched by an earlier row. */
@@ -288,13 +465,19 @@ export interface KernelErrorRule {
   readonly meaning: string;
   /** The message text; `system` is the errno's own text, for rows that have nothing better. */
   readonly text: (context: ErrorContext, system: string) => string;
+  /** What to do about it, when the caller does not say (the error's `fix`). */
+  readonly fix?: string;
 }
 
 const session = (c: ErrorContext): string => (c.sessionName === undefined ? 'this session' : `session '${c.sessionName}'`);
 const token = (c: ErrorContext): string => `token ${c.token ?? '?'}`;
 const fdText = (c: ErrorContext): string => `fd ${c.fd ?? '?'}`;
 const device = (c: ErrorContext): string => c.path ?? '/dev/liveupdate';
+const agentSocket = (c: ErrorContext): string => c.path ?? "the agent's socket";
 const KEXEC_OPS: readonly Operation[] = ['kexec.load', 'kexec.unload', 'kexec.isLoaded', 'kexec.execute'];
+/** The requests a client makes on its connection to the agent (not the connect itself). */
+const AGENT_REQUEST_OPS: readonly Operation[] = OPERATIONS.filter((op) => op.startsWith('agent.') && op !== 'agent.start' && op !== 'agent.connect');
+const START_AGENT = 'start the agent (systemctl start liveupdate-agent.socket, or liveupdate agent), or name its socket (--socket PATH, options.socket)';
 
 /**
  * The table: the first row whose operations and codes both match a failure
@@ -332,6 +515,15 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: KexecError, operations: ['kexec.load', 'kexec.unload'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`, and `kexec_load_disabled` 0)', text: () => 'not permitted to load a kernel (needs CAP_SYS_BOOT, and kexec_load_disabled must be 0)' },
   { type: KexecError, operations: ['kexec.load'], codes: ['ENOENT'], meaning: 'the kernel or initrd file does not exist', text: (c) => `${c.path ?? 'the kernel or initrd'} does not exist` },
   { type: KexecImageRejectedError, operations: ['kexec.load'], codes: '*', meaning: 'the kernel refused the image, initrd or command line (`ENOEXEC`, `EINVAL`, `EKEYREJECTED`, ...)', text: () => 'the kernel refused the image, initrd or command line' },
+  { type: SessionNotFoundError, operations: ['agent.attach', 'agent.retrieveSession', 'agent.release'], codes: ['ENOENT'], meaning: "the agent has no session of yours by that name (another user's cannot even be named)", text: (c) => `you have no session named '${c.sessionName}'` },
+  { type: AgentUnavailableError, operations: ['agent.connect'], codes: ['ENOENT'], meaning: 'no agent: its socket does not exist; `fix` says how to start one', text: (c) => `no agent: ${agentSocket(c)} does not exist`, fix: START_AGENT },
+  { type: AgentUnavailableError, operations: ['agent.connect'], codes: ['ECONNREFUSED'], meaning: 'nobody listens at the socket (left by an agent that stopped, or not a socket)', text: (c) => `no agent listens at ${agentSocket(c)} (left by an agent that stopped, or not a socket)`, fix: START_AGENT },
+  { type: AgentPermissionError, operations: ['agent.connect'], codes: ['EACCES', 'EPERM'], meaning: "the socket's mode (or a directory on its path) does not let this process connect", text: (c) => `not permitted to connect to ${agentSocket(c)}`, fix: "the socket must be writable by you and its directories searchable (the agent makes it 0666; a systemd socket unit needs SocketMode=0666); the agent's policy then decides who is served" },
+  { type: AgentProtocolError, operations: ['agent.connect'], codes: ['EPROTOTYPE'], meaning: "the socket is of another type (stream, datagram): not the agent's `SOCK_SEQPACKET` socket", text: (c) => `${agentSocket(c)} is a socket of another type, not the agent's SOCK_SEQPACKET socket`, fix: "name the agent's socket (--socket PATH, options.socket); a systemd socket unit needs ListenSequentialPacket=" },
+  { type: AgentUnavailableError, operations: ['agent.connect'], codes: '*', meaning: "any other failure to connect (`ENOTDIR`, `ENAMETOOLONG`, `EAGAIN`: the agent's backlog is full, ...)", text: (c, system) => `cannot connect to the agent at ${agentSocket(c)}: ${system}`, fix: START_AGENT },
+  { type: AgentTimeoutError, operations: AGENT_REQUEST_OPS, codes: ['ETIMEDOUT'], meaning: "the agent did not answer within the request's timeout; the client closed the connection", text: (c) => `the agent at ${agentSocket(c)} did not answer ${c.operation} in time; the connection is closed`, fix: 'see whether the agent is stuck (its log, systemctl status liveupdate-agent); the timeoutMs option sets the limit' },
+  { type: AgentUnavailableError, operations: AGENT_REQUEST_OPS, codes: ['EPIPE', 'ECONNRESET', 'ENOTCONN'], meaning: 'the connection to the agent was lost', text: (c) => `the connection to the agent at ${agentSocket(c)} was lost`, fix: 'connect again (an agent that restarted still has your sessions: attach to them)' },
+  { type: AgentListenError, operations: ['agent.start'], codes: '*', meaning: 'the agent cannot listen: another agent listens on the socket, or the path is not a socket (`EADDRINUSE`), or a syscall failed', text: (c, system) => `the agent cannot listen at ${agentSocket(c)}: ${system}` },
   { type: PeerClosedError, operations: ['sendFds', 'recvFds'], codes: ['EPIPE', 'ECONNRESET'], meaning: 'the peer closed the socket', text: (c) => `the peer closed the socket (${fdText(c)})` },
   { type: NotifyTimeoutError, operations: ['notify', 'barrier'], codes: ['ETIMEDOUT'], meaning: 'the service manager did not take the notification, or acknowledge `BARRIER=1`, within `timeout`', text: (c) => `the service manager at NOTIFY_SOCKET=${c.path ?? ''} did not answer in time` },
   { type: NotifySocketError, operations: ['notify', 'barrier'], codes: '*', meaning: 'cannot reach `$NOTIFY_SOCKET`; the message names its value', text: (c, system) => `cannot send to NOTIFY_SOCKET=${c.path ?? ''}: ${system}` },
@@ -343,83 +535,25 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: LiveUpdateError, operations: '*', codes: '*', meaning: 'any other failure: the errno\'s own text', text: (c, system) => `${c.operation} failed: ${system}` },
 ];
 
-// ---- The agent (lib/agent): refusals that are not a kernel's errno ---------
-
-/** A request to the agent (`agent.createSession`, ...) or the connection itself (`agent.connect`). */
-export type AgentOperation =
-  | 'agent.connect'
-  | 'agent.hello'
-  | 'agent.createSession'
-  | 'agent.attach'
-  | 'agent.retrieveSession'
-  | 'agent.release'
-  | 'agent.ready'
-  | 'agent.sessions'
-  | 'agent.update'
-  | 'agent.start';
-
-/**
- * The agent's own error codes, with the errno each one is closest to (sent
- * as `errno`, so that code written for system errors still sees a number).
- */
-export const AGENT_ERROR_CODES = {
-  /** The policy does not allow this user this request: EACCES. */
-  ERR_LIVEUPDATE_AGENT_PERMISSION: -13,
-  /** Over the user's quota of sessions or metadata bytes: EDQUOT. */
-  ERR_LIVEUPDATE_AGENT_QUOTA: -122,
-  /** A message the protocol does not allow: EPROTO. */
-  ERR_LIVEUPDATE_AGENT_PROTOCOL: -71,
-  /** No agent, or it cannot reach the device: ECONNREFUSED. */
-  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: -111,
-  /** A check failed or a client was not ready: nothing jumped. ECANCELED. */
-  ERR_LIVEUPDATE_UPDATE_REFUSED: -125,
-  /** A manifest of a newer major version: EOVERFLOW, a value this version cannot represent. */
-  ERR_LIVEUPDATE_MANIFEST_VERSION: -75,
-  /** The policy file cannot be used: EINVAL. */
-  ERR_LIVEUPDATE_AGENT_POLICY: -22,
-} as const;
-
-/** One of {@link AGENT_ERROR_CODES}. */
-export type AgentErrorCode = keyof typeof AGENT_ERROR_CODES;
-
-/** The base of the agent's own refusals; `code` is one of {@link AGENT_ERROR_CODES}. */
-export class AgentError extends LiveUpdateError {
-  /** What the agent adds as JSON: the failed checks and the clients not ready of an update, for example. */
-  details: unknown = undefined;
-}
-/** The policy does not let this user do that: connect, use that name, touch another user's session, or update. */
-export class AgentPermissionError extends AgentError {}
-/** The request would exceed the user's quota (sessions or metadata bytes). */
-export class AgentQuotaError extends AgentPermissionError {}
-/** A message broke the protocol: not JSON, too large, an unknown operation or version, bad arguments. */
-export class AgentProtocolError extends AgentError {}
-/** No agent answers at the socket, the connection was lost, or the agent cannot reach `/dev/liveupdate`. */
-export class AgentUnavailableError extends AgentError {}
-/** `update` stopped before the kexec: a check failed or a client was not ready. `details` says which. */
-export class UpdateRefusedError extends AgentError {}
-/** The manifest handed over by the previous kernel has a newer major version: nothing was finished or discarded. */
-export class ManifestVersionError extends AgentError {}
-/** The agent's policy file cannot be used (unknown field, unknown user name, bad value): the agent does not start. */
-export class AgentPolicyError extends AgentError {}
-
 /** One row of {@link PACKAGE_ERRORS}. @internal */
 export interface PackageErrorRule {
   readonly code: string;
-  readonly type: ErrorClass;
+  readonly type: ErrorClass | TypeErrorConstructor | RangeErrorConstructor;
   /** When it is thrown, for the README. */
   readonly meaning: string;
 }
 
 /**
  * The package's own errors: refused before (or instead of) a syscall, so
- * they have no errno. Argument errors are Node's own TypeError/RangeError
- * with Node's codes.
+ * they have no errno (the agent's codes have the errno of
+ * {@link AGENT_ERROR_CODES}). Argument errors are Node's own
+ * TypeError/RangeError with Node's codes. Each code has one row.
  * @internal
  */
 export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
-  { code: 'ERR_INVALID_ARG_TYPE', type: TypeError as unknown as ErrorClass, meaning: 'an argument has the wrong type, before any syscall' },
-  { code: 'ERR_INVALID_ARG_VALUE', type: TypeError as unknown as ErrorClass, meaning: 'an argument\'s value is refused (a name with NUL, an fd that is not a LUO session for `Session.fromFd`), before any syscall' },
-  { code: 'ERR_OUT_OF_RANGE', type: RangeError as unknown as ErrorClass, meaning: 'a number out of range (a token, an fd, a count), before any syscall' },
+  { code: 'ERR_INVALID_ARG_TYPE', type: TypeError, meaning: 'an argument has the wrong type, before any syscall' },
+  { code: 'ERR_INVALID_ARG_VALUE', type: TypeError, meaning: "an argument's value is refused (a name with NUL, an fd that is not a LUO session for `Session.fromFd`), before any syscall" },
+  { code: 'ERR_OUT_OF_RANGE', type: RangeError, meaning: 'a number out of range (a token, an fd, a count), before any syscall' },
   { code: 'ERR_LIVEUPDATE_SESSION_STATE', type: SessionStateError, meaning: 'a call on a session already finished or closed, or `closeSync()` while calls run' },
   { code: 'ERR_LIVEUPDATE_DEVICE_CLOSED', type: DeviceClosedError, meaning: 'a call on a `LiveUpdate` already closed' },
   { code: 'ERR_LIVEUPDATE_NOT_LUO_DEVICE', type: NotLiveUpdateDeviceError, meaning: '`open()` of a path that is not the `liveupdate` misc device (the fd is closed again)' },
@@ -432,14 +566,20 @@ export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
   { code: 'ERR_LIVEUPDATE_SOCKET_BUSY', type: SocketBusyError, meaning: 'a synchronous call while a Promise call in the same direction is pending on the socket' },
   { code: 'ERR_LIVEUPDATE_LISTEN_FDS', type: ListenFdsError, meaning: '`$LISTEN_FDS`/`$LISTEN_FDNAMES` that do not add up' },
   { code: 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', type: AddonLoadError, meaning: 'the native addon is not built or does not load; `fix` says how (approve the install script, or `npm rebuild liveupdate`)' },
-  { code: 'ERR_LIVEUPDATE_AGENT_PERMISSION', type: AgentPermissionError, meaning: 'the agent\'s policy does not let this user connect or update (errno -13)' },
-  { code: 'ERR_LIVEUPDATE_AGENT_QUOTA', type: AgentQuotaError, meaning: 'an agent request over the user\'s quota: sessions, metadata bytes (errno -122)' },
-  { code: 'ERR_LIVEUPDATE_AGENT_PROTOCOL', type: AgentProtocolError, meaning: 'a message to or from the agent broke its protocol (AGENT-PROTOCOL.md); the agent drops that connection (errno -71)' },
-  { code: 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE', type: AgentUnavailableError, meaning: 'no agent answers, the connection was lost, or the agent cannot use `/dev/liveupdate` (errno -111)' },
-  { code: 'ERR_LIVEUPDATE_UPDATE_REFUSED', type: UpdateRefusedError, meaning: '`update` stopped before the kexec: `details` names the failed check or the clients not ready (errno -125)' },
-  { code: 'ERR_LIVEUPDATE_MANIFEST_VERSION', type: ManifestVersionError, meaning: 'the previous kernel\'s agent manifest is of a newer major version (or unreadable): nothing was finished (errno -75)' },
-  { code: 'ERR_LIVEUPDATE_AGENT_POLICY', type: AgentPolicyError, meaning: 'the agent\'s policy file cannot be used; the message names the field (errno -22)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_PERMISSION', type: AgentPermissionError, meaning: "the agent's policy does not let this user connect or update (errno -13)" },
+  { code: 'ERR_LIVEUPDATE_AGENT_QUOTA', type: AgentQuotaError, meaning: "an agent request over the user's quota: sessions, metadata bytes (errno -122)" },
+  { code: 'ERR_LIVEUPDATE_AGENT_PROTOCOL', type: AgentProtocolError, meaning: 'a message to or from the agent broke its protocol (AGENT-PROTOCOL.md): not JSON, too large (a reply over 65536 bytes says its size), bad fields; the agent drops that connection (errno -71)' },
+  { code: 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE', type: AgentUnavailableError, meaning: 'the agent closed the connection, or cannot use `/dev/liveupdate` (errno -111); failures to reach it have the system codes above' },
+  { code: 'ERR_LIVEUPDATE_UPDATE_REFUSED', type: UpdateRefusedError, meaning: '`update` stopped before the kexec: `details.checks` and `details.notReady` name the failed checks and the clients not ready (errno -125)' },
+  { code: 'ERR_LIVEUPDATE_MANIFEST_VERSION', type: ManifestVersionError, meaning: "the previous kernel's agent manifest is of a newer major version (or unreadable): nothing was finished (errno -75)" },
+  { code: 'ERR_LIVEUPDATE_AGENT_POLICY', type: AgentPolicyError, meaning: "the agent's policy file cannot be used; the message names the field (errno -22)" },
+  { code: 'ERR_LIVEUPDATE_AGENT_INTERNAL', type: AgentInternalError, meaning: "the agent failed in a way it did not foresee (a bug): the message says what, the agent's log more (errno -5)" },
 ];
+
+/** The package codes that are Node's argument errors, not classes of this module. */
+type ArgumentErrorClass = TypeErrorConstructor | RangeErrorConstructor;
+
+const PACKAGE_CODES: ReadonlyMap<string, PackageErrorRule> = new Map(PACKAGE_ERRORS.map((r) => [r.code, r]));
 
 /** The errno's own text ("no such file or directory"), from Node's table, without reading any message. */
 function systemText(system: NativeSystemError): string {
@@ -457,6 +597,36 @@ export function kernelErrorRule(operation: Operation, code: string): KernelError
   return rule ?? (KERNEL_ERRORS[KERNEL_ERRORS.length - 1] as KernelErrorRule);
 }
 
+/**
+ * THE factory's choice: the class of an error with `code` in `operation`.
+ * A package code (`ERR_*`) has its row of {@link PACKAGE_ERRORS}; an errno
+ * name the row of {@link KERNEL_ERRORS} for (operation, errno); an `ERR_*`
+ * code this version does not know (from a newer agent) is a plain
+ * LiveUpdateError.
+ * @internal
+ */
+export function errorClassFor(code: string, operation: Operation): ErrorClass | ArgumentErrorClass {
+  const known = PACKAGE_CODES.get(code);
+  if (known !== undefined) return known.type;
+  if (code.startsWith('ERR_')) return LiveUpdateError;
+  return kernelErrorRule(operation, code).type;
+}
+
+/**
+ * Makes the error `code` stands for, of the class {@link errorClassFor}
+ * gives: the one way errors are made, here and when the agent client
+ * rebuilds one that crossed the socket. An argument code gives Node's
+ * TypeError/RangeError with `code` set.
+ * @internal
+ */
+export function createError(code: string, message: string, context: ErrorContext, system?: NativeSystemError): Error & { code: string } {
+  const type = errorClassFor(code, context.operation);
+  if (type === TypeError || type === RangeError) {
+    return Object.assign(new type(message, context.cause === undefined ? undefined : { cause: context.cause }), { code });
+  }
+  return new (type as ErrorClass)(message, code, context, system);
+}
+
 /** Whether `error` has the shape the native layer gives a failed syscall. @internal */
 export function isNativeSystemError(error: unknown): error is NativeSystemError & Error {
   return (
@@ -471,12 +641,23 @@ export function isNativeSystemError(error: unknown): error is NativeSystemError 
 /** The typed error for a failed syscall `{ errno, code, syscall }` in `context`. @internal */
 export function kernelError(system: NativeSystemError, context: ErrorContext): LiveUpdateError {
   const rule = kernelErrorRule(context.operation, system.code);
+  const fixed = { ...context, fix: context.fix ?? rule.fix };
   const where = context.request !== undefined ? ` ${context.request}` : context.path !== undefined ? ` '${context.path}'` : '';
   const hint = context.hint !== undefined ? `. ${context.hint}` : '';
-  const fix = context.fix !== undefined ? `. Fix: ${context.fix}` : '';
+  const fix = fixed.fix !== undefined ? `. Fix: ${fixed.fix}` : '';
   const message = `${system.code}: ${rule.text(context, systemText(system))}, ${system.syscall}${where}${hint}${fix}`;
   const { errno, code, syscall } = system;
-  return new rule.type(message, system.code, context, { errno, code, syscall });
+  return createError(code, message, fixed, { errno, code, syscall }) as LiveUpdateError;
+}
+
+/**
+ * The typed error for errno `code` (`'EADDRINUSE'`) as if `syscall` had
+ * failed with it: for a refusal whose errno is the truth without a failed
+ * call (the agent's "another agent listens there": what bind would say).
+ * @internal
+ */
+export function errnoError(code: keyof typeof constants.errno, syscall: string, context: ErrorContext): LiveUpdateError {
+  return kernelError({ errno: -constants.errno[code], code, syscall }, context);
 }
 
 /**
@@ -491,10 +672,31 @@ export function translateError(error: unknown, context: ErrorContext): unknown {
   return kernelError(error, { ...context, cause: error });
 }
 
+/**
+ * One of the package's own errors (an `ERR_LIVEUPDATE_*` code of
+ * {@link PACKAGE_ERRORS}): message `CODE: text`, plus `. Fix: ...` when the
+ * context has a fix; the agent's codes carry their errno and syscall `agent`.
+ * @internal
+ */
+export function packageError(code: string, text: string, context: ErrorContext): LiveUpdateError {
+  const fix = context.fix !== undefined ? `. Fix: ${context.fix}` : '';
+  const errno = (AGENT_ERROR_CODES as Readonly<Record<string, number>>)[code];
+  const system = errno === undefined ? undefined : { errno, code, syscall: 'agent' };
+  return createError(code, `${code}: ${text}${fix}`, context, system) as LiveUpdateError;
+}
+
 /** A refusal by this package before any syscall, because of the session's state. @internal */
 export function sessionStateError(context: ErrorContext, why: string): SessionStateError {
-  const message = `ERR_LIVEUPDATE_SESSION_STATE: ${why}`;
-  return new SessionStateError(message, 'ERR_LIVEUPDATE_SESSION_STATE', context);
+  return packageError('ERR_LIVEUPDATE_SESSION_STATE', why, context) as SessionStateError;
+}
+
+/**
+ * An agent refusal: message `CODE: text`, the code's errno, syscall
+ * `agent`, and `details` (an update's checks and clients not ready) when
+ * there are some. @internal
+ */
+export function agentError(code: AgentErrorCode, text: string, context: ErrorContext, details?: Readonly<Record<string, unknown>>): AgentError {
+  return packageError(code, text, details === undefined ? context : { ...context, details }) as AgentError;
 }
 
 /**
@@ -517,72 +719,4 @@ export async function callAsync<T>(context: ErrorContext, call: () => Promise<T>
   } catch (error) {
     throw translateError(error, context);
   }
-}
-
-function className(type: ErrorClass): string {
-  return `\`${type.name}\``;
-}
-
-function list(items: readonly string[] | '*', any: string): string {
-  return items === '*' ? any : items.map((i) => `\`${i}\``).join(', ');
-}
-
-/**
- * README.md's two error tables, as markdown, from {@link KERNEL_ERRORS} and
- * {@link PACKAGE_ERRORS} (scripts/write-error-table.mjs writes them there;
- * a test checks README.md is in step).
- * @internal
- */
-export function renderErrorTables(): { kernel: string; package: string } {
-  const kernel = [
-    '| class | operation | errno | meaning |',
-    '|---|---|---|---|',
-    ...KERNEL_ERRORS.map((r) => `| ${className(r.type)} | ${list(r.operations, 'any')} | ${list(r.codes, 'any other')} | ${r.meaning} |`),
-  ].join('\n');
-  const pkg = [
-    '| class | code | when |',
-    '|---|---|---|',
-    ...PACKAGE_ERRORS.map((r) => `| ${className(r.type)} | \`${r.code}\` | ${r.meaning} |`),
-  ].join('\n');
-  return { kernel, package: pkg };
-}
-
-/**
- * `readme` with the text between each table's markers replaced by `tables`.
- * Throws if a marker is missing, so that a moved marker cannot go unnoticed.
- * @internal
- */
-export function replaceErrorTables(readme: string, tables: { kernel: string; package: string }): string {
-  let out = readme;
-  for (const [name, table] of Object.entries(tables)) {
-    const begin = `<!-- errors:${name} -->`;
-    const end = `<!-- /errors:${name} -->`;
-    const from = out.indexOf(begin);
-    const to = out.indexOf(end);
-    if (from < 0 || to < from) throw new Error(`README.md lacks the markers ${begin} ... ${end}`);
-    out = `${out.slice(0, from + begin.length)}\n${table}\n${out.slice(to)}`;
-  }
-  return out;
-}
-
-/** Classes of the agent's codes, for building one from a code alone. @internal */
-const AGENT_CLASSES: Readonly<Record<AgentErrorCode, new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => AgentError>> = {
-  ERR_LIVEUPDATE_AGENT_PERMISSION: AgentPermissionError,
-  ERR_LIVEUPDATE_AGENT_QUOTA: AgentQuotaError,
-  ERR_LIVEUPDATE_AGENT_PROTOCOL: AgentProtocolError,
-  ERR_LIVEUPDATE_AGENT_UNAVAILABLE: AgentUnavailableError,
-  ERR_LIVEUPDATE_UPDATE_REFUSED: UpdateRefusedError,
-  ERR_LIVEUPDATE_MANIFEST_VERSION: ManifestVersionError,
-  ERR_LIVEUPDATE_AGENT_POLICY: AgentPolicyError,
-};
-
-/**
- * An agent refusal: message `CODE: text`, the code's errno, syscall
- * `agent`, and `details` (a JSON value: the failed checks, the clients not
- * ready, ...) when there are some. @internal
- */
-export function agentError(code: AgentErrorCode, text: string, context: ErrorContext, details?: unknown): AgentError {
-  const error = new AGENT_CLASSES[code](`${code}: ${text}`, code, context, { errno: AGENT_ERROR_CODES[code], code, syscall: 'agent' });
-  error.details = details;
-  return error;
 }

@@ -9,7 +9,13 @@
  *   waits on a uv_poll_t. No thread is parked per socket. The Sync forms
  *   block in poll().
  * - Truncated control data (MSG_CTRUNC) is an error, and every fd that did
- *   arrive is closed before it is reported.
+ *   arrive is closed before it is reported. Every fd a receive does not
+ *   hand over (more than `maxFds`, or with a refused message) is taken in
+ *   and closed by this package, the Promise forms' on a thread of its own:
+ *   a peer's file can make its last close block (a TCP socket lingering on
+ *   unsent data), and that must hold neither the event loop nor the libuv
+ *   thread pool. A receiver that wants no fds at all from untrusted peers
+ *   should also have the kernel refuse them (SO_PASSRIGHTS off, Linux 6.16+).
  *
  * On a stream socket a message is a frame by default: an 8-byte header
  * ("LUFD" and a big-endian u32 length) then the bytes, sent with the fds in
@@ -23,16 +29,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
-import {
-  callAsync,
-  callSync,
-  ControlTruncatedError,
-  FramingError,
-  MessageTruncatedError,
-  SocketBusyError,
-  StreamOutOfStepError,
-  type Operation,
-} from './errors.js';
+import { callAsync, callSync, packageError, type Operation } from './errors.js';
 import { native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
@@ -102,17 +99,13 @@ function toResult(raw: NativeRecvResult, maxFds: number, maxBytes: number): Recv
   const closed = raw.dropped;
   switch (raw.status) {
     case 2:
-      throw new ControlTruncatedError(
-        'ERR_LIVEUPDATE_FDS_TRUNCATED',
-        `the message carried more fds than fit (maxFds is ${maxFds}); the ${closed} that arrived were closed`,
-        closed,
-      );
+      throw packageError('ERR_LIVEUPDATE_FDS_TRUNCATED', `the message carried more fds than fit (maxFds is ${maxFds}); the ${closed} that arrived were closed`, { operation: 'recvFds', closedFds: closed });
     case 3:
-      throw new MessageTruncatedError(`a ${raw.length}-byte message exceeds maxBytes (${maxBytes}); it was skipped`, closed, raw.length);
+      throw packageError('ERR_LIVEUPDATE_MESSAGE_TRUNCATED', `a ${raw.length}-byte message exceeds maxBytes (${maxBytes}); it was skipped`, { operation: 'recvFds', closedFds: closed, length: raw.length });
     case STATUS_BAD_FRAME:
-      throw new FramingError('ERR_LIVEUPDATE_BAD_FRAME', 'the stream does not carry frames of this package (or fds arrived mid-frame)', closed);
+      throw packageError('ERR_LIVEUPDATE_BAD_FRAME', 'the stream does not carry frames of this package (or fds arrived mid-frame)', { operation: 'recvFds', closedFds: closed });
     default:
-      throw new FramingError('ERR_LIVEUPDATE_SHORT_FRAME', 'the peer closed the stream in the middle of a frame', closed);
+      throw packageError('ERR_LIVEUPDATE_SHORT_FRAME', 'the peer closed the stream in the middle of a frame', { operation: 'recvFds', closedFds: closed });
   }
 }
 
@@ -243,12 +236,85 @@ function socketKey(fd: number, direction: Direction): string {
 }
 
 const queues = new Map<string, Promise<unknown>>();
-/** Sockets whose stream stopped mid-message in a direction (only closing helps; bounded by such failures). */
-const outOfStep = new Set<string>();
+
+/**
+ * Sockets whose stream stopped mid-message in a direction: only closing
+ * them helps, so every later call on them is refused. No close of the
+ * caller's is seen here, and a number cannot be held weakly, so an entry
+ * would outlive its socket: a long-running server whose peers send bad
+ * frames would grow this forever. Instead, whenever the set has doubled
+ * since the last look, the entries of sockets this process no longer has
+ * open (no fd in /proc/self/fd is that socket) are dropped:
+ * the set stays proportional to the out-of-step sockets still open,
+ * at a cost spread over the additions. Where /proc cannot be read, the
+ * older half goes instead: a forgotten socket is then read again, and a
+ * stream out of step only fails again as a bad frame.
+ */
+class OutOfStepSockets {
+  static readonly FIRST_SWEEP = 64;
+  readonly #keys = new Set<string>();
+  #sweepAt = OutOfStepSockets.FIRST_SWEEP;
+
+  has(key: string): boolean {
+    return this.#keys.has(key);
+  }
+
+  add(key: string): void {
+    this.#keys.add(key);
+    if (this.#keys.size < this.#sweepAt) return;
+    this.#sweep();
+    this.#sweepAt = Math.max(OutOfStepSockets.FIRST_SWEEP, 2 * this.#keys.size);
+  }
+
+  get size(): number {
+    return this.#keys.size;
+  }
+
+  #sweep(): void {
+    const open = openSocketInodes();
+    const keys = [...this.#keys];
+    const stale = open === null ? keys.slice(0, keys.length >> 1) : keys.filter((key) => !open.has(key.slice(key.lastIndexOf(':') + 1)));
+    for (const key of stale) this.#keys.delete(key);
+  }
+}
+
+/**
+ * The inode numbers of every socket this process has an fd of, or null
+ * without /proc. Read from the links' text (`socket:[INO]`), which touches
+ * no file: an fstat of any fd could wait on a FUSE daemon.
+ */
+function openSocketInodes(): Set<string> | null {
+  let names: string[];
+  try {
+    names = fs.readdirSync('/proc/self/fd');
+  } catch {
+    return null;
+  }
+  const inodes = new Set<string>();
+  for (const name of names) {
+    try {
+      const ino = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/self/fd/${name}`))?.[1];
+      if (ino !== undefined) inodes.add(ino);
+    } catch {
+      // Closed since the listing (the listing's own fd, too): not one of ours.
+    }
+  }
+  return inodes;
+}
+
+const outOfStep = new OutOfStepSockets();
+
+/** How many sockets are marked out of step, for the tests of its bound. @internal */
+export function outOfStepCount(): number {
+  return outOfStep.size;
+}
 
 /** Refuses a call on a socket that is out of step in that direction. */
 function checkInStep(key: string, direction: Direction): void {
-  if (outOfStep.has(key)) throw new StreamOutOfStepError(direction);
+  if (outOfStep.has(key)) {
+    const what = direction === 'send' ? 'send' : 'receive';
+    throw packageError('ERR_LIVEUPDATE_OUT_OF_STEP', `an earlier ${what} stopped in the middle of a message; the stream is out of step: close it`, { operation: operationOf(direction) });
+  }
 }
 
 /** Runs a native call; an error that left the stream mid-message marks the socket out of step. */
@@ -273,7 +339,10 @@ function marked<T>(key: string, pending: Cancellable<T>): Cancellable<T> {
 function syncOperation<T>(fd: number, direction: Direction, run: () => T): T {
   return callSync({ operation: operationOf(direction), fd }, () => {
     const key = socketKey(fd, direction);
-    if (queues.has(key)) throw new SocketBusyError(direction);
+    if (queues.has(key)) {
+      const what = direction === 'send' ? 'send' : 'receive';
+      throw packageError('ERR_LIVEUPDATE_SOCKET_BUSY', `a Promise ${what} is pending on this socket; the synchronous form would cut into its message`, { operation: operationOf(direction) });
+    }
     checkInStep(key, direction);
     return marking(key, run);
   });
@@ -389,6 +458,10 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
  * in flowing mode and must have nothing in Node's read buffer; it is paused
  * and Node's reading on it stopped, and it stays so (call `resume()` to
  * give it back to Node), because Node's reads would discard the fds.
+ *
+ * A receive whose message has arrived settles once the fds it does not
+ * hand over are closed, even when aborted meanwhile (the abort waits for
+ * them). With `maxFds: 0` no fd ever reaches the caller.
  *
  * @throws {@link ControlTruncatedError} when more fds came than `maxFds`
  *   (those that arrived are closed); {@link MessageTruncatedError};

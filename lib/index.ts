@@ -10,7 +10,7 @@
 export { LiveUpdate } from './liveupdate.js';
 export { Session, type SessionState } from './session.js';
 export { status, statusSync, DEVICE_PATH, type Status, type StatusOptions } from './status.js';
-export { FIRST_LUO_RELEASE, type Diagnosis, type DiagnosisId, type DeviceOwner } from './diagnosis.js';
+export { FIRST_LUO_RELEASE, readKernelLog, type Diagnosis, type DiagnosisId, type DeviceOwner } from './diagnosis.js';
 export {
   LiveUpdateError,
   LiveUpdateUnavailableError,
@@ -51,10 +51,15 @@ export {
   AgentQuotaError,
   AgentProtocolError,
   AgentUnavailableError,
+  AgentTimeoutError,
   UpdateRefusedError,
   ManifestVersionError,
   AgentPolicyError,
+  AgentListenError,
+  AgentInternalError,
   AGENT_ERROR_CODES,
+  type UpdateRefusedDetails,
+  type ManifestVersionDetails,
   type AgentErrorCode,
   type AgentOperation,
   type ErrorContext,
@@ -107,8 +112,12 @@ export {
   type FdDescription,
 } from './systemd.js';
 export { Agent, STATE_FDNAME, type AgentOptions, type AgentEvent, type RestoredState, type UpdateCheck } from './agent/server.js';
+export { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './agent/listener.js';
 export {
   AgentClient,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  type RequestOptions,
+  type SessionsOptions,
   type ConnectOptions,
   type CreateSessionOptions,
   type AgentSession,
@@ -116,7 +125,7 @@ export {
   type UpdateOptions,
   type UpdateReport,
 } from './agent/client.js';
-export { DEFAULT_SOCKET as AGENT_SOCKET, type SessionInfo, type JsonValue } from './agent/protocol.js';
+export { DEFAULT_SOCKET as AGENT_SOCKET, UPDATE_CHECK_NAMES, type SessionInfo, type JsonValue, type UpdateCheckName, type NotReadyClient } from './agent/protocol.js';
 export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';
 export { MANIFEST_FORMAT, MANIFEST_VERSION, parseManifest, type Manifest, type ManifestSession } from './agent/manifest.js';
 export { AGENT_SESSION_NAME, kernelName as agentKernelName } from './agent/names.js';

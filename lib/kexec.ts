@@ -3,9 +3,8 @@
  * reboot(LINUX_REBOOT_CMD_KEXEC). With LUO, that jump is the live update:
  * the kernel freezes every preserved file and hands it to the next kernel.
  */
-import * as fs from 'node:fs';
-import { callAsync, callSync, KexecError, type ErrorContext } from './errors.js';
-import { native } from './native.js';
+import { callAsync, callSync, packageError, translateError, type ErrorContext, type KexecError } from './errors.js';
+import { closeFd, native } from './native.js';
 import { checkBoolean, checkOptions, checkPath, invalidArgType, invalidArgValue } from './validate.js';
 
 /** What to load. */
@@ -28,7 +27,6 @@ interface Load {
   kernel: string;
   initrd: string | null;
   cmdline: string;
-  context: ErrorContext;
 }
 
 function checkLoad(options: unknown): Load {
@@ -38,24 +36,72 @@ function checkLoad(options: unknown): Load {
   const initrd = opts.initrd === undefined ? null : checkPath(opts.initrd, 'options.initrd');
   if (typeof opts.cmdline !== 'string') throw invalidArgType('options.cmdline', 'of type string', opts.cmdline);
   if (opts.cmdline.includes('\0')) throw invalidArgValue('options.cmdline', 'must not contain a NUL character', opts.cmdline);
-  // Name the file that is missing, should open() fail with ENOENT.
-  const path = initrd !== null && fs.existsSync(kernel) ? initrd : kernel;
-  return { kernel, initrd, cmdline: opts.cmdline, context: { operation: 'kexec.load', path } };
+  return { kernel, initrd, cmdline: opts.cmdline };
+}
+
+/** The typed error of an image's open, naming its path; EINVAL says why it was refused. */
+function imageError(path: string, error: unknown): unknown {
+  const notRegular = (error as { code?: unknown }).code === 'EINVAL';
+  const hint = notRegular ? 'It is not a regular file (a FIFO, device or directory), which kexec_file_load refuses as well: checked before any read, so that nothing blocks' : undefined;
+  return translateError(error, { operation: 'kexec.load', path, hint });
+}
+
+/*
+ * The images are opened one by one, so that an error names the file it is
+ * about, without waiting and only if they are regular files (native
+ * kexec_open_image): a FIFO given as the kernel would otherwise block the
+ * open until someone wrote to it, and with it the update.
+ */
+function openImageSync(path: string): number {
+  try {
+    return native.kexecOpenImage(path);
+  } catch (error) {
+    throw imageError(path, error);
+  }
+}
+
+async function openImage(path: string): Promise<number> {
+  try {
+    return await native.kexecOpenImageAsync(path);
+  } catch (error) {
+    throw imageError(path, error);
+  }
+}
+
+function closeImages(kernel: number, initrd: number | null): void {
+  closeFd(kernel, 'kexec.load');
+  if (initrd !== null) closeFd(initrd, 'kexec.load');
 }
 
 /**
  * Loads `kernel` (and `initrd`) as the kernel to kexec into. Replaces any
- * image loaded before. Needs CAP_SYS_BOOT.
+ * image loaded before. Needs CAP_SYS_BOOT. A path that is not a regular
+ * file is refused with a KexecImageRejectedError (`EINVAL`, `path`
+ * the file) before anything is read from it.
  */
 export async function load(options: LoadOptions): Promise<void> {
   const l = checkLoad(options);
-  await callAsync(l.context, () => native.kexecLoadAsync(l.kernel, l.initrd, l.cmdline));
+  const kernel = await openImage(l.kernel);
+  let initrd: number | null = null;
+  try {
+    if (l.initrd !== null) initrd = await openImage(l.initrd);
+    await callAsync({ operation: 'kexec.load', path: l.kernel }, () => native.kexecLoadAsync(kernel, initrd, l.cmdline));
+  } finally {
+    closeImages(kernel, initrd);
+  }
 }
 
 /** The synchronous form of {@link load}. */
 export function loadSync(options: LoadOptions): void {
   const l = checkLoad(options);
-  callSync(l.context, () => native.kexecLoad(l.kernel, l.initrd, l.cmdline));
+  const kernel = openImageSync(l.kernel);
+  let initrd: number | null = null;
+  try {
+    if (l.initrd !== null) initrd = openImageSync(l.initrd);
+    callSync({ operation: 'kexec.load', path: l.kernel }, () => native.kexecLoad(kernel, initrd, l.cmdline));
+  } finally {
+    closeImages(kernel, initrd);
+  }
 }
 
 /** Forgets the loaded kernel, if any. */
@@ -115,8 +161,7 @@ export async function support(): Promise<KexecFileSupport> {
 }
 
 function returned(): KexecError {
-  const message = 'ERR_LIVEUPDATE_KEXEC_RETURNED: reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error';
-  return new KexecError(message, 'ERR_LIVEUPDATE_KEXEC_RETURNED', { operation: 'kexec.execute' });
+  return packageError('ERR_LIVEUPDATE_KEXEC_RETURNED', 'reboot(LINUX_REBOOT_CMD_KEXEC) returned without an error', { operation: 'kexec.execute' }) as KexecError;
 }
 
 function checkExecute(options: unknown): boolean {

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { isLiveUpdateDevice, liveUpdateDeviceNumber, miscListReadable, splitDevNumber, type DeviceNumber } from './diagnosis.js';
-import { callAsync, callSync, DeviceClosedError, NotLiveUpdateDeviceError, translateError, type ErrorContext } from './errors.js';
+import { callAsync, callSync, packageError, translateError, type ErrorContext } from './errors.js';
 import { native } from './native.js';
 import { Session } from './session.js';
 import { DEVICE_PATH, diagnoseDevice } from './status.js';
@@ -140,8 +140,7 @@ export class LiveUpdate {
   #context(operation: 'createSession' | 'retrieveSession', sessionName: string): ErrorContext {
     const context: ErrorContext = { operation, sessionName, request: REQUEST[operation], path: this.#path };
     if (this.#fd < 0) {
-      const message = `ERR_LIVEUPDATE_DEVICE_CLOSED: ${this.#path} was closed; open it again to ${operation}`;
-      throw new DeviceClosedError(message, 'ERR_LIVEUPDATE_DEVICE_CLOSED', context);
+      throw packageError('ERR_LIVEUPDATE_DEVICE_CLOSED', `${this.#path} was closed; open it again to ${operation}`, context);
     }
     return context;
   }
@@ -167,6 +166,5 @@ function verifyDevice(fd: number, path: string): number {
   const what = device === null ? 'is not a character device' : `is device ${device.major}:${device.minor}`;
   const expected = luo === null ? 'this kernel registered no liveupdate device' : `the liveupdate device is ${luo.major}:${luo.minor}`;
   const fix = 'open /dev/liveupdate (the liveupdate misc device)';
-  const message = `ERR_LIVEUPDATE_NOT_LUO_DEVICE: ${path} ${what}, not Live Update Orchestrator's (${expected}). Fix: ${fix}`;
-  throw new NotLiveUpdateDeviceError(message, 'ERR_LIVEUPDATE_NOT_LUO_DEVICE', { operation: 'open', path, fd, fix });
+  throw packageError('ERR_LIVEUPDATE_NOT_LUO_DEVICE', `${path} ${what}, not Live Update Orchestrator's (${expected})`, { operation: 'open', path, fd, fix });
 }

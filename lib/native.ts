@@ -7,7 +7,7 @@
  */
 import * as path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
-import { AddonLoadError, callSync, type Operation } from './errors.js';
+import { callSync, packageError, type Operation } from './errors.js';
 
 /** A kernel call in its synchronous and Promise forms. @internal */
 type Both<Name extends string, Args extends unknown[], Result> = {
@@ -34,7 +34,8 @@ export type MemfdBinding = Both<'memfdCreate', [name: string, flags: number], nu
   Both<'getSeals', [fd: number], number>;
 
 /** kexec_file_load and reboot (native/kexec.h). @internal */
-export type KexecBinding = Both<'kexecLoad', [kernel: string, initrd: string | null, cmdline: string], number> &
+export type KexecBinding = Both<'kexecOpenImage', [path: string], number> &
+  Both<'kexecLoad', [kernelFd: number, initrdFd: number | null, cmdline: string], number> &
   Both<'kexecUnload', [], number> &
   Both<'kexecLoaded', [], number> &
   Both<'kexecFileProbe', [], number> &
@@ -93,6 +94,12 @@ export type FdPassBinding = {
     /** FD_CLOEXEC belongs to the number, so these are synchronous only. */
     setCloexec(fd: number, on: boolean): number;
     getCloexec(fd: number): number;
+    /**
+     * SO_PASSRIGHTS (Linux 6.16+): `false` refuses every SCM_RIGHTS sent to
+     * this socket (the sender gets EPERM; sockets accepted from a listener
+     * inherit it). Returns false when the kernel does not know the option.
+     */
+    setPassRights(fd: number, on: boolean): boolean;
   };
 
 /** The credentials of a Unix socket's peer (native/peercred.h). @internal */
@@ -100,9 +107,11 @@ export interface PeerCredentials {
   pid: number;
   uid: number;
   gid: number;
+  /** SO_PEERGROUPS: the primary gid first, then the supplementary groups, each once (at most NGROUPS_MAX). */
+  groups: number[];
 }
 
-/** SO_PEERCRED (native/peercred.h). @internal */
+/** SO_PEERCRED and SO_PEERGROUPS (native/peercred.h). @internal */
 export type PeerCredBinding = Both<'peerCredentials', [fd: number], PeerCredentials>;
 
 /** The whole addon. @internal */
@@ -140,8 +149,7 @@ export function loadNative(): NativeBinding {
     return binding;
   } catch (cause) {
     const why = `the native addon of liveupdate is not built for this platform (node ${process.version}, ${process.platform}-${process.arch}) or does not load`;
-    const message = `ERR_LIVEUPDATE_ADDON_NOT_LOADED: ${why}. Fix: ${ADDON_FIX}`;
-    throw new AddonLoadError(message, 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', { operation: 'load', path: root, fix: ADDON_FIX, cause });
+    throw packageError('ERR_LIVEUPDATE_ADDON_NOT_LOADED', why, { operation: 'load', path: root, fix: ADDON_FIX, cause });
   }
 }
 

@@ -10,7 +10,7 @@
  * {@link listenFds} after the update; `Session.fromFd` wraps it.
  */
 import * as os from 'node:os';
-import { callSync, kernelError, ListenFdsError, translateError, type ErrorContext, type LiveUpdateError } from './errors.js';
+import { callSync, kernelError, packageError, translateError, type ErrorContext, type LiveUpdateError } from './errors.js';
 import { sendFds, sendFdsSync, MAX_FDS_PER_MESSAGE } from './fdpass.js';
 import { readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
 import { closeFd, native } from './native.js';
@@ -380,7 +380,7 @@ function listenCount(): number {
   // Meant for another process (inherited by a child): not ours to take.
   if (pid === undefined || pid.trim() !== String(process.pid)) return 0;
   const text = process.env['LISTEN_FDS'] ?? '0';
-  if (!/^\d+$/.test(text.trim())) throw new ListenFdsError(`LISTEN_FDS is not a count: ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text.trim())) throw packageError('ERR_LIVEUPDATE_LISTEN_FDS', `LISTEN_FDS is not a count: ${JSON.stringify(text)}`, { operation: 'listenFds' });
   return Number(text.trim());
 }
 
@@ -388,7 +388,7 @@ function listenNames(count: number): string[] {
   const text = process.env['LISTEN_FDNAMES'];
   if (text === undefined) return new Array<string>(count).fill('unknown');
   const names = text.split(':');
-  if (names.length !== count) throw new ListenFdsError(`LISTEN_FDNAMES has ${names.length} names for ${count} fds`);
+  if (names.length !== count) throw packageError('ERR_LIVEUPDATE_LISTEN_FDS', `LISTEN_FDNAMES has ${names.length} names for ${count} fds`, { operation: 'listenFds' });
   return names;
 }
 

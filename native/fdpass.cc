@@ -27,6 +27,11 @@
 #include <new>
 #include <utility>
 
+// Linux 6.16+: whether a socket accepts SCM_RIGHTS.
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83
+#endif
+
 // Linux 6.5+: the sender's pidfd, with SO_PASSPIDFD; older headers lack it.
 #ifndef SCM_PIDFD
 #define SCM_PIDFD 0x04
@@ -93,6 +98,12 @@ int set_cloexec(int fd, bool on) {
 int get_cloexec(int fd) {
   int flags = ::fcntl(fd, F_GETFD);
   return flags < 0 ? -errno : (flags & FD_CLOEXEC ? 1 : 0);
+}
+
+int set_pass_rights(int fd, bool on) {
+  int value = on ? 1 : 0;
+  if (::setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &value, sizeof value) == 0) return 1;
+  return errno == ENOPROTOOPT ? 0 : -errno;
 }
 
 ssize_t peek_message_len(int fd) {
@@ -204,7 +215,7 @@ ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_tru
   msg.msg_iovlen = 1;
   // Allocated before the recvmsg: once fds are in this process, nothing
   // may throw before they are owned.
-  std::vector<uint8_t> control(CMSG_SPACE(max_fds * sizeof(int)) + kExtraControl);
+  std::vector<uint8_t> control(CMSG_SPACE(kMaxFdsPerMessage * sizeof(int)) + kExtraControl);
   info.fds.reserve(control.size() / sizeof(int));
   msg.msg_control = control.data();
   msg.msg_controllen = control.size();
@@ -293,12 +304,27 @@ Step FdReceiver::step_checked() {
   return framing_ == Framing::kFrame ? step_frame() : step_raw();
 }
 
+void FdReceiver::keep(std::vector<UniqueFd>& arrived) {
+  // Room first, so that drop_received() never allocates; a bad_alloc here
+  // leaves the fds in `arrived`, which closes them.
+  fds_.reserve(fds_.size() + arrived.size());
+  unwanted_.reserve(unwanted_.size() + fds_.size() + arrived.size());
+  for (UniqueFd& fd : arrived) fds_.push_back(std::move(fd));
+  arrived.clear();
+}
+
+void FdReceiver::drop_received() {
+  dropped_ += fds_.size();
+  // unwanted_ has room for them (reserved as they arrived): no allocation.
+  for (UniqueFd& fd : fds_) unwanted_.push_back(std::move(fd));
+  fds_.clear();
+}
+
 Step FdReceiver::finish(RecvStatus status) {
   finished_ = true;
   status_ = status;
   if (status != RecvStatus::kOk) {
-    dropped_ += fds_.size();
-    fds_.clear();  // Closes every fd that did arrive.
+    drop_received();
     data_.clear();
   }
   return {};
@@ -315,7 +341,7 @@ Step FdReceiver::step_message() {
   ssize_t n = recv_msg(sock_.get(), data_.data(), data_.size(), max_fds_, true, info);
   if (n == -EAGAIN) return again(POLLIN);
   if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
-  fds_ = std::move(info.fds);
+  keep(info.fds);
   message_len_ = info.full_len;
   data_.resize(static_cast<size_t>(n));
   if (info.ctrunc) return finish(RecvStatus::kCtrunc);
@@ -333,7 +359,7 @@ Step FdReceiver::step_raw() {
   ssize_t n = recv_msg(sock_.get(), data_.data(), data_.size(), max_fds_, false, info);
   if (n == -EAGAIN) return again(POLLIN);
   if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
-  fds_ = std::move(info.fds);
+  keep(info.fds);
   data_.resize(static_cast<size_t>(n));
   message_len_ = static_cast<size_t>(n);
   if (info.ctrunc) return finish(RecvStatus::kCtrunc);
@@ -348,13 +374,12 @@ Step FdReceiver::read_into(uint8_t* buf, size_t len, size_t& got, bool at_frame_
   if (n == -EAGAIN) return again(POLLIN);
   if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
   bool stray = !info.fds.empty() && !at_frame_start;
-  for (UniqueFd& fd : info.fds) fds_.push_back(std::move(fd));
+  keep(info.fds);
   if (stray) return finish(RecvStatus::kBadFrame);
   if (info.ctrunc) {
-    // Close what came now; read the rest of the frame so the stream stays
+    // Drop what came now; read the rest of the frame so the stream stays
     // in step, and report the truncation at its end.
-    dropped_ += fds_.size();
-    fds_.clear();
+    drop_received();
     pending_ = RecvStatus::kCtrunc;
   }
   if (n == 0) return finish(at_frame_start ? RecvStatus::kEof : RecvStatus::kShortFrame);

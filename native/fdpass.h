@@ -35,7 +35,7 @@ inline constexpr uint32_t kFrameMagic = 0x4c554644;
 inline constexpr size_t kReadChunk = 65536;
 // A raw stream read takes what is queued, and at least this much room.
 inline constexpr size_t kMinRawRead = 4096;
-// Control room beyond the fds asked for, for what the kernel adds before
+// Control room beyond the fds, for what the kernel adds before
 // SCM_RIGHTS when the receiving socket asks for it (SO_PASSCRED,
 // SO_PASSPIDFD, SO_TIMESTAMP, SO_PASSSEC): without it, those would take the
 // fds' room and the fds would be dropped.
@@ -57,6 +57,13 @@ int dup_cloexec(int fd);
 // fcntl(F_SETFD): sets or clears FD_CLOEXEC / whether it is set (1 or 0).
 int set_cloexec(int fd, bool on);
 int get_cloexec(int fd);
+
+// setsockopt(SOL_SOCKET, SO_PASSRIGHTS): whether the kernel lets peers
+// send this socket fds at all (Linux 6.16+; off: a sender of SCM_RIGHTS
+// gets EPERM, and sockets accepted from a listener inherit the setting).
+// Returns 1 when set, 0 when the kernel does not know the option
+// (ENOPROTOOPT), or -errno.
+int set_pass_rights(int fd, bool on);
 
 // recv(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT) of nothing: the length of the
 // next datagram or seqpacket record, without taking it.
@@ -97,11 +104,16 @@ struct RecvInfo {
   size_t full_len = 0;        // With MSG_TRUNC: the datagram's real length.
 };
 
-// One recvmsg(MSG_CMSG_CLOEXEC | MSG_DONTWAIT [| MSG_TRUNC]) into `buf`,
-// with room for `max_fds` fds (and kExtraControl). Returns the bytes
-// received. Every fd the control data carries is owned on return: the
-// SCM_RIGHTS ones in `info.fds` (more than `max_fds` sets `ctrunc`), any
-// other (SCM_PIDFD) closed at once.
+// One recvmsg(MSG_CMSG_CLOEXEC | MSG_DONTWAIT [| MSG_TRUNC]) into `buf`.
+// Returns the bytes received. The control buffer always has room for the
+// most fds one message can carry (kMaxFdsPerMessage, and kExtraControl),
+// whatever `max_fds` says: fds that do not fit are released by the kernel
+// in the calling thread (the last close of a file runs when the syscall
+// returns), and a peer's file can make that close block (a TCP socket
+// lingering on unsent data). Taken in, they are the caller's to close
+// where it chooses. Every fd the control data carries is owned on return:
+// the SCM_RIGHTS ones in `info.fds` (more than `max_fds` sets `ctrunc`),
+// any other (SCM_PIDFD, whose close never blocks) closed at once.
 ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_trunc, RecvInfo& info);
 
 // Outcome of a step: done, would block on `events`, or failed with errno.
@@ -148,7 +160,10 @@ enum class RecvStatus {
 // never throw: running out of memory is ENOMEM. Memory follows the bytes
 // that arrive, never a length a peer claims: a datagram's buffer is its
 // real length (peeked) capped at max_bytes, a frame's grows kReadChunk at
-// a time.
+// a time. Fds that arrive and are not to be handed over (more than
+// max_fds, or with a refused message) are not closed here but kept in
+// unwanted(): closing a peer's file can block, and the caller decides on
+// which thread that happens.
 class FdReceiver {
  public:
   FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing framing);
@@ -158,6 +173,11 @@ class FdReceiver {
   std::vector<uint8_t>& data() { return data_; }
   std::vector<UniqueFd>& fds() { return fds_; }
   size_t dropped_fds() const { return dropped_; }
+  // The fds that arrived and will not be handed over; closed with the
+  // receiver unless taken.
+  std::vector<UniqueFd>& unwanted() { return unwanted_; }
+  // Everything received so far becomes unwanted (the receive failed).
+  void drop_received();
   size_t message_len() const { return message_len_; }
   // Stopped after reading part of a frame (an error or an abandoned wait).
   bool mid_message() const;
@@ -173,6 +193,7 @@ class FdReceiver {
   bool read_header_done(Step& s);
   Step read_into(uint8_t* buf, size_t len, size_t& got, bool at_frame_start);
   Step finish(RecvStatus status);
+  void keep(std::vector<UniqueFd>& arrived);
 
   UniqueFd sock_;
   size_t max_bytes_;
@@ -191,6 +212,7 @@ class FdReceiver {
   size_t dropped_ = 0;
   std::vector<uint8_t> data_;
   std::vector<UniqueFd> fds_;
+  std::vector<UniqueFd> unwanted_;
 };
 
 }  // namespace lu

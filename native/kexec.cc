@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/reboot.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -20,10 +21,10 @@
 namespace lu {
 namespace {
 
-UniqueFd open_read(const char* path) {
+UniqueFd open_read(const char* path, int extra_flags = 0) {
   int fd;
   do {
-    fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    fd = ::open(path, O_RDONLY | O_CLOEXEC | extra_flags);
   } while (fd < 0 && errno == EINTR);
   return UniqueFd(fd);
 }
@@ -37,20 +38,42 @@ long kexec_file_load(int kernel_fd, int initrd_fd, const char* cmdline,
 
 }  // namespace
 
-int kexec_load(const char* kernel, const char* initrd, std::string_view cmdline) {
-  UniqueFd kernel_fd = open_read(kernel);
-  if (!kernel_fd.valid()) return -errno;
-  UniqueFd initrd_fd;
-  unsigned long flags = KEXEC_FILE_NO_INITRAMFS;
-  if (initrd != nullptr) {
-    initrd_fd = open_read(initrd);
-    if (!initrd_fd.valid()) return -errno;
-    flags = 0;
-  }
+namespace {
+
+// fstat: 0 for a regular file, -EINVAL for anything else, or -errno.
+int regular_file(int fd, struct stat& st) {
+  if (::fstat(fd, &st) < 0) return -errno;
+  return S_ISREG(st.st_mode) ? 0 : -EINVAL;
+}
+
+}  // namespace
+
+int kexec_open_image(const char* path) {
+  // Looked at through O_PATH first: opening a device for reading can act
+  // (a watchdog starts, a tape rewinds); an O_PATH open calls no driver.
+  // (A path on FUSE can still make its daemon wait: the lookup and the
+  // open ask it. The Promise form waits in the thread pool, never on the
+  // event loop.)
+  UniqueFd where = open_read(path, O_PATH);
+  if (!where.valid()) return -errno;
+  struct stat first{};
+  if (int rc = regular_file(where.get(), first); rc < 0) return rc;
+  // The path may have been replaced since: O_NONBLOCK keeps a FIFO put
+  // there from blocking the open, and the second fstat must find the file
+  // that was checked.
+  UniqueFd fd = open_read(path, O_NONBLOCK);
+  if (!fd.valid()) return -errno;
+  struct stat second{};
+  if (int rc = regular_file(fd.get(), second); rc < 0) return rc;
+  if (first.st_dev != second.st_dev || first.st_ino != second.st_ino) return -EAGAIN;
+  return fd.release();
+}
+
+int kexec_load(int kernel_fd, int initrd_fd, std::string_view cmdline) {
+  unsigned long flags = initrd_fd < 0 ? KEXEC_FILE_NO_INITRAMFS : 0;
   // The kernel wants the command line's length including its NUL.
   std::string line(cmdline);
-  return static_cast<int>(kexec_file_load(kernel_fd.get(), initrd_fd.get(),
-                                          line.c_str(), line.size() + 1, flags));
+  return static_cast<int>(kexec_file_load(kernel_fd, initrd_fd, line.c_str(), line.size() + 1, flags));
 }
 
 int kexec_unload() {

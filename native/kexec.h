@@ -6,8 +6,18 @@
 
 namespace lu {
 
-// Opens `kernel` (and `initrd` unless null) and loads them with kexec_file_load.
-int kexec_load(const char* kernel, const char* initrd, std::string_view cmdline);
+// Opens a kernel or initrd image for kexec_load: fstat through an O_PATH
+// fd, then O_RDONLY | O_CLOEXEC | O_NONBLOCK (opening a FIFO does not wait
+// for a writer) and fstat again. Anything but a regular file is -EINVAL
+// (what kexec_file_load says too, but only after its read of a FIFO has
+// blocked for as long as no writer comes); a path replaced between the
+// two looks is -EAGAIN. Symlinks are followed: root names the image, and
+// /boot/vmlinuz is usually a link. Returns the fd or -errno.
+int kexec_open_image(const char* path);
+
+// kexec_file_load of images opened with kexec_open_image; initrd_fd < 0
+// loads none.
+int kexec_load(int kernel_fd, int initrd_fd, std::string_view cmdline);
 
 // kexec_file_load with KEXEC_FILE_UNLOAD: forgets the loaded image.
 int kexec_unload();

@@ -2,7 +2,9 @@
 //
 // Synchronous forms loop step() and poll(). Promise forms are driven by the
 // event loop: a PollOp tries the operation at once and, on EAGAIN, waits on
-// a uv_poll_t for readiness, then tries again. No thread is parked.
+// a uv_poll_t for readiness, then tries again. No thread is parked per
+// socket; the fds a receive does not hand to JS are closed by one closer
+// thread (FdCloser, below), because a peer's file can make its close block.
 //
 // Every operation works on its own F_DUPFD_CLOEXEC copy of the caller's fd.
 // Two reasons: libuv keeps one watcher per fd number, so polling the very fd
@@ -15,8 +17,13 @@
 
 #include <algorithm>
 #include <climits>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -82,6 +89,9 @@ class Work {
   virtual void HandOver() {}
   // Stopped part way through a stream message: the stream is out of step.
   virtual bool MidMessage() const { return false; }
+  // The fds received that will not reach JS (every one when `failed`),
+  // given up to be closed elsewhere.
+  virtual std::vector<UniqueFd> TakeUnwanted(bool /*failed*/) { return {}; }
 };
 
 class SendWork : public Work {
@@ -129,6 +139,10 @@ class RecvWork : public Work {
     for (UniqueFd& fd : receiver_.fds()) fd.release();
   }
   bool MidMessage() const override { return receiver_.mid_message(); }
+  std::vector<UniqueFd> TakeUnwanted(bool failed) override {
+    if (failed) receiver_.drop_received();
+    return std::exchange(receiver_.unwanted(), {});
+  }
 
  private:
   int fd_;
@@ -187,6 +201,140 @@ Napi::Value RunBlocking(Napi::Env env, Work& work, int timeout_ms) {
 
 // ---- event-loop runner ----------------------------------------------------
 
+// The fds a receive took in and does not hand to JS are closed by one
+// thread of their own, never on the event loop: each may be the last
+// reference to a peer's file, whose release runs in the closing thread and
+// can block for as long as the peer likes (a TCP socket with SO_LINGER and
+// unsent data waits out its linger time). Not on the libuv thread pool
+// either: a few such files would hold all of its threads, and with them
+// every fs, dns and crypto call of the process. One thread for the whole
+// process bounds what a peer can hold to that thread: receives that drop
+// fds wait their turn behind a blocked close, nothing else does.
+class FdCloser {
+ public:
+  // Closes `fds`, then calls `then` on the closer's thread. Throws
+  // (std::system_error, std::bad_alloc) if it cannot take them.
+  static void Close(std::vector<UniqueFd>& fds, std::function<void()> then) {
+    // Never destroyed: its thread may still be in a close() at exit.
+    static FdCloser* closer = new FdCloser();
+    closer->Queue(fds, std::move(then));
+  }
+
+ private:
+  struct Job {
+    std::vector<UniqueFd> fds;
+    std::function<void()> then;
+  };
+
+  void Queue(std::vector<UniqueFd>& fds, std::function<void()> then) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!started_) {
+      std::thread([this] { Run(); }).detach();
+      started_ = true;
+    }
+    jobs_.push_back({{}, std::move(then)});
+    jobs_.back().fds = std::move(fds);  // Taken only once nothing can throw.
+    wake_.notify_one();
+  }
+
+  [[noreturn]] void Run() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [this] { return !jobs_.empty(); });
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job.fds.clear();
+      job.then();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job> jobs_;
+  bool started_ = false;
+};
+
+// Wakes the event loop once from another thread (Send), and runs `done`
+// there. Made, run and shut on the JS thread; if the environment goes away
+// first, the handle is closed, `done` dropped, and Send does nothing. The
+// sender's reference may outlive the handle: it then holds nothing of JS.
+class LoopWake {
+ public:
+  using Done = std::function<void()>;
+
+  // Null if no handle could be made.
+  static std::shared_ptr<LoopWake> Open(napi_env env, Done done) {
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok) return nullptr;
+    std::shared_ptr<LoopWake> wake(new LoopWake(env, std::move(done)));
+    if (uv_async_init(loop, &wake->async_, OnAsync) < 0) return nullptr;
+    wake->async_.data = wake.get();
+    wake->open_ = true;
+    wake->self_ = wake;  // Until the handle is closed.
+    napi_add_async_cleanup_hook(env, OnCleanup, wake.get(), &wake->hook_);
+    return wake;
+  }
+
+  void Send() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (open_) uv_async_send(&async_);
+  }
+
+  // Never runs `done` (JS thread): nothing will be sent, or no JS may run.
+  void Cancel() {
+    Drop(std::move(done_));
+    Shut();
+  }
+
+ private:
+  LoopWake(napi_env env, Done done) : env_(env), done_(std::move(done)) {}
+
+  static void OnAsync(uv_async_t* handle) {
+    auto* wake = static_cast<LoopWake*>(handle->data);
+    Done done = std::move(wake->done_);
+    wake->Shut();
+    if (done) done();
+    wake->Drop(std::move(done));
+  }
+
+  static void OnCleanup(napi_async_cleanup_hook_handle, void* arg) { static_cast<LoopWake*>(arg)->Cancel(); }
+
+  // Destroys `done` (and the JS objects it holds) in a handle scope: the C
+  // API's, whose failure while the environment is torn down throws nothing.
+  void Drop(Done done) {
+    napi_handle_scope scope = nullptr;
+    bool scoped = napi_open_handle_scope(env_, &scope) == napi_ok;
+    done = nullptr;
+    if (scoped) napi_close_handle_scope(env_, scope);
+  }
+
+  void Shut() {
+    bool was_open;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      was_open = std::exchange(open_, false);
+    }
+    if (was_open) uv_close(reinterpret_cast<uv_handle_t*>(&async_), OnClosed);
+  }
+
+  static void OnClosed(uv_handle_t* handle) {
+    auto* wake = static_cast<LoopWake*>(handle->data);
+    napi_remove_async_cleanup_hook(wake->hook_);
+    wake->self_.reset();  // The sender may hold the last reference.
+  }
+
+  napi_env env_;
+  Done done_;
+  std::mutex mutex_;
+  uv_async_t async_{};
+  bool open_ = false;
+  napi_async_cleanup_hook_handle hook_ = nullptr;
+  std::shared_ptr<LoopWake> self_;
+};
+
 // One pending operation on the event loop. It keeps itself alive (self_)
 // while its uv_poll_t is open and lets go in the close callback. The
 // Promise carries a cancel() that holds only a weak reference.
@@ -221,11 +369,50 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
     Advance();
   }
 
-  // Tries the operation; settles, or (re)arms the poll handle.
+  // Tries the operation; finishes, or (re)arms the poll handle.
   void Advance() {
     Step s = work_->Next();
     if (s.err == EAGAIN) return Wait(s.events);
-    if (s.err) return Fail(s.err, s.syscall);
+    Finish(s.err, s.syscall);
+  }
+
+  // The operation is over (err 0: it succeeded). The fds it received and
+  // will not hand to JS are closed by the FdCloser, and the Promise
+  // settles after that, so a caller that hears of the result finds them
+  // closed. A cancel from then on comes too late: the message is read.
+  void Finish(int err, const char* syscall) {
+    if (finishing_ || settled_) return;
+    std::vector<UniqueFd> unwanted = work_->TakeUnwanted(err != 0);
+    if (unwanted.empty()) return Conclude(err, syscall);
+    finishing_ = true;
+    if (open_) uv_poll_stop(&poll_);
+    std::shared_ptr<PollOp> self = shared_from_this();
+    std::shared_ptr<LoopWake> wake = LoopWake::Open(env_, [self, err, syscall] { self->ConcludeOnLoop(err, syscall); });
+    try {
+      if (!wake) throw std::bad_alloc();
+      FdCloser::Close(unwanted, [wake] { wake->Send(); });
+    } catch (...) {
+      // No closer thread (out of threads or memory): close them here.
+      if (wake) wake->Cancel();
+      unwanted.clear();
+      Conclude(err, syscall);
+    }
+  }
+
+  // Conclude from a libuv callback: in scopes, and nothing thrown out.
+  void ConcludeOnLoop(int err, const char* syscall) {
+    try {
+      Napi::HandleScope scope(env_);
+      Napi::CallbackScope callback(env_, context_);
+      Conclude(err, syscall);
+    } catch (...) {
+      Settle(Napi::Value(), false);
+    }
+  }
+
+  void Conclude(int err, const char* syscall) {
+    if (settled_) return;  // The environment went away meanwhile.
+    if (err) return Settle(StepError(env_, *work_, err, syscall).Value(), false);
     Napi::Value result;
     try {
       result = work_->Result(env_);
@@ -261,14 +448,18 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
       // Settling inside a callback scope runs the Promise reactions now,
       // not at whatever JS happens to run next.
       Napi::CallbackScope callback(op->env_, op->context_);
-      if (status < 0) return op->Fail(-status, "poll");
+      // libuv reports every EPOLLERR as UV_EBADF, a peer's reset too: the
+      // step reads the socket's own error (or its EOF) instead. Only an
+      // error wake twice in a row with nothing to read is taken as is.
+      if (status < 0 && op->error_wake_) return op->Fail(-status, "poll");
+      op->error_wake_ = status < 0;
       op->Advance();
     } catch (...) {
       op->Settle(Napi::Value(), false);  // Fails to reach JS; closes everything.
     }
   }
 
-  void Fail(int err, const char* syscall) { Settle(StepError(env_, *work_, err, syscall).Value(), false); }
+  void Fail(int err, const char* syscall) { Finish(err, syscall); }
 
   // Never throws: a Promise that cannot be settled (the environment is
   // going away) is left, and what the work owns is closed all the same.
@@ -328,6 +519,8 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
   napi_async_cleanup_hook_handle cleanup_ = nullptr;
   bool open_ = false;
   bool settled_ = false;
+  bool finishing_ = false;
+  bool error_wake_ = false;
   std::shared_ptr<PollOp> self_;
 };
 
@@ -506,6 +699,26 @@ Call<int> PrepareGetCloexec(const Napi::CallbackInfo& info, FdArgs) {
   return {"fcntl", [fd](int& on) { return on = get_cloexec(fd); }};
 }
 
+// Whether setPassRights took effect: false on a kernel without the option.
+struct PassRights {
+  bool known = false;
+};
+
+Napi::Value ToJs(Napi::Env env, const PassRights& rights) { return Napi::Boolean::New(env, rights.known); }
+void HandOver(PassRights&) {}
+
+// setPassRights(fd, on): a socket option of the file, set at once; the
+// agent calls it once on its listening socket.
+Call<PassRights> PrepareSetPassRights(const Napi::CallbackInfo& info, FdArgs) {
+  int fd = ArgFd(info, 0, "fd");
+  bool on = ArgBool(info, 1, "on");
+  return {"setsockopt", [fd, on](PassRights& out) {
+            int rc = set_pass_rights(fd, on);
+            out.known = rc == 1;
+            return rc;
+          }};
+}
+
 }  // namespace
 
 void RegisterFdPass(Napi::Env env, Napi::Object exports) {
@@ -520,6 +733,7 @@ void RegisterFdPass(Napi::Env env, Napi::Object exports) {
   ExportFunction(env, exports, "unpinFds", UnpinFds);
   ExportSyncCall<int, PrepareSetCloexec>(env, exports, "setCloexec");
   ExportSyncCall<int, PrepareGetCloexec>(env, exports, "getCloexec");
+  ExportSyncCall<PassRights, PrepareSetPassRights>(env, exports, "setPassRights");
   exports.Set("SOCK_STREAM", static_cast<double>(SOCK_STREAM));
   exports.Set("SOCK_DGRAM", static_cast<double>(SOCK_DGRAM));
   exports.Set("SOCK_SEQPACKET", static_cast<double>(SOCK_SEQPACKET));

@@ -5,14 +5,25 @@
 namespace lu::napi {
 namespace {
 
-Call<int> PrepareKexecLoad(const Napi::CallbackInfo& info, FdArgs) {
-  std::string kernel = ArgString(info, 0, "kernel");
-  bool has_initrd = info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull();
-  std::string initrd = has_initrd ? ArgString(info, 1, "initrd") : std::string();
+// kexecOpenImage(path): the fd of a regular file, opened without waiting
+// (see kexec_open_image); EINVAL for anything else.
+Call<NewFd> PrepareKexecOpenImage(const Napi::CallbackInfo& info, FdArgs) {
+  std::string path = ArgString(info, 0, "path");
+  return {"open", [path](NewFd& out) { return out.Adopt(kexec_open_image(path.c_str())); }};
+}
+
+// kexecLoad(kernelFd, initrdFd | null, cmdline).
+Call<int> PrepareKexecLoad(const Napi::CallbackInfo& info, FdArgs fds) {
+  int kernel_fd = ArgFd(info, 0, "kernelFd");
+  bool has_initrd = info.Length() > 1 && !info[1].IsNull();
+  int initrd_fd = has_initrd ? ArgFd(info, 1, "initrdFd") : -1;
   std::string cmdline = ArgString(info, 2, "cmdline");
-  return {"kexec_file_load", [kernel, has_initrd, initrd, cmdline](int&) {
-            return kexec_load(kernel.c_str(), has_initrd ? initrd.c_str() : nullptr, cmdline);
-          }};
+  std::vector<int> all{kernel_fd};
+  if (has_initrd) all.push_back(initrd_fd);
+  fds.CheckOpen(info.Env(), all, "kexec_file_load");
+  kernel_fd = fds.Use(info.Env(), kernel_fd, "kexec_file_load");
+  if (has_initrd) initrd_fd = fds.Use(info.Env(), initrd_fd, "kexec_file_load");
+  return {"kexec_file_load", [kernel_fd, initrd_fd, cmdline](int&) { return kexec_load(kernel_fd, initrd_fd, cmdline); }, std::move(fds)};
 }
 
 Call<int> PrepareKexecUnload(const Napi::CallbackInfo&, FdArgs) {
@@ -35,6 +46,7 @@ Call<int> PrepareKexecExecute(const Napi::CallbackInfo& info, FdArgs) {
 }  // namespace
 
 void RegisterKexec(Napi::Env env, Napi::Object exports) {
+  ExportCall<NewFd, PrepareKexecOpenImage>(env, exports, "kexecOpenImage");
   ExportCall<int, PrepareKexecLoad>(env, exports, "kexecLoad");
   ExportCall<int, PrepareKexecUnload>(env, exports, "kexecUnload");
   ExportCall<int, PrepareKexecLoaded>(env, exports, "kexecLoaded");

@@ -1,11 +1,11 @@
-// N-API glue for SO_PEERCRED (native/peercred.h).
+// N-API glue for SO_PEERCRED and SO_PEERGROUPS (native/peercred.h).
 #include "napi_util.h"
 #include "peercred.h"
 
 namespace lu {
 
 // Found by argument-dependent lookup when ExportCall turns the result into
-// a JS value: { pid, uid, gid }. The result owns nothing to hand over.
+// a JS value: { pid, uid, gid, groups }. The result owns nothing to hand over.
 inline void HandOver(PeerCredentials&) {}
 
 Napi::Value ToJs(Napi::Env env, const PeerCredentials& cred) {
@@ -13,6 +13,9 @@ Napi::Value ToJs(Napi::Env env, const PeerCredentials& cred) {
   out.Set("pid", Napi::Number::New(env, cred.pid));
   out.Set("uid", Napi::Number::New(env, cred.uid));
   out.Set("gid", Napi::Number::New(env, cred.gid));
+  Napi::Array groups = Napi::Array::New(env, cred.groups.size());
+  for (size_t i = 0; i < cred.groups.size(); ++i) groups.Set(static_cast<uint32_t>(i), Napi::Number::New(env, cred.groups[i]));
+  out.Set("groups", groups);
   return out;
 }
 

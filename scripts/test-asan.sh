@@ -21,4 +21,4 @@ node -e '
   const m = require(process.env.LIVEUPDATE_ADDON);
   if (!require("fs").readFileSync(process.env.LIVEUPDATE_ADDON).includes("__asan_report")) { console.error("build-asan is not instrumented"); process.exit(1); }
   console.log("ASan+UBSan build loaded: " + Object.keys(m).length + " exports")'
-npx vitest run --project host --testTimeout 30000 test/api.test.ts test/errors.test.ts test/fdpass.test.ts test/systemd.test.ts test/hardening.test.ts test/fuzz.test.ts "$@"
+npx vitest run --project host --testTimeout 30000 test/api.test.ts test/errors.test.ts test/fdpass.test.ts test/fdpass-hostile.test.ts test/systemd.test.ts test/hardening.test.ts test/fuzz.test.ts test/agent-client.test.ts test/agent-fuzz.test.ts "$@"

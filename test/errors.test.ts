@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { getSystemErrorMap } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import * as lu from '../lib/index.js';
-import { KERNEL_ERRORS, PACKAGE_ERRORS, renderErrorTables, replaceErrorTables, translateError, type ErrorContext, type Operation } from '../lib/errors.js';
+import { KERNEL_ERRORS, PACKAGE_ERRORS, translateError, type ErrorContext, type Operation } from '../lib/errors.js';
 import { callSync } from '../lib/errors.js';
 import { native } from '../lib/native.js';
 import { ERRNO } from './helpers/errno.js';
@@ -159,12 +159,6 @@ describe('the error table itself (lib/errors.ts)', () => {
     const raised = new Set(sources.flatMap((f) => fs.readFileSync(path.join(libDir, f), 'utf8').match(/ERR_LIVEUPDATE_[A-Z_]+/g) ?? []));
     const listed = new Set(PACKAGE_ERRORS.map((r) => r.code));
     expect([...raised].filter((c) => !listed.has(c))).toEqual([]);
-  });
-
-  it("README.md's error tables are the code's (npm run docs:errors rewrites them)", () => {
-    const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
-    expect(replaceErrorTables(readme, renderErrorTables())).toBe(readme);
-    for (const rule of KERNEL_ERRORS) expect(readme).toContain(`| \`${rule.type.name}\` |`);
   });
 });
 

@@ -17,22 +17,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as lu from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { openFds } from './helpers/fds.js';
+import { prng } from './helpers/prng.js';
 
 const CALLS_PER_SEED = 400;
 const FIXED_SEEDS = [1, 2, 3, 0xc0ffee];
 const RANDOM_SEED = Number(process.env['LIVEUPDATE_FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
-
-/** mulberry32: a small seeded PRNG, so a seed replays the same calls. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 let tmp = '';
 beforeAll(() => {

@@ -11,6 +11,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
+import { KERNEL_ERRORS, PACKAGE_ERRORS } from '../lib/errors.js';
+import { renderErrorTables, replaceErrorTables } from '../scripts/error-tables.mjs';
 import { CONFORMANCE_DIR, LIBRARY_DIR } from './helpers/pack.js';
 
 const READMES = [path.join(LIBRARY_DIR, 'README.md'), path.join(CONFORMANCE_DIR, 'README.md')].filter((f) => fs.existsSync(f));
@@ -75,4 +77,16 @@ it('links only to absolute URLs or anchors, and its links into the repository na
     }
   }
   expect(problems).toEqual([]);
+});
+
+it("README.md's error tables are the code's (npm run docs:errors rewrites them)", () => {
+  const readme = fs.readFileSync(path.join(LIBRARY_DIR, 'README.md'), 'utf8');
+  expect(replaceErrorTables(readme, renderErrorTables({ KERNEL_ERRORS, PACKAGE_ERRORS }))).toBe(readme);
+  for (const rule of KERNEL_ERRORS) expect(readme).toContain(`| \`${rule.type.name}\` |`);
+  expect(() => replaceErrorTables('no markers', { kernel: '', package: '' })).toThrow(/lacks the markers/);
+});
+
+it('the shipped runtime does not carry the README renderer', () => {
+  const shipped = fs.readFileSync(path.join(LIBRARY_DIR, 'lib', 'errors.ts'), 'utf8');
+  expect(shipped).not.toMatch(/renderErrorTables|replaceErrorTables/);
 });

@@ -1,9 +1,10 @@
 /**
- * The addons the test bed calls. Its own (native/guest.h): the syscalls a
- * test guest's /init needs and Node lacks, which the library does not ship.
- * And the library's, reached directly only by the benchmark, which measures
- * the N-API layer without the TypeScript one above it.
- * @internal
+ * The addons the test bed calls, typed once here. Its own (native/guest.h):
+ * the syscalls a test guest's /init needs and Node lacks, which the library
+ * does not ship. And the library's, reached directly by the benchmark (which
+ * measures the N-API layer without the TypeScript one above it) and by
+ * tests that need a socket the API has no reason to offer (a service
+ * manager's notify socket).
  */
 import * as path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
@@ -25,17 +26,25 @@ export type GuestBinding = Both<
   Both<'powerOff', [], number> &
   Both<'setrlimitNofile', [soft: number, hard: number], number>;
 
-/** The calls of the library's addon the benchmark makes directly. @internal */
+/** The calls of the library's addon that the benchmark and the tests make directly, past its API. */
 export interface LibraryBinding {
+  /** LIVEUPDATE_SESSION_PRESERVE_FD: `sessionFd`'s session keeps `fd` under `token`. */
   preserveFd(sessionFd: number, fd: number, token: bigint): number;
+  /** LIVEUPDATE_SESSION_RETRIEVE_FD: the fd preserved under `token`, a new fd. */
   retrieveFd(sessionFd: number, token: bigint): number;
+  /** {@link LibraryBinding.retrieveFd} on the thread pool. */
   retrieveFdAsync(sessionFd: number, token: bigint): Promise<number>;
+  /** A Unix socket of `type` bound to `address` (a leading `@`: the abstract namespace), listening unless datagram; a new fd. */
+  unixBind(type: number, address: string): number;
+  /** The socket types, as this system numbers them. */
+  readonly SOCK_DGRAM: number;
+  readonly SOCK_SEQPACKET: number;
 }
 
 /** The test bed's addon: a prebuild when one matches, else the source build. @internal */
 export const guest = nodeGypBuild(path.join(__dirname, '..')) as GuestBinding;
 
-/** The installed liveupdate package's addon (the same one `require('liveupdate')` loaded). @internal */
+/** The installed liveupdate package's addon (the same one `require('liveupdate')` loaded). */
 export function libraryBinding(): LibraryBinding {
   return nodeGypBuild(libraryRoot()) as LibraryBinding;
 }

@@ -127,12 +127,21 @@ describe('the published package', () => {
       'vm/system-disk.h',
     ];
     expect(needed.filter((f) => !files.has(f))).toEqual([]);
-    // The project's own tests and kernel scenarios are not part of it.
-    expect([...files].filter((f) => f.startsWith('test/') || f.startsWith('dist/vm/scenarios/'))).toEqual([]);
     // The launcher must stay CommonJS and executable: npm links it as a command.
     expect(fs.statSync(path.join(root, 'bin', 'liveupdate-conformance.js')).mode & 0o111).not.toBe(0);
     const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> };
     expect(pkg.bin['liveupdate-conformance']).toBe('./bin/liveupdate-conformance.js');
+    // The compiled code is lib/'s and nothing else: no test or scenario of the project's own, no output of an older layout.
+    expect([...files].filter((f) => f.startsWith('dist/') && !fs.existsSync(path.join(root, 'lib', f.slice('dist/'.length).replace(/\.d\.ts$|\.js$/, '.ts'))))).toEqual([]);
+    // Nothing ships that nothing uses: every other file is named by a shipped file that uses it (code, a build
+    // file, a script), not only listed by package.json's `files` or mentioned by the README.
+    const text = new Map([...files].map((f) => [f, fs.readFileSync(path.join(root, f), 'latin1')]));
+    const commands = new Set(Object.values(pkg.bin).map((p) => path.posix.normalize(p)));
+    const users = [...files].filter((f) => f !== 'package.json' && f !== 'README.md');
+    const unused = [...files].filter(
+      (f) => !f.startsWith('dist/') && !['package.json', 'README.md', 'LICENSE'].includes(f) && !commands.has(f) && !users.some((u) => u !== f && text.get(u)?.includes(path.posix.basename(f))),
+    );
+    expect(unused).toEqual([]);
   }, 60_000);
 
   it('names every case once, the longest in three kernels', () => {

@@ -7,13 +7,14 @@
 import * as fs from 'node:fs';
 import type { Command, OptionValues, Output } from '../cli.js';
 import { UsageError } from '../cli.js';
-import { AgentError, LiveUpdateError } from '../errors.js';
+import { AgentPermissionError, AgentUnavailableError, LiveUpdateError, UpdateRefusedError } from '../errors.js';
 import { native } from '../native.js';
 import { listenFds, notify } from '../systemd.js';
-import { AgentClient } from './client.js';
+import { AgentClient, type SessionsReport } from './client.js';
 import { readPolicy } from './policy.js';
-import { DEFAULT_SOCKET, type SessionInfo } from './protocol.js';
-import { Agent, MANIFEST_FDNAME, STATE_FDNAME, type AgentEvent, type RestoredState, type UpdateCheck } from './server.js';
+import { printable } from './names.js';
+import { DEFAULT_SOCKET, type SessionInfo, type UpdateCheck, type UpdateRequest } from './protocol.js';
+import { Agent, MANIFEST_FDNAME, STATE_FDNAME, updateChecks, type AgentEvent, type RestoredState } from './server.js';
 
 /** Exit statuses of the agent's commands beyond the table's 0, 1 and 2. */
 export const EXIT = {
@@ -22,11 +23,18 @@ export const EXIT = {
   refused: 1,
   /** A client with sessions did not say ready in time. */
   notReady: 3,
-  /** EX_UNAVAILABLE: no agent answers, or the agent has no device. */
+  /** EX_UNAVAILABLE: no agent answers (or it stalled), or the agent has no device. */
   unavailable: 69,
-  /** EX_NOPERM: the policy does not allow it. */
+  /** EX_NOPERM: the policy (or the socket's mode) does not allow it. */
   permission: 77,
 } as const;
+
+/** The exit statuses only the agent's commands use, for the main help. */
+export const AGENT_EXIT_STATUSES: ReadonlyArray<readonly [number, string]> = [
+  [EXIT.notReady, 'update: a client was not ready'],
+  [EXIT.unavailable, 'no agent answers (or it stalled, or has no device)'],
+  [EXIT.permission, 'the agent does not permit it'],
+];
 
 function text(values: OptionValues, name: string): string | undefined {
   const value = values[name];
@@ -73,17 +81,32 @@ async function runAgent(values: OptionValues): Promise<number> {
     jsonLine(event);
     if (agent !== undefined) void notify({ STATUS: agent.statusLine() }).catch(() => {});
   };
-  agent = await Agent.start({
-    ...(socket === undefined ? {} : { socket }),
-    ...(device === undefined ? {} : { devicePath: device }),
-    ...(policy === undefined ? {} : { policy }),
-    ...passed,
-    log,
-  });
+  // The handlers come before the start: a SIGTERM just after `listening` must stop the agent cleanly, not kill it.
+  let received: string | null = null;
+  let onSignal = (signal: string): void => {
+    received = signal;
+  };
+  const onTerm = (): void => onSignal('SIGTERM');
+  const onInt = (): void => onSignal('SIGINT');
+  process.once('SIGTERM', onTerm);
+  process.once('SIGINT', onInt);
+  try {
+    agent = await Agent.start({
+      ...(socket === undefined ? {} : { socket }),
+      ...(device === undefined ? {} : { devicePath: device }),
+      ...(policy === undefined ? {} : { policy }),
+      ...passed,
+      log,
+    });
+  } catch (error) {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
+    throw error;
+  }
   const running = agent;
   await notify({ READY: 1, STATUS: running.statusLine() });
   await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
+    onSignal = (signal: string): void => {
       jsonLine({ time: new Date().toISOString(), event: 'signal', signal });
       void notify({ STOPPING: 1 })
         .catch(() => {})
@@ -94,31 +117,62 @@ async function runAgent(values: OptionValues): Promise<number> {
           resolve();
         });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    if (received !== null) onSignal(received);
   });
   return EXIT.ok;
 }
 
 function exitFor(error: unknown): number {
-  if (!(error instanceof AgentError)) return EXIT.refused;
-  switch (error.code) {
-    case 'ERR_LIVEUPDATE_AGENT_PERMISSION':
-    case 'ERR_LIVEUPDATE_AGENT_QUOTA':
-      return EXIT.permission;
-    case 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE':
-      return EXIT.unavailable;
-    case 'ERR_LIVEUPDATE_UPDATE_REFUSED': {
-      const details = error.details as { notReady?: unknown[] } | undefined;
-      return (details?.notReady?.length ?? 0) > 0 ? EXIT.notReady : EXIT.refused;
-    }
-    default:
-      return EXIT.refused;
-  }
+  if (error instanceof AgentPermissionError) return EXIT.permission;
+  if (error instanceof AgentUnavailableError) return EXIT.unavailable;
+  if (error instanceof UpdateRefusedError && error.details.notReady.length > 0) return EXIT.notReady;
+  return EXIT.refused;
 }
 
-function formatChecks(checks: UpdateCheck[]): string {
-  return checks.map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail === undefined ? '' : ` (${c.detail})`}`).join('\n');
+function formatCheck(c: UpdateCheck): string {
+  return `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail === undefined ? '' : `: ${printable(c.detail)}`}`;
+}
+
+/** The report, on stdout: JSON, or the checks as lines (and a last line when given). */
+function report(out: Output, json: boolean, value: Record<string, unknown>, checks: readonly UpdateCheck[], last?: string): void {
+  if (json) {
+    out.stdout(`${JSON.stringify(value)}\n`);
+    return;
+  }
+  const lines = [...checks.map(formatCheck), ...(last === undefined ? [] : [last])];
+  if (lines.length > 0) out.stdout(`${lines.join('\n')}\n`);
+}
+
+/** A failed update: the report on stdout (the checks made; with --json the error too), the message on stderr. */
+function updateFailed(out: Output, json: boolean, error: LiveUpdateError): number {
+  const checks = error instanceof UpdateRefusedError ? error.details.checks : [];
+  const details = error instanceof UpdateRefusedError ? { details: error.details } : {};
+  report(out, json, { result: error instanceof UpdateRefusedError ? 'refused' : 'failed', code: error.code, message: error.message, ...details }, checks);
+  return failed(out, 'update', error);
+}
+
+/** The message on stderr, escaped for the terminal; returns the exit status. */
+function failed(out: Output, command: string, error: LiveUpdateError): number {
+  out.stderr(`liveupdate ${command}: ${printable(error.message)}\n`);
+  return exitFor(error);
+}
+
+/** Whether connecting found no agent at all (as opposed to one that refused or failed). */
+function noAgent(error: unknown): error is AgentUnavailableError {
+  return error instanceof AgentUnavailableError && error.operation === 'agent.connect';
+}
+
+/**
+ * `update --dry-run` with no agent to ask: the checks this process can make
+ * itself, as the calling user. The agent's own (the device) fails, saying
+ * why; the exit status is 1 if another check failed, else 69.
+ */
+function dryRunHere(out: Output, json: boolean, request: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline'>, error: AgentUnavailableError): number {
+  const checks = updateChecks(request, false).map((c) => (c.name === 'device-owned' ? { ...c, detail: `no agent answers (${error.code}): these checks were made by this process` } : c));
+  const failedHere = checks.some((c) => !c.ok && c.name !== 'device-owned');
+  report(out, json, { result: 'dry-run', agent: false, checks }, checks, `dry run without an agent: ${failedHere ? 'a check failed' : 'every check this process can make passed'}`);
+  const noAgentStatus = failed(out, 'update', error);
+  return failedHere ? EXIT.refused : noAgentStatus;
 }
 
 /** `liveupdate update`. */
@@ -131,57 +185,80 @@ async function runUpdate(values: OptionValues, out: Output): Promise<number> {
   const timeout = text(values, 'timeout') === undefined ? 60 : Number(text(values, 'timeout'));
   if (!Number.isFinite(timeout) || timeout < 0 || timeout > 86400) throw new UsageError('--timeout must be a number of seconds from 0 to 86400');
   const json = values['json'] === true;
-  const print = (value: Record<string, unknown>, lines: string): void => out.stdout(json ? `${JSON.stringify(value)}\n` : `${lines}\n`);
+  const dryRun = values['dry-run'] === true;
   const initrd = text(values, 'initrd');
+  const request = { kernel, ...(initrd === undefined ? {} : { initrd }), cmdline };
+  let client: AgentClient;
   try {
-    const client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate update' });
-    const report = await client.update({
-      kernel,
-      ...(initrd === undefined ? {} : { initrd }),
-      cmdline,
+    client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate update' });
+  } catch (error) {
+    if (dryRun && noAgent(error)) return dryRunHere(out, json, request, error);
+    if (!(error instanceof LiveUpdateError)) throw error;
+    return updateFailed(out, json, error);
+  }
+  try {
+    const result = await client.update({
+      ...request,
       timeoutMs: Math.round(timeout * 1000),
-      dryRun: values['dry-run'] === true,
-      onKexec: (checks) => print({ result: 'kexec', checks }, `${formatChecks(checks)}\nkexec now`),
+      dryRun,
+      proceedWithout: values['proceed-without'] === true,
+      onKexec: (checks) => report(out, json, { result: 'kexec', checks }, checks, 'kexec now'),
     });
-    print({ result: 'dry-run', checks: report.checks }, `${formatChecks(report.checks)}\ndry run: every check passed; nothing was loaded`);
-    await client.close();
+    report(out, json, { result: 'dry-run', checks: result.checks }, result.checks, 'dry run: every check passed; nothing was loaded');
     return EXIT.ok;
   } catch (error) {
     if (!(error instanceof LiveUpdateError)) throw error;
-    const details = error instanceof AgentError ? (error.details as { checks?: UpdateCheck[]; notReady?: unknown[] } | undefined) : undefined;
-    const checks = details?.checks === undefined ? '' : `${formatChecks(details.checks)}\n`;
-    print({ result: 'refused', code: error.code, message: error.message, ...(details === undefined ? {} : { details }) }, `${checks}${error.message}`);
-    return exitFor(error);
+    return updateFailed(out, json, error);
+  } finally {
+    client.closeSync();
   }
 }
 
 function formatSessions(sessions: SessionInfo[]): string {
   if (sessions.length === 0) return '(no sessions)';
   const time = (ms: number | undefined): string => (ms === undefined ? '-' : new Date(ms).toISOString());
-  const rows = sessions.map((s) => [s.name, s.kernelName, String(s.owner), s.state, time(s.createdAt), time(s.claimedAt)]);
+  // Names are the clients' own: shown escaped, so that they cannot act on root's terminal or forge rows.
+  const rows = sessions.map((s) => [printable(s.name), printable(s.kernelName), String(s.owner), s.state, time(s.createdAt), time(s.claimedAt)]);
   const header = ['name', 'kernel name', 'owner', 'state', 'created', 'claimed'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   return [header, ...rows].map((r) => r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
 }
 
+/** The most pages `sessions` follows: an agent whose cursors never end cannot keep the command running. */
+const MAX_PAGES = 10_000;
+
+/** Every page of the agent's list, as one report. */
+async function everySession(client: AgentClient): Promise<SessionsReport> {
+  const first = await client.sessions();
+  const sessions = [...first.sessions];
+  const seen = new Set<string>();
+  for (let next = first.next; next !== null && !seen.has(next) && seen.size < MAX_PAGES; ) {
+    seen.add(next);
+    const page = await client.sessions({ cursor: next });
+    sessions.push(...page.sessions);
+    next = page.next;
+  }
+  return { ...first, sessions, next: null };
+}
+
 /** `liveupdate sessions`. */
 async function runSessions(values: OptionValues, out: Output): Promise<number> {
+  const json = values['json'] === true;
+  let listed: SessionsReport;
   try {
-    const client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate sessions' });
-    const report = await client.sessions();
-    await client.close();
-    if (values['json'] === true) {
-      out.stdout(`${JSON.stringify(report)}\n`);
-    } else {
-      const times = report.frozenAt === null ? '' : `\nfrozen ${new Date(report.frozenAt).toISOString()}, device opened again ${report.firstOpenAt === null ? '-' : new Date(report.firstOpenAt).toISOString()}`;
-      out.stdout(`${formatSessions(report.sessions)}\nlive updates: ${report.kexecCount}${times}\n`);
-    }
-    return EXIT.ok;
+    await using client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate sessions' });
+    listed = await everySession(client);
   } catch (error) {
     if (!(error instanceof LiveUpdateError)) throw error;
-    out.stderr(`liveupdate sessions: ${error.message}\n`);
-    return exitFor(error);
+    return failed(out, 'sessions', error);
   }
+  if (json) {
+    out.stdout(`${JSON.stringify(listed)}\n`);
+  } else {
+    const times = listed.frozenAt === null ? '' : `\nfrozen ${new Date(listed.frozenAt).toISOString()}, device opened again ${listed.firstOpenAt === null ? '-' : new Date(listed.firstOpenAt).toISOString()}`;
+    out.stdout(`${formatSessions(listed.sessions)}\nlive updates: ${listed.kexecCount}${times}\n`);
+  }
+  return EXIT.ok;
 }
 
 const socketOption = { socket: { type: 'string' } } as const;
@@ -205,16 +282,21 @@ Logs one JSON line per event on stderr; READY=1 and STATUS= to systemd. Runs unt
   {
     name: 'update',
     summary: 'Ask the agent to update: check, load, wait for every client to be ready, kexec.',
-    synopsis: '--kernel PATH [--initrd PATH] (--cmdline ARGS | --reuse-cmdline) [--timeout S] [--dry-run] [--socket PATH]',
+    synopsis: '--kernel PATH [--initrd PATH] (--cmdline ARGS | --reuse-cmdline) [--timeout S] [--proceed-without] [--dry-run] [--socket PATH]',
     details: `  --kernel PATH      the next kernel image
   --initrd PATH      its initramfs
   --cmdline ARGS     its command line (must keep liveupdate=on, must not turn KHO off)
   --reuse-cmdline    this kernel's command line
   --timeout S        how long to wait for the clients to say ready (default 60)
-  --dry-run          stop after the checks
-  --json             print { result, checks, code?, message?, details? } as JSON
+  --proceed-without  root, where the agent supports it: after --timeout, go on without the
+                     clients not ready (their sessions are kept) instead of refusing
+  --dry-run          stop after the checks; with no agent answering, make the checks this
+                     process can (files, command line) and report them (exit 69 if they pass)
+  --json             print { result, checks, code?, message?, details? } as JSON on stdout
+The report goes to stdout, errors to stderr.
 Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec failed),
-3 (a client was not ready: the report names it), 69 (no agent), 77 (not permitted), 2 (usage).`,
+3 (a client was not ready: the report names it), 69 (no agent answers, or it stalled),
+77 (not permitted), 2 (usage).`,
     options: {
       ...socketOption,
       kernel: { type: 'string' },
@@ -222,6 +304,7 @@ Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec
       cmdline: { type: 'string' },
       'reuse-cmdline': { type: 'boolean' },
       timeout: { type: 'string' },
+      'proceed-without': { type: 'boolean' },
       'dry-run': { type: 'boolean' },
     },
     reports: true,
@@ -232,8 +315,11 @@ Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec
     summary: "The agent's sessions you may see: owners, states, the manifest's times.",
     synopsis: '[--socket PATH]',
     details: `  --socket PATH   the agent's socket (default ${DEFAULT_SOCKET})
-  --json          print { sessions, kexecCount, updateStartedAt, frozenAt, firstOpenAt, refused }
-Exit status 0, 69 (no agent), 77 (not permitted).`,
+  --json          print { sessions, next, kexecCount, updateStartedAt, frozenAt, firstOpenAt, refused }
+                  (every page of the agent's list, so next is null)
+Names are shown with control characters escaped (\x1b, \u{202e}; a backslash doubled);
+--json gives them exactly. Errors go to stderr.
+Exit status 0, 1 (another failure), 69 (no agent answers, or it stalled), 77 (not permitted).`,
     options: socketOption,
     reports: true,
     run: (values, out) => runSessions(values, out),

@@ -5,13 +5,27 @@
  * into it with the usual Session API.
  */
 import * as fs from 'node:fs';
-import { agentError, LiveUpdateError, type AgentOperation } from '../errors.js';
+import { agentError, isNativeSystemError, kernelError, LiveUpdateError, MessageTruncatedError, translateError, type AgentOperation, type ErrorContext } from '../errors.js';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
 import { native } from '../native.js';
 import { Session } from '../session.js';
-import { checkOptions, checkPath, invalidArgType } from '../validate.js';
-import { DEFAULT_SOCKET, fromWireError, MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS, type JsonValue, type SessionInfo, type UpdateRequest } from './protocol.js';
-import type { UpdateCheck } from './server.js';
+import { checkOptions, checkPath, invalidArgType, outOfRange } from '../validate.js';
+import { DEFAULT_SOCKET, fromWireError, MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS, type JsonValue, type SessionInfo, type UpdateCheck, type UpdateRequest } from './protocol.js';
+
+/** How long a request waits for the agent's reply unless told otherwise: 30 s. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
+/** Options of one request: its own timeout and signal. */
+export interface RequestOptions {
+  /**
+   * Most ms to wait for the agent to take the request and answer (default:
+   * the connection's `timeoutMs`). Past it the request fails with
+   * {@link AgentTimeoutError} (`ETIMEDOUT`) and the connection is closed.
+   */
+  timeoutMs?: number;
+  /** Cancels the request (Promise forms only): it rejects with an AbortError and the connection is closed. */
+  signal?: AbortSignal;
+}
 
 /** Options of {@link AgentClient.connect}. */
 export interface ConnectOptions {
@@ -21,6 +35,8 @@ export interface ConnectOptions {
   signal?: AbortSignal;
   /** A name for this client in the agent's log. */
   name?: string;
+  /** Every request's timeout unless the call gives its own, the hello's included (default 30000 ms). */
+  timeoutMs?: number;
 }
 
 /** Options of {@link AgentClient.createSession}. */
@@ -37,10 +53,20 @@ export interface AgentSession {
   metadata: JsonValue;
 }
 
+/** Options of {@link AgentClient.sessions}: one page of the list (an agent that does not page sends it all). */
+export interface SessionsOptions extends RequestOptions {
+  /** Where the previous page ended (its `next`); absent for the first page. */
+  cursor?: string;
+  /** At most this many sessions in the page (1 to 10000; the agent also ends a page before its reply would exceed 64 KiB). */
+  limit?: number;
+}
+
 /** What `sessions()` returns. */
 export interface SessionsReport {
-  /** The sessions this client's user may see (root: all). */
+  /** The sessions this client's user may see (root: all), one page of them. */
   sessions: SessionInfo[];
+  /** The cursor of the next page (pass it as `cursor`), or null after the last. */
+  next: string | null;
   /** Live updates done by this chain of agents. */
   kexecCount: number;
   /** From the manifest: when the last update began and when the state was frozen (ms since the epoch), or null. */
@@ -65,8 +91,17 @@ export interface UpdateOptions {
   timeoutMs?: number;
   /** Stop after the checks. */
   dryRun?: boolean;
+  /** Root only, where the agent supports it: when `timeoutMs` ends, go on without the clients still not ready (their sessions are kept) instead of refusing. */
+  proceedWithout?: boolean;
   /** Called when the agent starts the kexec, with the checks that passed. */
   onKexec?: (checks: UpdateCheck[]) => void;
+  /**
+   * Cancels the wait for the reply (the connection is closed; the agent
+   * goes on with an update already past its checks). The reply itself is
+   * awaited for `timeoutMs` plus the connection's request timeout: the
+   * agent waits that long for the clients.
+   */
+  signal?: AbortSignal;
 }
 
 /** The result of a dry run. */
@@ -79,21 +114,9 @@ export interface UpdateReport {
 
 type Body = Record<string, unknown>;
 
-function unavailable(operation: AgentOperation, text: string, cause?: unknown): LiveUpdateError {
-  const error = agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', text, { operation });
-  if (cause !== undefined) Object.defineProperty(error, 'cause', { value: cause, configurable: true, writable: true });
-  return error;
-}
-
-function connectError(socket: string, error: unknown): unknown {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EAGAIN') {
-    return unavailable('agent.connect', `no agent answers at ${socket} (${String(code)})`, error);
-  }
-  if (code === 'EACCES' || code === 'EPERM') {
-    return agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `not permitted to connect to ${socket} (${String(code)})`, { operation: 'agent.connect' });
-  }
-  return error;
+/** The syscall a bounded request was in when its time ran out. */
+interface Step {
+  syscall: 'sendmsg' | 'recvmsg';
 }
 
 function checkName(name: unknown): string {
@@ -101,44 +124,79 @@ function checkName(name: unknown): string {
   return name;
 }
 
+/** A non-negative integer option (a timeout, a count), or `fallback` when absent. */
+function checkInteger(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  if (!Number.isInteger(value) || value < 0 || value > 0x7fff_ffff) throw outOfRange(name, 'an integer >= 0 and <= 2147483647', value);
+  return value;
+}
+
+function checkSignal(signal: unknown, name: string): AbortSignal | undefined {
+  if (signal === undefined || signal instanceof AbortSignal) return signal;
+  throw invalidArgType(name, 'an instance of AbortSignal', signal);
+}
+
+/** The page a `sessions` request asks for. */
+function pageOf(options: Partial<SessionsOptions>): Body {
+  if (options.cursor !== undefined && typeof options.cursor !== 'string') throw invalidArgType('options.cursor', 'of type string', options.cursor);
+  const limit = options.limit === undefined ? undefined : checkInteger(options.limit, 'options.limit', 0);
+  if (limit !== undefined && (limit < 1 || limit > 10_000)) throw outOfRange('options.limit', 'an integer >= 1 and <= 10000', limit);
+  return { cursor: options.cursor, limit };
+}
+
+/** A sessions reply with `next` (null from an agent that does not page). */
+function withNext(body: Body): SessionsReport {
+  return { ...body, next: typeof body['next'] === 'string' ? body['next'] : null } as unknown as SessionsReport;
+}
+
+/** The typed error of a failed connect: no agent (ENOENT, ECONNREFUSED), not permitted (EACCES), not the agent's kind of socket (EPROTOTYPE), ... */
+function connectError(socket: string, error: unknown): unknown {
+  return translateError(error, { operation: 'agent.connect', path: socket });
+}
+
 /**
  * A connection to the agent. Requests on one client run one after another;
- * each has a Promise form and a Sync form, as in node:fs.
+ * each has a Promise form and a Sync form, as in node:fs. Every request is
+ * bounded in time ({@link ConnectOptions.timeoutMs}, or the call's own
+ * {@link RequestOptions}): a request past it fails with
+ * {@link AgentTimeoutError} and the connection is closed, since a late
+ * reply could be taken for the next one's. Usable with `await using`.
  */
 export class AgentClient {
   #fd: number;
+  readonly #socket: string;
+  readonly #timeoutMs: number;
   #nextId = 1;
   #queue: Promise<unknown> = Promise.resolve();
   #hello: Body = {};
 
-  private constructor(fd: number) {
+  private constructor(fd: number, socket: string, timeoutMs: number) {
     this.#fd = fd;
+    this.#socket = socket;
+    this.#timeoutMs = timeoutMs;
   }
 
   /** Connects to the agent and introduces this client (protocol `hello`). */
   static async connect(options?: ConnectOptions): Promise<AgentClient> {
     const opts = checkOptions<ConnectOptions>(options);
     const socket = checkPath(opts.socket ?? DEFAULT_SOCKET, 'options.socket');
-    opts.signal?.throwIfAborted();
+    const timeoutMs = checkInteger(opts.timeoutMs, 'options.timeoutMs', DEFAULT_REQUEST_TIMEOUT_MS);
+    const signal = checkSignal(opts.signal, 'options.signal');
+    signal?.throwIfAborted();
     let fd: number;
     try {
       fd = await native.unixConnectAsync(native.SOCK_SEQPACKET, socket);
     } catch (error) {
       throw connectError(socket, error);
     }
-    const client = new AgentClient(fd);
-    const onAbort = (): void => client.closeSync();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const client = new AgentClient(fd, socket, timeoutMs);
     try {
-      client.#hello = await client.#request('hello', { versions: [...PROTOCOL_VERSIONS], client: opts.name });
-      opts.signal?.throwIfAborted();
+      client.#hello = await client.#request('hello', { versions: [...PROTOCOL_VERSIONS], client: opts.name }, signal === undefined ? {} : { signal });
       return client;
     } catch (error) {
       client.closeSync();
-      opts.signal?.throwIfAborted();
       throw error;
-    } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -146,13 +204,14 @@ export class AgentClient {
   static connectSync(options?: Omit<ConnectOptions, 'signal'>): AgentClient {
     const opts = checkOptions<ConnectOptions>(options);
     const socket = checkPath(opts.socket ?? DEFAULT_SOCKET, 'options.socket');
+    const timeoutMs = checkInteger(opts.timeoutMs, 'options.timeoutMs', DEFAULT_REQUEST_TIMEOUT_MS);
     let fd: number;
     try {
       fd = native.unixConnect(native.SOCK_SEQPACKET, socket);
     } catch (error) {
       throw connectError(socket, error);
     }
-    const client = new AgentClient(fd);
+    const client = new AgentClient(fd, socket, timeoutMs);
     try {
       client.#hello = client.#requestSync('hello', { versions: [...PROTOCOL_VERSIONS], client: opts.name });
       return client;
@@ -190,35 +249,35 @@ export class AgentClient {
    * own reference, so the session survives this client's crash (see
    * {@link attach}). `session.name` is the kernel's name (AGENT-PROTOCOL.md, "Names").
    */
-  async createSession(name: string, options?: CreateSessionOptions): Promise<Session> {
-    const metadata = checkOptions<CreateSessionOptions>(options).metadata ?? null;
-    return this.#sessionFrom(await this.#request('createSession', { name: checkName(name), metadata }, true), 'outgoing').session;
+  async createSession(name: string, options?: CreateSessionOptions & RequestOptions): Promise<Session> {
+    const opts = checkOptions<CreateSessionOptions & RequestOptions>(options);
+    return this.#sessionFrom(await this.#request('createSession', { name: checkName(name), metadata: opts.metadata ?? null }, opts, true), 'outgoing').session;
   }
 
   /** The synchronous form of {@link createSession}. */
-  createSessionSync(name: string, options?: CreateSessionOptions): Session {
-    const metadata = checkOptions<CreateSessionOptions>(options).metadata ?? null;
-    return this.#sessionFrom(this.#requestSync('createSession', { name: checkName(name), metadata }, true), 'outgoing').session;
+  createSessionSync(name: string, options?: CreateSessionOptions & Omit<RequestOptions, 'signal'>): Session {
+    const opts = checkOptions<CreateSessionOptions & RequestOptions>(options);
+    return this.#sessionFrom(this.#requestSync('createSession', { name: checkName(name), metadata: opts.metadata ?? null }, opts, true), 'outgoing').session;
   }
 
   /** Before the kexec: takes up again an outgoing session of this user (after this client restarted). */
-  async attach(name: string): Promise<AgentSession> {
-    return this.#sessionFrom(await this.#request('attach', { name: checkName(name) }, true), 'outgoing');
+  async attach(name: string, options?: RequestOptions): Promise<AgentSession> {
+    return this.#sessionFrom(await this.#request('attach', { name: checkName(name) }, options, true), 'outgoing');
   }
 
   /** The synchronous form of {@link attach}. */
-  attachSync(name: string): AgentSession {
-    return this.#sessionFrom(this.#requestSync('attach', { name: checkName(name) }, true), 'outgoing');
+  attachSync(name: string, options?: Omit<RequestOptions, 'signal'>): AgentSession {
+    return this.#sessionFrom(this.#requestSync('attach', { name: checkName(name) }, options, true), 'outgoing');
   }
 
   /** After the kexec: this user's session of that name, with its metadata. */
-  async retrieveSession(name: string): Promise<AgentSession> {
-    return this.#sessionFrom(await this.#request('retrieveSession', { name: checkName(name) }, true), 'incoming');
+  async retrieveSession(name: string, options?: RequestOptions): Promise<AgentSession> {
+    return this.#sessionFrom(await this.#request('retrieveSession', { name: checkName(name) }, options, true), 'incoming');
   }
 
   /** The synchronous form of {@link retrieveSession}. */
-  retrieveSessionSync(name: string): AgentSession {
-    return this.#sessionFrom(this.#requestSync('retrieveSession', { name: checkName(name) }, true), 'incoming');
+  retrieveSessionSync(name: string, options?: Omit<RequestOptions, 'signal'>): AgentSession {
+    return this.#sessionFrom(this.#requestSync('retrieveSession', { name: checkName(name) }, options, true), 'incoming');
   }
 
   /**
@@ -226,57 +285,64 @@ export class AgentClient {
    * the session once no process holds it any more (close yours too); after
    * it, the agent finishes the session.
    */
-  async release(name: string): Promise<void> {
-    await this.#request('release', { name: checkName(name) });
+  async release(name: string, options?: RequestOptions): Promise<void> {
+    await this.#request('release', { name: checkName(name) }, options);
   }
 
   /** The synchronous form of {@link release}. */
-  releaseSync(name: string): void {
-    this.#requestSync('release', { name: checkName(name) });
+  releaseSync(name: string, options?: Omit<RequestOptions, 'signal'>): void {
+    this.#requestSync('release', { name: checkName(name) }, options);
   }
 
   /** Tells the agent this client has preserved everything and is quiesced: an update may proceed. */
-  async ready(): Promise<void> {
-    await this.#request('ready', {});
+  async ready(options?: RequestOptions): Promise<void> {
+    await this.#request('ready', {}, options);
   }
 
   /** The synchronous form of {@link ready}. */
-  readySync(): void {
-    this.#requestSync('ready', {});
+  readySync(options?: Omit<RequestOptions, 'signal'>): void {
+    this.#requestSync('ready', {}, options);
   }
 
-  /** The sessions this client's user may see, with their states and the manifest's times. */
-  async sessions(): Promise<SessionsReport> {
-    return (await this.#request('sessions', {})) as unknown as SessionsReport;
+  /** The sessions this client's user may see, with their states and the manifest's times: one page, `next` leads to the following one. */
+  async sessions(options?: SessionsOptions): Promise<SessionsReport> {
+    const opts = checkOptions<SessionsOptions>(options);
+    return withNext(await this.#request('sessions', pageOf(opts), opts));
   }
 
   /** The synchronous form of {@link sessions}. */
-  sessionsSync(): SessionsReport {
-    return this.#requestSync('sessions', {}) as unknown as SessionsReport;
+  sessionsSync(options?: Omit<SessionsOptions, 'signal'>): SessionsReport {
+    const opts = checkOptions<SessionsOptions>(options);
+    return withNext(this.#requestSync('sessions', pageOf(opts), opts));
   }
 
   /**
    * Asks the agent to update: checks, kexec load, wait for every client to
    * say ready, kexec. Resolves only for a dry run; a refusal is an
-   * UpdateRefusedError whose `details` name the failed check or the clients
+   * UpdateRefusedError whose `details` name the failed checks or the clients
    * not ready. On success the machine kexecs and nothing returns.
    */
   async update(options: UpdateOptions): Promise<UpdateReport> {
-    const request: Omit<UpdateRequest, never> = {
-      kernel: checkPath(options.kernel, 'options.kernel'),
-      initrd: options.initrd === undefined ? undefined : checkPath(options.initrd, 'options.initrd'),
-      cmdline: options.cmdline,
-      timeoutMs: options.timeoutMs ?? 60_000,
-      dryRun: options.dryRun === true,
+    const opts = checkOptions<UpdateOptions>(options);
+    if (typeof opts.cmdline !== 'string') throw invalidArgType('options.cmdline', 'of type string', opts.cmdline);
+    const request: UpdateRequest = {
+      kernel: checkPath(opts.kernel, 'options.kernel'),
+      initrd: opts.initrd === undefined ? undefined : checkPath(opts.initrd, 'options.initrd'),
+      cmdline: opts.cmdline,
+      timeoutMs: checkInteger(opts.timeoutMs, 'options.timeoutMs', 60_000),
+      dryRun: opts.dryRun === true,
+      proceedWithout: opts.proceedWithout === true ? true : undefined,
     };
+    const signal = checkSignal(opts.signal, 'options.signal');
     const { id, bytes } = this.#encode('update', { ...request });
     return this.#enqueue(async () => {
-      await this.#sendRequest('agent.update', bytes);
-      const body = await this.#receive('agent.update', id, false);
+      // The agent waits up to timeoutMs for the clients before it answers.
+      const first = await this.#exchange('agent.update', bytes, { timeoutMs: request.timeoutMs + this.#timeoutMs, signal });
+      const body = this.#decode('agent.update', id, first, false);
       if (body['phase'] !== 'kexec') return body as unknown as UpdateReport;
-      options.onKexec?.(body['checks'] as UpdateCheck[]);
+      opts.onKexec?.(body['checks'] as UpdateCheck[]);
       // Only a failed kexec answers again; a successful one ends this machine's run.
-      return (await this.#receive('agent.update', id, false)) as unknown as UpdateReport;
+      return this.#decode('agent.update', id, await this.#exchange('agent.update', null, { timeoutMs: this.#timeoutMs, signal }), false) as unknown as UpdateReport;
     });
   }
 
@@ -294,6 +360,16 @@ export class AgentClient {
     fs.closeSync(fd);
   }
 
+  /** Closes the connection at the end of an `await using` block (see {@link close}). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Closes the connection at the end of a `using` block (see {@link closeSync}). */
+  [Symbol.dispose](): void {
+    this.closeSync();
+  }
+
   // ---- requests ----------------------------------------------------------------
 
   #sessionFrom(body: Body, state: 'outgoing' | 'incoming'): AgentSession {
@@ -302,11 +378,12 @@ export class AgentClient {
   }
 
   #encode(op: string, args: Body): { id: number; bytes: Buffer; operation: AgentOperation } {
-    if (this.#fd < 0) throw unavailable(`agent.${op}` as AgentOperation, 'the client is closed');
+    const operation = `agent.${op}` as AgentOperation;
+    if (this.#fd < 0) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the client is closed', { operation, path: this.#socket });
     const id = this.#nextId++;
     const bytes = Buffer.from(JSON.stringify({ v: 1, id, op, ...args }), 'utf8');
-    if (bytes.length > MAX_MESSAGE_BYTES) throw new RangeError(`the request is ${bytes.length} bytes (at most ${MAX_MESSAGE_BYTES})`);
-    return { id, bytes, operation: `agent.${op}` as AgentOperation };
+    if (bytes.length > MAX_MESSAGE_BYTES) throw outOfRange('the request', `at most ${MAX_MESSAGE_BYTES} bytes of JSON`, bytes.length);
+    return { id, bytes, operation };
   }
 
   #enqueue<T>(run: () => Promise<T>): Promise<T> {
@@ -315,54 +392,98 @@ export class AgentClient {
     return next;
   }
 
-  #request(op: string, args: Body, wantsFd = false): Promise<Body> {
+  #request(op: string, args: Body, options?: RequestOptions, wantsFd = false): Promise<Body> {
+    const opts = checkOptions<RequestOptions>(options);
+    const limits = { timeoutMs: checkInteger(opts.timeoutMs, 'options.timeoutMs', this.#timeoutMs), signal: checkSignal(opts.signal, 'options.signal') };
     const { id, bytes, operation } = this.#encode(op, args);
-    return this.#enqueue(async () => {
-      await this.#sendRequest(operation, bytes);
-      return this.#receive(operation, id, wantsFd);
-    });
+    return this.#enqueue(async () => this.#decode(operation, id, await this.#exchange(operation, bytes, limits), wantsFd));
   }
 
-  async #sendRequest(operation: AgentOperation, bytes: Buffer): Promise<void> {
+  /**
+   * Sends `bytes` (unless null: a second reply is awaited) and receives the
+   * reply, within `timeoutMs`. A timeout or an abort closes the connection:
+   * the reply may still come, and would be taken for the next request's.
+   */
+  async #exchange(operation: AgentOperation, bytes: Buffer | null, limits: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<RecvResult> {
+    if (this.#fd < 0) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the client is closed', { operation, path: this.#socket });
+    // One controller for both causes (AbortSignal.any's composite can be collected on Node 20 while in use).
+    const cancel = new AbortController();
+    let timedOut = false;
+    const clock = setTimeout(() => {
+      timedOut = true;
+      cancel.abort();
+    }, limits.timeoutMs);
+    const onAbort = (): void => cancel.abort(limits.signal?.reason);
+    if (limits.signal?.aborted === true) onAbort();
+    limits.signal?.addEventListener('abort', onAbort, { once: true });
+    const step: Step = { syscall: 'sendmsg' };
     try {
-      await sendFds(this.#fd, [], bytes);
+      if (bytes !== null) await sendFds(this.#fd, [], bytes, { signal: cancel.signal });
+      step.syscall = 'recvmsg';
+      return await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal: cancel.signal });
     } catch (error) {
-      throw unavailable(operation, `the request could not be sent: ${(error as Error).message}`, error);
+      if (cancel.signal.aborted) this.closeSync();
+      if (timedOut) throw this.#timedOut(operation, step, limits.timeoutMs);
+      throw this.#failed(operation, error);
+    } finally {
+      clearTimeout(clock);
+      limits.signal?.removeEventListener('abort', onAbort);
     }
   }
 
-  async #receive(operation: AgentOperation, id: number, wantsFd: boolean): Promise<Body> {
-    let message: RecvResult;
-    try {
-      message = await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES });
-    } catch (error) {
-      throw unavailable(operation, `no answer: ${(error as Error).message}`, error);
-    }
-    return this.#decode(operation, id, message, wantsFd);
-  }
-
-  #requestSync(op: string, args: Body, wantsFd = false): Body {
+  #requestSync(op: string, args: Body, options?: Omit<RequestOptions, 'signal'>, wantsFd = false): Body {
+    const timeoutMs = checkInteger(checkOptions<RequestOptions>(options).timeoutMs, 'options.timeoutMs', this.#timeoutMs);
     const { id, bytes, operation } = this.#encode(op, args);
+    const deadline = Date.now() + timeoutMs;
+    const step: Step = { syscall: 'sendmsg' };
     let message: RecvResult;
     try {
-      sendFdsSync(this.#fd, [], bytes);
+      sendFdsSync(this.#fd, [], bytes, { timeout: timeoutMs });
+      step.syscall = 'recvmsg';
+      // One packet is one message: once readable, the receive does not block.
+      if (!native.waitReadable(this.#fd, Math.max(0, deadline - Date.now()))) throw Object.assign(new Error('ETIMEDOUT'), { code: 'ETIMEDOUT' });
       message = recvFdsSync(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES });
     } catch (error) {
-      throw unavailable(operation, `no answer: ${(error as Error).message}`, error);
+      if ((error as { code?: unknown }).code !== 'ETIMEDOUT') throw this.#failed(operation, error);
+      this.closeSync();
+      throw this.#timedOut(operation, step, timeoutMs);
     }
     return this.#decode(operation, id, message, wantsFd);
+  }
+
+  #timedOut(operation: AgentOperation, step: Step, timeoutMs: number): LiveUpdateError {
+    return kernelError({ errno: -110, code: 'ETIMEDOUT', syscall: step.syscall }, { operation, path: this.#socket, hint: `no reply within ${timeoutMs} ms` });
+  }
+
+  /** What a failed send or receive means for the request: a lost connection, a reply too large, ... */
+  #failed(operation: AgentOperation, error: unknown): unknown {
+    const context: ErrorContext = { operation, path: this.#socket, cause: error };
+    if (error instanceof MessageTruncatedError) {
+      return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent's reply of ${error.length} bytes exceeds the protocol's limit of ${MAX_MESSAGE_BYTES} bytes; it was skipped`, context);
+    }
+    if (error instanceof LiveUpdateError && error.errno !== undefined && error.syscall !== undefined) {
+      return kernelError({ errno: error.errno, code: error.code, syscall: error.syscall }, context);
+    }
+    if (isNativeSystemError(error)) return kernelError(error, context);
+    if (error instanceof LiveUpdateError) return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent's reply cannot be taken: ${error.message}`, context);
+    return error;
   }
 
   /** The reply's body (with `fd` when one came and was wanted), or the error it carries. Stray fds are closed. */
   #decode(operation: AgentOperation, id: number, { data, fds, eof }: RecvResult, wantsFd: boolean): Body {
     const closeAll = (): void => fds.forEach((fd) => fs.closeSync(fd));
-    if (eof) throw unavailable(operation, 'the agent closed the connection');
+    const context: ErrorContext = { operation, path: this.#socket };
+    if (eof) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the agent closed the connection', context);
     let body: Body;
     try {
       body = JSON.parse(data.toString('utf8')) as Body;
     } catch {
       closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent a reply that is not JSON', { operation });
+      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent a reply that is not JSON', context);
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      closeAll();
+      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent a reply that is not a JSON object', context);
     }
     if (body['ok'] !== true) {
       closeAll();
@@ -370,11 +491,11 @@ export class AgentClient {
     }
     if (body['id'] !== id) {
       closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent answered request ${String(body['id'])} instead of ${id}`, { operation });
+      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent answered request ${String(body['id'])} instead of ${id}`, context);
     }
     if (wantsFd && fds.length !== 1) {
       closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent no session fd', { operation });
+      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent no session fd', context);
     }
     if (!wantsFd) closeAll();
     const { v: _v, id: _id, ok: _ok, ...result } = body;

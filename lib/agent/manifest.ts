@@ -5,8 +5,11 @@
  * "Manifest").
  */
 import * as fs from 'node:fs';
-import { agentError } from '../errors.js';
+import { agentError, LiveUpdateError, SessionNotFoundError } from '../errors.js';
+import type { LiveUpdate } from '../liveupdate.js';
 import * as memfd from '../memfd.js';
+import { Session } from '../session.js';
+import { AGENT_SESSION_NAME } from './names.js';
 import type { JsonValue } from './protocol.js';
 
 /** The manifest's format name. */
@@ -127,4 +130,38 @@ export function parseManifest(text: string): Manifest {
     }
   }
   return m as Manifest;
+}
+
+/** What the previous kernel's agent left: nothing, a manifest read (and its session finished), or one refused (its session kept, unfinished). */
+export type IncomingManifest = { readonly kind: 'none' } | { readonly kind: 'read'; readonly manifest: Manifest } | { readonly kind: 'refused'; readonly error: LiveUpdateError; readonly session: Session };
+
+/**
+ * Takes the manifest first thing after the kexec: retrieves the agent's own
+ * session (or takes the one a run that refused it parked), reads token 0,
+ * and finishes the session. A manifest this agent must not read (a newer
+ * major version) leaves the session unfinished, so that an agent that can
+ * read it still finds it and the sessions it names.
+ */
+export async function takeIncomingManifest(device: LiveUpdate, parked: number | undefined): Promise<IncomingManifest> {
+  let own: Session;
+  try {
+    // A run that refused the manifest parked the session it had retrieved: retrieving a token again is allowed.
+    own = parked === undefined ? await device.retrieveSession(AGENT_SESSION_NAME) : Session.fromFd(parked);
+  } catch (error) {
+    if (error instanceof SessionNotFoundError) return { kind: 'none' }; // First boot, or no update carried a manifest.
+    throw error;
+  }
+  const fd = await own.retrieve(MANIFEST_TOKEN);
+  let manifest: Manifest;
+  try {
+    manifest = readManifest(fd);
+  } catch (error) {
+    if (!(error instanceof LiveUpdateError)) throw error;
+    return { kind: 'refused', error, session: own };
+  } finally {
+    fs.closeSync(fd);
+  }
+  await own.finish();
+  await own.close();
+  return { kind: 'read', manifest };
 }

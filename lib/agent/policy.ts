@@ -6,6 +6,8 @@
  */
 import * as fs from 'node:fs';
 import { agentError } from '../errors.js';
+import { MAX_METADATA_BYTES } from './codec.js';
+import { connectionLimits, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './listener.js';
 
 /** Users and groups, by name or numeric id. */
 export interface Principals {
@@ -32,6 +34,22 @@ export interface PolicyFile {
   };
   /** `keep` (default): the agent holds a client's sessions after it disconnects, for it to re-attach; `release`: they die with it. */
   onClientExit?: 'keep' | 'release';
+  /**
+   * Who may hold an update back by not saying ready, and for how long.
+   * Default: every client holding sessions, until the update's own timeout.
+   */
+  readiness?: {
+    /** Clients of these users and groups (and root's) are waited for; others' sessions go with the update whether they said ready or not. */
+    waitFor?: Principals;
+    /** After this many seconds of waiting, no client holds the update back any more: it goes on, the sessions of those not ready kept in the manifest. */
+    proceedAfterSeconds?: number;
+  };
+  /** The only kernel and initrd files an update may load: absolute paths of files, or of directories ending in `/`. Default: any file. */
+  kernels?: string[];
+  /** How many connections the agent serves at once: `total`, `perUid`, `reservedForRoot` (AGENT-PROTOCOL.md, "Limits"). */
+  limits?: Partial<ConnectionLimits>;
+  /** The service's `FileDescriptorStoreMax=`: the agent holds at most this many outgoing sessions minus two (its state and a refused manifest are parked too). Default: no limit. */
+  fdStoreMax?: number;
   /** After the kexec: sessions not claimed within `afterSeconds` are `keep`-t (default) or `finish`-ed (their files discarded). */
   unclaimed?: {
     /** Seconds after the agent's start in the new kernel. */
@@ -66,6 +84,19 @@ export interface Policy {
   };
   /** Whether a client's sessions outlive its connection (`keep`) or die with it (`release`). */
   readonly onClientExit: 'keep' | 'release';
+  /** Who may hold an update back by not saying ready, and for how long. */
+  readonly readiness: {
+    /** Whose clients are waited for besides root's, or null for everyone's. */
+    waitFor: { uids: ReadonlySet<number>; gids: ReadonlySet<number> } | null;
+    /** Seconds after which nobody holds the update back, or null for the update's own timeout. */
+    proceedAfterSeconds: number | null;
+  };
+  /** The kernel and initrd paths (files, or directories ending in `/`) an update may load, or null for any. */
+  readonly kernels: readonly string[] | null;
+  /** The connection caps. */
+  readonly limits: ConnectionLimits;
+  /** The outgoing sessions the agent may hold at once, from the fd store's size, or null for no limit. */
+  readonly fdStoreMax: number | null;
   /** What happens to sessions not claimed after the kexec, or null to keep them with no deadline. */
   readonly unclaimed: {
     /** Seconds after the agent's start in the new kernel. */
@@ -81,8 +112,18 @@ export const DEFAULT_POLICY: Policy = {
   update: { uids: new Set(), gids: new Set() },
   quota: { sessions: 64, metadataBytes: 4096 },
   onClientExit: 'keep',
+  readiness: { waitFor: null, proceedAfterSeconds: null },
+  kernels: null,
+  limits: DEFAULT_CONNECTION_LIMITS,
+  fdStoreMax: null,
   unclaimed: null,
 };
+
+/** The longest delay a Node.js timer takes (2^31-1 ms, about 24.8 days), in whole seconds: longer ones fire at once. */
+export const MAX_POLICY_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
+/** The parked fds beside the sessions: the state memfd and a refused manifest's session. */
+const FD_STORE_OVERHEAD = 2;
 
 /** A policy that cannot be used: an AgentPolicyError whose message says where. */
 function policyError(text: string): Error {
@@ -131,17 +172,48 @@ function principals(value: unknown, where: string): { uids: Set<number>; gids: S
   };
 }
 
-function count(value: unknown, where: string, fallback: number): number {
+function count(value: unknown, where: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw policyError(`${where} must be a non-negative integer`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) throw policyError(`${where} must be an integer from 0 to ${max}`);
   return value;
+}
+
+function seconds(value: unknown, where: string): number {
+  return count(value, where, 0, MAX_POLICY_SECONDS);
+}
+
+function readiness(value: unknown): Policy['readiness'] {
+  if (value === undefined) return DEFAULT_POLICY.readiness;
+  if (typeof value !== 'object' || value === null) throw policyError('readiness must be an object');
+  const r = value as NonNullable<PolicyFile['readiness']> & Record<string, unknown>;
+  const unknown = Object.keys(r).filter((k) => k !== 'waitFor' && k !== 'proceedAfterSeconds');
+  if (unknown.length > 0) throw policyError(`readiness: unknown field(s): ${unknown.join(', ')}`);
+  return {
+    waitFor: r.waitFor === undefined ? null : principals(r.waitFor, 'readiness.waitFor'),
+    proceedAfterSeconds: r.proceedAfterSeconds === undefined ? null : seconds(r.proceedAfterSeconds, 'readiness.proceedAfterSeconds'),
+  };
+}
+
+function kernels(value: unknown): string[] | null {
+  if (value === undefined) return null;
+  if (!Array.isArray(value) || !value.every((p): p is string => typeof p === 'string' && p.startsWith('/') && !p.includes('\0'))) {
+    throw policyError('kernels must be an array of absolute paths');
+  }
+  return value;
+}
+
+function fdStoreMax(value: unknown): number | null {
+  if (value === undefined) return null;
+  const max = count(value, 'fdStoreMax', 0);
+  if (max <= FD_STORE_OVERHEAD) throw policyError(`fdStoreMax must be more than ${FD_STORE_OVERHEAD} (the agent parks its state and a refused manifest beside the sessions)`);
+  return max - FD_STORE_OVERHEAD;
 }
 
 /** Checks a parsed policy file and resolves its names; throws an AgentPolicyError naming the first bad field. */
 export function parsePolicy(value: unknown): Policy {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw policyError('the policy must be a JSON object');
   const file = value as PolicyFile & Record<string, unknown>;
-  const known = ['version', 'connect', 'update', 'quota', 'onClientExit', 'unclaimed'];
+  const known = ['version', 'connect', 'update', 'quota', 'onClientExit', 'readiness', 'kernels', 'limits', 'fdStoreMax', 'unclaimed'];
   const unknown = Object.keys(file).filter((k) => !known.includes(k));
   if (unknown.length > 0) throw policyError(`unknown field(s): ${unknown.join(', ')}`);
   if (file.version !== undefined && file.version !== 1) throw policyError(`version ${String(file.version)} is not known (1 is)`);
@@ -152,16 +224,20 @@ export function parsePolicy(value: unknown): Policy {
   if (file.unclaimed !== undefined) {
     const u = file.unclaimed;
     if (typeof u !== 'object' || u === null || (u.action !== 'keep' && u.action !== 'finish')) throw policyError("unclaimed.action must be 'keep' or 'finish'");
-    unclaimed = { afterSeconds: count(u.afterSeconds, 'unclaimed.afterSeconds', 0), action: u.action };
+    unclaimed = { afterSeconds: seconds(u.afterSeconds, 'unclaimed.afterSeconds'), action: u.action };
   }
   return {
     connect: principals(file.connect, 'connect'),
     update: principals(file.update, 'update'),
     quota: {
       sessions: count(file.quota?.sessions, 'quota.sessions', DEFAULT_POLICY.quota.sessions),
-      metadataBytes: count(file.quota?.metadataBytes, 'quota.metadataBytes', DEFAULT_POLICY.quota.metadataBytes),
+      metadataBytes: count(file.quota?.metadataBytes, 'quota.metadataBytes', DEFAULT_POLICY.quota.metadataBytes, MAX_METADATA_BYTES),
     },
     onClientExit: file.onClientExit ?? DEFAULT_POLICY.onClientExit,
+    readiness: readiness(file.readiness),
+    kernels: kernels(file.kernels),
+    limits: connectionLimits(file.limits ?? {}, 'limits', policyError),
+    fdStoreMax: fdStoreMax(file.fdStoreMax),
     unclaimed,
   };
 }
@@ -186,27 +262,11 @@ export interface Peer {
   readonly pid: number;
   readonly uid: number;
   readonly gid: number;
-  /** The primary and supplementary groups (from /proc/PID/status at connect time). */
+  /** The primary and supplementary groups (SO_PEERGROUPS: what the kernel recorded when the peer connected). */
   readonly groups: readonly number[];
 }
 
 /** Whether `peer` is among `who` (root always is). */
-export function permits(who: Policy['connect'], peer: Peer): boolean {
+export function permits(who: { uids: ReadonlySet<number>; gids: ReadonlySet<number> }, peer: Peer): boolean {
   return peer.uid === 0 || who.uids.has(peer.uid) || peer.groups.some((g) => who.gids.has(g));
-}
-
-/**
- * The peer's supplementary groups as the kernel lists them. Read once at
- * connect time from /proc; SO_PEERCRED itself carries only the primary
- * group. A peer that is gone by then has only its primary group.
- */
-export function groupsOf(pid: number, gid: number): number[] {
-  try {
-    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const line = /^Groups:\s*(.*)$/m.exec(status)?.[1] ?? '';
-    const groups = line.split(/\s+/).filter((g) => /^\d+$/.test(g)).map(Number);
-    return [gid, ...groups.filter((g) => g !== gid)];
-  } catch {
-    return [gid];
-  }
 }

@@ -6,12 +6,16 @@
  * @internal
  */
 import * as errors from '../errors.js';
-import { agentError, LiveUpdateError, type AgentOperation, type ErrorContext, type NativeSystemError } from '../errors.js';
+import { agentError, createError, isNativeSystemError, isOperation, LiveUpdateError, translateError, type AgentOperation, type ErrorContext } from '../errors.js';
 
 /** The protocol versions this package speaks; `hello` picks the highest both sides know. */
 export const PROTOCOL_VERSIONS: readonly number[] = [1];
 
-/** The largest message either side accepts, in bytes (longer ones are refused and the connection dropped). */
+/**
+ * The largest message either side sends or accepts, in bytes: a longer
+ * request is refused and its connection dropped; a longer reply is an
+ * AgentProtocolError that says its size.
+ */
 export const MAX_MESSAGE_BYTES = 65536;
 
 /** The most fds a request may carry (v1 requests carry none). */
@@ -35,6 +39,16 @@ export interface UpdateRequest {
   timeoutMs: number;
   /** Stop after the checks. */
   dryRun: boolean;
+  /** Root only: when `timeoutMs` ends, go on without the clients still not ready (their sessions are kept), instead of refusing. */
+  proceedWithout?: boolean | undefined;
+}
+
+/** The options of a `sessions` request: one page of the list. */
+export interface SessionsRequest {
+  /** Where the previous page ended (its `next`), or absent for the first page. */
+  cursor?: string | undefined;
+  /** At most this many sessions in the page (1 to 10000; the page also ends before the reply would exceed the message size). */
+  limit?: number | undefined;
 }
 
 /** Every request, by its `op`. */
@@ -45,23 +59,106 @@ export type Request =
   | { op: 'retrieveSession'; name: string }
   | { op: 'release'; name: string }
   | { op: 'ready' }
-  | { op: 'sessions' }
+  | ({ op: 'sessions' } & SessionsRequest)
   | ({ op: 'update' } & UpdateRequest);
 
 /** A request with its envelope. */
 export type Envelope = Request & { v: number; id: number };
 
-/** An error as it travels: enough for the client to rebuild the same class. */
+/**
+ * An error as it travels: enough for the client to rebuild the same error,
+ * field for field. `class` is the class's name, for readers in other
+ * languages; the client takes the class from `code` and `operation`, as a
+ * local call would, so the two cannot disagree.
+ */
 export interface WireError {
-  /** The class's name (`SessionExistsError`); the client falls back to LiveUpdateError for one it does not know. */
+  /** The class's name (`SessionExistsError`). */
   class: string;
+  /** The error's code: an errno name or an `ERR_*` code. */
   code: string;
+  /** The negative errno, for system errors and the agent's own codes. */
   errno?: number | undefined;
+  /** The syscall that failed (`agent` for the agent's own refusals). */
   syscall?: string | undefined;
+  /** The whole message, `CODE: text, syscall ...`. */
   message: string;
+  /** The operation that failed: an `agent.*` request, or the library call the agent made for it. */
   operation?: string | undefined;
+  /** The session involved, if any. */
   sessionName?: string | undefined;
+  /** What an agent error adds: an update's refusal `{ checks, notReady }`, a newer manifest's `{ version }`. */
   details?: JsonValue | undefined;
+  /** The token involved, as a decimal string (it is a 64-bit integer). */
+  token?: string | undefined;
+  /** The fd involved, a number in the agent's process. */
+  fd?: number | undefined;
+  /** The path involved. */
+  path?: string | undefined;
+  /** What to do about it. */
+  fix?: string | undefined;
+  /** LiveUpdateUnavailableError: why the device is missing. */
+  reason?: string | undefined;
+  /** FdPassError: fds that arrived with a message and were closed. */
+  closedFds?: number | undefined;
+  /** MessageTruncatedError: the message's real length. */
+  length?: number | undefined;
+}
+
+/** The names of an update's checks, in the order they are made (AGENT-PROTOCOL.md, *Update*). */
+export type UpdateCheckName =
+  /** The kernel image is readable (`detail`: the path, or why not). */
+  | 'kernel-readable'
+  /** The initramfs is readable (only with `initrd`). */
+  | 'initrd-readable'
+  /** The next command line turns `liveupdate=` on. */
+  | 'liveupdate-on'
+  /** The next command line does not turn KHO off (`kho=` absent relies on the next kernel's default). */
+  | 'kho-not-disabled'
+  /** The agent owns `/dev/liveupdate`. */
+  | 'device-owned'
+  /** `kexec_file_load` took the kernel (not in a dry run). */
+  | 'kexec-loaded'
+  /** The policy's `kernels` allows the kernel image (`detail`: its real path). */
+  | 'kernel-allowed'
+  /** The policy's `kernels` allows the initramfs. */
+  | 'initrd-allowed'
+  /** No session handed over by the previous kernel still waits to be claimed (the next kexec would drop it), or root said `proceedWithout`. */
+  | 'no-unclaimed-sessions'
+  /** Every client holding sessions said ready in time (or root went on without them). */
+  | 'clients-ready';
+
+/** Every {@link UpdateCheckName}, in order. */
+export const UPDATE_CHECK_NAMES: readonly UpdateCheckName[] = [
+  'kernel-readable',
+  'initrd-readable',
+  'liveupdate-on',
+  'kho-not-disabled',
+  'device-owned',
+  'kernel-allowed',
+  'initrd-allowed',
+  'no-unclaimed-sessions',
+  'kexec-loaded',
+  'clients-ready',
+];
+
+/** One check of an update, as reported. */
+export interface UpdateCheck {
+  /** What was checked. */
+  name: UpdateCheckName;
+  /** Whether it passed. */
+  ok: boolean;
+  /** What was found, or why it failed. */
+  detail?: string;
+}
+
+/** A client that had not said ready when an update gave up waiting. */
+export interface NotReadyClient {
+  /** Its connection's id (the agent's log names it too). */
+  id: number;
+  /** Its process id. */
+  pid: number;
+  /** Its user id. */
+  uid: number;
 }
 
 /** A session as `sessions` lists it. */
@@ -72,8 +169,8 @@ export interface SessionInfo {
   kernelName: string;
   /** The owner's uid. */
   owner: number;
-  /** `outgoing` (before the kexec), `waiting` (after it, not claimed yet), `claimed`, `finished`. */
-  state: 'outgoing' | 'waiting' | 'claimed' | 'finished';
+  /** `outgoing` (before the kexec), `released` (outgoing, released, possibly still held by its client), `waiting` (after it, not claimed yet), `claimed`, `finished`. */
+  state: 'outgoing' | 'released' | 'waiting' | 'claimed' | 'finished';
   /** The owner's metadata. */
   metadata: JsonValue;
   /** When it was created (ms since the epoch). */
@@ -141,8 +238,12 @@ export function parseRequest(data: Buffer): Envelope {
     case 'release':
       return { ...envelope, op, name: field(body, 'name', 'string', operation) };
     case 'ready':
-    case 'sessions':
       return { ...envelope, op };
+    case 'sessions': {
+      const limit = field<number | undefined>(body, 'limit', 'number', operation, true);
+      if (limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > 10_000)) throw protocolError(operation, "'limit' must be an integer from 1 to 10000");
+      return { ...envelope, op, cursor: field<string | undefined>(body, 'cursor', 'string', operation, true), limit };
+    }
     case 'update': {
       const timeoutMs = field<number>(body, 'timeoutMs', 'number', operation);
       if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 86_400_000) throw protocolError(operation, "'timeoutMs' must be an integer from 0 to 86400000");
@@ -154,6 +255,7 @@ export function parseRequest(data: Buffer): Envelope {
         cmdline: field(body, 'cmdline', 'string', operation),
         timeoutMs,
         dryRun: field<boolean | undefined>(body, 'dryRun', 'boolean', operation, true) === true,
+        proceedWithout: field<boolean | undefined>(body, 'proceedWithout', 'boolean', operation, true) === true,
       };
     }
     default:
@@ -161,54 +263,67 @@ export function parseRequest(data: Buffer): Envelope {
   }
 }
 
-/** The wire form of an error thrown while serving a request. */
+/** The wire form of an error thrown while serving a request: every field of it. */
 export function toWireError(error: unknown, operation: AgentOperation): WireError {
-  if (error instanceof LiveUpdateError) {
+  const typed = isNativeSystemError(error) ? translateError(error, { operation }) : error;
+  if (typed instanceof LiveUpdateError) {
     return {
-      class: error.constructor.name,
-      code: error.code,
-      errno: error.errno,
-      syscall: error.syscall,
-      message: error.message,
-      operation: error.operation,
-      sessionName: error.sessionName,
-      details: error instanceof errors.AgentError ? (error.details as JsonValue | undefined) : undefined,
+      class: typed.name,
+      code: typed.code,
+      errno: typed.errno,
+      syscall: typed.syscall,
+      message: typed.message,
+      operation: typed.operation,
+      sessionName: typed.sessionName,
+      details: typed instanceof errors.AgentError ? (typed.details as JsonValue | undefined) : undefined,
+      token: typed.token?.toString(),
+      fd: typed.fd,
+      path: typed.path,
+      fix: typed.fix,
+      reason: typed instanceof errors.LiveUpdateUnavailableError ? typed.reason : undefined,
+      closedFds: typed instanceof errors.FdPassError ? typed.closedFds : undefined,
+      length: typed instanceof errors.MessageTruncatedError ? typed.length : undefined,
     };
   }
-  const code = (error as { code?: unknown } | null)?.code;
-  const message = error instanceof Error ? error.message : String(error);
-  // Argument errors (ERR_INVALID_ARG_VALUE: a bad name) keep their code.
-  return { class: error instanceof TypeError || error instanceof RangeError ? error.constructor.name : 'LiveUpdateError', code: typeof code === 'string' ? code : 'ERR_LIVEUPDATE_AGENT', message, operation };
+  const code = (typed as { code?: unknown } | null)?.code;
+  // Argument errors (ERR_INVALID_ARG_VALUE: a bad name) keep their class and code.
+  if ((typed instanceof TypeError || typed instanceof RangeError) && (code === 'ERR_INVALID_ARG_TYPE' || code === 'ERR_INVALID_ARG_VALUE' || code === 'ERR_OUT_OF_RANGE')) {
+    return { class: typed.name, code, message: typed.message, operation };
+  }
+  // Anything else is a fault of the agent's own: said as one, not passed off as a refusal.
+  const why = typed instanceof Error ? typed.message : String(typed);
+  return toWireError(agentError('ERR_LIVEUPDATE_AGENT_INTERNAL', why, { operation }), operation);
 }
 
-type ErrorClass = new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => LiveUpdateError;
+function optional<T>(value: unknown, type: 'string' | 'number'): T | undefined {
+  return typeof value === type ? (value as T) : undefined;
+}
 
-/** Every error class of the package by name: what a client may rebuild (nothing else is instantiated). */
-const CLASSES: ReadonlyMap<string, ErrorClass> = new Map(
-  Object.entries(errors as Record<string, unknown>).filter((entry): entry is [string, ErrorClass] => {
-    const value = entry[1];
-    return typeof value === 'function' && (value === LiveUpdateError || value.prototype instanceof LiveUpdateError) && value.name === entry[0];
-  }),
-);
-
-/** Rebuilds, in the client, the error the agent sent: the same class as a local call would throw. */
+/**
+ * Rebuilds, in the client, the error the agent sent: the class the code
+ * (and operation) select, as a local call would throw, with the same code,
+ * errno, syscall, message and fields. Nothing the peer names is
+ * instantiated: `class` is not read.
+ */
 export function fromWireError(wire: unknown, operation: AgentOperation): Error {
   if (!isObject(wire) || typeof wire['message'] !== 'string' || typeof wire['code'] !== 'string') {
     return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent an error without a code or message', { operation });
   }
   const code = wire['code'];
-  const message = wire['message'];
-  if (wire['class'] === 'TypeError' || wire['class'] === 'RangeError') {
-    const error = wire['class'] === 'TypeError' ? new TypeError(message) : new RangeError(message);
-    return Object.assign(error, { code });
-  }
-  const type = CLASSES.get(String(wire['class'])) ?? LiveUpdateError;
-  const errno = typeof wire['errno'] === 'number' ? wire['errno'] : undefined;
-  const syscall = typeof wire['syscall'] === 'string' ? wire['syscall'] : 'agent';
-  const remoteOperation = typeof wire['operation'] === 'string' ? (wire['operation'] as AgentOperation) : operation;
-  const sessionName = typeof wire['sessionName'] === 'string' ? wire['sessionName'] : undefined;
-  const system = errno === undefined ? undefined : { errno, code, syscall };
-  const error = new type(message, code, { operation: remoteOperation, sessionName }, system);
-  if (error instanceof errors.AgentError) error.details = wire['details'];
-  return error;
+  const errno = Number.isInteger(wire['errno']) ? (wire['errno'] as number) : undefined;
+  const token = typeof wire['token'] === 'string' && /^\d{1,20}$/.test(wire['token']) ? BigInt(wire['token']) : undefined;
+  const context: ErrorContext = {
+    operation: isOperation(wire['operation']) ? wire['operation'] : operation,
+    sessionName: optional(wire['sessionName'], 'string'),
+    token,
+    fd: optional(wire['fd'], 'number'),
+    path: optional(wire['path'], 'string'),
+    fix: optional(wire['fix'], 'string'),
+    hint: optional(wire['reason'], 'string'),
+    closedFds: optional(wire['closedFds'], 'number'),
+    length: optional(wire['length'], 'number'),
+    details: isObject(wire['details']) ? wire['details'] : undefined,
+  };
+  const system = errno === undefined ? undefined : { errno, code, syscall: optional<string>(wire['syscall'], 'string') ?? 'agent' };
+  return createError(code, wire['message'], context, system);
 }

@@ -1,18 +1,15 @@
 /**
  * The agent's requests per second on the host, with no LUO needed: the real
- * `liveupdate agent` (bin/liveupdate.js, its own process, no device) and
+ * `liveupdate agent` (the library's CLI in its own process, no device) and
  * many clients in this process, each connected once and then repeating
  * `ready` + `sessions` (requests every agent answers without the device).
  * Rounds of all clients at once; the warm-up rounds are dropped.
  * @internal
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AgentClient } from 'liveupdate';
-import { libraryRoot } from '../vm/initramfs.js';
-import { connectRetrying } from './agent-connect.js';
+import { AgentProcess } from '../harness/agent.js';
 
 /** Sizes of the host load. */
 export interface AgentHostParams {
@@ -37,44 +34,41 @@ export interface AgentHostRounds {
 
 const ANSWER_TIMEOUT_MS = 30_000;
 
-/** Starts the agent from the library's bin with a device path that does not exist. */
-function startAgent(dir: string): { child: ChildProcess; socket: string; log: () => string } {
-  const socket = path.join(dir, 'agent.sock');
-  const bin = path.join(libraryRoot(), 'bin', 'liveupdate.js');
-  const child = spawn(process.execPath, [bin, 'agent', '--socket', socket, '--device', path.join(dir, 'no-device')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  child.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
-  return { child, socket, log: () => log };
-}
-
 /** Runs the host load against a fresh agent process; stops it after. */
 export async function runAgentHost(params: AgentHostParams, progress: (line: string) => void): Promise<AgentHostRounds> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lu-bench-agent-'));
-  const agent = startAgent(dir);
   try {
-    progress(`host: the agent process against ${params.clients} clients, ${params.rounds} rounds (after ${params.warmup} warm-up) of ${params.iterations}× ready + sessions each`);
-    const first = await connectRetrying(agent.socket, agent.child, performance.now() + ANSWER_TIMEOUT_MS, agent.log);
-    const clients = [first, ...(await Promise.all(Array.from({ length: params.clients - 1 }, () => AgentClient.connect({ socket: agent.socket }))))];
-    const perRound = params.clients * params.iterations * 2;
-    const rates: number[] = [];
-    for (let r = 0; r < params.warmup + params.rounds; r++) {
-      const started = process.hrtime.bigint();
-      await Promise.all(
-        clients.map(async (client) => {
-          for (let i = 0; i < params.iterations; i++) {
-            await client.ready();
-            await client.sessions();
-          }
-        }),
-      );
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (r >= params.warmup) rates.push(perRound / seconds);
+    // A device path that does not exist: the agent serves without one, as on any kernel without LUO.
+    const agent = await AgentProcess.start({ socket: path.join(dir, 'agent.sock'), device: path.join(dir, 'no-device'), readyTimeoutMs: ANSWER_TIMEOUT_MS });
+    try {
+      return await measure(agent, params, progress);
+    } finally {
+      await agent.stop();
     }
-    await Promise.all(clients.map((c) => c.close()));
-    return { params, requests_per_s: rates };
   } finally {
-    agent.child.kill('SIGTERM');
-    await new Promise((resolve) => (agent.child.exitCode !== null ? resolve(null) : agent.child.once('exit', resolve)));
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The rounds of all clients at once against `agent`. */
+async function measure(agent: AgentProcess, params: AgentHostParams, progress: (line: string) => void): Promise<AgentHostRounds> {
+  progress(`host: the agent process against ${params.clients} clients, ${params.rounds} rounds (after ${params.warmup} warm-up) of ${params.iterations}× ready + sessions each`);
+  const clients = await Promise.all(Array.from({ length: params.clients }, () => agent.connect({}, ANSWER_TIMEOUT_MS)));
+  const perRound = params.clients * params.iterations * 2;
+  const rates: number[] = [];
+  for (let r = 0; r < params.warmup + params.rounds; r++) {
+    const started = process.hrtime.bigint();
+    await Promise.all(
+      clients.map(async (client) => {
+        for (let i = 0; i < params.iterations; i++) {
+          await client.ready();
+          await client.sessions();
+        }
+      }),
+    );
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    if (r >= params.warmup) rates.push(perRound / seconds);
+  }
+  await Promise.all(clients.map((c) => c.close()));
+  return { params, requests_per_s: rates };
 }

@@ -22,24 +22,23 @@
  * the initramfs, and shows the two clocks agree.
  * @internal
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { AgentClient, memfd, type Session } from 'liveupdate';
+import { memfd, type AgentClient, type Session } from 'liveupdate';
+import { AgentProcess } from '../harness/agent.js';
+import { runCli } from '../harness/cli.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
-import { connectRetrying } from './agent-connect.js';
 import { agentCountsFromCmdline } from './params.js';
 import { guestMachine } from './scenario.js';
 
 const SOCKET = '/run/liveupdate/agent.sock';
-/** The library's CLI module, which bin/liveupdate.js runs (bin/ is not in the guest image). */
-const CLI = path.join(path.dirname(require.resolve('liveupdate')), 'cli.js');
 const TOKEN = 1n;
 const FILE_BYTES = 4096;
 /** How long the agent may take to answer, and the update to kexec (TCG is slow). */
 const ANSWER_TIMEOUT_MS = 300_000;
 const UPDATE_TIMEOUT_S = 120;
+/** The bound on `liveupdate update` as a process: its own wait for the clients, and the load and freeze. */
+const UPDATE_BOUND_MS = (UPDATE_TIMEOUT_S + 120) * 1000;
 const NS_PER_MS = 1e6;
 
 /** Milliseconds since boot (CLOCK_MONOTONIC). */
@@ -68,37 +67,9 @@ function initExecMs(): number {
   return nowMs() - performance.now();
 }
 
-/** The agent as a service manager would start it: `liveupdate agent`, its own node process. */
-class AgentProcess {
-  readonly child: ChildProcess;
-  log = '';
-
-  constructor() {
-    const launcher = `Promise.resolve(require(${JSON.stringify(CLI)}).main(['agent', '--socket', ${JSON.stringify(SOCKET)}])).then((code) => { process.exitCode = code; });`;
-    this.child = spawn(process.execPath, ['-e', launcher], { stdio: ['ignore', 'ignore', 'pipe'] });
-    this.child.stderr?.on('data', (chunk: Buffer) => (this.log += chunk.toString()));
-  }
-
-  stop(): Promise<number | null> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve(this.child.exitCode);
-    return new Promise((resolve) => {
-      this.child.once('exit', resolve);
-      this.child.kill('SIGTERM');
-    });
-  }
-}
-
-/** A client's connection, retried while the agent is not (yet) accepting. */
-function connect(agent: AgentProcess, deadline: number): Promise<AgentClient> {
-  return connectRetrying(SOCKET, agent.child, deadline, () => agent.log);
-}
-
-/** The instant the agent first answered a client (connect + hello). */
-async function whenAnswering(agent: AgentProcess): Promise<number> {
-  const client = await connect(agent, performance.now() + ANSWER_TIMEOUT_MS);
-  const at = nowMs();
-  await client.close();
-  return at;
+/** A client's connection, retried while the agent is busy accepting the others. */
+function connect(agent: AgentProcess): Promise<AgentClient> {
+  return agent.connect({}, ANSWER_TIMEOUT_MS);
 }
 
 function sessionName(stage: number, i: number): string {
@@ -126,7 +97,7 @@ async function preserveClients(ctx: StageContext, agent: AgentProcess, count: nu
   const started = nowMs();
   await Promise.all(
     range(count).map(async (i) => {
-      const client = await connect(agent, performance.now() + ANSWER_TIMEOUT_MS);
+      const client = await connect(agent);
       const session = await client.createSession(sessionName(ctx.stage, i), { metadata: i });
       await session.preserve(files[i] as number, TOKEN);
       await client.ready();
@@ -158,7 +129,7 @@ async function claimClients(ctx: StageContext, agent: AgentProcess, count: numbe
   const started = nowMs();
   const claimed = await Promise.all(
     range(count).map(async (i): Promise<Claimed> => {
-      const client = await connect(agent, performance.now() + ANSWER_TIMEOUT_MS);
+      const client = await connect(agent);
       const { session } = await client.retrieveSession(sessionName(stage, i));
       const fd = await session.retrieve(TOKEN);
       return { client, session, fd, at: nowMs() };
@@ -181,12 +152,8 @@ async function claimClients(ctx: StageContext, agent: AgentProcess, count: numbe
 function updateKexecs(ctx: StageContext, agent: AgentProcess): void {
   ctx.jumpWith(async (next) => {
     const args = ['update', '--socket', SOCKET, '--kernel', next.kernel, '--initrd', next.initrd, '--cmdline', next.cmdline, '--timeout', String(UPDATE_TIMEOUT_S)];
-    const launcher = `Promise.resolve(require(${JSON.stringify(CLI)}).main(${JSON.stringify(args)})).then((code) => { process.exitCode = code; });`;
-    const update = spawn(process.execPath, ['-e', launcher], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    update.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const code = await new Promise<number | null>((resolve) => update.on('exit', resolve));
-    throw new Error(`liveupdate update exited with ${String(code)} and no kexec: ${stderr}\nagent log:\n${agent.log}`);
+    const update = await runCli(args, { timeoutMs: UPDATE_BOUND_MS });
+    throw new Error(`liveupdate update exited with ${String(update.status ?? update.signal)} and no kexec: ${update.stderr}\nagent log:\n${agent.output}`);
   });
 }
 
@@ -199,13 +166,14 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
   return async (ctx) => {
     const runnerAt = nowMs();
     const initAt = initExecMs();
-    const agent = new AgentProcess();
-    const answeringAt = await whenAnswering(agent);
+    const agent = await AgentProcess.start({ socket: SOCKET, readyTimeoutMs: ANSWER_TIMEOUT_MS });
+    // The start waits for the agent's first answer to a hello: node's time origin is /init's start.
+    const answeringAt = initAt + agent.answeredAt;
     const claimed = counts[stage - 2];
     const claims = claimed === undefined ? null : await claimClients(ctx, agent, claimed);
     const preserves = counts[stage - 1];
     const preserve = preserves === undefined ? null : await preserveClients(ctx, agent, preserves);
-    if (preserve === null) ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0) || ctx.report('agent log', agent.log);
+    if (preserve === null) ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0) || ctx.report('agent log', agent.output);
     else updateKexecs(ctx, agent);
     ctx.equal('the runner is pid 1, /init itself', process.pid, 1);
     // After the timed part: the C program reads the clock tick (a process start costs seconds under TCG).

@@ -15,7 +15,7 @@ import { libraryBinding } from '../native.js';
 import { libraryRoot } from '../vm/initramfs.js';
 import { LineChild } from './line-child.js';
 import { median } from './stats.js';
-import { compileC } from './toolchain.js';
+import { compileC } from '../harness/compile.js';
 
 /** Sizes of the host cases. */
 export interface HostParams {
@@ -75,7 +75,7 @@ async function interleave(params: HostParams, counts: CallCounts, sync: Batch, a
 
 /** The C server, compiled now from bench/host_bench.c (`root`: this package's). */
 async function startC(root: string): Promise<LineChild> {
-  const program = compileC({ source: path.join(root, 'bench', 'host_bench.c'), out: path.join(root, 'build', 'bench', 'host_bench'), includes: [path.join(libraryRoot(), 'include')] });
+  const program = compileC({ sources: [path.join(root, 'bench', 'host_bench.c')], out: path.join(root, 'build', 'bench', 'host_bench'), flags: ['-Werror', '-I', path.join(libraryRoot(), 'include')] });
   const child = new LineChild(program, []);
   await child.expect('ready');
   return child;

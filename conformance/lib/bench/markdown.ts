@@ -98,8 +98,8 @@ const METHOD = `## How it measures
   the last fd. The pid 1 task's start from \`/proc/1/stat\` (clock ticks, the guest's tick) comes
   earlier, before the kernel unpacks the initramfs, and is shown for comparison. Requests per
   second in the guest: hello, createSession and ready per client (the preserve is the client's
-  own ioctl) over the preserve phase. On the host, no LUO needed: the agent process from
-  \`bin/liveupdate.js\` with no device, and clients in the benchmark's process repeating
+  own ioctl) over the preserve phase. On the host, no LUO needed: the agent process
+  (\`liveupdate agent\`) with no device, and clients in the benchmark's process repeating
   \`ready\` + \`sessions\`, in rounds of all clients at once; the median over rounds.
 - **The machine is read, not assumed**: QEMU's accelerator from the guest's hypervisor CPUID
   signature, the clock tick (\`sysconf(_SC_CLK_TCK)\`) of host and guest, the load average

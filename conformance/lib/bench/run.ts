@@ -26,7 +26,7 @@ import { HOST_FULL, HOST_QUICK, runHost } from './host.js';
 import { fdPassResult, hostResult, hostTargets, type HostOnlyResult } from './host-report.js';
 import { AGENT_FULL, AGENT_QUICK, agentCmdline, benchCmdline, FULL, GUEST_C_BENCH, GUEST_NODE_AGENT, QUICK, type BenchParams } from './params.js';
 import { accelOf, buildBoot, formatHostTable, formatTable, type BenchResult, type BootResult, type RunInfo, type StageValues } from './report.js';
-import { compileC } from './toolchain.js';
+import { compileC } from '../harness/compile.js';
 
 /** How to run the benchmark. */
 export interface BenchOptions {
@@ -175,7 +175,12 @@ export function pickKernel(choice: string | undefined, kernels: readonly KernelI
  * library of its own). Needs a C compiler and a static libc (Debian: libc6-dev).
  */
 export function buildCBench(root: string, progress: (line: string) => void = () => {}): string {
-  const out = compileC({ source: path.join(root, 'bench', 'luo_bench.c'), out: path.join(root, 'build', 'bench', 'luo_bench'), includes: [path.join(libraryRoot(), 'include'), path.join(root, 'vm')], static: true });
+  const out = compileC({
+    sources: [path.join(root, 'bench', 'luo_bench.c')],
+    out: path.join(root, 'build', 'bench', 'luo_bench'),
+    static: true,
+    flags: ['-Werror', '-I', path.join(libraryRoot(), 'include'), '-I', path.join(root, 'vm')],
+  });
   progress(`built ${path.relative(root, out)} (${Math.round(fs.statSync(out).size / 1024)} KiB, static)`);
   return out;
 }

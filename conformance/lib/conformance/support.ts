@@ -151,34 +151,6 @@ export function observe(ctx: StageContext, name: string, value: JsonValue): void
   ctx.report(`${OBSERVED_REPORT}${name}`, value);
 }
 
-/** The kernel's log so far, from /dev/kmsg (empty if unreadable). */
-export function kernelLog(): string {
-  let fd: number;
-  try {
-    fd = fs.openSync('/dev/kmsg', fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  } catch {
-    return '';
-  }
-  const lines: string[] = [];
-  const buffer = Buffer.alloc(8192);
-  try {
-    // Each read returns one record; EAGAIN marks the end, EPIPE a record overwritten meanwhile.
-    for (;;) {
-      try {
-        const n = fs.readSync(fd, buffer, 0, buffer.length, null);
-        if (n === 0) break;
-        lines.push(buffer.toString('utf8', 0, n).split(';').slice(1).join(';').split('\n')[0] ?? '');
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'EPIPE') continue;
-        break;
-      }
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return lines.join('\n');
-}
-
 /** Opens the device, runs `fn`, and closes the device whatever happens (it has one owner). */
 export async function withDevice<T>(fn: (luo: LiveUpdate) => T | Promise<T>): Promise<T> {
   const luo = LiveUpdate.openSync();

@@ -12,6 +12,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { AgentClient } from 'liveupdate';
+import { AgentProcess } from '../harness/agent.js';
+import { runCli } from '../harness/cli.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
 import { SESSION, type VmmEvent } from './vmm.js';
@@ -25,8 +27,9 @@ export const VMS = [
 ] as const;
 const SOCKET = '/run/liveupdate/agent.sock';
 const POLICY = '/tmp/demo-policy.json';
-const CLI = path.join(path.dirname(require.resolve('liveupdate')), 'cli.js');
 const VMM = path.join(__dirname, 'vmm.js');
+/** How long `liveupdate update` may take before the kexec: its own --timeout of 60 s for the clients, and the load and freeze. */
+const UPDATE_BOUND_MS = 180_000;
 
 /** What stage 1 hands stage 2: each VM's counter when it said ready. */
 interface Before {
@@ -53,26 +56,10 @@ function mibFromCmdline(): number {
   return Number(match[1]);
 }
 
-/** `liveupdate agent` as its own process; resolves once it answers on its socket. */
-async function startAgent(): Promise<ChildProcess> {
+/** `liveupdate agent` as its own process, serving the two VMs' users; resolves once it listens. */
+function startAgent(): Promise<AgentProcess> {
   fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: VMS.map((v) => v.uid) } }));
-  const agent = runCli(['agent', '--socket', SOCKET, '--policy', POLICY], 'ignore');
-  for (let i = 0; i < 600; i++) {
-    try {
-      await (await AgentClient.connect({ socket: SOCKET })).close();
-      return agent;
-    } catch {
-      if (agent.exitCode !== null) break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  throw new Error(`the agent never answered on ${SOCKET} (exit ${String(agent.exitCode)})`);
-}
-
-/** Runs `liveupdate ARGS` in a new node process. */
-function runCli(args: readonly string[], stdout: 'ignore' | 'pipe'): ChildProcess {
-  const launcher = `Promise.resolve(require(${JSON.stringify(CLI)}).main(${JSON.stringify(args)})).then((code) => process.exit(code));`;
-  return spawn(process.execPath, ['-e', launcher], { stdio: ['ignore', stdout, 'inherit'] });
+  return AgentProcess.start({ socket: SOCKET, policy: POLICY });
 }
 
 /** A VMM client process and the events it has said so far. */
@@ -137,9 +124,8 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
   const ready = await Promise.all(vmms.map((v) => v.until('ready')));
   ctx.equal('each VMM preserved its memory in its own session', ready.map((r) => r.kernelName), VMS.map((v) => `u${v.uid}.${SESSION}`));
   ctx.jumpWith(async (next) => {
-    const update = runCli(['update', '--socket', SOCKET, '--kernel', next.kernel, '--initrd', next.initrd, '--cmdline', next.cmdline, '--timeout', '60'], 'pipe');
-    const code = await new Promise((resolve) => update.on('exit', resolve));
-    throw new Error(`liveupdate update exited ${String(code)} without a kexec`);
+    const update = await runCli(['update', '--socket', SOCKET, '--kernel', next.kernel, '--initrd', next.initrd, '--cmdline', next.cmdline, '--timeout', '60'], { timeoutMs: UPDATE_BOUND_MS });
+    throw new Error(`liveupdate update exited ${String(update.status ?? update.signal)} without a kexec: ${update.stderr}`);
   });
   const before: Before = { mib, readyCounters: Object.fromEntries(ready.map((r, i) => [VMS[i]!.vm, r.counter])) };
   return before as unknown as JsonValue;
@@ -171,7 +157,7 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   const since = (t: number | null | undefined): number | null => (frozenAt === null || t === null || t === undefined ? null : t - frozenAt);
   const claimedMs = Object.fromEntries(VMS.map(({ vm, uid }) => [vm, since(report.sessions.find((s) => s.kernelName === `u${uid}.${SESSION}`)?.claimedAt)]));
   ctx.equal('every session was released', report.sessions.map((s) => s.state), VMS.map(() => 'finished'));
-  agent.kill('SIGTERM');
+  ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0);
   const summary: DemoSummary = { mib: before.mib, kexecCount: report.kexecCount, agentBackMs: since(report.firstOpenAt), claimedMs, counters };
   return summary as unknown as JsonValue;
 }

@@ -33,7 +33,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { CpioWriter, fdSink, type CpioSink } from './cpio.js';
 import { kernelsCanMountSystemDisk } from './kernels.js';
-import { compileStatic } from './static-program.js';
+import { compileC } from '../harness/compile.js';
 import {
   GUEST_MANIFEST,
   GUEST_PACKAGE,
@@ -185,7 +185,7 @@ function luInit(root: string, cache: string): string {
   const hash = createHash('sha256');
   for (const file of [source, path.join(root, 'vm', 'system-disk.h')]) hash.update(fs.readFileSync(file));
   const out = path.join(cache, `lu-init-${hash.digest('hex').slice(0, 12)}`);
-  return fs.existsSync(out) ? out : compileStatic([source], out, ['-Werror', '-s', '-I', path.join(root, 'vm')]);
+  return fs.existsSync(out) ? out : compileC({ sources: [source], out, static: true, flags: ['-Werror', '-s', '-I', path.join(root, 'vm')] });
 }
 
 /**

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cacheDir } from './initramfs.js';
-import { compileStatic } from './static-program.js';
+import { compileC } from '../harness/compile.js';
 
 /** The harness program of the device tests. */
 export const UPSTREAM_DEVICE_TESTS = 'liveupdate';
@@ -52,7 +52,7 @@ export function buildUpstreamSelftests(dir: string): Record<string, string> {
       const target = path.join(out, program);
       // The device tests call memfd_create without defining _GNU_SOURCE themselves.
       const extra = program === UPSTREAM_DEVICE_TESTS ? ['-D_GNU_SOURCE'] : [];
-      if (!fs.existsSync(target)) compileStatic([path.join(dir, `${program}.c`), utils], target, [...flags, ...extra]);
+      if (!fs.existsSync(target)) compileC({ sources: [path.join(dir, `${program}.c`), utils], out: target, static: true, flags: [...flags, ...extra] });
       built[upstreamPath(program)] = target;
     }
     return built;

@@ -6,21 +6,16 @@
  * the new kernel, each claim with its byte-for-byte check and resumed
  * counter, and the summary with the blackout.
  */
-import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import { describeOneKernel } from '../../../test/kernel/support.js';
+import { runProcess, type ProcessResult } from '../../lib/harness/process.js';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
-/** Runs `npm run demo -- ARGS` from the repository root with `env` added. */
-function npmRunDemo(args: readonly string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn('npm', ['run', '--silent', 'demo', '--', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
+/** Runs `npm run demo -- ARGS` from the repository root with `env` added (bounded by the kernel tests' own timeout). */
+function npmRunDemo(args: readonly string[], env: Record<string, string>): Promise<ProcessResult> {
+  return runProcess('npm', ['run', '--silent', 'demo', '--', ...args], { cwd: ROOT, env, timeoutMs: 540_000 });
 }
 
 /** The progress lines the demo promises, in the order they must appear. */
@@ -48,13 +43,13 @@ function lineAfter(lines: readonly string[], after: number, pattern: RegExp): { 
 }
 
 describeOneKernel('npm run demo', (kernel) => {
-  let run: { code: number | null; stdout: string; stderr: string };
+  let run: ProcessResult;
   beforeAll(async () => {
     run = await npmRunDemo(['--memory', '16'], { LIVEUPDATE_KERNEL: kernel.path });
   });
 
   it('exits 0', () => {
-    expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
+    expect(run.status, `${run.stdout}\n${run.stderr}`).toBe(0);
   });
 
   it('says each promised step, in order', () => {

@@ -11,19 +11,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { AgentClient, kexec, LiveUpdate, memfd, recvFds, SessionNotFoundError } from 'liveupdate';
-import { defineCase, defineScenario, type JsonValue, type StageContext } from 'liveupdate-conformance';
-import { libraryAddon } from './support.js';
+import { AgentProcess, defineCase, defineScenario, libraryBinding, runCli, type JsonValue, type StageContext } from 'liveupdate-conformance';
 
-const INDEX = require.resolve('liveupdate');
-const CLI = path.join(path.dirname(INDEX), 'cli.js');
-const SOCKET = '/run/liveupdate/agent.sock';
-const POLICY = '/tmp/agent-policy.json';
+export const INDEX = require.resolve('liveupdate');
+export const SOCKET = '/run/liveupdate/agent.sock';
+export const POLICY = '/tmp/agent-policy.json';
 const NOTIFY = '@lu-agent-notify';
-const ALICE = 1001;
-const BOB = 1002;
+export const ALICE = 1001;
+export const BOB = 1002;
+/** The bound on `liveupdate update` as a process: its own --timeout for the clients, and the load and freeze. */
+const UPDATE_BOUND_MS = 180_000;
 
 /** A client process: runs one AgentClient call per line of JSON on stdin and answers one line on stdout. */
 const CLIENT = `
@@ -122,8 +121,8 @@ class ClientProcess {
 }
 
 /** A stand-in service manager: the notify socket, with READY=1 and an fd store (FDSTORE, FDSTOREREMOVE). */
-class Manager {
-  readonly fd = libraryAddon().unixBind(libraryAddon().SOCK_DGRAM, NOTIFY);
+export class Manager {
+  readonly fd = libraryBinding().unixBind(libraryBinding().SOCK_DGRAM, NOTIFY);
   readonly store = new Map<string, number[]>();
   #readyCount = 0;
   #onReady: (() => void) | undefined;
@@ -150,11 +149,14 @@ class Manager {
     }
   }
 
-  /** Resolves when the `n`-th READY=1 has arrived. */
-  ready(n: number): Promise<void> {
-    return new Promise((resolve) => {
+  /** Resolves when the `n`-th READY=1 has arrived; rejects if it has not within `timeoutMs`. */
+  ready(n: number, timeoutMs = 60_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`READY=1 came ${this.#readyCount} time(s) in ${timeoutMs} ms, not ${n}`)), timeoutMs);
       const check = (): void => {
-        if (this.#readyCount >= n) resolve();
+        if (this.#readyCount < n) return;
+        clearTimeout(timer);
+        resolve();
       };
       this.#onReady = check;
       check();
@@ -162,65 +164,14 @@ class Manager {
   }
 }
 
-/** The agent process: `liveupdate agent`, with LISTEN_FDS when `passed` fds are given. */
-class AgentProcess {
-  readonly child: ChildProcess;
-  log = '';
-
-  constructor(env: Record<string, string>, passed: Array<[string, number]> = []) {
-    const launcher = `
-      if (process.env.LISTEN_FDS) process.env.LISTEN_PID = String(process.pid); // what a service manager does between fork and exec
-      Promise.resolve(require(${JSON.stringify(CLI)}).main(['agent', '--socket', ${JSON.stringify(SOCKET)}, '--policy', ${JSON.stringify(POLICY)}]))
-        .then((code) => process.exit(code));`;
-    const listen = passed.length === 0 ? {} : { LISTEN_FDS: String(passed.length), LISTEN_FDNAMES: passed.map(([name]) => name).join(':') };
-    this.child = spawn(process.execPath, ['-e', launcher], {
-      stdio: ['ignore', 'ignore', 'pipe', ...passed.map(([, fd]) => fd)],
-      env: { ...process.env, ...env, ...listen },
-    });
-    this.child.stderr?.on('data', (chunk: Buffer) => (this.log += chunk.toString()));
-  }
-
-  /** The events it logged (one JSON object per stderr line). */
-  events(): Array<Record<string, JsonValue>> {
-    return this.log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, JsonValue>);
-  }
-
-  stop(): Promise<number | null> {
-    return new Promise((resolve) => {
-      this.child.once('exit', (code) => resolve(code));
-      this.child.kill('SIGTERM');
-    });
-  }
-}
-
-/** Runs `liveupdate ARGS`; resolves to the exit status and stdout. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const launcher = `Promise.resolve(require(${JSON.stringify(CLI)}).main(JSON.parse(process.env.LU_ARGS))).then((code) => { process.exitCode = code; });`;
-  const child = spawn(process.execPath, ['-e', launcher], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LU_ARGS: JSON.stringify(args) } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
-}
-
 /** The policy (in /tmp, a tmpfs: written again in each kernel): alice and bob may connect. */
 function writePolicy(): void {
   fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: [ALICE, BOB] }, quota: { sessions: 8, metadataBytes: 1024 } }));
 }
 
-/** Waits until the agent answers on its socket. */
-async function agentAnswers(agent: AgentProcess): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      const client = await AgentClient.connect({ socket: SOCKET });
-      await client.close();
-      return;
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  throw new Error(`the agent never answered; its log:\n${agent.log}`);
+/** `liveupdate agent` under the stand-in manager (or none), with the fds `passed` by FDNAME; resolves once it listens. */
+function startAgent(env: Record<string, string>, passed: Array<[string, number]> = []): Promise<AgentProcess> {
+  return AgentProcess.start({ socket: SOCKET, policy: POLICY, env, listenFds: passed });
 }
 
 // Stage 1's processes, shared by its cases (they run one after another in this process).
@@ -240,7 +191,7 @@ function client(uid: number): ClientProcess {
 async function startAndRestart(ctx: StageContext): Promise<JsonValue> {
   writePolicy();
   manager = new Manager();
-  agent = new AgentProcess({ NOTIFY_SOCKET: NOTIFY });
+  agent = await startAgent({ NOTIFY_SOCKET: NOTIFY });
   await manager.ready(1);
   ctx.check('the agent said READY=1', true);
   const early = new ClientProcess(ALICE);
@@ -252,11 +203,10 @@ async function startAndRestart(ctx: StageContext): Promise<JsonValue> {
   ctx.equal('SIGTERM: the agent stopped cleanly', code, 0);
   const parked = [...manager.store.keys()].sort();
   ctx.check('it parked its state and the session in the fd store', parked.includes('agent-state') && parked.filter((n) => n.startsWith('luo-')).length === 1, parked);
-  ctx.report('first agent log', agent.log);
+  ctx.report('first agent log', agent.output);
   const passed = [...manager.store.entries()].flatMap(([name, fds]) => fds.map((fd) => [name, fd] as [string, number]));
-  agent = new AgentProcess({ NOTIFY_SOCKET: NOTIFY }, passed);
+  agent = await startAgent({ NOTIFY_SOCKET: NOTIFY }, passed);
   await manager.ready(2);
-  await agentAnswers(agent);
   const root = await AgentClient.connect({ socket: SOCKET });
   const listed = (await root.sessions()).sessions.map((s) => [s.kernelName, s.owner, s.state, s.metadata]);
   await root.close();
@@ -301,9 +251,9 @@ async function notReadyRefused(ctx: StageContext): Promise<JsonValue> {
   const late = client(BOB);
   const hello = await late.value<{ clientId: number }>('connect');
   const made = await late.value<{ sha: string }>('create', { name: 'vm3', metadata: null, token: 1 });
-  const run = await cli(['update', '--socket', SOCKET, '--kernel', ctx.nextKernel ?? ctx.kernel, '--cmdline', 'console=ttyS0 liveupdate=on kho=on', '--timeout', '2', '--json']);
-  const report = JSON.parse(run.stdout || '{}') as { result?: string; details?: { notReady?: Array<{ id: number; pid: number; uid: number }> } };
-  ctx.equal('update exits 3 (a client not ready)', run.code, 3) || ctx.report('update stderr', run.stderr);
+  const run = await runCli(['update', '--socket', SOCKET, '--kernel', ctx.nextKernel ?? ctx.kernel, '--cmdline', 'console=ttyS0 liveupdate=on kho=on', '--timeout', '2', '--json']);
+  const report = run.json<{ result?: string; details?: { notReady?: Array<{ id: number; pid: number; uid: number }> } }>();
+  ctx.equal('update exits 3 (a client not ready)', run.status, 3) || ctx.report('update stderr', run.stderr);
   ctx.equal('the report names the client: id, pid, uid', [report.result ?? null, report.details?.notReady ?? null] as unknown as JsonValue, [
     'refused',
     [{ id: hello.clientId, pid: late.child.pid ?? -1, uid: BOB }],
@@ -316,8 +266,8 @@ async function notReadyRefused(ctx: StageContext): Promise<JsonValue> {
 /** The runner's kexec is `liveupdate update`, which waits for every client (all ready now) and jumps. */
 function updateKexecs(ctx: StageContext): JsonValue {
   ctx.jumpWith(async (next) => {
-    const run = await cli(['update', '--socket', SOCKET, '--kernel', next.kernel, '--initrd', next.initrd, '--cmdline', next.cmdline, '--timeout', '30']);
-    throw new Error(`liveupdate update exited ${run.code} without a kexec: ${run.stdout} ${run.stderr}\nagent log:\n${agent.log}`);
+    const run = await runCli(['update', '--socket', SOCKET, '--kernel', next.kernel, '--initrd', next.initrd, '--cmdline', next.cmdline, '--timeout', '30'], { timeoutMs: UPDATE_BOUND_MS });
+    throw new Error(`liveupdate update exited ${String(run.status ?? run.signal)} without a kexec: ${run.stdout} ${run.stderr}\nagent log:\n${agent.output}`);
   });
   ctx.check('liveupdate update will make the kexec', true);
   return { clients: clients.length };
@@ -328,10 +278,9 @@ function updateKexecs(ctx: StageContext): JsonValue {
 /** The agent starts again, reads the manifest first, and lists every session as waiting. */
 async function agentAgain(ctx: StageContext): Promise<void> {
   writePolicy();
-  agent = new AgentProcess({});
-  await agentAnswers(agent);
-  const run = await cli(['sessions', '--socket', SOCKET, '--json']);
-  const report = JSON.parse(run.stdout || '{}') as { sessions?: Array<{ kernelName: string; owner: number; state: string }>; kexecCount?: number; frozenAt?: number; firstOpenAt?: number };
+  agent = await startAgent({});
+  const run = await runCli(['sessions', '--socket', SOCKET, '--json']);
+  const report = run.json<{ sessions?: Array<{ kernelName: string; owner: number; state: string }>; kexecCount?: number; frozenAt?: number; firstOpenAt?: number }>();
   const listed = (report.sessions ?? []).map((s) => [s.kernelName, s.owner, s.state]).sort();
   ctx.equal('sessions --json lists every session from the manifest, waiting', listed as unknown as JsonValue, [
     ['u1001.early', ALICE, 'waiting'],
@@ -384,7 +333,7 @@ async function everyoneBack(ctx: StageContext): Promise<void> {
   ctx.report('ms from freeze to each claim', claims);
   ctx.report('uptime when every client held its fds (s)', os.uptime());
   const code = await agent.stop();
-  ctx.equal('the agent stops on SIGTERM', code, 0) || ctx.report('agent log', agent.log);
+  ctx.equal('the agent stops on SIGTERM', code, 0) || ctx.report('agent log', agent.output);
   for (const c of clients) c.child.kill('SIGKILL');
 }
 
@@ -413,16 +362,15 @@ async function plantNewerManifest(ctx: StageContext): Promise<JsonValue> {
 /** The agent refuses the newer manifest, says why, serves nothing else, and leaves every session unfinished. */
 async function refusedAfter(ctx: StageContext): Promise<void> {
   writePolicy();
-  agent = new AgentProcess({});
-  await agentAnswers(agent);
-  const run = await cli(['sessions', '--socket', SOCKET, '--json']);
-  const report = JSON.parse(run.stdout || '{}') as { refused?: string | null };
+  agent = await startAgent({});
+  const run = await runCli(['sessions', '--socket', SOCKET, '--json']);
+  const report = run.json<{ refused?: string | null }>();
   ctx.check('sessions says why the manifest is refused', /manifest version 2\.0/.test(report.refused ?? ''), report.refused ?? null);
   const alice = client(ALICE);
   await alice.value('connect');
   const refused = await alice.ask('retrieve', { name: 'kept-by-refusal', tokens: [1] });
   ctx.equal('a claim is refused with ManifestVersionError', refused.ok ? 'claimed' : [refused.error.class, refused.error.code], ['ManifestVersionError', 'ERR_LIVEUPDATE_MANIFEST_VERSION']);
-  ctx.equal('the agent logged it', agent.events().some((e) => e['event'] === 'manifest-refused'), true);
+  ctx.equal('the agent logged it', agent.log.find('manifest-refused') !== undefined, true);
   const code = await agent.stop();
   alice.child.kill('SIGKILL');
   ctx.equal('the refusing agent stops cleanly', code, 0);

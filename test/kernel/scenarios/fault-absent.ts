@@ -6,8 +6,8 @@
  * stage 3 of the boot this runs in.
  */
 import * as fs from 'node:fs';
-import { IncomingStateError, LiveUpdate } from 'liveupdate';
-import { defineCase, defineScenario, expectError, handlerCalls, kernelLog, memfdWith, openTestFile, type StageContext } from 'liveupdate-conformance';
+import { IncomingStateError, LiveUpdate, readKernelLog } from 'liveupdate';
+import { defineCase, defineScenario, expectError, handlerCalls, memfdWith, openTestFile, type StageContext } from 'liveupdate-conformance';
 
 /** The kernel parameter that leaves the handler unregistered; the test boots stage 3 with it. */
 export const UNREGISTER_PARAM = 'luo_test.register=0';
@@ -33,7 +33,7 @@ async function look(ctx: StageContext): Promise<void> {
   const first = await expectError(ctx, 'open: the incoming state failed to load', () => LiveUpdate.open(), IncomingStateError, 'EIO');
   ctx.check('the error says why', /handler/.test(first.message), first.message);
   await expectError(ctx, 'open again: the same', () => LiveUpdate.open(), IncomingStateError, 'EIO');
-  ctx.check('the kernel log names the missing handler', /No registered handler for compatible 'luo-test-v1'/.test(kernelLog()));
+  ctx.check('the kernel log names the missing handler', /No registered handler for compatible 'luo-test-v1'/.test(readKernelLog() ?? ''));
   ctx.report('retrieveSession and retrieve', 'unreachable: /dev/liveupdate does not open, so no session or file can be retrieved');
   ctx.equal('the handler was never called', handlerCalls('calls', ids), []);
 }

@@ -10,8 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { describeFd, LiveUpdate, recvFds, Session, SessionNotFoundError, socketPair, type LiveUpdateError } from 'liveupdate';
-import { defineCase, defineScenario, type StageContext } from 'liveupdate-conformance';
-import { libraryAddon } from './support.js';
+import { defineCase, defineScenario, libraryBinding, type StageContext } from 'liveupdate-conformance';
 
 const INDEX = require.resolve('liveupdate');
 const HANDOFF = 'lu-handoff';
@@ -143,7 +142,7 @@ function controlIsGone(ctx: StageContext): void {
 /** Stage 1 as a service manager: A stores its session with FDSTORE=1 on our notify socket. */
 async function storeInFdStore(ctx: StageContext): Promise<{ sha: string }> {
   const address = `@lu-test-notify-${process.pid}`;
-  const addon = libraryAddon();
+  const addon = libraryBinding();
   const manager = addon.unixBind(addon.SOCK_DGRAM, address);
   const message = recvFds(manager, { maxFds: 4 });
   const sha = await runAgent(ctx, FDSTORE, { NOTIFY_SOCKET: address, LU_FDNAME: FDNAME });

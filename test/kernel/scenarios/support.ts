@@ -1,13 +1,12 @@
 /**
- * Helpers the kernel scenarios share: filling and hashing memfds, the file
- * position, which Node cannot lseek but /proc reports, and the library's
- * addon for what its API does not offer.
+ * Helpers the kernel scenarios share: filling and hashing memfds, and the
+ * file position, which Node cannot lseek but /proc reports. (The library's
+ * addon, for what its API does not offer, is liveupdate-conformance's
+ * libraryBinding.)
  */
 import { createHash, randomFillSync } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { JsonValue } from 'liveupdate-conformance';
-import nodeGypBuild from 'node-gyp-build';
 
 const CHUNK = 1024 * 1024;
 
@@ -58,21 +57,6 @@ function writeAll(fd: number, chunk: Buffer, offset: number): void {
   for (let done = 0; done < chunk.length; ) {
     done += fs.writeSync(fd, chunk, done, chunk.length - done, offset + done);
   }
-}
-
-/** The part of the library's addon the scenarios call directly. */
-export interface LibraryAddon {
-  unixBind(type: number, address: string): number;
-  readonly SOCK_DGRAM: number;
-}
-
-/**
- * The installed liveupdate's addon (the one `require('liveupdate')` loaded):
- * a bound datagram socket stands in for a service manager's notify socket,
- * which the API has no reason to offer.
- */
-export function libraryAddon(): LibraryAddon {
-  return nodeGypBuild(path.dirname(require.resolve('liveupdate/package.json'))) as LibraryAddon;
 }
 
 /** A typed value (an interface, which has no index signature) as the JSON the guest records. */

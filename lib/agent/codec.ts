@@ -1,0 +1,146 @@
+/**
+ * The agent's codec: a request's bytes become a checked request once, with
+ * the peer (its names mapped into the peer's namespace, its metadata
+ * measured), before any handler sees it; a reply becomes bytes only if it
+ * fits in one message. Handlers never parse, and never check a name again.
+ */
+import type { AgentOperation } from '../errors.js';
+import { invalidArgValue } from '../validate.js';
+import { checkClientName, kernelName } from './names.js';
+import { MAX_MESSAGE_BYTES, operationOf, parseRequest, type Envelope, type JsonValue, type SessionsRequest, type UpdateRequest } from './protocol.js';
+
+/** The deepest nesting of metadata (objects and arrays) the agent stores: far below V8's own stringify limit. */
+export const MAX_METADATA_DEPTH = 32;
+
+/** The most bytes of JSON metadata one session may carry, for every user (root too): any session's entry then fits in a `sessions` page. */
+export const MAX_METADATA_BYTES = 16384;
+
+/** The longest kernel or initrd path an update may name, in bytes (PATH_MAX). */
+export const MAX_PATH_BYTES = 4096;
+
+/** The longest next command line an update may give, in bytes. */
+export const MAX_CMDLINE_BYTES = 4096;
+
+/** The longest text taken from a peer into one log field, in UTF-16 units (the rest is cut, with a note). */
+export const MAX_LOGGED_TEXT = 256;
+
+/** A session name as the codec checked it: what the client asked for and the kernel's name for it. */
+export interface CheckedName {
+  /** The name the client asked for. */
+  readonly name: string;
+  /** The kernel's name in the client's namespace. */
+  readonly kernelName: string;
+}
+
+/** A request after the codec: names checked for this peer, metadata measured. */
+export type CheckedRequest = { readonly v: number; readonly id: number; readonly operation: AgentOperation } & (
+  | { readonly op: 'hello'; readonly versions: number[]; readonly client?: string | undefined }
+  | { readonly op: 'createSession'; readonly session: CheckedName; readonly metadata: JsonValue; readonly metadataBytes: number }
+  | { readonly op: 'attach' | 'retrieveSession' | 'release'; readonly session: CheckedName }
+  | { readonly op: 'ready' }
+  | ({ readonly op: 'sessions' } & SessionsRequest)
+  | ({ readonly op: 'update' } & UpdateRequest)
+);
+
+/**
+ * What decoding gave: a request, or an error to answer with. A `fatal`
+ * error (the message itself breaks the protocol) drops the connection after
+ * the answer; a bad argument (a name, metadata) is answered and the
+ * connection stays, as a local call's TypeError would leave the caller.
+ */
+export type Decoded = {
+  /** The request's id (0 when the message could not be parsed). */
+  readonly id: number;
+  /** The request's `op`, or `connect` when the message could not be parsed. */
+  readonly op: string;
+  /** The operation errors name. */
+  readonly operation: AgentOperation;
+} & ({ readonly ok: true; readonly request: CheckedRequest } | { readonly ok: false; readonly error: Error; readonly fatal: boolean });
+
+/** Decodes one message from a peer of `uid`. Never throws. */
+export function decodeRequest(data: Buffer, uid: number): Decoded {
+  let envelope: Envelope;
+  try {
+    envelope = parseRequest(data);
+  } catch (error) {
+    return { id: 0, op: 'connect', operation: 'agent.connect', ok: false, error: error as Error, fatal: true };
+  }
+  const header = { id: envelope.id, op: envelope.op, operation: operationOf(envelope.op) };
+  try {
+    return { ...header, ok: true, request: checkArguments(envelope, uid, header.operation) };
+  } catch (error) {
+    return { ...header, ok: false, error: error as Error, fatal: false };
+  }
+}
+
+function checkArguments(r: Envelope, uid: number, operation: AgentOperation): CheckedRequest {
+  const base = { v: r.v, id: r.id, operation };
+  switch (r.op) {
+    case 'createSession': {
+        return { ...base, op: r.op, session: checkName(r.name, uid), metadata: r.metadata, metadataBytes: measureMetadata(r.metadata) };
+    }
+    case 'attach':
+    case 'retrieveSession':
+    case 'release':
+      return { ...base, op: r.op, session: checkName(r.name, uid) };
+    case 'update':
+      checkBytes(r.kernel, 'kernel', MAX_PATH_BYTES);
+      if (r.initrd !== undefined) checkBytes(r.initrd, 'initrd', MAX_PATH_BYTES);
+      checkBytes(r.cmdline, 'cmdline', MAX_CMDLINE_BYTES);
+      return { ...base, ...r };
+    default:
+      return { ...base, ...r };
+  }
+}
+
+function checkBytes(value: string, name: string, max: number): void {
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes > max) throw invalidArgValue(name, `must be at most ${max} bytes (it is ${bytes})`, bounded(value, 40));
+}
+
+function checkName(requested: string, uid: number): CheckedName {
+  const name = checkClientName(requested, uid);
+  return { name, kernelName: kernelName(uid, name) };
+}
+
+/** The metadata's size as stored (bytes of JSON); refuses nesting deeper than {@link MAX_METADATA_DEPTH}. */
+function measureMetadata(metadata: JsonValue): number {
+  if (depthOf(metadata) > MAX_METADATA_DEPTH) throw invalidArgValue('metadata', `must nest at most ${MAX_METADATA_DEPTH} levels of objects and arrays`, '(too deep to show)');
+  const bytes = Buffer.byteLength(JSON.stringify(metadata), 'utf8');
+  if (bytes > MAX_METADATA_BYTES) throw invalidArgValue('metadata', `must be at most ${MAX_METADATA_BYTES} bytes of JSON (it is ${bytes})`, '(too large to show)');
+  return bytes;
+}
+
+/** How deeply a JSON value nests (a scalar is 0), measured without recursion so that no depth can overflow the stack. */
+export function depthOf(value: JsonValue): number {
+  let deepest = 0;
+  const stack: Array<[JsonValue, number]> = [[value, 0]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [v, depth] = top;
+    if (typeof v !== 'object' || v === null) continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > MAX_METADATA_DEPTH) return deepest;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
+/** A reply that does not fit in one message: the handler's bug or a limit to document, never sent. */
+export class ReplyTooLargeError extends Error {}
+
+/** The bytes of a reply, or ReplyTooLargeError past {@link MAX_MESSAGE_BYTES}. */
+export function encodeReply(id: number, body: Record<string, JsonValue | undefined>): Buffer {
+  const bytes = Buffer.from(JSON.stringify({ v: 1, id, ...body }), 'utf8');
+  if (bytes.length > MAX_MESSAGE_BYTES) throw new ReplyTooLargeError(`a reply of ${bytes.length} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte message limit`);
+  return bytes;
+}
+
+/** How many bytes `value` adds to a reply as JSON. */
+export function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
+}
+
+/** Peer-chosen text cut for the log (and for replies that echo it), so no peer sizes the agent's log lines. */
+export function bounded(text: string, max = MAX_LOGGED_TEXT): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more)`;
+}

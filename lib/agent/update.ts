@@ -1,0 +1,241 @@
+/**
+ * The update as the agent runs it: checks, kexec load, waiting for every
+ * client holding sessions to say ready (woken by their transitions, not by
+ * polling), sealing the manifest, the kexec. Whatever ends it without a
+ * jump leaves nothing loaded.
+ * @internal
+ */
+import * as fs from 'node:fs';
+import { agentError, type UpdateRefusedDetails } from '../errors.js';
+import * as kexec from '../kexec.js';
+import type { LiveUpdate } from '../liveupdate.js';
+import type { Session } from '../session.js';
+import { kernelBoolParam, kernelParam } from '../diagnosis.js';
+import { bounded } from './codec.js';
+import type { Connection, Notifier } from './connection.js';
+import { closeQuietly } from './fdstore.js';
+import { writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
+import { AGENT_SESSION_NAME } from './names.js';
+import type { JsonValue, NotReadyClient, UpdateCheck, UpdateRequest } from './protocol.js';
+import { permits, type Peer, type Policy } from './policy.js';
+import type { Entry, SessionTable } from './sessions.js';
+
+/** The most clients a reply names (`notReady`, `proceededWithout`), so that it fits in one message whatever the number of connections; the message gives the count. */
+export const MAX_LISTED_CLIENTS = 256;
+
+/** What an update needs from the agent. */
+export interface UpdateContext {
+  /** The session table (the update moves its phase). */
+  readonly table: SessionTable;
+  /** The agent's policy. */
+  readonly policy: Policy;
+  /** The device, or null without one. */
+  readonly device: LiveUpdate | null;
+  /** The previous kernel's manifest, or null. */
+  readonly previous: Manifest | null;
+  /** Every live connection. */
+  connections(): Iterable<Connection<Entry>>;
+  /** Told of every connection transition. */
+  readonly changes: Notifier;
+  /** The asker. */
+  readonly asker: Peer;
+  /** The asker, for the log. */
+  readonly who: Record<string, JsonValue>;
+  /** Aborted when the agent stops: the update ends, unloading what it loaded. */
+  readonly signal: AbortSignal;
+  /** Logs one event. */
+  event(name: string, fields: Record<string, JsonValue | undefined>): void;
+  /** Sends the `phase: "kexec"` reply, just before the jump. */
+  announce(body: Record<string, JsonValue>): Promise<void>;
+}
+
+/** Runs one update; resolves only for a dry run (a jump never returns), rejects with the refusal or the failure. */
+export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promise<Record<string, JsonValue>> {
+  const startedAt = Date.now();
+  // With kernels pinned, the files checked are the files loaded: their real paths, so no link swapped in between leads elsewhere.
+  const r = ctx.policy.kernels === null ? asked : { ...asked, kernel: realPath(asked.kernel), ...(asked.initrd === undefined ? {} : { initrd: realPath(asked.initrd) }) };
+  if (r.proceedWithout === true && ctx.asker.uid !== 0) {
+    throw agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${ctx.asker.uid} may not use proceedWithout (root only)`, { operation: 'agent.update' });
+  }
+  ctx.table.beginUpdate();
+  try {
+    const checks = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table) });
+    const failed = checks.filter((x) => !x.ok);
+    if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [] });
+    if (r.dryRun) return { dryRun: true, checks: checks as unknown as JsonValue };
+    await kexec.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
+    // From here on, whatever ends the update without a jump unloads the kernel first.
+    try {
+      return await afterLoad(ctx, r, checks, startedAt);
+    } catch (error) {
+      await kexec.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
+      throw error;
+    }
+  } finally {
+    ctx.table.endUpdate();
+  }
+}
+
+async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateCheck[], startedAt: number): Promise<never> {
+  checks.push({ name: 'kexec-loaded', ok: true });
+  ctx.event('kexec-loaded', { ...ctx.who, kernel: bounded(r.kernel) });
+  const { notReady, passed } = await waitReady(ctx, r.timeoutMs);
+  stopping(ctx, checks);
+  const proceededWithout = r.proceedWithout === true ? [...passed, ...notReady] : passed;
+  if (notReady.length > 0 && r.proceedWithout !== true) {
+    const named = notReady.slice(0, MAX_LISTED_CLIENTS);
+    const more = notReady.length > named.length ? ` and ${notReady.length - named.length} more` : '';
+    refuse(ctx, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${named.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid})`).join(', ')}${more}`, { checks, notReady: named });
+  }
+  checks.push({ name: 'clients-ready', ok: true, ...(proceededWithout.length === 0 ? {} : { detail: `went on without ${proceededWithout.length} client(s), their sessions kept` }) });
+  const sessions = await ctx.table.beginSealing();
+  stopping(ctx, checks);
+  const own = await sealManifest(ctx, r, startedAt, sessions);
+  try {
+    stopping(ctx, checks);
+    const listed = proceededWithout.slice(0, MAX_LISTED_CLIENTS) as unknown as JsonValue;
+    const report = { phase: 'kexec', checks: checks as unknown as JsonValue, proceededWithout: listed };
+    await ctx.announce(report);
+    ctx.event('kexec', { ...ctx.who, kernel: bounded(r.kernel), sessions: sessions.length, proceededWithout: listed });
+    return await kexec.execute();
+  } catch (error) {
+    // No jump: the manifest's session goes (the caller unloads).
+    await own.close();
+    throw error;
+  }
+}
+
+/** Throws when the agent is stopping: the update ends there. */
+function stopping(ctx: UpdateContext, checks: UpdateCheck[]): void {
+  if (ctx.signal.aborted) refuse(ctx, 'the agent is stopping', { checks, notReady: [] });
+}
+
+function waitingCount(table: SessionTable): number {
+  return table.incoming.filter((e) => e.state === 'waiting').length;
+}
+
+function refuse(ctx: UpdateContext, why: string, details: UpdateRefusedDetails): never {
+  ctx.event('update-refused', { ...ctx.who, why });
+  throw agentError('ERR_LIVEUPDATE_UPDATE_REFUSED', `the update was refused: ${why}`, { operation: 'agent.update' }, { ...details });
+}
+
+/**
+ * Waits until no connection the policy lets block the update is holding it
+ * back, or the deadline, or the agent's stop; woken by every connection
+ * transition. Answers those still not ready, and those the policy let the
+ * update go on without (not among `waitFor`, or past `proceedAfterSeconds`).
+ */
+async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<{ notReady: NotReadyClient[]; passed: NotReadyClient[] }> {
+  const { waitFor, proceedAfterSeconds } = ctx.policy.readiness;
+  const graceMs = proceedAfterSeconds === null ? Infinity : proceedAfterSeconds * 1000;
+  const startedAt = Date.now();
+  const describe = (c: Connection<Entry>): NotReadyClient => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid });
+  const split = (): { notReady: NotReadyClient[]; passed: NotReadyClient[] } => {
+    const blocking = [...ctx.connections()].filter((c) => c.blocksUpdate);
+    const graceOver = Date.now() - startedAt >= graceMs;
+    const waited = (c: Connection<Entry>): boolean => !graceOver && (waitFor === null || permits(waitFor, c.peer));
+    return { notReady: blocking.filter(waited).map(describe), passed: blocking.filter((c) => !waited(c)).map(describe) };
+  };
+  const timers: NodeJS.Timeout[] = [];
+  const after = (ms: number): Promise<void> => new Promise((resolve) => timers.push(setTimeout(resolve, Math.min(ms, 2 ** 31 - 1))));
+  const stopped = new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
+  const deadline = after(timeoutMs).then(() => 'deadline' as const);
+  const events = [ctx.changes.changed(), stopped, deadline, ...(graceMs < timeoutMs ? [after(graceMs)] : [])];
+  try {
+    for (;;) {
+      const state = split();
+      if (state.notReady.length === 0 || ctx.signal.aborted) return state;
+      const woke = await Promise.race(events);
+      if (woke === 'deadline') return split();
+      events[0] = ctx.changes.changed();
+    }
+  } finally {
+    timers.forEach(clearTimeout);
+  }
+}
+
+/** Writes the manifest into the agent's own session, the last step before the kexec. */
+async function sealManifest(ctx: UpdateContext, r: UpdateRequest, startedAt: number, sessions: ManifestSession[]): Promise<Session> {
+  if (ctx.device === null) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the agent cannot use /dev/liveupdate', { operation: 'agent.update' });
+  const own = await ctx.device.createSession(AGENT_SESSION_NAME);
+  try {
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      version: [MANIFEST_VERSION.major, MANIFEST_VERSION.minor],
+      kexecCount: (ctx.previous?.kexecCount ?? 0) + 1,
+      updateStartedAt: startedAt,
+      frozenAt: Date.now(),
+      next: { kernel: r.kernel, cmdline: r.cmdline },
+      sessions,
+    };
+    const fd = writeManifest(manifest);
+    try {
+      await own.preserve(fd, MANIFEST_TOKEN);
+    } finally {
+      closeQuietly(fd);
+    }
+    return own;
+  } catch (error) {
+    await own.close();
+    throw error;
+  }
+}
+
+/** The checks before anything is loaded: files readable, LUO and KHO kept on the next command line, the device owned. */
+export function updateChecks(
+  r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline' | 'proceedWithout'>,
+  haveDevice: boolean,
+  agent: { kernels: readonly string[] | null; waiting: number } = { kernels: null, waiting: 0 },
+): UpdateCheck[] {
+  const readable = (name: 'kernel-readable' | 'initrd-readable', file: string): UpdateCheck => {
+    try {
+      fs.accessSync(file, fs.constants.R_OK);
+      return { name, ok: true, detail: file };
+    } catch (error) {
+      return { name, ok: false, detail: (error as Error).message };
+    }
+  };
+  const liveupdate = kernelParam(r.cmdline, 'liveupdate');
+  const kho = kernelParam(r.cmdline, 'kho');
+  return [
+    readable('kernel-readable', r.kernel),
+    ...(r.initrd === undefined ? [] : [readable('initrd-readable', r.initrd)]),
+    { name: 'liveupdate-on', ok: kernelBoolParam(r.cmdline, 'liveupdate', false), detail: `liveupdate=${liveupdate ?? '(absent)'}` },
+    {
+      name: 'kho-not-disabled',
+      // Absent, KHO is what the next kernel's CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT says: not knowable here.
+      ok: kernelBoolParam(r.cmdline, 'kho', true),
+      detail: kho === null ? 'kho= absent: the next kernel must enable KHO by default (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT)' : `kho=${kho}`,
+    },
+    { name: 'device-owned', ok: haveDevice, detail: haveDevice ? 'the agent owns /dev/liveupdate' : 'the agent has no /dev/liveupdate' },
+    ...(agent.kernels === null ? [] : [allowed('kernel-allowed', r.kernel, agent.kernels)]),
+    ...(agent.kernels === null || r.initrd === undefined ? [] : [allowed('initrd-allowed', r.initrd, agent.kernels)]),
+    {
+      name: 'no-unclaimed-sessions',
+      // The next kexec drops every incoming session nobody retrieved: only root's explicit proceedWithout lets that happen.
+      ok: agent.waiting === 0 || r.proceedWithout === true,
+      detail: agent.waiting === 0 ? 'none waits' : `${agent.waiting} wait${r.proceedWithout === true ? ': dropped by proceedWithout' : ''}`,
+    },
+  ];
+}
+
+/** The path with every link resolved, or the path as given when it cannot be (the checks then say why). */
+function realPath(file: string): string {
+  try {
+    return fs.realpathSync(file);
+  } catch {
+    return file;
+  }
+}
+
+/** Whether the policy's `kernels` list allows `file` (its real path: a link cannot lead out of an allowed directory). */
+function allowed(name: 'kernel-allowed' | 'initrd-allowed', file: string, kernels: readonly string[]): UpdateCheck {
+  let real: string;
+  try {
+    real = fs.realpathSync(file);
+  } catch (error) {
+    return { name, ok: false, detail: `${bounded(file)}: ${(error as NodeJS.ErrnoException).code ?? 'not found'}` };
+  }
+  const ok = kernels.some((k) => (k.endsWith('/') ? real.startsWith(k) : real === k));
+  return { name, ok, detail: ok ? real : `${bounded(real)} is outside the policy's kernels` };
+}
