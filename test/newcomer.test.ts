@@ -252,3 +252,40 @@ describe('publishing refuses a package without both prebuilds', () => {
     }
   });
 });
+
+describe("README's Install section and the npm in use", () => {
+  const readme = fs.readFileSync(path.join(LIBRARY_DIR, 'README.md'), 'utf8');
+  const install = readme.slice(readme.indexOf('## Install'), readme.indexOf('## Quick start'));
+
+  it('every npm command it names is one this npm has', () => {
+    const commands = [...new Set([...install.matchAll(/`npm ([a-z-]+)/g)].map((m) => m[1] ?? ''))];
+    expect(commands).toEqual(expect.arrayContaining(['install-scripts', 'approve-scripts']));
+    for (const command of commands) {
+      const out = spawnSync('npm', [command, '--help'], { encoding: 'utf8' });
+      expect(out.status, `npm ${command} --help: ${out.stderr}`).toBe(0);
+      expect(out.stdout).not.toMatch(/^Unknown command/m);
+    }
+  });
+
+  it('says what npm 11 does with a dependency\'s install script: it runs it, and warns when allowScripts does not cover it', () => {
+    const version = spawnSync('npm', ['--version'], { encoding: 'utf8' }).stdout.trim();
+    expect(install).toContain(`npm ${version.split('.').slice(0, 2).join('.')}`);
+    const project = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-npm-scripts-'));
+    try {
+      const dependency = path.join(project, 'dependency');
+      fs.mkdirSync(dependency);
+      const script = 'node -e "require(\'fs\').writeFileSync(\'ran\', \'\')"';
+      fs.writeFileSync(path.join(dependency, 'package.json'), JSON.stringify({ name: 'scripted', version: '1.0.0', scripts: { install: script } }));
+      const app = path.join(project, 'app');
+      fs.mkdirSync(app);
+      fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
+      const tarball = spawnSync('npm', ['pack', '--silent', '--pack-destination', project], { cwd: dependency, encoding: 'utf8' }).stdout.trim();
+      const out = spawnSync('npm', ['install', '--offline', '--no-audit', '--no-fund', path.join(project, tarball)], { cwd: app, encoding: 'utf8' });
+      expect(out.status, out.stderr).toBe(0);
+      expect(fs.existsSync(path.join(app, 'node_modules', 'scripted', 'ran'))).toBe(true);
+      expect(out.stderr).toMatch(/not yet covered by allowScripts/);
+    } finally {
+      fs.rmSync(project, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
