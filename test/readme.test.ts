@@ -6,17 +6,16 @@
  * npm test does). And their links work from npm: absolute, and those into
  * this repository name files that exist.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { KERNEL_ERRORS, PACKAGE_ERRORS } from '../lib/errors.js';
 import { renderErrorTables, replaceErrorTables } from '../scripts/error-tables.mjs';
 import { CONFORMANCE_DIR, LIBRARY_DIR } from './helpers/pack.js';
+import { userProject, userTsc } from './helpers/typecheck.js';
 
 const READMES = [path.join(LIBRARY_DIR, 'README.md'), path.join(CONFORMANCE_DIR, 'README.md')].filter((f) => fs.existsSync(f));
-const project = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-readme-'));
+const project = userProject('liveupdate-readme-');
 afterAll(() => fs.rmSync(project, { recursive: true, force: true }));
 
 /** The ```ts blocks of a Markdown file, with the line each starts on. */
@@ -41,11 +40,6 @@ it('finds the examples', () => {
 });
 
 it('every TypeScript block of the READMEs compiles with --strict against the built packages', () => {
-  const modules = path.join(project, 'node_modules');
-  fs.mkdirSync(path.join(modules, '@types'), { recursive: true });
-  fs.symlinkSync(LIBRARY_DIR, path.join(modules, 'liveupdate'));
-  fs.symlinkSync(CONFORMANCE_DIR, path.join(modules, 'liveupdate-conformance'));
-  fs.symlinkSync(path.join(LIBRARY_DIR, 'node_modules', '@types', 'node'), path.join(modules, '@types', 'node'));
   const files: string[] = [];
   for (const readme of READMES) {
     for (const block of typeScriptBlocks(fs.readFileSync(readme, 'utf8'))) {
@@ -55,10 +49,8 @@ it('every TypeScript block of the READMEs compiles with --strict against the bui
     }
   }
   expect(files.length).toBeGreaterThan(0);
-  const tsc = path.join(LIBRARY_DIR, 'node_modules', 'typescript', 'bin', 'tsc');
-  const args = ['--strict', '--noEmit', '--target', 'es2022', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', ...files];
-  const out = spawnSync(process.execPath, [tsc, ...args], { cwd: project, encoding: 'utf8' });
-  expect(out.stdout + out.stderr, 'type errors in README examples (file names carry the README line)').toBe('');
+  const out = userTsc(project, ['--noEmit', ...files]);
+  expect(out.output, 'type errors in README examples (file names carry the README line)').toBe('');
   expect(out.status).toBe(0);
 }, 120_000);
 
