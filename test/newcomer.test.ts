@@ -289,3 +289,17 @@ describe("README's Install section and the npm in use", () => {
     }
   }, 60_000);
 });
+
+describe('the API reference', () => {
+  const readme = fs.readFileSync(path.join(LIBRARY_DIR, 'README.md'), 'utf8');
+
+  it("README says where `npm run docs` writes it, and that is typedoc's output directory", () => {
+    const typedoc = JSON.parse(fs.readFileSync(path.join(LIBRARY_DIR, 'typedoc.json'), 'utf8')) as { out: string };
+    const pkg = JSON.parse(fs.readFileSync(path.join(LIBRARY_DIR, 'package.json'), 'utf8')) as { scripts: Record<string, string>; files: string[] };
+    expect(pkg.scripts['docs']).toBe('typedoc');
+    expect(readme).toContain(`\`npm run docs\` (typedoc, into \`${typedoc.out}/\``);
+    // Not shipped, as README says: the declarations carry the same TSDoc.
+    expect(pkg.files.some((f) => f.startsWith('docs'))).toBe(false);
+    expect(readme).toMatch(/the HTML is not in the npm package/);
+  });
+});
