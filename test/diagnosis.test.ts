@@ -23,9 +23,9 @@ import {
   readKernelConfig,
   releaseVersion,
   splitDevNumber,
-  type Facts,
 } from '../lib/diagnosis.js';
 import * as lu from '../lib/index.js';
+import { facts, MISSING_DEVICE } from './helpers/facts.js';
 
 describe('kstrtobool, as the kernel parses liveupdate= and kho=', () => {
   it.each([
@@ -156,26 +156,8 @@ describe('device numbers', () => {
   });
 });
 
-/** Facts of a kernel where all is well; each test changes what its reason needs. */
-function facts(change: Partial<Facts> = {}): Facts {
-  return {
-    release: '7.2.13',
-    cmdline: 'console=ttyS0 liveupdate=on kho=on',
-    config: { source: '/proc/config.gz', options: new Map([['CONFIG_LIVEUPDATE', 'y'], ['CONFIG_KEXEC_HANDOVER', 'y']]) },
-    kernelLog: '',
-    devicePath: '/dev/liveupdate',
-    deviceExists: true,
-    luoDevice: { major: 10, minor: 123 },
-    miscListReadable: true,
-    pathDevice: { major: 10, minor: 123 },
-    accessible: true,
-    owners: [],
-    pid: 4242,
-    ...change,
-  };
-}
 
-const missing: Partial<Facts> = { deviceExists: false, pathDevice: null, accessible: false, luoDevice: null };
+const missing = MISSING_DEVICE;
 
 describe('each reason LUO is unavailable, with its fix', () => {
   it('all well: no diagnosis', () => {

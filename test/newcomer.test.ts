@@ -13,32 +13,14 @@ import { describe, expect, it } from 'vitest';
 import { diagnose, type Diagnosis, type DiagnosisId, type Facts } from '../lib/diagnosis.js';
 import { KERNEL_ERRORS, kernelError, LiveUpdateError, type Operation } from '../lib/errors.js';
 import * as lu from '../lib/index.js';
+import { facts, MISSING_DEVICE } from './helpers/facts.js';
 import { LIBRARY_DIR } from './helpers/pack.js';
 
 /** Everything a kernel needs for LUO, as README's "What the kernel needs" lists it. */
 const REQUIREMENTS = ['CONFIG_LIVEUPDATE=y', 'CONFIG_KEXEC_HANDOVER=y', 'CONFIG_KEXEC_FILE=y', 'CONFIG_LIVEUPDATE_MEMFD=y', 'liveupdate=on', 'kho=on'];
 
-/** Facts of a kernel where all is well; each case changes what its reason needs. */
-function facts(change: Partial<Facts> = {}): Facts {
-  const options = new Map(['CONFIG_LIVEUPDATE', 'CONFIG_KEXEC_HANDOVER', 'CONFIG_KEXEC_FILE', 'CONFIG_LIVEUPDATE_MEMFD'].map((o) => [o, 'y']));
-  return {
-    release: '7.2.13',
-    cmdline: 'console=ttyS0 liveupdate=on kho=on',
-    config: { source: '/proc/config.gz', options },
-    kernelLog: '',
-    devicePath: '/dev/liveupdate',
-    deviceExists: true,
-    luoDevice: { major: 10, minor: 123 },
-    miscListReadable: true,
-    pathDevice: { major: 10, minor: 123 },
-    accessible: true,
-    owners: [],
-    pid: 4242,
-    ...change,
-  };
-}
 
-const missing: Partial<Facts> = { deviceExists: false, pathDevice: null, accessible: false, luoDevice: null };
+const missing = MISSING_DEVICE;
 
 /** One set of facts for every reason LUO can be unavailable. */
 const EVERY_REASON: Record<DiagnosisId, Facts> = {
