@@ -83,7 +83,7 @@ export interface Facts {
   pathDevice: DeviceNumber | null;
   /** Whether this process may open the path read-write. */
   accessible: boolean;
-  /** Processes that hold the path open, as far as /proc shows them. */
+  /** Processes that hold the path open, as far as /proc shows them; looked for only when the path is LUO's device. */
   owners: readonly DeviceOwner[];
   /** This process's pid. */
   pid: number;
