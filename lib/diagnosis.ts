@@ -83,7 +83,7 @@ export interface Facts {
   pathDevice: DeviceNumber | null;
   /** Whether this process may open the path read-write. */
   accessible: boolean;
-  /** Processes that hold the path open, as far as /proc shows them. */
+  /** Processes that hold the path open, as far as /proc shows them; looked for only when the path is LUO's device. */
   owners: readonly DeviceOwner[];
   /** This process's pid. */
   pid: number;
@@ -215,10 +215,54 @@ function describeOwners(owners: readonly DeviceOwner[], pid: number): string {
   return owners.map((o) => (o.pid === pid ? `this process (pid ${o.pid})` : `pid ${o.pid} (${o.command ?? 'command unknown'})`)).join(', ');
 }
 
-const ENABLE_FIX =
-  'add liveupdate=on to the kernel command line (for GRUB: GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub) and reboot, ' +
-  'or kexec into the next kernel with liveupdate=on in its command line';
-const BUILD_FIX = `boot Linux ${FIRST_LUO_RELEASE} or later built with CONFIG_LIVEUPDATE=y and CONFIG_KEXEC_HANDOVER=y (and CONFIG_LIVEUPDATE_MEMFD=y for memfds)`;
+/** The options a LUO kernel is built with, each with what it is for (the fix names all it does not know to be set). */
+const KERNEL_OPTIONS: ReadonlyArray<readonly [option: string, purpose: string]> = [
+  ['CONFIG_LIVEUPDATE', 'the orchestrator'],
+  ['CONFIG_KEXEC_HANDOVER', 'which it rides on'],
+  ['CONFIG_KEXEC_FILE', 'for kexec.load'],
+  ['CONFIG_LIVEUPDATE_MEMFD', 'for memfds'],
+];
+
+/** The command line a LUO kernel is booted with. */
+const KERNEL_PARAMS = 'liveupdate=on kho=on';
+
+/** `a`, `a and b`, `a, b and c`. */
+function listText(items: readonly string[]): string {
+  return items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} and ${items[items.length - 1] ?? ''}`;
+}
+
+/** `CONFIG_X=y (what for)` for each option, as a list in words. */
+function optionsText(options: ReadonlyArray<readonly [string, string]>): string {
+  return listText(options.map(([option, purpose]) => `${option}=y (${purpose})`));
+}
+
+/**
+ * A kernel to boot instead: every build option and the command line at
+ * once, so that one reboot is enough.
+ */
+const BUILD_FIX = `boot Linux ${FIRST_LUO_RELEASE} or later built with ${optionsText(KERNEL_OPTIONS)}, with ${KERNEL_PARAMS} on its command line`;
+
+/**
+ * The fix for a LUO kernel booted without LUO on: every parameter of
+ * {@link KERNEL_PARAMS} not already on, and every build option not known
+ * to be set (all of them where the config is unreadable), in one sentence.
+ */
+function enableFix(f: Facts): string {
+  const khoDefault = f.config?.options.get('CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT') === 'y';
+  const cmdline = f.cmdline ?? '';
+  const params = [
+    ...(kernelBoolParam(cmdline, 'liveupdate', false) ? [] : ['liveupdate=on']),
+    ...(kernelBoolParam(cmdline, 'kho', khoDefault) ? [] : ['kho=on']),
+  ];
+  const add = params.length === 0 ? KERNEL_PARAMS : params.join(' ');
+  const unset = KERNEL_OPTIONS.filter(([option]) => configEnabled(f.config, option) !== true);
+  const why = f.config === null ? 'its config is not readable, so they cannot be checked' : `its config (${f.config.source}) does not set them`;
+  const build = unset.length === 0 ? '' : `; the kernel must also be built with ${optionsText(unset)}: ${why}`;
+  return (
+    `add ${add} to the kernel command line (for GRUB: GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub) and reboot, ` +
+    `or kexec into the next kernel with ${add} in its command line${build}`
+  );
+}
 
 /** Why the device node is missing. */
 function missingDevice(f: Facts): Diagnosis {
@@ -243,13 +287,13 @@ function missingDevice(f: Facts): Diagnosis {
   if (f.cmdline !== null && !kernelBoolParam(f.cmdline, 'liveupdate', false)) {
     const given = kernelParam(f.cmdline, 'liveupdate');
     const how = given === null ? 'without liveupdate=on' : `with liveupdate=${given}, which is not on`;
-    return { id: 'not-enabled', reason: `kernel ${release} was booted ${how}${unknownBuild}`, fix: ENABLE_FIX };
+    return { id: 'not-enabled', reason: `kernel ${release} was booted ${how}${unknownBuild}`, fix: enableFix(f) };
   }
   const log = f.kernelLog ?? '';
   if (/KHO: Failed to reserve/.test(log)) {
     return {
       id: 'kho-scratch-failed',
-      reason: 'Kexec HandOver failed to reserve its scratch memory at boot and turned itself off, and LUO with it (kernel log: "KHO: Failed to reserve ... scratch")',
+      reason: 'Kexec HandOver failed to reserve its scratch memory at boot and turned itself off, and LUO with it (kernel log: "KHO: Failed to reserve scratch area")',
       fix: 'boot with more memory, a smaller initrd, or an explicit scratch size: kho_scratch=N% or kho_scratch=LOWMEM,GLOBAL,PERNODE sizes',
     };
   }
@@ -262,7 +306,7 @@ function missingDevice(f: Facts): Diagnosis {
     return {
       id: 'kho-disabled',
       reason: `Kexec HandOver is off on kernel ${release} (${why}), so LUO turned itself off`,
-      fix: 'add kho=on to the kernel command line (or build with CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y)',
+      fix: enableFix(f),
     };
   }
   const logNote =
@@ -443,9 +487,17 @@ export function accessible(path: string): boolean {
   }
 }
 
-/** Gathers the facts for `devicePath` from this machine. */
+/**
+ * Gathers the facts for `devicePath` from this machine. Holders are looked
+ * for only when the path is LUO's device (its number is the one the kernel
+ * registered): the holders of another path (`/dev/null`) are nobody's
+ * concern here.
+ */
 export function gatherFacts(devicePath: string, release: string): Facts {
   const deviceExists = fs.existsSync(devicePath);
+  const luoDevice = liveUpdateDeviceNumber();
+  const miscKnown = miscListReadable();
+  const pathDevice = deviceExists ? charDeviceNumber(devicePath) : null;
   return {
     release,
     cmdline: readText('/proc/cmdline'),
@@ -453,11 +505,11 @@ export function gatherFacts(devicePath: string, release: string): Facts {
     kernelLog: deviceExists ? null : readKernelLog(),
     devicePath,
     deviceExists,
-    luoDevice: liveUpdateDeviceNumber(),
-    miscListReadable: miscListReadable(),
-    pathDevice: deviceExists ? charDeviceNumber(devicePath) : null,
+    luoDevice,
+    miscListReadable: miscKnown,
+    pathDevice,
     accessible: deviceExists && accessible(devicePath),
-    owners: deviceExists ? deviceOwners(devicePath) : [],
+    owners: isLiveUpdateDevice(pathDevice, luoDevice, miscKnown) ? deviceOwners(devicePath) : [],
     pid: process.pid,
   };
 }

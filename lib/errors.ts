@@ -638,12 +638,17 @@ export function isNativeSystemError(error: unknown): error is NativeSystemError 
   );
 }
 
+/** `text` as a sentence of its own: a capital first (a hint follows a full stop in a message). */
+function sentence(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 /** The typed error for a failed syscall `{ errno, code, syscall }` in `context`. @internal */
 export function kernelError(system: NativeSystemError, context: ErrorContext): LiveUpdateError {
   const rule = kernelErrorRule(context.operation, system.code);
   const fixed = { ...context, fix: context.fix ?? rule.fix };
   const where = context.request !== undefined ? ` ${context.request}` : context.path !== undefined ? ` '${context.path}'` : '';
-  const hint = context.hint !== undefined ? `. ${context.hint}` : '';
+  const hint = context.hint !== undefined ? `. ${sentence(context.hint)}` : '';
   const fix = fixed.fix !== undefined ? `. Fix: ${fixed.fix}` : '';
   const message = `${system.code}: ${rule.text(context, systemText(system))}, ${system.syscall}${where}${hint}${fix}`;
   const { errno, code, syscall } = system;

@@ -33,7 +33,7 @@ export interface Status {
   devicePath: string;
   /** Whether the device node exists. */
   deviceExists: boolean;
-  /** Processes holding the device open, where /proc shows them (all as root, this user's otherwise). */
+  /** Processes holding the device open, where /proc shows them (all as root, this user's otherwise); empty when the path is not LUO's device. */
   deviceOwners: DeviceOwner[];
   /** The `liveupdate=` value on the kernel command line, or null if absent. */
   liveupdateParam: string | null;

@@ -9,6 +9,7 @@ import * as zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import {
   compareReleases,
+  deviceOwners,
   diagnose,
   FIRST_LUO_RELEASE,
   isLiveUpdateDevice,
@@ -22,9 +23,9 @@ import {
   readKernelConfig,
   releaseVersion,
   splitDevNumber,
-  type Facts,
 } from '../lib/diagnosis.js';
 import * as lu from '../lib/index.js';
+import { facts, MISSING_DEVICE } from './helpers/facts.js';
 
 describe('kstrtobool, as the kernel parses liveupdate= and kho=', () => {
   it.each([
@@ -155,26 +156,8 @@ describe('device numbers', () => {
   });
 });
 
-/** Facts of a kernel where all is well; each test changes what its reason needs. */
-function facts(change: Partial<Facts> = {}): Facts {
-  return {
-    release: '7.2.13',
-    cmdline: 'console=ttyS0 liveupdate=on kho=on',
-    config: { source: '/proc/config.gz', options: new Map([['CONFIG_LIVEUPDATE', 'y'], ['CONFIG_KEXEC_HANDOVER', 'y']]) },
-    kernelLog: '',
-    devicePath: '/dev/liveupdate',
-    deviceExists: true,
-    luoDevice: { major: 10, minor: 123 },
-    miscListReadable: true,
-    pathDevice: { major: 10, minor: 123 },
-    accessible: true,
-    owners: [],
-    pid: 4242,
-    ...change,
-  };
-}
 
-const missing: Partial<Facts> = { deviceExists: false, pathDevice: null, accessible: false, luoDevice: null };
+const missing = MISSING_DEVICE;
 
 describe('each reason LUO is unavailable, with its fix', () => {
   it('all well: no diagnosis', () => {
@@ -196,7 +179,7 @@ describe('each reason LUO is unavailable, with its fix', () => {
     const config = { source: '/boot/config-7.2.13', options: new Map([['CONFIG_LIVEUPDATE', 'n']]) };
     const d = diagnose(facts({ ...missing, config }));
     expect(d).toMatchObject({ id: 'built-without-luo', reason: 'kernel 7.2.13 was built without CONFIG_LIVEUPDATE (/boot/config-7.2.13)' });
-    expect(d?.fix).toMatch(/CONFIG_LIVEUPDATE=y and CONFIG_KEXEC_HANDOVER=y/);
+    expect(d?.fix).toMatch(/CONFIG_LIVEUPDATE=y \(the orchestrator\), CONFIG_KEXEC_HANDOVER=y/);
   });
 
   it('booted without liveupdate=on, or with it off', () => {
@@ -274,17 +257,15 @@ describe('status() on this host', () => {
     }
   });
 
-  it("finds this process as the holder of a device it has open (here: a stand-in path status() is pointed at)", () => {
-    // /dev/null stands in for the device: the owner scan reads /proc/PID/fd links, whatever the device.
+  it('finds this process among the holders of a path it has open (the owner scan, on a stand-in path)', () => {
+    // /dev/null stands in for the device: the scan reads /proc/PID/fd links, whatever the path.
+    // status() itself scans only LUO's device (test/newcomer.test.ts).
     const fd = fs.openSync('/dev/null', 'r');
     try {
-      const s = lu.statusSync({ path: '/dev/null', probe: false });
-      expect(s.deviceOwners).toContainEqual({ pid: process.pid, command: fs.readFileSync('/proc/self/comm', 'utf8').trim() });
-      // /dev/null is not LUO's device: that comes first.
-      expect(s.diagnosis).toBe('not-luo-device');
-      expect(s.available).toBe(false);
+      expect(deviceOwners('/dev/null')).toContainEqual({ pid: process.pid, command: fs.readFileSync('/proc/self/comm', 'utf8').trim() });
     } finally {
       fs.closeSync(fd);
     }
   });
+
 });

@@ -177,7 +177,9 @@ describe('errors provoked through the native layer', () => {
     expect(error).toMatchObject({ code: 'ENOENT', errno: -2, syscall: 'open', operation: 'open', path });
     expect(error.message).toMatch(/^ENOENT: \/nonexistent\/liveupdate does not exist: .*, open '\/nonexistent\/liveupdate'\. .+/);
     const status = lu.statusSync({ path, probe: false });
-    expect(error.message).toContain(status.reason);
+    // The reason is a sentence of the message: it starts with a capital there.
+    const reason = status.reason ?? '';
+    expect(error.message).toContain(`. ${reason.charAt(0).toUpperCase()}${reason.slice(1)}. `);
     expect(error.message).toContain(`Fix: ${status.fix}`);
     // The same reason and fix as status(), as fields.
     expect(error).toMatchObject({ reason: status.reason, fix: status.fix });
@@ -312,7 +314,7 @@ describe('messages that tell the truth', () => {
       const error = thrown(() => lu.memfd.addSealsSync(fd, lu.memfd.SEAL_WRITE));
       expect(error).toBeInstanceOf(lu.SealingNotAllowedError);
       expect(error).toMatchObject({ code: 'EPERM', errno: -ERRNO.EPERM, syscall: 'fcntl', operation: 'memfd.addSeals', fd });
-      expect(error.message).toMatch(/it carries SEAL_SEAL.*created without allowSealing/);
+      expect(error.message).toMatch(/It carries SEAL_SEAL.*created without allowSealing/);
       expect(error.fix).toBe('create the memfd with memfd.create(name, { allowSealing: true })');
       await expect(lu.memfd.addSeals(fd, lu.memfd.SEAL_WRITE)).rejects.toThrow(/created without allowSealing/);
     } finally {
@@ -322,7 +324,7 @@ describe('messages that tell the truth', () => {
     const sealable = lu.memfd.createSync('sealable', { allowSealing: true });
     const readOnly = fs.openSync(`/proc/self/fd/${sealable}`, 'r');
     try {
-      expect(() => lu.memfd.addSealsSync(readOnly, lu.memfd.SEAL_WRITE)).toThrow(/the fd is not open for writing/);
+      expect(() => lu.memfd.addSealsSync(readOnly, lu.memfd.SEAL_WRITE)).toThrow(/The fd is not open for writing/);
     } finally {
       fs.closeSync(readOnly);
       fs.closeSync(sealable);

@@ -48,8 +48,9 @@ export function pack(packageDir: string, dest: string, options: { prepack?: bool
  */
 export function installTarballs(project: string, tarballs: readonly string[], env?: NodeJS.ProcessEnv): Outcome {
   fs.mkdirSync(project, { recursive: true });
-  // npm 11 runs a dependency's install script only when the project allows
-  // it, by the dependency's resolved identity: here, the tarball.
+  // npm 11.19 still runs a dependency's install script without approval
+  // (and warns); the approval, by the dependency's resolved identity (here,
+  // the tarball), keeps it running once npm blocks unreviewed scripts.
   const allowScripts = Object.fromEntries(tarballs.map((t) => [`file:${t}`, true]));
   const manifest = { name: 'liveupdate-user', version: '1.0.0', private: true, allowScripts };
   fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify(manifest));
