@@ -3,10 +3,10 @@
 // - dist/index.js, the CommonJS entry, in place of tsc's compilation of
 //   lib/index.ts: each export is an enumerable getter that requires its
 //   module on first read, so `require('liveupdate')` loads no module until
-//   one of its exports is used (the agent, the diagnosis and node:crypto,
-//   node:zlib and node:net stay unloaded for a program that only retrieves
-//   sessions). tsc's dist/index.d.ts stays as written: the types are exactly
-//   those of lib/index.ts.
+//   one of its exports is used (a program that only retrieves sessions never
+//   loads the agent; node:crypto, node:zlib and node:net load inside the calls
+//   that need them). tsc's dist/index.d.ts stays as written: the types are
+//   exactly those of lib/index.ts.
 // - dist/esm/index.mjs, an ES module that re-exports the CommonJS build. One
 //   implementation serves both module systems, so a class is the same object
 //   for `import` and `require` users and `instanceof` works across them. (ES

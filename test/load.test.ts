@@ -3,7 +3,9 @@
  * module on first read, node:crypto, node:zlib and node:net only inside the
  * calls that use them. Every probe runs in a fresh node, from a script file
  * in a project that has the built package under node_modules, as a user's
- * program would (`node -e` itself loads node:crypto).
+ * program would (`node -e` itself loads node:crypto). `import` binds every
+ * named export when it evaluates, so it loads every module, but still none of
+ * those builtins.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
