@@ -8,7 +8,6 @@
  * each reason is tested without a kernel that has it.
  */
 import * as fs from 'node:fs';
-import * as zlib from 'node:zlib';
 
 /** The first Linux release with LUO (merged for 6.19). */
 export const FIRST_LUO_RELEASE = '6.19';
@@ -364,6 +363,8 @@ function readText(file: string): string | null {
 /** The running kernel's config: /proc/config.gz (CONFIG_IKCONFIG_PROC), else /boot/config-RELEASE. */
 export function readKernelConfig(release: string): KernelConfig | null {
   try {
+    // node:zlib loads here, not with the package: few programs ever diagnose.
+    const zlib = require('node:zlib') as typeof import('node:zlib');
     const text = zlib.gunzipSync(fs.readFileSync('/proc/config.gz')).toString('utf8');
     return { source: '/proc/config.gz', options: parseKernelConfig(text) };
   } catch {

@@ -27,7 +27,7 @@
  * contain bytes sent before them.
  */
 import * as fs from 'node:fs';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import * as os from 'node:os';
 import { callAsync, callSync, packageError, type Operation } from './errors.js';
 import { native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
@@ -212,7 +212,8 @@ function fdForSend(socket: net.Socket): number {
 
 function socketFd(socket: unknown, direction: 'send' | 'recv'): number {
   if (typeof socket === 'number') return checkFd(socket, 'socket');
-  if (socket instanceof net.Socket) return direction === 'send' ? fdForSend(socket) : fdForReceive(socket);
+  // node:net loads here, not with the package; a net.Socket given loaded it already.
+  if (socket instanceof (require('node:net') as typeof net).Socket) return direction === 'send' ? fdForSend(socket) : fdForReceive(socket);
   throw invalidArgType('socket', 'an instance of net.Socket or of type number', socket);
 }
 

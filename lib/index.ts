@@ -7,6 +7,9 @@
  * blocks. Failures are typed LiveUpdateError subclasses shaped like Node's
  * system errors; every error has a `code`.
  */
+// Only re-exports belong here: dist/index.js is not tsc's output for this file but is
+// written by scripts/write-esm-wrapper.mjs from these exports, each a getter that loads
+// its module on first read, so that require('liveupdate') loads only what is used.
 export { LiveUpdate } from './liveupdate.js';
 export { Session, type SessionState } from './session.js';
 export { status, statusSync, DEVICE_PATH, type Status, type StatusOptions } from './status.js';

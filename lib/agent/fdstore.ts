@@ -4,7 +4,6 @@
  * the store, and the next start takes them back from LISTEN_FDS.
  * @internal
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as memfd from '../memfd.js';
 import { Session } from '../session.js';
@@ -28,6 +27,8 @@ export interface RestoredState {
 
 /** The FDNAME under which a session's fd is parked in systemd's fd store. */
 export function fdNameOf(kernelName: string): string {
+  // node:crypto loads here, not with the agent: only systemd's fd store needs the hash.
+  const { createHash } = require('node:crypto') as typeof import('node:crypto');
   return `luo-${createHash('sha256').update(kernelName).digest('hex').slice(0, 32)}`;
 }
 

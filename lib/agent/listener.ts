@@ -8,7 +8,6 @@
  * over a cap, is answered and closed at once instead of being held.
  */
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { agentError, kernelError, type LiveUpdateError } from '../errors.js';
@@ -435,7 +434,8 @@ const PROBE_TIMEOUT_MS = 1000;
 /** `stale` when no socket is bound to that file any more (ECONNREFUSED), else `in use`. */
 function probe(socketPath: string): Promise<'stale' | 'in use'> {
   return new Promise((resolve) => {
-    const socket = net.connect({ path: socketPath });
+    // node:net loads here, not with the agent: only a leftover socket file is probed.
+    const socket = (require('node:net') as typeof import('node:net')).connect({ path: socketPath });
     const settle = (result: 'stale' | 'in use'): void => {
       clearTimeout(timer);
       socket.destroy();

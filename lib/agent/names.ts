@@ -5,7 +5,6 @@
  * the length of the name asked for (AGENT-PROTOCOL.md, "Names").
  * @internal
  */
-import { createHash } from 'node:crypto';
 import { checkSessionName, invalidArgValue, MAX_SESSION_NAME_BYTES } from '../validate.js';
 
 /** The agent's own session (its manifest under token 0): no client may use this name. */
@@ -82,5 +81,7 @@ export function kernelName(uid: number, name: string): string {
   if (uid === 0) return name;
   const plain = `u${uid}.${name}`;
   if (Buffer.byteLength(plain, 'utf8') <= MAX_SESSION_NAME_BYTES) return plain;
+  // node:crypto loads here, not with the package: only long names are hashed.
+  const { createHash } = require('node:crypto') as typeof import('node:crypto');
   return `u${uid}~${createHash('sha256').update(name, 'utf8').digest('hex').slice(0, HASH_HEX_DIGITS)}`;
 }

@@ -1,0 +1,183 @@
+/**
+ * What `require('liveupdate')` and `import('liveupdate')` load: each export's
+ * module on first read, node:crypto, node:zlib and node:net only inside the
+ * calls that use them. Every probe runs in a fresh node, from a script file
+ * in a project that has the built package under node_modules, as a user's
+ * program would (`node -e` itself loads node:crypto). `import` binds every
+ * named export when it evaluates, so it loads every module, but still none of
+ * those builtins.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LIBRARY_DIR } from './helpers/pack.js';
+
+/** Every export of the package and what `typeof` says of it, in `Object.keys` order. */
+const EXPORTS: ReadonlyArray<readonly [string, string]> = [
+  ['LiveUpdate', 'function'], ['Session', 'function'], ['status', 'function'], ['statusSync', 'function'],
+  ['DEVICE_PATH', 'string'], ['FIRST_LUO_RELEASE', 'string'], ['readKernelLog', 'function'], ['LiveUpdateError', 'function'],
+  ['LiveUpdateUnavailableError', 'function'], ['DeviceBusyError', 'function'], ['PermissionDeniedError', 'function'],
+  ['IncomingStateError', 'function'], ['NotLiveUpdateDeviceError', 'function'], ['DeviceClosedError', 'function'],
+  ['SessionExistsError', 'function'], ['SessionNameTooLongError', 'function'], ['SessionNotFoundError', 'function'],
+  ['SessionAlreadyRetrievedError', 'function'], ['TokenInUseError', 'function'], ['FileAlreadyPreservedError', 'function'],
+  ['UnsupportedFileError', 'function'], ['UnsupportedSealsError', 'function'], ['BadFileDescriptorError', 'function'],
+  ['SessionFullError', 'function'], ['FileTooLargeError', 'function'], ['OutOfMemoryError', 'function'],
+  ['TokenNotFoundError', 'function'], ['RetrieveFailedError', 'function'], ['FinishNotReadyError', 'function'],
+  ['SessionStateError', 'function'], ['OperationNotSupportedError', 'function'], ['SealingNotAllowedError', 'function'],
+  ['NotSealableError', 'function'], ['KexecError', 'function'], ['KexecUnsupportedError', 'function'],
+  ['KexecNotLoadedError', 'function'], ['KexecImageRejectedError', 'function'], ['LiveUpdateAbortedError', 'function'],
+  ['NotifySocketError', 'function'], ['NotifyTimeoutError', 'function'], ['AddonLoadError', 'function'],
+  ['AgentError', 'function'], ['AgentPermissionError', 'function'], ['AgentQuotaError', 'function'],
+  ['AgentProtocolError', 'function'], ['AgentUnavailableError', 'function'], ['AgentTimeoutError', 'function'],
+  ['UpdateRefusedError', 'function'], ['ManifestVersionError', 'function'], ['AgentPolicyError', 'function'],
+  ['AgentListenError', 'function'], ['AgentInternalError', 'function'], ['AGENT_ERROR_CODES', 'object'], ['MAX_TOKEN', 'bigint'],
+  ['MAX_SESSION_NAME_BYTES', 'number'], ['memfd', 'object'], ['kexec', 'object'], ['sendFds', 'function'],
+  ['sendFdsSync', 'function'], ['recvFds', 'function'], ['recvFdsSync', 'function'], ['socketPair', 'function'],
+  ['FdPassError', 'function'], ['ControlTruncatedError', 'function'], ['MessageTruncatedError', 'function'],
+  ['FramingError', 'function'], ['StreamOutOfStepError', 'function'], ['SocketBusyError', 'function'],
+  ['PeerClosedError', 'function'], ['MAX_FDS_PER_MESSAGE', 'number'], ['DEFAULT_MAX_BYTES', 'number'], ['notify', 'function'],
+  ['notifySync', 'function'], ['barrier', 'function'], ['barrierSync', 'function'], ['listenFds', 'function'],
+  ['describeFd', 'function'], ['isLuoSessionFd', 'function'], ['isValidFdName', 'function'], ['ListenFdsError', 'function'],
+  ['MAX_FDNAME_LENGTH', 'number'], ['LISTEN_FDS_START', 'number'], ['Agent', 'function'], ['STATE_FDNAME', 'string'],
+  ['DEFAULT_CONNECTION_LIMITS', 'object'], ['AgentClient', 'function'], ['DEFAULT_REQUEST_TIMEOUT_MS', 'number'],
+  ['AGENT_SOCKET', 'string'], ['UPDATE_CHECK_NAMES', 'object'], ['parsePolicy', 'function'], ['readPolicy', 'function'],
+  ['DEFAULT_POLICY', 'object'], ['MANIFEST_FORMAT', 'string'], ['MANIFEST_VERSION', 'object'], ['parseManifest', 'function'],
+  ['AGENT_SESSION_NAME', 'string'], ['agentKernelName', 'function'],
+];
+
+/** The node builtins the package must not load until a call needs them. */
+const HEAVY_BUILTINS = ['crypto', 'zlib', 'net'];
+
+/** What a fresh node had loaded at a point of a probe. */
+interface Loaded {
+  /** The package's module files in the require cache, relative to the package (dist/...). */
+  readonly modules: string[];
+  /** Which of HEAVY_BUILTINS were loaded. */
+  readonly builtins: string[];
+}
+
+/** The probe's helpers, prepended to every probe script: report a value, or what is loaded now. */
+const REPORT = `
+// fd 1 written directly: process.stdout on a pipe would load node:net.
+const report = (label, value) => require('node:fs').writeSync(1, JSON.stringify({ label, value }) + '\\n');
+const reportLoaded = (label) => {
+  const root = ${JSON.stringify(fs.realpathSync(LIBRARY_DIR) + path.sep)};
+  const modules = Object.keys(require.cache).filter((m) => m.startsWith(root)).map((m) => m.slice(root.length));
+  const builtins = ${JSON.stringify(HEAVY_BUILTINS)}.filter((b) => process.moduleLoadList.includes('NativeModule ' + b));
+  report(label, { modules, builtins });
+};
+`;
+
+let project: string;
+
+beforeAll(() => {
+  project = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-load-'));
+  fs.mkdirSync(path.join(project, 'node_modules'));
+  fs.symlinkSync(LIBRARY_DIR, path.join(project, 'node_modules', 'liveupdate'));
+});
+
+afterAll(() => {
+  fs.rmSync(project, { recursive: true, force: true });
+});
+
+/**
+ * Runs `body` in a fresh node as a script of the project (`.cjs` or `.mjs`)
+ * and returns what its `report(label, value)` and `reportLoaded(label)` calls
+ * reported, by label.
+ */
+function probe(kind: 'cjs' | 'mjs', body: string): Record<string, unknown> {
+  const preamble = kind === 'cjs' ? REPORT : `import { createRequire } from 'node:module';\nconst require = createRequire(import.meta.url);\n${REPORT}`;
+  const file = path.join(project, `probe.${kind}`);
+  fs.writeFileSync(file, `${preamble}\n${body}\n`);
+  const out = spawnSync(process.execPath, [file], { cwd: project, encoding: 'utf8', timeout: 30_000 });
+  expect(out.status, out.stderr).toBe(0);
+  const seen: Record<string, unknown> = {};
+  for (const line of out.stdout.trim().split('\n')) {
+    const { label, value } = JSON.parse(line) as { label: string; value: unknown };
+    seen[label] = value;
+  }
+  return seen;
+}
+
+/** Runs `body` as probe() does and returns what its `reportLoaded(label)` calls saw. */
+function probeLoaded(kind: 'cjs' | 'mjs', body: string): Record<string, Loaded> {
+  return probe(kind, body) as Record<string, Loaded>;
+}
+
+describe("require('liveupdate')", () => {
+  it('loads only its entry module, and none of node:crypto, node:zlib and node:net', () => {
+    const seen = probeLoaded('cjs', "reportLoaded('before');\nrequire('liveupdate');\nreportLoaded('after');");
+    expect(seen['before']).toEqual({ modules: [], builtins: [] });
+    expect(seen['after']).toEqual({ modules: ['dist/index.js'], builtins: [] });
+  });
+
+  it('loads a module on the first read of one of its exports, and it works', () => {
+    const seen = probeLoaded(
+      'cjs',
+      `const api = require('liveupdate');
+      const { AgentClient } = api;
+      reportLoaded('client');
+      AgentClient.connect({ socket: ${JSON.stringify(path.join(os.tmpdir(), 'liveupdate-load-no-agent.sock'))} }).then(
+        () => process.exit(2),
+        (error) => {
+          if (!(error instanceof api.AgentUnavailableError)) throw error;
+          reportLoaded('refused');
+        },
+      );`,
+    );
+    expect(seen['client']!.modules).toContain('dist/agent/client.js');
+    expect(seen['client']!.modules).not.toContain('dist/agent/server.js');
+    expect(seen['refused']!.modules).not.toContain('dist/agent/server.js');
+  });
+
+  it('leaves the agent, the diagnosis and the CLI unloaded until their exports are read', () => {
+    const seen = probeLoaded(
+      'cjs',
+      `const api = require('liveupdate');
+      api.Session; api.memfd; api.sendFdsSync; api.notify; api.SessionNotFoundError;
+      reportLoaded('core');
+      api.LiveUpdate;
+      reportLoaded('device');
+      api.Agent;
+      reportLoaded('agent');`,
+    );
+    const agentOrCli = (m: string): boolean => m.startsWith('dist/agent/') || m === 'dist/cli.js';
+    expect(seen['core']!.modules.filter((m) => agentOrCli(m) || m === 'dist/diagnosis.js')).toEqual([]);
+    // Opening the device checks it with the diagnosis' device numbers, so LiveUpdate brings the diagnosis.
+    expect(seen['device']!.modules).toContain('dist/diagnosis.js');
+    expect(seen['device']!.modules.filter(agentOrCli)).toEqual([]);
+    expect(seen['agent']!.modules).toContain('dist/agent/server.js');
+    expect(seen['agent']!.modules).not.toContain('dist/cli.js');
+    for (const point of ['core', 'device', 'agent']) expect(seen[point]!.builtins, point).toEqual([]);
+  });
+
+  it('has every export it had, each of the same type, in the same order', () => {
+    const seen = probe('cjs', "const api = require('liveupdate');\nreport('exports', Object.keys(api).map((k) => [k, typeof api[k]]));");
+    expect(seen['exports']).toEqual(EXPORTS);
+  });
+});
+
+describe("import('liveupdate')", () => {
+  it('loads none of node:crypto, node:zlib and node:net', () => {
+    const seen = probeLoaded('mjs', "await import('liveupdate');\nreportLoaded('after');");
+    expect(seen['after']!.modules).toContain('dist/index.js');
+    expect(seen['after']!.builtins).toEqual([]);
+  });
+
+  it('gives the same objects as require, with every export', () => {
+    const seen = probe(
+      'mjs',
+      `const esm = await import('liveupdate');
+      const cjs = require('liveupdate');
+      const names = Object.keys(esm).filter((k) => k !== 'default');
+      report('names', names);
+      report('different', names.filter((k) => esm[k] !== cjs[k]));
+      report('default is the CommonJS exports', esm.default === cjs);`,
+    );
+    expect(seen['names']).toEqual(EXPORTS.map(([name]) => name).sort());
+    expect(seen['different']).toEqual([]);
+    expect(seen['default is the CommonJS exports']).toBe(true);
+  });
+});
