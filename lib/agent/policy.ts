@@ -87,7 +87,12 @@ export interface Policy {
   /** Who may hold an update back by not saying ready, and for how long. */
   readonly readiness: {
     /** Whose clients are waited for besides root's, or null for everyone's. */
-    waitFor: { uids: ReadonlySet<number>; gids: ReadonlySet<number> } | null;
+    waitFor: {
+      /** Users whose clients are waited for. */
+      uids: ReadonlySet<number>;
+      /** Groups (primary or supplementary) whose members' clients are waited for. */
+      gids: ReadonlySet<number>;
+    } | null;
     /** Seconds after which nobody holds the update back, or null for the update's own timeout. */
     proceedAfterSeconds: number | null;
   };
