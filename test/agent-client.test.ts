@@ -82,7 +82,7 @@ describe('an agent that stalls: every request has a timeout', () => {
       expect(error).toBeInstanceOf(AgentTimeoutError);
       expect(error).toBeInstanceOf(AgentUnavailableError);
       expect(error).toMatchObject({ code: 'ETIMEDOUT', errno: -110, syscall: 'recvmsg', operation: 'agent.hello', path: socket });
-      expect(error.message).toMatch(/^ETIMEDOUT: the agent at .* did not answer agent\.hello in time; the connection is closed, recvmsg '.*'\. no reply within 200 ms\. Fix: /);
+      expect(error.message).toMatch(/^ETIMEDOUT: the agent at .* did not answer agent\.hello in time; the connection is closed, recvmsg '.*'\. No reply within 200 ms\. Fix: /);
       expect(error.fix).toMatch(/timeoutMs/);
       expect(openFds()).toEqual(before);
       // The synchronous form is bounded too.

@@ -214,7 +214,7 @@ describe("Agent.start's errors: typed, with the errno the refused syscall would 
     const error = errnoError('EADDRINUSE', 'bind', { operation: 'agent.start', path: '/run/liveupdate/agent.sock', hint: 'another agent is listening on it', fix: 'stop that agent, or give this one another --socket' });
     expect(error).toMatchObject({ constructor: lu.AgentListenError, code: 'EADDRINUSE', errno: -98, syscall: 'bind', operation: 'agent.start', path: '/run/liveupdate/agent.sock' });
     expect(error.message).toBe(
-      "EADDRINUSE: the agent cannot listen at /run/liveupdate/agent.sock: address already in use, bind '/run/liveupdate/agent.sock'. another agent is listening on it. Fix: stop that agent, or give this one another --socket",
+      "EADDRINUSE: the agent cannot listen at /run/liveupdate/agent.sock: address already in use, bind '/run/liveupdate/agent.sock'. Another agent is listening on it. Fix: stop that agent, or give this one another --socket",
     );
   });
 

@@ -78,7 +78,7 @@ describe('the socket path', () => {
     const open = socketDirectory(0o777);
     fs.symlinkSync(target, path.join(open, 'agent.sock'));
     const error = await Agent.start({ socket: path.join(open, 'agent.sock'), devicePath: path.join(top, 'none') }).catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: 'EPERM', errno: -1, syscall: 'bind', path: open, message: expect.stringContaining(`the socket's directory ${open} is writable by others (mode 0777)`) });
+    expect(error).toMatchObject({ code: 'EPERM', errno: -1, syscall: 'bind', path: open, message: expect.stringContaining(`The socket's directory ${open} is writable by others (mode 0777)`) });
     expect(modeOf(target)).toBe(0o600);
     expect(fs.lstatSync(path.join(open, 'agent.sock')).isSymbolicLink()).toBe(true);
   });
@@ -115,8 +115,8 @@ describe('the socket path', () => {
     const openParent = socketDirectory(0o777);
     const below = socketDirectory(0o755, 0, openParent);
     const cases: Array<[string, string]> = [
-      [sticky, `the socket's directory ${sticky} is writable by others (mode 01777)`],
-      [theirs, `the socket's directory ${theirs} is owned by uid ${NOBODY}`],
+      [sticky, `The socket's directory ${sticky} is writable by others (mode 01777)`],
+      [theirs, `The socket's directory ${theirs} is owned by uid ${NOBODY}`],
       [below, `${openParent}, above the socket's directory ${below}, is writable by other users and not sticky (mode 0777)`],
     ];
     for (const [where, why] of cases) {
@@ -219,7 +219,7 @@ describe('a socket path another agent still serves', () => {
           async (a) => { await a.stop(); process.stdout.write(JSON.stringify({ started: true })); },
           (e) => process.stdout.write(JSON.stringify({ code: e.code, syscall: e.syscall, message: e.message, ms: Date.now() - t0 })));
       `, 10_000);
-      expect(started).toMatchObject({ code: 'EADDRINUSE', syscall: 'bind', message: expect.stringContaining(`another agent is listening on ${socket}`) });
+      expect(started).toMatchObject({ code: 'EADDRINUSE', syscall: 'bind', message: expect.stringContaining(`Another agent is listening on ${socket}`) });
       expect((started as { ms: number }).ms).toBeLessThan(2000);
       expect(fs.lstatSync(socket).isSocket()).toBe(true);
     } finally {

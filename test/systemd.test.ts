@@ -172,7 +172,7 @@ describe('notify to a datagram socket', () => {
     process.env['NOTIFY_SOCKET'] = 'vsock:2:1234';
     expect(() => notifySync({ READY: 1 })).toThrow(NotifySocketError);
     expect(() => notifySync({ READY: 1 })).toThrow(expect.objectContaining({ code: 'EAFNOSUPPORT', errno: -os.constants.errno.EAFNOSUPPORT }) as unknown as Error);
-    expect(() => notifySync({ READY: 1 })).toThrow(/NOTIFY_SOCKET=vsock:2:1234.*it is not a Unix socket address/);
+    expect(() => notifySync({ READY: 1 })).toThrow(/NOTIFY_SOCKET=vsock:2:1234.*It is not a Unix socket address/);
   });
 });
 

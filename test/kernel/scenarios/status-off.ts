@@ -30,7 +30,9 @@ async function unavailable(ctx: StageContext): Promise<void> {
   ctx.check('open: LiveUpdateUnavailableError', error instanceof LiveUpdateUnavailableError && error.code === 'ENOENT', String(error));
   const typed = error as LiveUpdateUnavailableError;
   ctx.equal('with the same reason and fix', [typed.reason ?? null, typed.fix ?? null], [s.reason, s.fix]);
-  ctx.check('both in its message', typed.message.includes(s.reason ?? '?') && typed.message.includes(`Fix: ${s.fix ?? '?'}`), typed.message);
+  // The message writes the reason as a sentence of its own: capitalised.
+  const reason = (s.reason ?? '?').replace(/^./, (c) => c.toUpperCase());
+  ctx.check('both in its message', typed.message.includes(reason) && typed.message.includes(`Fix: ${s.fix ?? '?'}`), typed.message);
   ctx.equal('a probe changes nothing in the diagnosis', statusSync({ probe: true }).diagnosis, 'not-enabled');
 }
 
