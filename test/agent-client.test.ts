@@ -16,6 +16,7 @@ import { AgentPermissionError, AgentProtocolError, AgentTimeoutError, AgentUnava
 import { native } from '../lib/native.js';
 import { fakeAgent, helloReply, type FakeAgent, type FakeRequest } from './helpers/fake-agent.js';
 import { openFds } from './helpers/fds.js';
+import { canRunAs } from './helpers/users.js';
 
 const ROOT = path.join(__dirname, '..');
 let dir: string;
@@ -211,7 +212,7 @@ describe('connect failures: typed, with the true errno and syscall and a fix', (
     }
   });
 
-  it.skipIf(process.getuid?.() !== 0)('a socket this user may not write: AgentPermissionError EACCES (as nobody)', () => {
+  it.skipIf(!canRunAs(65534))('a socket this user may not write: AgentPermissionError EACCES (as nobody)', () => {
     agentAnswering(() => null);
     fs.chmodSync(socket, 0o600);
     const script = `
