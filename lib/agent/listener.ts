@@ -8,9 +8,8 @@
  * over a cap, is answered and closed at once instead of being held.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { agentError, kernelError, type LiveUpdateError } from '../errors.js';
+import { agentError, errnoError, type LiveUpdateError } from '../errors.js';
 import { native, type Cancellable } from '../native.js';
 import { invalidArgValue } from '../validate.js';
 import { closeQuietly } from './fdstore.js';
@@ -307,8 +306,7 @@ function boundedLogText(text: string): string {
 
 /** `EPERM`, `EEXIST`, ... as Node's system errors look, for a refusal made before the syscall it names. */
 function startError(code: 'EPERM' | 'EEXIST' | 'EADDRINUSE' | 'ENOTDIR', syscall: string, where: string, why: string, fix?: string): LiveUpdateError {
-  const errno = -os.constants.errno[code];
-  return kernelError({ errno, code, syscall }, { operation: 'agent.start', path: where, hint: why, ...(fix === undefined ? {} : { fix }) });
+  return errnoError(code, syscall, { operation: 'agent.start', path: where, hint: why, ...(fix === undefined ? {} : { fix }) });
 }
 
 /**

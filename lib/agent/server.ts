@@ -398,9 +398,6 @@ export class Agent {
 
   #hello(c: Client, versions: number[], client: string | undefined): Reply {
     if (c.greeted) throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'this connection already said hello', { operation: 'agent.hello' });
-    if (!permits(this.#policy.connect, c.peer)) {
-      throw agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${c.peer.uid} may not use this agent (policy: connect)`, { operation: 'agent.hello' });
-    }
     const version = Math.max(...versions.filter((v) => PROTOCOL_VERSIONS.includes(v)));
     if (!Number.isFinite(version)) {
       throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `no common protocol version (the agent speaks ${PROTOCOL_VERSIONS.join(', ')})`, { operation: 'agent.hello' });
