@@ -28,9 +28,10 @@ start=$SECONDS
 # udev for its device units, mount (no longer essential in sid; systemd runs
 # it for every mount unit: /tmp, mqueue, debugfs, the root's remount),
 # libseccomp2 (systemd loads it for units' SystemCallFilter=, as on any
-# Debian host, which installs it as a recommendation), and node for the
-# library and the runner.
-packages=(systemd systemd-sysv udev mount libseccomp2 nodejs)
+# Debian host, which installs it as a recommendation), node for the
+# library and the runner, QEMU for the real VMM whose guest survives the
+# host's kexec, and sshd with python3 for the fleet's ansible-playbook.
+packages=(systemd systemd-sysv udev mount libseccomp2 nodejs qemu-system-x86 openssh-server python3)
 mirror="http://deb.debian.org/debian"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 # Room left free on the root filesystem for what the runs write (units, state, logs).
