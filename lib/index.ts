@@ -60,6 +60,7 @@ export {
   AgentPolicyError,
   AgentListenError,
   AgentInternalError,
+  AgentModeError,
   AGENT_ERROR_CODES,
   type UpdateRefusedDetails,
   type ManifestVersionDetails,
