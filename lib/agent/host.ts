@@ -4,8 +4,9 @@
  * standalone host is here; the systemd host is in systemd-host.ts.
  * @internal
  */
-import { agentError, LiveUpdateError, type AgentOperation } from '../errors.js';
+// First: the module comment's @internal strips the first statement from the declarations, and they need no kexec.
 import * as kexec from '../kexec.js';
+import { agentError, LiveUpdateError, type AgentOperation } from '../errors.js';
 import { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import { closeQuietly } from './fdstore.js';

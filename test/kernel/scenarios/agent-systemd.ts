@@ -144,10 +144,12 @@ function systemctl(...args: string[]): string {
   return result.stdout.trim();
 }
 
-/** `systemctl start UNIT`: 'started', or what systemctl said. */
+/** `systemctl start UNIT`: 'started', or what systemctl said and the unit's last log lines. */
 function start(unit: string): string {
   const result = spawnSync('systemctl', ['start', unit], { encoding: 'utf8' });
-  return result.status === 0 ? 'started' : `exit ${String(result.status)}: ${result.stderr.trim()}`;
+  if (result.status === 0) return 'started';
+  const journal = spawnSync('journalctl', ['-b', '-u', unit, '-n', '15', '-o', 'cat', '--no-pager'], { encoding: 'utf8' });
+  return `exit ${String(result.status)}: ${result.stderr.trim()}\n${journal.stdout.trim()}`;
 }
 
 function property(name: string, unit?: string): string {
@@ -187,8 +189,18 @@ async function listed(): Promise<{ sessions: JsonValue; kexecCount: number | nul
 
 // ---- stage 1 ----------------------------------------------------------------------------
 
+/** The two client users, as a host has them (systemd resolves a unit's User= in the user database). */
+function addUsers(): void {
+  for (const uid of UIDS) {
+    if (fs.readFileSync('/etc/passwd', 'utf8').includes(`:${uid}:${uid}:`)) continue;
+    fs.appendFileSync('/etc/passwd', `vmm${uid}:x:${uid}:${uid}::/tmp:/usr/sbin/nologin\n`);
+    fs.appendFileSync('/etc/group', `vmm${uid}:x:${uid}:\n`);
+  }
+}
+
 /** Installs what a host has after `npm install -g liveupdate` and copying the shipped units; the policy lets both users in. */
 function install(): void {
+  addUsers();
   // The installed package: its bin/ and units/ are in the guest where npm puts them.
   const pkg = path.dirname(path.dirname(require.resolve('liveupdate')));
   fs.chmodSync(`${pkg}/bin/liveupdate.js`, 0o755);
@@ -287,6 +299,7 @@ async function afterUpdate(ctx: StageContext): Promise<void> {
   ctx.equal('the database was stopped cleanly before the kexec (its ExecStop ran once)', stops, ['stopped cleanly']);
   for (const uid of UIDS) {
     const got = (await waitFor(() => readJson(`${CLIENT_RESULTS}/${uid}-after.json`) ?? readJson(`${CLIENT_RESULTS}/${uid}-failed.json`))) ?? null;
+    if (got === null) ctx.report(`client ${uid} log`, spawnSync('journalctl', ['-b', '-u', `lu-vmm@${uid}.service`, '-n', '20', '-o', 'cat', '--no-pager'], { encoding: 'utf8' }).stdout);
     ctx.equal(`client ${uid}: claimed its session, metadata and bytes intact`, [got?.['ok'] ?? null, got?.['kernelName'] ?? null, got?.['metadata'] ?? null, got?.['size'] ?? null, got?.['sha256'] ?? null], [
       true,
       `u${uid}.vm`,
@@ -302,6 +315,7 @@ async function afterUpdate(ctx: StageContext): Promise<void> {
   const events = (await waitFor(() => (agentEvents(AGENT).some((e) => e['event'] === 'restored') ? agentEvents(AGENT) : undefined))) ?? [];
   const read = events.find((e) => e['event'] === 'manifest-read');
   const restored = events.find((e) => e['event'] === 'restored');
+  ctx.report('agent events', events);
   ctx.equal('the agent read its manifest and took both sessions PID 1 handed back', [events[0]?.['mode'] ?? null, read?.['kexecCount'] ?? null, restored?.['handedBack'] ?? null], ['systemd', 1, UIDS.length]);
   const now = await listed();
   ctx.equal('sessions: both claimed and finished, one live update', [now.sessions, now.kexecCount] as JsonValue, [UIDS.map((uid) => [`u${uid}.vm`, uid, 'finished', { uid, memoryKiB: CLIENT_BYTES / 1024 }]), 1]);
