@@ -11,7 +11,6 @@
  *   and jumps with `reboot(LINUX_REBOOT_CMD_KEXEC)` itself.
  * @internal
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { agentError, type AgentError } from '../errors.js';
 
@@ -98,6 +97,11 @@ export function decideMode(facts: ModeFacts, request: ModeRequest = {}): ModeDec
   return { mode: 'standalone', reason: pid1, forced: false };
 }
 
+/** node:child_process (and node:net with it), loaded when systemctl is run, not with the package. */
+export function childProcess(): typeof import('node:child_process') {
+  return require('node:child_process') as typeof import('node:child_process');
+}
+
 /** The major version in systemd's `Version` property ("262.1-1" → 262), or null. */
 export function parseSystemdVersion(text: string): number | null {
   const match = /^\s*(\d+)/.exec(text);
@@ -114,7 +118,7 @@ export function gatherModeFacts(devicePath: string): ModeFacts {
   }
   let systemdVersion: number | null = null;
   if (pid1 === 'systemd') {
-    const asked = spawnSync('systemctl', ['show', '--property=Version', '--value'], { encoding: 'utf8', timeout: 10_000 });
+    const asked = childProcess().spawnSync('systemctl', ['show', '--property=Version', '--value'], { encoding: 'utf8', timeout: 10_000 });
     if (asked.status === 0) systemdVersion = parseSystemdVersion(asked.stdout);
   }
   return { pid1, systemdVersion, luo: fs.existsSync(devicePath) };

@@ -9,6 +9,7 @@ import type { Session } from '../session.js';
 import type { CheckedName } from './codec.js';
 import type { Connection } from './connection.js';
 import type { AgentHost } from './host.js';
+import { storeFull } from './systemd-host.js';
 import type { ManifestSession } from './manifest.js';
 import type { Policy } from './policy.js';
 import type { JsonValue, SessionInfo } from './protocol.js';
@@ -184,7 +185,7 @@ export class SessionTable {
     const held = this.#held(uid);
     if (uid !== 0 && held >= quota.sessions) throw agentError('ERR_LIVEUPDATE_AGENT_QUOTA', `uid ${uid} already has ${held} sessions (quota ${quota.sessions})`, context);
     const references = this.#inStore() + this.#reservedTotal();
-    if (storeMax !== null && references >= storeMax) {
+    if (storeFull(references, storeMax)) {
       throw agentError('ERR_LIVEUPDATE_AGENT_QUOTA', `the agent holds ${references} sessions, as many as its fd store can keep (${storeMax}: FileDescriptorStoreMax= or the policy's fdStoreMax, less the agent's own 2)`, context);
     }
     this.#reserved.set(uid, (this.#reserved.get(uid) ?? 0) + 1);

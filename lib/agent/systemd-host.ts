@@ -17,7 +17,6 @@
  *   never the forced D-Bus `Manager.KExec`.
  * @internal
  */
-import { execFile, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { agentError, DeviceBusyError, LiveUpdateError, type AgentError, type AgentOperation } from '../errors.js';
 import { LiveUpdate } from '../liveupdate.js';
@@ -27,7 +26,7 @@ import { deviceOwners } from '../diagnosis.js';
 import { closeQuietly, fdNameOf, MANIFEST_FDNAME, undescribed } from './fdstore.js';
 import { KexecUnderway, noDevice, type AgentHost, type ParkedFd } from './host.js';
 import { readManifest, takeIncomingManifest, writeManifest, type IncomingManifest, type Manifest, type ManifestSession } from './manifest.js';
-import type { ModeDecision } from './mode.js';
+import { childProcess, type ModeDecision } from './mode.js';
 
 /** Entries of the fd store that are not sessions: the state memfd and the manifest memfd. */
 export const STORE_OVERHEAD = 2;
@@ -95,7 +94,7 @@ export function describeHandedBack<T extends { fdName: string; kernelName: strin
 /** Runs systemctl; resolves with how it ended. */
 function systemctl(args: readonly string[]): Promise<{ status: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    execFile('systemctl', args, { encoding: 'utf8', timeout: 60_000 }, (error, _stdout, stderr) => {
+    childProcess().execFile('systemctl', args, { encoding: 'utf8', timeout: 60_000 }, (error, _stdout, stderr) => {
       const status = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : null;
       resolve({ status, stderr: stderr.trim() || (error?.message ?? '') });
     });
@@ -111,7 +110,7 @@ function storePreserve(): { unit: string | null; preserve: string | null } {
     return { unit: null, preserve: null };
   }
   if (unit === null) return { unit, preserve: null };
-  const shown = spawnSync('systemctl', ['show', '--property=FileDescriptorStorePreserve', '--value', unit], { encoding: 'utf8', timeout: 10_000 });
+  const shown = childProcess().spawnSync('systemctl', ['show', '--property=FileDescriptorStorePreserve', '--value', unit], { encoding: 'utf8', timeout: 10_000 });
   return { unit, preserve: shown.status === 0 ? shown.stdout.trim() : null };
 }
 
@@ -152,13 +151,13 @@ export class SystemdHost implements AgentHost {
     return this.#deviceError;
   }
 
-  /** Opens and closes the device once: whether it exists and may be opened. */
+  /** Opens and closes the device once: whether it exists and may be opened (busy is fine: PID 1 or a LUOSession= unit has it for a moment). */
   async open(): Promise<void> {
     try {
-      await this.withDevice('agent.start', async () => {});
+      (await LiveUpdate.open(this.devicePath)).closeSync();
     } catch (error) {
       if (!(error instanceof LiveUpdateError)) throw error;
-      this.#deviceError = error;
+      if (!(error instanceof DeviceBusyError)) this.#deviceError = error;
     }
   }
 
@@ -182,7 +181,7 @@ export class SystemdHost implements AgentHost {
       try {
         return await LiveUpdate.open(this.devicePath);
       } catch (error) {
-        if (!(error instanceof DeviceBusyError)) throw operation === 'agent.start' ? error : noDevice(operation, error as LiveUpdateError);
+        if (!(error instanceof DeviceBusyError)) throw noDevice(operation, error as LiveUpdateError);
         if (performance.now() - started + DEVICE_RETRY.everyMs > DEVICE_RETRY.totalMs) {
           const holders = deviceOwners(this.devicePath).map((o) => `pid ${o.pid} (${o.command ?? '?'})`).join(', ') || 'another process';
           throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', `${this.devicePath} stayed busy for ${DEVICE_RETRY.totalMs} ms: ${holders} holds it. Retry when it is free`, { operation });

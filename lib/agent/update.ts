@@ -189,7 +189,7 @@ export function updateChecks(
       ok: kernelBoolParam(r.cmdline, 'kho', true),
       detail: kho === null ? 'kho= absent: the next kernel must enable KHO by default (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT)' : `kho=${kho}`,
     },
-    { name: 'device-owned', ok: haveDevice, detail: haveDevice ? 'the agent owns /dev/liveupdate' : 'the agent has no /dev/liveupdate' },
+    { name: 'device-owned', ok: haveDevice, detail: haveDevice ? 'the agent can use /dev/liveupdate (standalone: it owns it; systemd mode: it opens it for each create)' : 'the agent has no /dev/liveupdate' },
     ...(agent.kernels === null ? [] : [allowed('kernel-allowed', r.kernel, agent.kernels)]),
     ...(agent.kernels === null || r.initrd === undefined ? [] : [allowed('initrd-allowed', r.initrd, agent.kernels)]),
     {

@@ -8,8 +8,7 @@
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import type { VmRun } from '../../conformance/lib/vm/qemu.js';
-import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../../conformance/lib/vm/systemd-image.js';
-import { boot, describeOneKernel, itEveryCheckPasses, newest, scenario, type ExpectedChecks } from './support.js';
+import { boot, describeOneKernel, itEveryCheckPasses, newest, scenario, systemdImageOrExplain, type ExpectedChecks } from './support.js';
 
 const root = path.resolve(__dirname, '..', '..');
 const UNITS = ['liveupdate-agent.socket', 'liveupdate-agent.service', 'liveupdate-agent-standalone.service'];
@@ -62,15 +61,8 @@ const EXPECTED: ExpectedChecks = {
 describeOneKernel(
   'the agent in systemd mode',
   (kernel) => {
-    const image = findSystemdImage();
-    if (image === undefined) {
-      it('needs the systemd guest image', () => {
-        const error = new Error(NO_SYSTEMD_IMAGE_HELP);
-        error.stack = error.message; // the fix is the whole message
-        throw error;
-      });
-      return;
-    }
+    const image = systemdImageOrExplain();
+    if (image === undefined) return;
     let run: VmRun;
 
     beforeAll(async () => {
