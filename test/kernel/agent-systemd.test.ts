@@ -53,6 +53,12 @@ const EXPECTED: ExpectedChecks = {
   'agent-systemd/restart-keeps-sessions': {
     1: ['after systemctl restart the agent lists both sessions, outgoing, with their metadata', 'it took them back from its fd store'],
   },
+  'agent-systemd/device-busy': {
+    1: ['a create while another process holds the device for a second goes through (the agent retried)', 'held past the retries: AgentUnavailableError naming the holder'],
+  },
+  'agent-systemd/refused-jump': {
+    1: ['update exits 1 and says systemd did not start the kexec', 'nothing stays loaded', 'the agent still holds both sessions'],
+  },
   'agent-systemd/update-kexecs': {
     1: ['liveupdate update will make the kexec'],
   },

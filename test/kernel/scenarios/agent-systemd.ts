@@ -20,7 +20,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AgentClient, memfd, notifySync, SessionNotFoundError } from 'liveupdate';
+import { AgentClient, AgentUnavailableError, kexec, LiveUpdate, memfd, notifySync, SessionNotFoundError } from 'liveupdate';
 import { defineCase, defineScenario, runCli, type JsonValue, type StageContext } from 'liveupdate-conformance';
 import { unitFile } from './systemd.js';
 import { FDNAMES, RESULTS_DIR } from './systemd-service.js';
@@ -277,6 +277,43 @@ async function restartKeeps(ctx: StageContext): Promise<JsonValue> {
   return null;
 }
 
+/** The agent never holds the device for long, and waits a little for whoever does: a create goes through once the device is free, or fails naming the holder. */
+async function deviceBusy(ctx: StageContext): Promise<JsonValue> {
+  const client = await AgentClient.connect({ socket: SOCKET, name: 'busy-test' });
+  try {
+    let held = await LiveUpdate.open();
+    const created = client.createSession('busy-retried');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await held.close();
+    const session = await created.then((s) => s, (error: unknown) => error as Error);
+    ctx.equal('a create while another process holds the device for a second goes through (the agent retried)', session instanceof Error ? session.message : session.state, 'outgoing');
+    if (!(session instanceof Error)) await session.close();
+    await client.release('busy-retried');
+    held = await LiveUpdate.open();
+    const refused = await client.createSession('busy-refused').then(() => null, (error: unknown) => error as Error);
+    await held.close();
+    ctx.check('held past the retries: AgentUnavailableError naming the holder', refused instanceof AgentUnavailableError && refused.message.includes(`stayed busy for 5000 ms: pid ${process.pid}`), refused?.message ?? 'created');
+  } finally {
+    await client.close();
+  }
+  return null;
+}
+
+/** systemd refusing the kexec (kexec.target masked): update exits 1, nothing stays loaded, the sessions stay. */
+async function refusedJump(ctx: StageContext): Promise<JsonValue> {
+  systemctl('mask', '--runtime', 'kexec.target');
+  let run;
+  try {
+    run = await runCli(['update', '--socket', SOCKET, '--kernel', ctx.nextKernel ?? ctx.kernel, '--cmdline', 'console=ttyS0 liveupdate=on kho=on', '--timeout', '30'], { timeoutMs: UPDATE_BOUND_MS });
+  } finally {
+    systemctl('unmask', '--runtime', 'kexec.target');
+  }
+  ctx.equal('update exits 1 and says systemd did not start the kexec', [run.status, /systemd did not start the kexec/.test(run.stderr)], [1, true]) || ctx.report('update output', `${run.stdout}${run.stderr}`);
+  ctx.equal('nothing stays loaded', await kexec.isLoaded(), false);
+  ctx.equal('the agent still holds both sessions', (await listed()).sessions, UIDS.map((uid) => [`u${uid}.vm`, uid, 'outgoing', { uid, memoryKiB: CLIENT_BYTES / 1024 }]));
+  return null;
+}
+
 /** (a) The runner's kexec is `liveupdate update`: checks, load, readiness, then systemd's orderly kexec. */
 function updateThroughSystemd(ctx: StageContext): JsonValue {
   ctx.jumpWith(async (next) => {
@@ -326,6 +363,8 @@ export default defineScenario('agent-systemd', [
   defineCase('standalone-refused', [standaloneRefused]),
   defineCase('update-through-systemd', [startEverything, afterUpdate]),
   defineCase('restart-keeps-sessions', [restartKeeps]),
+  defineCase('device-busy', [deviceBusy]),
+  defineCase('refused-jump', [refusedJump]),
   defineCase('update-kexecs', [updateThroughSystemd]),
 ]);
 
