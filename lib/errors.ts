@@ -57,6 +57,7 @@ export type AgentOperation =
   | 'agent.retrieveSession'
   | 'agent.release'
   | 'agent.ready'
+  | 'agent.subscribe'
   | 'agent.sessions'
   | 'agent.update'
   | 'agent.start';
@@ -94,6 +95,7 @@ const OPERATION_NAMES: Readonly<Record<Operation, true>> = {
   'agent.retrieveSession': true,
   'agent.release': true,
   'agent.ready': true,
+  'agent.subscribe': true,
   'agent.sessions': true,
   'agent.update': true,
   'agent.start': true,
