@@ -21,7 +21,7 @@ import { Agent } from '../lib/agent/server.js';
 import { AgentProtocolError, AgentUnavailableError, SocketBusyError, UpdateRefusedError } from '../lib/errors.js';
 import { recvFds, sendFds, sendFdsSync, socketPair } from '../lib/fdpass.js';
 import { native } from '../lib/native.js';
-import { fakeAgent, helloReply, type FakeAgent, type FakeRequest } from './helpers/fake-agent.js';
+import { fakeAgent, helloReply, type FakeAgent, type FakeReply, type FakeRequest } from './helpers/fake-agent.js';
 import { openFds } from './helpers/fds.js';
 
 const USER = { pid: 1, uid: 1000, gid: 1000, groups: [1000] };
@@ -63,7 +63,7 @@ async function until(condition: () => boolean): Promise<void> {
  * A fake agent of version 2: hello chooses 2, subscribe is answered, and
  * `onRequest` may send announcements (through `push`) before the reply.
  */
-function agentV2(onRequest: (request: FakeRequest, push: (message: unknown) => Promise<void>) => Promise<Record<string, unknown> | Buffer | null> | Record<string, unknown> | null = (r) => ({ v: 2, id: r.id, ok: true })): FakeAgent {
+function agentV2(onRequest: (request: FakeRequest, push: (message: unknown) => Promise<void>) => FakeReply | Promise<FakeReply> = (r) => ({ v: 2, id: r.id, ok: true })): FakeAgent {
   const push = async (message: unknown): Promise<void> => {
     for (const fd of fake!.connections) await sendFds(fd, [], bytes(message));
   };
