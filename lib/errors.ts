@@ -112,7 +112,7 @@ export function isOperation(value: unknown): value is Operation {
 export interface UpdateRefusedDetails {
   /** The checks made, in order; empty when the update was refused before any (another update running). */
   checks: UpdateCheck[];
-  /** Each client holding sessions that had not said ready when the update gave up waiting; empty otherwise. */
+  /** Each client the update waited for that had not said ready when it gave up (holding sessions, or told `prepare`; `disconnected` when it left mid-prepare); empty otherwise. */
   notReady: NotReadyClient[];
 }
 
