@@ -55,6 +55,8 @@ export class Announcements {
    * in progress then reaches it too, after that reply.
    */
   subscribe(c: Connection): void {
+    // Gone between its reply and now: nothing to subscribe.
+    if (c.state === ConnectionState.Closing) return;
     c.on('subscribe');
     const round = this.#round;
     if (round !== null && c !== round.asker && !round.prepared.has(c)) this.#prepare(c, round.prepare, round.prepared);

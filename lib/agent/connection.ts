@@ -4,6 +4,7 @@
  * transitions; nothing else writes the state.
  */
 import type { Peer } from './policy.js';
+import { HELLO_VERSION } from './protocol.js';
 
 /** Where a connection is in its life. */
 export enum ConnectionState {
@@ -74,7 +75,7 @@ export class Connection<H extends Held = Held> {
   #subscribed = false;
   #leftWhilePreparing = false;
   /** The protocol version its hello chose (the hello's own before). */
-  version = 1;
+  version = HELLO_VERSION;
   /** Announcements sent to it that it has not taken yet (bounded: see Announcements). */
   unsentAnnouncements = 0;
   /** Outgoing sessions this client created or re-attached to. */
