@@ -97,7 +97,9 @@ async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateChe
     const named = notReady.slice(0, MAX_LISTED_CLIENTS);
     const more = notReady.length > named.length ? ` and ${notReady.length - named.length} more` : '';
     const which = named.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid}${x.disconnected === true ? ', disconnected while preparing' : ''})`);
-    refuse(ctx, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${which.join(', ')}${more}`, { checks, notReady: named });
+    // A client gone mid-prepare ends the wait at once: the deadline did not pass then.
+    const when = notReady.some((x) => x.disconnected === true) ? '' : ` within ${r.timeoutMs} ms`;
+    refuse(ctx, `${notReady.length} client(s) not ready${when}: ${which.join(', ')}${more}`, { checks, notReady: named });
   }
   // Nobody subscribing from here on is told prepare: the manifest is about to be sealed.
   round.close();
