@@ -57,6 +57,7 @@ export type AgentOperation =
   | 'agent.retrieveSession'
   | 'agent.release'
   | 'agent.ready'
+  | 'agent.subscribe'
   | 'agent.sessions'
   | 'agent.update'
   | 'agent.start';
@@ -94,6 +95,7 @@ const OPERATION_NAMES: Readonly<Record<Operation, true>> = {
   'agent.retrieveSession': true,
   'agent.release': true,
   'agent.ready': true,
+  'agent.subscribe': true,
   'agent.sessions': true,
   'agent.update': true,
   'agent.start': true,
@@ -110,7 +112,7 @@ export function isOperation(value: unknown): value is Operation {
 export interface UpdateRefusedDetails {
   /** The checks made, in order; empty when the update was refused before any (another update running). */
   checks: UpdateCheck[];
-  /** Each client holding sessions that had not said ready when the update gave up waiting; empty otherwise. */
+  /** Each client the update waited for that had not said ready when it gave up (holding sessions, or told `prepare`; `disconnected` when it left mid-prepare); empty otherwise. */
   notReady: NotReadyClient[];
 }
 

@@ -127,6 +127,9 @@ export {
   type SessionsReport,
   type UpdateOptions,
   type UpdateReport,
+  type AgentClientEvents,
+  type PrepareEvent,
+  type ResumeEvent,
 } from './agent/client.js';
 export { DEFAULT_SOCKET as AGENT_SOCKET, UPDATE_CHECK_NAMES, type SessionInfo, type JsonValue, type UpdateCheckName, type NotReadyClient } from './agent/protocol.js';
 export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';

@@ -6,12 +6,13 @@
  * @internal
  */
 import * as fs from 'node:fs';
-import { agentError, type UpdateRefusedDetails } from '../errors.js';
+import { agentError, LiveUpdateError, type UpdateRefusedDetails } from '../errors.js';
 import * as kexec from '../kexec.js';
 import type { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import { kernelBoolParam, kernelParam } from '../diagnosis.js';
 import { bounded } from './codec.js';
+import type { PrepareRound } from './announcements.js';
 import type { Connection, Notifier } from './connection.js';
 import { closeQuietly } from './fdstore.js';
 import { writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
@@ -47,6 +48,8 @@ export interface UpdateContext {
   event(name: string, fields: Record<string, JsonValue | undefined>): void;
   /** Sends the `phase: "kexec"` reply, just before the jump. */
   announce(body: Record<string, JsonValue>): Promise<void>;
+  /** Tells every subscribed client (but the asker) that the update is coming, and what to wait for. */
+  prepare(prepare: { deadline: number; kernel: string }): PrepareRound;
 }
 
 /** Runs one update; resolves only for a dry run (a jump never returns), rejects with the refusal or the failure. */
@@ -63,12 +66,20 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
     const failed = checks.filter((x) => !x.ok);
     if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [] });
     if (r.dryRun) return { dryRun: true, checks: checks as unknown as JsonValue };
-    await kexec.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
-    // From here on, whatever ends the update without a jump unloads the kernel first.
+    // Announced before the load, so that the clients quiesce while the kernel is read; the deadline counts from here.
+    const round = ctx.prepare({ deadline: Date.now() + r.timeoutMs, kernel: r.kernel });
     try {
-      return await afterLoad(ctx, r, checks, startedAt);
+      await kexec.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
+      // From here on, whatever ends the update without a jump unloads the kernel first.
+      try {
+        return await afterLoad(ctx, r, checks, startedAt, round);
+      } catch (error) {
+        await kexec.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
+        throw error;
+      }
     } catch (error) {
-      await kexec.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
+      // Unloaded first: a client told to resume finds nothing loaded.
+      round.resume(bounded(error instanceof Error ? error.message : String(error), 1024), error instanceof LiveUpdateError ? error.code : undefined);
       throw error;
     }
   } finally {
@@ -76,17 +87,22 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
   }
 }
 
-async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateCheck[], startedAt: number): Promise<never> {
+async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateCheck[], startedAt: number, round: PrepareRound): Promise<never> {
   checks.push({ name: 'kexec-loaded', ok: true });
   ctx.event('kexec-loaded', { ...ctx.who, kernel: bounded(r.kernel) });
-  const { notReady, passed } = await waitReady(ctx, r.timeoutMs);
+  const { notReady, passed } = await waitReady(ctx, r, round);
   stopping(ctx, checks);
   const proceededWithout = r.proceedWithout === true ? [...passed, ...notReady] : passed;
   if (notReady.length > 0 && r.proceedWithout !== true) {
     const named = notReady.slice(0, MAX_LISTED_CLIENTS);
     const more = notReady.length > named.length ? ` and ${notReady.length - named.length} more` : '';
-    refuse(ctx, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${named.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid})`).join(', ')}${more}`, { checks, notReady: named });
+    const which = named.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid}${x.disconnected === true ? ', disconnected while preparing' : ''})`);
+    // A client gone mid-prepare ends the wait at once: the deadline did not pass then.
+    const when = notReady.some((x) => x.disconnected === true) ? '' : ` within ${r.timeoutMs} ms`;
+    refuse(ctx, `${notReady.length} client(s) not ready${when}: ${which.join(', ')}${more}`, { checks, notReady: named });
   }
+  // Nobody subscribing from here on is told prepare: the manifest is about to be sealed.
+  round.close();
   checks.push({ name: 'clients-ready', ok: true, ...(proceededWithout.length === 0 ? {} : { detail: `went on without ${proceededWithout.length} client(s), their sessions kept` }) });
   const sessions = await ctx.table.beginSealing();
   stopping(ctx, checks);
@@ -124,14 +140,19 @@ function refuse(ctx: UpdateContext, why: string, details: UpdateRefusedDetails):
  * back, or the deadline, or the agent's stop; woken by every connection
  * transition. Answers those still not ready, and those the policy let the
  * update go on without (not among `waitFor`, or past `proceedAfterSeconds`).
+ * A client told `prepare` that disconnects before saying ready is not ready
+ * for good: without `proceedWithout` the wait ends there (its state may be
+ * half saved; refusing keeps its sessions in this kernel, where it can
+ * attach again).
  */
-async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<{ notReady: NotReadyClient[]; passed: NotReadyClient[] }> {
+async function waitReady(ctx: UpdateContext, r: UpdateRequest, round: PrepareRound): Promise<{ notReady: NotReadyClient[]; passed: NotReadyClient[] }> {
   const { waitFor, proceedAfterSeconds } = ctx.policy.readiness;
   const graceMs = proceedAfterSeconds === null ? Infinity : proceedAfterSeconds * 1000;
   const startedAt = Date.now();
-  const describe = (c: Connection<Entry>): NotReadyClient => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid });
+  const describe = (c: Connection<Entry>): NotReadyClient => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid, ...(c.leftWhilePreparing ? { disconnected: true } : {}) });
   const split = (): { notReady: NotReadyClient[]; passed: NotReadyClient[] } => {
-    const blocking = [...ctx.connections()].filter((c) => c.blocksUpdate);
+    const gone = [...round.prepared].filter((c) => c.leftWhilePreparing) as Array<Connection<Entry>>;
+    const blocking = [...[...ctx.connections()].filter((c) => c.blocksUpdate && !gone.includes(c)), ...gone];
     const graceOver = Date.now() - startedAt >= graceMs;
     const waited = (c: Connection<Entry>): boolean => !graceOver && (waitFor === null || permits(waitFor, c.peer));
     return { notReady: blocking.filter(waited).map(describe), passed: blocking.filter((c) => !waited(c)).map(describe) };
@@ -139,12 +160,15 @@ async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<{ notRe
   const timers: NodeJS.Timeout[] = [];
   const after = (ms: number): Promise<void> => new Promise((resolve) => timers.push(setTimeout(resolve, Math.min(ms, 2 ** 31 - 1))));
   const stopped = new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
-  const deadline = after(timeoutMs).then(() => 'deadline' as const);
-  const events = [ctx.changes.changed(), stopped, deadline, ...(graceMs < timeoutMs ? [after(graceMs)] : [])];
+  // The deadline announced with prepare, before the load: the load's time counts.
+  const remainingMs = Math.max(0, round.deadline - Date.now());
+  const deadline = after(remainingMs).then(() => 'deadline' as const);
+  const events = [ctx.changes.changed(), stopped, deadline, ...(graceMs < remainingMs ? [after(graceMs)] : [])];
   try {
     for (;;) {
       const state = split();
       if (state.notReady.length === 0 || ctx.signal.aborted) return state;
+      if (r.proceedWithout !== true && state.notReady.some((x) => x.disconnected === true)) return state;
       const woke = await Promise.race(events);
       if (woke === 'deadline') return split();
       events[0] = ctx.changes.changed();
