@@ -30,7 +30,11 @@ const ALL_SEALS = SEAL_SEAL | SEAL_SHRINK | SEAL_GROW | SEAL_WRITE | SEAL_FUTURE
 /** The kernel prefixes "memfd:" to names; the whole must fit NAME_MAX (255). */
 const MAX_NAME_BYTES = 249;
 
-/** Options for {@link create}. */
+/**
+ * Options for {@link create}. There is no hugetlb option: LUO's memfd
+ * handler preserves shmem memfds only, and `preserve` refuses an
+ * `MFD_HUGETLB` one (UnsupportedFileError, `ENOENT`, saying so).
+ */
 export interface CreateOptions {
   /** Close-on-exec (default true: the fd is not inherited by child programs). */
   cloexec?: boolean;
@@ -38,8 +42,6 @@ export interface CreateOptions {
   allowSealing?: boolean;
   /** Make the file non-executable and seal that (MFD_NOEXEC_SEAL, Linux 6.3+; implies allowSealing). */
   noexecSeal?: boolean;
-  // No hugetlb option: LUO's memfd handler preserves shmem memfds only and
-  // refuses an MFD_HUGETLB one (preserve: UnsupportedFileError, ENOENT).
 }
 
 function checkName(name: unknown): string {
