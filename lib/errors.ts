@@ -35,6 +35,7 @@ export type Operation =
   | 'memfd.create'
   | 'memfd.addSeals'
   | 'memfd.getSeals'
+  | 'memfd.punchHole'
   | 'kexec.load'
   | 'kexec.unload'
   | 'kexec.isLoaded'
@@ -77,6 +78,7 @@ const OPERATION_NAMES: Readonly<Record<Operation, true>> = {
   'memfd.create': true,
   'memfd.addSeals': true,
   'memfd.getSeals': true,
+  'memfd.punchHole': true,
   'kexec.load': true,
   'kexec.unload': true,
   'kexec.isLoaded': true,
@@ -272,6 +274,12 @@ export class OperationNotSupportedError extends LiveUpdateError {}
 export class SealingNotAllowedError extends LiveUpdateError {}
 /** The fd's file does not support seals (it is not a memfd). */
 export class NotSealableError extends LiveUpdateError {}
+/**
+ * The memfd's pages cannot be changed now: it is preserved in an outgoing
+ * session (LUO freezes a preserved memfd until the kexec, or until the
+ * session is closed), or it is sealed against writes. The message says which.
+ */
+export class FileFrozenError extends LiveUpdateError {}
 /** A kexec call failed; see the subclasses. */
 export class KexecError extends LiveUpdateError {}
 /** This kernel has no kexec (or no `kexec_file_load`): nothing can be loaded or executed. */
@@ -509,6 +517,8 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: FinishNotReadyError, operations: ['finish'], codes: ['EBUSY'], meaning: 'a file is not ready to finish (its handler said no); nothing was finished: retry later', text: (c) => `a file in ${session(c)} is not ready to finish; nothing was finished: retry later` },
   { type: SealingNotAllowedError, operations: ['memfd.addSeals'], codes: ['EPERM'], meaning: 'the memfd carries `SEAL_SEAL` (created without `allowSealing`), or the fd is read-only', text: (c) => `the file of ${fdText(c)} accepts no new seals` },
   { type: NotSealableError, operations: ['memfd.addSeals', 'memfd.getSeals'], codes: ['EINVAL'], meaning: 'the file is not a memfd (it has no seals)', text: (c) => `the file of ${fdText(c)} does not support seals (it is not a memfd)` },
+  { type: FileFrozenError, operations: ['memfd.punchHole'], codes: ['EPERM'], meaning: 'the memfd is preserved in an outgoing session (frozen until the kexec), or sealed against writes (`SEAL_WRITE`, `SEAL_FUTURE_WRITE`); the message says which', text: (c) => `the pages of the file of ${fdText(c)} are frozen: no hole can be punched` },
+  { type: BadFileDescriptorError, operations: ['memfd.punchHole'], codes: ['EBADF'], meaning: 'the fd is not open, or not open for writing', text: (c) => `${fdText(c)} is not open for writing` },
   { type: KexecUnsupportedError, operations: KEXEC_OPS, codes: ['ENOSYS'], meaning: 'this kernel has no kexec (`CONFIG_KEXEC_CORE`), or no `kexec_file_load` (`CONFIG_KEXEC_FILE`)', text: (c) => (c.operation === 'kexec.execute' ? 'this kernel has no kexec (built without CONFIG_KEXEC_CORE): it cannot jump to another kernel' : 'this kernel has no kexec_file_load (built without CONFIG_KEXEC_FILE)') },
   { type: KexecNotLoadedError, operations: ['kexec.execute'], codes: ['EINVAL'], meaning: 'nothing loaded', text: () => 'no kernel is loaded (call kexec.load first)' },
   { type: KexecError, operations: ['kexec.execute'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`)', text: () => 'not permitted to reboot (needs CAP_SYS_BOOT)' },

@@ -41,6 +41,7 @@ export {
   OperationNotSupportedError,
   SealingNotAllowedError,
   NotSealableError,
+  FileFrozenError,
   KexecError,
   KexecUnsupportedError,
   KexecNotLoadedError,

@@ -121,6 +121,19 @@ const CALLS: Record<string, Call> = {
   'memfd.addSealsSync': (v) => lu.memfd.addSealsSync(v() as number, v() as number),
   'memfd.getSeals': (v) => lu.memfd.getSeals(v() as number),
   'memfd.getSealsSync': (v) => lu.memfd.getSealsSync(v() as number),
+  // On a memfd of its own: holes punched in whatever file a random fd names would destroy data.
+  'memfd.punchHole (own memfd)': (v) => {
+    const fd = lu.memfd.createSync('fuzz-punch');
+    return lu.memfd.punchHole(fd, v() as number, v() as number).finally(() => fs.closeSync(fd));
+  },
+  'memfd.punchHoleSync (own memfd)': (v) => {
+    const fd = lu.memfd.createSync('fuzz-punch');
+    try {
+      lu.memfd.punchHoleSync(fd, v() as number, v() as number);
+    } finally {
+      fs.closeSync(fd);
+    }
+  },
   'kexec.isLoaded': () => lu.kexec.isLoaded(),
   'kexec.isLoadedSync': () => lu.kexec.isLoadedSync(),
   'kexec.load (invalid only)': (v) => lu.kexec.load({ kernel: v() as string, cmdline: 42 as unknown as string }),

@@ -26,7 +26,7 @@ const EXPORTS: ReadonlyArray<readonly [string, string]> = [
   ['SessionFullError', 'function'], ['FileTooLargeError', 'function'], ['OutOfMemoryError', 'function'],
   ['TokenNotFoundError', 'function'], ['RetrieveFailedError', 'function'], ['FinishNotReadyError', 'function'],
   ['SessionStateError', 'function'], ['OperationNotSupportedError', 'function'], ['SealingNotAllowedError', 'function'],
-  ['NotSealableError', 'function'], ['KexecError', 'function'], ['KexecUnsupportedError', 'function'],
+  ['NotSealableError', 'function'], ['FileFrozenError', 'function'], ['KexecError', 'function'], ['KexecUnsupportedError', 'function'],
   ['KexecNotLoadedError', 'function'], ['KexecImageRejectedError', 'function'], ['LiveUpdateAbortedError', 'function'],
   ['NotifySocketError', 'function'], ['NotifyTimeoutError', 'function'], ['AddonLoadError', 'function'],
   ['AgentError', 'function'], ['AgentPermissionError', 'function'], ['AgentQuotaError', 'function'],
