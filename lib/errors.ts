@@ -291,8 +291,13 @@ export class LiveUpdateAbortedError extends KexecError {}
 export class KernelImageError extends LiveUpdateError {}
 /** The file is not an x86-64 bzImage `kexec_file_load` can load (no setup header, too old a boot protocol, truncated); the message says what is wrong. */
 export class NotKernelImageError extends KernelImageError {}
-/** A live update into that kernel would lose what it hands over; `running` and `target` are the two releases. */
-export class KernelCompatibilityError extends LiveUpdateError {
+/** A string field of an error's `details`, or undefined (details may have crossed the agent's socket). */
+function detailText(context: ErrorContext, key: string): string | undefined {
+  const value = context.details?.[key];
+  return typeof value === 'string' ? value : undefined;
+}
+/** The two kernels hand over in different formats (Linux 7.2 changed it): the target would retrieve nothing. */
+export class HandoverFormatError extends LiveUpdateError {
   /** The running kernel's release. */
   readonly running: string | undefined;
   /** The target kernel's release. */
@@ -301,21 +306,24 @@ export class KernelCompatibilityError extends LiveUpdateError {
   /** @internal */
   constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
     super(message, code, context, system);
-    const text = (key: string): string | undefined => (typeof context.details?.[key] === 'string' ? (context.details[key] as string) : undefined);
-    this.running = text('running');
-    this.target = text('target');
+    this.running = detailText(context, 'running');
+    this.target = detailText(context, 'target');
   }
 }
-/** The two kernels hand over in different formats (Linux 7.2 changed it): the target would retrieve nothing. */
-export class HandoverFormatError extends KernelCompatibilityError {}
 /** The target kernel was built without LUO (`missing` names the options off): it would retrieve nothing. */
-export class KernelWithoutLiveUpdateError extends KernelCompatibilityError {
+export class KernelWithoutLiveUpdateError extends LiveUpdateError {
+  /** The running kernel's release. */
+  readonly running: string | undefined;
+  /** The target kernel's release. */
+  readonly target: string | undefined;
   /** The build options it lacks (`CONFIG_LIVEUPDATE`, ...); empty when its release predates LUO. */
   readonly missing: string[];
 
   /** @internal */
   constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
     super(message, code, context, system);
+    this.running = detailText(context, 'running');
+    this.target = detailText(context, 'target');
     const missing = context.details?.['missing'];
     this.missing = Array.isArray(missing) ? missing.filter((m): m is string => typeof m === 'string') : [];
   }

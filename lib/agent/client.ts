@@ -9,6 +9,7 @@ import { agentError, isNativeSystemError, kernelError, LiveUpdateError, MessageT
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
 import { native } from '../native.js';
 import { Session } from '../session.js';
+import type { KernelPreflight } from '../kernel-image.js';
 import { checkOptions, checkPath, invalidArgType, outOfRange } from '../validate.js';
 import { DEFAULT_SOCKET, fromWireError, MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS, type JsonValue, type SessionInfo, type UpdateCheck, type UpdateRequest } from './protocol.js';
 
@@ -110,6 +111,8 @@ export interface UpdateReport {
   dryRun: boolean;
   /** Each check the agent made, in order. */
   checks: UpdateCheck[];
+  /** The kernel preflight's report (absent from agents before it, and when the image was not read). */
+  kernel?: KernelPreflight;
 }
 
 type Body = Record<string, unknown>;
