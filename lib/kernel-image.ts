@@ -136,6 +136,8 @@ const KERNEL_VERSION = 0x20e;
 const LOADFLAGS = 0x211;
 const XLOADFLAGS = 0x236;
 const PAYLOAD_OFFSET = 0x248;
+/** The protected-mode part's size, in 16-byte units: the image ends there (a signed one has its signature after it). */
+const SYSSIZE = 0x1f4;
 /** The header read: every field above, nothing more. */
 const HEADER_BYTES = 0x250;
 /** kexec_file_load's bzImage64 loader needs protocol 2.12 (xloadflags). */
@@ -232,8 +234,9 @@ function parseImage(file: string, { fd, bytes }: OpenFile): KernelImage {
   const version = text.toString('latin1', 0, end);
   const release = version.split(/\s/)[0] ?? '';
   if (!/^[\x21-\x7e]+$/.test(release)) throw notBzImage(file, 'its version string has no release');
+  const imageEnd = setupBytes + header.readUInt32LE(SYSSIZE) * 16;
+  if (imageEnd > bytes) throw notBzImage(file, `truncated: ${bytes} bytes, its header says ${imageEnd}`);
   const payloadAt = setupBytes + header.readUInt32LE(PAYLOAD_OFFSET);
-  if (payloadAt >= bytes) throw notBzImage(file, `truncated: ${bytes} bytes, its kernel starts at ${payloadAt}`);
   const magic = readAt(fd, payloadAt, 6);
   const compression = COMPRESSIONS.find(([, m]) => magic.subarray(0, m.length).equals(m))?.[0] ?? 'unknown';
   return { path: file, release, version, bootProtocol, compression, bytes };

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 export function writeHeaderOnlyImage(file: string, release = '7.3.4'): string {
   const image = Buffer.alloc(2048);
   image[0x1f1] = 1; // setup_sects: the setup code ends at 1024
+  image.writeUInt32LE((image.length - 1024) / 16, 0x1f4); // syssize: the rest of the file
   image.writeUInt16LE(0xaa55, 0x1fe);
   image.write('HdrS', 0x202, 'latin1');
   image.writeUInt16LE(0x020f, 0x206); // boot protocol 2.15
