@@ -275,7 +275,7 @@ export function handoverFormat(release: string): string | null {
   return null;
 }
 
-/** The text of a small regular file, or null when it is missing, a link, too large or unreadable. */
+/** The text of a small regular file (at most `limit` bytes), or null when it is missing, a link, larger or unreadable. */
 function readSmallFile(file: string, limit: number): string | null {
   let opened: OpenFile;
   try {
@@ -284,7 +284,9 @@ function readSmallFile(file: string, limit: number): string | null {
     return null;
   }
   try {
-    return opened.bytes > limit ? null : readAt(opened.fd, 0, opened.bytes).toString('utf8');
+    // Read to the end, not to st_size: debugfs and procfs files say 0.
+    const text = readAt(opened.fd, 0, limit + 1);
+    return text.length > limit ? null : text.toString('utf8');
   } finally {
     fs.closeSync(opened.fd);
   }

@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { kernel, KernelWithoutLiveUpdateError } from 'liveupdate';
+import { kernel, KernelWithoutLiveUpdateError, readKernelLog } from 'liveupdate';
 import { AgentProcess, defineCase, defineScenario, runCli, type JsonValue, type StageContext } from 'liveupdate-conformance';
 
 /** Where the test puts the other test kernel (its build config `config` beside it). */
@@ -53,6 +53,7 @@ function runningKernel(ctx: StageContext): void {
   ctx.report('debugfs kho/out/sub_fdts', fs.existsSync(`${KHO_OUT}/sub_fdts`) ? fs.readdirSync(`${KHO_OUT}/sub_fdts`) : []);
   ctx.report('/proc/iomem lines naming KHO or scratch', grep('/proc/iomem', /kho|scratch/i));
   ctx.report('/proc/cmdline', fs.readFileSync('/proc/cmdline', 'utf8').trim());
+  ctx.report('kernel log lines naming KHO or scratch', readKernelLog()?.split('\n').filter((l) => /KHO|scratch/i.test(l)) ?? ['(not readable)']);
   const lens = fs.readFileSync(`${KHO_OUT}/scratch_len`, 'utf8').trim().split('\n').map((l) => Number.parseInt(l, 16));
   const luoState = fs.readFileSync(`${KHO_OUT}/sub_fdts/LUO`);
   ctx.report('scratch_len', lens);
