@@ -40,10 +40,18 @@ export interface LiveUpdateSupport {
   lacking: string[];
 }
 
+/** One area of KHO scratch memory. */
+export interface ScratchArea {
+  /** Its physical address, in hex (`0x...`). */
+  address: string;
+  /** Its size in bytes. */
+  bytes: number;
+}
+
 /** The KHO scratch memory the running kernel reserved at boot for the next one. */
 export interface ScratchReservation {
-  /** Each area (lowmem, global, then one per node): physical address (hex) and size; null when not readable. */
-  areas: Array<{ address: string; bytes: number }> | null;
+  /** Each area (lowmem, global, then one per node); null when not readable. */
+  areas: ScratchArea[] | null;
   /** Their sum in bytes, or null. */
   totalBytes: number | null;
   /** Where the areas were read (`/sys/kernel/debug/kho/out`), or why they could not be. */
@@ -376,12 +384,20 @@ function kernelCheckError(code: 'ERR_LIVEUPDATE_HANDOVER_FORMAT' | 'ERR_LIVEUPDA
   return packageError(code, text, { operation: 'kernel.check', details }) as HandoverFormatError | KernelWithoutLiveUpdateError;
 }
 
+/** What {@link judge} finds. */
+export interface Judgement {
+  /** Why the update would lose what it hands over, as the typed errors {@link preflightSync} throws. */
+  errors: Array<HandoverFormatError | KernelWithoutLiveUpdateError>;
+  /** What may go wrong that cannot be ruled out. */
+  warnings: string[];
+}
+
 /**
  * The verdict on a live update from `running` into `target`: the typed
  * errors of what would lose what is handed over, and the warnings. Pure:
  * every fact is in the arguments.
  */
-export function judge(running: RunningKernel, target: TargetKernel): { errors: Array<HandoverFormatError | KernelWithoutLiveUpdateError>; warnings: string[] } {
+export function judge(running: RunningKernel, target: TargetKernel): Judgement {
   const errors: Array<HandoverFormatError | KernelWithoutLiveUpdateError> = [];
   const warnings: string[] = [];
   const releases = { running: running.release, target: target.release };
@@ -420,7 +436,7 @@ function checkPreflight(options: unknown): { kernel: string; cmdline: string } {
   return { kernel, cmdline: o.cmdline ?? '' };
 }
 
-function evaluate(options: unknown): { report: KernelPreflight; errors: Array<HandoverFormatError | KernelWithoutLiveUpdateError> } {
+function evaluate(options: unknown): { report: KernelPreflight; errors: Judgement['errors'] } {
   const startedAt = process.hrtime.bigint();
   const { kernel, cmdline } = checkPreflight(options);
   const image = readImageSync(kernel);
