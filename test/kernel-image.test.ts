@@ -13,14 +13,13 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as lu from '../dist/index.js';
 import { updateChecks } from '../dist/agent/update.js';
-import { findKernels } from '../conformance/lib/vm/kernels.js';
+import { debianKernel, findKernels } from '../conformance/lib/vm/kernels.js';
 import { writeHeaderOnlyImage } from './helpers/bzimage.js';
 import { expectNoFdLeak } from './helpers/fds.js';
 import { kernelTestsSkipped } from './helpers/kernel-gate.js';
 
 const { kernel } = lu;
 const CACHE = process.env.LIVEUPDATE_CACHE ?? path.join(os.homedir(), '.cache', 'liveupdate');
-const BUILD_KERNEL = path.join(__dirname, '..', 'conformance', 'vm', 'build-kernel.sh');
 
 let dir: string;
 beforeAll(() => {
@@ -67,8 +66,7 @@ describe.skipIf(kernelTestsSkipped())('the real kernel images', () => {
 
   it("Debian's own kernel of the newest series is refused: its build config lacks LUO", async () => {
     const series = (kernels[kernels.length - 1]?.release ?? '7.3').split('.').slice(0, 2).join('.');
-    const image = execFileSync('bash', [BUILD_KERNEL, '--debian-image', series], { encoding: 'utf8' }).trim();
-    const release = path.basename(path.dirname(image));
+    const { path: image, release } = debianKernel(series);
     expect(kernel.readImageSync(image)).toMatchObject({ release, bootProtocol: '2.15' });
     const error = thrown(() => kernel.preflightSync({ kernel: image })) as lu.KernelWithoutLiveUpdateError;
     expect(error).toBeInstanceOf(lu.KernelWithoutLiveUpdateError);
