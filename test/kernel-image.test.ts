@@ -169,6 +169,28 @@ describe('what is not a bzImage is refused before any kexec syscall', () => {
   });
 });
 
+describe("the agent's policy on the preflight's warnings", () => {
+  it("preflight.unknownKernel and crossRelease: 'refuse' fails kernel-luo and kernel-format; the default warns", () => {
+    // A header-only image has no build config anywhere, and its release is not the host's.
+    const image = writeHeaderOnlyImage(path.join(dir, 'bzImage-policy'), '7.3.4');
+    const failed = (preflight: unknown): Array<[string, string | undefined]> => {
+      const { checks } = updateChecks({ kernel: image, cmdline: 'liveupdate=on kho=on' }, true, { kernels: null, waiting: 0, preflight: lu.parsePolicy({ preflight }).preflight });
+      return checks.filter((c) => !c.ok).map((c) => [c.name, c.detail]);
+    };
+    expect(failed(undefined)).toEqual([]);
+    expect(failed({ unknownKernel: 'refuse' })).toEqual([['kernel-luo', 'whether kernel 7.3.4 has LUO cannot be told (no build config found), which the policy refuses (preflight.unknownKernel)']]);
+    expect(failed({ crossRelease: 'refuse' })).toEqual([['kernel-format', `kernel ${os.release()} to 7.3.4 changes release, which the policy refuses (preflight.crossRelease)`]]);
+    fs.writeFileSync(path.join(dir, 'config-7.3.4'), '# Linux/x86 7.3.4 Kernel Configuration\nCONFIG_KEXEC_HANDOVER=y\nCONFIG_LIVEUPDATE=y\nCONFIG_LIVEUPDATE_MEMFD=y\nCONFIG_KEXEC_FILE=y\n');
+    expect(failed({ unknownKernel: 'refuse' })).toEqual([]);
+  });
+
+  it('a bad preflight policy is an AgentPolicyError naming the field', () => {
+    expect(() => lu.parsePolicy({ preflight: { unknownKernel: 'maybe' } })).toThrow(/preflight.unknownKernel must be 'warn' or 'refuse'/);
+    expect(() => lu.parsePolicy({ preflight: { strict: true } })).toThrow(/preflight: unknown field\(s\): strict/);
+    expect(() => lu.parsePolicy({ preflight: 'refuse' })).toThrow(lu.AgentPolicyError);
+  });
+});
+
 describe('the verdict', () => {
   const running = (release: string, format: string | null): lu.kernel.RunningKernel => ({
     release,

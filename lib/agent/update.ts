@@ -18,7 +18,7 @@ import { closeQuietly } from './fdstore.js';
 import { writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
 import { AGENT_SESSION_NAME } from './names.js';
 import type { JsonValue, NotReadyClient, UpdateCheck, UpdateRequest } from './protocol.js';
-import { permits, type Peer, type Policy } from './policy.js';
+import { DEFAULT_POLICY, permits, type Peer, type Policy, type PreflightPolicy } from './policy.js';
 import type { Entry, SessionTable } from './sessions.js';
 
 /** The most clients a reply names (`notReady`, `proceededWithout`), so that it fits in one message whatever the number of connections; the message gives the count. */
@@ -60,7 +60,7 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
   }
   ctx.table.beginUpdate();
   try {
-    const { checks, kernel } = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table) });
+    const { checks, kernel } = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table), preflight: ctx.policy.preflight });
     const report = kernel === null ? {} : { kernel };
     const failed = checks.filter((x) => !x.ok);
     if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [], ...report });
@@ -195,7 +195,7 @@ export interface UpdateChecks {
 export function updateChecks(
   r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline' | 'proceedWithout'>,
   haveDevice: boolean,
-  agent: { kernels: readonly string[] | null; waiting: number } = { kernels: null, waiting: 0 },
+  agent: { kernels: readonly string[] | null; waiting: number; preflight?: PreflightPolicy } = { kernels: null, waiting: 0 },
 ): UpdateChecks {
   const readable = (name: 'kernel-readable' | 'initrd-readable', file: string): UpdateCheck => {
     try {
@@ -209,7 +209,7 @@ export function updateChecks(
   const kho = kernelParam(r.cmdline, 'kho');
   const kernelReadable = readable('kernel-readable', r.kernel);
   // An unreadable image has failed already: the preflight would only say it again.
-  const preflight = kernelReadable.ok ? kernelChecks(r.kernel, r.cmdline) : { checks: [], report: null };
+  const preflight = kernelReadable.ok ? kernelChecks(r.kernel, r.cmdline, agent.preflight ?? DEFAULT_POLICY.preflight) : { checks: [], report: null };
   const checks: UpdateCheck[] = [
     kernelReadable,
     ...(r.initrd === undefined ? [] : [readable('initrd-readable', r.initrd)]),
@@ -234,8 +234,12 @@ export function updateChecks(
   return { checks, kernel: preflight.report };
 }
 
-/** The kernel preflight as checks: the image a bzImage, both kernels of one handover format, LUO in the next one. */
-function kernelChecks(kernel: string, cmdline: string): { checks: UpdateCheck[]; report: KernelPreflight | null } {
+/**
+ * The kernel preflight as checks: the image a bzImage, both kernels of one
+ * handover format, LUO in the next one; the policy may make a release
+ * change or a kernel whose config is not found fail them too.
+ */
+function kernelChecks(kernel: string, cmdline: string, policy: PreflightPolicy): { checks: UpdateCheck[]; report: KernelPreflight | null } {
   let report: KernelPreflight;
   try {
     report = inspectSync({ kernel, cmdline });
@@ -244,8 +248,10 @@ function kernelChecks(kernel: string, cmdline: string): { checks: UpdateCheck[];
   }
   const { running, target } = report;
   const refusal = (code: string): string | undefined => report.refusals.find((x) => x.code === code)?.message;
-  const format = refusal('ERR_LIVEUPDATE_HANDOVER_FORMAT');
-  const luo = refusal('ERR_LIVEUPDATE_KERNEL_WITHOUT_LUO');
+  const crossing = policy.crossRelease === 'refuse' && running.release !== target.release;
+  const unknown = policy.unknownKernel === 'refuse' && target.liveUpdate.present === null;
+  const format = refusal('ERR_LIVEUPDATE_HANDOVER_FORMAT') ?? (crossing ? `kernel ${running.release} to ${target.release} changes release, which the policy refuses (preflight.crossRelease)` : undefined);
+  const luo = refusal('ERR_LIVEUPDATE_KERNEL_WITHOUT_LUO') ?? (unknown ? `whether kernel ${target.release} has LUO cannot be told (no build config found), which the policy refuses (preflight.unknownKernel)` : undefined);
   const formats = running.format === null
     ? `the running kernel ${running.release} has no LUO on: nothing to hand over`
     : `${running.release} writes ${running.format} (${running.formatSource}), ${target.release} reads ${target.format ?? 'an unknown format'}`;
