@@ -13,9 +13,11 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as lu from '../dist/index.js';
 import { updateChecks } from '../dist/agent/update.js';
+import { agentError } from '../lib/errors.js';
 import { debianKernel, findKernels } from '../conformance/lib/vm/kernels.js';
 import { writeHeaderOnlyImage } from './helpers/bzimage.js';
 import { expectNoFdLeak } from './helpers/fds.js';
+import { runProcess } from '../conformance/lib/harness/process.js';
 import { kernelTestsSkipped } from './helpers/kernel-gate.js';
 
 const { kernel } = lu;
@@ -77,7 +79,7 @@ describe.skipIf(kernelTestsSkipped())('the real kernel images', () => {
     const { checks, kernel: report } = updateChecks({ kernel: image, cmdline: 'liveupdate=on kho=on' }, true);
     expect(checks.filter((c) => !c.ok).map((c) => [c.name, c.detail])).toEqual([['kernel-luo', error.message]]);
     expect(report?.verdict).toBe('refuse');
-  });
+  }, 60_000);
 
   it('the handover format of each release is the compatible string of its source tree', () => {
     const trees = fs.existsSync(path.join(CACHE, 'src')) ? fs.readdirSync(path.join(CACHE, 'src')).map((s) => path.join(CACHE, 'src', s, 'linux')) : [];
@@ -188,6 +190,42 @@ describe("the agent's policy on the preflight's warnings", () => {
     expect(() => lu.parsePolicy({ preflight: { unknownKernel: 'maybe' } })).toThrow(/preflight.unknownKernel must be 'warn' or 'refuse'/);
     expect(() => lu.parsePolicy({ preflight: { strict: true } })).toThrow(/preflight: unknown field\(s\): strict/);
     expect(() => lu.parsePolicy({ preflight: 'refuse' })).toThrow(lu.AgentPolicyError);
+  });
+});
+
+describe('the report as liveupdate update prints it', () => {
+  const BIN = path.join(__dirname, '..', 'bin', 'liveupdate.js');
+
+  it('--dry-run without an agent: the kernel lines after the checks, and kernel in --json', async () => {
+    // A directory of its own: no build config beside the image.
+    const image = writeHeaderOnlyImage(path.join(fs.mkdtempSync(path.join(dir, 'cli-')), 'bzImage'), '7.3.4');
+    const args = ['update', '--socket', path.join(dir, 'nobody.sock'), '--kernel', image, '--cmdline', 'liveupdate=on kho=on kho_bootmem=1G', '--dry-run'];
+    const text = await runProcess(process.execPath, [BIN, ...args], { timeoutMs: 30_000 });
+    expect(text.status).toBe(69);
+    const lines = text.stdout.split('\n');
+    const at = lines.findIndex((l) => l.startsWith('kernel: '));
+    expect(lines.slice(at - 2, at + 5)).toEqual([
+      'FAIL device-owned: no agent answers (ENOENT): these checks were made by this process',
+      'ok   no-unclaimed-sessions: none waits',
+      `kernel: ${os.release()} (no LUO) -> 7.3.4 (luo-v5): warn`,
+      expect.stringMatching(/^kho scratch of the running kernel: (not readable: |\d+ areas, )/),
+      expect.stringMatching(/^warning: cannot tell whether kernel 7.3.4 has LUO: no build config found/),
+      'warning: kernel 7.3.4 reads kho_scratch= (kho_bootmem= from 7.4): kho_bootmem=1G on its command line is ignored',
+      'dry run without an agent: every check this process can make passed',
+    ]);
+    const json = await runProcess(process.execPath, [BIN, ...args, '--json'], { timeoutMs: 30_000 });
+    const report = JSON.parse(json.stdout) as { kernel: lu.kernel.KernelPreflight };
+    expect(report.kernel).toMatchObject({ verdict: 'warn', refusals: [], target: { path: image, release: '7.3.4', format: 'luo-v5', scratchParameter: 'kho_bootmem=1G', liveUpdate: { present: null } }, running: { release: os.release() } });
+    expect(report.kernel.warnings).toHaveLength(2);
+  });
+
+  it("a refusal's details keep a kernel report only when it has the report's shape (it may have crossed the socket)", () => {
+    const report = kernel.inspectSync({ kernel: writeHeaderOnlyImage(path.join(dir, 'bzImage-wire')) });
+    const refused = (value: unknown): lu.UpdateRefusedError => agentError('ERR_LIVEUPDATE_UPDATE_REFUSED', 'refused', { operation: 'agent.update' }, { checks: [], notReady: [], kernel: value }) as unknown as lu.UpdateRefusedError;
+    expect(refused(JSON.parse(JSON.stringify(report))).details.kernel).toEqual(report);
+    for (const junk of [null, 'warn', { verdict: 'maybe' }, { ...report, warnings: [1] }, { ...report, running: {} }]) {
+      expect(refused(junk).details).toEqual({ checks: [], notReady: [] });
+    }
   });
 });
 
