@@ -217,7 +217,7 @@ describe('the report as liveupdate update prints it', () => {
     const report = JSON.parse(json.stdout) as { kernel: lu.kernel.KernelPreflight };
     expect(report.kernel).toMatchObject({ verdict: 'warn', refusals: [], target: { path: image, release: '7.3.4', format: 'luo-v5', scratchParameter: 'kho_bootmem=1G', liveUpdate: { present: null } }, running: { release: os.release() } });
     expect(report.kernel.warnings).toHaveLength(2);
-  });
+  }, 60_000); // two node processes: seconds on a busy machine
 
   it("a refusal's details keep a kernel report only when it has the report's shape (it may have crossed the socket)", () => {
     const report = kernel.inspectSync({ kernel: writeHeaderOnlyImage(path.join(dir, 'bzImage-wire')) });
