@@ -116,12 +116,15 @@ export interface KernelPreflightOptions {
   cmdline?: string;
 }
 
+/** The format of the releases before 7.2's change. */
+const OLDEST_FORMAT = 'pre-7.2';
+
 /** The handover format each release range writes and reads, newest first. */
 const HANDOVER_FORMATS: ReadonlyArray<{ since: string; format: string }> = [
   // LUO_ABI_COMPATIBLE in include/linux/kho/abi/luo.h of Debian's 7.2.13 and 7.3.4 sources.
   { since: '7.2', format: 'luo-v5' },
   // 7.2 changed the format; the string of the releases before is not in any source at hand.
-  { since: '6.19', format: 'pre-7.2' },
+  { since: '6.19', format: OLDEST_FORMAT },
 ];
 
 /** The release that renames `kho_scratch=` to `kho_bootmem=`. */
@@ -412,7 +415,7 @@ export function judge(running: RunningKernel, target: TargetKernel): Judgement {
   if (running.format !== null && target.format !== null && running.format !== target.format) {
     errors.push(kernelCheckError(
       'ERR_LIVEUPDATE_HANDOVER_FORMAT',
-      `kernel ${running.release} hands over in format ${running.format} and kernel ${target.release} reads ${target.format} (Linux 7.2 changed the format): nothing would be retrieved`,
+      `kernel ${running.release} hands over in format ${running.format} and kernel ${target.release} reads ${target.format}${[running.format, target.format].includes(OLDEST_FORMAT) ? ' (Linux 7.2 changed the format)' : ''}: nothing would be retrieved`,
       { ...releases, formats: [running.format, target.format] },
     ));
   } else if (running.liveUpdate && target.format === null && luo.present !== false) {

@@ -262,7 +262,7 @@ describe('the verdict', () => {
 
   it('a format the running kernel says itself wins over its release', () => {
     const { errors } = kernel.judge({ ...running('7.3.4', 'luo-v6'), formatSource: 'debugfs' }, target('7.3.4'));
-    expect(errors.map((e) => e.code)).toEqual(['ERR_LIVEUPDATE_HANDOVER_FORMAT']);
+    expect(errors.map((e) => e.message)).toEqual(['ERR_LIVEUPDATE_HANDOVER_FORMAT: kernel 7.3.4 hands over in format luo-v6 and kernel 7.3.4 reads luo-v5: nothing would be retrieved']);
   });
 
   it('another release of the same format: a warning; the same release: nothing to say', () => {

@@ -254,7 +254,7 @@ function kernelChecks(kernel: string, cmdline: string, policy: PreflightPolicy):
   const luo = refusal('ERR_LIVEUPDATE_KERNEL_WITHOUT_LUO') ?? (unknown ? `whether kernel ${target.release} has LUO cannot be told (no build config found), which the policy refuses (preflight.unknownKernel)` : undefined);
   const formats = running.format === null
     ? `the running kernel ${running.release} has no LUO on: nothing to hand over`
-    : `${running.release} writes ${running.format} (${running.formatSource}), ${target.release} reads ${target.format ?? 'an unknown format'}`;
+    : `${running.release} writes ${running.format} (${running.formatSource}), ${target.release} reads ${target.format ?? (target.liveUpdate.present === false ? 'none (no LUO)' : 'an unknown format')}`;
   const built = target.liveUpdate.present === true ? `built with LUO (${target.liveUpdate.config})` : 'cannot tell: no build config found (a warning)';
   return {
     report,
