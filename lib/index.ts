@@ -47,6 +47,10 @@ export {
   KexecNotLoadedError,
   KexecImageRejectedError,
   LiveUpdateAbortedError,
+  KernelImageError,
+  NotKernelImageError,
+  HandoverFormatError,
+  KernelWithoutLiveUpdateError,
   NotifySocketError,
   NotifyTimeoutError,
   AddonLoadError,
@@ -72,6 +76,7 @@ export {
 export { MAX_TOKEN, MAX_SESSION_NAME_BYTES } from './validate.js';
 export * as memfd from './memfd.js';
 export * as kexec from './kexec.js';
+export * as kernel from './kernel-image.js';
 export {
   sendFds,
   sendFdsSync,

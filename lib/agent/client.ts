@@ -10,6 +10,7 @@ import { agentError, isNativeSystemError, kernelError, LiveUpdateError, MessageT
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
 import { native } from '../native.js';
 import { Session } from '../session.js';
+import type { KernelPreflight } from '../kernel-image.js';
 import { checkOptions, checkPath, invalidArgType, outOfRange } from '../validate.js';
 import {
   ANNOUNCEMENTS_VERSION,
@@ -124,6 +125,8 @@ export interface UpdateReport {
   dryRun: boolean;
   /** Each check the agent made, in order. */
   checks: UpdateCheck[];
+  /** The kernel preflight's report (absent from agents before it, and when the image was not read). */
+  kernel?: KernelPreflight;
 }
 
 /** What {@link AgentClient}'s `'prepare'` event carries: an update is coming. */

@@ -121,6 +121,12 @@ export type UpdateCheckName =
   | 'liveupdate-on'
   /** The next command line does not turn KHO off (`kho=` absent relies on the next kernel's default). */
   | 'kho-not-disabled'
+  /** The kernel image is an x86-64 bzImage (`detail`: its release, or the typed error's message). */
+  | 'kernel-image'
+  /** The running and the next kernel hand over in the same format (`kernel.preflight`). */
+  | 'kernel-format'
+  /** The next kernel has LUO, by its build config; passes with a warning when that cannot be told. */
+  | 'kernel-luo'
   /** The agent owns `/dev/liveupdate`. */
   | 'device-owned'
   /** `kexec_file_load` took the kernel (not in a dry run). */
@@ -140,6 +146,9 @@ export const UPDATE_CHECK_NAMES: readonly UpdateCheckName[] = [
   'initrd-readable',
   'liveupdate-on',
   'kho-not-disabled',
+  'kernel-image',
+  'kernel-format',
+  'kernel-luo',
   'device-owned',
   'kernel-allowed',
   'initrd-allowed',

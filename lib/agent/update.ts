@@ -11,6 +11,7 @@ import * as kexec from '../kexec.js';
 import type { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import { kernelBoolParam, kernelParam } from '../diagnosis.js';
+import { inspectSync, type KernelPreflight } from '../kernel-image.js';
 import { bounded } from './codec.js';
 import type { PrepareRound } from './announcements.js';
 import type { Connection, Notifier } from './connection.js';
@@ -18,7 +19,7 @@ import { closeQuietly } from './fdstore.js';
 import { writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
 import { AGENT_SESSION_NAME } from './names.js';
 import type { JsonValue, NotReadyClient, UpdateCheck, UpdateRequest } from './protocol.js';
-import { permits, type Peer, type Policy } from './policy.js';
+import { DEFAULT_POLICY, permits, type Peer, type Policy, type PreflightPolicy } from './policy.js';
 import type { Entry, SessionTable } from './sessions.js';
 
 /** The most clients a reply names (`notReady`, `proceededWithout`), so that it fits in one message whatever the number of connections; the message gives the count. */
@@ -62,10 +63,11 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
   }
   ctx.table.beginUpdate();
   try {
-    const checks = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table) });
+    const { checks, kernel } = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table), preflight: ctx.policy.preflight });
+    const report = kernel === null ? {} : { kernel };
     const failed = checks.filter((x) => !x.ok);
-    if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [] });
-    if (r.dryRun) return { dryRun: true, checks: checks as unknown as JsonValue };
+    if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [], ...report });
+    if (r.dryRun) return { dryRun: true, checks: checks as unknown as JsonValue, ...(report as Record<string, JsonValue>) };
     // Announced before the load, so that the clients quiesce while the kernel is read; the deadline counts from here.
     const round = ctx.prepare({ deadline: Date.now() + r.timeoutMs, kernel: r.kernel });
     try {
@@ -205,12 +207,20 @@ async function sealManifest(ctx: UpdateContext, r: UpdateRequest, startedAt: num
   }
 }
 
-/** The checks before anything is loaded: files readable, LUO and KHO kept on the next command line, the device owned. */
+/** The checks before anything is loaded, and the kernel preflight's report (null when the image was not read). */
+export interface UpdateChecks {
+  /** Each check, in order. */
+  checks: UpdateCheck[];
+  /** What {@link inspectSync} found about the two kernels. */
+  kernel: KernelPreflight | null;
+}
+
+/** The checks before anything is loaded: files readable, LUO and KHO kept on the next command line, the next kernel able to take the handover, the device owned. */
 export function updateChecks(
   r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline' | 'proceedWithout'>,
   haveDevice: boolean,
-  agent: { kernels: readonly string[] | null; waiting: number } = { kernels: null, waiting: 0 },
-): UpdateCheck[] {
+  agent: { kernels: readonly string[] | null; waiting: number; preflight?: PreflightPolicy } = { kernels: null, waiting: 0 },
+): UpdateChecks {
   const readable = (name: 'kernel-readable' | 'initrd-readable', file: string): UpdateCheck => {
     try {
       fs.accessSync(file, fs.constants.R_OK);
@@ -221,8 +231,11 @@ export function updateChecks(
   };
   const liveupdate = kernelParam(r.cmdline, 'liveupdate');
   const kho = kernelParam(r.cmdline, 'kho');
-  return [
-    readable('kernel-readable', r.kernel),
+  const kernelReadable = readable('kernel-readable', r.kernel);
+  // An unreadable image has failed already: the preflight would only say it again.
+  const preflight = kernelReadable.ok ? kernelChecks(r.kernel, r.cmdline, agent.preflight ?? DEFAULT_POLICY.preflight) : { checks: [], report: null };
+  const checks: UpdateCheck[] = [
+    kernelReadable,
     ...(r.initrd === undefined ? [] : [readable('initrd-readable', r.initrd)]),
     { name: 'liveupdate-on', ok: kernelBoolParam(r.cmdline, 'liveupdate', false), detail: `liveupdate=${liveupdate ?? '(absent)'}` },
     {
@@ -231,6 +244,7 @@ export function updateChecks(
       ok: kernelBoolParam(r.cmdline, 'kho', true),
       detail: kho === null ? 'kho= absent: the next kernel must enable KHO by default (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT)' : `kho=${kho}`,
     },
+    ...preflight.checks,
     { name: 'device-owned', ok: haveDevice, detail: haveDevice ? 'the agent owns /dev/liveupdate' : 'the agent has no /dev/liveupdate' },
     ...(agent.kernels === null ? [] : [allowed('kernel-allowed', r.kernel, agent.kernels)]),
     ...(agent.kernels === null || r.initrd === undefined ? [] : [allowed('initrd-allowed', r.initrd, agent.kernels)]),
@@ -241,6 +255,39 @@ export function updateChecks(
       detail: agent.waiting === 0 ? 'none waits' : `${agent.waiting} wait${r.proceedWithout === true ? ': dropped by proceedWithout' : ''}`,
     },
   ];
+  return { checks, kernel: preflight.report };
+}
+
+/**
+ * The kernel preflight as checks: the image a bzImage, both kernels of one
+ * handover format, LUO in the next one; the policy may make a release
+ * change or a kernel whose config is not found fail them too.
+ */
+function kernelChecks(kernel: string, cmdline: string, policy: PreflightPolicy): { checks: UpdateCheck[]; report: KernelPreflight | null } {
+  let report: KernelPreflight;
+  try {
+    report = inspectSync({ kernel, cmdline });
+  } catch (error) {
+    return { checks: [{ name: 'kernel-image', ok: false, detail: (error as Error).message }], report: null };
+  }
+  const { running, target } = report;
+  const refusal = (code: string): string | undefined => report.refusals.find((x) => x.code === code)?.message;
+  const crossing = policy.crossRelease === 'refuse' && running.release !== target.release;
+  const unknown = policy.unknownKernel === 'refuse' && target.liveUpdate.present === null;
+  const format = refusal('ERR_LIVEUPDATE_HANDOVER_FORMAT') ?? (crossing ? `kernel ${running.release} to ${target.release} changes release, which the policy refuses (preflight.crossRelease)` : undefined);
+  const luo = refusal('ERR_LIVEUPDATE_KERNEL_WITHOUT_LUO') ?? (unknown ? `whether kernel ${target.release} has LUO cannot be told (no build config found), which the policy refuses (preflight.unknownKernel)` : undefined);
+  const formats = running.format === null
+    ? `the running kernel ${running.release} has no LUO on: nothing to hand over`
+    : `${running.release} writes ${running.format} (${running.formatSource}), ${target.release} reads ${target.format ?? (target.liveUpdate.present === false ? 'none (no LUO)' : 'an unknown format')}`;
+  const built = target.liveUpdate.present === true ? `built with LUO (${target.liveUpdate.config})` : 'cannot tell: no build config found (a warning)';
+  return {
+    report,
+    checks: [
+      { name: 'kernel-image', ok: true, detail: `${target.release} (boot protocol ${target.bootProtocol}, ${target.compression})` },
+      { name: 'kernel-format', ok: format === undefined, detail: format ?? formats },
+      { name: 'kernel-luo', ok: luo === undefined, detail: luo ?? built },
+    ],
+  };
 }
 
 /** The path with every link resolved, or the path as given when it cannot be (the checks then say why). */
