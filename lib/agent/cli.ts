@@ -372,7 +372,8 @@ fd store). Exit status 0 after a clean stop, 1 when it cannot start (a mode that
   --json             print { result, checks, kernel?, code?, message?, details? } as JSON on stdout
                      (kernel: both kernels' releases and handover formats, the verdict, warnings,
                      the running kernel's KHO scratch; in details for a refusal)
-The report goes to stdout, errors to stderr.
+The report goes to stdout, errors to stderr. An agent in systemd mode kexecs with
+systemctl kexec: systemd stops every unit first, the agent too, and update exits 0 then.
 Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec failed),
 3 (a client was not ready: the report names it), 69 (no agent answers, or it stalled),
 77 (not permitted), 2 (usage).`,
