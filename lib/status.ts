@@ -10,10 +10,9 @@ import * as kexec from './kexec.js';
 import type { KexecFileSupport } from './kexec.js';
 import { closeFd, loadNative, native } from './native.js';
 import { checkOptions } from './validate.js';
+import { DEVICE_PATH } from './device.js';
 
-
-/** Default path of the LUO character device. */
-export const DEVICE_PATH = '/dev/liveupdate';
+export { DEVICE_PATH } from './device.js';
 
 /** What status() found. */
 export interface Status {
