@@ -78,3 +78,25 @@ export function liveUpdateDeviceNumber(): DeviceNumber | null {
 export function miscListReadable(): boolean {
   return fs.existsSync('/sys/class/misc') || readText('/proc/misc') !== null;
 }
+
+/** What a failed open asks of the diagnosis: why `path` cannot be LUO's device, or null. */
+export type DeviceDiagnosis = (path: string) => { reason: string; fix: string } | null;
+
+let diagnosisOfDevice: DeviceDiagnosis | undefined;
+
+/** Called by status.ts when it loads: the diagnosis a failed open uses. @internal */
+export function provideDeviceDiagnosis(diagnose: DeviceDiagnosis): void {
+  diagnosisOfDevice = diagnose;
+}
+
+/**
+ * Why an open of `path` failed, from the diagnosis, which loads here (with
+ * status.js) the first time an open fails, not with the package. Where
+ * something already loaded status.ts (a loader that runs lib/ as ES module
+ * source, in which require() finds no TypeScript), it is used as it is.
+ * @internal
+ */
+export function diagnoseDevice(path: string): { reason: string; fix: string } | null {
+  if (diagnosisOfDevice === undefined) require('./status.js');
+  return diagnosisOfDevice === undefined ? null : diagnosisOfDevice(path);
+}

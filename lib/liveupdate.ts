@@ -4,7 +4,7 @@
  * their own fds, independently of the device.
  */
 import * as fs from 'node:fs';
-import { DEVICE_PATH, isLiveUpdateDevice, liveUpdateDeviceNumber, miscListReadable, splitDevNumber, type DeviceNumber } from './device.js';
+import { DEVICE_PATH, diagnoseDevice, isLiveUpdateDevice, liveUpdateDeviceNumber, miscListReadable, splitDevNumber, type DeviceNumber } from './device.js';
 import { callAsync, callSync, packageError, translateError, type ErrorContext } from './errors.js';
 import { native } from './native.js';
 import { Session } from './session.js';
@@ -64,8 +64,6 @@ export class LiveUpdate {
     const context: ErrorContext = { operation: 'open', path };
     const code = (error as { code?: unknown }).code;
     if (code === 'ENOENT' || code === 'EBUSY' || code === 'EACCES' || code === 'EPERM') {
-      // The diagnosis loads here, when an open failed, not with the package.
-      const { diagnoseDevice } = require('./status.js') as typeof import('./status.js');
       const found = diagnoseDevice(path);
       if (found !== null) Object.assign(context, { hint: found.reason, fix: found.fix });
     }

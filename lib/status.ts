@@ -10,7 +10,7 @@ import * as kexec from './kexec.js';
 import type { KexecFileSupport } from './kexec.js';
 import { closeFd, loadNative, native } from './native.js';
 import { checkOptions } from './validate.js';
-import { DEVICE_PATH } from './device.js';
+import { DEVICE_PATH, provideDeviceDiagnosis } from './device.js';
 
 export { DEVICE_PATH } from './device.js';
 
@@ -135,6 +135,7 @@ function addonProblem(): string | null {
 export function diagnoseDevice(devicePath: string): Diagnosis | null {
   return diagnose(gatherFacts(devicePath, os.release()));
 }
+provideDeviceDiagnosis(diagnoseDevice);
 
 /**
  * Reports whether LUO is usable on this machine and, if not, why, with a
