@@ -125,8 +125,8 @@ class Work {
   // Whether TakeUnwanted(failed) would give any.
   virtual bool HasUnwanted(bool /*failed*/) { return false; }
   // The operation goes on after its call returned: from now on it acts on
-  // copies of its own (throws the Node-style error of a copy that fails).
-  virtual void Detach(Napi::Env /*env*/) {}
+  // copies of its own. Fails (as a step does) when a copy cannot be made.
+  virtual Step Detach() { return {}; }
 };
 
 class SendWork : public Work {
@@ -142,22 +142,36 @@ class SendWork : public Work {
   bool MidMessage() const override { return sender_.mid_message(); }
   // Copies of the fds while they are still to be sent (the first sendmsg
   // takes them, all or nothing), of the socket, and of the bytes left.
-  void Detach(Napi::Env env) override {
-    sender_.own_bytes();
-    std::vector<int> all = sender_.fds_sent() ? std::vector<int>() : sender_.fds();
-    all.push_back(sender_.socket());
-    copies_.CheckOpen(env, all, "sendmsg");
-    if (!sender_.fds_sent()) {
+  // Every number is open: the kernel looked each fd up before it answered
+  // EAGAIN, and no JS ran since, so no copy can take the number of another.
+  Step Detach() override {
+    try {
+      sender_.own_bytes();
+      std::vector<UniqueFd> copies;
       std::vector<int> fds;
+      copies.reserve(sender_.fds().size() + 1);
       fds.reserve(sender_.fds().size());
-      for (int fd : sender_.fds()) fds.push_back(copies_.Use(env, fd, "sendmsg"));
-      sender_.set_fds(std::move(fds));
+      if (!sender_.fds_sent()) {
+        for (int fd : sender_.fds()) {
+          int copy = dup_cloexec(fd);
+          if (copy < 0) return {-copy, 0, "sendmsg"};
+          fds.push_back(copies.emplace_back(copy).get());
+        }
+      }
+      int sock = dup_cloexec(sender_.socket());
+      if (sock < 0) return {-sock, 0, "fcntl"};
+      copies.emplace_back(sock);
+      if (!sender_.fds_sent()) sender_.set_fds(std::move(fds));
+      sender_.set_socket(sock);
+      copies_ = std::move(copies);
+      return {};
+    } catch (const std::bad_alloc&) {
+      return {ENOMEM, 0, "sendmsg"};
     }
-    sender_.set_socket(copies_.Use(env, sender_.socket(), "fcntl"));
   }
 
  private:
-  FdArgs copies_{When::kQueued};  // Kept open until done.
+  std::vector<UniqueFd> copies_;  // Kept open until done.
   FdSender sender_;
 };
 
@@ -180,10 +194,13 @@ class RecvWork : public Work {
   Step Start() override { return receiver_.start(); }
   Step Next() override { return receiver_.step(); }
   int Fd() const override { return receiver_.socket(); }
-  void Detach(Napi::Env env) override {
-    copy_ = DupArg(env, receiver_.socket());
-    receiver_.set_socket(copy_.get());
+  Step Detach() override {
     into_ = {};  // The caller's buffers may be in use again when this ends.
+    int copy = dup_cloexec(receiver_.socket());
+    if (copy < 0) return {-copy, 0, "fcntl"};
+    copy_.reset(copy);
+    receiver_.set_socket(copy);
+    return {};
   }
   bool HasUnwanted(bool failed) override {
     return !receiver_.unwanted().empty() || (failed && !receiver_.fds().empty());
@@ -682,6 +699,13 @@ std::unique_ptr<RecvWork> MakeRecv(const Napi::CallbackInfo& info) {
 Napi::Value RunNowOrLater(Napi::Env env, std::unique_ptr<Work> work) {
   Step s = work->Start();
   if (s.err == 0) s = work->Next();
+  if (s.err == EAGAIN) {
+    // A copy that cannot be made fails the operation as a step would: what
+    // it received is closed off the loop, a stream left mid-message is
+    // reported out of step.
+    Step copied = work->Detach();
+    if (copied.err != 0) s = copied;
+  }
   bool failed = s.err != 0 && s.err != EAGAIN;
   if (s.err != EAGAIN && !work->HasUnwanted(failed)) {
     if (failed) throw StepError(env, *work, s.err, s.syscall);
@@ -689,7 +713,6 @@ Napi::Value RunNowOrLater(Napi::Env env, std::unique_ptr<Work> work) {
     work->HandOver();  // Returned to JS below: nothing can fail after this.
     return result;
   }
-  if (s.err == EAGAIN) work->Detach(env);
   return PollOp::Resume(env, std::move(work), s);
 }
 

@@ -48,6 +48,9 @@ bool ArgBool(const Napi::CallbackInfo& info, size_t index, const char* name);
 // copies made with F_DUPFD_CLOEXEC when the call is made, so it acts on the
 // files it was given even if the caller closes (and the process reuses) the
 // numbers meanwhile; the copies are closed when the call is done with them.
+// The fd-passing Promise forms (napi_fdpass.cc) are both: each is first
+// tried at once, on the caller's numbers, and copies only what it still
+// needs when it must wait for the socket.
 class FdArgs {
  public:
   enum class When { kNow, kQueued };
