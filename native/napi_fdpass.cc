@@ -281,6 +281,13 @@ Napi::Error StepError(Napi::Env env, const Work& work, int err, const char* sysc
   return error;
 }
 
+// Throws StepError's error into JS (no C++ exception); returns the empty value to return.
+Napi::Value ThrowStep(Napi::Env env, const Work& work, int err, const char* syscall) {
+  if (!work.MidMessage()) return ThrowErrno(env, err, syscall);
+  StepError(env, work, err, syscall).ThrowAsJavaScriptException();
+  return Napi::Value();
+}
+
 // ---- synchronous runner ---------------------------------------------------
 
 int64_t NowMs() { return static_cast<int64_t>(uv_hrtime() / 1000000); }
@@ -290,7 +297,7 @@ int64_t NowMs() { return static_cast<int64_t>(uv_hrtime() / 1000000); }
 Napi::Value RunBlocking(Napi::Env env, Work& work, int timeout_ms) {
   int64_t deadline = timeout_ms < 0 ? -1 : NowMs() + timeout_ms;
   Step s = work.Start();
-  if (s.err) throw StepError(env, work, s.err, s.syscall);
+  if (s.err) return ThrowStep(env, work, s.err, s.syscall);
   for (;;) {
     s = work.Next();
     if (s.err == 0) {
@@ -298,7 +305,7 @@ Napi::Value RunBlocking(Napi::Env env, Work& work, int timeout_ms) {
       work.HandOver();  // Returned to JS below: nothing can fail after this.
       return result;
     }
-    if (s.err != EAGAIN) throw StepError(env, work, s.err, s.syscall);
+    if (s.err != EAGAIN) return ThrowStep(env, work, s.err, s.syscall);
     int left = deadline < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, deadline - NowMs()));
     int revents = wait_fd(work.Fd(), s.events, left);
     if (revents < 0) throw StepError(env, work, -revents, "poll");
@@ -708,7 +715,7 @@ Napi::Value RunNowOrLater(Napi::Env env, std::unique_ptr<Work> work) {
   }
   bool failed = s.err != 0 && s.err != EAGAIN;
   if (s.err != EAGAIN && !work->HasUnwanted(failed)) {
-    if (failed) throw StepError(env, *work, s.err, s.syscall);
+    if (failed) return ThrowStep(env, *work, s.err, s.syscall);
     Napi::Value result = work->Result(env);
     work->HandOver();  // Returned to JS below: nothing can fail after this.
     return result;
