@@ -29,8 +29,8 @@
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as os from 'node:os';
-import { callAsync, callSync, packageError, type ErrorContext, type Operation } from './errors.js';
-import { loadNative, native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
+import { callAsync, callSync, packageError, translateError, type ErrorContext, type Operation } from './errors.js';
+import { loadNative, native, type Cancellable, type NativeBinding, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
 /** The most fds one message may carry (the kernel's SCM_MAX_FD). */
@@ -116,7 +116,13 @@ function checkFds(fds: unknown): number[] {
   if (fds.length > MAX_FDS_PER_MESSAGE) {
     throw outOfRange('fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD, the kernel's limit per message)`, fds.length);
   }
-  return fds.map((fd: unknown, i) => checkFd(fd, `fds[${i}]`));
+  const checked = new Array<number>(fds.length);
+  for (let i = 0; i < fds.length; i++) {
+    const fd: unknown = fds[i];
+    // The name is built only for the error: this runs on every send.
+    checked[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= 0x7fff_ffff ? fd : checkFd(fd, `fds[${i}]`);
+  }
+  return checked;
 }
 
 function toBytes(data: unknown): Uint8Array {
@@ -367,15 +373,19 @@ function checkNotBusy(key: string, direction: Direction): void {
  * in the same direction is pending and on a socket out of step (looked up
  * only when some socket is either). Kernel failures are typed.
  */
-function syncOperation<T>(fd: number, direction: Direction, run: (key: string | undefined) => T): T {
-  return callSync({ operation: operationOf(direction), fd }, () => {
-    const key = trackedKey(fd, direction);
+function syncOperation<T>(fd: number, direction: Direction, run: (native: NativeBinding) => T): T {
+  let key: string | undefined;
+  try {
+    key = trackedKey(fd, direction);
     if (key !== undefined) {
       checkNotBusy(key, direction);
       checkInStep(key, direction);
     }
-    return marking(fd, direction, key, () => run(key));
-  });
+    return run(loadNative());
+  } catch (error) {
+    if ((error as NativeStepError).outOfStep === true) markOutOfStep(fd, direction, key);
+    throw translateError(error, { operation: operationOf(direction), fd });
+  }
 }
 
 /**
@@ -522,7 +532,7 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
   const framing = framingCode(opts.framing);
   const timeout = checkTimeout(opts.timeout);
   const fd = socketFd(socket, 'send');
-  syncOperation(fd, 'send', () => loadNative().sendFds(fd, bytes, checked, framing, timeout));
+  syncOperation(fd, 'send', (native) => native.sendFds(fd, bytes, checked, framing, timeout));
 }
 
 /**
@@ -559,7 +569,9 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
     const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> =>
       into === undefined ? loadNative().recvFdsAsync(first, maxBytes, maxFds, framing) : loadNative().recvFdsAsync(first, maxBytes, maxFds, framing, into.data, into.meta);
     const now = await startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isDone);
-    return received(readResult(now), maxFds, maxBytes, () => markOutOfStep(first, 'recv', key));
+    const raw = readResult(now);
+    if (raw.outOfStep) markOutOfStep(first, 'recv', key);
+    return toResult(raw, maxFds, maxBytes);
   }
   // Queued behind another receive: a number is pinned now; a net.Socket is looked at again when its turn comes.
   const pinned = pin(typeof socket === 'number' ? [first] : [], 'recvFds');
@@ -569,7 +581,8 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
       const fd = pinned[0] ?? socketFd(socket, 'recv');
       const context = { operation: 'recvFds' as const, fd: typeof socket === 'number' ? first : fd };
       const raw = await callAsync(context, () => withCancel(() => marked(key, asPending(loadNative().recvFdsAsync(fd, maxBytes, maxFds, framing))), signal));
-      return received(raw, maxFds, maxBytes, () => outOfStep.add(key));
+      if (raw.outOfStep) outOfStep.add(key);
+      return toResult(raw, maxFds, maxBytes);
     });
   } finally {
     unpin(pinned);
@@ -584,13 +597,11 @@ export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'sig
   const framing = framingCode(opts.framing);
   const fd = socketFd(socket, 'recv');
   const into = intoFor(maxBytes);
-  let key: string | undefined;
-  const raw = syncOperation(fd, 'recv', (tracked) => {
-    key = tracked;
-    const native = loadNative();
-    return into === undefined ? native.recvFds(fd, maxBytes, maxFds, framing) : readInto(native.recvFds(fd, maxBytes, maxFds, framing, into.data, into.meta));
-  });
-  return received(raw, maxFds, maxBytes, () => markOutOfStep(fd, 'recv', key));
+  const raw = syncOperation(fd, 'recv', (native) =>
+    into === undefined ? native.recvFds(fd, maxBytes, maxFds, framing) : readInto(native.recvFds(fd, maxBytes, maxFds, framing, into.data, into.meta)),
+  );
+  if (raw.outOfStep) markOutOfStep(fd, 'recv', undefined);
+  return toResult(raw, maxFds, maxBytes);
 }
 
 /**
@@ -624,12 +635,6 @@ function readInto(length: number): NativeRecvResult {
 /** A receive's result as the native side gave it: written into {@link intoBuffers} (a byte count), or an object. */
 function readResult(now: number | NativeRecvResult): NativeRecvResult {
   return typeof now === 'number' ? readInto(now) : now;
-}
-
-/** The result of a receive; a bad frame leaves the stream out of step (`markOutOfStep`). */
-function received(raw: NativeRecvResult, maxFds: number, maxBytes: number, markOutOfStep: () => void): RecvResult {
-  if (raw.outOfStep) markOutOfStep();
-  return toResult(raw, maxFds, maxBytes);
 }
 
 /**
