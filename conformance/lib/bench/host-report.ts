@@ -184,7 +184,7 @@ export function fdPassResult(raw: HostRounds): FdPassResult {
   const { sync, async, c, net } = raw.fdpass;
   const syncRatio = ratioOverBoots([{ node: sync, c }]);
   const asyncRatio = ratioOverBoots([{ node: async, c }]);
-  const overNet = ratioOverBoots([{ node: async, c: net }]);
+  const overNet = ratioTo(async, net);
   return {
     c_ns_per_roundtrip: round3(medianEstimate(c).median),
     sync_ns_per_roundtrip: round3(medianEstimate(sync).median),
@@ -194,8 +194,8 @@ export function fdPassResult(raw: HostRounds): FdPassResult {
     async_ratio: round3(asyncRatio.median),
     async_ratio_ci95: roundPair(asyncRatio.ci95),
     net_ns_per_roundtrip: round3(medianEstimate(net).median),
-    async_over_net_ratio: round3(overNet.median),
-    async_over_net_ratio_ci95: roundPair(overNet.ci95),
+    async_over_net_ratio: overNet.ratio,
+    async_over_net_ratio_ci95: overNet.ci95,
     rounds_ns_per_roundtrip: { sync: sync.map(round3), async: async.map(round3), c: c.map(round3), net: net.map(round3) },
   };
 }
@@ -205,22 +205,33 @@ function minus(form: readonly number[], base: readonly number[]): number[] {
   return form.map((x, i) => x - (base[i] as number));
 }
 
+/** The median of `xs`, rounded. */
+function medianOf(xs: readonly number[]): number {
+  return round3(medianEstimate(xs).median);
+}
+
+/** Ours over an anchor of the same run: median over median, with the paired-bootstrap interval, rounded. */
+function ratioTo(ours: readonly number[], anchor: readonly number[]): { readonly ratio: number; readonly ci95: Interval } {
+  const estimate = ratioOverBoots([{ node: ours, c: anchor }]);
+  return { ratio: round3(estimate.median), ci95: roundPair(estimate.ci95) };
+}
+
 /** The `promise` section. */
 export function promiseResult(raw: HostRounds): PromiseResult {
   const s = raw.seals;
   const ours = minus(s.async, s.c);
   const callback = minus(s.fstat_callback, s.c_fstat);
   const promise = minus(s.fstat_promise, s.c_fstat);
-  const overCallback = ratioOverBoots([{ node: ours, c: callback }]);
-  const overPromise = ratioOverBoots([{ node: ours, c: promise }]);
+  const overCallback = ratioTo(ours, callback);
+  const overPromise = ratioTo(ours, promise);
   return {
-    ours_overhead_ns: round3(medianEstimate(ours).median),
-    node_callback_overhead_ns: round3(medianEstimate(callback).median),
-    node_promise_overhead_ns: round3(medianEstimate(promise).median),
-    over_callback_ratio: round3(overCallback.median),
-    over_callback_ratio_ci95: roundPair(overCallback.ci95),
-    over_promise_ratio: round3(overPromise.median),
-    over_promise_ratio_ci95: roundPair(overPromise.ci95),
+    ours_overhead_ns: medianOf(ours),
+    node_callback_overhead_ns: medianOf(callback),
+    node_promise_overhead_ns: medianOf(promise),
+    over_callback_ratio: overCallback.ratio,
+    over_callback_ratio_ci95: overCallback.ci95,
+    over_promise_ratio: overPromise.ratio,
+    over_promise_ratio_ci95: overPromise.ci95,
     rounds_ns_per_call: { fstat_callback: s.fstat_callback.map(round3), fstat_promise: s.fstat_promise.map(round3), c_fstat: s.c_fstat.map(round3) },
   };
 }
@@ -228,16 +239,16 @@ export function promiseResult(raw: HostRounds): PromiseResult {
 /** The `errors` section. */
 export function errorsResult(raw: HostRounds): ErrorsResult {
   const { ours, node, node_ebadf } = raw.errors;
-  const overNode = ratioOverBoots([{ node: ours, c: node }]);
-  const overEbadf = ratioOverBoots([{ node: ours, c: node_ebadf }]);
+  const overNode = ratioTo(ours, node);
+  const overEbadf = ratioTo(ours, node_ebadf);
   return {
-    ours_ns: round3(medianEstimate(ours).median),
-    node_ns: round3(medianEstimate(node).median),
-    node_ebadf_ns: round3(medianEstimate(node_ebadf).median),
-    over_node_ratio: round3(overNode.median),
-    over_node_ratio_ci95: roundPair(overNode.ci95),
-    over_node_ebadf_ratio: round3(overEbadf.median),
-    over_node_ebadf_ratio_ci95: roundPair(overEbadf.ci95),
+    ours_ns: medianOf(ours),
+    node_ns: medianOf(node),
+    node_ebadf_ns: medianOf(node_ebadf),
+    over_node_ratio: overNode.ratio,
+    over_node_ratio_ci95: overNode.ci95,
+    over_node_ebadf_ratio: overEbadf.ratio,
+    over_node_ebadf_ratio_ci95: overEbadf.ci95,
     rounds_ns: { ours: ours.map(round3), node: node.map(round3), node_ebadf: node_ebadf.map(round3) },
   };
 }
