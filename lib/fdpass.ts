@@ -440,18 +440,20 @@ async function settle<T>(pending: Cancellable<T>, signal: AbortSignal | undefine
 /**
  * A Promise call with nothing queued before it on its socket: the native
  * side tries it at once, on the caller's numbers, and answers with the
- * result when it is done then (`done` tells). One that must wait has taken
- * copies of what it acts on; it is queued, so that later calls on the
- * socket wait behind it, and settles with the socket's readiness.
+ * result when it is done then (`done` tells), returned as it is (the
+ * caller is an async function: no Promise more is made for it). One that
+ * must wait has taken copies of what it acts on; it is queued, so that
+ * later calls on the socket wait behind it, and settles with the socket's
+ * readiness. Throws what the attempt threw.
  */
-async function startNow<Done, Later>(
+function startNow<Done, Later>(
   context: ErrorContext & { fd: number },
   direction: Direction,
   key: string | undefined,
   opts: { signal: AbortSignal | undefined; timeout?: number },
   start: () => Done | Cancellable<Later>,
   done: (now: Done | Cancellable<Later>) => now is Done,
-): Promise<Done | Later> {
+): Done | Promise<Later> {
   if (opts.signal?.aborted) throw abortError(opts.signal);
   const now = callSync(context, () => marking(context.fd, direction, key, start));
   if (done(now)) return now;
@@ -495,7 +497,8 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   if (key !== undefined) checkInStep(key, 'send');
   if (key === undefined || !queues.has(key)) {
     const isDone = (now: number | Cancellable<number>): now is number => typeof now === 'number';
-    await startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, checked, framing), isDone);
+    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, checked, framing), isDone);
+    if (typeof now !== 'number') await now;
     return;
   }
   // Queued behind another send: the files are pinned now (the socket too,
@@ -568,8 +571,8 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
     const isDone = (now: number | NativeRecvResult | Cancellable<NativeRecvResult>): now is number | NativeRecvResult => !(now instanceof Promise);
     const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> =>
       into === undefined ? loadNative().recvFdsAsync(first, maxBytes, maxFds, framing) : loadNative().recvFdsAsync(first, maxBytes, maxFds, framing, into.data, into.meta);
-    const now = await startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isDone);
-    const raw = readResult(now);
+    const started = startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isDone);
+    const raw = readResult(started instanceof Promise ? await started : started);
     if (raw.outOfStep) markOutOfStep(first, 'recv', key);
     return toResult(raw, maxFds, maxBytes);
   }
