@@ -12,7 +12,8 @@
 // its module on first read, so that require('liveupdate') loads only what is used.
 export { LiveUpdate } from './liveupdate.js';
 export { Session, type SessionState } from './session.js';
-export { status, statusSync, DEVICE_PATH, type Status, type StatusOptions, type AgentInfo } from './status.js';
+export { status, statusSync, type Status, type StatusOptions, type AgentInfo } from './status.js';
+export { DEVICE_PATH } from './device.js';
 export { FIRST_LUO_RELEASE, readKernelLog, type Diagnosis, type DiagnosisId, type DeviceOwner } from './diagnosis.js';
 export {
   LiveUpdateError,

@@ -10,10 +10,9 @@ import * as kexec from './kexec.js';
 import type { KexecFileSupport } from './kexec.js';
 import { closeFd, loadNative, native } from './native.js';
 import { checkOptions } from './validate.js';
+import { DEVICE_PATH, provideDeviceDiagnosis } from './device.js';
 
-
-/** Default path of the LUO character device. */
-export const DEVICE_PATH = '/dev/liveupdate';
+export { DEVICE_PATH } from './device.js';
 
 /** Where `liveupdate agent` (as root) says who it is, for status(): its pid, mode and socket. */
 export const AGENT_INFO_PATH = '/run/liveupdate/agent.json';
@@ -173,6 +172,7 @@ export function heldByAgent(found: Diagnosis | null, owners: readonly DeviceOwne
 export function diagnoseDevice(devicePath: string): Diagnosis | null {
   return diagnose(gatherFacts(devicePath, os.release()));
 }
+provideDeviceDiagnosis(diagnoseDevice);
 
 /**
  * Reports whether LUO is usable on this machine and, if not, why, with a
