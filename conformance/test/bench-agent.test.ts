@@ -5,23 +5,63 @@
 import { describe, expect, it } from 'vitest';
 import { agentBoot, agentHostResult, combineAgent, type AgentBoot } from '../lib/bench/agent-report.js';
 import { agentCmdline, agentCountsFromCmdline } from '../lib/bench/params.js';
+import { CLOCK_REPORT, type Arrivals, type StampedLine, type StampedRecord } from '../lib/vm/clock.js';
 import type { JsonValue } from '../lib/vm/protocol.js';
+
+/** Kernel k's clocks count from host ms k × 100 000; its wall clock, set from the RTC, is 500 × k ms behind. */
+const zeroOf = (k: number): number => 100_000 * k;
+const wallAtZero = (k: number): number => 1_780_000_000_000 + zeroOf(k) - 500 * k;
+/** The old kernel's agent seals its manifest at its monotonic 49 990 ms; the kernel's last line comes 10 ms later. */
+const FROZEN_MONO = 49_990;
+const JUMP_PRINTK = 50_000;
 
 /** What kernel `stage` of a run with `counts` returns, every timing shifted by `slow` ms. */
 function stageValue(stage: number, counts: readonly number[], slow = 0): JsonValue {
   const claimed = counts[stage - 2];
   const preserved = counts[stage - 1];
+  const init = 1500 + slow;
   return {
     kernel_to_pid1_task_ms: 200 + slow,
-    kernel_to_init_ms: 1500 + slow,
+    kernel_to_init_ms: init,
     init_to_runner_ms: 2000 + slow,
     init_to_agent_answering_ms: 9000 + slow,
-    claim: claimed === undefined ? null : { clients: claimed, held: claimed, init_to_first_connect_ms: 9100 + slow, init_to_all_hold_fds_ms: 9100 + 50 * claimed + slow, claim_ms: 50 * claimed },
+    agent_answering_mono_ms: init + 9000 + slow,
+    claim:
+      claimed === undefined
+        ? null
+        : {
+            clients: claimed,
+            held: claimed,
+            init_to_first_connect_ms: 9100 + slow,
+            init_to_all_hold_fds_ms: 9100 + 50 * claimed + slow,
+            claim_ms: 50 * claimed,
+            all_hold_fds_mono_ms: init + 9100 + 50 * claimed + slow,
+            frozen_at_wall_ms: wallAtZero(stage - 1) + FROZEN_MONO,
+            first_open_at_wall_ms: wallAtZero(stage) + 3000,
+          },
     preserve: preserved === undefined ? null : { clients: preserved, ms: 100 * preserved + slow, requests: 3 * preserved, requests_per_s: (3 * preserved * 1000) / (100 * preserved + slow) },
   };
 }
 
-const bootOf = (counts: readonly number[], slow = 0): AgentBoot => agentBoot((stage) => stageValue(stage, counts, slow), counts);
+/** What the host saw of `kernels` kernels: their console lines and clock samples, stamped (the quickest 0.5 ms after the fact). */
+function arrivalsOf(kernels: number): Arrivals {
+  const console: StampedLine[] = [];
+  const records: StampedRecord[] = [];
+  const line = (k: number, printkMs: number, text: string, latency: number): void => {
+    console.push({ atMs: zeroOf(k) + printkMs + latency, text: `[${(printkMs / 1000).toFixed(6).padStart(12)}] ${text}` });
+  };
+  for (let k = 1; k <= kernels; k++) {
+    line(k, 0, 'Linux version 7.3.4', 700);
+    line(k, 1500, 'Run /init as init process', 0.2);
+    if (k < kernels) line(k, JUMP_PRINTK, 'kexec_core: Starting new kernel', 0.5);
+    for (const [mono, latency] of [[20_000, 0.5], [20_015, 3]] as const) {
+      records.push({ atMs: zeroOf(k) + mono + latency, record: { t: 'report', stage: k, case: 'bench-agent/path', name: CLOCK_REPORT, value: { mono, wall: wallAtZero(k) + mono } } });
+    }
+  }
+  return { console, records };
+}
+
+const bootOf = (counts: readonly number[], slow = 0): AgentBoot => agentBoot((stage) => stageValue(stage, counts, slow), counts, arrivalsOf(counts.length + 1));
 
 describe('agent path counts on the kernel command line', () => {
   it('go there and come back', () => {
@@ -53,10 +93,34 @@ describe('one boot of the agent path', () => {
     ]);
   });
 
+  it("reads the blackout on the host's clock, from frozenAt in the old kernel to every fd in the new one, whatever the wall clocks say", () => {
+    const boot = bootOf([1, 10]);
+    const [one, ten] = boot.after_kexec as [AgentBoot['after_kexec'][number], AgentBoot['after_kexec'][number]];
+    // frozenAt is placed at kernel 1's zero + 49 990.5 (its quickest sample came 0.5 ms late), the new kernel's instants
+    // likewise; the kernel's lines are where they arrived (the banner 700 ms late, with the console).
+    const frozen = 100_000 + 49_990.5;
+    expect(one).toMatchObject({
+      frozen_to_kexec_line_ms: 10,
+      frozen_to_kernel_up_ms: 200_700 - frozen,
+      frozen_to_init_ms: 51_509.7,
+      frozen_to_agent_answering_ms: 200_000.5 + 1500 + 9000 - frozen,
+      frozen_to_all_hold_fds_ms: 200_000.5 + 1500 + 9150 - frozen,
+      clock_jitter_ms: 2.5,
+      clock_channels_ms: 0.3,
+    });
+    // The wall clocks alone (500 ms apart more per kernel) would have said otherwise.
+    const naive = wallAtZero(2) + 1500 + 9150 - (wallAtZero(1) + FROZEN_MONO);
+    expect(naive - one.frozen_to_all_hold_fds_ms).toBe(-500);
+    expect(ten.frozen_to_all_hold_fds_ms - ten.frozen_to_agent_answering_ms).toBe(ten.init_to_all_hold_fds_ms - ten.init_to_agent_answering_ms);
+  });
+
   it('says which value is missing, and refuses a kernel that claimed the wrong count', () => {
-    expect(() => agentBoot((stage) => (stage === 2 ? { ...(stageValue(2, [1]) as object), claim: null } : stageValue(stage, [1])), [1])).toThrow(/kernel 2.claim lacks clients/);
-    expect(() => agentBoot((stage) => stageValue(stage, [10]), [1])).toThrow(/10 clients claimed, expected 1/);
-    expect(() => agentBoot(() => undefined, [1])).toThrow(/kernel 1 lacks/);
+    const arrivals = arrivalsOf(2);
+    expect(() => agentBoot((stage) => (stage === 2 ? { ...(stageValue(2, [1]) as object), claim: null } : stageValue(stage, [1])), [1], arrivals)).toThrow(/kernel 2.claim lacks clients/);
+    expect(() => agentBoot((stage) => stageValue(stage, [10]), [1], arrivals)).toThrow(/10 clients claimed, expected 1/);
+    expect(() => agentBoot(() => undefined, [1], arrivals)).toThrow(/kernel 1 lacks/);
+    expect(() => agentBoot((stage) => stageValue(stage, [1]), [1], { ...arrivals, records: [] })).toThrow(/sent no clock samples/);
+    expect(() => agentBoot((stage) => stageValue(stage, [1]), [1], { ...arrivals, console: [] })).toThrow(/0 kernel\(s\)/);
   });
 });
 

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLOCK_REPORT, guestClockFits, kernelBoots, kernelInstants, kexecClocks, onHost, type Arrivals, type StampedLine, type StampedRecord } from '../lib/vm/clock.js';
+import { CLOCK_REPORT, guestClockFits, initChannelsMs, kernelBoots, kernelInstants, kexecClocks, onHost, type Arrivals, type StampedLine, type StampedRecord } from '../lib/vm/clock.js';
 import { followFile } from '../lib/vm/qemu.js';
 import { blackoutLines, demoInstants } from '../lib/demo/blackout.js';
 import type { DemoSummary } from '../lib/demo/scenario.js';
@@ -57,14 +57,13 @@ function twoKernels(): { arrivals: Arrivals; truth: Record<string, number> } {
 }
 
 describe('the host clock across a kexec', () => {
-  it('splits the console at each kernel banner and finds each zero from its quickest line', () => {
+  it('splits the console at each kernel banner, each line with its arrival', () => {
     const { arrivals } = twoKernels();
     const boots = kernelBoots(arrivals.console);
-    expect(boots.map((b) => b.index)).toEqual([1, 2]);
-    expect(boots[0]!.zeroAtMs).toBeCloseTo(1000.2, 6);
-    expect(boots[1]!.zeroAtMs).toBeCloseTo(20_000.25, 6);
+    expect(boots.map((b) => [b.index, b.lines.length])).toEqual([[1, 4], [2, 3]]);
     // The new kernel's first line reaches the host only when its console comes up, 651 ms after its start.
     expect(boots[1]!.firstLineAtMs).toBeCloseTo(20_651, 6);
+    expect(boots[0]!.lines[3]).toEqual({ atMs: 1000 + 15_167.918 + 0.2, printkMs: 15_167.918, text: 'kexec_core: Starting new kernel' });
   });
 
   it("fits each kernel's monotonic and wall clocks from its quickest sample, ignoring other reports", () => {
@@ -77,12 +76,14 @@ describe('the host clock across a kexec', () => {
     expect(fits.get(2)!.samples).toBe(2);
     expect(onHost(fits.get(2), 'mono', 4000)).toBeCloseTo(truth.agentBackHost! + 0.7, 6);
     expect(() => onHost(fits.get(3), 'mono', 1)).toThrow(/no clock samples/);
+    // Node's time origin in pid 1 at monotonic 2500 of kernel 2 lands 2.4 ms after its "Run /init" line arrived.
+    expect(initChannelsMs(kernelBoots(arrivals.console)[1]!, fits.get(2)!, 2500)).toBeCloseTo(20_001.5 + 0.7 + 2500 - (20_000 + 2495.881 + 0.25), 6);
   });
 
-  it("places the kernel's own instants of the kexec in order: last line, new zero, console up, /init", () => {
+  it("takes the kernel's own instants of the kexec as their lines arrived: the old kernel's last, the new one's first, /init", () => {
     const { arrivals } = twoKernels();
     const instants = kernelInstants(kexecClocks(arrivals, 1));
-    expect(instants.map((i) => Math.round(i.atMs * 1000) / 1000)).toEqual([1000.2 + 15_167.918, 20_000.25, 20_651, 20_000.25 + 2495.881]);
+    expect(instants.map((i) => Math.round(i.atMs * 1000) / 1000)).toEqual([1000 + 15_167.918 + 0.2, 20_651, 20_000 + 2495.881 + 0.25]);
     expect(() => kexecClocks(arrivals, 2)).toThrow(/2 kernel\(s\)/);
   });
 

@@ -7,6 +7,7 @@
  * invented here. Pure.
  * @internal
  */
+import { HOST_CLOCK_NOTE, initChannelsMs, kernelInstants, kexecClocks, onHost, type Arrivals } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import type { AgentHostParams, AgentHostRounds } from './agent-host.js';
 import { round3, roundPair } from './host-report.js';
@@ -33,6 +34,21 @@ export interface AgentAfterKexec {
   readonly init_to_all_hold_fds_ms: number;
   /** The claim phase alone: the clients' first connect to the last fd. */
   readonly claim_ms: number;
+  /**
+   * The whole blackout on the host's clock, from the agent sealing its
+   * manifest in the old kernel (`frozenAt`): to the old kernel's last line
+   * (LUO froze, it jumps), the new kernel's first line (its banner), its
+   * /init, the agent answering and every client holding its fds again.
+   */
+  readonly frozen_to_kexec_line_ms: number;
+  readonly frozen_to_kernel_up_ms: number;
+  readonly frozen_to_init_ms: number;
+  readonly frozen_to_agent_answering_ms: number;
+  readonly frozen_to_all_hold_fds_ms: number;
+  /** How far apart the samples of either kernel arrived (the serial line's jitter; the quickest one places the clocks), ms. */
+  readonly clock_jitter_ms: number;
+  /** Node's time origin in pid 1 (records) less the kernel's "Run /init" line (console): small and positive when both channels are prompt, ms. */
+  readonly clock_channels_ms: number;
 }
 
 /** One count's preserve phase (connect, createSession, preserve, ready; all clients at once). */
@@ -68,8 +84,29 @@ function numberAt(read: Reader, key: string, where: string): number {
   return v;
 }
 
-/** One boot's agent path from its stage values (`stageValue(n)`: what kernel n returned), for `counts` clients. */
-export function agentBoot(stageValue: (stage: number) => JsonValue | undefined, counts: readonly number[]): AgentBoot {
+/** The host-clock figures of the kexec into kernel `stage`: each instant since the old kernel's `frozenAt`. */
+function onHostClock(arrivals: Arrivals, stage: number, at: { frozenWall: number; initMono: number; answeringMono: number; allHoldMono: number }): Pick<AgentAfterKexec, Extract<keyof AgentAfterKexec, `frozen_to_${string}` | `clock_${string}`>> {
+  const c = kexecClocks(arrivals, stage - 1);
+  if (c.oldFit === undefined || c.nextFit === undefined) throw new Error(`agent path: kernel ${stage - 1} or ${stage} sent no clock samples`);
+  const frozen = onHost(c.oldFit, 'wall', at.frozenWall);
+  const [jump, up, init] = kernelInstants(c).map((i) => i.atMs - frozen) as [number, number, number];
+  return {
+    frozen_to_kexec_line_ms: round3(jump),
+    frozen_to_kernel_up_ms: round3(up),
+    frozen_to_init_ms: round3(init),
+    frozen_to_agent_answering_ms: round3(onHost(c.nextFit, 'mono', at.answeringMono) - frozen),
+    frozen_to_all_hold_fds_ms: round3(onHost(c.nextFit, 'mono', at.allHoldMono) - frozen),
+    clock_jitter_ms: round3(Math.max(c.oldFit.jitterMs, c.nextFit.jitterMs)),
+    clock_channels_ms: round3(initChannelsMs(c.next, c.nextFit, at.initMono)),
+  };
+}
+
+/**
+ * One boot's agent path from its stage values (`stageValue(n)`: what kernel
+ * n returned) and what arrived from its guest, stamped (the host clock), for
+ * `counts` clients.
+ */
+export function agentBoot(stageValue: (stage: number) => JsonValue | undefined, counts: readonly number[], arrivals: Arrivals): AgentBoot {
   const after: AgentAfterKexec[] = [];
   const preserve: AgentPreserve[] = [];
   for (let stage = 1; stage <= counts.length + 1; stage++) {
@@ -89,6 +126,7 @@ export function agentBoot(stageValue: (stage: number) => JsonValue | undefined, 
         init_to_agent_answering_ms: round3(numberAt(read, 'init_to_agent_answering_ms', where)),
         init_to_all_hold_fds_ms: round3(num('init_to_all_hold_fds_ms')),
         claim_ms: round3(num('claim_ms')),
+        ...onHostClock(arrivals, stage, { frozenWall: num('frozen_at_wall_ms'), initMono: numberAt(read, 'kernel_to_init_ms', where), answeringMono: numberAt(read, 'agent_answering_mono_ms', where), allHoldMono: num('all_hold_fds_mono_ms') }),
       });
     }
     if (stage <= counts.length) {
@@ -135,11 +173,27 @@ export interface AgentResult {
   /** Per count: the kernel where its clients preserve; the agent's requests per second in the guest. */
   readonly preserve: readonly PreserveOverBoots[];
   readonly host: AgentHostResult;
+  /** Which clock each figure is read on, and its resolution. */
+  readonly clocks: typeof AGENT_CLOCKS;
   /** Each boot's figures, in boot order. */
   readonly boot_results: readonly AgentBoot[];
 }
 
-const TIMINGS = ['kernel_to_pid1_task_ms', 'kernel_to_init_ms', 'init_to_runner_ms', 'init_to_agent_answering_ms', 'init_to_all_hold_fds_ms', 'claim_ms'] as const;
+const TIMINGS = [
+  'kernel_to_pid1_task_ms',
+  'kernel_to_init_ms',
+  'init_to_runner_ms',
+  'init_to_agent_answering_ms',
+  'init_to_all_hold_fds_ms',
+  'claim_ms',
+  'frozen_to_kexec_line_ms',
+  'frozen_to_kernel_up_ms',
+  'frozen_to_init_ms',
+  'frozen_to_agent_answering_ms',
+  'frozen_to_all_hold_fds_ms',
+  'clock_jitter_ms',
+  'clock_channels_ms',
+] as const;
 
 function afterOverBoots(boots: readonly AgentBoot[], index: number): AfterKexecOverBoots {
   const at = boots.map((b) => b.after_kexec[index] as AgentAfterKexec);
@@ -167,6 +221,15 @@ export function agentHostResult(raw: AgentHostRounds): AgentHostResult {
   return { ...raw.params, requests_per_s: round3(e.median), requests_per_s_ci95: roundPair(e.ci95), rounds_requests_per_s: raw.requests_per_s.map(round3) };
 }
 
+/** Which clock the figures are read on, by their name's start. */
+export const AGENT_CLOCKS = {
+  kernel_to_: "the new kernel's CLOCK_MONOTONIC (the pid 1 task's start in clock ticks of 10 ms; node's time origin in pid 1, 1 µs)",
+  init_to_: "the new kernel's CLOCK_MONOTONIC (process.hrtime in pid 1, 1 ns), from /init (node's time origin in pid 1)",
+  claim_ms: "the new kernel's CLOCK_MONOTONIC (process.hrtime in pid 1, 1 ns)",
+  frozen_to_: HOST_CLOCK_NOTE,
+  clock_: 'the host clock: how well the guest clocks are placed on it',
+} as const;
+
 /** The `agent` section from every boot (at least one, all with the same counts) and the host load. */
 export function combineAgent(counts: readonly number[], boots: readonly AgentBoot[], host: AgentHostResult): AgentResult {
   if (boots.length === 0) throw new RangeError('no boots of the agent path to combine');
@@ -175,6 +238,7 @@ export function combineAgent(counts: readonly number[], boots: readonly AgentBoo
     after_kexec: counts.map((_, i) => afterOverBoots(boots, i)),
     preserve: counts.map((_, i) => preserveOverBoots(boots, i)),
     host,
+    clocks: AGENT_CLOCKS,
     boot_results: boots,
   };
 }

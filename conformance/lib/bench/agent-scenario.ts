@@ -20,12 +20,19 @@
  * The pid 1 task's start from /proc/1/stat (in clock ticks, read in the
  * guest) is reported beside it: it comes earlier, before the kernel unpacks
  * the initramfs, and shows the two clocks agree.
+ *
+ * Across the kexec no guest clock holds (each kernel's starts again, its
+ * wall clock from the RTC, to a second): each kernel sends clock samples
+ * after its timed part, and the host places the agent's `frozenAt` (old
+ * kernel's wall clock), the kernel's own lines and these instants (new
+ * kernel's monotonic clock) on its own clock (../vm/clock.ts, agent-report.ts).
  * @internal
  */
 import * as fs from 'node:fs';
 import { memfd, type AgentClient, type Session } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
 import { runCli } from '../harness/cli.js';
+import { reportClockSamples } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
 import { agentCountsFromCmdline } from './params.js';
@@ -124,7 +131,7 @@ interface Claimed {
  * checks its bytes and releases the session, so nothing waits into the
  * next kernel.
  */
-async function claimClients(ctx: StageContext, agent: AgentProcess, count: number): Promise<{ started: number; last: number; held: number }> {
+async function claimClients(ctx: StageContext, agent: AgentProcess, count: number): Promise<{ started: number; last: number; held: number; frozenAt: number | null; firstOpenAt: number | null }> {
   const stage = ctx.stage - 1;
   const started = nowMs();
   const claimed = await Promise.all(
@@ -145,7 +152,18 @@ async function claimClients(ctx: StageContext, agent: AgentProcess, count: numbe
     await c.client.close();
   }
   ctx.equal(`every one of the ${count} client(s) holds its own bytes again`, held, count);
-  return { started, last, held };
+  return { started, last, held, ...(await updateTimes(agent)) };
+}
+
+/** The agent's instants of the update (wall clocks: `frozenAt` the old kernel's, `firstOpenAt` this one's), asked after the timed part. */
+async function updateTimes(agent: AgentProcess): Promise<{ frozenAt: number | null; firstOpenAt: number | null }> {
+  const client = await connect(agent);
+  try {
+    const { frozenAt, firstOpenAt } = await client.sessions();
+    return { frozenAt, firstOpenAt };
+  } finally {
+    await client.close();
+  }
 }
 
 /** The kexec into the next kernel: `liveupdate update`, which waits for every client to be ready. */
@@ -180,11 +198,14 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
     const pid1TaskAt = (pid1TaskTicks() / guestMachine().clock_tick) * 1000;
     ctx.check('one clock: the kernel made the pid 1 task before /init ran', pid1TaskAt <= initAt + 10, { pid1TaskAt, initAt });
     const since = (at: number): number => at - initAt;
+    // Outside the timed part, before any jump: how this kernel's clocks sit on the host's.
+    await reportClockSamples(ctx.report);
     return {
       kernel_to_pid1_task_ms: pid1TaskAt,
       kernel_to_init_ms: initAt,
       init_to_runner_ms: since(runnerAt),
       init_to_agent_answering_ms: since(answeringAt),
+      agent_answering_mono_ms: answeringAt,
       claim:
         claims === null
           ? null
@@ -194,6 +215,9 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
               init_to_first_connect_ms: since(claims.started),
               init_to_all_hold_fds_ms: since(claims.last),
               claim_ms: claims.last - claims.started,
+              all_hold_fds_mono_ms: claims.last,
+              frozen_at_wall_ms: claims.frozenAt,
+              first_open_at_wall_ms: claims.firstOpenAt,
             },
       preserve,
     };

@@ -421,7 +421,16 @@ function agentTable(a: AgentResult, boots: number): string {
     row('clients holding their own bytes again (fewest in any boot)', (x) => `${x.held} of ${x.clients}`),
     ['agent requests/s while they preserved (hello, createSession, ready)', ...a.preserve.map((p) => withCi(p.requests_per_s, p.requests_per_s_ci95, 1))],
   ];
-  return [table(rows), agentHostLine(a.host)].join('\n');
+  const blackout: string[][] = [
+    [`the blackout on the host's clock (ms from the agent sealing its manifest, frozenAt, in the old kernel)`, ...after.map((x) => `${x.clients} client(s)`)],
+    row("the old kernel's last line (LUO froze, it jumps)", (x) => withCi(x.frozen_to_kexec_line_ms, x.frozen_to_kexec_line_ms_ci95, 1)),
+    row("the new kernel's first line (its banner)", (x) => withCi(x.frozen_to_kernel_up_ms, x.frozen_to_kernel_up_ms_ci95, 0)),
+    row('its /init runs', (x) => withCi(x.frozen_to_init_ms, x.frozen_to_init_ms_ci95, 0)),
+    row('the agent answers', (x) => withCi(x.frozen_to_agent_answering_ms, x.frozen_to_agent_answering_ms_ci95, 0)),
+    row('every client holds its fds again', (x) => withCi(x.frozen_to_all_hold_fds_ms, x.frozen_to_all_hold_fds_ms_ci95, 0)),
+    row("clocks: the samples' spread / node's origin after the 'Run /init' line", (x) => `${fmt(x.clock_jitter_ms, 2)} / ${fmt(x.clock_channels_ms, 2)}`),
+  ];
+  return [table(rows), agentHostLine(a.host), table(blackout), `(${a.clocks.frozen_to_})`].join('\n');
 }
 
 function agentHostLine(h: AgentHostResult): string {

@@ -150,7 +150,7 @@ async function runAgentPath(o: { kernel: KernelImage; counts: readonly number[];
     onProgress: o.progress,
   });
   if (!run.ok) throw new Error(`the agent path (boot ${o.boot}) failed: ${run.reason}\n${run.report()}`);
-  return agentBoot((stage) => run.result(AGENT_CASE, stage)?.value, o.counts);
+  return agentBoot((stage) => run.result(AGENT_CASE, stage)?.value, o.counts, run.arrivals);
 }
 
 function valuesOf(run: VmRun): StageValues {

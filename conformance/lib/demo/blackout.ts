@@ -5,7 +5,7 @@
  * The agent's instants are guest wall clocks, each placed on the host clock
  * through its own kernel's clock samples (../vm/clock.ts). Pure.
  */
-import { channelsAgreeMs, HOST_CLOCK_NOTE, kernelInstants, kexecClocks, onHost, sinceOrigin, type Arrivals, type Instant } from '../vm/clock.js';
+import { HOST_CLOCK_NOTE, kernelInstants, kexecClocks, onHost, sinceOrigin, type Arrivals, type Instant } from '../vm/clock.js';
 import type { DemoSummary } from './scenario.js';
 
 /** The blackout's instants, the manifest's sealing first; throws when a clock or an instant is missing. */
@@ -38,9 +38,7 @@ export function blackoutLines(arrivals: Arrivals, s: DemoSummary): string[] {
   const named = (prefix: string): Instant => rest.find((i) => i.name.startsWith(prefix)) as Instant;
   const claims = rest.filter((i) => i.name.endsWith('memory claimed'));
   const c = kexecClocks(arrivals, 1);
-  const fits = [c.oldFit, c.nextFit].map((fit, i) =>
-    fit === undefined ? `kernel ${i + 1}: no samples` : `kernel ${i + 1}: ${fit.samples} samples, jitter ${fit.jitterMs.toFixed(2)} ms, printk vs monotonic ${channelsAgreeMs(i === 0 ? c.old : c.next, fit).toFixed(2)} ms`,
-  );
+  const fits = [c.oldFit, c.nextFit].map((fit, i) => (fit === undefined ? `kernel ${i + 1}: no samples` : `kernel ${i + 1}: ${fit.samples} samples, ${fit.jitterMs.toFixed(2)} ms apart at most`));
   return [
     `blackout (agent manifest, frozenAt -> ...): agent back on /dev/liveupdate ${secs(named('agent back'))}; ${claims.map((i) => `${i.name} ${secs(i)}`).join(', ')}`,
     `  where it goes (ms after frozenAt): ${sinceOrigin(rest, frozen.atMs)

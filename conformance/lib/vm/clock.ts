@@ -3,18 +3,18 @@
  * (CLOCK_MONOTONIC and printk's from zero, the wall clock from the emulated
  * RTC, good to a second), so no guest clock relates instants of two kernels
  * to the millisecond. The host does: it stamps every console line and
- * record with its own monotonic clock as it arrives (qemu.ts), and relates
- * each kernel's clocks to it:
- * - printk's clock, from the kernel's console lines (`[  1.234567] ...`):
- *   the kernel's zero on the host clock is the least of (arrival - printk
- *   time) over that kernel's lines, the line that reached the host fastest;
- * - the guest's monotonic and wall clocks, from clock samples a scenario
- *   reports ({@link reportClockSamples}): the same least difference over the
- *   samples of that kernel.
- * A guest instant is then placed on the host clock within the serial line's
- * quickest delivery (no more than it: the estimate never puts an instant
- * later than the line that told of it arrived). Under TCG the guest's TSC is
- * the host's, so no clock drifts apart within a kernel's few seconds.
+ * record with its own monotonic clock as it arrives (qemu.ts). The kernel's
+ * own instants (its last line before the jump, the new kernel's first line,
+ * its /init) are those stamps: the console writes synchronously, and under
+ * TCG a line crosses in well under a millisecond. Their printk times are no
+ * use across the jump: printk's clock starts only once the kernel has set
+ * its TSC up, after decompressing itself, and loses time while it boots.
+ * The guest's monotonic and wall clocks are placed on the host clock from
+ * clock samples a scenario reports ({@link reportClockSamples}): host = guest
+ * + the least (arrival - guest time) over that kernel's samples, the sample
+ * that crossed quickest. The estimate never puts an instant later than the
+ * line telling of it arrived; it is early by that quickest crossing at most.
+ * Under TCG the guest's TSC is the host's: no drift within a kernel.
  * The guest side here is the sampling; the rest is pure, for the host.
  * @internal
  */
@@ -111,35 +111,28 @@ const KERNEL_BANNER = /^Linux version /;
 export interface KernelBoot {
   /** 1-based, in boot order: the stage it ran. */
   readonly index: number;
-  /** Its printk zero on the host clock (ms): the least of arrival - printk time. */
-  readonly zeroAtMs: number;
-  /** When its first line reached the host (the console comes up well after its zero). */
+  /** When its first line (the banner) reached the host. */
   readonly firstLineAtMs: number;
-  /** Its kernel lines: printk time (ms) and text. */
-  readonly lines: ReadonlyArray<{ readonly printkMs: number; readonly text: string }>;
+  /** Its kernel lines: arrival on the host clock, printk time (ms) and text. */
+  readonly lines: ReadonlyArray<{ readonly atMs: number; readonly printkMs: number; readonly text: string }>;
 }
 
 /** The kernels of a console, split at each banner. */
 export function kernelBoots(console: readonly StampedLine[]): KernelBoot[] {
-  const boots: Array<{ zeroAtMs: number; firstLineAtMs: number; lines: Array<{ printkMs: number; text: string }> }> = [];
+  const boots: Array<{ index: number; firstLineAtMs: number; lines: Array<{ atMs: number; printkMs: number; text: string }> }> = [];
   for (const line of console) {
     const m = PRINTK_LINE.exec(line.text);
     if (m === null) continue;
-    const printkMs = Number(m[1]) * 1000;
     const text = m[2] ?? '';
-    if (KERNEL_BANNER.test(text) || boots.length === 0) boots.push({ zeroAtMs: Infinity, firstLineAtMs: line.atMs, lines: [] });
-    const boot = boots[boots.length - 1]!;
-    boot.lines.push({ printkMs, text });
-    // Lines stamped 0 come before the kernel's clock runs.
-    if (printkMs > 0) boot.zeroAtMs = Math.min(boot.zeroAtMs, line.atMs - printkMs);
+    if (KERNEL_BANNER.test(text) || boots.length === 0) boots.push({ index: boots.length + 1, firstLineAtMs: line.atMs, lines: [] });
+    boots[boots.length - 1]!.lines.push({ atMs: line.atMs, printkMs: Number(m[1]) * 1000, text });
   }
-  return boots.filter((b) => Number.isFinite(b.zeroAtMs)).map((b, i) => ({ index: i + 1, ...b }));
+  return boots;
 }
 
-/** The host instant of `boot`'s first line matching `pattern` (its printk time on the host clock), or undefined. */
+/** When `boot`'s first line matching `pattern` reached the host, or undefined. */
 export function kernelLineAt(boot: KernelBoot, pattern: RegExp): number | undefined {
-  const line = boot.lines.find((l) => pattern.test(l.text));
-  return line === undefined ? undefined : boot.zeroAtMs + line.printkMs;
+  return boot.lines.find((l) => pattern.test(l.text))?.atMs;
 }
 
 /** The old kernel's last line before it jumps: printed after LUO froze every session (kernel/kexec_core.c). */
@@ -179,17 +172,16 @@ export function onHost(fit: GuestClockFit | undefined, clock: 'mono' | 'wall', g
   return guestMs + (clock === 'mono' ? fit.monoOffsetMs : fit.wallOffsetMs);
 }
 
-/** The kernel's own instants of a kexec: the old kernel's last line, the new one's zero, its first line on the host, /init. */
+/** The kernel's own instants of a kexec, as their lines reached the host: the old kernel's last line, the new one's first, its /init. */
 export function kernelInstants(c: KexecClocks): Instant[] {
   const oldLast = kernelLineAt(c.old, KEXEC_LINE);
   const init = kernelLineAt(c.next, INIT_LINE);
   if (oldLast === undefined) throw new Error(`kernel ${c.old.index} printed no "Starting new kernel" line`);
   if (init === undefined) throw new Error(`kernel ${c.next.index} printed no "Run /init" line`);
   return [
-    { name: 'old kernel jumps (its last line, after LUO froze the sessions)', atMs: oldLast, clock: 'old kernel printk' },
-    { name: 'new kernel starts (its printk zero)', atMs: c.next.zeroAtMs, clock: 'new kernel printk' },
-    { name: "new kernel's console comes up (its first line arrives)", atMs: c.next.firstLineAtMs, clock: 'host stamp' },
-    { name: 'new kernel runs /init', atMs: init, clock: 'new kernel printk' },
+    { name: 'old kernel jumps (its last line, after LUO froze the sessions)', atMs: oldLast, clock: 'host stamp' },
+    { name: 'new kernel up (its first line)', atMs: c.next.firstLineAtMs, clock: 'host stamp' },
+    { name: 'new kernel runs /init', atMs: init, clock: 'host stamp' },
   ];
 }
 
@@ -199,15 +191,18 @@ export function sinceOrigin(instants: readonly Instant[], origin: number): Array
 }
 
 /**
- * Says how well the two channels agree in kernel `fit.stage`: its printk
- * zero (console, ttyS0) against its monotonic clock's zero (records, ttyS1),
- * ms. Both clocks count from the kernel's start on the same TSC, so a
- * difference beyond a millisecond or two means a channel was late.
+ * How well the two channels agree in a kernel: node's time origin in pid 1
+ * (`initMono`, on its monotonic clock, placed through the records of ttyS1)
+ * less the arrival of the kernel's "Run /init" line (console, ttyS0), ms.
+ * Node's start comes after that line by its exec and early start: a small
+ * positive number; a negative one means a channel was late.
  */
-export function channelsAgreeMs(boot: KernelBoot, fit: GuestClockFit): number {
-  return fit.monoOffsetMs - boot.zeroAtMs;
+export function initChannelsMs(boot: KernelBoot, fit: GuestClockFit, initMono: number): number {
+  const init = kernelLineAt(boot, INIT_LINE);
+  if (init === undefined) throw new Error(`kernel ${boot.index} printed no "Run /init" line`);
+  return onHost(fit, 'mono', initMono) - init;
 }
 
 /** What the figures of a host-clock blackout say about their clock, for the output. */
 export const HOST_CLOCK_NOTE =
-  "host CLOCK_MONOTONIC (1 µs) stamping each serial line as it arrives; each kernel's printk, monotonic and wall clocks placed on it by the quickest of its lines (to within the serial line's delivery, under a millisecond)";
+  "host CLOCK_MONOTONIC (performance.now, 1 µs) stamping each serial line as it arrives: the kernel's lines as stamped; the guest's monotonic and wall clocks placed on it by each kernel's quickest clock sample (early by that sample's crossing at most)";
