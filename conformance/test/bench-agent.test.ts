@@ -39,7 +39,7 @@ function stageValue(stage: number, counts: readonly number[], slow = 0): JsonVal
             frozen_at_wall_ms: wallAtZero(stage - 1) + FROZEN_MONO,
             first_open_at_wall_ms: wallAtZero(stage) + 3000,
           },
-    preserve: preserved === undefined ? null : { clients: preserved, ms: 100 * preserved + slow, requests: 3 * preserved, requests_per_s: (3 * preserved * 1000) / (100 * preserved + slow) },
+    preserve: preserved === undefined ? null : { clients: preserved, ms: 100 * preserved + slow, requests: 3 * preserved, requests_per_s: (3 * preserved * 1000) / (100 * preserved + slow), agent_rss_kib: 60_000 + 20 * preserved },
   };
 }
 
@@ -125,7 +125,17 @@ describe('one boot of the agent path', () => {
 });
 
 describe('the agent path over boots', () => {
-  const host = agentHostResult({ params: { clients: 100, iterations: 10, rounds: 3, warmup: 1 }, requests_per_s: [3000, 1000, 2000] });
+  const host = agentHostResult({
+    params: { clients: 100, iterations: 10, rounds: 3, warmup: 1, startRounds: 3, claimCounts: [1, 10, 1000], claimRounds: 3 },
+    requests_per_s: [3000, 1000, 2000],
+    start: { agent_ms: [60, 66, 63], node_ms: [50, 55, 52] },
+    rss_idle_kib: 50_000,
+    claim_path: [
+      { clients: 1, ms: [1, 1, 1], rss_kib: [50_100, 50_100, 50_100] },
+      { clients: 10, ms: [5, 6, 4], rss_kib: [50_200, 50_300, 50_250] },
+      { clients: 1000, ms: [1000, 900, 800], rss_kib: [70_000, 90_000, 80_000] },
+    ],
+  });
 
   it('reports each timing as the median over boots, with an interval that brackets it', () => {
     // Boots 0, 300 and 30 ms slower: medians are those of the 30 ms boot.
@@ -163,6 +173,20 @@ describe('the agent path over boots', () => {
     expect(host.requests_per_s_ci95[1]).toBeLessThanOrEqual(3000);
     expect(host.rounds_requests_per_s).toEqual([3000, 1000, 2000]);
     expect(host).toMatchObject({ clients: 100, iterations: 10, rounds: 3, warmup: 1 });
+  });
+
+  it("judges the agent's start against node's own and its memory with the most clients, and says how the per-client cost grows", () => {
+    expect(host.start.ratio.value).toBeCloseTo(63 / 52, 3);
+    expect(host.claim_path.map((c) => [c.clients, c.ms.value, c.us_per_client.value, c.rss_kib.value])).toEqual([
+      [1, 1, 1000, 50_100],
+      [10, 5, 500, 50_250],
+      [1000, 900, 900, 80_000],
+    ]);
+    expect(host.claim_path_growth).toBeCloseTo(900 / 500, 3);
+    expect(host.targets.map((t) => [t.limit, t.value])).toEqual([
+      [1.2, 1.212],
+      [80 * 1024, 80_000],
+    ]);
   });
 
   it('refuses to combine no boots', () => {

@@ -10,8 +10,8 @@
 import { HOST_CLOCK_NOTE, initChannelsMs, kernelInstants, kexecClocks, onHost, type Arrivals } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import type { AgentHostParams, AgentHostRounds } from './agent-host.js';
-import { round3, roundPair } from './host-report.js';
-import { medianEstimate, type Interval } from './stats.js';
+import { round3, roundPair, target, type Target } from './host-report.js';
+import { medianEstimate, ratioOverBoots, type Interval } from './stats.js';
 
 /** The guest case of the agent path (scenario/case). */
 export const AGENT_CASE = 'bench-agent/path';
@@ -58,6 +58,8 @@ export interface AgentPreserve {
   readonly requests: number;
   readonly ms: number;
   readonly requests_per_s: number;
+  /** The agent's resident memory with these clients connected, each holding a session, KiB. */
+  readonly agent_rss_kib: number;
 }
 
 /** One boot's agent path. */
@@ -132,7 +134,7 @@ export function agentBoot(stageValue: (stage: number) => JsonValue | undefined, 
     if (stage <= counts.length) {
       const p = reader(read('preserve'), `${where}.preserve`);
       const num = (k: string): number => numberAt(p, k, `${where}.preserve`);
-      preserve.push({ clients: num('clients'), requests: num('requests'), ms: round3(num('ms')), requests_per_s: round3(num('requests_per_s')) });
+      preserve.push({ clients: num('clients'), requests: num('requests'), ms: round3(num('ms')), requests_per_s: round3(num('requests_per_s')), agent_rss_kib: num('agent_rss_kib') });
     }
   }
   return { after_kexec: after, preserve };
@@ -155,13 +157,41 @@ export interface PreserveOverBoots {
   readonly ms_ci95: Interval;
   readonly requests_per_s: number;
   readonly requests_per_s_ci95: Interval;
+  readonly agent_rss_kib: number;
+  readonly agent_rss_kib_ci95: Interval;
 }
 
-/** The host load's requests per second: median over rounds and its interval. */
+/** A median over rounds and its interval. */
+interface Figure {
+  readonly value: number;
+  readonly ci95: Interval;
+}
+
+/** The claim path up to the device call for one count (host, no device). */
+export interface ClaimPathResult {
+  readonly clients: number;
+  /** All clients at once: the first connect to the last answer, ms. */
+  readonly ms: Figure;
+  /** `ms` per client, µs. */
+  readonly us_per_client: Figure;
+  /** The agent's resident memory with these clients connected, KiB. */
+  readonly rss_kib: Figure;
+  /** Each round's ms. */
+  readonly rounds_ms: readonly number[];
+}
+
+/** The host part of the agent path: requests per second, the start, the claim path up to the device and the memory. */
 export interface AgentHostResult extends AgentHostParams {
   readonly requests_per_s: number;
   readonly requests_per_s_ci95: Interval;
   readonly rounds_requests_per_s: readonly number[];
+  /** Spawn to first answer, against `node -e 0` (spawn to exit), ms; the ratio judged against the issue's 1.2. */
+  readonly start: { readonly agent_ms: Figure; readonly node_ms: Figure; readonly ratio: Figure; readonly rounds: { readonly agent_ms: readonly number[]; readonly node_ms: readonly number[] } };
+  readonly rss_idle_kib: number;
+  readonly claim_path: readonly ClaimPathResult[];
+  /** Per-client time at the largest count over that at the second smallest: 1 when the cost per client does not grow. */
+  readonly claim_path_growth: number;
+  readonly targets: readonly Target[];
 }
 
 /** The `agent` section of the benchmark's result. */
@@ -211,14 +241,52 @@ function preserveOverBoots(boots: readonly AgentBoot[], index: number): Preserve
   const at = boots.map((b) => b.preserve[index] as AgentPreserve);
   const ms = overBoots(at, (p) => p.ms);
   const rate = overBoots(at, (p) => p.requests_per_s);
+  const rss = overBoots(at, (p) => p.agent_rss_kib);
   const first = at[0] as AgentPreserve;
-  return { clients: first.clients, requests: first.requests, ms: ms.value, ms_ci95: ms.ci95, requests_per_s: rate.value, requests_per_s_ci95: rate.ci95 };
+  return { clients: first.clients, requests: first.requests, ms: ms.value, ms_ci95: ms.ci95, requests_per_s: rate.value, requests_per_s_ci95: rate.ci95, agent_rss_kib: rss.value, agent_rss_kib_ci95: rss.ci95 };
 }
 
-/** The host load's rounds as requests per second. */
+function figure(values: readonly number[]): Figure {
+  const e = medianEstimate(values);
+  return { value: round3(e.median), ci95: roundPair(e.ci95) };
+}
+
+/** The agent's resident memory with 1000 clients at most: 80 MiB. */
+const RSS_LIMIT_KIB = 80 * 1024;
+/** The agent's start at most node's own + 20%. */
+const START_LIMIT = 1.2;
+
+/** The host load's rounds as figures, with their targets. */
 export function agentHostResult(raw: AgentHostRounds): AgentHostResult {
   const e = medianEstimate(raw.requests_per_s);
-  return { ...raw.params, requests_per_s: round3(e.median), requests_per_s_ci95: roundPair(e.ci95), rounds_requests_per_s: raw.requests_per_s.map(round3) };
+  const ratio = ratioOverBoots([{ node: raw.start.agent_ms, c: raw.start.node_ms }]);
+  const claim_path = raw.claim_path.map((c) => ({
+    clients: c.clients,
+    ms: figure(c.ms),
+    us_per_client: figure(c.ms.map((ms) => (ms * 1000) / c.clients)),
+    rss_kib: figure(c.rss_kib),
+    rounds_ms: c.ms.map(round3),
+  }));
+  const largest = claim_path.at(-1);
+  const small = claim_path[1] ?? claim_path[0];
+  const targets: Target[] = [
+    target("agent start on the host (spawn to first answer) / node -e 0 <= 1.2 (the issue's target is the guest's new kernel)", ratio.median, ratio.ci95, START_LIMIT, ratio.observations),
+  ];
+  if (largest !== undefined) {
+    const rss = raw.claim_path.at(-1)?.rss_kib ?? [];
+    targets.push(target(`agent RSS with ${largest.clients} clients connected on the host (no device: no sessions held), KiB <= 80 MiB`, largest.rss_kib.value, largest.rss_kib.ci95, RSS_LIMIT_KIB, rss.length));
+  }
+  return {
+    ...raw.params,
+    requests_per_s: round3(e.median),
+    requests_per_s_ci95: roundPair(e.ci95),
+    rounds_requests_per_s: raw.requests_per_s.map(round3),
+    start: { agent_ms: figure(raw.start.agent_ms), node_ms: figure(raw.start.node_ms), ratio: { value: round3(ratio.median), ci95: roundPair(ratio.ci95) }, rounds: { agent_ms: raw.start.agent_ms.map(round3), node_ms: raw.start.node_ms.map(round3) } },
+    rss_idle_kib: raw.rss_idle_kib,
+    claim_path,
+    claim_path_growth: largest === undefined || small === undefined ? 1 : round3(largest.us_per_client.value / small.us_per_client.value),
+    targets,
+  };
 }
 
 /** Which clock the figures are read on, by their name's start. */

@@ -74,6 +74,12 @@ function initExecMs(): number {
   return nowMs() - performance.now();
 }
 
+/** The agent's resident set (VmRSS), KiB: with every client of a count connected and holding its session. */
+function residentKib(agent: AgentProcess): number {
+  const status = fs.readFileSync(`/proc/${String(agent.child.pid)}/status`, 'utf8');
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]);
+}
+
 /** A client's connection, retried while the agent is busy accepting the others. */
 function connect(agent: AgentProcess): Promise<AgentClient> {
   return agent.connect({}, ANSWER_TIMEOUT_MS);
@@ -114,7 +120,7 @@ async function preserveClients(ctx: StageContext, agent: AgentProcess, count: nu
   const ms = nowMs() - started;
   files.forEach((fd) => fs.closeSync(fd)); // the kernel holds its own references
   const requests = count * 3;
-  return { clients: count, ms, requests, requests_per_s: (requests / ms) * 1000 };
+  return { clients: count, ms, requests, requests_per_s: (requests / ms) * 1000, agent_rss_kib: residentKib(agent) };
 }
 
 /** One client after the kexec: what it holds and when it had it. */

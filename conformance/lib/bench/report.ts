@@ -420,6 +420,7 @@ function agentTable(a: AgentResult, boots: number): string {
     row('  the claim phase alone (first connect to last fd)', (x) => withCi(x.claim_ms, x.claim_ms_ci95, 0)),
     row('clients holding their own bytes again (fewest in any boot)', (x) => `${x.held} of ${x.clients}`),
     ['agent requests/s while they preserved (hello, createSession, ready)', ...a.preserve.map((p) => withCi(p.requests_per_s, p.requests_per_s_ci95, 1))],
+    ["agent's RSS with them all holding a session, MiB", ...a.preserve.map((p) => `${fmt(p.agent_rss_kib / 1024, 1)} ${ci([p.agent_rss_kib_ci95[0] / 1024, p.agent_rss_kib_ci95[1] / 1024], 1)}`)],
   ];
   const blackout: string[][] = [
     [`the blackout on the host's clock (ms from the agent sealing its manifest, frozenAt, in the old kernel)`, ...after.map((x) => `${x.clients} client(s)`)],
@@ -434,7 +435,12 @@ function agentTable(a: AgentResult, boots: number): string {
 }
 
 function agentHostLine(h: AgentHostResult): string {
-  return `host, no LUO: the agent process served ${h.clients} clients (ready + sessions) at ${fmt(h.requests_per_s, 0)} requests/s ${ci(h.requests_per_s_ci95, 0)} (median of ${h.rounds} rounds after ${h.warmup} warm-up)`;
+  const claims = h.claim_path.map((c) => `${c.clients}: ${fmt(c.ms.value, 1)} ms ${ci(c.ms.ci95, 1)}, ${fmt(c.us_per_client.value, 0)} µs/client, RSS ${fmt(c.rss_kib.value / 1024, 1)} MiB`);
+  return [
+    `host, no LUO: the agent process served ${h.clients} clients (ready + sessions) at ${fmt(h.requests_per_s, 0)} requests/s ${ci(h.requests_per_s_ci95, 0)} (median of ${h.rounds} rounds after ${h.warmup} warm-up)`,
+    `host: the agent's start (spawn to first answer) ${fmt(h.start.agent_ms.value, 1)} ms ${ci(h.start.agent_ms.ci95, 1)} against node -e 0 ${fmt(h.start.node_ms.value, 1)} ms: ${fmt(h.start.ratio.value, 2)}× ${ci(h.start.ratio.ci95, 2)} (median of ${h.startRounds} interleaved rounds)`,
+    `host: claim path up to the device call (connect, hello, retrieveSession answered "unavailable": no device), all clients at once: ${claims.join('; ')}; per-client growth ${fmt(h.claim_path_growth, 2)}×; RSS idle ${fmt(h.rss_idle_kib / 1024, 1)} MiB`,
+  ].join('\n');
 }
 
 /** The host cases' table (also all that `--host-only` prints, with its targets). */

@@ -65,7 +65,7 @@ export async function runHostBench(options: Pick<BenchOptions, 'quick' | 'onProg
     host,
     fdpass,
     agent: { host: agentHost },
-    targets: hostTargets(host, fdpass),
+    targets: [...hostTargets(host, fdpass), ...agentHost.targets],
   };
 }
 
