@@ -106,7 +106,7 @@ describe('one boot of the agent path', () => {
       frozen_to_agent_answering_ms: 200_000.5 + 1500 + 9000 - frozen,
       frozen_to_all_hold_fds_ms: 200_000.5 + 1500 + 9150 - frozen,
       clock_jitter_ms: 2.5,
-      clock_channels_ms: 0.3,
+      init_line_to_node_origin_ms: 0.3, // node's origin at monotonic 1500 lands 0.3 ms after the line arrived
     });
     // The wall clocks alone (500 ms apart more per kernel) would have said otherwise.
     const naive = wallAtZero(2) + 1500 + 9150 - (wallAtZero(1) + FROZEN_MONO);

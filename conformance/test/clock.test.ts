@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLOCK_REPORT, guestClockFits, initChannelsMs, kernelBoots, kernelInstants, kexecClocks, onHost, type Arrivals, type StampedLine, type StampedRecord } from '../lib/vm/clock.js';
+import { CLOCK_REPORT, guestClockFits, initLineToOriginMs, kernelBoots, kernelInstants, kexecClocks, onHost, type Arrivals, type StampedLine, type StampedRecord } from '../lib/vm/clock.js';
 import { followFile } from '../lib/vm/qemu.js';
 import { blackoutLines, demoInstants } from '../lib/demo/blackout.js';
 import type { DemoSummary } from '../lib/demo/scenario.js';
@@ -77,7 +77,7 @@ describe('the host clock across a kexec', () => {
     expect(onHost(fits.get(2), 'mono', 4000)).toBeCloseTo(truth.agentBackHost! + 0.7, 6);
     expect(() => onHost(fits.get(3), 'mono', 1)).toThrow(/no clock samples/);
     // Node's time origin in pid 1 at monotonic 2500 of kernel 2 lands 2.4 ms after its "Run /init" line arrived.
-    expect(initChannelsMs(kernelBoots(arrivals.console)[1]!, fits.get(2)!, 2500)).toBeCloseTo(20_001.5 + 0.7 + 2500 - (20_000 + 2495.881 + 0.25), 6);
+    expect(initLineToOriginMs(kernelBoots(arrivals.console)[1]!, fits.get(2)!, 2500)).toBeCloseTo(20_001.5 + 0.7 + 2500 - (20_000 + 2495.881 + 0.25), 6);
   });
 
   it("takes the kernel's own instants of the kexec as their lines arrived: the old kernel's last, the new one's first, /init", () => {

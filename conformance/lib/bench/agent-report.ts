@@ -7,7 +7,7 @@
  * invented here. Pure.
  * @internal
  */
-import { HOST_CLOCK_NOTE, initChannelsMs, kernelInstants, kexecClocks, onHost, type Arrivals } from '../vm/clock.js';
+import { HOST_CLOCK_NOTE, initLineToOriginMs, kernelInstants, kexecClocks, onHost, type Arrivals } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import type { AgentHostParams, AgentHostRounds } from './agent-host.js';
 import { round3, roundPair, target, type Target } from './host-report.js';
@@ -47,8 +47,8 @@ export interface AgentAfterKexec {
   readonly frozen_to_all_hold_fds_ms: number;
   /** How far apart the samples of either kernel arrived (the serial line's jitter; the quickest one places the clocks), ms. */
   readonly clock_jitter_ms: number;
-  /** Node's time origin in pid 1 (records) less the kernel's "Run /init" line (console): small and positive when both channels are prompt, ms. */
-  readonly clock_channels_ms: number;
+  /** The kernel's "Run /init" line (console) to node's time origin in pid 1 (records): /init's exec and node's loading before its clock starts, ms. */
+  readonly init_line_to_node_origin_ms: number;
 }
 
 /** One count's preserve phase (connect, createSession, preserve, ready; all clients at once). */
@@ -87,7 +87,7 @@ function numberAt(read: Reader, key: string, where: string): number {
 }
 
 /** The host-clock figures of the kexec into kernel `stage`: each instant since the old kernel's `frozenAt`. */
-function onHostClock(arrivals: Arrivals, stage: number, at: { frozenWall: number; initMono: number; answeringMono: number; allHoldMono: number }): Pick<AgentAfterKexec, Extract<keyof AgentAfterKexec, `frozen_to_${string}` | `clock_${string}`>> {
+function onHostClock(arrivals: Arrivals, stage: number, at: { frozenWall: number; initMono: number; answeringMono: number; allHoldMono: number }): Pick<AgentAfterKexec, Extract<keyof AgentAfterKexec, `frozen_to_${string}` | `clock_${string}` | 'init_line_to_node_origin_ms'>> {
   const c = kexecClocks(arrivals, stage - 1);
   if (c.oldFit === undefined || c.nextFit === undefined) throw new Error(`agent path: kernel ${stage - 1} or ${stage} sent no clock samples`);
   const frozen = onHost(c.oldFit, 'wall', at.frozenWall);
@@ -99,7 +99,7 @@ function onHostClock(arrivals: Arrivals, stage: number, at: { frozenWall: number
     frozen_to_agent_answering_ms: round3(onHost(c.nextFit, 'mono', at.answeringMono) - frozen),
     frozen_to_all_hold_fds_ms: round3(onHost(c.nextFit, 'mono', at.allHoldMono) - frozen),
     clock_jitter_ms: round3(Math.max(c.oldFit.jitterMs, c.nextFit.jitterMs)),
-    clock_channels_ms: round3(initChannelsMs(c.next, c.nextFit, at.initMono)),
+    init_line_to_node_origin_ms: round3(initLineToOriginMs(c.next, c.nextFit, at.initMono)),
   };
 }
 
@@ -222,7 +222,7 @@ const TIMINGS = [
   'frozen_to_agent_answering_ms',
   'frozen_to_all_hold_fds_ms',
   'clock_jitter_ms',
-  'clock_channels_ms',
+  'init_line_to_node_origin_ms',
 ] as const;
 
 function afterOverBoots(boots: readonly AgentBoot[], index: number): AfterKexecOverBoots {
@@ -295,7 +295,8 @@ export const AGENT_CLOCKS = {
   init_to_: "the new kernel's CLOCK_MONOTONIC (process.hrtime in pid 1, 1 ns), from /init (node's time origin in pid 1)",
   claim_ms: "the new kernel's CLOCK_MONOTONIC (process.hrtime in pid 1, 1 ns)",
   frozen_to_: HOST_CLOCK_NOTE,
-  clock_: 'the host clock: how well the guest clocks are placed on it',
+  clock_: "the host clock: the spread of each kernel's clock samples",
+  init_line_to_node_origin_ms: HOST_CLOCK_NOTE,
 } as const;
 
 /** The `agent` section from every boot (at least one, all with the same counts) and the host load. */

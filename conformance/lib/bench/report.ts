@@ -429,7 +429,8 @@ function agentTable(a: AgentResult, boots: number): string {
     row('its /init runs', (x) => withCi(x.frozen_to_init_ms, x.frozen_to_init_ms_ci95, 0)),
     row('the agent answers', (x) => withCi(x.frozen_to_agent_answering_ms, x.frozen_to_agent_answering_ms_ci95, 0)),
     row('every client holds its fds again', (x) => withCi(x.frozen_to_all_hold_fds_ms, x.frozen_to_all_hold_fds_ms_ci95, 0)),
-    row("clocks: the samples' spread / node's origin after the 'Run /init' line", (x) => `${fmt(x.clock_jitter_ms, 2)} / ${fmt(x.clock_channels_ms, 2)}`),
+    row("  the 'Run /init' line to node's time origin in pid 1 (node's loading, unseen inside)", (x) => withCi(x.init_line_to_node_origin_ms, x.init_line_to_node_origin_ms_ci95, 0)),
+    row("clock samples' spread (the quickest places each kernel's clocks)", (x) => fmt(x.clock_jitter_ms, 2)),
   ];
   return [table(rows), agentHostLine(a.host), table(blackout), `(${a.clocks.frozen_to_})`].join('\n');
 }

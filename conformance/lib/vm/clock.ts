@@ -191,13 +191,12 @@ export function sinceOrigin(instants: readonly Instant[], origin: number): Array
 }
 
 /**
- * How well the two channels agree in a kernel: node's time origin in pid 1
- * (`initMono`, on its monotonic clock, placed through the records of ttyS1)
- * less the arrival of the kernel's "Run /init" line (console, ttyS0), ms.
- * Node's start comes after that line by its exec and early start: a small
- * positive number; a negative one means a channel was late.
+ * From the kernel's "Run /init" line (console) to node's time origin in pid 1
+ * (`initMono`, its monotonic clock, placed through the records), ms: the
+ * exec of /init and node's loading (the dynamic linker, libnode) before its
+ * clock starts, which no figure timed inside the guest from node's origin sees.
  */
-export function initChannelsMs(boot: KernelBoot, fit: GuestClockFit, initMono: number): number {
+export function initLineToOriginMs(boot: KernelBoot, fit: GuestClockFit, initMono: number): number {
   const init = kernelLineAt(boot, INIT_LINE);
   if (init === undefined) throw new Error(`kernel ${boot.index} printed no "Run /init" line`);
   return onHost(fit, 'mono', initMono) - init;
