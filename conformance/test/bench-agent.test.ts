@@ -39,6 +39,8 @@ function stageValue(stage: number, counts: readonly number[], slow = 0): JsonVal
             frozen_at_wall_ms: wallAtZero(stage - 1) + FROZEN_MONO,
             first_open_at_wall_ms: wallAtZero(stage) + 3000,
           },
+    // The last kernel: node -e 0 500 ms, the agent 1500 ms, from its snapshot 550 ms (+ slow each).
+    starts: preserved === undefined ? { node_ms: [500 + slow, 500 + slow], agent_ms: [1500 + slow, 1500 + slow], snapshot_ms: [550 + slow, 550 + slow], build_ms: 4000, blob_bytes: 5 * 2 ** 20 } : null,
     preserve: preserved === undefined ? null : { clients: preserved, ms: 100 * preserved + slow, requests: 3 * preserved, requests_per_s: (3 * preserved * 1000) / (100 * preserved + slow), agent_rss_kib: 60_000 + 20 * preserved },
   };
 }
@@ -60,6 +62,8 @@ function arrivalsOf(kernels: number): Arrivals {
   }
   return { console, records };
 }
+
+const round = (x: number): number => Math.round(x * 1000) / 1000;
 
 const bootOf = (counts: readonly number[], slow = 0): AgentBoot => agentBoot((stage) => stageValue(stage, counts, slow), counts, arrivalsOf(counts.length + 1));
 
@@ -159,6 +163,16 @@ describe('the agent path over boots', () => {
       [10, 30, 1030],
     ]);
     expect(r.boot_results).toHaveLength(3);
+  });
+
+  it("judges the agent's start, as today and from a snapshot, against node -e 0 in the same rounds", () => {
+    const r = combineAgent([1], [bootOf([1]), bootOf([1], 300), bootOf([1], 30)], host);
+    expect(r.start).toMatchObject({ node_ms: 530, agent_ms: 1530, snapshot_ms: 580, agent_over_node: round(1530 / 530), snapshot_over_node: round(580 / 530), snapshot_blob_bytes: 5 * 2 ** 20 });
+    expect(r.targets.map((t) => [t.limit, t.verdict])).toEqual([
+      [1.2, 'missed'],
+      [1.2, 'met'],
+    ]);
+    expect(() => agentBoot((stage) => ({ ...(stageValue(stage, [1]) as object), starts: null }), [1], arrivalsOf(2))).toThrow(/starts/);
   });
 
   it('keeps the fewest clients that got their bytes back in any boot', () => {

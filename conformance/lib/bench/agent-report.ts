@@ -62,10 +62,20 @@ export interface AgentPreserve {
   readonly agent_rss_kib: number;
 }
 
+/** The starts of the last kernel, interleaved rounds, ms (agent-snapshot.ts). */
+export interface AgentStartRounds {
+  readonly node_ms: readonly number[];
+  readonly agent_ms: readonly number[];
+  readonly snapshot_ms: readonly number[];
+  readonly build_ms: number;
+  readonly blob_bytes: number;
+}
+
 /** One boot's agent path. */
 export interface AgentBoot {
   readonly after_kexec: readonly AgentAfterKexec[];
   readonly preserve: readonly AgentPreserve[];
+  readonly starts: AgentStartRounds;
 }
 
 /** What the guest returned for one kernel: reads a field, or says which is missing. */
@@ -137,7 +147,18 @@ export function agentBoot(stageValue: (stage: number) => JsonValue | undefined, 
       preserve.push({ clients: num('clients'), requests: num('requests'), ms: round3(num('ms')), requests_per_s: round3(num('requests_per_s')), agent_rss_kib: num('agent_rss_kib') });
     }
   }
-  return { after_kexec: after, preserve };
+  return { after_kexec: after, preserve, starts: startRounds(stageValue(counts.length + 1)) };
+}
+
+function startRounds(value: JsonValue | undefined): AgentStartRounds {
+  const read = reader(reader(value, 'the last kernel')('starts'), 'the last kernel.starts');
+  const list = (key: string): number[] => {
+    const v = read(key);
+    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new Error(`agent path: starts.${key} is not a list of numbers`);
+    return (v as number[]).map(round3);
+  };
+  const one = (key: string): number => numberAt(read, key, 'starts');
+  return { node_ms: list('node_ms'), agent_ms: list('agent_ms'), snapshot_ms: list('snapshot_ms'), build_ms: round3(one('build_ms')), blob_bytes: one('blob_bytes') };
 }
 
 /** A figure over boots: the median and its interval. */
@@ -205,6 +226,23 @@ export interface AgentResult {
   readonly host: AgentHostResult;
   /** Which clock each figure is read on, and its resolution. */
   readonly clocks: typeof AGENT_CLOCKS;
+  /**
+   * The agent's start in the guest (spawn to its first answer, no device)
+   * as node starts it today and from a V8 snapshot, each over `node -e 0`
+   * in the same rounds: medians over boots, judged against node's own + 20%.
+   */
+  readonly start: {
+    readonly node_ms: number;
+    readonly agent_ms: number;
+    readonly snapshot_ms: number;
+    readonly agent_over_node: number;
+    readonly agent_over_node_ci95: Interval;
+    readonly snapshot_over_node: number;
+    readonly snapshot_over_node_ci95: Interval;
+    readonly snapshot_build_ms: number;
+    readonly snapshot_blob_bytes: number;
+  };
+  readonly targets: readonly Target[];
   /** Each boot's figures, in boot order. */
   readonly boot_results: readonly AgentBoot[];
 }
@@ -302,12 +340,33 @@ export const AGENT_CLOCKS = {
 /** The `agent` section from every boot (at least one, all with the same counts) and the host load. */
 export function combineAgent(counts: readonly number[], boots: readonly AgentBoot[], host: AgentHostResult): AgentResult {
   if (boots.length === 0) throw new RangeError('no boots of the agent path to combine');
+  const starts = boots.map((b) => b.starts);
+  const over = (pick: (s: AgentStartRounds) => readonly number[]) => ratioOverBoots(starts.map((s) => ({ node: pick(s), c: s.node_ms })));
+  const agent = over((s) => s.agent_ms);
+  const snapshot = over((s) => s.snapshot_ms);
+  const med = (pick: (s: AgentStartRounds) => readonly number[]): number => overBoots(starts, (s) => medianEstimate(pick(s)).median).value;
+  const targets = [
+    target('agent start in the guest (spawn to first answer) / node -e 0 <= 1.2', agent.median, agent.ci95, 1.2, agent.observations),
+    target('agent start from a V8 snapshot in the guest / node -e 0 <= 1.2', snapshot.median, snapshot.ci95, 1.2, snapshot.observations),
+  ];
   return {
     counts,
     after_kexec: counts.map((_, i) => afterOverBoots(boots, i)),
     preserve: counts.map((_, i) => preserveOverBoots(boots, i)),
     host,
     clocks: AGENT_CLOCKS,
+    start: {
+      node_ms: med((s) => s.node_ms),
+      agent_ms: med((s) => s.agent_ms),
+      snapshot_ms: med((s) => s.snapshot_ms),
+      agent_over_node: round3(agent.median),
+      agent_over_node_ci95: roundPair(agent.ci95),
+      snapshot_over_node: round3(snapshot.median),
+      snapshot_over_node_ci95: roundPair(snapshot.ci95),
+      snapshot_build_ms: overBoots(starts, (s) => s.build_ms).value,
+      snapshot_blob_bytes: (starts[0] as AgentStartRounds).blob_bytes,
+    },
+    targets,
     boot_results: boots,
   };
 }

@@ -29,9 +29,11 @@
  * @internal
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { memfd, type AgentClient, type Session } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
-import { runCli } from '../harness/cli.js';
+import { cliModule, runCli } from '../harness/cli.js';
+import { agentStarts } from './agent-snapshot.js';
 import { reportClockSamples } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
@@ -47,6 +49,10 @@ const UPDATE_TIMEOUT_S = 120;
 /** The bound on `liveupdate update` as a process: its own wait for the clients, and the load and freeze. */
 const UPDATE_BOUND_MS = (UPDATE_TIMEOUT_S + 120) * 1000;
 const NS_PER_MS = 1e6;
+/** Where the start rounds build the snapshot and put their agents' socket (root's alone). */
+const START_DIR = '/run/lu-agent-start';
+/** Interleaved rounds of node -e 0, the agent and the agent from a snapshot (a second or two each under TCG). */
+const START_ROUNDS = 3;
 
 /** Milliseconds since boot (CLOCK_MONOTONIC). */
 function nowMs(): number {
@@ -199,6 +205,8 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
     const preserve = preserves === undefined ? null : await preserveClients(ctx, agent, preserves);
     if (preserve === null) ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0) || ctx.report('agent log', agent.output);
     else updateKexecs(ctx, agent);
+    // The last kernel, once its agent is gone: its start as today, from a V8 snapshot, and node's own, side by side.
+    const starts = preserve === null ? await agentStarts(path.resolve(path.dirname(cliModule()), '..'), START_DIR, START_ROUNDS) : null;
     ctx.equal('the runner is pid 1, /init itself', process.pid, 1);
     // After the timed part: the C program reads the clock tick (a process start costs seconds under TCG).
     const pid1TaskAt = (pid1TaskTicks() / guestMachine().clock_tick) * 1000;
@@ -226,6 +234,7 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
               first_open_at_wall_ms: claims.firstOpenAt,
             },
       preserve,
+      starts: starts as unknown as JsonValue,
     };
   };
 }

@@ -432,7 +432,9 @@ function agentTable(a: AgentResult, boots: number): string {
     row("  the 'Run /init' line to node's time origin in pid 1 (node's loading, unseen inside)", (x) => withCi(x.init_line_to_node_origin_ms, x.init_line_to_node_origin_ms_ci95, 0)),
     row("clock samples' spread (the quickest places each kernel's clocks)", (x) => fmt(x.clock_jitter_ms, 2)),
   ];
-  return [table(rows), agentHostLine(a.host), table(blackout), `(${a.clocks.frozen_to_})`].join('\n');
+  const st = a.start;
+  const start = `agent start in the guest (spawn to first answer, no device), median of ${boots} boot(s): ${fmt(st.agent_ms, 0)} ms as today = ${fmt(st.agent_over_node, 2)}× node -e 0 (${fmt(st.node_ms, 0)} ms) ${ci(st.agent_over_node_ci95, 2)}; from a V8 snapshot ${fmt(st.snapshot_ms, 0)} ms = ${fmt(st.snapshot_over_node, 2)}× ${ci(st.snapshot_over_node_ci95, 2)} (blob ${fmt(st.snapshot_blob_bytes / 2 ** 20, 1)} MiB, built in ${fmt(st.snapshot_build_ms, 0)} ms)`;
+  return [table(rows), start, agentHostLine(a.host), table(blackout), `(${a.clocks.frozen_to_})`].join('\n');
 }
 
 function agentHostLine(h: AgentHostResult): string {

@@ -128,7 +128,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     commit: hostOnly.commit,
   };
   const agent = combineAgent(agentCounts, agentBoots, hostOnly.agent.host);
-  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, agent, targets: [...guest.targets, ...hostOnly.targets] };
+  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, agent, targets: [...guest.targets, ...agent.targets, ...hostOnly.targets] };
 }
 
 /**
