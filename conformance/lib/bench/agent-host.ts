@@ -5,8 +5,8 @@
  * - Requests per second: many clients, each connected once and then
  *   repeating `ready` + `sessions` (requests every agent answers without
  *   the device). Rounds of all clients at once; the warm-up rounds are dropped.
- * - Its start: spawn to its first answer, against `node -e 0` (spawn to
- *   exit), interleaved rounds.
+ * - Its start: spawn to its first answer, as today and from a V8 snapshot,
+ *   against `node -e 0` (spawn to exit), interleaved rounds (agent-snapshot.ts).
  * - The claim path up to the device call, for 1 to 1000 clients at once:
  *   connect (hello) and `retrieveSession`, which the agent answers
  *   "unavailable" where the kernel would be asked (no /dev/liveupdate
@@ -14,12 +14,13 @@
  *   connected. (Holding sessions needs the device: the guest measures that.)
  * @internal
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { AgentUnavailableError, type AgentClient } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
+import { cliModule } from '../harness/cli.js';
+import { agentStarts, residentKib, type AgentStarts } from './agent-snapshot.js';
 
 /** Sizes of the host load. */
 export interface AgentHostParams {
@@ -52,8 +53,8 @@ export interface AgentHostRounds {
   readonly params: AgentHostParams;
   /** Requests per second of each timed round (all clients' requests over the round's wall time). */
   readonly requests_per_s: number[];
-  /** Spawn to first answer (agent) and spawn to exit (`node -e 0`), ms, interleaved rounds. */
-  readonly start: { readonly agent_ms: number[]; readonly node_ms: number[] };
+  /** Spawn to first answer (the agent as today, and from a snapshot) and to exit (`node -e 0`), ms, interleaved rounds. */
+  readonly start: AgentStarts;
   /** The agent's resident memory once started, no client (KiB). */
   readonly rss_idle_kib: number;
   readonly claim_path: ClaimPathRounds[];
@@ -70,10 +71,11 @@ function startAgent(dir: string): Promise<AgentProcess> {
 export async function runAgentHost(params: AgentHostParams, progress: (line: string) => void): Promise<AgentHostRounds> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lu-bench-agent-'));
   try {
-    const start = await measureStart(dir, params.startRounds, progress);
+    progress(`host: the agent's start (spawn to its first answer) as today and from a V8 snapshot, against node -e 0, ${params.startRounds} rounds`);
+    const start = await agentStarts(path.resolve(path.dirname(cliModule()), '..'), path.join(dir, 'start'), params.startRounds);
     const agent = await startAgent(dir);
     try {
-      const rss_idle_kib = residentKib(agent);
+      const rss_idle_kib = residentKib(agent.child.pid);
       const rates = await measure(agent, params, progress);
       const claim_path = await measureClaimPath(agent, params, progress);
       return { ...rates, start, rss_idle_kib, claim_path };
@@ -83,38 +85,6 @@ export async function runAgentHost(params: AgentHostParams, progress: (line: str
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** The agent's resident set (VmRSS of /proc/PID/status), KiB. */
-function residentKib(agent: AgentProcess): number {
-  const status = fs.readFileSync(`/proc/${String(agent.child.pid)}/status`, 'utf8');
-  const kib = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]);
-  if (!Number.isSafeInteger(kib)) throw new Error(`no VmRSS for the agent (pid ${String(agent.child.pid)})`);
-  return kib;
-}
-
-/** `node -e 0` from spawn to exit, ms. */
-function nodeBare(): Promise<number> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
-    child.once('error', reject);
-    child.once('exit', () => resolve(performance.now() - started));
-  });
-}
-
-/** Interleaved rounds: `node -e 0`, then the agent from spawn to its first answer (then stopped). */
-async function measureStart(dir: string, rounds: number, progress: (line: string) => void): Promise<AgentHostRounds['start']> {
-  progress(`host: the agent's start (spawn to its first answer) against node -e 0, ${rounds} rounds`);
-  const start = { agent_ms: [] as number[], node_ms: [] as number[] };
-  for (let r = 0; r < rounds; r++) {
-    start.node_ms.push(await nodeBare());
-    const spawned = performance.now();
-    const agent = await startAgent(dir);
-    start.agent_ms.push(agent.answeredAt - spawned);
-    await agent.stop();
-  }
-  return start;
 }
 
 /**
@@ -149,7 +119,7 @@ async function measureClaimPath(agent: AgentProcess, params: AgentHostParams, pr
     for (let r = 0; r < params.claimRounds; r++) {
       const { ms, clients } = await claimUpToDevice(agent, count);
       rounds.ms.push(ms);
-      rounds.rss_kib.push(residentKib(agent));
+      rounds.rss_kib.push(residentKib(agent.child.pid));
       await Promise.all(clients.map((c) => c.close()));
     }
     out.push(rounds);

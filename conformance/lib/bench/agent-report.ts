@@ -62,6 +62,44 @@ export interface AgentPreserve {
   readonly agent_rss_kib: number;
 }
 
+/** The agent's start (spawn to its first answer, no device) as today and from a V8 snapshot, each over `node -e 0` in the same rounds: medians over boots. */
+export interface StartFigures {
+  readonly node_ms: number;
+  readonly agent_ms: number;
+  readonly snapshot_ms: number;
+  readonly agent_over_node: number;
+  readonly agent_over_node_ci95: Interval;
+  readonly snapshot_over_node: number;
+  readonly snapshot_over_node_ci95: Interval;
+  readonly snapshot_build_ms: number;
+  readonly snapshot_blob_bytes: number;
+}
+
+/** The start figures of `starts` (one per boot, at least one), judged against node's own + 20%. */
+function startFigures(starts: readonly AgentStartRounds[], where: string): { start: StartFigures; targets: Target[] } {
+  const over = (pick: (s: AgentStartRounds) => readonly number[]) => ratioOverBoots(starts.map((s) => ({ node: pick(s), c: s.node_ms })));
+  const agent = over((s) => s.agent_ms);
+  const snapshot = over((s) => s.snapshot_ms);
+  const med = (pick: (s: AgentStartRounds) => readonly number[]): number => overBoots(starts, (s) => medianEstimate(pick(s)).median).value;
+  return {
+    start: {
+      node_ms: med((s) => s.node_ms),
+      agent_ms: med((s) => s.agent_ms),
+      snapshot_ms: med((s) => s.snapshot_ms),
+      agent_over_node: round3(agent.median),
+      agent_over_node_ci95: roundPair(agent.ci95),
+      snapshot_over_node: round3(snapshot.median),
+      snapshot_over_node_ci95: roundPair(snapshot.ci95),
+      snapshot_build_ms: overBoots(starts, (s) => s.build_ms).value,
+      snapshot_blob_bytes: (starts[0] as AgentStartRounds).blob_bytes,
+    },
+    targets: [
+      target(`agent start ${where} (spawn to first answer) / node -e 0 <= 1.2`, agent.median, agent.ci95, START_LIMIT, agent.observations),
+      target(`agent start from a V8 snapshot ${where} / node -e 0 <= 1.2`, snapshot.median, snapshot.ci95, START_LIMIT, snapshot.observations),
+    ],
+  };
+}
+
 /** The starts of the last kernel, interleaved rounds, ms (agent-snapshot.ts). */
 export interface AgentStartRounds {
   readonly node_ms: readonly number[];
@@ -206,8 +244,8 @@ export interface AgentHostResult extends AgentHostParams {
   readonly requests_per_s: number;
   readonly requests_per_s_ci95: Interval;
   readonly rounds_requests_per_s: readonly number[];
-  /** Spawn to first answer, against `node -e 0` (spawn to exit), ms; the ratio judged against the issue's 1.2. */
-  readonly start: { readonly agent_ms: Figure; readonly node_ms: Figure; readonly ratio: Figure; readonly rounds: { readonly agent_ms: readonly number[]; readonly node_ms: readonly number[] } };
+  /** The agent's start on the host, as today and from a snapshot, against `node -e 0`; and its rounds. */
+  readonly start: StartFigures & { readonly rounds: AgentStartRounds };
   readonly rss_idle_kib: number;
   readonly claim_path: readonly ClaimPathResult[];
   /** Per-client time at the largest count over that at the second smallest: 1 when the cost per client does not grow. */
@@ -231,17 +269,7 @@ export interface AgentResult {
    * as node starts it today and from a V8 snapshot, each over `node -e 0`
    * in the same rounds: medians over boots, judged against node's own + 20%.
    */
-  readonly start: {
-    readonly node_ms: number;
-    readonly agent_ms: number;
-    readonly snapshot_ms: number;
-    readonly agent_over_node: number;
-    readonly agent_over_node_ci95: Interval;
-    readonly snapshot_over_node: number;
-    readonly snapshot_over_node_ci95: Interval;
-    readonly snapshot_build_ms: number;
-    readonly snapshot_blob_bytes: number;
-  };
+  readonly start: StartFigures;
   readonly targets: readonly Target[];
   /** Each boot's figures, in boot order. */
   readonly boot_results: readonly AgentBoot[];
@@ -297,7 +325,7 @@ const START_LIMIT = 1.2;
 /** The host load's rounds as figures, with their targets. */
 export function agentHostResult(raw: AgentHostRounds): AgentHostResult {
   const e = medianEstimate(raw.requests_per_s);
-  const ratio = ratioOverBoots([{ node: raw.start.agent_ms, c: raw.start.node_ms }]);
+  const starts = startFigures([raw.start], "on the host (the issue's target is the guest's new kernel)");
   const claim_path = raw.claim_path.map((c) => ({
     clients: c.clients,
     ms: figure(c.ms),
@@ -307,9 +335,7 @@ export function agentHostResult(raw: AgentHostRounds): AgentHostResult {
   }));
   const largest = claim_path.at(-1);
   const small = claim_path[1] ?? claim_path[0];
-  const targets: Target[] = [
-    target("agent start on the host (spawn to first answer) / node -e 0 <= 1.2 (the issue's target is the guest's new kernel)", ratio.median, ratio.ci95, START_LIMIT, ratio.observations),
-  ];
+  const targets = [...starts.targets];
   if (largest !== undefined) {
     const rss = raw.claim_path.at(-1)?.rss_kib ?? [];
     targets.push(target(`agent RSS with ${largest.clients} clients connected on the host (no device: no sessions held), KiB <= 80 MiB`, largest.rss_kib.value, largest.rss_kib.ci95, RSS_LIMIT_KIB, rss.length));
@@ -319,7 +345,7 @@ export function agentHostResult(raw: AgentHostRounds): AgentHostResult {
     requests_per_s: round3(e.median),
     requests_per_s_ci95: roundPair(e.ci95),
     rounds_requests_per_s: raw.requests_per_s.map(round3),
-    start: { agent_ms: figure(raw.start.agent_ms), node_ms: figure(raw.start.node_ms), ratio: { value: round3(ratio.median), ci95: roundPair(ratio.ci95) }, rounds: { agent_ms: raw.start.agent_ms.map(round3), node_ms: raw.start.node_ms.map(round3) } },
+    start: { ...starts.start, rounds: raw.start },
     rss_idle_kib: raw.rss_idle_kib,
     claim_path,
     claim_path_growth: largest === undefined || small === undefined ? 1 : round3(largest.us_per_client.value / small.us_per_client.value),
@@ -340,32 +366,17 @@ export const AGENT_CLOCKS = {
 /** The `agent` section from every boot (at least one, all with the same counts) and the host load. */
 export function combineAgent(counts: readonly number[], boots: readonly AgentBoot[], host: AgentHostResult): AgentResult {
   if (boots.length === 0) throw new RangeError('no boots of the agent path to combine');
-  const starts = boots.map((b) => b.starts);
-  const over = (pick: (s: AgentStartRounds) => readonly number[]) => ratioOverBoots(starts.map((s) => ({ node: pick(s), c: s.node_ms })));
-  const agent = over((s) => s.agent_ms);
-  const snapshot = over((s) => s.snapshot_ms);
-  const med = (pick: (s: AgentStartRounds) => readonly number[]): number => overBoots(starts, (s) => medianEstimate(pick(s)).median).value;
-  const targets = [
-    target('agent start in the guest (spawn to first answer) / node -e 0 <= 1.2', agent.median, agent.ci95, 1.2, agent.observations),
-    target('agent start from a V8 snapshot in the guest / node -e 0 <= 1.2', snapshot.median, snapshot.ci95, 1.2, snapshot.observations),
-  ];
+  const { start, targets } = startFigures(
+    boots.map((b) => b.starts),
+    'in the guest',
+  );
   return {
     counts,
     after_kexec: counts.map((_, i) => afterOverBoots(boots, i)),
     preserve: counts.map((_, i) => preserveOverBoots(boots, i)),
     host,
     clocks: AGENT_CLOCKS,
-    start: {
-      node_ms: med((s) => s.node_ms),
-      agent_ms: med((s) => s.agent_ms),
-      snapshot_ms: med((s) => s.snapshot_ms),
-      agent_over_node: round3(agent.median),
-      agent_over_node_ci95: roundPair(agent.ci95),
-      snapshot_over_node: round3(snapshot.median),
-      snapshot_over_node_ci95: roundPair(snapshot.ci95),
-      snapshot_build_ms: overBoots(starts, (s) => s.build_ms).value,
-      snapshot_blob_bytes: (starts[0] as AgentStartRounds).blob_bytes,
-    },
+    start,
     targets,
     boot_results: boots,
   };

@@ -33,7 +33,7 @@ import * as path from 'node:path';
 import { memfd, type AgentClient, type Session } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
 import { cliModule, runCli } from '../harness/cli.js';
-import { agentStarts } from './agent-snapshot.js';
+import { agentStarts, residentKib } from './agent-snapshot.js';
 import { reportClockSamples } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
@@ -80,12 +80,6 @@ function initExecMs(): number {
   return nowMs() - performance.now();
 }
 
-/** The agent's resident set (VmRSS), KiB: with every client of a count connected and holding its session. */
-function residentKib(agent: AgentProcess): number {
-  const status = fs.readFileSync(`/proc/${String(agent.child.pid)}/status`, 'utf8');
-  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]);
-}
-
 /** A client's connection, retried while the agent is busy accepting the others. */
 function connect(agent: AgentProcess): Promise<AgentClient> {
   return agent.connect({}, ANSWER_TIMEOUT_MS);
@@ -126,7 +120,7 @@ async function preserveClients(ctx: StageContext, agent: AgentProcess, count: nu
   const ms = nowMs() - started;
   files.forEach((fd) => fs.closeSync(fd)); // the kernel holds its own references
   const requests = count * 3;
-  return { clients: count, ms, requests, requests_per_s: (requests / ms) * 1000, agent_rss_kib: residentKib(agent) };
+  return { clients: count, ms, requests, requests_per_s: (requests / ms) * 1000, agent_rss_kib: residentKib(agent.child.pid) };
 }
 
 /** One client after the kexec: what it holds and when it had it. */

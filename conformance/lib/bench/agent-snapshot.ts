@@ -134,6 +134,14 @@ async function agentToAnswer(flags: readonly string[], dir: string): Promise<num
   }
 }
 
+/** A process's resident set (VmRSS of /proc/PID/status), KiB. */
+export function residentKib(pid: number | undefined): number {
+  const status = fs.readFileSync(`/proc/${String(pid)}/status`, 'utf8');
+  const kib = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]);
+  if (!Number.isSafeInteger(kib)) throw new Error(`no VmRSS for pid ${String(pid)}`);
+  return kib;
+}
+
 /** The three starts, interleaved rounds, ms each. */
 export interface AgentStarts {
   readonly node_ms: number[];

@@ -5,7 +5,7 @@
  * @internal
  */
 import type { JsonValue } from '../vm/protocol.js';
-import type { AgentHostResult, AgentResult } from './agent-report.js';
+import type { AgentHostResult, AgentResult, StartFigures } from './agent-report.js';
 import type { Judged, RatioOverBoots } from './boots.js';
 import { round3, type FdPassResult, type HostOnlyResult, type HostResult, type Target } from './host-report.js';
 import type { BenchParams } from './params.js';
@@ -432,16 +432,19 @@ function agentTable(a: AgentResult, boots: number): string {
     row("  the 'Run /init' line to node's time origin in pid 1 (node's loading, unseen inside)", (x) => withCi(x.init_line_to_node_origin_ms, x.init_line_to_node_origin_ms_ci95, 0)),
     row("clock samples' spread (the quickest places each kernel's clocks)", (x) => fmt(x.clock_jitter_ms, 2)),
   ];
-  const st = a.start;
-  const start = `agent start in the guest (spawn to first answer, no device), median of ${boots} boot(s): ${fmt(st.agent_ms, 0)} ms as today = ${fmt(st.agent_over_node, 2)}× node -e 0 (${fmt(st.node_ms, 0)} ms) ${ci(st.agent_over_node_ci95, 2)}; from a V8 snapshot ${fmt(st.snapshot_ms, 0)} ms = ${fmt(st.snapshot_over_node, 2)}× ${ci(st.snapshot_over_node_ci95, 2)} (blob ${fmt(st.snapshot_blob_bytes / 2 ** 20, 1)} MiB, built in ${fmt(st.snapshot_build_ms, 0)} ms)`;
-  return [table(rows), start, agentHostLine(a.host), table(blackout), `(${a.clocks.frozen_to_})`].join('\n');
+  return [table(rows), startLine(`in the guest, median of ${boots} boot(s)`, a.start), agentHostLine(a.host), table(blackout), `(${a.clocks.frozen_to_})`].join('\n');
+}
+
+/** The agent's start as today and from a snapshot, against node -e 0. */
+function startLine(where: string, st: StartFigures): string {
+  return `agent start ${where} (spawn to first answer, no device): ${fmt(st.agent_ms, 0)} ms as today = ${fmt(st.agent_over_node, 2)}× node -e 0 (${fmt(st.node_ms, 0)} ms) ${ci(st.agent_over_node_ci95, 2)}; from a V8 snapshot ${fmt(st.snapshot_ms, 0)} ms = ${fmt(st.snapshot_over_node, 2)}× ${ci(st.snapshot_over_node_ci95, 2)} (blob ${fmt(st.snapshot_blob_bytes / 2 ** 20, 1)} MiB, built in ${fmt(st.snapshot_build_ms, 0)} ms)`;
 }
 
 function agentHostLine(h: AgentHostResult): string {
   const claims = h.claim_path.map((c) => `${c.clients}: ${fmt(c.ms.value, 1)} ms ${ci(c.ms.ci95, 1)}, ${fmt(c.us_per_client.value, 0)} µs/client, RSS ${fmt(c.rss_kib.value / 1024, 1)} MiB`);
   return [
     `host, no LUO: the agent process served ${h.clients} clients (ready + sessions) at ${fmt(h.requests_per_s, 0)} requests/s ${ci(h.requests_per_s_ci95, 0)} (median of ${h.rounds} rounds after ${h.warmup} warm-up)`,
-    `host: the agent's start (spawn to first answer) ${fmt(h.start.agent_ms.value, 1)} ms ${ci(h.start.agent_ms.ci95, 1)} against node -e 0 ${fmt(h.start.node_ms.value, 1)} ms: ${fmt(h.start.ratio.value, 2)}× ${ci(h.start.ratio.ci95, 2)} (median of ${h.startRounds} interleaved rounds)`,
+    startLine(`on the host, median of ${h.startRounds} interleaved rounds`, h.start),
     `host: claim path up to the device call (connect, hello, retrieveSession answered "unavailable": no device), all clients at once: ${claims.join('; ')}; per-client growth ${fmt(h.claim_path_growth, 2)}×; RSS idle ${fmt(h.rss_idle_kib / 1024, 1)} MiB`,
   ].join('\n');
 }
