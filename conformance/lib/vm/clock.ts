@@ -12,8 +12,11 @@
  * The guest's monotonic and wall clocks are placed on the host clock from
  * clock samples a scenario reports ({@link reportClockSamples}): host = guest
  * + the least (arrival - guest time) over that kernel's samples, the sample
- * that crossed quickest. The estimate never puts an instant later than the
- * line telling of it arrived; it is early by that quickest crossing at most.
+ * that crossed quickest. Every instant of a kernel is then late by that one
+ * crossing (never early): differences within a kernel are exact, across the
+ * kexec they are off by the difference of two quickest crossings (each a
+ * line's delivery through QEMU; the samples' spread shows how busy the host
+ * was, and how far a crossing could stretch).
  * Under TCG the guest's TSC is the host's: no drift within a kernel.
  * The guest side here is the sampling; the rest is pure, for the host.
  * @internal
@@ -204,4 +207,4 @@ export function initLineToOriginMs(boot: KernelBoot, fit: GuestClockFit, initMon
 
 /** What the figures of a host-clock blackout say about their clock, for the output. */
 export const HOST_CLOCK_NOTE =
-  "host CLOCK_MONOTONIC (performance.now, 1 µs) stamping each serial line as it arrives: the kernel's lines as stamped; the guest's monotonic and wall clocks placed on it by each kernel's quickest clock sample (early by that sample's crossing at most)";
+  "host CLOCK_MONOTONIC (performance.now, 1 µs) stamping each serial line as it arrives: the kernel's lines as stamped; the guest's monotonic and wall clocks placed on it by each kernel's quickest clock sample (late by that sample's crossing, never early)";
