@@ -150,7 +150,7 @@ describe('startAgentInProcess', () => {
     try {
       expect(agent).toBeInstanceOf(Agent);
       expect(agent.deviceError?.code).toBe('ENOENT');
-      expect(log.events.map((e) => e.event)).toEqual(['device-unavailable', 'listening']);
+      expect(log.events.map((e) => e.event)).toEqual(['mode', 'device-unavailable', 'listening']);
       expect(log.find('device-unavailable')?.['message']).toContain(`${path.join(dir, 'no-such-device')} does not exist`);
       await expect(log.waitFor('connected', 200)).rejects.toThrow(/^the agent logged no 'connected' within 200 ms$/);
     } finally {
