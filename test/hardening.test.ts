@@ -113,7 +113,7 @@ const body = \`
   for (let i = 0; i < (workerData.warmUp ? 0 : 20); i++) {
     lu.memfd.create('w' + i).then(close, () => {});
     lu.kexec.isLoaded().catch(() => {});
-    lu.recvFds(b).catch(() => {});
+    lu.recvFds(b).then((m) => m.fds.forEach(close), () => {});
     lu.sendFds(a, [a, b], 'x').catch(() => {});
     lu.memfd.getSeals(a).catch(() => {});
   }

@@ -19,7 +19,6 @@
  * was, and how far a crossing could stretch).
  * Under TCG the guest's TSC is the host's: no drift within a kernel.
  * The guest side here is the sampling; the rest is pure, for the host.
- * @internal
  */
 import type { GuestRecord, JsonValue } from './protocol.js';
 
