@@ -320,7 +320,10 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           qemuArgs: ['-nic', `user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:${port}-:22`],
           timeoutMs: options.timeoutMs ?? 1_800_000,
           signal: abort.signal,
-          onProgress: (line) => progress(line),
+          // Once the fleet is stopped, a killed QEMU is no news.
+          onProgress: (line) => {
+            if (!abort.signal.aborted) progress(line);
+          },
           onRecord: (record) => {
             if (record.t === 'report' && record.name === HOST_REPORT) {
               boots.push(record.value as unknown as HostReport);
