@@ -58,6 +58,8 @@ export interface FleetOptions {
   readonly memory?: string;
   /** vCPUs per host (default 1: the hosts share the machine's cores). */
   readonly cpus?: number;
+  /** More files for every host: guest path → host path (another kernel to try, say). */
+  readonly files?: Readonly<Record<string, string>>;
   /** Each client's guest memory in MiB (default 16). */
   readonly clientMib?: number;
   /** A label for temp dirs and console logs (default "fleet"). */
@@ -313,7 +315,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           kernels: [options.kernels.boot, options.kernels.target],
           scenarios: [scenario],
           systemdImage: options.systemdImage,
-          files,
+          files: { ...files, ...options.files },
           memory: options.memory ?? '1536M',
           cpus: options.cpus ?? 1,
           cmdline: `${GUEST_IP} net.ifnames=0 systemd.hostname=${hostName}`,
