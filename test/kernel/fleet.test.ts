@@ -15,10 +15,11 @@
  */
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startFleet, type Fleet, type FleetHost, type PlaybookResult, type RolloutSummary } from '../../conformance/lib/vm/fleet.js';
+import { phaseLines, startFleet, type Fleet, type FleetHost, type PlaybookResult, type RolloutSummary } from '../../conformance/lib/vm/fleet.js';
 import type { HostReport } from '../../conformance/lib/vm/fleet-host.js';
 import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../../conformance/lib/vm/systemd-image.js';
-import { describeKernels } from './support.js';
+import { findKernels } from '../../conformance/lib/vm/kernels.js';
+import { describeOneKernel, newest } from './support.js';
 
 /** How long the agent waits for the clients in the test (the role's default is 60 s). */
 const READY_TIMEOUT_S = 20;
@@ -55,11 +56,10 @@ function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
 }
 
-describeKernels('a rollout across a fleet with ansible-playbook', (kernel, all) => {
-  // Declared once, on the newest kernel: the fleet boots the oldest and rolls the newest over it.
-  if (kernel !== all[all.length - 1]) return;
+describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => {
+  // On the newest kernel: the fleet boots the oldest and rolls the newest over it.
   const image = findSystemdImage();
-  const oldest = all[0];
+  const oldest = findKernels()[0];
   if (image === undefined || oldest === undefined || oldest.release === kernel.release) {
     it('needs the systemd guest image and two kernels of different releases', () => {
       const error = new Error(image === undefined ? NO_SYSTEMD_IMAGE_HELP : `the fleet rolls one release over another: build both test kernels (npm run vm:kernel); found only ${kernel.release}`);
@@ -87,10 +87,11 @@ describeKernels('a rollout across a fleet with ansible-playbook', (kernel, all) 
     });
     const up = Date.now();
     const vars = { liveupdate_ready_timeout: READY_TIMEOUT_S };
-    stopped = await fleet.playbook({ vars });
+    const onEvent = phaseLines((line) => process.stderr.write(`[fleet ${seconds(Date.now() - started)}] ${line}\n`));
+    stopped = await fleet.playbook({ vars, onEvent });
     for (const h of fleet.hosts) between[h.name] = await look(fleet, h);
     await fleet.sayReady(fleet.hosts[1]!);
-    resumed = await fleet.playbook({ vars });
+    resumed = await fleet.playbook({ vars, onEvent });
     for (const h of fleet.hosts) {
       secondBoots[h.name] = await fleet.boot(h, 2);
       after[h.name] = await look(fleet, h);
@@ -171,4 +172,4 @@ describeKernels('a rollout across a fleet with ansible-playbook', (kernel, all) 
     for (const w of windows) expect(w.from <= w.frozen && w.frozen < w.to, JSON.stringify(w)).toBe(true);
     for (let i = 1; i < windows.length; i++) expect(windows[i]!.from, JSON.stringify(windows)).toBeGreaterThan(windows[i - 1]!.to);
   });
-});
+}, newest);

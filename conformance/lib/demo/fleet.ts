@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { findKernels } from '../vm/kernels.js';
 import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../vm/systemd-image.js';
-import { startFleet, type Fleet, type PlaybookEvent, type RolloutSummary } from '../vm/fleet.js';
+import { phaseLines, startFleet, type Fleet, type RolloutSummary } from '../vm/fleet.js';
 import type { HostReport } from '../vm/fleet-host.js';
 
 /** The largest fleet the demo boots (each host is a TCG guest of 1.5 GiB). */
@@ -24,20 +24,6 @@ function missing(): string[] {
   if (releases.size < 2) lines.push('the fleet demo rolls one kernel release over another: build both test kernels with `npm run vm:kernel` (7.2 and 7.3)');
   if (spawnSync('ansible-playbook', ['--version'], { stdio: 'ignore' }).status !== 0) lines.push('ansible-playbook not found: apt-get install ansible-core');
   return lines;
-}
-
-/** Prints the first task of each phase of each host: one line per host per phase. */
-function phasePrinter(say: (line: string) => void): (event: PlaybookEvent) => void {
-  const seen = new Set<string>();
-  return ({ host, task, status }) => {
-    const [phase, what] = task.split(' | ');
-    if (phase === undefined || what === undefined || phase === 'rollout') return;
-    if (status === 'fatal' && phase === 'failed') say(`${host} FAILED: see its summary below`);
-    const key = `${host}\0${phase}`;
-    if (seen.has(key) || status === 'skipping') return;
-    seen.add(key);
-    say(`${host} ${phase}: ${what}`);
-  };
 }
 
 function summaryLine(s: RolloutSummary, boot: HostReport | undefined): string {
@@ -79,7 +65,7 @@ export async function fleetDemo(size: number, say: (line: string) => void): Prom
       },
     });
     say(`ansible-playbook -i ${fleet.inventory} examples/ansible/rollout.yml (serial 1, max_fail_percentage 0)`);
-    const result = await fleet.playbook({ onEvent: phasePrinter(say) });
+    const result = await fleet.playbook({ onEvent: phaseLines(say) });
     const boots = await Promise.all(fleet.hosts.map((h) => fleet!.boot(h, 2, 60_000).catch(() => undefined)));
     say(`ansible-playbook exited ${String(result.status)} after ${(result.elapsedMs / 1000).toFixed(0)} s`);
     fleet.hosts.forEach((h, i) => {

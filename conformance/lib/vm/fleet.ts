@@ -400,6 +400,19 @@ function makeFleet(hosts: FleetHost[], dir: string, key: string, targetRelease: 
   return fleet;
 }
 
+/** A playbook progress printer: the first task of each phase of each host (one line per host per phase; `failed` is the rescue). */
+export function phaseLines(say: (line: string) => void): (event: PlaybookEvent) => void {
+  const seen = new Set<string>();
+  return ({ host, task, status }) => {
+    const [phase, what] = task.split(' | ');
+    if (phase === undefined || what === undefined || phase === 'rollout') return;
+    const key = `${host}\0${phase}`;
+    if (seen.has(key) || status === 'skipping') return;
+    seen.add(key);
+    say(`${host} ${phase}: ${what}`);
+  };
+}
+
 /** The repository's rollout playbook. */
 export function defaultPlaybook(): string {
   return path.join(fs.realpathSync(libraryRoot()), 'examples', 'ansible', 'rollout.yml');
