@@ -11,14 +11,16 @@
  * that client named, and host-3 is never touched. Then host-2's client
  * says ready and the same playbook runs again: host-1 is only
  * health-checked, host-2 and host-3 are updated, every client claims its
- * memory intact, and the hosts' own clocks show one host at a time.
+ * memory intact, and the hosts' own clocks show one host at a time. A
+ * third run asks for Debian's own kernel, which has no LUO: the agent
+ * refuses it at preflight, and nothing jumps.
  */
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { phaseLines, startFleet, type Fleet, type FleetHost, type PlaybookResult, type RolloutSummary } from '../../conformance/lib/vm/fleet.js';
 import type { HostReport } from '../../conformance/lib/vm/fleet-host.js';
 import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../../conformance/lib/vm/systemd-image.js';
-import { findKernels } from '../../conformance/lib/vm/kernels.js';
+import { debianKernel, findKernels, type DebianKernel } from '../../conformance/lib/vm/kernels.js';
 import { describeOneKernel, newest } from './support.js';
 
 /** How long the agent waits for the clients in the test (the role's default is 60 s). */
@@ -71,13 +73,18 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
   let fleet: Fleet | undefined;
   let stopped: PlaybookResult;
   let resumed: PlaybookResult;
+  let withoutLuo: PlaybookResult;
+  let debian: DebianKernel;
   const between: Record<string, HostView> = {};
   const after: Record<string, HostView> = {};
   const secondBoots: Record<string, HostReport> = {};
   const started = Date.now();
 
   beforeAll(async () => {
+    // Debian's own kernel of the newest series, downloaded once (about 15 MB) and cached beside the test kernels.
+    debian = debianKernel(kernel.release.split('.').slice(0, 2).join('.'));
     fleet = await startFleet({
+      files: debian.guestFiles,
       name: 'fleet',
       systemdImage: image.path,
       kernels: { boot: oldest.path, target: kernel.path },
@@ -98,13 +105,14 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
       if (second !== undefined) secondBoots[h.name] = second;
       after[h.name] = await look(fleet, h);
     }
+    withoutLuo = await fleet.playbook({ vars: { ...vars, liveupdate_kernel: Object.keys(debian.guestFiles).find((f) => f.endsWith('/vmlinuz')), liveupdate_release: debian.release }, onEvent });
     const perHost = Object.values(resumed.summaries)
       .concat(stopped.summaries['host-1'] ?? [])
       .filter((s) => s.result === 'updated')
       .map((s) => `${s.host} ${seconds((s.controllerFinishedAt ?? 0) - (s.controllerStartedAt ?? 0))} (blackout ${s.blackoutMs} ms)`);
     console.log(
       `fleet of 3 on ${oldest.release} -> ${kernel.release}: booted in ${seconds(up - started)}; ` +
-        `first run (stops at host-2) ${seconds(stopped.elapsedMs)}, second run (resumes) ${seconds(resumed.elapsedMs)}; per updated host: ${perHost.join(', ')}`,
+        `first run (stops at host-2) ${seconds(stopped.elapsedMs)}, second run (resumes) ${seconds(resumed.elapsedMs)}, third run (refused at preflight) ${seconds(withoutLuo.elapsedMs)}; per updated host: ${perHost.join(', ')}`,
     );
   }, 3_600_000);
 
@@ -175,5 +183,16 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
     }));
     for (const w of windows) expect(w.from <= w.frozen && w.frozen < w.to, JSON.stringify(w)).toBe(true);
     for (let i = 1; i < windows.length; i++) expect(windows[i]!.from, JSON.stringify(windows)).toBeGreaterThan(windows[i - 1]!.to);
+  });
+
+  it("a host whose next kernel lacks LUO is refused at preflight with the agent's reason, and nothing jumps", async () => {
+    expect(withoutLuo.status, withoutLuo.stdout.slice(-4000)).toBe(2);
+    const refused = summary(() => withoutLuo, 'host-1');
+    expect(refused).toMatchObject({ result: 'failed', phase: 'preflight', releaseBefore: kernel.release });
+    expect(refused.reason).toMatch(/the agent refuses the update .*kernel-luo/);
+    expect(Object.keys(withoutLuo.summaries)).toEqual(['host-1']);
+    // host-1 is still in its second boot, on the newest kernel, its agent's count unchanged.
+    expect(fleet!.hosts[0]!.boots).toHaveLength(2);
+    expect((await look(fleet!, fleet!.hosts[0]!)).agent.kexecCount).toBe(1);
   });
 }, newest);
