@@ -427,6 +427,8 @@ export const AGENT_ERROR_CODES = {
   ERR_LIVEUPDATE_AGENT_POLICY: -22,
   /** The agent failed in a way it did not foresee (a bug): EIO. */
   ERR_LIVEUPDATE_AGENT_INTERNAL: -5,
+  /** The agent's mode does not fit this host (standalone under systemd v261+, systemd mode without systemd or without an fd store): EOPNOTSUPP. */
+  ERR_LIVEUPDATE_AGENT_MODE: -95,
 } as const;
 
 /** One of {@link AGENT_ERROR_CODES}. */
@@ -496,6 +498,10 @@ export class AgentListenError extends AgentError {
 }
 /** The agent failed in a way it did not foresee (a bug); its log has the details. */
 export class AgentInternalError extends AgentError {
+  declare readonly details: undefined;
+}
+/** The agent's mode does not fit the host: standalone where systemd v261+ is PID 1 (unless forced), systemd mode without systemd, or a unit without the fd store it needs. The agent does not start. */
+export class AgentModeError extends AgentError {
   declare readonly details: undefined;
 }
 
@@ -654,6 +660,7 @@ export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
   { code: 'ERR_LIVEUPDATE_MANIFEST_VERSION', type: ManifestVersionError, meaning: "the previous kernel's agent manifest is of a newer major version (or unreadable): nothing was finished (errno -75)" },
   { code: 'ERR_LIVEUPDATE_AGENT_POLICY', type: AgentPolicyError, meaning: "the agent's policy file cannot be used; the message names the field (errno -22)" },
   { code: 'ERR_LIVEUPDATE_AGENT_INTERNAL', type: AgentInternalError, meaning: "the agent failed in a way it did not foresee (a bug): the message says what, the agent's log more (errno -5)" },
+  { code: 'ERR_LIVEUPDATE_AGENT_MODE', type: AgentModeError, meaning: "the agent's mode does not fit the host: standalone under systemd v261+ without --force, systemd mode without systemd as PID 1 or without the unit's fd store (errno -95)" },
 ];
 
 /** The package codes that are Node's argument errors, not classes of this module. */

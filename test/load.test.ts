@@ -34,7 +34,7 @@ const EXPORTS: ReadonlyArray<readonly [string, string]> = [
   ['AgentError', 'function'], ['AgentPermissionError', 'function'], ['AgentQuotaError', 'function'],
   ['AgentProtocolError', 'function'], ['AgentUnavailableError', 'function'], ['AgentTimeoutError', 'function'],
   ['UpdateRefusedError', 'function'], ['ManifestVersionError', 'function'], ['AgentPolicyError', 'function'],
-  ['AgentListenError', 'function'], ['AgentInternalError', 'function'], ['AGENT_ERROR_CODES', 'object'], ['MAX_TOKEN', 'bigint'],
+  ['AgentListenError', 'function'], ['AgentInternalError', 'function'], ['AgentModeError', 'function'], ['AGENT_ERROR_CODES', 'object'], ['MAX_TOKEN', 'bigint'],
   ['MAX_SESSION_NAME_BYTES', 'number'], ['memfd', 'object'], ['kexec', 'object'], ['kernel', 'object'], ['sendFds', 'function'],
   ['sendFdsSync', 'function'], ['recvFds', 'function'], ['recvFdsSync', 'function'], ['socketPair', 'function'],
   ['FdPassError', 'function'], ['ControlTruncatedError', 'function'], ['MessageTruncatedError', 'function'],
