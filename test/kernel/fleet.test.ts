@@ -3,7 +3,8 @@
  * (examples/ansible/rollout.yml): three guests of the systemd image boot the
  * oldest kernel under test, each with sshd on a loopback port, the agent as
  * a unit and one VMM-like client holding a memory pattern through it
- * (conformance/lib/vm/fleet.ts), and the playbook rolls the newest kernel
+ * (conformance/lib/vm/fleet.ts; the agent in systemd mode from the shipped
+ * units), and the playbook rolls the newest kernel
  * over them one host at a time (serial 1, max_fail_percentage 0).
  *
  * One boot of the fleet, two runs of the playbook. In the first, host-2's
@@ -94,18 +95,18 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
     });
     const up = Date.now();
     const vars = { liveupdate_ready_timeout: READY_TIMEOUT_S };
-    const onEvent = phaseLines((line) => process.stderr.write(`[fleet ${seconds(Date.now() - started)}] ${line}\n`));
-    stopped = await fleet.playbook({ vars, onEvent });
+    const say = (line: string): void => void process.stderr.write(`[fleet ${seconds(Date.now() - started)}] ${line}\n`);
+    stopped = await fleet.playbook({ vars, onEvent: phaseLines(say) });
     for (const h of fleet.hosts) between[h.name] = await look(fleet, h);
     await fleet.sayReady(fleet.hosts[1]!);
-    resumed = await fleet.playbook({ vars, onEvent });
+    resumed = await fleet.playbook({ vars, onEvent: phaseLines(say) });
     for (const h of fleet.hosts) {
       // A host the second run did not update never boots again: the assertions below say why, with the playbook's output.
       const second = await fleet.boot(h, 2, 60_000).catch(() => undefined);
       if (second !== undefined) secondBoots[h.name] = second;
       after[h.name] = await look(fleet, h);
     }
-    withoutLuo = await fleet.playbook({ vars: { ...vars, liveupdate_kernel: Object.keys(debian.guestFiles).find((f) => f.endsWith('/vmlinuz')), liveupdate_release: debian.release }, onEvent });
+    withoutLuo = await fleet.playbook({ vars: { ...vars, liveupdate_kernel: Object.keys(debian.guestFiles).find((f) => f.endsWith('/vmlinuz')), liveupdate_release: debian.release }, onEvent: phaseLines(say) });
     const perHost = Object.values(resumed.summaries)
       .concat(stopped.summaries['host-1'] ?? [])
       .filter((s) => s.result === 'updated')

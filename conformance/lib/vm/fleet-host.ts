@@ -49,7 +49,8 @@ async function clientState(): Promise<VmmState | null> {
 
 async function serve(ctx: StageContext): Promise<JsonValue> {
   const units = Object.values(FLEET_UNITS);
-  const enabled = systemctl('enable', '--now', ...units);
+  // The agent's unit brings its socket along (Also=).
+  const enabled = systemctl('enable', '--now', 'liveupdate-agent.socket', ...units);
   ctx.check('the agent and the client are enabled and started', enabled.status === 0, enabled.out);
   const vmm = await clientState();
   const report: HostReport = {

@@ -3,7 +3,8 @@
  * systemd image (systemd-image.ts) booted at once, each with sshd reachable
  * on a loopback port of its own (QEMU's user-mode network, the guest
  * configured by the kernel's `ip=`, which every kexec passes on), the
- * agent as a systemd unit and one VMM-like client (fleet-vmm.ts) holding a
+ * agent as the repository ships its units (units/: systemd mode, the
+ * orderly `systemctl kexec`) and one VMM-like client (fleet-vmm.ts) holding a
  * memfd pattern through the agent. An ssh key made for the run goes into
  * each copy of the image as root's authorized key; the inventory names the
  * hosts `host-1` ... `host-N`.
@@ -29,7 +30,7 @@ import { runVm, type VmRun } from './qemu.js';
 
 /** The guest's address on QEMU's user-mode network, and the kernel's `ip=` that sets it before any userspace runs. */
 const GUEST_IP = 'ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off';
-/** The agent's socket in the guests. */
+/** The agent's socket in the guests (the shipped liveupdate-agent.socket). */
 const AGENT_SOCKET = '/run/liveupdate/agent.sock';
 /** The user the VMM-like client runs as (made by systemd-sysusers at boot; the agent's policy lets it connect). */
 const VMM_USER = { name: 'lu-vmm', uid: 1001 } as const;
@@ -172,23 +173,9 @@ function freePort(): Promise<number> {
   });
 }
 
-/** The agent's unit (standalone: it holds the device and makes the kexec itself). */
-function agentUnit(): string {
-  return [
-    '[Unit]',
-    'Description=liveupdate agent',
-    '',
-    '[Service]',
-    'Type=notify',
-    `ExecStart=${GUEST_LIVEUPDATE} agent --socket ${AGENT_SOCKET} --policy /etc/liveupdate/policy.json`,
-    // Its session references wait in its fd store if it is stopped (AGENT-PROTOCOL.md).
-    'FileDescriptorStoreMax=256',
-    'FileDescriptorStorePreserve=yes',
-    '',
-    '[Install]',
-    'WantedBy=multi-user.target',
-    '',
-  ].join('\n');
+/** The repository's shipped unit files (units/): the agent runs as they ship, in systemd mode. */
+function shippedUnit(name: string): string {
+  return path.join(fs.realpathSync(libraryRoot()), 'units', name);
 }
 
 function vmmUnit(): string {
@@ -236,7 +223,10 @@ function hostFiles(dir: string, publicKey: string, vmm: VmmConfig): Record<strin
     [GUEST_LIVEUPDATE]: write('liveupdate', cliWrapper(), 0o755),
     '/etc/sysusers.d/lu-vmm.conf': write('sysusers.conf', `u ${VMM_USER.name} ${VMM_USER.uid} "fleet VMM" /nonexistent\n`, 0o644),
     '/etc/liveupdate/policy.json': write('policy.json', JSON.stringify({ connect: { users: [VMM_USER.uid] } }), 0o644),
-    [`/etc/systemd/system/${FLEET_UNITS.agent}`]: write('agent.service', agentUnit(), 0o644),
+    [`/etc/systemd/system/${FLEET_UNITS.agent}`]: shippedUnit(FLEET_UNITS.agent),
+    '/etc/systemd/system/liveupdate-agent.socket': shippedUnit('liveupdate-agent.socket'),
+    // The shipped unit takes the agent's options from here.
+    '/etc/default/liveupdate-agent': write('liveupdate-agent.default', 'LIVEUPDATE_AGENT_OPTIONS=--policy /etc/liveupdate/policy.json\n', 0o644),
     [`/etc/systemd/system/${FLEET_UNITS.vmm}`]: write('vmm.service', vmmUnit(), 0o644),
     '/etc/lu-fleet/vmm.json': write('vmm.json', JSON.stringify(vmm), 0o644),
   };
@@ -263,6 +253,12 @@ function inventoryText(hosts: readonly FleetHost[], key: string): string {
     'ansible_python_interpreter=/usr/bin/python3',
     '',
   ].join('\n');
+}
+
+/** The target's build config where a Debian host keeps it (/boot/config-RELEASE), so the agent's preflight can tell it has LUO. */
+function targetConfig(image: string, release: string): Record<string, string> {
+  const config = path.join(path.dirname(image), 'config');
+  return fs.existsSync(config) ? { [`/boot/config-${release}`]: config } : {};
 }
 
 /** The kernel release an image reports, from its own header. */
@@ -315,7 +311,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           kernels: [options.kernels.boot, options.kernels.target],
           scenarios: [scenario],
           systemdImage: options.systemdImage,
-          files: { ...files, ...options.files },
+          files: { ...files, ...targetConfig(options.kernels.target, targetRelease), ...options.files },
           memory: options.memory ?? '1536M',
           cpus: options.cpus ?? 1,
           // no_timer_check: a loaded machine's TCG guest may miss the boot's IO-APIC timer test and panic.
