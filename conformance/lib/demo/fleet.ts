@@ -28,11 +28,16 @@ function missing(): string[] {
 
 function summaryLine(s: RolloutSummary, boot: HostReport | undefined): string {
   if (s.result === 'failed') return `${s.host}: FAILED in phase ${s.phase}: ${s.reason}`;
-  const claimed = (s.sessions ?? []).map((x) => `${x.name} claimed ${x.claimedAt === undefined || s.frozenAt == null ? '?' : `${((x.claimedAt - s.frozenAt) / 1000).toFixed(1)} s`} after the freeze`);
+  // The sessions the previous kernel carried (those its clients claimed); a client's new session has no claimedAt.
+  const claimed = (s.sessions ?? []).filter((x) => x.claimedAt !== undefined).map((x) => `${x.name} claimed ${x.claimedAt === undefined || s.frozenAt == null ? '?' : `${((x.claimedAt - s.frozenAt) / 1000).toFixed(1)} s`} after the freeze`);
   const vmm = boot?.vmm;
   const memory = vmm?.phase === 'claimed' ? `${(vmm.claimed?.bytes ?? 0) / 2 ** 20} MiB ${vmm.comparison?.firstMismatch === -1 && vmm.counter?.intact === true ? 'intact' : 'DAMAGED'}` : 'not claimed';
   const took = s.controllerStartedAt === undefined || s.controllerFinishedAt === undefined ? '?' : `${((s.controllerFinishedAt - s.controllerStartedAt) / 1000).toFixed(0)} s`;
   return `${s.host}: ${s.result} ${s.releaseBefore} -> ${s.releaseAfter} in ${took}; blackout ${s.blackoutMs == null ? '?' : `${(s.blackoutMs / 1000).toFixed(1)} s`} (agent back on the device); ${claimed.join(', ') || 'no sessions'}; client memory ${memory}`;
+}
+
+function hosts(n: number): string {
+  return `${n} host${n === 1 ? '' : 's'}`;
 }
 
 /** Whether the host was updated and its client got its memory back intact. */
@@ -50,7 +55,7 @@ export async function fleetDemo(size: number, say: (line: string) => void): Prom
   const kernels = findKernels();
   const boot = kernels[0]!;
   const target = kernels[kernels.length - 1]!;
-  say(`fleet: ${size} hosts (systemd image, QEMU TCG, 1 vCPU and 1.5 GiB each) boot ${boot.release}; the playbook rolls ${target.release} over them one at a time`);
+  say(`fleet: ${hosts(size)} (systemd image, QEMU TCG, 1 vCPU and 1.5 GiB each) boot ${boot.release}; the playbook rolls ${target.release} over them one at a time`);
   let fleet: Fleet | undefined;
   const stop = (): void => void fleet?.stop().finally(() => process.exit(130));
   process.once('SIGINT', stop);
@@ -73,7 +78,7 @@ export async function fleetDemo(size: number, say: (line: string) => void): Prom
       say(s === undefined ? `${h.name}: not reached (the rollout stopped before it)` : summaryLine(s, boots[i]));
     });
     const ok = result.status === 0 && fleet.hosts.every((h, i) => held(result.summaries[h.name], boots[i]));
-    say(ok ? `PASSED: ${size} hosts updated one at a time, every client's memory intact` : 'FAILED: see above');
+    say(ok ? `PASSED: ${hosts(size)} updated one at a time, every client's memory intact` : 'FAILED: see above');
     if (!ok) process.stderr.write(`${result.stdout.slice(-6000)}\n`);
     return ok ? 0 : 1;
   } finally {
