@@ -8,6 +8,7 @@
  * a summary; exits 0 only if everything held.
  *
  *   node dist/demo/main.js [--memory MiB]
+ *   node dist/demo/main.js --fleet N     (a rollout over N hosts by ansible-playbook: ./fleet.ts)
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -20,25 +21,31 @@ import { packageRoot } from '../vm/initramfs.js';
 import { MIB_PARAM, VMS, type DemoSummary } from './scenario.js';
 import { blackoutLines } from './blackout.js';
 import type { Arrivals } from '../vm/clock.js';
+import { fleetDemo, MAX_FLEET } from './fleet.js';
 
 /** Guest memory per VM by default: fills, checks and kexecs in a couple of minutes under emulation. */
 const DEFAULT_MIB = 256;
 const CASE = 'demo/guest-memory';
-const USAGE = `usage: npm run demo [-- --memory MiB]   (guest memory per VM, default ${DEFAULT_MIB})`;
+const USAGE = `usage: npm run demo [-- --memory MiB]   (guest memory per VM, default ${DEFAULT_MIB})
+       npm run demo -- --fleet N       (a rollout over N hosts by ansible-playbook, 1 to ${MAX_FLEET})`;
 
 const started = Date.now();
 function say(line: string): void {
   process.stdout.write(`[demo ${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}\n`);
 }
 
-function parseMib(argv: readonly string[]): number | string {
+function parseMib(argv: readonly string[]): number | { fleet: number } | string {
   let values;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: { memory: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args: [...argv], options: { memory: { type: 'string' }, fleet: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (error) {
     return `${(error as Error).message}\n${USAGE}`;
   }
   if (values.help === true) return USAGE;
+  if (values.fleet !== undefined) {
+    const size = Number(values.fleet);
+    return Number.isInteger(size) && size >= 1 && size <= MAX_FLEET ? { fleet: size } : `--fleet takes a whole number of hosts from 1 to ${MAX_FLEET}, got ${values.fleet}\n${USAGE}`;
+  }
   const mib = Number(values.memory ?? DEFAULT_MIB);
   if (!Number.isInteger(mib) || mib < 1 || mib > 4096) return `--memory takes a whole number of MiB from 1 to 4096, got ${String(values.memory)}\n${USAGE}`;
   return mib;
@@ -83,6 +90,7 @@ async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(`${mib}\n`);
     return mib === USAGE ? 0 : 2;
   }
+  if (typeof mib === 'object') return fleetDemo(mib.fleet, say);
   if (!hasQemu()) {
     process.stderr.write(`${qemuHelp()}\n`);
     return 3;

@@ -59,6 +59,8 @@ export interface RunOptions extends ImageOptions {
    * units, and each kexec is systemd's own (`systemctl kexec`).
    */
   readonly systemdImage?: string;
+  /** Ends the run early: QEMU is killed when it aborts (a long-lived guest the caller powers off itself, say). */
+  readonly signal?: AbortSignal;
 }
 
 /** What one case did in one stage. */
@@ -287,15 +289,18 @@ function boot(options: RunOptions, kernel: string, initrd: string | undefined, d
       // The guest powered off: QEMU should exit by itself; make sure it does.
       if (collector.ended && grace === undefined) grace = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
     }, RESULTS_POLL_MS);
-    // QEMU must not outlive this process (a test runner killing its worker, say).
+    // QEMU must not outlive this process (a test runner killing its worker, say), nor its caller's wish.
     const killOnExit = (): void => void child.kill('SIGKILL');
     process.once('exit', killOnExit);
+    options.signal?.addEventListener('abort', killOnExit, { once: true });
+    if (options.signal?.aborted === true) killOnExit();
     let cleaned = false;
     // A failed spawn emits both 'error' and 'close'.
     const cleanup = (): void => {
       if (cleaned) return;
       cleaned = true;
       process.removeListener('exit', killOnExit);
+      options.signal?.removeEventListener('abort', killOnExit);
       clearTimeout(timer);
       clearInterval(poll);
       if (grace !== undefined) clearTimeout(grace);
