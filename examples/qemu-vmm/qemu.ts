@@ -7,8 +7,11 @@
  *
  * How RAM is kept out of the state depends on the QEMU: `cpr-reboot` (the
  * migration mode made for restarting QEMU or rebooting the host, QEMU 8.2
- * and later) with the `x-ignore-shared` capability, else `x-ignore-shared`
- * alone on a normal migration (QEMU 4.0 and later, Debian 12's 7.2).
+ * and later) with the `x-ignore-shared` capability, the memfd handed over
+ * with `add-fd` and named `file:/dev/fdset/N` (these QEMUs refuse `fd:` on a
+ * file); else `x-ignore-shared` alone on a normal migration, the memfd
+ * handed over with `getfd` and named `fd:NAME` (QEMU 4.0 to 8.1, Debian
+ * 12's 7.2).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -157,8 +160,7 @@ export class Qemu {
   async saveState(stateFd: number, options: SaveOptions): Promise<number> {
     await this.stop();
     await this.#shareRam();
-    await this.#handOver(stateFd, 'r+');
-    await this.qmp.execute('migrate', { uri: `fd:${STATE_FDNAME}` });
+    await this.qmp.execute('migrate', { uri: await this.#handOver(stateFd, 'save') });
     await this.#migration('save', options.timeoutMs ?? 60_000, () => {
       const written = fs.fstatSync(stateFd).size;
       if (written > options.capacity) throw new StateTooLargeError(written, options.capacity);
@@ -173,8 +175,7 @@ export class Qemu {
    */
   async loadState(stateFd: number, timeoutMs = 60_000): Promise<void> {
     await this.#shareRam();
-    await this.#handOver(stateFd, 'r');
-    await this.qmp.execute('migrate-incoming', { uri: `fd:${STATE_FDNAME}` });
+    await this.qmp.execute('migrate-incoming', { uri: await this.#handOver(stateFd, 'load') });
     await this.#migration('load', timeoutMs, () => {});
   }
 
@@ -213,14 +214,21 @@ export class Qemu {
   }
 
   /**
-   * Hands QEMU the state memfd as fd `vmstate` (`getfd`, the fd in the same
-   * sendmsg): a new open file of it, so that QEMU reads or writes from offset
-   * 0 whatever the memfd's own offset is.
+   * Hands QEMU the state memfd and returns the migration URI that names it:
+   * a new open file of the memfd (so QEMU reads or writes from offset 0
+   * whatever the memfd's own offset), sent in the same sendmsg as the
+   * command. `cpr-reboot` QEMUs take it into an fd set (`add-fd`; they open
+   * it write-only to save, read-only to load); older ones by name (`getfd`).
    */
-  async #handOver(stateFd: number, flags: 'r' | 'r+'): Promise<void> {
-    const fresh = fs.openSync(`/proc/self/fd/${stateFd}`, flags);
+  async #handOver(stateFd: number, direction: 'save' | 'load'): Promise<string> {
+    const fresh = fs.openSync(`/proc/self/fd/${stateFd}`, direction === 'save' ? fs.constants.O_WRONLY : fs.constants.O_RDONLY);
     try {
-      await this.qmp.execute('getfd', { fdname: STATE_FDNAME }, { fds: [fresh] });
+      if (this.method === 'x-ignore-shared') {
+        await this.qmp.execute('getfd', { fdname: STATE_FDNAME }, { fds: [fresh] });
+        return `fd:${STATE_FDNAME}`;
+      }
+      const added = await this.qmp.execute<{ 'fdset-id': number }>('add-fd', { opaque: STATE_FDNAME }, { fds: [fresh] });
+      return `file:/dev/fdset/${added['fdset-id']}`;
     } finally {
       fs.closeSync(fresh);
     }
