@@ -8,6 +8,7 @@
  * a summary; exits 0 only if everything held.
  *
  *   node dist/demo/main.js [--memory MiB]
+ *   node dist/demo/main.js --vmm qemu [--memory MiB]   (a QEMU guest resumed across the kexec: ./vmm-qemu.ts)
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -18,6 +19,7 @@ import { runVm } from '../vm/qemu.js';
 import type { GuestRecord } from '../vm/protocol.js';
 import { packageRoot } from '../vm/initramfs.js';
 import { MIB_PARAM, VMS, type DemoSummary } from './scenario.js';
+import { vmmQemuDemo } from './vmm-qemu.js';
 
 /** Guest memory per VM by default: fills, checks and kexecs in a couple of minutes under emulation. */
 const DEFAULT_MIB = 256;
@@ -79,6 +81,7 @@ function summary(s: DemoSummary, elapsedMs: number): string[] {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
+  if (argv.some((arg) => arg === '--vmm' || arg.startsWith('--vmm='))) return vmmQemuDemo(argv, say);
   const mib = parseMib(argv);
   if (typeof mib === 'string') {
     process.stderr.write(`${mib}\n`);

@@ -60,6 +60,7 @@ export interface StageContext {
 /** What the next stage boots: a kernel, its initrd and its command line (all guest paths). */
 export interface NextStage {
   readonly kernel: string;
+  /** Empty in the systemd guest image, which boots from its disk without an initrd. */
   readonly initrd: string;
   readonly cmdline: string;
 }

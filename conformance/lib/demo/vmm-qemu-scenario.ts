@@ -1,0 +1,225 @@
+/**
+ * A real VMM across a live update, the guest side (two stages, the systemd
+ * guest image, whose Debian sid carries QEMU). Stage 1: the agent starts,
+ * the QEMU VMM example (examples/qemu-vmm/, at /lu/qemu-vmm) boots the
+ * counter guest under QEMU on a RAM memfd it preserves at once; on the
+ * update's announcement it stops the guest, saves the device state into a
+ * second memfd, preserves it, and says ready; `liveupdate update` kexecs.
+ * Stage 2: the agent starts again, the orchestrator claims its session,
+ * restores the guest into a new QEMU and checks it continues. Each of the
+ * orchestrator's steps goes to the host as a `step` report as it happens.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { createInterface } from 'node:readline';
+import { AgentClient } from 'liveupdate';
+import { AgentProcess } from '../harness/agent.js';
+import { runCli } from '../harness/cli.js';
+import type { JsonValue } from '../vm/protocol.js';
+import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
+import { COUNTER_GUEST, QEMU_VMM_DIR } from '../vm/vmm-qemu.js';
+
+/** The kernel parameter that carries the guest's RAM (MiB) into both stages. */
+export const VMM_MIB_PARAM = 'lu.vmm_mib';
+/** The VM's name: its session's name at the agent. */
+export const VM_NAME = 'counter-vm';
+/** The case whose stage values the host reads. */
+export const VMM_CASE = 'vmm-qemu/guest-resumed';
+const SOCKET = '/run/liveupdate/agent.sock';
+const MIB = 1 << 20;
+/** QEMU inside this guest runs under TCG inside TCG: a small translation cache, and time. */
+const TB_SIZE_MIB = 16;
+const STEP_WAIT_MS = 240_000;
+const UPDATE_BOUND_MS = 240_000;
+
+/** One step the orchestrator printed (`--json`). */
+export interface Step {
+  step: string;
+  at: number;
+  [field: string]: JsonValue;
+}
+
+/** What stage 1 hands stage 2 (and the host). */
+export interface BeforeUpdate {
+  mib: number;
+  qemu: string;
+  method: string;
+  countAtStop: number;
+  stateBytes: number;
+  /** Guest wall clock (ms) of the stop, to place the agent's `frozenAt` after it. */
+  stoppedAt: number;
+}
+
+/** What stage 2 reports (its value). */
+export interface AfterUpdate {
+  counterAtStop: number;
+  counterAfterLoad: number;
+  counterResumed: number;
+  boots: number;
+  /** Guest wall clock (ms) of the stop-side events the agent recorded in its manifest, stage 1's clock. */
+  frozenAt: number | null;
+  /** The agent's first open of /dev/liveupdate in this kernel (ms, this kernel's clock). */
+  agentBackAt: number | null;
+}
+
+function mibFromCmdline(): number {
+  const match = new RegExp(`(?:^|\\s)${VMM_MIB_PARAM.replace('.', '\\.')}=(\\d+)(?:\\s|$)`).exec(fs.readFileSync('/proc/cmdline', 'utf8'));
+  if (match?.[1] === undefined) throw new Error(`${VMM_MIB_PARAM}=N is missing from the kernel command line`);
+  return Number(match[1]);
+}
+
+/** The orchestrator as its own process, its steps collected as they come and relayed to the host. */
+class Orchestrator {
+  readonly steps: Step[] = [];
+  readonly #child: ChildProcess;
+  readonly #waiters: Array<() => void> = [];
+  #stderr = '';
+
+  constructor(ctx: StageContext, mib: number) {
+    const args = [`${QEMU_VMM_DIR}/main.js`, '--name', VM_NAME, '--guest', COUNTER_GUEST, '--ram-mib', String(mib), '--socket', SOCKET, '--accel', 'tcg', '--tb-size', String(TB_SIZE_MIB), '--json'];
+    this.#child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.#child.stderr!.on('data', (chunk: Buffer) => (this.#stderr = (this.#stderr + chunk.toString()).slice(-4096)));
+    createInterface({ input: this.#child.stdout! }).on('line', (line) => {
+      let step: Step;
+      try {
+        step = JSON.parse(line) as Step;
+      } catch {
+        step = { step: 'output', at: Date.now(), line };
+      }
+      this.steps.push(step);
+      ctx.report('step', step);
+      this.#wake();
+    });
+    this.#child.on('exit', () => this.#wake());
+  }
+
+  /** The first step named `name` (after `from`), waiting for it; throws if the orchestrator failed or exited first. */
+  async until(name: string, match: (step: Step) => boolean = () => true): Promise<Step> {
+    const deadline = Date.now() + STEP_WAIT_MS;
+    for (;;) {
+      const found = this.steps.find((s) => (s.step === name && match(s)) || s.step === 'failed');
+      if (found?.step === 'failed') throw new Error(`the orchestrator failed: ${String(found['error'])} (${String(found['code'])}): ${String(found['message'])}`);
+      if (found !== undefined) return found;
+      if (this.#child.exitCode !== null || this.#child.signalCode !== null) throw new Error(`the orchestrator exited (${String(this.#child.exitCode ?? this.#child.signalCode)}) before '${name}': ${this.#stderr}`);
+      if (Date.now() > deadline) throw new Error(`no '${name}' from the orchestrator within ${STEP_WAIT_MS} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1000);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Writes a line to its stdin. */
+  tell(line: string): void {
+    this.#child.stdin!.write(`${line}\n`);
+  }
+
+  /** SIGTERM, then its exit code. */
+  async stop(): Promise<number | null> {
+    const exited = new Promise<number | null>((resolve) => {
+      if (this.#child.exitCode !== null || this.#child.signalCode !== null) resolve(this.#child.exitCode);
+      else this.#child.once('exit', (code) => resolve(code));
+    });
+    this.#child.kill('SIGTERM');
+    return exited;
+  }
+
+  #wake(): void {
+    this.#waiters.splice(0).forEach((wake) => wake());
+  }
+}
+
+/** The number a `count N` serial line printed. */
+function printedCount(step: Step): number | undefined {
+  const match = /^count (\d+)$/.exec(String(step['line'] ?? ''));
+  return match?.[1] === undefined ? undefined : Number(match[1]);
+}
+
+/** QEMU processes still running in this guest. */
+function qemuProcesses(): string[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('qemu-system');
+      } catch {
+        return false;
+      }
+    });
+}
+
+/** SHA-256 of what the orchestrator wrote above 4 MiB and below the top 4 MiB, derived here from the example's documented fill (its VM name padded to 64 bytes). */
+function expectedUntouchedSha256(mib: number): string {
+  const pattern = `untouched RAM of ${VM_NAME} `;
+  return createHash('sha256').update(Buffer.alloc(mib * MIB - 8 * MIB, pattern + '.'.repeat(64 - pattern.length))).digest('hex');
+}
+
+async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
+  const mib = mibFromCmdline();
+  const version = spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' });
+  ctx.check('QEMU is installed', version.status === 0, version.error?.message ?? version.stderr ?? null);
+  ctx.report('say', `QEMU: ${version.stdout.split('\n')[0] ?? '?'}`);
+  await AgentProcess.start({ socket: SOCKET });
+  ctx.report('say', `agent: listening on ${SOCKET}; starting the orchestrator (${mib} MiB of guest RAM)`);
+  const vmm = new Orchestrator(ctx, mib);
+  const running = await vmm.until('guest-running');
+  await vmm.until('ram-preserved');
+  // The guest prints a line each time its TSC's high word moves: two lines, and it is running for sure.
+  const first = await vmm.until('serial', (s) => printedCount(s) !== undefined);
+  await vmm.until('serial', (s) => (printedCount(s) ?? 0) > (printedCount(first) ?? 0));
+  vmm.tell('prepare');
+  const stopped = await vmm.until('stopped');
+  const saved = await vmm.until('state-saved');
+  await vmm.until('ready');
+  ctx.check('the device state holds no RAM (under 1 MiB)', Number(saved['bytes']) < MIB, saved['bytes'] ?? null);
+  ctx.jumpWith(async (next) => {
+    const update = await runCli(['update', '--socket', SOCKET, '--kernel', next.kernel, ...(next.initrd === '' ? [] : ['--initrd', next.initrd]), '--cmdline', next.cmdline, '--timeout', '60'], { timeoutMs: UPDATE_BOUND_MS });
+    throw new Error(`liveupdate update exited ${String(update.status ?? update.signal)} without a kexec: ${update.stderr}`);
+  });
+  const before: BeforeUpdate = { mib, qemu: String(running['qemu']), method: String(running['method']), countAtStop: Number(stopped['counter']), stateBytes: Number(saved['bytes']), stoppedAt: stopped.at };
+  return before as unknown as JsonValue;
+}
+
+async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
+  const before = ctx.previous as unknown as BeforeUpdate;
+  ctx.report('say', 'agent: starting in the new kernel');
+  const agent = await AgentProcess.start({ socket: SOCKET });
+  ctx.report('agent-back', Date.now());
+  const vmm = new Orchestrator(ctx, before.mib);
+  const resumed = await vmm.until('resumed');
+  const loaded = await vmm.until('state-loaded');
+  await vmm.until('released');
+  const firstLine = await vmm.until('serial');
+  // Let it run a little: a resumed guest keeps counting and printing.
+  const later = await vmm.until('serial', (s) => (printedCount(s) ?? 0) > Number(resumed['counter']));
+  ctx.equal('the orchestrator ends on SIGTERM', await vmm.stop(), 0);
+
+  ctx.equal('the guest resumed in the boot it stopped in (not started again)', resumed['boots'] ?? null, 1);
+  ctx.equal('RAM after the load holds the counter where it stopped', loaded['counter'] ?? null, before.countAtStop);
+  ctx.check('the counter continues past where it stopped', Number(resumed['counter']) > before.countAtStop, { stopped: before.countAtStop, resumed: resumed['counter'] ?? null });
+  ctx.check('what the guest prints continues from the stop (no boot line)', !String(firstLine['line']).startsWith('counter-guest: boot') && (printedCount(later) ?? 0) > before.countAtStop, { first: firstLine['line'] ?? null, later: later['line'] ?? null });
+  ctx.equal('the RAM the guest never touches is byte-identical', resumed['untouchedSha256'] ?? null, expectedUntouchedSha256(before.mib));
+  ctx.equal('no QEMU left running', qemuProcesses(), []);
+  const root = await AgentClient.connect({ socket: SOCKET });
+  const report = await root.sessions();
+  await root.close();
+  ctx.equal("the VM's session was finished and released", report.sessions.map((s) => [s.kernelName, s.state]), [[VM_NAME, 'finished']]);
+  ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0);
+  const after: AfterUpdate = {
+    counterAtStop: before.countAtStop,
+    counterAfterLoad: Number(loaded['counter']),
+    counterResumed: Number(resumed['counter']),
+    boots: Number(resumed['boots']),
+    frozenAt: report.frozenAt,
+    agentBackAt: report.firstOpenAt ?? null,
+  };
+  return after as unknown as JsonValue;
+}
+
+/** @internal */
+export default defineScenario('vmm-qemu', [defineCase('guest-resumed', [beforeUpdate, afterUpdate])]);
