@@ -26,7 +26,7 @@ export interface StateTrailer {
   countAtStop: number;
   /** The guest's boot count when it stopped. */
   boots: number;
-  /** SHA-256 of the RAM the guest never touches, when it stopped. */
+  /** SHA-256 of the RAM the guest never touches (taken before it first ran). */
   untouchedSha256: string;
 }
 

@@ -53,7 +53,7 @@ export interface Resumed {
   beforeCont: GuestCounters;
   /** The counters once the guest counted again. */
   counting: GuestCounters;
-  /** `qemuStarted`, `stateLoaded`, `cont`, `counting`. */
+  /** `qemuStarted`, `stateLoaded`, `cont`, `counting`, `verified` (the untouched RAM compared). */
   at: Timeline;
 }
 
@@ -61,13 +61,16 @@ export interface Resumed {
 export class Vm {
   readonly #config: VmConfig;
   #qemu: Qemu | undefined;
+  /** SHA-256 of the RAM the guest never touches, taken before it first ran. */
+  readonly #untouchedSha256: string;
   /** The guest's RAM, a memfd owned by the VM until {@link close}. */
   readonly ram: number;
 
-  private constructor(config: VmConfig, ram: number, qemu: Qemu) {
+  private constructor(config: VmConfig, ram: number, qemu: Qemu, untouchedSha256: string) {
     this.#config = config;
     this.ram = ram;
     this.#qemu = qemu;
+    this.#untouchedSha256 = untouchedSha256;
   }
 
   /** The QEMU running the guest (undefined once suspended). */
@@ -84,8 +87,10 @@ export class Vm {
     try {
       fs.ftruncateSync(ram, ramBytes); // before preserving: LUO freezes the size
       fillUntouched(ram, ramBytes, config.name);
+      // Taken now, before the guest runs: a digest of all RAM at the stop would cost downtime that grows with RAM.
+      const untouchedSha256 = digestUntouched(ram, ramBytes);
       const qemu = await Qemu.start(qemuOptions(config, ram, false));
-      const vm = new Vm(config, ram, qemu);
+      const vm = new Vm(config, ram, qemu, untouchedSha256);
       await vm.#untilCounting(0, () => {}).catch(async (error: unknown) => {
         await qemu.kill();
         throw error;
@@ -111,16 +116,15 @@ export class Vm {
       const stateBytes = await qemu.saveState(state, { capacity: this.#config.stateCapacity ?? DEFAULT_STATE_CAPACITY });
       at['saved'] = Date.now();
       const counters = readCounters(this.ram);
-      const ramBytes = fs.fstatSync(this.ram).size;
       const trailer: StateTrailer = {
         stateBytes,
         sha256: digestPrefix(state, stateBytes),
         method: qemu.method,
         qemu: qemu.version,
-        ramBytes,
+        ramBytes: fs.fstatSync(this.ram).size,
         countAtStop: counters.count,
         boots: counters.boots,
-        untouchedSha256: digestUntouched(this.ram, ramBytes),
+        untouchedSha256: this.#untouchedSha256,
       };
       writeTrailer(state, trailer);
       await qemu.quit();
@@ -135,9 +139,11 @@ export class Vm {
 
   /**
    * Restores a suspended guest from its RAM and state memfds into a new
-   * QEMU: checks the state and the RAM against the trailer, loads, `cont`,
-   * and checks the guest continues (same boot, counter past where it
-   * stopped). The VM owns `ram` from then on; `state` stays the caller's.
+   * QEMU: checks the state and the guest's counters against the trailer,
+   * loads, `cont`, checks the guest continues (same boot, counter past where
+   * it stopped), and then, while it runs, that the RAM it never touches is
+   * as it was (a digest of RAM would cost downtime that grows with RAM). The
+   * VM owns `ram` from then on; `state` stays the caller's.
    * @throws {@link StateTruncatedError}, {@link GuestNotResumedError}, {@link GuestNotAnsweringError}, QEMU and QMP errors.
    */
   static async restore(config: VmConfig, ram: number, state: number): Promise<Resumed> {
@@ -148,10 +154,9 @@ export class Vm {
     if (beforeCont.count !== trailer.countAtStop || beforeCont.boots !== trailer.boots) {
       throw new GuestNotResumedError(`RAM changed while the guest was stopped (counter ${beforeCont.count}, boot ${beforeCont.boots}; at the stop ${trailer.countAtStop}, boot ${trailer.boots})`);
     }
-    if (digestUntouched(ram, ramBytes) !== trailer.untouchedSha256) throw new GuestNotResumedError('the RAM the guest never touches differs from what it was at the stop');
     const at: Timeline = {};
     const qemu = await Qemu.start(qemuOptions(config, ram, true));
-    const vm = new Vm(config, ram, qemu);
+    const vm = new Vm(config, ram, qemu, trailer.untouchedSha256);
     try {
       at['qemuStarted'] = Date.now();
       if (qemu.method !== trailer.method) throw new GuestNotResumedError(`QEMU ${qemu.version} saves by ${qemu.method}, the state was saved by ${trailer.method} (QEMU ${trailer.qemu})`);
@@ -165,6 +170,8 @@ export class Vm {
         }
       });
       at['counting'] = Date.now();
+      if (digestUntouched(ram, ramBytes) !== trailer.untouchedSha256) throw new GuestNotResumedError('the RAM the guest never touches differs from what it was at the stop');
+      at['verified'] = Date.now();
       return { vm, trailer, beforeCont, counting, at };
     } catch (error) {
       await qemu.kill();
