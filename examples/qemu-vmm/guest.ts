@@ -14,10 +14,8 @@ export const STATE_BLOCK = 0x300000;
 const STATE_MAGIC = 0x4d56554c;
 /** Below this the guest's image, stack, state block and QEMU's boot data live. */
 const UNTOUCHED_START = 4 << 20;
-/** The firmware keeps tables at the top of RAM: left out of the untouched region. */
-const TOP_RESERVED = 4 << 20;
 /** The smallest RAM the guest runs in with an untouched region. */
-export const MIN_RAM_BYTES = UNTOUCHED_START + TOP_RESERVED + (1 << 20);
+export const MIN_RAM_BYTES = 16 << 20;
 const CHUNK = 1 << 20;
 
 /** The guest's state block. */
@@ -37,9 +35,12 @@ export function readCounters(ram: number): GuestCounters {
   return { started: block.readUInt32LE(0) === STATE_MAGIC, count: block.readUInt32LE(4), boots: block.readUInt32LE(8) };
 }
 
-/** The part of RAM the guest never touches: [4 MiB, size - 4 MiB). */
+/**
+ * The part of RAM neither the guest nor the firmware touches: [4 MiB, half
+ * the RAM). Above half, QEMU's boot firmware writes (seen near 48 MiB of 64).
+ */
 export function untouchedRegion(ramBytes: number): { offset: number; length: number } {
-  return { offset: UNTOUCHED_START, length: ramBytes - UNTOUCHED_START - TOP_RESERVED };
+  return { offset: UNTOUCHED_START, length: ramBytes / 2 - UNTOUCHED_START };
 }
 
 /**
