@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { findKernels, type KernelImage } from '../../conformance/lib/vm/kernels.js';
 import { missingPrerequisites } from '../../conformance/lib/vm/prerequisites.js';
 import { runVm, type RunOptions, type VmRun } from '../../conformance/lib/vm/qemu.js';
+import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP, type SystemdImage } from '../../conformance/lib/vm/systemd-image.js';
 
 const root = path.resolve(__dirname, '..', '..');
 /** Where `npm run build:test` puts the compiled test/kernel/scenarios (they run as JavaScript in the guest). */
@@ -143,4 +144,20 @@ export function itEveryCheckPasses(run: () => VmRun, expected: ExpectedChecks): 
       }
     });
   }
+}
+
+/**
+ * The systemd guest image, or undefined after declaring the failing test
+ * whose message is the command that builds it (call inside a describe).
+ */
+export function systemdImageOrExplain(): SystemdImage | undefined {
+  const image = findSystemdImage();
+  if (image === undefined) {
+    it('needs the systemd guest image', () => {
+      const error = new Error(NO_SYSTEMD_IMAGE_HELP);
+      error.stack = error.message; // the fix is the whole message
+      throw error;
+    });
+  }
+  return image;
 }

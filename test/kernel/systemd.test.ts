@@ -9,8 +9,7 @@
 import { createHash } from 'node:crypto';
 import { beforeAll, expect, it } from 'vitest';
 import type { CaseResult, VmRun } from '../../conformance/lib/vm/qemu.js';
-import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../../conformance/lib/vm/systemd-image.js';
-import { boot, describeOneKernel, newest, scenario } from './support.js';
+import { boot, describeOneKernel, newest, scenario, systemdImageOrExplain } from './support.js';
 
 const CASE = 'systemd/library-without-agent';
 const ROLES = ['own-session', 'luo-session', 'memfd'] as const;
@@ -42,15 +41,8 @@ function diff(later: number | undefined, earlier: number | undefined): number | 
 describeOneKernel(
   'the library on a systemd host',
   (kernel) => {
-    const image = findSystemdImage();
-    if (image === undefined) {
-      it('needs the systemd guest image', () => {
-        const error = new Error(NO_SYSTEMD_IMAGE_HELP);
-        error.stack = error.message; // the fix is the whole message
-        throw error;
-      });
-      return;
-    }
+    const image = systemdImageOrExplain();
+    if (image === undefined) return;
     let run: VmRun;
     /** Host ms (from the run's start) of what the timings are taken from. */
     const seen: { kexecRequested?: number; kexecSyscall?: number; pid1: number[] } = { pid1: [] };

@@ -11,23 +11,15 @@
 import { beforeAll, expect, it } from 'vitest';
 import { downtimeLines, runVmmQemu, type VmmQemuRun } from '../../conformance/lib/demo/vmm-qemu.js';
 import { VMM_CASE } from '../../conformance/lib/demo/vmm-qemu-scenario.js';
-import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../../conformance/lib/vm/systemd-image.js';
-import { describeOneKernel, itEveryCheckPasses, newest } from './support.js';
+import { describeOneKernel, itEveryCheckPasses, newest, systemdImageOrExplain } from './support.js';
 
 const MIB = 32;
 
 describeOneKernel(
   'a QEMU guest resumed across a kexec by a Node orchestrator',
   (kernel) => {
-    const image = findSystemdImage();
-    if (image === undefined) {
-      it('needs the systemd guest image', () => {
-        const error = new Error(NO_SYSTEMD_IMAGE_HELP);
-        error.stack = error.message; // the fix is the whole message
-        throw error;
-      });
-      return;
-    }
+    const image = systemdImageOrExplain();
+    if (image === undefined) return;
     let result: VmmQemuRun;
 
     beforeAll(async () => {
