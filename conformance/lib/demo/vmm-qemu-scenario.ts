@@ -94,7 +94,7 @@ class Orchestrator {
     this.#child.on('exit', () => this.#wake());
   }
 
-  /** The first step named `name` (after `from`), waiting for it; throws if the orchestrator failed or exited first. */
+  /** The first step named `name` (and matching `match`), waiting for it; throws if the orchestrator failed or exited first. */
   async until(name: string, match: (step: Step) => boolean = () => true): Promise<Step> {
     const deadline = Date.now() + STEP_WAIT_MS;
     for (;;) {

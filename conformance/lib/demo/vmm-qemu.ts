@@ -55,7 +55,7 @@ export interface VmmQemuOptions {
 }
 
 /** One line for an orchestrator step. */
-function describeStep(stage: number, s: Step): string | undefined {
+function describeStep(stage: number, s: Step): string {
   const fields = Object.entries(s)
     .filter(([k]) => k !== 'step' && k !== 'at')
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
@@ -76,7 +76,7 @@ export async function runVmmQemu(options: VmmQemuOptions): Promise<VmmQemuRun> {
     if (record.name === 'step') {
       const step = record.value as unknown as Step;
       steps.push({ stage: record.stage, host: at(), step });
-      if (step.step !== 'serial' || steps.filter((s) => s.step.step === 'serial' && s.stage === record.stage).length <= 3) options.onLine?.(describeStep(record.stage, step) ?? '');
+      if (step.step !== 'serial' || steps.filter((s) => s.step.step === 'serial' && s.stage === record.stage).length <= 3) options.onLine?.(describeStep(record.stage, step));
     }
     if (record.name === 'agent-back') agentBack = { host: at(), guest: Number(record.value) };
     if (record.name === 'say') options.onLine?.(`stage ${record.stage}: ${String(record.value)}`);
