@@ -19,6 +19,7 @@
 import { constants } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import type { NotReadyClient, UpdateCheck } from './agent/protocol.js';
+import type { KernelPreflight } from './kernel-image.js';
 
 /** The public operation that failed; selects the error class with the errno. */
 export type Operation =
@@ -35,10 +36,13 @@ export type Operation =
   | 'memfd.create'
   | 'memfd.addSeals'
   | 'memfd.getSeals'
+  | 'memfd.punchHole'
   | 'kexec.load'
   | 'kexec.unload'
   | 'kexec.isLoaded'
   | 'kexec.execute'
+  | 'kernel.read'
+  | 'kernel.check'
   | 'sendFds'
   | 'recvFds'
   | 'socketPair'
@@ -57,6 +61,7 @@ export type AgentOperation =
   | 'agent.retrieveSession'
   | 'agent.release'
   | 'agent.ready'
+  | 'agent.subscribe'
   | 'agent.sessions'
   | 'agent.update'
   | 'agent.start';
@@ -76,10 +81,13 @@ const OPERATION_NAMES: Readonly<Record<Operation, true>> = {
   'memfd.create': true,
   'memfd.addSeals': true,
   'memfd.getSeals': true,
+  'memfd.punchHole': true,
   'kexec.load': true,
   'kexec.unload': true,
   'kexec.isLoaded': true,
   'kexec.execute': true,
+  'kernel.read': true,
+  'kernel.check': true,
   sendFds: true,
   recvFds: true,
   socketPair: true,
@@ -94,6 +102,7 @@ const OPERATION_NAMES: Readonly<Record<Operation, true>> = {
   'agent.retrieveSession': true,
   'agent.release': true,
   'agent.ready': true,
+  'agent.subscribe': true,
   'agent.sessions': true,
   'agent.update': true,
   'agent.start': true,
@@ -110,8 +119,10 @@ export function isOperation(value: unknown): value is Operation {
 export interface UpdateRefusedDetails {
   /** The checks made, in order; empty when the update was refused before any (another update running). */
   checks: UpdateCheck[];
-  /** Each client holding sessions that had not said ready when the update gave up waiting; empty otherwise. */
+  /** Each client the update waited for that had not said ready when it gave up (holding sessions, or told `prepare`; `disconnected` when it left mid-prepare); empty otherwise. */
   notReady: NotReadyClient[];
+  /** The kernel preflight's report, when the checks got as far as reading the target image. */
+  kernel?: KernelPreflight;
 }
 
 /** What a {@link ManifestVersionError} about a newer manifest carries: the manifest's version. */
@@ -270,6 +281,12 @@ export class OperationNotSupportedError extends LiveUpdateError {}
 export class SealingNotAllowedError extends LiveUpdateError {}
 /** The fd's file does not support seals (it is not a memfd). */
 export class NotSealableError extends LiveUpdateError {}
+/**
+ * The memfd's pages cannot be changed now: it is preserved in an outgoing
+ * session (LUO freezes a preserved memfd until the kexec, or until the
+ * session is closed), or it is sealed against writes. The message says which.
+ */
+export class FileFrozenError extends LiveUpdateError {}
 /** A kexec call failed; see the subclasses. */
 export class KexecError extends LiveUpdateError {}
 /** This kernel has no kexec (or no `kexec_file_load`): nothing can be loaded or executed. */
@@ -280,6 +297,47 @@ export class KexecNotLoadedError extends KexecError {}
 export class KexecImageRejectedError extends KexecError {}
 /** The kexec was refused at the last step, e.g. a preserved file failed to freeze: the live update was rolled back. */
 export class LiveUpdateAbortedError extends KexecError {}
+/** A kernel image cannot be read for the preflight: a link (`ELOOP`: not followed), not a regular file (`EINVAL`), missing, ... */
+export class KernelImageError extends LiveUpdateError {}
+/** The file is not an x86-64 bzImage `kexec_file_load` can load (no setup header, too old a boot protocol, truncated); the message says what is wrong. */
+export class NotKernelImageError extends KernelImageError {}
+/** A string field of an error's `details`, or undefined (details may have crossed the agent's socket). */
+function detailText(context: ErrorContext, key: string): string | undefined {
+  const value = context.details?.[key];
+  return typeof value === 'string' ? value : undefined;
+}
+/** The two kernels hand over in different formats (Linux 7.2 changed it): the target would retrieve nothing. */
+export class HandoverFormatError extends LiveUpdateError {
+  /** The running kernel's release. */
+  readonly running: string | undefined;
+  /** The target kernel's release. */
+  readonly target: string | undefined;
+
+  /** @internal */
+  constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
+    super(message, code, context, system);
+    this.running = detailText(context, 'running');
+    this.target = detailText(context, 'target');
+  }
+}
+/** The target kernel was built without LUO (`missing` names the options off): it would retrieve nothing. */
+export class KernelWithoutLiveUpdateError extends LiveUpdateError {
+  /** The running kernel's release. */
+  readonly running: string | undefined;
+  /** The target kernel's release. */
+  readonly target: string | undefined;
+  /** The build options it lacks (`CONFIG_LIVEUPDATE`, ...); empty when its release predates LUO. */
+  readonly missing: string[];
+
+  /** @internal */
+  constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
+    super(message, code, context, system);
+    this.running = detailText(context, 'running');
+    this.target = detailText(context, 'target');
+    const missing = context.details?.['missing'];
+    this.missing = Array.isArray(missing) ? missing.filter((m): m is string => typeof m === 'string') : [];
+  }
+}
 /** The peer of a Unix socket closed it (EPIPE, ECONNRESET). */
 export class PeerClosedError extends LiveUpdateError {}
 /** `$NOTIFY_SOCKET` could not be reached; the message names the variable and its value. */
@@ -406,9 +464,11 @@ export class UpdateRefusedError extends AgentError {
     // Checked item by item: details may have crossed the agent's socket.
     const checks = context.details?.['checks'];
     const notReady = context.details?.['notReady'];
+    const kernel = context.details?.['kernel'];
     const value: UpdateRefusedDetails = {
       checks: Array.isArray(checks) ? checks.filter(isUpdateCheck) : [],
       notReady: Array.isArray(notReady) ? notReady.filter(isNotReadyClient) : [],
+      ...(isKernelPreflight(kernel) ? { kernel } : {}),
     };
     Object.defineProperty(this, 'details', { value, enumerable: true });
   }
@@ -442,6 +502,18 @@ export class AgentInternalError extends AgentError {
 function isUpdateCheck(value: unknown): value is UpdateCheck {
   const check = value as Partial<UpdateCheck> | null;
   return typeof check === 'object' && check !== null && typeof check.name === 'string' && typeof check.ok === 'boolean' && (check.detail === undefined || typeof check.detail === 'string');
+}
+
+/** The shape of a kernel preflight report, as far as a reader relies on it (it may have crossed the socket). */
+function isKernelPreflight(value: unknown): value is KernelPreflight {
+  const report = value as Partial<KernelPreflight> | null;
+  const strings = (list: unknown): boolean => Array.isArray(list) && list.every((s) => typeof s === 'string');
+  return (
+    typeof report === 'object' && report !== null &&
+    (report.verdict === 'accept' || report.verdict === 'warn' || report.verdict === 'refuse') &&
+    typeof report.running?.release === 'string' && typeof report.target?.release === 'string' &&
+    strings(report.warnings) && Array.isArray(report.refusals)
+  );
 }
 
 function isNotReadyClient(value: unknown): value is NotReadyClient {
@@ -507,6 +579,8 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: FinishNotReadyError, operations: ['finish'], codes: ['EBUSY'], meaning: 'a file is not ready to finish (its handler said no); nothing was finished: retry later', text: (c) => `a file in ${session(c)} is not ready to finish; nothing was finished: retry later` },
   { type: SealingNotAllowedError, operations: ['memfd.addSeals'], codes: ['EPERM'], meaning: 'the memfd carries `SEAL_SEAL` (created without `allowSealing`), or the fd is read-only', text: (c) => `the file of ${fdText(c)} accepts no new seals` },
   { type: NotSealableError, operations: ['memfd.addSeals', 'memfd.getSeals'], codes: ['EINVAL'], meaning: 'the file is not a memfd (it has no seals)', text: (c) => `the file of ${fdText(c)} does not support seals (it is not a memfd)` },
+  { type: FileFrozenError, operations: ['memfd.punchHole'], codes: ['EPERM'], meaning: 'the memfd is preserved in an outgoing session (frozen until the kexec), or sealed against writes (`SEAL_WRITE`, `SEAL_FUTURE_WRITE`); the message says which', text: (c) => `the pages of the file of ${fdText(c)} are frozen: no hole can be punched` },
+  { type: BadFileDescriptorError, operations: ['memfd.punchHole'], codes: ['EBADF'], meaning: 'the fd is not open, or not open for writing', text: (c) => `${fdText(c)} is not open for writing` },
   { type: KexecUnsupportedError, operations: KEXEC_OPS, codes: ['ENOSYS'], meaning: 'this kernel has no kexec (`CONFIG_KEXEC_CORE`), or no `kexec_file_load` (`CONFIG_KEXEC_FILE`)', text: (c) => (c.operation === 'kexec.execute' ? 'this kernel has no kexec (built without CONFIG_KEXEC_CORE): it cannot jump to another kernel' : 'this kernel has no kexec_file_load (built without CONFIG_KEXEC_FILE)') },
   { type: KexecNotLoadedError, operations: ['kexec.execute'], codes: ['EINVAL'], meaning: 'nothing loaded', text: () => 'no kernel is loaded (call kexec.load first)' },
   { type: KexecError, operations: ['kexec.execute'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`)', text: () => 'not permitted to reboot (needs CAP_SYS_BOOT)' },
@@ -515,6 +589,9 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: KexecError, operations: ['kexec.load', 'kexec.unload'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`, and `kexec_load_disabled` 0)', text: () => 'not permitted to load a kernel (needs CAP_SYS_BOOT, and kexec_load_disabled must be 0)' },
   { type: KexecError, operations: ['kexec.load'], codes: ['ENOENT'], meaning: 'the kernel or initrd file does not exist', text: (c) => `${c.path ?? 'the kernel or initrd'} does not exist` },
   { type: KexecImageRejectedError, operations: ['kexec.load'], codes: '*', meaning: 'the kernel refused the image, initrd or command line (`ENOEXEC`, `EINVAL`, `EKEYREJECTED`, ...)', text: () => 'the kernel refused the image, initrd or command line' },
+  { type: KernelImageError, operations: ['kernel.read'], codes: ['ELOOP'], meaning: 'the kernel image is a symbolic link: not followed (the agent runs as root); name the file itself', text: (c) => `${c.path ?? 'the kernel image'} is a symbolic link, which is not followed: name the file itself` },
+  { type: KernelImageError, operations: ['kernel.read'], codes: ['EINVAL'], meaning: 'the kernel image is not a regular file', text: (c) => `${c.path ?? 'the kernel image'} is not a regular file` },
+  { type: KernelImageError, operations: ['kernel.read'], codes: '*', meaning: 'the kernel image cannot be read (`ENOENT`, `EACCES`, ...)', text: (c, system) => `cannot read ${c.path ?? 'the kernel image'}: ${system}` },
   { type: SessionNotFoundError, operations: ['agent.attach', 'agent.retrieveSession', 'agent.release'], codes: ['ENOENT'], meaning: "the agent has no session of yours by that name (another user's cannot even be named)", text: (c) => `you have no session named '${c.sessionName}'` },
   { type: AgentUnavailableError, operations: ['agent.connect'], codes: ['ENOENT'], meaning: 'no agent: its socket does not exist; `fix` says how to start one', text: (c) => `no agent: ${agentSocket(c)} does not exist`, fix: START_AGENT },
   { type: AgentUnavailableError, operations: ['agent.connect'], codes: ['ECONNREFUSED'], meaning: 'nobody listens at the socket (left by an agent that stopped, or not a socket)', text: (c) => `no agent listens at ${agentSocket(c)} (left by an agent that stopped, or not a socket)`, fix: START_AGENT },
@@ -566,6 +643,9 @@ export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
   { code: 'ERR_LIVEUPDATE_SOCKET_BUSY', type: SocketBusyError, meaning: 'a synchronous call while a Promise call in the same direction is pending on the socket' },
   { code: 'ERR_LIVEUPDATE_LISTEN_FDS', type: ListenFdsError, meaning: '`$LISTEN_FDS`/`$LISTEN_FDNAMES` that do not add up' },
   { code: 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', type: AddonLoadError, meaning: 'the native addon is not built or does not load; `fix` says how (approve the install script, or `npm rebuild liveupdate`)' },
+  { code: 'ERR_LIVEUPDATE_NOT_BZIMAGE', type: NotKernelImageError, meaning: 'the kernel image is not an x86-64 bzImage `kexec_file_load` can load (no `HdrS` setup header, boot protocol before 2.12, truncated); found before any kexec syscall' },
+  { code: 'ERR_LIVEUPDATE_HANDOVER_FORMAT', type: HandoverFormatError, meaning: 'the running and the target kernel hand over in different formats (across Linux 7.2\'s change): nothing would be retrieved; `running` and `target` name the releases' },
+  { code: 'ERR_LIVEUPDATE_KERNEL_WITHOUT_LUO', type: KernelWithoutLiveUpdateError, meaning: "the target kernel's build config lacks LUO (`missing` names the options): nothing would be retrieved" },
   { code: 'ERR_LIVEUPDATE_AGENT_PERMISSION', type: AgentPermissionError, meaning: "the agent's policy does not let this user connect or update (errno -13)" },
   { code: 'ERR_LIVEUPDATE_AGENT_QUOTA', type: AgentQuotaError, meaning: "an agent request over the user's quota: sessions, metadata bytes (errno -122)" },
   { code: 'ERR_LIVEUPDATE_AGENT_PROTOCOL', type: AgentProtocolError, meaning: 'a message to or from the agent broke its protocol (AGENT-PROTOCOL.md): not JSON, too large (a reply over 65536 bytes says its size), bad fields; the agent drops that connection (errno -71)' },

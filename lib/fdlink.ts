@@ -21,3 +21,15 @@ export function readFdLink(fd: number, context: ErrorContext): string {
     throw translateError(error, context);
   }
 }
+
+/** hugetlbfs's f_type (linux/magic.h): the file system of an MFD_HUGETLB memfd. */
+const HUGETLBFS_MAGIC = 0x958458f6;
+
+/** Whether the file of `fd` lives on hugetlbfs (an MFD_HUGETLB memfd); false when that cannot be told. @internal */
+export function isHugetlbFile(fd: number): boolean {
+  try {
+    return fs.statfsSync(`/proc/self/fd/${fd}`).type === HUGETLBFS_MAGIC;
+  } catch {
+    return false;
+  }
+}

@@ -41,11 +41,16 @@ export {
   OperationNotSupportedError,
   SealingNotAllowedError,
   NotSealableError,
+  FileFrozenError,
   KexecError,
   KexecUnsupportedError,
   KexecNotLoadedError,
   KexecImageRejectedError,
   LiveUpdateAbortedError,
+  KernelImageError,
+  NotKernelImageError,
+  HandoverFormatError,
+  KernelWithoutLiveUpdateError,
   NotifySocketError,
   NotifyTimeoutError,
   AddonLoadError,
@@ -71,6 +76,7 @@ export {
 export { MAX_TOKEN, MAX_SESSION_NAME_BYTES } from './validate.js';
 export * as memfd from './memfd.js';
 export * as kexec from './kexec.js';
+export * as kernel from './kernel-image.js';
 export {
   sendFds,
   sendFdsSync,
@@ -127,6 +133,9 @@ export {
   type SessionsReport,
   type UpdateOptions,
   type UpdateReport,
+  type AgentClientEvents,
+  type PrepareEvent,
+  type ResumeEvent,
 } from './agent/client.js';
 export { DEFAULT_SOCKET as AGENT_SOCKET, UPDATE_CHECK_NAMES, type SessionInfo, type JsonValue, type UpdateCheckName, type NotReadyClient } from './agent/protocol.js';
 export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';

@@ -77,7 +77,9 @@ function closeImages(kernel: number, initrd: number | null): void {
  * Loads `kernel` (and `initrd`) as the kernel to kexec into. Replaces any
  * image loaded before. Needs CAP_SYS_BOOT. A path that is not a regular
  * file is refused with a KexecImageRejectedError (`EINVAL`, `path`
- * the file) before anything is read from it.
+ * the file) before anything is read from it; any other file goes to the
+ * kernel, which judges it. For a live update, `kernel.preflight()` first
+ * says whether the image is a bzImage and can take the handover.
  */
 export async function load(options: LoadOptions): Promise<void> {
   const l = checkLoad(options);

@@ -1,6 +1,7 @@
 /**
  * memfd: anonymous memory-backed files, the kind of file LUO preserves today
- * (a VM's guest memory, a cache's data set), and their seals.
+ * (a VM's guest memory, a cache's data set), their seals, and punching holes
+ * in them (a VM's balloon).
  */
 import { callAsync, callSync, translateError, type ErrorContext } from './errors.js';
 import { native } from './native.js';
@@ -29,7 +30,11 @@ const ALL_SEALS = SEAL_SEAL | SEAL_SHRINK | SEAL_GROW | SEAL_WRITE | SEAL_FUTURE
 /** The kernel prefixes "memfd:" to names; the whole must fit NAME_MAX (255). */
 const MAX_NAME_BYTES = 249;
 
-/** Options for {@link create}. */
+/**
+ * Options for {@link create}. There is no hugetlb option: LUO's memfd
+ * handler preserves shmem memfds only, and `preserve` refuses an
+ * `MFD_HUGETLB` one (UnsupportedFileError, `ENOENT`, saying so).
+ */
 export interface CreateOptions {
   /** Close-on-exec (default true: the fd is not inherited by child programs). */
   cloexec?: boolean;
@@ -142,4 +147,68 @@ export async function getSeals(fd: number): Promise<number> {
 export function getSealsSync(fd: number): number {
   const context = sealContext('memfd.getSeals', fd);
   return callSync(context, () => native.getSeals(fd));
+}
+
+function checkRange(offset: unknown, length: unknown): { offset: bigint; length: bigint } {
+  if (typeof offset !== 'number') throw invalidArgType('offset', 'of type number', offset);
+  if (!Number.isSafeInteger(offset) || offset < 0) throw outOfRange('offset', 'a non-negative safe integer', offset);
+  if (typeof length !== 'number') throw invalidArgType('length', 'of type number', length);
+  if (!Number.isSafeInteger(length) || length < 1) throw outOfRange('length', 'a positive safe integer', length);
+  if (!Number.isSafeInteger(offset + length)) throw outOfRange('length', `at most ${Number.MAX_SAFE_INTEGER - offset} (offset + length must be a safe integer)`, length);
+  return { offset: BigInt(offset), length: BigInt(length) };
+}
+
+/**
+ * The context of a punchHole failure. EPERM has two causes, told apart by
+ * F_GET_SEALS: a seal against writes, or LUO's freeze of a preserved memfd.
+ */
+function punchHoleContext(fd: number, error: unknown): ErrorContext {
+  const context: ErrorContext = { operation: 'memfd.punchHole', fd };
+  if ((error as { code?: unknown }).code !== 'EPERM') return context;
+  let seals: number;
+  try {
+    seals = native.getSeals(fd);
+  } catch {
+    return context;
+  }
+  if ((seals & (SEAL_WRITE | SEAL_FUTURE_WRITE)) !== 0) {
+    context.hint = 'it carries SEAL_WRITE or SEAL_FUTURE_WRITE, which forbid punching holes';
+  } else {
+    context.hint = 'it is preserved in an outgoing live update session, and LUO freezes a preserved memfd (its size and pages) until the kexec';
+    context.fix = 'punch holes before preserving the memfd or after retrieving it; closing the session unpreserves it';
+  }
+  return context;
+}
+
+/**
+ * Frees the pages of `length` bytes at `offset` in the memfd of `fd`
+ * (`fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`): reads of the
+ * range return zeros, the size stays, partial pages at the ends are zeroed.
+ * This is how a VMM returns a guest's ballooned memory.
+ *
+ * LUO freezes a preserved memfd: while it is preserved in an outgoing
+ * session this fails with FileFrozenError (`EPERM`), and the preserve has
+ * already filled every hole with zeroed pages (LUO pins a page at every
+ * offset), so the holes come back as zeros, not as holes, after the kexec.
+ * After retrieve, holes can be punched again.
+ */
+export async function punchHole(fd: number, offset: number, length: number): Promise<void> {
+  checkFd(fd);
+  const range = checkRange(offset, length);
+  try {
+    await native.punchHoleAsync(fd, range.offset, range.length);
+  } catch (error) {
+    throw translateError(error, punchHoleContext(fd, error));
+  }
+}
+
+/** The synchronous form of {@link punchHole}. */
+export function punchHoleSync(fd: number, offset: number, length: number): void {
+  checkFd(fd);
+  const range = checkRange(offset, length);
+  try {
+    native.punchHole(fd, range.offset, range.length);
+  } catch (error) {
+    throw translateError(error, punchHoleContext(fd, error));
+  }
 }

@@ -28,10 +28,11 @@ export type LuoBinding = Both<'openDevice', [path: string], number> &
     close(fd: number): number;
   };
 
-/** memfd_create and seals (native/memfd.h). @internal */
+/** memfd_create, seals and hole punching (native/memfd.h). @internal */
 export type MemfdBinding = Both<'memfdCreate', [name: string, flags: number], number> &
   Both<'addSeals', [fd: number, seals: number], number> &
-  Both<'getSeals', [fd: number], number>;
+  Both<'getSeals', [fd: number], number> &
+  Both<'punchHole', [fd: number, offset: bigint, length: bigint], number>;
 
 /** kexec_file_load and reboot (native/kexec.h). @internal */
 export type KexecBinding = Both<'kexecOpenImage', [path: string], number> &

@@ -9,7 +9,7 @@
  * (and the kernel keeps the files preserved) until the process exits.
  */
 import { callAsync, callSync, sessionStateError, translateError, type ErrorContext, type Operation } from './errors.js';
-import { readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
+import { isHugetlbFile, readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
 import { native } from './native.js';
 import { checkFd, invalidArgValue, toToken } from './validate.js';
 
@@ -23,6 +23,20 @@ const REQUEST: Partial<Record<Operation, string>> = {
   finish: 'LIVEUPDATE_SESSION_FINISH',
   getName: 'LIVEUPDATE_SESSION_GET_NAME',
 };
+
+/**
+ * The context of a refused preserve: LUO's reason when the file is a hugetlb
+ * memfd, which its memfd handler does not take (memfd_luo.c accepts shmem
+ * files only), so no handler does and the kernel says ENOENT.
+ */
+function preserveContext(context: ErrorContext, error: unknown): ErrorContext {
+  if ((error as { code?: unknown }).code !== 'ENOENT' || context.fd === undefined || !isHugetlbFile(context.fd)) return context;
+  return {
+    ...context,
+    hint: "it is a hugetlb memfd (MFD_HUGETLB), and LUO's memfd handler preserves shmem memfds only",
+    fix: 'back the memory with a memfd made without MFD_HUGETLB (memfd.create)',
+  };
+}
 
 /** Which states each operation accepts before any ioctl is issued. */
 const ALLOWED: Partial<Record<Operation, readonly SessionState[]>> = {
@@ -92,7 +106,11 @@ export class Session {
    */
   async preserve(fd: number, token: bigint | number): Promise<void> {
     const call = this.#prepare('preserve', { fd: checkFd(fd), token: toToken(token) });
-    await this.#track(callAsync(call.context, () => native.preserveFdAsync(call.sessionFd, fd, call.token)));
+    await this.#track(
+      native.preserveFdAsync(call.sessionFd, fd, call.token).catch((error: unknown) => {
+        throw translateError(error, preserveContext(call.context, error));
+      }),
+    );
   }
 
   /** The synchronous form of {@link preserve}. */
@@ -105,7 +123,7 @@ export class Session {
     try {
       native.preserveFd(sessionFd, fd, t);
     } catch (error) {
-      throw translateError(error, this.#context('preserve', { fd, token: t }));
+      throw translateError(error, preserveContext(this.#context('preserve', { fd, token: t }), error));
     }
   }
 

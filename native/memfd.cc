@@ -23,4 +23,13 @@ int get_seals(int fd) {
   return seals < 0 ? -errno : seals;
 }
 
+// Retried on EINTR: punching the same hole again is harmless.
+int punch_hole(int fd, int64_t offset, int64_t length) {
+  int rc;
+  do {
+    rc = ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+  } while (rc < 0 && errno == EINTR);
+  return rc < 0 ? -errno : 0;
+}
+
 }  // namespace lu

@@ -1,6 +1,6 @@
-// N-API glue for memfd_create and seals (native/memfd.h). The Promise forms
-// of the seal calls act on a copy of the caller's fd made when the call is
-// made (FdArgs).
+// N-API glue for memfd_create, seals and hole punching (native/memfd.h). The
+// Promise forms of the calls on an fd act on a copy of the caller's fd made
+// when the call is made (FdArgs).
 #include "memfd.h"
 #include "napi_util.h"
 
@@ -26,12 +26,28 @@ Call<int> PrepareGetSeals(const Napi::CallbackInfo& info, FdArgs fds) {
   return {"fcntl", [fd](int& seals) { return seals = get_seals(fd); }, std::move(fds)};
 }
 
+// An offset or length as fallocate's signed 64-bit off_t.
+int64_t ArgOffset(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  uint64_t value = ArgUint64(info, index, name);
+  if (value > static_cast<uint64_t>(INT64_MAX)) ThrowArgRange(info.Env(), name, ">= 0n and <= 2n ** 63n - 1n");
+  return static_cast<int64_t>(value);
+}
+
+Call<int> PreparePunchHole(const Napi::CallbackInfo& info, FdArgs fds) {
+  int fd = ArgFd(info, 0, "fd");
+  int64_t offset = ArgOffset(info, 1, "offset");
+  int64_t length = ArgOffset(info, 2, "length");
+  fd = fds.Use(info.Env(), fd, "fallocate");
+  return {"fallocate", [fd, offset, length](int&) { return punch_hole(fd, offset, length); }, std::move(fds)};
+}
+
 }  // namespace
 
 void RegisterMemfd(Napi::Env env, Napi::Object exports) {
   ExportCall<NewFd, PrepareMemfdCreate>(env, exports, "memfdCreate");
   ExportCall<int, PrepareAddSeals>(env, exports, "addSeals");
   ExportCall<int, PrepareGetSeals>(env, exports, "getSeals");
+  ExportCall<int, PreparePunchHole>(env, exports, "punchHole");
 }
 
 }  // namespace lu::napi

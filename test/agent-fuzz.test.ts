@@ -100,7 +100,7 @@ function generator(random: Random): () => Case {
       case 6:
         return String(random());
       case 7:
-        return pick(['hello', 'createSession', 'attach', 'retrieveSession', 'release', 'ready', 'sessions', 'update', 'frobnicate', '__proto__', 'constructor']);
+        return pick(['hello', 'createSession', 'attach', 'retrieveSession', 'release', 'ready', 'subscribe', 'sessions', 'update', 'frobnicate', '__proto__', 'constructor']);
       case 8:
         return Array.from({ length: int(5) }, () => value(depth + 1));
       case 9:
@@ -113,6 +113,8 @@ function generator(random: Random): () => Case {
     const id = int(1000);
     return pick([
       { v: 1, id, op: 'hello', versions: [1], client: 'fuzz' },
+      { v: 1, id, op: 'hello', versions: [1, 2], client: 'fuzz' },
+      { v: 2, id, op: 'subscribe' },
       { v: 1, id, op: 'createSession', name: 'vm1', metadata: { ram: 64 } },
       { v: 1, id, op: 'attach', name: 'vm1' },
       { v: 1, id, op: 'retrieveSession', name: 'vm1' },

@@ -24,6 +24,7 @@ import { native } from '../lib/native.js';
 import type { LiveUpdate } from '../lib/liveupdate.js';
 import type { Session } from '../lib/session.js';
 import { canRunAs } from './helpers/users.js';
+import { writeHeaderOnlyImage } from './helpers/bzimage.js';
 
 const USER: Peer = { pid: 2, uid: 1000, gid: 1000, groups: [1000] };
 let dir: string;
@@ -283,7 +284,8 @@ describe('update refusals before the device', () => {
   it("the policy's kernels pin what an update may load: a file outside them fails its check", async () => {
     await startAgent(parsePolicy({ kernels: ['/boot/'] }));
     const client = await AgentClient.connect({ socket });
-    const error = await client.update({ kernel: '/proc/self/exe', cmdline: 'liveupdate=on kho=on', dryRun: true }).catch((e: unknown) => e);
+    const image = writeHeaderOnlyImage(path.join(dir, 'bzImage'));
+    const error = await client.update({ kernel: image, cmdline: 'liveupdate=on kho=on', dryRun: true }).catch((e: unknown) => e);
     await client.close();
     const failed = ((error as UpdateRefusedError).details as { checks: Array<{ name: string; ok: boolean }> }).checks.filter((c) => !c.ok).map((c) => c.name);
     expect(failed).toEqual(['device-owned', 'kernel-allowed']);

@@ -26,6 +26,7 @@ import * as memfd from '../lib/memfd.js';
 import { native } from '../lib/native.js';
 import { openFds } from './helpers/fds.js';
 import { canRunAs } from './helpers/users.js';
+import { writeHeaderOnlyImage } from './helpers/bzimage.js';
 
 const ROOT = path.join(__dirname, '..');
 const NOBODY = 65534;
@@ -285,7 +286,8 @@ describe('update checks', () => {
     expect(error).toBeInstanceOf(UpdateRefusedError);
     const checks = (error as UpdateRefusedError).details as { checks: Array<{ name: string; ok: boolean }> };
     expect(checks.checks.filter((c) => !c.ok).map((c) => c.name)).toEqual(['kernel-readable', 'liveupdate-on', 'kho-not-disabled', 'device-owned']);
-    const cli = await runCli(['update', '--socket', socket, '--kernel', '/proc/self/exe', '--cmdline', 'liveupdate=on kho=on', '--dry-run', '--json']);
+    const image = writeHeaderOnlyImage(path.join(dir, 'bzImage'));
+    const cli = await runCli(['update', '--socket', socket, '--kernel', image, '--cmdline', 'liveupdate=on kho=on', '--dry-run', '--json']);
     expect(cli.status).toBe(1);
     const printed = cli.json<{ result: string; details: { checks: Array<{ name: string; ok: boolean }> } }>();
     expect(printed.result).toBe('refused');

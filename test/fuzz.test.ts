@@ -121,6 +121,19 @@ const CALLS: Record<string, Call> = {
   'memfd.addSealsSync': (v) => lu.memfd.addSealsSync(v() as number, v() as number),
   'memfd.getSeals': (v) => lu.memfd.getSeals(v() as number),
   'memfd.getSealsSync': (v) => lu.memfd.getSealsSync(v() as number),
+  // On a memfd of its own: holes punched in whatever file a random fd names would destroy data.
+  'memfd.punchHole (own memfd)': (v) => {
+    const fd = lu.memfd.createSync('fuzz-punch');
+    return lu.memfd.punchHole(fd, v() as number, v() as number).finally(() => fs.closeSync(fd));
+  },
+  'memfd.punchHoleSync (own memfd)': (v) => {
+    const fd = lu.memfd.createSync('fuzz-punch');
+    try {
+      lu.memfd.punchHoleSync(fd, v() as number, v() as number);
+    } finally {
+      fs.closeSync(fd);
+    }
+  },
   'kexec.isLoaded': () => lu.kexec.isLoaded(),
   'kexec.isLoadedSync': () => lu.kexec.isLoadedSync(),
   'kexec.load (invalid only)': (v) => lu.kexec.load({ kernel: v() as string, cmdline: 42 as unknown as string }),
@@ -128,6 +141,10 @@ const CALLS: Record<string, Call> = {
   'kexec.execute (invalid only)': (v) => lu.kexec.execute({ sync: (v() ?? 'no') as boolean }).catch((e: unknown) => e),
   'kexec.executeSync (invalid only)': () => lu.kexec.executeSync({ sync: 1 as unknown as boolean }),
   'kexec.unload (invalid only)': () => lu.kexec.load(null as unknown as lu.kexec.LoadOptions),
+  'kernel.readImage': (v) => lu.kernel.readImage(v() as string),
+  'kernel.readImageSync': (v) => lu.kernel.readImageSync(v() as string),
+  'kernel.inspect': (v) => lu.kernel.inspect(v() as lu.kernel.KernelPreflightOptions),
+  'kernel.preflightSync': (v) => lu.kernel.preflightSync({ kernel: v() as string, cmdline: v() as string }),
   'LiveUpdate.open': (v) => lu.LiveUpdate.open(v() as string),
   'LiveUpdate.openSync': (v) => lu.LiveUpdate.openSync(v() as string),
   'Session.fromFd': (v) => lu.Session.fromFd(v() as number),

@@ -10,7 +10,7 @@
  * {@link runCli}.
  */
 export { runVm, qemuBinary, type RunOptions, type VmRun, type StageResult, type CaseResult } from './vm/qemu.js';
-export { findKernels, kernelRelease, kernelInputsHash, NO_KERNEL_HELP, type KernelImage } from './vm/kernels.js';
+export { debianKernel, findKernels, kernelRelease, kernelInputsHash, NO_KERNEL_HELP, type DebianKernel, type KernelImage } from './vm/kernels.js';
 export { buildGuestImage, cacheDir, packageRoot, type GuestImage, type GuestImageOptions } from './vm/initramfs.js';
 export { findSystemdImage, systemdImageHash, NO_SYSTEMD_IMAGE_HELP, type SystemdImage } from './vm/systemd-image.js';
 export { defineCase, defineScenario, type Case, type Scenario, type StageContext, type StageFunction, type NextStage } from './vm/scenario.js';

@@ -3,6 +3,7 @@
 #
 #   vm/build-kernel.sh 7.2 [7.3 ...]
 #   vm/build-kernel.sh --hash      (the cache key of the current inputs)
+#   vm/build-kernel.sh --debian-image [7.3]   (Debian's own kernel, without LUO)
 #
 # Each image is cached under $LIVEUPDATE_CACHE (default ~/.cache/liveupdate)
 # keyed by the package version and the hash of the kernel inputs (see
@@ -150,8 +151,36 @@ build_one() {
   echo "$out/bzImage"
 }
 
+# Debian's own cloud kernel of a series, as Debian builds it: without LUO
+# (CONFIG_KEXEC_HANDOVER off), a real kernel for the preflight to refuse.
+# Cached as <cache>/kernels-debian/RELEASE/{vmlinuz,config} (the image and its
+# build config side by side, as /usr/lib/modules/RELEASE/ holds them).
+debian_image() {
+  local series=$1 pattern pkg release out tmp
+  [[ -f "$cache/apt/lists/.updated" ]] || { say "apt update (private sources: sid, trixie-backports)"; apt_private apt-get update; touch "$cache/apt/lists/.updated"; }
+  pattern="^linux-binary-${series//./\\.}\\.[0-9]+\\+deb[0-9]+-cloud-amd64$"
+  pkg="$(apt_private apt-cache search --names-only "$pattern" | awk '{print $1}' | sort -V | tail -1)"
+  [[ -n "$pkg" ]] || die "no Debian cloud kernel of $series in sid or trixie-backports"
+  release=${pkg#linux-binary-}
+  out="$cache/kernels-debian/$release"
+  if [[ ! -f "$out/vmlinuz" ]]; then
+    say "downloading Debian's $release (linux-binary and linux-base, about 15 MB)"
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt_private apt-get download "linux-binary-$release" "linux-base-$release")
+    for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tmp/root"; done
+    mkdir -p "$out"
+    cp "$tmp/root/usr/lib/modules/$release/config" "$out/config"
+    cp "$tmp/root/usr/lib/modules/$release/vmlinuz" "$out/vmlinuz.tmp"
+    mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+    rm -rf "$tmp"
+  fi
+  echo "$out/vmlinuz"
+}
+
 # --hash: print the cache key of the current inputs, and nothing else.
 [[ "${1:-}" == --hash ]] && { inputs_hash; exit 0; }
+# --debian-image [SERIES]: Debian's own kernel of SERIES (default 7.3), built without LUO.
+[[ "${1:-}" == --debian-image ]] && { debian_image "${2:-7.3}"; exit 0; }
 (($# > 0)) || set -- 7.2 7.3
 check_tools
 for series in "$@"; do build_one "$series"; done

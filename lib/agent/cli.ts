@@ -13,6 +13,7 @@ import { listenFds, notify } from '../systemd.js';
 import { AgentClient, type SessionsReport } from './client.js';
 import { readPolicy } from './policy.js';
 import { printable } from './names.js';
+import type { KernelPreflight } from '../kernel-image.js';
 import { DEFAULT_SOCKET, type SessionInfo, type UpdateCheck, type UpdateRequest } from './protocol.js';
 import { Agent, MANIFEST_FDNAME, STATE_FDNAME, updateChecks, type AgentEvent, type RestoredState } from './server.js';
 
@@ -133,21 +134,39 @@ function formatCheck(c: UpdateCheck): string {
   return `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail === undefined ? '' : `: ${printable(c.detail)}`}`;
 }
 
-/** The report, on stdout: JSON, or the checks as lines (and a last line when given). */
-function report(out: Output, json: boolean, value: Record<string, unknown>, checks: readonly UpdateCheck[], last?: string): void {
+/** The kernel preflight as lines: both kernels, the running one's KHO scratch, each warning. */
+function kernelLines(kernel: KernelPreflight | undefined): string[] {
+  if (kernel === undefined) return [];
+  const { running, target } = kernel;
+  const { scratch } = running;
+  const areas = scratch.totalBytes === null ? scratch.source : `${scratch.areas?.length} areas, ${(scratch.totalBytes / 2 ** 20).toFixed(1)} MiB`;
+  return [
+    `kernel: ${running.release} (${running.format ?? 'no LUO'}) -> ${printable(target.release)} (${target.format ?? 'no LUO'}): ${kernel.verdict}`,
+    `kho scratch of the running kernel: ${areas}${scratch.parameter === null ? '' : ` (${printable(scratch.parameter)})`}`,
+    ...kernel.warnings.map((w) => `warning: ${printable(w)}`),
+  ];
+}
+
+/** `{ kernel }` when there is a kernel report, for a JSON report. */
+function withKernel(kernel: KernelPreflight | null | undefined): { kernel?: KernelPreflight } {
+  return kernel === null || kernel === undefined ? {} : { kernel };
+}
+
+/** The report, on stdout: JSON, or the checks as lines, the kernel preflight's (and a last line when given). */
+function report(out: Output, json: boolean, value: Record<string, unknown>, checks: readonly UpdateCheck[], last?: string, kernel?: KernelPreflight | null): void {
   if (json) {
     out.stdout(`${JSON.stringify(value)}\n`);
     return;
   }
-  const lines = [...checks.map(formatCheck), ...(last === undefined ? [] : [last])];
+  const lines = [...checks.map(formatCheck), ...kernelLines(kernel ?? undefined), ...(last === undefined ? [] : [last])];
   if (lines.length > 0) out.stdout(`${lines.join('\n')}\n`);
 }
 
 /** A failed update: the report on stdout (the checks made; with --json the error too), the message on stderr. */
 function updateFailed(out: Output, json: boolean, error: LiveUpdateError): number {
-  const checks = error instanceof UpdateRefusedError ? error.details.checks : [];
-  const details = error instanceof UpdateRefusedError ? { details: error.details } : {};
-  report(out, json, { result: error instanceof UpdateRefusedError ? 'refused' : 'failed', code: error.code, message: error.message, ...details }, checks);
+  const refused = error instanceof UpdateRefusedError ? error.details : undefined;
+  const details = refused === undefined ? {} : { details: refused };
+  report(out, json, { result: refused === undefined ? 'failed' : 'refused', code: error.code, message: error.message, ...details }, refused?.checks ?? [], undefined, refused?.kernel);
   return failed(out, 'update', error);
 }
 
@@ -168,9 +187,11 @@ function noAgent(error: unknown): error is AgentUnavailableError {
  * why; the exit status is 1 if another check failed, else 69.
  */
 function dryRunHere(out: Output, json: boolean, request: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline'>, error: AgentUnavailableError): number {
-  const checks = updateChecks(request, false).map((c) => (c.name === 'device-owned' ? { ...c, detail: `no agent answers (${error.code}): these checks were made by this process` } : c));
+  const made = updateChecks(request, false);
+  const checks = made.checks.map((c) => (c.name === 'device-owned' ? { ...c, detail: `no agent answers (${error.code}): these checks were made by this process` } : c));
   const failedHere = checks.some((c) => !c.ok && c.name !== 'device-owned');
-  report(out, json, { result: 'dry-run', agent: false, checks }, checks, `dry run without an agent: ${failedHere ? 'a check failed' : 'every check this process can make passed'}`);
+  const last = `dry run without an agent: ${failedHere ? 'a check failed' : 'every check this process can make passed'}`;
+  report(out, json, { result: 'dry-run', agent: false, checks, ...withKernel(made.kernel) }, checks, last, made.kernel);
   const noAgentStatus = failed(out, 'update', error);
   return failedHere ? EXIT.refused : noAgentStatus;
 }
@@ -204,7 +225,7 @@ async function runUpdate(values: OptionValues, out: Output): Promise<number> {
       proceedWithout: values['proceed-without'] === true,
       onKexec: (checks) => report(out, json, { result: 'kexec', checks }, checks, 'kexec now'),
     });
-    report(out, json, { result: 'dry-run', checks: result.checks }, result.checks, 'dry run: every check passed; nothing was loaded');
+    report(out, json, { result: 'dry-run', checks: result.checks, ...withKernel(result.kernel) }, result.checks, 'dry run: every check passed; nothing was loaded', result.kernel);
     return EXIT.ok;
   } catch (error) {
     if (!(error instanceof LiveUpdateError)) throw error;
@@ -292,7 +313,9 @@ Logs one JSON line per event on stderr; READY=1 and STATUS= to systemd. Runs unt
                      clients not ready (their sessions are kept) instead of refusing
   --dry-run          stop after the checks; with no agent answering, make the checks this
                      process can (files, command line) and report them (exit 69 if they pass)
-  --json             print { result, checks, code?, message?, details? } as JSON on stdout
+  --json             print { result, checks, kernel?, code?, message?, details? } as JSON on stdout
+                     (kernel: both kernels' releases and handover formats, the verdict, warnings,
+                     the running kernel's KHO scratch; in details for a refusal)
 The report goes to stdout, errors to stderr.
 Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec failed),
 3 (a client was not ready: the report names it), 69 (no agent answers, or it stalled),

@@ -4,13 +4,28 @@
  * creates the session and passes its fd; the client preserves its own fds
  * into it with the usual Session API.
  */
+import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import { agentError, isNativeSystemError, kernelError, LiveUpdateError, MessageTruncatedError, translateError, type AgentOperation, type ErrorContext } from '../errors.js';
+import { agentError, isNativeSystemError, kernelError, LiveUpdateError, MessageTruncatedError, packageError, translateError, type AgentOperation, type ErrorContext } from '../errors.js';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
 import { native } from '../native.js';
 import { Session } from '../session.js';
+import type { KernelPreflight } from '../kernel-image.js';
 import { checkOptions, checkPath, invalidArgType, outOfRange } from '../validate.js';
-import { DEFAULT_SOCKET, fromWireError, MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS, type JsonValue, type SessionInfo, type UpdateCheck, type UpdateRequest } from './protocol.js';
+import {
+  ANNOUNCEMENTS_VERSION,
+  classifyAgentMessage,
+  DEFAULT_SOCKET,
+  fromWireError,
+  HELLO_VERSION,
+  MAX_MESSAGE_BYTES,
+  PROTOCOL_VERSIONS,
+  type Announcement,
+  type JsonValue,
+  type SessionInfo,
+  type UpdateCheck,
+  type UpdateRequest,
+} from './protocol.js';
 
 /** How long a request waits for the agent's reply unless told otherwise: 30 s. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
@@ -110,7 +125,43 @@ export interface UpdateReport {
   dryRun: boolean;
   /** Each check the agent made, in order. */
   checks: UpdateCheck[];
+  /** The kernel preflight's report (absent from agents before it, and when the image was not read). */
+  kernel?: KernelPreflight;
 }
+
+/** What {@link AgentClient}'s `'prepare'` event carries: an update is coming. */
+export interface PrepareEvent {
+  /** When the agent stops waiting for this client's `ready` (wall clock). */
+  deadline: Date;
+  /** Milliseconds left until the deadline when the agent sent the announcement (not affected by wall-clock jumps). */
+  deadlineMs: number;
+  /** The kernel image the agent will load and kexec into (its path on the agent's host). */
+  kernel: string;
+}
+
+/** What {@link AgentClient}'s `'resume'` event carries: the update announced by `prepare` will not happen. */
+export interface ResumeEvent {
+  /** Why: the refusal or failure's message (which clients were not ready, a load that failed, ...). */
+  reason: string;
+  /** The refusal or failure's code (`ERR_LIVEUPDATE_UPDATE_REFUSED`, an errno name), when it had one. */
+  code?: string;
+}
+
+/** The events of a subscribed {@link AgentClient}, with their arguments. */
+export interface AgentClientEvents {
+  /** An update is coming: quiesce (stop the guest, save its state, preserve it), then call `ready()` before the deadline. */
+  prepare: [event: PrepareEvent];
+  /** The update will not happen (refused, or it failed): continue as before. */
+  resume: [event: ResumeEvent];
+  /** The connection ended: by `close()` (no argument), or lost or broken (the error says how). Emitted only once subscribed. */
+  close: [error?: Error];
+}
+
+/**
+ * The most replies a subscribed client holds that no request has taken:
+ * requests run one at a time, and `update` alone has two replies.
+ */
+const MAX_UNTAKEN_REPLIES = 2;
 
 type Body = Record<string, unknown>;
 
@@ -162,16 +213,54 @@ function connectError(socket: string, error: unknown): unknown {
  * {@link RequestOptions}): a request past it fails with
  * {@link AgentTimeoutError} and the connection is closed, since a late
  * reply could be taken for the next one's. Usable with `await using`.
+ *
+ * **Announcements.** After {@link subscribe} the agent tells this client
+ * when an update is coming, as events (an EventEmitter):
+ *
+ * - `'prepare'` ({@link PrepareEvent}: `deadline`, `deadlineMs`, `kernel`):
+ *   quiesce (stop the guest, save its state into memfds, preserve them in
+ *   your sessions), then call {@link ready}. The update waits for every
+ *   subscribed client's `ready` (a `ready` said before the prepare does not
+ *   count); a client that does not say it by the deadline, or whose
+ *   connection ends first, makes the agent refuse the update (unless its
+ *   policy lets the update go on without it) and is named in the
+ *   refusal. Sessions are created before: the agent refuses new ones while
+ *   an update runs.
+ * - `'resume'` ({@link ResumeEvent}: `reason`, `code`): the update was
+ *   refused or failed, nothing is loaded; continue (start the guest again).
+ *   Sent only to clients that were told `prepare`.
+ * - `'close'` (an error, or nothing after {@link close}): the connection
+ *   ended; a client that still wants announcements connects and subscribes
+ *   again (the agent kept its sessions: {@link attach}).
+ *
+ * Events and replies arrive in the order the agent sent them. A subscribed
+ * client reads the connection all the time, so it keeps the process alive
+ * until closed (as a socket does), and only the Promise forms can be used
+ * on it (a Sync form throws `SocketBusyError`). An agent that speaks only
+ * protocol version 1 has no announcements: `subscribe()` then rejects with
+ * {@link AgentProtocolError} and the client goes on as before (say `ready`
+ * before you ask for an update, or when your own signal says so).
  */
-export class AgentClient {
+export class AgentClient extends EventEmitter<AgentClientEvents> {
   #fd: number;
   readonly #socket: string;
   readonly #timeoutMs: number;
   #nextId = 1;
   #queue: Promise<unknown> = Promise.resolve();
   #hello: Body = {};
+  /** The protocol version the hello chose: every later request is written in it. */
+  #version = HELLO_VERSION;
+  /** Subscribed: the loop reading every message, and what stops it. */
+  #reading: AbortController | null = null;
+  /** Replies the loop received that no request has taken yet (at most {@link MAX_UNTAKEN_REPLIES}). */
+  readonly #replies: RecvResult[] = [];
+  /** Wakes the request waiting for a reply (or for the connection's end). */
+  #wake: (() => void) | null = null;
+  /** Why the subscribed connection ended, once it has. */
+  #ended: Error | null = null;
 
   private constructor(fd: number, socket: string, timeoutMs: number) {
+    super();
     this.#fd = fd;
     this.#socket = socket;
     this.#timeoutMs = timeoutMs;
@@ -192,7 +281,7 @@ export class AgentClient {
     }
     const client = new AgentClient(fd, socket, timeoutMs);
     try {
-      client.#hello = await client.#request('hello', { versions: [...PROTOCOL_VERSIONS], client: opts.name }, signal === undefined ? {} : { signal });
+      client.#greeted(await client.#request('hello', { versions: [...PROTOCOL_VERSIONS], client: opts.name }, signal === undefined ? {} : { signal }));
       return client;
     } catch (error) {
       client.closeSync();
@@ -213,12 +302,22 @@ export class AgentClient {
     }
     const client = new AgentClient(fd, socket, timeoutMs);
     try {
-      client.#hello = client.#requestSync('hello', { versions: [...PROTOCOL_VERSIONS], client: opts.name });
+      client.#greeted(client.#requestSync('hello', { versions: [...PROTOCOL_VERSIONS], client: opts.name }));
       return client;
     } catch (error) {
       client.closeSync();
       throw error;
     }
+  }
+
+  /** The protocol version the agent and this client agreed on (2 and later: announcements). */
+  get protocolVersion(): number {
+    return this.#version;
+  }
+
+  /** Whether this client is subscribed to announcements (and its connection still open). */
+  get subscribed(): boolean {
+    return this.#reading !== null;
   }
 
   /** This connection's id in the agent's log and reports. */
@@ -294,6 +393,29 @@ export class AgentClient {
     this.#requestSync('release', { name: checkName(name) }, options);
   }
 
+  /**
+   * Subscribes this connection to the agent's announcements: from the
+   * reply on, the client emits `'prepare'` and `'resume'` (see the class's
+   * description). Subscribing again does nothing. An agent that speaks only
+   * protocol version 1 cannot: {@link AgentProtocolError}, before anything
+   * is sent, and the connection stays usable.
+   */
+  async subscribe(options?: RequestOptions): Promise<void> {
+    const opts = checkOptions<RequestOptions>(options);
+    const limits = { timeoutMs: checkInteger(opts.timeoutMs, 'options.timeoutMs', this.#timeoutMs), signal: checkSignal(opts.signal, 'options.signal') };
+    if (this.#version < ANNOUNCEMENTS_VERSION) {
+      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent speaks protocol version ${this.#version}, which has no announcements (subscribe needs ${ANNOUNCEMENTS_VERSION}); update the agent`, { operation: 'agent.subscribe', path: this.#socket });
+    }
+    if (this.#reading !== null) return;
+    const { id, bytes, operation } = this.#encode('subscribe', {});
+    await this.#enqueue(async () => {
+      if (this.#reading !== null) return;
+      // The agent sends no announcement before this reply: everything after it is read by the loop.
+      this.#decode(operation, id, await this.#exchange(operation, bytes, limits), false);
+      this.#readAll();
+    });
+  }
+
   /** Tells the agent this client has preserved everything and is quiesced: an update may proceed. */
   async ready(options?: RequestOptions): Promise<void> {
     await this.#request('ready', {}, options);
@@ -354,10 +476,7 @@ export class AgentClient {
 
   /** The synchronous form of {@link close}. */
   closeSync(): void {
-    if (this.#fd < 0) return;
-    const fd = this.#fd;
-    this.#fd = -1;
-    fs.closeSync(fd);
+    this.#end(null);
   }
 
   /** Closes the connection at the end of an `await using` block (see {@link close}). */
@@ -377,11 +496,18 @@ export class AgentClient {
     return { session: new Session(fd, String(body['kernelName']), state), metadata: (body['metadata'] ?? null) as JsonValue };
   }
 
+  /** Takes the hello's reply: the agent's answers and the version they agreed on. */
+  #greeted(hello: Body): void {
+    this.#hello = hello;
+    const version = hello['version'];
+    this.#version = typeof version === 'number' && PROTOCOL_VERSIONS.includes(version) ? version : HELLO_VERSION;
+  }
+
   #encode(op: string, args: Body): { id: number; bytes: Buffer; operation: AgentOperation } {
     const operation = `agent.${op}` as AgentOperation;
-    if (this.#fd < 0) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the client is closed', { operation, path: this.#socket });
+    if (this.#fd < 0) throw this.#closedError(operation);
     const id = this.#nextId++;
-    const bytes = Buffer.from(JSON.stringify({ v: 1, id, op, ...args }), 'utf8');
+    const bytes = Buffer.from(JSON.stringify({ v: this.#version, id, op, ...args }), 'utf8');
     if (bytes.length > MAX_MESSAGE_BYTES) throw outOfRange('the request', `at most ${MAX_MESSAGE_BYTES} bytes of JSON`, bytes.length);
     return { id, bytes, operation };
   }
@@ -405,7 +531,7 @@ export class AgentClient {
    * the reply may still come, and would be taken for the next request's.
    */
   async #exchange(operation: AgentOperation, bytes: Buffer | null, limits: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<RecvResult> {
-    if (this.#fd < 0) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the client is closed', { operation, path: this.#socket });
+    if (this.#fd < 0) throw this.#closedError(operation);
     // One controller for both causes (AbortSignal.any's composite can be collected on Node 20 while in use).
     const cancel = new AbortController();
     let timedOut = false;
@@ -420,8 +546,11 @@ export class AgentClient {
     try {
       if (bytes !== null) await sendFds(this.#fd, [], bytes, { signal: cancel.signal });
       step.syscall = 'recvmsg';
+      if (this.#reading !== null) return await this.#nextReply(operation, cancel.signal);
       return await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal: cancel.signal });
     } catch (error) {
+      // The subscribed connection ended while this request waited: its reason, as the loop said it.
+      if (error !== null && error === this.#ended) throw error;
       if (cancel.signal.aborted) this.closeSync();
       if (timedOut) throw this.#timedOut(operation, step, limits.timeoutMs);
       throw this.#failed(operation, error);
@@ -434,6 +563,9 @@ export class AgentClient {
   #requestSync(op: string, args: Body, options?: Omit<RequestOptions, 'signal'>, wantsFd = false): Body {
     const timeoutMs = checkInteger(checkOptions<RequestOptions>(options).timeoutMs, 'options.timeoutMs', this.#timeoutMs);
     const { id, bytes, operation } = this.#encode(op, args);
+    if (this.#reading !== null) {
+      throw packageError('ERR_LIVEUPDATE_SOCKET_BUSY', 'a subscribed client reads its connection all the time; use the Promise form', { operation, path: this.#socket });
+    }
     const deadline = Date.now() + timeoutMs;
     const step: Step = { syscall: 'sendmsg' };
     let message: RecvResult;
@@ -449,6 +581,105 @@ export class AgentClient {
       throw this.#timedOut(operation, step, timeoutMs);
     }
     return this.#decode(operation, id, message, wantsFd);
+  }
+
+  // ---- announcements -------------------------------------------------------------
+
+  /** Reads every message from here on: announcements become events, replies go to the request waiting for them. */
+  #readAll(): void {
+    const reading = new AbortController();
+    this.#reading = reading;
+    void (async () => {
+      for (;;) {
+        let message: RecvResult;
+        try {
+          message = await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal: reading.signal });
+        } catch (error) {
+          if (!reading.signal.aborted) this.#end(this.#failed('agent.subscribe', error) as Error);
+          return;
+        }
+        const broken = this.#route(message);
+        if (broken !== null) {
+          this.#end(broken);
+          return;
+        }
+      }
+    })();
+  }
+
+  /** Hands one message on; answers the error that ends the connection, or null. */
+  #route(message: RecvResult): Error | null {
+    const context: ErrorContext = { operation: 'agent.subscribe', path: this.#socket };
+    if (message.eof) return agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the agent closed the connection', context);
+    const kind = classifyAgentMessage(message.data);
+    if (kind.kind === 'reply') {
+      if (this.#replies.length === MAX_UNTAKEN_REPLIES) {
+        message.fds.forEach((fd) => fs.closeSync(fd));
+        return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent replies to requests this client did not make', context);
+      }
+      this.#replies.push(message);
+      this.#wake?.();
+      return null;
+    }
+    // Announcements carry no fds.
+    message.fds.forEach((fd) => fs.closeSync(fd));
+    if (kind.kind === 'invalid') return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent sent ${kind.why}`, context);
+    if (kind.kind === 'announcement') this.#announce(kind.announcement);
+    return null;
+  }
+
+  /** Emits one announcement; a listener's exception is thrown again outside the loop (as from any emitter), and reading goes on. */
+  #announce(announcement: Announcement): void {
+    try {
+      if (announcement.event === 'prepare') {
+        this.emit('prepare', { deadline: new Date(announcement.deadline), deadlineMs: announcement.remainingMs, kernel: announcement.kernel });
+      } else {
+        this.emit('resume', { reason: announcement.reason, ...(announcement.code === undefined ? {} : { code: announcement.code }) });
+      }
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+
+  /** The next reply the loop received, waiting for it until `signal` or the connection's end. */
+  async #nextReply(operation: AgentOperation, signal: AbortSignal): Promise<RecvResult> {
+    for (;;) {
+      const reply = this.#replies.shift();
+      if (reply !== undefined) return reply;
+      if (this.#ended !== null || this.#fd < 0) throw this.#ended ?? this.#closedError(operation);
+      signal.throwIfAborted();
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          signal.removeEventListener('abort', wake);
+          this.#wake = null;
+          resolve();
+        };
+        this.#wake = wake;
+        signal.addEventListener('abort', wake, { once: true });
+      });
+    }
+  }
+
+  /** Ends the connection once: stops the loop, closes the fd and any fd a reply brought, and says why to a waiting request and to `'close'`. */
+  #end(error: Error | null): void {
+    if (this.#fd < 0) return;
+    const fd = this.#fd;
+    this.#fd = -1;
+    const reading = this.#reading;
+    this.#reading = null;
+    reading?.abort();
+    for (const reply of this.#replies.splice(0)) reply.fds.forEach((f) => fs.closeSync(f));
+    fs.closeSync(fd);
+    if (reading === null) return;
+    this.#ended = error;
+    this.#wake?.();
+    this.emit('close', ...(error === null ? [] : [error]));
+  }
+
+  #closedError(operation: AgentOperation): LiveUpdateError {
+    return agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the client is closed', { operation, path: this.#socket });
   }
 
   #timedOut(operation: AgentOperation, step: Step, timeoutMs: number): LiveUpdateError {

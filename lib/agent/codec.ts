@@ -4,10 +4,10 @@
  * measured), before any handler sees it; a reply becomes bytes only if it
  * fits in one message. Handlers never parse, and never check a name again.
  */
-import type { AgentOperation } from '../errors.js';
+import { agentError, type AgentOperation } from '../errors.js';
 import { invalidArgValue } from '../validate.js';
 import { checkClientName, kernelName } from './names.js';
-import { MAX_MESSAGE_BYTES, operationOf, parseRequest, type Envelope, type JsonValue, type SessionsRequest, type UpdateRequest } from './protocol.js';
+import { ANNOUNCEMENTS_VERSION, HELLO_VERSION, MAX_MESSAGE_BYTES, operationOf, parseRequest, type Announcement, type Envelope, type JsonValue, type SessionsRequest, type UpdateRequest } from './protocol.js';
 
 /** The deepest nesting of metadata (objects and arrays) the agent stores: far below V8's own stringify limit. */
 export const MAX_METADATA_DEPTH = 32;
@@ -37,7 +37,7 @@ export type CheckedRequest = { readonly v: number; readonly id: number; readonly
   | { readonly op: 'hello'; readonly versions: number[]; readonly client?: string | undefined }
   | { readonly op: 'createSession'; readonly session: CheckedName; readonly metadata: JsonValue; readonly metadataBytes: number }
   | { readonly op: 'attach' | 'retrieveSession' | 'release'; readonly session: CheckedName }
-  | { readonly op: 'ready' }
+  | { readonly op: 'ready' | 'subscribe' }
   | ({ readonly op: 'sessions' } & SessionsRequest)
   | ({ readonly op: 'update' } & UpdateRequest)
 );
@@ -57,8 +57,13 @@ export type Decoded = {
   readonly operation: AgentOperation;
 } & ({ readonly ok: true; readonly request: CheckedRequest } | { readonly ok: false; readonly error: Error; readonly fatal: boolean });
 
-/** Decodes one message from a peer of `uid`. Never throws. */
-export function decodeRequest(data: Buffer, uid: number): Decoded {
+/**
+ * Decodes one message from a peer of `uid` on a connection that speaks
+ * `version` (what its hello chose; the hello's own version before). Never
+ * throws. An operation newer than the connection's version is unknown
+ * there, as it is to an agent that never spoke that version.
+ */
+export function decodeRequest(data: Buffer, uid: number, version = HELLO_VERSION): Decoded {
   let envelope: Envelope;
   try {
     envelope = parseRequest(data);
@@ -66,6 +71,10 @@ export function decodeRequest(data: Buffer, uid: number): Decoded {
     return { id: 0, op: 'connect', operation: 'agent.connect', ok: false, error: error as Error, fatal: true };
   }
   const header = { id: envelope.id, op: envelope.op, operation: operationOf(envelope.op) };
+  if (envelope.op === 'subscribe' && version < ANNOUNCEMENTS_VERSION) {
+    const error = agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `unknown operation 'subscribe' in protocol version ${version} (announcements need version ${ANNOUNCEMENTS_VERSION})`, { operation: header.operation });
+    return { ...header, ok: false, error, fatal: true };
+  }
   try {
     return { ...header, ok: true, request: checkArguments(envelope, uid, header.operation) };
   } catch (error) {
@@ -128,11 +137,20 @@ export function depthOf(value: JsonValue): number {
 /** A reply that does not fit in one message: the handler's bug or a limit to document, never sent. */
 export class ReplyTooLargeError extends Error {}
 
-/** The bytes of a reply, or ReplyTooLargeError past {@link MAX_MESSAGE_BYTES}. */
-export function encodeReply(id: number, body: Record<string, JsonValue | undefined>): Buffer {
-  const bytes = Buffer.from(JSON.stringify({ v: 1, id, ...body }), 'utf8');
+/** The bytes of a reply in protocol `version`, or ReplyTooLargeError past {@link MAX_MESSAGE_BYTES}. */
+export function encodeReply(version: number, id: number, body: Record<string, JsonValue | undefined>): Buffer {
+  const bytes = Buffer.from(JSON.stringify({ v: version, id, ...body }), 'utf8');
   if (bytes.length > MAX_MESSAGE_BYTES) throw new ReplyTooLargeError(`a reply of ${bytes.length} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte message limit`);
   return bytes;
+}
+
+/**
+ * The bytes of an announcement: `event` and no `id`, which is what tells it
+ * from a reply. Always small (its only peer-sized field, the kernel path,
+ * is bounded by the update's own checks).
+ */
+export function encodeAnnouncement(version: number, announcement: Announcement): Buffer {
+  return Buffer.from(JSON.stringify({ v: version, ...announcement }), 'utf8');
 }
 
 /** How many bytes `value` adds to a reply as JSON. */

@@ -4,6 +4,7 @@
  * transitions; nothing else writes the state.
  */
 import type { Peer } from './policy.js';
+import { HELLO_VERSION } from './protocol.js';
 
 /** Where a connection is in its life. */
 export enum ConnectionState {
@@ -13,20 +14,31 @@ export enum ConnectionState {
   Serving = 'serving',
   /** Said `ready` and has taken no session since: does not block an update. */
   Ready = 'ready',
+  /** Subscribed, told `prepare` and has not said `ready` since: blocks the update. */
+  Preparing = 'preparing',
   /** Being dropped: nothing more is read, its sessions are let go. */
   Closing = 'closing',
 }
 
-/** What happens to a connection. */
-export type ConnectionEvent = 'hello' | 'ready' | 'took-session' | 'close';
+/**
+ * What happens to a connection: its own requests (`hello`, `ready`,
+ * `took-session`, `subscribe`), the agent's announcements to it
+ * (`prepare`, `resume`), its end.
+ */
+export type ConnectionEvent = 'hello' | 'ready' | 'took-session' | 'subscribe' | 'prepare' | 'resume' | 'close';
+
+const { AwaitingHello, Serving, Ready, Preparing, Closing } = ConnectionState;
 
 /** The state each event leads to, from each state (absent: the event is not allowed there). */
 const TRANSITIONS: Readonly<Record<ConnectionState, Partial<Record<ConnectionEvent, ConnectionState>>>> = {
-  [ConnectionState.AwaitingHello]: { hello: ConnectionState.Serving, close: ConnectionState.Closing },
-  // A second hello changes nothing (clients may repeat it).
-  [ConnectionState.Serving]: { hello: ConnectionState.Serving, ready: ConnectionState.Ready, 'took-session': ConnectionState.Serving, close: ConnectionState.Closing },
-  [ConnectionState.Ready]: { hello: ConnectionState.Ready, ready: ConnectionState.Ready, 'took-session': ConnectionState.Serving, close: ConnectionState.Closing },
-  [ConnectionState.Closing]: { close: ConnectionState.Closing },
+  [AwaitingHello]: { hello: Serving, close: Closing },
+  // A second hello changes nothing (clients may repeat it); resume undoes a ready said for the update that ended.
+  [Serving]: { hello: Serving, ready: Ready, 'took-session': Serving, subscribe: Serving, prepare: Preparing, resume: Serving, close: Closing },
+  // A ready said before the prepare does not count: quiesced means quiesced after being told.
+  [Ready]: { hello: Ready, ready: Ready, 'took-session': Serving, subscribe: Ready, prepare: Preparing, resume: Serving, close: Closing },
+  [Preparing]: { hello: Preparing, ready: Ready, 'took-session': Preparing, subscribe: Preparing, resume: Serving, close: Closing },
+  // An update's resume may reach a connection already going: nothing changes.
+  [Closing]: { resume: Closing, close: Closing },
 };
 
 /** A state change that the state machine does not allow: a bug in the agent, never a peer's doing. */
@@ -60,6 +72,12 @@ export interface Held {
 /** One client connection. */
 export class Connection<H extends Held = Held> {
   #state = ConnectionState.AwaitingHello;
+  #subscribed = false;
+  #leftWhilePreparing = false;
+  /** The protocol version its hello chose (the hello's own before). */
+  version = HELLO_VERSION;
+  /** Announcements sent to it that it has not taken yet (bounded: see Announcements). */
+  unsentAnnouncements = 0;
   /** Outgoing sessions this client created or re-attached to. */
   readonly holds = new Set<H>();
   /** The receive in progress, aborted to drop the connection. */
@@ -85,18 +103,33 @@ export class Connection<H extends Held = Held> {
 
   /** Whether it said hello (and is not closing). */
   get greeted(): boolean {
-    return this.#state === ConnectionState.Serving || this.#state === ConnectionState.Ready;
+    return this.#state === Serving || this.#state === Ready || this.#state === Preparing;
   }
 
-  /** Whether it blocks an update: it holds sessions and has not said ready since it last took one. */
+  /** Whether it asked for announcements (`subscribe`). */
+  get subscribed(): boolean {
+    return this.#subscribed;
+  }
+
+  /** Whether it ended after being told `prepare` and before saying ready. */
+  get leftWhilePreparing(): boolean {
+    return this.#leftWhilePreparing;
+  }
+
+  /**
+   * Whether it blocks an update: told `prepare` and not ready since, or
+   * holding sessions without having said ready since it last took one.
+   */
   get blocksUpdate(): boolean {
-    return this.#state === ConnectionState.Serving && this.holds.size > 0;
+    return this.#state === Preparing || (this.#state === Serving && this.holds.size > 0);
   }
 
   /** Applies `event`; throws TransitionError if the state machine does not allow it. */
   on(event: ConnectionEvent): void {
     const next = TRANSITIONS[this.#state][event];
     if (next === undefined) throw new TransitionError(`connection ${this.id}: '${event}' in state '${this.#state}'`);
+    if (event === 'close' && this.#state === Preparing) this.#leftWhilePreparing = true;
+    if (event === 'subscribe') this.#subscribed = true;
     this.#state = next;
     if (event === 'close') this.receiving?.abort();
     this.changes.notify();

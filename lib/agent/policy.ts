@@ -46,6 +46,13 @@ export interface PolicyFile {
   };
   /** The only kernel and initrd files an update may load: absolute paths of files, or of directories ending in `/`. Default: any file. */
   kernels?: string[];
+  /** What the kernel preflight's warnings do: `warn` (default) lets the update go on, `refuse` fails its check. */
+  preflight?: {
+    /** A next kernel whose build config is not found, so that whether it has LUO cannot be told (`kernel-luo`). */
+    unknownKernel?: 'warn' | 'refuse';
+    /** A next kernel of another release than the running one (`kernel-format`). */
+    crossRelease?: 'warn' | 'refuse';
+  };
   /** How many connections the agent serves at once: `total`, `perUid`, `reservedForRoot` (AGENT-PROTOCOL.md, "Limits"). */
   limits?: Partial<ConnectionLimits>;
   /** The service's `FileDescriptorStoreMax=`: the agent holds at most this many outgoing sessions minus two (its state and a refused manifest are parked too). Default: no limit. */
@@ -57,6 +64,14 @@ export interface PolicyFile {
     /** What happens to a session still unclaimed then. */
     action: 'keep' | 'finish';
   };
+}
+
+/** What the kernel preflight's warnings do: `refuse` turns one into a failed check. */
+export interface PreflightPolicy {
+  /** The next kernel's build config is not found (`kernel-luo`). */
+  readonly unknownKernel: 'warn' | 'refuse';
+  /** The next kernel is of another release (`kernel-format`). */
+  readonly crossRelease: 'warn' | 'refuse';
 }
 
 /** A policy with its names resolved to ids. */
@@ -98,6 +113,8 @@ export interface Policy {
   };
   /** The kernel and initrd paths (files, or directories ending in `/`) an update may load, or null for any. */
   readonly kernels: readonly string[] | null;
+  /** What the kernel preflight's warnings do. */
+  readonly preflight: PreflightPolicy;
   /** The connection caps. */
   readonly limits: ConnectionLimits;
   /** The outgoing sessions the agent may hold at once, from the fd store's size, or null for no limit. */
@@ -119,6 +136,7 @@ export const DEFAULT_POLICY: Policy = {
   onClientExit: 'keep',
   readiness: { waitFor: null, proceedAfterSeconds: null },
   kernels: null,
+  preflight: { unknownKernel: 'warn', crossRelease: 'warn' },
   limits: DEFAULT_CONNECTION_LIMITS,
   fdStoreMax: null,
   unclaimed: null,
@@ -207,6 +225,20 @@ function kernels(value: unknown): string[] | null {
   return value;
 }
 
+function preflight(value: unknown): PreflightPolicy {
+  if (value === undefined) return DEFAULT_POLICY.preflight;
+  if (typeof value !== 'object' || value === null) throw policyError('preflight must be an object');
+  const p = value as Record<string, unknown>;
+  const unknown = Object.keys(p).filter((k) => k !== 'unknownKernel' && k !== 'crossRelease');
+  if (unknown.length > 0) throw policyError(`preflight: unknown field(s): ${unknown.join(', ')}`);
+  const choice = (key: keyof PreflightPolicy): 'warn' | 'refuse' => {
+    const v = p[key] ?? DEFAULT_POLICY.preflight[key];
+    if (v !== 'warn' && v !== 'refuse') throw policyError(`preflight.${key} must be 'warn' or 'refuse'`);
+    return v;
+  };
+  return { unknownKernel: choice('unknownKernel'), crossRelease: choice('crossRelease') };
+}
+
 function fdStoreMax(value: unknown): number | null {
   if (value === undefined) return null;
   const max = count(value, 'fdStoreMax', 0);
@@ -218,7 +250,7 @@ function fdStoreMax(value: unknown): number | null {
 export function parsePolicy(value: unknown): Policy {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw policyError('the policy must be a JSON object');
   const file = value as PolicyFile & Record<string, unknown>;
-  const known = ['version', 'connect', 'update', 'quota', 'onClientExit', 'readiness', 'kernels', 'limits', 'fdStoreMax', 'unclaimed'];
+  const known = ['version', 'connect', 'update', 'quota', 'onClientExit', 'readiness', 'kernels', 'preflight', 'limits', 'fdStoreMax', 'unclaimed'];
   const unknown = Object.keys(file).filter((k) => !known.includes(k));
   if (unknown.length > 0) throw policyError(`unknown field(s): ${unknown.join(', ')}`);
   if (file.version !== undefined && file.version !== 1) throw policyError(`version ${String(file.version)} is not known (1 is)`);
@@ -241,6 +273,7 @@ export function parsePolicy(value: unknown): Policy {
     onClientExit: file.onClientExit ?? DEFAULT_POLICY.onClientExit,
     readiness: readiness(file.readiness),
     kernels: kernels(file.kernels),
+    preflight: preflight(file.preflight),
     limits: connectionLimits(file.limits ?? {}, 'limits', policyError),
     fdStoreMax: fdStoreMax(file.fdStoreMax),
     unclaimed,

@@ -9,7 +9,13 @@ import * as errors from '../errors.js';
 import { agentError, createError, isNativeSystemError, isOperation, LiveUpdateError, translateError, type AgentOperation, type ErrorContext } from '../errors.js';
 
 /** The protocol versions this package speaks; `hello` picks the highest both sides know. */
-export const PROTOCOL_VERSIONS: readonly number[] = [1];
+export const PROTOCOL_VERSIONS: readonly number[] = [1, 2];
+
+/** The version a `hello` is written in: the lowest, so that an agent that speaks only it still answers (the reply names the version chosen). */
+export const HELLO_VERSION = 1;
+
+/** The first version with `subscribe` and the agent's announcements (`prepare`, `resume`). */
+export const ANNOUNCEMENTS_VERSION = 2;
 
 /**
  * The largest message either side sends or accepts, in bytes: a longer
@@ -59,6 +65,7 @@ export type Request =
   | { op: 'retrieveSession'; name: string }
   | { op: 'release'; name: string }
   | { op: 'ready' }
+  | { op: 'subscribe' }
   | ({ op: 'sessions' } & SessionsRequest)
   | ({ op: 'update' } & UpdateRequest);
 
@@ -114,6 +121,12 @@ export type UpdateCheckName =
   | 'liveupdate-on'
   /** The next command line does not turn KHO off (`kho=` absent relies on the next kernel's default). */
   | 'kho-not-disabled'
+  /** The kernel image is an x86-64 bzImage (`detail`: its release, or the typed error's message). */
+  | 'kernel-image'
+  /** The running and the next kernel hand over in the same format (`kernel.preflight`). */
+  | 'kernel-format'
+  /** The next kernel has LUO, by its build config; passes with a warning when that cannot be told. */
+  | 'kernel-luo'
   /** The agent owns `/dev/liveupdate`. */
   | 'device-owned'
   /** `kexec_file_load` took the kernel (not in a dry run). */
@@ -133,6 +146,9 @@ export const UPDATE_CHECK_NAMES: readonly UpdateCheckName[] = [
   'initrd-readable',
   'liveupdate-on',
   'kho-not-disabled',
+  'kernel-image',
+  'kernel-format',
+  'kernel-luo',
   'device-owned',
   'kernel-allowed',
   'initrd-allowed',
@@ -159,7 +175,19 @@ export interface NotReadyClient {
   pid: number;
   /** Its user id. */
   uid: number;
+  /** True when it was told `prepare` and its connection ended before it said ready. */
+  disconnected?: boolean | undefined;
 }
+
+/**
+ * What the agent tells a subscribed client unasked (version 2): a message
+ * with `event` and no `id`, so that it cannot be taken for a reply.
+ */
+export type Announcement =
+  /** An update is coming: quiesce, preserve, say `ready` before `deadline` (ms since the epoch; `remainingMs` from when it was sent). `kernel`: the image the agent loads. */
+  | { event: 'prepare'; deadline: number; remainingMs: number; kernel: string }
+  /** The update announced by `prepare` will not happen (refused or failed): continue. `code`: the error's code. */
+  | { event: 'resume'; reason: string; code?: string | undefined };
 
 /** A session as `sessions` lists it. */
 export interface SessionInfo {
@@ -198,7 +226,7 @@ function field<T>(body: Record<string, unknown>, key: string, type: 'string' | '
 
 /** The agent-side name of a request's operation. */
 export function operationOf(op: string): AgentOperation {
-  const known: readonly string[] = ['hello', 'createSession', 'attach', 'retrieveSession', 'release', 'ready', 'sessions', 'update'];
+  const known: readonly string[] = ['hello', 'createSession', 'attach', 'retrieveSession', 'release', 'ready', 'subscribe', 'sessions', 'update'];
   return (known.includes(op) ? `agent.${op}` : 'agent.connect') as AgentOperation;
 }
 
@@ -238,6 +266,7 @@ export function parseRequest(data: Buffer): Envelope {
     case 'release':
       return { ...envelope, op, name: field(body, 'name', 'string', operation) };
     case 'ready':
+    case 'subscribe':
       return { ...envelope, op };
     case 'sessions': {
       const limit = field<number | undefined>(body, 'limit', 'number', operation, true);
@@ -326,4 +355,52 @@ export function fromWireError(wire: unknown, operation: AgentOperation): Error {
   };
   const system = errno === undefined ? undefined : { errno, code, syscall: optional<string>(wire['syscall'], 'string') ?? 'agent' };
   return createError(code, wire['message'], context, system);
+}
+
+/** What one message from the agent is, as the client tells them apart (version 2). */
+export type AgentMessage =
+  /** A reply to the client's request: it has an `id` and no `event`. */
+  | { kind: 'reply' }
+  /** An announcement: an `event` and no `id`. */
+  | { kind: 'announcement'; announcement: Announcement }
+  /** An announcement of a kind this client does not know: skipped (a later agent may add kinds). */
+  | { kind: 'unknown-event'; event: string }
+  /** Neither: the agent broke the protocol. */
+  | { kind: 'invalid'; why: string };
+
+/** Whether `value` is a finite number of at least 0. */
+function isTime(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0;
+}
+
+/**
+ * Tells a reply from an announcement, and checks an announcement's fields.
+ * A reply is only classified here; the request waiting for it reads it.
+ */
+export function classifyAgentMessage(data: Buffer): AgentMessage {
+  let body: unknown;
+  try {
+    body = JSON.parse(data.toString('utf8'));
+  } catch {
+    return { kind: 'invalid', why: 'a message that is not JSON' };
+  }
+  if (!isObject(body)) return { kind: 'invalid', why: 'a message that is not a JSON object' };
+  const hasId = Object.hasOwn(body, 'id');
+  const event = body['event'];
+  if (hasId && event === undefined) return { kind: 'reply' };
+  if (hasId || typeof event !== 'string') return { kind: 'invalid', why: "a message with both or neither of 'id' and 'event'" };
+  switch (event) {
+    case 'prepare': {
+      const { deadline, remainingMs, kernel } = body;
+      if (!isTime(deadline) || !isTime(remainingMs) || typeof kernel !== 'string') return { kind: 'invalid', why: "a 'prepare' without a deadline, remainingMs and kernel" };
+      return { kind: 'announcement', announcement: { event, deadline, remainingMs, kernel } };
+    }
+    case 'resume': {
+      const { reason, code } = body;
+      if (typeof reason !== 'string' || (code !== undefined && typeof code !== 'string')) return { kind: 'invalid', why: "a 'resume' without a reason" };
+      return { kind: 'announcement', announcement: { event, reason, ...(code === undefined ? {} : { code }) } };
+    }
+    default:
+      return { kind: 'unknown-event', event };
+  }
 }

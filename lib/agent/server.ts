@@ -19,8 +19,9 @@ import { LiveUpdate } from '../liveupdate.js';
 import { native } from '../native.js';
 import type { Session } from '../session.js';
 import { DEVICE_PATH } from '../status.js';
+import { Announcements } from './announcements.js';
 import { bounded, decodeRequest, encodeReply, jsonBytes, ReplyTooLargeError, type CheckedName, type CheckedRequest } from './codec.js';
-import { Connection, Notifier } from './connection.js';
+import { Connection, ConnectionState, Notifier } from './connection.js';
 import { closeQuietly, MANIFEST_FDNAME, park, restore, unpark, type RestoredState } from './fdstore.js';
 import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, type ConnectionLimits } from './listener.js';
 import { takeIncomingManifest, type Manifest } from './manifest.js';
@@ -64,10 +65,11 @@ export interface AgentOptions {
   restored?: RestoredState;
 }
 
-/** A reply: the JSON fields besides v/id/ok and an fd to pass with it. */
+/** A reply: the JSON fields besides v/id/ok, an fd to pass with it, and what to do once it is sent. */
 interface Reply {
   body: Record<string, JsonValue | undefined>;
   fd?: number | undefined;
+  afterSent?: (() => void) | undefined;
 }
 
 type Client = Connection<Entry>;
@@ -90,6 +92,7 @@ export class Agent {
   readonly #table: SessionTable;
   readonly #connections = new Set<Client>();
   readonly #changes = new Notifier();
+  readonly #announcements: Announcements;
   #device: LiveUpdate | null = null;
   #deviceError: LiveUpdateError | null = null;
   /** A manifest this agent must not read (newer major version): every request is refused with it. */
@@ -117,6 +120,11 @@ export class Agent {
       device: (operation) => this.#requireDevice(operation),
       event: (name, fields) => this.#event(name, fields),
       forgotten: (entry) => unpark(entry.kernelName),
+    });
+    this.#announcements = new Announcements({
+      connections: () => this.#connections,
+      sendTimeoutMs: this.#sendTimeoutMs,
+      event: (name, fields) => this.#event(name, fields),
     });
   }
 
@@ -275,7 +283,8 @@ export class Agent {
     this.#connections.add(c);
     this.#event('connected', this.#who(c));
     try {
-      while (!this.#stopped) {
+      // A connection the agent let go (an announcement it did not take) is closing: nothing more is read.
+      while (!this.#stopped && c.state !== ConnectionState.Closing) {
         const message = await this.#receive(c);
         if (message === null) break;
         await this.#answer(c, message);
@@ -291,7 +300,13 @@ export class Agent {
   async #receive(c: Client): Promise<Buffer | null> {
     const receiving = new AbortController();
     c.receiving = receiving;
-    const timer = c.greeted ? null : setTimeout(() => receiving.abort(), this.#helloTimeoutMs);
+    let helloLate = false;
+    const timer = c.greeted
+      ? null
+      : setTimeout(() => {
+          helloLate = true;
+          receiving.abort();
+        }, this.#helloTimeoutMs);
     try {
       const { data, fds, eof } = await recvFds(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS, signal: receiving.signal });
       fds.forEach(closeQuietly);
@@ -300,7 +315,7 @@ export class Agent {
       if (error instanceof FdPassError) {
         await this.#refuse(c, 0, 'agent.connect', 'ERR_LIVEUPDATE_AGENT_PROTOCOL', error.message);
       }
-      if (receiving.signal.aborted && !this.#stopped) {
+      if (helloLate && !this.#stopped) {
         await this.#refuse(c, 0, 'agent.hello', 'ERR_LIVEUPDATE_AGENT_PROTOCOL', `no hello within ${this.#helloTimeoutMs} ms`);
       }
       throw error instanceof Error ? error : new Error(String(error));
@@ -318,7 +333,7 @@ export class Agent {
   }
 
   async #answer(c: Client, message: Buffer): Promise<void> {
-    const decoded = decodeRequest(message, c.peer.uid);
+    const decoded = decodeRequest(message, c.peer.uid, c.version);
     if (!decoded.ok && decoded.fatal) {
       await this.#refuse(c, decoded.id, decoded.operation, 'ERR_LIVEUPDATE_AGENT_PROTOCOL', decoded.error.message.replace(/^ERR_\w+: /, ''));
     }
@@ -339,18 +354,19 @@ export class Agent {
       return;
     }
     await this.#send(c, id, { ok: true, ...reply.body }, reply.fd);
+    reply.afterSent?.();
   }
 
   async #send(c: Client, id: number, body: Record<string, JsonValue | undefined>, fd?: number | undefined): Promise<void> {
     let bytes: Buffer;
     try {
-      bytes = encodeReply(id, body);
+      bytes = encodeReply(c.version, id, body);
     } catch (error) {
       if (!(error instanceof ReplyTooLargeError)) throw error;
       // Never sent: the client gets a refusal it can read instead of a message it would drop.
       this.#event('reply-too-large', { ...this.#who(c), message: error.message });
       const refusal = agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', error.message, { operation: 'agent.connect' });
-      bytes = encodeReply(id, { ok: false, error: toWireError(refusal, 'agent.connect') as unknown as JsonValue });
+      bytes = encodeReply(c.version, id, { ok: false, error: toWireError(refusal, 'agent.connect') as unknown as JsonValue });
       fd = undefined;
     }
     try {
@@ -391,6 +407,10 @@ export class Agent {
         c.on('ready');
         this.#event('ready', { ...this.#who(c), sessions: c.holds.size });
         return { body: { sessions: c.holds.size } };
+      case 'subscribe':
+        // Subscribed once the reply is sent: no announcement comes before it.
+        this.#event('subscribed', this.#who(c));
+        return { body: { subscribed: true }, afterSent: () => this.#announcements.subscribe(c) };
       case 'update':
         return this.#update(c, r);
     }
@@ -403,7 +423,8 @@ export class Agent {
       throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `no common protocol version (the agent speaks ${PROTOCOL_VERSIONS.join(', ')})`, { operation: 'agent.hello' });
     }
     c.on('hello');
-    this.#event('hello', { ...this.#who(c), clientName: client ?? null });
+    c.version = version;
+    this.#event('hello', { ...this.#who(c), clientName: client ?? null, version });
     return {
       body: {
         version,
@@ -480,6 +501,7 @@ export class Agent {
         who: this.#who(c),
         event: (name, fields) => this.#event(name, fields),
         announce: (report) => this.#send(c, r.id, { ok: true, ...report }),
+        prepare: (prepare) => this.#announcements.prepare(prepare, c),
       },
       r,
     ));

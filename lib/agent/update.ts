@@ -6,18 +6,20 @@
  * @internal
  */
 import * as fs from 'node:fs';
-import { agentError, type UpdateRefusedDetails } from '../errors.js';
+import { agentError, LiveUpdateError, type UpdateRefusedDetails } from '../errors.js';
 import * as kexec from '../kexec.js';
 import type { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import { kernelBoolParam, kernelParam } from '../diagnosis.js';
+import { inspectSync, type KernelPreflight } from '../kernel-image.js';
 import { bounded } from './codec.js';
+import type { PrepareRound } from './announcements.js';
 import type { Connection, Notifier } from './connection.js';
 import { closeQuietly } from './fdstore.js';
 import { writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
 import { AGENT_SESSION_NAME } from './names.js';
 import type { JsonValue, NotReadyClient, UpdateCheck, UpdateRequest } from './protocol.js';
-import { permits, type Peer, type Policy } from './policy.js';
+import { DEFAULT_POLICY, permits, type Peer, type Policy, type PreflightPolicy } from './policy.js';
 import type { Entry, SessionTable } from './sessions.js';
 
 /** The most clients a reply names (`notReady`, `proceededWithout`), so that it fits in one message whatever the number of connections; the message gives the count. */
@@ -47,6 +49,8 @@ export interface UpdateContext {
   event(name: string, fields: Record<string, JsonValue | undefined>): void;
   /** Sends the `phase: "kexec"` reply, just before the jump. */
   announce(body: Record<string, JsonValue>): Promise<void>;
+  /** Tells every subscribed client (but the asker) that the update is coming, and what to wait for. */
+  prepare(prepare: { deadline: number; kernel: string }): PrepareRound;
 }
 
 /** Runs one update; resolves only for a dry run (a jump never returns), rejects with the refusal or the failure. */
@@ -59,16 +63,25 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
   }
   ctx.table.beginUpdate();
   try {
-    const checks = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table) });
+    const { checks, kernel } = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table), preflight: ctx.policy.preflight });
+    const report = kernel === null ? {} : { kernel };
     const failed = checks.filter((x) => !x.ok);
-    if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [] });
-    if (r.dryRun) return { dryRun: true, checks: checks as unknown as JsonValue };
-    await kexec.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
-    // From here on, whatever ends the update without a jump unloads the kernel first.
+    if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [], ...report });
+    if (r.dryRun) return { dryRun: true, checks: checks as unknown as JsonValue, ...(report as Record<string, JsonValue>) };
+    // Announced before the load, so that the clients quiesce while the kernel is read; the deadline counts from here.
+    const round = ctx.prepare({ deadline: Date.now() + r.timeoutMs, kernel: r.kernel });
     try {
-      return await afterLoad(ctx, r, checks, startedAt);
+      await kexec.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
+      // From here on, whatever ends the update without a jump unloads the kernel first.
+      try {
+        return await afterLoad(ctx, r, checks, startedAt, round);
+      } catch (error) {
+        await kexec.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
+        throw error;
+      }
     } catch (error) {
-      await kexec.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
+      // Unloaded first: a client told to resume finds nothing loaded.
+      round.resume(bounded(error instanceof Error ? error.message : String(error), 1024), error instanceof LiveUpdateError ? error.code : undefined);
       throw error;
     }
   } finally {
@@ -76,17 +89,22 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
   }
 }
 
-async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateCheck[], startedAt: number): Promise<never> {
+async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateCheck[], startedAt: number, round: PrepareRound): Promise<never> {
   checks.push({ name: 'kexec-loaded', ok: true });
   ctx.event('kexec-loaded', { ...ctx.who, kernel: bounded(r.kernel) });
-  const { notReady, passed } = await waitReady(ctx, r.timeoutMs);
+  const { notReady, passed } = await waitReady(ctx, r, round);
   stopping(ctx, checks);
   const proceededWithout = r.proceedWithout === true ? [...passed, ...notReady] : passed;
   if (notReady.length > 0 && r.proceedWithout !== true) {
     const named = notReady.slice(0, MAX_LISTED_CLIENTS);
     const more = notReady.length > named.length ? ` and ${notReady.length - named.length} more` : '';
-    refuse(ctx, `${notReady.length} client(s) not ready within ${r.timeoutMs} ms: ${named.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid})`).join(', ')}${more}`, { checks, notReady: named });
+    const which = named.map((x) => `client ${x.id} (pid ${x.pid}, uid ${x.uid}${x.disconnected === true ? ', disconnected while preparing' : ''})`);
+    // A client gone mid-prepare ends the wait at once: the deadline did not pass then.
+    const when = notReady.some((x) => x.disconnected === true) ? '' : ` within ${r.timeoutMs} ms`;
+    refuse(ctx, `${notReady.length} client(s) not ready${when}: ${which.join(', ')}${more}`, { checks, notReady: named });
   }
+  // Nobody subscribing from here on is told prepare: the manifest is about to be sealed.
+  round.close();
   checks.push({ name: 'clients-ready', ok: true, ...(proceededWithout.length === 0 ? {} : { detail: `went on without ${proceededWithout.length} client(s), their sessions kept` }) });
   const sessions = await ctx.table.beginSealing();
   stopping(ctx, checks);
@@ -124,14 +142,19 @@ function refuse(ctx: UpdateContext, why: string, details: UpdateRefusedDetails):
  * back, or the deadline, or the agent's stop; woken by every connection
  * transition. Answers those still not ready, and those the policy let the
  * update go on without (not among `waitFor`, or past `proceedAfterSeconds`).
+ * A client told `prepare` that disconnects before saying ready is not ready
+ * for good: without `proceedWithout` the wait ends there (its state may be
+ * half saved; refusing keeps its sessions in this kernel, where it can
+ * attach again).
  */
-async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<{ notReady: NotReadyClient[]; passed: NotReadyClient[] }> {
+async function waitReady(ctx: UpdateContext, r: UpdateRequest, round: PrepareRound): Promise<{ notReady: NotReadyClient[]; passed: NotReadyClient[] }> {
   const { waitFor, proceedAfterSeconds } = ctx.policy.readiness;
   const graceMs = proceedAfterSeconds === null ? Infinity : proceedAfterSeconds * 1000;
   const startedAt = Date.now();
-  const describe = (c: Connection<Entry>): NotReadyClient => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid });
+  const describe = (c: Connection<Entry>): NotReadyClient => ({ id: c.id, pid: c.peer.pid, uid: c.peer.uid, ...(c.leftWhilePreparing ? { disconnected: true } : {}) });
   const split = (): { notReady: NotReadyClient[]; passed: NotReadyClient[] } => {
-    const blocking = [...ctx.connections()].filter((c) => c.blocksUpdate);
+    const gone = [...round.prepared].filter((c) => c.leftWhilePreparing) as Array<Connection<Entry>>;
+    const blocking = [...[...ctx.connections()].filter((c) => c.blocksUpdate && !gone.includes(c)), ...gone];
     const graceOver = Date.now() - startedAt >= graceMs;
     const waited = (c: Connection<Entry>): boolean => !graceOver && (waitFor === null || permits(waitFor, c.peer));
     return { notReady: blocking.filter(waited).map(describe), passed: blocking.filter((c) => !waited(c)).map(describe) };
@@ -139,12 +162,15 @@ async function waitReady(ctx: UpdateContext, timeoutMs: number): Promise<{ notRe
   const timers: NodeJS.Timeout[] = [];
   const after = (ms: number): Promise<void> => new Promise((resolve) => timers.push(setTimeout(resolve, Math.min(ms, 2 ** 31 - 1))));
   const stopped = new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
-  const deadline = after(timeoutMs).then(() => 'deadline' as const);
-  const events = [ctx.changes.changed(), stopped, deadline, ...(graceMs < timeoutMs ? [after(graceMs)] : [])];
+  // The deadline announced with prepare, before the load: the load's time counts.
+  const remainingMs = Math.max(0, round.deadline - Date.now());
+  const deadline = after(remainingMs).then(() => 'deadline' as const);
+  const events = [ctx.changes.changed(), stopped, deadline, ...(graceMs < remainingMs ? [after(graceMs)] : [])];
   try {
     for (;;) {
       const state = split();
       if (state.notReady.length === 0 || ctx.signal.aborted) return state;
+      if (r.proceedWithout !== true && state.notReady.some((x) => x.disconnected === true)) return state;
       const woke = await Promise.race(events);
       if (woke === 'deadline') return split();
       events[0] = ctx.changes.changed();
@@ -181,12 +207,20 @@ async function sealManifest(ctx: UpdateContext, r: UpdateRequest, startedAt: num
   }
 }
 
-/** The checks before anything is loaded: files readable, LUO and KHO kept on the next command line, the device owned. */
+/** The checks before anything is loaded, and the kernel preflight's report (null when the image was not read). */
+export interface UpdateChecks {
+  /** Each check, in order. */
+  checks: UpdateCheck[];
+  /** What {@link inspectSync} found about the two kernels. */
+  kernel: KernelPreflight | null;
+}
+
+/** The checks before anything is loaded: files readable, LUO and KHO kept on the next command line, the next kernel able to take the handover, the device owned. */
 export function updateChecks(
   r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline' | 'proceedWithout'>,
   haveDevice: boolean,
-  agent: { kernels: readonly string[] | null; waiting: number } = { kernels: null, waiting: 0 },
-): UpdateCheck[] {
+  agent: { kernels: readonly string[] | null; waiting: number; preflight?: PreflightPolicy } = { kernels: null, waiting: 0 },
+): UpdateChecks {
   const readable = (name: 'kernel-readable' | 'initrd-readable', file: string): UpdateCheck => {
     try {
       fs.accessSync(file, fs.constants.R_OK);
@@ -197,8 +231,11 @@ export function updateChecks(
   };
   const liveupdate = kernelParam(r.cmdline, 'liveupdate');
   const kho = kernelParam(r.cmdline, 'kho');
-  return [
-    readable('kernel-readable', r.kernel),
+  const kernelReadable = readable('kernel-readable', r.kernel);
+  // An unreadable image has failed already: the preflight would only say it again.
+  const preflight = kernelReadable.ok ? kernelChecks(r.kernel, r.cmdline, agent.preflight ?? DEFAULT_POLICY.preflight) : { checks: [], report: null };
+  const checks: UpdateCheck[] = [
+    kernelReadable,
     ...(r.initrd === undefined ? [] : [readable('initrd-readable', r.initrd)]),
     { name: 'liveupdate-on', ok: kernelBoolParam(r.cmdline, 'liveupdate', false), detail: `liveupdate=${liveupdate ?? '(absent)'}` },
     {
@@ -207,6 +244,7 @@ export function updateChecks(
       ok: kernelBoolParam(r.cmdline, 'kho', true),
       detail: kho === null ? 'kho= absent: the next kernel must enable KHO by default (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT)' : `kho=${kho}`,
     },
+    ...preflight.checks,
     { name: 'device-owned', ok: haveDevice, detail: haveDevice ? 'the agent owns /dev/liveupdate' : 'the agent has no /dev/liveupdate' },
     ...(agent.kernels === null ? [] : [allowed('kernel-allowed', r.kernel, agent.kernels)]),
     ...(agent.kernels === null || r.initrd === undefined ? [] : [allowed('initrd-allowed', r.initrd, agent.kernels)]),
@@ -217,6 +255,39 @@ export function updateChecks(
       detail: agent.waiting === 0 ? 'none waits' : `${agent.waiting} wait${r.proceedWithout === true ? ': dropped by proceedWithout' : ''}`,
     },
   ];
+  return { checks, kernel: preflight.report };
+}
+
+/**
+ * The kernel preflight as checks: the image a bzImage, both kernels of one
+ * handover format, LUO in the next one; the policy may make a release
+ * change or a kernel whose config is not found fail them too.
+ */
+function kernelChecks(kernel: string, cmdline: string, policy: PreflightPolicy): { checks: UpdateCheck[]; report: KernelPreflight | null } {
+  let report: KernelPreflight;
+  try {
+    report = inspectSync({ kernel, cmdline });
+  } catch (error) {
+    return { checks: [{ name: 'kernel-image', ok: false, detail: (error as Error).message }], report: null };
+  }
+  const { running, target } = report;
+  const refusal = (code: string): string | undefined => report.refusals.find((x) => x.code === code)?.message;
+  const crossing = policy.crossRelease === 'refuse' && running.release !== target.release;
+  const unknown = policy.unknownKernel === 'refuse' && target.liveUpdate.present === null;
+  const format = refusal('ERR_LIVEUPDATE_HANDOVER_FORMAT') ?? (crossing ? `kernel ${running.release} to ${target.release} changes release, which the policy refuses (preflight.crossRelease)` : undefined);
+  const luo = refusal('ERR_LIVEUPDATE_KERNEL_WITHOUT_LUO') ?? (unknown ? `whether kernel ${target.release} has LUO cannot be told (no build config found), which the policy refuses (preflight.unknownKernel)` : undefined);
+  const formats = running.format === null
+    ? `the running kernel ${running.release} has no LUO on: nothing to hand over`
+    : `${running.release} writes ${running.format} (${running.formatSource}), ${target.release} reads ${target.format ?? (target.liveUpdate.present === false ? 'none (no LUO)' : 'an unknown format')}`;
+  const built = target.liveUpdate.present === true ? `built with LUO (${target.liveUpdate.config})` : 'cannot tell: no build config found (a warning)';
+  return {
+    report,
+    checks: [
+      { name: 'kernel-image', ok: true, detail: `${target.release} (boot protocol ${target.bootProtocol}, ${target.compression})` },
+      { name: 'kernel-format', ok: format === undefined, detail: format ?? formats },
+      { name: 'kernel-luo', ok: luo === undefined, detail: luo ?? built },
+    ],
+  };
 }
 
 /** The path with every link resolved, or the path as given when it cannot be (the checks then say why). */

@@ -23,6 +23,8 @@ export function helloReply(request: FakeRequest): Record<string, unknown> {
 export interface FakeAgent {
   /** Every request received, in order. */
   readonly requests: FakeRequest[];
+  /** The connections open now (fd numbers), so that a test can send what the agent sends unasked. */
+  readonly connections: Set<number>;
   /** Stops listening and closes every connection. */
   close(): void;
 }
@@ -31,11 +33,13 @@ export interface FakeAgent {
 export function fakeAgent(socket: string, answer: (request: FakeRequest) => FakeReply | Promise<FakeReply>): FakeAgent {
   const listenFd = native.unixBind(native.SOCK_SEQPACKET, socket);
   const requests: FakeRequest[] = [];
+  const connections = new Set<number>();
   // Each connection's loop closes its own fd when this aborts: closing the numbers here
   // could close a number the next fake agent (or anything else) has been given since.
   const stop = new AbortController();
   let waiting: Cancellable<boolean> | null = null;
   const serve = async (fd: number): Promise<void> => {
+    connections.add(fd);
     try {
       while (!stop.signal.aborted) {
         const message = await recvFds(fd, { maxBytes: 1 << 20, maxFds: 0, signal: stop.signal });
@@ -48,6 +52,7 @@ export function fakeAgent(socket: string, answer: (request: FakeRequest) => Fake
     } catch {
       // The client went away, or the test closed us.
     } finally {
+      connections.delete(fd);
       fs.closeSync(fd);
     }
   };
@@ -65,6 +70,7 @@ export function fakeAgent(socket: string, answer: (request: FakeRequest) => Fake
   })();
   return {
     requests,
+    connections,
     close(): void {
       stop.abort();
       waiting?.cancel();

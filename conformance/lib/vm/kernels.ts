@@ -6,6 +6,7 @@
  * test file handler in vm/luo-test-handler/) count, and of each series
  * (7.2, 7.3, ...) only the newest.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -130,4 +131,32 @@ export function kernelsCanMountSystemDisk(images: readonly string[]): boolean {
     }
     return SYSTEM_DISK_OPTIONS.every((option) => new RegExp(`^${option}=y$`, 'm').test(config));
   });
+}
+
+/** A kernel as Debian ships it, with its build config beside it. */
+export interface DebianKernel {
+  /** Host path of the image (`<cache>/kernels-debian/RELEASE/vmlinuz`). */
+  readonly path: string;
+  /** Its build config, beside it. */
+  readonly config: string;
+  /** Its release (`7.3.4+deb13-cloud-amd64`), from the image's header. */
+  readonly release: string;
+  /** Where a guest puts the two files, as Debian installs them: `/usr/lib/modules/RELEASE/`. */
+  readonly guestFiles: Readonly<Record<string, string>>;
+}
+
+/**
+ * Debian's own cloud kernel of `series` (default 7.3), built without LUO
+ * (CONFIG_KEXEC_HANDOVER off): a real kernel for a preflight to refuse.
+ * Fetched once by `vm/build-kernel.sh --debian-image` (about 15 MB through
+ * the private apt root) and cached under `<cache>/kernels-debian/`.
+ */
+export function debianKernel(series = '7.3'): DebianKernel {
+  const script = path.join(packageRoot(), 'vm', 'build-kernel.sh');
+  const image = execFileSync('bash', [script, '--debian-image', series], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const release = kernelRelease(image);
+  if (release === undefined) throw new Error(`${image} has no release in its setup header`);
+  const config = path.join(path.dirname(image), 'config');
+  const guest = `/usr/lib/modules/${release}`;
+  return { path: image, config, release, guestFiles: { [`${guest}/vmlinuz`]: image, [`${guest}/config`]: config } };
 }

@@ -46,8 +46,8 @@ require('node:readline').createInterface({ input: process.stdin }).on('line', (l
 
 type Answer = { ok: true; value: JsonValue } | { ok: false; error: { class: string; code: string; message: string } };
 
-/** A client process of `uid`. */
-class Peer {
+/** A client process of `uid` that runs the code it is sent (also used by the announcements scenario). */
+export class Peer {
   readonly child: ChildProcess;
   readonly #waiting: Array<(answer: Answer) => void> = [];
 
