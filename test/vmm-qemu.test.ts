@@ -5,14 +5,14 @@
  * orchestrator does around a kexec. Then each failure it promises a typed
  * error for, and its QMP client against hostile peers.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recvFds } from '../lib/index.js';
-import { buildCounterGuest } from '../conformance/lib/vm/vmm-qemu.js';
+import { buildCounterGuest, buildQemuVmm } from '../conformance/lib/vm/vmm-qemu.js';
 import { GuestNotAnsweringError, GuestNotResumedError, QemuUnsupportedError, QmpClosedError, QmpCommandError, QmpProtocolError, QmpTimeoutError, StateTooLargeError, StateTruncatedError } from '../examples/qemu-vmm/errors.js';
 import { STATE_BLOCK } from '../examples/qemu-vmm/guest.js';
 import { QmpClient } from '../examples/qemu-vmm/qmp.js';
@@ -189,6 +189,32 @@ net.createServer((c) => {
       expect((error as Error).message).toBe('this QEMU cannot keep guest RAM in place across a restart: QEMU 2.12.0 (old) has no x-ignore-shared migration capability (QEMU 4.0 or later has it)');
     });
   }, 60_000);
+});
+
+describe('the orchestrator program (main.js, compiled with tsc -p examples/qemu-vmm as its README says)', () => {
+  let program: string;
+  beforeAll(() => {
+    const out = buildQemuVmm(path.join(__dirname, '..', 'examples', 'qemu-vmm'));
+    // Beside a node_modules that finds the package, as in a user's project.
+    program = path.join(dir, 'project', 'main.js');
+    fs.cpSync(out, path.dirname(program), { recursive: true });
+    fs.symlinkSync(path.join(__dirname, '..', 'node_modules'), path.join(dir, 'project', 'node_modules'));
+  }, 120_000);
+
+  const run = (args: readonly string[]) => spawnSync(process.execPath, [program, ...args], { encoding: 'utf8', timeout: 30_000, env: { PATH: process.env['PATH'] ?? '' } });
+
+  it('without an agent: AgentUnavailableError (ENOENT) on stderr, a failed step on stdout, exit status 69, and no QEMU started', () => {
+    const out = run(['--name', 'vm1', '--guest', guest, '--socket', path.join(dir, 'no-agent.sock'), '--json']);
+    expect(out.stderr).toMatch(/^AgentUnavailableError \(ENOENT\): ENOENT: /);
+    expect(JSON.parse(out.stdout)).toMatchObject({ step: 'failed', error: 'AgentUnavailableError', code: 'ENOENT' });
+    expect(out.status).toBe(69);
+  });
+
+  it('without --name or --guest: the usage on stderr, exit status 2', () => {
+    const out = run(['--guest', guest]);
+    expect(out.stderr).toMatch(/^usage: node main\.js --name VM --guest IMAGE/);
+    expect(out.status).toBe(2);
+  });
 });
 
 /** A QMP peer of the test's making on a Unix socket; `serve` gets each connection. */
