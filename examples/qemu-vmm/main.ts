@@ -8,8 +8,11 @@
  * First start (the agent has no session of this name to hand back): a RAM
  * memfd of N MiB, a session from the agent with the RAM preserved in it at
  * once (pinning RAM takes time that must not be downtime), QEMU running the
- * guest from that RAM. When the update is announced: `stop`, the device
- * state into a second memfd over QMP, that memfd preserved too, `ready`.
+ * guest from that RAM, and a subscription to the agent's announcements.
+ * On `prepare` (an update is coming): `stop`, the device state into a
+ * second memfd over QMP, that memfd preserved too, `ready`. On `resume`
+ * (the update was refused or failed): the guest restored from the same two
+ * memfds in this kernel, running again, and waiting for the next `prepare`.
  *
  * After the kexec (the agent hands the session back): both memfds
  * retrieved, a new QEMU on the same RAM with `-incoming defer`, the state
@@ -21,19 +24,24 @@
  * wall clock in ms. Runs until SIGTERM or SIGINT, which end QEMU.
  * Exit status: 0 done, 69 no agent answers, 2 usage, 1 any other failure.
  */
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { AGENT_SOCKET, AgentClient, AgentUnavailableError, SessionNotFoundError, type Session } from 'liveupdate';
+import { AGENT_SOCKET, AgentClient, AgentUnavailableError, SessionNotFoundError, TokenNotFoundError, type AgentClientEvents, type Session } from 'liveupdate';
 import { readCounters } from './guest.js';
 import { Vm, type VmConfig } from './vm.js';
 
 const EX_UNAVAILABLE = 69;
 const EX_USAGE = 2;
-/** The RAM memfd's token in the VM's session, and the state memfd's. */
+/**
+ * The RAM memfd's token in the VM's session, and the first state memfd's.
+ * A file cannot be taken out of a session once preserved: each update that
+ * was announced, then refused, leaves its state behind, and the next one's
+ * goes under the next token. After the kexec the last one is the state.
+ */
 const RAM_TOKEN = 1n;
-const STATE_TOKEN = 2n;
+const FIRST_STATE_TOKEN = 2n;
 const USAGE = 'usage: node main.js --name VM --guest IMAGE [--ram-mib N] [--socket PATH] [--qemu BINARY] [--accel auto|kvm|tcg] [--tb-size MiB] [--json]';
 
 let json = false;
@@ -43,20 +51,10 @@ function step(name: string, fields: Record<string, unknown> = {}): void {
   process.stdout.write(json ? `${JSON.stringify(record)}\n` : `${name}${Object.keys(fields).length === 0 ? '' : ` ${JSON.stringify(fields)}`}\n`);
 }
 
-/**
- * Resolves when the host announces an update. The agent's announcements
- * (protocol 2) are not in every agent yet: until then the orchestrator
- * takes the word `prepare` on its stdin as the announcement.
- */
-function updateAnnounced(): Promise<void> {
-  return new Promise((resolve) => {
-    const lines = createInterface({ input: process.stdin });
-    lines.on('line', (line) => {
-      if (line.trim() !== 'prepare') return;
-      lines.close();
-      resolve();
-    });
-  });
+/** The agent's next announcement of a kind. */
+async function announced<K extends 'prepare' | 'resume'>(agent: AgentClient, kind: K): Promise<AgentClientEvents[K][0]> {
+  const [event] = (await once(agent, kind)) as AgentClientEvents[K];
+  return event;
 }
 
 /** Resolves on SIGTERM or SIGINT. */
@@ -67,35 +65,65 @@ function stopRequested(): Promise<string> {
   });
 }
 
-/** First start: boot the guest, preserve its RAM, and quiesce when the update comes. */
-async function firstStart(agent: AgentClient, config: VmConfig, ramMib: number): Promise<void> {
+/**
+ * First start: boot the guest, preserve its RAM, and quiesce each time an
+ * update is announced; resume the guest in this kernel when it is called off.
+ * Never returns (the kexec ends the process); `current.vm` is the VM
+ * running now, for whoever stops the program.
+ */
+async function firstStart(agent: AgentClient, config: VmConfig, ramMib: number, current: { vm?: Vm }): Promise<never> {
   const session: Session = await agent.createSession(config.name, { metadata: { ramMib, guest: config.kernel } });
-  const vm = await Vm.boot(config, ramMib << 20);
+  let vm = (current.vm = await Vm.boot(config, ramMib << 20));
   const qemu = vm.qemu!;
   step('guest-running', { qemu: qemu.version, accelerator: qemu.accelerator, method: qemu.method, pid: qemu.pid ?? null, ramMib, counter: readCounters(vm.ram).count });
   let started = Date.now();
   await session.preserve(vm.ram, RAM_TOKEN);
   step('ram-preserved', { ms: Date.now() - started, session: session.name });
+  await agent.subscribe();
+  step('subscribed');
+  for (let stateToken = FIRST_STATE_TOKEN; ; stateToken++) {
+    const prepare = await announced(agent, 'prepare');
+    step('prepare', { kernel: prepare.kernel, deadlineMs: prepare.deadlineMs, counter: readCounters(vm.ram).count });
+    const suspended = await vm.suspend();
+    const { trailer, at } = suspended;
+    step('stopped', { at: at['stopped'], counter: trailer.countAtStop });
+    step('state-saved', { at: at['saved'], bytes: trailer.stateBytes, method: trailer.method });
+    step('qemu-ended', { at: at['quit'] });
+    started = Date.now();
+    await session.preserve(suspended.state, stateToken);
+    step('state-preserved', { ms: Date.now() - started, token: String(stateToken) });
+    await agent.ready();
+    step('ready');
+    const resume = await announced(agent, 'resume');
+    step('resume', { reason: resume.reason, code: resume.code ?? null });
+    const resumed = await Vm.restore(config, vm.ram, suspended.state);
+    fs.closeSync(suspended.state);
+    vm = current.vm = resumed.vm;
+    step('guest-running', { counter: resumed.counting.count, afterRefusedUpdate: true });
+  }
+}
 
-  await updateAnnounced();
-  step('prepare', { counter: readCounters(vm.ram).count });
-  const suspended = await vm.suspend();
-  const { trailer, at } = suspended;
-  step('stopped', { at: at['stopped'], counter: trailer.countAtStop });
-  step('state-saved', { at: at['saved'], bytes: trailer.stateBytes, method: trailer.method });
-  step('qemu-ended', { at: at['quit'] });
-  started = Date.now();
-  await session.preserve(suspended.state, STATE_TOKEN);
-  step('state-preserved', { ms: Date.now() - started });
-  await agent.ready();
-  step('ready');
+/** After the kexec: the state memfd is the one under the highest token (earlier ones were left by refused updates). */
+async function retrieveState(session: Session): Promise<number> {
+  let state: number | undefined;
+  for (let token = FIRST_STATE_TOKEN; ; token++) {
+    let fd: number;
+    try {
+      fd = await session.retrieve(token);
+    } catch (error) {
+      if (error instanceof TokenNotFoundError && state !== undefined) return state;
+      throw error;
+    }
+    if (state !== undefined) fs.closeSync(state);
+    state = fd;
+  }
 }
 
 /** After the kexec: restore the guest from the session the agent handed back, check it, and only then let the session go. */
 async function afterKexec(agent: AgentClient, config: VmConfig, session: Session): Promise<Vm> {
   step('claimed', { session: session.name });
   const ram = await session.retrieve(RAM_TOKEN);
-  const state = await session.retrieve(STATE_TOKEN);
+  const state = await retrieveState(session);
   step('retrieved', { ramBytes: fs.fstatSync(ram).size, stateBytes: fs.fstatSync(state).size });
   let resumed;
   try {
@@ -159,12 +187,15 @@ async function main(): Promise<number> {
     if (!(error instanceof SessionNotFoundError)) throw error;
   }
   if (session === undefined) {
-    await firstStart(agent, config, ramMib);
-    step('stopping', { signal: await stopped });
+    // The first start runs until the kexec, a signal, or the agent going away.
+    const current: { vm?: Vm } = {};
+    const ended = await Promise.race([firstStart(agent, config, ramMib, current), stopped, once(agent, 'close').then(() => 'the agent connection ended')]);
+    step('stopping', { why: ended });
+    await current.vm?.close();
     return 0;
   }
   const vm = await afterKexec(agent, config, session);
-  step('stopping', { signal: await stopped });
+  step('stopping', { why: await stopped });
   await vm.close();
   step('stopped-qemu');
   return 0;

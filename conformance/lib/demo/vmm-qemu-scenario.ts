@@ -2,12 +2,16 @@
  * A real VMM across a live update, the guest side (two stages, the systemd
  * guest image, whose Debian sid carries QEMU). Stage 1: the agent starts,
  * the QEMU VMM example (examples/qemu-vmm/, at /lu/qemu-vmm) boots the
- * counter guest under QEMU on a RAM memfd it preserves at once; on the
- * update's announcement it stops the guest, saves the device state into a
- * second memfd, preserves it, and says ready; `liveupdate update` kexecs.
+ * counter guest under QEMU on a RAM memfd it preserves at once, and
+ * subscribes to the agent's announcements; `liveupdate update` announces
+ * `prepare`, the orchestrator stops the guest, saves the device state into
+ * a second memfd, preserves it and says ready, and the agent kexecs.
  * Stage 2: the agent starts again, the orchestrator claims its session,
  * restores the guest into a new QEMU and checks it continues. Each of the
- * orchestrator's steps goes to the host as a `step` report as it happens.
+ * orchestrator's steps goes to the host as a `step` report as it happens;
+ * those made during the update, when the runner no longer reports, are
+ * also written to the disk (fsync'd), and stage 2 reports them as
+ * `step-before`.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -31,6 +35,8 @@ const MIB = 1 << 20;
 /** QEMU inside this guest runs under TCG inside TCG: a small translation cache, and time. */
 const TB_SIZE_MIB = 16;
 const STEP_WAIT_MS = 240_000;
+/** Stage 1's steps, kept on the root filesystem across the kexec. */
+const STEP_LOG = '/var/lib/lu/vmm-steps.jsonl';
 const UPDATE_BOUND_MS = 240_000;
 
 /** One step the orchestrator printed (`--json`). */
@@ -40,19 +46,23 @@ export interface Step {
   [field: string]: JsonValue;
 }
 
-/** What stage 1 hands stage 2 (and the host). */
+/** What stage 1 hands stage 2. */
+interface Started {
+  mib: number;
+}
+
+/** What the orchestrator did before the kexec, from its steps (in stage 2's value). */
 export interface BeforeUpdate {
   mib: number;
   qemu: string;
   method: string;
   countAtStop: number;
   stateBytes: number;
-  /** Guest wall clock (ms) of the stop, to place the agent's `frozenAt` after it. */
-  stoppedAt: number;
 }
 
 /** What stage 2 reports (its value). */
 export interface AfterUpdate {
+  before: BeforeUpdate;
   counterAtStop: number;
   counterAfterLoad: number;
   counterResumed: number;
@@ -76,7 +86,7 @@ class Orchestrator {
   readonly #waiters: Array<() => void> = [];
   #stderr = '';
 
-  constructor(ctx: StageContext, mib: number) {
+  constructor(ctx: StageContext, mib: number, log?: string) {
     const args = [`${QEMU_VMM_DIR}/main.js`, '--name', VM_NAME, '--guest', COUNTER_GUEST, '--ram-mib', String(mib), '--socket', SOCKET, '--accel', 'tcg', '--tb-size', String(TB_SIZE_MIB), '--json'];
     this.#child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.#child.stderr!.on('data', (chunk: Buffer) => (this.#stderr = (this.#stderr + chunk.toString()).slice(-4096)));
@@ -89,6 +99,7 @@ class Orchestrator {
       }
       this.steps.push(step);
       ctx.report('step', step);
+      if (log !== undefined) appendDurably(log, `${JSON.stringify(step)}\n`);
       this.#wake();
     });
     this.#child.on('exit', () => this.#wake());
@@ -113,11 +124,6 @@ class Orchestrator {
     }
   }
 
-  /** Writes a line to its stdin. */
-  tell(line: string): void {
-    this.#child.stdin!.write(`${line}\n`);
-  }
-
   /** SIGTERM, then its exit code. */
   async stop(): Promise<number | null> {
     const exited = new Promise<number | null>((resolve) => {
@@ -130,6 +136,17 @@ class Orchestrator {
 
   #wake(): void {
     this.#waiters.splice(0).forEach((wake) => wake());
+  }
+}
+
+/** Appends to a file and waits until it is on the disk: the kexec that may follow does not unmount it. */
+function appendDurably(file: string, text: string): void {
+  const fd = fs.openSync(file, 'a');
+  try {
+    fs.writeSync(fd, text);
+    fs.fdatasyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
@@ -166,27 +183,44 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
   ctx.report('say', `QEMU: ${version.stdout.split('\n')[0] ?? '?'}`);
   await AgentProcess.start({ socket: SOCKET });
   ctx.report('say', `agent: listening on ${SOCKET}; starting the orchestrator (${mib} MiB of guest RAM)`);
-  const vmm = new Orchestrator(ctx, mib);
-  const running = await vmm.until('guest-running');
+  fs.rmSync(STEP_LOG, { force: true });
+  const vmm = new Orchestrator(ctx, mib, STEP_LOG);
   await vmm.until('ram-preserved');
+  await vmm.until('subscribed');
   // The guest prints a line each time its TSC's high word moves: two lines, and it is running for sure.
   const first = await vmm.until('serial', (s) => printedCount(s) !== undefined);
   await vmm.until('serial', (s) => (printedCount(s) ?? 0) > (printedCount(first) ?? 0));
-  vmm.tell('prepare');
-  const stopped = await vmm.until('stopped');
-  const saved = await vmm.until('state-saved');
-  await vmm.until('ready');
-  ctx.check('the device state holds no RAM (under 1 MiB)', Number(saved['bytes']) < MIB, saved['bytes'] ?? null);
+  ctx.keep(vmm);
+  // The agent announces the update to the orchestrator, which quiesces and says ready; then the agent kexecs.
   ctx.jumpWith(async (next) => {
     const update = await runCli(['update', '--socket', SOCKET, '--kernel', next.kernel, ...(next.initrd === '' ? [] : ['--initrd', next.initrd]), '--cmdline', next.cmdline, '--timeout', '60'], { timeoutMs: UPDATE_BOUND_MS });
     throw new Error(`liveupdate update exited ${String(update.status ?? update.signal)} without a kexec: ${update.stderr}`);
   });
-  const before: BeforeUpdate = { mib, qemu: String(running['qemu']), method: String(running['method']), countAtStop: Number(stopped['counter']), stateBytes: Number(saved['bytes']), stoppedAt: stopped.at };
-  return before as unknown as JsonValue;
+  const started: Started = { mib };
+  return started as unknown as JsonValue;
+}
+
+/** Stage 1's steps from the disk, reported again; what they say the orchestrator did before the kexec. */
+function stepsBefore(ctx: StageContext, mib: number): { steps: Step[]; before: BeforeUpdate } {
+  const steps = fs.existsSync(STEP_LOG) ? fs.readFileSync(STEP_LOG, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Step) : [];
+  for (const step of steps) if (step.step !== 'serial') ctx.report('step-before', step);
+  const find = (name: string): Step | undefined => steps.find((s) => s.step === name);
+  const before: BeforeUpdate = {
+    mib,
+    qemu: String(find('guest-running')?.['qemu'] ?? '?'),
+    method: String(find('guest-running')?.['method'] ?? '?'),
+    countAtStop: Number(find('stopped')?.['counter'] ?? -1),
+    stateBytes: Number(find('state-saved')?.['bytes'] ?? -1),
+  };
+  return { steps, before };
 }
 
 async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
-  const before = ctx.previous as unknown as BeforeUpdate;
+  const { mib } = ctx.previous as unknown as Started;
+  const { steps, before } = stepsBefore(ctx, mib);
+  const quiesce = ['prepare', 'stopped', 'state-saved', 'qemu-ended', 'state-preserved', 'ready'];
+  ctx.equal("the orchestrator quiesced on the agent's prepare, in order", steps.map((s) => s.step).filter((name) => quiesce.includes(name)), quiesce);
+  ctx.check('the device state holds no RAM (under 1 MiB)', before.stateBytes > 0 && before.stateBytes < MIB, before.stateBytes);
   ctx.report('say', 'agent: starting in the new kernel');
   const agent = await AgentProcess.start({ socket: SOCKET });
   ctx.report('agent-back', Date.now());
@@ -212,6 +246,7 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   ctx.equal("the VM's session was finished and released", report.sessions.map((s) => [s.kernelName, s.state]), [[VM_NAME, 'finished']]);
   ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0);
   const after: AfterUpdate = {
+    before,
     counterAtStop: before.countAtStop,
     counterAfterLoad: Number(loaded['counter']),
     counterResumed: Number(resumed['counter']),

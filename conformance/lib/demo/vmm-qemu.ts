@@ -78,6 +78,11 @@ export async function runVmmQemu(options: VmmQemuOptions): Promise<VmmQemuRun> {
       steps.push({ stage: record.stage, host: at(), step });
       if (step.step !== 'serial' || steps.filter((s) => s.step.step === 'serial' && s.stage === record.stage).length <= 3) options.onLine?.(describeStep(record.stage, step));
     }
+    // Stage 1's steps made during the update, reported again by stage 2 (their arrival says nothing of when they happened).
+    if (record.name === 'step-before') {
+      const step = record.value as unknown as Step;
+      if (!steps.some((s) => s.stage === 1 && s.step.step === step.step)) steps.push({ stage: 1, host: Number.NaN, step });
+    }
     if (record.name === 'agent-back') agentBack = { host: at(), guest: Number(record.value) };
     if (record.name === 'say') options.onLine?.(`stage ${record.stage}: ${String(record.value)}`);
   };
@@ -99,16 +104,15 @@ export async function runVmmQemu(options: VmmQemuOptions): Promise<VmmQemuRun> {
       if (line.includes('Run /sbin/init as init process')) console.init.push(at());
     },
   });
-  const before = run.result(VMM_CASE, 1)?.value as unknown as BeforeUpdate | undefined;
   const after = run.result(VMM_CASE, 2)?.value as unknown as AfterUpdate | undefined;
-  return { run, before, after, downtime: downtime(steps, console, agentBack, after) };
+  return { run, before: after?.before, after, downtime: downtime(steps, console, agentBack, after) };
 }
 
 /** Host ms of a step of a stage, from its guest clock and the stage's offset to the host (taken at its first step). */
 function stepTimes(steps: ReadonlyArray<{ stage: number; host: number; step: Step }>, stage: number): (name: string) => number | undefined {
   const ofStage = steps.filter((s) => s.stage === stage);
   // The smallest arrival - guest time: the step that waited least on the serial line.
-  const offset = Math.min(...ofStage.map((s) => s.host - s.step.at));
+  const offset = Math.min(...ofStage.filter((s) => !Number.isNaN(s.host)).map((s) => s.host - s.step.at));
   return (name) => {
     const found = ofStage.find((s) => s.step.step === name);
     return found === undefined ? undefined : found.step.at + offset;
