@@ -16,6 +16,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { AgentClient } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
@@ -183,6 +184,7 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
   ctx.report('say', `QEMU: ${version.stdout.split('\n')[0] ?? '?'}`);
   await AgentProcess.start({ socket: SOCKET });
   ctx.report('say', `agent: listening on ${SOCKET}; starting the orchestrator (${mib} MiB of guest RAM)`);
+  fs.mkdirSync(path.dirname(STEP_LOG), { recursive: true });
   fs.rmSync(STEP_LOG, { force: true });
   const vmm = new Orchestrator(ctx, mib, STEP_LOG);
   await vmm.until('ram-preserved');
@@ -218,7 +220,8 @@ function stepsBefore(ctx: StageContext, mib: number): { steps: Step[]; before: B
 async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   const { mib } = ctx.previous as unknown as Started;
   const { steps, before } = stepsBefore(ctx, mib);
-  const quiesce = ['prepare', 'stopped', 'state-saved', 'qemu-ended', 'state-preserved', 'ready'];
+  // Its `ready` step may not reach the disk: the agent kexecs as soon as it hears the ready that step reports.
+  const quiesce = ['prepare', 'stopped', 'state-saved', 'qemu-ended', 'state-preserved'];
   ctx.equal("the orchestrator quiesced on the agent's prepare, in order", steps.map((s) => s.step).filter((name) => quiesce.includes(name)), quiesce);
   ctx.check('the device state holds no RAM (under 1 MiB)', before.stateBytes > 0 && before.stateBytes < MIB, before.stateBytes);
   ctx.report('say', 'agent: starting in the new kernel');

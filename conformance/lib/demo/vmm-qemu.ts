@@ -26,7 +26,7 @@ export const DEFAULT_VMM_MIB = 32;
 export interface Downtime {
   stopped: 0;
   stateSaved: number | null;
-  ready: number | null;
+  statePreserved: number | null;
   frozen: number | null;
   newKernel: number | null;
   init: number | null;
@@ -135,7 +135,8 @@ function downtime(
   return {
     stopped: 0,
     stateSaved: since(one('state-saved')),
-    ready: since(one('ready')),
+    // Its last step before ready: the agent kexecs as soon as it hears the ready, and the `ready` line may be lost.
+    statePreserved: since(one('state-preserved')),
     frozen: since(frozen),
     newKernel: since(console.linux[1]),
     init: since(console.init[1]),
@@ -151,7 +152,7 @@ export function downtimeLines(d: Downtime): string[] {
   const marks: Array<[keyof Downtime, string]> = [
     ['stopped', 'stop'],
     ['stateSaved', 'state saved'],
-    ['ready', 'preserved, ready'],
+    ['statePreserved', 'state preserved (then ready)'],
     ['frozen', 'frozen (agent manifest)'],
     ['newKernel', "new kernel's first line"],
     ['init', "new kernel's /init (systemd)"],
