@@ -45,6 +45,8 @@ const FIRST_STATE_TOKEN = 2n;
 const USAGE = 'usage: node main.js --name VM --guest IMAGE [--ram-mib N] [--socket PATH] [--qemu BINARY] [--accel auto|kvm|tcg] [--tb-size MiB] [--json]';
 
 let json = false;
+/** The VM running now: a failure or a signal ends its QEMU, which would otherwise outlive this process. */
+const current: { vm?: Vm } = {};
 /** Prints one step: a line of text, or a JSON object with `step` and `at`. */
 function step(name: string, fields: Record<string, unknown> = {}): void {
   const record = { step: name, at: Date.now(), ...fields };
@@ -68,10 +70,9 @@ function stopRequested(): Promise<string> {
 /**
  * First start: boot the guest, preserve its RAM, and quiesce each time an
  * update is announced; resume the guest in this kernel when it is called off.
- * Never returns (the kexec ends the process); `current.vm` is the VM
- * running now, for whoever stops the program.
+ * Never returns (the kexec ends the process).
  */
-async function firstStart(agent: AgentClient, config: VmConfig, ramMib: number, current: { vm?: Vm }): Promise<never> {
+async function firstStart(agent: AgentClient, config: VmConfig, ramMib: number): Promise<never> {
   const session: Session = await agent.createSession(config.name, { metadata: { ramMib, guest: config.kernel } });
   let vm = (current.vm = await Vm.boot(config, ramMib << 20));
   const qemu = vm.qemu!;
@@ -188,13 +189,12 @@ async function main(): Promise<number> {
   }
   if (session === undefined) {
     // The first start runs until the kexec, a signal, or the agent going away.
-    const current: { vm?: Vm } = {};
-    const ended = await Promise.race([firstStart(agent, config, ramMib, current), stopped, once(agent, 'close').then(() => 'the agent connection ended')]);
+    const ended = await Promise.race([firstStart(agent, config, ramMib), stopped, once(agent, 'close').then(() => 'the agent connection ended')]);
     step('stopping', { why: ended });
     await current.vm?.close();
     return 0;
   }
-  const vm = await afterKexec(agent, config, session);
+  const vm = (current.vm = await afterKexec(agent, config, session));
   step('stopping', { why: await stopped });
   await vm.close();
   step('stopped-qemu');
@@ -203,10 +203,11 @@ async function main(): Promise<number> {
 
 main().then(
   (code) => process.exit(code),
-  (error: unknown) => {
+  async (error: unknown) => {
     const e = error as Error & { code?: string };
     step('failed', { error: e.name ?? 'Error', code: e.code ?? null, message: e.message ?? String(error) });
     process.stderr.write(`${e.name} (${e.code ?? 'no code'}): ${e.message}\n`);
+    await current.vm?.qemu?.kill(); // the guest lives on in its RAM memfd, which the session preserves
     process.exit(error instanceof AgentUnavailableError ? EX_UNAVAILABLE : 1);
   },
 );
