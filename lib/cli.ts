@@ -79,6 +79,7 @@ export function formatStatus(s: Status): string {
     ...(s.fix === null ? [] : ([['fix', s.fix]] as Array<[string, string]>)),
     ['kernel', `${s.kernelRelease}${s.releaseHasLuo === false ? ' (older than 6.19: no LUO)' : ''}`],
     ['device', `${s.devicePath} ${s.deviceExists ? 'exists' : 'missing'}${opened}${owners === '' ? '' : `, held by ${owners}`}`],
+    ...(s.agent === null ? [] : ([['agent', agentRow(s.agent)]] as Array<[string, string]>)),
     ['liveupdate=', s.liveupdateParam ?? '(not on the command line)'],
     ['kho=', `${s.kho.param ?? '(not on the command line)'}${s.kho.incoming === true ? ', booted with handed-over state' : ''}`],
     ['CONFIG_LIVEUPDATE', `${yesNo(s.configLiveupdate)}${s.configSource === null ? ' (no readable config)' : ` (${s.configSource})`}`],
@@ -89,6 +90,12 @@ export function formatStatus(s: Status): string {
   ];
   const width = Math.max(...rows.map(([label]) => label.length)) + 2;
   return rows.map(([label, value]) => `${`${label}:`.padEnd(width)}${value}`).join('\n');
+}
+
+/** The agent's row: LUO through it, its mode and why, its socket. */
+function agentRow(a: NonNullable<Status['agent']>): string {
+  const how = a.mode === 'standalone' ? 'holds the device: LUO is available through the agent' : 'opens the device only for each create: LUO is available through the agent';
+  return `pid ${a.pid}, ${a.mode} mode (${a.reason}); ${how} at ${a.socket ?? 'the socket systemd passed it'}`;
 }
 
 const statusCommand: Command = {

@@ -8,12 +8,20 @@
  * each reason is tested without a kernel that has it.
  */
 import * as fs from 'node:fs';
+import { isLiveUpdateDevice, liveUpdateDeviceNumber, miscListReadable, readText, splitDevNumber, type DeviceNumber } from './device.js';
+
+export {
+  isLiveUpdateDevice,
+  liveUpdateDeviceNumber,
+  miscListReadable,
+  parseDevNumber,
+  parseProcMisc,
+  splitDevNumber,
+  type DeviceNumber,
+} from './device.js';
 
 /** The first Linux release with LUO (merged for 6.19). */
 export const FIRST_LUO_RELEASE = '6.19';
-
-/** The misc devices' character major (MISC_MAJOR). */
-const MISC_MAJOR = 10;
 
 /** Why LUO is unavailable, as a stable identifier. */
 export type DiagnosisId =
@@ -44,12 +52,6 @@ export interface DeviceOwner {
   pid: number;
   /** Its command name (`/proc/PID/comm`), or null if unreadable. */
   command: string | null;
-}
-
-/** A character device number. */
-export interface DeviceNumber {
-  major: number;
-  minor: number;
 }
 
 /** The kernel's config, where it could be read. */
@@ -173,41 +175,6 @@ export function compareReleases(a: string, b: string): number | null {
     if (d !== 0) return d;
   }
   return 0;
-}
-
-/** The number in /sys/class/misc/NAME/dev (`10:123`). */
-export function parseDevNumber(text: string): DeviceNumber | null {
-  const match = /^(\d+):(\d+)\s*$/.exec(text);
-  return match === null ? null : { major: Number(match[1]), minor: Number(match[2]) };
-}
-
-/** The minor of misc device `name` in /proc/misc (`123 liveupdate` lines). */
-export function parseProcMisc(text: string, name: string): DeviceNumber | null {
-  for (const line of text.split('\n')) {
-    const match = /^\s*(\d+)\s+(\S+)\s*$/.exec(line);
-    if (match?.[2] === name) return { major: MISC_MAJOR, minor: Number(match[1]) };
-  }
-  return null;
-}
-
-/** Major and minor of a `st_rdev` as glibc encodes it (gnu_dev_major/minor). */
-export function splitDevNumber(rdev: number | bigint): DeviceNumber {
-  const dev = BigInt(rdev);
-  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
-  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
-  return { major: Number(major), minor: Number(minor) };
-}
-
-/**
- * Whether a character device number is LUO's: equal to the number the
- * kernel registered for the liveupdate misc device. Where the kernel's list
- * of misc devices cannot be read (no sysfs, no procfs), only the misc major
- * can be checked; the first ioctl then tells the rest.
- */
-export function isLiveUpdateDevice(device: DeviceNumber | null, luo: DeviceNumber | null, miscListKnown: boolean): boolean {
-  if (device === null) return false;
-  if (luo !== null) return device.major === luo.major && device.minor === luo.minor;
-  return !miscListKnown && device.major === MISC_MAJOR;
 }
 
 function describeOwners(owners: readonly DeviceOwner[], pid: number): string {
@@ -352,14 +319,6 @@ export function diagnose(f: Facts): Diagnosis | null {
 
 // ---- reading the facts --------------------------------------------------------
 
-function readText(file: string): string | null {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch {
-    return null;
-  }
-}
-
 /** The running kernel's config: /proc/config.gz (CONFIG_IKCONFIG_PROC), else /boot/config-RELEASE. */
 export function readKernelConfig(release: string): KernelConfig | null {
   try {
@@ -411,24 +370,6 @@ export function readKernelLog(): string | null {
     fs.closeSync(fd);
   }
   return lines.join('\n');
-}
-
-/**
- * The liveupdate misc device's number as this kernel registered it. Its
- * minor is dynamic (MISC_DYNAMIC_MINOR), so it must be read, not assumed:
- * /sys/class/misc/liveupdate/dev has major and minor; /proc/misc has the
- * minor (the major is MISC_MAJOR) where sysfs is not mounted.
- */
-export function liveUpdateDeviceNumber(): DeviceNumber | null {
-  const sys = readText('/sys/class/misc/liveupdate/dev');
-  if (sys !== null) return parseDevNumber(sys);
-  const misc = readText('/proc/misc');
-  return misc === null ? null : parseProcMisc(misc, 'liveupdate');
-}
-
-/** Whether the kernel's misc-device list was readable at all (sysfs or /proc/misc). */
-export function miscListReadable(): boolean {
-  return fs.existsSync('/sys/class/misc') || readText('/proc/misc') !== null;
 }
 
 /** The device number of `path` if it is a character device, else null (also when it does not exist). */

@@ -171,24 +171,26 @@ export interface NativeSystemError {
  * call, and of its own errors (which have no errno).
  */
 export class LiveUpdateError extends Error {
+  // The fields are declared, not defined: the constructor's assignments make
+  // them (in this order), where defined fields would be made twice.
   /** Node-style code: the errno's name (`EBUSY`), or `ERR_LIVEUPDATE_*` for the package's own errors. */
-  readonly code: string;
+  declare readonly code: string;
   /** Negative errno as in Node's system errors; undefined when no syscall failed. */
-  readonly errno: number | undefined;
+  declare readonly errno: number | undefined;
   /** The syscall that failed (`open`, `ioctl`, `kexec_file_load`, ...). */
-  readonly syscall: string | undefined;
+  declare readonly syscall: string | undefined;
   /** The public operation that failed. */
-  readonly operation: Operation;
+  declare readonly operation: Operation;
   /** The session involved, if any. */
-  readonly sessionName: string | undefined;
+  declare readonly sessionName: string | undefined;
   /** The token involved, if any. */
-  readonly token: bigint | undefined;
+  declare readonly token: bigint | undefined;
   /** The fd passed in, if any. */
-  readonly fd: number | undefined;
+  declare readonly fd: number | undefined;
   /** The path involved, if any. */
-  readonly path: string | undefined;
+  declare readonly path: string | undefined;
   /** What to do about it, where the package knows; undefined otherwise. */
-  readonly fix: string | undefined;
+  declare readonly fix: string | undefined;
 
   /**
    * @internal Every class takes these same arguments. Errors are made by
@@ -197,7 +199,6 @@ export class LiveUpdateError extends Error {
    */
   constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
     super(message, context.cause === undefined ? undefined : { cause: context.cause });
-    this.name = new.target.name;
     this.code = code;
     this.errno = system?.errno;
     this.syscall = system?.syscall;
@@ -207,6 +208,7 @@ export class LiveUpdateError extends Error {
     this.fd = context.fd;
     this.path = context.path;
     this.fix = context.fix;
+    this.name = new.target.name;
   }
 }
 
@@ -427,6 +429,8 @@ export const AGENT_ERROR_CODES = {
   ERR_LIVEUPDATE_AGENT_POLICY: -22,
   /** The agent failed in a way it did not foresee (a bug): EIO. */
   ERR_LIVEUPDATE_AGENT_INTERNAL: -5,
+  /** The agent's mode does not fit this host (standalone under systemd v261+, systemd mode without systemd or without an fd store): EOPNOTSUPP. */
+  ERR_LIVEUPDATE_AGENT_MODE: -95,
 } as const;
 
 /** One of {@link AGENT_ERROR_CODES}. */
@@ -496,6 +500,10 @@ export class AgentListenError extends AgentError {
 }
 /** The agent failed in a way it did not foresee (a bug); its log has the details. */
 export class AgentInternalError extends AgentError {
+  declare readonly details: undefined;
+}
+/** The agent's mode does not fit the host: standalone where systemd v261+ is PID 1 (unless forced), systemd mode without systemd, or a unit without the fd store it needs. The agent does not start. */
+export class AgentModeError extends AgentError {
   declare readonly details: undefined;
 }
 
@@ -654,6 +662,7 @@ export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
   { code: 'ERR_LIVEUPDATE_MANIFEST_VERSION', type: ManifestVersionError, meaning: "the previous kernel's agent manifest is of a newer major version (or unreadable): nothing was finished (errno -75)" },
   { code: 'ERR_LIVEUPDATE_AGENT_POLICY', type: AgentPolicyError, meaning: "the agent's policy file cannot be used; the message names the field (errno -22)" },
   { code: 'ERR_LIVEUPDATE_AGENT_INTERNAL', type: AgentInternalError, meaning: "the agent failed in a way it did not foresee (a bug): the message says what, the agent's log more (errno -5)" },
+  { code: 'ERR_LIVEUPDATE_AGENT_MODE', type: AgentModeError, meaning: "the agent's mode does not fit the host: standalone under systemd v261+ without --force, systemd mode without systemd as PID 1 or without the unit's fd store (errno -95)" },
 ];
 
 /** The package codes that are Node's argument errors, not classes of this module. */
@@ -661,20 +670,33 @@ type ArgumentErrorClass = TypeErrorConstructor | RangeErrorConstructor;
 
 const PACKAGE_CODES: ReadonlyMap<string, PackageErrorRule> = new Map(PACKAGE_ERRORS.map((r) => [r.code, r]));
 
+/** Node's errno table, read once: util.getSystemErrorMap() builds a new Map on every call. */
+let systemErrors: ReadonlyMap<number, [string, string]> | undefined;
+
 /** The errno's own text ("no such file or directory"), from Node's table, without reading any message. */
 function systemText(system: NativeSystemError): string {
-  return getSystemErrorMap().get(system.errno)?.[1] ?? system.code;
+  systemErrors ??= getSystemErrorMap();
+  return systemErrors.get(system.errno)?.[1] ?? system.code;
 }
 
 function covers<T extends string>(list: readonly T[] | '*', value: T): boolean {
   return list === '*' || list.includes(value);
 }
 
+/** The rows already looked up, by operation and code: the table is fixed, a search of it is not free. */
+const ruleFound = new Map<string, KernelErrorRule>();
+
 /** The row of {@link KERNEL_ERRORS} for a failure. @internal */
 export function kernelErrorRule(operation: Operation, code: string): KernelErrorRule {
-  const rule = KERNEL_ERRORS.find((r) => covers(r.operations, operation) && covers(r.codes, code));
-  // The last row matches everything; this only satisfies the type checker.
-  return rule ?? (KERNEL_ERRORS[KERNEL_ERRORS.length - 1] as KernelErrorRule);
+  const key = `${operation} ${code}`;
+  let rule = ruleFound.get(key);
+  if (rule === undefined) {
+    // The last row matches everything; `??` only satisfies the type checker.
+    rule = KERNEL_ERRORS.find((r) => covers(r.operations, operation) && covers(r.codes, code)) ?? (KERNEL_ERRORS[KERNEL_ERRORS.length - 1] as KernelErrorRule);
+    // Codes come from the kernel (a bounded set) or a peer: the cache holds known errno names only.
+    if (code.length <= 32 && ruleFound.size < 4096) ruleFound.set(key, rule);
+  }
+  return rule;
 }
 
 /**

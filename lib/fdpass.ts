@@ -29,8 +29,8 @@
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as os from 'node:os';
-import { callAsync, callSync, packageError, type Operation } from './errors.js';
-import { native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
+import { callAsync, callSync, packageError, translateError, type ErrorContext, type Operation } from './errors.js';
+import { loadNative, native, type Cancellable, type NativeBinding, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
 /** The most fds one message may carry (the kernel's SCM_MAX_FD). */
@@ -116,7 +116,13 @@ function checkFds(fds: unknown): number[] {
   if (fds.length > MAX_FDS_PER_MESSAGE) {
     throw outOfRange('fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD, the kernel's limit per message)`, fds.length);
   }
-  return fds.map((fd: unknown, i) => checkFd(fd, `fds[${i}]`));
+  const checked = new Array<number>(fds.length);
+  for (let i = 0; i < fds.length; i++) {
+    const fd: unknown = fds[i];
+    // The name is built only for the error: this runs on every send.
+    checked[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= 0x7fff_ffff ? fd : checkFd(fd, `fds[${i}]`);
+  }
+  return checked;
 }
 
 function toBytes(data: unknown): Uint8Array {
@@ -318,12 +324,30 @@ function checkInStep(key: string, direction: Direction): void {
   }
 }
 
-/** Runs a native call; an error that left the stream mid-message marks the socket out of step. */
-function marking<T>(key: string, run: () => T): T {
+/**
+ * The key of a socket and direction when anything is tracked: while no
+ * socket has a Promise call queued and none is out of step (the usual
+ * case), a call has nothing to look up, and makes no fstat for it.
+ */
+function trackedKey(fd: number, direction: Direction): string | undefined {
+  return queues.size === 0 && outOfStep.size === 0 ? undefined : socketKey(fd, direction);
+}
+
+/** Marks the socket out of step in a direction (its key looked up now if not yet). */
+function markOutOfStep(fd: number, direction: Direction, key: string | undefined): void {
+  try {
+    outOfStep.add(key ?? socketKey(fd, direction));
+  } catch {
+    // The socket is gone (closed meanwhile): nothing left to refuse.
+  }
+}
+
+/** Runs a native call on `fd`; an error that left the stream mid-message marks the socket out of step. */
+function marking<T>(fd: number, direction: Direction, key: string | undefined, run: () => T): T {
   try {
     return run();
   } catch (error) {
-    if ((error as NativeStepError).outOfStep === true) outOfStep.add(key);
+    if ((error as NativeStepError).outOfStep === true) markOutOfStep(fd, direction, key);
     throw error;
   }
 }
@@ -336,17 +360,32 @@ function marked<T>(key: string, pending: Cancellable<T>): Cancellable<T> {
   return pending;
 }
 
-/** A synchronous call: refused while a Promise call in the same direction is pending. Kernel failures are typed. */
-function syncOperation<T>(fd: number, direction: Direction, run: () => T): T {
-  return callSync({ operation: operationOf(direction), fd }, () => {
-    const key = socketKey(fd, direction);
-    if (queues.has(key)) {
-      const what = direction === 'send' ? 'send' : 'receive';
-      throw packageError('ERR_LIVEUPDATE_SOCKET_BUSY', `a Promise ${what} is pending on this socket; the synchronous form would cut into its message`, { operation: operationOf(direction) });
+/** Refuses a synchronous call while a Promise call in the same direction is queued on the socket. */
+function checkNotBusy(key: string, direction: Direction): void {
+  if (queues.has(key)) {
+    const what = direction === 'send' ? 'send' : 'receive';
+    throw packageError('ERR_LIVEUPDATE_SOCKET_BUSY', `a Promise ${what} is pending on this socket; the synchronous form would cut into its message`, { operation: operationOf(direction) });
+  }
+}
+
+/**
+ * A synchronous call, on the caller's own fd: refused while a Promise call
+ * in the same direction is pending and on a socket out of step (looked up
+ * only when some socket is either). Kernel failures are typed.
+ */
+function syncOperation<T>(fd: number, direction: Direction, run: (native: NativeBinding) => T): T {
+  let key: string | undefined;
+  try {
+    key = trackedKey(fd, direction);
+    if (key !== undefined) {
+      checkNotBusy(key, direction);
+      checkInStep(key, direction);
     }
-    checkInStep(key, direction);
-    return marking(key, run);
-  });
+    return run(loadNative());
+  } catch (error) {
+    if ((error as NativeStepError).outOfStep === true) markOutOfStep(fd, direction, key);
+    throw translateError(error, { operation: operationOf(direction), fd });
+  }
 }
 
 /**
@@ -378,9 +417,14 @@ function abortError(signal: AbortSignal): Error {
  */
 async function withCancel<T>(start: () => Cancellable<T>, signal: AbortSignal | undefined, timeout = -1): Promise<T> {
   if (signal?.aborted) throw abortError(signal);
-  const pending = start();
+  return settle(start(), signal, timeout);
+}
+
+/** Awaits a started native operation as {@link withCancel} does; an abort that came already cancels it at once. */
+async function settle<T>(pending: Cancellable<T>, signal: AbortSignal | undefined, timeout = -1): Promise<T> {
   const onAbort = (): void => pending.cancel();
-  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
   const timer = timeout < 0 ? undefined : setTimeout(() => pending.cancel(os.constants.errno.ETIMEDOUT), timeout);
   try {
     return await pending;
@@ -393,6 +437,36 @@ async function withCancel<T>(start: () => Cancellable<T>, signal: AbortSignal | 
   }
 }
 
+/**
+ * A Promise call with nothing queued before it on its socket: the native
+ * side tries it at once, on the caller's numbers, and answers with the
+ * result when it is done then (`done` tells), returned as it is (the
+ * caller is an async function: no Promise more is made for it). One that
+ * must wait has taken copies of what it acts on; it is queued, so that
+ * later calls on the socket wait behind it, and settles with the socket's
+ * readiness. Throws what the attempt threw.
+ */
+function startNow<Done, Later>(
+  context: ErrorContext & { fd: number },
+  direction: Direction,
+  key: string | undefined,
+  opts: { signal: AbortSignal | undefined; timeout?: number },
+  start: () => Done | Cancellable<Later>,
+  done: (now: Done | Cancellable<Later>) => now is Done,
+): Done | Promise<Later> {
+  if (opts.signal?.aborted) throw abortError(opts.signal);
+  const now = callSync(context, () => marking(context.fd, direction, key, start));
+  if (done(now)) return now;
+  let queueKey: string;
+  try {
+    queueKey = key ?? callSync(context, () => socketKey(context.fd, direction));
+  } catch (error) {
+    now.cancel();
+    throw error;
+  }
+  return callAsync(context, () => serialize(queueKey, () => settle(marked(queueKey, now), opts.signal, opts.timeout)));
+}
+
 // ---- public API -----------------------------------------------------------------
 
 /**
@@ -401,8 +475,9 @@ async function withCancel<T>(start: () => Cancellable<T>, signal: AbortSignal | 
  *
  * On a stream socket the fds go in the same sendmsg as the first bytes, and
  * any bytes left over are sent after, without the fds again. Sends on one
- * socket run one after another. A `net.Socket` must be connected and have
- * no writes queued by Node.
+ * socket run one after another: with none pending, the send is tried at
+ * once, so a message the socket has room for is sent when the call returns.
+ * A `net.Socket` must be connected and have no writes queued by Node.
  *
  * @param socket A connected Unix socket: `net.Socket` or fd number.
  * @param fds The fds to pass.
@@ -418,11 +493,18 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   const signal = checkSignal(opts.signal);
   const timeout = checkTimeout(opts.timeout);
   const first = socketFd(socket, 'send'); // Validates before queueing.
-  const key = callSync({ operation: 'sendFds', fd: first }, () => socketKey(first, 'send'));
-  checkInStep(key, 'send');
-  // The files are pinned now (the socket too, when it is a number): the
-  // native call copies them again only when this send's turn comes.
-  // One pin for all, so that no copy can take the number of another argument the caller closed.
+  const key = callSync({ operation: 'sendFds', fd: first }, () => trackedKey(first, 'send'));
+  if (key !== undefined) checkInStep(key, 'send');
+  if (key === undefined || !queues.has(key)) {
+    const isDone = (now: number | Cancellable<number>): now is number => typeof now === 'number';
+    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, checked, framing), isDone);
+    if (typeof now !== 'number') await now;
+    return;
+  }
+  // Queued behind another send: the files are pinned now (the socket too,
+  // when it is a number); the native call copies them again only when this
+  // send's turn comes. One pin for all, so that no copy can take the number
+  // of another argument the caller closed.
   const byNumber = typeof socket === 'number';
   const pinned = pin(byNumber ? [first, ...checked] : checked, 'sendFds');
   const sent = byNumber ? pinned.slice(1) : pinned;
@@ -433,11 +515,16 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
       const fd = byNumber ? pinned[0]! : socketFd(socket, 'send');
       // Errors name the caller's fd, not the private copy.
       const context = { operation: 'sendFds' as const, fd: byNumber ? first : fd };
-      await callAsync(context, () => withCancel(() => marked(key, native.sendFdsAsync(fd, bytes, sent, framing)), signal, timeout));
+      await callAsync(context, () => withCancel(() => marked(key, asPending(loadNative().sendFdsAsync(fd, bytes, sent, framing))), signal, timeout));
     });
   } finally {
     unpin(pinned);
   }
+}
+
+/** A native Promise-form result as a pending operation (one done at once is already settled). */
+function asPending<T>(now: T | Cancellable<T>): Cancellable<T> {
+  return now instanceof Promise ? now : Object.assign(Promise.resolve(now), { cancel: () => {} });
 }
 
 /** The synchronous form of {@link sendFds}: blocks until the whole message is sent (or `timeout` ms). */
@@ -448,14 +535,15 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
   const framing = framingCode(opts.framing);
   const timeout = checkTimeout(opts.timeout);
   const fd = socketFd(socket, 'send');
-  syncOperation(fd, 'send', () => native.sendFds(fd, bytes, checked, framing, timeout));
+  syncOperation(fd, 'send', (native) => native.sendFds(fd, bytes, checked, framing, timeout));
 }
 
 /**
  * Receives one message and the fds that came with it (close-on-exec; the
  * caller owns them and must close them).
  *
- * Receives on one socket run one after another. A `net.Socket` must not be
+ * Receives on one socket run one after another: with none pending, a
+ * message already there is taken at once. A `net.Socket` must not be
  * in flowing mode and must have nothing in Node's read buffer; it is paused
  * and Node's reading on it stopped, and it stays so (call `resume()` to
  * give it back to Node), because Node's reads would discard the fds.
@@ -476,17 +564,28 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   const framing = framingCode(opts.framing);
   const signal = checkSignal(opts.signal);
   const first = socketFd(socket, 'recv'); // Validates (and pauses a net.Socket) before queueing.
-  const key = callSync({ operation: 'recvFds', fd: first }, () => socketKey(first, 'recv'));
-  checkInStep(key, 'recv');
-  // A number is pinned now; a net.Socket is looked at again when its turn comes.
+  const key = callSync({ operation: 'recvFds', fd: first }, () => trackedKey(first, 'recv'));
+  if (key !== undefined) checkInStep(key, 'recv');
+  if (key === undefined || !queues.has(key)) {
+    const into = intoFor(maxBytes);
+    const isDone = (now: number | NativeRecvResult | Cancellable<NativeRecvResult>): now is number | NativeRecvResult => !(now instanceof Promise);
+    const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> =>
+      into === undefined ? loadNative().recvFdsAsync(first, maxBytes, maxFds, framing) : loadNative().recvFdsAsync(first, maxBytes, maxFds, framing, into.data, into.meta);
+    const started = startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isDone);
+    const raw = readResult(started instanceof Promise ? await started : started);
+    if (raw.outOfStep) markOutOfStep(first, 'recv', key);
+    return toResult(raw, maxFds, maxBytes);
+  }
+  // Queued behind another receive: a number is pinned now; a net.Socket is looked at again when its turn comes.
   const pinned = pin(typeof socket === 'number' ? [first] : [], 'recvFds');
   try {
     return await serialize(key, async () => {
       checkInStep(key, 'recv');
       const fd = pinned[0] ?? socketFd(socket, 'recv');
       const context = { operation: 'recvFds' as const, fd: typeof socket === 'number' ? first : fd };
-      const raw = await callAsync(context, () => withCancel(() => marked(key, native.recvFdsAsync(fd, maxBytes, maxFds, framing)), signal));
-      return received(key, raw, maxFds, maxBytes);
+      const raw = await callAsync(context, () => withCancel(() => marked(key, asPending(loadNative().recvFdsAsync(fd, maxBytes, maxFds, framing))), signal));
+      if (raw.outOfStep) outOfStep.add(key);
+      return toResult(raw, maxFds, maxBytes);
     });
   } finally {
     unpin(pinned);
@@ -500,14 +599,45 @@ export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'sig
   const maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, DEFAULT_MAX_BYTES);
   const framing = framingCode(opts.framing);
   const fd = socketFd(socket, 'recv');
-  const raw = syncOperation(fd, 'recv', () => native.recvFds(fd, maxBytes, maxFds, framing));
-  return received(socketKey(fd, 'recv'), raw, maxFds, maxBytes);
+  const into = intoFor(maxBytes);
+  const raw = syncOperation(fd, 'recv', (native) =>
+    into === undefined ? native.recvFds(fd, maxBytes, maxFds, framing) : readInto(native.recvFds(fd, maxBytes, maxFds, framing, into.data, into.meta)),
+  );
+  if (raw.outOfStep) markOutOfStep(fd, 'recv', undefined);
+  return toResult(raw, maxFds, maxBytes);
 }
 
-/** The result of a receive; a bad frame leaves the stream out of step. */
-function received(key: string, raw: NativeRecvResult, maxFds: number, maxBytes: number): RecvResult {
-  if (raw.outOfStep) outOfStep.add(key);
-  return toResult(raw, maxFds, maxBytes);
+/**
+ * Where the native side writes a receive that is done within its call
+ * (bytes; then status, fds dropped, length, outOfStep, fd count, fds), read
+ * back at once by {@link readInto}: cheaper than an object, a Buffer and an
+ * array made through N-API. Made on the first receive, for a maxBytes up to
+ * the default; a larger one gets its result as an object.
+ */
+let intoBuffers: { readonly data: Buffer; readonly meta: Int32Array } | undefined;
+
+function intoFor(maxBytes: number): { readonly data: Buffer; readonly meta: Int32Array } | undefined {
+  if (maxBytes > DEFAULT_MAX_BYTES) return undefined;
+  return (intoBuffers ??= { data: Buffer.allocUnsafeSlow(DEFAULT_MAX_BYTES), meta: new Int32Array(RECV_META_HEADER + MAX_FDS_PER_MESSAGE) });
+}
+
+/** Numbers in front of the fds in `meta`: status, fds dropped, length, outOfStep, fd count. */
+const RECV_META_HEADER = 5;
+
+/** The receive the native side wrote into {@link intoBuffers}, `length` bytes. */
+function readInto(length: number): NativeRecvResult {
+  const { data, meta } = intoBuffers!;
+  const count = meta[4]!;
+  const fds = new Array<number>(count);
+  for (let i = 0; i < count; i++) fds[i] = meta[RECV_META_HEADER + i]!;
+  const bytes = Buffer.allocUnsafe(length);
+  data.copy(bytes, 0, 0, length);
+  return { status: meta[0]!, data: bytes, fds, dropped: meta[1]!, length: meta[2]!, outOfStep: meta[3] === 1 };
+}
+
+/** A receive's result as the native side gave it: written into {@link intoBuffers} (a byte count), or an object. */
+function readResult(now: number | NativeRecvResult): NativeRecvResult {
+  return typeof now === 'number' ? readInto(now) : now;
 }
 
 /**

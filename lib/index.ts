@@ -12,7 +12,8 @@
 // its module on first read, so that require('liveupdate') loads only what is used.
 export { LiveUpdate } from './liveupdate.js';
 export { Session, type SessionState } from './session.js';
-export { status, statusSync, DEVICE_PATH, type Status, type StatusOptions } from './status.js';
+export { status, statusSync, type Status, type StatusOptions, type AgentInfo } from './status.js';
+export { DEVICE_PATH } from './device.js';
 export { FIRST_LUO_RELEASE, readKernelLog, type Diagnosis, type DiagnosisId, type DeviceOwner } from './diagnosis.js';
 export {
   LiveUpdateError,
@@ -65,6 +66,7 @@ export {
   AgentPolicyError,
   AgentListenError,
   AgentInternalError,
+  AgentModeError,
   AGENT_ERROR_CODES,
   type UpdateRefusedDetails,
   type ManifestVersionDetails,
@@ -120,7 +122,7 @@ export {
   type FdKind,
   type FdDescription,
 } from './systemd.js';
-export { Agent, STATE_FDNAME, type AgentOptions, type AgentEvent, type RestoredState, type UpdateCheck } from './agent/server.js';
+export { Agent, STATE_FDNAME, type AgentOptions, type AgentEvent, type RestoredState, type UpdateCheck, type AgentMode, type ModeDecision, type ModeFacts } from './agent/server.js';
 export { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './agent/listener.js';
 export {
   AgentClient,

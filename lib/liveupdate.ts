@@ -4,11 +4,10 @@
  * their own fds, independently of the device.
  */
 import * as fs from 'node:fs';
-import { isLiveUpdateDevice, liveUpdateDeviceNumber, miscListReadable, splitDevNumber, type DeviceNumber } from './diagnosis.js';
+import { DEVICE_PATH, diagnoseDevice, isLiveUpdateDevice, liveUpdateDeviceNumber, miscListReadable, splitDevNumber, type DeviceNumber } from './device.js';
 import { callAsync, callSync, packageError, translateError, type ErrorContext } from './errors.js';
 import { native } from './native.js';
 import { Session } from './session.js';
-import { DEVICE_PATH, diagnoseDevice } from './status.js';
 import { checkPath, checkSessionName } from './validate.js';
 
 const REQUEST = {

@@ -72,9 +72,15 @@ export type Cancellable<T> = Promise<T> & { cancel(errno?: number): void };
 export type FdPassBinding = {
   /** `timeoutMs` (default -1: none) bounds the whole send; then ETIMEDOUT. */
   sendFds(fd: number, data: Uint8Array, fds: number[], framing: number, timeoutMs?: number): number;
-  sendFdsAsync(fd: number, data: Uint8Array, fds: number[], framing: number): Cancellable<number>;
+  /** Tried at once on the caller's numbers: the bytes sent when done then, else a Cancellable (the operation took copies). */
+  sendFdsAsync(fd: number, data: Uint8Array, fds: number[], framing: number): number | Cancellable<number>;
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number): NativeRecvResult;
-  recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number): Cancellable<NativeRecvResult>;
+  /** With `data` (>= maxBytes) and `meta` (>= 5 + maxFds): the result written there, the byte count returned (see fdpass.ts, readInto). */
+  recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number;
+  /** Tried at once as sendFdsAsync is: the result when a message was there, else a Cancellable. */
+  recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number): NativeRecvResult | Cancellable<NativeRecvResult>;
+  /** With `data` and `meta` as for recvFds: a receive done at once is written there (the byte count returned). */
+  recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number | Cancellable<NativeRecvResult>;
   waitReadable(fd: number, timeoutMs: number): boolean;
   waitReadableAsync(fd: number): Cancellable<boolean>;
   readonly SOCK_STREAM: number;

@@ -10,10 +10,24 @@ import * as kexec from './kexec.js';
 import type { KexecFileSupport } from './kexec.js';
 import { closeFd, loadNative, native } from './native.js';
 import { checkOptions } from './validate.js';
+import { DEVICE_PATH, provideDeviceDiagnosis } from './device.js';
 
+export { DEVICE_PATH } from './device.js';
 
-/** Default path of the LUO character device. */
-export const DEVICE_PATH = '/dev/liveupdate';
+/** Where `liveupdate agent` (as root) says who it is, for status(): its pid, mode and socket. */
+export const AGENT_INFO_PATH = '/run/liveupdate/agent.json';
+
+/** The agent running on this host, as it described itself at its start. */
+export interface AgentInfo {
+  /** Its process. */
+  pid: number;
+  /** `systemd` (it opens the device only for each create) or `standalone` (it holds the device). */
+  mode: 'systemd' | 'standalone';
+  /** Why that mode. */
+  reason: string;
+  /** The socket clients connect to (null when it serves one systemd passed it). */
+  socket: string | null;
+}
 
 /** What status() found. */
 export interface Status {
@@ -62,6 +76,8 @@ export interface Status {
   kexecFile: KexecFileSupport;
   /** Why the native addon did not load; null when it did. status() works without it, with less to tell. */
   addon: string | null;
+  /** The agent running here (`liveupdate agent`), when it said so in its info file and its process still runs; null otherwise. */
+  agent: AgentInfo | null;
 }
 
 /** Options for status(). */
@@ -132,10 +148,31 @@ function addonProblem(): string | null {
   }
 }
 
+/** The agent's info file, if it names a process that still runs. @internal */
+export function runningAgent(file = AGENT_INFO_PATH): AgentInfo | null {
+  let info: Partial<AgentInfo>;
+  try {
+    info = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<AgentInfo>;
+  } catch {
+    return null;
+  }
+  if (typeof info.pid !== 'number' || (info.mode !== 'systemd' && info.mode !== 'standalone') || !fs.existsSync(`/proc/${info.pid}`)) return null;
+  return { pid: info.pid, mode: info.mode, reason: String(info.reason ?? ''), socket: typeof info.socket === 'string' ? info.socket : null };
+}
+
+/**
+ * Whether the device is busy only because the standalone agent holds it:
+ * then LUO is available, through the agent. @internal
+ */
+export function heldByAgent(found: Diagnosis | null, owners: readonly DeviceOwner[], agent: AgentInfo | null): agent is AgentInfo {
+  return found?.id === 'device-busy' && agent !== null && agent.mode === 'standalone' && owners.length > 0 && owners.every((o) => o.pid === agent.pid);
+}
+
 /** Only the diagnosis: what LiveUpdate.open() says when the device is missing. @internal */
 export function diagnoseDevice(devicePath: string): Diagnosis | null {
   return diagnose(gatherFacts(devicePath, os.release()));
 }
+provideDeviceDiagnosis(diagnoseDevice);
 
 /**
  * Reports whether LUO is usable on this machine and, if not, why, with a
@@ -151,7 +188,10 @@ export function statusSync(options?: StatusOptions): Status {
   const release = os.release();
   const facts = gatherFacts(devicePath, release);
   const cmdline = facts.cmdline;
-  const found = diagnose(facts);
+  const agent = runningAgent();
+  const diagnosed = diagnose(facts);
+  // The standalone agent holds the device by design: LUO is there, through it.
+  const found = heldByAgent(diagnosed, facts.owners, agent) ? null : diagnosed;
   const addon = addonProblem();
   const base = {
     kernelRelease: release,
@@ -172,6 +212,7 @@ export function statusSync(options?: StatusOptions): Status {
     getName: null as boolean | null,
     ...kexecFacts(addon),
     addon,
+    agent,
   };
   let reason = found?.reason ?? null;
   // A probe asked for is made whenever there is a LUO device to open, even one

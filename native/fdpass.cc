@@ -87,6 +87,12 @@ int socket_type(int fd) {
   return type;
 }
 
+int socket_kind(int fd) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  return ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ? -errno : type;
+}
+
 int set_cloexec(int fd, bool on) {
   int flags = ::fcntl(fd, F_GETFD);
   if (flags < 0) return -errno;
@@ -163,13 +169,20 @@ int pipe_cloexec(int fds[2]) { return result_or_errno(::pipe2(fds, O_CLOEXEC)); 
 
 ssize_t send_msg(int fd, const uint8_t* data, size_t len, const int* fds, size_t nfds) {
   iovec iov{const_cast<uint8_t*>(data), len};
+  return send_msgv(fd, &iov, 1, fds, nfds);
+}
+
+ssize_t send_msgv(int fd, const iovec* iov, int iovcnt, const int* fds, size_t nfds) {
+  if (nfds > kMaxFdsPerMessage) return -EINVAL;
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  std::vector<uint8_t> control(nfds ? CMSG_SPACE(nfds * sizeof(int)) : 0);
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<size_t>(iovcnt);
+  // On the stack: a send allocates nothing.
+  alignas(cmsghdr) uint8_t control[CMSG_SPACE(kMaxFdsPerMessage * sizeof(int))];
   if (nfds) {
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
+    std::memset(control, 0, CMSG_SPACE(nfds * sizeof(int)));
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
     cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
     cmsg->cmsg_level = SOL_SOCKET;
     cmsg->cmsg_type = SCM_RIGHTS;
@@ -185,6 +198,30 @@ ssize_t send_msg(int fd, const uint8_t* data, size_t len, const int* fds, size_t
 }
 
 namespace {
+
+// How many fds the control data carries (SCM_RIGHTS and SCM_PIDFD).
+size_t count_fds(msghdr& msg) {
+  size_t n = 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && (c->cmsg_type == SCM_RIGHTS || c->cmsg_type == SCM_PIDFD)) {
+      n += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    }
+  }
+  return n;
+}
+
+// Closes every fd in the control data: there was no room to own them.
+void close_fds(msghdr& msg) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || (c->cmsg_type != SCM_RIGHTS && c->cmsg_type != SCM_PIDFD)) continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      ::close(fd);
+    }
+  }
+}
 
 // Takes ownership of every fd in the control data, so none can leak.
 // `info.fds` has room reserved for all of them: nothing allocates here.
@@ -213,18 +250,27 @@ ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_tru
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  // Allocated before the recvmsg: once fds are in this process, nothing
-  // may throw before they are owned.
-  std::vector<uint8_t> control(CMSG_SPACE(kMaxFdsPerMessage * sizeof(int)) + kExtraControl);
-  info.fds.reserve(control.size() / sizeof(int));
-  msg.msg_control = control.data();
-  msg.msg_controllen = control.size();
+  // On the stack: a receive of no fds allocates nothing for them.
+  alignas(cmsghdr) uint8_t control[CMSG_SPACE(kMaxFdsPerMessage * sizeof(int)) + kExtraControl];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
   int flags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT | (want_trunc ? MSG_TRUNC : 0);
   ssize_t n;
   do {
     n = ::recvmsg(fd, &msg, flags);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return -errno;
+  // Room for every fd that came, before any is owned: a failure to make it
+  // closes them all (nothing leaks) and is reported as ENOMEM.
+  size_t arrived = count_fds(msg);
+  if (arrived > 0) {
+    try {
+      info.fds.reserve(info.fds.size() + arrived);
+    } catch (const std::bad_alloc&) {
+      close_fds(msg);
+      return -ENOMEM;
+    }
+  }
   collect_fds(msg, info);
   info.ctrunc = (msg.msg_flags & MSG_CTRUNC) != 0 || info.fds.size() > max_fds;
   info.full_len = static_cast<size_t>(n);
@@ -233,27 +279,33 @@ ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_tru
 
 // ---- FdSender ------------------------------------------------------------
 
-FdSender::FdSender(UniqueFd sock, std::vector<uint8_t> data, std::vector<int> fds, Framing framing)
-    : sock_(std::move(sock)), data_(std::move(data)), fds_(std::move(fds)), framing_(framing) {}
+FdSender::FdSender(int sock, const uint8_t* data, size_t len, std::vector<int> fds, Framing framing)
+    : sock_(sock), data_(data), len_(len), fds_(std::move(fds)), framing_(framing) {}
 
-bool FdSender::mid_message() const { return type_ == SOCK_STREAM && sent_ > 0 && sent_ < data_.size(); }
+bool FdSender::mid_message() const { return type_ == SOCK_STREAM && sent_ > 0 && sent_ < total(); }
+
+size_t FdSender::data_done() const { return sent_ > header_len_ ? sent_ - header_len_ - skipped_ : 0; }
+
+void FdSender::own_bytes() {
+  size_t done = data_done();
+  owned_.assign(data_ + done, data_ + len_);
+  // The bytes sent are never read again: keep the rest only.
+  data_ = owned_.data();
+  len_ -= done;
+  skipped_ += done;
+}
 
 Step FdSender::start() {
-  type_ = socket_type(sock_.get());
+  type_ = socket_kind(sock_);
   if (type_ < 0) return failed(-type_, "getsockopt");
   if (type_ != SOCK_STREAM) return {};
-  try {
-    if (framing_ == Framing::kFrame) {
-      if (data_.size() > UINT32_MAX) return failed(EMSGSIZE, "sendmsg");
-      uint8_t header[kFrameHeaderSize];
-      put_u32(header, kFrameMagic);
-      put_u32(header + 4, static_cast<uint32_t>(data_.size()));
-      data_.insert(data_.begin(), header, header + kFrameHeaderSize);
-    } else if (data_.empty()) {
-      data_.push_back(0);  // Fds cannot travel on a stream without a byte.
-    }
-  } catch (const std::bad_alloc&) {
-    return failed(ENOMEM, "sendmsg");
+  if (framing_ == Framing::kFrame) {
+    if (len_ > UINT32_MAX) return failed(EMSGSIZE, "sendmsg");
+    put_u32(header_, kFrameMagic);
+    put_u32(header_ + 4, static_cast<uint32_t>(len_));
+    header_len_ = kFrameHeaderSize;
+  } else if (len_ == 0) {
+    header_len_ = 1;  // Fds cannot travel on a stream without a byte: one NUL.
   }
   return {};
 }
@@ -261,11 +313,15 @@ Step FdSender::start() {
 Step FdSender::step() {
   // Runs at least once: an empty datagram is still a message.
   bool first = sent_ == 0;
-  while (first || sent_ < data_.size()) {
+  while (first || sent_ < total()) {
+    iovec iov[2];
+    int count = 0;
+    if (sent_ < header_len_) iov[count++] = {header_ + sent_, header_len_ - sent_};
+    size_t done = data_done();
+    if (done < len_ || count == 0) iov[count++] = {const_cast<uint8_t*>(data_) + done, len_ - done};
     // Fds go with the first sendmsg that sends anything, and never again.
     bool with_fds = sent_ == 0;
-    ssize_t n = send_msg(sock_.get(), data_.data() + sent_, data_.size() - sent_,
-                         with_fds ? fds_.data() : nullptr, with_fds ? fds_.size() : 0);
+    ssize_t n = send_msgv(sock_, iov, count, with_fds ? fds_.data() : nullptr, with_fds ? fds_.size() : 0);
     if (n == -EAGAIN) return again(POLLOUT);
     if (n < 0) return failed(static_cast<int>(-n), "sendmsg");
     sent_ += static_cast<size_t>(n);
@@ -278,11 +334,14 @@ Step FdSender::step() {
 
 // ---- FdReceiver ----------------------------------------------------------
 
+FdReceiver::FdReceiver(int sock, size_t max_bytes, size_t max_fds, Framing framing)
+    : sock_(sock), max_bytes_(max_bytes), max_fds_(max_fds), framing_(framing) {}
+
 FdReceiver::FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing framing)
-    : sock_(std::move(sock)), max_bytes_(max_bytes), max_fds_(max_fds), framing_(framing) {}
+    : owned_(std::move(sock)), sock_(owned_.get()), max_bytes_(max_bytes), max_fds_(max_fds), framing_(framing) {}
 
 Step FdReceiver::start() {
-  type_ = socket_type(sock_.get());
+  type_ = socket_kind(sock_);
   if (type_ < 0) return failed(-type_, "getsockopt");
   return {};
 }
@@ -331,19 +390,31 @@ Step FdReceiver::finish(RecvStatus status) {
 }
 
 Step FdReceiver::step_message() {
-  ssize_t len = peek_message_len(sock_.get());
-  if (len == -EAGAIN) return again(POLLIN);
-  if (len < 0) return failed(static_cast<int>(-len), "recvmsg");
-  // Another reader of the same socket may take this record first; the
-  // next one is then measured by MSG_TRUNC and, if longer, reported as such.
-  data_.resize(std::min(static_cast<size_t>(len), max_bytes_));
   RecvInfo info;
-  ssize_t n = recv_msg(sock_.get(), data_.data(), data_.size(), max_fds_, true, info);
-  if (n == -EAGAIN) return again(POLLIN);
-  if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
-  keep(info.fds);
+  ssize_t n;
+  if (max_bytes_ <= kMessageRoom) {
+    // Straight into this thread's room; MSG_TRUNC tells the real length.
+    thread_local std::vector<uint8_t> room;
+    if (room.size() < kMessageRoom) room.resize(kMessageRoom);
+    n = recv_msg(sock_, room.data(), max_bytes_, max_fds_, true, info);
+    if (n == -EAGAIN) return again(POLLIN);
+    if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
+    keep(info.fds);
+    data_.assign(room.data(), room.data() + n);
+  } else {
+    ssize_t len = peek_message_len(sock_);
+    if (len == -EAGAIN) return again(POLLIN);
+    if (len < 0) return failed(static_cast<int>(-len), "recvmsg");
+    // Another reader of the same socket may take this record first; the
+    // next one is then measured by MSG_TRUNC and, if longer, reported as such.
+    data_.resize(std::min(static_cast<size_t>(len), max_bytes_));
+    n = recv_msg(sock_, data_.data(), data_.size(), max_fds_, true, info);
+    if (n == -EAGAIN) return again(POLLIN);
+    if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
+    keep(info.fds);
+    data_.resize(static_cast<size_t>(n));
+  }
   message_len_ = info.full_len;
-  data_.resize(static_cast<size_t>(n));
   if (info.ctrunc) return finish(RecvStatus::kCtrunc);
   if (info.full_len > max_bytes_) return finish(RecvStatus::kTrunc);
   // A seqpacket read of 0 bytes and no fds is the peer's shutdown.
@@ -352,11 +423,11 @@ Step FdReceiver::step_message() {
 }
 
 Step FdReceiver::step_raw() {
-  int queued = readable_bytes(sock_.get());
+  int queued = readable_bytes(sock_);
   if (queued < 0) return failed(-queued, "ioctl");
   data_.resize(std::min(max_bytes_, std::max(static_cast<size_t>(queued), kMinRawRead)));
   RecvInfo info;
-  ssize_t n = recv_msg(sock_.get(), data_.data(), data_.size(), max_fds_, false, info);
+  ssize_t n = recv_msg(sock_, data_.data(), data_.size(), max_fds_, false, info);
   if (n == -EAGAIN) return again(POLLIN);
   if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
   keep(info.fds);
@@ -370,7 +441,7 @@ Step FdReceiver::step_raw() {
 // read that starts a frame; anywhere else they are a protocol error.
 Step FdReceiver::read_into(uint8_t* buf, size_t len, size_t& got, bool at_frame_start) {
   RecvInfo info;
-  ssize_t n = recv_msg(sock_.get(), buf + got, len - got, max_fds_, false, info);
+  ssize_t n = recv_msg(sock_, buf + got, len - got, max_fds_, false, info);
   if (n == -EAGAIN) return again(POLLIN);
   if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
   bool stray = !info.fds.empty() && !at_frame_start;

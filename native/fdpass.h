@@ -11,6 +11,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -28,6 +29,11 @@ inline constexpr size_t kMaxFdsPerMessage = 253;
 // big-endian. The fds ride on the header's first byte (see fdpass.cc).
 inline constexpr size_t kFrameHeaderSize = 8;
 inline constexpr uint32_t kFrameMagic = 0x4c554644;
+// Room a datagram or seqpacket record is read into directly (one recvmsg,
+// MSG_TRUNC telling the real length) when maxBytes is no more than this; a
+// larger maxBytes peeks at the length first, so memory follows what arrived.
+// The room is one buffer per thread, allocated on its first receive.
+inline constexpr size_t kMessageRoom = 65536;
 // Bytes per read of a frame body. A frame's buffer grows by at most this
 // much per read, as bytes arrive: the header's claimed length is never
 // allocated up front, so a peer cannot make the receiver allocate what it
@@ -47,8 +53,14 @@ enum class Framing {
   kNone = 1,   // Raw bytes: one recvmsg per receive, as the kernel hands them.
 };
 
-// getsockopt(SO_TYPE): SOCK_STREAM, SOCK_SEQPACKET or SOCK_DGRAM.
+// getsockopt(SO_TYPE) and (SO_DOMAIN): SOCK_STREAM, SOCK_SEQPACKET or
+// SOCK_DGRAM of an AF_UNIX socket, -EAFNOSUPPORT for another family.
 int socket_type(int fd);
+
+// getsockopt(SO_TYPE) alone: what a send or receive must know to frame its
+// bytes. One syscall; the family is the kernel's to refuse (sendmsg of
+// SCM_RIGHTS on a socket that is not AF_UNIX: EINVAL).
+int socket_kind(int fd);
 
 // fcntl(F_DUPFD_CLOEXEC): a private fd for the same socket, so a pending
 // operation never acts on an fd number the caller closed and reused.
@@ -96,6 +108,8 @@ int pipe_cloexec(int fds[2]);
 // One sendmsg(MSG_NOSIGNAL | MSG_DONTWAIT) of `len` bytes with `nfds` fds
 // attached as SCM_RIGHTS (none when nfds == 0). Returns the bytes sent.
 ssize_t send_msg(int fd, const uint8_t* data, size_t len, const int* fds, size_t nfds);
+// The same, of the bytes of `iovcnt` pieces (at most 2).
+ssize_t send_msgv(int fd, const struct iovec* iov, int iovcnt, const int* fds, size_t nfds);
 
 // What one recvmsg returned besides the byte count.
 struct RecvInfo {
@@ -127,21 +141,44 @@ struct Step {
 // is ENOMEM): on a stream, header + data + fds in the first
 // sendmsg and the remaining bytes without fds; on seqpacket and datagram
 // sockets, the whole message in one sendmsg.
+//
+// It acts on the numbers and the bytes it is given, without copying them:
+// a caller that is done before it returns (a synchronous send) passes its
+// own. One that goes on waiting after its caller moved on gives it its own
+// copies first (set_socket, set_fds, own_bytes).
 class FdSender {
  public:
-  FdSender(UniqueFd sock, std::vector<uint8_t> data, std::vector<int> fds, Framing framing);
+  FdSender(int sock, const uint8_t* data, size_t len, std::vector<int> fds, Framing framing);
   // Learns the socket type; call once before step().
   Step start();
   Step step();
+  // Bytes sent so far, the frame header included.
   size_t bytes_sent() const { return sent_; }
   // Part of a stream message is sent and the rest is not.
   bool mid_message() const;
+  // Whether the fds are sent already (they ride on the first sendmsg).
+  bool fds_sent() const { return sent_ > 0; }
+  int socket() const { return sock_; }
+  const std::vector<int>& fds() const { return fds_; }
+  void set_socket(int sock) { sock_ = sock; }
+  void set_fds(std::vector<int> fds) { fds_ = std::move(fds); }
+  // Copies the bytes not yet sent into storage of its own (std::bad_alloc).
+  void own_bytes();
 
  private:
-  UniqueFd sock_;
-  std::vector<uint8_t> data_;
+  size_t total() const { return header_len_ + skipped_ + len_; }
+  // Bytes of data_ sent so far.
+  size_t data_done() const;
+
+  int sock_;
+  const uint8_t* data_;  // The bytes not dropped by own_bytes, len_ of them.
+  size_t len_;
+  size_t skipped_ = 0;   // Bytes sent before own_bytes dropped them.
+  std::vector<uint8_t> owned_;
   std::vector<int> fds_;
   Framing framing_;
+  uint8_t header_[kFrameHeaderSize] = {};
+  size_t header_len_ = 0;
   int type_ = 0;
   size_t sent_ = 0;
 };
@@ -164,10 +201,16 @@ enum class RecvStatus {
 // max_fds, or with a refused message) are not closed here but kept in
 // unwanted(): closing a peer's file can block, and the caller decides on
 // which thread that happens.
+//
+// It reads from the number it is given (`sock`, not owned), or from one it
+// owns (the UniqueFd form); set_socket moves it to a copy mid-receive.
 class FdReceiver {
  public:
+  FdReceiver(int sock, size_t max_bytes, size_t max_fds, Framing framing);
   FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing framing);
   Step start();
+  int socket() const { return sock_; }
+  void set_socket(int sock) { sock_ = sock; }
   Step step();
   RecvStatus status() const { return status_; }
   std::vector<uint8_t>& data() { return data_; }
@@ -195,7 +238,8 @@ class FdReceiver {
   Step finish(RecvStatus status);
   void keep(std::vector<UniqueFd>& arrived);
 
-  UniqueFd sock_;
+  UniqueFd owned_;
+  int sock_;
   size_t max_bytes_;
   size_t max_fds_;
   Framing framing_;

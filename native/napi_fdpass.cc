@@ -6,11 +6,16 @@
 // socket; the fds a receive does not hand to JS are closed by one closer
 // thread (FdCloser, below), because a peer's file can make its close block.
 //
-// Every operation works on its own F_DUPFD_CLOEXEC copy of the caller's fd.
-// Two reasons: libuv keeps one watcher per fd number, so polling the very fd
-// a net.Socket's handle owns would displace Node's own watcher; and if the
-// caller closes its fd while we wait, the number may be reused for another
-// file, which we must never send to or read from.
+// The rule of napi_util.h (FdArgs): an operation acts on the caller's own
+// numbers and bytes while the call runs, and on copies from the moment it
+// goes on after the call returned. The synchronous forms never copy. A
+// Promise form first tries at once, on the caller's numbers; only an
+// operation that must wait takes F_DUPFD_CLOEXEC copies of the socket (and
+// of the fds, if they are not sent yet) and of the bytes left (Work::Detach).
+// Two reasons for the copies: libuv keeps one watcher per fd number, so
+// polling the very fd a net.Socket's handle owns would displace Node's own
+// watcher; and if the caller closes its fd while we wait, the number may be
+// reused for another file, which we must never send to or read from.
 #include <poll.h>
 #include <sys/socket.h>
 #include <uv.h>
@@ -35,13 +40,20 @@ namespace {
 
 // ---- argument readers -----------------------------------------------------
 
-std::vector<uint8_t> ArgBytes(const Napi::CallbackInfo& info, size_t index, const char* name) {
+// The caller's bytes, not copied: valid while the call runs (an operation
+// that goes on after it copies what it has not sent, SendWork::Detach).
+struct Bytes {
+  const uint8_t* data;
+  size_t len;
+};
+
+Bytes ArgBytes(const Napi::CallbackInfo& info, size_t index, const char* name) {
   Napi::Value value = info[index];
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
     ThrowArgType(info.Env(), name, "an instance of Uint8Array");
   }
   auto bytes = value.As<Napi::Uint8Array>();
-  return std::vector<uint8_t>(bytes.Data(), bytes.Data() + bytes.ByteLength());
+  return {bytes.Data(), bytes.ByteLength()};
 }
 
 // The fd numbers of an array, each an int32 >= 0, at most SCM_MAX_FD.
@@ -76,6 +88,24 @@ UniqueFd DupArg(Napi::Env env, int fd) {
 
 // ---- the operations -------------------------------------------------------
 
+// The property names of a receive's result, made once per environment: a
+// name made from a C string is looked up in V8's string table on every use.
+// Held in an array (N-API before version 10 refers to objects only).
+class ResultNames {
+ public:
+  enum Name : uint32_t { kStatus, kData, kFds, kDropped, kLength, kOutOfStep, kCount };
+  explicit ResultNames(Napi::Env env) {
+    static const char* const kNames[kCount] = {"status", "data", "fds", "dropped", "length", "outOfStep"};
+    Napi::Array names = Napi::Array::New(env, kCount);
+    for (uint32_t i = 0; i < kCount; ++i) names.Set(i, Napi::String::New(env, kNames[i]));
+    names_ = Napi::Persistent(names);
+  }
+  Napi::Array Get() const { return names_.Value(); }
+
+ private:
+  Napi::Reference<Napi::Array> names_;
+};
+
 // One send, receive or wait, as steps that never block and never throw.
 class Work {
  public:
@@ -92,47 +122,107 @@ class Work {
   // The fds received that will not reach JS (every one when `failed`),
   // given up to be closed elsewhere.
   virtual std::vector<UniqueFd> TakeUnwanted(bool /*failed*/) { return {}; }
+  // Whether TakeUnwanted(failed) would give any.
+  virtual bool HasUnwanted(bool /*failed*/) { return false; }
+  // The operation goes on after its call returned: from now on it acts on
+  // copies of its own. Fails (as a step does) when a copy cannot be made.
+  virtual Step Detach() { return {}; }
 };
 
 class SendWork : public Work {
  public:
-  SendWork(UniqueFd sock, std::vector<uint8_t> data, FdArgs fds, std::vector<int> copies, Framing framing)
-      : fd_(sock.get()), fds_(std::move(fds)), sender_(std::move(sock), std::move(data), std::move(copies), framing) {}
+  SendWork(int sock, Bytes data, std::vector<int> fds, Framing framing)
+      : sender_(sock, data.data, data.len, std::move(fds), framing) {}
   Step Start() override { return sender_.start(); }
   Step Next() override { return sender_.step(); }
-  int Fd() const override { return fd_; }
+  int Fd() const override { return sender_.socket(); }
   Napi::Value Result(Napi::Env env) override {
     return Napi::Number::New(env, static_cast<double>(sender_.bytes_sent()));
   }
   bool MidMessage() const override { return sender_.mid_message(); }
+  // Copies of the fds while they are still to be sent (the first sendmsg
+  // takes them, all or nothing), of the socket, and of the bytes left.
+  // Every number is open: the kernel looked each fd up before it answered
+  // EAGAIN, and no JS ran since, so no copy can take the number of another.
+  Step Detach() override {
+    try {
+      sender_.own_bytes();
+      std::vector<UniqueFd> copies;
+      std::vector<int> fds;
+      copies.reserve(sender_.fds().size() + 1);
+      fds.reserve(sender_.fds().size());
+      if (!sender_.fds_sent()) {
+        for (int fd : sender_.fds()) {
+          int copy = dup_cloexec(fd);
+          if (copy < 0) return {-copy, 0, "sendmsg"};
+          fds.push_back(copies.emplace_back(copy).get());
+        }
+      }
+      int sock = dup_cloexec(sender_.socket());
+      if (sock < 0) return {-sock, 0, "fcntl"};
+      copies.emplace_back(sock);
+      if (!sender_.fds_sent()) sender_.set_fds(std::move(fds));
+      sender_.set_socket(sock);
+      copies_ = std::move(copies);
+      return {};
+    } catch (const std::bad_alloc&) {
+      return {ENOMEM, 0, "sendmsg"};
+    }
+  }
 
  private:
-  int fd_;
-  FdArgs fds_;  // The copies of the fds being sent, kept open until done.
+  std::vector<UniqueFd> copies_;  // Kept open until done.
   FdSender sender_;
 };
 
+// Where a receive done within its call puts its result for the TypeScript
+// layer to read at once, in place of an object, a Buffer and an array made
+// through N-API (which cost more than the syscalls): the bytes in `data`,
+// and in `meta` the status, fds dropped, length, outOfStep, the fd count
+// (kRecvMetaHeader numbers), then the fds. Both belong to the caller, who
+// sized them for maxBytes and maxFds.
+struct RecvInto {
+  uint8_t* data = nullptr;
+  int32_t* meta = nullptr;
+};
+inline constexpr size_t kRecvMetaHeader = 5;
+
 class RecvWork : public Work {
  public:
-  RecvWork(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing framing)
-      : fd_(sock.get()), receiver_(std::move(sock), max_bytes, max_fds, framing) {}
+  RecvWork(int sock, size_t max_bytes, size_t max_fds, Framing framing, RecvInto into)
+      : receiver_(sock, max_bytes, max_fds, framing), into_(into) {}
   Step Start() override { return receiver_.start(); }
   Step Next() override { return receiver_.step(); }
-  int Fd() const override { return fd_; }
-  // { status, data, fds, dropped, length, outOfStep }.
+  int Fd() const override { return receiver_.socket(); }
+  Step Detach() override {
+    into_ = {};  // The caller's buffers may be in use again when this ends.
+    int copy = dup_cloexec(receiver_.socket());
+    if (copy < 0) return {-copy, 0, "fcntl"};
+    copy_.reset(copy);
+    receiver_.set_socket(copy);
+    return {};
+  }
+  bool HasUnwanted(bool failed) override {
+    return !receiver_.unwanted().empty() || (failed && !receiver_.fds().empty());
+  }
+  // { status, data, fds, dropped, length, outOfStep }, or the byte count
+  // with the rest written where `into` says.
   Napi::Value Result(Napi::Env env) override {
+    if (into_.data != nullptr) return ResultInto(env);
+    Napi::Array names = env.GetInstanceData<ResultNames>()->Get();
+    auto name = [&names](ResultNames::Name n) { return names.Get(static_cast<uint32_t>(n)); };
     Napi::Object out = Napi::Object::New(env);
     std::vector<uint8_t>& data = receiver_.data();
-    out.Set("status", static_cast<double>(receiver_.status()));
-    out.Set("data", Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size()));
+    out.Set(name(ResultNames::kStatus), Napi::Number::New(env, static_cast<double>(receiver_.status())));
+    out.Set(name(ResultNames::kData), Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size()));
     Napi::Array fds = Napi::Array::New(env, receiver_.fds().size());
     for (size_t i = 0; i < receiver_.fds().size(); ++i) {
       fds.Set(static_cast<uint32_t>(i), Napi::Number::New(env, receiver_.fds()[i].get()));
     }
-    out.Set("fds", fds);
-    out.Set("dropped", static_cast<double>(receiver_.dropped_fds()));
-    out.Set("length", static_cast<double>(receiver_.message_len()));
-    out.Set("outOfStep", receiver_.out_of_step());
+    out.Set(name(ResultNames::kFds), fds);
+    out.Set(name(ResultNames::kDropped), Napi::Number::New(env, static_cast<double>(receiver_.dropped_fds())));
+    out.Set(name(ResultNames::kLength), Napi::Number::New(env, static_cast<double>(receiver_.message_len())));
+    out.Set(name(ResultNames::kOutOfStep), Napi::Boolean::New(env, receiver_.out_of_step()));
     return out;
   }
   void HandOver() override {
@@ -145,25 +235,42 @@ class RecvWork : public Work {
   }
 
  private:
-  int fd_;
+  Napi::Value ResultInto(Napi::Env env) {
+    std::vector<uint8_t>& data = receiver_.data();
+    std::copy(data.begin(), data.end(), into_.data);  // At most maxBytes: the caller's room.
+    const std::vector<UniqueFd>& fds = receiver_.fds();
+    into_.meta[0] = static_cast<int32_t>(receiver_.status());
+    into_.meta[1] = static_cast<int32_t>(receiver_.dropped_fds());
+    into_.meta[2] = static_cast<int32_t>(std::min<size_t>(receiver_.message_len(), INT32_MAX));
+    into_.meta[3] = receiver_.out_of_step() ? 1 : 0;
+    into_.meta[4] = static_cast<int32_t>(fds.size());  // At most maxFds: the caller's room.
+    for (size_t i = 0; i < fds.size(); ++i) into_.meta[kRecvMetaHeader + i] = fds[i].get();
+    return Napi::Number::New(env, static_cast<double>(data.size()));
+  }
+
+  UniqueFd copy_;  // Declared before the receiver: outlives its use there.
   FdReceiver receiver_;
+  RecvInto into_;
 };
 
-// Waits until an fd is readable or hung up (the barrier's pipe: EOF).
+// Waits until an fd is readable or hung up (the barrier's pipe: EOF): on
+// the caller's number (sync), or on a copy it owns (Promise).
 class WaitWork : public Work {
  public:
-  explicit WaitWork(UniqueFd fd) : fd_(std::move(fd)) {}
+  explicit WaitWork(int fd) : fd_(fd) {}
+  explicit WaitWork(UniqueFd copy) : copy_(std::move(copy)), fd_(copy_.get()) {}
   Step Start() override { return {}; }
   Step Next() override {
-    int revents = wait_fd(fd_.get(), POLLIN, 0);
+    int revents = wait_fd(fd_, POLLIN, 0);
     if (revents < 0) return {-revents, 0, "poll"};
     return revents ? Step{} : Step{EAGAIN, POLLIN, ""};
   }
-  int Fd() const override { return fd_.get(); }
+  int Fd() const override { return fd_; }
   Napi::Value Result(Napi::Env env) override { return Napi::Boolean::New(env, true); }
 
  private:
-  UniqueFd fd_;
+  UniqueFd copy_;
+  int fd_;
 };
 
 // The error for a failed step; `outOfStep` tells the TypeScript layer the
@@ -172,6 +279,13 @@ Napi::Error StepError(Napi::Env env, const Work& work, int err, const char* sysc
   Napi::Error error = ErrnoError(env, err, syscall);
   if (work.MidMessage()) error.Set("outOfStep", true);
   return error;
+}
+
+// Throws StepError's error into JS (no C++ exception); returns the empty value to return.
+Napi::Value ThrowStep(Napi::Env env, const Work& work, int err, const char* syscall) {
+  if (!work.MidMessage()) return ThrowErrno(env, err, syscall);
+  StepError(env, work, err, syscall).ThrowAsJavaScriptException();
+  return Napi::Value();
 }
 
 // ---- synchronous runner ---------------------------------------------------
@@ -183,7 +297,7 @@ int64_t NowMs() { return static_cast<int64_t>(uv_hrtime() / 1000000); }
 Napi::Value RunBlocking(Napi::Env env, Work& work, int timeout_ms) {
   int64_t deadline = timeout_ms < 0 ? -1 : NowMs() + timeout_ms;
   Step s = work.Start();
-  if (s.err) throw StepError(env, work, s.err, s.syscall);
+  if (s.err) return ThrowStep(env, work, s.err, s.syscall);
   for (;;) {
     s = work.Next();
     if (s.err == 0) {
@@ -191,7 +305,7 @@ Napi::Value RunBlocking(Napi::Env env, Work& work, int timeout_ms) {
       work.HandOver();  // Returned to JS below: nothing can fail after this.
       return result;
     }
-    if (s.err != EAGAIN) throw StepError(env, work, s.err, s.syscall);
+    if (s.err != EAGAIN) return ThrowStep(env, work, s.err, s.syscall);
     int left = deadline < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, deadline - NowMs()));
     int revents = wait_fd(work.Fd(), s.events, left);
     if (revents < 0) throw StepError(env, work, -revents, "poll");
@@ -345,6 +459,26 @@ class LoopWake {
 class PollOp : public std::enable_shared_from_this<PollOp> {
  public:
   static Napi::Value Run(Napi::Env env, std::unique_ptr<Work> work) {
+    std::shared_ptr<PollOp> op = Make(env, std::move(work));
+    op->Begin();
+    return op->deferred_.Promise();
+  }
+
+  // Goes on with an operation already tried once, whose last step was `s`:
+  // waits for readiness (EAGAIN), or closes the fds it will not hand over
+  // off the loop before settling.
+  static Napi::Value Resume(Napi::Env env, std::unique_ptr<Work> work, Step s) {
+    std::shared_ptr<PollOp> op = Make(env, std::move(work));
+    if (s.err == EAGAIN) {
+      op->Wait(s.events);
+    } else {
+      op->Finish(s.err, s.syscall);
+    }
+    return op->deferred_.Promise();
+  }
+
+ private:
+  static std::shared_ptr<PollOp> Make(Napi::Env env, std::unique_ptr<Work> work) {
     std::shared_ptr<PollOp> op(new PollOp(env, std::move(work)));
     Napi::Promise promise = op->deferred_.Promise();
     std::weak_ptr<PollOp> weak = op;
@@ -354,11 +488,9 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
                   if (auto live = weak.lock()) live->Fail(err, "poll");
                   return info.Env().Undefined();
                 }));
-    op->Begin();
-    return promise;
+    return op;
   }
 
- private:
   PollOp(Napi::Env env, std::unique_ptr<Work> work)
       : env_(env), deferred_(Napi::Promise::Deferred::New(env)),
         context_(env, "liveupdate.fdpass"), work_(std::move(work)) {}
@@ -526,29 +658,69 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
 
 // ---- exported functions ---------------------------------------------------
 
-// sendFds(fd, data, fds, framing[, timeoutMs]): every fd, the socket's and
-// those sent, is copied now, so the message goes where and with what the
-// caller said even if it closes and reuses the numbers before the send runs.
-std::unique_ptr<Work> MakeSend(const Napi::CallbackInfo& info) {
-  // Arguments first: a TypeError must come before any syscall (the dups).
+// sendFds(fd, data, fds, framing[, timeoutMs]), on the caller's numbers
+// and bytes (see the top of this file for when they are copied).
+std::unique_ptr<SendWork> MakeSend(const Napi::CallbackInfo& info) {
   int sock = ArgFd(info, 0, "fd");
-  std::vector<uint8_t> data = ArgBytes(info, 1, "data");
+  Bytes data = ArgBytes(info, 1, "data");
   std::vector<int> fds = ArgFds(info, 2, "fds");
   Framing framing = ArgFraming(info, 3);
-  std::vector<int> all(fds);
-  all.push_back(sock);
-  FdArgs copies(When::kQueued);
-  copies.CheckOpen(info.Env(), all, "sendmsg");
-  for (int& fd : fds) fd = copies.Use(info.Env(), fd, "sendmsg");
-  return std::make_unique<SendWork>(DupArg(info.Env(), sock), std::move(data), std::move(copies), std::move(fds), framing);
+  return std::make_unique<SendWork>(sock, data, std::move(fds), framing);
 }
 
-std::unique_ptr<Work> MakeRecv(const Napi::CallbackInfo& info) {
+// recvFds(fd, maxBytes, maxFds, framing[, data, meta]): with `data` (a
+// Uint8Array of at least maxBytes) and `meta` (an Int32Array of at least
+// kRecvMetaHeader + maxFds), a receive done within the call writes its
+// result there (RecvInto) and returns the byte count.
+RecvInto ArgInto(const Napi::CallbackInfo& info, size_t index, size_t max_bytes, size_t max_fds) {
+  if (index >= info.Length() || info[index].IsUndefined()) return {};
+  Napi::Value data = info[index];
+  Napi::Value meta = index + 1 < info.Length() ? info[index + 1] : info.Env().Undefined();
+  if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    ThrowArgType(info.Env(), "data", "an instance of Uint8Array");
+  }
+  if (!meta.IsTypedArray() || meta.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    ThrowArgType(info.Env(), "meta", "an instance of Int32Array");
+  }
+  auto bytes = data.As<Napi::Uint8Array>();
+  auto numbers = meta.As<Napi::Int32Array>();
+  if (bytes.ElementLength() < max_bytes) ThrowArgRange(info.Env(), "data.length", ">= maxBytes");
+  if (numbers.ElementLength() < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "meta.length", ">= 5 + maxFds");
+  return {bytes.Data(), numbers.Data()};
+}
+
+std::unique_ptr<RecvWork> MakeRecv(const Napi::CallbackInfo& info) {
   int sock = ArgFd(info, 0, "fd");
   auto max_bytes = static_cast<size_t>(ArgInt32InRange(info, 1, "maxBytes", 0, INT32_MAX));
   auto max_fds = static_cast<size_t>(ArgInt32InRange(info, 2, "maxFds", 0, static_cast<int32_t>(kMaxFdsPerMessage)));
   Framing framing = ArgFraming(info, 3);
-  return std::make_unique<RecvWork>(DupArg(info.Env(), sock), max_bytes, max_fds, framing);
+  RecvInto into = ArgInto(info, 4, max_bytes, max_fds);
+  return std::make_unique<RecvWork>(sock, max_bytes, max_fds, framing, into);
+}
+
+// A Promise form: tries at once, on the caller's numbers. Done then, with
+// no fd to close off the loop, it returns the result itself (or throws its
+// error): no Promise, no copy. Otherwise the operation takes copies of
+// what it acts on (Detach) and goes on on the event loop, and the return
+// is a Promise with cancel().
+Napi::Value RunNowOrLater(Napi::Env env, std::unique_ptr<Work> work) {
+  Step s = work->Start();
+  if (s.err == 0) s = work->Next();
+  if (s.err == EAGAIN) {
+    // A copy that cannot be made fails the operation as a step would: what
+    // it received is closed off the loop, a stream left mid-message is
+    // reported out of step.
+    Step copied = work->Detach();
+    if (copied.err != 0) s = copied;
+  }
+  bool failed = s.err != 0 && s.err != EAGAIN;
+  if (s.err != EAGAIN && !work->HasUnwanted(failed)) {
+    if (failed) return ThrowStep(env, *work, s.err, s.syscall);
+    Napi::Value result = work->Result(env);
+    work->HandOver();  // Returned to JS below: nothing can fail after this.
+    return result;
+  }
+  return PollOp::Resume(env, std::move(work), s);
 }
 
 // An optional timeout in ms: -1 (wait forever) when absent.
@@ -571,19 +743,19 @@ void ExportOps(Napi::Env env, Napi::Object exports) {
     return RunBlocking(info.Env(), *MakeSend(info), timeout);
   });
   ExportFunction(env, exports, "sendFdsAsync", [](const Napi::CallbackInfo& info) {
-    return PollOp::Run(info.Env(), MakeSend(info));
+    return RunNowOrLater(info.Env(), MakeSend(info));
   });
   ExportFunction(env, exports, "recvFds", [](const Napi::CallbackInfo& info) {
     return RunBlocking(info.Env(), *MakeRecv(info), -1);
   });
   ExportFunction(env, exports, "recvFdsAsync", [](const Napi::CallbackInfo& info) {
-    return PollOp::Run(info.Env(), MakeRecv(info));
+    return RunNowOrLater(info.Env(), MakeRecv(info));
   });
   // waitReadable(fd, timeoutMs): true when readable or hung up; ETIMEDOUT.
   ExportFunction(env, exports, "waitReadable", [](const Napi::CallbackInfo& info) {
     int fd = ArgFd(info, 0, "fd");
     int timeout = ArgInt32InRange(info, 1, "timeoutMs", -1, INT32_MAX);
-    WaitWork work(DupArg(info.Env(), fd));
+    WaitWork work(fd);
     return RunBlocking(info.Env(), work, timeout);
   });
   ExportFunction(env, exports, "waitReadableAsync", [](const Napi::CallbackInfo& info) {
@@ -722,6 +894,7 @@ Call<PassRights> PrepareSetPassRights(const Napi::CallbackInfo& info, FdArgs) {
 }  // namespace
 
 void RegisterFdPass(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new ResultNames(env));
   ExportOps(env, exports);
   ExportCall<FdPair, PrepareSocketPair>(env, exports, "socketPair");
   ExportCall<FdPair, PreparePipe>(env, exports, "pipe");

@@ -28,14 +28,32 @@ const char* ErrnoText(int err) { return UvKnows(err) ? uv_strerror(-err) : std::
 
 }  // namespace
 
-Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall) {
+napi_value ErrnoErrorValue(napi_env env, int err, const char* syscall) {
   const char* code = ErrnoName(err);
   std::string message = std::string(code) + ": " + ErrnoText(err) + ", " + syscall;
-  Napi::Error error = Napi::Error::New(env, message);
-  error.Set("errno", Napi::Number::New(env, -err));
-  error.Set("code", Napi::String::New(env, code));
-  error.Set("syscall", Napi::String::New(env, syscall));
-  return error;
+  napi_value text = nullptr, error = nullptr, errno_value = nullptr, code_value = nullptr, syscall_value = nullptr;
+  bool made = napi_create_string_utf8(env, message.data(), message.size(), &text) == napi_ok &&
+              napi_create_error(env, nullptr, text, &error) == napi_ok &&
+              napi_create_int32(env, -err, &errno_value) == napi_ok &&
+              napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_value) == napi_ok &&
+              napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value) == napi_ok &&
+              napi_set_named_property(env, error, "errno", errno_value) == napi_ok &&
+              napi_set_named_property(env, error, "code", code_value) == napi_ok &&
+              napi_set_named_property(env, error, "syscall", syscall_value) == napi_ok;
+  return made ? error : nullptr;
+}
+
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall) {
+  napi_value error = ErrnoErrorValue(env, err, syscall);
+  if (error == nullptr) throw Napi::Error::New(env);
+  return Napi::Error(env, error);
+}
+
+Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall) {
+  napi_value error = ErrnoErrorValue(env, err, syscall);
+  if (error == nullptr) throw Napi::Error::New(env);
+  napi_throw(env, error);
+  return Napi::Value();
 }
 
 namespace {

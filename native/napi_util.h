@@ -24,8 +24,14 @@
 namespace lu::napi {
 
 // An Error shaped like Node's system errors: message "CODE: text, syscall",
-// and the fields code, errno (negative, as in Node) and syscall.
+// and the fields errno (negative, as in Node), code and syscall. The value
+// alone (nullptr if it could not be made), as a Napi::Error, or thrown into
+// JS: the hot paths throw with ThrowErrno, which returns the empty value to
+// return, rather than as a C++ exception (whose unwinding costs more than
+// the error itself).
+napi_value ErrnoErrorValue(napi_env env, int err, const char* syscall);
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall);
+Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall);
 
 // Argument readers. Each refuses, by itself, whatever its C type cannot hold
 // exactly: a TypeError (code ERR_INVALID_ARG_TYPE) for the wrong JS type, a
@@ -48,6 +54,9 @@ bool ArgBool(const Napi::CallbackInfo& info, size_t index, const char* name);
 // copies made with F_DUPFD_CLOEXEC when the call is made, so it acts on the
 // files it was given even if the caller closes (and the process reuses) the
 // numbers meanwhile; the copies are closed when the call is done with them.
+// The fd-passing Promise forms (napi_fdpass.cc) are both: each is first
+// tried at once, on the caller's numbers, and copies only what it still
+// needs when it must wait for the socket.
 class FdArgs {
  public:
   enum class When { kNow, kQueued };
@@ -126,7 +135,7 @@ template <typename T>
 Napi::Value RunSync(Napi::Env env, const Call<T>& call) {
   T result{};
   int rc = call.run(result);
-  if (rc < 0) throw ErrnoError(env, -rc, call.syscall);
+  if (rc < 0) return ThrowErrno(env, -rc, call.syscall);
   Napi::Value value = ToJs(env, result);
   HandOver(result);  // Returned to JS below: nothing can fail after this.
   return value;
@@ -178,7 +187,9 @@ class CallWorker {
     try {
       Napi::HandleScope scope(env);
       if (self->rc_ < 0) {
-        self->deferred_.Reject(ErrnoError(env, -self->rc_, self->call_.syscall).Value());
+        napi_value error = ErrnoErrorValue(env, -self->rc_, self->call_.syscall);
+        if (error == nullptr) return;  // Nothing can reach JS now.
+        self->deferred_.Reject(Napi::Value(env, error));
       } else {
         self->deferred_.Resolve(ToJs(env, self->result_));
         HandOver(self->result_);

@@ -17,7 +17,7 @@ import { Connection, ConnectionState, Notifier, TransitionError } from '../lib/a
 import { MAX_POLICY_SECONDS, parsePolicy, type Peer } from '../lib/agent/policy.js';
 import { MAX_MESSAGE_BYTES, type JsonValue } from '../lib/agent/protocol.js';
 import { Agent } from '../lib/agent/server.js';
-import { SessionTable, TablePhase, type Entry } from '../lib/agent/sessions.js';
+import { SessionTable, TablePhase, type Entry, type TableContext } from '../lib/agent/sessions.js';
 import { AgentPolicyError, AgentUnavailableError, UpdateRefusedError } from '../lib/errors.js';
 import { recvFds, sendFds } from '../lib/fdpass.js';
 import { native } from '../lib/native.js';
@@ -137,15 +137,20 @@ describe('connection state machine', () => {
   });
 });
 
+/** What the table needs of a standalone host, over the device `device()` answers (or throws). */
+function standaloneOver(device: () => LiveUpdate, storeMax: number | null): TableContext['host'] {
+  return { withDevice: async (_operation, use) => use(device()), keep: async () => {}, storeMax, incomingInStore: false, retrievesByName: true };
+}
+
 /** A table over no device, with sessions the agent "holds" through objects that only count their closes. */
 function tableWith(onClientExit: 'keep' | 'release'): { table: SessionTable; client: Connection<Entry>; closed: string[]; events: string[] } {
   const closed: string[] = [];
   const logged: string[] = [];
   const table = new SessionTable({
     policy: parsePolicy({ onClientExit }),
-    device: () => {
+    host: standaloneOver(() => {
       throw new AgentUnavailableError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE: no device', 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE', { operation: 'agent.createSession' });
-    },
+    }, null),
     event: (name) => logged.push(name),
     forgotten: () => {},
   });
@@ -213,7 +218,7 @@ function tableOverSlowDevice(policy = parsePolicy({ quota: { sessions: 2 } })): 
       return session(name);
     },
   };
-  const table = new SessionTable({ policy, device: () => device as unknown as LiveUpdate, event: () => {}, forgotten: () => {} });
+  const table = new SessionTable({ policy, host: standaloneOver(() => device as unknown as LiveUpdate, policy.fdStoreMax), event: () => {}, forgotten: () => {} });
   const client = new Connection<Entry>(1, -1, USER, new Notifier());
   client.on('hello');
   return { table, client, calls };

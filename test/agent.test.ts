@@ -100,7 +100,7 @@ describe('agent protocol with a real agent (no LUO on this host)', () => {
     await expect(client.createSession('vm1')).rejects.toMatchObject({ constructor: AgentUnavailableError, code: 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE', errno: -111 });
     await client.close();
     await log.waitFor('disconnected', 2000);
-    expect(log.events.map((e) => e.event)).toEqual(['device-unavailable', 'listening', 'connected', 'hello', 'request-failed', 'disconnected']);
+    expect(log.events.map((e) => e.event)).toEqual(['mode', 'device-unavailable', 'listening', 'connected', 'hello', 'request-failed', 'disconnected']);
   });
 
   it('an argument error travels as the same TypeError a local call throws', async () => {

@@ -34,7 +34,7 @@ const EXPORTS: ReadonlyArray<readonly [string, string]> = [
   ['AgentError', 'function'], ['AgentPermissionError', 'function'], ['AgentQuotaError', 'function'],
   ['AgentProtocolError', 'function'], ['AgentUnavailableError', 'function'], ['AgentTimeoutError', 'function'],
   ['UpdateRefusedError', 'function'], ['ManifestVersionError', 'function'], ['AgentPolicyError', 'function'],
-  ['AgentListenError', 'function'], ['AgentInternalError', 'function'], ['AGENT_ERROR_CODES', 'object'], ['MAX_TOKEN', 'bigint'],
+  ['AgentListenError', 'function'], ['AgentInternalError', 'function'], ['AgentModeError', 'function'], ['AGENT_ERROR_CODES', 'object'], ['MAX_TOKEN', 'bigint'],
   ['MAX_SESSION_NAME_BYTES', 'number'], ['memfd', 'object'], ['kexec', 'object'], ['kernel', 'object'], ['sendFds', 'function'],
   ['sendFdsSync', 'function'], ['recvFds', 'function'], ['recvFdsSync', 'function'], ['socketPair', 'function'],
   ['FdPassError', 'function'], ['ControlTruncatedError', 'function'], ['MessageTruncatedError', 'function'],
@@ -147,12 +147,33 @@ describe("require('liveupdate')", () => {
     );
     const agentOrCli = (m: string): boolean => m.startsWith('dist/agent/') || m === 'dist/cli.js';
     expect(seen['core']!.modules.filter((m) => agentOrCli(m) || m === 'dist/diagnosis.js')).toEqual([]);
-    // Opening the device checks it with the diagnosis' device numbers, so LiveUpdate brings the diagnosis.
-    expect(seen['device']!.modules).toContain('dist/diagnosis.js');
-    expect(seen['device']!.modules.filter(agentOrCli)).toEqual([]);
+    // Opening the device checks its number (dist/device.js); the diagnosis waits for a failed open.
+    expect(seen['device']!.modules).toContain('dist/device.js');
+    expect(seen['device']!.modules.filter((m) => agentOrCli(m) || m === 'dist/diagnosis.js' || m === 'dist/status.js')).toEqual([]);
     expect(seen['agent']!.modules).toContain('dist/agent/server.js');
     expect(seen['agent']!.modules).not.toContain('dist/cli.js');
     for (const point of ['core', 'device', 'agent']) expect(seen[point]!.builtins, point).toEqual([]);
+  });
+
+  it('loads the diagnosis when an open fails, and the error carries its reason', () => {
+    // No machine running the tests has /dev/liveupdate at this path: the open fails with ENOENT.
+    const missing = path.join(project, 'no-liveupdate-device');
+    const seen = probe(
+      'cjs',
+      `const { LiveUpdate } = require('liveupdate');
+      reportLoaded('before');
+      try {
+        LiveUpdate.openSync(${JSON.stringify(missing)});
+        report('error', null);
+      } catch (error) {
+        report('error', { name: error.name, code: error.code, reason: error.reason });
+      }
+      reportLoaded('after');`,
+    ) as { before: Loaded; after: Loaded; error: { name: string; code: string; reason: unknown } };
+    expect(seen.before.modules).not.toContain('dist/diagnosis.js');
+    expect(seen.after.modules).toContain('dist/diagnosis.js');
+    expect(seen.error).toMatchObject({ name: 'LiveUpdateUnavailableError', code: 'ENOENT' });
+    expect(typeof seen.error.reason).toBe('string');
   });
 
   it('has every export it had, each of the same type, in the same order', () => {

@@ -8,6 +8,7 @@
  * "CASE COUNT", makes COUNT calls of CASE and is answered with the
  * nanoseconds they took (CLOCK_MONOTONIC, like process.hrtime). Cases:
  *   seals   fcntl(F_GET_SEALS) on a memfd            (memfd.getSealsSync)
+ *   fstat   fstat() on a memfd         (node's fs.fstat, the Promise anchor)
  *   enotty  LIVEUPDATE_SESSION_RETRIEVE_FD on a memfd, which the kernel
  *           refuses with ENOTTY after the same user/kernel round trip
  *   fdpass  one memfd sent with one byte over a seqpacket pair (sendmsg,
@@ -25,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +37,11 @@
 
 static void get_seals(int memfd) {
   if (fcntl(memfd, F_GET_SEALS) < 0) die("F_GET_SEALS");
+}
+
+static void stat_fd(int memfd) {
+  struct stat st;
+  if (fstat(memfd, &st) < 0) die("fstat");
 }
 
 static void refused_ioctl(int memfd) {
@@ -99,6 +106,7 @@ int main(void) {
     }
     int64_t t0 = now_ns();
     if (strcmp(name, "seals") == 0) for (long i = 0; i < count; i++) get_seals(memfd);
+    else if (strcmp(name, "fstat") == 0) for (long i = 0; i < count; i++) stat_fd(memfd);
     else if (strcmp(name, "enotty") == 0) for (long i = 0; i < count; i++) refused_ioctl(memfd);
     else if (strcmp(name, "fdpass") == 0) for (long i = 0; i < count; i++) pass_fd(pair, memfd);
     else {

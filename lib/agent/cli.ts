@@ -5,12 +5,15 @@
  * @internal
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Command, OptionValues, Output } from '../cli.js';
 import { UsageError } from '../cli.js';
 import { AgentPermissionError, AgentUnavailableError, LiveUpdateError, UpdateRefusedError } from '../errors.js';
 import { native } from '../native.js';
+import { AGENT_INFO_PATH, type AgentInfo } from '../status.js';
 import { listenFds, notify } from '../systemd.js';
 import { AgentClient, type SessionsReport } from './client.js';
+import { AGENT_MODES, type AgentMode } from './mode.js';
 import { readPolicy } from './policy.js';
 import { printable } from './names.js';
 import type { KernelPreflight } from '../kernel-image.js';
@@ -62,6 +65,34 @@ function fromSystemd(): { listenFd?: number; restored?: RestoredState } {
   return { ...(listenFd === undefined ? {} : { listenFd }), ...(stateFd === undefined && fds.size === 0 ? {} : { restored: { stateFd, fds } }) };
 }
 
+/** The path a passed listening socket is bound to (from /proc/net/unix, by its inode), or null. */
+function boundPath(fd: number): string | null {
+  try {
+    const inode = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/self/fd/${fd}`))?.[1];
+    const line = fs.readFileSync('/proc/net/unix', 'utf8').split('\n').find((l) => l.split(/\s+/)[6] === inode);
+    return line?.split(/\s+/)[7] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Says who the agent is in {@link AGENT_INFO_PATH}, for `liveupdate status`
+ * (root only: the directory is root's); a failure is logged, not fatal.
+ */
+function writeInfo(info: AgentInfo, log: (event: AgentEvent) => void): () => void {
+  if (process.getuid?.() !== 0) return () => {};
+  try {
+    fs.mkdirSync(path.dirname(AGENT_INFO_PATH), { recursive: true, mode: 0o755 });
+    fs.writeFileSync(`${AGENT_INFO_PATH}.${process.pid}`, `${JSON.stringify(info)}\n`, { mode: 0o644 });
+    fs.renameSync(`${AGENT_INFO_PATH}.${process.pid}`, AGENT_INFO_PATH);
+  } catch (error) {
+    log({ time: new Date().toISOString(), event: 'info-not-written', path: AGENT_INFO_PATH, message: (error as Error).message });
+    return () => {};
+  }
+  return () => fs.rmSync(AGENT_INFO_PATH, { force: true });
+}
+
 function isSeqpacket(fd: number): boolean {
   try {
     return native.socketType(fd) === native.SOCK_SEQPACKET;
@@ -75,6 +106,10 @@ async function runAgent(values: OptionValues): Promise<number> {
   const policyFile = text(values, 'policy');
   const socket = text(values, 'socket');
   const device = text(values, 'device');
+  const mode = text(values, 'mode');
+  if (mode !== undefined && !AGENT_MODES.includes(mode as AgentMode)) throw new UsageError(`--mode must be ${AGENT_MODES.join(' or ')}`);
+  const force = values['force'] === true;
+  if (force && mode !== 'standalone') throw new UsageError('--force goes with --mode standalone only');
   const policy = policyFile === undefined ? undefined : readPolicy(policyFile);
   const passed = fromSystemd();
   let agent: Agent | undefined;
@@ -97,6 +132,8 @@ async function runAgent(values: OptionValues): Promise<number> {
       ...(device === undefined ? {} : { devicePath: device }),
       ...(policy === undefined ? {} : { policy }),
       ...passed,
+      mode: mode as AgentMode | undefined,
+      force,
       log,
     });
   } catch (error) {
@@ -105,6 +142,8 @@ async function runAgent(values: OptionValues): Promise<number> {
     throw error;
   }
   const running = agent;
+  const socketPath = running.socketPath ?? (passed.listenFd === undefined ? null : boundPath(passed.listenFd));
+  const removeInfo = writeInfo({ pid: process.pid, mode: running.mode.mode, reason: running.mode.reason, socket: socketPath }, log);
   await notify({ READY: 1, STATUS: running.statusLine() });
   await new Promise<void>((resolve) => {
     onSignal = (signal: string): void => {
@@ -116,7 +155,8 @@ async function runAgent(values: OptionValues): Promise<number> {
         .then(resolve, (error: unknown) => {
           jsonLine({ time: new Date().toISOString(), event: 'stop-failed', message: (error as Error).message });
           resolve();
-        });
+        })
+        .finally(removeInfo);
     };
     if (received !== null) onSignal(received);
   });
@@ -210,6 +250,7 @@ async function runUpdate(values: OptionValues, out: Output): Promise<number> {
   const initrd = text(values, 'initrd');
   const request = { kernel, ...(initrd === undefined ? {} : { initrd }), cmdline };
   let client: AgentClient;
+  let kexecStarted = false;
   try {
     client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate update' });
   } catch (error) {
@@ -223,12 +264,20 @@ async function runUpdate(values: OptionValues, out: Output): Promise<number> {
       timeoutMs: Math.round(timeout * 1000),
       dryRun,
       proceedWithout: values['proceed-without'] === true,
-      onKexec: (checks) => report(out, json, { result: 'kexec', checks }, checks, 'kexec now'),
+      onKexec: (checks) => {
+        kexecStarted = true;
+        report(out, json, { result: 'kexec', checks }, checks, 'kexec now');
+      },
     });
     report(out, json, { result: 'dry-run', checks: result.checks, ...withKernel(result.kernel) }, result.checks, 'dry run: every check passed; nothing was loaded', result.kernel);
     return EXIT.ok;
   } catch (error) {
     if (!(error instanceof LiveUpdateError)) throw error;
+    // systemd mode: the agent announced the kexec, asked systemd for it, and was stopped on the way.
+    if (kexecStarted && error instanceof AgentUnavailableError) {
+      out.stderr('liveupdate update: the agent stopped after starting the kexec (systemd stops every unit on its way to it)\n');
+      return EXIT.ok;
+    }
     return updateFailed(out, json, error);
   } finally {
     client.closeSync();
@@ -289,14 +338,21 @@ export const AGENT_COMMANDS: readonly Command[] = [
   {
     name: 'agent',
     summary: 'Run the agent: the one owner of /dev/liveupdate, serving clients on a Unix socket.',
-    synopsis: '[--socket PATH] [--policy FILE] [--device PATH]',
-    details: `  --socket PATH   where to listen (default ${DEFAULT_SOCKET}); a SOCK_SEQPACKET socket
+    synopsis: '[--mode systemd|standalone [--force]] [--socket PATH] [--policy FILE] [--device PATH]',
+    details: `  --mode MODE     systemd: open the device only for each create, keep the sessions in the
+                  unit's fd store, kexec with systemctl kexec (units/liveupdate-agent.service);
+                  standalone: hold the device, kexec itself (units/liveupdate-agent-standalone.service).
+                  Default: systemd where PID 1 is systemd 261 or later and the kernel has LUO
+  --force         with --mode standalone: run so even where systemd 261+ is PID 1 (refused
+                  otherwise: LUOSession= units would fail, and the kexec would stop no unit)
+  --socket PATH   where to listen (default ${DEFAULT_SOCKET}); a SOCK_SEQPACKET socket
                   passed by systemd in LISTEN_FDS is used instead
   --policy FILE   who may connect and update, quotas (AGENT-PROTOCOL.md; default: root only)
   --device PATH   the LUO device (default /dev/liveupdate)
-Logs one JSON line per event on stderr; READY=1 and STATUS= to systemd. Runs until SIGTERM
-(under systemd its session references wait in the fd store). Exit status 0 after a clean stop.`,
-    options: { ...socketOption, policy: { type: 'string' }, device: { type: 'string' } },
+Logs one JSON line per event on stderr, the first saying the mode and why; READY=1 and
+STATUS= to systemd. Runs until SIGTERM (under systemd its session references wait in the
+fd store). Exit status 0 after a clean stop, 1 when it cannot start (a mode that does not fit).`,
+    options: { ...socketOption, policy: { type: 'string' }, device: { type: 'string' }, mode: { type: 'string' }, force: { type: 'boolean' } },
     reports: false,
     run: (values) => runAgent(values),
   },
@@ -316,7 +372,8 @@ Logs one JSON line per event on stderr; READY=1 and STATUS= to systemd. Runs unt
   --json             print { result, checks, kernel?, code?, message?, details? } as JSON on stdout
                      (kernel: both kernels' releases and handover formats, the verdict, warnings,
                      the running kernel's KHO scratch; in details for a refusal)
-The report goes to stdout, errors to stderr.
+The report goes to stdout, errors to stderr. An agent in systemd mode kexecs with
+systemctl kexec: systemd stops every unit first, the agent too, and update exits 0 then.
 Exit status 0 (dry run passed; a kexec does not return), 1 (a check or the kexec failed),
 3 (a client was not ready: the report names it), 69 (no agent answers, or it stalled),
 77 (not permitted), 2 (usage).`,

@@ -7,14 +7,14 @@
 import * as fs from 'node:fs';
 import * as memfd from '../memfd.js';
 import { Session } from '../session.js';
-import { notify } from '../systemd.js';
+import { barrier, notify } from '../systemd.js';
 import type { ManifestSession } from './manifest.js';
 import { manifestSession, type Entry } from './sessions.js';
 
 /** The FDNAME of the agent's state memfd in systemd's fd store. */
 export const STATE_FDNAME = 'agent-state';
 
-/** The FDNAME of the agent's own incoming session, parked when its manifest was refused. */
+/** The FDNAME of the agent's manifest in the fd store: the sealed memfd of a kexec under way (systemd mode), or its own incoming session parked when the manifest was refused. */
 export const MANIFEST_FDNAME = 'agent-manifest';
 
 /** What the agent kept in systemd's fd store when it stopped, handed back through LISTEN_FDS at its next start. */
@@ -55,13 +55,15 @@ export interface Parked {
 }
 
 /**
- * Parks every outgoing session the agent holds, the refused manifest's
- * session if any, and the state describing them. A failure to send one fd
- * does not stop the others: each is reported. (systemd drops fds past
- * FileDescriptorStoreMax= without telling the sender: the policy's
- * fdStoreMax keeps the agent below it.)
+ * Parks every outgoing session the agent holds and the state describing
+ * them, and `replacing` (each stored anew under its name: the refused
+ * manifest's session, the sealed manifest of a kexec under way). A failure
+ * to send one fd does not stop the others: each is reported. A session
+ * already in the store is not stored twice (systemd keeps one copy of a
+ * file). (systemd drops fds past FileDescriptorStoreMax= without telling
+ * the sender: the agent's store limit keeps it below.)
  */
-export async function park(entries: readonly Entry[], heldManifest: Session | null): Promise<Parked> {
+export async function park(entries: readonly Entry[], replacing: ReadonlyArray<{ fdName: string; fd: number }>): Promise<Parked> {
   const result: Parked = { sessions: 0, failures: [] };
   const store = async (fdName: string, fd: number, kernelName: string | null): Promise<boolean> => {
     try {
@@ -72,28 +74,38 @@ export async function park(entries: readonly Entry[], heldManifest: Session | nu
       return false;
     }
   };
+  const replace = async (fdName: string, fd: number): Promise<void> => {
+    await notify({ FDSTOREREMOVE: 1, FDNAME: fdName }).catch(() => {});
+    await store(fdName, fd, null);
+  };
   const parked: Entry[] = [];
   for (const e of entries) {
     if (e.session !== null && (await store(fdNameOf(e.kernelName), e.session.fd, e.kernelName))) parked.push(e);
   }
   result.sessions = parked.length;
-  if (heldManifest !== null) await store(MANIFEST_FDNAME, heldManifest.fd, null);
+  for (const { fdName, fd } of replacing) await replace(fdName, fd);
   // Released sessions have no fd to park, but may still be alive: the state keeps them, for the manifest.
   const released = entries.filter((e) => e.state === 'released').map((e) => ({ ...manifestSession(e), released: true }));
   const state = writeState([...parked.map(manifestSession), ...released]);
   try {
-    await notify({ FDSTOREREMOVE: 1, FDNAME: STATE_FDNAME }).catch(() => {});
-    await store(STATE_FDNAME, state, null);
+    await replace(STATE_FDNAME, state);
   } finally {
     closeQuietly(state);
   }
+  // Everything sent is in the store before the agent exits (the manager reads its socket before it sees the exit).
+  await barrier().catch(() => {});
   return result;
 }
 
-/** The state parked beside the session fds: what the manifest would say about each. */
+/** This boot's id: a state memfd of another boot (handed back by systemd after a kexec) describes the previous kernel's sessions. */
+function bootId(): string {
+  return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+}
+
+/** The state parked beside the session fds: what the manifest would say about each, and the boot it was written in. */
 function writeState(sessions: Array<ManifestSession & { released?: boolean }>): number {
   const fd = memfd.createSync('liveupdate-agent-state');
-  fs.writeFileSync(`/proc/self/fd/${fd}`, JSON.stringify({ sessions }));
+  fs.writeFileSync(`/proc/self/fd/${fd}`, JSON.stringify({ bootId: bootId(), sessions }));
   return fd;
 }
 
@@ -101,6 +113,8 @@ function writeState(sessions: Array<ManifestSession & { released?: boolean }>): 
 export interface Restored {
   /** Each parked session with its state. */
   sessions: Array<{ saved: ManifestSession; session: Session }>;
+  /** Sessions handed back after a kexec (systemd retrieved them from its store): never closed here, which would finish them. */
+  incoming: Array<{ fdName: string; session: Session }>;
   /** Sessions released before the stop, perhaps still held by their clients. */
   released: ManifestSession[];
   /** Why the state could not be read, or null. */
@@ -122,7 +136,8 @@ export function restore(restored: RestoredState): Restored {
   if (restored.stateFd === undefined) problems.push(`no ${STATE_FDNAME} in the fd store`);
   else {
     try {
-      for (const s of readState(restored.stateFd)) {
+      // Written before a kexec, it describes sessions that are now incoming (the manifest does): nothing of it applies.
+      for (const s of readState(restored.stateFd, bootId())) {
         if (s.released === true) released.push(manifestSession(s));
         else described.set(fdNameOf(s.kernelName), manifestSession(s));
       }
@@ -133,6 +148,7 @@ export function restore(restored: RestoredState): Restored {
     }
   }
   const sessions: Restored['sessions'] = [];
+  const incoming: Restored['incoming'] = [];
   for (const [fdName, fd] of restored.fds) {
     if (!fdName.startsWith('luo-')) continue;
     let session: Session;
@@ -141,6 +157,10 @@ export function restore(restored: RestoredState): Restored {
     } catch (error) {
       problems.push(`${fdName}: ${(error as Error).message}`);
       closeQuietly(fd);
+      continue;
+    }
+    if (session.state === 'incoming') {
+      incoming.push({ fdName, session });
       continue;
     }
     if (session.state !== 'outgoing') {
@@ -152,18 +172,19 @@ export function restore(restored: RestoredState): Restored {
     if (saved === undefined && restored.stateFd !== undefined) problems.push(`${fdName}: session '${session.name}' is not in ${STATE_FDNAME}`);
     sessions.push({ saved: saved?.kernelName === session.name ? saved : undescribed(session.name), session });
   }
-  return { sessions, released, failure: problems.length === 0 ? null : problems.join('; ') };
+  return { sessions, incoming, released, failure: problems.length === 0 ? null : problems.join('; ') };
 }
 
-/** The sessions the state memfd describes; throws if it is not what {@link writeState} wrote. */
-function readState(fd: number): Array<ManifestSession & { released?: boolean }> {
-  const state = JSON.parse(fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8')) as { sessions?: unknown };
+/** The sessions the state memfd describes (none when written in another boot); throws if it is not what {@link writeState} wrote. */
+function readState(fd: number, boot: string): Array<ManifestSession & { released?: boolean }> {
+  const state = JSON.parse(fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8')) as { sessions?: unknown; bootId?: unknown };
   if (!Array.isArray(state.sessions)) throw new Error('no sessions array');
+  if (typeof state.bootId === 'string' && state.bootId !== boot) return [];
   return state.sessions.filter((s): s is ManifestSession & { released?: boolean } => typeof s === 'object' && s !== null && typeof (s as ManifestSession).kernelName === 'string' && typeof (s as ManifestSession).owner === 'number');
 }
 
 /** A session known by its kernel name only: the owner is the uid of its namespace (`u<uid>.` or `u<uid>~`), else root. */
-function undescribed(kernelName: string): ManifestSession {
+export function undescribed(kernelName: string): ManifestSession {
   const match = /^u(\d+)([.~])(.*)$/.exec(kernelName);
   const owner = match === null ? 0 : Number(match[1]);
   const name = match === null ? kernelName : match[2] === '.' ? (match[3] ?? kernelName) : kernelName;

@@ -132,8 +132,8 @@ export function parseManifest(text: string): Manifest {
   return m as Manifest;
 }
 
-/** What the previous kernel's agent left: nothing, a manifest read (and its session finished), or one refused (its session kept, unfinished). */
-export type IncomingManifest = { readonly kind: 'none' } | { readonly kind: 'read'; readonly manifest: Manifest } | { readonly kind: 'refused'; readonly error: LiveUpdateError; readonly session: Session };
+/** What the previous kernel's agent left: nothing, a manifest read (and its session finished), or one refused (its session kept, unfinished; null when the manifest waits in systemd's fd store instead). */
+export type IncomingManifest = { readonly kind: 'none' } | { readonly kind: 'read'; readonly manifest: Manifest } | { readonly kind: 'refused'; readonly error: LiveUpdateError; readonly session: Session | null };
 
 /**
  * Takes the manifest first thing after the kexec: retrieves the agent's own

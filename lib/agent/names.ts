@@ -10,6 +10,9 @@ import { checkSessionName, invalidArgValue, MAX_SESSION_NAME_BYTES } from '../va
 /** The agent's own session (its manifest under token 0): no client may use this name. */
 export const AGENT_SESSION_NAME = 'liveupdate-agent';
 
+/** systemd's own session (v261+ keeps the fd stores of its units in it across a kexec): never the agent's to create or retrieve. */
+export const SYSTEMD_SESSION_NAME = 'systemd';
+
 /** The longest name a non-root client may ask for, in bytes of UTF-8. */
 export const MAX_CLIENT_NAME_BYTES = 255;
 
@@ -31,7 +34,8 @@ const USER_NAMESPACE = /^u\d+[.~]/;
 
 /**
  * Checks a name a client asked for: 1 to 255 bytes of UTF-8 without NUL
- * (root: 1 to 63, and not a user's namespace or the agent's own name), and
+ * (root: 1 to 63, and not a user's namespace, the agent's own name or
+ * systemd's), and
  * without control characters: the kernel's name is made from it, and root's
  * `liveupdate sessions` shows it on a terminal.
  */
@@ -44,6 +48,7 @@ export function checkClientName(name: unknown, uid: number): string {
 function checkRootName(name: unknown): string {
   const checked = checkSessionName(name);
   if (checked === AGENT_SESSION_NAME) throw invalidArgValue('name', 'is reserved for the agent itself', checked);
+  if (checked === SYSTEMD_SESSION_NAME) throw invalidArgValue('name', "is systemd's own session (it keeps its units' fd stores in it across the kexec)", checked);
   if (USER_NAMESPACE.test(checked)) throw invalidArgValue('name', "is in a user's namespace (u<uid>. or u<uid>~)", checked);
   return checked;
 }

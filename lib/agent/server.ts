@@ -15,7 +15,6 @@
  */
 import { agentError, LiveUpdateError, type AgentErrorCode, type AgentOperation } from '../errors.js';
 import { FdPassError, recvFds, sendFds } from '../fdpass.js';
-import { LiveUpdate } from '../liveupdate.js';
 import { native } from '../native.js';
 import type { Session } from '../session.js';
 import { DEVICE_PATH } from '../status.js';
@@ -23,14 +22,18 @@ import { Announcements } from './announcements.js';
 import { bounded, decodeRequest, encodeReply, jsonBytes, ReplyTooLargeError, type CheckedName, type CheckedRequest } from './codec.js';
 import { Connection, ConnectionState, Notifier } from './connection.js';
 import { closeQuietly, MANIFEST_FDNAME, park, restore, unpark, type RestoredState } from './fdstore.js';
+import { KexecUnderway, StandaloneHost, type AgentHost } from './host.js';
 import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, type ConnectionLimits } from './listener.js';
-import { takeIncomingManifest, type Manifest } from './manifest.js';
+import type { Manifest } from './manifest.js';
+import { decideMode, gatherModeFacts, type AgentMode, type ModeDecision, type ModeFacts } from './mode.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
 import { infoOf, SessionTable, type Entry } from './sessions.js';
+import { describeHandedBack, SystemdHost } from './systemd-host.js';
 import { runUpdate } from './update.js';
 
 export { MANIFEST_FDNAME, STATE_FDNAME, type RestoredState } from './fdstore.js';
+export type { AgentMode, ModeDecision, ModeFacts } from './mode.js';
 export { updateChecks } from './update.js';
 export type { UpdateCheck } from './protocol.js';
 
@@ -63,6 +66,15 @@ export interface AgentOptions {
   sendTimeoutMs?: number;
   /** What a previous run of the agent parked in systemd's fd store. */
   restored?: RestoredState;
+  /**
+   * `systemd` or `standalone` (AGENT-PROTOCOL.md, "Modes"); default: systemd
+   * where PID 1 is systemd v261+ and the kernel has LUO, else standalone.
+   */
+  mode?: AgentMode | undefined;
+  /** Run standalone even where systemd v261+ is PID 1 (refused otherwise). */
+  force?: boolean | undefined;
+  /** What the mode is decided from (default: this host's PID 1 and device). */
+  modeFacts?: ModeFacts | undefined;
 }
 
 /** A reply: the JSON fields besides v/id/ok, an fd to pass with it, and what to do once it is sent. */
@@ -92,9 +104,8 @@ export class Agent {
   readonly #table: SessionTable;
   readonly #connections = new Set<Client>();
   readonly #changes = new Notifier();
+  readonly #host: AgentHost;
   readonly #announcements: Announcements;
-  #device: LiveUpdate | null = null;
-  #deviceError: LiveUpdateError | null = null;
   /** A manifest this agent must not read (newer major version): every request is refused with it. */
   #manifestError: LiveUpdateError | null = null;
   /** The agent's incoming session held (never finished) while the manifest is refused. */
@@ -110,14 +121,15 @@ export class Agent {
   /** The update in progress, awaited by stop(). */
   #running: Promise<unknown> | null = null;
 
-  private constructor(options: AgentOptions) {
+  private constructor(options: AgentOptions, host: AgentHost) {
+    this.#host = host;
     this.#policy = options.policy ?? DEFAULT_POLICY;
     this.#log = options.log ?? (() => {});
     this.#helloTimeoutMs = options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 5000;
     this.#table = new SessionTable({
       policy: this.#policy,
-      device: (operation) => this.#requireDevice(operation),
+      host,
       event: (name, fields) => this.#event(name, fields),
       forgotten: (entry) => unpark(entry.kernelName),
     });
@@ -129,22 +141,29 @@ export class Agent {
   }
 
   /**
-   * Starts an agent: opens the device (an agent without one still serves,
-   * answering every request that needs it with AgentUnavailableError),
-   * reads the previous kernel's manifest, takes back what the last run parked
-   * in systemd's fd store, and listens.
+   * Starts an agent: decides its mode (its first event says which and why;
+   * a mode that does not fit the host is AgentModeError), gets the device
+   * ready (an agent without one still serves, answering every request that
+   * needs it with AgentUnavailableError), reads the previous kernel's
+   * manifest, takes back what the last run parked in systemd's fd store, and
+   * listens.
    */
   static async start(options: AgentOptions = {}): Promise<Agent> {
-    const agent = new Agent(options);
+    const devicePath = options.devicePath ?? DEVICE_PATH;
+    const policy = options.policy ?? DEFAULT_POLICY;
+    const decision = decideMode(options.modeFacts ?? gatherModeFacts(devicePath), { mode: options.mode, force: options.force });
+    const host = decision.mode === 'systemd' ? SystemdHost.create(decision, policy.fdStoreMax, devicePath) : new StandaloneHost(decision, policy.fdStoreMax, devicePath);
+    const agent = new Agent(options, host);
+    agent.#event('mode', { mode: decision.mode, reason: decision.reason, forced: decision.forced });
     // The socket first: one the agent must not use stops it before the device is opened.
     const listener = await Listener.open<Peer>({ ...options, limits: options.limits ?? agent.#policy.limits });
     agent.#listener = listener;
     try {
-      const parkedManifest = options.restored?.fds.get(MANIFEST_FDNAME);
-      await agent.#openDevice(options.devicePath ?? DEVICE_PATH, parkedManifest);
+      await agent.#openDevice(options.restored?.fds.get(MANIFEST_FDNAME));
       if (options.restored !== undefined) agent.#restore(options.restored);
     } catch (error) {
       listener.close();
+      host.close();
       throw error;
     }
     agent.#listen(listener);
@@ -159,7 +178,12 @@ export class Agent {
 
   /** Why the device is not usable, or null. */
   get deviceError(): LiveUpdateError | null {
-    return this.#deviceError;
+    return this.#host.deviceError;
+  }
+
+  /** The agent's mode, and why. */
+  get mode(): ModeDecision {
+    return this.#host.decision;
   }
 
   /** Why the previous kernel's manifest was refused, or null. */
@@ -180,7 +204,8 @@ export class Agent {
   /** A one-line summary for systemd's STATUS=. */
   statusLine(): string {
     if (this.#manifestError !== null) return `refusing: ${this.#manifestError.message}`;
-    if (this.#deviceError !== null) return `no device: ${this.#deviceError.message}`;
+    const deviceError = this.#host.deviceError;
+    if (deviceError !== null) return `no device: ${deviceError.message}`;
     const waiting = this.#table.incoming.filter((e) => e.state === 'waiting').length;
     return `${this.#connections.size} client(s), ${this.#table.outgoing.length} outgoing session(s), ${waiting} waiting to be claimed`;
   }
@@ -203,34 +228,33 @@ export class Agent {
     this.#table.beginStopping();
     for (const c of this.#connections) c.receiving?.abort();
     if (options.park === true) {
-      const parked = await park(this.#table.outgoing, this.#heldManifestSession);
+      const held = this.#heldManifestSession === null ? [] : [{ fdName: MANIFEST_FDNAME, fd: this.#heldManifestSession.fd }];
+      const parked = await park(this.#table.outgoing, [...held, ...this.#host.parkedFds()]);
       for (const failure of parked.failures) this.#event('park-failed', failure);
       this.#event('parked', { sessions: parked.sessions, failed: parked.failures.length });
     }
     this.#table.closeAll();
     if (this.#heldManifestSession !== null && options.park !== true) this.#heldManifestSession.closeSync();
-    this.#device?.closeSync();
+    this.#host.close();
     this.#event('stopped', { parked: options.park === true });
   }
 
   // ---- start ------------------------------------------------------------------
 
-  async #openDevice(devicePath: string, parkedManifest: number | undefined): Promise<void> {
-    try {
-      this.#device = await LiveUpdate.open(devicePath);
-    } catch (error) {
-      if (!(error instanceof LiveUpdateError)) throw error;
-      this.#deviceError = error;
+  async #openDevice(parkedManifest: number | undefined): Promise<void> {
+    await this.#host.open();
+    const error = this.#host.deviceError;
+    if (error !== null) {
       this.#event('device-unavailable', { code: error.code, message: error.message });
       return;
     }
     this.#firstOpenAt = Date.now();
-    await this.#readIncomingManifest(this.#device, parkedManifest);
+    await this.#readIncomingManifest(parkedManifest);
   }
 
   /** Reads the manifest first thing after the kexec; a newer major version stops everything but `sessions`. */
-  async #readIncomingManifest(device: LiveUpdate, parked: number | undefined): Promise<void> {
-    const incoming = await takeIncomingManifest(device, parked);
+  async #readIncomingManifest(parked: number | undefined): Promise<void> {
+    const incoming = await this.#host.incomingManifest(parked);
     if (incoming.kind === 'none') return;
     if (incoming.kind === 'refused') {
       this.#manifestError = incoming.error;
@@ -240,7 +264,8 @@ export class Agent {
     }
     const manifest = incoming.manifest;
     this.#manifest = manifest;
-    this.#table.adoptIncoming(manifest.sessions);
+    // Under systemd only the sessions PID 1 hands back are there to claim (#restore adopts them).
+    if (this.#host.retrievesByName) this.#table.adoptIncoming(manifest.sessions);
     this.#event('manifest-read', {
       kexecCount: manifest.kexecCount,
       sessions: manifest.sessions.length,
@@ -256,7 +281,13 @@ export class Agent {
     if (found.failure !== null) this.#event('restore-failed', { message: found.failure });
     for (const { saved, session } of found.sessions) this.#table.adoptOutgoing(saved, session);
     for (const saved of found.released) this.#table.adoptOutgoing(saved, null);
-    this.#event('restored', { sessions: this.#table.outgoing.length });
+    // After the kexec under systemd: PID 1 retrieved the sessions and hands them back, matched to the manifest by FDNAME.
+    const handed = describeHandedBack(this.#manifest?.sessions ?? [], found.incoming.map((i) => ({ ...i, kernelName: i.session.name })));
+    for (const { saved, session } of handed.described) this.#table.adoptHandedBack(saved, session);
+    if (!this.#host.retrievesByName && handed.missing.length > 0) {
+      this.#event('not-handed-back', { sessions: handed.missing.map((s) => s.kernelName) });
+    }
+    this.#event('restored', { sessions: this.#table.outgoing.length, handedBack: found.incoming.length });
   }
 
   #listen(listener: Listener<Peer>): void {
@@ -270,7 +301,8 @@ export class Agent {
     });
     this.#event('listening', {
       socket: listener.socketPath,
-      device: this.#device !== null,
+      mode: this.#host.decision.mode,
+      device: this.#host.deviceError === null,
       kexecCount: this.#manifest?.kexecCount ?? 0,
       limits: { ...listener.limits, helloTimeoutMs: this.#helloTimeoutMs, openFiles: Listener.openFilesLimit() },
     });
@@ -432,15 +464,9 @@ export class Agent {
         peer: { pid: c.peer.pid, uid: c.peer.uid, gid: c.peer.gid },
         agentPid: process.pid,
         kexecCount: this.#manifest?.kexecCount ?? 0,
-        device: this.#device !== null,
+        device: this.#host.deviceError === null,
       },
     };
-  }
-
-  #requireDevice(operation: AgentOperation): LiveUpdate {
-    if (this.#device !== null) return this.#device;
-    const why = this.#deviceError?.message ?? 'the device is closed';
-    throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', `the agent cannot use /dev/liveupdate: ${why}`, { operation });
   }
 
   async #claim(c: Client, name: CheckedName): Promise<Reply> {
@@ -494,7 +520,7 @@ export class Agent {
         policy: this.#policy,
         asker: c.peer,
         signal: this.#stopping.signal,
-        device: this.#device,
+        host: this.#host,
         previous: this.#manifest,
         connections: () => this.#connections,
         changes: this.#changes,
@@ -508,11 +534,13 @@ export class Agent {
     return { body };
   }
 
-  /** Runs `update`, known to stop() until it ends. */
+  /** Runs `update`, known to stop() until it ends. A kexec under way (systemd's) gets no reply: the agent is stopping for it. */
   async #whileUpdating<T>(update: Promise<T>): Promise<T> {
     this.#running = update;
     try {
       return await update;
+    } catch (error) {
+      throw error instanceof KexecUnderway ? new DroppedConnection(error.message) : error;
     } finally {
       this.#running = null;
     }

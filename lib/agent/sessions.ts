@@ -5,10 +5,11 @@
  * act through the table, and reply; nothing else writes an entry.
  */
 import { agentError, SessionNotFoundError, type AgentOperation } from '../errors.js';
-import type { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import type { CheckedName } from './codec.js';
 import type { Connection } from './connection.js';
+import type { AgentHost } from './host.js';
+import { storeFull } from './systemd-host.js';
 import type { ManifestSession } from './manifest.js';
 import type { Policy } from './policy.js';
 import type { JsonValue, SessionInfo } from './protocol.js';
@@ -39,13 +40,13 @@ export enum TablePhase {
 
 /** What the table needs from the agent. */
 export interface TableContext {
-  /** The agent's policy (quotas, onClientExit, fdStoreMax). */
+  /** The agent's policy (quotas, onClientExit). */
   readonly policy: Policy;
-  /** The device, or AgentUnavailableError for `operation`. */
-  device(operation: AgentOperation): LiveUpdate;
+  /** The device, where sessions wait, and how many fit there. */
+  readonly host: Pick<AgentHost, 'withDevice' | 'keep' | 'storeMax' | 'incomingInStore' | 'retrievesByName'>;
   /** Logs one event. */
   event(name: string, fields: Record<string, JsonValue | undefined>): void;
-  /** Called when the agent drops its reference to an outgoing session (to drop it from the fd store). */
+  /** Called when the agent drops its reference to a session (to drop it from the fd store). */
   forgotten(entry: Entry): void;
 }
 
@@ -152,6 +153,11 @@ export class SessionTable {
 
   // ---- adopting what a previous run or kernel left -----------------------------
 
+  /** A session handed back after the kexec through the fd store (PID 1 retrieved it): waiting for its owner, the agent holding it. */
+  adoptHandedBack(saved: ManifestSession, session: Session): void {
+    this.#incoming.set(saved.kernelName, { ...manifestSession(saved), state: 'waiting', session, holder: null });
+  }
+
   /** The manifest's sessions become incoming entries, waiting for their owners. */
   adoptIncoming(sessions: readonly ManifestSession[]): void {
     for (const s of sessions) this.#incoming.set(s.kernelName, { ...manifestSession(s), state: 'waiting', session: null, holder: null });
@@ -170,23 +176,25 @@ export class SessionTable {
     const context = { operation: 'agent.createSession' as const, sessionName: s.name };
     this.#mutable(context.operation, s.name);
     if (this.#phase !== TablePhase.Open) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'an update is in progress: no new sessions until it ends', context);
-    const { quota, fdStoreMax } = this.#context.policy;
+    const { quota } = this.#context.policy;
+    const { storeMax } = this.#context.host;
     if (uid !== 0 && metadataBytes > quota.metadataBytes) {
       throw agentError('ERR_LIVEUPDATE_AGENT_QUOTA', `metadata of ${metadataBytes} bytes exceeds the quota (${quota.metadataBytes})`, context);
     }
     if (uid !== 0 && this.#held(uid) >= quota.sessions) await this.#forgetEnded(uid);
     const held = this.#held(uid);
     if (uid !== 0 && held >= quota.sessions) throw agentError('ERR_LIVEUPDATE_AGENT_QUOTA', `uid ${uid} already has ${held} sessions (quota ${quota.sessions})`, context);
-    const references = this.outgoing.filter((e) => e.session !== null).length + this.#reservedTotal();
-    if (fdStoreMax !== null && references >= fdStoreMax) {
-      throw agentError('ERR_LIVEUPDATE_AGENT_QUOTA', `the agent holds ${references} sessions, as many as its fd store may park (fdStoreMax ${fdStoreMax})`, context);
+    const references = this.#inStore() + this.#reservedTotal();
+    if (storeFull(references, storeMax)) {
+      throw agentError('ERR_LIVEUPDATE_AGENT_QUOTA', `the agent holds ${references} sessions, as many as its fd store can keep (${storeMax}: FileDescriptorStoreMax= or the policy's fdStoreMax, less the agent's own 2)`, context);
     }
     this.#reserved.set(uid, (this.#reserved.get(uid) ?? 0) + 1);
     try {
       return await this.#serial(s.kernelName, async () => {
         const replaced = this.#outgoing.get(s.kernelName);
         // A released session of this name that is still alive makes the kernel say EEXIST, as for any live one.
-        const session = await this.#context.device('agent.createSession').createSession(s.kernelName);
+        const session = await this.#context.host.withDevice('agent.createSession', (device) => device.createSession(s.kernelName));
+        await this.#context.host.keep(s.kernelName, session).catch((error: unknown) => this.#context.event('park-failed', { kernelName: s.kernelName, message: (error as Error).message }));
         if (replaced !== undefined) this.#outgoing.delete(s.kernelName);
         const entry: Entry = { kernelName: s.kernelName, name: s.name, owner: uid, metadata, createdAt: Date.now(), state: 'outgoing', session, holder: null };
         this.#outgoing.set(s.kernelName, entry);
@@ -212,20 +220,22 @@ export class SessionTable {
   /** `c` claims its own session handed over by the previous kernel (two claims of one name get the same session). */
   async claim(c: Connection<Entry>, s: CheckedName, manifestKnown: boolean): Promise<Entry> {
     this.#mutable('agent.retrieveSession', s.name);
-    const device = this.#context.device('agent.retrieveSession');
+    const { host } = this.#context;
     let entry: Entry;
     try {
       entry = this.#own(c, this.#incoming, s, 'agent.retrieveSession');
     } catch (error) {
       // No manifest entry (the manifest was lost): the kernel still knows the name, and the name is the caller's own.
-      if (manifestKnown) throw error;
+      // (Not under systemd: PID 1 retrieved every session it kept; any other is not the agent's to take.)
+      if (manifestKnown || !host.retrievesByName) throw error;
       entry = { kernelName: s.kernelName, name: s.name, owner: c.peer.uid, metadata: null, createdAt: 0, state: 'waiting', session: null, holder: null };
     }
     return this.#serial(entry.kernelName, async () => {
       const current = this.#incoming.get(entry.kernelName) ?? entry;
       if (current.state === 'finished') throw notFound('agent.retrieveSession', current.name, `session '${current.name}' was finished`);
-      if (current.session === null) {
-        current.session = await device.retrieveSession(current.kernelName);
+      if (current.state === 'waiting') {
+        if (current.session === null && !host.retrievesByName) throw notFound('agent.retrieveSession', current.name, `session '${current.name}' was not handed back after the kexec`);
+        current.session ??= await host.withDevice('agent.retrieveSession', (device) => device.retrieveSession(current.kernelName));
         current.state = 'claimed';
         current.claimedAt = Date.now();
         this.#incoming.set(current.kernelName, current);
@@ -274,7 +284,12 @@ export class SessionTable {
 
   async #finishNow(e: Entry, why: string): Promise<void> {
     if (e.state === 'finished') return;
-    const session = e.session ?? (await this.#context.device('agent.release').retrieveSession(e.kernelName));
+    const { host } = this.#context;
+    if (e.session === null && !host.retrievesByName) {
+      e.state = 'finished';
+      return;
+    }
+    const session = e.session ?? (await host.withDevice('agent.release', (device) => device.retrieveSession(e.kernelName)));
     try {
       await session.finish();
     } catch (error) {
@@ -284,6 +299,7 @@ export class SessionTable {
       await session.close();
       e.session = null;
       e.state = 'finished';
+      this.#context.forgotten(e);
       this.#context.event('session-finished', { name: e.name, kernelName: e.kernelName, owner: e.owner, why });
     }
   }
@@ -311,6 +327,12 @@ export class SessionTable {
   /** Sessions `uid` holds against its quota: outgoing ones (released ones not yet seen ended included) and creates in progress. */
   #held(uid: number): number {
     return this.outgoing.filter((e) => e.owner === uid).length + (this.#reserved.get(uid) ?? 0);
+  }
+
+  /** Sessions the agent keeps in its fd store: every outgoing one it holds, and under systemd the incoming ones not finished. */
+  #inStore(): number {
+    const incoming = this.#context.host.incomingInStore ? this.incoming.filter((e) => e.session !== null).length : 0;
+    return this.outgoing.filter((e) => e.session !== null).length + incoming;
   }
 
   #reservedTotal(): number {
@@ -357,7 +379,7 @@ export class SessionTable {
     await this.#serial(e.kernelName, async () => {
       let probe: Session;
       try {
-        probe = await this.#context.device('agent.createSession').createSession(e.kernelName);
+        probe = await this.#context.host.withDevice('agent.createSession', (device) => device.createSession(e.kernelName));
       } catch {
         return; // Still held (EEXIST), or the device cannot tell: it stays counted.
       }

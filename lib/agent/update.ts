@@ -8,16 +8,13 @@
 import * as fs from 'node:fs';
 import { agentError, LiveUpdateError, type UpdateRefusedDetails } from '../errors.js';
 import * as kexec from '../kexec.js';
-import type { LiveUpdate } from '../liveupdate.js';
-import type { Session } from '../session.js';
 import { kernelBoolParam, kernelParam } from '../diagnosis.js';
 import { inspectSync, type KernelPreflight } from '../kernel-image.js';
 import { bounded } from './codec.js';
 import type { PrepareRound } from './announcements.js';
 import type { Connection, Notifier } from './connection.js';
-import { closeQuietly } from './fdstore.js';
-import { writeManifest, MANIFEST_FORMAT, MANIFEST_TOKEN, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
-import { AGENT_SESSION_NAME } from './names.js';
+import { KexecUnderway, type AgentHost } from './host.js';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
 import type { JsonValue, NotReadyClient, UpdateCheck, UpdateRequest } from './protocol.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy, type PreflightPolicy } from './policy.js';
 import type { Entry, SessionTable } from './sessions.js';
@@ -31,8 +28,8 @@ export interface UpdateContext {
   readonly table: SessionTable;
   /** The agent's policy. */
   readonly policy: Policy;
-  /** The device, or null without one. */
-  readonly device: LiveUpdate | null;
+  /** The agent's host: its device, and how it jumps. */
+  readonly host: AgentHost;
   /** The previous kernel's manifest, or null. */
   readonly previous: Manifest | null;
   /** Every live connection. */
@@ -62,8 +59,9 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
     throw agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${ctx.asker.uid} may not use proceedWithout (root only)`, { operation: 'agent.update' });
   }
   ctx.table.beginUpdate();
+  let underway = false;
   try {
-    const { checks, kernel } = updateChecks(r, ctx.device !== null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table), preflight: ctx.policy.preflight });
+    const { checks, kernel } = updateChecks(r, ctx.host.deviceError === null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table), preflight: ctx.policy.preflight });
     const report = kernel === null ? {} : { kernel };
     const failed = checks.filter((x) => !x.ok);
     if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [], ...report });
@@ -76,16 +74,19 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
       try {
         return await afterLoad(ctx, r, checks, startedAt, round);
       } catch (error) {
-        await kexec.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
+        // systemd's kexec under way jumps into the kernel loaded: only an update that ends without one unloads (and resumes the clients).
+        underway = error instanceof KexecUnderway;
+        if (!underway) await kexec.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
         throw error;
       }
     } catch (error) {
       // Unloaded first: a client told to resume finds nothing loaded.
-      round.resume(bounded(error instanceof Error ? error.message : String(error), 1024), error instanceof LiveUpdateError ? error.code : undefined);
+      if (!underway) round.resume(bounded(error instanceof Error ? error.message : String(error), 1024), error instanceof LiveUpdateError ? error.code : undefined);
       throw error;
     }
   } finally {
-    ctx.table.endUpdate();
+    // A kexec under way keeps the table sealed until the agent stops: no client's exit lets a session go meanwhile.
+    if (!underway) ctx.table.endUpdate();
   }
 }
 
@@ -108,19 +109,13 @@ async function afterLoad(ctx: UpdateContext, r: UpdateRequest, checks: UpdateChe
   checks.push({ name: 'clients-ready', ok: true, ...(proceededWithout.length === 0 ? {} : { detail: `went on without ${proceededWithout.length} client(s), their sessions kept` }) });
   const sessions = await ctx.table.beginSealing();
   stopping(ctx, checks);
-  const own = await sealManifest(ctx, r, startedAt, sessions);
-  try {
-    stopping(ctx, checks);
-    const listed = proceededWithout.slice(0, MAX_LISTED_CLIENTS) as unknown as JsonValue;
-    const report = { phase: 'kexec', checks: checks as unknown as JsonValue, proceededWithout: listed };
-    await ctx.announce(report);
-    ctx.event('kexec', { ...ctx.who, kernel: bounded(r.kernel), sessions: sessions.length, proceededWithout: listed });
-    return await kexec.execute();
-  } catch (error) {
-    // No jump: the manifest's session goes (the caller unloads).
-    await own.close();
-    throw error;
-  }
+  const manifest = manifestOf(ctx, r, startedAt, sessions);
+  const listed = proceededWithout.slice(0, MAX_LISTED_CLIENTS) as unknown as JsonValue;
+  const report = { phase: 'kexec', checks: checks as unknown as JsonValue, proceededWithout: listed };
+  await ctx.announce(report);
+  ctx.event('kexec', { ...ctx.who, kernel: bounded(r.kernel), sessions: sessions.length, proceededWithout: listed, mode: ctx.host.decision.mode });
+  // Standalone: the manifest into the agent's own session, then reboot(); under systemd: `systemctl kexec`.
+  return ctx.host.jump(manifest, ctx.signal);
 }
 
 /** Throws when the agent is stopping: the update ends there. */
@@ -180,31 +175,17 @@ async function waitReady(ctx: UpdateContext, r: UpdateRequest, round: PrepareRou
   }
 }
 
-/** Writes the manifest into the agent's own session, the last step before the kexec. */
-async function sealManifest(ctx: UpdateContext, r: UpdateRequest, startedAt: number, sessions: ManifestSession[]): Promise<Session> {
-  if (ctx.device === null) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the agent cannot use /dev/liveupdate', { operation: 'agent.update' });
-  const own = await ctx.device.createSession(AGENT_SESSION_NAME);
-  try {
-    const manifest: Manifest = {
-      format: MANIFEST_FORMAT,
-      version: [MANIFEST_VERSION.major, MANIFEST_VERSION.minor],
-      kexecCount: (ctx.previous?.kexecCount ?? 0) + 1,
-      updateStartedAt: startedAt,
-      frozenAt: Date.now(),
-      next: { kernel: r.kernel, cmdline: r.cmdline },
-      sessions,
-    };
-    const fd = writeManifest(manifest);
-    try {
-      await own.preserve(fd, MANIFEST_TOKEN);
-    } finally {
-      closeQuietly(fd);
-    }
-    return own;
-  } catch (error) {
-    await own.close();
-    throw error;
-  }
+/** The manifest handed to the next kernel's agent: sealed now, the start of the blackout. */
+function manifestOf(ctx: UpdateContext, r: UpdateRequest, startedAt: number, sessions: ManifestSession[]): Manifest {
+  return {
+    format: MANIFEST_FORMAT,
+    version: [MANIFEST_VERSION.major, MANIFEST_VERSION.minor],
+    kexecCount: (ctx.previous?.kexecCount ?? 0) + 1,
+    updateStartedAt: startedAt,
+    frozenAt: Date.now(),
+    next: { kernel: r.kernel, cmdline: r.cmdline },
+    sessions,
+  };
 }
 
 /** The checks before anything is loaded, and the kernel preflight's report (null when the image was not read). */
@@ -245,7 +226,7 @@ export function updateChecks(
       detail: kho === null ? 'kho= absent: the next kernel must enable KHO by default (CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT)' : `kho=${kho}`,
     },
     ...preflight.checks,
-    { name: 'device-owned', ok: haveDevice, detail: haveDevice ? 'the agent owns /dev/liveupdate' : 'the agent has no /dev/liveupdate' },
+    { name: 'device-owned', ok: haveDevice, detail: haveDevice ? 'the agent can use /dev/liveupdate (standalone: it owns it; systemd mode: it opens it for each create)' : 'the agent has no /dev/liveupdate' },
     ...(agent.kernels === null ? [] : [allowed('kernel-allowed', r.kernel, agent.kernels)]),
     ...(agent.kernels === null || r.initrd === undefined ? [] : [allowed('initrd-allowed', r.initrd, agent.kernels)]),
     {

@@ -148,7 +148,7 @@ export function itEveryCheckPasses(run: () => VmRun, expected: ExpectedChecks): 
 
 /**
  * The systemd guest image, or undefined after declaring the failing test
- * whose message is the command that builds it (call inside a describe).
+ * that says how to build it (inside a describe of a systemd test file).
  */
 export function systemdImageOrExplain(): SystemdImage | undefined {
   const image = findSystemdImage();

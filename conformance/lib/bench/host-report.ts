@@ -35,6 +35,9 @@ export interface HostResult extends CallCost {
   /** `require('liveupdate')` in a fresh node (ms, median over processes) and its interval. */
   readonly require_ms: number;
   readonly require_ms_ci95: Interval;
+  /** The first read of its `LiveUpdate` export after the require (what opening the device needs loaded), ms. */
+  readonly live_update_ms: number;
+  readonly live_update_ms_ci95: Interval;
   /** The module files it loaded, relative to the package, and those that belong to the test bed (none, if all is well). */
   readonly require_modules: readonly string[];
   readonly require_test_bed_modules: readonly string[];
@@ -53,7 +56,45 @@ export interface FdPassResult {
   readonly sync_ratio_ci95: Interval;
   readonly async_ratio: number;
   readonly async_ratio_ci95: Interval;
-  readonly rounds_ns_per_roundtrip: { readonly sync: readonly number[]; readonly async: readonly number[]; readonly c: readonly number[] };
+  /** The same byte without fds through node's own `net` over a Unix stream pair (write, then the peer's 'data'), ns per round trip. */
+  readonly net_ns_per_roundtrip: number;
+  /** Promise / net: median of our Promise rounds over the median of net's, and the paired-bootstrap interval. */
+  readonly async_over_net_ratio: number;
+  readonly async_over_net_ratio_ci95: Interval;
+  readonly rounds_ns_per_roundtrip: { readonly sync: readonly number[]; readonly async: readonly number[]; readonly c: readonly number[]; readonly net: readonly number[] };
+}
+
+/**
+ * The `promise` section: what a Promise call adds over the syscall, ours
+ * (memfd.getSeals over fcntl) against node's own over the same libuv pool
+ * (fs.fstat with a callback, fs.promises' filehandle.stat(), over fstat).
+ */
+export interface PromiseResult {
+  /** Per round, Promise call minus C's syscall (ns); medians over rounds. */
+  readonly ours_overhead_ns: number;
+  readonly node_callback_overhead_ns: number;
+  readonly node_promise_overhead_ns: number;
+  /** Ours over node's, median of ours over median of node's per-round overheads, with the paired-bootstrap interval. */
+  readonly over_callback_ratio: number;
+  readonly over_callback_ratio_ci95: Interval;
+  readonly over_promise_ratio: number;
+  readonly over_promise_ratio_ci95: Interval;
+  readonly rounds_ns_per_call: { readonly fstat_callback: readonly number[]; readonly fstat_promise: readonly number[]; readonly c_fstat: readonly number[] };
+}
+
+/** The `errors` section: a typed error built and thrown, against node's own throws, in the same run. */
+export interface ErrorsResult {
+  /** memfd.getSealsSync of a number not open: the syscall, the native error, the typed BadFileDescriptorError, thrown and caught (ns). */
+  readonly ours_ns: number;
+  /** fs.fstatSync(-1) thrown and caught (ns): node's argument check, the anchor the issue names. */
+  readonly node_ns: number;
+  /** fs.fstatSync of a number not open (ns): node's own system error from the kernel's EBADF. */
+  readonly node_ebadf_ns: number;
+  readonly over_node_ratio: number;
+  readonly over_node_ratio_ci95: Interval;
+  readonly over_node_ebadf_ratio: number;
+  readonly over_node_ebadf_ratio_ci95: Interval;
+  readonly rounds_ns: { readonly ours: readonly number[]; readonly node: readonly number[]; readonly node_ebadf: readonly number[] };
 }
 
 /** The host cases alone: what `npm run bench -- --host-only` prints. */
@@ -64,6 +105,8 @@ export interface HostOnlyResult {
   readonly commit: string;
   readonly host: HostResult;
   readonly fdpass: FdPassResult;
+  readonly promise: PromiseResult;
+  readonly errors: ErrorsResult;
   /** The agent's requests per second on the host (the guest half of the agent path needs a kernel). */
   readonly agent: { readonly host: AgentHostResult };
   readonly targets: readonly Target[];
@@ -116,6 +159,7 @@ function callCost(rounds: FormRounds): CallCost {
 /** The `host` section. */
 export function hostResult(raw: HostRounds): HostResult {
   const requireMs = medianEstimate(raw.require_ms);
+  const liveUpdateMs = medianEstimate(raw.live_update_ms);
   const start = medianEstimate(raw.node_start_ms);
   return {
     call: 'memfd.getSealsSync / memfd.getSeals against fcntl(F_GET_SEALS) on a memfd',
@@ -126,6 +170,8 @@ export function hostResult(raw: HostRounds): HostResult {
     requires: raw.require_ms.length,
     require_ms: round3(requireMs.median),
     require_ms_ci95: roundPair(requireMs.ci95),
+    live_update_ms: round3(liveUpdateMs.median),
+    live_update_ms_ci95: roundPair(liveUpdateMs.ci95),
     require_modules: raw.require_modules,
     require_test_bed_modules: raw.require_modules.filter((m) => TEST_BED.test(m)),
     node_start_ms: round3(start.median),
@@ -135,9 +181,10 @@ export function hostResult(raw: HostRounds): HostResult {
 
 /** The `fdpass` section. */
 export function fdPassResult(raw: HostRounds): FdPassResult {
-  const { sync, async, c } = raw.fdpass;
+  const { sync, async, c, net } = raw.fdpass;
   const syncRatio = ratioOverBoots([{ node: sync, c }]);
   const asyncRatio = ratioOverBoots([{ node: async, c }]);
+  const overNet = ratioTo(async, net);
   return {
     c_ns_per_roundtrip: round3(medianEstimate(c).median),
     sync_ns_per_roundtrip: round3(medianEstimate(sync).median),
@@ -146,17 +193,77 @@ export function fdPassResult(raw: HostRounds): FdPassResult {
     sync_ratio_ci95: roundPair(syncRatio.ci95),
     async_ratio: round3(asyncRatio.median),
     async_ratio_ci95: roundPair(asyncRatio.ci95),
-    rounds_ns_per_roundtrip: { sync: sync.map(round3), async: async.map(round3), c: c.map(round3) },
+    net_ns_per_roundtrip: round3(medianEstimate(net).median),
+    async_over_net_ratio: overNet.ratio,
+    async_over_net_ratio_ci95: overNet.ci95,
+    rounds_ns_per_roundtrip: { sync: sync.map(round3), async: async.map(round3), c: c.map(round3), net: net.map(round3) },
+  };
+}
+
+/** Round by round, `form` minus `base`. */
+function minus(form: readonly number[], base: readonly number[]): number[] {
+  return form.map((x, i) => x - (base[i] as number));
+}
+
+/** The median of `xs`, rounded. */
+function medianOf(xs: readonly number[]): number {
+  return round3(medianEstimate(xs).median);
+}
+
+/** Ours over an anchor of the same run: median over median, with the paired-bootstrap interval, rounded. */
+function ratioTo(ours: readonly number[], anchor: readonly number[]): { readonly ratio: number; readonly ci95: Interval } {
+  const estimate = ratioOverBoots([{ node: ours, c: anchor }]);
+  return { ratio: round3(estimate.median), ci95: roundPair(estimate.ci95) };
+}
+
+/** The `promise` section. */
+export function promiseResult(raw: HostRounds): PromiseResult {
+  const s = raw.seals;
+  const ours = minus(s.async, s.c);
+  const callback = minus(s.fstat_callback, s.c_fstat);
+  const promise = minus(s.fstat_promise, s.c_fstat);
+  const overCallback = ratioTo(ours, callback);
+  const overPromise = ratioTo(ours, promise);
+  return {
+    ours_overhead_ns: medianOf(ours),
+    node_callback_overhead_ns: medianOf(callback),
+    node_promise_overhead_ns: medianOf(promise),
+    over_callback_ratio: overCallback.ratio,
+    over_callback_ratio_ci95: overCallback.ci95,
+    over_promise_ratio: overPromise.ratio,
+    over_promise_ratio_ci95: overPromise.ci95,
+    rounds_ns_per_call: { fstat_callback: s.fstat_callback.map(round3), fstat_promise: s.fstat_promise.map(round3), c_fstat: s.c_fstat.map(round3) },
+  };
+}
+
+/** The `errors` section. */
+export function errorsResult(raw: HostRounds): ErrorsResult {
+  const { ours, node, node_ebadf } = raw.errors;
+  const overNode = ratioTo(ours, node);
+  const overEbadf = ratioTo(ours, node_ebadf);
+  return {
+    ours_ns: medianOf(ours),
+    node_ns: medianOf(node),
+    node_ebadf_ns: medianOf(node_ebadf),
+    over_node_ratio: overNode.ratio,
+    over_node_ratio_ci95: overNode.ci95,
+    over_node_ebadf_ratio: overEbadf.ratio,
+    over_node_ebadf_ratio_ci95: overEbadf.ci95,
+    rounds_ns: { ours: ours.map(round3), node: node.map(round3), node_ebadf: node_ebadf.map(round3) },
   };
 }
 
 /** Targets of the host cases. */
-export function hostTargets(host: HostResult, fdpass: FdPassResult): Target[] {
+export function hostTargets(host: HostResult, fdpass: FdPassResult, promise: PromiseResult, errors: ErrorsResult): Target[] {
   return [
     target('host sync overhead over C (ns per call) <= 500', host.sync_overhead_ns, host.sync_overhead_ns_ci95, 500, host.rounds),
     target('host Promise overhead over C (ns per call) <= 15000', host.async_overhead_ns, host.async_overhead_ns_ci95, 15_000, host.rounds),
+    target("host Promise overhead / node's fs.promises filehandle.stat() overhead <= 1.25", promise.over_promise_ratio, promise.over_promise_ratio_ci95, 1.25, host.rounds),
+    target("host Promise overhead / node's fs.fstat(fd, callback) overhead <= 1.25", promise.over_callback_ratio, promise.over_callback_ratio_ci95, 1.25, host.rounds),
     target('fdpass sync / C <= 1.5', fdpass.sync_ratio, fdpass.sync_ratio_ci95, 1.5, host.rounds),
     target('fdpass Promise / C <= 3', fdpass.async_ratio, fdpass.async_ratio_ci95, 3, host.rounds),
-    target("host require('liveupdate') (ms) <= 8", host.require_ms, host.require_ms_ci95, 8, host.requires),
+    target("fdpass Promise / node's net round trip of the same byte without fds <= 1.25", fdpass.async_over_net_ratio, fdpass.async_over_net_ratio_ci95, 1.25, host.rounds),
+    target("typed error built and thrown / node's fs.fstatSync(-1) throw <= 1.5", errors.over_node_ratio, errors.over_node_ratio_ci95, 1.5, host.rounds),
+    target("host require('liveupdate') (ms) <= 5", host.require_ms, host.require_ms_ci95, 5, host.requires),
   ];
 }

@@ -30,13 +30,6 @@ export interface HostParams {
 export const HOST_FULL: HostParams = { rounds: 41, warmup: 4, requires: 21 };
 export const HOST_QUICK: HostParams = { rounds: 11, warmup: 2, requires: 7 };
 
-/** Calls per round of each form: sized so every round takes milliseconds, far above the clock's resolution. */
-interface CallCounts {
-  readonly sync: number;
-  readonly async: number;
-  readonly c: number;
-}
-
 /** One host case's rounds, nanoseconds per call of each form, index i = round i. */
 export interface FormRounds {
   readonly sync: number[];
@@ -47,30 +40,37 @@ export interface FormRounds {
 /** One form of a case: a batch of `count` calls; resolves when they are done. */
 type Batch = (count: number) => void | Promise<void>;
 
+/** A form of a case as interleave() runs it: node's batch (timed here) or C's (timed by C, in ns). */
+type Form = { readonly count: number; readonly node: Batch } | { readonly count: number; readonly c: (count: number) => Promise<number> };
+
 const MEMFD_NAME = 'liveupdate-host-bench';
 const ONE_BYTE = Buffer.from('x');
+/** A number no process here has open: the kernel answers EBADF. */
+const NOT_OPEN = 1_000_000;
 
 /**
- * Runs `warmup + rounds` rounds; each times a batch of node sync calls, one
- * of node Promise calls and one of C's, in an order that rotates by round.
+ * Runs `warmup + rounds` rounds; each times one batch of every form (node's
+ * sync calls, its Promise calls, C's, and node's own anchors), in an order
+ * that rotates by round, so that a machine shared with other work slows them
+ * alike. Returns nanoseconds per call of each form, index i = round i.
  */
-async function interleave(params: HostParams, counts: CallCounts, sync: Batch, async: Batch, c: (count: number) => Promise<number>): Promise<FormRounds> {
-  const out: FormRounds = { sync: [], async: [], c: [] };
-  const timeNode = async (batch: Batch, count: number): Promise<number> => {
+async function interleave<K extends string>(params: HostParams, forms: Readonly<Record<K, Form>>): Promise<Record<K, number[]>> {
+  const names = Object.keys(forms) as K[];
+  const out = Object.fromEntries(names.map((name) => [name, [] as number[]])) as Record<K, number[]>;
+  const time = async (form: Form): Promise<number> => {
+    if ('c' in form) return (await form.c(form.count)) / form.count;
     const started = process.hrtime.bigint();
-    await batch(count);
-    return Number(process.hrtime.bigint() - started) / count;
+    await form.node(form.count);
+    return Number(process.hrtime.bigint() - started) / form.count;
   };
-  const steps: (() => Promise<void>)[] = [
-    async () => void out.sync.push(await timeNode(sync, counts.sync)),
-    async () => void out.async.push(await timeNode(async, counts.async)),
-    async () => void out.c.push((await c(counts.c)) / counts.c),
-  ];
   for (let r = 0; r < params.warmup + params.rounds; r++) {
-    for (let k = 0; k < steps.length; k++) await (steps[(r + k) % steps.length] as () => Promise<void>)();
+    for (let k = 0; k < names.length; k++) {
+      const name = names[(r + k) % names.length] as K;
+      out[name].push(await time(forms[name]));
+    }
   }
-  const timed = (xs: number[]): number[] => xs.slice(params.warmup);
-  return { sync: timed(out.sync), async: timed(out.async), c: timed(out.c) };
+  for (const name of names) out[name] = out[name].slice(params.warmup);
+  return out;
 }
 
 /** The C server, compiled now from bench/host_bench.c (`root`: this package's). */
@@ -81,24 +81,103 @@ async function startC(root: string): Promise<LineChild> {
   return child;
 }
 
-/** `memfd.getSealsSync` and `memfd.getSeals` against fcntl(F_GET_SEALS): the success path of a one-syscall call. */
-async function seals(params: HostParams, c: LineChild): Promise<FormRounds> {
+/** The seals case: ours against C, and node's own Promise calls over the same libuv pool against C's fstat. */
+export interface SealsRounds extends FormRounds {
+  /** `fs.fstat(fd, callback)`, ns per call. */
+  readonly fstat_callback: number[];
+  /** `filehandle.stat()` of fs.promises, ns per call. */
+  readonly fstat_promise: number[];
+  /** C's fstat(), ns per call. */
+  readonly c_fstat: number[];
+}
+
+/**
+ * `memfd.getSealsSync` and `memfd.getSeals` against fcntl(F_GET_SEALS): the
+ * success path of a one-syscall call; and, as the anchor of the Promise
+ * form's overhead, node's own `fs.fstat(fd, callback)` and fs.promises'
+ * `filehandle.stat()` (both on the libuv pool, as getSeals is) against C's
+ * fstat() on the same memfd.
+ */
+async function seals(params: HostParams, c: LineChild): Promise<SealsRounds> {
   const fd = memfd.createSync(MEMFD_NAME, { allowSealing: true });
+  const handle = await fs.promises.open(`/proc/self/fd/${fd}`, 'r');
+  const fstat = (): Promise<void> => new Promise((resolve, reject) => fs.fstat(handle.fd, (error) => (error ? reject(error) : resolve())));
   try {
-    return await interleave(
-      params,
-      { sync: 20_000, async: 2_000, c: 20_000 },
-      (count) => {
-        for (let i = 0; i < count; i++) memfd.getSealsSync(fd);
+    return await interleave(params, {
+      sync: {
+        count: 20_000,
+        node: (count) => {
+          for (let i = 0; i < count; i++) memfd.getSealsSync(fd);
+        },
       },
-      async (count) => {
-        for (let i = 0; i < count; i++) await memfd.getSeals(fd);
+      async: {
+        count: 2_000,
+        node: async (count) => {
+          for (let i = 0; i < count; i++) await memfd.getSeals(fd);
+        },
       },
-      (count) => c.ask(`seals ${count}`),
-    );
+      c: { count: 20_000, c: (count) => c.ask(`seals ${count}`) },
+      fstat_callback: {
+        count: 2_000,
+        node: async (count) => {
+          for (let i = 0; i < count; i++) await fstat();
+        },
+      },
+      fstat_promise: {
+        count: 2_000,
+        node: async (count) => {
+          for (let i = 0; i < count; i++) await handle.stat();
+        },
+      },
+      c_fstat: { count: 20_000, c: (count) => c.ask(`fstat ${count}`) },
+    });
   } finally {
+    await handle.close();
     fs.closeSync(fd);
   }
+}
+
+/** A typed error built and thrown, against node's own. */
+export interface ErrorRounds {
+  /** `memfd.getSealsSync(fd)` of a number not open: the kernel's EBADF as a BadFileDescriptorError, thrown and caught; ns per call. */
+  readonly ours: number[];
+  /** `fs.fstatSync(-1)` thrown and caught (node's argument check: a RangeError); ns per call. */
+  readonly node: number[];
+  /** `fs.fstatSync(fd)` of a number not open (the kernel's EBADF as node's system error), thrown and caught; ns per call. */
+  readonly node_ebadf: number[];
+}
+
+/** What a failure costs: our typed error, built and thrown, against node's own fstatSync failures. */
+async function errors(params: HostParams): Promise<ErrorRounds> {
+  const expectCode = (code: string, run: () => unknown): void => {
+    try {
+      run();
+    } catch (error) {
+      if ((error as { code?: unknown }).code === code) return;
+      throw error;
+    }
+    throw new Error(`expected ${code}`);
+  };
+  return interleave(params, {
+    ours: {
+      count: 5_000,
+      node: (count) => {
+        for (let i = 0; i < count; i++) expectCode('EBADF', () => memfd.getSealsSync(NOT_OPEN));
+      },
+    },
+    node: {
+      count: 5_000,
+      node: (count) => {
+        for (let i = 0; i < count; i++) expectCode('ERR_OUT_OF_RANGE', () => fs.fstatSync(-1));
+      },
+    },
+    node_ebadf: {
+      count: 5_000,
+      node: (count) => {
+        for (let i = 0; i < count; i++) expectCode('EBADF', () => fs.fstatSync(NOT_OPEN));
+      },
+    },
+  });
 }
 
 /**
@@ -115,23 +194,27 @@ async function refusedIoctl(params: HostParams, c: LineChild): Promise<FormRound
     if ((error as { code?: unknown }).code !== 'ENOTTY') throw error;
   };
   try {
-    return await interleave(
-      params,
-      { sync: 5_000, async: 2_000, c: 20_000 },
-      (count) => {
-        for (let i = 0; i < count; i++) {
-          try {
-            native.retrieveFd(fd, 1n);
-          } catch (error) {
-            expectEnotty(error);
+    return await interleave(params, {
+      sync: {
+        count: 5_000,
+        node: (count) => {
+          for (let i = 0; i < count; i++) {
+            try {
+              native.retrieveFd(fd, 1n);
+            } catch (error) {
+              expectEnotty(error);
+            }
           }
-        }
+        },
       },
-      async (count) => {
-        for (let i = 0; i < count; i++) await native.retrieveFdAsync(fd, 1n).then(() => expectEnotty(new Error('RETRIEVE_FD on a memfd succeeded')), expectEnotty);
+      async: {
+        count: 2_000,
+        node: async (count) => {
+          for (let i = 0; i < count; i++) await native.retrieveFdAsync(fd, 1n).then(() => expectEnotty(new Error('RETRIEVE_FD on a memfd succeeded')), expectEnotty);
+        },
       },
-      (count) => c.ask(`enotty ${count}`),
-    );
+      c: { count: 20_000, c: (count) => c.ask(`enotty ${count}`) },
+    });
   } finally {
     fs.closeSync(fd);
   }
@@ -143,36 +226,71 @@ function closeReceived(fds: readonly number[]): void {
   fs.closeSync(fds[0] as number);
 }
 
-/** One memfd with one byte over a seqpacket pair: send, receive, close the received fd. */
-async function fdPass(params: HostParams, c: LineChild): Promise<FormRounds> {
+/** The fd-passing case: ours against C, and the same byte without fds over node's own `net`. */
+export interface FdPassRounds extends FormRounds {
+  /** One byte written on a node `net.Socket` over a Unix stream pair and its 'data' event on the other end, ns per round trip. */
+  readonly net: number[];
+}
+
+/**
+ * One memfd with one byte over a seqpacket pair: send, receive, close the
+ * received fd; and the anchor a Node user knows: the same byte, without an
+ * fd, through node's own `net` over a Unix socket pair (write, then the
+ * peer's 'data' event).
+ */
+async function fdPass(params: HostParams, c: LineChild): Promise<FdPassRounds> {
   const fd = memfd.createSync(MEMFD_NAME);
   const [a, b] = socketPair('seqpacket');
+  const [x, y] = socketPair('stream');
+  // node:net loads here: the package itself never loads it for fd numbers.
+  const net = await import('node:net');
+  const writer = new net.Socket({ fd: x, readable: false, writable: true });
+  const reader = new net.Socket({ fd: y, readable: true, writable: false });
+  const netRoundTrip = (): Promise<void> =>
+    new Promise((resolve) => {
+      reader.once('data', () => resolve());
+      writer.write(ONE_BYTE);
+    });
   try {
-    return await interleave(
-      params,
-      { sync: 2_000, async: 1_000, c: 2_000 },
-      (count) => {
-        for (let i = 0; i < count; i++) {
-          sendFdsSync(a, [fd], ONE_BYTE);
-          closeReceived(recvFdsSync(b).fds);
-        }
+    return await interleave(params, {
+      sync: {
+        count: 2_000,
+        node: (count) => {
+          for (let i = 0; i < count; i++) {
+            sendFdsSync(a, [fd], ONE_BYTE);
+            closeReceived(recvFdsSync(b).fds);
+          }
+        },
       },
-      async (count) => {
-        for (let i = 0; i < count; i++) {
-          await sendFds(a, [fd], ONE_BYTE);
-          closeReceived((await recvFds(b)).fds);
-        }
+      async: {
+        count: 1_000,
+        node: async (count) => {
+          for (let i = 0; i < count; i++) {
+            await sendFds(a, [fd], ONE_BYTE);
+            closeReceived((await recvFds(b)).fds);
+          }
+        },
       },
-      (count) => c.ask(`fdpass ${count}`),
-    );
+      c: { count: 2_000, c: (count) => c.ask(`fdpass ${count}`) },
+      net: {
+        count: 1_000,
+        node: async (count) => {
+          for (let i = 0; i < count; i++) await netRoundTrip();
+        },
+      },
+    });
   } finally {
-    for (const x of [fd, a, b]) fs.closeSync(x);
+    writer.destroy();
+    reader.destroy();
+    for (const n of [fd, a, b]) fs.closeSync(n);
   }
 }
 
 /** What one fresh node measured around `require('liveupdate')`. */
 export interface RequireSample {
   readonly ms: number;
+  /** The first read of its `LiveUpdate` export after it (what opening the device loads), ms. */
+  readonly live_update_ms: number;
   /** Every module file the require loaded (relative to `root`). */
   readonly modules: readonly string[];
 }
@@ -188,12 +306,15 @@ export function requireOnce(root: string): RequireSample {
     `require(${JSON.stringify(root)});`,
     'const ms = Number(process.hrtime.bigint() - t0) / 1e6;',
     'const modules = Object.keys(require.cache).filter((m) => !before.has(m));',
-    'process.stdout.write(JSON.stringify({ ms, modules }));',
+    'const t1 = process.hrtime.bigint();',
+    `require(${JSON.stringify(root)}).LiveUpdate;`,
+    'const live_update_ms = Number(process.hrtime.bigint() - t1) / 1e6;',
+    'process.stdout.write(JSON.stringify({ ms, live_update_ms, modules }));',
   ].join('\n');
   const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   if (out.status !== 0) throw new Error(`node -e require(${root}) exited with ${String(out.status ?? out.signal)}`);
-  const sample = JSON.parse(out.stdout) as { ms: number; modules: string[] };
-  return { ms: sample.ms, modules: sample.modules.map((m) => path.relative(root, m)) };
+  const sample = JSON.parse(out.stdout) as { ms: number; live_update_ms: number; modules: string[] };
+  return { ms: sample.ms, live_update_ms: sample.live_update_ms, modules: sample.modules.map((m) => path.relative(root, m)) };
 }
 
 /** Milliseconds a fresh `node -e 0` takes, start to exit: the floor of any node program. */
@@ -207,10 +328,13 @@ export function nodeStartOnce(): number {
 /** Everything the host cases measured, raw (report.ts turns it into medians and intervals). */
 export interface HostRounds {
   readonly params: HostParams;
-  readonly seals: FormRounds;
+  readonly seals: SealsRounds;
   readonly enotty: FormRounds;
-  readonly fdpass: FormRounds;
+  readonly fdpass: FdPassRounds;
+  readonly errors: ErrorRounds;
   readonly require_ms: number[];
+  /** The first read of `LiveUpdate` after each require, ms. */
+  readonly live_update_ms: number[];
   readonly node_start_ms: number[];
   /** The module files `require('liveupdate')` loaded (from the first sample). */
   readonly require_modules: readonly string[];
@@ -220,10 +344,11 @@ export interface HostRounds {
 export async function runHost(root: string, params: HostParams, progress: (line: string) => void): Promise<HostRounds> {
   const c = await startC(root);
   try {
-    progress(`host: ${params.rounds} rounds (after ${params.warmup} warm-up) of getSeals, a refused LUO ioctl and fd passing, node and C interleaved`);
+    progress(`host: ${params.rounds} rounds (after ${params.warmup} warm-up) of getSeals (with node's fs.fstat anchors), a refused LUO ioctl, fd passing (with node's net anchor) and errors (with node's fstatSync), node and C interleaved`);
     const sealsRounds = await seals(params, c);
     const enottyRounds = await refusedIoctl(params, c);
     const fdpassRounds = await fdPass(params, c);
+    const errorRounds = await errors(params);
     progress(`host: ${params.requires} fresh nodes timed around require('liveupdate') and node -e 0, alternating`);
     const requires: RequireSample[] = [];
     const starts: number[] = [];
@@ -237,7 +362,9 @@ export async function runHost(root: string, params: HostParams, progress: (line:
       seals: sealsRounds,
       enotty: enottyRounds,
       fdpass: fdpassRounds,
+      errors: errorRounds,
       require_ms: requires.map((r) => r.ms),
+      live_update_ms: requires.map((r) => r.live_update_ms),
       node_start_ms: starts,
       require_modules: requires[0]?.modules ?? [],
     };

@@ -7,7 +7,7 @@
 import type { JsonValue } from '../vm/protocol.js';
 import type { AgentHostResult, AgentResult } from './agent-report.js';
 import type { Judged, RatioOverBoots } from './boots.js';
-import { round3, type FdPassResult, type HostOnlyResult, type HostResult, type Target } from './host-report.js';
+import { round3, type ErrorsResult, type FdPassResult, type HostOnlyResult, type HostResult, type PromiseResult, type Target } from './host-report.js';
 import type { BenchParams } from './params.js';
 import { median, type Interval } from './stats.js';
 
@@ -153,6 +153,10 @@ export type BenchResult = RunInfo &
     readonly boots: number;
     readonly host: HostResult;
     readonly fdpass: FdPassResult;
+    /** A Promise call's overhead against node's own over the same libuv pool. */
+    readonly promise: PromiseResult;
+    /** A typed error built and thrown against node's own. */
+    readonly errors: ErrorsResult;
     /** The agent path: /init to every client holding its fds again, and the agent's requests per second. */
     readonly agent: AgentResult;
   };
@@ -429,25 +433,40 @@ function agentHostLine(h: AgentHostResult): string {
 }
 
 /** The host cases' table (also all that `--host-only` prints, with its targets). */
-function hostLines(r: { readonly host: HostResult; readonly fdpass: FdPassResult }): string {
+type HostSections = { readonly host: HostResult; readonly fdpass: FdPassResult; readonly promise: PromiseResult; readonly errors: ErrorsResult };
+
+function hostLines(r: HostSections): string {
   const h = r.host;
   const f = r.fdpass;
+  const p = r.promise;
+  const e = r.errors;
   const calls: string[][] = [
     ['host, native speed (ns per call, median of rounds)', 'sync', 'Promise', 'C', 'sync − C [95%]', 'Promise − C [95%]'],
     ['memfd.getSeals vs fcntl(F_GET_SEALS)', fmt(h.sync_ns_per_call, 0), fmt(h.async_ns_per_call, 0), fmt(h.c_ns_per_call, 0), `${fmt(h.sync_overhead_ns, 0)} ${ci(h.sync_overhead_ns_ci95, 0)}`, `${fmt(h.async_overhead_ns, 0)} ${ci(h.async_overhead_ns_ci95, 0)}`],
     ['LUO RETRIEVE_FD on a memfd (ENOTTY; addon, error built)', fmt(h.luo_enotty.sync_ns_per_call, 0), fmt(h.luo_enotty.async_ns_per_call, 0), fmt(h.luo_enotty.c_ns_per_call, 0), `${fmt(h.luo_enotty.sync_overhead_ns, 0)} ${ci(h.luo_enotty.sync_overhead_ns_ci95, 0)}`, `${fmt(h.luo_enotty.async_overhead_ns, 0)} ${ci(h.luo_enotty.async_overhead_ns_ci95, 0)}`],
     ['fd passing: send + receive + close one memfd (seqpacket)', fmt(f.sync_ns_per_roundtrip, 0), fmt(f.async_ns_per_roundtrip, 0), fmt(f.c_ns_per_roundtrip, 0), `×${fmt(f.sync_ratio, 2)} ${ci(f.sync_ratio_ci95, 2)}`, `×${fmt(f.async_ratio, 2)} ${ci(f.async_ratio_ci95, 2)}`],
   ];
+  const anchors: string[][] = [
+    ["against node's own, same run (ns, median of rounds)", 'ours', "node's", 'ours / node [95%]'],
+    ['fd passing Promise round trip vs the same byte without fds over net (Unix)', fmt(f.async_ns_per_roundtrip, 0), fmt(f.net_ns_per_roundtrip, 0), `×${fmt(f.async_over_net_ratio, 2)} ${ci(f.async_over_net_ratio_ci95, 2)}`],
+    ['Promise call overhead over its syscall vs fs.promises filehandle.stat()', fmt(p.ours_overhead_ns, 0), fmt(p.node_promise_overhead_ns, 0), `×${fmt(p.over_promise_ratio, 2)} ${ci(p.over_promise_ratio_ci95, 2)}`],
+    ['Promise call overhead over its syscall vs fs.fstat(fd, callback)', fmt(p.ours_overhead_ns, 0), fmt(p.node_callback_overhead_ns, 0), `×${fmt(p.over_callback_ratio, 2)} ${ci(p.over_callback_ratio_ci95, 2)}`],
+    ['typed error (EBADF) built and thrown vs fs.fstatSync(-1)', fmt(e.ours_ns, 0), fmt(e.node_ns, 0), `×${fmt(e.over_node_ratio, 2)} ${ci(e.over_node_ratio_ci95, 2)}`],
+    ['typed error (EBADF) built and thrown vs fs.fstatSync(EBADF)', fmt(e.ours_ns, 0), fmt(e.node_ebadf_ns, 0), `×${fmt(e.over_node_ebadf_ratio, 2)} ${ci(e.over_node_ebadf_ratio_ci95, 2)}`],
+  ];
   const testBed = h.require_test_bed_modules.length === 0 ? 'no test bed code' : `TEST BED CODE: ${h.require_test_bed_modules.join(', ')}`;
   return [
     table(calls),
-    `${h.rounds} rounds after ${h.warmup} warm-up, node sync, node Promise and C interleaved (order rotating)`,
-    `require('liveupdate') in a fresh node: ${fmt(h.require_ms)} ms ${ci(h.require_ms_ci95, 2)}, ${h.require_modules.length} module files, ${testBed}; node -e 0: ${fmt(h.node_start_ms)} ms ${ci(h.node_start_ms_ci95, 2)}`,
+    `${h.rounds} rounds after ${h.warmup} warm-up, node sync, node Promise, C and node's own anchors interleaved (order rotating)`,
+    '',
+    table(anchors),
+    '',
+    `require('liveupdate') in a fresh node: ${fmt(h.require_ms)} ms ${ci(h.require_ms_ci95, 2)}, ${h.require_modules.length} module files, ${testBed}; then its LiveUpdate: ${fmt(h.live_update_ms)} ms ${ci(h.live_update_ms_ci95, 2)}; node -e 0: ${fmt(h.node_start_ms)} ms ${ci(h.node_start_ms_ci95, 2)}`,
   ].join('\n');
 }
 
 /** The host cases, then one line per target: its verdict, value and interval. */
-function hostAndTargets(r: { readonly host: HostResult; readonly fdpass: FdPassResult; readonly targets: readonly Target[] }): string[] {
+function hostAndTargets(r: HostSections & { readonly targets: readonly Target[] }): string[] {
   return [
     hostLines(r),
     '',

@@ -23,7 +23,7 @@ import { AGENT_HOST_FULL, AGENT_HOST_QUICK, runAgentHost } from './agent-host.js
 import { AGENT_CASE, agentBoot, agentHostResult, combineAgent, type AgentBoot } from './agent-report.js';
 import { combineBoots } from './boots.js';
 import { HOST_FULL, HOST_QUICK, runHost } from './host.js';
-import { fdPassResult, hostResult, hostTargets, type HostOnlyResult } from './host-report.js';
+import { errorsResult, fdPassResult, hostResult, hostTargets, promiseResult, type HostOnlyResult } from './host-report.js';
 import { AGENT_FULL, AGENT_QUICK, agentCmdline, benchCmdline, FULL, GUEST_C_BENCH, GUEST_NODE_AGENT, QUICK, type BenchParams } from './params.js';
 import { accelOf, buildBoot, formatHostTable, formatTable, type BenchResult, type BootResult, type RunInfo, type StageValues } from './report.js';
 import { compileC } from '../harness/compile.js';
@@ -56,6 +56,8 @@ export async function runHostBench(options: Pick<BenchOptions, 'quick' | 'onProg
   const raw = await runHost(root, options.quick === true ? HOST_QUICK : HOST_FULL, progress);
   const host = hostResult(raw);
   const fdpass = fdPassResult(raw);
+  const promise = promiseResult(raw);
+  const errors = errorsResult(raw);
   const agentHost = agentHostResult(await runAgentHost(options.quick === true ? AGENT_HOST_QUICK : AGENT_HOST_FULL, progress));
   return {
     mode: options.quick === true ? 'quick' : 'full',
@@ -64,8 +66,10 @@ export async function runHostBench(options: Pick<BenchOptions, 'quick' | 'onProg
     commit,
     host,
     fdpass,
+    promise,
+    errors,
     agent: { host: agentHost },
-    targets: hostTargets(host, fdpass),
+    targets: hostTargets(host, fdpass, promise, errors),
   };
 }
 
@@ -128,7 +132,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     commit: hostOnly.commit,
   };
   const agent = combineAgent(agentCounts, agentBoots, hostOnly.agent.host);
-  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, agent, targets: [...guest.targets, ...hostOnly.targets] };
+  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, promise: hostOnly.promise, errors: hostOnly.errors, agent, targets: [...guest.targets, ...hostOnly.targets] };
 }
 
 /**

@@ -32,6 +32,12 @@ export const VM_NAME = 'counter-vm';
 /** The case whose stage values the host reads. */
 export const VMM_CASE = 'vmm-qemu/guest-resumed';
 const SOCKET = '/run/liveupdate/agent.sock';
+/**
+ * The agent standalone, forced although systemd is PID 1: it holds the
+ * device and makes the kexec itself, as the runner's child (systemd mode
+ * wants the agent as a unit of its own: test/kernel/agent-systemd.test.ts).
+ */
+const AGENT_ARGS = ['--mode', 'standalone', '--force'];
 const MIB = 1 << 20;
 /** QEMU inside this guest runs under TCG inside TCG: a small translation cache, and time. */
 const TB_SIZE_MIB = 16;
@@ -182,7 +188,7 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
   const version = spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' });
   ctx.check('QEMU is installed', version.status === 0, version.error?.message ?? version.stderr ?? null);
   ctx.report('say', `QEMU: ${version.stdout.split('\n')[0] ?? '?'}`);
-  await AgentProcess.start({ socket: SOCKET });
+  await AgentProcess.start({ socket: SOCKET, args: AGENT_ARGS });
   ctx.report('say', `agent: listening on ${SOCKET}; starting the orchestrator (${mib} MiB of guest RAM)`);
   fs.mkdirSync(path.dirname(STEP_LOG), { recursive: true });
   fs.rmSync(STEP_LOG, { force: true });
@@ -225,7 +231,7 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   ctx.equal("the orchestrator quiesced on the agent's prepare, in order", steps.map((s) => s.step).filter((name) => quiesce.includes(name)), quiesce);
   ctx.check('the device state holds no RAM (under 1 MiB)', before.stateBytes > 0 && before.stateBytes < MIB, before.stateBytes);
   ctx.report('say', 'agent: starting in the new kernel');
-  const agent = await AgentProcess.start({ socket: SOCKET });
+  const agent = await AgentProcess.start({ socket: SOCKET, args: AGENT_ARGS });
   ctx.report('agent-back', Date.now());
   const vmm = new Orchestrator(ctx, before.mib);
   const resumed = await vmm.until('resumed');

@@ -296,8 +296,9 @@ async function jump(r: StageRun, next: CarriedState): Promise<never> {
 /**
  * Under systemd: writes the carried state to the root filesystem, loads the
  * next kernel (no initrd: the root filesystem is the disk), and asks systemd
- * for the orderly kexec, which stops this unit with all the others; or lets
- * a case that asked (jumpWith) make the kexec itself, with no initrd.
+ * for the orderly kexec, which stops this unit with all the others. A case's
+ * jumpWith does the last two itself (given an empty initrd) and may return
+ * once systemd has the kexec job.
  */
 async function jumpThroughSystemd(r: StageRun, next: CarriedState): Promise<never> {
   const started = performance.now();
@@ -315,12 +316,12 @@ async function jumpThroughSystemd(r: StageRun, next: CarriedState): Promise<neve
   const writeMs = elapsed(started);
   const cmdline = nextCmdline(readText('/proc/cmdline'), stage, r.manifest.stageParams);
   if (caseJump !== undefined) {
-    // The case's own kexec (the agent's update, say) bypasses systemd's orderly one; the state is on disk already.
+    // The case's own way (the agent's `liveupdate update`): it loads the kernel and asks systemd for the kexec.
     emit({ t: 'kexec', stage: r.stage, next: stage, kernel, initrdBytes: 0, writeMs, ms: elapsed(started) });
-    log(`a case makes the kexec into stage ${stage} (${kernel})`);
+    log(`a case makes the kexec into stage ${stage} (${kernel}) through systemd`);
     closeResults();
     await caseJump({ kernel, initrd: '', cmdline });
-    throw new Error(`the case's jump into stage ${stage} returned: no kexec happened`);
+    return new Promise<never>(() => {});
   }
   kexec.loadSync({ kernel, cmdline });
   emit({ t: 'kexec', stage: r.stage, next: stage, kernel, initrdBytes: 0, writeMs, ms: elapsed(started) });

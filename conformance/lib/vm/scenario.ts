@@ -52,7 +52,9 @@ export interface StageContext {
    * command that kexecs, say): the runner writes the next stage's initrd as
    * usual, then calls `jump` with what to load instead of loading and
    * executing it. The last case to ask wins. A `jump` that returns or throws
-   * is fatal: the next stage never starts.
+   * is fatal: the next stage never starts. Under systemd (the systemd guest
+   * image) `initrd` is empty, and `jump` returns once systemd has the kexec
+   * job (it then stops every unit, the runner's included).
    */
   jumpWith(jump: (next: NextStage) => Promise<void>): void;
 }
@@ -60,7 +62,6 @@ export interface StageContext {
 /** What the next stage boots: a kernel, its initrd and its command line (all guest paths). */
 export interface NextStage {
   readonly kernel: string;
-  /** Empty in the systemd guest image, which boots from its disk without an initrd. */
   readonly initrd: string;
   readonly cmdline: string;
 }

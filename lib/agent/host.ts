@@ -1,0 +1,143 @@
+/**
+ * What the agent's mode changes, behind one interface: how it reaches the
+ * device, where its sessions wait until the kexec, and how it jumps. The
+ * standalone host is here; the systemd host is in systemd-host.ts.
+ * @internal
+ */
+// First: the module comment's @internal strips the first statement from the declarations, and they need no kexec.
+import * as kexec from '../kexec.js';
+import { agentError, LiveUpdateError, type AgentOperation } from '../errors.js';
+import { LiveUpdate } from '../liveupdate.js';
+import type { Session } from '../session.js';
+import { closeQuietly } from './fdstore.js';
+import { takeIncomingManifest, writeManifest, MANIFEST_TOKEN, type IncomingManifest, type Manifest } from './manifest.js';
+import type { ModeDecision } from './mode.js';
+import { AGENT_SESSION_NAME } from './names.js';
+
+/** An fd the agent parks in its fd store beside its sessions, replacing what was stored under that name. */
+export interface ParkedFd {
+  /** Its FDNAME. */
+  fdName: string;
+  /** The fd (still the host's: parking sends a copy). */
+  fd: number;
+}
+
+/** The agent's view of its host (see the module's comment). */
+export interface AgentHost {
+  /** The mode and why. */
+  readonly decision: ModeDecision;
+  /** Why the device cannot be used, or null. */
+  readonly deviceError: LiveUpdateError | null;
+  /** How many sessions the agent may hold (its fd store's room for them), or null for no limit. */
+  readonly storeMax: number | null;
+  /** Whether sessions handed over by the previous kernel wait in the fd store too (and so count against {@link storeMax}). */
+  readonly incomingInStore: boolean;
+  /** Whether a claim may retrieve a session by its name from the device (standalone; under systemd PID 1 has retrieved them). */
+  readonly retrievesByName: boolean;
+  /** Gets the device ready; a device that cannot be used is {@link deviceError}, not a throw. */
+  open(): Promise<void>;
+  /** Runs `use` with the device (AgentUnavailableError for `operation` when there is none). */
+  withDevice<T>(operation: AgentOperation, use: (device: LiveUpdate) => Promise<T>): Promise<T>;
+  /** What the previous kernel's agent left: `parked` is the fd stored under the manifest's FDNAME, if any. */
+  incomingManifest(parked: number | undefined): Promise<IncomingManifest>;
+  /** A session was just created: the host keeps it where it survives the agent (systemd: the fd store). */
+  keep(kernelName: string, session: Session): Promise<void>;
+  /** The jump with `manifest` handed over; never resolves; rejects when there was no jump (or with {@link KexecUnderway}). */
+  jump(manifest: Manifest, signal: AbortSignal): Promise<never>;
+  /** What the host adds to the fd store when the agent stops (systemd: the sealed manifest of a kexec under way). */
+  parkedFds(): ParkedFd[];
+  /** Lets go of the device and whatever else the host holds. */
+  close(): void;
+}
+
+/**
+ * Thrown by a jump that was started and goes on without the agent:
+ * systemd stops the agent on its way to the kexec. The update leaves the
+ * kernel loaded and does not answer.
+ */
+export class KexecUnderway extends Error {
+  constructor() {
+    super('the kexec is under way: the service manager stops the agent on its way to it');
+  }
+}
+
+/** The agent without a device (or before it is opened), for an operation that needs one. */
+export function noDevice(operation: AgentOperation, why: LiveUpdateError | null): LiveUpdateError {
+  return agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', `the agent cannot use /dev/liveupdate: ${why?.message ?? 'the device is closed'}`, { operation });
+}
+
+/** The manifest preserved in the agent's own session (token 0), which the next kernel's agent retrieves by name. */
+async function preserveManifest(device: LiveUpdate, manifest: Manifest): Promise<Session> {
+  const own = await device.createSession(AGENT_SESSION_NAME);
+  try {
+    const fd = writeManifest(manifest);
+    try {
+      await own.preserve(fd, MANIFEST_TOKEN);
+    } finally {
+      closeQuietly(fd);
+    }
+    return own;
+  } catch (error) {
+    await own.close();
+    throw error;
+  }
+}
+
+/** Standalone: the agent owns the device from its start to its stop, and jumps with reboot() itself. */
+export class StandaloneHost implements AgentHost {
+  readonly incomingInStore = false;
+  readonly retrievesByName = true;
+  #device: LiveUpdate | null = null;
+  #deviceError: LiveUpdateError | null = null;
+
+  constructor(
+    readonly decision: ModeDecision,
+    readonly storeMax: number | null,
+    private readonly devicePath: string,
+  ) {}
+
+  get deviceError(): LiveUpdateError | null {
+    return this.#deviceError;
+  }
+
+  async open(): Promise<void> {
+    try {
+      this.#device = await LiveUpdate.open(this.devicePath);
+    } catch (error) {
+      if (!(error instanceof LiveUpdateError)) throw error;
+      this.#deviceError = error;
+    }
+  }
+
+  withDevice<T>(operation: AgentOperation, use: (device: LiveUpdate) => Promise<T>): Promise<T> {
+    if (this.#device === null) return Promise.reject(noDevice(operation, this.#deviceError));
+    return use(this.#device);
+  }
+
+  async incomingManifest(parked: number | undefined): Promise<IncomingManifest> {
+    return this.#device === null ? { kind: 'none' } : takeIncomingManifest(this.#device, parked);
+  }
+
+  async keep(): Promise<void> {
+    // The agent's own reference keeps it; the fd store gets it only at a stop under systemd.
+  }
+
+  async jump(manifest: Manifest): Promise<never> {
+    const own = await this.withDevice('agent.update', (device) => preserveManifest(device, manifest));
+    try {
+      return await kexec.execute();
+    } catch (error) {
+      // No jump: the manifest's session goes (the caller unloads).
+      await own.close();
+      throw error;
+    }
+  }
+
+  parkedFds(): ParkedFd[] {
+    return [];
+  }
+
+  close(): void {
+    this.#device?.closeSync();
+  }
+}
