@@ -20,12 +20,21 @@
  * The pid 1 task's start from /proc/1/stat (in clock ticks, read in the
  * guest) is reported beside it: it comes earlier, before the kernel unpacks
  * the initramfs, and shows the two clocks agree.
+ *
+ * Across the kexec no guest clock holds (each kernel's starts again, its
+ * wall clock from the RTC, to a second): each kernel sends clock samples
+ * after its timed part, and the host places the agent's `frozenAt` (old
+ * kernel's wall clock), the kernel's own lines and these instants (new
+ * kernel's monotonic clock) on its own clock (../vm/clock.ts, agent-report.ts).
  * @internal
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { memfd, type AgentClient, type Session } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
-import { runCli } from '../harness/cli.js';
+import { cliModule, runCli } from '../harness/cli.js';
+import { agentStarts, residentKib } from './agent-snapshot.js';
+import { reportClockSamples } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
 import { agentCountsFromCmdline } from './params.js';
@@ -40,6 +49,10 @@ const UPDATE_TIMEOUT_S = 120;
 /** The bound on `liveupdate update` as a process: its own wait for the clients, and the load and freeze. */
 const UPDATE_BOUND_MS = (UPDATE_TIMEOUT_S + 120) * 1000;
 const NS_PER_MS = 1e6;
+/** Where the start rounds build the snapshot and put their agents' socket (root's alone). */
+const START_DIR = '/run/lu-agent-start';
+/** Interleaved rounds of node -e 0, the agent and the agent from a snapshot (a second or two each under TCG). */
+const START_ROUNDS = 3;
 
 /** Milliseconds since boot (CLOCK_MONOTONIC). */
 function nowMs(): number {
@@ -107,7 +120,7 @@ async function preserveClients(ctx: StageContext, agent: AgentProcess, count: nu
   const ms = nowMs() - started;
   files.forEach((fd) => fs.closeSync(fd)); // the kernel holds its own references
   const requests = count * 3;
-  return { clients: count, ms, requests, requests_per_s: (requests / ms) * 1000 };
+  return { clients: count, ms, requests, requests_per_s: (requests / ms) * 1000, agent_rss_kib: residentKib(agent.child.pid) };
 }
 
 /** One client after the kexec: what it holds and when it had it. */
@@ -124,7 +137,7 @@ interface Claimed {
  * checks its bytes and releases the session, so nothing waits into the
  * next kernel.
  */
-async function claimClients(ctx: StageContext, agent: AgentProcess, count: number): Promise<{ started: number; last: number; held: number }> {
+async function claimClients(ctx: StageContext, agent: AgentProcess, count: number): Promise<{ started: number; last: number; held: number; frozenAt: number | null; firstOpenAt: number | null }> {
   const stage = ctx.stage - 1;
   const started = nowMs();
   const claimed = await Promise.all(
@@ -145,7 +158,18 @@ async function claimClients(ctx: StageContext, agent: AgentProcess, count: numbe
     await c.client.close();
   }
   ctx.equal(`every one of the ${count} client(s) holds its own bytes again`, held, count);
-  return { started, last, held };
+  return { started, last, held, ...(await updateTimes(agent)) };
+}
+
+/** The agent's instants of the update (wall clocks: `frozenAt` the old kernel's, `firstOpenAt` this one's), asked after the timed part. */
+async function updateTimes(agent: AgentProcess): Promise<{ frozenAt: number | null; firstOpenAt: number | null }> {
+  const client = await connect(agent);
+  try {
+    const { frozenAt, firstOpenAt } = await client.sessions();
+    return { frozenAt, firstOpenAt };
+  } finally {
+    await client.close();
+  }
 }
 
 /** The kexec into the next kernel: `liveupdate update`, which waits for every client to be ready. */
@@ -175,16 +199,21 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
     const preserve = preserves === undefined ? null : await preserveClients(ctx, agent, preserves);
     if (preserve === null) ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0) || ctx.report('agent log', agent.output);
     else updateKexecs(ctx, agent);
+    // The last kernel, once its agent is gone: its start as today, from a V8 snapshot, and node's own, side by side.
+    const starts = preserve === null ? await agentStarts(path.resolve(path.dirname(cliModule()), '..'), START_DIR, START_ROUNDS) : null;
     ctx.equal('the runner is pid 1, /init itself', process.pid, 1);
     // After the timed part: the C program reads the clock tick (a process start costs seconds under TCG).
     const pid1TaskAt = (pid1TaskTicks() / guestMachine().clock_tick) * 1000;
     ctx.check('one clock: the kernel made the pid 1 task before /init ran', pid1TaskAt <= initAt + 10, { pid1TaskAt, initAt });
     const since = (at: number): number => at - initAt;
+    // Outside the timed part, before any jump: how this kernel's clocks sit on the host's.
+    await reportClockSamples(ctx.report);
     return {
       kernel_to_pid1_task_ms: pid1TaskAt,
       kernel_to_init_ms: initAt,
       init_to_runner_ms: since(runnerAt),
       init_to_agent_answering_ms: since(answeringAt),
+      agent_answering_mono_ms: answeringAt,
       claim:
         claims === null
           ? null
@@ -194,8 +223,12 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
               init_to_first_connect_ms: since(claims.started),
               init_to_all_hold_fds_ms: since(claims.last),
               claim_ms: claims.last - claims.started,
+              all_hold_fds_mono_ms: claims.last,
+              frozen_at_wall_ms: claims.frozenAt,
+              first_open_at_wall_ms: claims.firstOpenAt,
             },
       preserve,
+      starts: starts as unknown as JsonValue,
     };
   };
 }

@@ -5,7 +5,7 @@
  * @internal
  */
 import type { JsonValue } from '../vm/protocol.js';
-import type { AgentHostResult, AgentResult } from './agent-report.js';
+import type { AgentHostResult, AgentResult, StartFigures } from './agent-report.js';
 import type { Judged, RatioOverBoots } from './boots.js';
 import { round3, type ErrorsResult, type FdPassResult, type HostOnlyResult, type HostResult, type PromiseResult, type Target } from './host-report.js';
 import type { BenchParams } from './params.js';
@@ -424,12 +424,33 @@ function agentTable(a: AgentResult, boots: number): string {
     row('  the claim phase alone (first connect to last fd)', (x) => withCi(x.claim_ms, x.claim_ms_ci95, 0)),
     row('clients holding their own bytes again (fewest in any boot)', (x) => `${x.held} of ${x.clients}`),
     ['agent requests/s while they preserved (hello, createSession, ready)', ...a.preserve.map((p) => withCi(p.requests_per_s, p.requests_per_s_ci95, 1))],
+    ["agent's RSS with them all holding a session, MiB", ...a.preserve.map((p) => `${fmt(p.agent_rss_kib / 1024, 1)} ${ci([p.agent_rss_kib_ci95[0] / 1024, p.agent_rss_kib_ci95[1] / 1024], 1)}`)],
   ];
-  return [table(rows), agentHostLine(a.host)].join('\n');
+  const blackout: string[][] = [
+    [`the blackout on the host's clock (ms from the agent sealing its manifest, frozenAt, in the old kernel)`, ...after.map((x) => `${x.clients} client(s)`)],
+    row("the old kernel's last line (LUO froze, it jumps)", (x) => withCi(x.frozen_to_kexec_line_ms, x.frozen_to_kexec_line_ms_ci95, 1)),
+    row("the new kernel's first line (its banner)", (x) => withCi(x.frozen_to_kernel_up_ms, x.frozen_to_kernel_up_ms_ci95, 0)),
+    row('its /init runs', (x) => withCi(x.frozen_to_init_ms, x.frozen_to_init_ms_ci95, 0)),
+    row('the agent answers', (x) => withCi(x.frozen_to_agent_answering_ms, x.frozen_to_agent_answering_ms_ci95, 0)),
+    row('every client holds its fds again', (x) => withCi(x.frozen_to_all_hold_fds_ms, x.frozen_to_all_hold_fds_ms_ci95, 0)),
+    row("  the 'Run /init' line to node's time origin in pid 1 (node's loading, unseen inside)", (x) => withCi(x.init_line_to_node_origin_ms, x.init_line_to_node_origin_ms_ci95, 0)),
+    row("clock samples' spread (the quickest places each kernel's clocks)", (x) => fmt(x.clock_jitter_ms, 2)),
+  ];
+  return [table(rows), startLine(`in the guest, median of ${boots} boot(s)`, a.start), agentHostLine(a.host), table(blackout), `(${a.clocks.frozen_to_})`].join('\n');
+}
+
+/** The agent's start as today and from a snapshot, against node -e 0. */
+function startLine(where: string, st: StartFigures): string {
+  return `agent start ${where} (spawn to first answer, no device): ${fmt(st.agent_ms, 0)} ms as today = ${fmt(st.agent_over_node, 2)}× node -e 0 (${fmt(st.node_ms, 0)} ms) ${ci(st.agent_over_node_ci95, 2)}; from a V8 snapshot ${fmt(st.snapshot_ms, 0)} ms = ${fmt(st.snapshot_over_node, 2)}× ${ci(st.snapshot_over_node_ci95, 2)} (blob ${fmt(st.snapshot_blob_bytes / 2 ** 20, 1)} MiB, built in ${fmt(st.snapshot_build_ms, 0)} ms)`;
 }
 
 function agentHostLine(h: AgentHostResult): string {
-  return `host, no LUO: the agent process served ${h.clients} clients (ready + sessions) at ${fmt(h.requests_per_s, 0)} requests/s ${ci(h.requests_per_s_ci95, 0)} (median of ${h.rounds} rounds after ${h.warmup} warm-up)`;
+  const claims = h.claim_path.map((c) => `${c.clients}: ${fmt(c.ms.value, 1)} ms ${ci(c.ms.ci95, 1)}, ${fmt(c.us_per_client.value, 0)} µs/client, RSS ${fmt(c.rss_kib.value / 1024, 1)} MiB`);
+  return [
+    `host, no LUO: the agent process served ${h.clients} clients (ready + sessions) at ${fmt(h.requests_per_s, 0)} requests/s ${ci(h.requests_per_s_ci95, 0)} (median of ${h.rounds} rounds after ${h.warmup} warm-up)`,
+    startLine(`on the host, median of ${h.startRounds} interleaved rounds`, h.start),
+    `host: claim path up to the device call (connect, hello, retrieveSession answered "unavailable": no device), all clients at once: ${claims.join('; ')}; per-client growth ${fmt(h.claim_path_growth, 2)}×; RSS idle ${fmt(h.rss_idle_kib / 1024, 1)} MiB`,
+  ].join('\n');
 }
 
 /** The host cases' table (also all that `--host-only` prints, with its targets). */

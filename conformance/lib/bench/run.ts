@@ -69,7 +69,7 @@ export async function runHostBench(options: Pick<BenchOptions, 'quick' | 'onProg
     promise,
     errors,
     agent: { host: agentHost },
-    targets: hostTargets(host, fdpass, promise, errors),
+    targets: [...hostTargets(host, fdpass, promise, errors), ...agentHost.targets],
   };
 }
 
@@ -132,7 +132,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     commit: hostOnly.commit,
   };
   const agent = combineAgent(agentCounts, agentBoots, hostOnly.agent.host);
-  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, promise: hostOnly.promise, errors: hostOnly.errors, agent, targets: [...guest.targets, ...hostOnly.targets] };
+  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, promise: hostOnly.promise, errors: hostOnly.errors, agent, targets: [...guest.targets, ...agent.targets, ...hostOnly.targets] };
 }
 
 /**
@@ -154,7 +154,7 @@ async function runAgentPath(o: { kernel: KernelImage; counts: readonly number[];
     onProgress: o.progress,
   });
   if (!run.ok) throw new Error(`the agent path (boot ${o.boot}) failed: ${run.reason}\n${run.report()}`);
-  return agentBoot((stage) => run.result(AGENT_CASE, stage)?.value, o.counts);
+  return agentBoot((stage) => run.result(AGENT_CASE, stage)?.value, o.counts, run.arrivals);
 }
 
 function valuesOf(run: VmRun): StageValues {

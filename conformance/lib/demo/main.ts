@@ -19,6 +19,8 @@ import { runVm } from '../vm/qemu.js';
 import type { GuestRecord } from '../vm/protocol.js';
 import { packageRoot } from '../vm/initramfs.js';
 import { MIB_PARAM, VMS, type DemoSummary } from './scenario.js';
+import { blackoutLines } from './blackout.js';
+import type { Arrivals } from '../vm/clock.js';
 import { vmmQemuDemo } from './vmm-qemu.js';
 
 /** Guest memory per VM by default: fills, checks and kexecs in a couple of minutes under emulation. */
@@ -69,14 +71,11 @@ function onRecord(record: GuestRecord): void {
   if (record.t === 'boot') say(`stage ${record.stage}: ${record.release} up (kernel uptime ${(record.uptimeMs / 1000).toFixed(1)} s when the runner started)`);
 }
 
-function summary(s: DemoSummary, elapsedMs: number): string[] {
-  const ms = (v: number | null | undefined): string => (v === null || v === undefined ? '?' : `${(v / 1000).toFixed(2)} s`);
+function summary(s: DemoSummary, elapsedMs: number, arrivals: Arrivals): string[] {
   return [
     `PASSED in ${(elapsedMs / 1000).toFixed(0)} s: ${VMS.length} VMs x ${s.mib} MiB of guest memory survived a kexec byte for byte (kexec #${s.kexecCount})`,
-    `blackout (agent manifest, frozenAt -> ...): agent back on /dev/liveupdate ${ms(s.agentBackMs)}; ` +
-      VMS.map(({ vm }) => `${vm}'s memory claimed ${ms(s.claimedMs[vm])}`).join(', '),
+    ...blackoutLines(arrivals, s),
     `counters: ${VMS.map(({ vm }) => `${vm} ${s.counters[vm]?.ready} at ready -> ${s.counters[vm]?.stopped} at the jump -> ${s.counters[vm]?.resumed} resumed`).join('; ')}`,
-    '(guest wall clocks are read from the emulated RTC at each boot: blackout figures are good to about a second)',
   ];
 }
 
@@ -113,7 +112,7 @@ async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(`${run.report()}\n`);
     return 1;
   }
-  for (const line of summary(value, run.elapsedMs)) say(line);
+  for (const line of summary(value, run.elapsedMs, run.arrivals)) say(line);
   return 0;
 }
 

@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { AgentClient } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
 import { runCli } from '../harness/cli.js';
+import { reportClockSamples } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
 import { SESSION, type VmmEvent } from './vmm.js';
@@ -37,14 +38,21 @@ interface Before {
   readyCounters: Record<string, string>;
 }
 
-/** What the demo reports at the end (stage 2's value). */
+/**
+ * What the demo reports at the end (stage 2's value). The instants are the
+ * agent's, on the guest wall clock of the kernel that read them: the old
+ * kernel's for `frozenAt`, the new one's for the others. Each kernel set its
+ * wall clock from the RTC, to a second: only the host relates them (blackout.ts).
+ */
 export interface DemoSummary {
   mib: number;
   kexecCount: number;
-  /** Manifest `frozenAt` to the agent opening /dev/liveupdate in the new kernel, ms. */
-  agentBackMs: number | null;
-  /** Per VM: manifest `frozenAt` to the agent handing the session back (`claimedAt`), ms. */
-  claimedMs: Record<string, number | null>;
+  /** The agent sealed its manifest, just before the kexec (old kernel's wall clock, ms). */
+  frozenAt: number | null;
+  /** The agent opened /dev/liveupdate in the new kernel (new kernel's wall clock, ms). */
+  firstOpenAt: number | null;
+  /** Per VM: the agent handed its session back (new kernel's wall clock, ms). */
+  claimedAt: Record<string, number | null>;
   /** Per VM: the counter when it said ready, when the kernel went away, and after resuming. */
   counters: Record<string, { ready: string; stopped: string; resumed: string }>;
 }
@@ -123,6 +131,8 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
   const vmms = VMS.map(({ vm, uid }) => new Vmm('before', vm, uid, mib, relay(ctx)));
   const ready = await Promise.all(vmms.map((v) => v.until('ready')));
   ctx.equal('each VMM preserved its memory in its own session', ready.map((r) => r.kernelName), VMS.map((v) => `u${v.uid}.${SESSION}`));
+  // Before the jump: the host relates this kernel's wall clock (the manifest's frozenAt) to its own.
+  await reportClockSamples(ctx.report);
   ctx.jumpWith(async (next) => {
     const update = await runCli(['update', '--socket', SOCKET, '--kernel', next.kernel, '--initrd', next.initrd, '--cmdline', next.cmdline, '--timeout', '60'], { timeoutMs: UPDATE_BOUND_MS });
     throw new Error(`liveupdate update exited ${String(update.status ?? update.signal)} without a kexec: ${update.stderr}`);
@@ -153,12 +163,11 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   }
   const report = await root.sessions();
   await root.close();
-  const frozenAt = report.frozenAt;
-  const since = (t: number | null | undefined): number | null => (frozenAt === null || t === null || t === undefined ? null : t - frozenAt);
-  const claimedMs = Object.fromEntries(VMS.map(({ vm, uid }) => [vm, since(report.sessions.find((s) => s.kernelName === `u${uid}.${SESSION}`)?.claimedAt)]));
+  const claimedAt = Object.fromEntries(VMS.map(({ vm, uid }) => [vm, report.sessions.find((s) => s.kernelName === `u${uid}.${SESSION}`)?.claimedAt ?? null]));
   ctx.equal('every session was released', report.sessions.map((s) => s.state), VMS.map(() => 'finished'));
   ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0);
-  const summary: DemoSummary = { mib: before.mib, kexecCount: report.kexecCount, agentBackMs: since(report.firstOpenAt), claimedMs, counters };
+  await reportClockSamples(ctx.report);
+  const summary: DemoSummary = { mib: before.mib, kexecCount: report.kexecCount, frozenAt: report.frozenAt, firstOpenAt: report.firstOpenAt, claimedAt, counters };
   return summary as unknown as JsonValue;
 }
 

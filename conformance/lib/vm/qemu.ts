@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { buildGuestImage, type GuestImage, type GuestImageOptions } from './initramfs.js';
 import { buildRunDisk } from './systemd-image.js';
 import { parseRecord, STAGE_PARAM, type CheckRecord, type ErrorInfo, type GuestRecord, type JsonValue } from './protocol.js';
+import type { Arrivals, StampedLine, StampedRecord } from './clock.js';
 
 /** The guest image's options a run passes on to {@link buildGuestImage}. */
 type ImageOptions = Pick<GuestImageOptions, 'kernels' | 'scenarios' | 'packageRoot' | 'files' | 'stageParams' | 'systemDisk'>;
@@ -83,7 +84,7 @@ export interface StageResult {
   readonly release: string;
   /** Kernel uptime when the runner started: boot time to pid 1 plus node's start. */
   readonly uptimeMs: number;
-  /** Host time from QEMU's start to this stage's first record. */
+  /** Host time from just before QEMU's start to this stage's first record (ms, monotonic). */
   readonly reachedAtMs: number;
   readonly cases: Readonly<Record<string, CaseResult>>;
 }
@@ -102,6 +103,11 @@ export interface VmRun {
   readonly records: readonly GuestRecord[];
   /** The whole console: kernel log and guest output. */
   readonly console: string;
+  /**
+   * Every console line and record of the whole run (whatever view), each with
+   * the host's monotonic instant it arrived at (see clock.ts).
+   */
+  readonly arrivals: Arrivals;
   readonly elapsedMs: number;
   readonly timedOut: boolean;
   readonly exitCode: number | null;
@@ -171,7 +177,7 @@ export async function runVm(options: RunOptions): Promise<VmRun> {
   if (options.systemdImage !== undefined) return runSystemdImage(options, options.systemdImage, imageOptions, kernel, name, started, progress);
   const image = buildGuestImage({ ...imageOptions, ...(systemDisk === undefined ? {} : { systemDisk }) });
   progress(`guest image ${mb(fs.statSync(image.initrd).size)}${image.disk === undefined ? '' : ` + system disk ${mb(fs.statSync(image.disk).size)}`} ${image.cached ? 'from cache' : 'built'} in ${image.ms} ms`);
-  const collector = new Collector(started, progress, options);
+  const collector = new Collector(progress, options);
   const initrd = options.initrds?.length ? appendArchives(image.initrd, options.initrds) : image.initrd;
   let exit: Exit;
   try {
@@ -195,7 +201,7 @@ async function runSystemdImage(
   if (options.initrds?.length) throw new Error('runVm: initrds cannot be given with systemdImage (that guest boots without an initrd)');
   const run = buildRunDisk(base, imageOptions);
   progress(`systemd image copied with this run's files in ${run.image.ms} ms`);
-  const collector = new Collector(started, progress, options);
+  const collector = new Collector(progress, options);
   try {
     const exit = await boot(options, kernel, undefined, run.disk, collector, progress);
     return collector.finish(run.image, exit, Date.now() - started, saveLog(options.logDir, name, collector.console));
@@ -262,7 +268,7 @@ function boot(options: RunOptions, kernel: string, initrd: string | undefined, d
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-vm-'));
   const resultsFile = path.join(dir, 'results');
   fs.writeFileSync(resultsFile, '');
-  const tail = new FileTail(resultsFile, (chunk) => collector.resultData(chunk));
+  const results = followFile(resultsFile, (chunk) => collector.resultData(chunk));
   return new Promise<Exit>((resolve, reject) => {
     const child = spawn(qemu, qemuArgs(options, kernel, initrd, disk, resultsFile), { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
@@ -275,9 +281,9 @@ function boot(options: RunOptions, kernel: string, initrd: string | undefined, d
       child.kill('SIGKILL');
     }, timeoutMs);
     // Records arrive through a file QEMU writes (a pipe would need a FIFO that
-    // could block either side if the other never opens it); poll it.
+    // could block either side if the other never opens it): followed as it grows.
     const poll = setInterval(() => {
-      tail.read();
+      results.read();
       // The guest powered off: QEMU should exit by itself; make sure it does.
       if (collector.ended && grace === undefined) grace = setTimeout(() => child.kill('SIGKILL'), EXIT_GRACE_MS);
     }, RESULTS_POLL_MS);
@@ -293,8 +299,7 @@ function boot(options: RunOptions, kernel: string, initrd: string | undefined, d
       clearTimeout(timer);
       clearInterval(poll);
       if (grace !== undefined) clearTimeout(grace);
-      tail.read();
-      tail.close();
+      results.close();
       fs.rmSync(dir, { recursive: true, force: true });
     };
     child.stdout?.on('data', (chunk: Buffer) => collector.consoleData(chunk));
@@ -314,70 +319,100 @@ function boot(options: RunOptions, kernel: string, initrd: string | undefined, d
   });
 }
 
-/** Reads what was appended to a file since the last read. */
-class FileTail {
-  readonly #fd: number;
-  readonly #buffer = Buffer.allocUnsafe(64 * 1024);
-  readonly #onData: (chunk: Buffer) => void;
-  #offset = 0;
-
-  constructor(file: string, onData: (chunk: Buffer) => void) {
-    this.#fd = fs.openSync(file, 'r');
-    this.#onData = onData;
-  }
-
-  read(): void {
-    for (;;) {
-      const n = fs.readSync(this.#fd, this.#buffer, 0, this.#buffer.length, this.#offset);
-      if (n === 0) return;
-      this.#offset += n;
-      this.#onData(Buffer.from(this.#buffer.subarray(0, n)));
-    }
-  }
-
-  close(): void {
-    fs.closeSync(this.#fd);
-  }
+/** A file followed as it grows: {@link followFile}. */
+export interface FollowedFile {
+  /** Hands on whatever was appended since the last read. */
+  read(): void;
+  /** Reads the rest, then stops following. */
+  close(): void;
 }
 
-/** Accumulates console text and records as they arrive. */
+/**
+ * Follows `file` as it grows: `onData` gets each appended chunk as soon as
+ * the kernel says the file changed (inotify), so that what it carries is
+ * stamped within a millisecond of its arrival, not at the next poll. Where
+ * the file cannot be watched the caller's polling `read()` still gets it all.
+ * @internal
+ */
+export function followFile(file: string, onData: (chunk: Buffer) => void): FollowedFile {
+  const fd = fs.openSync(file, 'r');
+  const buffer = Buffer.allocUnsafe(64 * 1024);
+  let offset = 0;
+  let closed = false;
+  const read = (): void => {
+    if (closed) return;
+    for (;;) {
+      const n = fs.readSync(fd, buffer, 0, buffer.length, offset);
+      if (n === 0) return;
+      offset += n;
+      onData(Buffer.from(buffer.subarray(0, n)));
+    }
+  };
+  let watcher: fs.FSWatcher | undefined;
+  try {
+    watcher = fs.watch(file, { persistent: false }, read);
+    watcher.on('error', () => watcher?.close());
+  } catch {
+    watcher = undefined;
+  }
+  return {
+    read,
+    close: () => {
+      read();
+      closed = true;
+      watcher?.close();
+      fs.closeSync(fd);
+    },
+  };
+}
+
+/**
+ * Accumulates console text and records as they arrive, each line stamped
+ * with the host's monotonic clock (ms since the collector was made, just
+ * before QEMU starts) when the chunk that completed it was read.
+ */
 class Collector {
   console = '';
   readonly records: GuestRecord[] = [];
   ended = false;
-  readonly #started: number;
+  readonly #origin = performance.now();
   readonly #progress: (line: string) => void;
   readonly #reached = new Map<number, number>();
+  readonly #consoleLines: StampedLine[] = [];
+  readonly #stampedRecords: StampedRecord[] = [];
   #consoleLine = '';
   #resultLine = '';
   readonly #onRecord: ((record: GuestRecord) => void) | undefined;
   readonly #onConsoleLine: ((line: string) => void) | undefined;
 
-  constructor(started: number, progress: (line: string) => void, listeners: Pick<RunOptions, 'onRecord' | 'onConsoleLine'>) {
-    this.#started = started;
+  constructor(progress: (line: string) => void, listeners: Pick<RunOptions, 'onRecord' | 'onConsoleLine'>) {
     this.#progress = progress;
     this.#onRecord = listeners.onRecord;
     this.#onConsoleLine = listeners.onConsoleLine;
   }
 
   consoleData(chunk: Buffer): void {
+    const atMs = this.#now();
     const text = chunk.toString('utf8');
     this.console += text;
     // Records fall back to the console when the guest has no second port.
     this.#consoleLine = this.#lines(this.#consoleLine + text, (line) => {
+      this.#consoleLines.push({ atMs, text: line });
       this.#onConsoleLine?.(line);
-      if (line.startsWith('@@LU ')) this.#record(line);
+      if (line.startsWith('@@LU ')) this.#record(line, atMs);
     });
   }
 
   resultData(chunk: Buffer): void {
-    this.#resultLine = this.#lines(this.#resultLine + chunk.toString('utf8'), (line) => this.#record(line));
+    const atMs = this.#now();
+    this.#resultLine = this.#lines(this.#resultLine + chunk.toString('utf8'), (line) => this.#record(line, atMs));
   }
 
   finish(image: GuestImage, exit: Exit, elapsedMs: number, logFile: string | undefined): VmRun {
-    if (this.#resultLine !== '') this.#record(this.#resultLine);
+    if (this.#resultLine !== '') this.#record(this.#resultLine, this.#now());
     const consoleText = this.console + (exit.stderr === '' ? '' : `\n[qemu stderr]\n${exit.stderr}`);
-    const run = assembleRun({ records: this.records, reached: this.#reached, console: consoleText, exit, image, elapsedMs, logFile }, undefined);
+    const arrivals = { console: this.#consoleLines, records: this.#stampedRecords };
+    const run = assembleRun({ records: this.records, reached: this.#reached, console: consoleText, arrivals, exit, image, elapsedMs, logFile }, undefined);
     this.#progress(run.ok ? `passed in ${(elapsedMs / 1000).toFixed(1)} s` : `FAILED: ${run.reason}`);
     return run;
   }
@@ -389,11 +424,16 @@ class Collector {
     return rest;
   }
 
-  #record(line: string): void {
+  #now(): number {
+    return performance.now() - this.#origin;
+  }
+
+  #record(line: string, atMs: number): void {
     const record = parseRecord(line);
     if (record === undefined) return;
     this.records.push(record);
-    if (!this.#reached.has(record.stage)) this.#reached.set(record.stage, Date.now() - this.#started);
+    this.#stampedRecords.push({ atMs, record });
+    if (!this.#reached.has(record.stage)) this.#reached.set(record.stage, Math.round(atMs));
     this.#announce(record);
     this.#onRecord?.(record);
   }
@@ -415,6 +455,7 @@ interface RunData {
   readonly records: readonly GuestRecord[];
   readonly reached: ReadonlyMap<number, number>;
   readonly console: string;
+  readonly arrivals: Arrivals;
   readonly exit: Exit;
   readonly image: GuestImage;
   readonly elapsedMs: number;
@@ -443,6 +484,7 @@ function assembleRun(data: RunData, scenarios: readonly string[] | undefined): V
     stages,
     records,
     console: data.console,
+    arrivals: data.arrivals,
     elapsedMs: data.elapsedMs,
     timedOut: data.exit.timedOut,
     exitCode: data.exit.code,
