@@ -139,7 +139,7 @@ async function afterKexec(agent: AgentClient, config: VmConfig, session: Session
   step('qemu-started', { at: at['qemuStarted'], qemu: vm.qemu?.version ?? null, method: vm.qemu?.method ?? null, pid: vm.qemu?.pid ?? null });
   step('state-loaded', { at: at['stateLoaded'], counter: beforeCont.count });
   step('cont', { at: at['cont'] });
-  step('resumed', { at: at['counting'], counterAtStop: trailer.countAtStop, counter: counting.count, boots: counting.boots });
+  step('resumed', { at: at['counting'], counterAtStop: trailer.countAtStop, counter: counting.count, boots: counting.boots, stateBytes: trailer.stateBytes, savedBy: `QEMU ${trailer.qemu}, ${trailer.method}` });
   step('ram-verified', { at: at['verified'], untouchedSha256: trailer.untouchedSha256 });
   await session.finish();
   await session.close();

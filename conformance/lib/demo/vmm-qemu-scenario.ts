@@ -208,33 +208,40 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
   return started as unknown as JsonValue;
 }
 
-/** Stage 1's steps from the disk, reported again; what they say the orchestrator did before the kexec. */
-function stepsBefore(ctx: StageContext, mib: number): { steps: Step[]; before: BeforeUpdate } {
+/** Stage 1's steps from the disk, reported again (those made during the update may be missing: the kexec can overtake their relay). */
+function stepsBefore(ctx: StageContext): Step[] {
   const steps = fs.existsSync(STEP_LOG) ? fs.readFileSync(STEP_LOG, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Step) : [];
   for (const step of steps) if (step.step !== 'serial') ctx.report('step-before', step);
-  const find = (name: string): Step | undefined => steps.find((s) => s.step === name);
-  const before: BeforeUpdate = {
+  return steps;
+}
+
+/** What the orchestrator did before the kexec: its first start's step, and the trailer it wrote at the stop (its `resumed` step). */
+function beforeFrom(mib: number, steps: Step[], resumed: Step): BeforeUpdate {
+  const running = steps.find((s) => s.step === 'guest-running');
+  return {
     mib,
-    qemu: String(find('guest-running')?.['qemu'] ?? '?'),
-    method: String(find('guest-running')?.['method'] ?? '?'),
-    countAtStop: Number(find('stopped')?.['counter'] ?? -1),
-    stateBytes: Number(find('state-saved')?.['bytes'] ?? -1),
+    qemu: String(running?.['qemu'] ?? '?'),
+    method: String(running?.['method'] ?? '?'),
+    countAtStop: Number(resumed['counterAtStop']),
+    stateBytes: Number(resumed['stateBytes']),
   };
-  return { steps, before };
 }
 
 async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   const { mib } = ctx.previous as unknown as Started;
-  const { steps, before } = stepsBefore(ctx, mib);
-  // Its `ready` step may not reach the disk: the agent kexecs as soon as it hears the ready that step reports.
-  const quiesce = ['prepare', 'stopped', 'state-saved', 'qemu-ended', 'state-preserved'];
-  ctx.equal("the orchestrator quiesced on the agent's prepare, in order", steps.map((s) => s.step).filter((name) => quiesce.includes(name)), quiesce);
-  ctx.check('the device state holds no RAM (under 1 MiB)', before.stateBytes > 0 && before.stateBytes < MIB, before.stateBytes);
+  const steps = stepsBefore(ctx);
+  // The steps the update interrupted may not have reached the disk (the agent kexecs once it hears the ready):
+  // those that did are the quiesce's first ones, in order, from the agent's prepare on.
+  const quiesce = ['prepare', 'stopped', 'state-saved', 'qemu-ended', 'state-preserved', 'ready'];
+  const seen = steps.map((s) => s.step).filter((name) => quiesce.includes(name));
+  ctx.equal("the orchestrator quiesced on the agent's prepare, in order", seen, quiesce.slice(0, Math.max(1, seen.length)));
   ctx.report('say', 'agent: starting in the new kernel');
   const agent = await AgentProcess.start({ socket: SOCKET, args: AGENT_ARGS });
   ctx.report('agent-back', Date.now());
-  const vmm = new Orchestrator(ctx, before.mib);
+  const vmm = new Orchestrator(ctx, mib);
   const resumed = await vmm.until('resumed');
+  const before = beforeFrom(mib, steps, resumed);
+  ctx.check('the device state holds no RAM (under 1 MiB)', before.stateBytes > 0 && before.stateBytes < MIB, before.stateBytes);
   const loaded = await vmm.until('state-loaded');
   const verified = await vmm.until('ram-verified');
   await vmm.until('released');
