@@ -9,6 +9,7 @@
  *
  *   node dist/demo/main.js [--memory MiB]
  *   node dist/demo/main.js --fleet N     (a rollout over N hosts by ansible-playbook: ./fleet.ts)
+ *   node dist/demo/main.js --vmm qemu [--memory MiB]   (a QEMU guest resumed across the kexec: ./vmm-qemu.ts)
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -22,12 +23,14 @@ import { MIB_PARAM, VMS, type DemoSummary } from './scenario.js';
 import { blackoutLines } from './blackout.js';
 import type { Arrivals } from '../vm/clock.js';
 import { fleetDemo, MAX_FLEET } from './fleet.js';
+import { vmmQemuDemo } from './vmm-qemu.js';
 
 /** Guest memory per VM by default: fills, checks and kexecs in a couple of minutes under emulation. */
 const DEFAULT_MIB = 256;
 const CASE = 'demo/guest-memory';
 const USAGE = `usage: npm run demo [-- --memory MiB]   (guest memory per VM, default ${DEFAULT_MIB})
-       npm run demo -- --fleet N       (a rollout over N hosts by ansible-playbook, 1 to ${MAX_FLEET})`;
+       npm run demo -- --fleet N       (a rollout over N hosts by ansible-playbook, 1 to ${MAX_FLEET})
+       npm run demo -- --vmm qemu [--memory MiB]   (a QEMU guest resumed across the kexec)`;
 
 const started = Date.now();
 function say(line: string): void {
@@ -85,6 +88,7 @@ function summary(s: DemoSummary, elapsedMs: number, arrivals: Arrivals): string[
 }
 
 async function main(argv: readonly string[]): Promise<number> {
+  if (argv.some((arg) => arg === '--vmm' || arg.startsWith('--vmm='))) return vmmQemuDemo(argv, say);
   const mib = parseMib(argv);
   if (typeof mib === 'string') {
     process.stderr.write(`${mib}\n`);

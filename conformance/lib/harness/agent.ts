@@ -96,6 +96,8 @@ export interface AgentProcessOptions {
   readonly listenFds?: ReadonlyArray<readonly [name: string, fd: number]>;
   /** How long it may take to log `listening` and answer a hello, all told (default {@link DEFAULT_READY_TIMEOUT_MS}). */
   readonly readyTimeoutMs?: number;
+  /** More arguments of `liveupdate agent`, after the test bed's own (`--mode standalone --force`, say). */
+  readonly args?: readonly string[];
 }
 
 /** `liveupdate agent` running as its own process. */
@@ -135,6 +137,7 @@ export class AgentProcess {
     const args = ['agent', '--socket', options.socket];
     if (options.policy !== undefined) args.push('--policy', options.policy);
     if (options.device !== undefined) args.push('--device', options.device);
+    args.push(...(options.args ?? []));
     const passed = options.listenFds ?? [];
     const listen = passed.length === 0 ? {} : { LISTEN_FDS: String(passed.length), LISTEN_FDNAMES: passed.map(([name]) => name).join(':') };
     // A service manager sets LISTEN_PID between fork and exec: the launcher does it first thing.
