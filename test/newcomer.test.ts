@@ -236,7 +236,8 @@ describe('publishing refuses a package without both prebuilds', () => {
 
 describe("README's Install section and the npm in use", () => {
   const readme = fs.readFileSync(path.join(LIBRARY_DIR, 'README.md'), 'utf8');
-  const install = readme.slice(readme.indexOf('## Install'), readme.indexOf('## Quick start'));
+  const start = readme.indexOf('## Install');
+  const install = readme.slice(start, readme.indexOf('\n## ', start + 1));
 
   it('every npm command it names is one this npm has', () => {
     const commands = [...new Set([...install.matchAll(/`npm ([a-z-]+)/g)].map((m) => m[1] ?? ''))];

@@ -23,7 +23,7 @@ describe('the library package', () => {
     expect(out.status, out.stderr).toBe(0);
     const [packed] = JSON.parse(out.stdout) as [{ files: { path: string }[] }];
     const files = packed.files.map((f) => f.path);
-    for (const needed of ['package.json', 'dist/index.js', 'dist/esm/index.mjs', 'bin/liveupdate.js', 'binding.gyp', 'CMakeLists.txt', 'native/luo.cc', 'native/napi_util.cc', 'include/liveupdate/abi.h']) {
+    for (const needed of ['package.json', 'dist/index.js', 'dist/esm/index.mjs', 'bin/liveupdate.js', 'binding.gyp', 'CMakeLists.txt', 'native/luo.cc', 'native/napi_util.cc', 'include/liveupdate/abi.h', 'AGENT-PROTOCOL.md', 'units/liveupdate-agent.service', 'units/liveupdate-agent-standalone.service']) {
       expect(files).toContain(needed);
     }
     const testBed = /^(dist\/(vm|conformance|bench)\/|vm\/|bench\/|conformance\/|test\/|native\/(napi_)?guest)/;
