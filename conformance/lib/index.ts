@@ -42,5 +42,18 @@ export {
   type InProcessAgentOptions,
 } from './harness/agent.js';
 export { runCli, cliModule, type CliResult } from './harness/cli.js';
+export {
+  addUsers,
+  AGENT_DEFAULTS,
+  AGENT_EXECUTABLE,
+  AGENT_UNIT,
+  agentPackageFiles,
+  installAgent,
+  startUnit,
+  systemctl,
+  unitJsonLines,
+  unitLog,
+  unitProperty,
+} from './harness/systemd.js';
 export { libraryBinding, type LibraryBinding } from './native.js';
 export { runProcess, DEFAULT_PROCESS_TIMEOUT_MS, type ProcessResult, type RunProcessOptions } from './harness/process.js';

@@ -7,11 +7,11 @@
  */
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
+import { agentPackageFiles } from '../../conformance/lib/harness/systemd.js';
 import type { VmRun } from '../../conformance/lib/vm/qemu.js';
 import { boot, describeOneKernel, itEveryCheckPasses, newest, scenario, systemdImageOrExplain, type ExpectedChecks } from './support.js';
 
 const root = path.resolve(__dirname, '..', '..');
-const UNITS = ['liveupdate-agent.socket', 'liveupdate-agent.service', 'liveupdate-agent-standalone.service'];
 
 const EXPECTED: ExpectedChecks = {
   'agent-systemd/standalone-refused': {
@@ -78,7 +78,7 @@ describeOneKernel(
         scenarios: [scenario('agent-systemd')],
         systemdImage: image.path,
         // The package's executable and units (the test bed's guest carries only dist/), where npm installs them.
-        files: Object.fromEntries(['bin/liveupdate.js', ...UNITS.map((unit) => `units/${unit}`)].map((file) => [`/lu/node_modules/liveupdate/${file}`, path.join(root, file)])),
+        files: agentPackageFiles(root),
         timeoutMs: 600_000,
       });
       console.log(`agent in systemd mode (${image.versions}) on ${kernel.release}: run ${(run.elapsedMs / 1000).toFixed(1)} s, one boot, one kexec`);
