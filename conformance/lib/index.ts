@@ -14,7 +14,7 @@ export { debianKernel, findKernels, kernelRelease, kernelInputsHash, NO_KERNEL_H
 export { buildGuestImage, cacheDir, packageRoot, type GuestImage, type GuestImageOptions } from './vm/initramfs.js';
 export { findSystemdImage, systemdImageHash, NO_SYSTEMD_IMAGE_HELP, type SystemdImage } from './vm/systemd-image.js';
 export { defineCase, defineScenario, type Case, type Scenario, type StageContext, type StageFunction, type NextStage } from './vm/scenario.js';
-export { expectError, memfdWith } from './conformance/support.js';
+export { expectError, memfdWith, sha256At } from './conformance/support.js';
 export {
   clearFaults,
   handlerCalls,

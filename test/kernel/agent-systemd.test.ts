@@ -2,14 +2,14 @@
  * The agent in systemd mode on the systemd guest image (Debian sid, systemd
  * 262 as PID 1), newest LUO kernel, one boot and one kexec made by
  * `liveupdate update` through systemd's orderly shutdown
- * (scenarios/agent-systemd.ts). The agent and its socket run from units/ as
+ * (the conformance package's scenarios/agent-systemd.ts). The agent and its socket run from units/ as
  * the package ships them, its executable linked as `npm install -g` does.
  */
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import { agentPackageFiles } from '../../conformance/lib/harness/systemd.js';
 import type { VmRun } from '../../conformance/lib/vm/qemu.js';
-import { boot, describeOneKernel, itEveryCheckPasses, newest, scenario, systemdImageOrExplain, type ExpectedChecks } from './support.js';
+import { boot, describeOneKernel, itEveryCheckPasses, newest, conformanceScenario, systemdImageOrExplain, type ExpectedChecks } from './support.js';
 
 const root = path.resolve(__dirname, '..', '..');
 
@@ -75,7 +75,7 @@ describeOneKernel(
       run = await boot({
         name: `agent-systemd-${kernel.release}`,
         kernels: [kernel.path],
-        scenarios: [scenario('agent-systemd')],
+        scenarios: [conformanceScenario('agent-systemd')],
         systemdImage: image.path,
         // The package's executable and units (the test bed's guest carries only dist/), where npm installs them.
         files: agentPackageFiles(root),

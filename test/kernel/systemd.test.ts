@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { beforeAll, expect, it } from 'vitest';
 import type { CaseResult, VmRun } from '../../conformance/lib/vm/qemu.js';
-import { boot, describeOneKernel, newest, scenario, systemdImageOrExplain } from './support.js';
+import { boot, describeOneKernel, newest, conformanceScenario, systemdImageOrExplain } from './support.js';
 
 const CASE = 'systemd/library-without-agent';
 const ROLES = ['own-session', 'luo-session', 'memfd'] as const;
@@ -53,7 +53,7 @@ describeOneKernel(
       run = await boot({
         name: `systemd-${kernel.release}`,
         kernels: [kernel.path],
-        scenarios: [scenario('systemd')],
+        scenarios: [conformanceScenario('systemd')],
         systemdImage: image.path,
         timeoutMs: 480_000,
         // The runner sends its kexec record just before it runs `systemctl kexec`.

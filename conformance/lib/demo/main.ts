@@ -91,7 +91,7 @@ async function main(argv: readonly string[]): Promise<number> {
     return args === USAGE ? 0 : 2;
   }
   const { mib, host } = args;
-  const systemd = host === 'systemd' ? systemdHostRun() : undefined;
+  const systemd = host === 'systemd' ? systemdHostRun(mib) : undefined;
   if (typeof systemd === 'string') {
     process.stderr.write(`${systemd}\n`);
     return 3;
@@ -102,7 +102,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const image = kernel();
   if (image === undefined) return 3;
-  const memory = guestMemory(mib);
+  const memory = systemd?.memory ?? guestMemory(mib);
   say(`boot: QEMU (software emulation, 2 vCPUs, ${memory} RAM) on ${hostLine(host)}; the first stage runs the agent and the VMMs`);
   const run = await runVm({
     name: 'demo',

@@ -20,22 +20,20 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient, AgentUnavailableError, kexec, LiveUpdate, memfd, notifySync, SessionNotFoundError } from 'liveupdate';
+import { runCli } from '../../harness/cli.js';
 import {
   addUsers,
   AGENT_DEFAULTS as DEFAULTS,
   AGENT_UNIT as AGENT,
-  defineCase,
-  defineScenario,
   installAgent,
-  runCli,
   startUnit as start,
   systemctl,
   unitJsonLines,
   unitLog,
   unitProperty as property,
-  type JsonValue,
-  type StageContext,
-} from 'liveupdate-conformance';
+} from '../../harness/systemd.js';
+import type { JsonValue } from '../../vm/protocol.js';
+import { defineCase, defineScenario, type StageContext } from '../../vm/scenario.js';
 import { unitFile } from './systemd.js';
 import { FDNAMES, RESULTS_DIR } from './systemd-service.js';
 
