@@ -2,8 +2,10 @@
  * The agent in systemd mode on the systemd guest image (Debian sid, systemd
  * 262 as PID 1), newest LUO kernel, one boot and one kexec made by
  * `liveupdate update` through systemd's orderly shutdown
- * (the conformance package's scenarios/agent-systemd.ts). The agent and its socket run from units/ as
- * the package ships them, its executable linked as `npm install -g` does.
+ * (conformance/lib/conformance/scenarios/agent-systemd.ts, which
+ * `liveupdate-conformance --systemd` runs too). The agent and its socket run
+ * from units/ as the package ships them, its executable linked as
+ * `npm install -g` does.
  */
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';

@@ -1,7 +1,8 @@
 /**
  * The library on a systemd host, without the agent: the systemd guest image
  * (Debian sid, systemd 262 as PID 1) on the newest LUO kernel, one boot and
- * one `systemctl kexec` (scenarios/systemd.ts, scenarios/systemd-service.ts).
+ * one `systemctl kexec` (conformance/lib/conformance/scenarios/systemd.ts and
+ * systemd-service.ts, which `liveupdate-conformance --systemd` runs too).
  * A service's own session stored in its fd store, the session systemd makes
  * for a `LUOSession=` unit, and a plain memfd in an fd store all come back
  * with their bytes, and the manager counts the kexec.
