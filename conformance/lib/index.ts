@@ -14,7 +14,7 @@ export { debianKernel, findKernels, kernelRelease, kernelInputsHash, NO_KERNEL_H
 export { buildGuestImage, cacheDir, packageRoot, type GuestImage, type GuestImageOptions } from './vm/initramfs.js';
 export { findSystemdImage, systemdImageHash, NO_SYSTEMD_IMAGE_HELP, type SystemdImage } from './vm/systemd-image.js';
 export { defineCase, defineScenario, type Case, type Scenario, type StageContext, type StageFunction, type NextStage } from './vm/scenario.js';
-export { expectError, memfdWith } from './conformance/support.js';
+export { expectError, memfdWith, sha256At } from './conformance/support.js';
 export {
   clearFaults,
   handlerCalls,
@@ -42,5 +42,18 @@ export {
   type InProcessAgentOptions,
 } from './harness/agent.js';
 export { runCli, cliModule, type CliResult } from './harness/cli.js';
+export {
+  addUsers,
+  AGENT_DEFAULTS,
+  AGENT_EXECUTABLE,
+  AGENT_UNIT,
+  agentPackageFiles,
+  installAgent,
+  startUnit,
+  systemctl,
+  unitJsonLines,
+  unitLog,
+  unitProperty,
+} from './harness/systemd.js';
 export { libraryBinding, type LibraryBinding } from './native.js';
 export { runProcess, DEFAULT_PROCESS_TIMEOUT_MS, type ProcessResult, type RunProcessOptions } from './harness/process.js';

@@ -16,6 +16,7 @@ import { buildReport, summarize } from '../lib/conformance/report.js';
 import type { SuiteCase } from '../lib/conformance/suite.js';
 import { appendArchives, type CaseResult, type StageResult, type VmRun } from '../lib/vm/qemu.js';
 import type { CheckRecord } from '../lib/vm/protocol.js';
+import { fakeBzImage } from './fake-kernel.js';
 
 const root = path.resolve(__dirname, '..');
 const BIN = path.join(root, 'bin', 'liveupdate-conformance.js');
@@ -48,14 +49,8 @@ describe('liveupdate-conformance arguments', () => {
   });
 
   it('checks --initrd and --timeout before booting anything', () => {
-    // A real bzImage header is not needed to reach these checks if the kernel check passes first,
-    // so fake the one field the check reads.
-    const fake = path.join(tmp, 'fake-bzImage');
-    const header = Buffer.alloc(0x600);
-    header.write('HdrS', 0x202, 'latin1');
-    header.writeUInt16LE(0x200, 0x20e);
-    header.write('7.9.9 (fake) #1', 0x400, 'latin1');
-    fs.writeFileSync(fake, header);
+    // A real bzImage is not needed to reach these checks once the kernel check passes.
+    const fake = fakeBzImage(tmp);
     const missing = run('--kernel', fake, '--initrd', path.join(tmp, 'nope.cpio'));
     expect(missing.status).toBe(2);
     expect(missing.stderr).toContain(`initrd not found: ${path.join(tmp, 'nope.cpio')}`);

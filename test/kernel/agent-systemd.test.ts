@@ -2,16 +2,18 @@
  * The agent in systemd mode on the systemd guest image (Debian sid, systemd
  * 262 as PID 1), newest LUO kernel, one boot and one kexec made by
  * `liveupdate update` through systemd's orderly shutdown
- * (scenarios/agent-systemd.ts). The agent and its socket run from units/ as
- * the package ships them, its executable linked as `npm install -g` does.
+ * (conformance/lib/conformance/scenarios/agent-systemd.ts, which
+ * `liveupdate-conformance --systemd` runs too). The agent and its socket run
+ * from units/ as the package ships them, its executable linked as
+ * `npm install -g` does.
  */
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
+import { agentPackageFiles } from '../../conformance/lib/harness/systemd.js';
 import type { VmRun } from '../../conformance/lib/vm/qemu.js';
-import { boot, describeOneKernel, itEveryCheckPasses, newest, scenario, systemdImageOrExplain, type ExpectedChecks } from './support.js';
+import { boot, describeOneKernel, itEveryCheckPasses, newest, conformanceScenario, systemdImageOrExplain, type ExpectedChecks } from './support.js';
 
 const root = path.resolve(__dirname, '..', '..');
-const UNITS = ['liveupdate-agent.socket', 'liveupdate-agent.service', 'liveupdate-agent-standalone.service'];
 
 const EXPECTED: ExpectedChecks = {
   'agent-systemd/standalone-refused': {
@@ -75,10 +77,10 @@ describeOneKernel(
       run = await boot({
         name: `agent-systemd-${kernel.release}`,
         kernels: [kernel.path],
-        scenarios: [scenario('agent-systemd')],
+        scenarios: [conformanceScenario('agent-systemd')],
         systemdImage: image.path,
         // The package's executable and units (the test bed's guest carries only dist/), where npm installs them.
-        files: Object.fromEntries(['bin/liveupdate.js', ...UNITS.map((unit) => `units/${unit}`)].map((file) => [`/lu/node_modules/liveupdate/${file}`, path.join(root, file)])),
+        files: agentPackageFiles(root),
         timeoutMs: 600_000,
       });
       console.log(`agent in systemd mode (${image.versions}) on ${kernel.release}: run ${(run.elapsedMs / 1000).toFixed(1)} s, one boot, one kexec`);

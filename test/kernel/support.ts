@@ -77,7 +77,15 @@ function kernelsOrExplain(title: string): KernelImage[] | undefined {
 
 /** Host path of a compiled test scenario (test/kernel/scenarios/<name>.ts); fails if it is not built. */
 export function scenario(name: string): string {
-  const file = path.join(SCENARIO_DIR, `${name}.js`);
+  return built(path.join(SCENARIO_DIR, `${name}.js`));
+}
+
+/** Host path of a compiled scenario the conformance package ships (conformance/lib/conformance/scenarios/<name>.ts). */
+export function conformanceScenario(name: string): string {
+  return built(path.join(root, 'conformance', 'dist', 'conformance', 'scenarios', `${name}.js`));
+}
+
+function built(file: string): string {
   if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm run compile\` first (npm test does)`);
   return file;
 }

@@ -1,7 +1,8 @@
 /**
  * The library on a systemd host, without the agent: the systemd guest image
  * (Debian sid, systemd 262 as PID 1) on the newest LUO kernel, one boot and
- * one `systemctl kexec` (scenarios/systemd.ts, scenarios/systemd-service.ts).
+ * one `systemctl kexec` (conformance/lib/conformance/scenarios/systemd.ts and
+ * systemd-service.ts, which `liveupdate-conformance --systemd` runs too).
  * A service's own session stored in its fd store, the session systemd makes
  * for a `LUOSession=` unit, and a plain memfd in an fd store all come back
  * with their bytes, and the manager counts the kexec.
@@ -9,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { beforeAll, expect, it } from 'vitest';
 import type { CaseResult, VmRun } from '../../conformance/lib/vm/qemu.js';
-import { boot, describeOneKernel, newest, scenario, systemdImageOrExplain } from './support.js';
+import { boot, describeOneKernel, newest, conformanceScenario, systemdImageOrExplain } from './support.js';
 
 const CASE = 'systemd/library-without-agent';
 const ROLES = ['own-session', 'luo-session', 'memfd'] as const;
@@ -53,7 +54,7 @@ describeOneKernel(
       run = await boot({
         name: `systemd-${kernel.release}`,
         kernels: [kernel.path],
-        scenarios: [scenario('systemd')],
+        scenarios: [conformanceScenario('systemd')],
         systemdImage: image.path,
         timeoutMs: 480_000,
         // The runner sends its kexec record just before it runs `systemctl kexec`.

@@ -2,7 +2,7 @@
  * `liveupdate-conformance`: runs the conformance suite against a kernel image
  * under QEMU and reports each case.
  *
- *   liveupdate-conformance --kernel ./bzImage [--next-kernel ./other] [--initrd extra.cpio] [--json] [--junit FILE] [--timeout S]
+ *   liveupdate-conformance --kernel ./bzImage [--next-kernel ./other] [--initrd extra.cpio] [--systemd] [--json] [--junit FILE] [--timeout S]
  *
  * Progress goes to stderr; stdout holds only the report (JSON with --json).
  * Exit status: 0 when no case failed or was skipped for something the kernel
@@ -13,12 +13,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { agentPackageFiles } from '../harness/systemd.js';
+import { libraryRoot } from '../vm/initramfs.js';
 import { kernelRelease } from '../vm/kernels.js';
-import { runVm } from '../vm/qemu.js';
+import { runVm, type RunOptions, type VmRun } from '../vm/qemu.js';
+import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../vm/systemd-image.js';
 import { guestTools } from '../vm/static-program.js';
 import { junitXml } from './junit.js';
 import { buildReport, summarize, type ConformanceReport, type RunSummary } from './report.js';
-import { scenarioFiles, suiteCases } from './suite.js';
+import { scenarioFiles, suiteCases, SYSTEMD_SCENARIOS } from './suite.js';
 
 /** The default hard limit for a whole run, in seconds: generous, since emulation speed varies widely. */
 const DEFAULT_TIMEOUT_S = 1200;
@@ -37,6 +40,10 @@ options:
                     survived from one kernel into the other
   --initrd PATH     an extra initramfs (cpio, may be compressed) unpacked over the
                     guest's in every kernel, e.g. modules the kernel needs; repeatable
+  --systemd         run the systemd cases instead, on the cached systemd guest image
+                    (Debian sid, systemd 262 as PID 1; \`npm run vm:systemd-image\`
+                    builds it): the library's fd-store and LUOSession= paths, and the
+                    agent's systemd mode through \`systemctl kexec\`; one boot each
   --json            print the report as JSON on stdout
   --junit FILE      also write the report as JUnit XML to FILE
   --timeout S       give up after S seconds for the whole run (default ${DEFAULT_TIMEOUT_S})
@@ -67,6 +74,8 @@ export interface Options {
   readonly memory: string | undefined;
   readonly cmdline: string | undefined;
   readonly logDir: string | undefined;
+  /** Run the systemd cases on the systemd guest image instead of the suite. */
+  readonly systemd: boolean;
 }
 
 /** A usage error: printed with a hint to --help, exit status 2. */
@@ -79,6 +88,7 @@ export function parseOptions(argv: readonly string[]): Options | 'help' {
   if (values.kernel === undefined) throw new UsageError('--kernel PATH is required');
   const kernel = checkImage(values.kernel, 'kernel image');
   const nextKernel = values['next-kernel'] === undefined ? undefined : checkImage(values['next-kernel'], 'next kernel image');
+  if (values.systemd === true && values.initrd !== undefined) throw new UsageError('--initrd does not apply with --systemd (the systemd image boots from its own disk, without an initrd)');
   const timeout = values.timeout === undefined ? DEFAULT_TIMEOUT_S : Number(values.timeout);
   if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout wants a positive number of seconds, not ${values.timeout ?? ''}`);
   return {
@@ -91,6 +101,7 @@ export function parseOptions(argv: readonly string[]): Options | 'help' {
     memory: values.memory,
     cmdline: values.cmdline,
     logDir: values.log,
+    systemd: values.systemd === true,
   };
 }
 
@@ -109,6 +120,7 @@ function parseFlags(argv: readonly string[]) {
         memory: { type: 'string' },
         cmdline: { type: 'string' },
         log: { type: 'string' },
+        systemd: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -137,33 +149,71 @@ function checkFile(file: string, what: string): string {
   return path.resolve(file);
 }
 
-/** Runs the suite as `options` says; resolves with the report and the summary. */
+/** Runs the suite (or the systemd cases) as `options` says; resolves with the report and the summary. */
 export async function runSuite(options: Options, progress: (line: string) => void): Promise<{ report: ConformanceReport; summary: RunSummary }> {
   const release = kernelRelease(options.kernel) ?? path.basename(options.kernel);
   const next = options.nextKernel === undefined ? undefined : { path: options.nextKernel, release: kernelRelease(options.nextKernel) ?? path.basename(options.nextKernel) };
-  const cases = suiteCases();
+  const boots = options.systemd ? systemdBoots() : [{ scenarios: scenarioFiles(), cases: suiteCases(), vm: { files: tools(progress) } }];
+  const cases = boots.flatMap((b) => b.cases);
   const into = next === undefined ? '' : ` kexecing into ${next.release}`;
-  progress(`[conformance] ${cases.length} cases on ${release}${into}: one boot, ${Math.max(...cases.map((c) => c.stages))} kernels; this takes minutes under emulation`);
+  const on = options.systemd ? ` on the systemd guest image (${findSystemdImage()?.versions ?? '?'})` : '';
+  progress(`[conformance] ${cases.length} cases on ${release}${into}${on}: ${boots.length === 1 ? 'one boot' : `${boots.length} boots`}, ${Math.max(...cases.map((c) => c.stages))} kernels each; this takes minutes under emulation`);
   const heartbeat = startHeartbeat(progress);
   try {
-    const run = await runVm({
-      name: `conformance-${release}${next === undefined ? '' : `-to-${next.release}`}`,
-      kernels: next === undefined ? [options.kernel] : [options.kernel, next.path],
-      scenarios: scenarioFiles(),
-      files: tools(progress),
-      timeoutMs: options.timeoutMs,
-      onProgress: heartbeat.line,
-      ...(options.initrds.length === 0 ? {} : { initrds: options.initrds }),
-      ...(options.memory === undefined ? {} : { memory: options.memory }),
-      ...(options.cmdline === undefined ? {} : { cmdline: options.cmdline }),
-      ...(options.logDir === undefined ? {} : { logDir: options.logDir }),
-    });
-    const kernel = { path: options.kernel, release: run.stages[0]?.release ?? release };
-    const report = buildReport(run, cases, kernel, next === undefined ? undefined : { path: next.path, release: run.stages[1]?.release ?? next.release });
-    return { report, summary: summarize(run, report) };
+    const parts: Array<{ report: ConformanceReport; summary: RunSummary }> = [];
+    for (const [i, boot] of boots.entries()) {
+      const run: VmRun = await runVm({
+        name: `conformance-${release}${next === undefined ? '' : `-to-${next.release}`}${boots.length === 1 ? '' : `-${i + 1}`}`,
+        kernels: next === undefined ? [options.kernel] : [options.kernel, next.path],
+        scenarios: boot.scenarios,
+        ...boot.vm,
+        timeoutMs: options.timeoutMs,
+        onProgress: heartbeat.line,
+        ...(options.initrds.length === 0 ? {} : { initrds: options.initrds }),
+        ...(options.memory === undefined ? {} : { memory: options.memory }),
+        ...(options.cmdline === undefined ? {} : { cmdline: options.cmdline }),
+        ...(options.logDir === undefined ? {} : { logDir: options.logDir }),
+      });
+      const kernel = { path: options.kernel, release: run.stages[0]?.release ?? release };
+      const report = buildReport(run, boot.cases, kernel, next === undefined ? undefined : { path: next.path, release: run.stages[1]?.release ?? next.release });
+      parts.push({ report, summary: summarize(run, report) });
+    }
+    return combine(parts);
   } finally {
     heartbeat.stop();
   }
+}
+
+/** One boot per systemd scenario on the cached image, with the package's executable and units; a host error when the image is missing. */
+function systemdBoots(): Array<{ scenarios: string[]; cases: ReturnType<typeof suiteCases>; vm: Pick<RunOptions, 'files' | 'systemdImage'> }> {
+  const image = findSystemdImage();
+  if (image === undefined) throw new Error(NO_SYSTEMD_IMAGE_HELP);
+  return SYSTEMD_SCENARIOS.map((name) => ({ scenarios: scenarioFiles([name]), cases: suiteCases([name]), vm: { systemdImage: image.path, files: agentPackageFiles(libraryRoot()) } }));
+}
+
+/** The reports of several boots as one: their cases in order, the counts and times added up. */
+function combine(parts: ReadonlyArray<{ report: ConformanceReport; summary: RunSummary }>): { report: ConformanceReport; summary: RunSummary } {
+  const [first, ...rest] = parts;
+  if (first === undefined) throw new Error('no boot ran');
+  const sum = (count: (r: ConformanceReport) => number): number => parts.reduce((total, p) => total + count(p.report), 0);
+  const report: ConformanceReport = {
+    ...first.report,
+    cases: parts.flatMap((p) => p.report.cases),
+    passed: sum((r) => r.passed),
+    failed: sum((r) => r.failed),
+    skipped: sum((r) => r.skipped),
+    notApplicable: sum((r) => r.notApplicable),
+    deviations: sum((r) => r.deviations),
+  };
+  if (rest.length === 0) return { report, summary: first.summary };
+  const summary: RunSummary = {
+    reason: parts.map((p) => p.summary.reason).join('; '),
+    runOk: parts.every((p) => p.summary.runOk),
+    lacks: [...new Set(parts.flatMap((p) => p.summary.lacks))],
+    elapsedMs: parts.reduce((total, p) => total + p.summary.elapsedMs, 0),
+    stagesReachedMs: parts.flatMap((p) => p.summary.stagesReachedMs),
+  };
+  return { report, summary };
 }
 
 /**

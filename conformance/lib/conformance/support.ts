@@ -7,6 +7,7 @@
  * entry point users import), so the suite proves the API as much as the kernel.
  * @internal
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { LiveUpdate, memfd, statusSync, UnsupportedFileError } from 'liveupdate';
@@ -248,4 +249,17 @@ export function carried(ctx: StageContext): Record<string, JsonValue> {
     throw new Error(`${ctx.caseName}: stage ${ctx.stage} got no value from stage ${ctx.stage - 1}`);
   }
   return value;
+}
+
+/** SHA-256 of `length` bytes from `offset`, read positionally (the file position stays put). */
+export function sha256At(fd: number, offset: number, length: number): string {
+  const hash = createHash('sha256');
+  const buffer = Buffer.allocUnsafe(2 ** 20);
+  for (let done = 0; done < length; ) {
+    const n = fs.readSync(fd, buffer, 0, Math.min(buffer.length, length - done), offset + done);
+    if (n === 0) break;
+    hash.update(buffer.subarray(0, n));
+    done += n;
+  }
+  return hash.digest('hex');
 }

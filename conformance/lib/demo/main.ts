@@ -7,7 +7,9 @@
  * it byte for byte and resuming its counter. Prints progress as it goes and
  * a summary; exits 0 only if everything held.
  *
- *   node dist/demo/main.js [--memory MiB]
+ * With `--host systemd` the same runs on the systemd guest image (./systemd.ts).
+ *
+ *   node dist/demo/main.js [--memory MiB] [--host initramfs|systemd]
  *   node dist/demo/main.js --fleet N     (a rollout over N hosts by ansible-playbook: ./fleet.ts)
  *   node dist/demo/main.js --vmm qemu [--memory MiB]   (a QEMU guest resumed across the kexec: ./vmm-qemu.ts)
  */
@@ -24,11 +26,12 @@ import { blackoutLines } from './blackout.js';
 import type { Arrivals } from '../vm/clock.js';
 import { fleetDemo, MAX_FLEET } from './fleet.js';
 import { vmmQemuDemo } from './vmm-qemu.js';
+import { hostLine, parseHost, systemdHostRun, type DemoHost } from './systemd.js';
 
 /** Guest memory per VM by default: fills, checks and kexecs in a couple of minutes under emulation. */
 const DEFAULT_MIB = 256;
 const CASE = 'demo/guest-memory';
-const USAGE = `usage: npm run demo [-- --memory MiB]   (guest memory per VM, default ${DEFAULT_MIB})
+const USAGE = `usage: npm run demo [-- --memory MiB] [--host initramfs|systemd]   (guest memory per VM, default ${DEFAULT_MIB}; systemd: systemd 262 as PID 1, the agent and VMMs as units)
        npm run demo -- --fleet N       (a rollout over N hosts by ansible-playbook, 1 to ${MAX_FLEET})
        npm run demo -- --vmm qemu [--memory MiB]   (a QEMU guest resumed across the kexec)`;
 
@@ -37,10 +40,11 @@ function say(line: string): void {
   process.stdout.write(`[demo ${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}\n`);
 }
 
-function parseMib(argv: readonly string[]): number | { fleet: number } | string {
+/** The parsed command line, or the text to print (usage: exit 0; a mistake: exit 2). */
+export function parseDemoArgs(argv: readonly string[]): { mib: number; host: DemoHost } | { fleet: number } | string {
   let values;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: { memory: { type: 'string' }, fleet: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args: [...argv], options: { memory: { type: 'string' }, host: { type: 'string' }, fleet: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (error) {
     return `${(error as Error).message}\n${USAGE}`;
   }
@@ -51,7 +55,9 @@ function parseMib(argv: readonly string[]): number | { fleet: number } | string 
   }
   const mib = Number(values.memory ?? DEFAULT_MIB);
   if (!Number.isInteger(mib) || mib < 1 || mib > 4096) return `--memory takes a whole number of MiB from 1 to 4096, got ${String(values.memory)}\n${USAGE}`;
-  return mib;
+  const host = parseHost(values.host);
+  if (host !== 'initramfs' && host !== 'systemd') return `${host}\n${USAGE}`;
+  return { mib, host };
 }
 
 /** The first LUO kernel found, else one built now (7.2: about 10 minutes on 2 cores, once). */
@@ -89,24 +95,31 @@ function summary(s: DemoSummary, elapsedMs: number, arrivals: Arrivals): string[
 
 async function main(argv: readonly string[]): Promise<number> {
   if (argv.some((arg) => arg === '--vmm' || arg.startsWith('--vmm='))) return vmmQemuDemo(argv, say);
-  const mib = parseMib(argv);
-  if (typeof mib === 'string') {
-    process.stderr.write(`${mib}\n`);
-    return mib === USAGE ? 0 : 2;
+  const args = parseDemoArgs(argv);
+  if (typeof args === 'string') {
+    process.stderr.write(`${args}\n`);
+    return args === USAGE ? 0 : 2;
   }
-  if (typeof mib === 'object') return fleetDemo(mib.fleet, say);
+  if ('fleet' in args) return fleetDemo(args.fleet, say);
+  const { mib, host } = args;
+  const systemd = host === 'systemd' ? systemdHostRun(mib) : undefined;
+  if (typeof systemd === 'string') {
+    process.stderr.write(`${systemd}\n`);
+    return 3;
+  }
   if (!hasQemu()) {
     process.stderr.write(`${qemuHelp()}\n`);
     return 3;
   }
   const image = kernel();
   if (image === undefined) return 3;
-  const memory = guestMemory(mib);
-  say(`boot: QEMU (software emulation, 2 vCPUs, ${memory} RAM); the first stage runs the agent and the VMMs`);
+  const memory = systemd?.memory ?? guestMemory(mib);
+  say(`boot: QEMU (software emulation, 2 vCPUs, ${memory} RAM) on ${hostLine(host)}; the first stage runs the agent and the VMMs`);
   const run = await runVm({
     name: 'demo',
     kernels: [image.path],
     scenarios: [path.join(__dirname, 'scenario.js')],
+    ...systemd,
     cmdline: `${MIB_PARAM}=${mib}`,
     memory,
     timeoutMs: 900_000,

@@ -26,14 +26,15 @@ export const VMS = [
   { vm: 'alice', uid: 1001 },
   { vm: 'bob', uid: 1002 },
 ] as const;
-const SOCKET = '/run/liveupdate/agent.sock';
+/** The agent's socket (also where the shipped units put it). */
+export const SOCKET = '/run/liveupdate/agent.sock';
 const POLICY = '/tmp/demo-policy.json';
 const VMM = path.join(__dirname, 'vmm.js');
 /** How long `liveupdate update` may take before the kexec: its own --timeout of 60 s for the clients, and the load and freeze. */
 const UPDATE_BOUND_MS = 180_000;
 
 /** What stage 1 hands stage 2: each VM's counter when it said ready. */
-interface Before {
+export interface Before {
   mib: number;
   readyCounters: Record<string, string>;
 }
@@ -58,7 +59,7 @@ export interface DemoSummary {
 }
 
 /** The memory size per VM from the kernel command line. */
-function mibFromCmdline(): number {
+export function mibFromCmdline(): number {
   const match = new RegExp(`(?:^|\\s)${MIB_PARAM.replace('.', '\\.')}=(\\d+)(?:\\s|$)`).exec(fs.readFileSync('/proc/cmdline', 'utf8'));
   if (match?.[1] === undefined) throw new Error(`${MIB_PARAM}=N is missing from the kernel command line`);
   return Number(match[1]);
@@ -70,8 +71,17 @@ function startAgent(): Promise<AgentProcess> {
   return AgentProcess.start({ socket: SOCKET, policy: POLICY });
 }
 
+/** A VMM client as the scenario follows it: its VM, the events it says, its end. */
+export interface VmmView {
+  readonly vm: string;
+  /** The first event of a kind; throws if the client failed or ended without saying it. */
+  until<K extends VmmEvent['event']>(kind: K): Promise<Extract<VmmEvent, { event: K }>>;
+  /** Resolves to the exit code once the client is gone. */
+  exited(): Promise<number | null>;
+}
+
 /** A VMM client process and the events it has said so far. */
-class Vmm {
+class Vmm implements VmmView {
   readonly events: VmmEvent[] = [];
   readonly #child: ChildProcess;
   readonly #waiters: Array<() => void> = [];
@@ -109,7 +119,7 @@ const mibs = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
 /** Each client event as a progress line for the host. */
-function describe(vm: string, e: VmmEvent): string {
+export function describe(vm: string, e: VmmEvent): string {
   switch (e.event) {
     case 'filled': return `${vm}: guest memory filled with ${vm}'s pattern in ${secs(e.ms)}`;
     case 'ready': return `${vm}: preserved as session ${e.kernelName} (${e.preserveMs} ms), said ready; counter running, at ${e.counter}`;
@@ -120,8 +130,26 @@ function describe(vm: string, e: VmmEvent): string {
   }
 }
 
-function relay(ctx: StageContext): (vmm: Vmm, event: VmmEvent) => void {
+/** Relays each client event to the host as a progress line. */
+export function relay(ctx: StageContext): (vmm: VmmView, event: VmmEvent) => void {
   return (vmm, event) => ctx.report('say', describe(vmm.vm, event));
+}
+
+/** Stage 1 once the VMMs run: both ready in their own sessions, then the jump through `liveupdate update`. */
+export async function readyThenUpdate(ctx: StageContext, mib: number, vmms: readonly VmmView[]): Promise<JsonValue> {
+  const ready = await Promise.all(vmms.map((v) => v.until('ready')));
+  ctx.equal('each VMM preserved its memory in its own session', ready.map((r) => r.kernelName), VMS.map((v) => `u${v.uid}.${SESSION}`));
+  // Before the jump: the host relates this kernel's wall clock (the manifest's frozenAt) to its own.
+  await reportClockSamples(ctx.report);
+  ctx.jumpWith(async (next) => {
+    // Under systemd (no initrd: the guest boots from its disk) update exits 0 once systemd has the kexec, or is stopped with everything else on the way to it.
+    const systemd = next.initrd === '';
+    const run = await runCli(['update', '--socket', SOCKET, '--kernel', next.kernel, ...(systemd ? [] : ['--initrd', next.initrd]), '--cmdline', next.cmdline, '--timeout', '60'], { timeoutMs: UPDATE_BOUND_MS });
+    if (systemd && (run.status === 0 || run.signal !== null)) return;
+    throw new Error(`liveupdate update exited ${String(run.status ?? run.signal)} without a kexec: ${run.stderr}`);
+  });
+  const before: Before = { mib, readyCounters: Object.fromEntries(ready.map((r, i) => [VMS[i]!.vm, r.counter])) };
+  return before as unknown as JsonValue;
 }
 
 async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
@@ -129,25 +157,19 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
   await startAgent();
   ctx.report('say', `agent: listening on ${SOCKET}; starting 2 VMMs (uids ${VMS.map((v) => v.uid).join(', ')}), ${mib} MiB of guest memory each`);
   const vmms = VMS.map(({ vm, uid }) => new Vmm('before', vm, uid, mib, relay(ctx)));
-  const ready = await Promise.all(vmms.map((v) => v.until('ready')));
-  ctx.equal('each VMM preserved its memory in its own session', ready.map((r) => r.kernelName), VMS.map((v) => `u${v.uid}.${SESSION}`));
-  // Before the jump: the host relates this kernel's wall clock (the manifest's frozenAt) to its own.
-  await reportClockSamples(ctx.report);
-  ctx.jumpWith(async (next) => {
-    const update = await runCli(['update', '--socket', SOCKET, '--kernel', next.kernel, '--initrd', next.initrd, '--cmdline', next.cmdline, '--timeout', '60'], { timeoutMs: UPDATE_BOUND_MS });
-    throw new Error(`liveupdate update exited ${String(update.status ?? update.signal)} without a kexec: ${update.stderr}`);
-  });
-  const before: Before = { mib, readyCounters: Object.fromEntries(ready.map((r, i) => [VMS[i]!.vm, r.counter])) };
-  return before as unknown as JsonValue;
+  return readyThenUpdate(ctx, mib, vmms);
 }
 
-async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
-  const before = ctx.previous as unknown as Before;
-  const agent = await startAgent();
+/** Stage 2's account, for the agent's owner: what it read from its manifest. */
+export async function manifestRead(ctx: StageContext): Promise<AgentClient> {
   const root = await AgentClient.connect({ socket: SOCKET });
   const waiting = await root.sessions();
   ctx.report('say', `agent: manifest read (kexec #${waiting.kexecCount}): ${waiting.sessions.filter((s) => s.state === 'waiting').map((s) => s.kernelName).sort().join(', ')} waiting to be claimed`);
-  const vmms = VMS.map(({ vm, uid }) => new Vmm('after', vm, uid, before.mib, relay(ctx)));
+  return root;
+}
+
+/** Stage 2 once the VMMs run again: each claim checked byte for byte, the counters, the blackout, every session released. */
+export async function checkClaims(ctx: StageContext, before: Before, root: AgentClient, vmms: readonly VmmView[]): Promise<DemoSummary> {
   const counters: DemoSummary['counters'] = {};
   for (const vmm of vmms) {
     const claimed = await vmm.until('claimed');
@@ -165,9 +187,17 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   await root.close();
   const claimedAt = Object.fromEntries(VMS.map(({ vm, uid }) => [vm, report.sessions.find((s) => s.kernelName === `u${uid}.${SESSION}`)?.claimedAt ?? null]));
   ctx.equal('every session was released', report.sessions.map((s) => s.state), VMS.map(() => 'finished'));
-  ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0);
   await reportClockSamples(ctx.report);
-  const summary: DemoSummary = { mib: before.mib, kexecCount: report.kexecCount, frozenAt: report.frozenAt, firstOpenAt: report.firstOpenAt, claimedAt, counters };
+  return { mib: before.mib, kexecCount: report.kexecCount, frozenAt: report.frozenAt, firstOpenAt: report.firstOpenAt, claimedAt, counters };
+}
+
+async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
+  const before = ctx.previous as unknown as Before;
+  const agent = await startAgent();
+  const root = await manifestRead(ctx);
+  const vmms = VMS.map(({ vm, uid }) => new Vmm('after', vm, uid, before.mib, relay(ctx)));
+  const summary = await checkClaims(ctx, before, root, vmms);
+  ctx.equal('the agent stops on SIGTERM', await agent.stop(), 0);
   return summary as unknown as JsonValue;
 }
 

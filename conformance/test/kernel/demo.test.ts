@@ -4,11 +4,13 @@
  * must exit 0 and say, in order, each step a newcomer is promised: the
  * kernel, the boot, each VMM filling and preserving its memory, the jump,
  * the new kernel, each claim with its byte-for-byte check and resumed
- * counter, and the summary with the blackout.
+ * counter, and the summary with the blackout. Then once with `--host
+ * systemd` on the newest kernel: the same run with systemd 262 as PID 1, the
+ * agent and the VMMs as units, the jump through `systemctl kexec`.
  */
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
-import { describeOneKernel } from '../../../test/kernel/support.js';
+import { describeOneKernel, newest, systemdImageOrExplain } from '../../../test/kernel/support.js';
 import { runProcess, type ProcessResult } from '../../lib/harness/process.js';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -42,6 +44,17 @@ function lineAfter(lines: readonly string[], after: number, pattern: RegExp): { 
   return { index: -1, match: null };
 }
 
+/** Each pattern matches a line of `stdout`, each after the previous one's. */
+function expectInOrder(stdout: string, patterns: readonly RegExp[]): void {
+  const lines = stdout.split('\n');
+  let at = -1;
+  for (const pattern of patterns) {
+    const found = lineAfter(lines, at, pattern).index;
+    expect(found, `no line after line ${at} matches ${String(pattern)}:\n${stdout}`).toBeGreaterThan(at);
+    at = found;
+  }
+}
+
 describeOneKernel('npm run demo', (kernel) => {
   let run: ProcessResult;
   beforeAll(async () => {
@@ -53,13 +66,7 @@ describeOneKernel('npm run demo', (kernel) => {
   });
 
   it('says each promised step, in order', () => {
-    const lines = run.stdout.split('\n');
-    let at = -1;
-    for (const pattern of PROMISED) {
-      const found = lineAfter(lines, at, pattern).index;
-      expect(found, `no line after line ${at} matches ${String(pattern)}:\n${run.stdout}`).toBeGreaterThan(at);
-      at = found;
-    }
+    expectInOrder(run.stdout, PROMISED);
   });
 
   it('each VM claims its memory after the jump, checks it, and resumes its counter where it stopped', () => {
@@ -79,3 +86,28 @@ describeOneKernel('npm run demo', (kernel) => {
     }
   });
 });
+
+describeOneKernel(
+  'npm run demo -- --host systemd',
+  (kernel) => {
+    if (systemdImageOrExplain() === undefined) return;
+    let run: ProcessResult;
+    beforeAll(async () => {
+      run = await npmRunDemo(['--host', 'systemd', '--memory', '16'], { LIVEUPDATE_KERNEL: kernel.path });
+    });
+
+    it('exits 0 with the agent in systemd mode from its units, both VMs claimed, and the summary', () => {
+      expect(run.status, `${run.stdout}\n${run.stderr}`).toBe(0);
+      expectInOrder(run.stdout, [
+        /boot: QEMU .* on the systemd guest image \(systemd 26\d/,
+        /agent: liveupdate-agent\.service started from the shipped units \(systemd mode/,
+        /bob: preserved as session u1002\.guest-ram/,
+        /jump: `liveupdate update`/,
+        /stage 2: \S+ up/,
+        /agent: manifest read \(kexec #1\): u1001\.guest-ram, u1002\.guest-ram waiting/,
+        /PASSED in \d+ s: 2 VMs x 16 MiB of guest memory survived a kexec byte for byte/,
+      ]);
+    });
+  },
+  newest,
+);

@@ -8,6 +8,8 @@ import { createHash, randomFillSync } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { JsonValue } from 'liveupdate-conformance';
 
+export { sha256At } from 'liveupdate-conformance';
+
 const CHUNK = 1024 * 1024;
 
 /** Writes `size` random bytes at offset 0 with positional writes (the file position stays put); returns their SHA-256. */
@@ -19,19 +21,6 @@ export function fillRandom(fd: number, size: number): string {
     randomFillSync(chunk);
     writeAll(fd, chunk, offset);
     hash.update(chunk);
-  }
-  return hash.digest('hex');
-}
-
-/** SHA-256 of `length` bytes from `offset`, read positionally (the file position stays put). */
-export function sha256At(fd: number, offset: number, length: number): string {
-  const hash = createHash('sha256');
-  const buffer = Buffer.allocUnsafe(CHUNK);
-  for (let done = 0; done < length; ) {
-    const n = fs.readSync(fd, buffer, 0, Math.min(CHUNK, length - done), offset + done);
-    if (n === 0) break;
-    hash.update(buffer.subarray(0, n));
-    done += n;
   }
   return hash.digest('hex');
 }

@@ -12,7 +12,8 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { defineCase, defineScenario, type JsonValue, type StageContext } from 'liveupdate-conformance';
+import type { JsonValue } from '../../vm/protocol.js';
+import { defineCase, defineScenario, type StageContext } from '../../vm/scenario.js';
 import { FDNAMES, RESULTS_DIR } from './systemd-service.js';
 
 type Role = keyof typeof FDNAMES;

@@ -19,7 +19,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { describeFd, LiveUpdate, listenFds, memfd, notifySync, Session } from 'liveupdate';
-import { sha256At } from './support.js';
+import { sha256At } from '../support.js';
 
 /** The FDNAME each role stores under (and the LUOSession= name of the luo-session unit). */
 export const FDNAMES = { 'own-session': 'lu-own-session', 'luo-session': 'lu-named', memfd: 'lu-memfd' } as const;

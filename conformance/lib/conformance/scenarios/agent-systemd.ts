@@ -16,21 +16,29 @@
  * claimed its session with its metadata and bytes, the other units got
  * theirs, and the manager counted one kexec.
  */
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient, AgentUnavailableError, kexec, LiveUpdate, memfd, notifySync, SessionNotFoundError } from 'liveupdate';
-import { defineCase, defineScenario, runCli, type JsonValue, type StageContext } from 'liveupdate-conformance';
+import { runCli } from '../../harness/cli.js';
+import {
+  addUsers,
+  AGENT_DEFAULTS as DEFAULTS,
+  AGENT_UNIT as AGENT,
+  installAgent,
+  startUnit as start,
+  systemctl,
+  unitJsonLines,
+  unitLog,
+  unitProperty as property,
+} from '../../harness/systemd.js';
+import type { JsonValue } from '../../vm/protocol.js';
+import { defineCase, defineScenario, type StageContext } from '../../vm/scenario.js';
 import { unitFile } from './systemd.js';
 import { FDNAMES, RESULTS_DIR } from './systemd-service.js';
 
-/** The agent's executable, linked as `npm install -g` links it. */
-const EXECUTABLE = '/usr/local/bin/liveupdate';
 const SOCKET = '/run/liveupdate/agent.sock';
 const POLICY = '/etc/liveupdate/policy.json';
-const DEFAULTS = '/etc/default/liveupdate-agent';
-const AGENT = 'liveupdate-agent.service';
 const STANDALONE = 'liveupdate-agent-standalone.service';
 /** The two client users. */
 export const UIDS = [1001, 1002] as const;
@@ -136,33 +144,9 @@ function databaseUnit(): string {
   ].join('\n');
 }
 
-/** Runs systemctl; throws with its stderr when it fails. */
-function systemctl(...args: string[]): string {
-  const result = spawnSync('systemctl', args, { encoding: 'utf8' });
-  if (result.error !== undefined) throw result.error;
-  if (result.status !== 0) throw new Error(`systemctl ${args.join(' ')} failed (exit ${String(result.status)}): ${result.stderr.trim()}`);
-  return result.stdout.trim();
-}
-
-/** `systemctl start UNIT`: 'started', or what systemctl said and the unit's last log lines. */
-function start(unit: string): string {
-  const result = spawnSync('systemctl', ['start', unit], { encoding: 'utf8' });
-  if (result.status === 0) return 'started';
-  const journal = spawnSync('journalctl', ['-b', '-u', unit, '-n', '15', '-o', 'cat', '--no-pager'], { encoding: 'utf8' });
-  return `exit ${String(result.status)}: ${result.stderr.trim()}\n${journal.stdout.trim()}`;
-}
-
-function property(name: string, unit?: string): string {
-  return systemctl('show', '-P', name, ...(unit === undefined ? [] : [unit]));
-}
-
 /** The agent's events of this boot, as its unit logged them (one JSON line each). */
 function agentEvents(unit: string): Array<Record<string, JsonValue>> {
-  const shown = spawnSync('journalctl', ['-b', '-u', unit, '-o', 'cat', '--no-pager'], { encoding: 'utf8' });
-  return shown.stdout
-    .split('\n')
-    .filter((line) => line.startsWith('{'))
-    .map((line) => JSON.parse(line) as Record<string, JsonValue>);
+  return unitJsonLines<Record<string, JsonValue>>(unit);
 }
 
 /** Waits until `read` gives a value, or the bound. */
@@ -189,24 +173,10 @@ async function listed(): Promise<{ sessions: JsonValue; kexecCount: number | nul
 
 // ---- stage 1 ----------------------------------------------------------------------------
 
-/** The two client users, as a host has them (systemd resolves a unit's User= in the user database). */
-function addUsers(): void {
-  for (const uid of UIDS) {
-    if (fs.readFileSync('/etc/passwd', 'utf8').includes(`:${uid}:${uid}:`)) continue;
-    fs.appendFileSync('/etc/passwd', `vmm${uid}:x:${uid}:${uid}::/tmp:/usr/sbin/nologin\n`);
-    fs.appendFileSync('/etc/group', `vmm${uid}:x:${uid}:\n`);
-  }
-}
-
 /** Installs what a host has after `npm install -g liveupdate` and copying the shipped units; the policy lets both users in. */
 function install(): void {
-  addUsers();
-  // The installed package: its bin/ and units/ are in the guest where npm puts them.
-  const pkg = path.dirname(path.dirname(require.resolve('liveupdate')));
-  fs.chmodSync(`${pkg}/bin/liveupdate.js`, 0o755);
-  fs.rmSync(EXECUTABLE, { force: true });
-  fs.symlinkSync(`${pkg}/bin/liveupdate.js`, EXECUTABLE);
-  for (const unit of fs.readdirSync(`${pkg}/units`)) fs.copyFileSync(`${pkg}/units/${unit}`, `/etc/systemd/system/${unit}`);
+  addUsers(UIDS);
+  installAgent();
   fs.writeFileSync('/etc/systemd/system/lu-vmm@.service', clientUnit());
   fs.writeFileSync('/etc/systemd/system/lu-database.service', databaseUnit());
   for (const role of OTHERS) fs.writeFileSync(`/etc/systemd/system/lu-${role}.service`, unitFile(role));
@@ -336,7 +306,7 @@ async function afterUpdate(ctx: StageContext): Promise<void> {
   ctx.equal('the database was stopped cleanly before the kexec (its ExecStop ran once)', stops, ['stopped cleanly']);
   for (const uid of UIDS) {
     const got = (await waitFor(() => readJson(`${CLIENT_RESULTS}/${uid}-after.json`) ?? readJson(`${CLIENT_RESULTS}/${uid}-failed.json`))) ?? null;
-    if (got === null) ctx.report(`client ${uid} log`, spawnSync('journalctl', ['-b', '-u', `lu-vmm@${uid}.service`, '-n', '20', '-o', 'cat', '--no-pager'], { encoding: 'utf8' }).stdout);
+    if (got === null) ctx.report(`client ${uid} log`, unitLog(`lu-vmm@${uid}.service`, 20));
     ctx.equal(`client ${uid}: claimed its session, metadata and bytes intact`, [got?.['ok'] ?? null, got?.['kernelName'] ?? null, got?.['metadata'] ?? null, got?.['size'] ?? null, got?.['sha256'] ?? null], [
       true,
       `u${uid}.vm`,

@@ -1,0 +1,145 @@
+/**
+ * The demo on a systemd host (the systemd guest image, systemd as PID 1),
+ * a two-stage scenario. Stage 1: the agent is installed from the package's
+ * shipped units and runs in its systemd mode; the two VMM-like clients run
+ * as units of their own uids (1001 and 1002), fill and preserve their guest
+ * memory and say ready; `liveupdate update` loads the same kernel and asks
+ * systemd for the orderly kexec (`systemctl kexec`: every unit stopped,
+ * the agent's sessions parked in its fd store). Stage 2: systemd starts the
+ * agent again, which takes its sessions back from `LISTEN_FDS`; each client
+ * unit claims its memory, checks it byte for byte and resumes its counter.
+ * The checks and the summary are the demo's own (./scenario.ts).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { addUsers, AGENT_DEFAULTS, AGENT_UNIT, installAgent, startUnit, systemctl, unitJsonLines, unitLog, unitProperty } from '../harness/systemd.js';
+import type { JsonValue } from '../vm/protocol.js';
+import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
+import { checkClaims, manifestRead, mibFromCmdline, readyThenUpdate, relay, SOCKET, VMS, type Before, type VmmView } from './scenario.js';
+import type { VmmEvent } from './vmm.js';
+
+const POLICY = '/etc/liveupdate/policy.json';
+const VMM = path.join(__dirname, 'vmm.js');
+const POLL_MS = 250;
+/** How long a client unit may go without saying what the demo waits for. */
+const CLIENT_BOUND_MS = 600_000;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The unit running one VM's client in one mode. */
+function vmmUnitName(vm: string, mode: 'before' | 'after'): string {
+  return `demo-vmm-${vm}-${mode}.service`;
+}
+
+function vmmUnit(vm: string, uid: number, mode: 'before' | 'after', mib: number): string {
+  return [
+    '[Unit]',
+    `Description=the demo's VMM of ${vm} (${mode} the update)`,
+    'Requires=liveupdate-agent.socket',
+    `After=liveupdate-agent.socket ${AGENT_UNIT}`,
+    '',
+    '[Service]',
+    'Type=exec',
+    `User=${uid}`,
+    `Group=${uid}`,
+    'Environment=HOME=/tmp',
+    `ExecStart=/usr/bin/node ${VMM} ${mode} ${vm} ${mib} ${SOCKET}`,
+    '',
+  ].join('\n');
+}
+
+/** A client running as a unit: its events are the JSON lines it logs, its end the unit's. */
+class VmmUnit implements VmmView {
+  readonly #unit: string;
+  #seen = 0;
+  readonly #events: VmmEvent[] = [];
+
+  constructor(readonly vm: string, uid: number, mode: 'before' | 'after', mib: number, private readonly onEvent: (vmm: VmmView, event: VmmEvent) => void) {
+    this.#unit = vmmUnitName(vm, mode);
+    fs.writeFileSync(`/etc/systemd/system/${this.#unit}`, vmmUnit(vm, uid, mode, mib));
+  }
+
+  /** Starts the unit (after a daemon-reload); throws with its log when systemd could not. */
+  start(): void {
+    const started = startUnit(this.#unit);
+    if (started !== 'started') throw new Error(`${this.#unit}: ${started}`);
+  }
+
+  #poll(): void {
+    for (const event of unitJsonLines<VmmEvent>(this.#unit).slice(this.#seen)) {
+      this.#seen++;
+      this.#events.push(event);
+      this.onEvent(this, event);
+    }
+  }
+
+  #ended(): boolean {
+    return ['inactive', 'failed'].includes(unitProperty('ActiveState', this.#unit));
+  }
+
+  async until<K extends VmmEvent['event']>(kind: K): Promise<Extract<VmmEvent, { event: K }>> {
+    const deadline = Date.now() + CLIENT_BOUND_MS;
+    for (;;) {
+      const ended = this.#ended();
+      this.#poll();
+      const found = this.#events.find((e) => e.event === kind || e.event === 'failed');
+      if (found?.event === 'failed') throw new Error(`${this.vm}'s VMM failed: ${found.message}`);
+      if (found !== undefined) return found as Extract<VmmEvent, { event: K }>;
+      if (ended) throw new Error(`${this.#unit} ended before '${kind}':\n${unitLog(this.#unit, 20)}`);
+      if (Date.now() > deadline) throw new Error(`${this.#unit} said no '${kind}' in ${CLIENT_BOUND_MS} ms`);
+      await sleep(POLL_MS);
+    }
+  }
+
+  async exited(): Promise<number | null> {
+    const deadline = Date.now() + CLIENT_BOUND_MS;
+    while (!this.#ended() && Date.now() < deadline) await sleep(POLL_MS);
+    return this.#ended() ? Number(unitProperty('ExecMainStatus', this.#unit)) : null;
+  }
+}
+
+/** The client units of one mode, written and started (one daemon-reload for all). */
+function startVmms(ctx: StageContext, mode: 'before' | 'after', mib: number): VmmUnit[] {
+  const vmms = VMS.map(({ vm, uid }) => new VmmUnit(vm, uid, mode, mib, relay(ctx)));
+  systemctl('daemon-reload');
+  for (const vmm of vmms) vmm.start();
+  return vmms;
+}
+
+async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
+  const mib = mibFromCmdline();
+  addUsers(VMS.map((v) => v.uid));
+  installAgent();
+  fs.mkdirSync(path.dirname(POLICY), { recursive: true });
+  fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: VMS.map((v) => v.uid) } }));
+  fs.writeFileSync(AGENT_DEFAULTS, `LIVEUPDATE_AGENT_OPTIONS=--policy ${POLICY}\n`);
+  systemctl('daemon-reload');
+  systemctl('enable', '--now', AGENT_UNIT);
+  const mode = unitJsonLines(AGENT_UNIT)[0];
+  ctx.report('say', `agent: ${AGENT_UNIT} started from the shipped units (${String(mode?.['mode'])} mode: ${String(mode?.['reason'])}), listening on ${SOCKET}`);
+  ctx.report('say', `starting 2 VMMs as units (uids ${VMS.map((v) => v.uid).join(', ')}), ${mib} MiB of guest memory each`);
+  return readyThenUpdate(ctx, mib, startVmms(ctx, 'before', mib));
+}
+
+/** Waits until systemd has started the agent again and it has taken its sessions back. */
+async function agentRestored(): Promise<Record<string, JsonValue> | undefined> {
+  const deadline = Date.now() + CLIENT_BOUND_MS;
+  for (;;) {
+    const restored = unitJsonLines<Record<string, JsonValue>>(AGENT_UNIT).find((e) => e['event'] === 'restored');
+    if (restored !== undefined || Date.now() > deadline) return restored;
+    await sleep(POLL_MS);
+  }
+}
+
+async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
+  const before = ctx.previous as unknown as Before;
+  ctx.equal('systemd counted one kexec', Number(unitProperty('KExecCount')), 1);
+  const restored = await agentRestored();
+  ctx.equal('the agent took back both sessions PID 1 handed it', restored?.['handedBack'] ?? null, VMS.length);
+  const root = await manifestRead(ctx);
+  const summary = await checkClaims(ctx, before, root, startVmms(ctx, 'after', before.mib));
+  return summary as unknown as JsonValue;
+}
+
+/** @internal */
+export default defineScenario('demo', [defineCase('guest-memory', [beforeUpdate, afterUpdate])]);
