@@ -818,12 +818,12 @@ export function callSync<T>(context: ErrorContext, call: () => T): T {
 }
 
 /**
- * Awaits a native Promise, translating its failure. @internal
+ * Awaits a native Promise, translating its failure (a throw before it has one too); the context may depend on the failure. @internal
  */
-export async function callAsync<T>(context: ErrorContext, call: () => Promise<T>): Promise<T> {
+export async function callAsync<T>(context: ErrorContext | ((error: unknown) => ErrorContext), call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (error) {
-    throw translateError(error, context);
+    throw translateError(error, typeof context === 'function' ? context(error) : context);
   }
 }

@@ -106,11 +106,7 @@ export class Session {
    */
   async preserve(fd: number, token: bigint | number): Promise<void> {
     const call = this.#prepare('preserve', { fd: checkFd(fd), token: toToken(token) });
-    await this.#track(
-      native.preserveFdAsync(call.sessionFd, fd, call.token).catch((error: unknown) => {
-        throw translateError(error, preserveContext(call.context, error));
-      }),
-    );
+    await this.#track(callAsync((error) => preserveContext(call.context, error), () => native.preserveFdAsync(call.sessionFd, fd, call.token)));
   }
 
   /** The synchronous form of {@link preserve}. */
