@@ -140,6 +140,6 @@ export {
   type ResumeEvent,
 } from './agent/client.js';
 export { DEFAULT_SOCKET as AGENT_SOCKET, UPDATE_CHECK_NAMES, type SessionInfo, type JsonValue, type UpdateCheckName, type NotReadyClient } from './agent/protocol.js';
-export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals } from './agent/policy.js';
+export { parsePolicy, readPolicy, DEFAULT_POLICY, type Policy, type PolicyFile, type Principals, type PreflightPolicy } from './agent/policy.js';
 export { MANIFEST_FORMAT, MANIFEST_VERSION, parseManifest, type Manifest, type ManifestSession } from './agent/manifest.js';
 export { AGENT_SESSION_NAME, kernelName as agentKernelName } from './agent/names.js';
