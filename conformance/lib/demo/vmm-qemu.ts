@@ -4,15 +4,17 @@
  * QEMU 11) on a LUO kernel. Boots it with the orchestrator
  * (examples/qemu-vmm/) and the counter guest, runs vmm-qemu-scenario.ts,
  * and takes the VM's downtime apart on the host's clock: the orchestrator's
- * steps are timed by their arrival (each stage's guest clock is offset
- * from the host's by its first step; clocks of different kernels are not
- * compared), the new kernel's start and its PID 1 by console lines.
+ * steps are timed by the runner's stamps of their arrival (each stage's
+ * guest clock is offset from the host's by its quickest step; clocks of
+ * different kernels are not compared), the new kernel's start and its PID 1
+ * by the stamps of their console lines (../vm/clock.ts).
  */
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { findKernels, NO_KERNEL_HELP, type KernelImage } from '../vm/kernels.js';
 import { packageRoot } from '../vm/initramfs.js';
 import { hasQemu, qemuHelp } from '../vm/prerequisites.js';
+import { INIT_LINE, kernelBoots, kernelLineAt, type Arrivals } from '../vm/clock.js';
 import type { GuestRecord } from '../vm/protocol.js';
 import { runVm, type VmRun } from '../vm/qemu.js';
 import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP, type SystemdImage } from '../vm/systemd-image.js';
@@ -65,25 +67,16 @@ function describeStep(stage: number, s: Step): string {
 
 /** Boots the run and takes its downtime apart. */
 export async function runVmmQemu(options: VmmQemuOptions): Promise<VmmQemuRun> {
-  const started = Date.now();
-  const at = (): number => Date.now() - started;
-  /** Host ms of each step's arrival, and the step, by stage. */
-  const steps: Array<{ stage: number; host: number; step: Step }> = [];
-  const console: { linux: number[]; init: number[] } = { linux: [], init: [] };
-  let agentBack: { host: number; guest: number } | undefined;
+  // The guest's serial output: its first three lines per stage are shown.
+  const serialShown = new Map<number, number>();
   const onRecord = (record: GuestRecord): void => {
     if (record.t !== 'report') return;
     if (record.name === 'step') {
       const step = record.value as unknown as Step;
-      steps.push({ stage: record.stage, host: at(), step });
-      if (step.step !== 'serial' || steps.filter((s) => s.step.step === 'serial' && s.stage === record.stage).length <= 3) options.onLine?.(describeStep(record.stage, step));
+      const shown = step.step === 'serial' ? (serialShown.get(record.stage) ?? 0) + 1 : 0;
+      if (step.step === 'serial') serialShown.set(record.stage, shown);
+      if (shown <= 3) options.onLine?.(describeStep(record.stage, step));
     }
-    // Stage 1's steps made during the update, reported again by stage 2 (their arrival says nothing of when they happened).
-    if (record.name === 'step-before') {
-      const step = record.value as unknown as Step;
-      if (!steps.some((s) => s.stage === 1 && s.step.step === step.step)) steps.push({ stage: 1, host: Number.NaN, step });
-    }
-    if (record.name === 'agent-back') agentBack = { host: at(), guest: Number(record.value) };
     if (record.name === 'say') options.onLine?.(`stage ${record.stage}: ${String(record.value)}`);
   };
   const run = await runVm({
@@ -99,13 +92,26 @@ export async function runVmmQemu(options: VmmQemuOptions): Promise<VmmQemuRun> {
     timeoutMs: options.timeoutMs ?? 900_000,
     onProgress: false,
     onRecord,
-    onConsoleLine: (line) => {
-      if (line.includes('Linux version')) console.linux.push(at());
-      if (line.includes('Run /sbin/init as init process')) console.init.push(at());
-    },
   });
   const after = run.result(VMM_CASE, 2)?.value as unknown as AfterUpdate | undefined;
-  return { run, before: after?.before, after, downtime: downtime(steps, console, agentBack, after) };
+  return { run, before: after?.before, after, downtime: downtime(run.arrivals, after) };
+}
+
+/** Each step with the host's stamp of its arrival, and the agent's first answer in the new kernel, from the runner's stamped records. */
+function stampedSteps(arrivals: Arrivals): { steps: Array<{ stage: number; host: number; step: Step }>; agentBack: number | undefined } {
+  const steps: Array<{ stage: number; host: number; step: Step }> = [];
+  let agentBack: number | undefined;
+  for (const { atMs, record } of arrivals.records) {
+    if (record.t !== 'report') continue;
+    if (record.name === 'step') steps.push({ stage: record.stage, host: atMs, step: record.value as unknown as Step });
+    // Stage 1's steps made during the update, reported again by stage 2 (their arrival says nothing of when they happened).
+    if (record.name === 'step-before') {
+      const step = record.value as unknown as Step;
+      if (!steps.some((s) => s.stage === 1 && s.step.step === step.step)) steps.push({ stage: 1, host: Number.NaN, step });
+    }
+    if (record.name === 'agent-back') agentBack = atMs;
+  }
+  return { steps, agentBack };
 }
 
 /** Host ms of a step of a stage, from its guest clock and the stage's offset to the host (taken at its first step). */
@@ -119,12 +125,9 @@ function stepTimes(steps: ReadonlyArray<{ stage: number; host: number; step: Ste
   };
 }
 
-function downtime(
-  steps: ReadonlyArray<{ stage: number; host: number; step: Step }>,
-  console: { linux: number[]; init: number[] },
-  agentBack: { host: number; guest: number } | undefined,
-  after: AfterUpdate | undefined,
-): Downtime {
+function downtime(arrivals: Arrivals, after: AfterUpdate | undefined): Downtime {
+  const { steps, agentBack } = stampedSteps(arrivals);
+  const next = kernelBoots(arrivals.console)[1];
   const one = stepTimes(steps, 1);
   const two = stepTimes(steps, 2);
   const stopped = one('stopped');
@@ -138,9 +141,9 @@ function downtime(
     // Its last step before ready: the agent kexecs as soon as it hears the ready, and the `ready` line may be lost.
     statePreserved: since(one('state-preserved')),
     frozen: since(frozen),
-    newKernel: since(console.linux[1]),
-    init: since(console.init[1]),
-    agentBack: since(agentBack?.host),
+    newKernel: since(next?.firstLineAtMs),
+    init: since(next === undefined ? undefined : kernelLineAt(next, INIT_LINE)),
+    agentBack: since(agentBack),
     qemuStarted: since(two('qemu-started')),
     stateLoaded: since(two('state-loaded')),
     cont: since(two('cont')),
