@@ -10,8 +10,60 @@
  */
 import { callAsync, callSync, sessionStateError, translateError, type ErrorContext, type Operation } from './errors.js';
 import { isHugetlbFile, readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
-import { native } from './native.js';
+import { native, type LuoBinding } from './native.js';
 import { checkFd, invalidArgValue, toToken } from './validate.js';
+
+/** The session calls a session fd answers. */
+type SessionCalls = Pick<LuoBinding, 'preserveFd' | 'preserveFdAsync' | 'retrieveFd' | 'retrieveFdAsync' | 'finishSession' | 'finishSessionAsync' | 'getSessionName' | 'getSessionNameAsync'>;
+
+/**
+ * The calls of a simulated session (lib/simulator: its fds are sockets, on
+ * which the kernel answers a LUO ioctl with ENOTTY), loaded only then, or
+ * the kernel's failure as it was.
+ */
+function simulated(error: unknown, sessionFd: number): SessionCalls {
+  if ((error as { code?: unknown }).code === 'ENOTTY') {
+    const calls = (require('./simulator/calls.js') as typeof import('./simulator/calls.js')).simulatedSessionCalls(sessionFd);
+    if (calls !== null) return calls;
+  }
+  throw error;
+}
+
+/** The kernel's session calls; a simulated session's (see {@link simulated}) where the kernel does not know the fd. */
+const luo: SessionCalls = {
+  preserveFd(sessionFd, fd, token) {
+    try {
+      return native.preserveFd(sessionFd, fd, token);
+    } catch (error) {
+      return simulated(error, sessionFd).preserveFd(sessionFd, fd, token);
+    }
+  },
+  preserveFdAsync: (sessionFd, fd, token) => native.preserveFdAsync(sessionFd, fd, token).catch((error: unknown) => simulated(error, sessionFd).preserveFdAsync(sessionFd, fd, token)),
+  retrieveFd(sessionFd, token) {
+    try {
+      return native.retrieveFd(sessionFd, token);
+    } catch (error) {
+      return simulated(error, sessionFd).retrieveFd(sessionFd, token);
+    }
+  },
+  retrieveFdAsync: (sessionFd, token) => native.retrieveFdAsync(sessionFd, token).catch((error: unknown) => simulated(error, sessionFd).retrieveFdAsync(sessionFd, token)),
+  finishSession(sessionFd) {
+    try {
+      return native.finishSession(sessionFd);
+    } catch (error) {
+      return simulated(error, sessionFd).finishSession(sessionFd);
+    }
+  },
+  finishSessionAsync: (sessionFd) => native.finishSessionAsync(sessionFd).catch((error: unknown) => simulated(error, sessionFd).finishSessionAsync(sessionFd)),
+  getSessionName(sessionFd) {
+    try {
+      return native.getSessionName(sessionFd);
+    } catch (error) {
+      return simulated(error, sessionFd).getSessionName(sessionFd);
+    }
+  },
+  getSessionNameAsync: (sessionFd) => native.getSessionNameAsync(sessionFd).catch((error: unknown) => simulated(error, sessionFd).getSessionNameAsync(sessionFd)),
+};
 
 /** Where a session is in its life. */
 export type SessionState = 'outgoing' | 'incoming' | 'finished' | 'closed';
@@ -106,7 +158,7 @@ export class Session {
    */
   async preserve(fd: number, token: bigint | number): Promise<void> {
     const call = this.#prepare('preserve', { fd: checkFd(fd), token: toToken(token) });
-    await this.#track(callAsync((error) => preserveContext(call.context, error), () => native.preserveFdAsync(call.sessionFd, fd, call.token)));
+    await this.#track(callAsync((error) => preserveContext(call.context, error), () => luo.preserveFdAsync(call.sessionFd, fd, call.token)));
   }
 
   /** The synchronous form of {@link preserve}. */
@@ -117,7 +169,7 @@ export class Session {
     // An agent preserves thousands of files in a row: the error context (and
     // a closure) is only built when the kernel refuses (see BENCHMARKS.md).
     try {
-      native.preserveFd(sessionFd, fd, t);
+      luo.preserveFd(sessionFd, fd, t);
     } catch (error) {
       throw translateError(error, preserveContext(this.#context('preserve', { fd, token: t }), error));
     }
@@ -130,7 +182,7 @@ export class Session {
    */
   async retrieve(token: bigint | number): Promise<number> {
     const call = this.#prepare('retrieve', { token: toToken(token) });
-    return this.#track(callAsync(call.context, () => native.retrieveFdAsync(call.sessionFd, call.token)));
+    return this.#track(callAsync(call.context, () => luo.retrieveFdAsync(call.sessionFd, call.token)));
   }
 
   /** The synchronous form of {@link retrieve}. */
@@ -138,7 +190,7 @@ export class Session {
     const t = toToken(token);
     const sessionFd = this.#usable('retrieve', undefined, t);
     try {
-      return native.retrieveFd(sessionFd, t);
+      return luo.retrieveFd(sessionFd, t);
     } catch (error) {
       throw translateError(error, this.#context('retrieve', { token: t }));
     }
@@ -151,27 +203,27 @@ export class Session {
    */
   async finish(): Promise<void> {
     const call = this.#prepare('finish', {});
-    await this.#track(callAsync(call.context, () => native.finishSessionAsync(call.sessionFd)));
+    await this.#track(callAsync(call.context, () => luo.finishSessionAsync(call.sessionFd)));
     this.#state = 'finished';
   }
 
   /** The synchronous form of {@link finish}. */
   finishSync(): void {
     const call = this.#prepare('finish', {});
-    callSync(call.context, () => native.finishSession(call.sessionFd));
+    callSync(call.context, () => luo.finishSession(call.sessionFd));
     this.#state = 'finished';
   }
 
   /** Asks the kernel for the session's name (LIVEUPDATE_SESSION_GET_NAME, Linux 7.0+). */
   async getName(): Promise<string> {
     const call = this.#prepare('getName', {});
-    return this.#track(callAsync(call.context, () => native.getSessionNameAsync(call.sessionFd)));
+    return this.#track(callAsync(call.context, () => luo.getSessionNameAsync(call.sessionFd)));
   }
 
   /** The synchronous form of {@link getName}. */
   getNameSync(): string {
     const call = this.#prepare('getName', {});
-    return callSync(call.context, () => native.getSessionName(call.sessionFd));
+    return callSync(call.context, () => luo.getSessionName(call.sessionFd));
   }
 
   /**

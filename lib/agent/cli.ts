@@ -14,7 +14,7 @@ import { AGENT_INFO_PATH, type AgentInfo } from '../status.js';
 import { listenFds, notify } from '../systemd.js';
 import { AgentClient, type SessionsReport } from './client.js';
 import { AGENT_MODES, type AgentMode } from './mode.js';
-import { readPolicy } from './policy.js';
+import { readPolicy, type Policy } from './policy.js';
 import { printable } from './names.js';
 import type { KernelPreflight } from '../kernel-image.js';
 import { DEFAULT_SOCKET, type SessionInfo, type UpdateCheck, type UpdateRequest } from './protocol.js';
@@ -101,6 +101,12 @@ function isSeqpacket(fd: number): boolean {
   }
 }
 
+/** `liveupdate agent --simulate`: the agent on a simulated device (liveupdate/simulator, loaded only then). */
+function startSimulated(socketPath: string, policy: Policy | undefined, log: (event: AgentEvent) => void): Promise<Pick<Agent, 'socketPath' | 'mode' | 'statusLine' | 'stop'>> {
+  const simulator = require('../simulator/index.js') as typeof import('../simulator/index.js');
+  return simulator.startSimulatedAgent({ socketPath, log, ...(policy === undefined ? {} : { policy }) });
+}
+
 /** `liveupdate agent`: runs until SIGTERM or SIGINT. */
 async function runAgent(values: OptionValues): Promise<number> {
   const policyFile = text(values, 'policy');
@@ -110,9 +116,11 @@ async function runAgent(values: OptionValues): Promise<number> {
   if (mode !== undefined && !AGENT_MODES.includes(mode as AgentMode)) throw new UsageError(`--mode must be ${AGENT_MODES.join(' or ')}`);
   const force = values['force'] === true;
   if (force && mode !== 'standalone') throw new UsageError('--force goes with --mode standalone only');
+  const simulate = values['simulate'] === true;
+  if (simulate && (mode !== undefined || device !== undefined)) throw new UsageError('--simulate takes no --mode or --device: its device is simulated');
   const policy = policyFile === undefined ? undefined : readPolicy(policyFile);
   const passed = fromSystemd();
-  let agent: Agent | undefined;
+  let agent: Pick<Agent, 'socketPath' | 'mode' | 'statusLine' | 'stop'> | undefined;
   const log = (event: AgentEvent): void => {
     jsonLine(event);
     if (agent !== undefined) void notify({ STATUS: agent.statusLine() }).catch(() => {});
@@ -127,7 +135,7 @@ async function runAgent(values: OptionValues): Promise<number> {
   process.once('SIGTERM', onTerm);
   process.once('SIGINT', onInt);
   try {
-    agent = await Agent.start({
+    agent = simulate ? await startSimulated(socket ?? DEFAULT_SOCKET, policy, log) : await Agent.start({
       ...(socket === undefined ? {} : { socket }),
       ...(device === undefined ? {} : { devicePath: device }),
       ...(policy === undefined ? {} : { policy }),
@@ -338,7 +346,7 @@ export const AGENT_COMMANDS: readonly Command[] = [
   {
     name: 'agent',
     summary: 'Run the agent: the one owner of /dev/liveupdate, serving clients on a Unix socket.',
-    synopsis: '[--mode systemd|standalone [--force]] [--socket PATH] [--policy FILE] [--device PATH]',
+    synopsis: '[--mode systemd|standalone [--force] | --simulate] [--socket PATH] [--policy FILE] [--device PATH]',
     details: `  --mode MODE     systemd: open the device only for each create, keep the sessions in the
                   unit's fd store, kexec with systemctl kexec (units/liveupdate-agent.service);
                   standalone: hold the device, kexec itself (units/liveupdate-agent-standalone.service).
@@ -349,10 +357,12 @@ export const AGENT_COMMANDS: readonly Command[] = [
                   passed by systemd in LISTEN_FDS is used instead
   --policy FILE   who may connect and update, quotas (AGENT-PROTOCOL.md; default: root only)
   --device PATH   the LUO device (default /dev/liveupdate)
+  --simulate      serve on a simulated LUO device, for tests on hosts without one: an update
+                  makes a simulated kexec (README, "Testing without a LUO host")
 Logs one JSON line per event on stderr, the first saying the mode and why; READY=1 and
 STATUS= to systemd. Runs until SIGTERM (under systemd its session references wait in the
 fd store). Exit status 0 after a clean stop, 1 when it cannot start (a mode that does not fit).`,
-    options: { ...socketOption, policy: { type: 'string' }, device: { type: 'string' }, mode: { type: 'string' }, force: { type: 'boolean' } },
+    options: { ...socketOption, policy: { type: 'string' }, device: { type: 'string' }, mode: { type: 'string' }, force: { type: 'boolean' }, simulate: { type: 'boolean' } },
     reports: false,
     run: (values) => runAgent(values),
   },

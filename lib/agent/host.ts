@@ -7,12 +7,30 @@
 // First: the module comment's @internal strips the first statement from the declarations, and they need no kexec.
 import * as kexec from '../kexec.js';
 import { agentError, LiveUpdateError, type AgentOperation } from '../errors.js';
+import type { KernelPreflight } from '../kernel-image.js';
 import { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import { closeQuietly } from './fdstore.js';
 import { takeIncomingManifest, writeManifest, MANIFEST_TOKEN, type IncomingManifest, type Manifest } from './manifest.js';
 import type { ModeDecision } from './mode.js';
 import { AGENT_SESSION_NAME } from './names.js';
+import type { UpdateCheck } from './protocol.js';
+
+/** What the agent does with the device: create and retrieve sessions (the real device, or a simulated one). */
+export type SessionDevice = Pick<LiveUpdate, 'createSession' | 'retrieveSession'>;
+
+/** How the next kernel is checked and loaded for the jump. */
+export interface KernelLoader {
+  /** The kernel preflight's checks of the image, or null for the real one (which inspects the image and this kernel). */
+  readonly preflight: ((kernel: string, cmdline: string) => { checks: UpdateCheck[]; report: KernelPreflight | null }) | null;
+  /** Loads it (kexec_file_load). */
+  load(options: { kernel: string; initrd?: string; cmdline: string }): Promise<void>;
+  /** Unloads it: the update ended without a jump. */
+  unload(): Promise<void>;
+}
+
+/** The kernel's own kexec: what every real host loads with. */
+export const KEXEC_LOADER: KernelLoader = { preflight: null, load: (options) => kexec.load(options), unload: () => kexec.unload() };
 
 /** An fd the agent parks in its fd store beside its sessions, replacing what was stored under that name. */
 export interface ParkedFd {
@@ -36,8 +54,10 @@ export interface AgentHost {
   readonly retrievesByName: boolean;
   /** Gets the device ready; a device that cannot be used is {@link deviceError}, not a throw. */
   open(): Promise<void>;
+  /** How the next kernel is checked and loaded. */
+  readonly loader: KernelLoader;
   /** Runs `use` with the device (AgentUnavailableError for `operation` when there is none). */
-  withDevice<T>(operation: AgentOperation, use: (device: LiveUpdate) => Promise<T>): Promise<T>;
+  withDevice<T>(operation: AgentOperation, use: (device: SessionDevice) => Promise<T>): Promise<T>;
   /** What the previous kernel's agent left: `parked` is the fd stored under the manifest's FDNAME, if any. */
   incomingManifest(parked: number | undefined): Promise<IncomingManifest>;
   /** A session was just created: the host keeps it where it survives the agent (systemd: the fd store). */
@@ -67,7 +87,7 @@ export function noDevice(operation: AgentOperation, why: LiveUpdateError | null)
 }
 
 /** The manifest preserved in the agent's own session (token 0), which the next kernel's agent retrieves by name. */
-async function preserveManifest(device: LiveUpdate, manifest: Manifest): Promise<Session> {
+export async function preserveManifest(device: SessionDevice, manifest: Manifest): Promise<Session> {
   const own = await device.createSession(AGENT_SESSION_NAME);
   try {
     const fd = writeManifest(manifest);
@@ -85,6 +105,7 @@ async function preserveManifest(device: LiveUpdate, manifest: Manifest): Promise
 
 /** Standalone: the agent owns the device from its start to its stop, and jumps with reboot() itself. */
 export class StandaloneHost implements AgentHost {
+  readonly loader = KEXEC_LOADER;
   readonly incomingInStore = false;
   readonly retrievesByName = true;
   #device: LiveUpdate | null = null;

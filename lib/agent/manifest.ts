@@ -6,9 +6,9 @@
  */
 import * as fs from 'node:fs';
 import { agentError, LiveUpdateError, SessionNotFoundError } from '../errors.js';
-import type { LiveUpdate } from '../liveupdate.js';
 import * as memfd from '../memfd.js';
 import { Session } from '../session.js';
+import type { SessionDevice } from './host.js';
 import { AGENT_SESSION_NAME } from './names.js';
 import type { JsonValue } from './protocol.js';
 
@@ -142,7 +142,7 @@ export type IncomingManifest = { readonly kind: 'none' } | { readonly kind: 'rea
  * major version) leaves the session unfinished, so that an agent that can
  * read it still finds it and the sessions it names.
  */
-export async function takeIncomingManifest(device: LiveUpdate, parked: number | undefined): Promise<IncomingManifest> {
+export async function takeIncomingManifest(device: SessionDevice, parked: number | undefined): Promise<IncomingManifest> {
   let own: Session;
   try {
     // A run that refused the manifest parked the session it had retrieved: retrieving a token again is allowed.

@@ -75,6 +75,8 @@ export interface AgentOptions {
   force?: boolean | undefined;
   /** What the mode is decided from (default: this host's PID 1 and device). */
   modeFacts?: ModeFacts | undefined;
+  /** @internal The host to serve on instead of the one the mode gives (the simulator's: `liveupdate/simulator`); it has its own mode. */
+  host?: ((storeMax: number | null) => AgentHost) | undefined;
 }
 
 /** A reply: the JSON fields besides v/id/ok, an fd to pass with it, and what to do once it is sent. */
@@ -85,6 +87,12 @@ interface Reply {
 }
 
 type Client = Connection<Entry>;
+
+/** The host the mode decided for this machine gives. */
+function hostOf(options: AgentOptions, policy: Policy, devicePath: string): AgentHost {
+  const decision = decideMode(options.modeFacts ?? gatherModeFacts(devicePath), { mode: options.mode, force: options.force });
+  return decision.mode === 'systemd' ? SystemdHost.create(decision, policy.fdStoreMax, devicePath) : new StandaloneHost(decision, policy.fdStoreMax, devicePath);
+}
 
 /** The bytes of session entries in one `sessions` reply: the message limit less room for the other fields. */
 const SESSIONS_PAGE_BYTES = MAX_MESSAGE_BYTES - 4096;
@@ -151,8 +159,8 @@ export class Agent {
   static async start(options: AgentOptions = {}): Promise<Agent> {
     const devicePath = options.devicePath ?? DEVICE_PATH;
     const policy = options.policy ?? DEFAULT_POLICY;
-    const decision = decideMode(options.modeFacts ?? gatherModeFacts(devicePath), { mode: options.mode, force: options.force });
-    const host = decision.mode === 'systemd' ? SystemdHost.create(decision, policy.fdStoreMax, devicePath) : new StandaloneHost(decision, policy.fdStoreMax, devicePath);
+    const host = options.host?.(policy.fdStoreMax) ?? hostOf(options, policy, devicePath);
+    const decision = host.decision;
     const agent = new Agent(options, host);
     agent.#event('mode', { mode: decision.mode, reason: decision.reason, forced: decision.forced });
     // The socket first: one the agent must not use stops it before the device is opened.

@@ -24,7 +24,7 @@ import type { Session } from '../session.js';
 import { isLuoSessionFd, notify } from '../systemd.js';
 import { deviceOwners } from '../diagnosis.js';
 import { closeQuietly, fdNameOf, MANIFEST_FDNAME, undescribed } from './fdstore.js';
-import { KexecUnderway, noDevice, type AgentHost, type ParkedFd } from './host.js';
+import { KEXEC_LOADER, KexecUnderway, noDevice, type AgentHost, type ParkedFd } from './host.js';
 import { readManifest, takeIncomingManifest, writeManifest, type IncomingManifest, type Manifest, type ManifestSession } from './manifest.js';
 import { childProcess, type ModeDecision } from './mode.js';
 
@@ -118,6 +118,7 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 /** systemd mode (see the module's comment). */
 export class SystemdHost implements AgentHost {
+  readonly loader = KEXEC_LOADER;
   readonly incomingInStore = true;
   readonly retrievesByName = false;
   #deviceError: LiveUpdateError | null = null;

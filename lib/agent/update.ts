@@ -7,13 +7,12 @@
  */
 import * as fs from 'node:fs';
 import { agentError, LiveUpdateError, type UpdateRefusedDetails } from '../errors.js';
-import * as kexec from '../kexec.js';
 import { kernelBoolParam, kernelParam } from '../diagnosis.js';
 import { inspectSync, type KernelPreflight } from '../kernel-image.js';
 import { bounded } from './codec.js';
 import type { PrepareRound } from './announcements.js';
 import type { Connection, Notifier } from './connection.js';
-import { KexecUnderway, type AgentHost } from './host.js';
+import { KexecUnderway, type AgentHost, type KernelLoader } from './host.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestSession } from './manifest.js';
 import type { JsonValue, NotReadyClient, UpdateCheck, UpdateRequest } from './protocol.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy, type PreflightPolicy } from './policy.js';
@@ -61,7 +60,7 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
   ctx.table.beginUpdate();
   let underway = false;
   try {
-    const { checks, kernel } = updateChecks(r, ctx.host.deviceError === null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table), preflight: ctx.policy.preflight });
+    const { checks, kernel } = updateChecks(r, ctx.host.deviceError === null, { kernels: ctx.policy.kernels, waiting: waitingCount(ctx.table), preflight: ctx.policy.preflight, inspect: ctx.host.loader.preflight });
     const report = kernel === null ? {} : { kernel };
     const failed = checks.filter((x) => !x.ok);
     if (failed.length > 0) refuse(ctx, `check failed: ${failed.map((x) => x.name).join(', ')}`, { checks, notReady: [], ...report });
@@ -69,14 +68,14 @@ export async function runUpdate(ctx: UpdateContext, asked: UpdateRequest): Promi
     // Announced before the load, so that the clients quiesce while the kernel is read; the deadline counts from here.
     const round = ctx.prepare({ deadline: Date.now() + r.timeoutMs, kernel: r.kernel });
     try {
-      await kexec.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
+      await ctx.host.loader.load({ kernel: r.kernel, cmdline: r.cmdline, ...(r.initrd === undefined ? {} : { initrd: r.initrd }) });
       // From here on, whatever ends the update without a jump unloads the kernel first.
       try {
         return await afterLoad(ctx, r, checks, startedAt, round);
       } catch (error) {
         // systemd's kexec under way jumps into the kernel loaded: only an update that ends without one unloads (and resumes the clients).
         underway = error instanceof KexecUnderway;
-        if (!underway) await kexec.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
+        if (!underway) await ctx.host.loader.unload().catch((unloadError: unknown) => ctx.event('unload-failed', { message: (unloadError as Error).message }));
         throw error;
       }
     } catch (error) {
@@ -200,7 +199,7 @@ export interface UpdateChecks {
 export function updateChecks(
   r: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline' | 'proceedWithout'>,
   haveDevice: boolean,
-  agent: { kernels: readonly string[] | null; waiting: number; preflight?: PreflightPolicy } = { kernels: null, waiting: 0 },
+  agent: { kernels: readonly string[] | null; waiting: number; preflight?: PreflightPolicy; inspect?: KernelLoader['preflight'] } = { kernels: null, waiting: 0 },
 ): UpdateChecks {
   const readable = (name: 'kernel-readable' | 'initrd-readable', file: string): UpdateCheck => {
     try {
@@ -214,7 +213,8 @@ export function updateChecks(
   const kho = kernelParam(r.cmdline, 'kho');
   const kernelReadable = readable('kernel-readable', r.kernel);
   // An unreadable image has failed already: the preflight would only say it again.
-  const preflight = kernelReadable.ok ? kernelChecks(r.kernel, r.cmdline, agent.preflight ?? DEFAULT_POLICY.preflight) : { checks: [], report: null };
+  const inspect = agent.inspect ?? ((kernel: string, cmdline: string) => kernelChecks(kernel, cmdline, agent.preflight ?? DEFAULT_POLICY.preflight));
+  const preflight = kernelReadable.ok ? inspect(r.kernel, r.cmdline) : { checks: [], report: null };
   const checks: UpdateCheck[] = [
     kernelReadable,
     ...(r.initrd === undefined ? [] : [readable('initrd-readable', r.initrd)]),
