@@ -19,8 +19,10 @@ import { DEFAULT_POLICY, type Policy } from '../agent/policy.js';
 import type { UpdateCheck } from '../agent/protocol.js';
 import { Agent, type AgentEvent, type ModeDecision } from '../agent/server.js';
 import { SimulatedLuo } from './kernel.js';
-import { SimulatedHost } from './host.js';
+import { SimulatedDevice, SimulatedHost } from './host.js';
 import { checkOptions, checkPath } from '../validate.js';
+
+export { SimulatedDevice } from './host.js';
 
 /** Options of {@link startSimulatedAgent}. */
 export interface SimulatedAgentOptions {
@@ -93,6 +95,15 @@ export class SimulatedAgent {
   /** The mode the agent reports (standalone, simulated). */
   get mode(): ModeDecision {
     return this.agent.mode;
+  }
+
+  /**
+   * Opens the simulated `/dev/liveupdate` as another process would: it has
+   * one owner, so while the agent holds it this fails with DeviceBusyError
+   * (`EBUSY`, syscall `open`), as on a real host.
+   */
+  openDevice(): SimulatedDevice {
+    return new SimulatedDevice(this.#luo);
   }
 
   /** The agent's one-line status. */
