@@ -22,11 +22,10 @@
  */
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
-import type { NativeSystemError } from '../errors.js';
 import { recvFdsSync, sendFdsSync, socketPair } from '../fdpass.js';
 import { isHugetlbFile } from '../fdlink.js';
 import { SEAL_GROW, SEAL_SEAL, SEAL_SHRINK } from '../memfd.js';
-import { native, type Cancellable } from '../native.js';
+import { native } from '../native.js';
 
 /** An errno name. */
 export type Errno = keyof typeof constants.errno;
@@ -41,7 +40,7 @@ const COPY_FLAGS = 0x1 | 0x2;
 const SIZE_SEALS = SEAL_SHRINK | SEAL_GROW;
 
 /** A failed simulated syscall, shaped as the native layer's failures. */
-export function systemError(code: Errno, syscall = 'ioctl'): Error & NativeSystemError {
+export function systemError(code: Errno, syscall = 'ioctl'): Error & { errno: number; code: string; syscall: string } {
   return Object.assign(new Error(`${code}: simulated ${syscall}`), { errno: -constants.errno[code], code, syscall });
 }
 
@@ -72,7 +71,8 @@ interface SessionEnd {
   readonly fd: number;
   /** The inode of the holders' end: what identifies the session fd in this process. */
   readonly holderInode: number;
-  waiter: Cancellable<boolean> | null;
+  /** The wait for its next message (the native layer's Cancellable). */
+  waiter: { cancel(): void } | null;
 }
 
 /** A session created in this simulated kernel. */

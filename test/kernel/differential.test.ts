@@ -33,7 +33,7 @@ describeOneKernel('the simulator against the real agent on a LUO kernel', (kerne
     const started = performance.now();
     simulated = await simulatedTranscript();
     const hostMs = performance.now() - started;
-    run = await boot({ name: `differential-${kernel.release}`, kernels: [kernel.path], scenarios: [scenario('differential')], timeoutMs: 600_000 });
+    run = await boot({ name: `differential-${kernel.release}`, kernels: [kernel.path], scenarios: [scenario('differential')], memory: '1G', timeoutMs: 600_000 });
     console.log(`differential: the simulator's transcript in ${(hostMs / 1000).toFixed(1)} s, the kernel's boot in ${((performance.now() - started - hostMs) / 1000).toFixed(1)} s`);
   });
 
