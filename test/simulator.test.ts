@@ -34,6 +34,7 @@ import {
 } from 'liveupdate';
 import { startSimulatedAgent, type SimulatedAgent } from 'liveupdate/simulator';
 import { openFds } from './helpers/fds.js';
+import { simulatedTranscript } from './kernel/scenarios/differential.js';
 
 const ROOT = path.join(__dirname, '..');
 
@@ -210,6 +211,26 @@ describe('the simulated agent in this process', () => {
     session.closeSync();
     await client.close();
   });
+});
+
+it("runs the differential scenario's client to its end, each misuse answered as LUO-FACTS says the kernel answers it", async () => {
+  const { before, after } = await simulatedTranscript();
+  const result = (steps: typeof before, step: string) => steps.find((s) => s.step === step)?.result;
+  const refused = (error: string, code: string, errno: number, syscall = 'ioctl') => ({ error, code, errno, syscall });
+  expect(result(before, 'create vm1 again: name in use')).toEqual(refused('SessionExistsError', 'EEXIST', -17));
+  expect(result(before, 'preserve ram again as 2: the file is preserved')).toEqual(refused('FileAlreadyPreservedError', 'EBUSY', -16));
+  expect(result(before, 'preserve another file as 1: the token is in use')).toEqual(refused('TokenInUseError', 'EEXIST', -17));
+  expect(result(before, 'preserve /dev/null: no handler')).toEqual(refused('UnsupportedFileError', 'ENOENT', -2));
+  expect(result(before, 'preserve an fd that is not open')).toEqual(refused('BadFileDescriptorError', 'EBADF', -9));
+  expect(result(before, 'ftruncate the preserved ram: its size is frozen')).toEqual(refused('Error', 'EPERM', -1, 'ftruncate'));
+  expect(result(before, 'retrieve from an outgoing session')).toEqual(refused('SessionStateError', 'EINVAL', -22));
+  expect(result(before, 'open the device the agent owns')).toEqual(refused('DeviceBusyError', 'EBUSY', -16, 'open'));
+  expect(result(after, 'preserve into an incoming session')).toEqual(refused('SessionStateError', 'EINVAL', -22));
+  expect(result(after, 'retrieve a token never preserved')).toEqual(refused('TokenNotFoundError', 'ENOENT', -2));
+  expect(result(after, 'claim vm2, closed before the kexec')).toEqual(refused('SessionNotFoundError', 'ENOENT', -2, 'agent'));
+  expect(result(after, 'retrieve the sealed memfd: its seals are back')).toMatchObject({ value: { seals: 15 } });
+  expect(result(after, 'retrieve the second file')).toMatchObject({ value: { position: 100 } });
+  expect(result(after, 'sessions at the end')).toEqual({ value: [[`diff-${'n'.repeat(58)}`, 'finished'], ['diff-vm1', 'finished']] });
 });
 
 describe('liveupdate agent --simulate, as its own process', () => {
