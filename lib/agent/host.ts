@@ -103,19 +103,37 @@ export async function preserveManifest(device: SessionDevice, manifest: Manifest
   }
 }
 
-/** Standalone: the agent owns the device from its start to its stop, and jumps with reboot() itself. */
+/** What a standalone host holds the device with and jumps by: the kernel's ({@link kernelSystem}) or a simulation's. */
+export interface StandaloneSystem {
+  /** How the next kernel is checked and loaded. */
+  readonly loader: KernelLoader;
+  /** Opens the device (a LiveUpdateError when it cannot be used). */
+  openDevice(): Promise<SessionDevice & { closeSync(): void }>;
+  /** The jump, the manifest preserved in `own`: never resolves; rejects when there was none (or with {@link KexecUnderway}). */
+  execute(own: Session, signal: AbortSignal): Promise<never>;
+}
+
+/** The kernel's device at `devicePath` and its kexec. */
+export function kernelSystem(devicePath: string): StandaloneSystem {
+  return { loader: KEXEC_LOADER, openDevice: () => LiveUpdate.open(devicePath), execute: () => kexec.execute() };
+}
+
+/** Standalone: the agent owns the device from its start to its stop, and jumps itself (reboot(), or the simulation's kexec). */
 export class StandaloneHost implements AgentHost {
-  readonly loader = KEXEC_LOADER;
   readonly incomingInStore = false;
   readonly retrievesByName = true;
-  #device: LiveUpdate | null = null;
+  #device: (SessionDevice & { closeSync(): void }) | null = null;
   #deviceError: LiveUpdateError | null = null;
 
   constructor(
     readonly decision: ModeDecision,
     readonly storeMax: number | null,
-    private readonly devicePath: string,
+    private readonly system: StandaloneSystem,
   ) {}
+
+  get loader(): KernelLoader {
+    return this.system.loader;
+  }
 
   get deviceError(): LiveUpdateError | null {
     return this.#deviceError;
@@ -123,14 +141,14 @@ export class StandaloneHost implements AgentHost {
 
   async open(): Promise<void> {
     try {
-      this.#device = await LiveUpdate.open(this.devicePath);
+      this.#device = await this.system.openDevice();
     } catch (error) {
       if (!(error instanceof LiveUpdateError)) throw error;
       this.#deviceError = error;
     }
   }
 
-  withDevice<T>(operation: AgentOperation, use: (device: LiveUpdate) => Promise<T>): Promise<T> {
+  withDevice<T>(operation: AgentOperation, use: (device: SessionDevice) => Promise<T>): Promise<T> {
     if (this.#device === null) return Promise.reject(noDevice(operation, this.#deviceError));
     return use(this.#device);
   }
@@ -143,12 +161,12 @@ export class StandaloneHost implements AgentHost {
     // The agent's own reference keeps it; the fd store gets it only at a stop under systemd.
   }
 
-  async jump(manifest: Manifest): Promise<never> {
+  async jump(manifest: Manifest, signal: AbortSignal): Promise<never> {
     const own = await this.withDevice('agent.update', (device) => preserveManifest(device, manifest));
     try {
-      return await kexec.execute();
+      return await this.system.execute(own, signal);
     } catch (error) {
-      // No jump: the manifest's session goes (the caller unloads).
+      // No jump: the manifest's session goes (the caller unloads). After a simulated one its fd is dead anyway.
       await own.close();
       throw error;
     }
@@ -160,5 +178,6 @@ export class StandaloneHost implements AgentHost {
 
   close(): void {
     this.#device?.closeSync();
+    this.#device = null;
   }
 }

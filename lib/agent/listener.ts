@@ -485,8 +485,8 @@ function waitReadable(fd: number): Wait {
   return { settled, cancel: () => pending.cancel() };
 }
 
-/** Whether a connection (or EOF) is waiting on `fd`, without waiting. */
-function readableNow(fd: number): boolean {
+/** Whether a connection, a message or EOF is waiting on `fd`, without waiting. @internal */
+export function readableNow(fd: number): boolean {
   try {
     return native.waitReadable(fd, 0);
   } catch (error) {

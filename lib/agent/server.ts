@@ -22,7 +22,7 @@ import { Announcements } from './announcements.js';
 import { bounded, decodeRequest, encodeReply, jsonBytes, ReplyTooLargeError, type CheckedName, type CheckedRequest } from './codec.js';
 import { Connection, ConnectionState, Notifier } from './connection.js';
 import { closeQuietly, MANIFEST_FDNAME, park, restore, unpark, type RestoredState } from './fdstore.js';
-import { KexecUnderway, StandaloneHost, type AgentHost } from './host.js';
+import { kernelSystem, KexecUnderway, StandaloneHost, type AgentHost } from './host.js';
 import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, type ConnectionLimits } from './listener.js';
 import type { Manifest } from './manifest.js';
 import { decideMode, gatherModeFacts, type AgentMode, type ModeDecision, type ModeFacts } from './mode.js';
@@ -91,7 +91,7 @@ type Client = Connection<Entry>;
 /** The host the mode decided for this machine gives. */
 function hostOf(options: AgentOptions, policy: Policy, devicePath: string): AgentHost {
   const decision = decideMode(options.modeFacts ?? gatherModeFacts(devicePath), { mode: options.mode, force: options.force });
-  return decision.mode === 'systemd' ? SystemdHost.create(decision, policy.fdStoreMax, devicePath) : new StandaloneHost(decision, policy.fdStoreMax, devicePath);
+  return decision.mode === 'systemd' ? SystemdHost.create(decision, policy.fdStoreMax, devicePath) : new StandaloneHost(decision, policy.fdStoreMax, kernelSystem(devicePath));
 }
 
 /** The bytes of session entries in one `sessions` reply: the message limit less room for the other fields. */

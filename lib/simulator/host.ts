@@ -1,17 +1,15 @@
 /**
- * The agent's host on a simulated LUO (the third AgentHost, beside
- * standalone and systemd, lib/agent/host.ts): the device is the
- * simulator's, the kernel is neither read nor loaded, and the jump is the
- * simulated kexec.
+ * The agent's host on a simulated LUO (lib/agent/host.ts's standalone
+ * host on a simulated system): the device is the simulator's, the kernel
+ * is neither read nor loaded, and the jump is the simulated kexec.
  * @internal
  */
 // First: the module comment's @internal strips the first statement from the declarations, and they need no DEVICE_PATH.
 import { DEVICE_PATH } from '../device.js';
-import { callSync, LiveUpdateError, packageError, type AgentOperation, type ErrorContext } from '../errors.js';
+import { callSync, packageError, type ErrorContext } from '../errors.js';
 import { Session } from '../session.js';
 import { checkSessionName } from '../validate.js';
-import { KexecUnderway, noDevice, preserveManifest, type AgentHost, type KernelLoader, type ParkedFd, type SessionDevice } from '../agent/host.js';
-import { takeIncomingManifest, type IncomingManifest, type Manifest } from '../agent/manifest.js';
+import { KexecUnderway, StandaloneHost, type KernelLoader, type SessionDevice } from '../agent/host.js';
 import type { ModeDecision } from '../agent/mode.js';
 import type { SimulatedLuo } from './kernel.js';
 
@@ -87,64 +85,21 @@ const SIMULATED_LOADER: KernelLoader = {
   unload: async () => {},
 };
 
-/** The agent's host on a {@link SimulatedLuo}; `kexecDone` is told once the simulated kexec happened (the agent must then stop and start again). */
-export class SimulatedHost implements AgentHost {
-  readonly decision = SIMULATED_MODE;
-  readonly loader = SIMULATED_LOADER;
-  readonly incomingInStore = false;
-  readonly retrievesByName = true;
-  #device: SimulatedDevice | null = null;
-  #deviceError: LiveUpdateError | null = null;
-
-  constructor(
-    private readonly luo: SimulatedLuo,
-    readonly storeMax: number | null,
-    private readonly kexecDone: () => void,
-  ) {}
-
-  get deviceError(): LiveUpdateError | null {
-    return this.#deviceError;
-  }
-
-  async open(): Promise<void> {
-    try {
-      this.#device = new SimulatedDevice(this.luo);
-    } catch (error) {
-      if (!(error instanceof LiveUpdateError)) throw error;
-      this.#deviceError = error;
-    }
-  }
-
-  withDevice<T>(operation: AgentOperation, use: (device: SessionDevice) => Promise<T>): Promise<T> {
-    if (this.#device === null) return Promise.reject(noDevice(operation, this.#deviceError));
-    return use(this.#device);
-  }
-
-  async incomingManifest(parked: number | undefined): Promise<IncomingManifest> {
-    return this.#device === null ? { kind: 'none' } : takeIncomingManifest(this.#device, parked);
-  }
-
-  async keep(): Promise<void> {
-    // The agent's own reference keeps it, as standalone.
-  }
-
-  /** The manifest into the agent's own session, then the simulated kexec; the agent is stopped for it (KexecUnderway: no reply). */
-  async jump(manifest: Manifest, signal: AbortSignal): Promise<never> {
-    const own = await this.withDevice('agent.update', (device) => preserveManifest(device, manifest));
-    this.luo.kexec();
-    // Its fd is of the kernel just left: dead, like every other.
-    own.closeSync();
-    this.kexecDone();
-    if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-    throw new KexecUnderway();
-  }
-
-  parkedFds(): ParkedFd[] {
-    return [];
-  }
-
-  close(): void {
-    this.#device?.closeSync();
-    this.#device = null;
-  }
+/**
+ * The agent's host on a {@link SimulatedLuo}: a standalone host whose
+ * device is the simulator's and whose jump is the simulated kexec, after
+ * which `kexecDone` is told (the agent must stop and start again: it does
+ * not answer the update, as the real one cannot).
+ */
+export function simulatedHost(luo: SimulatedLuo, storeMax: number | null, kexecDone: () => void): StandaloneHost {
+  return new StandaloneHost(SIMULATED_MODE, storeMax, {
+    loader: SIMULATED_LOADER,
+    openDevice: async () => new SimulatedDevice(luo),
+    execute: async (_own, signal) => {
+      luo.kexec();
+      kexecDone();
+      if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      throw new KexecUnderway();
+    },
+  });
 }

@@ -19,7 +19,7 @@ import { DEFAULT_POLICY, type Policy } from '../agent/policy.js';
 import type { UpdateCheck } from '../agent/protocol.js';
 import { Agent, type AgentEvent, type ModeDecision } from '../agent/server.js';
 import { SimulatedLuo } from './kernel.js';
-import { SimulatedDevice, SimulatedHost } from './host.js';
+import { SimulatedDevice, simulatedHost } from './host.js';
 import { checkOptions, checkPath } from '../validate.js';
 
 export { SimulatedDevice } from './host.js';
@@ -164,7 +164,7 @@ export class SimulatedAgent {
       socket: socketPath,
       policy,
       ...(log === undefined ? {} : { log }),
-      host: (storeMax) => new SimulatedHost(this.#luo, storeMax, () => this.#kexecDone()),
+      host: (storeMax) => simulatedHost(this.#luo, storeMax, () => this.#kexecDone()),
     });
   }
 

@@ -25,6 +25,7 @@ import { constants } from 'node:os';
 import { recvFdsSync, sendFdsSync, socketPair } from '../fdpass.js';
 import { isHugetlbFile } from '../fdlink.js';
 import { SEAL_GROW, SEAL_SEAL, SEAL_SHRINK } from '../memfd.js';
+import { readableNow } from '../agent/listener.js';
 import { native } from '../native.js';
 
 /** An errno name. */
@@ -378,16 +379,6 @@ export class SimulatedLuo {
     this.#outgoing.clear();
     this.#incoming.clear();
     this.#preserved.clear();
-  }
-}
-
-/** Whether a message (or EOF) waits on `fd` (the native wait reports an expired wait as ETIMEDOUT). */
-function readableNow(fd: number): boolean {
-  try {
-    return native.waitReadable(fd, 0);
-  } catch (error) {
-    if ((error as { code?: unknown }).code === 'ETIMEDOUT') return false;
-    throw error;
   }
 }
 
