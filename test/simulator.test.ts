@@ -24,6 +24,8 @@ import {
   LiveUpdateError,
   memfd,
   parsePolicy,
+  recvFds,
+  sendFds,
   SessionExistsError,
   SessionNotFoundError,
   SessionStateError,
@@ -190,6 +192,24 @@ describe('the simulated agent in this process', () => {
     expect((await next.sessions()).sessions).toEqual([]);
     await expect(next.retrieveSession('gone')).rejects.toBeInstanceOf(SessionNotFoundError);
     await next.close();
+  });
+
+  it('answers a malformed message on a session fd with EINVAL and goes on serving it', async () => {
+    simulated = await startSimulatedAgent({ socketPath: socket });
+    const client = await AgentClient.connect({ socket });
+    const session = await client.createSession('vm1');
+    for (const garbage of ['not json', '{"op":"format-disk"}', '{"op":"retrieve","token":"x"}']) {
+      // Through the socket, as a client in another process would send it (the simulator here answers from the event loop).
+      await sendFds(session.fd, [], garbage);
+      const reply = await recvFds(session.fd, { maxFds: 1 });
+      expect(JSON.parse(reply.data.toString())).toEqual({ ok: false, code: 'EINVAL' });
+    }
+    const ram = memfdOf('still served');
+    await session.preserve(ram, 1n);
+    expect(() => session.preserveSync(ram, 2n)).toThrow(FileAlreadyPreservedError);
+    fs.closeSync(ram);
+    session.closeSync();
+    await client.close();
   });
 
   it("refuses sessions beyond the policy's quota with AgentQuotaError, as the real agent does", async () => {

@@ -22,7 +22,7 @@
  */
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
-import { recvFdsSync, sendFdsSync, socketPair } from '../fdpass.js';
+import { recvFdsSync, sendFdsSync, socketPair, type RecvResult } from '../fdpass.js';
 import { isHugetlbFile } from '../fdlink.js';
 import { SEAL_GROW, SEAL_SEAL, SEAL_SHRINK } from '../memfd.js';
 import { readableNow } from '../agent/listener.js';
@@ -280,7 +280,9 @@ export class SimulatedLuo {
       return { reply: { ok: true, name: this.getName(session) } };
     } catch (error) {
       const code = (error as { code?: unknown }).code;
-      return { reply: { ok: false, code: typeof code === 'string' && code in constants.errno ? (code as Errno) : 'EIO' } };
+      // A token that is no number is the kernel's EINVAL for a malformed request.
+      const errno = error instanceof SyntaxError ? 'EINVAL' : typeof code === 'string' && code in constants.errno ? (code as Errno) : 'EIO';
+      return { reply: { ok: false, code: errno } };
     } finally {
       // A preserve keeps the file it took (or closed it failing); one never taken is closed here.
       if (passed !== undefined && !taken) fs.closeSync(passed);
@@ -309,7 +311,8 @@ export class SimulatedLuo {
       waiter.then(
         () => {
           end.waiter = null;
-          if (this.#pump(session)) wait();
+          // A session ended meanwhile (its kernel left, the simulation closed) has nothing more to answer.
+          if (local.get(end.holderInode)?.session === session && this.#pump(session)) wait();
         },
         () => {},
       );
@@ -322,12 +325,18 @@ export class SimulatedLuo {
     const end = session.end;
     if (end === null) return true;
     while (readableNow(end.fd)) {
-      const message = recvFdsSync(end.fd, { maxFds: 1, maxBytes: 4096 });
+      let message: RecvResult;
+      try {
+        message = recvFdsSync(end.fd, { maxFds: 1, maxBytes: 4096 });
+      } catch {
+        // More than a request can be (too long, too many fds: closed unread): not one of the binding's.
+        continue;
+      }
       if (message.eof) {
         this.#closeSession(session);
         return false;
       }
-      const { reply, fd } = this.answer(session, JSON.parse(message.data.toString('utf8')) as WireRequest, message.fds);
+      const { reply, fd } = this.answer(session, parseRequest(message.data), message.fds);
       try {
         sendFdsSync(end.fd, fd === undefined ? [] : [fd], JSON.stringify(reply));
       } catch {
@@ -380,6 +389,17 @@ export class SimulatedLuo {
     this.#incoming.clear();
     this.#preserved.clear();
   }
+}
+
+/** A request as sent over a session fd; anything else is a request for nothing, answered EINVAL. */
+function parseRequest(data: Buffer): WireRequest {
+  try {
+    const request = JSON.parse(data.toString('utf8')) as Partial<WireRequest> | null;
+    if (request !== null && typeof request === 'object' && ['preserve', 'retrieve', 'finish', 'getName'].includes(request.op ?? '')) return request as WireRequest;
+  } catch {
+    // Not JSON: as below.
+  }
+  return { op: 'preserve', token: 'invalid' };
 }
 
 /** Whether memfd_luo would take the file: a shmem memfd (hugetlb memfds are not shmem). */
