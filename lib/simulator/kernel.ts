@@ -3,7 +3,8 @@
  * the device, its sessions and their files, and a "kexec" between two
  * simulated kernels, in this process. What each call answers is what
  * Linux 7.2/7.3 answer (kernel/liveupdate/luo_session.c, luo_file.c,
- * mm/memfd_luo.c; measured in /work LUO-FACTS and the conformance suite):
+ * mm/memfd_luo.c, in the order they check; the conformance suite measured
+ * the same), and test/kernel/differential.test.ts holds it to a real kernel:
  *
  * - a session fd is one end of a SOCK_SEQPACKET socket pair whose other
  *   end the simulator keeps. A session lives while any fd of that end is
