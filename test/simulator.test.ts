@@ -26,6 +26,7 @@ import {
   parsePolicy,
   recvFds,
   sendFds,
+  SessionAlreadyRetrievedError,
   SessionExistsError,
   SessionNotFoundError,
   SessionStateError,
@@ -34,7 +35,8 @@ import {
   UnsupportedFileError,
   type Session,
 } from 'liveupdate';
-import { startSimulatedAgent, type SimulatedAgent } from 'liveupdate/simulator';
+import { SimulatedDevice, startSimulatedAgent, type SimulatedAgent } from 'liveupdate/simulator';
+import { SimulatedLuo } from '../dist/simulator/kernel.js';
 import { openFds } from './helpers/fds.js';
 import { simulatedTranscript } from './kernel/scenarios/differential.js';
 
@@ -251,6 +253,43 @@ it("runs the differential scenario's client to its end, each misuse answered as 
   expect(result(after, 'retrieve the sealed memfd: its seals are back')).toMatchObject({ value: { seals: 15 } });
   expect(result(after, 'retrieve the second file')).toMatchObject({ value: { position: 100 } });
   expect(result(after, 'sessions at the end')).toEqual({ value: [[`diff-${'n'.repeat(58)}`, 'finished'], ['diff-vm1', 'finished']] });
+});
+
+it('the simulated device answers as /dev/liveupdate: one owner, a session retrieved once, a closed incoming session gone, unretrieved files discarded by finish', async () => {
+  const luo = new SimulatedLuo();
+  try {
+    const device = new SimulatedDevice(luo);
+    expect(() => new SimulatedDevice(luo)).toThrow(expect.objectContaining({ constructor: DeviceBusyError, code: 'EBUSY', syscall: 'open' }));
+    const outgoing = device.createSessionSync('s');
+    expect(() => device.createSessionSync('s')).toThrow(SessionExistsError);
+    const ram = memfdOf('kept');
+    outgoing.preserveSync(ram, 1n);
+    const discarded = memfdOf('never retrieved');
+    outgoing.preserveSync(discarded, 2n);
+    fs.closeSync(discarded);
+    device.createSessionSync('closed').closeSync();
+    luo.kexec();
+    outgoing.closeSync();
+    fs.closeSync(ram);
+    // The device of the kernel left is gone with it; this kernel's has no owner yet.
+    expect(() => device.retrieveSessionSync('s')).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    const next = new SimulatedDevice(luo);
+    expect(() => next.retrieveSessionSync('closed')).toThrow(SessionNotFoundError);
+    const incoming = next.retrieveSessionSync('s');
+    expect(() => next.retrieveSessionSync('s')).toThrow(expect.objectContaining({ constructor: SessionAlreadyRetrievedError, code: 'EINVAL' }));
+    const fd = incoming.retrieveSync(1n);
+    expect(contentOf(fd)).toBe('kept');
+    incoming.finishSync();
+    fs.closeSync(fd);
+    incoming.closeSync();
+    luo.settle();
+    expect(() => next.retrieveSessionSync('s')).toThrow(SessionNotFoundError);
+    // An outgoing session of the same name as an incoming one is another list: allowed.
+    next.createSessionSync('s').closeSync();
+    next.closeSync();
+  } finally {
+    luo.close();
+  }
 });
 
 describe('liveupdate agent --simulate, as its own process', () => {
