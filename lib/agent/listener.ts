@@ -470,29 +470,28 @@ function refuseFdPassing(fd: number): void {
 }
 
 /** A wait for `fd` to be readable that may be cancelled any time, also once it is over. */
-interface Wait {
-  /** Resolves (never rejects) when `fd` is readable, hung up, or the wait was cancelled. */
-  readonly settled: Promise<void>;
+export interface Wait {
+  /** Resolves (never rejects): true when `fd` is readable or hung up, false when the wait was cancelled or failed. */
+  readonly settled: Promise<boolean>;
   cancel(): void;
 }
 
-function waitReadable(fd: number): Wait {
+/**
+ * Waits for `fd` to be readable on the event loop (a poll watcher, no
+ * thread, no buffer): what a connection costs while it is quiet.
+ */
+export function waitReadable(fd: number): Wait {
   const pending: Cancellable<boolean> = native.waitReadableAsync(fd);
   const settled = pending.then(
-    () => {},
-    () => {},
+    () => true,
+    () => false,
   );
   return { settled, cancel: () => pending.cancel() };
 }
 
-/** Whether a connection (or EOF) is waiting on `fd`, without waiting. */
-function readableNow(fd: number): boolean {
-  try {
-    return native.waitReadable(fd, 0);
-  } catch (error) {
-    if ((error as { code?: string }).code === 'ETIMEDOUT') return false;
-    throw error;
-  }
+/** Whether a connection, a message or EOF is waiting on `fd`, without waiting. */
+export function readableNow(fd: number): boolean {
+  return native.readableNow(fd);
 }
 
 /** Reads what the peer already sent (unread data would reset the connection before the refusal is read), then closes. */

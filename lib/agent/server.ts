@@ -23,7 +23,7 @@ import { bounded, decodeRequest, encodeReply, jsonBytes, ReplyTooLargeError, typ
 import { Connection, ConnectionState, Notifier } from './connection.js';
 import { closeQuietly, MANIFEST_FDNAME, park, restore, unpark, type RestoredState } from './fdstore.js';
 import { KexecUnderway, StandaloneHost, type AgentHost } from './host.js';
-import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, type ConnectionLimits } from './listener.js';
+import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, readableNow, waitReadable, type ConnectionLimits } from './listener.js';
 import type { Manifest } from './manifest.js';
 import { decideMode, gatherModeFacts, type AgentMode, type ModeDecision, type ModeFacts } from './mode.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
@@ -226,7 +226,7 @@ export class Agent {
     this.#stopping.abort();
     await this.#running?.catch(() => {});
     this.#table.beginStopping();
-    for (const c of this.#connections) c.receiving?.abort();
+    for (const c of this.#connections) c.stopReading?.();
     if (options.park === true) {
       const held = this.#heldManifestSession === null ? [] : [{ fdName: MANIFEST_FDNAME, fd: this.#heldManifestSession.fd }];
       const parked = await park(this.#table.outgoing, [...held, ...this.#host.parkedFds()]);
@@ -328,31 +328,49 @@ export class Agent {
     }
   }
 
-  /** The next request's bytes, or null at EOF. A bad message is answered, then the connection dropped. */
+  /**
+   * The next request's bytes, or null at EOF. A quiet connection waits on
+   * the event loop holding nothing but its poll watcher; the message is
+   * taken once it is there. A bad message is answered, then the connection
+   * dropped; so is a connection let go while it waits (closing, stopping).
+   */
   async #receive(c: Client): Promise<Buffer | null> {
-    const receiving = new AbortController();
-    c.receiving = receiving;
+    // A request already there (a client's next one, sent before the last reply was read) is taken without a watcher.
+    if (readableNow(c.fd)) return this.#take(c);
+    const wait = waitReadable(c.fd);
+    c.stopReading = wait.cancel;
     let helloLate = false;
     const timer = c.greeted
       ? null
       : setTimeout(() => {
           helloLate = true;
-          receiving.abort();
+          wait.cancel();
         }, this.#helloTimeoutMs);
     try {
-      const { data, fds, eof } = await recvFds(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS, signal: receiving.signal });
+      if (!(await wait.settled)) {
+        if (helloLate && !this.#stopped) {
+          await this.#refuse(c, 0, 'agent.hello', 'ERR_LIVEUPDATE_AGENT_PROTOCOL', `no hello within ${this.#helloTimeoutMs} ms`);
+        }
+        throw new DroppedConnection('the connection was let go while it waited for a request');
+      }
+      return await this.#take(c);
+    } finally {
+      c.stopReading = undefined;
+      if (timer !== null) clearTimeout(timer);
+    }
+  }
+
+  /** The message waiting on `c` (its bytes, or null at EOF); one the codec cannot take is answered, then the connection dropped. */
+  async #take(c: Client): Promise<Buffer | null> {
+    try {
+      const { data, fds, eof } = await recvFds(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS });
       fds.forEach(closeQuietly);
       return eof ? null : data;
     } catch (error) {
       if (error instanceof FdPassError) {
         await this.#refuse(c, 0, 'agent.connect', 'ERR_LIVEUPDATE_AGENT_PROTOCOL', error.message);
       }
-      if (helloLate && !this.#stopped) {
-        await this.#refuse(c, 0, 'agent.hello', 'ERR_LIVEUPDATE_AGENT_PROTOCOL', `no hello within ${this.#helloTimeoutMs} ms`);
-      }
       throw error instanceof Error ? error : new Error(String(error));
-    } finally {
-      if (timer !== null) clearTimeout(timer);
     }
   }
 
@@ -402,7 +420,7 @@ export class Agent {
       fd = undefined;
     }
     try {
-      await sendFds(c.fd, fd === undefined ? [] : [fd], bytes, { signal: AbortSignal.timeout(this.#sendTimeoutMs) });
+      await sendFds(c.fd, fd === undefined ? [] : [fd], bytes, { timeout: this.#sendTimeoutMs });
     } catch (error) {
       throw new DroppedConnection(`the reply could not be sent: ${(error as Error).message}`);
     }
