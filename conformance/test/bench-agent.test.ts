@@ -135,9 +135,9 @@ describe('the agent path over boots', () => {
     start: { agent_ms: [60, 66, 63], node_ms: [50, 55, 52], snapshot_ms: [51, 56, 53], build_ms: 900, blob_bytes: 5e6 },
     rss_idle_kib: 50_000,
     claim_path: [
-      { clients: 1, ms: [1, 1, 1], rss_kib: [50_100, 50_100, 50_100] },
-      { clients: 10, ms: [5, 6, 4], rss_kib: [50_200, 50_300, 50_250] },
-      { clients: 1000, ms: [1000, 900, 800], rss_kib: [70_000, 90_000, 80_000] },
+      { clients: 1, ms: [1, 1, 1], agent_cpu_ms: [0.5, 0.5, 0.5], rss_kib: [50_100, 50_100, 50_100] },
+      { clients: 10, ms: [5, 6, 4], agent_cpu_ms: [2, 3, 2], rss_kib: [50_200, 50_300, 50_250] },
+      { clients: 1000, ms: [1000, 900, 800], agent_cpu_ms: [200, 150, 100], rss_kib: [70_000, 90_000, 80_000] },
     ],
   });
 
@@ -198,6 +198,12 @@ describe('the agent path over boots', () => {
       [1000, 900, 900, 80_000],
     ]);
     expect(host.claim_path_growth).toBeCloseTo(900 / 500, 3);
+    // Per client: the agent's CPU (median round, µs) and its RSS over the idle agent (median round, bytes).
+    expect(host.claim_path.map((c) => [c.agent_cpu_us_per_client.value, c.rss_bytes_per_client.value])).toEqual([
+      [500, 100 * 1024],
+      [200, 25 * 1024],
+      [150, (30_000 * 1024) / 1000],
+    ]);
     expect(host.targets.map((t) => [t.limit, t.value])).toEqual([
       [1.2, 1.212],
       [1.2, 1.019],

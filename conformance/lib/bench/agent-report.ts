@@ -238,8 +238,12 @@ export interface ClaimPathResult {
   readonly ms: Figure;
   /** `ms` per client, µs. */
   readonly us_per_client: Figure;
+  /** The agent's CPU time (all its threads) per client, µs: what each client costs it, whatever else runs on the machine. */
+  readonly agent_cpu_us_per_client: Figure;
   /** The agent's resident memory with these clients connected, KiB. */
   readonly rss_kib: Figure;
+  /** Its growth over the idle agent per client connected, bytes. */
+  readonly rss_bytes_per_client: Figure;
   /** Each round's ms. */
   readonly rounds_ms: readonly number[];
 }
@@ -331,7 +335,9 @@ export function agentHostResult(raw: AgentHostRounds): AgentHostResult {
     clients: c.clients,
     ms: figure(c.ms),
     us_per_client: figure(c.ms.map((ms) => (ms * 1000) / c.clients)),
+    agent_cpu_us_per_client: figure(c.agent_cpu_ms.map((ms) => (ms * 1000) / c.clients)),
     rss_kib: figure(c.rss_kib),
+    rss_bytes_per_client: figure(c.rss_kib.map((kib) => ((kib - raw.rss_idle_kib) * 1024) / c.clients)),
     rounds_ms: c.ms.map(round3),
   }));
   const largest = claim_path.at(-1);

@@ -142,6 +142,25 @@ export function residentKib(pid: number | undefined): number {
   return kib;
 }
 
+/**
+ * The CPU time a process has used so far, all its threads, ms: the sum of
+ * /proc/PID/task/TID/schedstat (ns on the CPU). Unlike wall time, it does
+ * not grow when other processes share the machine's cores.
+ */
+export function cpuMs(pid: number | undefined): number {
+  const tasks = `/proc/${String(pid)}/task`;
+  let ns = 0;
+  for (const tid of fs.readdirSync(tasks)) {
+    try {
+      ns += Number(fs.readFileSync(`${tasks}/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // A thread that ended between the listing and the read: its time is gone from every later read too.
+    }
+  }
+  if (!Number.isFinite(ns)) throw new Error(`no schedstat for pid ${String(pid)}`);
+  return ns / 1e6;
+}
+
 /** The three starts, interleaved rounds, ms each. */
 export interface AgentStarts {
   readonly node_ms: number[];
