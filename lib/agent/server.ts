@@ -599,7 +599,9 @@ export class Agent {
 
   /** Logs one event; every text field is cut and cleaned (boundedLogValue), so no peer sizes or forges a log line. */
   #event(event: string, fields: Record<string, JsonValue | undefined> = {}): void {
-    const cut = Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, boundedLogValue(v)]));
-    this.#log({ time: new Date().toISOString(), event, ...cut });
+    // Built in place: several lines per client, each once (no entries arrays, no second object).
+    const line: AgentEvent = { time: new Date().toISOString(), event };
+    for (const key of Object.keys(fields)) line[key] = boundedLogValue(fields[key]);
+    this.#log(line);
   }
 }
