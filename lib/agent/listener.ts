@@ -2,9 +2,10 @@
  * The agent's listening socket and its connection limits (AGENT-PROTOCOL.md,
  * "Limits: connections and the socket"). It makes the socket without ever
  * following a link another user could plant, refuses a socket path another
- * agent still serves without blocking on it, accepts every connection at
- * once, and admits a connection only within the caps: so many per uid, so
- * many in all, some always kept for root. A peer the policy refuses, or one
+ * agent still serves without blocking on it, accepts connections in
+ * batches per turn of the event loop (the kernel's backlog, SOMAXCONN,
+ * holding a burst meanwhile), and admits a connection only within the caps:
+ * so many per uid, so many in all, some always kept for root. A peer the policy refuses, or one
  * over a cap, is answered and closed at once instead of being held.
  */
 import * as fs from 'node:fs';
