@@ -185,10 +185,18 @@ export class Listener<P extends { readonly uid: number }> {
       return;
     }
     this.#count(peer.uid, +1);
-    handler
-      .serve(fd, peer)
-      .catch((error: unknown) => handler.event('serve-failed', { message: (error as Error).message }))
-      .finally(() => this.#count(peer.uid, -1));
+    void this.#serveCounted(fd, peer, handler);
+  }
+
+  /** Serves an admitted connection; it counts against its uid until it is closed. (One async frame per connection, not a chain of Promises and closures.) */
+  async #serveCounted(fd: number, peer: P, handler: ConnectionHandler<P>): Promise<void> {
+    try {
+      await handler.serve(fd, peer);
+    } catch (error) {
+      handler.event('serve-failed', { message: (error as Error).message });
+    } finally {
+      this.#count(peer.uid, -1);
+    }
   }
 
   /** Why one more connection of `uid` is over a cap, or null. Root counts only against `total`. */
@@ -483,12 +491,11 @@ export interface Wait {
  */
 export function waitReadable(fd: number): Wait {
   const pending: Cancellable<boolean> = native.waitReadableAsync(fd);
-  const settled = pending.then(
-    () => true,
-    () => false,
-  );
-  return { settled, cancel: () => pending.cancel() };
+  return { settled: pending.then(readable, notReadable), cancel: () => pending.cancel() };
 }
+
+const readable = (): boolean => true;
+const notReadable = (): boolean => false;
 
 /** Whether a connection, a message or EOF is waiting on `fd`, without waiting. */
 export function readableNow(fd: number): boolean {
