@@ -35,6 +35,7 @@ function stageValue(stage: number, counts: readonly number[], slow = 0): JsonVal
             init_to_first_connect_ms: 9100 + slow,
             init_to_all_hold_fds_ms: 9100 + 50 * claimed + slow,
             claim_ms: 50 * claimed,
+            agent_cpu_ms: 20 * claimed,
             all_hold_fds_mono_ms: init + 9100 + 50 * claimed + slow,
             frozen_at_wall_ms: wallAtZero(stage - 1) + FROZEN_MONO,
             first_open_at_wall_ms: wallAtZero(stage) + 3000,
@@ -158,6 +159,11 @@ describe('the agent path over boots', () => {
       // The claim phase took the same in every boot: an interval of one point.
       expect(a.claim_ms_ci95).toEqual([a.claim_ms, a.claim_ms]);
     }
+    // The agent's CPU over each claim phase: the same in every boot.
+    expect(r.after_kexec.map((a) => [a.agent_cpu_ms, a.agent_cpu_ms_ci95])).toEqual([
+      [20, [20, 20]],
+      [200, [200, 200]],
+    ]);
     expect(r.preserve.map((p) => [p.clients, p.requests, p.ms])).toEqual([
       [1, 3, 130],
       [10, 30, 1030],
