@@ -83,6 +83,8 @@ export type FdPassBinding = {
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number | Cancellable<NativeRecvResult>;
   waitReadable(fd: number, timeoutMs: number): boolean;
   waitReadableAsync(fd: number): Cancellable<boolean>;
+  /** Whether a message, a connection or EOF waits on `fd`, without waiting (POLLNVAL counts: the next call on it says why). */
+  readableNow(fd: number): boolean;
   readonly SOCK_STREAM: number;
   readonly SOCK_DGRAM: number;
   readonly SOCK_SEQPACKET: number;

@@ -147,7 +147,9 @@ int unix_bind(int type, const std::string& path) {
   UniqueFd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return -errno;
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0) return -errno;
-  if (type != SOCK_DGRAM && ::listen(fd.get(), 16) < 0) return -errno;
+  // The kernel's own bound (net.core.somaxconn): a burst of clients connecting
+  // at once waits in the queue instead of blocking in connect().
+  if (type != SOCK_DGRAM && ::listen(fd.get(), SOMAXCONN) < 0) return -errno;
   return fd.release();
 }
 

@@ -762,6 +762,15 @@ void ExportOps(Napi::Env env, Napi::Object exports) {
     int fd = ArgFd(info, 0, "fd");
     return PollOp::Run(info.Env(), std::make_unique<WaitWork>(DupArg(info.Env(), fd)));
   });
+  // readableNow(fd): whether a message, a connection or EOF waits on `fd`,
+  // without waiting. "Not yet" is an answer, not an error: a server asks
+  // this once per request and per accept.
+  ExportFunction(env, exports, "readableNow", [](const Napi::CallbackInfo& info) {
+    int fd = ArgFd(info, 0, "fd");
+    int revents = wait_fd(fd, POLLIN, 0);
+    if (revents < 0) throw ErrnoError(info.Env(), -revents, "poll");
+    return Napi::Boolean::New(info.Env(), revents != 0);
+  });
 }
 
 // ---- small socket helpers (ExportCall: sync + Async) ------------------------

@@ -35,6 +35,7 @@ function stageValue(stage: number, counts: readonly number[], slow = 0): JsonVal
             init_to_first_connect_ms: 9100 + slow,
             init_to_all_hold_fds_ms: 9100 + 50 * claimed + slow,
             claim_ms: 50 * claimed,
+            agent_cpu_ms: 20 * claimed,
             all_hold_fds_mono_ms: init + 9100 + 50 * claimed + slow,
             frozen_at_wall_ms: wallAtZero(stage - 1) + FROZEN_MONO,
             first_open_at_wall_ms: wallAtZero(stage) + 3000,
@@ -135,9 +136,9 @@ describe('the agent path over boots', () => {
     start: { agent_ms: [60, 66, 63], node_ms: [50, 55, 52], snapshot_ms: [51, 56, 53], build_ms: 900, blob_bytes: 5e6 },
     rss_idle_kib: 50_000,
     claim_path: [
-      { clients: 1, ms: [1, 1, 1], rss_kib: [50_100, 50_100, 50_100] },
-      { clients: 10, ms: [5, 6, 4], rss_kib: [50_200, 50_300, 50_250] },
-      { clients: 1000, ms: [1000, 900, 800], rss_kib: [70_000, 90_000, 80_000] },
+      { clients: 1, ms: [1, 1, 1], agent_cpu_ms: [0.5, 0.5, 0.5], rss_kib: [50_100, 50_100, 50_100] },
+      { clients: 10, ms: [5, 6, 4], agent_cpu_ms: [2, 3, 2], rss_kib: [50_200, 50_300, 50_250] },
+      { clients: 1000, ms: [1000, 900, 800], agent_cpu_ms: [200, 150, 100], rss_kib: [70_000, 90_000, 80_000] },
     ],
   });
 
@@ -158,6 +159,11 @@ describe('the agent path over boots', () => {
       // The claim phase took the same in every boot: an interval of one point.
       expect(a.claim_ms_ci95).toEqual([a.claim_ms, a.claim_ms]);
     }
+    // The agent's CPU over each claim phase: the same in every boot.
+    expect(r.after_kexec.map((a) => [a.agent_cpu_ms, a.agent_cpu_ms_ci95])).toEqual([
+      [20, [20, 20]],
+      [200, [200, 200]],
+    ]);
     expect(r.preserve.map((p) => [p.clients, p.requests, p.ms])).toEqual([
       [1, 3, 130],
       [10, 30, 1030],
@@ -198,6 +204,12 @@ describe('the agent path over boots', () => {
       [1000, 900, 900, 80_000],
     ]);
     expect(host.claim_path_growth).toBeCloseTo(900 / 500, 3);
+    // Per client: the agent's CPU (median round, µs) and its RSS over the idle agent (median round, bytes).
+    expect(host.claim_path.map((c) => [c.agent_cpu_us_per_client.value, c.rss_bytes_per_client.value])).toEqual([
+      [500, 100 * 1024],
+      [200, 25 * 1024],
+      [150, (30_000 * 1024) / 1000],
+    ]);
     expect(host.targets.map((t) => [t.limit, t.value])).toEqual([
       [1.2, 1.212],
       [1.2, 1.019],

@@ -18,7 +18,7 @@ import { readPolicy, type Policy } from './policy.js';
 import { printable } from './names.js';
 import type { KernelPreflight } from '../kernel-image.js';
 import { DEFAULT_SOCKET, type SessionInfo, type UpdateCheck, type UpdateRequest } from './protocol.js';
-import { Agent, MANIFEST_FDNAME, STATE_FDNAME, updateChecks, type AgentEvent, type RestoredState } from './server.js';
+import { Agent, MANIFEST_FDNAME, STATE_FDNAME, tuneHeapForConnections, updateChecks, type AgentEvent, type RestoredState } from './server.js';
 
 /** Exit statuses of the agent's commands beyond the table's 0, 1 and 2. */
 export const EXIT = {
@@ -121,10 +121,19 @@ async function runAgent(values: OptionValues): Promise<number> {
   const policy = policyFile === undefined ? undefined : readPolicy(policyFile);
   const passed = fromSystemd();
   let agent: Pick<Agent, 'socketPath' | 'mode' | 'statusLine' | 'stop'> | undefined;
-  const log = (event: AgentEvent): void => {
-    jsonLine(event);
+  // STATUS= once per turn of the event loop, not once per event: a burst of clients logs thousands.
+  let statusDue = false;
+  const sendStatus = (): void => {
+    statusDue = false;
     if (agent !== undefined) void notify({ STATUS: agent.statusLine() }).catch(() => {});
   };
+  const log = (event: AgentEvent): void => {
+    jsonLine(event);
+    if (agent === undefined || statusDue) return;
+    statusDue = true;
+    setImmediate(sendStatus);
+  };
+  tuneHeapForConnections();
   // The handlers come before the start: a SIGTERM just after `listening` must stop the agent cleanly, not kill it.
   let received: string | null = null;
   let onSignal = (signal: string): void => {

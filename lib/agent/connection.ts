@@ -80,8 +80,8 @@ export class Connection<H extends Held = Held> {
   unsentAnnouncements = 0;
   /** Outgoing sessions this client created or re-attached to. */
   readonly holds = new Set<H>();
-  /** The receive in progress, aborted to drop the connection. */
-  receiving: AbortController | undefined;
+  /** Cancels the wait for its next request: what drops the connection while it is quiet. */
+  stopReading: (() => void) | undefined;
 
   /**
    * @param id - The agent's number for it (in its log and in `holder`).
@@ -131,7 +131,7 @@ export class Connection<H extends Held = Held> {
     if (event === 'close' && this.#state === Preparing) this.#leftWhilePreparing = true;
     if (event === 'subscribe') this.#subscribed = true;
     this.#state = next;
-    if (event === 'close') this.receiving?.abort();
+    if (event === 'close') this.stopReading?.();
     this.changes.notify();
   }
 }

@@ -2,9 +2,10 @@
  * The agent's listening socket and its connection limits (AGENT-PROTOCOL.md,
  * "Limits: connections and the socket"). It makes the socket without ever
  * following a link another user could plant, refuses a socket path another
- * agent still serves without blocking on it, accepts every connection at
- * once, and admits a connection only within the caps: so many per uid, so
- * many in all, some always kept for root. A peer the policy refuses, or one
+ * agent still serves without blocking on it, accepts connections in
+ * batches per turn of the event loop (the kernel's backlog, SOMAXCONN,
+ * holding a burst meanwhile), and admits a connection only within the caps:
+ * so many per uid, so many in all, some always kept for root. A peer the policy refuses, or one
  * over a cap, is answered and closed at once instead of being held.
  */
 import * as fs from 'node:fs';
@@ -184,10 +185,18 @@ export class Listener<P extends { readonly uid: number }> {
       return;
     }
     this.#count(peer.uid, +1);
-    handler
-      .serve(fd, peer)
-      .catch((error: unknown) => handler.event('serve-failed', { message: (error as Error).message }))
-      .finally(() => this.#count(peer.uid, -1));
+    void this.#serveCounted(fd, peer, handler);
+  }
+
+  /** Serves an admitted connection; it counts against its uid until it is closed. (One async frame per connection, not a chain of Promises and closures.) */
+  async #serveCounted(fd: number, peer: P, handler: ConnectionHandler<P>): Promise<void> {
+    try {
+      await handler.serve(fd, peer);
+    } catch (error) {
+      handler.event('serve-failed', { message: (error as Error).message });
+    } finally {
+      this.#count(peer.uid, -1);
+    }
   }
 
   /** Why one more connection of `uid` is over a cap, or null. Root counts only against `total`. */
@@ -470,29 +479,27 @@ function refuseFdPassing(fd: number): void {
 }
 
 /** A wait for `fd` to be readable that may be cancelled any time, also once it is over. */
-interface Wait {
-  /** Resolves (never rejects) when `fd` is readable, hung up, or the wait was cancelled. */
-  readonly settled: Promise<void>;
+export interface Wait {
+  /** Resolves (never rejects): true when `fd` is readable or hung up, false when the wait was cancelled or failed. */
+  readonly settled: Promise<boolean>;
   cancel(): void;
 }
 
-function waitReadable(fd: number): Wait {
+/**
+ * Waits for `fd` to be readable on the event loop (a poll watcher, no
+ * thread, no buffer): what a connection costs while it is quiet.
+ */
+export function waitReadable(fd: number): Wait {
   const pending: Cancellable<boolean> = native.waitReadableAsync(fd);
-  const settled = pending.then(
-    () => {},
-    () => {},
-  );
-  return { settled, cancel: () => pending.cancel() };
+  return { settled: pending.then(readable, notReadable), cancel: () => pending.cancel() };
 }
 
-/** Whether a connection, a message or EOF is waiting on `fd`, without waiting. @internal */
+const readable = (): boolean => true;
+const notReadable = (): boolean => false;
+
+/** Whether a connection, a message or EOF is waiting on `fd`, without waiting. */
 export function readableNow(fd: number): boolean {
-  try {
-    return native.waitReadable(fd, 0);
-  } catch (error) {
-    if ((error as { code?: string }).code === 'ETIMEDOUT') return false;
-    throw error;
-  }
+  return native.readableNow(fd);
 }
 
 /** Reads what the peer already sent (unread data would reset the connection before the refusal is read), then closes. */

@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { AgentUnavailableError, type AgentClient } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
 import { cliModule } from '../harness/cli.js';
-import { agentStarts, residentKib, type AgentStarts } from './agent-snapshot.js';
+import { agentStarts, cpuMs, residentKib, type AgentStarts } from './agent-snapshot.js';
 
 /** Sizes of the host load. */
 export interface AgentHostParams {
@@ -41,10 +41,11 @@ export interface AgentHostParams {
 export const AGENT_HOST_FULL: AgentHostParams = { clients: 100, iterations: 10, rounds: 11, warmup: 2, startRounds: 11, claimCounts: [1, 10, 100, 1000], claimRounds: 7 };
 export const AGENT_HOST_QUICK: AgentHostParams = { clients: 10, iterations: 20, rounds: 7, warmup: 2, startRounds: 5, claimCounts: [1, 10, 100, 1000], claimRounds: 3 };
 
-/** The claim path for one count, raw: each round's wall time (ms) and the agent's RSS with the clients connected (KiB). */
+/** The claim path for one count, raw: each round's wall time (ms), the agent's CPU time in it (ms) and its RSS with the clients connected (KiB). */
 export interface ClaimPathRounds {
   readonly clients: number;
   readonly ms: number[];
+  readonly agent_cpu_ms: number[];
   readonly rss_kib: number[];
 }
 
@@ -93,7 +94,8 @@ export async function runAgentHost(params: AgentHostParams, progress: (line: str
  * device) where one with a device would call RETRIEVE_SESSION. Any other
  * answer breaks the measure.
  */
-async function claimUpToDevice(agent: AgentProcess, count: number): Promise<{ ms: number; clients: AgentClient[] }> {
+async function claimUpToDevice(agent: AgentProcess, count: number): Promise<{ ms: number; agentCpuMs: number; clients: AgentClient[] }> {
+  const cpuBefore = cpuMs(agent.child.pid);
   const started = performance.now();
   const clients = await Promise.all(
     Array.from({ length: count }, async (_, i) => {
@@ -107,7 +109,7 @@ async function claimUpToDevice(agent: AgentProcess, count: number): Promise<{ ms
       throw new Error('the agent without a device handed a session back');
     }),
   );
-  return { ms: performance.now() - started, clients };
+  return { ms: performance.now() - started, agentCpuMs: cpuMs(agent.child.pid) - cpuBefore, clients };
 }
 
 /** Rounds of the claim path per count, with the agent's RSS while the clients are connected. */
@@ -115,10 +117,11 @@ async function measureClaimPath(agent: AgentProcess, params: AgentHostParams, pr
   progress(`host: the claim path up to the device call for ${params.claimCounts.join(', ')} clients at once, ${params.claimRounds} rounds each`);
   const out: ClaimPathRounds[] = [];
   for (const count of params.claimCounts) {
-    const rounds: ClaimPathRounds = { clients: count, ms: [], rss_kib: [] };
+    const rounds: ClaimPathRounds = { clients: count, ms: [], agent_cpu_ms: [], rss_kib: [] };
     for (let r = 0; r < params.claimRounds; r++) {
-      const { ms, clients } = await claimUpToDevice(agent, count);
+      const { ms, agentCpuMs, clients } = await claimUpToDevice(agent, count);
       rounds.ms.push(ms);
+      rounds.agent_cpu_ms.push(agentCpuMs);
       rounds.rss_kib.push(residentKib(agent.child.pid));
       await Promise.all(clients.map((c) => c.close()));
     }

@@ -34,6 +34,8 @@ export interface AgentAfterKexec {
   readonly init_to_all_hold_fds_ms: number;
   /** The claim phase alone: the clients' first connect to the last fd. */
   readonly claim_ms: number;
+  /** The agent's CPU time (all its threads) over the claim phase, ms: not inflated by what else shares the machine. */
+  readonly agent_cpu_ms: number;
   /**
    * The whole blackout on the host's clock, from the agent sealing its
    * manifest in the old kernel (`frozenAt`): to the old kernel's last line
@@ -181,6 +183,7 @@ export function agentBoot(stageValue: (stage: number) => JsonValue | undefined, 
         init_to_agent_answering_ms: round3(numberAt(read, 'init_to_agent_answering_ms', where)),
         init_to_all_hold_fds_ms: round3(num('init_to_all_hold_fds_ms')),
         claim_ms: round3(num('claim_ms')),
+        agent_cpu_ms: round3(num('agent_cpu_ms')),
         ...onHostClock(arrivals, stage, { frozenWall: num('frozen_at_wall_ms'), initMono: numberAt(read, 'kernel_to_init_ms', where), answeringMono: numberAt(read, 'agent_answering_mono_ms', where), allHoldMono: num('all_hold_fds_mono_ms') }),
       });
     }
@@ -238,8 +241,12 @@ export interface ClaimPathResult {
   readonly ms: Figure;
   /** `ms` per client, µs. */
   readonly us_per_client: Figure;
+  /** The agent's CPU time (all its threads) per client, µs: what each client costs it, whatever else runs on the machine. */
+  readonly agent_cpu_us_per_client: Figure;
   /** The agent's resident memory with these clients connected, KiB. */
   readonly rss_kib: Figure;
+  /** Its growth over the idle agent per client connected, bytes. */
+  readonly rss_bytes_per_client: Figure;
   /** Each round's ms. */
   readonly rounds_ms: readonly number[];
 }
@@ -287,6 +294,7 @@ const TIMINGS = [
   'init_to_agent_answering_ms',
   'init_to_all_hold_fds_ms',
   'claim_ms',
+  'agent_cpu_ms',
   'frozen_to_kexec_line_ms',
   'frozen_to_kernel_up_ms',
   'frozen_to_init_ms',
@@ -331,7 +339,9 @@ export function agentHostResult(raw: AgentHostRounds): AgentHostResult {
     clients: c.clients,
     ms: figure(c.ms),
     us_per_client: figure(c.ms.map((ms) => (ms * 1000) / c.clients)),
+    agent_cpu_us_per_client: figure(c.agent_cpu_ms.map((ms) => (ms * 1000) / c.clients)),
     rss_kib: figure(c.rss_kib),
+    rss_bytes_per_client: figure(c.rss_kib.map((kib) => ((kib - raw.rss_idle_kib) * 1024) / c.clients)),
     rounds_ms: c.ms.map(round3),
   }));
   const largest = claim_path.at(-1);
@@ -359,6 +369,7 @@ export const AGENT_CLOCKS = {
   kernel_to_: "the new kernel's CLOCK_MONOTONIC (the pid 1 task's start in clock ticks of 10 ms; node's time origin in pid 1, 1 µs)",
   init_to_: "the new kernel's CLOCK_MONOTONIC (process.hrtime in pid 1, 1 ns), from /init (node's time origin in pid 1)",
   claim_ms: "the new kernel's CLOCK_MONOTONIC (process.hrtime in pid 1, 1 ns)",
+  agent_cpu_ms: "the agent's CPU time, all its threads (/proc/PID/task/*/schedstat, 1 ns)",
   frozen_to_: HOST_CLOCK_NOTE,
   clock_: "the host clock: the spread of each kernel's clock samples",
   init_line_to_node_origin_ms: HOST_CLOCK_NOTE,

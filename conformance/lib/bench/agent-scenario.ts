@@ -33,7 +33,7 @@ import * as path from 'node:path';
 import { memfd, type AgentClient, type Session } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
 import { cliModule, runCli } from '../harness/cli.js';
-import { agentStarts, residentKib } from './agent-snapshot.js';
+import { agentStarts, cpuMs, residentKib } from './agent-snapshot.js';
 import { reportClockSamples } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
@@ -137,8 +137,9 @@ interface Claimed {
  * checks its bytes and releases the session, so nothing waits into the
  * next kernel.
  */
-async function claimClients(ctx: StageContext, agent: AgentProcess, count: number): Promise<{ started: number; last: number; held: number; frozenAt: number | null; firstOpenAt: number | null }> {
+async function claimClients(ctx: StageContext, agent: AgentProcess, count: number): Promise<{ started: number; last: number; agentCpuMs: number; held: number; frozenAt: number | null; firstOpenAt: number | null }> {
   const stage = ctx.stage - 1;
+  const cpuBefore = cpuMs(agent.child.pid);
   const started = nowMs();
   const claimed = await Promise.all(
     range(count).map(async (i): Promise<Claimed> => {
@@ -149,6 +150,8 @@ async function claimClients(ctx: StageContext, agent: AgentProcess, count: numbe
     }),
   );
   const last = Math.max(...claimed.map((c) => c.at));
+  // The agent's CPU time over the claim phase: what the clients cost it, however the emulated CPUs are shared.
+  const agentCpuMs = cpuMs(agent.child.pid) - cpuBefore;
   let held = 0;
   for (const [i, c] of claimed.entries()) {
     if (fs.readFileSync(`/proc/self/fd/${c.fd}`, 'latin1') === contentOf(stage, i)) held++;
@@ -158,7 +161,7 @@ async function claimClients(ctx: StageContext, agent: AgentProcess, count: numbe
     await c.client.close();
   }
   ctx.equal(`every one of the ${count} client(s) holds its own bytes again`, held, count);
-  return { started, last, held, ...(await updateTimes(agent)) };
+  return { started, last, agentCpuMs, held, ...(await updateTimes(agent)) };
 }
 
 /** The agent's instants of the update (wall clocks: `frozenAt` the old kernel's, `firstOpenAt` this one's), asked after the timed part. */
@@ -223,6 +226,7 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
               init_to_first_connect_ms: since(claims.started),
               init_to_all_hold_fds_ms: since(claims.last),
               claim_ms: claims.last - claims.started,
+              agent_cpu_ms: claims.agentCpuMs,
               all_hold_fds_mono_ms: claims.last,
               frozen_at_wall_ms: claims.frozenAt,
               first_open_at_wall_ms: claims.firstOpenAt,

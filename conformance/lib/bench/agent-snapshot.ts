@@ -142,6 +142,40 @@ export function residentKib(pid: number | undefined): number {
   return kib;
 }
 
+/** USER_HZ: the unit of /proc/PID/stat's times, 100 on every Linux ABI node runs on. */
+const USER_HZ = 100;
+
+/**
+ * The CPU time a process has used so far, all its threads, ms. Unlike wall
+ * time, it does not grow when other processes share the machine's cores.
+ * From /proc/PID/task/TID/schedstat (ns) where the kernel keeps it
+ * (CONFIG_SCHED_INFO), else from /proc/PID/stat's utime + stime (10 ms
+ * steps: the test bed's small guest kernels).
+ */
+export function cpuMs(pid: number | undefined): number {
+  const tasks = `/proc/${String(pid)}/task`;
+  let ns = 0;
+  for (const tid of fs.readdirSync(tasks)) {
+    try {
+      ns += Number(fs.readFileSync(`${tasks}/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(`${tasks}/${tid}`)) continue; // that thread ended meanwhile
+      return statCpuMs(pid);
+    }
+  }
+  if (!Number.isFinite(ns)) throw new Error(`no schedstat for pid ${String(pid)}`);
+  return ns / 1e6;
+}
+
+/** utime + stime of /proc/PID/stat (fields 14 and 15), ms. */
+function statCpuMs(pid: number | undefined): number {
+  const stat = fs.readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd on
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  if (!Number.isSafeInteger(ticks)) throw new Error(`no CPU times in /proc/${String(pid)}/stat: ${stat}`);
+  return (ticks * 1000) / USER_HZ;
+}
+
 /** The three starts, interleaved rounds, ms each. */
 export interface AgentStarts {
   readonly node_ms: number[];

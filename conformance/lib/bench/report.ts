@@ -445,7 +445,7 @@ function startLine(where: string, st: StartFigures): string {
 }
 
 function agentHostLine(h: AgentHostResult): string {
-  const claims = h.claim_path.map((c) => `${c.clients}: ${fmt(c.ms.value, 1)} ms ${ci(c.ms.ci95, 1)}, ${fmt(c.us_per_client.value, 0)} µs/client, RSS ${fmt(c.rss_kib.value / 1024, 1)} MiB`);
+  const claims = h.claim_path.map((c) => `${c.clients}: ${fmt(c.ms.value, 1)} ms ${ci(c.ms.ci95, 1)}, ${fmt(c.us_per_client.value, 0)} µs/client (agent CPU ${fmt(c.agent_cpu_us_per_client.value, 0)} µs/client), RSS ${fmt(c.rss_kib.value / 1024, 1)} MiB (${fmt(c.rss_bytes_per_client.value / 1024, 1)} KiB/client)`);
   return [
     `host, no LUO: the agent process served ${h.clients} clients (ready + sessions) at ${fmt(h.requests_per_s, 0)} requests/s ${ci(h.requests_per_s_ci95, 0)} (median of ${h.rounds} rounds after ${h.warmup} warm-up)`,
     startLine(`on the host, median of ${h.startRounds} interleaved rounds`, h.start),

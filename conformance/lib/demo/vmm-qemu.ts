@@ -86,9 +86,7 @@ export async function runVmmQemu(options: VmmQemuOptions): Promise<VmmQemuRun> {
     scenarios: [path.join(packageRoot(), 'dist', 'demo', 'vmm-qemu-scenario.js')],
     systemdImage: options.image.path,
     files: qemuVmmFiles(),
-    // no_timer_check: under emulation on a busy host the new kernel's IO-APIC timer check can miss its
-    // interrupt and panic ("IO-APIC + timer doesn't work!", seen after the agent's kexec here).
-    cmdline: `${VMM_MIB_PARAM}=${options.mib ?? DEFAULT_VMM_MIB} no_timer_check`,
+    cmdline: `${VMM_MIB_PARAM}=${options.mib ?? DEFAULT_VMM_MIB}`,
     timeoutMs: options.timeoutMs ?? 900_000,
     onProgress: false,
     onRecord,

@@ -314,8 +314,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           files: { ...files, ...targetConfig(options.kernels.target, targetRelease), ...options.files },
           memory: options.memory ?? '1536M',
           cpus: options.cpus ?? 1,
-          // no_timer_check: a loaded machine's TCG guest may miss the boot's IO-APIC timer test and panic.
-          cmdline: `${GUEST_IP} net.ifnames=0 no_timer_check systemd.hostname=${hostName}`,
+          cmdline: `${GUEST_IP} net.ifnames=0 systemd.hostname=${hostName}`,
           qemuArgs: ['-nic', `user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:${port}-:22`],
           timeoutMs: options.timeoutMs ?? 1_800_000,
           signal: abort.signal,
