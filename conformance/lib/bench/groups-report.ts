@@ -1,0 +1,131 @@
+/**
+ * The opt-in groups as BENCHMARKS.md sections (and the table `npm run
+ * bench` prints): every figure a median with its 95% interval and the
+ * number of samples it rests on, each section saying when, on what and at
+ * what load its group ran. Pure.
+ * @internal
+ */
+import type { FleetRolloutResult } from './fleet-rollout.js';
+import type { GroupResults, WithRun } from './groups.js';
+import { spanText, type GroupRun, type SpanEstimate } from './intervals.js';
+import type { SystemdBlackoutResult } from './systemd-blackout.js';
+import type { VmmDowntimeResult, VmmPathResult } from './vmm-downtime.js';
+
+const row = (cells: readonly string[]): string => `| ${cells.join(' | ')} |`;
+const rule = (columns: number): string => `|${'---|'.repeat(columns)}`;
+
+/** The line saying where a group's figures come from. */
+export function runLine(run: GroupRun, samples: string): string {
+  return `Run of ${run.date} (commit ${run.commit}), kernel ${run.kernel}, ${samples}; it took ${Math.round(run.elapsed_s / 60)} min. Load average (1 min) at its start and end: ${run.loadavg.start.toFixed(2)} and ${run.loadavg.end.toFixed(2)} on ${run.loadavg.nproc} cores${run.loadavg.start > run.loadavg.nproc / 2 || run.loadavg.end > run.loadavg.nproc / 2 ? ': the machine was shared with other work, which stretches every figure' : ''}.`;
+}
+
+/** A table whose rows are spans and whose columns are sets of the same spans. */
+function spanTable(head: string, columns: ReadonlyArray<{ readonly title: string; readonly spans: readonly SpanEstimate[] }>, bold: (name: string) => boolean = (n) => n.startsWith('total')): string {
+  const names = columns[0]?.spans.map((s) => s.name) ?? [];
+  return [
+    row([head, ...columns.map((c) => c.title)]),
+    rule(columns.length + 1),
+    ...names.map((name, i) => {
+      const cells = columns.map((c) => spanText(c.spans[i]!));
+      return bold(name) ? row([`**${name}**`, ...cells.map((c) => `**${c}**`)]) : row([name, ...cells]);
+    }),
+  ].join('\n');
+}
+
+/** "Blackout on a systemd host": the same client work with the systemd path and the standalone agent. */
+export function systemdSection(g: WithRun<SystemdBlackoutResult>): string {
+  const boots = g.hosts.map((h) => `${h.boots} ${h.host}`).join(' and ');
+  return [
+    '## Blackout on a systemd host',
+    '',
+    `The same client work on the same kernel: the agent, ${g.clients} clients of two uids each preserving a ${g.client_mib} MiB memfd through it, \`liveupdate update\`, and each client claiming and retrieving its memory in the new kernel (the demo's). **standalone**: the test bed's initramfs, the agent as the runner's child, its own \`reboot(KEXEC)\`. **systemd**: the systemd image (systemd 262 as PID 1), the agent as a unit in its systemd mode, the orderly \`systemctl kexec\` (every unit stopped, the agent's sessions parked in its fd store, PID 1 retrieving them and handing them back through \`LISTEN_FDS\`). Instants on the host's clock (\`conformance/lib/vm/clock.ts\`: the kernel's console lines as stamped on arrival, the agent's instants placed through each kernel's quickest clock sample), ms from the agent sealing its manifest.`,
+    '',
+    runLine(g.run, `${boots} boots, the two paths alternating`),
+    '',
+    spanTable('ms, median [95% interval] (boots)', g.hosts.map((h) => ({ title: h.host, spans: h.spans }))),
+    '',
+  ].join('\n');
+}
+
+/** "Where the time goes" for the blackout: the kernel's part, node's start, the package's part. */
+export function whereSection(g: WithRun<SystemdBlackoutResult>): string {
+  return [
+    '## Where the time goes',
+    '',
+    "The blackouts above in three parts: the kernel's (from the old kernel's last line to the new one running /init), user space until the agent answers (with node's own start, `node -e 0` timed in the same new kernel, as its floor), and the package's (the agent back on the device to the last client holding its memory: the manifest served, the claims, the retrieves). Under systemd, user space before the agent also holds PID 1's boot to the agent's unit and its retrieval of the parked sessions.",
+    '',
+    [
+      row(['ms, median [95% interval] (boots)', ...g.hosts.map((h) => h.host)]),
+      rule(g.hosts.length + 1),
+      ...(g.hosts[0]?.where ?? []).map((s, i) => row([s.name, ...g.hosts.map((h) => spanText(h.where[i]!))])),
+      row(["node's start alone (`node -e 0` in the new kernel)", ...g.hosts.map((h) => spanText(h.node_floor))]),
+    ].join('\n'),
+    '',
+  ].join('\n');
+}
+
+function vmmColumn(p: VmmPathResult): { title: string; spans: readonly SpanEstimate[] } {
+  return { title: `${p.mib >= 1024 ? `${p.mib / 1024} GiB` : `${p.mib} MiB`}`, spans: p.spans };
+}
+
+/** "A real VMM's downtime": the resumed guest at two RAM sizes, against a cold restart. */
+export function vmmSection(g: WithRun<VmmDowntimeResult>): string {
+  const resumed = g.paths.filter((p) => p.path === 'resumed');
+  const cold = g.paths.filter((p) => p.path === 'cold');
+  const states = resumed.map((p) => `${vmmColumn(p).title}: ${[...new Set(p.state_bytes)].join(', ')} bytes`).join('; ');
+  return [
+    "## A real VMM's downtime",
+    '',
+    `The counter guest under QEMU (${g.qemu}, ${g.method}; TCG inside the TCG test VM) driven by the example orchestrator of \`examples/qemu-vmm/\`, as \`npm run demo -- --vmm qemu\` runs it on the systemd image: on the agent's \`prepare\` it stops the guest, migrates the device state (not RAM: it lives in a preserved memfd) into a second memfd, preserves it and says ready; after the kexec it claims both, starts QEMU with \`-incoming defer\`, loads the state and \`cont\`s. Host clock, ms from the stop. Device state per boot: ${states}: RAM is not copied, so the state and its parts do not grow with RAM.`,
+    '',
+    runLine(g.run, `${resumed.map((p) => `${p.boots} boots at ${vmmColumn(p).title}`).join(', ')}, ${cold.map((p) => `${p.boots} cold restarts at ${p.mib} MiB`).join('')}`),
+    '',
+    spanTable('resumed: ms, median [95% interval] (boots)', resumed.map(vmmColumn)),
+    '',
+    ...cold.map((p) => [`The same guest restarted cold instead (QEMU killed at the stop, booted again after the kexec: the guest's state is lost and it counts from its boot again), ${p.mib} MiB:`, '', spanTable('cold restart: ms, median [95% interval] (boots)', [vmmColumn(p)]), ''].join('\n')),
+    "Anchors (quoted, not measured here): Cloud Hypervisor's local upgrade with fd passing, 50 ms against 3000 ms for a 4 GiB VM; Google's OrphanVM goal, under 100 ms; GCE live migration, 50 ms median blackout. Ours runs under double emulation (QEMU TCG inside a QEMU TCG guest) on a shared machine, so the figures here are for the shape (what grows with RAM, what the kernel's boot costs), not the absolute.",
+    '',
+  ].join('\n');
+}
+
+/** "A fleet rollout": time per host and for the fleet, blackout per host. */
+export function fleetSection(g: WithRun<FleetRolloutResult>): string {
+  const s = (ms: number | null): string => (ms === null ? '?' : `${(ms / 1000).toFixed(1)} s`);
+  return [
+    '## A fleet rollout',
+    '',
+    `One real rollout by Debian's \`ansible-playbook\` (\`examples/ansible/rollout.yml\`, serial 1, max_fail_percentage 0) over ${g.hosts} guests of the systemd image (QEMU TCG, each with sshd on a loopback port, the agent as a unit and one VMM-like client holding its memory through it), from the oldest test kernel to the newest; the hosts of the run are the samples. Time per host: the role on that host from its start to its end (preflight, the update, the reconnection, the health gate), on the controller's clock. Blackout per host: the agent's manifest (frozenAt) to the agent back on the device in the new kernel, as the role reads them from the agent: wall clocks of two kernels, each set from the emulated RTC, so good to about a second.`,
+    '',
+    runLine(g.run, `one rollout over ${g.hosts} hosts`),
+    '',
+    [
+      row(['host', 'result', 'release', 'time on the host', 'blackout', 'sessions claimed']),
+      rule(6),
+      ...g.samples.map((x) => row([x.host, x.result, `${x.release_before ?? '?'} → ${x.release_after ?? '?'}`, s(x.host_ms), s(x.blackout_ms), String(x.sessions_claimed ?? '?')])),
+    ].join('\n'),
+    '',
+    [
+      row(['the fleet', `median [95% interval] (hosts)`]),
+      rule(2),
+      row(['time per host', spanText(g.per_host, 's')]),
+      row(['blackout per host', spanText(g.blackout, 's')]),
+      row(['the whole rollout (ansible-playbook, one host at a time)', `${g.fleet_rollout_s.toFixed(1)} s (exit ${String(g.playbook_status)})`]),
+      row(['booting the hosts before it (in parallel)', `${g.fleet_boot_s.toFixed(1)} s`]),
+    ].join('\n'),
+    '',
+  ].join('\n');
+}
+
+/** Every group that ran, as sections. */
+export function groupSections(g: GroupResults): string[] {
+  return [
+    ...(g.systemd === undefined ? [] : [systemdSection(g.systemd), whereSection(g.systemd)]),
+    ...(g.vmm === undefined ? [] : [vmmSection(g.vmm)]),
+    ...(g.fleet === undefined ? [] : [fleetSection(g.fleet)]),
+  ];
+}
+
+/** The groups as the text `npm run bench` prints. */
+export function formatGroups(g: GroupResults): string {
+  return groupSections(g).join('\n');
+}
