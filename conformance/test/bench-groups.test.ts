@@ -53,11 +53,11 @@ describe('the groups in BENCHMARKS.md', () => {
     expect(vmmSection(vmm)).toContain('0.50 and 0.50 on 2 cores.');
   });
 
-  it('takes the blackout apart into the kernel\'s part, user space with node\'s start, and the package\'s part', () => {
+  it('takes the blackout apart into the kernel\'s part, user space with node\'s start, and the clients\' part', () => {
     const text = whereSection(systemd);
     expect(text).toMatch(/^## Where the time goes/);
     expect(text).toMatch(/the kernel's part .*\| 2000 \[2000, 2000\] ms \(n = 3\) \| 2000 \[2000, 2000\] ms \(n = 3\) \|/);
-    expect(text).toMatch(/the package's part .*\| 300 \[300, 300\] ms \(n = 3\) \|/);
+    expect(text).toMatch(/the clients' part .*\| 300 \[300, 300\] ms \(n = 3\) \|/);
     expect(text).toMatch(/node's start alone .*\| 600 \[600, 600\] ms \(n = 3\) \|/);
   });
 
@@ -77,6 +77,13 @@ describe('the groups in BENCHMARKS.md', () => {
     expect(text).toContain('| host-1 | updated | 7.2.13 → 7.3.4 | 180.0 s | 9.0 s | 1 |');
     expect(text).toContain('| time per host | 180.00 [180.00, 180.00] s (n = 1) |');
     expect(text).toContain('| the whole rollout (ansible-playbook, one host at a time) | 200.0 s (exit 0) |');
+  });
+
+  it('words a span as the code does today, whatever words the run recorded for the same marks', () => {
+    const old = { ...systemd, hosts: systemd.hosts.map((h) => ({ ...h, spans: h.spans.map((s) => ({ ...s, name: `old words ${s.from}` })) })) };
+    const text = systemdSection(old);
+    expect(text).not.toContain('old words');
+    expect(text).toContain("the kexec: the old kernel's last line to the new kernel's first");
   });
 
   it('writes only the groups that ran, in the order of the issue', () => {

@@ -7,9 +7,9 @@
  */
 import type { FleetRolloutResult } from './fleet-rollout.js';
 import type { GroupResults, WithRun } from './groups.js';
-import { spanText, type GroupRun, type SpanEstimate } from './intervals.js';
-import type { SystemdBlackoutResult } from './systemd-blackout.js';
-import type { VmmDowntimeResult, VmmPathResult } from './vmm-downtime.js';
+import { spanText, type GroupRun, type SpanEstimate, type SpanSpec } from './intervals.js';
+import { BLACKOUT_SPANS, WHERE_SPANS, type SystemdBlackoutResult } from './systemd-blackout.js';
+import { COLD_SPANS, RESUMED_SPANS, type VmmDowntimeResult, type VmmPathResult } from './vmm-downtime.js';
 
 const row = (cells: readonly string[]): string => `| ${cells.join(' | ')} |`;
 const rule = (columns: number): string => `|${'---|'.repeat(columns)}`;
@@ -19,9 +19,14 @@ export function runLine(run: GroupRun, samples: string): string {
   return `Run of ${run.date} (commit ${run.commit}), kernel ${run.kernel}, ${samples}; it took ${Math.round(run.elapsed_s / 60)} min. Load average (1 min) at its start and end: ${run.loadavg.start.toFixed(2)} and ${run.loadavg.end.toFixed(2)} on ${run.loadavg.nproc} cores${run.loadavg.start > run.loadavg.nproc / 2 || run.loadavg.end > run.loadavg.nproc / 2 ? ': the machine was shared with other work, which stretches every figure' : ''}.`;
 }
 
+/** A span's label: today's words for its marks among `specs` (words may improve after a run; the marks are the data), else those the run recorded. */
+function label(s: SpanEstimate, specs: readonly SpanSpec[]): string {
+  return specs.find((spec) => spec.from === s.from && spec.to === s.to)?.name ?? s.name;
+}
+
 /** A table whose rows are spans and whose columns are sets of the same spans. */
-function spanTable(head: string, columns: ReadonlyArray<{ readonly title: string; readonly spans: readonly SpanEstimate[] }>, bold: (name: string) => boolean = (n) => n.startsWith('total')): string {
-  const names = columns[0]?.spans.map((s) => s.name) ?? [];
+function spanTable(head: string, specs: readonly SpanSpec[], columns: ReadonlyArray<{ readonly title: string; readonly spans: readonly SpanEstimate[] }>, bold: (name: string) => boolean = (n) => n.startsWith('total')): string {
+  const names = columns[0]?.spans.map((s) => label(s, specs)) ?? [];
   return [
     row([head, ...columns.map((c) => c.title)]),
     rule(columns.length + 1),
@@ -42,22 +47,22 @@ export function systemdSection(g: WithRun<SystemdBlackoutResult>): string {
     '',
     runLine(g.run, `${boots} boots, the two paths alternating`),
     '',
-    spanTable('ms, median [95% interval] (boots)', g.hosts.map((h) => ({ title: h.host, spans: h.spans }))),
+    spanTable('ms, median [95% interval] (boots)', BLACKOUT_SPANS, g.hosts.map((h) => ({ title: h.host, spans: h.spans }))),
     '',
   ].join('\n');
 }
 
-/** "Where the time goes" for the blackout: the kernel's part, node's start, the package's part. */
+/** "Where the time goes" for the blackout: the kernel's part, user space with node's start, the clients' part. */
 export function whereSection(g: WithRun<SystemdBlackoutResult>): string {
   return [
     '## Where the time goes',
     '',
-    "The blackouts above in three parts: the kernel's (from the old kernel's last line to the new one running /init), user space until the agent answers (with node's own start, `node -e 0` timed in the same new kernel, as its floor), and the package's (the agent back on the device to the last client holding its memory: the manifest served, the claims, the retrieves). Under systemd, user space before the agent also holds PID 1's boot to the agent's unit and its retrieval of the parked sessions.",
+    "The blackouts above in parts: the kernel's (the old kernel's last line to the new one running /init), user space until the agent answers (node's own start among it: `node -e 0`, timed in the same new kernel, is its floor; under systemd also PID 1's boot to the agent's unit and its retrieval of the parked sessions), and the clients' part (the agent back to the last client holding its memory: the clients' own start, their claims and the package's retrieves). The package's own share of a blackout (require, open, retrieve every fd, against C) is measured apart, in the guest benchmark's blackout above.",
     '',
     [
       row(['ms, median [95% interval] (boots)', ...g.hosts.map((h) => h.host)]),
       rule(g.hosts.length + 1),
-      ...(g.hosts[0]?.where ?? []).map((s, i) => row([s.name, ...g.hosts.map((h) => spanText(h.where[i]!))])),
+      ...(g.hosts[0]?.where ?? []).map((s, i) => row([label(s, WHERE_SPANS), ...g.hosts.map((h) => spanText(h.where[i]!))])),
       row(["node's start alone (`node -e 0` in the new kernel)", ...g.hosts.map((h) => spanText(h.node_floor))]),
     ].join('\n'),
     '',
@@ -80,9 +85,9 @@ export function vmmSection(g: WithRun<VmmDowntimeResult>): string {
     '',
     runLine(g.run, `${resumed.map((p) => `${p.boots} boots at ${vmmColumn(p).title}`).join(', ')}, ${cold.map((p) => `${p.boots} cold restarts at ${p.mib} MiB`).join('')}`),
     '',
-    spanTable('resumed: ms, median [95% interval] (boots)', resumed.map(vmmColumn)),
+    spanTable('resumed: ms, median [95% interval] (boots)', RESUMED_SPANS, resumed.map(vmmColumn)),
     '',
-    ...cold.map((p) => [`The same guest restarted cold instead (QEMU killed at the stop, booted again after the kexec: the guest's state is lost and it counts from its boot again), ${p.mib} MiB:`, '', spanTable('cold restart: ms, median [95% interval] (boots)', [vmmColumn(p)]), ''].join('\n')),
+    ...cold.map((p) => [`The same guest restarted cold instead (QEMU killed at the stop, booted again after the kexec: the guest's state is lost and it counts from its boot again), ${p.mib} MiB:`, '', spanTable('cold restart: ms, median [95% interval] (boots)', COLD_SPANS, [vmmColumn(p)]), ''].join('\n')),
     "Anchors (quoted, not measured here): Cloud Hypervisor's local upgrade with fd passing, 50 ms against 3000 ms for a 4 GiB VM; Google's OrphanVM goal, under 100 ms; GCE live migration, 50 ms median blackout. Ours runs under double emulation (QEMU TCG inside a QEMU TCG guest) on a shared machine, so the figures here are for the shape (what grows with RAM, what the kernel's boot costs), not the absolute.",
     '',
   ].join('\n');

@@ -55,7 +55,7 @@ export const BLACKOUT_SPANS: readonly SpanSpec[] = [
   { name: 'the kexec: the old kernel\'s last line to the new kernel\'s first', from: 'jump', to: 'kernel_up' },
   { name: 'the new kernel\'s boot: its first line to /init', from: 'kernel_up', to: 'init' },
   { name: '/init to the agent back on /dev/liveupdate (init, node\'s start, the manifest; on systemd PID 1\'s boot and retrieval too)', from: 'init', to: 'agent_back' },
-  { name: 'the agent back to the last client holding its memory (claims and retrieves)', from: 'agent_back', to: 'last_claim' },
+  { name: 'the agent back to the last client holding its memory (the clients started by the test bed, on systemd as units once multi-user.target is up; their claims and retrieves)', from: 'agent_back', to: 'last_claim' },
   { name: 'total: manifest sealed to the last claim', from: 'frozen', to: 'last_claim' },
 ];
 
@@ -63,7 +63,7 @@ export const BLACKOUT_SPANS: readonly SpanSpec[] = [
 export const WHERE_SPANS: readonly SpanSpec[] = [
   { name: "the kernel's part (old kernel's last line to the new one's /init)", from: 'jump', to: 'init' },
   { name: 'user space before the agent answers (node\'s start among it)', from: 'init', to: 'agent_back' },
-  { name: "the package's part (the agent back to the last claim)", from: 'agent_back', to: 'last_claim' },
+  { name: "the clients' part (the agent back to the last claim: the clients' start, their claims and retrieves)", from: 'agent_back', to: 'last_claim' },
   { name: 'before the jump (manifest to the old kernel\'s last line)', from: 'frozen', to: 'jump' },
 ];
 
