@@ -107,7 +107,7 @@ async function coldBoot(kernel: KernelImage, systemd: SystemdImage, mib: number)
   return { marks: coldMarks(run.arrivals), elapsed_s: Math.round(run.elapsedMs / 100) / 10 };
 }
 
-/** Runs `boots` boots of each path and size, the sizes interleaved; rejects when a boot breaks. */
+/** Runs `boots` boots of each path and size, interleaved (the cold restart first); rejects when a boot breaks. */
 export async function runVmmDowntime(kernel: KernelImage, boots: number, progress: (line: string) => void): Promise<VmmDowntimeResult> {
   const systemd = image();
   const resumed = new Map<number, Array<{ marks: Marks; elapsed_s: number; stateBytes: number }>>(VMM_RESUMED_MIB.map((m) => [m, []]));
@@ -115,6 +115,10 @@ export async function runVmmDowntime(kernel: KernelImage, boots: number, progres
   let qemu = '?';
   let method = '?';
   for (let boot = 1; boot <= boots; boot++) {
+    progress(`vmm group: boot ${boot}/${boots}, cold restart at ${VMM_COLD_MIB} MiB`);
+    const c = await coldBoot(kernel, systemd, VMM_COLD_MIB);
+    cold.push(c);
+    progress(`cold ${VMM_COLD_MIB} MiB: downtime ${((c.marks['guestRunning'] ?? Number.NaN) / 1000).toFixed(2)} s, boot took ${c.elapsed_s} s`);
     for (const mib of VMM_RESUMED_MIB) {
       progress(`vmm group: boot ${boot}/${boots}, resumed at ${mib} MiB on ${kernel.release}`);
       const r = await runVmmQemu({ kernel, image: systemd, mib, timeoutMs: 1_200_000 });
@@ -124,10 +128,6 @@ export async function runVmmDowntime(kernel: KernelImage, boots: number, progres
       resumed.get(mib)!.push({ marks, elapsed_s: Math.round(r.run.elapsedMs / 100) / 10, stateBytes: r.before.stateBytes });
       progress(`resumed ${mib} MiB: downtime ${((r.downtime.cont ?? Number.NaN) / 1000).toFixed(2)} s, state ${r.before.stateBytes} bytes, boot took ${Math.round(r.run.elapsedMs / 1000)} s`);
     }
-    progress(`vmm group: boot ${boot}/${boots}, cold restart at ${VMM_COLD_MIB} MiB`);
-    const c = await coldBoot(kernel, systemd, VMM_COLD_MIB);
-    cold.push(c);
-    progress(`cold ${VMM_COLD_MIB} MiB: downtime ${((c.marks['guestRunning'] ?? Number.NaN) / 1000).toFixed(2)} s, boot took ${c.elapsed_s} s`);
   }
   const paths: VmmPathResult[] = [
     ...VMM_RESUMED_MIB.map((mib): VmmPathResult => {
