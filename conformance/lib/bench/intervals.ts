@@ -77,3 +77,40 @@ export interface GroupRun {
   readonly elapsed_s: number;
   readonly loadavg: LoadRecord;
 }
+
+/** A sample that broke: left out of the figures, kept in the report with why. */
+export interface FailedSample {
+  /** Which path or host, and which boot. */
+  readonly what: string;
+  readonly boot: number;
+  /** The failure in a line: the first failed check, else the error's first line. */
+  readonly reason: string;
+}
+
+/** A failure's reason in one line (at most 300 characters): the first failed case's line of a run report, else the first line. */
+export function failureReason(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  const lines = text.split('\n');
+  const line = lines.find((l) => /^- stage \d+/.test(l)) ?? lines[0] ?? '';
+  return line.replace(/^- /, '').trim().slice(0, 300);
+}
+
+/**
+ * Runs one sample; a failure is recorded in `failures` and yields undefined,
+ * so one broken boot on a busy machine does not cost the boots around it.
+ */
+export async function sampleOrFailure<T>(what: string, boot: number, failures: FailedSample[], progress: (line: string) => void, work: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await work();
+  } catch (error) {
+    const failed: FailedSample = { what, boot, reason: failureReason(error) };
+    failures.push(failed);
+    progress(`${what}, boot ${boot}: FAILED, left out of the figures: ${failed.reason}`);
+    return undefined;
+  }
+}
+
+/** Throws when no sample of a group came through: then the run itself broke. */
+export function someSamples(group: string, samples: number, failures: readonly FailedSample[]): void {
+  if (samples === 0) throw new Error(`every boot of the ${group} group failed: ${failures.map((f) => `${f.what} boot ${f.boot}: ${f.reason}`).join('; ')}`);
+}

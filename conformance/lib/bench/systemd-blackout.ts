@@ -19,7 +19,7 @@ import { systemdHostRun } from '../demo/systemd.js';
 import { packageRoot } from '../vm/initramfs.js';
 import type { KernelImage } from '../vm/kernels.js';
 import { runVm, type RunOptions, type VmRun } from '../vm/qemu.js';
-import { spanEstimates, type Marks, type SpanEstimate, type SpanSpec } from './intervals.js';
+import { sampleOrFailure, someSamples, spanEstimates, type FailedSample, type Marks, type SpanEstimate, type SpanSpec } from './intervals.js';
 import { medianEstimate, type Interval } from './stats.js';
 import { NODE_FLOOR_CASE } from './node-floor-scenario.js';
 
@@ -82,6 +82,8 @@ export interface SystemdBlackoutResult {
   readonly client_mib: number;
   readonly clients: number;
   readonly hosts: readonly BlackoutHostResult[];
+  /** Boots that broke, left out of the figures. */
+  readonly failures: readonly FailedSample[];
 }
 
 /** One boot's marks from the demo's instants (the manifest, the kernel's three, the agent, the claims). */
@@ -130,15 +132,18 @@ async function blackoutBoot(host: BlackoutHost, kernel: KernelImage, progress: (
   return boot;
 }
 
-/** Runs `boots` boots of each host, alternating which goes first; rejects when a boot breaks. */
+/** Runs `boots` boots of each host, alternating which goes first; a broken boot is recorded and left out; rejects when none came through. */
 export async function runSystemdBlackout(kernel: KernelImage, boots: number, progress: (line: string) => void): Promise<SystemdBlackoutResult> {
   const samples = new Map<BlackoutHost, BlackoutBoot[]>(BLACKOUT_HOSTS.map((h) => [h, []]));
+  const failures: FailedSample[] = [];
   for (let boot = 1; boot <= boots; boot++) {
     const order = boot % 2 === 1 ? BLACKOUT_HOSTS : [...BLACKOUT_HOSTS].reverse();
     for (const host of order) {
       progress(`systemd group: boot ${boot}/${boots}, ${host} agent on ${kernel.release}`);
-      samples.get(host)!.push(await blackoutBoot(host, kernel, progress));
+      const sample = await sampleOrFailure(host, boot, failures, progress, () => blackoutBoot(host, kernel, progress));
+      if (sample !== undefined) samples.get(host)!.push(sample);
     }
   }
-  return { client_mib: BLACKOUT_CLIENT_MIB, clients: 2, hosts: BLACKOUT_HOSTS.map((h) => combineBlackoutHost(h, samples.get(h)!)) };
+  someSamples('systemd', [...samples.values()].reduce((n, s) => n + s.length, 0), failures);
+  return { client_mib: BLACKOUT_CLIENT_MIB, clients: 2, hosts: BLACKOUT_HOSTS.map((h) => combineBlackoutHost(h, samples.get(h)!)), failures };
 }

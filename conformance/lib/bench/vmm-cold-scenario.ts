@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline';
 import { AgentProcess } from '../harness/agent.js';
 import { runCli } from '../harness/cli.js';
 import { SOCKET } from '../demo/scenario.js';
-import { AGENT_ARGS, TB_SIZE_MIB, VMM_MIB_PARAM, type Step } from '../demo/vmm-qemu-scenario.js';
+import { AGENT_ARGS, mibFromCmdline, TB_SIZE_MIB, type Step } from '../demo/vmm-qemu-scenario.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
 import { COUNTER_GUEST } from '../vm/vmm-qemu.js';
@@ -27,12 +27,6 @@ export const VMM_COLD_CASE = 'vmm-cold/guest-restarted';
 const STOP_LOG = '/var/lib/lu/vmm-cold-stop.json';
 const LINE_WAIT_MS = 240_000;
 const UPDATE_BOUND_MS = 240_000;
-
-function mibFromCmdline(): number {
-  const match = new RegExp(`(?:^|\\s)${VMM_MIB_PARAM.replace('.', '\\.')}=(\\d+)(?:\\s|$)`).exec(fs.readFileSync('/proc/cmdline', 'utf8'));
-  if (match?.[1] === undefined) throw new Error(`${VMM_MIB_PARAM}=N is missing from the kernel command line`);
-  return Number(match[1]);
-}
 
 /** QEMU on the counter guest, as the example starts it but on plain RAM and without QMP; its serial lines as they come. */
 class ColdGuest {

@@ -19,7 +19,7 @@ import type { KernelImage } from '../vm/kernels.js';
 import { runVm } from '../vm/qemu.js';
 import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP, type SystemdImage } from '../vm/systemd-image.js';
 import { qemuVmmFiles } from '../vm/vmm-qemu.js';
-import { spanEstimates, type Marks, type SpanEstimate, type SpanSpec } from './intervals.js';
+import { sampleOrFailure, someSamples, spanEstimates, type FailedSample, type Marks, type SpanEstimate, type SpanSpec } from './intervals.js';
 
 /** Guest RAM sizes of the resumed path, MiB. */
 export const VMM_RESUMED_MIB = [64, 1024] as const;
@@ -65,6 +65,8 @@ export interface VmmDowntimeResult {
   readonly qemu: string;
   readonly method: string;
   readonly paths: readonly VmmPathResult[];
+  /** Boots that broke, left out of the figures. */
+  readonly failures: readonly FailedSample[];
 }
 
 /** A cold boot's marks, ms from the stop on the host clock (null where not seen). */
@@ -107,28 +109,39 @@ async function coldBoot(kernel: KernelImage, systemd: SystemdImage, mib: number)
   return { marks: coldMarks(run.arrivals), elapsed_s: Math.round(run.elapsedMs / 100) / 10 };
 }
 
-/** Runs `boots` boots of each path and size, interleaved (the cold restart first); rejects when a boot breaks. */
+/** One boot of the resumed path (the demo's `--vmm qemu` run); rejects when it breaks. */
+async function resumedBoot(kernel: KernelImage, systemd: SystemdImage, mib: number): Promise<{ marks: Marks; elapsed_s: number; stateBytes: number; qemu: string; method: string }> {
+  const r = await runVmmQemu({ kernel, image: systemd, mib, timeoutMs: 1_200_000 });
+  if (!r.run.ok || r.before === undefined) throw new Error(`the VMM boot at ${mib} MiB failed: ${r.run.reason}\n${r.run.report()}`);
+  const marks: Record<keyof Downtime, number | null> = r.downtime;
+  return { marks, elapsed_s: Math.round(r.run.elapsedMs / 100) / 10, stateBytes: r.before.stateBytes, qemu: r.before.qemu, method: r.before.method };
+}
+
+/** Runs `boots` boots of each path and size, interleaved (the cold restart first); a broken boot is recorded and left out; rejects when none came through. */
 export async function runVmmDowntime(kernel: KernelImage, boots: number, progress: (line: string) => void): Promise<VmmDowntimeResult> {
   const systemd = image();
   const resumed = new Map<number, Array<{ marks: Marks; elapsed_s: number; stateBytes: number }>>(VMM_RESUMED_MIB.map((m) => [m, []]));
   const cold: Array<{ marks: Marks; elapsed_s: number }> = [];
+  const failures: FailedSample[] = [];
   let qemu = '?';
   let method = '?';
   for (let boot = 1; boot <= boots; boot++) {
     progress(`vmm group: boot ${boot}/${boots}, cold restart at ${VMM_COLD_MIB} MiB`);
-    const c = await coldBoot(kernel, systemd, VMM_COLD_MIB);
-    cold.push(c);
-    progress(`cold ${VMM_COLD_MIB} MiB: downtime ${((c.marks['guestRunning'] ?? Number.NaN) / 1000).toFixed(2)} s, boot took ${c.elapsed_s} s`);
+    const c = await sampleOrFailure(`cold ${VMM_COLD_MIB} MiB`, boot, failures, progress, () => coldBoot(kernel, systemd, VMM_COLD_MIB));
+    if (c !== undefined) {
+      cold.push(c);
+      progress(`cold ${VMM_COLD_MIB} MiB: downtime ${((c.marks['guestRunning'] ?? Number.NaN) / 1000).toFixed(2)} s, boot took ${c.elapsed_s} s`);
+    }
     for (const mib of VMM_RESUMED_MIB) {
       progress(`vmm group: boot ${boot}/${boots}, resumed at ${mib} MiB on ${kernel.release}`);
-      const r = await runVmmQemu({ kernel, image: systemd, mib, timeoutMs: 1_200_000 });
-      if (!r.run.ok || r.before === undefined) throw new Error(`the VMM boot at ${mib} MiB failed: ${r.run.reason}\n${r.run.report()}`);
-      ({ qemu, method } = r.before);
-      const marks: Record<keyof Downtime, number | null> = r.downtime;
-      resumed.get(mib)!.push({ marks, elapsed_s: Math.round(r.run.elapsedMs / 100) / 10, stateBytes: r.before.stateBytes });
-      progress(`resumed ${mib} MiB: downtime ${((r.downtime.cont ?? Number.NaN) / 1000).toFixed(2)} s, state ${r.before.stateBytes} bytes, boot took ${Math.round(r.run.elapsedMs / 1000)} s`);
+      const r = await sampleOrFailure(`resumed ${mib} MiB`, boot, failures, progress, () => resumedBoot(kernel, systemd, mib));
+      if (r === undefined) continue;
+      ({ qemu, method } = r);
+      resumed.get(mib)!.push(r);
+      progress(`resumed ${mib} MiB: downtime ${((r.marks['cont'] ?? Number.NaN) / 1000).toFixed(2)} s, state ${r.stateBytes} bytes, boot took ${r.elapsed_s} s`);
     }
   }
+  someSamples('vmm', cold.length + [...resumed.values()].reduce((n, s) => n + s.length, 0), failures);
   const paths: VmmPathResult[] = [
     ...VMM_RESUMED_MIB.map((mib): VmmPathResult => {
       const samples = resumed.get(mib)!;
@@ -136,5 +149,5 @@ export async function runVmmDowntime(kernel: KernelImage, boots: number, progres
     }),
     { path: 'cold', mib: VMM_COLD_MIB, boots: cold.length, spans: spanEstimates(cold.map((s) => s.marks), COLD_SPANS), state_bytes: [], samples: cold },
   ];
-  return { qemu, method, paths };
+  return { qemu, method, paths, failures };
 }

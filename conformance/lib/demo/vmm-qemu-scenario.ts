@@ -80,7 +80,8 @@ export interface AfterUpdate {
   agentBackAt: number | null;
 }
 
-function mibFromCmdline(): number {
+/** The guest RAM (MiB) from the kernel command line. */
+export function mibFromCmdline(): number {
   const match = new RegExp(`(?:^|\\s)${VMM_MIB_PARAM.replace('.', '\\.')}=(\\d+)(?:\\s|$)`).exec(fs.readFileSync('/proc/cmdline', 'utf8'));
   if (match?.[1] === undefined) throw new Error(`${VMM_MIB_PARAM}=N is missing from the kernel command line`);
   return Number(match[1]);
