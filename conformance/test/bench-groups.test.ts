@@ -21,6 +21,7 @@ const boot = (host: BlackoutBoot['host'], total: number): BlackoutBoot => ({ hos
 const systemd: WithRun<SystemdBlackoutResult> = {
   client_mib: 16,
   clients: 2,
+  failures: [{ what: 'systemd', boot: 3, reason: "stage 2 (7.3.4) case demo/guest-memory: Error: bob's VMM failed: EPIPE" }],
   hosts: [combineBlackoutHost('standalone', [boot('standalone', 6000), boot('standalone', 7000), boot('standalone', 6500)]), combineBlackoutHost('systemd', [boot('systemd', 16000), boot('systemd', 18000), boot('systemd', 17000)])],
   run: run(3.5),
 };
@@ -35,6 +36,7 @@ const vmm: WithRun<VmmDowntimeResult> = {
     { path: 'resumed', mib: 1024, boots: 2, spans: spanEstimates([resumedMarks(12_500), resumedMarks(13_500)], RESUMED_SPANS), state_bytes: [20_480, 20_480], samples: [] },
     { path: 'cold', mib: 64, boots: 2, spans: spanEstimates([{ stopped: 0, newKernel: 1000, init: 3000, qemuStarted: 6000, guestRunning: 6500 }], COLD_SPANS), state_bytes: [], samples: [] },
   ],
+  failures: [],
   run: run(0.5),
 };
 
@@ -46,6 +48,11 @@ describe('the groups in BENCHMARKS.md', () => {
     expect(text).toMatch(/^## Blackout on a systemd host/);
     expect(text).toContain('| ms, median [95% interval] (boots) | standalone | systemd |');
     expect(text).toMatch(/\*\*total: manifest sealed to the last claim\*\* \| \*\*6500 \[\d+, \d+\] ms \(n = 3\)\*\* \| \*\*17000 \[\d+, \d+\] ms \(n = 3\)\*\*/);
+  });
+
+  it('names each boot that broke and was left out, and says nothing of failures when none broke', () => {
+    expect(systemdSection(systemd)).toContain("1 boot(s) broke and are left out of the figures (the counts say how many remain): systemd, boot 3: stage 2 (7.3.4) case demo/guest-memory: Error: bob's VMM failed: EPIPE.");
+    expect(vmmSection(vmm)).not.toContain('broke');
   });
 
   it('says the machine\'s load during the run, and that a busy machine stretches the figures', () => {

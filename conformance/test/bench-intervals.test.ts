@@ -4,7 +4,7 @@
  * answers are worked out by hand (no kernel, no timing).
  */
 import { describe, expect, it } from 'vitest';
-import { spanEstimates, spanText } from '../lib/bench/intervals.js';
+import { failureReason, sampleOrFailure, someSamples, spanEstimates, spanText, type FailedSample } from '../lib/bench/intervals.js';
 import { combineBlackoutHost, type BlackoutBoot } from '../lib/bench/systemd-blackout.js';
 import { combineFleet, fleetHostSample } from '../lib/bench/fleet-rollout.js';
 import { coldMarks } from '../lib/bench/vmm-downtime.js';
@@ -56,6 +56,32 @@ describe('spans over samples', () => {
   });
 });
 
+describe('a boot that breaks', () => {
+  it('is recorded with the first failed case of its run report, and the boots around it still count', async () => {
+    const failures: FailedSample[] = [];
+    const lines: string[] = [];
+    const report = 'the systemd blackout boot failed: 1 case result(s) failed\nVM run failed\n- stage 2 (7.3.4) case demo/guest-memory: Error: bob\'s VMM failed: EPIPE\n      at x';
+    const got = [
+      await sampleOrFailure('standalone', 1, failures, (l) => lines.push(l), () => Promise.resolve(7)),
+      await sampleOrFailure('systemd', 1, failures, (l) => lines.push(l), () => Promise.reject(new Error(report))),
+      await sampleOrFailure('systemd', 2, failures, (l) => lines.push(l), () => Promise.resolve(9)),
+    ];
+    expect(got).toEqual([7, undefined, 9]);
+    expect(failures).toEqual([{ what: 'systemd', boot: 1, reason: "stage 2 (7.3.4) case demo/guest-memory: Error: bob's VMM failed: EPIPE" }]);
+    expect(lines).toEqual(["systemd, boot 1: FAILED, left out of the figures: stage 2 (7.3.4) case demo/guest-memory: Error: bob's VMM failed: EPIPE"]);
+  });
+
+  it('is told by its first line when its report names no failed case, cut to one short line', () => {
+    expect(failureReason(new Error('QEMU exited 1\nmore'))).toBe('QEMU exited 1');
+    expect(failureReason('x'.repeat(400))).toHaveLength(300);
+  });
+
+  it('fails the group only when no boot came through', () => {
+    expect(() => someSamples('vmm', 1, [{ what: 'cold', boot: 1, reason: 'r' }])).not.toThrow();
+    expect(() => someSamples('vmm', 0, [{ what: 'cold', boot: 1, reason: 'QEMU exited 1' }])).toThrow('every boot of the vmm group failed: cold boot 1: QEMU exited 1');
+  });
+});
+
 describe('the blackout of a host over boots', () => {
   const boot = (jump: number, back: number, claim: number, floor: number | null): BlackoutBoot => ({
     host: 'systemd',
@@ -96,8 +122,12 @@ describe('the fleet from the role summaries', () => {
     expect(r).toMatchObject({ hosts: 3, fleet_rollout_s: 300, fleet_boot_s: 120, playbook_status: 0 });
   });
 
+  it('names the phase a failed host stopped in and why', () => {
+    expect(fleetHostSample('host-2', { host: 'host-2', result: 'failed', phase: 'update', reason: 'client vmm-1 never said ready' })).toMatchObject({ result: 'failed', failure: 'update: client vmm-1 never said ready' });
+  });
+
   it('keeps a host the rollout never reached as such, out of the figures', () => {
-    expect(fleetHostSample('host-3', undefined)).toMatchObject({ result: 'not reached', host_ms: null, blackout_ms: null });
+    expect(fleetHostSample('host-3', undefined)).toMatchObject({ result: 'not reached', host_ms: null, blackout_ms: null, failure: null });
     const r = combineFleet(['host-1', 'host-2'], { status: 2, elapsedMs: 1000, summaries: { 'host-1': summary('host-1', 0, 90_000, 8000) } }, 1);
     expect(r.per_host).toMatchObject({ median_ms: 90_000, n: 1 });
   });

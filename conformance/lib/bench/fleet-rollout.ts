@@ -27,6 +27,8 @@ export interface FleetHostSample {
   /** The agent's frozenAt to its first open in the new kernel, ms (guest wall clocks). */
   readonly blackout_ms: number | null;
   readonly sessions_claimed: number | null;
+  /** A failed host: the phase it stopped in and why (null otherwise). */
+  readonly failure: string | null;
 }
 
 /** The group's result. */
@@ -54,6 +56,7 @@ export function fleetHostSample(host: string, s: RolloutSummary | undefined): Fl
     host_ms: took,
     blackout_ms: s?.blackoutMs ?? null,
     sessions_claimed: s?.sessionsClaimed ?? null,
+    failure: s?.result === 'failed' ? `${s.phase ?? '?'}: ${s.reason ?? '?'}` : null,
   };
 }
 
@@ -68,7 +71,7 @@ export function combineFleet(hosts: readonly string[], result: Pick<PlaybookResu
   return { hosts: hosts.length, playbook_status: result.status, fleet_boot_s: Math.round(bootMs / 100) / 10, fleet_rollout_s: Math.round(result.elapsedMs / 100) / 10, per_host: perHost!, blackout: blackout!, samples };
 }
 
-/** Boots `size` hosts, rolls the update over them once, and stops them; rejects when the rollout breaks. */
+/** Boots `size` hosts, rolls the update over them once, and stops them; rejects when the rollout reached no host. */
 export async function runFleetRollout(size: number, progress: (line: string) => void): Promise<FleetRolloutResult> {
   const image = findSystemdImage();
   if (image === undefined) throw new Error(NO_SYSTEMD_IMAGE_HELP);
@@ -83,7 +86,9 @@ export async function runFleetRollout(size: number, progress: (line: string) => 
     const bootMs = Date.now() - started;
     const result = await fleet.playbook({ onEvent: phaseLines((line) => progress(`fleet: ${line}`)) });
     const combined = combineFleet(fleet.hosts.map((h) => h.name), result, bootMs);
-    if (result.status !== 0) throw new Error(`ansible-playbook exited ${String(result.status)}: ${result.stdout.slice(-3000)}`);
+    // A rollout that stopped is a result too (the hosts it reached are samples); only one that reached no host broke the run.
+    if (combined.samples.every((x) => x.host_ms === null)) throw new Error(`ansible-playbook exited ${String(result.status)} before any host: ${result.stdout.slice(-3000)}`);
+    if (result.status !== 0) progress(`fleet: ansible-playbook exited ${String(result.status)}: ${combined.samples.map((x) => `${x.host} ${x.result}${x.failure === null ? '' : ` (${x.failure})`}`).join(', ')}`);
     progress(`fleet: rollout took ${combined.fleet_rollout_s} s; per host ${combined.samples.map((s) => `${s.host} ${((s.host_ms ?? Number.NaN) / 1000).toFixed(1)} s`).join(', ')}`);
     return combined;
   } finally {

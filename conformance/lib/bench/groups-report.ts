@@ -7,7 +7,7 @@
  */
 import type { FleetRolloutResult } from './fleet-rollout.js';
 import type { GroupResults, WithRun } from './groups.js';
-import { spanText, type GroupRun, type SpanEstimate, type SpanSpec } from './intervals.js';
+import { spanText, type FailedSample, type GroupRun, type SpanEstimate, type SpanSpec } from './intervals.js';
 import { BLACKOUT_SPANS, WHERE_SPANS, type SystemdBlackoutResult } from './systemd-blackout.js';
 import { COLD_SPANS, RESUMED_SPANS, type VmmDowntimeResult, type VmmPathResult } from './vmm-downtime.js';
 
@@ -22,6 +22,12 @@ export function runLine(run: GroupRun, samples: string): string {
 /** A span's label: today's words for its marks among `specs` (words may improve after a run; the marks are the data), else those the run recorded. */
 function label(s: SpanEstimate, specs: readonly SpanSpec[]): string {
   return specs.find((spec) => spec.from === s.from && spec.to === s.to)?.name ?? s.name;
+}
+
+/** The line naming the boots that broke and were left out (empty when none did). */
+export function failuresLine(failures: readonly FailedSample[] | undefined): string[] {
+  if (failures === undefined || failures.length === 0) return [];
+  return [`${failures.length} boot(s) broke and are left out of the figures (the counts say how many remain): ${failures.map((f) => `${f.what}, boot ${f.boot}: ${f.reason}`).join('; ')}.`, ''];
 }
 
 /** A table whose rows are spans and whose columns are sets of the same spans. */
@@ -49,6 +55,7 @@ export function systemdSection(g: WithRun<SystemdBlackoutResult>): string {
     '',
     spanTable('ms, median [95% interval] (boots)', BLACKOUT_SPANS, g.hosts.map((h) => ({ title: h.host, spans: h.spans }))),
     '',
+    ...failuresLine(g.failures),
   ].join('\n');
 }
 
@@ -87,6 +94,7 @@ export function vmmSection(g: WithRun<VmmDowntimeResult>): string {
     '',
     spanTable('resumed: ms, median [95% interval] (boots)', RESUMED_SPANS, resumed.map(vmmColumn)),
     '',
+    ...failuresLine(g.failures),
     ...cold.map((p) => [`The same guest restarted cold instead (QEMU killed at the stop, booted again after the kexec: the guest's state is lost and it counts from its boot again), ${p.mib} MiB:`, '', spanTable('cold restart: ms, median [95% interval] (boots)', COLD_SPANS, [vmmColumn(p)]), ''].join('\n')),
     "Anchors (quoted, not measured here): Cloud Hypervisor's local upgrade with fd passing, 50 ms against 3000 ms for a 4 GiB VM; Google's OrphanVM goal, under 100 ms; GCE live migration, 50 ms median blackout. Ours runs under double emulation (QEMU TCG inside a QEMU TCG guest) on a shared machine, so the figures here are for the shape (what grows with RAM, what the kernel's boot costs), not the absolute.",
     '',
@@ -106,7 +114,7 @@ export function fleetSection(g: WithRun<FleetRolloutResult>): string {
     [
       row(['host', 'result', 'release', 'time on the host', 'blackout', 'sessions claimed']),
       rule(6),
-      ...g.samples.map((x) => row([x.host, x.result, `${x.release_before ?? '?'} → ${x.release_after ?? '?'}`, s(x.host_ms), s(x.blackout_ms), String(x.sessions_claimed ?? '?')])),
+      ...g.samples.map((x) => row([x.failure === null ? x.host : `${x.host} (${x.failure})`, x.result, `${x.release_before ?? '?'} → ${x.release_after ?? '?'}`, s(x.host_ms), s(x.blackout_ms), String(x.sessions_claimed ?? '?')])),
     ].join('\n'),
     '',
     [
