@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spanEstimates, type GroupRun } from '../lib/bench/intervals.js';
-import { fleetSection, groupSections, systemdSection, vmmSection, whereSection } from '../lib/bench/groups-report.js';
+import { fleetSection, GROUPS_BEGIN, GROUPS_END, groupSections, groupsInMarkdown, spliceGroups, systemdSection, vmmSection, whereSection } from '../lib/bench/groups-report.js';
 import type { WithRun } from '../lib/bench/groups.js';
 import { combineBlackoutHost, type BlackoutBoot } from '../lib/bench/systemd-blackout.js';
 import type { SystemdBlackoutResult } from '../lib/bench/systemd-blackout.js';
@@ -105,6 +105,33 @@ describe('the groups in BENCHMARKS.md', () => {
     expect(merged.groups?.vmm?.qemu).toBe('11.2');
     expect(merged.groups?.fleet).toBe(fleet);
     expect(withGroups(full, undefined)).toBe(full);
+  });
+});
+
+describe('the groups spliced into an existing BENCHMARKS.md', () => {
+  const page = '# Benchmarks\n\n## The agent path\n\nrows\n\n## Targets\n\n| target |\n';
+
+  it('puts the groups\' block before the targets and leaves the rest of the file as it was', () => {
+    const out = spliceGroups(page, { systemd });
+    expect(out.startsWith('# Benchmarks\n\n## The agent path\n\nrows\n\n' + GROUPS_BEGIN)).toBe(true);
+    expect(out.endsWith(`${GROUPS_END}\n\n## Targets\n\n| target |\n`)).toBe(true);
+    expect(out).toContain('## Blackout on a systemd host');
+    expect(groupsInMarkdown(out)).toEqual(JSON.parse(JSON.stringify({ systemd })));
+  });
+
+  it('replaces a group that ran again and keeps the others, once, in place', () => {
+    const once = spliceGroups(page, { systemd, fleet });
+    const twice = spliceGroups(once, { fleet: { ...fleet, fleet_rollout_s: 999 } });
+    expect(twice.split(GROUPS_BEGIN)).toHaveLength(2);
+    expect(twice).toContain('## Blackout on a systemd host');
+    expect(twice).toContain('999.0 s (exit 0)');
+    expect(twice).not.toContain('200.0 s (exit 0)');
+    expect(twice.endsWith('## Targets\n\n| target |\n')).toBe(true);
+  });
+
+  it('refuses a file it cannot place the groups in, or whose block was edited out of shape', () => {
+    expect(() => spliceGroups('# Benchmarks\n', { systemd })).toThrow(/no "## Targets"/);
+    expect(() => groupsInMarkdown(`${GROUPS_BEGIN}\nsome text\n${GROUPS_END}\n`)).toThrow(/groups block is broken/);
   });
 });
 

@@ -10,12 +10,19 @@
  *
  *   node conformance/dist/bench/markdown.js bench.json groups.json > BENCHMARKS.md
  *
+ * The groups take hours, so they can also run apart from the rest and go
+ * into an existing BENCHMARKS.md, in their own generated block (over the
+ * groups it had; the rest of the file stays as its run wrote it):
+ *
+ *   node conformance/dist/bench/markdown.js --splice BENCHMARKS.md groups.json... > BENCHMARKS.new.md
+ *
  * (`-s`: without it npm writes its own banner to stdout, ahead of the JSON.)
  * @internal
  */
 import * as fs from 'node:fs';
 import type { AgentResult } from './agent-report.js';
-import { groupSections } from './groups-report.js';
+import { groupsBlock, spliceGroups } from './groups-report.js';
+import type { GroupResults } from './groups.js';
 import type { GroupsOnlyResult } from './run.js';
 import type { Target } from './host-report.js';
 import { formatTable, type BenchResult } from './report.js';
@@ -59,6 +66,7 @@ npm run bench -- --groups-only --systemd --vmm   # the groups alone, without the
 npm run -s bench -- --all --json > bench.json    # everything: what this file records
 node conformance/dist/bench/markdown.js bench.json > BENCHMARKS.md   # this file, from a run's JSON
 node conformance/dist/bench/markdown.js bench.json groups.json > BENCHMARKS.md   # with a --groups-only run's groups
+node conformance/dist/bench/markdown.js --splice BENCHMARKS.md groups.json > new.md  # only the groups' block, over this file
 \`\`\`
 
 Every figure is a median with a 95% confidence interval (percentile bootstrap, seeded, so the
@@ -186,7 +194,7 @@ export function benchmarksMarkdown(r: BenchResult): string {
     '',
     agentTable(r.agent),
     '',
-    ...(r.groups === undefined ? [] : groupSections(r.groups)),
+    ...(r.groups === undefined ? [] : [groupsBlock(r.groups)]),
     '## Targets',
     '',
     targetsTable(r.targets),
@@ -195,7 +203,7 @@ export function benchmarksMarkdown(r: BenchResult): string {
     '## The JSON of this run',
     '',
     '```json',
-    JSON.stringify(r, null, 2),
+    JSON.stringify({ ...r, groups: undefined }, null, 2), // the groups' JSON is in their block
     '```',
     '',
   ].join('\n');
@@ -206,8 +214,24 @@ export function withGroups(result: BenchResult, groups: GroupsOnlyResult | undef
   return groups === undefined ? result : { ...result, groups: { ...result.groups, ...groups.groups } };
 }
 
+/** The groups of `--groups-only` runs' JSON files, later files over earlier ones. */
+function groupsOf(files: readonly string[]): GroupResults {
+  return Object.assign({}, ...files.map((file) => {
+    const r = JSON.parse(fs.readFileSync(file, 'utf8')) as GroupsOnlyResult;
+    if (r.mode !== 'groups') throw new Error(`${file} is not the JSON of a \`npm run bench -- --groups-only\` run`);
+    return r.groups;
+  })) as GroupResults;
+}
+
 function main(): void {
-  const [file, groupsFile] = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  if (args[0] === '--splice') {
+    const [markdown, ...files] = args.slice(1);
+    if (markdown === undefined || files.length === 0) throw new Error('usage: node conformance/dist/bench/markdown.js --splice BENCHMARKS.md GROUPS.json... > BENCHMARKS.new.md');
+    process.stdout.write(spliceGroups(fs.readFileSync(markdown, 'utf8'), groupsOf(files)));
+    return;
+  }
+  const [file, groupsFile] = args;
   if (file === undefined) throw new Error('usage: node conformance/dist/bench/markdown.js RESULT.json [GROUPS.json] > BENCHMARKS.md');
   const result = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResult;
   if (!('boots' in result) || !('host' in result) || !('agent' in result)) throw new Error(`${file} is not the JSON of a full \`npm run bench -- --json\``);
