@@ -88,9 +88,9 @@ export function vmmSection(g: WithRun<VmmDowntimeResult>): string {
   return [
     "## A real VMM's downtime",
     '',
-    `The counter guest under QEMU (${g.qemu}, ${g.method}; TCG inside the TCG test VM) driven by the example orchestrator of \`examples/qemu-vmm/\`, as \`npm run demo -- --vmm qemu\` runs it on the systemd image: on the agent's \`prepare\` it stops the guest, migrates the device state (not RAM: it lives in a preserved memfd) into a second memfd, preserves it and says ready; after the kexec it claims both, starts QEMU with \`-incoming defer\`, loads the state and \`cont\`s. Host clock, ms from the stop. Device state per boot: ${states}: RAM is not copied, so the state and its parts do not grow with RAM.`,
+    `The counter guest under QEMU (${g.qemu}, ${g.method}; TCG inside the TCG test VM) driven by the example orchestrator of \`examples/qemu-vmm/\`, as \`npm run demo -- --vmm qemu\` runs it on the systemd image: on the agent's \`prepare\` it stops the guest, migrates the device state (not RAM: it lives in a preserved memfd) into a second memfd, preserves it and says ready; after the kexec it claims both, starts QEMU with \`-incoming defer\`, loads the state and \`cont\`s. Host clock, ms from the stop. Device state per boot: ${states}. RAM is not copied: the state's size and the first row below are to be the same at both sizes.`,
     '',
-    runLine(g.run, `${resumed.map((p) => `${p.boots} boots at ${vmmColumn(p).title}`).join(', ')}, ${cold.map((p) => `${p.boots} cold restarts at ${p.mib} MiB`).join('')}`),
+    runLine(g.run, `${resumed.map((p) => `${p.boots} boots at ${vmmColumn(p).title}`).join(', ')}, ${cold.map((p) => `${p.boots} cold restart(s) at ${p.mib} MiB`).join('')}`),
     '',
     spanTable('resumed: ms, median [95% interval] (boots)', RESUMED_SPANS, resumed.map(vmmColumn)),
     '',
