@@ -11,6 +11,7 @@ import type { SystemdBlackoutResult } from '../lib/bench/systemd-blackout.js';
 import { COLD_SPANS, RESUMED_SPANS, type VmmDowntimeResult } from '../lib/bench/vmm-downtime.js';
 import { combineFleet } from '../lib/bench/fleet-rollout.js';
 import { withGroups } from '../lib/bench/markdown.js';
+import { mergeGroups } from '../lib/bench/groups-merge.js';
 import { parseArgs } from '../lib/bench/run.js';
 import type { BenchResult } from '../lib/bench/report.js';
 
@@ -28,13 +29,15 @@ const systemd: WithRun<SystemdBlackoutResult> = {
 
 const resumedMarks = (cont: number) => ({ stopped: 0, stateSaved: 200, statePreserved: 400, frozen: 500, newKernel: 1500, init: 4000, agentBack: 9000, qemuStarted: 11_000, stateLoaded: 11_500, cont });
 
+const cold = { stopped: 0, newKernel: 1000, init: 3000, qemuStarted: 6000, guestRunning: 6500 };
+
 const vmm: WithRun<VmmDowntimeResult> = {
   qemu: '11.1.0',
   method: 'x-ignore-shared',
   paths: [
-    { path: 'resumed', mib: 64, boots: 2, spans: spanEstimates([resumedMarks(12_000), resumedMarks(13_000)], RESUMED_SPANS), state_bytes: [20_480, 20_480], samples: [] },
-    { path: 'resumed', mib: 1024, boots: 2, spans: spanEstimates([resumedMarks(12_500), resumedMarks(13_500)], RESUMED_SPANS), state_bytes: [20_480, 20_480], samples: [] },
-    { path: 'cold', mib: 64, boots: 2, spans: spanEstimates([{ stopped: 0, newKernel: 1000, init: 3000, qemuStarted: 6000, guestRunning: 6500 }], COLD_SPANS), state_bytes: [], samples: [] },
+    { path: 'resumed', mib: 64, boots: 2, spans: spanEstimates([resumedMarks(12_000), resumedMarks(13_000)], RESUMED_SPANS), state_bytes: [20_480, 20_480], samples: [resumedMarks(12_000), resumedMarks(13_000)].map((marks) => ({ marks, elapsed_s: 300 })) },
+    { path: 'resumed', mib: 1024, boots: 2, spans: spanEstimates([resumedMarks(12_500), resumedMarks(13_500)], RESUMED_SPANS), state_bytes: [20_480, 20_480], samples: [resumedMarks(12_500), resumedMarks(13_500)].map((marks) => ({ marks, elapsed_s: 300 })) },
+    { path: 'cold', mib: 64, boots: 1, spans: spanEstimates([cold], COLD_SPANS), state_bytes: [], samples: [{ marks: cold, elapsed_s: 200 }] },
   ],
   failures: [],
   run: run(0.5),
@@ -56,8 +59,9 @@ describe('the groups in BENCHMARKS.md', () => {
   });
 
   it('says the machine\'s load during the run, and that a busy machine stretches the figures', () => {
-    expect(systemdSection(systemd)).toContain('Load average (1 min) at its start and end: 3.50 and 3.50 on 2 cores: the machine was shared');
-    expect(vmmSection(vmm)).toContain('0.50 and 0.50 on 2 cores.');
+    expect(systemdSection(systemd)).toContain('Run of 2026-12-05T04:00:00.000Z (commit abc123, load average (1 min) 3.50 at its start and 3.50 at its end), on 2 cores, kernel 7.3.4, 3 standalone and 3 systemd boots');
+    expect(systemdSection(systemd)).toContain('The machine was shared with other work, which stretches every figure.');
+    expect(vmmSection(vmm)).not.toContain('shared with other work');
   });
 
   it('takes the blackout apart into the kernel\'s part, user space with node\'s start, and the clients\' part', () => {
@@ -132,6 +136,38 @@ describe('the groups spliced into an existing BENCHMARKS.md', () => {
   it('refuses a file it cannot place the groups in, or whose block was edited out of shape', () => {
     expect(() => spliceGroups('# Benchmarks\n', { systemd })).toThrow(/no "## Targets"/);
     expect(() => groupsInMarkdown(`${GROUPS_BEGIN}\nsome text\n${GROUPS_END}\n`)).toThrow(/groups block is broken/);
+  });
+});
+
+describe('runs of the same groups pooled', () => {
+  const later = (g: typeof systemd): typeof systemd => ({ ...g, run: { ...run(9), date: '2026-12-05T05:00:00.000Z', commit: 'def456' }, failures: [{ what: 'standalone', boot: 1, reason: 'r' }] });
+
+  it('pools the boots of two systemd runs and takes the figures again over all of them', () => {
+    const merged = mergeGroups({ systemd }, { systemd: later(systemd) }).systemd!;
+    const total = (h: number) => merged.hosts[h]!.spans.find((s) => s.to === 'last_claim' && s.from === 'frozen')!;
+    expect(merged.hosts.map((h) => h.boots)).toEqual([6, 6]);
+    expect(total(0)).toMatchObject({ median_ms: 6500, n: 6 });
+    expect(total(1)).toMatchObject({ median_ms: 17000, n: 6 });
+  });
+
+  it('names both runs with their own load, and numbers the later run\'s broken boots after the earlier run\'s', () => {
+    const merged = mergeGroups({ systemd }, { systemd: later(systemd) }).systemd!;
+    expect(merged.run.runs?.map((r) => r.commit)).toEqual(['abc123', 'def456']);
+    expect(merged.run.loadavg.end).toBe(9);
+    // The first run made 4 boots (3 systemd samples and one broken), so the later run's boot 1 is boot 5.
+    expect(merged.failures.map((f) => [f.what, f.boot])).toEqual([['systemd', 3], ['standalone', 5]]);
+    expect(systemdSection(merged)).toContain('2 runs, their boots pooled: of 2026-12-05T04:00:00.000Z (commit abc123, load average (1 min) 3.50 at its start and 3.50 at its end) and 2026-12-05T05:00:00.000Z (commit def456, load average (1 min) 9.00 at its start and 9.00 at its end)');
+  });
+
+  it('pools the VMM boots per path and RAM size, and keeps the later fleet run', () => {
+    const merged = mergeGroups({ vmm, fleet }, { vmm, fleet: { ...fleet, fleet_rollout_s: 999 } });
+    expect(merged.vmm!.paths.map((p) => [p.path, p.mib, p.boots, p.spans.at(-1)!.n, p.spans.at(-1)!.median_ms])).toEqual([
+      ['resumed', 64, 4, 4, 12_500],
+      ['resumed', 1024, 4, 4, 13_000],
+      ['cold', 64, 2, 2, 6500],
+    ]);
+    expect(merged.vmm!.paths[0]!.state_bytes).toHaveLength(4);
+    expect(merged.fleet!.fleet_rollout_s).toBe(999);
   });
 });
 

@@ -14,9 +14,12 @@ import { COLD_SPANS, RESUMED_SPANS, type VmmDowntimeResult, type VmmPathResult }
 const row = (cells: readonly string[]): string => `| ${cells.join(' | ')} |`;
 const rule = (columns: number): string => `|${'---|'.repeat(columns)}`;
 
-/** The line saying where a group's figures come from. */
+/** The line saying where a group's figures come from: its run, or each run whose samples were pooled. */
 export function runLine(run: GroupRun, samples: string): string {
-  return `Run of ${run.date} (commit ${run.commit}), kernel ${run.kernel}, ${samples}; it took ${Math.round(run.elapsed_s / 60)} min. Load average (1 min) at its start and end: ${run.loadavg.start.toFixed(2)} and ${run.loadavg.end.toFixed(2)} on ${run.loadavg.nproc} cores${run.loadavg.start > run.loadavg.nproc / 2 || run.loadavg.end > run.loadavg.nproc / 2 ? ': the machine was shared with other work, which stretches every figure' : ''}.`;
+  const runs = run.runs ?? [run];
+  const busy = runs.some((r) => Math.max(r.loadavg.start, r.loadavg.end) > r.loadavg.nproc / 2);
+  const each = runs.map((r) => `${r.date} (commit ${r.commit}, load average (1 min) ${r.loadavg.start.toFixed(2)} at its start and ${r.loadavg.end.toFixed(2)} at its end)`);
+  return `${runs.length === 1 ? 'Run' : `${runs.length} runs, their boots pooled:`} of ${each.join(' and ')}, on ${run.loadavg.nproc} cores, kernel ${run.kernel}, ${samples}; ${runs.length === 1 ? 'it' : 'they'} took ${Math.round(run.elapsed_s / 60)} min${busy ? '. The machine was shared with other work, which stretches every figure' : ''}.`;
 }
 
 /** A span's label: today's words for its marks among `specs` (words may improve after a run; the marks are the data), else those the run recorded. */

@@ -75,7 +75,10 @@ export interface GroupRun {
   readonly commit: string;
   readonly kernel: string;
   readonly elapsed_s: number;
+  /** The highest load average either end of any run saw, when runs are pooled. */
   readonly loadavg: LoadRecord;
+  /** When the samples of several runs are pooled (groups-merge.ts): each run. */
+  readonly runs?: readonly GroupRun[];
 }
 
 /** A sample that broke: left out of the figures, kept in the report with why. */

@@ -16,12 +16,15 @@
  *
  *   node conformance/dist/bench/markdown.js --splice BENCHMARKS.md groups.json... > BENCHMARKS.new.md
  *
+ * Several groups files pool their boots (groups-merge.ts).
+ *
  * (`-s`: without it npm writes its own banner to stdout, ahead of the JSON.)
  * @internal
  */
 import * as fs from 'node:fs';
 import type { AgentResult } from './agent-report.js';
 import { groupsBlock, spliceGroups } from './groups-report.js';
+import { mergeGroups } from './groups-merge.js';
 import type { GroupResults } from './groups.js';
 import type { GroupsOnlyResult } from './run.js';
 import type { Target } from './host-report.js';
@@ -214,13 +217,13 @@ export function withGroups(result: BenchResult, groups: GroupsOnlyResult | undef
   return groups === undefined ? result : { ...result, groups: { ...result.groups, ...groups.groups } };
 }
 
-/** The groups of `--groups-only` runs' JSON files, later files over earlier ones. */
+/** The groups of `--groups-only` runs' JSON files: boots of the same group pooled, a later fleet over an earlier one. */
 function groupsOf(files: readonly string[]): GroupResults {
-  return Object.assign({}, ...files.map((file) => {
+  return files.reduce<GroupResults>((merged, file) => {
     const r = JSON.parse(fs.readFileSync(file, 'utf8')) as GroupsOnlyResult;
     if (r.mode !== 'groups') throw new Error(`${file} is not the JSON of a \`npm run bench -- --groups-only\` run`);
-    return r.groups;
-  })) as GroupResults;
+    return mergeGroups(merged, r.groups);
+  }, {});
 }
 
 function main(): void {
