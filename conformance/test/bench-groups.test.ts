@@ -94,7 +94,7 @@ describe('the groups in BENCHMARKS.md', () => {
     const old = { ...systemd, hosts: systemd.hosts.map((h) => ({ ...h, spans: h.spans.map((s) => ({ ...s, name: `old words ${s.from}` })) })) };
     const text = systemdSection(old);
     expect(text).not.toContain('old words');
-    expect(text).toContain("the kexec: the old kernel's last line to the new kernel's first");
+    expect(text).toContain("the kexec and the new kernel's early boot: the old kernel's last line to the new one's first");
   });
 
   it('writes only the groups that ran, in the order of the issue', () => {

@@ -31,7 +31,7 @@ export const RESUMED_SPANS: readonly SpanSpec[] = [
   { name: 'stop to device state saved (QEMU migrates its state, not RAM)', from: 'stopped', to: 'stateSaved' },
   { name: 'state saved to both memfds preserved (then ready)', from: 'stateSaved', to: 'statePreserved' },
   { name: 'ready to the agent\'s manifest sealed', from: 'statePreserved', to: 'frozen' },
-  { name: 'manifest to the new kernel\'s first line (load, freeze, kexec)', from: 'frozen', to: 'newKernel' },
+  { name: 'manifest to the new kernel\'s first console line (load, freeze, kexec, its early boot)', from: 'frozen', to: 'newKernel' },
   { name: 'the new kernel\'s first line to /init (systemd)', from: 'newKernel', to: 'init' },
   { name: '/init to the agent back', from: 'init', to: 'agentBack' },
   { name: 'agent back to QEMU started (claim, retrieve, QEMU\'s start)', from: 'agentBack', to: 'qemuStarted' },
@@ -42,7 +42,7 @@ export const RESUMED_SPANS: readonly SpanSpec[] = [
 
 /** The cold restart taken apart. */
 export const COLD_SPANS: readonly SpanSpec[] = [
-  { name: 'stop (QEMU killed) to the new kernel\'s first line (update, kexec)', from: 'stopped', to: 'newKernel' },
+  { name: 'stop (QEMU killed) to the new kernel\'s first console line (update, kexec, its early boot)', from: 'stopped', to: 'newKernel' },
   { name: 'the new kernel\'s first line to /init (systemd)', from: 'newKernel', to: 'init' },
   { name: '/init to QEMU started', from: 'init', to: 'qemuStarted' },
   { name: 'QEMU started to the guest\'s first line (its boot)', from: 'qemuStarted', to: 'guestRunning' },
