@@ -2,14 +2,31 @@
  * Writes BENCHMARKS.md from the JSON of one full run, so that every number
  * in it comes from that run and the text around them cannot drift from it:
  *
- *   npm run -s bench -- --json > bench.json
+ *   npm run -s bench -- --all --json > bench.json
  *   node conformance/dist/bench/markdown.js bench.json > BENCHMARKS.md
+ *
+ * A second file, the JSON of a `--groups-only` run, puts its groups in
+ * place of the first's (each group's section says which run it came from):
+ *
+ *   node conformance/dist/bench/markdown.js bench.json groups.json > BENCHMARKS.md
+ *
+ * The groups take hours, so they can also run apart from the rest and go
+ * into an existing BENCHMARKS.md, in their own generated block (over the
+ * groups it had; the rest of the file stays as its run wrote it):
+ *
+ *   node conformance/dist/bench/markdown.js --splice BENCHMARKS.md groups.json... > BENCHMARKS.new.md
+ *
+ * Several groups files pool their boots (groups-merge.ts).
  *
  * (`-s`: without it npm writes its own banner to stdout, ahead of the JSON.)
  * @internal
  */
 import * as fs from 'node:fs';
 import type { AgentResult } from './agent-report.js';
+import { groupsBlock, spliceGroups } from './groups-report.js';
+import { mergeGroups } from './groups-merge.js';
+import type { GroupResults } from './groups.js';
+import type { GroupsOnlyResult } from './run.js';
 import type { Target } from './host-report.js';
 import { formatTable, type BenchResult } from './report.js';
 import type { Interval } from './stats.js';
@@ -31,6 +48,11 @@ What does the binding cost against a few lines of C? \`npm run bench\` answers i
   made by \`liveupdate update\`, and the time from the new kernel's \`/init\` until every client
   holds its fds again, for 1, 10 and 100 clients; the agent's requests per second, in the guest
   and on the host.
+- **Opt-in groups**, each over independent boots of its own on the newest kernel: the blackout on a
+  systemd host (systemd 262 as PID 1, \`systemctl kexec\`) against the standalone agent; a real
+  VMM's downtime (QEMU and the counter guest of \`examples/qemu-vmm/\`, at 64 MiB and 1 GiB, against a
+  cold restart); a fleet rollout by \`ansible-playbook\` (time per host and for the fleet, blackout
+  per host).
 
 \`\`\`sh
 npm run bench                      # table on stdout, progress on stderr
@@ -39,7 +61,15 @@ npm run bench -- --boots 3         # independent boots of the guest benchmark (d
 npm run bench -- --quick           # fewer rounds, 64 MiB instead of 1 GiB, agent path 1 and 10 clients (CI: --quick --boots 1)
 npm run bench -- --host-only       # the host cases alone: no kernel, no QEMU
 npm run bench -- --kernel 7.3      # another cached kernel series, a release, or a bzImage path
+npm run bench -- --systemd         # opt-in group: blackout on a systemd host vs the standalone agent
+npm run bench -- --vmm             # opt-in group: a real QEMU guest's downtime, 64 MiB, 1 GiB, cold restart
+npm run bench -- --fleet 3         # opt-in group: one rollout by ansible-playbook over 3 hosts
+npm run bench -- --group-boots 5   # boots per path of --systemd and --vmm (default 3)
+npm run bench -- --groups-only --systemd --vmm   # the groups alone, without the rest
+npm run -s bench -- --all --json > bench.json    # everything: what this file records
 node conformance/dist/bench/markdown.js bench.json > BENCHMARKS.md   # this file, from a run's JSON
+node conformance/dist/bench/markdown.js bench.json groups.json > BENCHMARKS.md   # with a --groups-only run's groups
+node conformance/dist/bench/markdown.js --splice BENCHMARKS.md groups.json > new.md  # only the groups' block, over this file
 \`\`\`
 
 Every figure is a median with a 95% confidence interval (percentile bootstrap, seeded, so the
@@ -101,6 +131,15 @@ const METHOD = `## How it measures
   own ioctl) over the preserve phase. On the host, no LUO needed: the agent process
   (\`liveupdate agent\`) with no device, and clients in the benchmark's process repeating
   \`ready\` + \`sessions\`, in rounds of all clients at once; the median over rounds.
+- **The opt-in groups** (\`--systemd\`, \`--vmm\`, \`--fleet N\`; \`conformance/lib/bench/groups.ts\`): each
+  sample is a boot (a host, for the fleet), each figure a span between two marks of it on the
+  host's clock (the kernel's console lines as stamped on arrival, the guest's instants placed
+  through each kernel's quickest clock sample: \`conformance/lib/vm/clock.ts\`), reported as the
+  median over the samples with its percentile-bootstrap 95% interval and the number of samples.
+  They reuse the demo's runs (\`npm run demo -- --host systemd\`, \`--vmm qemu\`, \`--fleet N\`), so
+  what is measured is what the demo shows. With 3 samples a 95% interval is the range of the
+  three: read it as "no fewer than, no more than", not as a precise spread. Each group records its
+  own run's date, kernel and load average.
 - **The machine is read, not assumed**: QEMU's accelerator from the guest's hypervisor CPUID
   signature, the clock tick (\`sysconf(_SC_CLK_TCK)\`) of host and guest, the load average
   around the run.
@@ -158,6 +197,7 @@ export function benchmarksMarkdown(r: BenchResult): string {
     '',
     agentTable(r.agent),
     '',
+    ...(r.groups === undefined ? [] : [groupsBlock(r.groups)]),
     '## Targets',
     '',
     targetsTable(r.targets),
@@ -166,18 +206,41 @@ export function benchmarksMarkdown(r: BenchResult): string {
     '## The JSON of this run',
     '',
     '```json',
-    JSON.stringify(r, null, 2),
+    JSON.stringify({ ...r, groups: undefined }, null, 2), // the groups' JSON is in their block
     '```',
     '',
   ].join('\n');
 }
 
+/** A full run's result with the groups of a `--groups-only` run in place of its own. */
+export function withGroups(result: BenchResult, groups: GroupsOnlyResult | undefined): BenchResult {
+  return groups === undefined ? result : { ...result, groups: { ...result.groups, ...groups.groups } };
+}
+
+/** The groups of `--groups-only` runs' JSON files: boots of the same group pooled, a later fleet over an earlier one. */
+function groupsOf(files: readonly string[]): GroupResults {
+  return files.reduce<GroupResults>((merged, file) => {
+    const r = JSON.parse(fs.readFileSync(file, 'utf8')) as GroupsOnlyResult;
+    if (r.mode !== 'groups') throw new Error(`${file} is not the JSON of a \`npm run bench -- --groups-only\` run`);
+    return mergeGroups(merged, r.groups);
+  }, {});
+}
+
 function main(): void {
-  const file = process.argv[2];
-  if (file === undefined) throw new Error('usage: node conformance/dist/bench/markdown.js RESULT.json > BENCHMARKS.md');
+  const args = process.argv.slice(2);
+  if (args[0] === '--splice') {
+    const [markdown, ...files] = args.slice(1);
+    if (markdown === undefined || files.length === 0) throw new Error('usage: node conformance/dist/bench/markdown.js --splice BENCHMARKS.md GROUPS.json... > BENCHMARKS.new.md');
+    process.stdout.write(spliceGroups(fs.readFileSync(markdown, 'utf8'), groupsOf(files)));
+    return;
+  }
+  const [file, groupsFile] = args;
+  if (file === undefined) throw new Error('usage: node conformance/dist/bench/markdown.js RESULT.json [GROUPS.json] > BENCHMARKS.md');
   const result = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResult;
   if (!('boots' in result) || !('host' in result) || !('agent' in result)) throw new Error(`${file} is not the JSON of a full \`npm run bench -- --json\``);
-  process.stdout.write(benchmarksMarkdown(result));
+  const groups = groupsFile === undefined ? undefined : (JSON.parse(fs.readFileSync(groupsFile, 'utf8')) as GroupsOnlyResult);
+  if (groups !== undefined && groups.mode !== 'groups') throw new Error(`${String(groupsFile)} is not the JSON of a \`npm run bench -- --groups-only\` run`);
+  process.stdout.write(benchmarksMarkdown(withGroups(result, groups)));
 }
 
 if (require.main === module) {

@@ -4,6 +4,7 @@
  * combined in boots.ts, host cases in host-report.ts) as a table.
  * @internal
  */
+import type { GroupResults } from './groups.js';
 import type { JsonValue } from '../vm/protocol.js';
 import type { AgentHostResult, AgentResult, StartFigures } from './agent-report.js';
 import type { Judged, RatioOverBoots } from './boots.js';
@@ -159,6 +160,8 @@ export type BenchResult = RunInfo &
     readonly errors: ErrorsResult;
     /** The agent path: /init to every client holding its fds again, and the agent's requests per second. */
     readonly agent: AgentResult;
+    /** The opt-in groups that ran (groups.ts), each with its own run's date, kernel and load. */
+    readonly groups?: GroupResults;
   };
 
 /** What the host needs from one case: the value its stage returned. */

@@ -7,6 +7,13 @@
  * object. Progress goes to stderr, results to stdout.
  *
  *   npm run bench -- [--json] [--quick] [--boots N] [--host-only] [--kernel 7.3|/path/bzImage]
+ *                    [--systemd] [--vmm] [--fleet N] [--group-boots N] [--groups-only] [--all]
+ *
+ * The groups (groups.ts) are opt-in, each its own boots on the newest
+ * kernel: `--systemd` the blackout on a systemd host against the
+ * standalone agent, `--vmm` a real QEMU guest's downtime, `--fleet N` one
+ * rollout by ansible-playbook over N hosts; `--all` is all of them with
+ * the rest (what BENCHMARKS.md records); `--groups-only` skips the rest.
  *
  * It never fails for slow numbers: it exits non-zero only when the run
  * itself broke (no kernel, a guest failure).
@@ -25,8 +32,10 @@ import { combineBoots } from './boots.js';
 import { HOST_FULL, HOST_QUICK, runHost } from './host.js';
 import { errorsResult, fdPassResult, hostResult, hostTargets, promiseResult, type HostOnlyResult } from './host-report.js';
 import { AGENT_FULL, AGENT_QUICK, agentCmdline, benchCmdline, FULL, GUEST_C_BENCH, GUEST_NODE_AGENT, QUICK, type BenchParams } from './params.js';
+import { formatGroups } from './groups-report.js';
 import { accelOf, buildBoot, formatHostTable, formatTable, type BenchResult, type BootResult, type RunInfo, type StageValues } from './report.js';
 import { compileC } from '../harness/compile.js';
+import { anyGroup, FLEET_HOSTS, GROUP_BOOTS, runGroups, type GroupOptions, type GroupResults } from './groups.js';
 
 /** How to run the benchmark. */
 export interface BenchOptions {
@@ -40,6 +49,17 @@ export interface BenchOptions {
   readonly boots?: number;
   /** Progress lines (default: stderr). */
   readonly onProgress?: (line: string) => void;
+  /** The opt-in groups to run after the rest (default none). */
+  readonly groups?: GroupOptions;
+}
+
+/** What `--groups-only` prints: the groups alone, with the machine they ran on. */
+export interface GroupsOnlyResult {
+  readonly mode: 'groups';
+  readonly date: string;
+  readonly commit: string;
+  readonly machine: { readonly nproc: number; readonly cpu: string; readonly qemu: string };
+  readonly groups: GroupResults;
 }
 
 const GUEST_CPUS = 2;
@@ -132,7 +152,15 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     commit: hostOnly.commit,
   };
   const agent = combineAgent(agentCounts, agentBoots, hostOnly.agent.host);
-  return { ...info, boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, promise: hostOnly.promise, errors: hostOnly.errors, agent, targets: [...guest.targets, ...agent.targets, ...hostOnly.targets] };
+  const groups = options.groups !== undefined && anyGroup(options.groups) ? await runGroups(options.groups, hostOnly.commit, progress) : undefined;
+  return { ...info, ...(groups === undefined ? {} : { groups }), boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, promise: hostOnly.promise, errors: hostOnly.errors, agent, targets: [...guest.targets, ...agent.targets, ...hostOnly.targets] };
+}
+
+/** Runs the opt-in groups alone (`--groups-only`). */
+export async function runGroupsOnly(groups: GroupOptions, onProgress: (line: string) => void = defaultProgress): Promise<GroupsOnlyResult> {
+  const commit = commitOf(packageRoot());
+  const date = new Date().toISOString();
+  return { mode: 'groups', date, commit, machine: { nproc: os.cpus().length, cpu: cpuModel(), qemu: qemuVersion() }, groups: await runGroups(groups, commit, onProgress) };
 }
 
 /**
@@ -219,8 +247,12 @@ function cpuModel(): string {
 }
 
 /** Command-line options of `npm run bench`. */
-export function parseArgs(argv: readonly string[]): BenchOptions & { json: boolean; hostOnly: boolean } {
+export function parseArgs(argv: readonly string[]): BenchOptions & { json: boolean; hostOnly: boolean; groupsOnly: boolean; groups: GroupOptions } {
   let json = false;
+  let groupsOnly = false;
+  let all = false;
+  let groupBoots = GROUP_BOOTS;
+  const asked = { systemd: false, vmm: false, fleet: 0 };
   let quick = false;
   let hostOnly = false;
   let boots: number | undefined;
@@ -231,7 +263,16 @@ export function parseArgs(argv: readonly string[]): BenchOptions & { json: boole
     if (arg === '--json') json = true;
     else if (arg === '--quick') quick = true;
     else if (arg === '--host-only') hostOnly = true;
-    else if (arg === '--boots') {
+    else if (arg === '--groups-only') groupsOnly = true;
+    else if (arg === '--all') all = true;
+    else if (arg === '--systemd') asked.systemd = true;
+    else if (arg === '--vmm') asked.vmm = true;
+    else if (arg === '--fleet' || arg === '--group-boots') {
+      const n = Number(argv[++i]);
+      if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${arg} needs a positive integer`);
+      if (arg === '--fleet') asked.fleet = n;
+      else groupBoots = n;
+    } else if (arg === '--boots') {
       boots = Number(argv[++i]);
       if (!Number.isSafeInteger(boots) || boots < 1) throw new Error('--boots needs a positive integer');
     } else if (arg === '--kernel' || arg === '--memory') {
@@ -239,9 +280,14 @@ export function parseArgs(argv: readonly string[]): BenchOptions & { json: boole
       if (value === undefined) throw new Error(`${arg} needs a value`);
       if (arg === '--kernel') kernel = value;
       else memory = value;
-    } else throw new Error(`unknown argument ${String(arg)}: use [--json] [--quick] [--boots N] [--host-only] [--kernel 7.2|7.3|/path/bzImage] [--memory 4G]`);
+    } else throw new Error(`unknown argument ${String(arg)}: use [--json] [--quick] [--boots N] [--host-only] [--kernel 7.2|7.3|/path/bzImage] [--memory 4G] [--systemd] [--vmm] [--fleet N] [--group-boots N] [--groups-only] [--all]`);
   }
-  return { json, quick, hostOnly, ...(boots === undefined ? {} : { boots }), ...(kernel === undefined ? {} : { kernel }), ...(memory === undefined ? {} : { memory }) };
+  const groups: GroupOptions = all
+    ? { systemd: groupBoots, vmm: groupBoots, fleet: asked.fleet || FLEET_HOSTS }
+    : { systemd: asked.systemd ? groupBoots : 0, vmm: asked.vmm ? groupBoots : 0, fleet: asked.fleet };
+  if (groupsOnly && !anyGroup(groups)) throw new Error('--groups-only needs a group: --systemd, --vmm, --fleet N or --all');
+  if (hostOnly && anyGroup(groups)) throw new Error('--host-only runs no guest: it takes no group');
+  return { json, quick, hostOnly, groupsOnly, groups, ...(boots === undefined ? {} : { boots }), ...(kernel === undefined ? {} : { kernel }), ...(memory === undefined ? {} : { memory }) };
 }
 
 async function main(): Promise<void> {
@@ -249,7 +295,9 @@ async function main(): Promise<void> {
   const options = parseArgs(process.argv.slice(2));
   const [result, text] = options.hostOnly
     ? await runHostBench(options).then((r) => [r, formatHostTable(r)] as const)
-    : await runBench(options).then((r) => [r, formatTable(r)] as const);
+    : options.groupsOnly
+      ? await runGroupsOnly(options.groups).then((r) => [r, formatGroups(r.groups)] as const)
+      : await runBench(options).then((r) => [r, [formatTable(r), ...(r.groups === undefined ? [] : [formatGroups(r.groups)])].join('\n\n')] as const);
   process.stderr.write(`[bench] done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   process.stdout.write(options.json ? `${JSON.stringify(result, null, 2)}\n` : `${text}\n`);
 }

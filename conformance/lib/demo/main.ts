@@ -74,7 +74,7 @@ function kernel(): KernelImage | undefined {
 }
 
 /** Guest RAM: room for node and the guest image (held several times over around a kexec) plus both VMs. */
-function guestMemory(mib: number): string {
+export function guestMemory(mib: number): string {
   return `${2048 + VMS.length * mib}M`;
 }
 

@@ -37,10 +37,10 @@ const SOCKET = '/run/liveupdate/agent.sock';
  * device and makes the kexec itself, as the runner's child (systemd mode
  * wants the agent as a unit of its own: test/kernel/agent-systemd.test.ts).
  */
-const AGENT_ARGS = ['--mode', 'standalone', '--force'];
+export const AGENT_ARGS = ['--mode', 'standalone', '--force'];
 const MIB = 1 << 20;
 /** QEMU inside this guest runs under TCG inside TCG: a small translation cache, and time. */
-const TB_SIZE_MIB = 16;
+export const TB_SIZE_MIB = 16;
 const STEP_WAIT_MS = 240_000;
 /** Stage 1's steps, kept on the root filesystem across the kexec. */
 const STEP_LOG = '/var/lib/lu/vmm-steps.jsonl';
@@ -80,7 +80,8 @@ export interface AfterUpdate {
   agentBackAt: number | null;
 }
 
-function mibFromCmdline(): number {
+/** The guest RAM (MiB) from the kernel command line. */
+export function mibFromCmdline(): number {
   const match = new RegExp(`(?:^|\\s)${VMM_MIB_PARAM.replace('.', '\\.')}=(\\d+)(?:\\s|$)`).exec(fs.readFileSync('/proc/cmdline', 'utf8'));
   if (match?.[1] === undefined) throw new Error(`${VMM_MIB_PARAM}=N is missing from the kernel command line`);
   return Number(match[1]);

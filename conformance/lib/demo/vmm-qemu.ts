@@ -96,7 +96,7 @@ export async function runVmmQemu(options: VmmQemuOptions): Promise<VmmQemuRun> {
 }
 
 /** Each step with the host's stamp of its arrival, and the agent's first answer in the new kernel, from the runner's stamped records. */
-function stampedSteps(arrivals: Arrivals): { steps: Array<{ stage: number; host: number; step: Step }>; agentBack: number | undefined } {
+export function stampedSteps(arrivals: Arrivals): { steps: Array<{ stage: number; host: number; step: Step }>; agentBack: number | undefined } {
   const steps: Array<{ stage: number; host: number; step: Step }> = [];
   let agentBack: number | undefined;
   for (const { atMs, record } of arrivals.records) {
@@ -113,7 +113,7 @@ function stampedSteps(arrivals: Arrivals): { steps: Array<{ stage: number; host:
 }
 
 /** Host ms of a step of a stage, from its guest clock and the stage's offset to the host (taken at its first step). */
-function stepTimes(steps: ReadonlyArray<{ stage: number; host: number; step: Step }>, stage: number): (name: string) => number | undefined {
+export function stepTimes(steps: ReadonlyArray<{ stage: number; host: number; step: Step }>, stage: number): (name: string) => number | undefined {
   const ofStage = steps.filter((s) => s.stage === stage);
   // The smallest arrival - guest time: the step that waited least on the serial line.
   const offset = Math.min(...ofStage.filter((s) => !Number.isNaN(s.host)).map((s) => s.host - s.step.at));

@@ -1,0 +1,149 @@
+/**
+ * `npm run bench -- --systemd`: the blackout of one live update with
+ * systemd in the loop against the standalone agent, on the same kernel,
+ * over independent boots. Each boot runs the demo's own client work (the
+ * agent, two VMM-like clients of two uids each preserving a memfd through
+ * it, `liveupdate update`, each client claiming and retrieving its memory
+ * in the new kernel): once on the test bed's initramfs with the standalone
+ * agent, once on the systemd image (systemd 262 as PID 1, the agent in its
+ * systemd mode, `systemctl kexec`). The instants are the demo's
+ * (../demo/blackout.ts), on the host's clock (../vm/clock.ts); `node -e 0`
+ * timed in the new kernel afterwards is the floor under node's start.
+ * @internal
+ */
+import * as path from 'node:path';
+import { demoInstants } from '../demo/blackout.js';
+import { guestMemory } from '../demo/main.js';
+import { MIB_PARAM, type DemoSummary } from '../demo/scenario.js';
+import { systemdHostRun } from '../demo/systemd.js';
+import { packageRoot } from '../vm/initramfs.js';
+import type { KernelImage } from '../vm/kernels.js';
+import { runVm, type RunOptions, type VmRun } from '../vm/qemu.js';
+import { sampleOrFailure, someSamples, spanEstimates, type FailedSample, type Marks, type SpanEstimate, type SpanSpec } from './intervals.js';
+import { medianEstimate, type Interval } from './stats.js';
+import { NODE_FLOOR_CASE } from './node-floor-scenario.js';
+
+/** The two ways a host runs the agent. */
+export const BLACKOUT_HOSTS = ['standalone', 'systemd'] as const;
+/** One of {@link BLACKOUT_HOSTS}. */
+export type BlackoutHost = (typeof BLACKOUT_HOSTS)[number];
+
+/** Guest memory per client: the blackout does not copy it, so small keeps a boot short. */
+export const BLACKOUT_CLIENT_MIB = 16;
+const DEMO_CASE = 'demo/guest-memory';
+
+/** One boot's instants (ms from the manifest's sealing, host clock) and its node floor. */
+export interface BlackoutBoot {
+  readonly host: BlackoutHost;
+  readonly marks: {
+    readonly frozen: 0;
+    readonly jump: number;
+    readonly kernel_up: number;
+    readonly init: number;
+    readonly agent_back: number;
+    readonly last_claim: number;
+  };
+  /** Median of `node -e 0` in the new kernel, ms (null if it was not measured). */
+  readonly node_floor_ms: number | null;
+  /** The boot's wall time, s. */
+  readonly elapsed_s: number;
+}
+
+/** The spans each host's blackout is taken apart into. */
+export const BLACKOUT_SPANS: readonly SpanSpec[] = [
+  { name: 'manifest sealed to the old kernel\'s last line (the load and, on systemd, the orderly shutdown)', from: 'frozen', to: 'jump' },
+  { name: 'the kexec and the new kernel\'s early boot: the old kernel\'s last line to the new one\'s first (its banner reaches the serial console once the console is up, not at its start)', from: 'jump', to: 'kernel_up' },
+  { name: 'the new kernel\'s boot: its first line on the console to /init', from: 'kernel_up', to: 'init' },
+  { name: '/init to the agent back on /dev/liveupdate (init, node\'s start, the manifest; on systemd PID 1\'s boot and retrieval too)', from: 'init', to: 'agent_back' },
+  { name: 'the agent back to the last client holding its memory (the clients started by the test bed, on systemd as units once multi-user.target is up; their claims and retrieves)', from: 'agent_back', to: 'last_claim' },
+  { name: 'total: manifest sealed to the last claim', from: 'frozen', to: 'last_claim' },
+];
+
+/** Where the time goes, in the issue's three parts (plus what is neither). */
+export const WHERE_SPANS: readonly SpanSpec[] = [
+  { name: "the kernel's part (old kernel's last line to the new one's /init)", from: 'jump', to: 'init' },
+  { name: 'user space before the agent answers (node\'s start among it)', from: 'init', to: 'agent_back' },
+  { name: "the clients' part (the agent back to the last claim: the clients' start, their claims and retrieves)", from: 'agent_back', to: 'last_claim' },
+  { name: 'before the jump (manifest to the old kernel\'s last line)', from: 'frozen', to: 'jump' },
+];
+
+/** One host's figures over its boots. */
+export interface BlackoutHostResult {
+  readonly host: BlackoutHost;
+  readonly boots: number;
+  readonly spans: readonly SpanEstimate[];
+  readonly where: readonly SpanEstimate[];
+  readonly node_floor: { readonly median_ms: number | null; readonly ci95_ms: Interval | null; readonly n: number };
+  readonly samples: readonly BlackoutBoot[];
+}
+
+/** The group's result. */
+export interface SystemdBlackoutResult {
+  readonly client_mib: number;
+  readonly clients: number;
+  readonly hosts: readonly BlackoutHostResult[];
+  /** Boots that broke, left out of the figures. */
+  readonly failures: readonly FailedSample[];
+}
+
+/** One boot's marks from the demo's instants (the manifest, the kernel's three, the agent, the claims). */
+export function blackoutMarks(run: Pick<VmRun, 'arrivals'>, summary: DemoSummary): BlackoutBoot['marks'] {
+  const [frozen, jump, up, init, back, ...claims] = demoInstants(run.arrivals, summary);
+  if (frozen === undefined || jump === undefined || up === undefined || init === undefined || back === undefined || claims.length === 0) throw new Error('the demo gave fewer instants than a blackout has');
+  const at = (ms: number): number => Math.round((ms - frozen.atMs) * 1000) / 1000;
+  return { frozen: 0, jump: at(jump.atMs), kernel_up: at(up.atMs), init: at(init.atMs), agent_back: at(back.atMs), last_claim: at(Math.max(...claims.map((c) => c.atMs))) };
+}
+
+/** Combines a host's boots. Pure. */
+export function combineBlackoutHost(host: BlackoutHost, samples: readonly BlackoutBoot[]): BlackoutHostResult {
+  const marks: Marks[] = samples.map((s) => s.marks);
+  const floors = samples.map((s) => s.node_floor_ms).filter((x): x is number => x !== null);
+  const floor = floors.length === 0 ? null : medianEstimate(floors);
+  return {
+    host,
+    boots: samples.length,
+    spans: spanEstimates(marks, BLACKOUT_SPANS),
+    where: spanEstimates(marks, WHERE_SPANS),
+    node_floor: { median_ms: floor === null ? null : Math.round(floor.median * 10) / 10, ci95_ms: floor === null ? null : [Math.round(floor.ci95[0] * 10) / 10, Math.round(floor.ci95[1] * 10) / 10], n: floors.length },
+    samples,
+  };
+}
+
+/** The run options of one host's boot. */
+function runOptions(host: BlackoutHost, root: string): Omit<RunOptions, 'name' | 'kernels'> {
+  const floor = path.join(root, 'dist', 'bench', 'node-floor-scenario.js');
+  const cmdline = `${MIB_PARAM}=${BLACKOUT_CLIENT_MIB}`;
+  if (host === 'standalone') return { scenarios: [path.join(root, 'dist', 'demo', 'scenario.js'), floor], memory: guestMemory(BLACKOUT_CLIENT_MIB), cmdline };
+  const systemd = systemdHostRun(BLACKOUT_CLIENT_MIB);
+  if (typeof systemd === 'string') throw new Error(systemd);
+  // no_timer_check: as the VMM run's, a busy host can make the new kernel's IO-APIC timer check miss.
+  return { ...systemd, scenarios: [...(systemd.scenarios ?? []), floor], cmdline: `${cmdline} no_timer_check` };
+}
+
+/** One boot of one host. */
+async function blackoutBoot(host: BlackoutHost, kernel: KernelImage, progress: (line: string) => void): Promise<BlackoutBoot> {
+  const root = packageRoot();
+  const run = await runVm({ name: `bench-blackout-${host}-${kernel.release}`, kernels: [kernel.path], ...runOptions(host, root), cpus: 2, logDir: path.join(root, '.vm-out'), timeoutMs: 900_000, onProgress: false });
+  const summary = run.result(DEMO_CASE, 2)?.value as unknown as DemoSummary | undefined;
+  if (!run.ok || summary === undefined) throw new Error(`the ${host} blackout boot failed: ${run.reason}\n${run.report()}`);
+  const floor = run.result(NODE_FLOOR_CASE, 2)?.value;
+  const boot: BlackoutBoot = { host, marks: blackoutMarks(run, summary), node_floor_ms: typeof floor === 'number' ? Math.round(floor * 10) / 10 : null, elapsed_s: Math.round(run.elapsedMs / 100) / 10 };
+  progress(`${host}: blackout ${(boot.marks.last_claim / 1000).toFixed(2)} s (agent back at ${(boot.marks.agent_back / 1000).toFixed(2)} s), boot took ${boot.elapsed_s} s`);
+  return boot;
+}
+
+/** Runs `boots` boots of each host, alternating which goes first; a broken boot is recorded and left out; rejects when none came through. */
+export async function runSystemdBlackout(kernel: KernelImage, boots: number, progress: (line: string) => void): Promise<SystemdBlackoutResult> {
+  const samples = new Map<BlackoutHost, BlackoutBoot[]>(BLACKOUT_HOSTS.map((h) => [h, []]));
+  const failures: FailedSample[] = [];
+  for (let boot = 1; boot <= boots; boot++) {
+    const order = boot % 2 === 1 ? BLACKOUT_HOSTS : [...BLACKOUT_HOSTS].reverse();
+    for (const host of order) {
+      progress(`systemd group: boot ${boot}/${boots}, ${host} agent on ${kernel.release}`);
+      const sample = await sampleOrFailure(host, boot, failures, progress, () => blackoutBoot(host, kernel, progress));
+      if (sample !== undefined) samples.get(host)!.push(sample);
+    }
+  }
+  someSamples('systemd', [...samples.values()].reduce((n, s) => n + s.length, 0), failures);
+  return { client_mib: BLACKOUT_CLIENT_MIB, clients: 2, hosts: BLACKOUT_HOSTS.map((h) => combineBlackoutHost(h, samples.get(h)!)), failures };
+}
