@@ -16,14 +16,31 @@ import { checkFd, invalidArgValue, toToken } from './validate.js';
 /** The session calls a session fd answers. */
 type SessionCalls = Pick<LuoBinding, 'preserveFd' | 'preserveFdAsync' | 'retrieveFd' | 'retrieveFdAsync' | 'finishSession' | 'finishSessionAsync' | 'getSessionName' | 'getSessionNameAsync'>;
 
+/** lib/simulator/calls.ts's lookup, set when that module loads. */
+let simulatedCallsOf: ((sessionFd: number) => SessionCalls | null) | undefined;
+
+/** Called by lib/simulator/calls.ts as it loads. @internal */
+export function provideSimulatedSessionCalls(lookup: (sessionFd: number) => SessionCalls | null): void {
+  simulatedCallsOf = lookup;
+}
+
 /**
  * The calls of a simulated session (lib/simulator: its fds are sockets, on
  * which the kernel answers a LUO ioctl with ENOTTY), loaded only then, or
- * the kernel's failure as it was.
+ * the kernel's failure as it was. Where lib/ runs as source (require()
+ * finds no TypeScript), a simulator in use has loaded its calls already;
+ * none loaded means no simulated session here, and the kernel's answer stands.
  */
 function simulated(error: unknown, sessionFd: number): SessionCalls {
   if ((error as { code?: unknown }).code === 'ENOTTY') {
-    const calls = (require('./simulator/calls.js') as typeof import('./simulator/calls.js')).simulatedSessionCalls(sessionFd);
+    if (simulatedCallsOf === undefined) {
+      try {
+        require('./simulator/calls.js');
+      } catch (loadError) {
+        if ((loadError as { code?: unknown }).code !== 'MODULE_NOT_FOUND') throw loadError;
+      }
+    }
+    const calls = simulatedCallsOf?.(sessionFd) ?? null;
     if (calls !== null) return calls;
   }
   throw error;

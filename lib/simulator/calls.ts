@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
 import { native, type LuoBinding } from '../native.js';
+import { provideSimulatedSessionCalls } from '../session.js';
 import { duplicate, localSession, systemError, type SimulatedLuo, type SimulatedSession, type WireReply, type WireRequest } from './kernel.js';
 
 /** The session calls, as the native layer has them. */
@@ -143,3 +144,5 @@ const WIRE_CALLS: SimulatedSessionCalls = {
   getSessionName: (s) => askSync(s, { op: 'getName' }).name,
   getSessionNameAsync: async (s) => (await ask(s, { op: 'getName' })).name,
 };
+
+provideSimulatedSessionCalls(simulatedSessionCalls);
