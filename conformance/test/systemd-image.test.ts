@@ -2,7 +2,8 @@
  * The systemd guest image's host side, without booting anything: the cache
  * key is the build script's, a missing image is reported in one line that
  * names the command, and a run's files land in its copy of the image (read
- * back with debugfs), or the copy is refused with debugfs's own complaint.
+ * back with debugfs), with the stamps and switches that spare its boots work
+ * no run needs, or the copy is refused with debugfs's own complaint.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -70,6 +71,24 @@ describe('systemd guest image', () => {
       expect(debugfsCat(run.disk, '/lu/node_modules/liveupdate/package.json')).toContain('"name": "liveupdate"');
     } finally {
       fs.rmSync(run.dir, { recursive: true, force: true });
+    }
+  });
+
+  it("spares the copy's boots work no run needs: the update stamps, and sshd only where asked for", () => {
+    const base = ext4Image('trim', 96);
+    const plain = buildRunDisk(base, { kernels: [], scenarios: [] });
+    const fleet = buildRunDisk(base, { kernels: [], scenarios: [] }, { sshd: true });
+    try {
+      for (const stamp of ['/etc/.updated', '/var/.updated']) {
+        const nsec = /^TIMESTAMP_NSEC=(\d+)$/m.exec(debugfsCat(plain.disk, stamp))?.[1];
+        expect(Number(BigInt(nsec ?? '0') / 1_000_000n)).toBeGreaterThan(Date.now() - 60_000);
+      }
+      expect(debugfsCat(plain.disk, '/etc/ssh/sshd_not_to_be_run')).toContain('no ssh');
+      expect(debugfsCat(fleet.disk, '/etc/ssh/sshd_not_to_be_run')).toBe('');
+      expect(debugfsCat(fleet.disk, '/etc/.updated')).toMatch(/^TIMESTAMP_NSEC=\d+$/m);
+    } finally {
+      fs.rmSync(plain.dir, { recursive: true, force: true });
+      fs.rmSync(fleet.dir, { recursive: true, force: true });
     }
   });
 

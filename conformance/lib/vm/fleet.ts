@@ -311,6 +311,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           kernels: [options.kernels.boot, options.kernels.target],
           scenarios: [scenario],
           systemdImage: options.systemdImage,
+          sshd: true,
           files: { ...files, ...targetConfig(options.kernels.target, targetRelease), ...options.files },
           memory: options.memory ?? '1536M',
           cpus: options.cpus ?? 1,

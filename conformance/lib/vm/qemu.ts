@@ -59,6 +59,8 @@ export interface RunOptions extends ImageOptions {
    * units, and each kexec is systemd's own (`systemctl kexec`).
    */
   readonly systemdImage?: string;
+  /** With {@link systemdImage}: start the guest's sshd (default false: no test but the fleet reaches its guest over ssh). */
+  readonly sshd?: boolean;
   /** Ends the run early: QEMU is killed when it aborts (a long-lived guest the caller powers off itself, say). */
   readonly signal?: AbortSignal;
 }
@@ -204,7 +206,7 @@ async function runSystemdImage(
   progress: (line: string) => void,
 ): Promise<VmRun> {
   if (options.initrds?.length) throw new Error('runVm: initrds cannot be given with systemdImage (that guest boots without an initrd)');
-  const run = buildRunDisk(base, imageOptions);
+  const run = buildRunDisk(base, imageOptions, options.sshd === undefined ? {} : { sshd: options.sshd });
   progress(`systemd image copied with this run's files in ${run.image.ms} ms`);
   const collector = new Collector(progress, options);
   try {

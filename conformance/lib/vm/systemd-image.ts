@@ -73,12 +73,18 @@ export interface RunDisk {
   readonly image: GuestImage;
 }
 
+/** How a run's copy of the image boots, besides its files. */
+export interface RunDiskOptions {
+  /** Start sshd (the fleet's ansible-playbook reaches its hosts through it); default false. */
+  readonly sshd?: boolean;
+}
+
 /**
  * Copies `base` and writes the run's files into the copy: what
- * {@link planPayload} places for `options`, the manifest and the runner's
- * start script.
+ * {@link planPayload} places for `options`, the manifest, the runner's start
+ * script and {@link bootTrimmings}.
  */
-export function buildRunDisk(base: string, options: GuestImageOptions): RunDisk {
+export function buildRunDisk(base: string, options: GuestImageOptions, boot: RunDiskOptions = {}): RunDisk {
   const started = Date.now();
   const debugfs = debugfsPath();
   if (debugfs === undefined) throw new Error(DEBUGFS_HELP);
@@ -95,13 +101,36 @@ export function buildRunDisk(base: string, options: GuestImageOptions): RunDisk 
       fs.writeFileSync(file, text);
       return { guest, kind: 'file', source: file };
     };
-    const all = [...members, write(GUEST_MANIFEST, JSON.stringify(manifest, null, 2)), write(SYSTEMD_RUNNER, systemdRunnerScript())];
+    const trimmings = bootTrimmings(boot, Date.now()).map(({ guest, text }) => write(guest, text));
+    const all = [...members, write(GUEST_MANIFEST, JSON.stringify(manifest, null, 2)), write(SYSTEMD_RUNNER, systemdRunnerScript()), ...trimmings];
     writeMembers(debugfs, disk, all, path.join(dir, 'debugfs.cmds'));
     return { disk, dir, image: { initrd: '', archiveBytes: 0, disk, manifest, cached: false, ms: Date.now() - started } };
   } catch (error) {
     fs.rmSync(dir, { recursive: true, force: true });
     throw error;
   }
+}
+
+/**
+ * What spares every boot of a run's copy work no test needs, all of it
+ * CPU that emulation makes dear (measured on the image's first boot under
+ * TCG: about 12 s of QEMU's CPU time, and ssh.service alone 8.6 s on the way
+ * to multi-user.target, which the runner waits for):
+ * - `/etc/.updated` and `/var/.updated`, stamped now: the image comes out
+ *   of mmdebstrap without them, so each copy's first boot would run the
+ *   `ConditionNeedsUpdate=` units (ldconfig, the journal's catalog,
+ *   systemd-update-done) over a /usr that the packages' own scripts have
+ *   already brought up to date;
+ * - `/etc/ssh/sshd_not_to_be_run` unless `sshd` is asked for: Debian's
+ *   ssh.service does not start while it exists (its `ConditionPathExists=`).
+ */
+export function bootTrimmings(boot: RunDiskOptions, nowMs: number): { guest: string; text: string }[] {
+  const stamp = `TIMESTAMP_NSEC=${BigInt(nowMs) * 1_000_000n}\n`;
+  return [
+    { guest: '/etc/.updated', text: stamp },
+    { guest: '/var/.updated', text: stamp },
+    ...(boot.sshd === true ? [] : [{ guest: '/etc/ssh/sshd_not_to_be_run', text: 'the liveupdate test bed: this run reaches its guest through no ssh\n' }]),
+  ];
 }
 
 /** Writes `members` into the ext4 image `disk` with one debugfs run; fails on any error debugfs reports. */
