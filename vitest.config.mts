@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 /**
@@ -57,6 +58,11 @@ export default defineConfig({
           server,
           include: ['test/**/*.test.ts', 'conformance/test/**/*.test.ts'],
           exclude: ['test/kernel/**', 'conformance/test/kernel/**', '**/node_modules/**'],
+          // vitest's default leaves one core to itself: one file at a time on two cores. The host files
+          // spend much of their time waiting on children (pack.test's npm and node-gyp alone are about
+          // half of the whole), so two at once keep both cores busy; every timing bound in them held
+          // with two at once beside three kernel-test runs.
+          maxWorkers: Math.max(2, availableParallelism() - 1),
           sequence: { groupOrder: 0 },
         },
       },
