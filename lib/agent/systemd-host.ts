@@ -91,14 +91,39 @@ export function describeHandedBack<T extends { fdName: string; kernelName: strin
   return { described, missing: manifest.filter((s) => !found.has(s.kernelName)) };
 }
 
+/** How a systemctl run ended: its exit status, or null when it was killed (a signal, the timeout) or could not run. */
+interface SystemctlResult {
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
 /** Runs systemctl; resolves with how it ended. */
-function systemctl(args: readonly string[]): Promise<{ status: number | null; stderr: string }> {
+function systemctl(args: readonly string[], timeoutMs = 60_000): Promise<SystemctlResult> {
   return new Promise((resolve) => {
-    childProcess().execFile('systemctl', args, { encoding: 'utf8', timeout: 60_000 }, (error, _stdout, stderr) => {
+    childProcess().execFile('systemctl', args, { encoding: 'utf8', timeout: timeoutMs }, (error, stdout, stderr) => {
       const status = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : null;
-      resolve({ status, stderr: stderr.trim() || (error?.message ?? '') });
+      resolve({ status, stdout, stderr: stderr.trim() || (error?.message ?? '') });
     });
   });
+}
+
+/**
+ * Whether the system is going down after a `systemctl kexec` that did not
+ * exit 0. Unloading the kernel is right only when systemd refused: once its
+ * shutdown has begun, the jump needs the kernel loaded, or systemd-shutdown's
+ * kexec fails (EINVAL: nothing loaded) and it reboots plainly, losing every
+ * session. The shutdown stops the agent's unit, and with it the systemctl
+ * still exiting beside it (same cgroup), so a systemctl killed, or one that
+ * failed while the agent is being stopped, may well have started the kexec.
+ * systemd's own state decides where it can still be asked.
+ */
+async function goingDown(asked: SystemctlResult, agentStopping: boolean): Promise<boolean> {
+  if (agentStopping) return true;
+  const state = await systemctl(['is-system-running'], 10_000);
+  // A systemctl that could not even ask while its first attempt was killed is as good as stopped by the shutdown.
+  if (state.status === null) return asked.status === null;
+  return state.stdout.trim() === 'stopping';
 }
 
 /** The FileDescriptorStorePreserve= of this process's unit, as systemctl shows it, or null when it cannot be told. */
@@ -220,12 +245,13 @@ export class SystemdHost implements AgentHost {
    * Seals the manifest (parked when systemd stops the agent), then asks for
    * the orderly kexec. A refusal (a unit blocking the shutdown, kexec.target
    * masked, ...) is UpdateRefusedError with nothing kept: the caller unloads.
-   * Once systemd has the job, the agent waits to be stopped.
+   * Once systemd has the job, or the system is going down whatever systemctl
+   * said, the agent waits to be stopped.
    */
   async jump(manifest: Manifest, signal: AbortSignal): Promise<never> {
     this.#manifest = writeManifest(manifest);
     const asked = await systemctl(['kexec']);
-    if (asked.status !== 0) {
+    if (asked.status !== 0 && !(await goingDown(asked, signal.aborted))) {
       closeQuietly(this.#manifest);
       this.#manifest = null;
       throw agentError('ERR_LIVEUPDATE_UPDATE_REFUSED', `the update was refused: systemd did not start the kexec (systemctl kexec exited ${String(asked.status)}: ${asked.stderr})`, { operation: 'agent.update' });
