@@ -3,7 +3,7 @@
  * rounds made up here with hand-computed answers (no LUO, no timing).
  */
 import { describe, expect, it } from 'vitest';
-import { errorsResult, fdPassResult, hostResult, hostTargets, promiseResult } from '../lib/bench/host-report.js';
+import { errorsResult, fdPassResult, hostResult, hostTargets, poolWakeupNote, promiseResult } from '../lib/bench/host-report.js';
 import * as path from 'node:path';
 import { requireOnce, type ErrorRounds, type FdPassRounds, type FormRounds, type HostRounds, type SealsRounds } from '../lib/bench/host.js';
 import { accelOf } from '../lib/bench/report.js';
@@ -89,6 +89,15 @@ describe('host figures', () => {
       require_ms: [12, 13, 14],
     });
     expect(judge(slow).map((t) => t.verdict)).toEqual(['missed', 'missed', 'missed', 'missed', 'missed', 'missed', 'missed', 'missed', 'missed']);
+  });
+
+  it("say when the thread pool's wake-up, not the package, is over the absolute Promise limit (node's own callback over it too)", () => {
+    expect(poolWakeupNote(promiseResult(rounds()))).toBeNull();
+    const pooled = rounds({ seals: seals(flat(400, 25_200, 200), 25_200, 27_000, 200) });
+    expect(poolWakeupNote(promiseResult(pooled))).toBe(
+      "the thread pool's hand-off and wake-up dominate on this machine: node's own fs.fstat(fd, callback) pays 25000 ns over C's fstat, " +
+        'over the 15000-ns limit by itself; ours pays 25000 ns, ×1.00 node\'s own',
+    );
   });
 
   it('give the fd-passing ratio of medians with a paired interval', () => {

@@ -8,7 +8,7 @@ import type { GroupResults } from './groups.js';
 import type { JsonValue } from '../vm/protocol.js';
 import type { AgentHostResult, AgentResult, StartFigures } from './agent-report.js';
 import type { Judged, RatioOverBoots } from './boots.js';
-import { round3, type ErrorsResult, type FdPassResult, type HostOnlyResult, type HostResult, type PromiseResult, type Target } from './host-report.js';
+import { poolWakeupNote, round3, type ErrorsResult, type FdPassResult, type HostOnlyResult, type HostResult, type PromiseResult, type Target } from './host-report.js';
 import type { BenchParams } from './params.js';
 import { median, type Interval } from './stats.js';
 
@@ -484,6 +484,7 @@ function hostLines(r: HostSections): string {
     `${h.rounds} rounds after ${h.warmup} warm-up, node sync, node Promise, C and node's own anchors interleaved (order rotating)`,
     '',
     table(anchors),
+    ...[poolWakeupNote(p)].filter((note): note is string => note !== null),
     '',
     `require('liveupdate') in a fresh node: ${fmt(h.require_ms)} ms ${ci(h.require_ms_ci95, 2)}, ${h.require_modules.length} module files, ${testBed}; then its LiveUpdate: ${fmt(h.live_update_ms)} ms ${ci(h.live_update_ms_ci95, 2)}; node -e 0: ${fmt(h.node_start_ms)} ms ${ci(h.node_start_ms_ci95, 2)}`,
   ].join('\n');
