@@ -71,9 +71,9 @@ export type Cancellable<T> = Promise<T> & { cancel(errno?: number): void };
 /** SCM_RIGHTS over Unix sockets and the socket helpers (native/fdpass.h). @internal */
 export type FdPassBinding = {
   /** `timeoutMs` (default -1: none) bounds the whole send; then ETIMEDOUT. */
-  sendFds(fd: number, data: Uint8Array, fds: number[], framing: number, timeoutMs?: number): number;
+  sendFds(fd: number, data: Uint8Array, fds: readonly number[], framing: number, timeoutMs?: number): number;
   /** Tried at once on the caller's numbers: the bytes sent when done then, else a Cancellable (the operation took copies). */
-  sendFdsAsync(fd: number, data: Uint8Array, fds: number[], framing: number): number | Cancellable<number>;
+  sendFdsAsync(fd: number, data: Uint8Array, fds: readonly number[], framing: number): number | Cancellable<number>;
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number): NativeRecvResult;
   /** With `data` (>= maxBytes) and `meta` (>= 5 + maxFds): the result written there, the byte count returned (see fdpass.ts, readInto). */
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number;

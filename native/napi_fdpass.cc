@@ -48,31 +48,54 @@ struct Bytes {
 };
 
 Bytes ArgBytes(const Napi::CallbackInfo& info, size_t index, const char* name) {
-  Napi::Value value = info[index];
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+  // One query: it fails for anything but a typed array, whose type it tells.
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(info.Env(), info[index], &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_uint8_array) {
     ThrowArgType(info.Env(), name, "an instance of Uint8Array");
   }
-  auto bytes = value.As<Napi::Uint8Array>();
-  return {bytes.Data(), bytes.ByteLength()};
+  return {static_cast<const uint8_t*>(data), length};
 }
 
-// The fd numbers of an array, each an int32 >= 0, at most SCM_MAX_FD.
-std::vector<int> ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name, size_t max = kMaxFdsPerMessage) {
+// The fd numbers of an array, each an int32 >= 0, at most `max`.
+uint32_t ArgFdArray(const Napi::CallbackInfo& info, size_t index, const char* name, size_t max) {
   Napi::Value value = info[index];
   if (!value.IsArray()) ThrowArgType(info.Env(), name, "an instance of Array");
-  auto array = value.As<Napi::Array>();
-  if (array.Length() > max) ThrowArgRange(info.Env(), name, "an array of at most 253 fds (and a socket)");
-  std::vector<int> fds;
-  for (uint32_t i = 0; i < array.Length(); ++i) {
-    Napi::Value fd = array.Get(i);
-    if (!fd.IsNumber()) ThrowArgType(info.Env(), name, "an array of fd numbers");
-    double number = fd.As<Napi::Number>().DoubleValue();
-    if (!(number >= 0 && number <= INT32_MAX) || number != static_cast<double>(static_cast<int>(number))) {
-      ThrowArgRange(info.Env(), name, "an array of integers >= 0 and <= 2147483647");
-    }
-    fds.push_back(static_cast<int>(number));
+  uint32_t length = value.As<Napi::Array>().Length();
+  if (length > max) ThrowArgRange(info.Env(), name, "an array of at most 253 fds (and a socket)");
+  return length;
+}
+
+int ArgFdAt(const Napi::CallbackInfo& info, Napi::Array array, uint32_t i, const char* name) {
+  double number = 0;
+  if (napi_get_value_double(info.Env(), array.Get(i), &number) != napi_ok) ThrowArgType(info.Env(), name, "an array of fd numbers");
+  if (!(number >= 0 && number <= INT32_MAX) || number != static_cast<double>(static_cast<int>(number))) {
+    ThrowArgRange(info.Env(), name, "an array of integers >= 0 and <= 2147483647");
   }
+  return static_cast<int>(number);
+}
+
+std::vector<int> ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name, size_t max = kMaxFdsPerMessage) {
+  uint32_t length = ArgFdArray(info, index, name, max);
+  auto array = info[index].As<Napi::Array>();
+  std::vector<int> fds(length);
+  for (uint32_t i = 0; i < length; ++i) fds[i] = ArgFdAt(info, array, i, name);
   return fds;
+}
+
+// A message's fds read into the caller's frame, not the heap: the numbers
+// of a call that is done before it returns (SendWork keeps copies of its
+// own if it must wait, Detach).
+struct FdList {
+  int fds[kMaxFdsPerMessage];
+  uint32_t count = 0;
+};
+
+void ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name, FdList& out) {
+  out.count = ArgFdArray(info, index, name, kMaxFdsPerMessage);
+  auto array = info[index].As<Napi::Array>();
+  for (uint32_t i = 0; i < out.count; ++i) out.fds[i] = ArgFdAt(info, array, i, name);
 }
 
 Framing ArgFraming(const Napi::CallbackInfo& info, size_t index) {
@@ -131,8 +154,9 @@ class Work {
 
 class SendWork : public Work {
  public:
-  SendWork(int sock, Bytes data, std::vector<int> fds, Framing framing)
-      : sender_(sock, data.data, data.len, std::move(fds), framing) {}
+  // `fds` is read until Detach (or the end of the call, if sooner).
+  SendWork(int sock, Bytes data, const FdList& fds, Framing framing)
+      : sender_(sock, data.data, data.len, fds.fds, fds.count, framing) {}
   Step Start() override { return sender_.start(); }
   Step Next() override { return sender_.step(); }
   int Fd() const override { return sender_.socket(); }
@@ -149,11 +173,11 @@ class SendWork : public Work {
       sender_.own_bytes();
       std::vector<UniqueFd> copies;
       std::vector<int> fds;
-      copies.reserve(sender_.fds().size() + 1);
-      fds.reserve(sender_.fds().size());
+      copies.reserve(sender_.fd_count() + 1);
+      fds.reserve(sender_.fd_count());
       if (!sender_.fds_sent()) {
-        for (int fd : sender_.fds()) {
-          int copy = dup_cloexec(fd);
+        for (size_t i = 0; i < sender_.fd_count(); ++i) {
+          int copy = dup_cloexec(sender_.fds()[i]);
           if (copy < 0) return {-copy, 0, "sendmsg"};
           fds.push_back(copies.emplace_back(copy).get());
         }
@@ -190,12 +214,15 @@ inline constexpr size_t kRecvMetaHeader = 5;
 class RecvWork : public Work {
  public:
   RecvWork(int sock, size_t max_bytes, size_t max_fds, Framing framing, RecvInto into)
-      : receiver_(sock, max_bytes, max_fds, framing), into_(into) {}
+      : receiver_(sock, max_bytes, max_fds, framing), into_(into) {
+    receiver_.set_room(into.data);  // A record is read straight into the caller's bytes.
+  }
   Step Start() override { return receiver_.start(); }
   Step Next() override { return receiver_.step(); }
   int Fd() const override { return receiver_.socket(); }
   Step Detach() override {
     into_ = {};  // The caller's buffers may be in use again when this ends.
+    receiver_.set_room(nullptr);
     int copy = dup_cloexec(receiver_.socket());
     if (copy < 0) return {-copy, 0, "fcntl"};
     copy_.reset(copy);
@@ -237,7 +264,8 @@ class RecvWork : public Work {
  private:
   Napi::Value ResultInto(Napi::Env env) {
     std::vector<uint8_t>& data = receiver_.data();
-    std::copy(data.begin(), data.end(), into_.data);  // At most maxBytes: the caller's room.
+    size_t length = receiver_.in_place() ? receiver_.placed() : data.size();
+    if (!receiver_.in_place()) std::copy(data.begin(), data.end(), into_.data);  // At most maxBytes: the caller's room.
     const std::vector<UniqueFd>& fds = receiver_.fds();
     into_.meta[0] = static_cast<int32_t>(receiver_.status());
     into_.meta[1] = static_cast<int32_t>(receiver_.dropped_fds());
@@ -245,7 +273,7 @@ class RecvWork : public Work {
     into_.meta[3] = receiver_.out_of_step() ? 1 : 0;
     into_.meta[4] = static_cast<int32_t>(fds.size());  // At most maxFds: the caller's room.
     for (size_t i = 0; i < fds.size(); ++i) into_.meta[kRecvMetaHeader + i] = fds[i].get();
-    return Napi::Number::New(env, static_cast<double>(data.size()));
+    return Napi::Number::New(env, static_cast<double>(length));
   }
 
   UniqueFd copy_;  // Declared before the receiver: outlives its use there.
@@ -659,13 +687,28 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
 // ---- exported functions ---------------------------------------------------
 
 // sendFds(fd, data, fds, framing[, timeoutMs]), on the caller's numbers
-// and bytes (see the top of this file for when they are copied).
-std::unique_ptr<SendWork> MakeSend(const Napi::CallbackInfo& info) {
+// and bytes (see the top of this file for when they are copied); the fds
+// are read into `fds`, which must outlive the call's first attempt.
+SendWork MakeSend(const Napi::CallbackInfo& info, FdList& fds) {
   int sock = ArgFd(info, 0, "fd");
   Bytes data = ArgBytes(info, 1, "data");
-  std::vector<int> fds = ArgFds(info, 2, "fds");
+  ArgFds(info, 2, "fds", fds);
   Framing framing = ArgFraming(info, 3);
-  return std::make_unique<SendWork>(sock, data, std::move(fds), framing);
+  return SendWork(sock, data, fds, framing);
+}
+
+// A typed array of `type` whose element count is at least `min`: its data.
+void* ArgRoom(const Napi::CallbackInfo& info, size_t index, napi_typedarray_type type, size_t min, const char* name,
+              const char* expected, const char* range) {
+  napi_typedarray_type actual;
+  size_t length = 0;
+  void* data = nullptr;
+  Napi::Value value = index < info.Length() ? info[index] : info.Env().Undefined();
+  if (napi_get_typedarray_info(info.Env(), value, &actual, &length, &data, nullptr, nullptr) != napi_ok || actual != type) {
+    ThrowArgType(info.Env(), name, expected);
+  }
+  if (length < min) ThrowArgRange(info.Env(), range, min == 0 ? ">= 0" : range);
+  return data;
 }
 
 // recvFds(fd, maxBytes, maxFds, framing[, data, meta]): with `data` (a
@@ -674,28 +717,25 @@ std::unique_ptr<SendWork> MakeSend(const Napi::CallbackInfo& info) {
 // result there (RecvInto) and returns the byte count.
 RecvInto ArgInto(const Napi::CallbackInfo& info, size_t index, size_t max_bytes, size_t max_fds) {
   if (index >= info.Length() || info[index].IsUndefined()) return {};
-  Napi::Value data = info[index];
-  Napi::Value meta = index + 1 < info.Length() ? info[index + 1] : info.Env().Undefined();
-  if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    ThrowArgType(info.Env(), "data", "an instance of Uint8Array");
-  }
-  if (!meta.IsTypedArray() || meta.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    ThrowArgType(info.Env(), "meta", "an instance of Int32Array");
-  }
-  auto bytes = data.As<Napi::Uint8Array>();
-  auto numbers = meta.As<Napi::Int32Array>();
-  if (bytes.ElementLength() < max_bytes) ThrowArgRange(info.Env(), "data.length", ">= maxBytes");
-  if (numbers.ElementLength() < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "meta.length", ">= 5 + maxFds");
-  return {bytes.Data(), numbers.Data()};
+  RecvInto into;
+  into.data = static_cast<uint8_t*>(ArgRoom(info, index, napi_uint8_array, 0, "data", "an instance of Uint8Array", ""));
+  into.meta = static_cast<int32_t*>(ArgRoom(info, index + 1, napi_int32_array, 0, "meta", "an instance of Int32Array", ""));
+  // Lengths after both types, as before: a wrong type is named first.
+  size_t data_length = 0, meta_length = 0;
+  napi_get_typedarray_info(info.Env(), info[index], nullptr, &data_length, nullptr, nullptr, nullptr);
+  napi_get_typedarray_info(info.Env(), info[index + 1], nullptr, &meta_length, nullptr, nullptr, nullptr);
+  if (data_length < max_bytes) ThrowArgRange(info.Env(), "data.length", ">= maxBytes");
+  if (meta_length < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "meta.length", ">= 5 + maxFds");
+  return into;
 }
 
-std::unique_ptr<RecvWork> MakeRecv(const Napi::CallbackInfo& info) {
+RecvWork MakeRecv(const Napi::CallbackInfo& info) {
   int sock = ArgFd(info, 0, "fd");
   auto max_bytes = static_cast<size_t>(ArgInt32InRange(info, 1, "maxBytes", 0, INT32_MAX));
   auto max_fds = static_cast<size_t>(ArgInt32InRange(info, 2, "maxFds", 0, static_cast<int32_t>(kMaxFdsPerMessage)));
   Framing framing = ArgFraming(info, 3);
   RecvInto into = ArgInto(info, 4, max_bytes, max_fds);
-  return std::make_unique<RecvWork>(sock, max_bytes, max_fds, framing, into);
+  return RecvWork(sock, max_bytes, max_fds, framing, into);
 }
 
 // A Promise form: tries at once, on the caller's numbers. Done then, with
@@ -703,24 +743,26 @@ std::unique_ptr<RecvWork> MakeRecv(const Napi::CallbackInfo& info) {
 // error): no Promise, no copy. Otherwise the operation takes copies of
 // what it acts on (Detach) and goes on on the event loop, and the return
 // is a Promise with cancel().
-Napi::Value RunNowOrLater(Napi::Env env, std::unique_ptr<Work> work) {
-  Step s = work->Start();
-  if (s.err == 0) s = work->Next();
+template <typename W>
+Napi::Value RunNowOrLater(Napi::Env env, W work) {
+  Step s = work.Start();
+  if (s.err == 0) s = work.Next();
   if (s.err == EAGAIN) {
     // A copy that cannot be made fails the operation as a step would: what
     // it received is closed off the loop, a stream left mid-message is
     // reported out of step.
-    Step copied = work->Detach();
+    Step copied = work.Detach();
     if (copied.err != 0) s = copied;
   }
   bool failed = s.err != 0 && s.err != EAGAIN;
-  if (s.err != EAGAIN && !work->HasUnwanted(failed)) {
-    if (failed) return ThrowStep(env, *work, s.err, s.syscall);
-    Napi::Value result = work->Result(env);
-    work->HandOver();  // Returned to JS below: nothing can fail after this.
+  if (s.err != EAGAIN && !work.HasUnwanted(failed)) {
+    if (failed) return ThrowStep(env, work, s.err, s.syscall);
+    Napi::Value result = work.Result(env);
+    work.HandOver();  // Returned to JS below: nothing can fail after this.
     return result;
   }
-  return PollOp::Resume(env, std::move(work), s);
+  // Detached (or done): it holds nothing of the caller's frame any more.
+  return PollOp::Resume(env, std::make_unique<W>(std::move(work)), s);
 }
 
 // An optional timeout in ms: -1 (wait forever) when absent.
@@ -738,15 +780,21 @@ void ExportFunction(Napi::Env env, Napi::Object exports, const char* name, Body 
 }
 
 void ExportOps(Napi::Env env, Napi::Object exports) {
+  // The work of a synchronous call lives in its frame; a Promise form's
+  // moves to the heap only if it must wait (RunNowOrLater).
   ExportFunction(env, exports, "sendFds", [](const Napi::CallbackInfo& info) {
     int timeout = ArgTimeout(info, 4);
-    return RunBlocking(info.Env(), *MakeSend(info), timeout);
+    FdList fds;
+    SendWork work = MakeSend(info, fds);
+    return RunBlocking(info.Env(), work, timeout);
   });
   ExportFunction(env, exports, "sendFdsAsync", [](const Napi::CallbackInfo& info) {
-    return RunNowOrLater(info.Env(), MakeSend(info));
+    FdList fds;
+    return RunNowOrLater(info.Env(), MakeSend(info, fds));
   });
   ExportFunction(env, exports, "recvFds", [](const Napi::CallbackInfo& info) {
-    return RunBlocking(info.Env(), *MakeRecv(info), -1);
+    RecvWork work = MakeRecv(info);
+    return RunBlocking(info.Env(), work, -1);
   });
   ExportFunction(env, exports, "recvFdsAsync", [](const Napi::CallbackInfo& info) {
     return RunNowOrLater(info.Env(), MakeRecv(info));

@@ -81,11 +81,11 @@ void ThrowArgRange(Napi::Env env, const char* name, const char* range) {
 }
 
 int32_t ArgInt32InRange(const Napi::CallbackInfo& info, size_t index, const char* name, int32_t min, int32_t max) {
-  Napi::Value value = Arg(info, index);
-  if (!value.IsNumber()) ThrowArgType(info.Env(), name, "of type number");
-  // Int32Value() would wrap 2**32 + k to k and turn NaN into 0: compare the
-  // double itself. NaN fails both comparisons, fractions fail the cast check.
-  double number = value.As<Napi::Number>().DoubleValue();
+  // One query: it fails for anything but a number. Int32Value() would wrap
+  // 2**32 + k to k and turn NaN into 0: compare the double itself. NaN
+  // fails both comparisons, fractions fail the cast check.
+  double number = 0;
+  if (napi_get_value_double(info.Env(), Arg(info, index), &number) != napi_ok) ThrowArgType(info.Env(), name, "of type number");
   if (!(number >= min && number <= max) || number != static_cast<double>(static_cast<int32_t>(number))) {
     std::string range = "an integer >= " + std::to_string(min) + " and <= " + std::to_string(max);
     ThrowArgRange(info.Env(), name, range.c_str());
