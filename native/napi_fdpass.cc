@@ -111,23 +111,18 @@ UniqueFd DupArg(Napi::Env env, int fd) {
 
 // ---- the operations -------------------------------------------------------
 
-// The property names of a receive's result, made once per environment: a
-// name made from a C string is looked up in V8's string table on every use.
-// Held in an array (N-API before version 10 refers to objects only).
-class ResultNames {
- public:
-  enum Name : uint32_t { kStatus, kData, kFds, kDropped, kLength, kOutOfStep, kCount };
-  explicit ResultNames(Napi::Env env) {
-    static const char* const kNames[kCount] = {"status", "data", "fds", "dropped", "length", "outOfStep"};
-    Napi::Array names = Napi::Array::New(env, kCount);
-    for (uint32_t i = 0; i < kCount; ++i) names.Set(i, Napi::String::New(env, kNames[i]));
-    names_ = Napi::Persistent(names);
-  }
-  Napi::Array Get() const { return names_.Value(); }
+// The property names of a receive's result, made once per environment
+// (AddonData): a name made from a C string is looked up in V8's string
+// table on every use. Held in an array (N-API before version 10 refers to
+// objects only).
+enum ResultName : uint32_t { kStatus, kData, kFds, kDropped, kLength, kOutOfStep, kResultNames };
 
- private:
-  Napi::Reference<Napi::Array> names_;
-};
+void MakeResultNames(Napi::Env env) {
+  static const char* const kNames[kResultNames] = {"status", "data", "fds", "dropped", "length", "outOfStep"};
+  Napi::Array names = Napi::Array::New(env, kResultNames);
+  for (uint32_t i = 0; i < kResultNames; ++i) names.Set(i, Napi::String::New(env, kNames[i]));
+  Data(env).result_names = Napi::Persistent(names);
+}
 
 // One send, receive or wait, as steps that never block and never throw.
 class Work {
@@ -236,20 +231,20 @@ class RecvWork : public Work {
   // with the rest written where `into` says.
   Napi::Value Result(Napi::Env env) override {
     if (into_.data != nullptr) return ResultInto(env);
-    Napi::Array names = env.GetInstanceData<ResultNames>()->Get();
-    auto name = [&names](ResultNames::Name n) { return names.Get(static_cast<uint32_t>(n)); };
+    Napi::Array names = Data(env).result_names.Value();
+    auto name = [&names](ResultName n) { return names.Get(static_cast<uint32_t>(n)); };
     Napi::Object out = Napi::Object::New(env);
     std::vector<uint8_t>& data = receiver_.data();
-    out.Set(name(ResultNames::kStatus), Napi::Number::New(env, static_cast<double>(receiver_.status())));
-    out.Set(name(ResultNames::kData), Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size()));
+    out.Set(name(kStatus), Napi::Number::New(env, static_cast<double>(receiver_.status())));
+    out.Set(name(kData), Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size()));
     Napi::Array fds = Napi::Array::New(env, receiver_.fds().size());
     for (size_t i = 0; i < receiver_.fds().size(); ++i) {
       fds.Set(static_cast<uint32_t>(i), Napi::Number::New(env, receiver_.fds()[i].get()));
     }
-    out.Set(name(ResultNames::kFds), fds);
-    out.Set(name(ResultNames::kDropped), Napi::Number::New(env, static_cast<double>(receiver_.dropped_fds())));
-    out.Set(name(ResultNames::kLength), Napi::Number::New(env, static_cast<double>(receiver_.message_len())));
-    out.Set(name(ResultNames::kOutOfStep), Napi::Boolean::New(env, receiver_.out_of_step()));
+    out.Set(name(kFds), fds);
+    out.Set(name(kDropped), Napi::Number::New(env, static_cast<double>(receiver_.dropped_fds())));
+    out.Set(name(kLength), Napi::Number::New(env, static_cast<double>(receiver_.message_len())));
+    out.Set(name(kOutOfStep), Napi::Boolean::New(env, receiver_.out_of_step()));
     return out;
   }
   void HandOver() override {
@@ -304,8 +299,10 @@ class WaitWork : public Work {
 // The error for a failed step; `outOfStep` tells the TypeScript layer the
 // stream stopped in the middle of a message.
 Napi::Error StepError(Napi::Env env, const Work& work, int err, const char* syscall) {
-  Napi::Error error = ErrnoError(env, err, syscall);
-  if (work.MidMessage()) error.Set("outOfStep", true);
+  if (!work.MidMessage()) return ErrnoError(env, err, syscall);
+  // The system error itself carries outOfStep, which the factory's would not.
+  Napi::Error error = ErrnoError(env, err, syscall, /*factory=*/false);
+  error.Set("outOfStep", true);
   return error;
 }
 
@@ -951,8 +948,10 @@ Call<PassRights> PrepareSetPassRights(const Napi::CallbackInfo& info, FdArgs) {
 }  // namespace
 
 void RegisterFdPass(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData(new ResultNames(env));
+  MakeResultNames(env);
   ExportOps(env, exports);
+  // The errors of every call of the addon, not of fd passing alone.
+  exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory, "setErrorFactory"));
   ExportCall<FdPair, PrepareSocketPair>(env, exports, "socketPair");
   ExportCall<FdPair, PreparePipe>(env, exports, "pipe");
   ExportCall<NewFd, PrepareUnixBind>(env, exports, "unixBind");
