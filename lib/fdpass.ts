@@ -158,8 +158,11 @@ function checkSignal(signal: unknown): AbortSignal | undefined {
   throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
 }
 
+/** The options of a call given none: one object for all, never written. */
+const NO_OPTIONS = Object.freeze({});
+
 function checkOptions<T extends object>(options: unknown): Partial<T> {
-  if (options === undefined) return {};
+  if (options === undefined) return NO_OPTIONS;
   if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'of type object', options);
   return options as Partial<T>;
 }
@@ -334,7 +337,22 @@ function checkInStep(key: string, direction: Direction): void {
  * case), a call has nothing to look up, and makes no fstat for it.
  */
 function trackedKey(fd: number, direction: Direction): string | undefined {
-  return queues.size === 0 && outOfStep.size === 0 ? undefined : socketKey(fd, direction);
+  return untracked() ? undefined : socketKey(fd, direction);
+}
+
+/** No socket has a Promise call queued, and none is out of step: no call has a key to look up. */
+function untracked(): boolean {
+  return queues.size === 0 && outOfStep.size === 0;
+}
+
+/** A Promise send done within its call: the byte count, not a pending operation. */
+function isSent(now: number | Cancellable<number>): now is number {
+  return typeof now === 'number';
+}
+
+/** A Promise receive done within its call: the result (written into the buffers, or an object), not a pending operation. */
+function isReceived(now: number | NativeRecvResult | Cancellable<NativeRecvResult>): now is number | NativeRecvResult {
+  return !(now instanceof Promise);
 }
 
 /** Marks the socket out of step in a direction (its key looked up now if not yet). */
@@ -379,7 +397,7 @@ function checkNotBusy(key: string, direction: Direction): void {
  * key when it was looked up.
  */
 function enterSync(fd: number, direction: Direction): string | undefined {
-  if (queues.size === 0 && outOfStep.size === 0) return undefined;
+  if (untracked()) return undefined;
   let key: string;
   try {
     key = socketKey(fd, direction);
@@ -502,11 +520,10 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   const signal = checkSignal(opts.signal);
   const timeout = checkTimeout(opts.timeout);
   const first = socketFd(socket, 'send'); // Validates before queueing.
-  const key = callSync({ operation: 'sendFds', fd: first }, () => trackedKey(first, 'send'));
+  const key = untracked() ? undefined : callSync({ operation: 'sendFds', fd: first }, () => trackedKey(first, 'send'));
   if (key !== undefined) checkInStep(key, 'send');
   if (key === undefined || !queues.has(key)) {
-    const isDone = (now: number | Cancellable<number>): now is number => typeof now === 'number';
-    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, checked, framing), isDone);
+    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, checked, framing), isSent);
     if (typeof now !== 'number') await now;
     return;
   }
@@ -578,15 +595,16 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   const framing = framingCode(opts.framing);
   const signal = checkSignal(opts.signal);
   const first = socketFd(socket, 'recv'); // Validates (and pauses a net.Socket) before queueing.
-  const key = callSync({ operation: 'recvFds', fd: first }, () => trackedKey(first, 'recv'));
+  const key = untracked() ? undefined : callSync({ operation: 'recvFds', fd: first }, () => trackedKey(first, 'recv'));
   if (key !== undefined) checkInStep(key, 'recv');
   if (key === undefined || !queues.has(key)) {
     const into = intoFor(maxBytes);
-    const isDone = (now: number | NativeRecvResult | Cancellable<NativeRecvResult>): now is number | NativeRecvResult => !(now instanceof Promise);
     const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> =>
       into === undefined ? loadNative().recvFdsAsync(first, maxBytes, maxFds, framing) : loadNative().recvFdsAsync(first, maxBytes, maxFds, framing, into.data, into.meta);
-    const started = startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isDone);
-    return received(started instanceof Promise ? await started : started, maxFds, maxBytes, () => markOutOfStep(first, 'recv', key));
+    const started = startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isReceived);
+    const now = started instanceof Promise ? await started : started;
+    if (typeof now === 'number' && intoBuffers!.meta[0] === STATUS_OK) return messageInto(now);
+    return received(now, maxFds, maxBytes, () => markOutOfStep(first, 'recv', key));
   }
   // Queued behind another receive: a number is pinned now; a net.Socket is looked at again when its turn comes.
   const pinned = pin(typeof socket === 'number' ? [first] : [], 'recvFds');
@@ -619,16 +637,17 @@ export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'sig
   } catch (error) {
     throw syncFailure(error, fd, 'recv', key);
   }
+  if (typeof now === 'number' && intoBuffers!.meta[0] === STATUS_OK) return messageInto(now);
   return received(now, maxFds, maxBytes, () => markOutOfStep(fd, 'recv', key));
 }
 
 /**
  * The result of a receive as the native side gave it (a byte count, the
  * rest in {@link intoBuffers}, or an object), or the error its status
- * names; `markOutOfStep` runs first for a stream left out of step.
+ * names; `markOutOfStep` runs first for a stream left out of step. (A
+ * message received whole into the buffers is read by messageInto first.)
  */
 function received(now: number | NativeRecvResult, maxFds: number, maxBytes: number, markOutOfStep: () => void): RecvResult {
-  if (typeof now === 'number' && intoBuffers!.meta[0] === STATUS_OK) return messageInto(now);
   const raw = readResult(now);
   if (raw.outOfStep) markOutOfStep();
   return toResult(raw, maxFds, maxBytes);

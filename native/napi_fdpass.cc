@@ -694,17 +694,14 @@ SendWork MakeSend(const Napi::CallbackInfo& info, FdList& fds) {
   return SendWork(sock, data, fds, framing);
 }
 
-// A typed array of `type` whose element count is at least `min`: its data.
-void* ArgRoom(const Napi::CallbackInfo& info, size_t index, napi_typedarray_type type, size_t min, const char* name,
-              const char* expected, const char* range) {
+// A typed array of `type`: its data and element count, from one query.
+void* ArgRoom(const Napi::CallbackInfo& info, size_t index, napi_typedarray_type type, const char* name, const char* expected, size_t& length) {
   napi_typedarray_type actual;
-  size_t length = 0;
   void* data = nullptr;
   Napi::Value value = index < info.Length() ? info[index] : info.Env().Undefined();
   if (napi_get_typedarray_info(info.Env(), value, &actual, &length, &data, nullptr, nullptr) != napi_ok || actual != type) {
     ThrowArgType(info.Env(), name, expected);
   }
-  if (length < min) ThrowArgRange(info.Env(), range, min == 0 ? ">= 0" : range);
   return data;
 }
 
@@ -714,13 +711,10 @@ void* ArgRoom(const Napi::CallbackInfo& info, size_t index, napi_typedarray_type
 // result there (RecvInto) and returns the byte count.
 RecvInto ArgInto(const Napi::CallbackInfo& info, size_t index, size_t max_bytes, size_t max_fds) {
   if (index >= info.Length() || info[index].IsUndefined()) return {};
-  RecvInto into;
-  into.data = static_cast<uint8_t*>(ArgRoom(info, index, napi_uint8_array, 0, "data", "an instance of Uint8Array", ""));
-  into.meta = static_cast<int32_t*>(ArgRoom(info, index + 1, napi_int32_array, 0, "meta", "an instance of Int32Array", ""));
-  // Lengths after both types, as before: a wrong type is named first.
   size_t data_length = 0, meta_length = 0;
-  napi_get_typedarray_info(info.Env(), info[index], nullptr, &data_length, nullptr, nullptr, nullptr);
-  napi_get_typedarray_info(info.Env(), info[index + 1], nullptr, &meta_length, nullptr, nullptr, nullptr);
+  RecvInto into;
+  into.data = static_cast<uint8_t*>(ArgRoom(info, index, napi_uint8_array, "data", "an instance of Uint8Array", data_length));
+  into.meta = static_cast<int32_t*>(ArgRoom(info, index + 1, napi_int32_array, "meta", "an instance of Int32Array", meta_length));
   if (data_length < max_bytes) ThrowArgRange(info.Env(), "data.length", ">= maxBytes");
   if (meta_length < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "meta.length", ">= 5 + maxFds");
   return into;
