@@ -794,7 +794,21 @@ type ErrorPlan = [type: ErrorClass | undefined, message: string, code: string, c
 function kernelErrorPlan(system: NativeSystemError, context: ErrorContext, cause: unknown): ErrorPlan {
   const { errno, code, syscall } = system;
   const rule = kernelErrorRule(context.operation, code);
-  const fixed: ErrorContext = { ...context, fix: context.fix ?? rule.fix, cause };
+  // Every field written out: one hidden class for all, where a spread's copy follows each context's.
+  const fixed: ErrorContext = {
+    operation: context.operation,
+    sessionName: context.sessionName,
+    token: context.token,
+    fd: context.fd,
+    path: context.path,
+    request: context.request,
+    hint: context.hint,
+    fix: context.fix ?? rule.fix,
+    cause,
+    closedFds: context.closedFds,
+    length: context.length,
+    details: context.details,
+  };
   let message = `${code}: ${rule.text(context, systemText(system))}, ${syscall}`;
   if (context.request !== undefined) message += ` ${context.request}`;
   else if (context.path !== undefined) message += ` '${context.path}'`;
