@@ -14,18 +14,10 @@ import { ControlTruncatedError, MessageTruncatedError, recvFds, recvFdsSync, sen
 import * as lu from '../lib/index.js';
 import { loadNative } from '../lib/native.js';
 import { openFds } from './helpers/fds.js';
+import { thrown } from './helpers/thrown.js';
 
 /** A number no process here has open: the kernel answers EBADF. */
 const NOT_OPEN = 1_000_000;
-
-function thrown(run: () => unknown): Error & Record<string, unknown> {
-  try {
-    run();
-  } catch (error) {
-    return error as Error & Record<string, unknown>;
-  }
-  throw new Error('nothing was thrown');
-}
 
 /** The frame lines of a stack (its header dropped). */
 const frames = (stack: unknown): string[] => String(stack).split('\n').filter((line) => line.startsWith('    at '));
