@@ -167,7 +167,7 @@ export interface NativeSystemError {
 }
 
 /** The cause of the typed error the addon is constructing for errorFromNative: its constructor links the two. */
-let framing: UncapturedCause | undefined;
+let framing: Error | undefined;
 
 /**
  * `error`'s stack as V8 writes it, over the frames of `framed`'s: the
@@ -217,7 +217,7 @@ export class LiveUpdateError extends Error {
   constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
     super(message, context.cause === undefined ? undefined : { cause: context.cause });
     if (framing !== undefined && context.cause === framing) {
-      UncapturedCause.frame(framing, this);
+      CauseStack.frame(framing, this);
       framing = undefined;
     }
     this.code = code;
@@ -876,6 +876,11 @@ export function agentError(code: AgentErrorCode, text: string, context: ErrorCon
 /** Error.prepareStackTrace as node set it: under a program's own, stacks are its text, and errors are made as before. */
 const nodePrepareStackTrace = Error.prepareStackTrace;
 
+/** Whether stacks are node's own text, and Error.stackTraceLimit can be set (frozen intrinsics forbid it): errorFromNative's conditions. */
+function stacksAsNodeWrites(): boolean {
+  return Error.prepareStackTrace === nodePrepareStackTrace && Object.getOwnPropertyDescriptor(Error, 'stackTraceLimit')?.writable === true;
+}
+
 /** The context of the synchronous native call running ({@link callSync}), for the errors the addon makes during it. */
 let calling: ErrorContext | undefined;
 
@@ -898,11 +903,11 @@ export function callSync<T>(context: ErrorContext, call: () => T): T {
  * The addon's error factory (native.setErrorFactory), asked for every
  * system error it makes. During a {@link callSync} it plans the typed error
  * translateError would make of the addon's, and the addon constructs it
- * (`new type(...rest)`) in place of the system error: one error and ONE
- * stack capture where there were two (a capture is most of an error's
- * cost). Constructed by the addon, the typed error's frames are those below
+ * (`new type(...rest)`) in place of the system error: ONE stack capture
+ * where there were two (a capture is most of an error's cost), and one
+ * call into the addon's error making less. Constructed by the addon, the typed error's frames are those below
  * the native call, where the system error's were; the system error kept as
- * its cause is made without a capture of its own ({@link UncapturedCause})
+ * its cause is made without a capture of its own ({@link uncapturedCause})
  * and shows the same frames under its own header when its stack is read.
  * Elsewhere (a Promise's completion, a direct call of the binding, a
  * program's own Error.prepareStackTrace) it returns undefined and the addon
@@ -911,65 +916,74 @@ export function callSync<T>(context: ErrorContext, call: () => T): T {
  */
 export function errorFromNative(errno: number, code: string, text: string, syscall: string): ErrorPlan | undefined {
   const context = calling;
-  if (context === undefined || Error.prepareStackTrace !== nodePrepareStackTrace) return undefined;
+  if (context === undefined || !stacksAsNodeWrites()) return undefined;
   const system = { errno, code, syscall };
-  const cause = new UncapturedCause(`${code}: ${text}, ${syscall}`, system);
+  const cause = uncapturedCause(`${code}: ${text}, ${syscall}`, system);
   const plan = kernelErrorPlan(system, context, cause);
   if (plan[0] === undefined) return undefined;
   framing = cause;
   return plan;
 }
 
+/** A base class whose constructor returns the object it is given: its subclasses stamp their private fields on it. */
+class Stamp {
+  constructor(target: object) {
+    return target;
+  }
+}
+
 /**
- * A system error shaped as the addon's (own `stack` and `message`, not
- * enumerable, then `errno`, `code`, `syscall`; Error's prototype and
- * constructor, so util.inspect names it `Error`), made without a stack
- * capture: its stack is made when first read, over the frames of the typed
- * error it is the cause of.
- * @internal
+ * The state of a system error made without a stack capture of its own
+ * ({@link uncapturedCause}), held in private fields stamped on it: the
+ * typed error whose frames its stack shows, until the stack is first read
+ * (or set), then that stack.
  */
-class UncapturedCause {
-  /** The typed error whose frames the stack shows, until it is first read or set. */
+class CauseStack extends Stamp {
   #framed: Error | undefined;
   #stack: unknown;
-  declare errno: number;
-  declare code: string;
-  declare syscall: string;
 
-  constructor(message: string, system: NativeSystemError) {
-    Object.defineProperty(this, 'stack', UncapturedCause.#stackAccessor);
-    Object.defineProperty(this, 'message', { value: message, writable: true, enumerable: false, configurable: true });
-    this.errno = system.errno;
-    this.code = system.code;
-    this.syscall = system.syscall;
+  /** Links `cause` to the typed error whose frames it shows. */
+  static frame(cause: Error, framed: Error): void {
+    if (#framed in cause) (cause as unknown as CauseStack).#framed = framed;
   }
 
-  /** Called by the typed error's constructor: `framed` is the error whose frames this one shows. */
-  static frame(cause: UncapturedCause, framed: Error): void {
-    cause.#framed = framed;
-  }
-
-  /** One accessor pair for every cause (a pair each would give each its own hidden class). */
-  static readonly #stackAccessor: PropertyDescriptor = {
-    get(this: UncapturedCause): unknown {
+  /** One accessor pair for every such error (a pair each would give each its own hidden class). */
+  static readonly accessor: PropertyDescriptor = {
+    get(this: CauseStack): unknown {
       if (this.#framed !== undefined) {
         this.#stack = stackOver(this, this.#framed);
         this.#framed = undefined;
       }
       return this.#stack;
     },
-    set(this: UncapturedCause, value: unknown): void {
+    set(this: CauseStack, value: unknown): void {
       this.#framed = undefined;
       this.#stack = value;
     },
     enumerable: false,
     configurable: true,
   };
+}
 
-  static {
-    Object.setPrototypeOf(UncapturedCause.prototype, Error.prototype);
-    Object.defineProperty(UncapturedCause.prototype, 'constructor', { value: Error, writable: true, enumerable: false, configurable: true });
+/**
+ * The system error the addon would have made (an Error: own `stack` and
+ * `message`, then `errno`, `code`, `syscall`), made without a stack
+ * capture: its stack, when read, is its header over the frames of the typed
+ * error it becomes the cause of (which start below the native call, as its
+ * own would have).
+ */
+function uncapturedCause(message: string, system: NativeSystemError): Error & NativeSystemError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  let cause: Error;
+  try {
+    cause = new Error(message);
+  } finally {
+    Error.stackTraceLimit = limit;
   }
+  new CauseStack(cause); // Stamps its private fields on the error.
+  Object.defineProperty(cause, 'stack', CauseStack.accessor);
+  return Object.assign(cause, { errno: system.errno, code: system.code, syscall: system.syscall });
 }
 
 /**

@@ -153,6 +153,15 @@ describe('a typed error made during the call, with one stack capture', () => {
     expect(cause.constructor).toBe(Error);
   });
 
+  it('its cause is a native Error still: util.types says so, and structuredClone (postMessage) keeps its message and stack', () => {
+    const cause = thrown(() => lu.memfd.getSealsSync(NOT_OPEN)).cause as Error;
+    expect(types.isNativeError(cause)).toBe(true);
+    const copy = structuredClone(cause);
+    expect(copy).toBeInstanceOf(Error);
+    expect(copy.message).toBe('EBADF: bad file descriptor, fcntl');
+    expect(copy.stack).toBe(cause.stack);
+  });
+
   it('follows Error.stackTraceLimit, as a captured stack does', () => {
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 2;
