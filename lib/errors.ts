@@ -983,7 +983,11 @@ function uncapturedCause(message: string, system: NativeSystemError): Error & Na
   }
   new CauseStack(cause); // Stamps its private fields on the error.
   Object.defineProperty(cause, 'stack', CauseStack.accessor);
-  return Object.assign(cause, { errno: system.errno, code: system.code, syscall: system.syscall });
+  const shaped = cause as Error & NativeSystemError;
+  shaped.errno = system.errno;
+  shaped.code = system.code;
+  shaped.syscall = system.syscall;
+  return shaped;
 }
 
 /**
