@@ -35,7 +35,7 @@ namespace lu::napi {
 // translates, it answers [constructor, ...arguments] of the typed error,
 // constructed here (so that its stack capture starts below the native
 // call, as the system error's would) in place of the system error: a
-// failure then costs one error and one stack capture. Elsewhere it answers
+// failure then costs one stack capture, not two. Elsewhere it answers
 // undefined, and the system error is made here.
 // `factory` false: never the factory's (an error that gets fields of its
 // own before it reaches JS, such as fd passing's outOfStep).
