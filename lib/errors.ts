@@ -166,6 +166,23 @@ export interface NativeSystemError {
   syscall: string;
 }
 
+/** The cause of the typed error the addon is constructing for errorFromNative: its constructor links the two. */
+let framing: Error | undefined;
+
+/**
+ * `error`'s stack as V8 writes it, over the frames of `framed`'s: the
+ * header (`Name: message`, made when first read, as V8 makes it) and the
+ * frame lines of `framed.stack`.
+ */
+function stackOver(error: object, framed: Error): string {
+  const header = Error.prototype.toString.call(error);
+  const stack: unknown = framed.stack;
+  if (typeof stack !== 'string') return header;
+  const own = Error.prototype.toString.call(framed);
+  const at = stack.startsWith(`${own}\n`) ? own.length : stack.indexOf('\n    at ');
+  return at < 0 ? header : header + stack.slice(at);
+}
+
 /**
  * The base class of every error this package throws for a failed kernel
  * call, and of its own errors (which have no errno).
@@ -199,6 +216,10 @@ export class LiveUpdateError extends Error {
    */
   constructor(message: string, code: string, context: ErrorContext, system?: NativeSystemError) {
     super(message, context.cause === undefined ? undefined : { cause: context.cause });
+    if (framing !== undefined && context.cause === framing) {
+      CauseStack.frame(framing, this);
+      framing = undefined;
+    }
     this.code = code;
     this.errno = system?.errno;
     this.syscall = system?.syscall;
@@ -683,18 +704,27 @@ function covers<T extends string>(list: readonly T[] | '*', value: T): boolean {
   return list === '*' || list.includes(value);
 }
 
-/** The rows already looked up, by operation and code: the table is fixed, a search of it is not free. */
-const ruleFound = new Map<string, KernelErrorRule>();
+/**
+ * The rows already looked up, by operation then code: the table is fixed,
+ * a search of it is not free, and two lookups of the (interned) names cost
+ * less than one of a key built per failure.
+ */
+const ruleFound = new Map<string, Map<string, KernelErrorRule>>();
+let rulesCached = 0;
 
 /** The row of {@link KERNEL_ERRORS} for a failure. @internal */
 export function kernelErrorRule(operation: Operation, code: string): KernelErrorRule {
-  const key = `${operation} ${code}`;
-  let rule = ruleFound.get(key);
+  let byCode = ruleFound.get(operation);
+  let rule = byCode?.get(code);
   if (rule === undefined) {
     // The last row matches everything; `??` only satisfies the type checker.
     rule = KERNEL_ERRORS.find((r) => covers(r.operations, operation) && covers(r.codes, code)) ?? (KERNEL_ERRORS[KERNEL_ERRORS.length - 1] as KernelErrorRule);
     // Codes come from the kernel (a bounded set) or a peer: the cache holds known errno names only.
-    if (code.length <= 32 && ruleFound.size < 4096) ruleFound.set(key, rule);
+    if (code.length <= 32 && rulesCached < 4096 && isOperation(operation)) {
+      if (byCode === undefined) ruleFound.set(operation, (byCode = new Map()));
+      byCode.set(code, rule);
+      rulesCached++;
+    }
   }
   return rule;
 }
@@ -747,14 +777,51 @@ function sentence(text: string): string {
 
 /** The typed error for a failed syscall `{ errno, code, syscall }` in `context`. @internal */
 export function kernelError(system: NativeSystemError, context: ErrorContext): LiveUpdateError {
-  const rule = kernelErrorRule(context.operation, system.code);
-  const fixed = { ...context, fix: context.fix ?? rule.fix };
-  const where = context.request !== undefined ? ` ${context.request}` : context.path !== undefined ? ` '${context.path}'` : '';
-  const hint = context.hint !== undefined ? `. ${sentence(context.hint)}` : '';
-  const fix = fixed.fix !== undefined ? `. Fix: ${fixed.fix}` : '';
-  const message = `${system.code}: ${rule.text(context, systemText(system))}, ${system.syscall}${where}${hint}${fix}`;
+  return typedKernelError(system, context, context.cause);
+}
+
+/**
+ * The arguments of a typed error's construction: its class (undefined for
+ * a package code: {@link createError} chooses), then what every class takes.
+ */
+type ErrorPlan = [type: ErrorClass | undefined, message: string, code: string, context: ErrorContext, system: NativeSystemError];
+
+/**
+ * What {@link kernelError} makes, with its cause given apart: the context
+ * copied once (the row's fix and the cause added), and the class taken
+ * from the row already found (what createError chooses for an errno name).
+ */
+function kernelErrorPlan(system: NativeSystemError, context: ErrorContext, cause: unknown): ErrorPlan {
   const { errno, code, syscall } = system;
-  return createError(code, message, fixed, { errno, code, syscall }) as LiveUpdateError;
+  const rule = kernelErrorRule(context.operation, code);
+  // Every field written out: one hidden class for all, where a spread's copy follows each context's.
+  const fixed: ErrorContext = {
+    operation: context.operation,
+    sessionName: context.sessionName,
+    token: context.token,
+    fd: context.fd,
+    path: context.path,
+    request: context.request,
+    hint: context.hint,
+    fix: context.fix ?? rule.fix,
+    cause,
+    closedFds: context.closedFds,
+    length: context.length,
+    details: context.details,
+  };
+  let message = `${code}: ${rule.text(context, systemText(system))}, ${syscall}`;
+  if (context.request !== undefined) message += ` ${context.request}`;
+  else if (context.path !== undefined) message += ` '${context.path}'`;
+  if (context.hint !== undefined) message += `. ${sentence(context.hint)}`;
+  if (fixed.fix !== undefined) message += `. Fix: ${fixed.fix}`;
+  const type = PACKAGE_CODES.has(code) || code.startsWith('ERR_') ? undefined : rule.type;
+  return [type, message, code, fixed, { errno, code, syscall }];
+}
+
+/** {@link kernelError} with its cause given apart. */
+function typedKernelError(system: NativeSystemError, context: ErrorContext, cause: unknown): LiveUpdateError {
+  const [type, message, code, fixed, own] = kernelErrorPlan(system, context, cause);
+  return type === undefined ? (createError(code, message, fixed, own) as LiveUpdateError) : new type(message, code, fixed, own);
 }
 
 /**
@@ -776,7 +843,7 @@ export function errnoError(code: keyof typeof constants.errno, syscall: string, 
  */
 export function translateError(error: unknown, context: ErrorContext): unknown {
   if (!isNativeSystemError(error)) return error;
-  return kernelError(error, { ...context, cause: error });
+  return typedKernelError(error, context, error);
 }
 
 /**
@@ -806,15 +873,121 @@ export function agentError(code: AgentErrorCode, text: string, context: ErrorCon
   return packageError(code, text, details === undefined ? context : { ...context, details }) as AgentError;
 }
 
+/** Error.prepareStackTrace as node set it: under a program's own, stacks are its text, and errors are made as before. */
+const nodePrepareStackTrace = Error.prepareStackTrace;
+
+/** Whether stacks are node's own text, and Error.stackTraceLimit can be set (frozen intrinsics forbid it): errorFromNative's conditions. */
+function stacksAsNodeWrites(): boolean {
+  return Error.prepareStackTrace === nodePrepareStackTrace && Object.getOwnPropertyDescriptor(Error, 'stackTraceLimit')?.writable === true;
+}
+
+/** The context of the synchronous native call running ({@link callSync}), for the errors the addon makes during it. */
+let calling: ErrorContext | undefined;
+
 /**
  * Runs a synchronous native call, translating its failure. @internal
  */
 export function callSync<T>(context: ErrorContext, call: () => T): T {
+  const outer = calling;
+  calling = context;
   try {
     return call();
   } catch (error) {
     throw translateError(error, context);
+  } finally {
+    calling = outer;
   }
+}
+
+/**
+ * The addon's error factory (native.setErrorFactory), asked for every
+ * system error it makes. During a {@link callSync} it plans the typed error
+ * translateError would make of the addon's, and the addon constructs it
+ * (`new type(...rest)`) in place of the system error: ONE stack capture
+ * where there were two (a capture is most of an error's cost), and one
+ * call into the addon's error making less. Constructed by the addon, the typed error's frames are those below
+ * the native call, where the system error's were; the system error kept as
+ * its cause is made without a capture of its own ({@link uncapturedCause})
+ * and shows the same frames under its own header when its stack is read.
+ * Elsewhere (a Promise's completion, a direct call of the binding, a
+ * program's own Error.prepareStackTrace) it returns undefined and the addon
+ * makes the system error itself, as before.
+ * @internal
+ */
+export function errorFromNative(errno: number, code: string, text: string, syscall: string): ErrorPlan | undefined {
+  const context = calling;
+  if (context === undefined || !stacksAsNodeWrites()) return undefined;
+  const system = { errno, code, syscall };
+  const cause = uncapturedCause(`${code}: ${text}, ${syscall}`, system);
+  const plan = kernelErrorPlan(system, context, cause);
+  if (plan[0] === undefined) return undefined;
+  framing = cause;
+  return plan;
+}
+
+/** A base class whose constructor returns the object it is given: its subclasses stamp their private fields on it. */
+class Stamp {
+  constructor(target: object) {
+    return target;
+  }
+}
+
+/**
+ * The state of a system error made without a stack capture of its own
+ * ({@link uncapturedCause}), held in private fields stamped on it: the
+ * typed error whose frames its stack shows, until the stack is first read
+ * (or set), then that stack.
+ */
+class CauseStack extends Stamp {
+  #framed: Error | undefined;
+  #stack: unknown;
+
+  /** Links `cause` to the typed error whose frames it shows. */
+  static frame(cause: Error, framed: Error): void {
+    if (#framed in cause) (cause as unknown as CauseStack).#framed = framed;
+  }
+
+  /** One accessor pair for every such error (a pair each would give each its own hidden class). */
+  static readonly accessor: PropertyDescriptor = {
+    get(this: CauseStack): unknown {
+      if (this.#framed !== undefined) {
+        this.#stack = stackOver(this, this.#framed);
+        this.#framed = undefined;
+      }
+      return this.#stack;
+    },
+    set(this: CauseStack, value: unknown): void {
+      this.#framed = undefined;
+      this.#stack = value;
+    },
+    enumerable: false,
+    configurable: true,
+  };
+}
+
+/**
+ * The system error the addon would have made (an Error: own `stack` and
+ * `message`, then `errno`, `code`, `syscall`), made without a stack
+ * capture: its stack, when read, is its header over the frames of the typed
+ * error it becomes the cause of (which start below the native call, as its
+ * own would have).
+ */
+function uncapturedCause(message: string, system: NativeSystemError): Error & NativeSystemError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  let cause: Error;
+  try {
+    cause = new Error(message);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+  new CauseStack(cause); // Stamps its private fields on the error.
+  Object.defineProperty(cause, 'stack', CauseStack.accessor);
+  const shaped = cause as Error & NativeSystemError;
+  shaped.errno = system.errno;
+  shaped.code = system.code;
+  shaped.syscall = system.syscall;
+  return shaped;
 }
 
 /**

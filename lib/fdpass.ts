@@ -30,7 +30,7 @@ import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as os from 'node:os';
 import { callAsync, callSync, packageError, translateError, type ErrorContext, type Operation } from './errors.js';
-import { loadNative, native, type Cancellable, type NativeBinding, type NativeRecvResult, type NativeStepError } from './native.js';
+import { loadNative, native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
 /** The most fds one message may carry (the kernel's SCM_MAX_FD). */
@@ -111,18 +111,22 @@ function toResult(raw: NativeRecvResult, maxFds: number, maxBytes: number): Recv
 
 // ---- validation (before any syscall) ----------------------------------------
 
-function checkFds(fds: unknown): number[] {
+/**
+ * Checks `fds` in place and returns it: the native side reads the caller's
+ * array itself, within the call (checking each number again), so no copy
+ * is made of it.
+ */
+function checkFds(fds: unknown): readonly number[] {
   if (!Array.isArray(fds)) throw invalidArgType('fds', 'an instance of Array', fds);
   if (fds.length > MAX_FDS_PER_MESSAGE) {
     throw outOfRange('fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD, the kernel's limit per message)`, fds.length);
   }
-  const checked = new Array<number>(fds.length);
   for (let i = 0; i < fds.length; i++) {
     const fd: unknown = fds[i];
     // The name is built only for the error: this runs on every send.
-    checked[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= 0x7fff_ffff ? fd : checkFd(fd, `fds[${i}]`);
+    if (!(typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= 0x7fff_ffff)) checkFd(fd, `fds[${i}]`);
   }
-  return checked;
+  return fds as readonly number[];
 }
 
 function toBytes(data: unknown): Uint8Array {
@@ -154,8 +158,11 @@ function checkSignal(signal: unknown): AbortSignal | undefined {
   throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
 }
 
+/** The options of a call given none: one object for all, never written. */
+const NO_OPTIONS = Object.freeze({});
+
 function checkOptions<T extends object>(options: unknown): Partial<T> {
-  if (options === undefined) return {};
+  if (options === undefined) return NO_OPTIONS;
   if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'of type object', options);
   return options as Partial<T>;
 }
@@ -330,7 +337,22 @@ function checkInStep(key: string, direction: Direction): void {
  * case), a call has nothing to look up, and makes no fstat for it.
  */
 function trackedKey(fd: number, direction: Direction): string | undefined {
-  return queues.size === 0 && outOfStep.size === 0 ? undefined : socketKey(fd, direction);
+  return untracked() ? undefined : socketKey(fd, direction);
+}
+
+/** No socket has a Promise call queued, and none is out of step: no call has a key to look up. */
+function untracked(): boolean {
+  return queues.size === 0 && outOfStep.size === 0;
+}
+
+/** A Promise send done within its call: the byte count, not a pending operation. */
+function isSent(now: number | Cancellable<number>): now is number {
+  return typeof now === 'number';
+}
+
+/** A Promise receive done within its call: the result (written into the buffers, or an object), not a pending operation. */
+function isReceived(now: number | NativeRecvResult | Cancellable<NativeRecvResult>): now is number | NativeRecvResult {
+  return !(now instanceof Promise);
 }
 
 /** Marks the socket out of step in a direction (its key looked up now if not yet). */
@@ -369,23 +391,28 @@ function checkNotBusy(key: string, direction: Direction): void {
 }
 
 /**
- * A synchronous call, on the caller's own fd: refused while a Promise call
- * in the same direction is pending and on a socket out of step (looked up
- * only when some socket is either). Kernel failures are typed.
+ * Before a synchronous call on the caller's own fd: refuses it while a
+ * Promise call in the same direction is pending and on a socket out of
+ * step (looked up only when some socket is either). Returns the socket's
+ * key when it was looked up.
  */
-function syncOperation<T>(fd: number, direction: Direction, run: (native: NativeBinding) => T): T {
-  let key: string | undefined;
+function enterSync(fd: number, direction: Direction): string | undefined {
+  if (untracked()) return undefined;
+  let key: string;
   try {
-    key = trackedKey(fd, direction);
-    if (key !== undefined) {
-      checkNotBusy(key, direction);
-      checkInStep(key, direction);
-    }
-    return run(loadNative());
+    key = socketKey(fd, direction);
   } catch (error) {
-    if ((error as NativeStepError).outOfStep === true) markOutOfStep(fd, direction, key);
     throw translateError(error, { operation: operationOf(direction), fd });
   }
+  checkNotBusy(key, direction);
+  checkInStep(key, direction);
+  return key;
+}
+
+/** A synchronous call's failure, typed; one that left the stream mid-message marks the socket out of step. */
+function syncFailure(error: unknown, fd: number, direction: Direction, key: string | undefined): unknown {
+  if ((error as NativeStepError).outOfStep === true) markOutOfStep(fd, direction, key);
+  return translateError(error, { operation: operationOf(direction), fd });
 }
 
 /**
@@ -493,11 +520,10 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   const signal = checkSignal(opts.signal);
   const timeout = checkTimeout(opts.timeout);
   const first = socketFd(socket, 'send'); // Validates before queueing.
-  const key = callSync({ operation: 'sendFds', fd: first }, () => trackedKey(first, 'send'));
+  const key = untracked() ? undefined : callSync({ operation: 'sendFds', fd: first }, () => trackedKey(first, 'send'));
   if (key !== undefined) checkInStep(key, 'send');
   if (key === undefined || !queues.has(key)) {
-    const isDone = (now: number | Cancellable<number>): now is number => typeof now === 'number';
-    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, checked, framing), isDone);
+    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, checked, framing), isSent);
     if (typeof now !== 'number') await now;
     return;
   }
@@ -535,7 +561,12 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
   const framing = framingCode(opts.framing);
   const timeout = checkTimeout(opts.timeout);
   const fd = socketFd(socket, 'send');
-  syncOperation(fd, 'send', (native) => native.sendFds(fd, bytes, checked, framing, timeout));
+  const key = enterSync(fd, 'send');
+  try {
+    loadNative().sendFds(fd, bytes, checked, framing, timeout);
+  } catch (error) {
+    throw syncFailure(error, fd, 'send', key);
+  }
 }
 
 /**
@@ -564,17 +595,16 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   const framing = framingCode(opts.framing);
   const signal = checkSignal(opts.signal);
   const first = socketFd(socket, 'recv'); // Validates (and pauses a net.Socket) before queueing.
-  const key = callSync({ operation: 'recvFds', fd: first }, () => trackedKey(first, 'recv'));
+  const key = untracked() ? undefined : callSync({ operation: 'recvFds', fd: first }, () => trackedKey(first, 'recv'));
   if (key !== undefined) checkInStep(key, 'recv');
   if (key === undefined || !queues.has(key)) {
     const into = intoFor(maxBytes);
-    const isDone = (now: number | NativeRecvResult | Cancellable<NativeRecvResult>): now is number | NativeRecvResult => !(now instanceof Promise);
     const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> =>
       into === undefined ? loadNative().recvFdsAsync(first, maxBytes, maxFds, framing) : loadNative().recvFdsAsync(first, maxBytes, maxFds, framing, into.data, into.meta);
-    const started = startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isDone);
-    const raw = readResult(started instanceof Promise ? await started : started);
-    if (raw.outOfStep) markOutOfStep(first, 'recv', key);
-    return toResult(raw, maxFds, maxBytes);
+    const started = startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isReceived);
+    const now = started instanceof Promise ? await started : started;
+    if (typeof now === 'number' && intoBuffers!.meta[0] === STATUS_OK) return messageInto(now);
+    return received(now, maxFds, maxBytes, () => markOutOfStep(first, 'recv', key));
   }
   // Queued behind another receive: a number is pinned now; a net.Socket is looked at again when its turn comes.
   const pinned = pin(typeof socket === 'number' ? [first] : [], 'recvFds');
@@ -600,10 +630,26 @@ export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'sig
   const framing = framingCode(opts.framing);
   const fd = socketFd(socket, 'recv');
   const into = intoFor(maxBytes);
-  const raw = syncOperation(fd, 'recv', (native) =>
-    into === undefined ? native.recvFds(fd, maxBytes, maxFds, framing) : readInto(native.recvFds(fd, maxBytes, maxFds, framing, into.data, into.meta)),
-  );
-  if (raw.outOfStep) markOutOfStep(fd, 'recv', undefined);
+  const key = enterSync(fd, 'recv');
+  let now: number | NativeRecvResult;
+  try {
+    now = into === undefined ? loadNative().recvFds(fd, maxBytes, maxFds, framing) : loadNative().recvFds(fd, maxBytes, maxFds, framing, into.data, into.meta);
+  } catch (error) {
+    throw syncFailure(error, fd, 'recv', key);
+  }
+  if (typeof now === 'number' && intoBuffers!.meta[0] === STATUS_OK) return messageInto(now);
+  return received(now, maxFds, maxBytes, () => markOutOfStep(fd, 'recv', key));
+}
+
+/**
+ * The result of a receive as the native side gave it (a byte count, the
+ * rest in {@link intoBuffers}, or an object), or the error its status
+ * names; `markOutOfStep` runs first for a stream left out of step. (A
+ * message received whole into the buffers is read by messageInto first.)
+ */
+function received(now: number | NativeRecvResult, maxFds: number, maxBytes: number, markOutOfStep: () => void): RecvResult {
+  const raw = readResult(now);
+  if (raw.outOfStep) markOutOfStep();
   return toResult(raw, maxFds, maxBytes);
 }
 
@@ -626,13 +672,37 @@ const RECV_META_HEADER = 5;
 
 /** The receive the native side wrote into {@link intoBuffers}, `length` bytes. */
 function readInto(length: number): NativeRecvResult {
-  const { data, meta } = intoBuffers!;
+  const { meta } = intoBuffers!;
+  return { status: meta[0]!, data: bytesInto(length), fds: fdsInto(), dropped: meta[1]!, length: meta[2]!, outOfStep: meta[3] === 1 };
+}
+
+/** A message received whole into {@link intoBuffers} (status ok): the result itself, made once. */
+function messageInto(length: number): RecvResult {
+  return { fds: fdsInto(), data: bytesInto(length), eof: false };
+}
+
+/** The fds in {@link intoBuffers}' meta, as a new array. */
+function fdsInto(): number[] {
+  const meta = intoBuffers!.meta;
   const count = meta[4]!;
   const fds = new Array<number>(count);
   for (let i = 0; i < count; i++) fds[i] = meta[RECV_META_HEADER + i]!;
+  return fds;
+}
+
+/** Bytes below this are copied one by one: cheaper than Buffer.copy's call for the usual short message. */
+const COPY_BY_HAND = 64;
+
+/** A copy of the first `length` bytes in {@link intoBuffers}: the result shares no memory with the next receive. */
+function bytesInto(length: number): Buffer {
+  const data = intoBuffers!.data;
   const bytes = Buffer.allocUnsafe(length);
-  data.copy(bytes, 0, 0, length);
-  return { status: meta[0]!, data: bytes, fds, dropped: meta[1]!, length: meta[2]!, outOfStep: meta[3] === 1 };
+  if (length < COPY_BY_HAND) {
+    for (let i = 0; i < length; i++) bytes[i] = data[i]!;
+  } else {
+    data.copy(bytes, 0, 0, length);
+  }
+  return bytes;
 }
 
 /** A receive's result as the native side gave it: written into {@link intoBuffers} (a byte count), or an object. */

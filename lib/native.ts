@@ -7,7 +7,7 @@
  */
 import * as path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
-import { callSync, packageError, type Operation } from './errors.js';
+import { callSync, errorFromNative, packageError, type Operation } from './errors.js';
 
 /** A kernel call in its synchronous and Promise forms. @internal */
 type Both<Name extends string, Args extends unknown[], Result> = {
@@ -71,9 +71,9 @@ export type Cancellable<T> = Promise<T> & { cancel(errno?: number): void };
 /** SCM_RIGHTS over Unix sockets and the socket helpers (native/fdpass.h). @internal */
 export type FdPassBinding = {
   /** `timeoutMs` (default -1: none) bounds the whole send; then ETIMEDOUT. */
-  sendFds(fd: number, data: Uint8Array, fds: number[], framing: number, timeoutMs?: number): number;
+  sendFds(fd: number, data: Uint8Array, fds: readonly number[], framing: number, timeoutMs?: number): number;
   /** Tried at once on the caller's numbers: the bytes sent when done then, else a Cancellable (the operation took copies). */
-  sendFdsAsync(fd: number, data: Uint8Array, fds: number[], framing: number): number | Cancellable<number>;
+  sendFdsAsync(fd: number, data: Uint8Array, fds: readonly number[], framing: number): number | Cancellable<number>;
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number): NativeRecvResult;
   /** With `data` (>= maxBytes) and `meta` (>= 5 + maxFds): the result written there, the byte count returned (see fdpass.ts, readInto). */
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number;
@@ -131,6 +131,13 @@ export type NativeBinding = LuoBinding &
   PeerCredBinding & {
     /** The system header the ABI was compared with at build time, or "" if none. */
     readonly abiCheckedAgainst: string;
+    /**
+     * Registers the factory the addon asks for each system error it makes
+     * (errorFromNative): it answers `[constructor, ...arguments]`, which
+     * the addon constructs, or undefined, and the addon makes the system
+     * error itself. Optional: a build from before it has none.
+     */
+    setErrorFactory?(factory: ((errno: number, code: string, text: string, syscall: string) => readonly unknown[] | undefined) | undefined): void;
   };
 
 /** How to get the addon, for users whose install skipped its build. */
@@ -154,7 +161,10 @@ export function loadNative(): NativeBinding {
   const root = path.join(__dirname, '..');
   try {
     const chosen = process.env['LIVEUPDATE_ADDON'];
-    binding = (chosen !== undefined ? (require(chosen) as unknown) : nodeGypBuild(root)) as NativeBinding;
+    const loaded = (chosen !== undefined ? (require(chosen) as unknown) : nodeGypBuild(root)) as NativeBinding;
+    // A build older than the factory makes every error itself, as before.
+    if (typeof loaded.setErrorFactory === 'function') loaded.setErrorFactory(errorFromNative);
+    binding = loaded;
     return binding;
   } catch (cause) {
     const why = `the native addon of liveupdate is not built for this platform (node ${process.version}, ${process.platform}-${process.arch}) or does not load`;

@@ -281,8 +281,8 @@ ssize_t recv_msg(int fd, uint8_t* buf, size_t len, size_t max_fds, bool want_tru
 
 // ---- FdSender ------------------------------------------------------------
 
-FdSender::FdSender(int sock, const uint8_t* data, size_t len, std::vector<int> fds, Framing framing)
-    : sock_(sock), data_(data), len_(len), fds_(std::move(fds)), framing_(framing) {}
+FdSender::FdSender(int sock, const uint8_t* data, size_t len, const int* fds, size_t nfds, Framing framing)
+    : sock_(sock), data_(data), len_(len), fds_(fds), nfds_(nfds), framing_(framing) {}
 
 bool FdSender::mid_message() const { return type_ == SOCK_STREAM && sent_ > 0 && sent_ < total(); }
 
@@ -323,7 +323,7 @@ Step FdSender::step() {
     if (done < len_ || count == 0) iov[count++] = {const_cast<uint8_t*>(data_) + done, len_ - done};
     // Fds go with the first sendmsg that sends anything, and never again.
     bool with_fds = sent_ == 0;
-    ssize_t n = send_msgv(sock_, iov, count, with_fds ? fds_.data() : nullptr, with_fds ? fds_.size() : 0);
+    ssize_t n = send_msgv(sock_, iov, count, with_fds ? fds_ : nullptr, with_fds ? nfds_ : 0);
     if (n == -EAGAIN) return again(POLLOUT);
     if (n < 0) return failed(static_cast<int>(-n), "sendmsg");
     sent_ += static_cast<size_t>(n);
@@ -366,16 +366,26 @@ Step FdReceiver::step_checked() {
 }
 
 void FdReceiver::keep(std::vector<UniqueFd>& arrived) {
-  // Room first, so that drop_received() never allocates; a bad_alloc here
-  // leaves the fds in `arrived`, which closes them.
+  if (arrived.empty()) return;
+  // Room first, so that drop_received() never allocates (it takes fds_
+  // whole while unwanted_ is empty, else appends into this room); a
+  // bad_alloc here leaves the fds in `arrived`, which closes them.
+  if (!unwanted_.empty()) unwanted_.reserve(unwanted_.size() + fds_.size() + arrived.size());
+  if (fds_.empty()) {
+    fds_.swap(arrived);  // The usual case, one message's fds: no allocation.
+    return;
+  }
   fds_.reserve(fds_.size() + arrived.size());
-  unwanted_.reserve(unwanted_.size() + fds_.size() + arrived.size());
   for (UniqueFd& fd : arrived) fds_.push_back(std::move(fd));
   arrived.clear();
 }
 
 void FdReceiver::drop_received() {
   dropped_ += fds_.size();
+  if (unwanted_.empty()) {
+    unwanted_.swap(fds_);
+    return;
+  }
   // unwanted_ has room for them (reserved as they arrived): no allocation.
   for (UniqueFd& fd : fds_) unwanted_.push_back(std::move(fd));
   fds_.clear();
@@ -387,6 +397,7 @@ Step FdReceiver::finish(RecvStatus status) {
   if (status != RecvStatus::kOk) {
     drop_received();
     data_.clear();
+    in_place_ = false;
   }
   return {};
 }
@@ -394,7 +405,15 @@ Step FdReceiver::finish(RecvStatus status) {
 Step FdReceiver::step_message() {
   RecvInfo info;
   ssize_t n;
-  if (max_bytes_ <= kMessageRoom) {
+  if (room_ != nullptr) {
+    // Straight into the caller's room; MSG_TRUNC tells the real length.
+    n = recv_msg(sock_, room_, max_bytes_, max_fds_, true, info);
+    if (n == -EAGAIN) return again(POLLIN);
+    if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
+    keep(info.fds);
+    in_place_ = true;
+    placed_ = static_cast<size_t>(n);
+  } else if (max_bytes_ <= kMessageRoom) {
     // Straight into this thread's room; MSG_TRUNC tells the real length.
     thread_local std::vector<uint8_t> room;
     if (room.size() < kMessageRoom) room.resize(kMessageRoom);

@@ -144,11 +144,12 @@ struct Step {
 //
 // It acts on the numbers and the bytes it is given, without copying them:
 // a caller that is done before it returns (a synchronous send) passes its
-// own. One that goes on waiting after its caller moved on gives it its own
-// copies first (set_socket, set_fds, own_bytes).
+// own, and `fds` need only live as long as the call. One that goes on
+// waiting after its caller moved on gives it its own copies first
+// (set_socket, set_fds, own_bytes).
 class FdSender {
  public:
-  FdSender(int sock, const uint8_t* data, size_t len, std::vector<int> fds, Framing framing);
+  FdSender(int sock, const uint8_t* data, size_t len, const int* fds, size_t nfds, Framing framing);
   // Learns the socket type; call once before step().
   Step start();
   Step step();
@@ -159,9 +160,14 @@ class FdSender {
   // Whether the fds are sent already (they ride on the first sendmsg).
   bool fds_sent() const { return sent_ > 0; }
   int socket() const { return sock_; }
-  const std::vector<int>& fds() const { return fds_; }
+  const int* fds() const { return fds_; }
+  size_t fd_count() const { return nfds_; }
   void set_socket(int sock) { sock_ = sock; }
-  void set_fds(std::vector<int> fds) { fds_ = std::move(fds); }
+  // Acts on `fds` (copies of the same count) from now on.
+  void set_fds(std::vector<int> fds) {
+    owned_fds_ = std::move(fds);
+    fds_ = owned_fds_.data();
+  }
   // Copies the bytes not yet sent into storage of its own (std::bad_alloc).
   void own_bytes();
 
@@ -175,7 +181,9 @@ class FdSender {
   size_t len_;
   size_t skipped_ = 0;   // Bytes sent before own_bytes dropped them.
   std::vector<uint8_t> owned_;
-  std::vector<int> fds_;
+  const int* fds_;  // The caller's, or owned_fds_.
+  size_t nfds_;
+  std::vector<int> owned_fds_;
   Framing framing_;
   uint8_t header_[kFrameHeaderSize] = {};
   size_t header_len_ = 0;
@@ -208,6 +216,12 @@ class FdReceiver {
  public:
   FdReceiver(int sock, size_t max_bytes, size_t max_fds, Framing framing);
   FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing framing);
+  // A datagram or seqpacket record is read straight into `room` (at least
+  // max_bytes long, the caller's) instead of data(): in_place() then says
+  // so, and placed() how many bytes are there. nullptr goes back to data().
+  void set_room(uint8_t* room) { room_ = room; }
+  bool in_place() const { return in_place_; }
+  size_t placed() const { return placed_; }
   Step start();
   int socket() const { return sock_; }
   void set_socket(int sock) { sock_ = sock; }
@@ -255,6 +269,9 @@ class FdReceiver {
   size_t message_len_ = 0;
   size_t dropped_ = 0;
   std::vector<uint8_t> data_;
+  uint8_t* room_ = nullptr;
+  bool in_place_ = false;
+  size_t placed_ = 0;
   std::vector<UniqueFd> fds_;
   std::vector<UniqueFd> unwanted_;
 };

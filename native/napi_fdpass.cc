@@ -48,31 +48,54 @@ struct Bytes {
 };
 
 Bytes ArgBytes(const Napi::CallbackInfo& info, size_t index, const char* name) {
-  Napi::Value value = info[index];
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+  // One query: it fails for anything but a typed array, whose type it tells.
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(info.Env(), info[index], &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_uint8_array) {
     ThrowArgType(info.Env(), name, "an instance of Uint8Array");
   }
-  auto bytes = value.As<Napi::Uint8Array>();
-  return {bytes.Data(), bytes.ByteLength()};
+  return {static_cast<const uint8_t*>(data), length};
 }
 
-// The fd numbers of an array, each an int32 >= 0, at most SCM_MAX_FD.
-std::vector<int> ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name, size_t max = kMaxFdsPerMessage) {
+// The fd numbers of an array, each an int32 >= 0, at most `max`.
+uint32_t ArgFdArray(const Napi::CallbackInfo& info, size_t index, const char* name, size_t max) {
   Napi::Value value = info[index];
   if (!value.IsArray()) ThrowArgType(info.Env(), name, "an instance of Array");
-  auto array = value.As<Napi::Array>();
-  if (array.Length() > max) ThrowArgRange(info.Env(), name, "an array of at most 253 fds (and a socket)");
-  std::vector<int> fds;
-  for (uint32_t i = 0; i < array.Length(); ++i) {
-    Napi::Value fd = array.Get(i);
-    if (!fd.IsNumber()) ThrowArgType(info.Env(), name, "an array of fd numbers");
-    double number = fd.As<Napi::Number>().DoubleValue();
-    if (!(number >= 0 && number <= INT32_MAX) || number != static_cast<double>(static_cast<int>(number))) {
-      ThrowArgRange(info.Env(), name, "an array of integers >= 0 and <= 2147483647");
-    }
-    fds.push_back(static_cast<int>(number));
+  uint32_t length = value.As<Napi::Array>().Length();
+  if (length > max) ThrowArgRange(info.Env(), name, "an array of at most 253 fds (and a socket)");
+  return length;
+}
+
+int ArgFdAt(const Napi::CallbackInfo& info, Napi::Array array, uint32_t i, const char* name) {
+  double number = 0;
+  if (napi_get_value_double(info.Env(), array.Get(i), &number) != napi_ok) ThrowArgType(info.Env(), name, "an array of fd numbers");
+  if (!(number >= 0 && number <= INT32_MAX) || number != static_cast<double>(static_cast<int>(number))) {
+    ThrowArgRange(info.Env(), name, "an array of integers >= 0 and <= 2147483647");
   }
+  return static_cast<int>(number);
+}
+
+std::vector<int> ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name, size_t max = kMaxFdsPerMessage) {
+  uint32_t length = ArgFdArray(info, index, name, max);
+  auto array = info[index].As<Napi::Array>();
+  std::vector<int> fds(length);
+  for (uint32_t i = 0; i < length; ++i) fds[i] = ArgFdAt(info, array, i, name);
   return fds;
+}
+
+// A message's fds read into the caller's frame, not the heap: the numbers
+// of a call that is done before it returns (SendWork keeps copies of its
+// own if it must wait, Detach).
+struct FdList {
+  int fds[kMaxFdsPerMessage];
+  uint32_t count = 0;
+};
+
+void ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name, FdList& out) {
+  out.count = ArgFdArray(info, index, name, kMaxFdsPerMessage);
+  auto array = info[index].As<Napi::Array>();
+  for (uint32_t i = 0; i < out.count; ++i) out.fds[i] = ArgFdAt(info, array, i, name);
 }
 
 Framing ArgFraming(const Napi::CallbackInfo& info, size_t index) {
@@ -88,23 +111,18 @@ UniqueFd DupArg(Napi::Env env, int fd) {
 
 // ---- the operations -------------------------------------------------------
 
-// The property names of a receive's result, made once per environment: a
-// name made from a C string is looked up in V8's string table on every use.
-// Held in an array (N-API before version 10 refers to objects only).
-class ResultNames {
- public:
-  enum Name : uint32_t { kStatus, kData, kFds, kDropped, kLength, kOutOfStep, kCount };
-  explicit ResultNames(Napi::Env env) {
-    static const char* const kNames[kCount] = {"status", "data", "fds", "dropped", "length", "outOfStep"};
-    Napi::Array names = Napi::Array::New(env, kCount);
-    for (uint32_t i = 0; i < kCount; ++i) names.Set(i, Napi::String::New(env, kNames[i]));
-    names_ = Napi::Persistent(names);
-  }
-  Napi::Array Get() const { return names_.Value(); }
+// The property names of a receive's result, made once per environment
+// (AddonData): a name made from a C string is looked up in V8's string
+// table on every use. Held in an array (N-API before version 10 refers to
+// objects only).
+enum ResultName : uint32_t { kStatus, kData, kFds, kDropped, kLength, kOutOfStep, kResultNames };
 
- private:
-  Napi::Reference<Napi::Array> names_;
-};
+void MakeResultNames(Napi::Env env) {
+  static const char* const kNames[kResultNames] = {"status", "data", "fds", "dropped", "length", "outOfStep"};
+  Napi::Array names = Napi::Array::New(env, kResultNames);
+  for (uint32_t i = 0; i < kResultNames; ++i) names.Set(i, Napi::String::New(env, kNames[i]));
+  Data(env).result_names = Napi::Persistent(names);
+}
 
 // One send, receive or wait, as steps that never block and never throw.
 class Work {
@@ -131,8 +149,9 @@ class Work {
 
 class SendWork : public Work {
  public:
-  SendWork(int sock, Bytes data, std::vector<int> fds, Framing framing)
-      : sender_(sock, data.data, data.len, std::move(fds), framing) {}
+  // `fds` is read until Detach (or the end of the call, if sooner).
+  SendWork(int sock, Bytes data, const FdList& fds, Framing framing)
+      : sender_(sock, data.data, data.len, fds.fds, fds.count, framing) {}
   Step Start() override { return sender_.start(); }
   Step Next() override { return sender_.step(); }
   int Fd() const override { return sender_.socket(); }
@@ -149,11 +168,11 @@ class SendWork : public Work {
       sender_.own_bytes();
       std::vector<UniqueFd> copies;
       std::vector<int> fds;
-      copies.reserve(sender_.fds().size() + 1);
-      fds.reserve(sender_.fds().size());
+      copies.reserve(sender_.fd_count() + 1);
+      fds.reserve(sender_.fd_count());
       if (!sender_.fds_sent()) {
-        for (int fd : sender_.fds()) {
-          int copy = dup_cloexec(fd);
+        for (size_t i = 0; i < sender_.fd_count(); ++i) {
+          int copy = dup_cloexec(sender_.fds()[i]);
           if (copy < 0) return {-copy, 0, "sendmsg"};
           fds.push_back(copies.emplace_back(copy).get());
         }
@@ -190,12 +209,15 @@ inline constexpr size_t kRecvMetaHeader = 5;
 class RecvWork : public Work {
  public:
   RecvWork(int sock, size_t max_bytes, size_t max_fds, Framing framing, RecvInto into)
-      : receiver_(sock, max_bytes, max_fds, framing), into_(into) {}
+      : receiver_(sock, max_bytes, max_fds, framing), into_(into) {
+    receiver_.set_room(into.data);  // A record is read straight into the caller's bytes.
+  }
   Step Start() override { return receiver_.start(); }
   Step Next() override { return receiver_.step(); }
   int Fd() const override { return receiver_.socket(); }
   Step Detach() override {
     into_ = {};  // The caller's buffers may be in use again when this ends.
+    receiver_.set_room(nullptr);
     int copy = dup_cloexec(receiver_.socket());
     if (copy < 0) return {-copy, 0, "fcntl"};
     copy_.reset(copy);
@@ -209,20 +231,20 @@ class RecvWork : public Work {
   // with the rest written where `into` says.
   Napi::Value Result(Napi::Env env) override {
     if (into_.data != nullptr) return ResultInto(env);
-    Napi::Array names = env.GetInstanceData<ResultNames>()->Get();
-    auto name = [&names](ResultNames::Name n) { return names.Get(static_cast<uint32_t>(n)); };
+    Napi::Array names = Data(env).result_names.Value();
+    auto name = [&names](ResultName n) { return names.Get(static_cast<uint32_t>(n)); };
     Napi::Object out = Napi::Object::New(env);
     std::vector<uint8_t>& data = receiver_.data();
-    out.Set(name(ResultNames::kStatus), Napi::Number::New(env, static_cast<double>(receiver_.status())));
-    out.Set(name(ResultNames::kData), Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size()));
+    out.Set(name(kStatus), Napi::Number::New(env, static_cast<double>(receiver_.status())));
+    out.Set(name(kData), Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size()));
     Napi::Array fds = Napi::Array::New(env, receiver_.fds().size());
     for (size_t i = 0; i < receiver_.fds().size(); ++i) {
       fds.Set(static_cast<uint32_t>(i), Napi::Number::New(env, receiver_.fds()[i].get()));
     }
-    out.Set(name(ResultNames::kFds), fds);
-    out.Set(name(ResultNames::kDropped), Napi::Number::New(env, static_cast<double>(receiver_.dropped_fds())));
-    out.Set(name(ResultNames::kLength), Napi::Number::New(env, static_cast<double>(receiver_.message_len())));
-    out.Set(name(ResultNames::kOutOfStep), Napi::Boolean::New(env, receiver_.out_of_step()));
+    out.Set(name(kFds), fds);
+    out.Set(name(kDropped), Napi::Number::New(env, static_cast<double>(receiver_.dropped_fds())));
+    out.Set(name(kLength), Napi::Number::New(env, static_cast<double>(receiver_.message_len())));
+    out.Set(name(kOutOfStep), Napi::Boolean::New(env, receiver_.out_of_step()));
     return out;
   }
   void HandOver() override {
@@ -237,7 +259,8 @@ class RecvWork : public Work {
  private:
   Napi::Value ResultInto(Napi::Env env) {
     std::vector<uint8_t>& data = receiver_.data();
-    std::copy(data.begin(), data.end(), into_.data);  // At most maxBytes: the caller's room.
+    size_t length = receiver_.in_place() ? receiver_.placed() : data.size();
+    if (!receiver_.in_place()) std::copy(data.begin(), data.end(), into_.data);  // At most maxBytes: the caller's room.
     const std::vector<UniqueFd>& fds = receiver_.fds();
     into_.meta[0] = static_cast<int32_t>(receiver_.status());
     into_.meta[1] = static_cast<int32_t>(receiver_.dropped_fds());
@@ -245,7 +268,7 @@ class RecvWork : public Work {
     into_.meta[3] = receiver_.out_of_step() ? 1 : 0;
     into_.meta[4] = static_cast<int32_t>(fds.size());  // At most maxFds: the caller's room.
     for (size_t i = 0; i < fds.size(); ++i) into_.meta[kRecvMetaHeader + i] = fds[i].get();
-    return Napi::Number::New(env, static_cast<double>(data.size()));
+    return Napi::Number::New(env, static_cast<double>(length));
   }
 
   UniqueFd copy_;  // Declared before the receiver: outlives its use there.
@@ -276,8 +299,10 @@ class WaitWork : public Work {
 // The error for a failed step; `outOfStep` tells the TypeScript layer the
 // stream stopped in the middle of a message.
 Napi::Error StepError(Napi::Env env, const Work& work, int err, const char* syscall) {
-  Napi::Error error = ErrnoError(env, err, syscall);
-  if (work.MidMessage()) error.Set("outOfStep", true);
+  if (!work.MidMessage()) return ErrnoError(env, err, syscall);
+  // The system error itself carries outOfStep, which the factory's would not.
+  Napi::Error error = ErrnoError(env, err, syscall, /*factory=*/false);
+  error.Set("outOfStep", true);
   return error;
 }
 
@@ -659,13 +684,25 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
 // ---- exported functions ---------------------------------------------------
 
 // sendFds(fd, data, fds, framing[, timeoutMs]), on the caller's numbers
-// and bytes (see the top of this file for when they are copied).
-std::unique_ptr<SendWork> MakeSend(const Napi::CallbackInfo& info) {
+// and bytes (see the top of this file for when they are copied); the fds
+// are read into `fds`, which must outlive the call's first attempt.
+SendWork MakeSend(const Napi::CallbackInfo& info, FdList& fds) {
   int sock = ArgFd(info, 0, "fd");
   Bytes data = ArgBytes(info, 1, "data");
-  std::vector<int> fds = ArgFds(info, 2, "fds");
+  ArgFds(info, 2, "fds", fds);
   Framing framing = ArgFraming(info, 3);
-  return std::make_unique<SendWork>(sock, data, std::move(fds), framing);
+  return SendWork(sock, data, fds, framing);
+}
+
+// A typed array of `type`: its data and element count, from one query.
+void* ArgRoom(const Napi::CallbackInfo& info, size_t index, napi_typedarray_type type, const char* name, const char* expected, size_t& length) {
+  napi_typedarray_type actual;
+  void* data = nullptr;
+  Napi::Value value = index < info.Length() ? info[index] : info.Env().Undefined();
+  if (napi_get_typedarray_info(info.Env(), value, &actual, &length, &data, nullptr, nullptr) != napi_ok || actual != type) {
+    ThrowArgType(info.Env(), name, expected);
+  }
+  return data;
 }
 
 // recvFds(fd, maxBytes, maxFds, framing[, data, meta]): with `data` (a
@@ -674,28 +711,22 @@ std::unique_ptr<SendWork> MakeSend(const Napi::CallbackInfo& info) {
 // result there (RecvInto) and returns the byte count.
 RecvInto ArgInto(const Napi::CallbackInfo& info, size_t index, size_t max_bytes, size_t max_fds) {
   if (index >= info.Length() || info[index].IsUndefined()) return {};
-  Napi::Value data = info[index];
-  Napi::Value meta = index + 1 < info.Length() ? info[index + 1] : info.Env().Undefined();
-  if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    ThrowArgType(info.Env(), "data", "an instance of Uint8Array");
-  }
-  if (!meta.IsTypedArray() || meta.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    ThrowArgType(info.Env(), "meta", "an instance of Int32Array");
-  }
-  auto bytes = data.As<Napi::Uint8Array>();
-  auto numbers = meta.As<Napi::Int32Array>();
-  if (bytes.ElementLength() < max_bytes) ThrowArgRange(info.Env(), "data.length", ">= maxBytes");
-  if (numbers.ElementLength() < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "meta.length", ">= 5 + maxFds");
-  return {bytes.Data(), numbers.Data()};
+  size_t data_length = 0, meta_length = 0;
+  RecvInto into;
+  into.data = static_cast<uint8_t*>(ArgRoom(info, index, napi_uint8_array, "data", "an instance of Uint8Array", data_length));
+  into.meta = static_cast<int32_t*>(ArgRoom(info, index + 1, napi_int32_array, "meta", "an instance of Int32Array", meta_length));
+  if (data_length < max_bytes) ThrowArgRange(info.Env(), "data.length", ">= maxBytes");
+  if (meta_length < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "meta.length", ">= 5 + maxFds");
+  return into;
 }
 
-std::unique_ptr<RecvWork> MakeRecv(const Napi::CallbackInfo& info) {
+RecvWork MakeRecv(const Napi::CallbackInfo& info) {
   int sock = ArgFd(info, 0, "fd");
   auto max_bytes = static_cast<size_t>(ArgInt32InRange(info, 1, "maxBytes", 0, INT32_MAX));
   auto max_fds = static_cast<size_t>(ArgInt32InRange(info, 2, "maxFds", 0, static_cast<int32_t>(kMaxFdsPerMessage)));
   Framing framing = ArgFraming(info, 3);
   RecvInto into = ArgInto(info, 4, max_bytes, max_fds);
-  return std::make_unique<RecvWork>(sock, max_bytes, max_fds, framing, into);
+  return RecvWork(sock, max_bytes, max_fds, framing, into);
 }
 
 // A Promise form: tries at once, on the caller's numbers. Done then, with
@@ -703,24 +734,26 @@ std::unique_ptr<RecvWork> MakeRecv(const Napi::CallbackInfo& info) {
 // error): no Promise, no copy. Otherwise the operation takes copies of
 // what it acts on (Detach) and goes on on the event loop, and the return
 // is a Promise with cancel().
-Napi::Value RunNowOrLater(Napi::Env env, std::unique_ptr<Work> work) {
-  Step s = work->Start();
-  if (s.err == 0) s = work->Next();
+template <typename W>
+Napi::Value RunNowOrLater(Napi::Env env, W work) {
+  Step s = work.Start();
+  if (s.err == 0) s = work.Next();
   if (s.err == EAGAIN) {
     // A copy that cannot be made fails the operation as a step would: what
     // it received is closed off the loop, a stream left mid-message is
     // reported out of step.
-    Step copied = work->Detach();
+    Step copied = work.Detach();
     if (copied.err != 0) s = copied;
   }
   bool failed = s.err != 0 && s.err != EAGAIN;
-  if (s.err != EAGAIN && !work->HasUnwanted(failed)) {
-    if (failed) return ThrowStep(env, *work, s.err, s.syscall);
-    Napi::Value result = work->Result(env);
-    work->HandOver();  // Returned to JS below: nothing can fail after this.
+  if (s.err != EAGAIN && !work.HasUnwanted(failed)) {
+    if (failed) return ThrowStep(env, work, s.err, s.syscall);
+    Napi::Value result = work.Result(env);
+    work.HandOver();  // Returned to JS below: nothing can fail after this.
     return result;
   }
-  return PollOp::Resume(env, std::move(work), s);
+  // Detached (or done): it holds nothing of the caller's frame any more.
+  return PollOp::Resume(env, std::make_unique<W>(std::move(work)), s);
 }
 
 // An optional timeout in ms: -1 (wait forever) when absent.
@@ -738,15 +771,21 @@ void ExportFunction(Napi::Env env, Napi::Object exports, const char* name, Body 
 }
 
 void ExportOps(Napi::Env env, Napi::Object exports) {
+  // The work of a synchronous call lives in its frame; a Promise form's
+  // moves to the heap only if it must wait (RunNowOrLater).
   ExportFunction(env, exports, "sendFds", [](const Napi::CallbackInfo& info) {
     int timeout = ArgTimeout(info, 4);
-    return RunBlocking(info.Env(), *MakeSend(info), timeout);
+    FdList fds;
+    SendWork work = MakeSend(info, fds);
+    return RunBlocking(info.Env(), work, timeout);
   });
   ExportFunction(env, exports, "sendFdsAsync", [](const Napi::CallbackInfo& info) {
-    return RunNowOrLater(info.Env(), MakeSend(info));
+    FdList fds;
+    return RunNowOrLater(info.Env(), MakeSend(info, fds));
   });
   ExportFunction(env, exports, "recvFds", [](const Napi::CallbackInfo& info) {
-    return RunBlocking(info.Env(), *MakeRecv(info), -1);
+    RecvWork work = MakeRecv(info);
+    return RunBlocking(info.Env(), work, -1);
   });
   ExportFunction(env, exports, "recvFdsAsync", [](const Napi::CallbackInfo& info) {
     return RunNowOrLater(info.Env(), MakeRecv(info));
@@ -903,8 +942,10 @@ Call<PassRights> PrepareSetPassRights(const Napi::CallbackInfo& info, FdArgs) {
 }  // namespace
 
 void RegisterFdPass(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData(new ResultNames(env));
+  MakeResultNames(env);
   ExportOps(env, exports);
+  // The errors of every call of the addon, not of fd passing alone.
+  exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory, "setErrorFactory"));
   ExportCall<FdPair, PrepareSocketPair>(env, exports, "socketPair");
   ExportCall<FdPair, PreparePipe>(env, exports, "pipe");
   ExportCall<NewFd, PrepareUnixBind>(env, exports, "unixBind");

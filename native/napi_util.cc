@@ -28,8 +28,62 @@ const char* ErrnoText(int err) { return UvKnows(err) ? uv_strerror(-err) : std::
 
 }  // namespace
 
-napi_value ErrnoErrorValue(napi_env env, int err, const char* syscall) {
+AddonData& Data(Napi::Env env) {
+  auto* data = env.GetInstanceData<AddonData>();
+  if (data == nullptr) {
+    data = new AddonData();
+    env.SetInstanceData(data);  // Deleted with the environment.
+  }
+  return *data;
+}
+
+Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
+  Napi::Value fn = info[0];
+  if (!fn.IsUndefined() && !fn.IsFunction()) ThrowArgType(info.Env(), "factory", "of type function");
+  AddonData& data = Data(info.Env());
+  data.error_factory.Reset();
+  if (fn.IsFunction()) data.error_factory = Napi::Persistent(fn.As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+namespace {
+
+// The error the registered factory plans, constructed here, or nullptr:
+// none registered, it declined (undefined: the error is made here, as
+// without one), or it failed (its exception is cleared, and the error
+// made here).
+napi_value FactoryError(napi_env env, int err, const char* code, const char* syscall) {
+  auto* data = Napi::Env(env).GetInstanceData<AddonData>();
+  if (data == nullptr || data->error_factory.IsEmpty()) return nullptr;
+  napi_value factory = nullptr, receiver = nullptr, args[4] = {}, error = nullptr;
+  const char* text = ErrnoText(err);
+  bool made = napi_get_reference_value(env, data->error_factory.operator napi_ref(), &factory) == napi_ok && factory != nullptr &&
+              napi_create_int32(env, -err, &args[0]) == napi_ok &&
+              napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &args[1]) == napi_ok &&
+              napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &args[2]) == napi_ok &&
+              napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &args[3]) == napi_ok &&
+              napi_get_undefined(env, &receiver) == napi_ok &&
+              napi_call_function(env, receiver, factory, 4, args, &error) == napi_ok;
+  bool is_plan = false;
+  made = made && napi_is_array(env, error, &is_plan) == napi_ok && is_plan;
+  napi_value plan[5] = {};
+  for (uint32_t i = 0; made && i < 5; ++i) made = napi_get_element(env, error, i, &plan[i]) == napi_ok;
+  if (made && napi_new_instance(env, plan[0], 4, plan + 1, &error) == napi_ok) return error;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value ignored = nullptr;
+    napi_get_and_clear_last_exception(env, &ignored);
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+napi_value ErrnoErrorValue(napi_env env, int err, const char* syscall, bool factory) {
   const char* code = ErrnoName(err);
+  if (factory) {
+    if (napi_value made = FactoryError(env, err, code, syscall)) return made;
+  }
   std::string message = std::string(code) + ": " + ErrnoText(err) + ", " + syscall;
   napi_value text = nullptr, error = nullptr, errno_value = nullptr, code_value = nullptr, syscall_value = nullptr;
   bool made = napi_create_string_utf8(env, message.data(), message.size(), &text) == napi_ok &&
@@ -43,8 +97,8 @@ napi_value ErrnoErrorValue(napi_env env, int err, const char* syscall) {
   return made ? error : nullptr;
 }
 
-Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall) {
-  napi_value error = ErrnoErrorValue(env, err, syscall);
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, bool factory) {
+  napi_value error = ErrnoErrorValue(env, err, syscall, factory);
   if (error == nullptr) throw Napi::Error::New(env);
   return Napi::Error(env, error);
 }
@@ -81,11 +135,11 @@ void ThrowArgRange(Napi::Env env, const char* name, const char* range) {
 }
 
 int32_t ArgInt32InRange(const Napi::CallbackInfo& info, size_t index, const char* name, int32_t min, int32_t max) {
-  Napi::Value value = Arg(info, index);
-  if (!value.IsNumber()) ThrowArgType(info.Env(), name, "of type number");
-  // Int32Value() would wrap 2**32 + k to k and turn NaN into 0: compare the
-  // double itself. NaN fails both comparisons, fractions fail the cast check.
-  double number = value.As<Napi::Number>().DoubleValue();
+  // One query: it fails for anything but a number. Int32Value() would wrap
+  // 2**32 + k to k and turn NaN into 0: compare the double itself. NaN
+  // fails both comparisons, fractions fail the cast check.
+  double number = 0;
+  if (napi_get_value_double(info.Env(), Arg(info, index), &number) != napi_ok) ThrowArgType(info.Env(), name, "of type number");
   if (!(number >= min && number <= max) || number != static_cast<double>(static_cast<int32_t>(number))) {
     std::string range = "an integer >= " + std::to_string(min) + " and <= " + std::to_string(max);
     ThrowArgRange(info.Env(), name, range.c_str());

@@ -29,8 +29,21 @@ namespace lu::napi {
 // JS: the hot paths throw with ThrowErrno, which returns the empty value to
 // return, rather than as a C++ exception (whose unwinding costs more than
 // the error itself).
-napi_value ErrnoErrorValue(napi_env env, int err, const char* syscall);
-Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall);
+//
+// Where the TypeScript layer registered a factory (SetErrorFactory), it is
+// asked first, with (errno, code, text, syscall): inside a call it
+// translates, it answers [constructor, ...arguments] of the typed error,
+// constructed here (so that its stack capture starts below the native
+// call, as the system error's would) in place of the system error: a
+// failure then costs one stack capture, not two. Elsewhere it answers
+// undefined, and the system error is made here.
+// `factory` false: never the factory's (an error that gets fields of its
+// own before it reaches JS, such as fd passing's outOfStep).
+napi_value ErrnoErrorValue(napi_env env, int err, const char* syscall, bool factory = true);
+// setErrorFactory(fn): the factory of every later error of this addon in
+// this environment (undefined: none).
+Napi::Value SetErrorFactory(const Napi::CallbackInfo& info);
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, bool factory = true);
 Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall);
 
 // Argument readers. Each refuses, by itself, whatever its C type cannot hold
@@ -226,6 +239,14 @@ void ExportCall(Napi::Env env, Napi::Object exports, const char* name) {
                 return Guarded(info.Env(), name, [&] { return CallWorker<T>::Queue(info.Env(), prepare(info, FdArgs(When::kQueued))); });
               }, async_name));
 }
+
+// What the addon keeps per environment (its instance data, made on first
+// use): the error factory, and the fd-passing result's property names.
+struct AddonData {
+  Napi::FunctionReference error_factory;
+  Napi::Reference<Napi::Array> result_names;
+};
+AddonData& Data(Napi::Env env);
 
 // Each glue file registers its functions through one of these.
 void RegisterLuo(Napi::Env env, Napi::Object exports);

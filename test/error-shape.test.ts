@@ -6,18 +6,10 @@
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import * as lu from '../lib/index.js';
+import { thrown } from './helpers/thrown.js';
 
 /** A number no process here has open: the kernel answers EBADF. */
 const NOT_OPEN = 1_000_000;
-
-function thrown(run: () => unknown): Error & Record<string, unknown> {
-  try {
-    run();
-  } catch (error) {
-    return error as Error & Record<string, unknown>;
-  }
-  throw new Error('nothing was thrown');
-}
 
 const shape = (error: object): Array<[string, boolean]> =>
   Object.getOwnPropertyNames(error).map((key) => [key, Object.getOwnPropertyDescriptor(error, key)!.enumerable === true]);
