@@ -65,7 +65,25 @@ function text(values: OptionValues, name: string): string | undefined {
 }
 
 function jsonLine(event: AgentEvent): void {
-  process.stderr.write(`${JSON.stringify(event)}\n`);
+  writeStderr(`${JSON.stringify(event)}\n`);
+}
+
+/**
+ * Writes to fd 2 at once, as node's process.stderr does on Linux for a file, a
+ * pipe or a socket, but without making that stream: for a pipe or the
+ * journal's socket it loads node:net and its streams, which the agent's start
+ * would compile before its first answer (tens of milliseconds under
+ * emulation). Whatever the direct write cannot do (a full non-blocking pipe,
+ * a closed stderr) goes to process.stderr, as every line did before.
+ */
+function writeStderr(text: string): void {
+  const bytes = Buffer.from(text);
+  let written = 0;
+  try {
+    while (written < bytes.length) written += fs.writeSync(2, bytes, written);
+  } catch {
+    process.stderr.write(bytes.subarray(written));
+  }
 }
 
 /** Splits what systemd passed: the listening socket, the state memfd and the parked session fds. */
