@@ -26,7 +26,13 @@
       # torn down, when no JS error can be thrown (native/napi_util.h).
       "defines": ["NAPI_VERSION=8", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags_cc!": ["-std=gnu++17"],
-      "cflags_cc": ["-std=c++20", "-Wall", "-Wextra", "-Werror=return-type"]
+      # Hidden visibility: the addon exports only napi_register_module_v1, so
+      # its calls to its own functions are bound at link time instead of each
+      # being looked up through node's symbol table at load and first call
+      # (169 symbol relocations instead of 318; measured under emulation, the
+      # load and first calls about 10 ms faster in a fresh guest). -z now and
+      # --gc-sections measured no faster.
+      "cflags_cc": ["-std=c++20", "-Wall", "-Wextra", "-Werror=return-type", "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
     }
   ]
 }

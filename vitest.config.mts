@@ -9,6 +9,9 @@ import { defineConfig } from 'vitest/config';
  */
 const server = { deps: { external: [/\/dist\//] } };
 
+/** lib/ run as source has no `require` that finds TypeScript: the modules it loads on first use are handed over ahead. */
+const setupFiles = ['test/helpers/source-modules.ts'];
+
 /**
  * The kernel tests that boot the systemd guest image (systemd 262 as PID 1, a
  * fleet of three of them): the second lane of the kernel tests.
@@ -26,6 +29,7 @@ function kernelLane(name: string, groupOrder: number, include: string[], exclude
     test: {
       name,
       server,
+      setupFiles,
       include,
       exclude: [...exclude, '**/node_modules/**'],
       fileParallelism: false,
@@ -56,6 +60,7 @@ export default defineConfig({
         test: {
           name: 'host',
           server,
+          setupFiles,
           include: ['test/**/*.test.ts', 'conformance/test/**/*.test.ts'],
           exclude: ['test/kernel/**', 'conformance/test/kernel/**', '**/node_modules/**'],
           // vitest's default leaves one core to itself: one file at a time on two cores. The host files

@@ -16,11 +16,27 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { kernelBoolParam } from './diagnosis.js';
+import type * as DiagnosisModule from './diagnosis.js';
 import { AGENT_COMMANDS, AGENT_EXIT_STATUSES } from './agent/cli.js';
 import { printable } from './agent/names.js';
-import * as kexec from './kexec.js';
-import { statusSync, type Status } from './status.js';
+import { onFirstUse } from './lazy.js';
+import type * as KexecModule from './kexec.js';
+import type { Status } from './status.js';
+import type * as StatusModule from './status.js';
+
+// Each command loads what it runs on first use: `liveupdate agent`, which starts in every
+// blackout, compiles no status, diagnosis or kexec module it does not call.
+function statusModule(): typeof StatusModule {
+  return onFirstUse('status', () => require('./status.js') as typeof StatusModule);
+}
+
+function kexecModule(): typeof KexecModule {
+  return onFirstUse('kexec', () => require('./kexec.js') as typeof KexecModule);
+}
+
+function diagnosisModule(): typeof DiagnosisModule {
+  return onFirstUse('diagnosis', () => require('./diagnosis.js') as typeof DiagnosisModule);
+}
 
 /** Exit statuses. */
 export const EXIT = { ok: 0, negative: 1, usage: 2 } as const;
@@ -113,7 +129,7 @@ Exit status 0 when LUO is available, 1 when not.`,
   run(values, out) {
     if (values['probe'] === true && values['no-probe'] === true) throw new UsageError('--probe and --no-probe exclude each other');
     // Probing takes the single-owner device, so it is asked for.
-    const s = statusSync({ probe: values['probe'] === true, ...(typeof values['path'] === 'string' ? { path: values['path'] } : {}) });
+    const s = statusModule().statusSync({ probe: values['probe'] === true, ...(typeof values['path'] === 'string' ? { path: values['path'] } : {}) });
     if (values['json'] === true) printJson(out, s);
     else out.stdout(`${formatStatus(s)}\n`);
     return s.available ? EXIT.ok : EXIT.negative;
@@ -146,10 +162,10 @@ Exit status 0 when loaded, 1 when the kernel refused.`,
     const cmdline = reuse ? fs.readFileSync('/proc/cmdline', 'utf8').trim() : values['cmdline'];
     if (typeof cmdline !== 'string') throw new UsageError('--cmdline or --reuse-cmdline is required');
     const initrd = typeof values['initrd'] === 'string' ? values['initrd'] : undefined;
-    if (!kernelBoolParam(cmdline, 'liveupdate', false)) {
+    if (!diagnosisModule().kernelBoolParam(cmdline, 'liveupdate', false)) {
       out.stderr('warning: the command line does not turn liveupdate on: the next kernel will not retrieve sessions\n');
     }
-    kexec.loadSync({ kernel, cmdline, ...(initrd === undefined ? {} : { initrd }) });
+    kexecModule().loadSync({ kernel, cmdline, ...(initrd === undefined ? {} : { initrd }) });
     if (values['json'] === true) printJson(out, { loaded: true, kernel, initrd: initrd ?? null, cmdline });
     else out.stdout(`loaded ${kernel}\n`);
     return EXIT.ok;
@@ -165,7 +181,7 @@ Exit status 0 when nothing is loaded afterwards, 1 when the kernel refused.`,
   options: {},
   reports: true,
   run(values, out) {
-    kexec.unloadSync();
+    kexecModule().unloadSync();
     if (values['json'] === true) printJson(out, { loaded: false });
     else out.stdout('unloaded\n');
     return EXIT.ok;

@@ -6,7 +6,6 @@
  * @internal
  */
 import * as path from 'node:path';
-import nodeGypBuild from 'node-gyp-build';
 import { callSync, errorFromNative, packageError, type Operation } from './errors.js';
 
 /** A kernel call in its synchronous and Promise forms. @internal */
@@ -161,7 +160,7 @@ export function loadNative(): NativeBinding {
   const root = path.join(__dirname, '..');
   try {
     const chosen = process.env['LIVEUPDATE_ADDON'];
-    const loaded = (chosen !== undefined ? (require(chosen) as unknown) : nodeGypBuild(root)) as NativeBinding;
+    const loaded = (chosen !== undefined ? (require(chosen) as unknown) : (sourceBuild(root) ?? findAddon(root))) as NativeBinding;
     // A build older than the factory makes every error itself, as before.
     if (typeof loaded.setErrorFactory === 'function') loaded.setErrorFactory(errorFromNative);
     binding = loaded;
@@ -170,6 +169,30 @@ export function loadNative(): NativeBinding {
     const why = `the native addon of liveupdate is not built for this platform (node ${process.version}, ${process.platform}-${process.arch}) or does not load`;
     throw packageError('ERR_LIVEUPDATE_ADDON_NOT_LOADED', why, { operation: 'load', path: root, fix: ADDON_FIX, cause });
   }
+}
+
+/**
+ * The source build (build/Release/liveupdate.node), loaded directly where
+ * node-gyp-build would pick it too: it looks in build/Release first, unless
+ * its two variables ask for a prebuild. Undefined where there is none. This
+ * spares the blackout node-gyp-build's module, its read of package.json and
+ * its directory listings, which cost tens of milliseconds in a fresh guest
+ * under emulation.
+ */
+function sourceBuild(root: string): unknown {
+  if (process.env['PREBUILDS_ONLY'] || process.env['LIVEUPDATE_PREBUILD']) return undefined;
+  try {
+    return require(path.join(root, 'build', 'Release', 'liveupdate.node')) as unknown;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') return undefined;
+    throw error;
+  }
+}
+
+/** node-gyp-build's search (prebuilds/, build/Debug), loaded only when there is no source build. */
+function findAddon(root: string): unknown {
+  const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+  return nodeGypBuild(root);
 }
 
 /** The addon, loaded on first use (see {@link loadNative}). @internal */

@@ -11,11 +11,12 @@ import type { KexecFileSupport } from './kexec.js';
 import { closeFd, loadNative, native } from './native.js';
 import { checkOptions } from './validate.js';
 import { DEVICE_PATH, provideDeviceDiagnosis } from './device.js';
+import { AGENT_INFO_PATH } from './agent/names.js';
 
 export { DEVICE_PATH } from './device.js';
 
-/** Where `liveupdate agent` (as root) says who it is, for status(): its pid, mode and socket. */
-export const AGENT_INFO_PATH = '/run/liveupdate/agent.json';
+/** Where `liveupdate agent` (as root) says who it is (its home is agent/names.ts, which the agent loads without this module). */
+export { AGENT_INFO_PATH };
 
 /** The agent running on this host, as it described itself at its start. */
 export interface AgentInfo {

@@ -182,6 +182,53 @@ describe("require('liveupdate')", () => {
   });
 });
 
+describe('what the blackout loads', () => {
+  it('loads the source build of the addon without node-gyp-build', () => {
+    const seen = probeLoaded('cjs', "const { memfd } = require('liveupdate');\nrequire('node:fs').closeSync(memfd.createSync('probe'));\nreportLoaded('called');");
+    expect(seen['called']!.modules).toContain('build/Release/liveupdate.node');
+    expect(seen['called']!.modules.filter((m) => m.includes('node-gyp-build'))).toEqual([]);
+  });
+
+  it('starts `liveupdate agent` and answers without loading the update, the systemd host, the status or kexec, and logs without node:net', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-load-agent-'));
+    try {
+      const socket = path.join(dir, 'agent.sock');
+      // A file that opens but is no LUO device: the agent serves without one, as after a failed
+      // open, but no open fails (a failed open loads the diagnosis to say why).
+      const device = path.join(dir, 'not-a-device');
+      fs.writeFileSync(device, '');
+      const seen = probeLoaded(
+        'cjs',
+        `const { AgentClient } = require('liveupdate');
+        const cli = require(require('node:path').join(require('node:path').dirname(require.resolve('liveupdate')), 'cli.js'));
+        const started = cli.main(['agent', '--mode', 'standalone', '--socket', ${JSON.stringify(socket)}, '--device', ${JSON.stringify(device)}]);
+        const listening = () => {
+          if (!require('node:fs').existsSync(${JSON.stringify(socket)})) return setTimeout(listening, 5);
+          reportLoaded('listening');
+          ask();
+        };
+        const ask = () => AgentClient.connect({ socket: ${JSON.stringify(socket)} }).then(async (client) => {
+          await client.sessions();
+          await client.close();
+          reportLoaded('answered');
+          process.kill(process.pid, 'SIGTERM');
+        }, () => setTimeout(ask, 10));
+        listening();
+        started.then((status) => report('status', status));`,
+      );
+      const modules = seen['answered']!.modules;
+      expect(modules).toContain('dist/agent/server.js');
+      const notYet = ['dist/agent/update.js', 'dist/agent/systemd-host.js', 'dist/kernel-image.js', 'dist/status.js', 'dist/diagnosis.js', 'dist/kexec.js'];
+      expect(modules.filter((m) => notYet.includes(m) || m.includes('node-gyp-build'))).toEqual([]);
+      expect(seen['status']).toBe(0);
+      // It has logged its mode to stderr (a pipe here, the journal's socket under systemd) by then.
+      expect(seen['listening']!.builtins).toEqual([]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("import('liveupdate')", () => {
   it('loads none of node:crypto, node:zlib and node:net', () => {
     const seen = probeLoaded('mjs', "await import('liveupdate');\nreportLoaded('after');");

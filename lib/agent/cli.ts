@@ -9,16 +9,21 @@ import * as path from 'node:path';
 import type { Command, OptionValues, Output } from '../cli.js';
 import { UsageError } from '../cli.js';
 import { AgentPermissionError, AgentUnavailableError, LiveUpdateError, UpdateRefusedError } from '../errors.js';
+import { onFirstUse } from '../lazy.js';
 import { native } from '../native.js';
-import { AGENT_INFO_PATH, type AgentInfo } from '../status.js';
+import type { AgentInfo } from '../status.js';
 import { listenFds, notify } from '../systemd.js';
-import { AgentClient, type SessionsReport } from './client.js';
+import type { AgentClient, SessionsReport } from './client.js';
+import type * as ClientModule from './client.js';
 import { AGENT_MODES, type AgentMode } from './mode.js';
 import { readPolicy, type Policy } from './policy.js';
-import { printable } from './names.js';
+import { AGENT_INFO_PATH, printable } from './names.js';
 import type { KernelPreflight } from '../kernel-image.js';
 import { DEFAULT_SOCKET, type SessionInfo, type UpdateCheck, type UpdateRequest } from './protocol.js';
-import { Agent, MANIFEST_FDNAME, STATE_FDNAME, tuneHeapForConnections, updateChecks, type AgentEvent, type RestoredState } from './server.js';
+import { MANIFEST_FDNAME, STATE_FDNAME, type RestoredState } from './fdstore.js';
+import type { Agent, AgentEvent } from './server.js';
+import type * as ServerModule from './server.js';
+import type * as UpdateModule from './update.js';
 
 /** Exit statuses of the agent's commands beyond the table's 0, 1 and 2. */
 export const EXIT = {
@@ -40,13 +45,45 @@ export const AGENT_EXIT_STATUSES: ReadonlyArray<readonly [number, string]> = [
   [EXIT.permission, 'the agent does not permit it'],
 ];
 
+// Each command loads what it runs on first use: the agent's server for `agent`, the client
+// for the commands that ask an agent, the update's checks for a dry run without one.
+function serverModule(): typeof ServerModule {
+  return onFirstUse('agent/server', () => require('./server.js') as typeof ServerModule);
+}
+
+function clientModule(): typeof ClientModule {
+  return onFirstUse('agent/client', () => require('./client.js') as typeof ClientModule);
+}
+
+function updateModule(): typeof UpdateModule {
+  return onFirstUse('agent/update', () => require('./update.js') as typeof UpdateModule);
+}
+
 function text(values: OptionValues, name: string): string | undefined {
   const value = values[name];
   return typeof value === 'string' ? value : undefined;
 }
 
 function jsonLine(event: AgentEvent): void {
-  process.stderr.write(`${JSON.stringify(event)}\n`);
+  writeStderr(`${JSON.stringify(event)}\n`);
+}
+
+/**
+ * Writes to fd 2 at once, as node's process.stderr does on Linux for a file, a
+ * pipe or a socket, but without making that stream: for a pipe or the
+ * journal's socket it loads node:net and its streams, which the agent's start
+ * would compile before its first answer (tens of milliseconds under
+ * emulation). Whatever the direct write cannot do (a full non-blocking pipe,
+ * a closed stderr) goes to process.stderr, as every line did before.
+ */
+function writeStderr(text: string): void {
+  const bytes = Buffer.from(text);
+  let written = 0;
+  try {
+    while (written < bytes.length) written += fs.writeSync(2, bytes, written);
+  } catch {
+    process.stderr.write(bytes.subarray(written));
+  }
 }
 
 /** Splits what systemd passed: the listening socket, the state memfd and the parked session fds. */
@@ -133,6 +170,7 @@ async function runAgent(values: OptionValues): Promise<number> {
     statusDue = true;
     setImmediate(sendStatus);
   };
+  const { Agent, tuneHeapForConnections } = serverModule();
   tuneHeapForConnections();
   // The handlers come before the start: a SIGTERM just after `listening` must stop the agent cleanly, not kill it.
   let received: string | null = null;
@@ -244,7 +282,7 @@ function noAgent(error: unknown): error is AgentUnavailableError {
  * why; the exit status is 1 if another check failed, else 69.
  */
 function dryRunHere(out: Output, json: boolean, request: Pick<UpdateRequest, 'kernel' | 'initrd' | 'cmdline'>, error: AgentUnavailableError): number {
-  const made = updateChecks(request, false);
+  const made = updateModule().updateChecks(request, false);
   const checks = made.checks.map((c) => (c.name === 'device-owned' ? { ...c, detail: `no agent answers (${error.code}): these checks were made by this process` } : c));
   const failedHere = checks.some((c) => !c.ok && c.name !== 'device-owned');
   const last = `dry run without an agent: ${failedHere ? 'a check failed' : 'every check this process can make passed'}`;
@@ -269,7 +307,7 @@ async function runUpdate(values: OptionValues, out: Output): Promise<number> {
   let client: AgentClient;
   let kexecStarted = false;
   try {
-    client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate update' });
+    client = await clientModule().AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate update' });
   } catch (error) {
     if (dryRun && noAgent(error)) return dryRunHere(out, json, request, error);
     if (!(error instanceof LiveUpdateError)) throw error;
@@ -333,7 +371,7 @@ async function runSessions(values: OptionValues, out: Output): Promise<number> {
   const json = values['json'] === true;
   let listed: SessionsReport;
   try {
-    await using client = await AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate sessions' });
+    await using client = await clientModule().AgentClient.connect({ socket: text(values, 'socket') ?? DEFAULT_SOCKET, name: 'liveupdate sessions' });
     listed = await everySession(client);
   } catch (error) {
     if (!(error instanceof LiveUpdateError)) throw error;

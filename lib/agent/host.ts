@@ -5,9 +5,10 @@
  * @internal
  */
 // First: the module comment's @internal strips the first statement from the declarations, and they need no kexec.
-import * as kexec from '../kexec.js';
+import type * as KexecModule from '../kexec.js';
 import { agentError, LiveUpdateError, type AgentOperation } from '../errors.js';
 import type { KernelPreflight } from '../kernel-image.js';
+import { onFirstUse } from '../lazy.js';
 import { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import { closeQuietly } from './fdstore.js';
@@ -30,7 +31,12 @@ export interface KernelLoader {
 }
 
 /** The kernel's own kexec: what every real host loads with. */
-export const KEXEC_LOADER: KernelLoader = { preflight: null, load: (options) => kexec.load(options), unload: () => kexec.unload() };
+/** kexec, loaded when an update first loads a kernel: the agent's start needs none of it. */
+function kexecModule(): typeof KexecModule {
+  return onFirstUse('kexec', () => require('../kexec.js') as typeof KexecModule);
+}
+
+export const KEXEC_LOADER: KernelLoader = { preflight: null, load: (options) => kexecModule().load(options), unload: () => kexecModule().unload() };
 
 /** An fd the agent parks in its fd store beside its sessions, replacing what was stored under that name. */
 export interface ParkedFd {
@@ -115,7 +121,7 @@ export interface StandaloneSystem {
 
 /** The kernel's device at `devicePath` and its kexec. */
 export function kernelSystem(devicePath: string): StandaloneSystem {
-  return { loader: KEXEC_LOADER, openDevice: () => LiveUpdate.open(devicePath), execute: () => kexec.execute() };
+  return { loader: KEXEC_LOADER, openDevice: () => LiveUpdate.open(devicePath), execute: () => kexecModule().execute() };
 }
 
 /** Standalone: the agent owns the device from its start to its stop, and jumps itself (reboot(), or the simulation's kexec). */

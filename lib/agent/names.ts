@@ -10,6 +10,9 @@ import { checkSessionName, invalidArgValue, MAX_SESSION_NAME_BYTES } from '../va
 /** The agent's own session (its manifest under token 0): no client may use this name. */
 export const AGENT_SESSION_NAME = 'liveupdate-agent';
 
+/** Where `liveupdate agent` (as root) says who it is, for status(): its pid, mode and socket. */
+export const AGENT_INFO_PATH = '/run/liveupdate/agent.json';
+
 /** systemd's own session (v261+ keeps the fd stores of its units in it across a kexec): never the agent's to create or retrieve. */
 export const SYSTEMD_SESSION_NAME = 'systemd';
 

@@ -15,9 +15,10 @@
  */
 import { agentError, LiveUpdateError, type AgentErrorCode, type AgentOperation } from '../errors.js';
 import { FdPassError, recvFds, sendFds } from '../fdpass.js';
+import { onFirstUse } from '../lazy.js';
 import { native } from '../native.js';
 import type { Session } from '../session.js';
-import { DEVICE_PATH } from '../status.js';
+import { DEVICE_PATH } from '../device.js';
 import { Announcements } from './announcements.js';
 import { bounded, decodeRequest, encodeReply, jsonBytes, ReplyTooLargeError, type CheckedName, type CheckedRequest } from './codec.js';
 import { Connection, ConnectionState, Notifier } from './connection.js';
@@ -29,12 +30,11 @@ import { decideMode, gatherModeFacts, type AgentMode, type ModeDecision, type Mo
 import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
 import { infoOf, SessionTable, type Entry } from './sessions.js';
-import { describeHandedBack, SystemdHost } from './systemd-host.js';
-import { runUpdate } from './update.js';
+import type * as SystemdHostModule from './systemd-host.js';
+import type * as UpdateModule from './update.js';
 
 export { MANIFEST_FDNAME, STATE_FDNAME, type RestoredState } from './fdstore.js';
 export type { AgentMode, ModeDecision, ModeFacts } from './mode.js';
-export { updateChecks } from './update.js';
 export type { UpdateCheck } from './protocol.js';
 
 /** One line of the agent's log: what happened, when, and to whom. */
@@ -105,10 +105,22 @@ interface Reply {
 
 type Client = Connection<Entry>;
 
+// What only an update or a host under systemd needs loads on first use: the agent's start,
+// part of every blackout, compiles less (require caches, so each is loaded once).
+/** The systemd host (its fd store, the sessions it hands back). */
+function systemdHostModule(): typeof SystemdHostModule {
+  return onFirstUse('agent/systemd-host', () => require('./systemd-host.js') as typeof SystemdHostModule);
+}
+
+/** The update (its checks, the kernel's preflight, the kexec). */
+function updateModule(): typeof UpdateModule {
+  return onFirstUse('agent/update', () => require('./update.js') as typeof UpdateModule);
+}
+
 /** The host the mode decided for this machine gives. */
 function hostOf(options: AgentOptions, policy: Policy, devicePath: string): AgentHost {
   const decision = decideMode(options.modeFacts ?? gatherModeFacts(devicePath), { mode: options.mode, force: options.force });
-  return decision.mode === 'systemd' ? SystemdHost.create(decision, policy.fdStoreMax, devicePath) : new StandaloneHost(decision, policy.fdStoreMax, kernelSystem(devicePath));
+  return decision.mode === 'systemd' ? systemdHostModule().SystemdHost.create(decision, policy.fdStoreMax, devicePath) : new StandaloneHost(decision, policy.fdStoreMax, kernelSystem(devicePath));
 }
 
 /** The bytes of session entries in one `sessions` reply: the message limit less room for the other fields. */
@@ -307,7 +319,7 @@ export class Agent {
     for (const { saved, session } of found.sessions) this.#table.adoptOutgoing(saved, session);
     for (const saved of found.released) this.#table.adoptOutgoing(saved, null);
     // After the kexec under systemd: PID 1 retrieved the sessions and hands them back, matched to the manifest by FDNAME.
-    const handed = describeHandedBack(this.#manifest?.sessions ?? [], found.incoming.map((i) => ({ ...i, kernelName: i.session.name })));
+    const handed = systemdHostModule().describeHandedBack(this.#manifest?.sessions ?? [], found.incoming.map((i) => ({ ...i, kernelName: i.session.name })));
     for (const { saved, session } of handed.described) this.#table.adoptHandedBack(saved, session);
     if (!this.#host.retrievesByName && handed.missing.length > 0) {
       this.#event('not-handed-back', { sessions: handed.missing.map((s) => s.kernelName) });
@@ -557,7 +569,7 @@ export class Agent {
     if (!permits(this.#policy.update, c.peer)) {
       throw agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${c.peer.uid} may not run an update (policy: update)`, { operation: 'agent.update' });
     }
-    const body = await this.#whileUpdating(runUpdate(
+    const body = await this.#whileUpdating(updateModule().runUpdate(
       {
         table: this.#table,
         policy: this.#policy,

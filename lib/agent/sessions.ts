@@ -9,10 +9,17 @@ import type { Session } from '../session.js';
 import type { CheckedName } from './codec.js';
 import type { Connection } from './connection.js';
 import type { AgentHost } from './host.js';
-import { storeFull } from './systemd-host.js';
 import type { ManifestSession } from './manifest.js';
 import type { Policy } from './policy.js';
 import type { JsonValue, SessionInfo } from './protocol.js';
+
+/**
+ * Whether the agent holds as many sessions as its store can keep: `held` counts every session in the store and every create in progress.
+ * (Here rather than in systemd-host.ts, which a standalone agent never loads.)
+ */
+export function storeFull(held: number, max: number | null): boolean {
+  return max !== null && held >= max;
+}
 
 /** A session the agent knows. */
 export interface Entry extends ManifestSession {

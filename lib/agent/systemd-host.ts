@@ -58,10 +58,7 @@ export function storeCapacity(fdstore: string | undefined, policyMax: number | n
   return policyMax === null ? room : Math.min(room, policyMax);
 }
 
-/** Whether the agent holds as many sessions as its store can keep: `held` counts every session in the store and every create in progress. */
-export function storeFull(held: number, max: number | null): boolean {
-  return max !== null && held >= max;
-}
+export { storeFull } from './sessions.js';
 
 /** The unit a process runs in, from its `/proc/PID/cgroup` (cgroup v2: `0::/system.slice/NAME.service`), or null. */
 export function unitOfCgroup(text: string): string | null {

@@ -10,7 +10,8 @@
  *
  * A snapshot runs one script: the CLI and every module it may load (found
  * from its `require("...")` calls, relative ones and node-gyp-build) are
- * bundled into one, each module a function, with a `require` of its own
+ * bundled into one, each module a function (the package's own all run at
+ * build time, those the CLI loads on first use too), with a `require` of its own
  * that loads node's built-ins, the bundled modules and the addon
  * (`process.dlopen`). Paths are those of the package where it is built:
  * build it where it runs.
@@ -76,6 +77,9 @@ function resolve(from, id) {
   throw new Error('snapshot bundle: no module ' + id + ' from ' + from);
 }
 const cli = load(${JSON.stringify(path.relative(root, cli))});
+// The package's modules that the CLI loads on first use (the agent's server among them): in the snapshot, compiled and run at
+// build time. Not the simulator (it registers itself as it loads; --simulate loads it).
+for (const key of Object.keys(defs)) if (key.startsWith('dist' + path.sep) && !key.startsWith(path.join('dist', 'simulator'))) load(key);
 builtin('v8').startupSnapshot.setDeserializeMainFunction(() => {
   Promise.resolve(cli.main(JSON.parse(process.env.${CLI_ARGS_ENV}))).then((status) => { process.exitCode = status; });
 });
