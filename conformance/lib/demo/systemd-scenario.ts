@@ -82,10 +82,18 @@ class VmmUnit implements VmmView {
     fs.writeFileSync(`/etc/systemd/system/${this.#unit}`, vmmUnit(vm, uid, mode, mib));
   }
 
+  /** When its main process started (CLOCK_MONOTONIC ms), read while it runs: systemd forgets a unit once it has ended. */
+  startedMono: number | null = null;
+
   /** Starts the unit (after a daemon-reload); throws with its log when systemd could not. */
   start(): void {
     const started = startUnit(this.#unit);
     if (started !== 'started') throw new Error(`${this.#unit}: ${started}`);
+  }
+
+  /** Reads when its main process started, while it runs. */
+  readStart(): void {
+    this.startedMono = monotonicMs('ExecMainStartTimestampMonotonic', this.#unit);
   }
 
   #poll(): void {
@@ -126,6 +134,8 @@ function startVmms(ctx: StageContext, mode: 'before' | 'after', mib: number): Vm
   const vmms = VMS.map(({ vm, uid }) => new VmmUnit(vm, uid, mode, mib, relay(ctx)));
   systemctl('daemon-reload');
   for (const vmm of vmms) vmm.start();
+  // After every start, so that reading one's start does not delay the next.
+  for (const vmm of vmms) vmm.readStart();
   return vmms;
 }
 
@@ -163,8 +173,9 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   const restored = await agentRestored();
   ctx.equal('the agent took back both sessions PID 1 handed it', restored?.['handedBack'] ?? null, VMS.length);
   const root = await manifestRead(ctx);
-  const summary = await checkClaims(ctx, before, root, startVmms(ctx, 'after', before.mib));
-  return { ...summary, systemd: systemdMarks() } as unknown as JsonValue;
+  const vmms = startVmms(ctx, 'after', before.mib);
+  const summary = await checkClaims(ctx, before, root, vmms);
+  return { ...summary, systemd: systemdMarks(vmms) } as unknown as JsonValue;
 }
 
 /** A unit's or the manager's `...TimestampMonotonic` property in ms, null when systemd never set it (0). */
@@ -174,12 +185,12 @@ function monotonicMs(property: string, unit?: string): number | null {
 }
 
 /** This boot's instants of the systemd path, from PID 1's own timestamps and the units' (the host places them: ./blackout.ts). */
-function systemdMarks(): SystemdMarks {
+function systemdMarks(clients: readonly VmmUnit[]): SystemdMarks {
   return {
     userspace: monotonicMs('UserspaceTimestampMonotonic'),
     unitsLoaded: monotonicMs('UnitsLoadFinishTimestampMonotonic'),
     agentStart: monotonicMs('ExecMainStartTimestampMonotonic', AGENT_UNIT),
-    clientStart: Object.fromEntries(VMS.map(({ vm }) => [vm, monotonicMs('ExecMainStartTimestampMonotonic', vmmUnitName(vm, 'after'))])),
+    clientStart: Object.fromEntries(clients.map((c) => [c.vm, c.startedMono])),
   };
 }
 
