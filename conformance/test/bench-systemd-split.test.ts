@@ -6,7 +6,7 @@
  * has, and how BENCHMARKS.md shows them. No kernel, no timing.
  */
 import { describe, expect, it } from 'vitest';
-import { blackoutLines, blackoutMarkTimes, SHUTDOWN_MARK_TEXT, SYSTEMD_PATH_SPANS, type SystemdDemoSummary } from '../lib/demo/blackout.js';
+import { blackoutLines, blackoutMarkTimes, CONSOLE_CLOCK_TEXT, SHUTDOWN_MARK_TEXT, SYSTEMD_PATH_SPANS, type SystemdDemoSummary } from '../lib/demo/blackout.js';
 import { combineBlackoutHost, newKernelClock, type BlackoutBoot, type BlackoutMarks, type SystemdBlackoutResult } from '../lib/bench/systemd-blackout.js';
 import { groupSections, systemdPathSection } from '../lib/bench/groups-report.js';
 import type { WithRun } from '../lib/bench/groups.js';
@@ -48,6 +48,9 @@ function systemdBoot(withShutdownLines = true): Arrivals {
     // The new kernel's systemd-shutdown never runs: a line like it after the banner is not the old kernel's.
     { atMs: NEW_ZERO + 3000, text: `${ESCAPES}${kline(2999, 'systemd[1]: systemd 262.1-1 running in system mode (+PAM +AUDIT)')}` },
     { atMs: NEW_ZERO + 9500, text: kline(9499, 'systemd[1]: Queued start job for default target graphical.target.') },
+    // After the claims the guest shows its monotonic clock on the console: these lines crossed in 0.75 and 2 ms.
+    { atMs: newHost(41_000) + 0.75, text: kline(40_999, `${CONSOLE_CLOCK_TEXT}41000.000`) },
+    { atMs: newHost(41_015) + 2, text: kline(41_014, `${CONSOLE_CLOCK_TEXT}41015.000`) },
   ];
   const records: StampedRecord[] = [];
   const sample = (stage: number, zero: number, wallAtZero: number, mono: number, latency: number): void => {
@@ -95,8 +98,10 @@ describe('the systemd path on the host clock', () => {
       client_start_alice: since(newHost(25_000) + late),
       client_start_bob: since(newHost(25_500) + late),
     });
-    // The new kernel's monotonic clock is placed through its quickest sample; the slowest came 3 ms after it.
-    expect(newKernelClock(systemdBoot())).toEqual({ samples: 3, jitter_ms: 3 });
+    // The new kernel's monotonic clock is placed through its quickest sample; the slowest came 3 ms after it; the
+    // console's quickest line arrived 0.75 ms after its time, the mapping 0.25 ms late: the check reads 0.5 ms.
+    expect(newKernelClock(systemdBoot())).toEqual({ samples: 3, jitter_ms: 3, console_check_ms: 0.5 });
+    expect(newKernelClock(systemdBoot(false))?.console_check_ms).toBe(0.5);
   });
 
   it('has no systemd instants on the standalone path, and each claim by its VM', () => {
@@ -126,7 +131,7 @@ describe('the systemd path on the host clock', () => {
 const run = { date: '2026-12-05T07:00:00.000Z', commit: 'abc123', kernel: '7.3.4', elapsed_s: 900, loadavg: { start: 2.5, end: 2.9, nproc: 2 } };
 
 /** A boot whose marks are `marks`, its new kernel's samples `jitter` ms apart. */
-const boot = (host: BlackoutBoot['host'], marks: BlackoutMarks, jitter: number): BlackoutBoot => ({ host, marks, new_kernel_clock: { samples: 5, jitter_ms: jitter }, node_floor_ms: 600, elapsed_s: 120 });
+const boot = (host: BlackoutBoot['host'], marks: BlackoutMarks, jitter: number, check: number | null = null): BlackoutBoot => ({ host, marks, new_kernel_clock: { samples: 5, jitter_ms: jitter, console_check_ms: check }, node_floor_ms: 600, elapsed_s: 120 });
 
 describe('BENCHMARKS.md: the systemd path taken apart', () => {
   const systemdMarks = (shift: number): BlackoutMarks => ({ ...blackoutMarkTimes(systemdBoot(), summary()), last_claim: 40_000 + shift }) as BlackoutMarks;
@@ -135,7 +140,7 @@ describe('BENCHMARKS.md: the systemd path taken apart', () => {
     client_mib: 16,
     clients: 2,
     failures: [],
-    hosts: [combineBlackoutHost('standalone', [boot('standalone', standaloneMarks, 0.4), boot('standalone', standaloneMarks, 0.6)]), combineBlackoutHost('systemd', [boot('systemd', systemdMarks(0), 0.8), boot('systemd', systemdMarks(100), 2.2)])],
+    hosts: [combineBlackoutHost('standalone', [boot('standalone', standaloneMarks, 0.4), boot('standalone', standaloneMarks, 0.6)]), combineBlackoutHost('systemd', [boot('systemd', systemdMarks(0), 0.8, 0.4), boot('systemd', systemdMarks(100), 2.2, -0.2)])],
     run,
   };
 
@@ -144,7 +149,7 @@ describe('BENCHMARKS.md: the systemd path taken apart', () => {
     expect(text).toMatch(/^## The systemd path taken apart/);
     expect(text).toContain('| ms, median [95% interval] (boots) | standalone | systemd |');
     expect(text).toContain(`| the orderly shutdown: every unit stopped (the clients, the agent parking its sessions, journald), PID 1 handing its fd stores to systemd-shutdown | no such step: no orderly shutdown (the agent kexecs itself) | 1700 [1700, 1700] ms (n = 2) |`);
-    expect(text).toContain("| /init (systemd) to PID 1's first line | no such step: the test bed's /init starts the agent | 900 [900, 900] ms (n = 2) |");
+    expect(text).toContain("| PID 1's start to its first line (its early setup) | no such step: the test bed's /init starts the agent | 8 [8, 8] ms (n = 2) |");
     expect(text).toContain("| alice's client unit started to its claim (node's start, connect, claim) | not measured: the client is /init's child, not a unit | 5000 [5000, 5000] ms (n = 2) |");
     // Spans both paths have: the standalone agent's figures beside systemd's; the sums in bold.
     expect(text).toContain("| the agent back to bob's claim (the test bed starting its client, its claim) | 1300 [1300, 1300] ms (n = 2) |");
@@ -153,8 +158,11 @@ describe('BENCHMARKS.md: the systemd path taken apart', () => {
     expect(text.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| ms')).length).toBe(SYSTEMD_PATH_SPANS.length);
   });
 
-  it("states the clock mapping's error: the new kernel's samples and their spread", () => {
-    expect(systemdPathSection(result)).toContain('standalone: 5 samples per boot, the slowest 0.50 ms (median; at most 0.60 ms) after the quickest; systemd: 5 samples per boot, the slowest 1.50 ms (median; at most 2.20 ms) after the quickest');
+  it("states the clock mapping's error: the new kernel's samples, their spread, and the console's check", () => {
+    const text = systemdPathSection(result);
+    expect(text).toContain('standalone: 5 samples per boot, the slowest 0.50 ms (median; at most 0.60 ms) after the quickest; systemd: 5 samples per boot, the slowest 1.50 ms (median; at most 2.20 ms) after the quickest');
+    expect(text).toContain('A check of the mapping (systemd): the guest also wrote its CLOCK_MONOTONIC to the console through the kernel log after the claims, and the quickest of those lines arrived 0.10 ms (median; -0.20 to 0.40 ms, n = 2) after the mapping places the time it carries.');
+    expect(text).not.toContain('A check of the mapping (standalone)');
   });
 
   it('comes after the blackout section, and not at all for a run from before the path was taken apart', () => {

@@ -14,7 +14,7 @@
  * @internal
  */
 import * as path from 'node:path';
-import { blackoutMarkTimes, SYSTEMD_PATH_SPANS, type SystemdDemoSummary } from '../demo/blackout.js';
+import { blackoutMarkTimes, consoleClockCheck, SYSTEMD_PATH_SPANS, type SystemdDemoSummary } from '../demo/blackout.js';
 import { guestMemory } from '../demo/main.js';
 import { MIB_PARAM } from '../demo/scenario.js';
 import { systemdHostRun } from '../demo/systemd.js';
@@ -49,10 +49,12 @@ export type BlackoutMarks = {
   readonly last_claim: number;
 } & Readonly<Record<string, number | null>>;
 
-/** How the new kernel's CLOCK_MONOTONIC was placed on the host clock: its clock samples, and how much later than the quickest the slowest arrived. */
+/** How the new kernel's CLOCK_MONOTONIC was placed on the host clock: its clock samples, how much later than the quickest the slowest arrived, and the console's check of it. */
 export interface BootClock {
   readonly samples: number;
   readonly jitter_ms: number;
+  /** The guest's monotonic time shown on the console, arrived this long after the mapping places it (the least over the lines; absent before it was checked). */
+  readonly console_check_ms?: number | null;
 }
 
 /** One boot's instants and its node floor. */
@@ -113,8 +115,9 @@ export function blackoutMarks(arrivals: Arrivals, summary: SystemdDemoSummary): 
 
 /** The new kernel's clock samples of a run, or null when it sent none. */
 export function newKernelClock(arrivals: Arrivals): BootClock | null {
-  const fit = kexecClocks(arrivals, 1).nextFit;
-  return fit === undefined ? null : { samples: fit.samples, jitter_ms: Math.round(fit.jitterMs * 100) / 100 };
+  const clocks = kexecClocks(arrivals, 1);
+  const fit = clocks.nextFit;
+  return fit === undefined ? null : { samples: fit.samples, jitter_ms: Math.round(fit.jitterMs * 100) / 100, console_check_ms: consoleClockCheck(arrivals, clocks) };
 }
 
 /** Combines a host's boots. Pure. */

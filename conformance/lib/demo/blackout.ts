@@ -46,6 +46,8 @@ export function blackoutLines(arrivals: Arrivals, s: SystemdDemoSummary): string
   const claims = rest.filter((i) => i.name.endsWith('memory claimed'));
   const c = kexecClocks(arrivals, 1);
   const fits = [c.oldFit, c.nextFit].map((fit, i) => (fit === undefined ? `kernel ${i + 1}: no samples` : `kernel ${i + 1}: ${fit.samples} samples, ${fit.jitterMs.toFixed(2)} ms apart at most`));
+  const check = consoleClockCheck(arrivals, c);
+  if (check !== null) fits.push(`kernel 2's monotonic clock shown on the console arrived ${check.toFixed(2)} ms after the mapping places it`);
   return [
     `blackout (agent manifest, frozenAt -> ...): agent back on /dev/liveupdate ${secs(named('agent back'))}; ${claims.map((i) => `${i.name} ${secs(i)}`).join(', ')}`,
     `  where it goes (ms after frozenAt): ${sinceOrigin(rest, frozen.atMs)
@@ -58,6 +60,29 @@ export function blackoutLines(arrivals: Arrivals, s: SystemdDemoSummary): string
 
 /** The line the systemd demo's marker unit writes to the kernel log when the orderly shutdown begins. */
 export const SHUTDOWN_MARK_TEXT = 'lu-demo: the orderly shutdown begins';
+
+/** The kernel log line by which the systemd demo shows its CLOCK_MONOTONIC (ms) on the console: a check of the clock mapping. */
+export const CONSOLE_CLOCK_TEXT = 'lu-demo: clock mono=';
+const CONSOLE_CLOCK_LINE = new RegExp(`${CONSOLE_CLOCK_TEXT}(\\d+(?:\\.\\d+)?)`);
+
+/**
+ * A check of how the new kernel's CLOCK_MONOTONIC is placed on the host
+ * clock (through its quickest clock sample on the second serial port): the
+ * guest also wrote its monotonic time to the console through the kernel log,
+ * and each such line arrived `console crossing - mapping's lateness` after
+ * the mapping places that time. The least over the lines, ms: near zero when
+ * both the mapping and the quickest console line are prompt; negative by at
+ * least how late the mapping is. Null when the run wrote no such line.
+ */
+export function consoleClockCheck(arrivals: Arrivals, c: KexecClocks): number | null {
+  const fit = c.nextFit;
+  if (fit === undefined) return null;
+  const gaps = arrivals.console.flatMap((line) => {
+    const m = line.atMs >= c.next.firstLineAtMs ? CONSOLE_CLOCK_LINE.exec(line.text) : null;
+    return m === null ? [] : [line.atMs - onHost(fit, 'mono', Number(m[1]))];
+  });
+  return gaps.length === 0 ? null : Math.round(Math.min(...gaps) * 100) / 100;
+}
 
 /**
  * The systemd path's instants in the new kernel as the systemd scenario
@@ -112,8 +137,8 @@ function consoleLineAt(console: readonly StampedLine[], pattern: RegExp, fromMs:
  * (`pid1_retrieved`); from systemd's own CLOCK_MONOTONIC timestamps placed
  * through the new kernel's quickest clock sample (late by that sample's
  * crossing of the second serial port, under a millisecond on an idle host:
- * the mapping's error), PID 1's own start (`pid1_userspace`: just before
- * its first line, a check of the mapping), PID 1 done loading its units (`pid1_units_loaded`),
+ * the mapping's error: {@link consoleClockCheck}), PID 1's own start
+ * (`pid1_userspace`), PID 1 done loading its units (`pid1_units_loaded`),
  * the agent's unit started, each client's unit started.
  */
 export function systemdPathMarks(arrivals: Arrivals, c: KexecClocks, m: SystemdMarks): Record<string, number | null> {
@@ -178,7 +203,8 @@ export const SYSTEMD_PATH_SPANS: readonly PathSpanSpec[] = [
   { name: "manifest sealed to the old kernel's last line", from: 'frozen', to: 'jump', sum: true },
   { name: "the kexec and the new kernel's early boot (its first line on the console)", from: 'jump', to: 'kernel_up' },
   { name: "the new kernel's boot to /init", from: 'kernel_up', to: 'init' },
-  { name: "/init (systemd) to PID 1's first line", from: 'init', to: 'pid1_start', standalone: NO_PID1 },
+  { name: "/init (systemd) executed to PID 1's own start (its UserspaceTimestamp: the exec, the dynamic linker)", from: 'init', to: 'pid1_userspace', standalone: NO_PID1 },
+  { name: "PID 1's start to its first line (its early setup)", from: 'pid1_userspace', to: 'pid1_start', standalone: NO_PID1 },
   { name: "PID 1's first line to its units loaded (generators, unit files)", from: 'pid1_start', to: 'pid1_units_loaded', standalone: NO_PID1 },
   { name: "PID 1 retrieving the fd stores it preserved in LUO (session 'systemd', each fd to its unit's store), with its coldplug, to its default target queued", from: 'pid1_units_loaded', to: 'pid1_retrieved', standalone: NO_PID1 },
   { name: "PID 1 on to starting the agent's unit (the early units before it: journald, udev, mounts, the socket)", from: 'pid1_retrieved', to: 'agent_unit_start', standalone: NO_PID1 },

@@ -14,7 +14,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { addUsers, AGENT_DEFAULTS, AGENT_UNIT, installAgent, startUnit, systemctl, unitJsonLines, unitLog, unitProperty } from '../harness/systemd.js';
-import { SHUTDOWN_MARK_TEXT, type SystemdMarks } from './blackout.js';
+import { CONSOLE_CLOCK_TEXT, SHUTDOWN_MARK_TEXT, type SystemdMarks } from './blackout.js';
+import { clockSample } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
 import { checkClaims, manifestRead, mibFromCmdline, readyThenUpdate, relay, SOCKET, VMS, type Before, type VmmView } from './scenario.js';
@@ -175,7 +176,21 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   const root = await manifestRead(ctx);
   const vmms = startVmms(ctx, 'after', before.mib);
   const summary = await checkClaims(ctx, before, root, vmms);
+  await consoleClock();
   return { ...summary, systemd: systemdMarks(vmms) } as unknown as JsonValue;
+}
+
+/**
+ * Writes this kernel's CLOCK_MONOTONIC to the console through the kernel
+ * log, a few times spaced so each finds the line idle: the host checks its
+ * placing of this clock (through the clock samples on the second serial
+ * port) against the console's own crossing (./blackout.ts). After the timed part.
+ */
+async function consoleClock(): Promise<void> {
+  for (let i = 0; i < 5; i++) {
+    await sleep(15);
+    fs.writeFileSync('/dev/kmsg', `<5>${CONSOLE_CLOCK_TEXT}${clockSample().mono.toFixed(3)}\n`);
+  }
 }
 
 /** A unit's or the manager's `...TimestampMonotonic` property in ms, null when systemd never set it (0). */
