@@ -113,12 +113,14 @@ const SHUTDOWN_EXEC_LINE = /systemd-shutdown\[1\]: /;
 const LUO_STORED_LINE = /systemd-shutdown\[1\]: Preserved fd stores in LUO session/;
 const PID1_FIRST_LINE = /systemd\[1\]: systemd \d+\S* running in system mode/;
 /**
- * PID 1 done with its startup: logged once manager_startup() has returned,
- * and PID 1 retrieves the fd stores it preserved in LUO within it, after
- * loading its units and before any unit starts. Its own lines about the
- * retrieval are at debug level, and a boot with systemd.log_level=debug is
- * not the boot measured: the retrieval is bracketed by the units loaded
- * (UnitsLoadFinishTimestampMonotonic) and this line.
+ * PID 1 done with its startup: logged once manager_startup() has returned.
+ * PID 1 retrieves the fd stores it preserved in LUO within it: in systemd
+ * 262's libsystemd-core, manager_startup() calls
+ * manager_luo_restore_fd_stores() right after taking its units-load-finish
+ * timestamp, before the coldplug. Its own lines about the retrieval are at
+ * debug level, and a boot with systemd.log_level=debug is not the boot
+ * measured: the retrieval is bracketed by UnitsLoadFinishTimestampMonotonic,
+ * where it starts, and this line.
  */
 const PID1_STARTED_LINE = /systemd\[1\]: Queued start job for default target/;
 
