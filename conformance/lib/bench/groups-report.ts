@@ -8,7 +8,9 @@
 import type { FleetRolloutResult } from './fleet-rollout.js';
 import type { GroupResults, WithRun } from './groups.js';
 import { spanText, type FailedSample, type GroupRun, type SpanEstimate, type SpanSpec } from './intervals.js';
-import { BLACKOUT_SPANS, WHERE_SPANS, type SystemdBlackoutResult } from './systemd-blackout.js';
+import { BLACKOUT_SPANS, WHERE_SPANS, type BlackoutHostResult, type SystemdBlackoutResult } from './systemd-blackout.js';
+import { SYSTEMD_PATH_SPANS, type PathSpanSpec } from '../demo/blackout.js';
+import { median } from './stats.js';
 import { COLD_SPANS, RESUMED_SPANS, type VmmDowntimeResult, type VmmPathResult } from './vmm-downtime.js';
 
 const row = (cells: readonly string[]): string => `| ${cells.join(' | ')} |`;
@@ -59,6 +61,51 @@ export function systemdSection(g: WithRun<SystemdBlackoutResult>): string {
     spanTable('ms, median [95% interval] (boots)', BLACKOUT_SPANS, g.hosts.map((h) => ({ title: h.host, spans: h.spans }))),
     '',
     ...failuresLine(g.failures),
+  ].join('\n');
+}
+
+/** A host's cell of a path span: its figures, or what that host has instead where the span has no meaning there. */
+function pathCell(h: BlackoutHostResult, spec: PathSpanSpec | undefined, s: SpanEstimate): string {
+  if (h.host === 'standalone' && spec?.standalone !== undefined) return spec.standalone;
+  return spanText(s);
+}
+
+/** The spread of the new kernel's clock samples over a host's boots, as words (empty when no boot recorded it). */
+function clockSpread(h: BlackoutHostResult): string {
+  const clocks = h.samples.map((s) => s.new_kernel_clock).filter((c): c is NonNullable<typeof c> => c !== undefined && c !== null);
+  if (clocks.length === 0) return '';
+  const jitter = clocks.map((c) => c.jitter_ms);
+  return `${h.host}: ${clocks[0]!.samples} samples per boot, the slowest ${median(jitter).toFixed(2)} ms (median; at most ${Math.max(...jitter).toFixed(2)} ms) after the quickest`;
+}
+
+/** The console's check of the mapping over a host's boots, as words (empty when no boot made it). */
+function mappingCheck(h: BlackoutHostResult): string {
+  const checks = h.samples.map((s) => s.new_kernel_clock?.console_check_ms).filter((x): x is number => typeof x === 'number');
+  if (checks.length === 0) return '';
+  return ` A check of the mapping (${h.host}): the guest also wrote its CLOCK_MONOTONIC to the console through the kernel log after the claims, and the quickest of those lines arrived ${median(checks).toFixed(2)} ms (median; ${Math.min(...checks).toFixed(2)} to ${Math.max(...checks).toFixed(2)} ms, n = ${checks.length}) after the mapping places the time it carries. That is the console line's crossing less the mapping's lateness: a figure near zero says both are prompt, and a mapping late by more than a console line's crossing would show as a negative figure.`;
+}
+
+/** "The systemd path taken apart": the blackout with systemd in the loop span by span, against the standalone agent's where it has the span. */
+export function systemdPathSection(g: WithRun<SystemdBlackoutResult>): string {
+  const hosts = g.hosts.filter((h) => h.path !== undefined);
+  if (hosts.length === 0) return '';
+  const spec = (s: SpanEstimate): PathSpanSpec | undefined => SYSTEMD_PATH_SPANS.find((p) => p.from === s.from && p.to === s.to);
+  const spreads = hosts.map(clockSpread).filter((t) => t !== '');
+  return [
+    '## The systemd path taken apart',
+    '',
+    "The same boots as above, span by span in the order they happen: the orderly shutdown, systemd-shutdown, the kexec, the new kernel, PID 1's start and its retrieval of the fd stores it preserved in LUO, the agent's unit, and each client's claim. Where the standalone agent has no such step, the cell says so instead of a number. Instants: in the old kernel, console lines as stamped on arrival (a marker unit's line, written to the kernel log by its `ExecStop=` as systemd begins the shutdown, late by one fork and exec; systemd-shutdown's first line; its \"Preserved fd stores in LUO session\"); in the new kernel, PID 1's first console line and its \"Queued start job for default target\" (its startup done: within it, systemd 262's manager_startup() retrieves the stored fd stores right after its units-load-finish timestamp and before the coldplug; its own lines about the retrieval are debug-level, and a debug boot is not the boot measured, so the retrieval is bracketed by that timestamp and this line), and systemd's own CLOCK_MONOTONIC timestamps (`UserspaceTimestampMonotonic`, `UnitsLoadFinishTimestampMonotonic`, each unit's `ExecMainStartTimestampMonotonic`) placed on the host's clock through the new kernel's quickest clock sample on the second serial port: late by that sample's crossing, under a millisecond on an idle host, which is the mapping's error (" + (spreads.length === 0 ? 'the samples\' spread was not recorded' : `the samples' spread: ${spreads.join('; ')}`) + ').' + hosts.map(mappingCheck).join(''),
+    '',
+    [
+      row(['ms, median [95% interval] (boots)', ...hosts.map((h) => h.host)]),
+      rule(hosts.length + 1),
+      ...hosts[0]!.path!.map((s, i) => {
+        const name = label(s, SYSTEMD_PATH_SPANS);
+        const cells = hosts.map((h) => pathCell(h, spec(s), h.path![i]!));
+        return spec(s)?.sum === true ? row([`**${name}**`, ...cells.map((c) => `**${c}**`)]) : row([name, ...cells]);
+      }),
+    ].join('\n'),
+    '',
   ].join('\n');
 }
 
@@ -135,7 +182,7 @@ export function fleetSection(g: WithRun<FleetRolloutResult>): string {
 /** Every group that ran, as sections. */
 export function groupSections(g: GroupResults): string[] {
   return [
-    ...(g.systemd === undefined ? [] : [systemdSection(g.systemd), whereSection(g.systemd)]),
+    ...(g.systemd === undefined ? [] : [systemdSection(g.systemd), systemdPathSection(g.systemd), whereSection(g.systemd)].filter((section) => section !== '')),
     ...(g.vmm === undefined ? [] : [vmmSection(g.vmm)]),
     ...(g.fleet === undefined ? [] : [fleetSection(g.fleet)]),
   ];

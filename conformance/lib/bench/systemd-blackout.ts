@@ -7,18 +7,21 @@
  * in the new kernel): once on the test bed's initramfs with the standalone
  * agent, once on the systemd image (systemd 262 as PID 1, the agent in its
  * systemd mode, `systemctl kexec`). The instants are the demo's
- * (../demo/blackout.ts), on the host's clock (../vm/clock.ts); `node -e 0`
- * timed in the new kernel afterwards is the floor under node's start.
+ * (../demo/blackout.ts), on the host's clock (../vm/clock.ts), the systemd
+ * path's among them (the orderly shutdown, systemd-shutdown, PID 1's start
+ * and retrieval, the agent's unit, each client's unit); `node -e 0` timed
+ * in the new kernel afterwards is the floor under node's start.
  * @internal
  */
 import * as path from 'node:path';
-import { demoInstants } from '../demo/blackout.js';
+import { blackoutMarkTimes, consoleClockCheck, SYSTEMD_PATH_SPANS, type SystemdDemoSummary } from '../demo/blackout.js';
 import { guestMemory } from '../demo/main.js';
-import { MIB_PARAM, type DemoSummary } from '../demo/scenario.js';
+import { MIB_PARAM } from '../demo/scenario.js';
 import { systemdHostRun } from '../demo/systemd.js';
 import { packageRoot } from '../vm/initramfs.js';
 import type { KernelImage } from '../vm/kernels.js';
-import { runVm, type RunOptions, type VmRun } from '../vm/qemu.js';
+import { kexecClocks, type Arrivals } from '../vm/clock.js';
+import { runVm, type RunOptions } from '../vm/qemu.js';
 import { sampleOrFailure, someSamples, spanEstimates, type FailedSample, type Marks, type SpanEstimate, type SpanSpec } from './intervals.js';
 import { medianEstimate, type Interval } from './stats.js';
 import { NODE_FLOOR_CASE } from './node-floor-scenario.js';
@@ -32,17 +35,34 @@ export type BlackoutHost = (typeof BLACKOUT_HOSTS)[number];
 export const BLACKOUT_CLIENT_MIB = 16;
 const DEMO_CASE = 'demo/guest-memory';
 
-/** One boot's instants (ms from the manifest's sealing, host clock) and its node floor. */
+/**
+ * One boot's instants (ms from the manifest's sealing, host clock): the
+ * blackout's own, each client's claim (`claim_<vm>`) and, on systemd, the
+ * systemd path's (null where not seen; absent on standalone).
+ */
+export type BlackoutMarks = {
+  readonly frozen: 0;
+  readonly jump: number;
+  readonly kernel_up: number;
+  readonly init: number;
+  readonly agent_back: number;
+  readonly last_claim: number;
+} & Readonly<Record<string, number | null>>;
+
+/** How the new kernel's CLOCK_MONOTONIC was placed on the host clock: its clock samples, how much later than the quickest the slowest arrived, and the console's check of it. */
+export interface BootClock {
+  readonly samples: number;
+  readonly jitter_ms: number;
+  /** The guest's monotonic time shown on the console, arrived this long after the mapping places it (the least over the lines; absent before it was checked). */
+  readonly console_check_ms?: number | null;
+}
+
+/** One boot's instants and its node floor. */
 export interface BlackoutBoot {
   readonly host: BlackoutHost;
-  readonly marks: {
-    readonly frozen: 0;
-    readonly jump: number;
-    readonly kernel_up: number;
-    readonly init: number;
-    readonly agent_back: number;
-    readonly last_claim: number;
-  };
+  readonly marks: BlackoutMarks;
+  /** The new kernel's clock samples (through which systemd's own timestamps are placed); absent in runs before it was recorded. */
+  readonly new_kernel_clock?: BootClock | null;
   /** Median of `node -e 0` in the new kernel, ms (null if it was not measured). */
   readonly node_floor_ms: number | null;
   /** The boot's wall time, s. */
@@ -51,10 +71,10 @@ export interface BlackoutBoot {
 
 /** The spans each host's blackout is taken apart into. */
 export const BLACKOUT_SPANS: readonly SpanSpec[] = [
-  { name: 'manifest sealed to the old kernel\'s last line (the load and, on systemd, the orderly shutdown)', from: 'frozen', to: 'jump' },
+  { name: 'manifest sealed to the old kernel\'s last line (on systemd the orderly shutdown and systemd-shutdown: taken apart below)', from: 'frozen', to: 'jump' },
   { name: 'the kexec and the new kernel\'s early boot: the old kernel\'s last line to the new one\'s first (its banner reaches the serial console once the console is up, not at its start)', from: 'jump', to: 'kernel_up' },
   { name: 'the new kernel\'s boot: its first line on the console to /init', from: 'kernel_up', to: 'init' },
-  { name: '/init to the agent back on /dev/liveupdate (init, node\'s start, the manifest; on systemd PID 1\'s boot and retrieval too)', from: 'init', to: 'agent_back' },
+  { name: '/init to the agent back on /dev/liveupdate (init, node\'s start, the manifest; on systemd PID 1\'s boot, its retrieval and the agent\'s unit too: taken apart below)', from: 'init', to: 'agent_back' },
   { name: 'the agent back to the last client holding its memory (the clients started by the test bed, on systemd as units once multi-user.target is up; their claims and retrieves)', from: 'agent_back', to: 'last_claim' },
   { name: 'total: manifest sealed to the last claim', from: 'frozen', to: 'last_claim' },
 ];
@@ -72,6 +92,8 @@ export interface BlackoutHostResult {
   readonly host: BlackoutHost;
   readonly boots: number;
   readonly spans: readonly SpanEstimate[];
+  /** The systemd path span by span ({@link SYSTEMD_PATH_SPANS}); absent in runs before it was taken apart. */
+  readonly path?: readonly SpanEstimate[];
   readonly where: readonly SpanEstimate[];
   readonly node_floor: { readonly median_ms: number | null; readonly ci95_ms: Interval | null; readonly n: number };
   readonly samples: readonly BlackoutBoot[];
@@ -86,12 +108,16 @@ export interface SystemdBlackoutResult {
   readonly failures: readonly FailedSample[];
 }
 
-/** One boot's marks from the demo's instants (the manifest, the kernel's three, the agent, the claims). */
-export function blackoutMarks(run: Pick<VmRun, 'arrivals'>, summary: DemoSummary): BlackoutBoot['marks'] {
-  const [frozen, jump, up, init, back, ...claims] = demoInstants(run.arrivals, summary);
-  if (frozen === undefined || jump === undefined || up === undefined || init === undefined || back === undefined || claims.length === 0) throw new Error('the demo gave fewer instants than a blackout has');
-  const at = (ms: number): number => Math.round((ms - frozen.atMs) * 1000) / 1000;
-  return { frozen: 0, jump: at(jump.atMs), kernel_up: at(up.atMs), init: at(init.atMs), agent_back: at(back.atMs), last_claim: at(Math.max(...claims.map((c) => c.atMs))) };
+/** One boot's marks from the demo's instants (the manifest, the kernel's three, the agent, each claim; the systemd path's on systemd). */
+export function blackoutMarks(arrivals: Arrivals, summary: SystemdDemoSummary): BlackoutMarks {
+  return blackoutMarkTimes(arrivals, summary) as BlackoutMarks;
+}
+
+/** The new kernel's clock samples of a run, or null when it sent none. */
+export function newKernelClock(arrivals: Arrivals): BootClock | null {
+  const clocks = kexecClocks(arrivals, 1);
+  const fit = clocks.nextFit;
+  return fit === undefined ? null : { samples: fit.samples, jitter_ms: Math.round(fit.jitterMs * 100) / 100, console_check_ms: consoleClockCheck(arrivals, clocks) };
 }
 
 /** Combines a host's boots. Pure. */
@@ -103,6 +129,7 @@ export function combineBlackoutHost(host: BlackoutHost, samples: readonly Blacko
     host,
     boots: samples.length,
     spans: spanEstimates(marks, BLACKOUT_SPANS),
+    path: spanEstimates(marks, SYSTEMD_PATH_SPANS),
     where: spanEstimates(marks, WHERE_SPANS),
     node_floor: { median_ms: floor === null ? null : Math.round(floor.median * 10) / 10, ci95_ms: floor === null ? null : [Math.round(floor.ci95[0] * 10) / 10, Math.round(floor.ci95[1] * 10) / 10], n: floors.length },
     samples,
@@ -124,10 +151,10 @@ function runOptions(host: BlackoutHost, root: string): Omit<RunOptions, 'name' |
 async function blackoutBoot(host: BlackoutHost, kernel: KernelImage, progress: (line: string) => void): Promise<BlackoutBoot> {
   const root = packageRoot();
   const run = await runVm({ name: `bench-blackout-${host}-${kernel.release}`, kernels: [kernel.path], ...runOptions(host, root), cpus: 2, logDir: path.join(root, '.vm-out'), timeoutMs: 900_000, onProgress: false });
-  const summary = run.result(DEMO_CASE, 2)?.value as unknown as DemoSummary | undefined;
+  const summary = run.result(DEMO_CASE, 2)?.value as unknown as SystemdDemoSummary | undefined;
   if (!run.ok || summary === undefined) throw new Error(`the ${host} blackout boot failed: ${run.reason}\n${run.report()}`);
   const floor = run.result(NODE_FLOOR_CASE, 2)?.value;
-  const boot: BlackoutBoot = { host, marks: blackoutMarks(run, summary), node_floor_ms: typeof floor === 'number' ? Math.round(floor * 10) / 10 : null, elapsed_s: Math.round(run.elapsedMs / 100) / 10 };
+  const boot: BlackoutBoot = { host, marks: blackoutMarks(run.arrivals, summary), new_kernel_clock: newKernelClock(run.arrivals), node_floor_ms: typeof floor === 'number' ? Math.round(floor * 10) / 10 : null, elapsed_s: Math.round(run.elapsedMs / 100) / 10 };
   progress(`${host}: blackout ${(boot.marks.last_claim / 1000).toFixed(2)} s (agent back at ${(boot.marks.agent_back / 1000).toFixed(2)} s), boot took ${boot.elapsed_s} s`);
   return boot;
 }

@@ -8,11 +8,14 @@
  * the agent's sessions parked in its fd store). Stage 2: systemd starts the
  * agent again, which takes its sessions back from `LISTEN_FDS`; each client
  * unit claims its memory, checks it byte for byte and resumes its counter.
- * The checks and the summary are the demo's own (./scenario.ts).
+ * The checks and the summary are the demo's own (./scenario.ts), with the
+ * instants that take the systemd path apart ({@link SystemdMarks}).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { addUsers, AGENT_DEFAULTS, AGENT_UNIT, installAgent, startUnit, systemctl, unitJsonLines, unitLog, unitProperty } from '../harness/systemd.js';
+import { CONSOLE_CLOCK_TEXT, SHUTDOWN_MARK_TEXT, type SystemdMarks } from './blackout.js';
+import { clockSample } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
 import { checkClaims, manifestRead, mibFromCmdline, readyThenUpdate, relay, SOCKET, VMS, type Before, type VmmView } from './scenario.js';
@@ -48,6 +51,27 @@ function vmmUnit(vm: string, uid: number, mode: 'before' | 'after', mib: number)
   ].join('\n');
 }
 
+/**
+ * A unit that marks on the console the instant systemd begins the orderly
+ * shutdown: nothing is ordered after it, so its stop job runs in the first
+ * wave of the kexec's transaction, and its ExecStop writes one kernel log
+ * line (level notice: the console prints it, and the host stamps it). Late
+ * by the fork and exec of echo (a few ms under TCG); it delays no other unit.
+ */
+const SHUTDOWN_MARK_UNIT = 'demo-shutdown-mark.service';
+const SHUTDOWN_MARK = [
+  '[Unit]',
+  'Description=marks the start of the orderly shutdown on the console',
+  '',
+  '[Service]',
+  'Type=oneshot',
+  'RemainAfterExit=yes',
+  'ExecStart=/bin/true',
+  `ExecStop=/bin/echo "<5>${SHUTDOWN_MARK_TEXT}"`,
+  'StandardOutput=file:/dev/kmsg',
+  '',
+].join('\n');
+
 /** A client running as a unit: its events are the JSON lines it logs, its end the unit's. */
 class VmmUnit implements VmmView {
   readonly #unit: string;
@@ -59,10 +83,18 @@ class VmmUnit implements VmmView {
     fs.writeFileSync(`/etc/systemd/system/${this.#unit}`, vmmUnit(vm, uid, mode, mib));
   }
 
+  /** When its main process started (CLOCK_MONOTONIC ms), read while it runs: systemd forgets a unit once it has ended. */
+  startedMono: number | null = null;
+
   /** Starts the unit (after a daemon-reload); throws with its log when systemd could not. */
   start(): void {
     const started = startUnit(this.#unit);
     if (started !== 'started') throw new Error(`${this.#unit}: ${started}`);
+  }
+
+  /** Reads when its main process started, while it runs. */
+  readStart(): void {
+    this.startedMono = monotonicMs('ExecMainStartTimestampMonotonic', this.#unit);
   }
 
   #poll(): void {
@@ -103,6 +135,8 @@ function startVmms(ctx: StageContext, mode: 'before' | 'after', mib: number): Vm
   const vmms = VMS.map(({ vm, uid }) => new VmmUnit(vm, uid, mode, mib, relay(ctx)));
   systemctl('daemon-reload');
   for (const vmm of vmms) vmm.start();
+  // After every start, so that reading one's start does not delay the next.
+  for (const vmm of vmms) vmm.readStart();
   return vmms;
 }
 
@@ -113,8 +147,11 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
   fs.mkdirSync(path.dirname(POLICY), { recursive: true });
   fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: VMS.map((v) => v.uid) } }));
   fs.writeFileSync(AGENT_DEFAULTS, `LIVEUPDATE_AGENT_OPTIONS=--policy ${POLICY}\n`);
+  fs.writeFileSync(`/etc/systemd/system/${SHUTDOWN_MARK_UNIT}`, SHUTDOWN_MARK);
   systemctl('daemon-reload');
   systemctl('enable', '--now', AGENT_UNIT);
+  const marked = startUnit(SHUTDOWN_MARK_UNIT);
+  if (marked !== 'started') throw new Error(`${SHUTDOWN_MARK_UNIT}: ${marked}`);
   const mode = unitJsonLines(AGENT_UNIT)[0];
   ctx.report('say', `agent: ${AGENT_UNIT} started from the shipped units (${String(mode?.['mode'])} mode: ${String(mode?.['reason'])}), listening on ${SOCKET}`);
   ctx.report('say', `starting 2 VMMs as units (uids ${VMS.map((v) => v.uid).join(', ')}), ${mib} MiB of guest memory each`);
@@ -137,8 +174,39 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   const restored = await agentRestored();
   ctx.equal('the agent took back both sessions PID 1 handed it', restored?.['handedBack'] ?? null, VMS.length);
   const root = await manifestRead(ctx);
-  const summary = await checkClaims(ctx, before, root, startVmms(ctx, 'after', before.mib));
-  return summary as unknown as JsonValue;
+  const vmms = startVmms(ctx, 'after', before.mib);
+  const summary = await checkClaims(ctx, before, root, vmms);
+  await consoleClock();
+  return { ...summary, systemd: systemdMarks(vmms) } as unknown as JsonValue;
+}
+
+/**
+ * Writes this kernel's CLOCK_MONOTONIC to the console through the kernel
+ * log, a few times spaced so each finds the line idle: the host checks its
+ * placing of this clock (through the clock samples on the second serial
+ * port) against the console's own crossing (./blackout.ts). After the timed part.
+ */
+async function consoleClock(): Promise<void> {
+  for (let i = 0; i < 5; i++) {
+    await sleep(15);
+    fs.writeFileSync('/dev/kmsg', `<5>${CONSOLE_CLOCK_TEXT}${clockSample().mono.toFixed(3)}\n`);
+  }
+}
+
+/** A unit's or the manager's `...TimestampMonotonic` property in ms, null when systemd never set it (0). */
+function monotonicMs(property: string, unit?: string): number | null {
+  const us = Number(unitProperty(property, unit));
+  return Number.isFinite(us) && us > 0 ? us / 1000 : null;
+}
+
+/** This boot's instants of the systemd path, from PID 1's own timestamps and the units' (the host places them: ./blackout.ts). */
+function systemdMarks(clients: readonly VmmUnit[]): SystemdMarks {
+  return {
+    userspace: monotonicMs('UserspaceTimestampMonotonic'),
+    unitsLoaded: monotonicMs('UnitsLoadFinishTimestampMonotonic'),
+    agentStart: monotonicMs('ExecMainStartTimestampMonotonic', AGENT_UNIT),
+    clientStart: Object.fromEntries(clients.map((c) => [c.vm, c.startedMono])),
+  };
 }
 
 /** @internal */

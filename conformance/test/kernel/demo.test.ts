@@ -6,7 +6,8 @@
  * the new kernel, each claim with its byte-for-byte check and resumed
  * counter, and the summary with the blackout. Then once with `--host
  * systemd` on the newest kernel: the same run with systemd 262 as PID 1, the
- * agent and the VMMs as units, the jump through `systemctl kexec`.
+ * agent and the VMMs as units, the jump through `systemctl kexec`, and its
+ * blackout taken apart span by span.
  */
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
@@ -106,6 +107,13 @@ describeOneKernel(
         /stage 2: \S+ up/,
         /agent: manifest read \(kexec #1\): u1001\.guest-ram, u1002\.guest-ram waiting/,
         /PASSED in \d+ s: 2 VMs x 16 MiB of guest memory survived a kexec byte for byte/,
+        // The systemd path taken apart: each instant was seen (the marker unit, systemd-shutdown, PID 1, the units).
+        /the systemd path, span by span:/,
+        /the orderly shutdown: every unit stopped .*: \d+ ms$/,
+        /systemd-shutdown: .*preserved in LUO session 'systemd': \d+ ms$/,
+        /PID 1 retrieving the fd stores it preserved in LUO .*: -?\d+ ms$/,
+        /the agent's unit started to the agent back .*: \d+ ms$/,
+        /bob's client unit started to its claim .*: \d+ ms$/,
       ]);
     });
   },
