@@ -1,7 +1,8 @@
 /**
  * Modules loaded on first use. A module the package needs only for some
  * calls (the update, the systemd host, kexec, the client, the status) is
- * `require`d by the function that first needs it, so the agent's start and a
+ * `require`d by the function that first needs it (the simulator's session
+ * calls too, for a session fd the kernel does not know), so the agent's start and a
  * bare `require('liveupdate')` compile none of it: under emulation, compiling
  * JavaScript is most of a fresh node's time in the blackout.
  *

@@ -10,37 +10,27 @@
  */
 import { callAsync, callSync, sessionStateError, translateError, type ErrorContext, type Operation } from './errors.js';
 import { isHugetlbFile, readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
+import { onFirstUse } from './lazy.js';
 import { native, type LuoBinding } from './native.js';
+import type * as SimulatorCallsModule from './simulator/calls.js';
 import { checkFd, invalidArgValue, toToken } from './validate.js';
 
 /** The session calls a session fd answers. */
 type SessionCalls = Pick<LuoBinding, 'preserveFd' | 'preserveFdAsync' | 'retrieveFd' | 'retrieveFdAsync' | 'finishSession' | 'finishSessionAsync' | 'getSessionName' | 'getSessionNameAsync'>;
 
-/** lib/simulator/calls.ts's lookup, set when that module loads. */
-let simulatedCallsOf: ((sessionFd: number) => SessionCalls | null) | undefined;
-
-/** Called by lib/simulator/calls.ts as it loads. @internal */
-export function provideSimulatedSessionCalls(lookup: (sessionFd: number) => SessionCalls | null): void {
-  simulatedCallsOf = lookup;
+/** lib/simulator/calls.ts, loaded only for a session fd the kernel does not know (see {@link simulated}). */
+function simulatorCalls(): typeof SimulatorCallsModule {
+  return onFirstUse('simulator/calls', () => require('./simulator/calls.js') as typeof SimulatorCallsModule);
 }
 
 /**
  * The calls of a simulated session (lib/simulator: its fds are sockets, on
  * which the kernel answers a LUO ioctl with ENOTTY), loaded only then, or
- * the kernel's failure as it was. Where lib/ runs as source (require()
- * finds no TypeScript), a simulator in use has loaded its calls already;
- * none loaded means no simulated session here, and the kernel's answer stands.
+ * the kernel's failure as it was.
  */
 function simulated(error: unknown, sessionFd: number): SessionCalls {
   if ((error as { code?: unknown }).code === 'ENOTTY') {
-    if (simulatedCallsOf === undefined) {
-      try {
-        require('./simulator/calls.js');
-      } catch (loadError) {
-        if ((loadError as { code?: unknown }).code !== 'MODULE_NOT_FOUND') throw loadError;
-      }
-    }
-    const calls = simulatedCallsOf?.(sessionFd) ?? null;
+    const calls = simulatorCalls().simulatedSessionCalls(sessionFd);
     if (calls !== null) return calls;
   }
   throw error;

@@ -11,7 +11,6 @@
 import * as fs from 'node:fs';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
 import { native, type LuoBinding } from '../native.js';
-import { provideSimulatedSessionCalls } from '../session.js';
 import { duplicate, localSession, systemError, type SimulatedLuo, type SimulatedSession, type WireReply, type WireRequest } from './kernel.js';
 
 /** The session calls, as the native layer has them. */
@@ -145,4 +144,3 @@ const WIRE_CALLS: SimulatedSessionCalls = {
   getSessionNameAsync: async (s) => (await ask(s, { op: 'getName' })).name,
 };
 
-provideSimulatedSessionCalls(simulatedSessionCalls);

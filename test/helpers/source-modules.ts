@@ -11,8 +11,9 @@ import * as update from '../../lib/agent/update.js';
 import * as diagnosis from '../../lib/diagnosis.js';
 import * as kexec from '../../lib/kexec.js';
 import { provideModule } from '../../lib/lazy.js';
+import * as simulatorCalls from '../../lib/simulator/calls.js';
 import * as status from '../../lib/status.js';
 
-for (const [name, module] of Object.entries({ 'agent/client': client, 'agent/server': server, 'agent/systemd-host': systemdHost, 'agent/update': update, diagnosis, kexec, status })) {
+for (const [name, module] of Object.entries({ 'agent/client': client, 'agent/server': server, 'agent/systemd-host': systemdHost, 'agent/update': update, diagnosis, kexec, 'simulator/calls': simulatorCalls, status })) {
   provideModule(name, module);
 }
