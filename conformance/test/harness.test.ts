@@ -75,6 +75,17 @@ describe('runProcess and runCli', () => {
     expect(await survivors(marker)).toEqual([]);
   });
 
+  it('a command still running at its timeout is killed with everything it started (an `npm run` holds its output pipes through its children)', async () => {
+    const marker = `LU_HARNESS_TEST=tree-${process.pid}`;
+    const [name, value] = marker.split('=') as [string, string];
+    const started = Date.now();
+    // A grandchild that outlives its parent's kill keeps stdout open: the call would wait out its 60 s.
+    const script = 'sh -c "sleep 60; :" & echo started; sleep 60; wait';
+    await expect(runProcess('sh', ['-c', script], { timeoutMs: 1000, env: { [name]: value } })).rejects.toThrow(/still ran after 1000 ms and was killed\nstdout: started\n/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(await survivors(marker)).toEqual([]);
+  });
+
   it('a command that cannot be started is a rejection, not a hang', async () => {
     await expect(runProcess(path.join(dir, 'no-such-program'), [])).rejects.toMatchObject({ code: 'ENOENT' });
   });

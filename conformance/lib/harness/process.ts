@@ -5,6 +5,7 @@
  * serving in this very process keeps answering).
  */
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 
 /** How a process ended and what it printed. */
 export interface ProcessResult {
@@ -18,7 +19,7 @@ export interface ProcessResult {
 
 /** Options of {@link runProcess}. */
 export interface RunProcessOptions {
-  /** How long it may run before it is killed (SIGKILL) and the call fails (default 60000 ms). */
+  /** How long it may run before it is killed (SIGKILL, with every process it started) and the call fails (default 60000 ms). */
   readonly timeoutMs?: number;
   /** Added to this process's environment. */
   readonly env?: Readonly<Record<string, string>>;
@@ -36,7 +37,10 @@ export const DEFAULT_PROCESS_TIMEOUT_MS = 60_000;
 /**
  * Runs `command ARGS` to its end; resolves to its status, signal, stdout and
  * stderr. Rejects when it cannot be started, or when it is still running
- * after `timeoutMs` (it is killed first; the error carries what it printed).
+ * after `timeoutMs` (it is killed first, with its descendants: an `npm run`
+ * killed alone leaves the node and QEMU under it running and holding the
+ * output pipes, so the call would end only when they do; the error carries
+ * what it printed).
  */
 export function runProcess(command: string, args: readonly string[], options: RunProcessOptions = {}): Promise<ProcessResult> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_PROCESS_TIMEOUT_MS;
@@ -55,7 +59,7 @@ export function runProcess(command: string, args: readonly string[], options: Ru
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      killWithDescendants(child.pid);
     }, timeoutMs);
     child.once('error', (error) => {
       clearTimeout(timer);
@@ -73,4 +77,46 @@ export function runProcess(command: string, args: readonly string[], options: Ru
 /** A command line as a message shows it. */
 export function describeCommand(command: string, args: readonly string[]): string {
   return [command, ...args].map((word) => (/^[\w./=:@-]+$/.test(word) ? word : JSON.stringify(word))).join(' ');
+}
+
+/** The pids of every living descendant of `pid`, read from /proc (children before their own children). */
+export function descendantsOf(pid: number): number[] {
+  const parents = new Map<number, number[]>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const siblings = parents.get(ppid) ?? [];
+    siblings.push(Number(entry));
+    parents.set(ppid, siblings);
+  }
+  const found: number[] = [];
+  for (let queue = [pid]; queue.length > 0; ) {
+    const children = queue.flatMap((p) => parents.get(p) ?? []);
+    found.push(...children);
+    queue = children;
+  }
+  return found;
+}
+
+/**
+ * SIGKILLs `pid` and its descendants, gathered first (a parent killed first
+ * would hand its children to init, out of reach of the walk). Where some
+ * already ended, nothing is thrown.
+ */
+function killWithDescendants(pid: number | undefined): void {
+  if (pid === undefined) return;
+  for (const p of [pid, ...descendantsOf(pid)]) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // ended meanwhile
+    }
+  }
 }
