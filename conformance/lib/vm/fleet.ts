@@ -232,6 +232,9 @@ function hostFiles(dir: string, publicKey: string, vmm: VmmConfig): Record<strin
   };
 }
 
+/** How many times ansible tries a connection that ssh gave up on (exit 255) again. */
+const SSH_RETRIES = 3;
+
 function sshArgs(key: string, port: number): string[] {
   return [
     '-i', key, '-p', String(port),
@@ -250,6 +253,10 @@ function inventoryText(hosts: readonly FleetHost[], key: string): string {
     'ansible_user=root',
     `ansible_ssh_private_key_file=${key}`,
     `ansible_ssh_common_args='${sshArgs(key, 0).slice(4).join(' ')}'`,
+    // Three guests under emulation on two cores can leave one unanswering for longer than the
+    // keepalive allows: a connection that ssh gives up (exit 255) is tried again, as the
+    // role's README advises, instead of failing the host UNREACHABLE in the middle of a phase.
+    `ansible_ssh_retries=${SSH_RETRIES}`,
     'ansible_python_interpreter=/usr/bin/python3',
     '',
   ].join('\n');
