@@ -152,7 +152,7 @@ describe('BENCHMARKS.md: the systemd path taken apart', () => {
     expect(text).toContain("| PID 1's start to its first line (its early setup) | no such step: the test bed's /init starts the agent | 8 [8, 8] ms (n = 2) |");
     expect(text).toContain("| alice's client unit started to its claim (node's start, connect, claim) | not measured: the client is /init's child, not a unit | 5000 [5000, 5000] ms (n = 2) |");
     // Spans both paths have: the standalone agent's figures beside systemd's; the sums in bold.
-    expect(text).toContain("| the agent back to bob's claim (the test bed starting its client, its claim) | 1300 [1300, 1300] ms (n = 2) |");
+    expect(text).toContain("| the agent back to bob's claim (its client started: by the test bed standalone, by systemd at boot on the systemd host; its claim) | 1300 [1300, 1300] ms (n = 2) |");
     expect(text).toMatch(/\| \*\*manifest sealed to the old kernel's last line\*\* \| \*\*300 \[300, 300\] ms \(n = 2\)\*\* \| \*\*\d+ \[\d+, \d+\] ms \(n = 2\)\*\* \|/);
     expect(text).toMatch(/\| \*\*total: manifest sealed to the last claim\*\* \| \*\*7200 \[7200, 7200\] ms \(n = 2\)\*\* \| \*\*40050 \[40000, 40100\] ms \(n = 2\)\*\* \|/);
     expect(text.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| ms')).length).toBe(SYSTEMD_PATH_SPANS.length);

@@ -213,7 +213,7 @@ export const SYSTEMD_PATH_SPANS: readonly PathSpanSpec[] = [
   { name: "the agent's unit started to the agent back (node's start, its sessions from LISTEN_FDS, its manifest)", from: 'agent_unit_start', to: 'agent_back', standalone: NO_UNIT },
   { name: '/init to the agent back', from: 'init', to: 'agent_back', sum: true },
   ...VMS.flatMap(({ vm }) => [
-    { name: `the agent back to ${vm}'s claim (the test bed starting its client, its claim)`, from: 'agent_back', to: claimMark(vm) },
+    { name: `the agent back to ${vm}'s claim (its client started: by the test bed standalone, by systemd at boot on the systemd host; its claim)`, from: 'agent_back', to: claimMark(vm) },
     { name: `${vm}'s client unit started to its claim (node's start, connect, claim)`, from: clientStartMark(vm), to: claimMark(vm), standalone: NO_CLIENT_UNIT },
   ]),
   { name: 'total: manifest sealed to the last claim', from: 'frozen', to: 'last_claim', sum: true },

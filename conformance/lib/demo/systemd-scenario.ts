@@ -6,8 +6,9 @@
  * memory and say ready; `liveupdate update` loads the same kernel and asks
  * systemd for the orderly kexec (`systemctl kexec`: every unit stopped,
  * the agent's sessions parked in its fd store). Stage 2: systemd starts the
- * agent again, which takes its sessions back from `LISTEN_FDS`; each client
- * unit claims its memory, checks it byte for byte and resumes its counter.
+ * agent again, which takes its sessions back from `LISTEN_FDS`, and then,
+ * as a host's VMM units would be, each client unit enabled in stage 1: it
+ * claims its memory, checks it byte for byte and resumes its counter.
  * The checks and the summary are the demo's own (./scenario.ts), with the
  * instants that take the systemd path apart ({@link SystemdMarks}).
  */
@@ -34,6 +35,12 @@ function vmmUnitName(vm: string, mode: 'before' | 'after'): string {
   return `demo-vmm-${vm}-${mode}.service`;
 }
 
+/**
+ * A client's unit. The one that claims after the update is enabled before it
+ * and started by systemd at boot, once the agent is ready (After=), as a
+ * host's own VMM units come back: no test-bed step stands between the agent
+ * and the claims.
+ */
 function vmmUnit(vm: string, uid: number, mode: 'before' | 'after', mib: number): string {
   return [
     '[Unit]',
@@ -47,6 +54,7 @@ function vmmUnit(vm: string, uid: number, mode: 'before' | 'after', mib: number)
     `Group=${uid}`,
     'Environment=HOME=/tmp',
     `ExecStart=/usr/bin/node ${VMM} ${mode} ${vm} ${mib} ${SOCKET}`,
+    ...(mode === 'after' ? ['', '[Install]', 'WantedBy=multi-user.target'] : []),
     '',
   ].join('\n');
 }
@@ -78,12 +86,11 @@ class VmmUnit implements VmmView {
   #seen = 0;
   readonly #events: VmmEvent[] = [];
 
-  constructor(readonly vm: string, uid: number, mode: 'before' | 'after', mib: number, private readonly onEvent: (vmm: VmmView, event: VmmEvent) => void) {
+  constructor(readonly vm: string, mode: 'before' | 'after', private readonly onEvent: (vmm: VmmView, event: VmmEvent) => void) {
     this.#unit = vmmUnitName(vm, mode);
-    fs.writeFileSync(`/etc/systemd/system/${this.#unit}`, vmmUnit(vm, uid, mode, mib));
   }
 
-  /** When its main process started (CLOCK_MONOTONIC ms), read while it runs: systemd forgets a unit once it has ended. */
+  /** When its main process started (CLOCK_MONOTONIC ms): read while the unit is loaded (an enabled unit stays so once ended). */
   startedMono: number | null = null;
 
   /** Starts the unit (after a daemon-reload); throws with its log when systemd could not. */
@@ -92,7 +99,7 @@ class VmmUnit implements VmmView {
     if (started !== 'started') throw new Error(`${this.#unit}: ${started}`);
   }
 
-  /** Reads when its main process started, while it runs. */
+  /** Reads when its main process started. */
   readStart(): void {
     this.startedMono = monotonicMs('ExecMainStartTimestampMonotonic', this.#unit);
   }
@@ -130,12 +137,27 @@ class VmmUnit implements VmmView {
   }
 }
 
-/** The client units of one mode, written and started (one daemon-reload for all). */
-function startVmms(ctx: StageContext, mode: 'before' | 'after', mib: number): VmmUnit[] {
-  const vmms = VMS.map(({ vm, uid }) => new VmmUnit(vm, uid, mode, mib, relay(ctx)));
+/** Writes both modes' client units; the ones of after the update are enabled for the next boot. */
+function installVmms(mib: number): void {
+  for (const { vm, uid } of VMS) {
+    for (const mode of ['before', 'after'] as const) fs.writeFileSync(`/etc/systemd/system/${vmmUnitName(vm, mode)}`, vmmUnit(vm, uid, mode, mib));
+  }
   systemctl('daemon-reload');
+  systemctl('enable', ...VMS.map(({ vm }) => vmmUnitName(vm, 'after')));
+}
+
+/** The client units of before the update, started. */
+function startVmms(ctx: StageContext): VmmUnit[] {
+  const vmms = VMS.map(({ vm }) => new VmmUnit(vm, 'before', relay(ctx)));
   for (const vmm of vmms) vmm.start();
   // After every start, so that reading one's start does not delay the next.
+  for (const vmm of vmms) vmm.readStart();
+  return vmms;
+}
+
+/** The client units of after the update, which systemd started at boot. */
+function startedVmms(ctx: StageContext): VmmUnit[] {
+  const vmms = VMS.map(({ vm }) => new VmmUnit(vm, 'after', relay(ctx)));
   for (const vmm of vmms) vmm.readStart();
   return vmms;
 }
@@ -148,14 +170,14 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
   fs.writeFileSync(POLICY, JSON.stringify({ connect: { users: VMS.map((v) => v.uid) } }));
   fs.writeFileSync(AGENT_DEFAULTS, `LIVEUPDATE_AGENT_OPTIONS=--policy ${POLICY}\n`);
   fs.writeFileSync(`/etc/systemd/system/${SHUTDOWN_MARK_UNIT}`, SHUTDOWN_MARK);
-  systemctl('daemon-reload');
+  installVmms(mib);
   systemctl('enable', '--now', AGENT_UNIT);
   const marked = startUnit(SHUTDOWN_MARK_UNIT);
   if (marked !== 'started') throw new Error(`${SHUTDOWN_MARK_UNIT}: ${marked}`);
   const mode = unitJsonLines(AGENT_UNIT)[0];
   ctx.report('say', `agent: ${AGENT_UNIT} started from the shipped units (${String(mode?.['mode'])} mode: ${String(mode?.['reason'])}), listening on ${SOCKET}`);
   ctx.report('say', `starting 2 VMMs as units (uids ${VMS.map((v) => v.uid).join(', ')}), ${mib} MiB of guest memory each`);
-  return readyThenUpdate(ctx, mib, startVmms(ctx, 'before', mib));
+  return readyThenUpdate(ctx, mib, startVmms(ctx));
 }
 
 /** Waits until systemd has started the agent again and it has taken its sessions back. */
@@ -174,7 +196,7 @@ async function afterUpdate(ctx: StageContext): Promise<JsonValue> {
   const restored = await agentRestored();
   ctx.equal('the agent took back both sessions PID 1 handed it', restored?.['handedBack'] ?? null, VMS.length);
   const root = await manifestRead(ctx);
-  const vmms = startVmms(ctx, 'after', before.mib);
+  const vmms = startedVmms(ctx);
   const summary = await checkClaims(ctx, before, root, vmms);
   await consoleClock();
   return { ...summary, systemd: systemdMarks(vmms) } as unknown as JsonValue;
