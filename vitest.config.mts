@@ -31,10 +31,13 @@ function fdsInFlightUnbounded(): boolean {
 
 /**
  * The kernel tests that boot the systemd guest image (systemd 262 as PID 1, a
- * fleet of three of them): the second lane of the kernel tests.
+ * fleet of three of them): the second lane of the kernel tests. One after
+ * the other, no two of them share the cores (the systemd demo beside the
+ * fleet once ran past its bound).
  */
 const SYSTEMD_KERNEL_TESTS = [
   'test/kernel/fleet.test.ts',
+  'conformance/test/kernel/demo-systemd.test.ts',
   'test/kernel/agent-systemd.test.ts',
   'test/kernel/systemd.test.ts',
   'conformance/test/kernel/systemd-testbed.test.ts',
