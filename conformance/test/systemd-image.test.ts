@@ -11,7 +11,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GUEST_MANIFEST } from '../lib/vm/protocol.js';
-import { buildRunDisk, debugfsPath, findSystemdImage, NO_SYSTEMD_IMAGE_HELP, SYSTEMD_RUNNER, systemdImageHash } from '../lib/vm/systemd-image.js';
+import {
+  buildRunDisk,
+  debugfsPath,
+  findSystemdImage,
+  MASKED_GENERATORS,
+  MASKED_UNITS,
+  NO_SYSTEMD_IMAGE_HELP,
+  SYSTEMD_RUNNER,
+  systemdImageHash,
+  UDEV_COLDPLUG_DROP_IN,
+} from '../lib/vm/systemd-image.js';
 import { mke2fsPath } from '../lib/vm/initramfs.js';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -29,6 +39,15 @@ function ext4Image(name: string, mib: number): string {
 
 function debugfsCat(image: string, file: string): string {
   return execFileSync(debugfsPath() ?? 'debugfs', ['-R', `cat ${file}`, image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+}
+
+/** What debugfs says `file` is: 'symlink → target', 'regular', or 'missing'. */
+function debugfsKind(image: string, file: string): string {
+  const stat = execFileSync(debugfsPath() ?? 'debugfs', ['-R', `stat ${file}`, image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const type = /Type: (\w+)/.exec(stat)?.[1];
+  if (type === undefined) return 'missing';
+  const target = /Fast link dest: "([^"]*)"/.exec(stat)?.[1];
+  return type === 'symlink' ? `symlink → ${target ?? '?'}` : type;
 }
 
 describe('systemd guest image', () => {
@@ -86,6 +105,31 @@ describe('systemd guest image', () => {
       expect(debugfsCat(plain.disk, '/etc/ssh/sshd_not_to_be_run')).toContain('no ssh');
       expect(debugfsCat(fleet.disk, '/etc/ssh/sshd_not_to_be_run')).toBe('');
       expect(debugfsCat(fleet.disk, '/var/.updated')).toMatch(/^TIMESTAMP_NSEC=\d+$/m);
+    } finally {
+      fs.rmSync(plain.dir, { recursive: true, force: true });
+      fs.rmSync(fleet.dir, { recursive: true, force: true });
+    }
+  });
+
+  it("masks, in every copy (the fleet's too), the units and generators no run uses, and narrows udev's coldplug to block, net and misc devices", () => {
+    const base = ext4Image('masks', 96);
+    const plain = buildRunDisk(base, { kernels: [], scenarios: [] });
+    const fleet = buildRunDisk(base, { kernels: [], scenarios: [] }, { sshd: true });
+    try {
+      for (const disk of [plain.disk, fleet.disk]) {
+        const masked = [...MASKED_UNITS.map((u) => `/etc/systemd/system/${u}`), ...MASKED_GENERATORS.map((g) => `/etc/systemd/system-generators/${g}`)];
+        expect(masked.map((file) => `${file}: ${debugfsKind(disk, file)}`)).toEqual(masked.map((file) => `${file}: symlink → /dev/null`));
+        const dropIn = debugfsCat(disk, UDEV_COLDPLUG_DROP_IN);
+        // The unit's own ExecStart= is reset, then replaced by a coldplug of the three subsystems only.
+        expect(dropIn).toMatch(/^\[Service\]\nExecStart=\nExecStart=-udevadm trigger /);
+        expect(dropIn.match(/--subsystem-match=(\w+)/g)).toEqual(['--subsystem-match=block', '--subsystem-match=net', '--subsystem-match=misc']);
+      }
+      // What the runs need stays: the root's mount comes from fstab, journald and udevd run, sysusers makes users.
+      expect(MASKED_GENERATORS).not.toContain('systemd-fstab-generator');
+      for (const kept of ['systemd-journald.service', 'systemd-udevd.service', 'systemd-sysusers.service', 'systemd-udev-trigger.service', 'ssh.service']) {
+        expect(MASKED_UNITS).not.toContain(kept);
+        expect(debugfsKind(fleet.disk, `/etc/systemd/system/${kept}`)).toBe('missing');
+      }
     } finally {
       fs.rmSync(plain.dir, { recursive: true, force: true });
       fs.rmSync(fleet.dir, { recursive: true, force: true });
