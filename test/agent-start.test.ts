@@ -7,7 +7,7 @@
  * kernel test (test/kernel/agent-systemd.test.ts).
  */
 import * as fs from 'node:fs';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -173,5 +173,14 @@ describe("what the agent's start asks of PID 1", () => {
     } finally {
       process.env['PATH'] = `${dir}:${savedPath ?? ''}`;
     }
+  });
+});
+
+describe("the systemd host's start", () => {
+  it('loads no diagnosis (only a device busy past the retries names its holders)', () => {
+    const loaded = execFileSync(process.execPath, ['-e', "require('./dist/agent/systemd-host.js'); console.log(Object.keys(require.cache).join('\\n'))"], { cwd: path.join(__dirname, '..'), encoding: 'utf8' });
+    const modules = loaded.split('\n').map((m) => path.relative(path.join(__dirname, '..'), m));
+    expect(modules).toContain('dist/agent/systemd-host.js');
+    expect(modules).not.toContain('dist/diagnosis.js');
   });
 });

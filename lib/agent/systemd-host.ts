@@ -22,7 +22,8 @@ import { agentError, DeviceBusyError, LiveUpdateError, type AgentError, type Age
 import { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import { isLuoSessionFd, notify } from '../systemd.js';
-import { deviceOwners } from '../diagnosis.js';
+import type * as DiagnosisModule from '../diagnosis.js';
+import { onFirstUse } from '../lazy.js';
 import { closeQuietly, fdNameOf, MANIFEST_FDNAME, undescribed } from './fdstore.js';
 import { KEXEC_LOADER, KexecUnderway, noDevice, type AgentHost, type ParkedFd } from './host.js';
 import { readManifest, takeIncomingManifest, writeManifest, type IncomingManifest, type Manifest, type ManifestSession } from './manifest.js';
@@ -123,6 +124,12 @@ async function storePreserve(): Promise<{ unit: string | null; preserve: string 
   return { unit, preserve: unit === null ? null : await unitStorePreserve(unit) };
 }
 
+/** Who holds the device, for the error of a device that stayed busy: the diagnosis loads then, not with the agent's start. */
+function deviceHolders(devicePath: string): string {
+  const diagnosis = onFirstUse('diagnosis', () => require('../diagnosis.js') as typeof DiagnosisModule);
+  return diagnosis.deviceOwners(devicePath).map((o) => `pid ${o.pid} (${o.command ?? '?'})`).join(', ') || 'another process';
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** systemd mode (see the module's comment). */
@@ -193,8 +200,7 @@ export class SystemdHost implements AgentHost {
       } catch (error) {
         if (!(error instanceof DeviceBusyError)) throw noDevice(operation, error as LiveUpdateError);
         if (performance.now() - started + DEVICE_RETRY.everyMs > DEVICE_RETRY.totalMs) {
-          const holders = deviceOwners(this.devicePath).map((o) => `pid ${o.pid} (${o.command ?? '?'})`).join(', ') || 'another process';
-          throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', `${this.devicePath} stayed busy for ${DEVICE_RETRY.totalMs} ms: ${holders} holds it. Retry when it is free`, { operation });
+          throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', `${this.devicePath} stayed busy for ${DEVICE_RETRY.totalMs} ms: ${deviceHolders(this.devicePath)} holds it. Retry when it is free`, { operation });
         }
         await sleep(DEVICE_RETRY.everyMs);
       }
