@@ -135,7 +135,7 @@ describe('asking PID 1 over varlink', () => {
 describe("what the agent's start asks of PID 1", () => {
   it("reads the manager's version and the unit's FileDescriptorStorePreserve= from varlink, running no systemctl", async () => {
     const server = await varlinkServer({
-      'io.systemd.Manager.Describe': [reply({ context: { Version: '262.1-1', Architecture: 'x86-64' }, runtime: {} })],
+      'org.varlink.service.GetInfo': [reply({ vendor: 'The systemd Project', product: 'systemd (systemd)', version: '262.1-1 (262.1-1)', url: 'https://systemd.io/', interfaces: ['io.systemd.Manager', 'io.systemd.Unit'] })],
       'io.systemd.Unit.List': [reply({ context: { ID: 'liveupdate-agent.service', Service: { FileDescriptorStoreMax: 4096, FileDescriptorStorePreserve: 'restart' } }, runtime: {} })],
     });
     process.env['FAKE_SHOWN'] = 'yes';
@@ -143,7 +143,7 @@ describe("what the agent's start asks of PID 1", () => {
       expect(await managerVersion(server.path)).toBe(262);
       expect(await unitStorePreserve('liveupdate-agent.service', server.path)).toBe('restart');
       expect(server.requests()).toEqual([
-        { method: 'io.systemd.Manager.Describe', parameters: {} },
+        { method: 'org.varlink.service.GetInfo', parameters: {} },
         { method: 'io.systemd.Unit.List', parameters: { name: 'liveupdate-agent.service' } },
       ]);
       expect(systemctlRuns()).toEqual([]);
@@ -152,14 +152,18 @@ describe("what the agent's start asks of PID 1", () => {
     }
   });
 
-  it('asks systemctl for the same properties where varlink has no answer (an older systemd, a reply without the field)', async () => {
-    const server = await varlinkServer({ 'io.systemd.Unit.List': [reply({ context: { ID: 'liveupdate-agent.service' } })] });
+  it('asks systemctl for the same properties where varlink has no answer (an older systemd, a reply without the field, a version it cannot read)', async () => {
+    const server = await varlinkServer({
+      'io.systemd.Unit.List': [reply({ context: { ID: 'liveupdate-agent.service' } })],
+      'org.varlink.service.GetInfo': [reply({ product: 'systemd (systemd)', version: 'unknown' })],
+    });
     process.env['FAKE_SHOWN'] = '261';
     try {
       expect(await managerVersion(path.join(dir, 'none.sock'))).toBe(261);
+      expect(await managerVersion(server.path)).toBe(261);
       process.env['FAKE_SHOWN'] = 'yes';
       expect(await unitStorePreserve('liveupdate-agent.service', server.path)).toBe('yes');
-      expect(systemctlRuns()).toEqual(['show --property=Version --value', 'show --property=FileDescriptorStorePreserve --value liveupdate-agent.service']);
+      expect(systemctlRuns()).toEqual(['show --property=Version --value', 'show --property=Version --value', 'show --property=FileDescriptorStorePreserve --value liveupdate-agent.service']);
     } finally {
       await server.close();
     }

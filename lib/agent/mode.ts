@@ -204,14 +204,16 @@ export interface ManagerQuestion {
 }
 
 /**
- * A property of PID 1, as it says it: over its varlink socket (`socketPath`)
- * where it answers there, else from systemctl; null when neither says.
+ * A property of PID 1, as it says it and `parse` reads it: over its varlink
+ * socket (`socketPath`) where it answers there, else from systemctl; null
+ * when neither says (or `parse` takes neither answer).
  */
-export async function managerProperty(question: ManagerQuestion, socketPath = MANAGER_VARLINK): Promise<string | null> {
+export async function managerProperty<T>(question: ManagerQuestion, parse: (text: string) => T | null, socketPath = MANAGER_VARLINK): Promise<T | null> {
   const said = fieldOf(await askManager(question.method, question.parameters, socketPath), question.field);
-  if (typeof said === 'string') return said;
+  const parsed = typeof said === 'string' ? parse(said) : null;
+  if (parsed !== null) return parsed;
   const shown = await systemctl(['show', `--property=${question.property}`, '--value', ...(question.unit === undefined ? [] : [question.unit])], 10_000);
-  return shown.status === 0 ? shown.stdout.trim() : null;
+  return shown.status === 0 ? parse(shown.stdout.trim()) : null;
 }
 
 /** The major version in systemd's `Version` property ("262.1-1" → 262), or null. */
@@ -220,10 +222,13 @@ export function parseSystemdVersion(text: string): number | null {
   return match?.[1] === undefined ? null : Number(match[1]);
 }
 
-/** The running manager's major version (its `Version`, "262.1-1" → 262), or null. */
-export async function managerVersion(socketPath = MANAGER_VARLINK): Promise<number | null> {
-  const version = await managerProperty({ method: 'io.systemd.Manager.Describe', parameters: {}, field: ['context', 'Version'], property: 'Version' }, socketPath);
-  return version === null ? null : parseSystemdVersion(version);
+/**
+ * The running manager's major version, or null: the version PID 1's varlink
+ * server gives (`org.varlink.service.GetInfo`, "262.1-1 (262.1-1)"), else
+ * systemctl's `Version` property ("262.1-1").
+ */
+export function managerVersion(socketPath = MANAGER_VARLINK): Promise<number | null> {
+  return managerProperty({ method: 'org.varlink.service.GetInfo', parameters: {}, field: ['version'], property: 'Version' }, parseSystemdVersion, socketPath);
 }
 
 /** What this host says: PID 1's name, systemd's version (asked of the running manager), and the device. */

@@ -110,7 +110,7 @@ async function goingDown(asked: SystemctlResult, agentStopping: boolean): Promis
 /** The FileDescriptorStorePreserve= of `unit` as PID 1 says it (asked at `socketPath`: {@link managerProperty}), or null when it cannot be told. */
 export function unitStorePreserve(unit: string, socketPath = MANAGER_VARLINK): Promise<string | null> {
   const question = { method: 'io.systemd.Unit.List', parameters: { name: unit }, field: ['context', 'Service', 'FileDescriptorStorePreserve'], property: 'FileDescriptorStorePreserve', unit };
-  return managerProperty(question, socketPath);
+  return managerProperty(question, (text) => text, socketPath);
 }
 
 /** This process's unit (from its cgroup) and that unit's FileDescriptorStorePreserve=, each null when it cannot be told. */
