@@ -135,7 +135,7 @@ describe('asking PID 1 over varlink', () => {
 describe("what the agent's start asks of PID 1", () => {
   it("reads the manager's version and the unit's FileDescriptorStorePreserve= from varlink, running no systemctl", async () => {
     const server = await varlinkServer({
-      'org.varlink.service.GetInfo': [reply({ vendor: 'The systemd Project', product: 'systemd (systemd)', version: '262.1-1 (262.1-1)', url: 'https://systemd.io/', interfaces: ['io.systemd.Manager', 'io.systemd.Unit'] })],
+      'org.varlink.service.GetInfo': [reply({ vendor: 'The systemd Project', product: 'systemd (systemd)', version: '262.1 (262.1-1)', url: 'https://systemd.io/', interfaces: ['io.systemd.Manager', 'io.systemd.Unit'] })],
       'io.systemd.Unit.List': [reply({ context: { ID: 'liveupdate-agent.service', Service: { FileDescriptorStoreMax: 4096, FileDescriptorStorePreserve: 'restart' } }, runtime: {} })],
     });
     process.env['FAKE_SHOWN'] = 'yes';
