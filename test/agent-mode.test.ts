@@ -89,10 +89,10 @@ describe("the unit's fd store", () => {
     expect(unitOfCgroup('')).toBeNull();
   });
 
-  it('systemd mode outside a unit (no NOTIFY_SOCKET) or in one without a store does not start', () => {
+  it('systemd mode outside a unit (no NOTIFY_SOCKET) or in one without a store does not start', async () => {
     const decision = { mode: 'systemd' as const, reason: 'test', forced: false };
-    expect(() => SystemdHost.create(decision, null, '/dev/liveupdate', {})).toThrow(expect.objectContaining({ ...MODE_ERROR, message: expect.stringMatching(/NOTIFY_SOCKET is not set/) }));
-    expect(() => SystemdHost.create(decision, null, '/dev/liveupdate', { NOTIFY_SOCKET: '/run/systemd/notify' })).toThrow(expect.objectContaining({ ...MODE_ERROR, message: expect.stringMatching(/has none/) }));
+    await expect(SystemdHost.create(decision, null, '/dev/liveupdate', {})).rejects.toThrow(expect.objectContaining({ ...MODE_ERROR, message: expect.stringMatching(/NOTIFY_SOCKET is not set/) }));
+    await expect(SystemdHost.create(decision, null, '/dev/liveupdate', { NOTIFY_SOCKET: '/run/systemd/notify' })).rejects.toThrow(expect.objectContaining({ ...MODE_ERROR, message: expect.stringMatching(/has none/) }));
   });
 });
 

@@ -46,7 +46,7 @@ const KEXEC = {
 } as const;
 
 /** A systemd-mode host whose jump meets systemctl acting out `kexec` with the system in `state`. */
-function host(kexec: keyof typeof KEXEC, state: 'running' | 'stopping'): SystemdHost {
+function host(kexec: keyof typeof KEXEC, state: 'running' | 'stopping'): Promise<SystemdHost> {
   process.env['FAKE_KEXEC'] = KEXEC[kexec];
   process.env['FAKE_STATE'] = state;
   return SystemdHost.create({ mode: 'systemd', reason: 'the test', forced: false }, null, path.join(dir, 'no-device'), { NOTIFY_SOCKET: path.join(dir, 'notify'), FDSTORE: '16' });
@@ -78,31 +78,31 @@ afterAll(() => {
 
 describe("the agent's systemd-mode jump", () => {
   it('waits to be stopped once systemd took the kexec', async () => {
-    expect(await jump(host('accepted', 'running'), 'after')).toBe('underway');
+    expect(await jump(await host('accepted', 'running'), 'after')).toBe('underway');
   });
 
   it('is refused, its manifest closed, when systemd says no and the system keeps running', async () => {
     await expectNoFdLeak(async () => {
-      const h = host('refused', 'running');
+      const h = await host('refused', 'running');
       expect(await jump(h, 'after')).toBe('ERR_LIVEUPDATE_UPDATE_REFUSED');
       expect(h.parkedFds()).toEqual([]);
     });
   });
 
   it('keeps the kernel loaded when systemctl is killed by the shutdown it started', async () => {
-    const h = host('killed', 'stopping');
+    const h = await host('killed', 'stopping');
     expect(await jump(h, 'after')).toBe('underway');
     expect(h.parkedFds().map((p) => p.fdName)).toHaveLength(1);
     h.close();
   });
 
   it('keeps the kernel loaded when the agent is already being stopped, whatever systemctl said', async () => {
-    const h = host('refused', 'running');
+    const h = await host('refused', 'running');
     expect(await jump(h, 'before')).toBe('underway');
     h.close();
   });
 
   it('is refused when systemctl is killed and the system is still running (no shutdown began)', async () => {
-    expect(await jump(host('killed', 'running'), 'after')).toBe('ERR_LIVEUPDATE_UPDATE_REFUSED');
+    expect(await jump(await host('killed', 'running'), 'after')).toBe('ERR_LIVEUPDATE_UPDATE_REFUSED');
   });
 });

@@ -15,7 +15,8 @@ import type { AgentInfo } from '../status.js';
 import { listenFds, notify } from '../systemd.js';
 import type { AgentClient, SessionsReport } from './client.js';
 import type * as ClientModule from './client.js';
-import { AGENT_MODES, type AgentMode } from './mode.js';
+import { DEVICE_PATH } from '../device.js';
+import { AGENT_MODES, gatherModeFacts, type AgentMode } from './mode.js';
 import { readPolicy, type Policy } from './policy.js';
 import { AGENT_INFO_PATH, printable } from './names.js';
 import type { KernelPreflight } from '../kernel-image.js';
@@ -170,6 +171,8 @@ async function runAgent(values: OptionValues): Promise<number> {
     statusDue = true;
     setImmediate(sendStatus);
   };
+  // PID 1's answers for the mode come while the server compiles: under a busy boot each takes a second or more.
+  const modeFacts = simulate ? undefined : gatherModeFacts(device ?? DEVICE_PATH);
   const { Agent, tuneHeapForConnections } = serverModule();
   tuneHeapForConnections();
   // The handlers come before the start: a SIGTERM just after `listening` must stop the agent cleanly, not kill it.
@@ -189,6 +192,7 @@ async function runAgent(values: OptionValues): Promise<number> {
       ...passed,
       mode: mode as AgentMode | undefined,
       force,
+      modeFacts: await modeFacts,
       log,
     });
   } catch (error) {

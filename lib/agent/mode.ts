@@ -98,8 +98,123 @@ export function decideMode(facts: ModeFacts, request: ModeRequest = {}): ModeDec
 }
 
 /** node:child_process (and node:net with it), loaded when systemctl is run, not with the package. */
-export function childProcess(): typeof import('node:child_process') {
+function childProcess(): typeof import('node:child_process') {
   return require('node:child_process') as typeof import('node:child_process');
+}
+
+/** How a systemctl run ended: its exit status, or null when it was killed (a signal, the timeout) or could not run. */
+export interface SystemctlResult {
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs systemctl without blocking the agent; resolves with how it ended. */
+export function systemctl(args: readonly string[], timeoutMs = 60_000): Promise<SystemctlResult> {
+  return new Promise((resolve) => {
+    childProcess().execFile('systemctl', args, { encoding: 'utf8', timeout: timeoutMs }, (error, stdout, stderr) => {
+      const status = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : null;
+      resolve({ status, stdout, stderr: stderr.trim() || (error?.message ?? '') });
+    });
+  });
+}
+
+/**
+ * PID 1's own varlink socket (systemd 262 has it; where it is missing,
+ * systemctl is asked instead): `org.varlink.service`, `io.systemd.Manager`
+ * and `io.systemd.Unit` answer there without a process of their own. Under
+ * emulation, while PID 1 boots, a systemctl run cost the agent's start 0.3
+ * to 1.2 s, and a call here about 0.1 s.
+ */
+export const MANAGER_VARLINK = '/run/systemd/io.systemd.Manager';
+
+/** The most bytes one reply of PID 1 may have (a unit's description is about 8 KiB). */
+const MAX_VARLINK_REPLY = 1 << 20;
+
+/** The parameters of a varlink reply (one JSON object, its NUL terminator cut), or null for an error reply or anything else. */
+export function varlinkParameters(reply: Buffer): Record<string, unknown> | null {
+  let message: unknown;
+  try {
+    message = JSON.parse(reply.toString('utf8'));
+  } catch {
+    return null;
+  }
+  if (typeof message !== 'object' || message === null || 'error' in message) return null;
+  const parameters = (message as { parameters?: unknown }).parameters;
+  return typeof parameters === 'object' && parameters !== null && !Array.isArray(parameters) ? (parameters as Record<string, unknown>) : null;
+}
+
+/**
+ * Calls one varlink method of PID 1 (`socketPath`, default
+ * {@link MANAGER_VARLINK}); resolves with the reply's parameters, or null
+ * when it cannot be asked so: no such socket (an older systemd), an error
+ * reply, a reply over {@link MAX_VARLINK_REPLY}, or no reply within the
+ * timeout. Callers fall back on systemctl.
+ */
+export function askManager(method: string, parameters: Record<string, unknown>, socketPath = MANAGER_VARLINK, timeoutMs = 10_000): Promise<Record<string, unknown> | null> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    // node:net loads here, with the first question to PID 1, not with the package.
+    const socket = (require('node:net') as typeof import('node:net')).connect({ path: socketPath });
+    const timer = setTimeout(() => done(null), timeoutMs);
+    let answer: Record<string, unknown> | null | undefined;
+    // The first outcome counts; the promise settles once the socket is closed, so no fd of this call outlives it.
+    function done(value: Record<string, unknown> | null): void {
+      if (answer !== undefined) return;
+      answer = value;
+      clearTimeout(timer);
+      socket.destroy();
+    }
+    socket.on('connect', () => socket.write(`${JSON.stringify({ method, parameters })}\0`));
+    socket.on('data', (chunk: Buffer) => {
+      const end = chunk.indexOf(0);
+      const part = end === -1 ? chunk : chunk.subarray(0, end);
+      size += part.length;
+      chunks.push(part);
+      if (size > MAX_VARLINK_REPLY) done(null);
+      else if (end !== -1) done(varlinkParameters(Buffer.concat(chunks)));
+    });
+    socket.on('error', () => done(null));
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(answer ?? null);
+    });
+  });
+}
+
+/** The value at `keys` in a JSON reply, or undefined. */
+function fieldOf(value: unknown, keys: readonly string[]): unknown {
+  let at = value;
+  for (const key of keys) {
+    if (typeof at !== 'object' || at === null) return undefined;
+    at = (at as Record<string, unknown>)[key];
+  }
+  return at;
+}
+
+/** One property of PID 1: where its varlink says it, and the systemctl property that says the same. */
+export interface ManagerQuestion {
+  /** The varlink method, its parameters, and the path to the string in its reply. */
+  readonly method: string;
+  readonly parameters: Record<string, unknown>;
+  readonly field: readonly string[];
+  /** systemctl's name for it (`systemctl show --property=NAME --value [UNIT]`), and the unit (none: the manager's). */
+  readonly property: string;
+  readonly unit?: string;
+}
+
+/**
+ * A property of PID 1, as it says it and `parse` reads it: over its varlink
+ * socket (`socketPath`) where it answers there, else from systemctl; null
+ * when neither says (or `parse` takes neither answer).
+ */
+export async function managerProperty<T>(question: ManagerQuestion, parse: (text: string) => T | null, socketPath = MANAGER_VARLINK): Promise<T | null> {
+  const said = fieldOf(await askManager(question.method, question.parameters, socketPath), question.field);
+  const parsed = typeof said === 'string' ? parse(said) : null;
+  if (parsed !== null) return parsed;
+  const shown = await systemctl(['show', `--property=${question.property}`, '--value', ...(question.unit === undefined ? [] : [question.unit])], 10_000);
+  return shown.status === 0 ? parse(shown.stdout.trim()) : null;
 }
 
 /** The major version in systemd's `Version` property ("262.1-1" → 262), or null. */
@@ -108,18 +223,23 @@ export function parseSystemdVersion(text: string): number | null {
   return match?.[1] === undefined ? null : Number(match[1]);
 }
 
+/**
+ * The running manager's major version, or null: the version PID 1's varlink
+ * server gives (`org.varlink.service.GetInfo`, "262.1 (262.1-1)"), else
+ * systemctl's `Version` property ("262.1-1").
+ */
+export function managerVersion(socketPath = MANAGER_VARLINK): Promise<number | null> {
+  return managerProperty({ method: 'org.varlink.service.GetInfo', parameters: {}, field: ['version'], property: 'Version' }, parseSystemdVersion, socketPath);
+}
+
 /** What this host says: PID 1's name, systemd's version (asked of the running manager), and the device. */
-export function gatherModeFacts(devicePath: string): ModeFacts {
+export async function gatherModeFacts(devicePath: string): Promise<ModeFacts> {
   let pid1: string | null;
   try {
     pid1 = fs.readFileSync('/proc/1/comm', 'utf8').trim();
   } catch {
     pid1 = null;
   }
-  let systemdVersion: number | null = null;
-  if (pid1 === 'systemd') {
-    const asked = childProcess().spawnSync('systemctl', ['show', '--property=Version', '--value'], { encoding: 'utf8', timeout: 10_000 });
-    if (asked.status === 0) systemdVersion = parseSystemdVersion(asked.stdout);
-  }
+  const systemdVersion = pid1 === 'systemd' ? await managerVersion() : null;
   return { pid1, systemdVersion, luo: fs.existsSync(devicePath) };
 }

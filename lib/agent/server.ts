@@ -118,8 +118,8 @@ function updateModule(): typeof UpdateModule {
 }
 
 /** The host the mode decided for this machine gives. */
-function hostOf(options: AgentOptions, policy: Policy, devicePath: string): AgentHost {
-  const decision = decideMode(options.modeFacts ?? gatherModeFacts(devicePath), { mode: options.mode, force: options.force });
+async function hostOf(options: AgentOptions, policy: Policy, devicePath: string): Promise<AgentHost> {
+  const decision = decideMode(options.modeFacts ?? (await gatherModeFacts(devicePath)), { mode: options.mode, force: options.force });
   return decision.mode === 'systemd' ? systemdHostModule().SystemdHost.create(decision, policy.fdStoreMax, devicePath) : new StandaloneHost(decision, policy.fdStoreMax, kernelSystem(devicePath));
 }
 
@@ -188,7 +188,7 @@ export class Agent {
   static async start(options: AgentOptions = {}): Promise<Agent> {
     const devicePath = options.devicePath ?? DEVICE_PATH;
     const policy = options.policy ?? DEFAULT_POLICY;
-    const host = options.host?.(policy.fdStoreMax) ?? hostOf(options, policy, devicePath);
+    const host = options.host?.(policy.fdStoreMax) ?? (await hostOf(options, policy, devicePath));
     const decision = host.decision;
     const agent = new Agent(options, host);
     agent.#event('mode', { mode: decision.mode, reason: decision.reason, forced: decision.forced });

@@ -22,11 +22,12 @@ import { agentError, DeviceBusyError, LiveUpdateError, type AgentError, type Age
 import { LiveUpdate } from '../liveupdate.js';
 import type { Session } from '../session.js';
 import { isLuoSessionFd, notify } from '../systemd.js';
-import { deviceOwners } from '../diagnosis.js';
+import type * as DiagnosisModule from '../diagnosis.js';
+import { onFirstUse } from '../lazy.js';
 import { closeQuietly, fdNameOf, MANIFEST_FDNAME, undescribed } from './fdstore.js';
 import { KEXEC_LOADER, KexecUnderway, noDevice, type AgentHost, type ParkedFd } from './host.js';
 import { readManifest, takeIncomingManifest, writeManifest, type IncomingManifest, type Manifest, type ManifestSession } from './manifest.js';
-import { childProcess, type ModeDecision } from './mode.js';
+import { MANAGER_VARLINK, managerProperty, systemctl, type ModeDecision, type SystemctlResult } from './mode.js';
 
 /** Entries of the fd store that are not sessions: the state memfd and the manifest memfd. */
 export const STORE_OVERHEAD = 2;
@@ -88,23 +89,6 @@ export function describeHandedBack<T extends { fdName: string; kernelName: strin
   return { described, missing: manifest.filter((s) => !found.has(s.kernelName)) };
 }
 
-/** How a systemctl run ended: its exit status, or null when it was killed (a signal, the timeout) or could not run. */
-interface SystemctlResult {
-  readonly status: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs systemctl; resolves with how it ended. */
-function systemctl(args: readonly string[], timeoutMs = 60_000): Promise<SystemctlResult> {
-  return new Promise((resolve) => {
-    childProcess().execFile('systemctl', args, { encoding: 'utf8', timeout: timeoutMs }, (error, stdout, stderr) => {
-      const status = error === null ? 0 : typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : null;
-      resolve({ status, stdout, stderr: stderr.trim() || (error?.message ?? '') });
-    });
-  });
-}
-
 /**
  * Whether the system is going down after a `systemctl kexec` that did not
  * exit 0. Unloading the kernel is right only when systemd refused: once its
@@ -123,17 +107,27 @@ async function goingDown(asked: SystemctlResult, agentStopping: boolean): Promis
   return state.stdout.trim() === 'stopping';
 }
 
-/** The FileDescriptorStorePreserve= of this process's unit, as systemctl shows it, or null when it cannot be told. */
-function storePreserve(): { unit: string | null; preserve: string | null } {
+/** The FileDescriptorStorePreserve= of `unit` as PID 1 says it (asked at `socketPath`: {@link managerProperty}), or null when it cannot be told. */
+export function unitStorePreserve(unit: string, socketPath = MANAGER_VARLINK): Promise<string | null> {
+  const question = { method: 'io.systemd.Unit.List', parameters: { name: unit }, field: ['context', 'Service', 'FileDescriptorStorePreserve'], property: 'FileDescriptorStorePreserve', unit };
+  return managerProperty(question, (text) => text, socketPath);
+}
+
+/** This process's unit (from its cgroup) and that unit's FileDescriptorStorePreserve=, each null when it cannot be told. */
+async function storePreserve(): Promise<{ unit: string | null; preserve: string | null }> {
   let unit: string | null = null;
   try {
     unit = unitOfCgroup(fs.readFileSync('/proc/self/cgroup', 'utf8'));
   } catch {
     return { unit: null, preserve: null };
   }
-  if (unit === null) return { unit, preserve: null };
-  const shown = childProcess().spawnSync('systemctl', ['show', '--property=FileDescriptorStorePreserve', '--value', unit], { encoding: 'utf8', timeout: 10_000 });
-  return { unit, preserve: shown.status === 0 ? shown.stdout.trim() : null };
+  return { unit, preserve: unit === null ? null : await unitStorePreserve(unit) };
+}
+
+/** Who holds the device, for the error of a device that stayed busy: the diagnosis loads then, not with the agent's start. */
+function deviceHolders(devicePath: string): string {
+  const diagnosis = onFirstUse('diagnosis', () => require('../diagnosis.js') as typeof DiagnosisModule);
+  return diagnosis.deviceOwners(devicePath).map((o) => `pid ${o.pid} (${o.command ?? '?'})`).join(', ') || 'another process';
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -160,10 +154,10 @@ export class SystemdHost implements AgentHost {
    * can keep its sessions across the kexec; otherwise AgentModeError
    * saying what the unit lacks.
    */
-  static create(decision: ModeDecision, policyMax: number | null, devicePath: string, env: NodeJS.ProcessEnv = process.env): SystemdHost {
+  static async create(decision: ModeDecision, policyMax: number | null, devicePath: string, env: NodeJS.ProcessEnv = process.env): Promise<SystemdHost> {
     if (env['NOTIFY_SOCKET'] === undefined) throw unfit(`systemd mode runs as a service of systemd, and $NOTIFY_SOCKET is not set: ${UNIT_FIX}`);
     const max = storeCapacity(env['FDSTORE'], policyMax);
-    const { unit, preserve } = storePreserve();
+    const { unit, preserve } = await storePreserve();
     if (preserve !== null && preserve !== 'yes') {
       throw unfit(`${unit ?? 'the unit'} has FileDescriptorStorePreserve=${preserve}: its fd store, and every session in it, would be lost at the kexec. Set FileDescriptorStorePreserve=yes`);
     }
@@ -206,8 +200,7 @@ export class SystemdHost implements AgentHost {
       } catch (error) {
         if (!(error instanceof DeviceBusyError)) throw noDevice(operation, error as LiveUpdateError);
         if (performance.now() - started + DEVICE_RETRY.everyMs > DEVICE_RETRY.totalMs) {
-          const holders = deviceOwners(this.devicePath).map((o) => `pid ${o.pid} (${o.command ?? '?'})`).join(', ') || 'another process';
-          throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', `${this.devicePath} stayed busy for ${DEVICE_RETRY.totalMs} ms: ${holders} holds it. Retry when it is free`, { operation });
+          throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', `${this.devicePath} stayed busy for ${DEVICE_RETRY.totalMs} ms: ${deviceHolders(this.devicePath)} holds it. Retry when it is free`, { operation });
         }
         await sleep(DEVICE_RETRY.everyMs);
       }
