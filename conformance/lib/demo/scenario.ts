@@ -163,8 +163,12 @@ async function beforeUpdate(ctx: StageContext): Promise<JsonValue> {
 /** Stage 2's account, for the agent's owner: what it read from its manifest. */
 export async function manifestRead(ctx: StageContext): Promise<AgentClient> {
   const root = await AgentClient.connect({ socket: SOCKET });
-  const waiting = await root.sessions();
-  ctx.report('say', `agent: manifest read (kexec #${waiting.kexecCount}): ${waiting.sessions.filter((s) => s.state === 'waiting').map((s) => s.kernelName).sort().join(', ')} waiting to be claimed`);
+  const report = await root.sessions();
+  const carried = report.sessions.map((s) => s.kernelName).sort();
+  // On a systemd host the clients' units may have claimed before this asks: they start once the agent is ready.
+  const waiting = report.sessions.filter((s) => s.state === 'waiting').length;
+  const still = waiting === carried.length ? 'all' : `${waiting} of ${carried.length}`;
+  ctx.report('say', `agent: manifest read (kexec #${report.kexecCount}): ${carried.join(', ')} carried over, ${still} waiting to be claimed`);
   return root;
 }
 

@@ -31,7 +31,7 @@ describeOneKernel(
         /bob: preserved as session u1002\.guest-ram/,
         /jump: `liveupdate update`/,
         /stage 2: \S+ up/,
-        /agent: manifest read \(kexec #1\): u1001\.guest-ram, u1002\.guest-ram waiting/,
+        /agent: manifest read \(kexec #1\): u1001\.guest-ram, u1002\.guest-ram carried over/,
         /PASSED in \d+ s: 2 VMs x 16 MiB of guest memory survived a kexec byte for byte/,
         // The systemd path taken apart: each instant was seen (the marker unit, systemd-shutdown, PID 1, the units).
         /the systemd path, span by span:/,

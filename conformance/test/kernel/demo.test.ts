@@ -25,7 +25,7 @@ const PROMISED: readonly RegExp[] = [
   /alice: preserved as session u1001\.guest-ram .* said ready; counter running/,
   /jump: `liveupdate update`/,
   /stage 2: \S+ up/,
-  /agent: manifest read \(kexec #1\): u1001\.guest-ram, u1002\.guest-ram waiting/,
+  /agent: manifest read \(kexec #1\): u1001\.guest-ram, u1002\.guest-ram carried over, all waiting to be claimed/,
   /PASSED in \d+ s: 2 VMs x 16 MiB of guest memory survived a kexec byte for byte/,
   /blackout \(agent manifest, frozenAt -> \.\.\.\): agent back on \/dev\/liveupdate \d+\.\d+ s; alice's memory claimed \d+\.\d+ s, bob's memory claimed \d+\.\d+ s/,
 ];
