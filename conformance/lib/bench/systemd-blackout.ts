@@ -75,7 +75,7 @@ export const BLACKOUT_SPANS: readonly SpanSpec[] = [
   { name: 'the kexec and the new kernel\'s early boot: the old kernel\'s last line to the new one\'s first (its banner reaches the serial console once the console is up, not at its start)', from: 'jump', to: 'kernel_up' },
   { name: 'the new kernel\'s boot: its first line on the console to /init', from: 'kernel_up', to: 'init' },
   { name: '/init to the agent back on /dev/liveupdate (init, node\'s start, the manifest; on systemd PID 1\'s boot, its retrieval and the agent\'s unit too: taken apart below)', from: 'init', to: 'agent_back' },
-  { name: 'the agent back to the last client holding its memory (the clients started by the test bed, on systemd as units once multi-user.target is up; their claims and retrieves)', from: 'agent_back', to: 'last_claim' },
+  { name: 'the agent back to the last client holding its memory (the clients started by the test bed; on systemd, enabled units systemd starts once the agent is ready; their claims and retrieves)', from: 'agent_back', to: 'last_claim' },
   { name: 'total: manifest sealed to the last claim', from: 'frozen', to: 'last_claim' },
 ];
 
