@@ -33,6 +33,7 @@ import * as path from 'node:path';
 import { memfd, type AgentClient, type Session } from 'liveupdate';
 import { AgentProcess } from '../harness/agent.js';
 import { cliModule, runCli } from '../harness/cli.js';
+import { statFields } from '../harness/proc-stat.js';
 import { agentStarts, cpuMs, residentKib } from './agent-snapshot.js';
 import { reportClockSamples } from '../vm/clock.js';
 import type { JsonValue } from '../vm/protocol.js';
@@ -66,8 +67,7 @@ function nowMs(): number {
  */
 function pid1TaskTicks(): number {
   const stat = fs.readFileSync('/proc/1/stat', 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[19]); // fields after the name start at field 3
+  const ticks = Number(statFields(stat)[19]);
   if (!Number.isSafeInteger(ticks) || ticks < 0) throw new Error(`no start time in /proc/1/stat: ${stat}`);
   return ticks;
 }

@@ -22,6 +22,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient } from 'liveupdate';
 import { CLI_ARGS_ENV, cliLauncher, cliModule } from '../harness/cli.js';
+import { statFields } from '../harness/proc-stat.js';
 
 /** The modules `entry` loads, transitively: relative `require("...")` calls and node-gyp-build; keyed by path relative to `root`. */
 export function moduleGraph(root: string, entry: string): Map<string, string> {
@@ -174,7 +175,7 @@ export function cpuMs(pid: number | undefined): number {
 /** utime + stime of /proc/PID/stat (fields 14 and 15), ms. */
 function statCpuMs(pid: number | undefined): number {
   const stat = fs.readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd on
+  const fields = statFields(stat);
   const ticks = Number(fields[11]) + Number(fields[12]);
   if (!Number.isSafeInteger(ticks)) throw new Error(`no CPU times in /proc/${String(pid)}/stat: ${stat}`);
   return (ticks * 1000) / USER_HZ;

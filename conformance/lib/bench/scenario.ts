@@ -25,6 +25,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LiveUpdate, memfd, type Session } from 'liveupdate';
 import { libraryBinding } from '../native.js';
+import { statFields } from '../harness/proc-stat.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
 import { LineChild } from './line-child.js';
@@ -277,8 +278,8 @@ function otherThreadsCpuMs(): number {
     if (Number(tid) === process.pid) continue;
     try {
       const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+      const fields = statFields(stat);
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
     } catch {
       // the thread ended meanwhile
     }

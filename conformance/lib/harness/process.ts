@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import { statFields } from './proc-stat.js';
 
 /** How a process ended and what it printed. */
 export interface ProcessResult {
@@ -90,8 +91,7 @@ export function descendantsOf(pid: number): number[] {
     } catch {
       continue; // gone meanwhile
     }
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const ppid = Number(statFields(stat)[1]);
     const siblings = parents.get(ppid) ?? [];
     siblings.push(Number(entry));
     parents.set(ppid, siblings);
