@@ -890,16 +890,22 @@ const FAILURE = 1;
 
 /**
  * What {@link callNative} shares with the addon (given with the factory,
- * native.setErrorFactory): `ARMED`, set just before the call, makes the
- * addon's synchronous function report a failure of its syscall in
- * `FAILURE` (`index << 12 | errno`, the syscall's index in
- * {@link nativeSyscalls}) and return, instead of making and throwing an
- * error. @internal
+ * native.setErrorFactory, as nativeCallState): `ARMED`, set just before the
+ * call, makes the addon's synchronous function report a failure of its
+ * syscall in `FAILURE` (`index << 12 | errno`, the syscall's index in
+ * {@link reportedSyscalls}) and return, instead of making and throwing an
+ * error.
  */
-export const nativeCallState = new Int32Array(2);
+const callState = new Int32Array(2);
 
-/** The syscalls the addon has reported failures of, by the index it gives them (it adds each on first use). @internal */
-export const nativeSyscalls: string[] = [];
+/** The syscalls the addon has reported failures of, by the index it gives them (it adds each on first use). */
+const reportedSyscalls: string[] = [];
+
+// Exported under other names, so that this module's own uses read its
+// constants, not properties of its CommonJS exports (a failing call's
+// functions run in the interpreter: a call that always throws never returns
+// often enough to be optimized, and each property load there is generic).
+export { callState as nativeCallState, reportedSyscalls as nativeSyscalls };
 
 /**
  * Runs a synchronous native call, translating its failure. @internal
@@ -927,19 +933,20 @@ export function callSync<T>(context: ErrorContext, call: () => T): T {
 export function callNative<A extends unknown[], R>(context: ErrorContext, fn: (...args: A) => R, ...args: A): R {
   const outer = calling;
   calling = context;
-  nativeCallState[ARMED] = 1;
+  callState[ARMED] = 1;
   let result: R;
   try {
     result = fn(...args);
   } catch (error) {
-    throw translateError(error, context);
-  } finally {
     calling = outer;
-    nativeCallState[ARMED] = 0;
+    callState[ARMED] = 0;
+    throw translateError(error, context);
   }
-  const failure = nativeCallState[FAILURE]!;
+  calling = outer;
+  callState[ARMED] = 0;
+  const failure = callState[FAILURE]!;
   if (failure === 0) return result;
-  nativeCallState[FAILURE] = 0;
+  callState[FAILURE] = 0;
   throw reportedError(failure, context);
 }
 
@@ -954,7 +961,7 @@ export function callNative<A extends unknown[], R>(context: ErrorContext, fn: (.
 function reportedError(failure: number, context: ErrorContext): LiveUpdateError {
   const errno = -(failure & 0xfff);
   // The addon reports only errnos libuv names (node's table is libuv's), of syscalls it named.
-  const syscall = nativeSyscalls[failure >>> 12] ?? '';
+  const syscall = reportedSyscalls[failure >>> 12] ?? '';
   systemErrors ??= getSystemErrorMap();
   const [code, text] = systemErrors.get(errno) ?? [`E${-errno}`, `errno ${-errno}`];
   const system = { errno, code, syscall };
