@@ -947,16 +947,20 @@ export function callNative<A extends unknown[], R>(context: ErrorContext, fn: (.
   const failure = callState[FAILURE]!;
   if (failure === 0) return result;
   callState[FAILURE] = 0;
-  throw reportedError(failure, context);
+  const error = reportedError(failure, context);
+  // Captured here: the walk to the frames kept starts at this frame, not in
+  // reportedError's (optimized, and so costly to walk).
+  Error.captureStackTrace(error, callNative);
+  throw error;
 }
 
 /**
  * The typed error for a failure the addon reported to {@link callNative}:
  * the one its factory would have planned. Made as node makes its own
  * errors: constructed without a stack capture (a limit that is not a
- * number), then captured once, below callNative (the public function's
- * frame first, then the user's). Its cause, the system error, shows the
- * same frames under its own header.
+ * number), for callNative to capture once, below itself (the public
+ * function's frame first, then the user's). Its cause, the system error,
+ * shows the same frames under its own header.
  */
 function reportedError(failure: number, context: ErrorContext): LiveUpdateError {
   const errno = -(failure & 0xfff);
@@ -980,7 +984,6 @@ function reportedError(failure: number, context: ErrorContext): LiveUpdateError 
   } else {
     error = typedKernelError(system, context, capturedCause(message, system));
   }
-  Error.captureStackTrace(error, callNative);
   return error;
 }
 
