@@ -896,7 +896,8 @@ const FAILURE = 1;
  * {@link reportedSyscalls}) and return, instead of making and throwing an
  * error.
  */
-const callState = new Int32Array(2);
+// Over an ArrayBuffer of its own: its memory is off V8's heap, so the address the addon keeps stays valid.
+const callState = new Int32Array(new ArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
 
 /** The syscalls the addon has reported failures of, by the index it gives them (it adds each on first use). */
 const reportedSyscalls: string[] = [];

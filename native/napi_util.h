@@ -53,7 +53,7 @@ Napi::Value SetErrorFactory(const Napi::CallbackInfo& info);
 // (syscall's index in syscalls) << 12 | errno, 0 for none.
 enum CallStateSlot { kArmed = 0, kFailure = 1, kCallStateSlots = 2 };
 // Whether the TypeScript layer armed the sync call just entered (and
-// disarms it: a later call in the same callSync throws as usual).
+// disarms it: any later call throws as usual).
 bool TakeArm(napi_env env);
 // An armed call's failure: reported in callState, the TypeScript layer
 // builds and throws the typed error itself (no JS error made here, no
