@@ -127,6 +127,8 @@ struct NewFd {
 // then becomes a JS value. `fds` holds any copies `run` acts on.
 template <typename T>
 struct Call {
+  // A string literal: it outlives a queued call, and ReportFailure knows
+  // each syscall by its address.
   const char* syscall;
   std::function<int(T&)> run;
   FdArgs fds = FdArgs(When::kNow);
