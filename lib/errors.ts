@@ -881,8 +881,32 @@ function stacksAsNodeWrites(): boolean {
   return Error.prepareStackTrace === nodePrepareStackTrace && Object.getOwnPropertyDescriptor(Error, 'stackTraceLimit')?.writable === true;
 }
 
-/** The context of the synchronous native call running ({@link callSync}), for the errors the addon makes during it. */
+/** The context of the synchronous native call running ({@link callSync}, {@link callNative}), for the errors the addon makes during it. */
 let calling: ErrorContext | undefined;
+
+/** {@link nativeCallState}'s slots (native/napi_util.h, CallStateSlot). */
+const ARMED = 0;
+const FAILURE = 1;
+
+/**
+ * What {@link callNative} shares with the addon (given with the factory,
+ * native.setErrorFactory, as nativeCallState): `ARMED`, set just before the
+ * call, makes the addon's synchronous function report a failure of its
+ * syscall in `FAILURE` (`index << 12 | errno`, the syscall's index in
+ * {@link reportedSyscalls}) and return, instead of making and throwing an
+ * error.
+ */
+// Over an ArrayBuffer of its own: its memory is off V8's heap, so the address the addon keeps stays valid.
+const callState = new Int32Array(new ArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
+
+/** The syscalls the addon has reported failures of, by the index it gives them (it adds each on first use). */
+const reportedSyscalls: string[] = [];
+
+// Exported under other names, so that this module's own uses read its
+// constants, not properties of its CommonJS exports (a failing call's
+// functions run in the interpreter: a call that always throws never returns
+// often enough to be optimized, and each property load there is generic).
+export { callState as nativeCallState, reportedSyscalls as nativeSyscalls };
 
 /**
  * Runs a synchronous native call, translating its failure. @internal
@@ -897,6 +921,81 @@ export function callSync<T>(context: ErrorContext, call: () => T): T {
   } finally {
     calling = outer;
   }
+}
+
+/**
+ * {@link callSync} of one function of the addon's, `fn(...args)`, at the
+ * price of node's own errors: `fn` reports a failed syscall here instead
+ * of throwing, and the typed error is made and thrown once, from
+ * JavaScript. `fn` must be the binding's function itself: a JavaScript
+ * function between would see the addon return undefined where it threw.
+ * @internal
+ */
+export function callNative<A extends unknown[], R>(context: ErrorContext, fn: (...args: A) => R, ...args: A): R {
+  const outer = calling;
+  calling = context;
+  callState[ARMED] = 1;
+  let result: R;
+  try {
+    result = fn(...args);
+  } catch (error) {
+    calling = outer;
+    callState[ARMED] = 0;
+    throw translateError(error, context);
+  }
+  calling = outer;
+  callState[ARMED] = 0;
+  const failure = callState[FAILURE]!;
+  if (failure === 0) return result;
+  callState[FAILURE] = 0;
+  const error = reportedError(failure, context);
+  // Captured here: the walk to the frames kept starts at this frame, not in
+  // reportedError's (optimized, and so costly to walk).
+  Error.captureStackTrace(error, callNative);
+  throw error;
+}
+
+/**
+ * The typed error for a failure the addon reported to {@link callNative}:
+ * the one its factory would have planned. Made as node makes its own
+ * errors: constructed without a stack capture (a limit that is not a
+ * number), for callNative to capture once, below itself (the public
+ * function's frame first, then the user's). Its cause, the system error,
+ * shows the same frames under its own header.
+ */
+function reportedError(failure: number, context: ErrorContext): LiveUpdateError {
+  const errno = -(failure & 0xfff);
+  // The addon reports only errnos libuv names (node's table is libuv's), of syscalls it named.
+  const syscall = reportedSyscalls[failure >>> 12] ?? '';
+  systemErrors ??= getSystemErrorMap();
+  const [code, text] = systemErrors.get(errno) ?? [`E${-errno}`, `errno ${-errno}`];
+  const system = { errno, code, syscall };
+  const message = `${code}: ${text}, ${syscall}`;
+  let error: LiveUpdateError;
+  if (stacksAsNodeWrites()) {
+    const cause = uncapturedCause(message, system);
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = undefined as unknown as number;
+    try {
+      error = typedKernelError(system, context, cause);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+    CauseStack.frame(cause, error);
+  } else {
+    error = typedKernelError(system, context, capturedCause(message, system));
+  }
+  return error;
+}
+
+/** The system error as the addon makes it, its own stack captured below {@link callNative}: under a program's own Error.prepareStackTrace, or a frozen Error.stackTraceLimit. */
+function capturedCause(message: string, system: NativeSystemError): Error & NativeSystemError {
+  const cause = new Error(message) as Error & NativeSystemError;
+  Error.captureStackTrace(cause, callNative);
+  cause.errno = system.errno;
+  cause.code = system.code;
+  cause.syscall = system.syscall;
+  return cause;
 }
 
 /**
@@ -973,8 +1072,10 @@ class CauseStack extends Stamp {
  * own would have).
  */
 function uncapturedCause(message: string, system: NativeSystemError): Error & NativeSystemError {
+  // Not a number: V8 captures nothing at all (0 would still capture, and
+  // format an empty stack when defineProperty reads the old one).
   const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
+  Error.stackTraceLimit = undefined as unknown as number;
   let cause: Error;
   try {
     cause = new Error(message);

@@ -3,7 +3,7 @@
  * (a VM's guest memory, a cache's data set), their seals, and punching holes
  * in them (a VM's balloon).
  */
-import { callAsync, callSync, translateError, type ErrorContext } from './errors.js';
+import { callAsync, callNative, translateError, type ErrorContext } from './errors.js';
 import { native } from './native.js';
 import { checkBoolean, checkFd, checkOptions, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
@@ -81,7 +81,7 @@ export async function create(name: string, options?: CreateOptions): Promise<num
 /** The synchronous form of {@link create}. */
 export function createSync(name: string, options?: CreateOptions): number {
   const flags = createFlags(options);
-  return callSync({ operation: 'memfd.create' }, () => native.memfdCreate(checkName(name), flags));
+  return callNative({ operation: 'memfd.create' }, native.memfdCreate, checkName(name), flags);
 }
 
 function sealContext(operation: 'memfd.addSeals' | 'memfd.getSeals', fd: number): ErrorContext {
@@ -146,7 +146,7 @@ export async function getSeals(fd: number): Promise<number> {
 /** The synchronous form of {@link getSeals}. */
 export function getSealsSync(fd: number): number {
   const context = sealContext('memfd.getSeals', fd);
-  return callSync(context, () => native.getSeals(fd));
+  return callNative(context, native.getSeals, fd);
 }
 
 function checkRange(offset: unknown, length: unknown): { offset: bigint; length: bigint } {

@@ -6,7 +6,7 @@
  * @internal
  */
 import * as path from 'node:path';
-import { callSync, errorFromNative, packageError, type Operation } from './errors.js';
+import { callNative, errorFromNative, nativeCallState, nativeSyscalls, packageError, type Operation } from './errors.js';
 
 /** A kernel call in its synchronous and Promise forms. @internal */
 type Both<Name extends string, Args extends unknown[], Result> = {
@@ -134,9 +134,14 @@ export type NativeBinding = LuoBinding &
      * Registers the factory the addon asks for each system error it makes
      * (errorFromNative): it answers `[constructor, ...arguments]`, which
      * the addon constructs, or undefined, and the addon makes the system
-     * error itself. Optional: a build from before it has none.
+     * error itself; and the state a sync call armed by callNative reports
+     * its failure in. Optional: a build from before it has none.
      */
-    setErrorFactory?(factory: ((errno: number, code: string, text: string, syscall: string) => readonly unknown[] | undefined) | undefined): void;
+    setErrorFactory?(
+      factory: ((errno: number, code: string, text: string, syscall: string) => readonly unknown[] | undefined) | undefined,
+      callState?: Int32Array,
+      syscalls?: string[],
+    ): void;
   };
 
 /** How to get the addon, for users whose install skipped its build. */
@@ -162,7 +167,7 @@ export function loadNative(): NativeBinding {
     const chosen = process.env['LIVEUPDATE_ADDON'];
     const loaded = (chosen !== undefined ? (require(chosen) as unknown) : (sourceBuild(root) ?? findAddon(root))) as NativeBinding;
     // A build older than the factory makes every error itself, as before.
-    if (typeof loaded.setErrorFactory === 'function') loaded.setErrorFactory(errorFromNative);
+    if (typeof loaded.setErrorFactory === 'function') loaded.setErrorFactory(errorFromNative, nativeCallState, nativeSyscalls);
     binding = loaded;
     return binding;
   } catch (cause) {
@@ -209,5 +214,5 @@ export const native: NativeBinding = new Proxy({} as NativeBinding, {
 
 /** Closes an fd this package owns; a failure is a typed error for `operation` (`close` by default). @internal */
 export function closeFd(fd: number, operation: Operation = 'close'): void {
-  callSync({ operation, fd }, () => native.close(fd));
+  callNative({ operation, fd }, native.close, fd);
 }

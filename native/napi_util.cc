@@ -38,12 +38,69 @@ AddonData& Data(Napi::Env env) {
 }
 
 Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   Napi::Value fn = info[0];
-  if (!fn.IsUndefined() && !fn.IsFunction()) ThrowArgType(info.Env(), "factory", "of type function");
-  AddonData& data = Data(info.Env());
+  if (!fn.IsUndefined() && !fn.IsFunction()) ThrowArgType(env, "factory", "of type function");
+  bool with_state = info.Length() > 1 && !info[1].IsUndefined();
+  if (with_state) {
+    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        info[1].As<Napi::Int32Array>().ElementLength() != kCallStateSlots) {
+      ThrowArgType(env, "callState", "an Int32Array of 2 elements");
+    }
+    if (info.Length() < 3 || !info[2].IsArray()) ThrowArgType(env, "syscalls", "of type Array");
+  }
+  AddonData& data = Data(env);
   data.error_factory.Reset();
   if (fn.IsFunction()) data.error_factory = Napi::Persistent(fn.As<Napi::Function>());
-  return info.Env().Undefined();
+  if (with_state) {
+    Napi::Int32Array state = info[1].As<Napi::Int32Array>();
+    data.call_state = Napi::Persistent(state);
+    data.slots = state.Data();
+    data.syscalls.clear();
+    data.syscall_names = Napi::Persistent(info[2].As<Napi::Array>());
+  }
+  return env.Undefined();
+}
+
+bool TakeArm(napi_env env) {
+  void* raw = nullptr;
+  if (napi_get_instance_data(env, &raw) != napi_ok || raw == nullptr) return false;
+  int32_t* slots = static_cast<AddonData*>(raw)->slots;
+  if (slots == nullptr || slots[kArmed] == 0) return false;
+  slots[kArmed] = 0;
+  return true;
+}
+
+namespace {
+
+// The index of `syscall` in the syscalls named to the TypeScript layer
+// (named there on first use), or -1 if it cannot be.
+int SyscallIndex(napi_env env, AddonData& data, const char* syscall) {
+  // A handful of string literals: a linear search of their addresses.
+  for (size_t i = 0; i < data.syscalls.size(); ++i) {
+    if (data.syscalls[i] == syscall) return static_cast<int>(i);
+  }
+  uint32_t index = static_cast<uint32_t>(data.syscalls.size());
+  napi_value names = nullptr, name = nullptr;
+  if (index >= (1u << 19) || napi_get_reference_value(env, data.syscall_names.operator napi_ref(), &names) != napi_ok ||
+      names == nullptr || napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_set_element(env, names, index, name) != napi_ok) {
+    return -1;
+  }
+  data.syscalls.push_back(syscall);
+  return static_cast<int>(index);
+}
+
+}  // namespace
+
+Napi::Value ReportFailure(Napi::Env env, int err, const char* syscall) {
+  auto* data = env.GetInstanceData<AddonData>();
+  int index = data == nullptr || data->slots == nullptr || err <= 0 || err >= (1 << 12) || !UvKnows(err)
+                  ? -1
+                  : SyscallIndex(env, *data, syscall);
+  if (index < 0) return ThrowErrno(env, err, syscall);
+  data->slots[kFailure] = (index << 12) | err;
+  return env.Undefined();
 }
 
 namespace {

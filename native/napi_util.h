@@ -40,9 +40,27 @@ namespace lu::napi {
 // `factory` false: never the factory's (an error that gets fields of its
 // own before it reaches JS, such as fd passing's outOfStep).
 napi_value ErrnoErrorValue(napi_env env, int err, const char* syscall, bool factory = true);
-// setErrorFactory(fn): the factory of every later error of this addon in
-// this environment (undefined: none).
+// setErrorFactory(fn[, callState, syscalls]): the factory of every later
+// error of this addon in this environment (undefined: none). callState (an
+// Int32Array of kCallStateSlots) and syscalls (an Array) are the TypeScript
+// layer's side of ReportFailure; given once, kept when later calls omit them.
 Napi::Value SetErrorFactory(const Napi::CallbackInfo& info);
+
+// The slots of callState. kArmed: set by the TypeScript layer just before it
+// calls a sync form itself and checks the result (callNative); the sync form
+// entered takes it (TakeArm), so it applies to that call alone. kFailure:
+// where an armed call that failed reports it instead of throwing,
+// (syscall's index in syscalls) << 12 | errno, 0 for none.
+enum CallStateSlot { kArmed = 0, kFailure = 1, kCallStateSlots = 2 };
+// Whether the TypeScript layer armed the sync call just entered (and
+// disarms it: any later call throws as usual).
+bool TakeArm(napi_env env);
+// An armed call's failure: reported in callState, the TypeScript layer
+// builds and throws the typed error itself (no JS error made here, no
+// throw across the addon's boundary: one throw, from JS, for the whole
+// failure). Errnos libuv does not name are thrown as usual (the TypeScript
+// layer names errnos from node's table, which is libuv's).
+Napi::Value ReportFailure(Napi::Env env, int err, const char* syscall);
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, bool factory = true);
 Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall);
 
@@ -109,6 +127,8 @@ struct NewFd {
 // then becomes a JS value. `fds` holds any copies `run` acts on.
 template <typename T>
 struct Call {
+  // A string literal: it outlives a queued call, and ReportFailure knows
+  // each syscall by its address.
   const char* syscall;
   std::function<int(T&)> run;
   FdArgs fds = FdArgs(When::kNow);
@@ -145,10 +165,10 @@ Napi::Value Guarded(Napi::Env env, const char* what, Run&& run) {
 }
 
 template <typename T>
-Napi::Value RunSync(Napi::Env env, const Call<T>& call) {
+Napi::Value RunSync(Napi::Env env, const Call<T>& call, bool armed = false) {
   T result{};
   int rc = call.run(result);
-  if (rc < 0) return ThrowErrno(env, -rc, call.syscall);
+  if (rc < 0) return armed ? ReportFailure(env, -rc, call.syscall) : ThrowErrno(env, -rc, call.syscall);
   Napi::Value value = ToJs(env, result);
   HandOver(result);  // Returned to JS below: nothing can fail after this.
   return value;
@@ -225,7 +245,8 @@ class CallWorker {
 template <typename T, Prepare<T> prepare>
 void ExportSyncCall(Napi::Env env, Napi::Object exports, const char* name) {
   exports.Set(name, Napi::Function::New(env, [name](const Napi::CallbackInfo& info) {
-                return Guarded(info.Env(), name, [&] { return RunSync(info.Env(), prepare(info, FdArgs(When::kNow))); });
+                bool armed = TakeArm(info.Env());
+                return Guarded(info.Env(), name, [&] { return RunSync(info.Env(), prepare(info, FdArgs(When::kNow)), armed); });
               }, name));
 }
 
@@ -241,9 +262,16 @@ void ExportCall(Napi::Env env, Napi::Object exports, const char* name) {
 }
 
 // What the addon keeps per environment (its instance data, made on first
-// use): the error factory, and the fd-passing result's property names.
+// use): the error factory, the TypeScript layer's call state (slots points
+// into the Int32Array call_state holds), the syscalls named to it so far
+// (each one's index is its place in both lists), and the fd-passing
+// result's property names.
 struct AddonData {
   Napi::FunctionReference error_factory;
+  Napi::Reference<Napi::Int32Array> call_state;
+  int32_t* slots = nullptr;
+  std::vector<const char*> syscalls;
+  Napi::Reference<Napi::Array> syscall_names;
   Napi::Reference<Napi::Array> result_names;
 };
 AddonData& Data(Napi::Env env);
