@@ -110,6 +110,11 @@ int pipe_cloexec(int fds[2]);
 ssize_t send_msg(int fd, const uint8_t* data, size_t len, const int* fds, size_t nfds);
 // The same, of the bytes of `iovcnt` pieces (at most 2).
 ssize_t send_msgv(int fd, const struct iovec* iov, int iovcnt, const int* fds, size_t nfds);
+// The same, of one piece, sent so that the kernel's answer tells the
+// socket's type without a syscall more: sent by a connected seqpacket
+// socket only; a stream refuses it with EISCONN (or EOPNOTSUPP), a
+// datagram or a non-Unix socket with EINVAL or EOPNOTSUPP (see fdpass.cc).
+ssize_t send_msg_probing(int fd, const struct iovec* iov, const int* fds, size_t nfds);
 
 // What one recvmsg returned besides the byte count.
 struct RecvInfo {
@@ -150,7 +155,8 @@ struct Step {
 class FdSender {
  public:
   FdSender(int sock, const uint8_t* data, size_t len, const int* fds, size_t nfds, Framing framing);
-  // Learns the socket type; call once before step().
+  // Call once before step(). No syscall: the socket's type, where the
+  // message's layout depends on it, is learnt from the first sendmsg.
   Step start();
   Step step();
   // Bytes sent so far, the frame header included.
@@ -175,6 +181,13 @@ class FdSender {
   size_t total() const { return header_len_ + skipped_ + len_; }
   // Bytes of data_ sent so far.
   size_t data_done() const;
+  // Whether the bytes to send are known: the type is, or does not matter.
+  bool layout_known() const;
+  // Lays the message out for a socket of `type` (a stream: the header).
+  Step set_type(int type);
+  // Sends the message as on a seqpacket socket if it is one (`done`), else
+  // learns the type from the kernel's refusal (see send_msg_probing).
+  Step probe(bool& done);
 
   int sock_;
   const uint8_t* data_;  // The bytes not dropped by own_bytes, len_ of them.
@@ -187,7 +200,7 @@ class FdSender {
   Framing framing_;
   uint8_t header_[kFrameHeaderSize] = {};
   size_t header_len_ = 0;
-  int type_ = 0;
+  int type_ = 0;  // 0 until learnt.
   size_t sent_ = 0;
 };
 
