@@ -129,6 +129,11 @@ function checkFds(fds: unknown): readonly number[] {
   return fds as readonly number[];
 }
 
+/** The fds as the native send takes them: a message's usual one fd as a number, which it reads without an array. */
+function fdsArg(fds: readonly number[]): number | readonly number[] {
+  return fds.length === 1 ? fds[0]! : fds;
+}
+
 function toBytes(data: unknown): Uint8Array {
   if (data === undefined) return new Uint8Array(0);
   if (typeof data === 'string') return Buffer.from(data, 'utf8');
@@ -523,7 +528,7 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   const key = untracked() ? undefined : callSync({ operation: 'sendFds', fd: first }, () => trackedKey(first, 'send'));
   if (key !== undefined) checkInStep(key, 'send');
   if (key === undefined || !queues.has(key)) {
-    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, checked, framing), isSent);
+    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, fdsArg(checked), framing), isSent);
     if (typeof now !== 'number') await now;
     return;
   }
@@ -563,7 +568,7 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
   const fd = socketFd(socket, 'send');
   const key = enterSync(fd, 'send');
   try {
-    loadNative().sendFds(fd, bytes, checked, framing, timeout);
+    loadNative().sendFds(fd, bytes, fdsArg(checked), framing, timeout);
   } catch (error) {
     throw syncFailure(error, fd, 'send', key);
   }
@@ -599,8 +604,7 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   if (key !== undefined) checkInStep(key, 'recv');
   if (key === undefined || !queues.has(key)) {
     const into = intoFor(maxBytes);
-    const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> =>
-      into === undefined ? loadNative().recvFdsAsync(first, maxBytes, maxFds, framing) : loadNative().recvFdsAsync(first, maxBytes, maxFds, framing, into.data, into.meta);
+    const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> => loadNative().recvFdsAsync(first, maxBytes, maxFds, framing, into);
     const started = startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isReceived);
     const now = started instanceof Promise ? await started : started;
     if (typeof now === 'number' && intoBuffers!.meta[0] === STATUS_OK) return messageInto(now);
@@ -633,7 +637,7 @@ export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'sig
   const key = enterSync(fd, 'recv');
   let now: number | NativeRecvResult;
   try {
-    now = into === undefined ? loadNative().recvFds(fd, maxBytes, maxFds, framing) : loadNative().recvFds(fd, maxBytes, maxFds, framing, into.data, into.meta);
+    now = loadNative().recvFds(fd, maxBytes, maxFds, framing, into);
   } catch (error) {
     throw syncFailure(error, fd, 'recv', key);
   }
@@ -662,9 +666,19 @@ function received(now: number | NativeRecvResult, maxFds: number, maxBytes: numb
  */
 let intoBuffers: { readonly data: Buffer; readonly meta: Int32Array } | undefined;
 
-function intoFor(maxBytes: number): { readonly data: Buffer; readonly meta: Int32Array } | undefined {
-  if (maxBytes > DEFAULT_MAX_BYTES) return undefined;
-  return (intoBuffers ??= { data: Buffer.allocUnsafeSlow(DEFAULT_MAX_BYTES), meta: new Int32Array(RECV_META_HEADER + MAX_FDS_PER_MESSAGE) });
+/**
+ * Whether a receive of `maxBytes` is written into {@link intoBuffers}
+ * (made on the first, and registered with the native side then, which
+ * passing `true` in their place names).
+ */
+function intoFor(maxBytes: number): boolean {
+  if (maxBytes > DEFAULT_MAX_BYTES) return false;
+  if (intoBuffers === undefined) {
+    const buffers = { data: Buffer.allocUnsafeSlow(DEFAULT_MAX_BYTES), meta: new Int32Array(RECV_META_HEADER + MAX_FDS_PER_MESSAGE) };
+    loadNative().setRecvRoom(buffers.data, buffers.meta);
+    intoBuffers = buffers;
+  }
+  return true;
 }
 
 /** Numbers in front of the fds in `meta`: status, fds dropped, length, outOfStep, fd count. */
