@@ -82,7 +82,7 @@ export type FdPassBinding = {
   /** With `data` and `meta` (or `true`) as for recvFds: a receive done at once is written there (the byte count returned). */
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number | Cancellable<NativeRecvResult>;
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, into: boolean): number | NativeRecvResult | Cancellable<NativeRecvResult>;
-  /** Registers the buffers a receive given `true` writes into, for this environment (kept alive until replaced). */
+  /** Registers the buffers a receive given `true` writes into: once per environment (a second call throws), kept alive with it. */
   setRecvRoom(data: Uint8Array, meta: Int32Array): void;
   waitReadable(fd: number, timeoutMs: number): boolean;
   waitReadableAsync(fd: number): Cancellable<boolean>;

@@ -720,7 +720,8 @@ void* ArgRoom(const Napi::CallbackInfo& info, size_t index, napi_typedarray_type
 // TypeScript layer passes `true` in their place: registered once per
 // environment (setRecvRoom), so that a receive does not look its two typed
 // arrays up again. References keep them alive; the environment's cleanup
-// forgets them (a Worker's environment lives on its own thread).
+// forgets them (a Worker's environment lives on its own thread). The
+// references are the environment's, deleted with it.
 struct RecvRoom {
   napi_env env = nullptr;
   napi_ref data_ref = nullptr;
@@ -740,17 +741,15 @@ Napi::Value SetRecvRoom(const Napi::CallbackInfo& info) {
   room.env = env;
   room.into.data = static_cast<uint8_t*>(ArgRoom(info, 0, napi_uint8_array, "data", "an instance of Uint8Array", room.data_length));
   room.into.meta = static_cast<int32_t*>(ArgRoom(info, 1, napi_int32_array, "meta", "an instance of Int32Array", room.meta_length));
+  // Once: a receive that wrote elsewhere than where its caller reads would
+  // hand it another call's fds.
+  if (recv_room.env == env) ThrowArgType(env, "data", "not given before (setRecvRoom is called once per environment)");
   NAPI_THROW_IF_FAILED(env, napi_create_reference(env, info[0], 1, &room.data_ref), Napi::Value());
   if (napi_create_reference(env, info[1], 1, &room.meta_ref) != napi_ok) {
     napi_delete_reference(env, room.data_ref);
     NAPI_THROW(Napi::Error::New(env), Napi::Value());
   }
-  if (recv_room.env == env) {
-    napi_delete_reference(env, recv_room.data_ref);
-    napi_delete_reference(env, recv_room.meta_ref);
-  } else {
-    napi_add_env_cleanup_hook(env, ForgetRecvRoom, nullptr);
-  }
+  napi_add_env_cleanup_hook(env, ForgetRecvRoom, nullptr);
   recv_room = room;
   return info.Env().Undefined();
 }
