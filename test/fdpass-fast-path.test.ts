@@ -10,6 +10,7 @@
  * the syscalls a round trip makes are counted, as the kernel sees them.
  */
 import { spawnSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -211,6 +212,60 @@ describe('a socket that is not a Unix socket is refused with a typed error, and 
     } finally {
       closeAll([r, w]);
     }
+  });
+});
+
+describe('a receive done within its call writes into buffers of its own environment', () => {
+  it('a Worker and the main thread receiving at the same time each read their own messages and fds', async () => {
+    // Each environment registers its buffers once; were they shared, one
+    // thread would read the other's bytes and fd numbers.
+    const rounds = 2000;
+    const script = `
+const { parentPort } = require('node:worker_threads');
+const lu = require(${JSON.stringify(DIST)});
+const fs = require('fs');
+const [a, b] = lu.socketPair('seqpacket');
+const file = lu.memfd.createSync('worker');
+fs.writeSync(file, 'worker');
+let wrong = 0;
+for (let i = 0; i < ${rounds}; i++) {
+  lu.sendFdsSync(a, [file], 'worker ' + i);
+  const got = lu.recvFdsSync(b);
+  if (got.data.toString() !== 'worker ' + i || fs.readFileSync('/proc/self/fd/' + got.fds[0], 'utf8') !== 'worker') wrong++;
+  fs.closeSync(got.fds[0]);
+}
+parentPort.postMessage(wrong);
+`;
+    const worker = new Worker(script, { eval: true });
+    const done = new Promise<number>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    const [a, b] = socketPair('seqpacket');
+    const file = memfdWith('main');
+    let wrong = 0;
+    try {
+      for (let i = 0; i < rounds; i++) {
+        sendFdsSync(a, [file], `main ${i}`);
+        const got = recvFdsSync(b);
+        if (got.data.toString() !== `main ${i}` || contentOf(got.fds[0]!) !== 'main') wrong++;
+        closeAll(got.fds);
+        if (i % 100 === 0) await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect(wrong).toBe(0);
+      expect(await done).toBe(0);
+    } finally {
+      closeAll([a, b, file]);
+      await worker.terminate();
+    }
+  });
+
+  it('the binding registers them once per environment: a second registration is refused', () => {
+    const [a, b] = socketPair('seqpacket');
+    sendFdsSync(a, [], 'x');
+    expect(recvFdsSync(b).data.toString()).toBe('x'); // Registered by now, if not before.
+    closeAll([a, b]);
+    expect(() => native.setRecvRoom(new Uint8Array(65536), new Int32Array(258))).toThrow(TypeError);
   });
 });
 
