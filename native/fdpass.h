@@ -259,6 +259,9 @@ class FdReceiver {
   Step step_checked();
   Step step_message();
   Step step_raw();
+  Step step_raw_in_place();
+  // getsockopt(SO_TYPE) into type_.
+  Step learn_type();
   Step step_frame();
   bool read_header_done(Step& s);
   Step read_into(uint8_t* buf, size_t len, size_t& got, bool at_frame_start);
@@ -270,7 +273,7 @@ class FdReceiver {
   size_t max_bytes_;
   size_t max_fds_;
   Framing framing_;
-  int type_ = 0;
+  int type_ = 0;  // 0 until learnt (a raw receive into the room may never ask).
   RecvStatus status_ = RecvStatus::kOk;
   RecvStatus pending_ = RecvStatus::kOk;  // Reported once the frame is read.
   bool finished_ = false;
