@@ -410,7 +410,7 @@ FdReceiver::FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing 
 Step FdReceiver::start() {
   // Raw bytes read into the caller's room take one recvmsg on every type:
   // the type is asked only if the read says nothing it could tell
-  // (step_raw_in_place). A frame's reads depend on it from the first byte.
+  // (step_message). A frame's reads depend on it from the first byte.
   if (framing_ == Framing::kNone && room_ != nullptr) return {};
   return learn_type();
 }
@@ -434,12 +434,14 @@ Step FdReceiver::step() {
 }
 
 Step FdReceiver::step_checked() {
-  if (type_ == 0) {
-    if (room_ != nullptr) return step_raw_in_place();
-    // Moved off the caller's room (Detach) before a byte came: ask now.
+  // A raw receive moved off the caller's room (Detach) before a byte came
+  // needs the type now: the reads into its own buffer depend on it.
+  if (type_ == 0 && room_ == nullptr) {
     Step s = learn_type();
     if (s.err != 0) return s;
   }
+  // Unknown still: raw bytes into the room, which a record and a stream
+  // take alike (step_message).
   if (type_ != SOCK_STREAM) return step_message();
   return framing_ == Framing::kFrame ? step_frame() : step_raw();
 }
@@ -516,9 +518,21 @@ Step FdReceiver::step_message() {
   }
   message_len_ = info.full_len;
   if (info.ctrunc) return finish(RecvStatus::kCtrunc);
+  // Only a record reports more than it copied: a stream read (a raw one of
+  // a type not asked) never exceeds max_bytes.
   if (info.full_len > max_bytes_) return finish(RecvStatus::kTrunc);
-  // A seqpacket read of 0 bytes and no fds is the peer's shutdown.
-  if (type_ == SOCK_SEQPACKET && n == 0 && fds_.empty()) return finish(RecvStatus::kEof);
+  if (n == 0 && fds_.empty()) {
+    // Nothing came: the peer's shutdown (seqpacket, or a stream read raw
+    // without its type), or an empty datagram. Only this needs the type.
+    if (type_ == 0) {
+      Step s = learn_type();
+      if (s.err != 0) {
+        in_place_ = false;
+        return s;
+      }
+    }
+    if (type_ != SOCK_DGRAM) return finish(RecvStatus::kEof);
+  }
   return finish(RecvStatus::kOk);
 }
 
@@ -535,33 +549,6 @@ Step FdReceiver::step_raw() {
   message_len_ = static_cast<size_t>(n);
   if (info.ctrunc) return finish(RecvStatus::kCtrunc);
   return finish(n == 0 ? RecvStatus::kEof : RecvStatus::kOk);
-}
-
-// Raw bytes of a socket of a type not asked, straight into the room: a
-// record whole (MSG_TRUNC tells its real length), or what a stream has
-// queued, up to max_bytes (a stream never reports more than it copied).
-// Only an empty read needs the type: a stream's or seqpacket's EOF, or an
-// empty datagram.
-Step FdReceiver::step_raw_in_place() {
-  RecvInfo info;
-  ssize_t n = recv_msg(sock_, room_, max_bytes_, max_fds_, true, info);
-  if (n == -EAGAIN) return again(POLLIN);
-  if (n < 0) return failed(static_cast<int>(-n), "recvmsg");
-  keep(info.fds);
-  in_place_ = true;
-  placed_ = static_cast<size_t>(n);
-  message_len_ = info.full_len;
-  if (info.ctrunc) return finish(RecvStatus::kCtrunc);
-  if (info.full_len > max_bytes_) return finish(RecvStatus::kTrunc);
-  if (n == 0 && fds_.empty()) {
-    Step s = learn_type();
-    if (s.err != 0) {
-      in_place_ = false;
-      return s;
-    }
-    if (type_ != SOCK_DGRAM) return finish(RecvStatus::kEof);
-  }
-  return finish(RecvStatus::kOk);
 }
 
 // Reads up to len - got bytes at buf + got. Fds may only arrive on the

@@ -259,7 +259,6 @@ class FdReceiver {
   Step step_checked();
   Step step_message();
   Step step_raw();
-  Step step_raw_in_place();
   // getsockopt(SO_TYPE) into type_.
   Step learn_type();
   Step step_frame();
