@@ -57,9 +57,11 @@ enum class Framing {
 // SOCK_DGRAM of an AF_UNIX socket, -EAFNOSUPPORT for another family.
 int socket_type(int fd);
 
-// getsockopt(SO_TYPE) alone: what a send or receive must know to frame its
-// bytes. One syscall; the family is the kernel's to refuse (sendmsg of
-// SCM_RIGHTS on a socket that is not AF_UNIX: EINVAL).
+// getsockopt(SO_TYPE) alone: what a receive must know to read a frame
+// (a stream's header first, a record whole). One syscall, and no family
+// check: the kernel lets a TCP or UDP socket take SCM_RIGHTS and drops the
+// fds, so a send, where that would lose them, refuses such sockets itself
+// (FdSender::probe); a receive from one gets no fds to lose.
 int socket_kind(int fd);
 
 // fcntl(F_DUPFD_CLOEXEC): a private fd for the same socket, so a pending
