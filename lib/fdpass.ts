@@ -30,14 +30,28 @@ import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as os from 'node:os';
 import { callAsync, callSync, packageError, translateError, type ErrorContext, type Operation } from './errors.js';
-import { loadNative, native, type Cancellable, type NativeRecvResult, type NativeStepError } from './native.js';
+import { loadNative, native, type Cancellable, type NativeBinding, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
+// What the hot paths read: module-local, because the CommonJS build reads
+// an exported constant off `exports` at every use, and this module's
+// exports (re-exported getters among them) are a slow dictionary object.
+const SCM_MAX_FD = 253;
+const MAX_BYTES = 65536;
+const { allocUnsafe } = Buffer;
+
 /** The most fds one message may carry (the kernel's SCM_MAX_FD). */
-export const MAX_FDS_PER_MESSAGE = 253;
+export const MAX_FDS_PER_MESSAGE = SCM_MAX_FD;
 
 /** Default `maxBytes` of a receive: the largest message accepted. */
-export const DEFAULT_MAX_BYTES = 65536;
+export const DEFAULT_MAX_BYTES = MAX_BYTES;
+
+let binding: NativeBinding | undefined;
+
+/** The addon (loaded on first use), kept here: a call reads no other module's exports for it. */
+function addon(): NativeBinding {
+  return (binding ??= loadNative());
+}
 
 /** A Unix socket: a `net.Socket` (see {@link sendFds} for the rules) or an fd number. */
 export type SocketLike = net.Socket | number;
@@ -118,8 +132,8 @@ function toResult(raw: NativeRecvResult, maxFds: number, maxBytes: number): Recv
  */
 function checkFds(fds: unknown): readonly number[] {
   if (!Array.isArray(fds)) throw invalidArgType('fds', 'an instance of Array', fds);
-  if (fds.length > MAX_FDS_PER_MESSAGE) {
-    throw outOfRange('fds.length', `<= ${MAX_FDS_PER_MESSAGE} (SCM_MAX_FD, the kernel's limit per message)`, fds.length);
+  if (fds.length > SCM_MAX_FD) {
+    throw outOfRange('fds.length', `<= ${SCM_MAX_FD} (SCM_MAX_FD, the kernel's limit per message)`, fds.length);
   }
   for (let i = 0; i < fds.length; i++) {
     const fd: unknown = fds[i];
@@ -127,6 +141,11 @@ function checkFds(fds: unknown): readonly number[] {
     if (!(typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= 0x7fff_ffff)) checkFd(fd, `fds[${i}]`);
   }
   return fds as readonly number[];
+}
+
+/** The fds as the native send takes them: a message's usual one fd as a number, which it reads without an array. */
+function fdsArg(fds: readonly number[]): number | readonly number[] {
+  return fds.length === 1 ? fds[0]! : fds;
 }
 
 function toBytes(data: unknown): Uint8Array {
@@ -523,7 +542,7 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
   const key = untracked() ? undefined : callSync({ operation: 'sendFds', fd: first }, () => trackedKey(first, 'send'));
   if (key !== undefined) checkInStep(key, 'send');
   if (key === undefined || !queues.has(key)) {
-    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => loadNative().sendFdsAsync(first, bytes, checked, framing), isSent);
+    const now = startNow({ operation: 'sendFds', fd: first }, 'send', key, { signal, timeout }, () => addon().sendFdsAsync(first, bytes, fdsArg(checked), framing), isSent);
     if (typeof now !== 'number') await now;
     return;
   }
@@ -541,7 +560,7 @@ export async function sendFds(socket: SocketLike, fds: readonly number[], data?:
       const fd = byNumber ? pinned[0]! : socketFd(socket, 'send');
       // Errors name the caller's fd, not the private copy.
       const context = { operation: 'sendFds' as const, fd: byNumber ? first : fd };
-      await callAsync(context, () => withCancel(() => marked(key, asPending(loadNative().sendFdsAsync(fd, bytes, sent, framing))), signal, timeout));
+      await callAsync(context, () => withCancel(() => marked(key, asPending(addon().sendFdsAsync(fd, bytes, sent, framing))), signal, timeout));
     });
   } finally {
     unpin(pinned);
@@ -557,13 +576,17 @@ function asPending<T>(now: T | Cancellable<T>): Cancellable<T> {
 export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: string | Uint8Array, options?: Omit<SendOptions, 'signal'>): void {
   const checked = checkFds(fds);
   const bytes = toBytes(data);
-  const opts = checkOptions<SendOptions>(options);
-  const framing = framingCode(opts.framing);
-  const timeout = checkTimeout(opts.timeout);
+  let framing = 0;
+  let timeout = -1;
+  if (options !== undefined) {
+    const opts = checkOptions<SendOptions>(options);
+    framing = framingCode(opts.framing);
+    timeout = checkTimeout(opts.timeout);
+  }
   const fd = socketFd(socket, 'send');
   const key = enterSync(fd, 'send');
   try {
-    loadNative().sendFds(fd, bytes, checked, framing, timeout);
+    addon().sendFds(fd, bytes, fdsArg(checked), framing, timeout);
   } catch (error) {
     throw syncFailure(error, fd, 'send', key);
   }
@@ -590,8 +613,8 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
  */
 export async function recvFds(socket: SocketLike, options?: RecvOptions): Promise<RecvResult> {
   const opts = checkOptions<RecvOptions>(options);
-  const maxFds = checkCount(opts.maxFds, 'options.maxFds', MAX_FDS_PER_MESSAGE, MAX_FDS_PER_MESSAGE);
-  const maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, DEFAULT_MAX_BYTES);
+  const maxFds = checkCount(opts.maxFds, 'options.maxFds', SCM_MAX_FD, SCM_MAX_FD);
+  const maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, MAX_BYTES);
   const framing = framingCode(opts.framing);
   const signal = checkSignal(opts.signal);
   const first = socketFd(socket, 'recv'); // Validates (and pauses a net.Socket) before queueing.
@@ -599,8 +622,7 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
   if (key !== undefined) checkInStep(key, 'recv');
   if (key === undefined || !queues.has(key)) {
     const into = intoFor(maxBytes);
-    const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> =>
-      into === undefined ? loadNative().recvFdsAsync(first, maxBytes, maxFds, framing) : loadNative().recvFdsAsync(first, maxBytes, maxFds, framing, into.data, into.meta);
+    const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> => addon().recvFdsAsync(first, maxBytes, maxFds, framing, into);
     const started = startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isReceived);
     const now = started instanceof Promise ? await started : started;
     if (typeof now === 'number' && intoBuffers!.meta[0] === STATUS_OK) return messageInto(now);
@@ -613,7 +635,7 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
       checkInStep(key, 'recv');
       const fd = pinned[0] ?? socketFd(socket, 'recv');
       const context = { operation: 'recvFds' as const, fd: typeof socket === 'number' ? first : fd };
-      const raw = await callAsync(context, () => withCancel(() => marked(key, asPending(loadNative().recvFdsAsync(fd, maxBytes, maxFds, framing))), signal));
+      const raw = await callAsync(context, () => withCancel(() => marked(key, asPending(addon().recvFdsAsync(fd, maxBytes, maxFds, framing))), signal));
       if (raw.outOfStep) outOfStep.add(key);
       return toResult(raw, maxFds, maxBytes);
     });
@@ -624,16 +646,21 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
 
 /** The synchronous form of {@link recvFds}: blocks until a message arrives. */
 export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'signal'>): RecvResult {
-  const opts = checkOptions<RecvOptions>(options);
-  const maxFds = checkCount(opts.maxFds, 'options.maxFds', MAX_FDS_PER_MESSAGE, MAX_FDS_PER_MESSAGE);
-  const maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, DEFAULT_MAX_BYTES);
-  const framing = framingCode(opts.framing);
+  let maxFds = SCM_MAX_FD;
+  let maxBytes = MAX_BYTES;
+  let framing = 0;
+  if (options !== undefined) {
+    const opts = checkOptions<RecvOptions>(options);
+    maxFds = checkCount(opts.maxFds, 'options.maxFds', SCM_MAX_FD, SCM_MAX_FD);
+    maxBytes = checkCount(opts.maxBytes, 'options.maxBytes', 0x7fff_ffff, MAX_BYTES);
+    framing = framingCode(opts.framing);
+  }
   const fd = socketFd(socket, 'recv');
   const into = intoFor(maxBytes);
   const key = enterSync(fd, 'recv');
   let now: number | NativeRecvResult;
   try {
-    now = into === undefined ? loadNative().recvFds(fd, maxBytes, maxFds, framing) : loadNative().recvFds(fd, maxBytes, maxFds, framing, into.data, into.meta);
+    now = addon().recvFds(fd, maxBytes, maxFds, framing, into);
   } catch (error) {
     throw syncFailure(error, fd, 'recv', key);
   }
@@ -662,9 +689,19 @@ function received(now: number | NativeRecvResult, maxFds: number, maxBytes: numb
  */
 let intoBuffers: { readonly data: Buffer; readonly meta: Int32Array } | undefined;
 
-function intoFor(maxBytes: number): { readonly data: Buffer; readonly meta: Int32Array } | undefined {
-  if (maxBytes > DEFAULT_MAX_BYTES) return undefined;
-  return (intoBuffers ??= { data: Buffer.allocUnsafeSlow(DEFAULT_MAX_BYTES), meta: new Int32Array(RECV_META_HEADER + MAX_FDS_PER_MESSAGE) });
+/**
+ * Whether a receive of `maxBytes` is written into {@link intoBuffers}
+ * (made on the first, and registered with the native side then, which
+ * passing `true` in their place names).
+ */
+function intoFor(maxBytes: number): boolean {
+  if (maxBytes > MAX_BYTES) return false;
+  if (intoBuffers === undefined) {
+    const buffers = { data: Buffer.allocUnsafeSlow(MAX_BYTES), meta: new Int32Array(RECV_META_HEADER + SCM_MAX_FD) };
+    addon().setRecvRoom(buffers.data, buffers.meta);
+    intoBuffers = buffers;
+  }
+  return true;
 }
 
 /** Numbers in front of the fds in `meta`: status, fds dropped, length, outOfStep, fd count. */
@@ -685,6 +722,7 @@ function messageInto(length: number): RecvResult {
 function fdsInto(): number[] {
   const meta = intoBuffers!.meta;
   const count = meta[4]!;
+  if (count === 1) return [meta[RECV_META_HEADER]!]; // The usual one, as a packed array.
   const fds = new Array<number>(count);
   for (let i = 0; i < count; i++) fds[i] = meta[RECV_META_HEADER + i]!;
   return fds;
@@ -696,7 +734,7 @@ const COPY_BY_HAND = 64;
 /** A copy of the first `length` bytes in {@link intoBuffers}: the result shares no memory with the next receive. */
 function bytesInto(length: number): Buffer {
   const data = intoBuffers!.data;
-  const bytes = Buffer.allocUnsafe(length);
+  const bytes = allocUnsafe(length);
   if (length < COPY_BY_HAND) {
     for (let i = 0; i < length; i++) bytes[i] = data[i]!;
   } else {

@@ -69,17 +69,21 @@ export type Cancellable<T> = Promise<T> & { cancel(errno?: number): void };
 
 /** SCM_RIGHTS over Unix sockets and the socket helpers (native/fdpass.h). @internal */
 export type FdPassBinding = {
-  /** `timeoutMs` (default -1: none) bounds the whole send; then ETIMEDOUT. */
-  sendFds(fd: number, data: Uint8Array, fds: readonly number[], framing: number, timeoutMs?: number): number;
+  /** `timeoutMs` (default -1: none) bounds the whole send; then ETIMEDOUT. `fds`: an array, or one fd as a number. */
+  sendFds(fd: number, data: Uint8Array, fds: readonly number[] | number, framing: number, timeoutMs?: number): number;
   /** Tried at once on the caller's numbers: the bytes sent when done then, else a Cancellable (the operation took copies). */
-  sendFdsAsync(fd: number, data: Uint8Array, fds: readonly number[], framing: number): number | Cancellable<number>;
-  recvFds(fd: number, maxBytes: number, maxFds: number, framing: number): NativeRecvResult;
-  /** With `data` (>= maxBytes) and `meta` (>= 5 + maxFds): the result written there, the byte count returned (see fdpass.ts, readInto). */
+  sendFdsAsync(fd: number, data: Uint8Array, fds: readonly number[] | number, framing: number): number | Cancellable<number>;
+  recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, into?: false): NativeRecvResult;
+  /** With `data` (>= maxBytes) and `meta` (>= 5 + maxFds), or `true` for those given to setRecvRoom: the result written there, the byte count returned (see fdpass.ts, readInto). */
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number;
+  recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, into: boolean): number | NativeRecvResult;
   /** Tried at once as sendFdsAsync is: the result when a message was there, else a Cancellable. */
-  recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number): NativeRecvResult | Cancellable<NativeRecvResult>;
-  /** With `data` and `meta` as for recvFds: a receive done at once is written there (the byte count returned). */
+  recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, into?: false): NativeRecvResult | Cancellable<NativeRecvResult>;
+  /** With `data` and `meta` (or `true`) as for recvFds: a receive done at once is written there (the byte count returned). */
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number | Cancellable<NativeRecvResult>;
+  recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, into: boolean): number | NativeRecvResult | Cancellable<NativeRecvResult>;
+  /** Registers the buffers a receive given `true` writes into: once per environment (a second call throws), kept alive with it. */
+  setRecvRoom(data: Uint8Array, meta: Int32Array): void;
   waitReadable(fd: number, timeoutMs: number): boolean;
   waitReadableAsync(fd: number): Cancellable<boolean>;
   /** Whether a message, a connection or EOF waits on `fd`, without waiting (POLLNVAL counts: the next call on it says why). */

@@ -174,9 +174,14 @@ ssize_t send_msg(int fd, const uint8_t* data, size_t len, const int* fds, size_t
   return send_msgv(fd, &iov, 1, fds, nfds);
 }
 
-ssize_t send_msgv(int fd, const iovec* iov, int iovcnt, const int* fds, size_t nfds) {
+namespace {
+
+// One sendmsg of `iov` with `fds` as SCM_RIGHTS, to `name` if not null.
+ssize_t send_to(int fd, const iovec* iov, int iovcnt, const int* fds, size_t nfds, const sockaddr* name, socklen_t name_len, int flags) {
   if (nfds > kMaxFdsPerMessage) return -EINVAL;
   msghdr msg{};
+  msg.msg_name = const_cast<sockaddr*>(name);
+  msg.msg_namelen = name_len;
   msg.msg_iov = const_cast<iovec*>(iov);
   msg.msg_iovlen = static_cast<size_t>(iovcnt);
   // On the stack: a send allocates nothing.
@@ -193,10 +198,32 @@ ssize_t send_msgv(int fd, const iovec* iov, int iovcnt, const int* fds, size_t n
   }
   for (;;) {
     // MSG_DONTWAIT instead of O_NONBLOCK: per call, leaves shared state alone.
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | flags);
     if (n >= 0) return n;
     if (errno != EINTR) return -errno;
   }
+}
+
+}  // namespace
+
+ssize_t send_msgv(int fd, const iovec* iov, int iovcnt, const int* fds, size_t nfds) {
+  return send_to(fd, iov, iovcnt, fds, nfds, nullptr, 0, 0);
+}
+
+ssize_t send_msg_probing(int fd, const iovec* iov, const int* fds, size_t nfds) {
+  // An AF_UNSPEC address only sa_family_t long, and MSG_FASTOPEN:
+  // - a connected seqpacket socket ignores both (the address, as POSIX
+  //   has connection-mode sockets do): the message is sent;
+  // - a Unix stream socket refuses any address before it takes a byte:
+  //   EISCONN (EOPNOTSUPP if not connected);
+  // - a Unix datagram socket refuses an address this short: EINVAL;
+  // - TCP reads MSG_FASTOPEN with an AF_UNSPEC address as a refusal:
+  //   EOPNOTSUPP (without the flag it would ignore the address, send the
+  //   bytes and drop the fds: SCM_RIGHTS means nothing to it);
+  // - UDP refuses an address shorter than a sockaddr_in: EINVAL.
+  sockaddr name{};
+  name.sa_family = AF_UNSPEC;
+  return send_to(fd, iov, 1, fds, nfds, &name, sizeof name.sa_family, MSG_FASTOPEN);
 }
 
 namespace {
@@ -297,9 +324,16 @@ void FdSender::own_bytes() {
   skipped_ += done;
 }
 
-Step FdSender::start() {
-  type_ = socket_kind(sock_);
-  if (type_ < 0) return failed(-type_, "getsockopt");
+Step FdSender::start() { return {}; }
+
+bool FdSender::layout_known() const {
+  // Raw bytes are laid out alike on every socket type; only an empty raw
+  // message (one NUL on a stream) and a frame (its header) depend on it.
+  return type_ != 0 || (framing_ == Framing::kNone && len_ > 0);
+}
+
+Step FdSender::set_type(int type) {
+  type_ = type;
   if (type_ != SOCK_STREAM) return {};
   if (framing_ == Framing::kFrame) {
     if (len_ > UINT32_MAX) return failed(EMSGSIZE, "sendmsg");
@@ -312,7 +346,36 @@ Step FdSender::start() {
   return {};
 }
 
+// The message laid out for a seqpacket socket, sent so that the kernel
+// tells the socket's type by its answer (send_msg_probing): sent, it was a
+// seqpacket socket; EISCONN, a stream; anything else is the kernel's
+// error, unless it is one that needs the type to explain it (EINVAL,
+// EOPNOTSUPP), which is then asked for (SO_TYPE, SO_DOMAIN).
+Step FdSender::probe(bool& done) {
+  done = true;
+  iovec iov{const_cast<uint8_t*>(data_), len_};
+  ssize_t n = send_msg_probing(sock_, &iov, fds_, nfds_);
+  if (n >= 0) {
+    type_ = SOCK_SEQPACKET;
+    sent_ = static_cast<size_t>(n);
+    return {};
+  }
+  if (n == -EAGAIN) return again(POLLOUT);
+  done = false;
+  if (n == -EISCONN) return set_type(SOCK_STREAM);
+  if (n != -EINVAL && n != -EOPNOTSUPP) return failed(static_cast<int>(-n), "sendmsg");
+  int type = socket_type(sock_);
+  if (type == -EAFNOSUPPORT) return failed(EAFNOSUPPORT, "sendmsg");
+  if (type < 0) return failed(-type, "getsockopt");
+  return set_type(type);
+}
+
 Step FdSender::step() {
+  if (!layout_known()) {
+    bool done = false;
+    Step s = probe(done);
+    if (done || s.err != 0) return s;
+  }
   // Runs at least once: an empty datagram is still a message.
   bool first = sent_ == 0;
   while (first || sent_ < total()) {
@@ -328,7 +391,9 @@ Step FdSender::step() {
     if (n < 0) return failed(static_cast<int>(-n), "sendmsg");
     sent_ += static_cast<size_t>(n);
     first = false;
-    // Seqpacket and datagram sends are all or nothing.
+    // Seqpacket and datagram sends are all or nothing: only a stream
+    // sends part of a message, so one that did is a stream.
+    if (type_ == 0 && sent_ < total()) type_ = SOCK_STREAM;
     if (type_ != SOCK_STREAM) break;
   }
   return {};
@@ -343,6 +408,14 @@ FdReceiver::FdReceiver(UniqueFd sock, size_t max_bytes, size_t max_fds, Framing 
     : owned_(std::move(sock)), sock_(owned_.get()), max_bytes_(max_bytes), max_fds_(max_fds), framing_(framing) {}
 
 Step FdReceiver::start() {
+  // Raw bytes read into the caller's room take one recvmsg on every type:
+  // the type is asked only if the read says nothing it could tell
+  // (step_message). A frame's reads depend on it from the first byte.
+  if (framing_ == Framing::kNone && room_ != nullptr) return {};
+  return learn_type();
+}
+
+Step FdReceiver::learn_type() {
   type_ = socket_kind(sock_);
   if (type_ < 0) return failed(-type_, "getsockopt");
   return {};
@@ -361,6 +434,14 @@ Step FdReceiver::step() {
 }
 
 Step FdReceiver::step_checked() {
+  // A raw receive moved off the caller's room (Detach) before a byte came
+  // needs the type now: the reads into its own buffer depend on it.
+  if (type_ == 0 && room_ == nullptr) {
+    Step s = learn_type();
+    if (s.err != 0) return s;
+  }
+  // Unknown still: raw bytes into the room, which a record and a stream
+  // take alike (step_message).
   if (type_ != SOCK_STREAM) return step_message();
   return framing_ == Framing::kFrame ? step_frame() : step_raw();
 }
@@ -437,9 +518,21 @@ Step FdReceiver::step_message() {
   }
   message_len_ = info.full_len;
   if (info.ctrunc) return finish(RecvStatus::kCtrunc);
+  // Only a record reports more than it copied: a stream read (a raw one of
+  // a type not asked) never exceeds max_bytes.
   if (info.full_len > max_bytes_) return finish(RecvStatus::kTrunc);
-  // A seqpacket read of 0 bytes and no fds is the peer's shutdown.
-  if (type_ == SOCK_SEQPACKET && n == 0 && fds_.empty()) return finish(RecvStatus::kEof);
+  if (n == 0 && fds_.empty()) {
+    // Nothing came: the peer's shutdown (seqpacket, or a stream read raw
+    // without its type), or an empty datagram. Only this needs the type.
+    if (type_ == 0) {
+      Step s = learn_type();
+      if (s.err != 0) {
+        in_place_ = false;
+        return s;
+      }
+    }
+    if (type_ != SOCK_DGRAM) return finish(RecvStatus::kEof);
+  }
   return finish(RecvStatus::kOk);
 }
 

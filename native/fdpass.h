@@ -57,9 +57,11 @@ enum class Framing {
 // SOCK_DGRAM of an AF_UNIX socket, -EAFNOSUPPORT for another family.
 int socket_type(int fd);
 
-// getsockopt(SO_TYPE) alone: what a send or receive must know to frame its
-// bytes. One syscall; the family is the kernel's to refuse (sendmsg of
-// SCM_RIGHTS on a socket that is not AF_UNIX: EINVAL).
+// getsockopt(SO_TYPE) alone: what a receive must know to read a frame
+// (a stream's header first, a record whole). One syscall, and no family
+// check: the kernel lets a TCP or UDP socket take SCM_RIGHTS and drops the
+// fds, so a send, where that would lose them, refuses such sockets itself
+// (FdSender::probe); a receive from one gets no fds to lose.
 int socket_kind(int fd);
 
 // fcntl(F_DUPFD_CLOEXEC): a private fd for the same socket, so a pending
@@ -110,6 +112,11 @@ int pipe_cloexec(int fds[2]);
 ssize_t send_msg(int fd, const uint8_t* data, size_t len, const int* fds, size_t nfds);
 // The same, of the bytes of `iovcnt` pieces (at most 2).
 ssize_t send_msgv(int fd, const struct iovec* iov, int iovcnt, const int* fds, size_t nfds);
+// The same, of one piece, sent so that the kernel's answer tells the
+// socket's type without a syscall more: sent by a connected seqpacket
+// socket only; a stream refuses it with EISCONN (or EOPNOTSUPP), a
+// datagram or a non-Unix socket with EINVAL or EOPNOTSUPP (see fdpass.cc).
+ssize_t send_msg_probing(int fd, const struct iovec* iov, const int* fds, size_t nfds);
 
 // What one recvmsg returned besides the byte count.
 struct RecvInfo {
@@ -150,7 +157,8 @@ struct Step {
 class FdSender {
  public:
   FdSender(int sock, const uint8_t* data, size_t len, const int* fds, size_t nfds, Framing framing);
-  // Learns the socket type; call once before step().
+  // Call once before step(). No syscall: the socket's type, where the
+  // message's layout depends on it, is learnt from the first sendmsg.
   Step start();
   Step step();
   // Bytes sent so far, the frame header included.
@@ -175,6 +183,13 @@ class FdSender {
   size_t total() const { return header_len_ + skipped_ + len_; }
   // Bytes of data_ sent so far.
   size_t data_done() const;
+  // Whether the bytes to send are known: the type is, or does not matter.
+  bool layout_known() const;
+  // Lays the message out for a socket of `type` (a stream: the header).
+  Step set_type(int type);
+  // Sends the message as on a seqpacket socket if it is one (`done`), else
+  // learns the type from the kernel's refusal (see send_msg_probing).
+  Step probe(bool& done);
 
   int sock_;
   const uint8_t* data_;  // The bytes not dropped by own_bytes, len_ of them.
@@ -187,7 +202,7 @@ class FdSender {
   Framing framing_;
   uint8_t header_[kFrameHeaderSize] = {};
   size_t header_len_ = 0;
-  int type_ = 0;
+  int type_ = 0;  // 0 until learnt.
   size_t sent_ = 0;
 };
 
@@ -246,6 +261,8 @@ class FdReceiver {
   Step step_checked();
   Step step_message();
   Step step_raw();
+  // getsockopt(SO_TYPE) into type_.
+  Step learn_type();
   Step step_frame();
   bool read_header_done(Step& s);
   Step read_into(uint8_t* buf, size_t len, size_t& got, bool at_frame_start);
@@ -257,7 +274,7 @@ class FdReceiver {
   size_t max_bytes_;
   size_t max_fds_;
   Framing framing_;
-  int type_ = 0;
+  int type_ = 0;  // 0 until learnt (a raw receive into the room may never ask).
   RecvStatus status_ = RecvStatus::kOk;
   RecvStatus pending_ = RecvStatus::kOk;  // Reported once the frame is read.
   bool finished_ = false;

@@ -92,7 +92,18 @@ struct FdList {
   uint32_t count = 0;
 };
 
+// An array of fds, or one fd as a number: a message's usual one fd costs
+// no array to read element by element.
 void ArgFds(const Napi::CallbackInfo& info, size_t index, const char* name, FdList& out) {
+  double number = 0;
+  if (napi_get_value_double(info.Env(), info[index], &number) == napi_ok) {
+    if (!(number >= 0 && number <= INT32_MAX) || number != static_cast<double>(static_cast<int>(number))) {
+      ThrowArgRange(info.Env(), name, "an fd number: an integer >= 0 and <= 2147483647");
+    }
+    out.fds[0] = static_cast<int>(number);
+    out.count = 1;
+    return;
+  }
   out.count = ArgFdArray(info, index, name, kMaxFdsPerMessage);
   auto array = info[index].As<Napi::Array>();
   for (uint32_t i = 0; i < out.count; ++i) out.fds[i] = ArgFdAt(info, array, i, name);
@@ -705,16 +716,65 @@ void* ArgRoom(const Napi::CallbackInfo& info, size_t index, napi_typedarray_type
   return data;
 }
 
+// The buffers a receive writes its result into (RecvInto) when the
+// TypeScript layer passes `true` in their place: registered once per
+// environment (setRecvRoom), so that a receive does not look its two typed
+// arrays up again. References keep them alive; the environment's cleanup
+// forgets them (a Worker's environment lives on its own thread). The
+// references are the environment's, deleted with it.
+struct RecvRoom {
+  napi_env env = nullptr;
+  napi_ref data_ref = nullptr;
+  napi_ref meta_ref = nullptr;
+  RecvInto into;
+  size_t data_length = 0;
+  size_t meta_length = 0;
+};
+thread_local RecvRoom recv_room;
+
+void ForgetRecvRoom(void*) { recv_room = {}; }
+
+// setRecvRoom(data, meta): a Uint8Array and an Int32Array, as for recvFds.
+Napi::Value SetRecvRoom(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  RecvRoom room;
+  room.env = env;
+  room.into.data = static_cast<uint8_t*>(ArgRoom(info, 0, napi_uint8_array, "data", "an instance of Uint8Array", room.data_length));
+  room.into.meta = static_cast<int32_t*>(ArgRoom(info, 1, napi_int32_array, "meta", "an instance of Int32Array", room.meta_length));
+  // Once: a receive that wrote elsewhere than where its caller reads would
+  // hand it another call's fds.
+  if (recv_room.env == env) ThrowArgType(env, "data", "not given before (setRecvRoom is called once per environment)");
+  NAPI_THROW_IF_FAILED(env, napi_create_reference(env, info[0], 1, &room.data_ref), Napi::Value());
+  if (napi_create_reference(env, info[1], 1, &room.meta_ref) != napi_ok) {
+    napi_delete_reference(env, room.data_ref);
+    NAPI_THROW(Napi::Error::New(env), Napi::Value());
+  }
+  napi_add_env_cleanup_hook(env, ForgetRecvRoom, nullptr);
+  recv_room = room;
+  return info.Env().Undefined();
+}
+
 // recvFds(fd, maxBytes, maxFds, framing[, data, meta]): with `data` (a
 // Uint8Array of at least maxBytes) and `meta` (an Int32Array of at least
-// kRecvMetaHeader + maxFds), a receive done within the call writes its
-// result there (RecvInto) and returns the byte count.
+// kRecvMetaHeader + maxFds), or `true` for the registered ones, a receive
+// done within the call writes its result there (RecvInto) and returns the
+// byte count.
 RecvInto ArgInto(const Napi::CallbackInfo& info, size_t index, size_t max_bytes, size_t max_fds) {
-  if (index >= info.Length() || info[index].IsUndefined()) return {};
+  if (index >= info.Length()) return {};
   size_t data_length = 0, meta_length = 0;
   RecvInto into;
-  into.data = static_cast<uint8_t*>(ArgRoom(info, index, napi_uint8_array, "data", "an instance of Uint8Array", data_length));
-  into.meta = static_cast<int32_t*>(ArgRoom(info, index + 1, napi_int32_array, "meta", "an instance of Int32Array", meta_length));
+  bool registered = false;
+  if (napi_get_value_bool(info.Env(), info[index], &registered) == napi_ok) {
+    if (!registered) return {};
+    if (recv_room.env != static_cast<napi_env>(info.Env())) ThrowArgType(info.Env(), "data", "an instance of Uint8Array (true: the one given to setRecvRoom, which was not)");
+    into = recv_room.into;
+    data_length = recv_room.data_length;
+    meta_length = recv_room.meta_length;
+  } else {
+    if (info[index].IsUndefined()) return {};
+    into.data = static_cast<uint8_t*>(ArgRoom(info, index, napi_uint8_array, "data", "an instance of Uint8Array", data_length));
+    into.meta = static_cast<int32_t*>(ArgRoom(info, index + 1, napi_int32_array, "meta", "an instance of Int32Array", meta_length));
+  }
   if (data_length < max_bytes) ThrowArgRange(info.Env(), "data.length", ">= maxBytes");
   if (meta_length < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "meta.length", ">= 5 + maxFds");
   return into;
@@ -953,6 +1013,7 @@ void RegisterFdPass(Napi::Env env, Napi::Object exports) {
   ExportCall<NewFd, PrepareUnixAccept>(env, exports, "unixAccept");
   ExportCall<int, PrepareSocketType>(env, exports, "socketType");
   ExportFunction(env, exports, "pinFds", PinFds);
+  ExportFunction(env, exports, "setRecvRoom", SetRecvRoom);
   ExportFunction(env, exports, "unpinFds", UnpinFds);
   ExportSyncCall<int, PrepareSetCloexec>(env, exports, "setCloexec");
   ExportSyncCall<int, PrepareGetCloexec>(env, exports, "getCloexec");
