@@ -96,6 +96,7 @@ export {
   FdPassError,
   FramingError,
   MessageTruncatedError,
+  NotUnixSocketError,
   PeerClosedError,
   SocketBusyError,
   StreamOutOfStepError,

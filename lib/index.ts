@@ -91,6 +91,7 @@ export {
   FramingError,
   StreamOutOfStepError,
   SocketBusyError,
+  NotUnixSocketError,
   PeerClosedError,
   MAX_FDS_PER_MESSAGE,
   DEFAULT_MAX_BYTES,

@@ -18,7 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, socketPair } from '../lib/fdpass.js';
-import { memfd } from '../lib/index.js';
+import { memfd, NotUnixSocketError } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { ROOT } from './helpers/child.js';
 import { expectNoFdLeak } from './helpers/fds.js';
@@ -201,6 +201,8 @@ describe('a socket that is not a Unix socket is refused with a typed error, and 
         const fd = handleFd(client);
         for (const fds of [[file], []]) {
           expect(() => sendFdsSync(fd, fds, 'x')).toThrow(expect.objectContaining(refused) as Error);
+          expect(() => sendFdsSync(fd, fds, 'x')).toThrow(NotUnixSocketError);
+          await expect(sendFds(fd, fds, 'x')).rejects.toBeInstanceOf(NotUnixSocketError);
           await expect(sendFds(fd, fds, 'x')).rejects.toMatchObject(refused);
         }
       });
@@ -223,6 +225,8 @@ describe('a socket that is not a Unix socket is refused with a typed error, and 
       const fd = handleFd(sender);
       for (const fds of [[file], []]) {
         expect(() => sendFdsSync(fd, fds, 'x')).toThrow(expect.objectContaining(refused) as Error);
+        expect(() => sendFdsSync(fd, fds, 'x')).toThrow(/is not a Unix socket: fds pass over AF_UNIX sockets only/);
+        await expect(sendFds(fd, fds, 'x')).rejects.toBeInstanceOf(NotUnixSocketError);
         await expect(sendFds(fd, fds, 'x')).rejects.toMatchObject(refused);
       }
       expect(nothingArrived(handleFd(receiver))).toBe(true);
@@ -237,6 +241,7 @@ describe('a socket that is not a Unix socket is refused with a typed error, and 
     const [r, w] = native.pipe();
     try {
       expect(() => sendFdsSync(w, [], 'x')).toThrow(expect.objectContaining({ code: 'ENOTSOCK', syscall: 'sendmsg' }) as Error);
+      expect(() => sendFdsSync(w, [], 'x')).toThrow(NotUnixSocketError);
       await expect(sendFds(w, [], 'x')).rejects.toMatchObject({ code: 'ENOTSOCK', syscall: 'sendmsg' });
     } finally {
       closeAll([r, w]);
