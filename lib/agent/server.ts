@@ -14,7 +14,7 @@
  * `listen` (the socket and the accept loop).
  */
 import { agentError, LiveUpdateError, type AgentErrorCode, type AgentOperation } from '../errors.js';
-import { FdPassError, recvFds, sendFds } from '../fdpass.js';
+import { FdPassError, recvFdsSync, sendFds, sendFdsSync } from '../fdpass.js';
 import { onFirstUse } from '../lazy.js';
 import { native } from '../native.js';
 import type { Session } from '../session.js';
@@ -127,6 +127,22 @@ async function hostOf(options: AgentOptions, policy: Policy, devicePath: string)
 const SESSIONS_PAGE_BYTES = MAX_MESSAGE_BYTES - 4096;
 
 class DroppedConnection extends Error {}
+
+/**
+ * Sends a reply now if the socket takes it now (a reply is one small
+ * message, and a client reading its replies leaves room): true when sent,
+ * false when its buffer is full, for the bounded wait of the Promise form.
+ * Other errors (the peer gone) throw.
+ */
+function sentAtOnce(fd: number, fds: readonly number[], bytes: Buffer): boolean {
+  try {
+    sendFdsSync(fd, fds, bytes, { timeout: 0 });
+    return true;
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ETIMEDOUT') return false;
+    throw error;
+  }
+}
 
 /**
  * The agent. `Agent.start()` opens the device, reads the manifest the
@@ -397,10 +413,15 @@ export class Agent {
     }
   }
 
-  /** The message waiting on `c` (its bytes, or null at EOF); one the codec cannot take is answered, then the connection dropped. */
+  /**
+   * The message waiting on `c` (its bytes, or null at EOF); one the codec
+   * cannot take is answered, then the connection dropped. It is there (the
+   * socket is readable, and only the agent reads it), so it is taken at
+   * once, without a Promise or a watcher of its own.
+   */
   async #take(c: Client): Promise<Buffer | null> {
     try {
-      const { data, fds, eof } = await recvFds(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS });
+      const { data, fds, eof } = recvFdsSync(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS });
       fds.forEach(closeQuietly);
       return eof ? null : data;
     } catch (error) {
@@ -456,8 +477,11 @@ export class Agent {
       bytes = encodeReply(c.version, id, { ok: false, error: toWireError(refusal, 'agent.connect') as unknown as JsonValue });
       fd = undefined;
     }
+    const fds = fd === undefined ? [] : [fd];
     try {
-      await sendFds(c.fd, fd === undefined ? [] : [fd], bytes, { timeout: this.#sendTimeoutMs });
+      // An announcement still queued goes first: the reply waits its turn behind it.
+      if (c.unsentAnnouncements === 0 && sentAtOnce(c.fd, fds, bytes)) return;
+      await sendFds(c.fd, fds, bytes, { timeout: this.#sendTimeoutMs });
     } catch (error) {
       throw new DroppedConnection(`the reply could not be sent: ${(error as Error).message}`);
     }
