@@ -14,7 +14,7 @@
  * `listen` (the socket and the accept loop).
  */
 import { agentError, LiveUpdateError, type AgentErrorCode, type AgentOperation } from '../errors.js';
-import { FdPassError, recvFdsSync, sendFds, sendFdsSync } from '../fdpass.js';
+import { FdPassError, recvFdsSync, sendFds } from '../fdpass.js';
 import { onFirstUse } from '../lazy.js';
 import { native } from '../native.js';
 import type { Session } from '../session.js';
@@ -28,7 +28,7 @@ import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, readableNow, waitR
 import type { Manifest } from './manifest.js';
 import { decideMode, gatherModeFacts, type AgentMode, type ModeDecision, type ModeFacts } from './mode.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
-import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
+import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, sentNow, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
 import { infoOf, SessionTable, type Entry } from './sessions.js';
 import type * as SystemdHostModule from './systemd-host.js';
 import type * as UpdateModule from './update.js';
@@ -127,22 +127,6 @@ async function hostOf(options: AgentOptions, policy: Policy, devicePath: string)
 const SESSIONS_PAGE_BYTES = MAX_MESSAGE_BYTES - 4096;
 
 class DroppedConnection extends Error {}
-
-/**
- * Sends a reply now if the socket takes it now (a reply is one small
- * message, and a client reading its replies leaves room): true when sent,
- * false when its buffer is full, for the bounded wait of the Promise form.
- * Other errors (the peer gone) throw.
- */
-function sentAtOnce(fd: number, fds: readonly number[], bytes: Buffer): boolean {
-  try {
-    sendFdsSync(fd, fds, bytes, { timeout: 0 });
-    return true;
-  } catch (error) {
-    if ((error as { code?: unknown }).code === 'ETIMEDOUT') return false;
-    throw error;
-  }
-}
 
 /**
  * The agent. `Agent.start()` opens the device, reads the manifest the
@@ -480,7 +464,7 @@ export class Agent {
     const fds = fd === undefined ? [] : [fd];
     try {
       // An announcement still queued goes first: the reply waits its turn behind it.
-      if (c.unsentAnnouncements === 0 && sentAtOnce(c.fd, fds, bytes)) return;
+      if (c.unsentAnnouncements === 0 && sentNow(c.fd, fds, bytes)) return;
       await sendFds(c.fd, fds, bytes, { timeout: this.#sendTimeoutMs });
     } catch (error) {
       throw new DroppedConnection(`the reply could not be sent: ${(error as Error).message}`);
