@@ -20,16 +20,14 @@ import { native } from '../lib/native.js';
 import { AgentProcess, startAgentInProcess, type AgentLog } from '../conformance/lib/harness/agent.js';
 
 const top = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-claim-batch-'));
-let agent: Agent | undefined;
+/** What a test started, stopped after it whatever it asserted. */
+const running: Array<{ stop(): Promise<unknown> }> = [];
 
 afterEach(async () => {
-  await agent?.stop();
-  agent = undefined;
+  await Promise.all(running.splice(0).map((r) => r.stop()));
 });
 
-afterAll(() => {
-  fs.rmSync(top, { recursive: true, force: true });
-});
+afterAll(() => fs.rmSync(top, { recursive: true, force: true }));
 
 const event = (name: string, client: number): AgentEvent => ({ time: '2026-12-05T00:00:00.000Z', event: name, client });
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -71,6 +69,7 @@ describe("the agent's log lines", () => {
   it('`liveupdate agent` with 100 clients at once: every line of every client is in its stderr, in order, and its last line, written as it exits, too', async () => {
     const dir = fs.mkdtempSync(path.join(top, 'cli-'));
     const cli = await AgentProcess.start({ socket: path.join(dir, 'agent.sock'), device: path.join(dir, 'no-device') });
+    running.push(cli);
     const clients = await Promise.all(Array.from({ length: 100 }, () => cli.connect()));
     const ids = clients.map((c) => c.clientId);
     await Promise.all(clients.map((c) => c.close()));
@@ -91,7 +90,7 @@ describe("the agent's replies", () => {
   async function startAgent(sendTimeoutMs: number): Promise<{ socket: string; log: AgentLog }> {
     const dir = fs.mkdtempSync(path.join(top, 'd-'));
     const started = await startAgentInProcess((options) => Agent.start({ ...options, sendTimeoutMs }), { socket: path.join(dir, 'agent.sock') });
-    agent = started.agent;
+    running.push(started.agent);
     return started;
   }
 
