@@ -22,6 +22,7 @@ import { AGENT_INFO_PATH, printable } from './names.js';
 import type { KernelPreflight } from '../kernel-image.js';
 import { DEFAULT_SOCKET, type SessionInfo, type UpdateCheck, type UpdateRequest } from './protocol.js';
 import { MANIFEST_FDNAME, STATE_FDNAME, type RestoredState } from './fdstore.js';
+import { EventLines } from './event-lines.js';
 import type { Agent, AgentEvent } from './server.js';
 import type * as ServerModule from './server.js';
 import type * as UpdateModule from './update.js';
@@ -63,28 +64,6 @@ function updateModule(): typeof UpdateModule {
 function text(values: OptionValues, name: string): string | undefined {
   const value = values[name];
   return typeof value === 'string' ? value : undefined;
-}
-
-function jsonLine(event: AgentEvent): void {
-  writeStderr(`${JSON.stringify(event)}\n`);
-}
-
-/**
- * Writes to fd 2 at once, as node's process.stderr does on Linux for a file, a
- * pipe or a socket, but without making that stream: for a pipe or the
- * journal's socket it loads node:net and its streams, which the agent's start
- * would compile before its first answer (tens of milliseconds under
- * emulation). Whatever the direct write cannot do (a full non-blocking pipe,
- * a closed stderr) goes to process.stderr, as every line did before.
- */
-function writeStderr(text: string): void {
-  const bytes = Buffer.from(text);
-  let written = 0;
-  try {
-    while (written < bytes.length) written += fs.writeSync(2, bytes, written);
-  } catch {
-    process.stderr.write(bytes.subarray(written));
-  }
 }
 
 /** Splits what systemd passed: the listening socket, the state memfd and the parked session fds. */
@@ -165,8 +144,11 @@ async function runAgent(values: OptionValues): Promise<number> {
     statusDue = false;
     if (agent !== undefined) void notify({ STATUS: agent.statusLine() }).catch(() => {});
   };
+  const lines = new EventLines();
+  // An exit by an uncaught error or process.exit still writes what waits.
+  process.once('exit', () => lines.flush());
   const log = (event: AgentEvent): void => {
-    jsonLine(event);
+    lines.add(event);
     if (agent === undefined || statusDue) return;
     statusDue = true;
     setImmediate(sendStatus);
@@ -206,13 +188,13 @@ async function runAgent(values: OptionValues): Promise<number> {
   await notify({ READY: 1, STATUS: running.statusLine() });
   await new Promise<void>((resolve) => {
     onSignal = (signal: string): void => {
-      jsonLine({ time: new Date().toISOString(), event: 'signal', signal });
+      lines.add({ time: new Date().toISOString(), event: 'signal', signal });
       void notify({ STOPPING: 1 })
         .catch(() => {})
         // Under systemd the agent's references go to its fd store; without it, the clients hold their sessions.
         .then(() => running.stop({ park: process.env['NOTIFY_SOCKET'] !== undefined }))
         .then(resolve, (error: unknown) => {
-          jsonLine({ time: new Date().toISOString(), event: 'stop-failed', message: (error as Error).message });
+          lines.add({ time: new Date().toISOString(), event: 'stop-failed', message: (error as Error).message });
           resolve();
         })
         .finally(removeInfo);

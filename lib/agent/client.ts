@@ -20,6 +20,7 @@ import {
   HELLO_VERSION,
   MAX_MESSAGE_BYTES,
   PROTOCOL_VERSIONS,
+  sentNow,
   type Announcement,
   type JsonValue,
   type SessionInfo,
@@ -544,7 +545,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     limits.signal?.addEventListener('abort', onAbort, { once: true });
     const step: Step = { syscall: 'sendmsg' };
     try {
-      if (bytes !== null) await sendFds(this.#fd, [], bytes, { signal: cancel.signal });
+      // Requests on a client run one at a time: nothing of this connection is queued before it.
+      if (bytes !== null && !sentNow(this.#fd, [], bytes)) await sendFds(this.#fd, [], bytes, { signal: cancel.signal });
       step.syscall = 'recvmsg';
       if (this.#reading !== null) return await this.#nextReply(operation, cancel.signal);
       return await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal: cancel.signal });

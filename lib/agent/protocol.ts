@@ -7,6 +7,7 @@
  */
 import * as errors from '../errors.js';
 import { agentError, createError, isNativeSystemError, isOperation, LiveUpdateError, translateError, type AgentOperation, type ErrorContext } from '../errors.js';
+import { sendFdsSync } from '../fdpass.js';
 
 /** The protocol versions this package speaks; `hello` picks the highest both sides know. */
 export const PROTOCOL_VERSIONS: readonly number[] = [1, 2];
@@ -26,6 +27,24 @@ export const MAX_MESSAGE_BYTES = 65536;
 
 /** The most fds a request may carry (v1 requests carry none). */
 export const MAX_REQUEST_FDS = 0;
+
+/**
+ * Sends one message now if the socket takes it now: true when sent, false
+ * when the socket has no room for it (the caller then waits, bounded, with
+ * the Promise form). A message of either side is small and its peer reads
+ * as it goes, so it almost always goes at once, within the turn that made
+ * it. Other errors (the peer gone) throw. A seqpacket message is sent whole
+ * or not at all, so nothing is left half sent.
+ */
+export function sentNow(fd: number, fds: readonly number[], bytes: Uint8Array): boolean {
+  try {
+    sendFdsSync(fd, fds, bytes, { timeout: 0 });
+    return true;
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ETIMEDOUT') return false;
+    throw error;
+  }
+}
 
 /** Where the agent listens unless told otherwise. */
 export const DEFAULT_SOCKET = '/run/liveupdate/agent.sock';

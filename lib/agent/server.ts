@@ -14,7 +14,7 @@
  * `listen` (the socket and the accept loop).
  */
 import { agentError, LiveUpdateError, type AgentErrorCode, type AgentOperation } from '../errors.js';
-import { FdPassError, recvFds, sendFds } from '../fdpass.js';
+import { FdPassError, recvFdsSync, sendFds } from '../fdpass.js';
 import { onFirstUse } from '../lazy.js';
 import { native } from '../native.js';
 import type { Session } from '../session.js';
@@ -28,7 +28,7 @@ import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, readableNow, waitR
 import type { Manifest } from './manifest.js';
 import { decideMode, gatherModeFacts, type AgentMode, type ModeDecision, type ModeFacts } from './mode.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
-import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
+import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, sentNow, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
 import { infoOf, SessionTable, type Entry } from './sessions.js';
 import type * as SystemdHostModule from './systemd-host.js';
 import type * as UpdateModule from './update.js';
@@ -127,6 +127,19 @@ async function hostOf(options: AgentOptions, policy: Policy, devicePath: string)
 const SESSIONS_PAGE_BYTES = MAX_MESSAGE_BYTES - 4096;
 
 class DroppedConnection extends Error {}
+
+let isoMs = Number.NaN;
+let isoText = '';
+
+/** The time as an event's line gives it (ISO 8601, to the millisecond): formatted once per millisecond, where a burst logs many lines. */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
+}
 
 /**
  * The agent. `Agent.start()` opens the device, reads the manifest the
@@ -397,10 +410,15 @@ export class Agent {
     }
   }
 
-  /** The message waiting on `c` (its bytes, or null at EOF); one the codec cannot take is answered, then the connection dropped. */
+  /**
+   * The message waiting on `c` (its bytes, or null at EOF); one the codec
+   * cannot take is answered, then the connection dropped. It is there (the
+   * socket is readable, and only the agent reads it), so it is taken at
+   * once, without a Promise or a watcher of its own.
+   */
   async #take(c: Client): Promise<Buffer | null> {
     try {
-      const { data, fds, eof } = await recvFds(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS });
+      const { data, fds, eof } = recvFdsSync(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS });
       fds.forEach(closeQuietly);
       return eof ? null : data;
     } catch (error) {
@@ -456,8 +474,11 @@ export class Agent {
       bytes = encodeReply(c.version, id, { ok: false, error: toWireError(refusal, 'agent.connect') as unknown as JsonValue });
       fd = undefined;
     }
+    const fds = fd === undefined ? [] : [fd];
     try {
-      await sendFds(c.fd, fd === undefined ? [] : [fd], bytes, { timeout: this.#sendTimeoutMs });
+      // An announcement still queued goes first: the reply waits its turn behind it.
+      if (c.unsentAnnouncements === 0 && sentNow(c.fd, fds, bytes)) return;
+      await sendFds(c.fd, fds, bytes, { timeout: this.#sendTimeoutMs });
     } catch (error) {
       throw new DroppedConnection(`the reply could not be sent: ${(error as Error).message}`);
     }
@@ -620,7 +641,7 @@ export class Agent {
   /** Logs one event; every text field is cut and cleaned (boundedLogValue), so no peer sizes or forges a log line. */
   #event(event: string, fields: Record<string, JsonValue | undefined> = {}): void {
     // Built in place: several lines per client, each once (no entries arrays, no second object).
-    const line: AgentEvent = { time: new Date().toISOString(), event };
+    const line: AgentEvent = { time: isoNow(), event };
     for (const key of Object.keys(fields)) line[key] = boundedLogValue(fields[key]);
     this.#log(line);
   }

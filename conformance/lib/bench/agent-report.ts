@@ -34,8 +34,12 @@ export interface AgentAfterKexec {
   readonly init_to_all_hold_fds_ms: number;
   /** The claim phase alone: the clients' first connect to the last fd. */
   readonly claim_ms: number;
+  /** Within it, the first connect to half the clients' hellos answered (the connects, before any claim), ms. */
+  readonly hello_answered_ms: number;
   /** The agent's CPU time (all its threads) over the claim phase, ms: not inflated by what else shares the machine. */
   readonly agent_cpu_ms: number;
+  /** The clients' CPU time (the runner, all of them in one node) over the claim phase, ms: the other end of the same requests. */
+  readonly clients_cpu_ms: number;
   /**
    * The whole blackout on the host's clock, from the agent sealing its
    * manifest in the old kernel (`frozenAt`): to the old kernel's last line
@@ -183,7 +187,9 @@ export function agentBoot(stageValue: (stage: number) => JsonValue | undefined, 
         init_to_agent_answering_ms: round3(numberAt(read, 'init_to_agent_answering_ms', where)),
         init_to_all_hold_fds_ms: round3(num('init_to_all_hold_fds_ms')),
         claim_ms: round3(num('claim_ms')),
+        hello_answered_ms: round3(num('hello_answered_ms')),
         agent_cpu_ms: round3(num('agent_cpu_ms')),
+        clients_cpu_ms: round3(num('clients_cpu_ms')),
         ...onHostClock(arrivals, stage, { frozenWall: num('frozen_at_wall_ms'), initMono: numberAt(read, 'kernel_to_init_ms', where), answeringMono: numberAt(read, 'agent_answering_mono_ms', where), allHoldMono: num('all_hold_fds_mono_ms') }),
       });
     }
@@ -294,7 +300,9 @@ const TIMINGS = [
   'init_to_agent_answering_ms',
   'init_to_all_hold_fds_ms',
   'claim_ms',
+  'hello_answered_ms',
   'agent_cpu_ms',
+  'clients_cpu_ms',
   'frozen_to_kexec_line_ms',
   'frozen_to_kernel_up_ms',
   'frozen_to_init_ms',
@@ -369,7 +377,9 @@ export const AGENT_CLOCKS = {
   kernel_to_: "the new kernel's CLOCK_MONOTONIC (the pid 1 task's start in clock ticks of 10 ms; node's time origin in pid 1, 1 µs)",
   init_to_: "the new kernel's CLOCK_MONOTONIC (process.hrtime in pid 1, 1 ns), from /init (node's time origin in pid 1)",
   claim_ms: "the new kernel's CLOCK_MONOTONIC (process.hrtime in pid 1, 1 ns)",
-  agent_cpu_ms: "the agent's CPU time, all its threads (/proc/PID/task/*/schedstat, 1 ns)",
+  hello_answered_ms: "the new kernel's CLOCK_MONOTONIC (process.hrtime in pid 1, 1 ns)",
+  agent_cpu_ms: "the agent's CPU time, all its threads (/proc/PID/task/*/schedstat, 1 ns; without schedstat /proc/PID/stat, 10 ms)",
+  clients_cpu_ms: "the runner's CPU time (process.cpuUsage, 1 µs)",
   frozen_to_: HOST_CLOCK_NOTE,
   clock_: "the host clock: the spread of each kernel's clock samples",
   init_line_to_node_origin_ms: HOST_CLOCK_NOTE,

@@ -128,7 +128,14 @@ interface Claimed {
   readonly client: AgentClient;
   readonly session: Session;
   readonly fd: number;
+  /** When it had its fd, and when its hello was answered (ms since boot). */
   readonly at: number;
+  readonly helloAt: number;
+}
+
+/** The median of `values` (an even count: the upper middle one). */
+function median(values: readonly number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
 }
 
 /**
@@ -137,21 +144,32 @@ interface Claimed {
  * checks its bytes and releases the session, so nothing waits into the
  * next kernel.
  */
-async function claimClients(ctx: StageContext, agent: AgentProcess, count: number): Promise<{ started: number; last: number; agentCpuMs: number; held: number; frozenAt: number | null; firstOpenAt: number | null }> {
+async function claimClients(
+  ctx: StageContext,
+  agent: AgentProcess,
+  count: number,
+): Promise<{ started: number; last: number; helloMedian: number; agentCpuMs: number; clientsCpuMs: number; held: number; frozenAt: number | null; firstOpenAt: number | null }> {
   const stage = ctx.stage - 1;
   const cpuBefore = cpuMs(agent.child.pid);
+  const clientsCpuBefore = process.cpuUsage();
   const started = nowMs();
   const claimed = await Promise.all(
     range(count).map(async (i): Promise<Claimed> => {
       const client = await connect(agent);
+      const helloAt = nowMs();
       const { session } = await client.retrieveSession(sessionName(stage, i));
       const fd = await session.retrieve(TOKEN);
-      return { client, session, fd, at: nowMs() };
+      return { client, session, fd, at: nowMs(), helloAt };
     }),
   );
   const last = Math.max(...claimed.map((c) => c.at));
   // The agent's CPU time over the claim phase: what the clients cost it, however the emulated CPUs are shared.
   const agentCpuMs = cpuMs(agent.child.pid) - cpuBefore;
+  // And the clients' (this process, the runner): the other end of the same requests, on the other emulated CPU.
+  const clientsCpu = process.cpuUsage(clientsCpuBefore);
+  const clientsCpuMs = (clientsCpu.user + clientsCpu.system) / 1000;
+  // Half the clients had their hello answered by then: the connects and hellos, before any claim is asked.
+  const helloMedian = median(claimed.map((c) => c.helloAt)) - started;
   let held = 0;
   for (const [i, c] of claimed.entries()) {
     if (fs.readFileSync(`/proc/self/fd/${c.fd}`, 'latin1') === contentOf(stage, i)) held++;
@@ -161,7 +179,7 @@ async function claimClients(ctx: StageContext, agent: AgentProcess, count: numbe
     await c.client.close();
   }
   ctx.equal(`every one of the ${count} client(s) holds its own bytes again`, held, count);
-  return { started, last, agentCpuMs, held, ...(await updateTimes(agent)) };
+  return { started, last, helloMedian, agentCpuMs, clientsCpuMs, held, ...(await updateTimes(agent)) };
 }
 
 /** The agent's instants of the update (wall clocks: `frozenAt` the old kernel's, `firstOpenAt` this one's), asked after the timed part. */
@@ -226,7 +244,9 @@ function agentStage(stage: number, counts: readonly number[]): (ctx: StageContex
               init_to_first_connect_ms: since(claims.started),
               init_to_all_hold_fds_ms: since(claims.last),
               claim_ms: claims.last - claims.started,
+              hello_answered_ms: claims.helloMedian,
               agent_cpu_ms: claims.agentCpuMs,
+              clients_cpu_ms: claims.clientsCpuMs,
               all_hold_fds_mono_ms: claims.last,
               frozen_at_wall_ms: claims.frozenAt,
               first_open_at_wall_ms: claims.firstOpenAt,

@@ -414,7 +414,7 @@ export function formatTable(r: BenchResult): string {
 const withCi = (value: number, interval: Interval, digits: number): string => `${fmt(value, digits)} ${ci(interval, digits)}`;
 
 /** The agent path: one column per client count, each figure the median over boots with its interval. */
-function agentTable(a: AgentResult, boots: number): string {
+export function agentTable(a: AgentResult, boots: number): string {
   const after = a.after_kexec;
   const row = (name: string, pick: (x: AgentResult['after_kexec'][number]) => string): string[] => [name, ...after.map(pick)];
   const rows: string[][] = [
@@ -425,6 +425,8 @@ function agentTable(a: AgentResult, boots: number): string {
     row('/init to the agent answering (its node start, the manifest)', (x) => withCi(x.init_to_agent_answering_ms, x.init_to_agent_answering_ms_ci95, 0)),
     row('/init to every client holding its fds again', (x) => withCi(x.init_to_all_hold_fds_ms, x.init_to_all_hold_fds_ms_ci95, 0)),
     row('  the claim phase alone (first connect to last fd)', (x) => withCi(x.claim_ms, x.claim_ms_ci95, 0)),
+    row('    of it, to half the clients connected and greeted', (x) => withCi(x.hello_answered_ms, x.hello_answered_ms_ci95, 0)),
+    row('    CPU time over it: the agent / the clients (one node)', (x) => `${fmt(x.agent_cpu_ms, 0)} / ${fmt(x.clients_cpu_ms, 0)}`),
     row('clients holding their own bytes again (fewest in any boot)', (x) => `${x.held} of ${x.clients}`),
     ['agent requests/s while they preserved (hello, createSession, ready)', ...a.preserve.map((p) => withCi(p.requests_per_s, p.requests_per_s_ci95, 1))],
     ["agent's RSS with them all holding a session, MiB", ...a.preserve.map((p) => `${fmt(p.agent_rss_kib / 1024, 1)} ${ci([p.agent_rss_kib_ci95[0] / 1024, p.agent_rss_kib_ci95[1] / 1024], 1)}`)],

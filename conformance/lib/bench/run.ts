@@ -6,7 +6,7 @@
  * 95% intervals (boots.ts). Prints a table, or with `--json` one JSON
  * object. Progress goes to stderr, results to stdout.
  *
- *   npm run bench -- [--json] [--quick] [--boots N] [--host-only] [--kernel 7.3|/path/bzImage]
+ *   npm run bench -- [--json] [--quick] [--boots N] [--host-only | --agent-only] [--kernel 7.3|/path/bzImage]
  *                    [--systemd] [--vmm] [--fleet N] [--group-boots N] [--groups-only] [--all]
  *
  * The groups (groups.ts) are opt-in, each its own boots on the newest
@@ -33,7 +33,7 @@ import { HOST_FULL, HOST_QUICK, runHost } from './host.js';
 import { errorsResult, fdPassResult, hostResult, hostTargets, promiseResult, type HostOnlyResult } from './host-report.js';
 import { AGENT_FULL, AGENT_QUICK, agentCmdline, benchCmdline, FULL, GUEST_C_BENCH, GUEST_NODE_AGENT, QUICK, type BenchParams } from './params.js';
 import { formatGroups } from './groups-report.js';
-import { accelOf, buildBoot, formatHostTable, formatTable, type BenchResult, type BootResult, type RunInfo, type StageValues } from './report.js';
+import { accelOf, agentTable, buildBoot, formatHostTable, formatTable, type BenchResult, type BootResult, type RunInfo, type StageValues } from './report.js';
 import { compileC } from '../harness/compile.js';
 import { anyGroup, FLEET_HOSTS, GROUP_BOOTS, runGroups, type GroupOptions, type GroupResults } from './groups.js';
 
@@ -156,6 +156,44 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
   return { ...info, ...(groups === undefined ? {} : { groups }), boots, ...guest, host: hostOnly.host, fdpass: hostOnly.fdpass, promise: hostOnly.promise, errors: hostOnly.errors, agent, targets: [...guest.targets, ...agent.targets, ...hostOnly.targets] };
 }
 
+/** What `--agent-only` gives: the agent path's boots and its host cases, nothing else. */
+export interface AgentOnlyResult {
+  readonly mode: 'agent';
+  readonly date: string;
+  readonly commit: string;
+  readonly kernel: string;
+  readonly boots: number;
+  readonly loadavg: { readonly start: number; readonly end: number };
+  readonly agent: ReturnType<typeof combineAgent>;
+}
+
+/**
+ * The agent path alone (`--agent-only`): its host cases, then `boots` guest
+ * runs of it (a kernel per client count and one more), for a change to the
+ * agent measured without the rest of the guest benchmark's boots.
+ */
+export async function runAgentOnly(options: Pick<BenchOptions, 'quick' | 'boots' | 'kernel' | 'onProgress'> = {}): Promise<AgentOnlyResult> {
+  const progress = options.onProgress ?? defaultProgress;
+  const root = packageRoot();
+  const commit = commitOf(root);
+  const date = new Date().toISOString();
+  const kernel = pickKernel(options.kernel);
+  const boots = options.boots ?? DEFAULT_BOOTS;
+  const loadStart = os.loadavg()[0] ?? 0;
+  const host = agentHostResult(await runAgentHost(options.quick === true ? AGENT_HOST_QUICK : AGENT_HOST_FULL, progress));
+  const cBench = buildCBench(root, progress);
+  const counts = options.quick === true ? AGENT_QUICK : AGENT_FULL;
+  const agentBoots: AgentBoot[] = [];
+  for (let boot = 1; boot <= boots; boot++) agentBoots.push(await runAgentPath({ kernel, counts, cBench, quick: options.quick === true, boot, progress }));
+  return { mode: 'agent', date, commit, kernel: kernel.release, boots, loadavg: { start: loadStart, end: os.loadavg()[0] ?? 0 }, agent: combineAgent(counts, agentBoots, host) };
+}
+
+/** `--agent-only`'s table, with its run's kernel, commit and load, and the agent's targets. */
+function formatAgentOnly(r: AgentOnlyResult): string {
+  const targets = [...r.agent.targets, ...r.agent.host.targets].map((t) => `  ${t.verdict.padEnd(9)} ${t.name} <= ${t.limit}: ${t.value} [${t.ci95.join(', ')}]`);
+  return [`liveupdate benchmark, agent path only: kernel ${r.kernel}, ${r.boots} boot(s), ${r.date}, commit ${r.commit}, load average ${r.loadavg.start.toFixed(2)} -> ${r.loadavg.end.toFixed(2)}`, '', agentTable(r.agent, r.boots), '', 'targets:', ...targets].join('\n');
+}
+
 /** Runs the opt-in groups alone (`--groups-only`). */
 export async function runGroupsOnly(groups: GroupOptions, onProgress: (line: string) => void = defaultProgress): Promise<GroupsOnlyResult> {
   const commit = commitOf(packageRoot());
@@ -247,7 +285,7 @@ function cpuModel(): string {
 }
 
 /** Command-line options of `npm run bench`. */
-export function parseArgs(argv: readonly string[]): BenchOptions & { json: boolean; hostOnly: boolean; groupsOnly: boolean; groups: GroupOptions } {
+export function parseArgs(argv: readonly string[]): BenchOptions & { json: boolean; hostOnly: boolean; agentOnly: boolean; groupsOnly: boolean; groups: GroupOptions } {
   let json = false;
   let groupsOnly = false;
   let all = false;
@@ -255,6 +293,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions & { json: boole
   const asked = { systemd: false, vmm: false, fleet: 0 };
   let quick = false;
   let hostOnly = false;
+  let agentOnly = false;
   let boots: number | undefined;
   let kernel: string | undefined;
   let memory: string | undefined;
@@ -263,6 +302,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions & { json: boole
     if (arg === '--json') json = true;
     else if (arg === '--quick') quick = true;
     else if (arg === '--host-only') hostOnly = true;
+    else if (arg === '--agent-only') agentOnly = true;
     else if (arg === '--groups-only') groupsOnly = true;
     else if (arg === '--all') all = true;
     else if (arg === '--systemd') asked.systemd = true;
@@ -280,14 +320,15 @@ export function parseArgs(argv: readonly string[]): BenchOptions & { json: boole
       if (value === undefined) throw new Error(`${arg} needs a value`);
       if (arg === '--kernel') kernel = value;
       else memory = value;
-    } else throw new Error(`unknown argument ${String(arg)}: use [--json] [--quick] [--boots N] [--host-only] [--kernel 7.2|7.3|/path/bzImage] [--memory 4G] [--systemd] [--vmm] [--fleet N] [--group-boots N] [--groups-only] [--all]`);
+    } else throw new Error(`unknown argument ${String(arg)}: use [--json] [--quick] [--boots N] [--host-only | --agent-only] [--kernel 7.2|7.3|/path/bzImage] [--memory 4G] [--systemd] [--vmm] [--fleet N] [--group-boots N] [--groups-only] [--all]`);
   }
   const groups: GroupOptions = all
     ? { systemd: groupBoots, vmm: groupBoots, fleet: asked.fleet || FLEET_HOSTS }
     : { systemd: asked.systemd ? groupBoots : 0, vmm: asked.vmm ? groupBoots : 0, fleet: asked.fleet };
   if (groupsOnly && !anyGroup(groups)) throw new Error('--groups-only needs a group: --systemd, --vmm, --fleet N or --all');
   if (hostOnly && anyGroup(groups)) throw new Error('--host-only runs no guest: it takes no group');
-  return { json, quick, hostOnly, groupsOnly, groups, ...(boots === undefined ? {} : { boots }), ...(kernel === undefined ? {} : { kernel }), ...(memory === undefined ? {} : { memory }) };
+  if (agentOnly && (hostOnly || groupsOnly || anyGroup(groups))) throw new Error('--agent-only runs the agent path alone: it takes no --host-only, --groups-only or group');
+  return { json, quick, hostOnly, agentOnly, groupsOnly, groups, ...(boots === undefined ? {} : { boots }), ...(kernel === undefined ? {} : { kernel }), ...(memory === undefined ? {} : { memory }) };
 }
 
 async function main(): Promise<void> {
@@ -295,6 +336,8 @@ async function main(): Promise<void> {
   const options = parseArgs(process.argv.slice(2));
   const [result, text] = options.hostOnly
     ? await runHostBench(options).then((r) => [r, formatHostTable(r)] as const)
+    : options.agentOnly
+      ? await runAgentOnly(options).then((r) => [r, formatAgentOnly(r)] as const)
     : options.groupsOnly
       ? await runGroupsOnly(options.groups).then((r) => [r, formatGroups(r.groups)] as const)
       : await runBench(options).then((r) => [r, [formatTable(r), ...(r.groups === undefined ? [] : [formatGroups(r.groups)])].join('\n\n')] as const);
