@@ -698,9 +698,9 @@ let intoBuffers: { readonly data: Buffer; readonly meta: Int32Array } | undefine
 function intoFor(maxBytes: number): boolean {
   if (maxBytes > MAX_BYTES) return false;
   if (intoBuffers === undefined) {
-    const buffers = { data: Buffer.allocUnsafeSlow(MAX_BYTES), meta: new Int32Array(RECV_META_HEADER + SCM_MAX_FD) };
-    addon().setRecvRoom(buffers.data, buffers.meta);
-    intoBuffers = buffers;
+    // Another copy of this module in the process may have registered first: then both use its pair.
+    const [data, meta] = addon().setRecvRoom(Buffer.allocUnsafeSlow(MAX_BYTES), new Int32Array(RECV_META_HEADER + SCM_MAX_FD));
+    intoBuffers = { data, meta };
   }
   return true;
 }

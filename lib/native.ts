@@ -83,7 +83,8 @@ export type FdPassBinding = {
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number | Cancellable<NativeRecvResult>;
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, into: boolean): number | NativeRecvResult | Cancellable<NativeRecvResult>;
   /** Registers the buffers a receive given `true` writes into: once per environment (a second call throws), kept alive with it. */
-  setRecvRoom(data: Uint8Array, meta: Int32Array): void;
+  /** Registers where receives given `true` write; once per environment: a later call (another copy of the package) gets the first pair back. */
+  setRecvRoom(data: Buffer, meta: Int32Array): [Buffer, Int32Array];
   waitReadable(fd: number, timeoutMs: number): boolean;
   waitReadableAsync(fd: number): Cancellable<boolean>;
   /** Whether a message, a connection or EOF waits on `fd`, without waiting (POLLNVAL counts: the next call on it says why). */

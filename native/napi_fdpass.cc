@@ -734,16 +734,29 @@ thread_local RecvRoom recv_room;
 
 void ForgetRecvRoom(void*) { recv_room = {}; }
 
-// setRecvRoom(data, meta): a Uint8Array and an Int32Array, as for recvFds.
+// The buffers registered in this environment, as [data, meta].
+Napi::Value RegisteredRoom(Napi::Env env) {
+  napi_value data = nullptr, meta = nullptr;
+  NAPI_THROW_IF_FAILED(env, napi_get_reference_value(env, recv_room.data_ref, &data), Napi::Value());
+  NAPI_THROW_IF_FAILED(env, napi_get_reference_value(env, recv_room.meta_ref, &meta), Napi::Value());
+  Napi::Array pair = Napi::Array::New(env, 2);
+  pair.Set(0u, Napi::Value(env, data));
+  pair.Set(1u, Napi::Value(env, meta));
+  return pair;
+}
+
+// setRecvRoom(data, meta): a Uint8Array and an Int32Array, as for recvFds;
+// returns the pair registered, [data, meta]. Once per environment: a later
+// call (a second copy of the package in the process, sharing this addon)
+// gets the first call's pair back and registers nothing, so every receive
+// writes where each copy reads (one thread: no two receives at once).
 Napi::Value SetRecvRoom(const Napi::CallbackInfo& info) {
   napi_env env = info.Env();
   RecvRoom room;
   room.env = env;
   room.into.data = static_cast<uint8_t*>(ArgRoom(info, 0, napi_uint8_array, "data", "an instance of Uint8Array", room.data_length));
   room.into.meta = static_cast<int32_t*>(ArgRoom(info, 1, napi_int32_array, "meta", "an instance of Int32Array", room.meta_length));
-  // Once: a receive that wrote elsewhere than where its caller reads would
-  // hand it another call's fds.
-  if (recv_room.env == env) ThrowArgType(env, "data", "not given before (setRecvRoom is called once per environment)");
+  if (recv_room.env == env) return RegisteredRoom(info.Env());
   NAPI_THROW_IF_FAILED(env, napi_create_reference(env, info[0], 1, &room.data_ref), Napi::Value());
   if (napi_create_reference(env, info[1], 1, &room.meta_ref) != napi_ok) {
     napi_delete_reference(env, room.data_ref);
@@ -751,7 +764,7 @@ Napi::Value SetRecvRoom(const Napi::CallbackInfo& info) {
   }
   napi_add_env_cleanup_hook(env, ForgetRecvRoom, nullptr);
   recv_room = room;
-  return info.Env().Undefined();
+  return RegisteredRoom(info.Env());
 }
 
 // recvFds(fd, maxBytes, maxFds, framing[, data, meta]): with `data` (a

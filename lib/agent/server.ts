@@ -14,7 +14,7 @@
  * `listen` (the socket and the accept loop).
  */
 import { agentError, LiveUpdateError, type AgentErrorCode, type AgentOperation } from '../errors.js';
-import { FdPassError, recvFdsSync, sendFds } from '../fdpass.js';
+import { FdPassError, recvFds, sendFds } from '../fdpass.js';
 import { onFirstUse } from '../lazy.js';
 import { native } from '../native.js';
 import type { Session } from '../session.js';
@@ -412,13 +412,15 @@ export class Agent {
 
   /**
    * The message waiting on `c` (its bytes, or null at EOF); one the codec
-   * cannot take is answered, then the connection dropped. It is there (the
-   * socket is readable, and only the agent reads it), so it is taken at
-   * once, without a Promise or a watcher of its own.
+   * cannot take is answered, then the connection dropped. The Promise form,
+   * though the message is there (the socket is readable, and only the agent
+   * reads it): it takes the message within the call all the same, and fds a
+   * peer sent along (a request takes none) are closed on the closer's
+   * thread, where a peer's file whose last close blocks holds nobody.
    */
   async #take(c: Client): Promise<Buffer | null> {
     try {
-      const { data, fds, eof } = recvFdsSync(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS });
+      const { data, fds, eof } = await recvFds(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS });
       fds.forEach(closeQuietly);
       return eof ? null : data;
     } catch (error) {
