@@ -38,7 +38,7 @@ const EXPORTS: ReadonlyArray<readonly [string, string]> = [
   ['MAX_SESSION_NAME_BYTES', 'number'], ['memfd', 'object'], ['kexec', 'object'], ['kernel', 'object'], ['sendFds', 'function'],
   ['sendFdsSync', 'function'], ['recvFds', 'function'], ['recvFdsSync', 'function'], ['socketPair', 'function'],
   ['FdPassError', 'function'], ['ControlTruncatedError', 'function'], ['MessageTruncatedError', 'function'],
-  ['FramingError', 'function'], ['StreamOutOfStepError', 'function'], ['SocketBusyError', 'function'],
+  ['FramingError', 'function'], ['StreamOutOfStepError', 'function'], ['SocketBusyError', 'function'], ['NotUnixSocketError', 'function'],
   ['PeerClosedError', 'function'], ['MAX_FDS_PER_MESSAGE', 'number'], ['DEFAULT_MAX_BYTES', 'number'], ['notify', 'function'],
   ['notifySync', 'function'], ['barrier', 'function'], ['barrierSync', 'function'], ['listenFds', 'function'],
   ['describeFd', 'function'], ['isLuoSessionFd', 'function'], ['isValidFdName', 'function'], ['ListenFdsError', 'function'],
