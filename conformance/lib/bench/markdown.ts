@@ -60,6 +60,7 @@ npm run -s bench -- --json         # one JSON object (-s: no npm banner on stdou
 npm run bench -- --boots 3         # independent boots of the guest benchmark (default 5)
 npm run bench -- --quick           # fewer rounds, 64 MiB instead of 1 GiB, agent path 1 and 10 clients (CI: --quick --boots 1)
 npm run bench -- --host-only       # the host cases alone: no kernel, no QEMU
+npm run bench -- --agent-only      # the agent path's boots and its host cases alone (a change to the agent, measured in a few boots)
 npm run bench -- --kernel 7.3      # another cached kernel series, a release, or a bzImage path
 npm run bench -- --systemd         # opt-in group: blackout on a systemd host vs the standalone agent
 npm run bench -- --vmm             # opt-in group: a real QEMU guest's downtime, 64 MiB, 1 GiB, cold restart
