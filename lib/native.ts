@@ -74,15 +74,12 @@ export type FdPassBinding = {
   /** Tried at once on the caller's numbers: the bytes sent when done then, else a Cancellable (the operation took copies). */
   sendFdsAsync(fd: number, data: Uint8Array, fds: readonly number[] | number, framing: number): number | Cancellable<number>;
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, into?: false): NativeRecvResult;
-  /** With `data` (>= maxBytes) and `meta` (>= 5 + maxFds), or `true` for those given to setRecvRoom: the result written there, the byte count returned (see fdpass.ts, readInto). */
-  recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number;
+  /** With `into` true: the result written into the buffers given to setRecvRoom, the byte count returned (see fdpass.ts, readInto). */
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, into: boolean): number | NativeRecvResult;
   /** Tried at once as sendFdsAsync is: the result when a message was there, else a Cancellable. */
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, into?: false): NativeRecvResult | Cancellable<NativeRecvResult>;
-  /** With `data` and `meta` (or `true`) as for recvFds: a receive done at once is written there (the byte count returned). */
-  recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, data: Uint8Array, meta: Int32Array): number | Cancellable<NativeRecvResult>;
+  /** With `into` true as for recvFds: a receive done at once is written there (the byte count returned). */
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, into: boolean): number | NativeRecvResult | Cancellable<NativeRecvResult>;
-  /** Registers the buffers a receive given `true` writes into: once per environment (a second call throws), kept alive with it. */
   /** Registers where receives given `true` write; once per environment: a later call (another copy of the package) gets the first pair back. */
   setRecvRoom(data: Buffer, meta: Int32Array): [Buffer, Int32Array];
   waitReadable(fd: number, timeoutMs: number): boolean;

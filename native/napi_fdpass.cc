@@ -767,30 +767,18 @@ Napi::Value SetRecvRoom(const Napi::CallbackInfo& info) {
   return RegisteredRoom(info.Env());
 }
 
-// recvFds(fd, maxBytes, maxFds, framing[, data, meta]): with `data` (a
-// Uint8Array of at least maxBytes) and `meta` (an Int32Array of at least
-// kRecvMetaHeader + maxFds), or `true` for the registered ones, a receive
-// done within the call writes its result there (RecvInto) and returns the
-// byte count.
+// recvFds(fd, maxBytes, maxFds, framing[, into]): with `into` true, a
+// receive done within the call writes its result into the buffers given to
+// setRecvRoom (RecvInto) and returns the byte count.
 RecvInto ArgInto(const Napi::CallbackInfo& info, size_t index, size_t max_bytes, size_t max_fds) {
-  if (index >= info.Length()) return {};
-  size_t data_length = 0, meta_length = 0;
-  RecvInto into;
   bool registered = false;
-  if (napi_get_value_bool(info.Env(), info[index], &registered) == napi_ok) {
-    if (!registered) return {};
-    if (recv_room.env != static_cast<napi_env>(info.Env())) ThrowArgType(info.Env(), "data", "an instance of Uint8Array (true: the one given to setRecvRoom, which was not)");
-    into = recv_room.into;
-    data_length = recv_room.data_length;
-    meta_length = recv_room.meta_length;
-  } else {
-    if (info[index].IsUndefined()) return {};
-    into.data = static_cast<uint8_t*>(ArgRoom(info, index, napi_uint8_array, "data", "an instance of Uint8Array", data_length));
-    into.meta = static_cast<int32_t*>(ArgRoom(info, index + 1, napi_int32_array, "meta", "an instance of Int32Array", meta_length));
-  }
-  if (data_length < max_bytes) ThrowArgRange(info.Env(), "data.length", ">= maxBytes");
-  if (meta_length < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "meta.length", ">= 5 + maxFds");
-  return into;
+  if (index >= info.Length() || info[index].IsUndefined()) return {};
+  if (napi_get_value_bool(info.Env(), info[index], &registered) != napi_ok) ThrowArgType(info.Env(), "into", "of type boolean");
+  if (!registered) return {};
+  if (recv_room.env != static_cast<napi_env>(info.Env())) ThrowArgType(info.Env(), "into", "false until setRecvRoom was called");
+  if (recv_room.data_length < max_bytes) ThrowArgRange(info.Env(), "maxBytes", "<= the registered data's length");
+  if (recv_room.meta_length < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "maxFds", "<= the registered meta's length less 5");
+  return recv_room.into;
 }
 
 RecvWork MakeRecv(const Napi::CallbackInfo& info) {
