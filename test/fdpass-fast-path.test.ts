@@ -18,10 +18,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, socketPair } from '../lib/fdpass.js';
-import { memfd, NotUnixSocketError } from '../lib/index.js';
+import { NotUnixSocketError } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { ROOT } from './helpers/child.js';
-import { expectNoFdLeak } from './helpers/fds.js';
+import { closeAll, contentOf, expectNoFdLeak, memfdWith } from './helpers/fds.js';
 
 const DIST = path.join(ROOT, 'dist', 'index.js');
 
@@ -30,21 +30,6 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-fast-path-'));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) fs.closeSync(fd);
-}
-
-/** A memfd holding `text`. */
-function memfdWith(text: string): number {
-  const fd = memfd.createSync('fdpass-fast-path');
-  fs.writeSync(fd, text);
-  return fd;
-}
-
-function contentOf(fd: number): string {
-  return fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8');
-}
 
 /** The fd under a node socket (its libuv handle's), which this test reads directly. */
 function handleFd(socket: net.Socket | dgram.Socket): number {

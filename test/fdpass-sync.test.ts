@@ -12,10 +12,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FramingError, MessageTruncatedError, recvFds, recvFdsSync, sendFds, sendFdsSync, socketPair, StreamOutOfStepError } from '../lib/fdpass.js';
-import { memfd } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { ROOT } from './helpers/child.js';
-import { expectNoFdLeak } from './helpers/fds.js';
+import { closeAll, contentOf, expectNoFdLeak, memfdWith } from './helpers/fds.js';
 
 const DIST = path.join(ROOT, 'dist', 'index.js');
 
@@ -24,21 +23,6 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-sync-'));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) fs.closeSync(fd);
-}
-
-/** A memfd holding `text`. */
-function memfdWith(text: string): number {
-  const fd = memfd.createSync('fdpass-sync');
-  fs.writeSync(fd, text);
-  return fd;
-}
-
-function contentOf(fd: number): string {
-  return fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8');
-}
 
 /**
  * Runs `body` (CommonJS, `lu` is the package) in a fresh node with at most

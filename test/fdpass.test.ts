@@ -19,28 +19,9 @@ import {
 import { BadFileDescriptorError, LiveUpdateError, PeerClosedError } from '../lib/errors.js';
 import { native } from '../lib/native.js';
 import { compiledLib, removeCompiledLib, runChild, sha256 } from './helpers/child.js';
-import { expectNoFdLeak, openFds } from './helpers/fds.js';
+import { closeAll, contentOf, expectNoFdLeak, memfdWith, openFds } from './helpers/fds.js';
 
 const TYPES: UnixSocketType[] = ['stream', 'seqpacket', 'dgram'];
-
-/** A close-on-exec memfd holding `text`. */
-function memfdWith(text: string): number {
-  const fd = native.memfdCreate('fdpass-test', 1 /* MFD_CLOEXEC */);
-  fs.writeSync(fd, text);
-  return fd;
-}
-
-/** The whole content of `fd`, read with pread from offset 0 (the offset is shared with the sender). */
-function contentOf(fd: number): string {
-  const size = fs.fstatSync(fd).size;
-  const buf = Buffer.alloc(size);
-  fs.readSync(fd, buf, 0, size, 0);
-  return buf.toString();
-}
-
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) fs.closeSync(fd);
-}
 
 /** FD_CLOEXEC as the kernel reports it in fdinfo (O_CLOEXEC = 02000000). */
 function isCloexec(fd: number): boolean {

@@ -25,7 +25,7 @@ import * as lu from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { notify, notifySync } from '../lib/systemd.js';
 import { ROOT } from './helpers/child.js';
-import { expectNoFdLeak, openFds } from './helpers/fds.js';
+import { closeAll, contentOf, expectNoFdLeak, memfdWith, openFds } from './helpers/fds.js';
 
 const DIST = path.join(ROOT, 'dist', 'index.js');
 
@@ -76,20 +76,6 @@ function lastJson<T>(outcome: Outcome): T {
   } catch {
     throw new Error(`child printed no JSON (status ${outcome.status}, signal ${outcome.signal}); stderr: ${outcome.stderr.slice(0, 2000)}`);
   }
-}
-
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) fs.closeSync(fd);
-}
-
-function memfdWith(text: string): number {
-  const fd = native.memfdCreate('hardening', 1);
-  fs.writeSync(fd, text, 0);
-  return fd;
-}
-
-function contentOf(fd: number): string {
-  return fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8');
 }
 
 // ---- 1. Workers -----------------------------------------------------------------

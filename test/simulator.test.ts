@@ -37,7 +37,7 @@ import {
 } from 'liveupdate';
 import { SimulatedDevice, startSimulatedAgent, type SimulatedAgent } from 'liveupdate/simulator';
 import { SimulatedLuo } from '../dist/simulator/kernel.js';
-import { openFds } from './helpers/fds.js';
+import { contentOf, openFds } from './helpers/fds.js';
 import { simulatedTranscript } from './kernel/scenarios/differential.js';
 
 const ROOT = path.join(__dirname, '..');
@@ -64,10 +64,6 @@ function memfdOf(text: string): number {
 /** Resolves once `done()` holds, or after 2 s. */
 async function settled(done: () => boolean): Promise<void> {
   for (let waited = 0; !done() && waited < 2000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
-}
-
-function contentOf(fd: number): string {
-  return fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8');
 }
 
 describe('the simulated agent in this process', () => {

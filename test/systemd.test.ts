@@ -15,7 +15,7 @@ import {
   notifySync,
 } from '../lib/systemd.js';
 import { compiledLib, removeCompiledLib, runChild } from './helpers/child.js';
-import { expectNoFdLeak, openFds } from './helpers/fds.js';
+import { closeAll, expectNoFdLeak, memfdWith, openFds } from './helpers/fds.js';
 
 /** A datagram socket standing in for the service manager's notify socket. */
 interface FakeManager {
@@ -71,16 +71,6 @@ function nothingArrives(manager: FakeManager): boolean {
     if ((error as { code?: string }).code === 'ETIMEDOUT') return true;
     throw error;
   }
-}
-
-function memfdWith(text: string): number {
-  const fd = native.memfdCreate('notify-test', 1);
-  fs.writeSync(fd, text);
-  return fd;
-}
-
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) fs.closeSync(fd);
 }
 
 function text(message: RecvResult): string {
