@@ -393,7 +393,7 @@ export class FdPassError extends LiveUpdateError {
   }
 }
 
-/** Fds pass only over a Unix socket (`AF_UNIX`): the fd is another kind of socket (`EAFNOSUPPORT`: TCP, UDP, ...) or no socket at all (`ENOTSOCK`). Nothing was sent. */
+/** Fds pass only over a Unix socket (`AF_UNIX`): the fd is another kind of socket (`EAFNOSUPPORT`: TCP, UDP, ...) or no socket at all (`ENOTSOCK`). A send refused so sent nothing. */
 export class NotUnixSocketError extends LiveUpdateError {}
 
 /** The kernel dropped fds (MSG_CTRUNC): more were sent than `maxFds`, or the receiver's fd limit was hit. */
@@ -633,7 +633,7 @@ export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
   { type: AgentTimeoutError, operations: AGENT_REQUEST_OPS, codes: ['ETIMEDOUT'], meaning: "the agent did not answer within the request's timeout; the client closed the connection", text: (c) => `the agent at ${agentSocket(c)} did not answer ${c.operation} in time; the connection is closed`, fix: 'see whether the agent is stuck (its log, systemctl status liveupdate-agent); the timeoutMs option sets the limit' },
   { type: AgentUnavailableError, operations: AGENT_REQUEST_OPS, codes: ['EPIPE', 'ECONNRESET', 'ENOTCONN'], meaning: 'the connection to the agent was lost', text: (c) => `the connection to the agent at ${agentSocket(c)} was lost`, fix: 'connect again (an agent that restarted still has your sessions: attach to them)' },
   { type: AgentListenError, operations: ['agent.start'], codes: '*', meaning: 'the agent cannot listen: another agent listens on the socket, or the path is not a socket (`EADDRINUSE`), or a syscall failed', text: (c, system) => `the agent cannot listen at ${agentSocket(c)}: ${system}` },
-  { type: NotUnixSocketError, operations: ['sendFds', 'recvFds'], codes: ['EAFNOSUPPORT', 'ENOTSOCK'], meaning: 'the fd is not a Unix socket (TCP, UDP, a pipe, a file): fds pass over `AF_UNIX` sockets only; nothing was sent', text: (c) => `${fdText(c)} is not a Unix socket: fds pass over AF_UNIX sockets only` },
+  { type: NotUnixSocketError, operations: ['sendFds', 'recvFds'], codes: ['EAFNOSUPPORT', 'ENOTSOCK'], meaning: 'the fd is not a Unix socket (TCP, UDP, a pipe, a file): fds pass over `AF_UNIX` sockets only; a send refused so sent nothing', text: (c) => `${fdText(c)} is not a Unix socket: fds pass over AF_UNIX sockets only` },
   { type: PeerClosedError, operations: ['sendFds', 'recvFds'], codes: ['EPIPE', 'ECONNRESET'], meaning: 'the peer closed the socket', text: (c) => `the peer closed the socket (${fdText(c)})` },
   { type: NotifyTimeoutError, operations: ['notify', 'barrier'], codes: ['ETIMEDOUT'], meaning: 'the service manager did not take the notification, or acknowledge `BARRIER=1`, within `timeout`', text: (c) => `the service manager at NOTIFY_SOCKET=${c.path ?? ''} did not answer in time` },
   { type: NotifySocketError, operations: ['notify', 'barrier'], codes: '*', meaning: 'cannot reach `$NOTIFY_SOCKET`; the message names its value', text: (c, system) => `cannot send to NOTIFY_SOCKET=${c.path ?? ''}: ${system}` },
