@@ -37,7 +37,7 @@ const side = (share: number, whole: number): BlackoutSide => ({
  * times in the large one, the async lag is `lag` of the sync lag, and node's
  * package share in the blackout is `share` times C's.
  */
-function boot(k: number, largeK: number, lag: number, share: number): BootResult {
+function boot(k: number, largeK: number, lag: number, share: number, requireShare = 0.08): BootResult {
   const c = [10, 20, 30];
   return {
     kernel: '7.2.13',
@@ -67,7 +67,15 @@ function boot(k: number, largeK: number, lag: number, share: number): BootResult
       rounds: { sync_max_lag_ms: [1000, 1000], async_max_lag_ms: [1000 * lag, 1000 * lag], async_preserve_ms: [1000, 1000] },
       repeat: { sync_max_lag_ms: 100, async_max_lag_ms: 10, lag_ratio: 0.1 },
     },
-    blackout: { files: 100, node: side(10 * share, 3000), c: side(10, 15), node_floor_ms: 2000, ratio: 200 },
+    blackout: {
+      files: 100,
+      node: side(10 * share, 3000),
+      c: side(10, 15),
+      node_floor_ms: 2000,
+      ratio: 200,
+      // Fresh nodes alternating: node -e 0 at 300 and 400 ms, each require that share of it.
+      fresh: { node_start_ms: [300, 400], require_ms: [300 * requireShare, 400 * requireShare], live_update_ms: [50, 50] },
+    },
     large_swap: { bytes: 1 << 20, node_wrote_node_preserved_ms: 1, node_wrote_c_preserved_ms: 1, c_wrote_c_preserved_ms: 1, rounds: { node_wrote_node_preserved_ms: [1], node_wrote_c_preserved_ms: [1], c_wrote_c_preserved_ms: [1] } },
     layers: { n: 100, api_us_per_op: 2, addon_us_per_op: 1, api_over_addon: 2 },
     addon_rss_kib: 200,
@@ -103,7 +111,19 @@ describe('combineBoots', () => {
     expect(r.blackout.share_verdict).toBe('met');
     // The whole blackout: 3000 ms against 15 ms, 200×, no target.
     expect(r.blackout.ratio).toBe(200);
-    expect(r.targets.map((t) => t.verdict)).toEqual(['met', 'met', 'missed', 'met', 'met']);
+    expect(r.targets.map((t) => t.verdict)).toEqual(['met', 'met', 'missed', 'met', 'met', 'met']);
+  });
+
+  it("judges the guest's fresh-node require against node -e 0 there, pairing each boot's rounds", () => {
+    // require at 8% and 20% of node's start in the boots' rounds: 0.08 met; 0.2 missed; a boot of each straddles 0.1.
+    const met = combineBoots([boot(1, 1, 0.01, 1, 0.08), boot(1, 1, 0.01, 1, 0.08)]).blackout.fresh_require;
+    expect(met).toMatchObject({ samples: 4, require_ms: 28, node_start_ms: 350, live_update_ms: 50, ratio: 0.08, verdict: 'met' });
+    expect(combineBoots([boot(1, 1, 0.01, 1, 0.2), boot(1, 1, 0.01, 1, 0.2)]).blackout.fresh_require.verdict).toBe('missed');
+    const mixed = combineBoots([boot(1, 1, 0.01, 1, 0.08), boot(1, 1, 0.01, 1, 0.2)]);
+    expect(mixed.blackout.fresh_require.ratio_ci95).toEqual([0.08, 0.2]);
+    expect(mixed.blackout.fresh_require.verdict).toBe('undecided');
+    // Every boot's rounds, in boot order.
+    expect(mixed.blackout.fresh.require_ms).toEqual([24, 32, 60, 80]);
   });
 
   it('refuses no boots', () => {

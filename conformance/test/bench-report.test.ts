@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { errorsResult, fdPassResult, hostResult, hostTargets, poolWakeupNote, promiseResult } from '../lib/bench/host-report.js';
 import * as path from 'node:path';
-import { requireOnce, type ErrorRounds, type FdPassRounds, type FormRounds, type HostRounds, type SealsRounds } from '../lib/bench/host.js';
+import type { ErrorRounds, FdPassRounds, FormRounds, HostRounds, SealsRounds } from '../lib/bench/host.js';
+import { requireOnce } from '../lib/bench/fresh-node.js';
 import { accelOf } from '../lib/bench/report.js';
 
 const flat = (sync: number, async: number, c: number, n = 5): FormRounds => ({

@@ -6,8 +6,8 @@
  * interval. Pure.
  * @internal
  */
-import type { BlackoutSide, BootResult, GuestResult, LargeTiming, PerOp } from './report.js';
-import { median, ratioOverBoots, type Estimate, type Interval, type PairedRounds } from './stats.js';
+import type { BlackoutSide, BootResult, FreshNodeRounds, FreshRequire, GuestResult, LargeTiming, PerOp } from './report.js';
+import { median, medianEstimate, ratioOverBoots, type Estimate, type Interval, type PairedRounds } from './stats.js';
 import { round3, roundPair, target, type Target } from './host-report.js';
 
 /** A ratio's estimate over boots, as reported. */
@@ -175,5 +175,28 @@ function combineBlackout(boots: readonly BootResult['blackout'][], targets: Targ
     share_ratio_ci95: roundPair(share.ci95),
     share_verdict: pushTarget(targets, target("blackout: package's share (require, open, retrieves) / C's retrieval <= 1.25", share.median, share.ci95, 1.25, share.observations)),
     boot_ratios: whole.perBoot.map(round3),
+    fresh: {
+      node_start_ms: boots.flatMap((b) => b.fresh.node_start_ms),
+      require_ms: boots.flatMap((b) => b.fresh.require_ms),
+      live_update_ms: boots.flatMap((b) => b.fresh.live_update_ms),
+    },
+    fresh_require: freshRequire(boots.map((b) => b.fresh), targets),
+  };
+}
+
+/** `require('liveupdate')` over `node -e 0` in the same guest, each boot's rounds paired as they alternated. */
+function freshRequire(boots: readonly FreshNodeRounds[], targets: Target[]): FreshRequire {
+  const all = (pick: (b: FreshNodeRounds) => readonly number[]): number[] => boots.flatMap(pick);
+  const ratio = ratioOverBoots(boots.map((b) => ({ node: b.require_ms, c: b.node_start_ms })));
+  const requireMs = medianEstimate(all((b) => b.require_ms));
+  return {
+    samples: ratio.observations,
+    require_ms: round3(requireMs.median),
+    require_ms_ci95: roundPair(requireMs.ci95),
+    live_update_ms: medianOf(all((b) => b.live_update_ms)),
+    node_start_ms: medianOf(all((b) => b.node_start_ms)),
+    ratio: round3(ratio.median),
+    ratio_ci95: roundPair(ratio.ci95),
+    verdict: pushTarget(targets, target("guest require('liveupdate') / node -e 0 in the same guest <= 0.1", ratio.median, ratio.ci95, 0.1, ratio.observations)),
   };
 }

@@ -7,7 +7,6 @@
  * a fresh node and what it loads.
  * @internal
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { memfd, recvFds, recvFdsSync, sendFds, sendFdsSync, socketPair } from 'liveupdate';
@@ -15,6 +14,7 @@ import { libraryBinding } from '../native.js';
 import { libraryRoot } from '../vm/initramfs.js';
 import { LineChild } from './line-child.js';
 import { median } from './stats.js';
+import { nodeStartOnce, requireOnce, type RequireSample } from './fresh-node.js';
 import { compileC } from '../harness/compile.js';
 
 /** Sizes of the host cases. */
@@ -284,45 +284,6 @@ async function fdPass(params: HostParams, c: LineChild): Promise<FdPassRounds> {
     reader.destroy();
     for (const n of [fd, a, b]) fs.closeSync(n);
   }
-}
-
-/** What one fresh node measured around `require('liveupdate')`. */
-export interface RequireSample {
-  readonly ms: number;
-  /** The first read of its `LiveUpdate` export after it (what opening the device loads), ms. */
-  readonly live_update_ms: number;
-  /** Every module file the require loaded (relative to `root`). */
-  readonly modules: readonly string[];
-}
-
-/**
- * `require('liveupdate')` in a fresh node: milliseconds, and the module
- * files it loaded (to show it loads no test bed code).
- */
-export function requireOnce(root: string): RequireSample {
-  const script = [
-    'const before = new Set(Object.keys(require.cache));',
-    'const t0 = process.hrtime.bigint();',
-    `require(${JSON.stringify(root)});`,
-    'const ms = Number(process.hrtime.bigint() - t0) / 1e6;',
-    'const modules = Object.keys(require.cache).filter((m) => !before.has(m));',
-    'const t1 = process.hrtime.bigint();',
-    `require(${JSON.stringify(root)}).LiveUpdate;`,
-    'const live_update_ms = Number(process.hrtime.bigint() - t1) / 1e6;',
-    'process.stdout.write(JSON.stringify({ ms, live_update_ms, modules }));',
-  ].join('\n');
-  const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  if (out.status !== 0) throw new Error(`node -e require(${root}) exited with ${String(out.status ?? out.signal)}`);
-  const sample = JSON.parse(out.stdout) as { ms: number; live_update_ms: number; modules: string[] };
-  return { ms: sample.ms, live_update_ms: sample.live_update_ms, modules: sample.modules.map((m) => path.relative(root, m)) };
-}
-
-/** Milliseconds a fresh `node -e 0` takes, start to exit: the floor of any node program. */
-export function nodeStartOnce(): number {
-  const started = process.hrtime.bigint();
-  const out = spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore' });
-  if (out.status !== 0) throw new Error('node -e 0 failed');
-  return Number(process.hrtime.bigint() - started) / 1e6;
 }
 
 /** Everything the host cases measured, raw (report.ts turns it into medians and intervals). */

@@ -72,6 +72,16 @@ export interface BootBlackout {
   readonly node_floor_ms: number;
   /** node / C, of init_to_all_retrieved_ms. */
   readonly ratio: number;
+  /** Fresh nodes in the same guest after the blackout, alternating: the host case's measurement, made in the guest. */
+  readonly fresh: FreshNodeRounds;
+}
+
+/** Fresh nodes, alternating: `node -e 0` start to exit, and `require('liveupdate')` timed inside another (ms each). */
+export interface FreshNodeRounds {
+  readonly node_start_ms: readonly number[];
+  readonly require_ms: readonly number[];
+  /** The first read of `LiveUpdate` after each require. */
+  readonly live_update_ms: readonly number[];
 }
 
 /** What the guest told about itself. */
@@ -143,9 +153,25 @@ export type GuestResult = Omit<BootResult, 'kernel' | 'guest' | 'preserve_small'
     readonly share_ratio: number;
     readonly share_ratio_ci95: Interval;
     readonly share_verdict: Target['verdict'];
+    /** `require('liveupdate')` in fresh nodes in the guest against `node -e 0` there, over every boot. */
+    readonly fresh_require: FreshRequire;
   };
   readonly targets: readonly Target[];
 };
+
+/** `require('liveupdate')` in the guest's fresh nodes, judged against node's own start there. */
+export interface FreshRequire {
+  readonly samples: number;
+  readonly require_ms: number;
+  readonly require_ms_ci95: Interval;
+  /** Then its `LiveUpdate` (what opening the device loads). */
+  readonly live_update_ms: number;
+  readonly node_start_ms: number;
+  /** require / node -e 0: median over boots of each boot's ratio of medians. */
+  readonly ratio: number;
+  readonly ratio_ci95: Interval;
+  readonly verdict: Target['verdict'];
+}
 
 /** The benchmark's result: what `npm run bench -- --json` prints. */
 export type BenchResult = RunInfo &
@@ -264,6 +290,11 @@ function blackoutOf(values: StageValues): BootBlackout {
     c,
     node_floor_ms: round3(median(nums(nodeValues, 'node_floor_ms', 'blackout-node'))),
     ratio: round3(node.init_to_all_retrieved_ms / c.init_to_all_retrieved_ms),
+    fresh: {
+      node_start_ms: nums(nodeValues, 'node_floor_ms', 'blackout-node').map(round3),
+      require_ms: nums(nodeValues, 'fresh_require_ms', 'blackout-node').map(round3),
+      live_update_ms: nums(nodeValues, 'fresh_live_update_ms', 'blackout-node').map(round3),
+    },
   };
 }
 
@@ -360,6 +391,12 @@ const fmt = (x: number, digits = 2): string => x.toFixed(digits);
 
 const ci = (interval: Interval, digits = 3): string => `[${fmt(interval[0], digits)}, ${fmt(interval[1], digits)}]`;
 
+/** The guest's fresh-node require as a row of the main table: its "C" column is `node -e 0` in the same guest. */
+function freshRequireRow(f: FreshRequire): string[] {
+  const label = `require('liveupdate') in a fresh node in the guest, ms (C column: node -e 0 there; ${f.samples} of each; then its LiveUpdate: ${fmt(f.live_update_ms)})`;
+  return [label, fmt(f.require_ms), fmt(f.node_start_ms), fmt(f.ratio, 3), ci(f.ratio_ci95), f.verdict];
+}
+
 /** The readable table. */
 export function formatTable(r: BenchResult): string {
   const b = r.boots;
@@ -374,12 +411,13 @@ export function formatTable(r: BenchResult): string {
     [`  repeat (same memfd again, ms)`, fmt(r.preserve_large.repeat.node_ms), fmt(r.preserve_large.repeat.c_ms), fmt(r.preserve_large.repeat.ratio, 3), ci(r.preserve_large.repeat.ratio_ci95), ''],
     [`blackout (init starts the agent to ${r.blackout.files} fds retrieved, ms)`, fmt(r.blackout.node.init_to_all_retrieved_ms), fmt(r.blackout.c.init_to_all_retrieved_ms), fmt(r.blackout.ratio, 1), ci(r.blackout.ratio_ci95, 1), ''],
     [`  the package's share (node: require, open, retrieves; C: open, retrieves)`, fmt(r.blackout.node.package_share_ms), fmt(r.blackout.c.package_share_ms), fmt(r.blackout.share_ratio, 2), ci(r.blackout.share_ratio_ci95, 2), r.blackout.share_verdict],
+    freshRequireRow(r.blackout.fresh_require),
   ];
   const steps: string[][] = [
     ['blackout taken apart (ms, median over boots)', 'node', 'C'],
     ['kernel start to /init (not counted)', fmt(r.blackout.node.kernel_to_init_ms), fmt(r.blackout.c.kernel_to_init_ms)],
     [`/init to the agent running (node -e 0 in the same guest: ${fmt(r.blackout.node_floor_ms)})`, fmt(r.blackout.node.init_to_running_ms), fmt(r.blackout.c.init_to_running_ms)],
-    ["require('liveupdate')", fmt(r.blackout.node.require_ms), fmt(r.blackout.c.require_ms)],
+    ["require('liveupdate') and its LiveUpdate (the kernel's first node: every page cold)", fmt(r.blackout.node.require_ms), fmt(r.blackout.c.require_ms)],
     ['open /dev/liveupdate', fmt(r.blackout.node.open_ms), fmt(r.blackout.c.open_ms)],
     ['retrieve the session', fmt(r.blackout.node.retrieve_session_ms), fmt(r.blackout.c.retrieve_session_ms)],
     [`retrieve its ${r.blackout.files} fds`, fmt(r.blackout.node.retrieve_fds_ms), fmt(r.blackout.c.retrieve_fds_ms)],

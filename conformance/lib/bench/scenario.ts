@@ -21,6 +21,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LiveUpdate, memfd, type Session } from 'liveupdate';
@@ -28,6 +29,7 @@ import { libraryBinding } from '../native.js';
 import { statFields } from '../harness/proc-stat.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
+import { nodeStartOnce, requireOnce, type RequireSample } from './fresh-node.js';
 import { LineChild } from './line-child.js';
 import {
   BLACKOUT_FILES,
@@ -468,19 +470,33 @@ function cBlackout(ctx: StageContext): JsonValue {
   return { files: BLACKOUT_FILES, ...blackoutSteps(ctx, 'c') };
 }
 
-/** Fresh `node -e 0` runs in this guest, start to exit: the floor under any node program. */
-const NODE_FLOOR_RUNS = 5;
+/**
+ * Fresh nodes in this guest, alternating: `node -e 0` (start to exit, the
+ * floor under any node program) and `require('liveupdate')` timed inside
+ * one, as the host case times it.
+ */
+const FRESH_NODE_RUNS = 5;
 
-/** Stage 3: the node agent pid 1 started, then the floor of node's start in the same guest. */
+/**
+ * Stage 3: the node agent pid 1 started; then, in the same guest, the
+ * floor of node's start and `require('liveupdate')` in fresh nodes.
+ */
 function nodeBlackout(ctx: StageContext): JsonValue {
   const steps = blackoutSteps(ctx, 'node');
-  const floor = Array.from({ length: NODE_FLOOR_RUNS }, () => {
-    const started = process.hrtime.bigint();
-    const run = spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore' });
-    if (run.status !== 0) throw new Error('node -e 0 failed');
-    return Number(process.hrtime.bigint() - started) / NS_PER_MS;
-  });
-  return { files: BLACKOUT_FILES, ...steps, node_floor_ms: floor };
+  const root = path.dirname(require.resolve('liveupdate/package.json'));
+  const floor: number[] = [];
+  const requires: RequireSample[] = [];
+  for (let i = 0; i < FRESH_NODE_RUNS; i++) {
+    floor.push(nodeStartOnce());
+    requires.push(requireOnce(root));
+  }
+  return {
+    files: BLACKOUT_FILES,
+    ...steps,
+    node_floor_ms: floor,
+    fresh_require_ms: requires.map((r) => r.ms),
+    fresh_live_update_ms: requires.map((r) => r.live_update_ms),
+  };
 }
 
 /**

@@ -104,6 +104,15 @@ describeOneKernel('benchmark (quick)', (kernel) => {
     positive(b.node_floor_ms);
     brackets(b.share_ratio_ci95, b.share_ratio);
     expect(VERDICTS).toContain(b.share_verdict);
+    // Fresh nodes in the same guest: five of each per boot, alternating, require judged against node -e 0.
+    const f = b.fresh_require;
+    expect(f.samples).toBe(5 * result.boots);
+    expect(b.fresh.require_ms).toHaveLength(f.samples);
+    expect(b.fresh.node_start_ms).toHaveLength(f.samples);
+    for (const v of [f.require_ms, f.live_update_ms, f.node_start_ms, f.ratio]) positive(v);
+    brackets(f.require_ms_ci95, f.require_ms);
+    brackets(f.ratio_ci95, f.ratio);
+    expect(VERDICTS).toContain(f.verdict);
   });
 
   it("has the host cases: the binding's cost at native speed, fd passing, require", () => {
@@ -160,6 +169,7 @@ describeOneKernel('benchmark (quick)', (kernel) => {
       "typed error built and thrown / node's fs.fstatSync(-1) throw <= 1.5",
       "host require('liveupdate') (ms) <= 5",
       "blackout: package's share (require, open, retrieves) / C's retrieval <= 1.25",
+      "guest require('liveupdate') / node -e 0 in the same guest <= 0.1",
       'event_loop async/sync max lag < 0.1',
     ]) {
       expect(names).toContain(required);
