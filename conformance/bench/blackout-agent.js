@@ -8,12 +8,16 @@
 //   opened_ns    the device open
 //   session_ns   the session retrieved
 //   done_ns      its N files retrieved
+// and the process's major page faults (pages read from the disk) so far at
+// script_ns, required_ns and done_ns: script_faults, required_faults, done_faults.
 // Usage (guest): node blackout-agent.js SESSION N
 'use strict';
 const scriptNs = process.hrtime.bigint();
+const scriptFaults = process.resourceUsage().majorPageFault;
 const startNs = scriptNs - BigInt(Math.round(performance.now() * 1e6));
 const { LiveUpdate } = require('liveupdate');
 const requiredNs = process.hrtime.bigint();
+const requiredFaults = process.resourceUsage().majorPageFault;
 const fs = require('node:fs');
 
 const [name, count] = process.argv.slice(2);
@@ -25,9 +29,21 @@ const sessionNs = process.hrtime.bigint();
 const fds = [];
 for (let token = 1n; token <= BigInt(n); token++) fds.push(session.retrieveSync(token));
 const doneNs = process.hrtime.bigint();
+const doneFaults = process.resourceUsage().majorPageFault;
 session.finishSync();
 session.closeSync();
 luo.closeSync();
 for (const fd of fds) fs.closeSync(fd);
-const out = { start_ns: startNs, script_ns: scriptNs, required_ns: requiredNs, opened_ns: openedNs, session_ns: sessionNs, done_ns: doneNs, retrieved: fds.length };
+const out = {
+  start_ns: startNs,
+  script_ns: scriptNs,
+  required_ns: requiredNs,
+  opened_ns: openedNs,
+  session_ns: sessionNs,
+  done_ns: doneNs,
+  retrieved: fds.length,
+  script_faults: scriptFaults,
+  required_faults: requiredFaults,
+  done_faults: doneFaults,
+};
 process.stdout.write(`${JSON.stringify(out, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}\n`);

@@ -41,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -290,10 +291,17 @@ static int preserve_inherited(int fd) {
  * open the device, retrieve SESSION and its N files (tokens 1..N), finish.
  * Prints the instants of each step (CLOCK_MONOTONIC, ns), the same fields
  * the node agent (bench/blackout-agent.js) prints; C has nothing to load,
- * so its "required" instant is its start.
+ * so its "required" instant is its start. Also its major page faults (pages
+ * read from the disk) so far at those instants.
  */
+static long major_faults(void) {
+  struct rusage usage;
+  return getrusage(RUSAGE_SELF, &usage) == 0 ? usage.ru_majflt : -1;
+}
+
 static int blackout_agent(const char *name, int n) {
   int64_t start = now_ns();
+  long start_faults = major_faults();
   int device = open_device();
   int64_t opened = now_ns();
   int session = session_call(device, LU_IOC_RETRIEVE_SESSION, name);
@@ -303,12 +311,14 @@ static int blackout_agent(const char *name, int n) {
   for (int i = 0; i < n; i++)
     if ((fds[i] = retrieve_fd(session, (uint64_t)i + 1)) < 0) die("RETRIEVE_FD");
   int64_t done = now_ns();
+  long done_faults = major_faults();
   if (finish_session(session) < 0) die("FINISH");
   for (int i = 0; i < n; i++) close(fds[i]);
   close(session);
   close(device);
-  printf("{\"start_ns\":%lld,\"script_ns\":%lld,\"required_ns\":%lld,\"opened_ns\":%lld,\"session_ns\":%lld,\"done_ns\":%lld,\"retrieved\":%d}\n",
-         (long long)start, (long long)start, (long long)start, (long long)opened, (long long)retrieved_session, (long long)done, n);
+  printf("{\"start_ns\":%lld,\"script_ns\":%lld,\"required_ns\":%lld,\"opened_ns\":%lld,\"session_ns\":%lld,\"done_ns\":%lld,\"retrieved\":%d,"
+         "\"script_faults\":%ld,\"required_faults\":%ld,\"done_faults\":%ld}\n",
+         (long long)start, (long long)start, (long long)start, (long long)opened, (long long)retrieved_session, (long long)done, n, start_faults, start_faults, done_faults);
   return 0;
 }
 

@@ -30,6 +30,9 @@ const side = (share: number, whole: number): BlackoutSide => ({
   init_to_all_retrieved_ms: whole,
   open_to_all_retrieved_ms: share,
   process_start_to_all_retrieved_ms: whole,
+  start_major_faults: 900,
+  require_major_faults: 300,
+  share_major_faults: 320,
 });
 
 /**
@@ -74,7 +77,7 @@ function boot(k: number, largeK: number, lag: number, share: number, requireShar
       node_floor_ms: 2000,
       ratio: 200,
       // Fresh nodes alternating: node -e 0 at 300 and 400 ms, each require that share of it.
-      fresh: { node_start_ms: [300, 400], require_ms: [300 * requireShare, 400 * requireShare], live_update_ms: [50, 50] },
+      fresh: { node_start_ms: [300, 400], require_ms: [300 * requireShare, 400 * requireShare], live_update_ms: [50, 50], empty_require_ms: [20, 24] },
     },
     large_swap: { bytes: 1 << 20, node_wrote_node_preserved_ms: 1, node_wrote_c_preserved_ms: 1, c_wrote_c_preserved_ms: 1, rounds: { node_wrote_node_preserved_ms: [1], node_wrote_c_preserved_ms: [1], c_wrote_c_preserved_ms: [1] } },
     layers: { n: 100, api_us_per_op: 2, addon_us_per_op: 1, api_over_addon: 2 },
@@ -117,7 +120,7 @@ describe('combineBoots', () => {
   it("judges the guest's fresh-node require against node -e 0 there, pairing each boot's rounds", () => {
     // require at 8% and 20% of node's start in the boots' rounds: 0.08 met; 0.2 missed; a boot of each straddles 0.1.
     const met = combineBoots([boot(1, 1, 0.01, 1, 0.08), boot(1, 1, 0.01, 1, 0.08)]).blackout.fresh_require;
-    expect(met).toMatchObject({ samples: 4, require_ms: 28, node_start_ms: 350, live_update_ms: 50, ratio: 0.08, verdict: 'met' });
+    expect(met).toMatchObject({ samples: 4, require_ms: 28, node_start_ms: 350, live_update_ms: 50, empty_require_ms: 22, ratio: 0.08, verdict: 'met' });
     expect(combineBoots([boot(1, 1, 0.01, 1, 0.2), boot(1, 1, 0.01, 1, 0.2)]).blackout.fresh_require.verdict).toBe('missed');
     const mixed = combineBoots([boot(1, 1, 0.01, 1, 0.08), boot(1, 1, 0.01, 1, 0.2)]);
     expect(mixed.blackout.fresh_require.ratio_ci95).toEqual([0.08, 0.2]);

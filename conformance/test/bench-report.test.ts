@@ -2,11 +2,13 @@
  * How the benchmark turns rounds into figures, intervals and verdicts, on
  * rounds made up here with hand-computed answers (no LUO, no timing).
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { errorsResult, fdPassResult, hostResult, hostTargets, poolWakeupNote, promiseResult } from '../lib/bench/host-report.js';
-import * as path from 'node:path';
 import type { ErrorRounds, FdPassRounds, FormRounds, HostRounds, SealsRounds } from '../lib/bench/host.js';
-import { requireOnce } from '../lib/bench/fresh-node.js';
+import { emptyRequireOnce, requireOnce } from '../lib/bench/fresh-node.js';
 import { accelOf } from '../lib/bench/report.js';
 
 const flat = (sync: number, async: number, c: number, n = 5): FormRounds => ({
@@ -135,5 +137,21 @@ describe('requireOnce', () => {
     expect(sample.live_update_ms).toBeGreaterThan(0);
     expect(sample.modules).toContain('dist/index.js');
     expect(sample.modules.filter((m) => /(^|\/)(vm|bench|conformance)\//.test(m))).toEqual([]);
+  });
+});
+
+describe('emptyRequireOnce', () => {
+  it("times node's own require of an empty file, and fails loudly for a file that is not there", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-empty-'));
+    try {
+      const file = path.join(dir, 'empty.js');
+      fs.writeFileSync(file, '');
+      const ms = emptyRequireOnce(file);
+      expect(Number.isFinite(ms)).toBe(true);
+      expect(ms).toBeGreaterThan(0);
+      expect(() => emptyRequireOnce(path.join(dir, 'absent.js'))).toThrow(/exited with 1/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -179,6 +179,7 @@ function combineBlackout(boots: readonly BootResult['blackout'][], targets: Targ
       node_start_ms: boots.flatMap((b) => b.fresh.node_start_ms),
       require_ms: boots.flatMap((b) => b.fresh.require_ms),
       live_update_ms: boots.flatMap((b) => b.fresh.live_update_ms),
+      empty_require_ms: boots.flatMap((b) => b.fresh.empty_require_ms),
     },
     fresh_require: freshRequire(boots.map((b) => b.fresh), targets),
   };
@@ -195,6 +196,7 @@ function freshRequire(boots: readonly FreshNodeRounds[], targets: Target[]): Fre
     require_ms_ci95: roundPair(requireMs.ci95),
     live_update_ms: medianOf(all((b) => b.live_update_ms)),
     node_start_ms: medianOf(all((b) => b.node_start_ms)),
+    empty_require_ms: medianOf(all((b) => b.empty_require_ms)),
     ratio: round3(ratio.median),
     ratio_ci95: roundPair(ratio.ci95),
     verdict: pushTarget(targets, target("guest require('liveupdate') / node -e 0 in the same guest <= 0.1", ratio.median, ratio.ci95, 0.1, ratio.observations)),

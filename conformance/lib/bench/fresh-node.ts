@@ -39,6 +39,19 @@ export function requireOnce(root: string): RequireSample {
   return { ms: sample.ms, live_update_ms: sample.live_update_ms, modules: sample.modules.map((m) => path.relative(root, m)) };
 }
 
+/**
+ * `require()` of an empty file in a fresh node, timed inside it (ms): what
+ * node's own module loader costs the first time it loads a file, before any
+ * of the file's code.
+ */
+export function emptyRequireOnce(emptyFile: string): number {
+  // The time is read before process.stdout is: its getter makes the stream, which costs more than the require.
+  const script = `const t0 = process.hrtime.bigint(); require(${JSON.stringify(emptyFile)}); const ms = Number(process.hrtime.bigint() - t0) / 1e6; process.stdout.write(String(ms));`;
+  const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (out.status !== 0) throw new Error(`node -e require(${emptyFile}) exited with ${String(out.status ?? out.signal)}`);
+  return Number(out.stdout);
+}
+
 /** Milliseconds a fresh `node -e 0` takes, start to exit: the floor of any node program. */
 export function nodeStartOnce(): number {
   const started = process.hrtime.bigint();

@@ -113,11 +113,12 @@ const METHOD = `## How it measures
   retrieve) in the third. Each agent is the first to retrieve in its kernel, and records the
   instant of each step; \`node -e 0\` run in the same guest afterwards is the floor under node's
   start. The package's share is what the agent does once running (node: require, open,
-  retrieves; C: open, retrieves). The node agent is the kernel's first node process: every page it
-  touches, of node's own binary as of the package's files, comes from the disk then, which the C
-  agent (pid 1's own program, already running) never pays. So, afterwards in the same guest, 5 fresh nodes time
+  retrieves; C: open, retrieves). The node agent is the kernel's first node process, and much slower
+  than the node processes after it (the pages it reads from the disk, counted as major faults, are
+  not why: they come before its first line, none during the require). So, afterwards in the same guest, 5 fresh nodes time
   \`require('liveupdate')\` inside themselves exactly as the host case does, alternating with 5
-  \`node -e 0\`: the guest's require target is their ratio, over every boot.
+  \`node -e 0\` and 5 requires of an empty file (node's own loader: the floor under any
+  require): the guest's require target is require('liveupdate') over \`node -e 0\`, over every boot.
 - **The agent path** (\`agent\`; no target: the issue sets none): its own guest run per boot,
   because the agent owns \`/dev/liveupdate\` for its whole life. One kernel per client count and
   one more: in the first, the test bed's runner starts the agent (the library's CLI, its own

@@ -61,6 +61,12 @@ export interface BlackoutSide {
   readonly open_to_all_retrieved_ms: number;
   /** From the agent's own process start to its last fd. */
   readonly process_start_to_all_retrieved_ms: number;
+  /** Major page faults (pages the process read from the disk) before its first line of code: node's start (C: its exec). */
+  readonly start_major_faults: number;
+  /** Those during `require('liveupdate')` (C: 0). */
+  readonly require_major_faults: number;
+  /** Those during the package's share: require, open, retrieves. */
+  readonly share_major_faults: number;
 }
 
 /** One boot's blackout. */
@@ -76,12 +82,14 @@ export interface BootBlackout {
   readonly fresh: FreshNodeRounds;
 }
 
-/** Fresh nodes, alternating: `node -e 0` start to exit, and `require('liveupdate')` timed inside another (ms each). */
+/** Fresh nodes, alternating: `node -e 0` start to exit, `require('liveupdate')` and an empty file's require, each timed inside another (ms each). */
 export interface FreshNodeRounds {
   readonly node_start_ms: readonly number[];
   readonly require_ms: readonly number[];
   /** The first read of `LiveUpdate` after each require. */
   readonly live_update_ms: readonly number[];
+  /** node's own loader: the require of an empty file, the floor under any require. */
+  readonly empty_require_ms: readonly number[];
 }
 
 /** What the guest told about itself. */
@@ -167,6 +175,8 @@ export interface FreshRequire {
   /** Then its `LiveUpdate` (what opening the device loads). */
   readonly live_update_ms: number;
   readonly node_start_ms: number;
+  /** node's own require of an empty file there: the floor under any require. */
+  readonly empty_require_ms: number;
   /** require / node -e 0: median over boots of each boot's ratio of medians. */
   readonly ratio: number;
   readonly ratio_ci95: Interval;
@@ -276,6 +286,9 @@ function blackoutSide(value: JsonValue | undefined, where: string): BlackoutSide
     'init_to_all_retrieved_ms',
     'open_to_all_retrieved_ms',
     'process_start_to_all_retrieved_ms',
+    'start_major_faults',
+    'require_major_faults',
+    'share_major_faults',
   ] as const;
   return Object.fromEntries(keys.map((k) => [k, round3(num(value, k, where))])) as unknown as BlackoutSide;
 }
@@ -294,6 +307,7 @@ function blackoutOf(values: StageValues): BootBlackout {
       node_start_ms: nums(nodeValues, 'node_floor_ms', 'blackout-node').map(round3),
       require_ms: nums(nodeValues, 'fresh_require_ms', 'blackout-node').map(round3),
       live_update_ms: nums(nodeValues, 'fresh_live_update_ms', 'blackout-node').map(round3),
+      empty_require_ms: nums(nodeValues, 'fresh_empty_require_ms', 'blackout-node').map(round3),
     },
   };
 }
@@ -393,7 +407,7 @@ const ci = (interval: Interval, digits = 3): string => `[${fmt(interval[0], digi
 
 /** The guest's fresh-node require as a row of the main table: its "C" column is `node -e 0` in the same guest. */
 function freshRequireRow(f: FreshRequire): string[] {
-  const label = `require('liveupdate') in a fresh node in the guest, ms (C column: node -e 0 there; ${f.samples} of each; then its LiveUpdate: ${fmt(f.live_update_ms)})`;
+  const label = `require('liveupdate') in a fresh node in the guest, ms (C column: node -e 0 there; ${f.samples} of each; then its LiveUpdate: ${fmt(f.live_update_ms)}; an empty file's require: ${fmt(f.empty_require_ms)})`;
   return [label, fmt(f.require_ms), fmt(f.node_start_ms), fmt(f.ratio, 3), ci(f.ratio_ci95), f.verdict];
 }
 
@@ -417,10 +431,13 @@ export function formatTable(r: BenchResult): string {
     ['blackout taken apart (ms, median over boots)', 'node', 'C'],
     ['kernel start to /init (not counted)', fmt(r.blackout.node.kernel_to_init_ms), fmt(r.blackout.c.kernel_to_init_ms)],
     [`/init to the agent running (node -e 0 in the same guest: ${fmt(r.blackout.node_floor_ms)})`, fmt(r.blackout.node.init_to_running_ms), fmt(r.blackout.c.init_to_running_ms)],
-    ["require('liveupdate') and its LiveUpdate (the kernel's first node: every page cold)", fmt(r.blackout.node.require_ms), fmt(r.blackout.c.require_ms)],
+    ["require('liveupdate') and its LiveUpdate (the kernel's first node process)", fmt(r.blackout.node.require_ms), fmt(r.blackout.c.require_ms)],
     ['open /dev/liveupdate', fmt(r.blackout.node.open_ms), fmt(r.blackout.c.open_ms)],
     ['retrieve the session', fmt(r.blackout.node.retrieve_session_ms), fmt(r.blackout.c.retrieve_session_ms)],
     [`retrieve its ${r.blackout.files} fds`, fmt(r.blackout.node.retrieve_fds_ms), fmt(r.blackout.c.retrieve_fds_ms)],
+    ['pages read from the disk (major faults): before its first line', fmt(r.blackout.node.start_major_faults, 0), fmt(r.blackout.c.start_major_faults, 0)],
+    ['  during the require', fmt(r.blackout.node.require_major_faults, 0), fmt(r.blackout.c.require_major_faults, 0)],
+    ['  during the package\'s share (require, open, retrieves)', fmt(r.blackout.node.share_major_faults, 0), fmt(r.blackout.c.share_major_faults, 0)],
   ];
   const loop: string[][] = [
     ['event loop while preserving ' + mib(r.event_loop.bytes), 'preserveSync', 'preserve (async)', 'async/sync', '95% interval', 'verdict'],

@@ -29,7 +29,7 @@ import { libraryBinding } from '../native.js';
 import { statFields } from '../harness/proc-stat.js';
 import type { JsonValue } from '../vm/protocol.js';
 import { defineCase, defineScenario, type StageContext } from '../vm/scenario.js';
-import { nodeStartOnce, requireOnce, type RequireSample } from './fresh-node.js';
+import { emptyRequireOnce, nodeStartOnce, requireOnce, type RequireSample } from './fresh-node.js';
 import { LineChild } from './line-child.js';
 import {
   BLACKOUT_FILES,
@@ -433,6 +433,10 @@ interface AgentResult {
   readonly session_ns: number;
   readonly done_ns: number;
   readonly retrieved: number;
+  /** Major page faults (pages read from the disk) so far, at script_ns, required_ns, done_ns. */
+  readonly script_faults: number;
+  readonly required_faults: number;
+  readonly done_faults: number;
 }
 
 function readJson<T>(file: string): T {
@@ -462,6 +466,9 @@ function blackoutSteps(ctx: StageContext, side: 'c' | 'node'): Record<string, nu
     init_to_all_retrieved_ms: ms(init.spawn_ns, agent.done_ns),
     open_to_all_retrieved_ms: ms(agent.required_ns, agent.done_ns),
     process_start_to_all_retrieved_ms: ms(agent.start_ns, agent.done_ns),
+    start_major_faults: agent.script_faults,
+    require_major_faults: agent.required_faults - agent.script_faults,
+    share_major_faults: agent.done_faults - agent.script_faults,
   };
 }
 
@@ -472,8 +479,9 @@ function cBlackout(ctx: StageContext): JsonValue {
 
 /**
  * Fresh nodes in this guest, alternating: `node -e 0` (start to exit, the
- * floor under any node program) and `require('liveupdate')` timed inside
- * one, as the host case times it.
+ * floor under any node program), `require('liveupdate')` timed inside one,
+ * as the host case times it, and the require of an empty file (node's own
+ * loader, the floor under any require).
  */
 const FRESH_NODE_RUNS = 5;
 
@@ -484,11 +492,15 @@ const FRESH_NODE_RUNS = 5;
 function nodeBlackout(ctx: StageContext): JsonValue {
   const steps = blackoutSteps(ctx, 'node');
   const root = path.dirname(require.resolve('liveupdate/package.json'));
+  const emptyFile = '/tmp/bench-empty-module.js';
+  fs.writeFileSync(emptyFile, '');
   const floor: number[] = [];
   const requires: RequireSample[] = [];
+  const empty: number[] = [];
   for (let i = 0; i < FRESH_NODE_RUNS; i++) {
     floor.push(nodeStartOnce());
     requires.push(requireOnce(root));
+    empty.push(emptyRequireOnce(emptyFile));
   }
   return {
     files: BLACKOUT_FILES,
@@ -496,6 +508,7 @@ function nodeBlackout(ctx: StageContext): JsonValue {
     node_floor_ms: floor,
     fresh_require_ms: requires.map((r) => r.ms),
     fresh_live_update_ms: requires.map((r) => r.live_update_ms),
+    fresh_empty_require_ms: empty,
   };
 }
 

@@ -101,6 +101,12 @@ describeOneKernel('benchmark (quick)', (kernel) => {
     }
     positive(b.node.require_ms);
     expect(b.c.require_ms).toBe(0);
+    // Pages read from the disk, counted by the kernel: none in C's (absent) require, the require within the share.
+    for (const side of [b.node, b.c]) {
+      for (const faults of [side.start_major_faults, side.require_major_faults, side.share_major_faults]) expect(faults).toBeGreaterThanOrEqual(0);
+      expect(side.share_major_faults).toBeGreaterThanOrEqual(side.require_major_faults);
+    }
+    expect(b.c.require_major_faults).toBe(0);
     positive(b.node_floor_ms);
     brackets(b.share_ratio_ci95, b.share_ratio);
     expect(VERDICTS).toContain(b.share_verdict);
@@ -109,7 +115,8 @@ describeOneKernel('benchmark (quick)', (kernel) => {
     expect(f.samples).toBe(5 * result.boots);
     expect(b.fresh.require_ms).toHaveLength(f.samples);
     expect(b.fresh.node_start_ms).toHaveLength(f.samples);
-    for (const v of [f.require_ms, f.live_update_ms, f.node_start_ms, f.ratio]) positive(v);
+    for (const v of [f.require_ms, f.live_update_ms, f.node_start_ms, f.empty_require_ms, f.ratio]) positive(v);
+    expect(b.fresh.empty_require_ms).toHaveLength(f.samples);
     brackets(f.require_ms_ci95, f.require_ms);
     brackets(f.ratio_ci95, f.ratio);
     expect(VERDICTS).toContain(f.verdict);
