@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import { agentError, isNativeSystemError, kernelError, LiveUpdateError, MessageTruncatedError, packageError, translateError, type AgentOperation, type ErrorContext } from '../errors.js';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
-import { native } from '../native.js';
+import { native, type Cancellable } from '../native.js';
 import { Session } from '../session.js';
 import type { KernelPreflight } from '../kernel-image.js';
 import { checkOptions, checkPath, invalidArgType, outOfRange } from '../validate.js';
@@ -205,6 +205,76 @@ function withNext(body: Body): SessionsReport {
 /** The typed error of a failed connect: no agent (ENOENT, ECONNREFUSED), not permitted (EACCES), not the agent's kind of socket (EPROTOTYPE), ... */
 function connectError(socket: string, error: unknown): unknown {
   return translateError(error, { operation: 'agent.connect', path: socket });
+}
+
+/** Why a request was stopped before its reply: its time ran out, or its caller's signal aborted it. */
+type StopReason = 'timeout' | 'abort';
+
+/** A reply's receive: at most one fd (a session's), at most a message's bytes. */
+const RECEIVE_REPLY = { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES } as const;
+
+const waited = (): boolean => true;
+const notWaited = (): boolean => false;
+
+/**
+ * What ends one request early: its timeout, or the caller's signal. The
+ * wait for the reply is cancelled directly; an AbortSignal for the rare
+ * step that needs one (a send the socket has no room for, a subscribed
+ * client's reply) is made only then.
+ */
+class Stop {
+  why: StopReason | null = null;
+  readonly #clock: NodeJS.Timeout;
+  readonly #caller: AbortSignal | undefined;
+  readonly #onAbort = (): void => this.#stop('abort');
+  #cancelWait: (() => void) | null = null;
+  #controller: AbortController | null = null;
+
+  constructor(timeoutMs: number, caller: AbortSignal | undefined) {
+    this.#caller = caller;
+    this.#clock = setTimeout(() => this.#stop('timeout'), timeoutMs);
+    if (caller === undefined) return;
+    if (caller.aborted) this.#stop('abort');
+    else caller.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  /** Cancels `pending` when the request stops; resolves true once it is over (false: cancelled, or failed). */
+  waitFor(pending: Cancellable<boolean>): Promise<boolean> {
+    if (this.why !== null) pending.cancel();
+    else this.#cancelWait = () => pending.cancel();
+    return pending.then(waited, notWaited);
+  }
+
+  /** A signal that aborts when the request stops. */
+  signal(): AbortSignal {
+    if (this.#controller === null) {
+      this.#controller = new AbortController();
+      if (this.why !== null) this.#controller.abort(this.#reason());
+    }
+    return this.#controller.signal;
+  }
+
+  /** The error of a request stopped by its caller's signal (a timeout is said by the client, with its syscall). */
+  error(): Error {
+    return Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR', cause: this.#reason() });
+  }
+
+  /** The request is over: its clock and listener go. */
+  end(): void {
+    clearTimeout(this.#clock);
+    this.#caller?.removeEventListener('abort', this.#onAbort);
+  }
+
+  #reason(): unknown {
+    return this.why === 'abort' ? this.#caller?.reason : undefined;
+  }
+
+  #stop(why: StopReason): void {
+    if (this.why !== null) return;
+    this.why = why;
+    this.#cancelWait?.();
+    this.#controller?.abort(this.#reason());
+  }
 }
 
 /**
@@ -533,33 +603,39 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
    */
   async #exchange(operation: AgentOperation, bytes: Buffer | null, limits: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<RecvResult> {
     if (this.#fd < 0) throw this.#closedError(operation);
-    // One controller for both causes (AbortSignal.any's composite can be collected on Node 20 while in use).
-    const cancel = new AbortController();
-    let timedOut = false;
-    const clock = setTimeout(() => {
-      timedOut = true;
-      cancel.abort();
-    }, limits.timeoutMs);
-    const onAbort = (): void => cancel.abort(limits.signal?.reason);
-    if (limits.signal?.aborted === true) onAbort();
-    limits.signal?.addEventListener('abort', onAbort, { once: true });
+    const stop = new Stop(limits.timeoutMs, limits.signal);
     const step: Step = { syscall: 'sendmsg' };
     try {
       // Requests on a client run one at a time: nothing of this connection is queued before it.
-      if (bytes !== null && !sentNow(this.#fd, [], bytes)) await sendFds(this.#fd, [], bytes, { signal: cancel.signal });
+      if (bytes !== null && !sentNow(this.#fd, [], bytes)) await sendFds(this.#fd, [], bytes, { signal: stop.signal() });
       step.syscall = 'recvmsg';
-      if (this.#reading !== null) return await this.#nextReply(operation, cancel.signal);
-      return await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal: cancel.signal });
+      if (this.#reading !== null) return await this.#nextReply(operation, stop.signal());
+      return await this.#reply(stop);
     } catch (error) {
       // The subscribed connection ended while this request waited: its reason, as the loop said it.
       if (error !== null && error === this.#ended) throw error;
-      if (cancel.signal.aborted) this.closeSync();
-      if (timedOut) throw this.#timedOut(operation, step, limits.timeoutMs);
+      if (stop.why !== null) this.closeSync();
+      if (stop.why === 'timeout') throw this.#timedOut(operation, step, limits.timeoutMs);
       throw this.#failed(operation, error);
     } finally {
-      clearTimeout(clock);
-      limits.signal?.removeEventListener('abort', onAbort);
+      stop.end();
     }
+  }
+
+  /**
+   * The reply, once it is there: the connection waits on the event loop for
+   * it (a poll watcher, as the agent waits for a request), then takes it
+   * within the call. A receive left pending instead would make every other
+   * call on a socket of this process look its socket up (the fd-passing
+   * layer's queues), which with many clients at once was a tenth of each one's
+   * CPU time. A wait that fails for a reason of its own leaves the error to
+   * say to the receive.
+   */
+  async #reply(stop: Stop): Promise<RecvResult> {
+    const readable = await stop.waitFor(native.waitReadableAsync(this.#fd));
+    if (readable) return await recvFds(this.#fd, RECEIVE_REPLY);
+    if (stop.why !== null) throw stop.error();
+    return await recvFds(this.#fd, { ...RECEIVE_REPLY, signal: stop.signal() });
   }
 
   #requestSync(op: string, args: Body, options?: Omit<RequestOptions, 'signal'>, wantsFd = false): Body {
@@ -576,7 +652,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       step.syscall = 'recvmsg';
       // One packet is one message: once readable, the receive does not block.
       if (!native.waitReadable(this.#fd, Math.max(0, deadline - Date.now()))) throw Object.assign(new Error('ETIMEDOUT'), { code: 'ETIMEDOUT' });
-      message = recvFdsSync(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES });
+      message = recvFdsSync(this.#fd, RECEIVE_REPLY);
     } catch (error) {
       if ((error as { code?: unknown }).code !== 'ETIMEDOUT') throw this.#failed(operation, error);
       this.closeSync();
@@ -595,7 +671,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       for (;;) {
         let message: RecvResult;
         try {
-          message = await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal: reading.signal });
+          message = await recvFds(this.#fd, { ...RECEIVE_REPLY, signal: reading.signal });
         } catch (error) {
           if (!reading.signal.aborted) this.#end(this.#failed('agent.subscribe', error) as Error);
           return;
