@@ -147,9 +147,11 @@ async function runAgent(values: OptionValues): Promise<number> {
   const lines = new EventLines();
   // An exit by an uncaught error or process.exit still writes what waits.
   process.once('exit', () => lines.flush());
+  // Without a service manager to tell, no status line is made at all.
+  const notifying = (process.env['NOTIFY_SOCKET'] ?? '') !== '';
   const log = (event: AgentEvent): void => {
     lines.add(event);
-    if (agent === undefined || statusDue) return;
+    if (!notifying || agent === undefined || statusDue) return;
     statusDue = true;
     setImmediate(sendStatus);
   };
