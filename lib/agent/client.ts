@@ -317,7 +317,13 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   readonly #socket: string;
   readonly #timeoutMs: number;
   #nextId = 1;
+  /** Settles once every request made so far has. */
   #queue: Promise<unknown> = Promise.resolve();
+  /** Requests made and not settled: the next one starts within its call when there is none. */
+  #pending = 0;
+  readonly #settled = (): void => {
+    this.#pending--;
+  };
   #hello: Body = {};
   /** The protocol version the hello chose: every later request is written in it. */
   #version = HELLO_VERSION;
@@ -578,14 +584,17 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const operation = `agent.${op}` as AgentOperation;
     if (this.#fd < 0) throw this.#closedError(operation);
     const id = this.#nextId++;
-    const bytes = Buffer.from(JSON.stringify({ v: this.#version, id, op, ...args }), 'utf8');
+    // The arguments written as they are, after the envelope (no copy of them into one object).
+    const fields = JSON.stringify(args);
+    const bytes = Buffer.from(`{"v":${this.#version},"id":${id},"op":${JSON.stringify(op)}${fields === '{}' ? '}' : `,${fields.slice(1)}`}`, 'utf8');
     if (bytes.length > MAX_MESSAGE_BYTES) throw outOfRange('the request', `at most ${MAX_MESSAGE_BYTES} bytes of JSON`, bytes.length);
     return { id, bytes, operation };
   }
 
   #enqueue<T>(run: () => Promise<T>): Promise<T> {
-    const next = this.#queue.then(run, run);
-    this.#queue = next.catch(() => {});
+    const next = this.#pending === 0 ? run() : this.#queue.then(run, run);
+    this.#pending++;
+    this.#queue = next.then(this.#settled, this.#settled);
     return next;
   }
 
