@@ -157,8 +157,8 @@ async function runAgent(values: OptionValues): Promise<number> {
   };
   // PID 1's answers for the mode come while the server compiles: under a busy boot each takes a second or more.
   const modeFacts = simulate ? undefined : gatherModeFacts(device ?? DEVICE_PATH);
-  const { Agent, tuneHeapForConnections } = serverModule();
-  tuneHeapForConnections();
+  const { Agent, tuneV8ForConnections } = serverModule();
+  tuneV8ForConnections();
   // The handlers come before the start: a SIGTERM just after `listening` must stop the agent cleanly, not kill it.
   let received: string | null = null;
   let onSignal = (signal: string): void => {
