@@ -197,9 +197,20 @@ function pageOf(options: Partial<SessionsOptions>): Body {
   return { cursor: options.cursor, limit };
 }
 
+/** A reply's fields without its envelope (`v`, `id`, `ok`): what a user is handed. */
+function withoutEnvelope(body: Body): Body {
+  const { v: _v, id: _id, ok: _ok, ...fields } = body;
+  return fields;
+}
+
 /** A sessions reply with `next` (null from an agent that does not page). */
 function withNext(body: Body): SessionsReport {
-  return { ...body, next: typeof body['next'] === 'string' ? body['next'] : null } as unknown as SessionsReport;
+  return { ...withoutEnvelope(body), next: typeof body['next'] === 'string' ? body['next'] : null } as unknown as SessionsReport;
+}
+
+/** Closes the fds a reply brought that nobody takes. */
+function closeAll(fds: readonly number[]): void {
+  for (const fd of fds) fs.closeSync(fd);
 }
 
 /** The typed error of a failed connect: no agent (ENOENT, ECONNREFUSED), not permitted (EACCES), not the agent's kind of socket (EPROTOTYPE), ... */
@@ -212,9 +223,6 @@ type StopReason = 'timeout' | 'abort';
 
 /** A reply's receive: at most one fd (a session's), at most a message's bytes. */
 const RECEIVE_REPLY = { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES } as const;
-
-const waited = (): boolean => true;
-const notWaited = (): boolean => false;
 
 /**
  * What ends one request early: its timeout, or the caller's signal. The
@@ -239,10 +247,15 @@ class Stop {
   }
 
   /** Cancels `pending` when the request stops; resolves true once it is over (false: cancelled, or failed). */
-  waitFor(pending: Cancellable<boolean>): Promise<boolean> {
+  async waitFor(pending: Cancellable<boolean>): Promise<boolean> {
     if (this.why !== null) pending.cancel();
     else this.#cancelWait = () => pending.cancel();
-    return pending.then(waited, notWaited);
+    try {
+      await pending;
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** A signal that aborts when the request stops. */
@@ -537,11 +550,11 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     return this.#enqueue(async () => {
       // The agent waits up to timeoutMs for the clients before it answers.
       const first = await this.#exchange('agent.update', bytes, { timeoutMs: request.timeoutMs + this.#timeoutMs, signal });
-      const body = this.#decode('agent.update', id, first, false);
+      const body = withoutEnvelope(this.#decode('agent.update', id, first, false));
       if (body['phase'] !== 'kexec') return body as unknown as UpdateReport;
       opts.onKexec?.(body['checks'] as UpdateCheck[]);
       // Only a failed kexec answers again; a successful one ends this machine's run.
-      return this.#decode('agent.update', id, await this.#exchange('agent.update', null, { timeoutMs: this.#timeoutMs, signal }), false) as unknown as UpdateReport;
+      return withoutEnvelope(this.#decode('agent.update', id, await this.#exchange('agent.update', null, { timeoutMs: this.#timeoutMs, signal }), false)) as unknown as UpdateReport;
     });
   }
 
@@ -701,7 +714,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const kind = classifyAgentMessage(message.data);
     if (kind.kind === 'reply') {
       if (this.#replies.length === MAX_UNTAKEN_REPLIES) {
-        message.fds.forEach((fd) => fs.closeSync(fd));
+        closeAll(message.fds);
         return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent replies to requests this client did not make', context);
       }
       this.#replies.push(message);
@@ -709,7 +722,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       return null;
     }
     // Announcements carry no fds.
-    message.fds.forEach((fd) => fs.closeSync(fd));
+    closeAll(message.fds);
     if (kind.kind === 'invalid') return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent sent ${kind.why}`, context);
     if (kind.kind === 'announcement') this.#announce(kind.announcement);
     return null;
@@ -757,7 +770,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const reading = this.#reading;
     this.#reading = null;
     reading?.abort();
-    for (const reply of this.#replies.splice(0)) reply.fds.forEach((f) => fs.closeSync(f));
+    for (const reply of this.#replies.splice(0)) closeAll(reply.fds);
     fs.closeSync(fd);
     if (reading === null) return;
     this.#ended = error;
@@ -787,36 +800,39 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     return error;
   }
 
-  /** The reply's body (with `fd` when one came and was wanted), or the error it carries. Stray fds are closed. */
+  /**
+   * The reply's body (with `fd` when one came and was wanted), or the error
+   * it carries. Stray fds are closed. The body is the parsed object itself,
+   * its envelope (`v`, `id`, `ok`) still in it: what a user is handed is
+   * taken out of it ({@link withoutEnvelope}).
+   */
   #decode(operation: AgentOperation, id: number, { data, fds, eof }: RecvResult, wantsFd: boolean): Body {
-    const closeAll = (): void => fds.forEach((fd) => fs.closeSync(fd));
-    const context: ErrorContext = { operation, path: this.#socket };
-    if (eof) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the agent closed the connection', context);
-    let body: Body;
+    if (eof) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the agent closed the connection', { operation, path: this.#socket });
+    let body: unknown;
     try {
-      body = JSON.parse(data.toString('utf8')) as Body;
+      body = JSON.parse(data.toString('utf8'));
     } catch {
-      closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent a reply that is not JSON', context);
+      throw this.#badReply(operation, fds, 'the agent sent a reply that is not JSON');
     }
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-      closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent a reply that is not a JSON object', context);
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw this.#badReply(operation, fds, 'the agent sent a reply that is not a JSON object');
+    const reply = body as Body;
+    if (reply['ok'] !== true) {
+      closeAll(fds);
+      throw fromWireError(reply['error'], operation);
     }
-    if (body['ok'] !== true) {
-      closeAll();
-      throw fromWireError(body['error'], operation);
+    if (reply['id'] !== id) throw this.#badReply(operation, fds, `the agent answered request ${String(reply['id'])} instead of ${id}`);
+    if (!wantsFd) {
+      closeAll(fds);
+      return reply;
     }
-    if (body['id'] !== id) {
-      closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent answered request ${String(body['id'])} instead of ${id}`, context);
-    }
-    if (wantsFd && fds.length !== 1) {
-      closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent no session fd', context);
-    }
-    if (!wantsFd) closeAll();
-    const { v: _v, id: _id, ok: _ok, ...result } = body;
-    return wantsFd ? { ...result, fd: fds[0] } : result;
+    if (fds.length !== 1) throw this.#badReply(operation, fds, 'the agent sent no session fd');
+    reply['fd'] = fds[0];
+    return reply;
+  }
+
+  /** A reply this client cannot take: the fds it brought are closed. */
+  #badReply(operation: AgentOperation, fds: readonly number[], text: string): LiveUpdateError {
+    closeAll(fds);
+    return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', text, { operation, path: this.#socket });
   }
 }

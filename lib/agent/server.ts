@@ -143,17 +143,31 @@ const RECEIVE_REQUEST = { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS }
 
 const NO_FDS: readonly number[] = [];
 
-let isoMs = Number.NaN;
-let isoText = '';
+let isoSecond = Number.NaN;
+let isoPrefix = '';
 
-/** The time as an event's line gives it (ISO 8601, to the millisecond): formatted once per millisecond, where a burst logs many lines. */
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== isoMs) {
-    isoMs = ms;
-    isoText = new Date(ms).toISOString();
+/**
+ * `ms` (since the epoch) as an event's line gives it: ISO 8601 to the
+ * millisecond, as Date's toISOString writes it. The part up to the second
+ * is formatted once per second and the milliseconds added to it, where a
+ * burst of clients logs many lines (under emulation each a millisecond or
+ * more apart, so a text kept per millisecond was made again for nearly
+ * every line).
+ * @internal
+ */
+export function isoTime(ms: number): string {
+  const second = Math.floor(ms / 1000);
+  if (second !== isoSecond) {
+    isoSecond = second;
+    isoPrefix = new Date(second * 1000).toISOString().slice(0, -4);
   }
-  return isoText;
+  const millis = ms - second * 1000;
+  return `${isoPrefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
+}
+
+/** The time now, as {@link isoTime} writes it. */
+function isoNow(): string {
+  return isoTime(Date.now());
 }
 
 /**
