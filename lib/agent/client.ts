@@ -16,6 +16,7 @@ import {
   ANNOUNCEMENTS_VERSION,
   classifyAgentMessage,
   DEFAULT_SOCKET,
+  endOfTurn,
   fromWireError,
   HELLO_VERSION,
   MAX_MESSAGE_BYTES,
@@ -632,7 +633,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       if (bytes !== null && !sentNow(this.#fd, [], bytes)) await sendFds(this.#fd, [], bytes, { signal: stop.signal() });
       step.syscall = 'recvmsg';
       if (this.#reading !== null) return await this.#nextReply(operation, stop.signal());
-      return await this.#reply(stop);
+      return await this.#reply(operation, stop);
     } catch (error) {
       // The subscribed connection ended while this request waited: its reason, as the loop said it.
       if (error !== null && error === this.#ended) throw error;
@@ -653,7 +654,11 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
    * CPU time. A wait that fails for a reason of its own leaves the error to
    * say to the receive.
    */
-  async #reply(stop: Stop): Promise<RecvResult> {
+  async #reply(operation: AgentOperation, stop: Stop): Promise<RecvResult> {
+    // Looked for once this turn is over (every request of the turn sent, the agent answering meanwhile): one already there needs no watcher.
+    await endOfTurn();
+    if (this.#fd < 0) throw this.#closedError(operation);
+    if (native.readableNow(this.#fd)) return await recvFds(this.#fd, RECEIVE_REPLY);
     const readable = await stop.waitFor(native.waitReadableAsync(this.#fd));
     if (readable) return await recvFds(this.#fd, RECEIVE_REPLY);
     if (stop.why !== null) throw stop.error();

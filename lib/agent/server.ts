@@ -28,7 +28,7 @@ import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, readableNow, waitR
 import type { Manifest } from './manifest.js';
 import { decideMode, gatherModeFacts, type AgentMode, type ModeDecision, type ModeFacts } from './mode.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
-import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, sentNow, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
+import { endOfTurn, MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, sentNow, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
 import { infoOf, SessionTable, type Entry } from './sessions.js';
 import type * as SystemdHostModule from './systemd-host.js';
 import type * as UpdateModule from './update.js';
@@ -422,7 +422,9 @@ export class Agent {
    * no hello in time).
    */
   async #receive(c: Client): Promise<Buffer | null> {
-    // A request already there (a client's next one, sent before the last reply was read) is taken without a watcher.
+    // A greeted client's next request is looked for once the turn that answered it is over: in a burst it has often come by then.
+    if (c.greeted) await endOfTurn();
+    // A request already there (the hello, sent with the connect; a client's next one) is taken without a watcher.
     if (readableNow(c.fd)) return this.#take(c);
     const wait = waitReadable(c.fd);
     c.stopReading = wait.cancel;
