@@ -165,6 +165,12 @@ export function isoTime(ms: number): string {
   return `${isoPrefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
 }
 
+/** Milliseconds on the monotonic clock: process.hrtime, which node has loaded already (the global `performance` loads node:perf_hooks on first use, tens of milliseconds of the agent's first connection under emulation). */
+function monotonicMs(): number {
+  const [seconds, nanoseconds] = process.hrtime();
+  return seconds * 1000 + nanoseconds / 1e6;
+}
+
 /** The time now, as {@link isoTime} writes it. */
 function isoNow(): string {
   return isoTime(Date.now());
@@ -195,7 +201,7 @@ export class Agent {
   #nextId = 1;
   #stopped = false;
   #unclaimedTimer: NodeJS.Timeout | null = null;
-  /** Connections that have not said hello yet, with their deadlines (performance.now()), oldest first. */
+  /** Connections that have not said hello yet, with their deadlines ({@link monotonicMs}), oldest first. */
   readonly #helloDeadlines = new Map<Client, number>();
   /** Connections let go for saying no hello in time: told why before they are dropped. */
   readonly #lateHellos = new WeakSet<Client>();
@@ -451,7 +457,7 @@ export class Agent {
    * in a burst of clients).
    */
   #awaitHello(c: Client): void {
-    this.#helloDeadlines.set(c, performance.now() + this.#helloTimeoutMs);
+    this.#helloDeadlines.set(c, monotonicMs() + this.#helloTimeoutMs);
     if (this.#helloTimer === null) this.#helloTimer = setTimeout(this.#expireHellos, this.#helloTimeoutMs);
   }
 
@@ -463,7 +469,7 @@ export class Agent {
   /** Lets go of every connection past its deadline that still waits for its hello; the timer then serves the next deadline. */
   readonly #expireHellos = (): void => {
     this.#helloTimer = null;
-    const now = performance.now();
+    const now = monotonicMs();
     for (const [c, deadline] of this.#helloDeadlines) {
       if (deadline > now) {
         if (!this.#stopped) this.#helloTimer = setTimeout(this.#expireHellos, deadline - now);
