@@ -429,7 +429,11 @@ export class Agent {
    */
   async #receive(c: Client): Promise<Buffer | null> {
     // A greeted client's next request is looked for once the turn that answered it is over: in a burst it has often come by then.
-    if (c.greeted) await endOfTurn();
+    if (c.greeted) {
+      await endOfTurn();
+      // Let go meanwhile (the agent stopping, an announcement not taken): nothing more is read, as from a wait cancelled.
+      if (this.#stopped || c.state === ConnectionState.Closing) throw new DroppedConnection('the connection was let go while it waited for a request');
+    }
     // A request already there (the hello, sent with the connect; a client's next one) is taken without a watcher.
     if (readableNow(c.fd)) return this.#take(c);
     const wait = waitReadable(c.fd);
