@@ -157,8 +157,8 @@ async function runAgent(values: OptionValues): Promise<number> {
   };
   // PID 1's answers for the mode come while the server compiles: under a busy boot each takes a second or more.
   const modeFacts = simulate ? undefined : gatherModeFacts(device ?? DEVICE_PATH);
-  const { Agent, tuneV8ForConnections } = serverModule();
-  tuneV8ForConnections();
+  const { Agent, tuneHeapForConnections, compileToBaselineFromNowOn } = serverModule();
+  tuneHeapForConnections();
   // The handlers come before the start: a SIGTERM just after `listening` must stop the agent cleanly, not kill it.
   let received: string | null = null;
   let onSignal = (signal: string): void => {
@@ -185,6 +185,8 @@ async function runAgent(values: OptionValues): Promise<number> {
     throw error;
   }
   const running = agent;
+  // Answering now: what compiles from here on is the serving code, which a burst of clients runs first (not the start).
+  compileToBaselineFromNowOn();
   const socketPath = running.socketPath ?? (passed.listenFd === undefined ? null : boundPath(passed.listenFd));
   const removeInfo = writeInfo({ pid: process.pid, mode: running.mode.mode, reason: running.mode.reason, socket: socketPath }, log);
   await notify({ READY: 1, STATUS: running.statusLine() });

@@ -80,25 +80,34 @@ export interface AgentOptions {
 }
 
 /**
- * Tunes this process's V8 for a daemon of many small, long-lived
- * connections that come in bursts: a young generation that keeps its first
- * size (in a burst of clients V8 grows it to 32 MiB, never given back) and
- * heuristics that favour size; and every function compiled from here on
- * straight to baseline code (Sparkplug), not interpreted first. The agent's
- * serving code first runs when the clients come back after a kexec, all at
- * once: interpreted, the first hundred claims cost a fifth more CPU on the
- * host, more under emulation. The `liveupdate agent` process calls it; an
- * application that embeds the agent decides for itself. With 1000 clients
- * at once on the host, the agent's resident memory went from 107 to 72
- * MiB, its CPU time the same (BENCHMARKS.md).
+ * Tunes this process's V8 heap for a daemon of many small, long-lived
+ * connections: a young generation that keeps its first size (in a burst of
+ * clients V8 grows it to 32 MiB, never given back) and heuristics that
+ * favour size. The `liveupdate agent` process calls it; an application
+ * that embeds the agent decides for itself. With 1000 clients at once on
+ * the host, the agent's resident memory went from 107 to 72 MiB, its CPU
+ * time the same (BENCHMARKS.md).
  * @internal
  */
-export function tuneV8ForConnections(): void {
+export function tuneHeapForConnections(): void {
   // node:v8 loads here, with the daemon, not with the library.
   const v8 = require('node:v8') as typeof import('node:v8');
   v8.setFlagsFromString('--semi-space-growth-factor=1');
   v8.setFlagsFromString('--optimize-for-size');
-  v8.setFlagsFromString('--always-sparkplug');
+}
+
+/**
+ * From here on, every function V8 compiles goes straight to baseline code
+ * (Sparkplug) instead of being interpreted first. The `liveupdate agent`
+ * process calls it once it answers: its serving code first runs when every
+ * client comes back at once after a kexec, and interpreted it cost a fifth
+ * more CPU for the first hundred claims on the host (more under
+ * emulation). Not before: the start, compiled so, took a quarter longer in
+ * the guest.
+ * @internal
+ */
+export function compileToBaselineFromNowOn(): void {
+  (require('node:v8') as typeof import('node:v8')).setFlagsFromString('--always-sparkplug');
 }
 
 /** A reply: the JSON fields besides v/id/ok, an fd to pass with it, and what to do once it is sent. */
