@@ -222,6 +222,9 @@ function connectError(socket: string, error: unknown): unknown {
 /** Why a request was stopped before its reply: its time ran out, or its caller's signal aborted it. */
 type StopReason = 'timeout' | 'abort';
 
+/** Requests of this process waiting for their replies, all clients together. */
+let awaitingReplies = 0;
+
 /** A reply's receive: at most one fd (a session's), at most a message's bytes. */
 const RECEIVE_REPLY = { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES } as const;
 
@@ -655,10 +658,23 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
    * say to the receive.
    */
   async #reply(operation: AgentOperation, stop: Stop): Promise<RecvResult> {
-    // Looked for once this turn is over (every request of the turn sent, the agent answering meanwhile): one already there needs no watcher.
-    await endOfTurn();
-    if (this.#fd < 0) throw this.#closedError(operation);
-    if (native.readableNow(this.#fd)) return await recvFds(this.#fd, RECEIVE_REPLY);
+    // With other requests of this process waiting too, looked for once this turn is over (every request of the turn sent, the agent
+    // answering meanwhile): one already there needs no watcher. A lone request waits at once (the turn would only add latency).
+    awaitingReplies++;
+    try {
+      if (awaitingReplies > 1) {
+        await endOfTurn();
+        if (this.#fd < 0) throw this.#closedError(operation);
+        if (native.readableNow(this.#fd)) return await recvFds(this.#fd, RECEIVE_REPLY);
+      }
+      return await this.#waitForReply(stop);
+    } finally {
+      awaitingReplies--;
+    }
+  }
+
+  /** The reply, once the connection's poll watcher says it is there (or the request stopped). */
+  async #waitForReply(stop: Stop): Promise<RecvResult> {
     const readable = await stop.waitFor(native.waitReadableAsync(this.#fd));
     if (readable) return await recvFds(this.#fd, RECEIVE_REPLY);
     if (stop.why !== null) throw stop.error();

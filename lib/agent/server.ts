@@ -437,8 +437,9 @@ export class Agent {
    * no hello in time).
    */
   async #receive(c: Client): Promise<Buffer | null> {
-    // A greeted client's next request is looked for once the turn that answered it is over: in a burst it has often come by then.
-    if (c.greeted) {
+    // Among other clients, a greeted client's next request is looked for once the turn that answered it is over: in a burst it has
+    // often come by then. A lone client's is looked for at once (the turn would only add its own latency).
+    if (c.greeted && this.#connections.size > 1) {
       await endOfTurn();
       // Let go meanwhile (the agent stopping, an announcement not taken): nothing more is read, as from a wait cancelled.
       if (this.#stopped || c.state === ConnectionState.Closing) throw new DroppedConnection('the connection was let go while it waited for a request');
