@@ -178,6 +178,7 @@ async function runAgent(values: OptionValues): Promise<number> {
       force,
       modeFacts: await modeFacts,
       log,
+      onBurst: compileToBaselineFromNowOn,
     });
   } catch (error) {
     process.off('SIGTERM', onTerm);
@@ -185,8 +186,6 @@ async function runAgent(values: OptionValues): Promise<number> {
     throw error;
   }
   const running = agent;
-  // Answering now: what compiles from here on is the serving code, which a burst of clients runs first (not the start).
-  compileToBaselineFromNowOn();
   const socketPath = running.socketPath ?? (passed.listenFd === undefined ? null : boundPath(passed.listenFd));
   const removeInfo = writeInfo({ pid: process.pid, mode: running.mode.mode, reason: running.mode.reason, socket: socketPath }, log);
   await notify({ READY: 1, STATUS: running.statusLine() });
