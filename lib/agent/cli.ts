@@ -147,15 +147,17 @@ async function runAgent(values: OptionValues): Promise<number> {
   const lines = new EventLines();
   // An exit by an uncaught error or process.exit still writes what waits.
   process.once('exit', () => lines.flush());
+  // Without a service manager to tell, no status line is made at all.
+  const notifying = (process.env['NOTIFY_SOCKET'] ?? '') !== '';
   const log = (event: AgentEvent): void => {
     lines.add(event);
-    if (agent === undefined || statusDue) return;
+    if (!notifying || agent === undefined || statusDue) return;
     statusDue = true;
     setImmediate(sendStatus);
   };
   // PID 1's answers for the mode come while the server compiles: under a busy boot each takes a second or more.
   const modeFacts = simulate ? undefined : gatherModeFacts(device ?? DEVICE_PATH);
-  const { Agent, tuneHeapForConnections } = serverModule();
+  const { Agent, tuneHeapForConnections, compileToBaselineFromNowOn } = serverModule();
   tuneHeapForConnections();
   // The handlers come before the start: a SIGTERM just after `listening` must stop the agent cleanly, not kill it.
   let received: string | null = null;
@@ -176,6 +178,7 @@ async function runAgent(values: OptionValues): Promise<number> {
       force,
       modeFacts: await modeFacts,
       log,
+      onBurst: compileToBaselineFromNowOn,
     });
   } catch (error) {
     process.off('SIGTERM', onTerm);

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import { agentError, isNativeSystemError, kernelError, LiveUpdateError, MessageTruncatedError, packageError, translateError, type AgentOperation, type ErrorContext } from '../errors.js';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
-import { native } from '../native.js';
+import { native, type Cancellable } from '../native.js';
 import { Session } from '../session.js';
 import type { KernelPreflight } from '../kernel-image.js';
 import { checkOptions, checkPath, invalidArgType, outOfRange } from '../validate.js';
@@ -16,6 +16,7 @@ import {
   ANNOUNCEMENTS_VERSION,
   classifyAgentMessage,
   DEFAULT_SOCKET,
+  endOfTurn,
   fromWireError,
   HELLO_VERSION,
   MAX_MESSAGE_BYTES,
@@ -197,14 +198,100 @@ function pageOf(options: Partial<SessionsOptions>): Body {
   return { cursor: options.cursor, limit };
 }
 
+/** A reply's fields without its envelope (`v`, `id`, `ok`): what a user is handed. */
+function withoutEnvelope(body: Body): Body {
+  const { v: _v, id: _id, ok: _ok, ...fields } = body;
+  return fields;
+}
+
 /** A sessions reply with `next` (null from an agent that does not page). */
 function withNext(body: Body): SessionsReport {
-  return { ...body, next: typeof body['next'] === 'string' ? body['next'] : null } as unknown as SessionsReport;
+  return { ...withoutEnvelope(body), next: typeof body['next'] === 'string' ? body['next'] : null } as unknown as SessionsReport;
+}
+
+/** Closes the fds a reply brought that nobody takes. */
+function closeAll(fds: readonly number[]): void {
+  for (const fd of fds) fs.closeSync(fd);
 }
 
 /** The typed error of a failed connect: no agent (ENOENT, ECONNREFUSED), not permitted (EACCES), not the agent's kind of socket (EPROTOTYPE), ... */
 function connectError(socket: string, error: unknown): unknown {
   return translateError(error, { operation: 'agent.connect', path: socket });
+}
+
+/** Why a request was stopped before its reply: its time ran out, or its caller's signal aborted it. */
+type StopReason = 'timeout' | 'abort';
+
+/** Requests of this process waiting for their replies, all clients together. */
+let awaitingReplies = 0;
+
+/** A reply's receive: at most one fd (a session's), at most a message's bytes. */
+const RECEIVE_REPLY = { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES } as const;
+
+/**
+ * What ends one request early: its timeout, or the caller's signal. The
+ * wait for the reply is cancelled directly; an AbortSignal for the rare
+ * step that needs one (a send the socket has no room for, a subscribed
+ * client's reply) is made only then.
+ */
+class Stop {
+  why: StopReason | null = null;
+  readonly #clock: NodeJS.Timeout;
+  readonly #caller: AbortSignal | undefined;
+  readonly #onAbort = (): void => this.#stop('abort');
+  #cancelWait: (() => void) | null = null;
+  #controller: AbortController | null = null;
+
+  constructor(timeoutMs: number, caller: AbortSignal | undefined) {
+    this.#caller = caller;
+    this.#clock = setTimeout(() => this.#stop('timeout'), timeoutMs);
+    if (caller === undefined) return;
+    if (caller.aborted) this.#stop('abort');
+    else caller.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  /** Cancels `pending` when the request stops; resolves true once it is over (false: cancelled, or failed). */
+  async waitFor(pending: Cancellable<boolean>): Promise<boolean> {
+    if (this.why !== null) pending.cancel();
+    else this.#cancelWait = () => pending.cancel();
+    try {
+      await pending;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** A signal that aborts when the request stops. */
+  signal(): AbortSignal {
+    if (this.#controller === null) {
+      this.#controller = new AbortController();
+      if (this.why !== null) this.#controller.abort(this.#reason());
+    }
+    return this.#controller.signal;
+  }
+
+  /** The error of a request stopped by its caller's signal (a timeout is said by the client, with its syscall). */
+  error(): Error {
+    return Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR', cause: this.#reason() });
+  }
+
+  /** The request is over: its clock and listener go. */
+  end(): void {
+    clearTimeout(this.#clock);
+    this.#caller?.removeEventListener('abort', this.#onAbort);
+  }
+
+  #reason(): unknown {
+    return this.why === 'abort' ? this.#caller?.reason : undefined;
+  }
+
+  #stop(why: StopReason): void {
+    if (this.why !== null) return;
+    this.why = why;
+    this.#cancelWait?.();
+    this.#controller?.abort(this.#reason());
+  }
 }
 
 /**
@@ -247,7 +334,13 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   readonly #socket: string;
   readonly #timeoutMs: number;
   #nextId = 1;
+  /** Settles once every request made so far has. */
   #queue: Promise<unknown> = Promise.resolve();
+  /** Requests made and not settled: the next one starts within its call when there is none. */
+  #pending = 0;
+  readonly #settled = (): void => {
+    this.#pending--;
+  };
   #hello: Body = {};
   /** The protocol version the hello chose: every later request is written in it. */
   #version = HELLO_VERSION;
@@ -461,11 +554,11 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     return this.#enqueue(async () => {
       // The agent waits up to timeoutMs for the clients before it answers.
       const first = await this.#exchange('agent.update', bytes, { timeoutMs: request.timeoutMs + this.#timeoutMs, signal });
-      const body = this.#decode('agent.update', id, first, false);
+      const body = withoutEnvelope(this.#decode('agent.update', id, first, false));
       if (body['phase'] !== 'kexec') return body as unknown as UpdateReport;
       opts.onKexec?.(body['checks'] as UpdateCheck[]);
       // Only a failed kexec answers again; a successful one ends this machine's run.
-      return this.#decode('agent.update', id, await this.#exchange('agent.update', null, { timeoutMs: this.#timeoutMs, signal }), false) as unknown as UpdateReport;
+      return withoutEnvelope(this.#decode('agent.update', id, await this.#exchange('agent.update', null, { timeoutMs: this.#timeoutMs, signal }), false)) as unknown as UpdateReport;
     });
   }
 
@@ -508,14 +601,17 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const operation = `agent.${op}` as AgentOperation;
     if (this.#fd < 0) throw this.#closedError(operation);
     const id = this.#nextId++;
-    const bytes = Buffer.from(JSON.stringify({ v: this.#version, id, op, ...args }), 'utf8');
+    // The arguments written as they are, after the envelope (no copy of them into one object).
+    const fields = JSON.stringify(args);
+    const bytes = Buffer.from(`{"v":${this.#version},"id":${id},"op":${JSON.stringify(op)}${fields === '{}' ? '}' : `,${fields.slice(1)}`}`, 'utf8');
     if (bytes.length > MAX_MESSAGE_BYTES) throw outOfRange('the request', `at most ${MAX_MESSAGE_BYTES} bytes of JSON`, bytes.length);
     return { id, bytes, operation };
   }
 
   #enqueue<T>(run: () => Promise<T>): Promise<T> {
-    const next = this.#queue.then(run, run);
-    this.#queue = next.catch(() => {});
+    const next = this.#pending === 0 ? run() : this.#queue.then(run, run);
+    this.#pending++;
+    this.#queue = next.then(this.#settled, this.#settled);
     return next;
   }
 
@@ -533,33 +629,56 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
    */
   async #exchange(operation: AgentOperation, bytes: Buffer | null, limits: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<RecvResult> {
     if (this.#fd < 0) throw this.#closedError(operation);
-    // One controller for both causes (AbortSignal.any's composite can be collected on Node 20 while in use).
-    const cancel = new AbortController();
-    let timedOut = false;
-    const clock = setTimeout(() => {
-      timedOut = true;
-      cancel.abort();
-    }, limits.timeoutMs);
-    const onAbort = (): void => cancel.abort(limits.signal?.reason);
-    if (limits.signal?.aborted === true) onAbort();
-    limits.signal?.addEventListener('abort', onAbort, { once: true });
+    const stop = new Stop(limits.timeoutMs, limits.signal);
     const step: Step = { syscall: 'sendmsg' };
     try {
       // Requests on a client run one at a time: nothing of this connection is queued before it.
-      if (bytes !== null && !sentNow(this.#fd, [], bytes)) await sendFds(this.#fd, [], bytes, { signal: cancel.signal });
+      if (bytes !== null && !sentNow(this.#fd, [], bytes)) await sendFds(this.#fd, [], bytes, { signal: stop.signal() });
       step.syscall = 'recvmsg';
-      if (this.#reading !== null) return await this.#nextReply(operation, cancel.signal);
-      return await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal: cancel.signal });
+      if (this.#reading !== null) return await this.#nextReply(operation, stop.signal());
+      return await this.#reply(operation, stop);
     } catch (error) {
       // The subscribed connection ended while this request waited: its reason, as the loop said it.
       if (error !== null && error === this.#ended) throw error;
-      if (cancel.signal.aborted) this.closeSync();
-      if (timedOut) throw this.#timedOut(operation, step, limits.timeoutMs);
+      if (stop.why !== null) this.closeSync();
+      if (stop.why === 'timeout') throw this.#timedOut(operation, step, limits.timeoutMs);
       throw this.#failed(operation, error);
     } finally {
-      clearTimeout(clock);
-      limits.signal?.removeEventListener('abort', onAbort);
+      stop.end();
     }
+  }
+
+  /**
+   * The reply, once it is there: the connection waits on the event loop for
+   * it (a poll watcher, as the agent waits for a request), then takes it
+   * within the call. A receive left pending instead would make every other
+   * call on a socket of this process look its socket up (the fd-passing
+   * layer's queues), which with many clients at once was a tenth of each one's
+   * CPU time. A wait that fails for a reason of its own leaves the error to
+   * say to the receive.
+   */
+  async #reply(operation: AgentOperation, stop: Stop): Promise<RecvResult> {
+    // With other requests of this process waiting too, looked for once this turn is over (every request of the turn sent, the agent
+    // answering meanwhile): one already there needs no watcher. A lone request waits at once (the turn would only add latency).
+    awaitingReplies++;
+    try {
+      if (awaitingReplies > 1) {
+        await endOfTurn();
+        if (this.#fd < 0) throw this.#closedError(operation);
+        if (native.readableNow(this.#fd)) return await recvFds(this.#fd, RECEIVE_REPLY);
+      }
+      return await this.#waitForReply(stop);
+    } finally {
+      awaitingReplies--;
+    }
+  }
+
+  /** The reply, once the connection's poll watcher says it is there (or the request stopped). */
+  async #waitForReply(stop: Stop): Promise<RecvResult> {
+    const readable = await stop.waitFor(native.waitReadableAsync(this.#fd));
+    if (readable) return await recvFds(this.#fd, RECEIVE_REPLY);
+    if (stop.why !== null) throw stop.error();
+    return await recvFds(this.#fd, { ...RECEIVE_REPLY, signal: stop.signal() });
   }
 
   #requestSync(op: string, args: Body, options?: Omit<RequestOptions, 'signal'>, wantsFd = false): Body {
@@ -576,7 +695,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       step.syscall = 'recvmsg';
       // One packet is one message: once readable, the receive does not block.
       if (!native.waitReadable(this.#fd, Math.max(0, deadline - Date.now()))) throw Object.assign(new Error('ETIMEDOUT'), { code: 'ETIMEDOUT' });
-      message = recvFdsSync(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES });
+      message = recvFdsSync(this.#fd, RECEIVE_REPLY);
     } catch (error) {
       if ((error as { code?: unknown }).code !== 'ETIMEDOUT') throw this.#failed(operation, error);
       this.closeSync();
@@ -595,7 +714,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       for (;;) {
         let message: RecvResult;
         try {
-          message = await recvFds(this.#fd, { maxFds: 1, maxBytes: MAX_MESSAGE_BYTES, signal: reading.signal });
+          message = await recvFds(this.#fd, { ...RECEIVE_REPLY, signal: reading.signal });
         } catch (error) {
           if (!reading.signal.aborted) this.#end(this.#failed('agent.subscribe', error) as Error);
           return;
@@ -616,7 +735,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const kind = classifyAgentMessage(message.data);
     if (kind.kind === 'reply') {
       if (this.#replies.length === MAX_UNTAKEN_REPLIES) {
-        message.fds.forEach((fd) => fs.closeSync(fd));
+        closeAll(message.fds);
         return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent replies to requests this client did not make', context);
       }
       this.#replies.push(message);
@@ -624,7 +743,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
       return null;
     }
     // Announcements carry no fds.
-    message.fds.forEach((fd) => fs.closeSync(fd));
+    closeAll(message.fds);
     if (kind.kind === 'invalid') return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent sent ${kind.why}`, context);
     if (kind.kind === 'announcement') this.#announce(kind.announcement);
     return null;
@@ -672,7 +791,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     const reading = this.#reading;
     this.#reading = null;
     reading?.abort();
-    for (const reply of this.#replies.splice(0)) reply.fds.forEach((f) => fs.closeSync(f));
+    for (const reply of this.#replies.splice(0)) closeAll(reply.fds);
     fs.closeSync(fd);
     if (reading === null) return;
     this.#ended = error;
@@ -702,36 +821,39 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     return error;
   }
 
-  /** The reply's body (with `fd` when one came and was wanted), or the error it carries. Stray fds are closed. */
+  /**
+   * The reply's body (with `fd` when one came and was wanted), or the error
+   * it carries. Stray fds are closed. The body is the parsed object itself,
+   * its envelope (`v`, `id`, `ok`) still in it: what a user is handed is
+   * taken out of it ({@link withoutEnvelope}).
+   */
   #decode(operation: AgentOperation, id: number, { data, fds, eof }: RecvResult, wantsFd: boolean): Body {
-    const closeAll = (): void => fds.forEach((fd) => fs.closeSync(fd));
-    const context: ErrorContext = { operation, path: this.#socket };
-    if (eof) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the agent closed the connection', context);
-    let body: Body;
+    if (eof) throw agentError('ERR_LIVEUPDATE_AGENT_UNAVAILABLE', 'the agent closed the connection', { operation, path: this.#socket });
+    let body: unknown;
     try {
-      body = JSON.parse(data.toString('utf8')) as Body;
+      body = JSON.parse(data.toString('utf8'));
     } catch {
-      closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent a reply that is not JSON', context);
+      throw this.#badReply(operation, fds, 'the agent sent a reply that is not JSON');
     }
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-      closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent a reply that is not a JSON object', context);
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw this.#badReply(operation, fds, 'the agent sent a reply that is not a JSON object');
+    const reply = body as Body;
+    if (reply['ok'] !== true) {
+      closeAll(fds);
+      throw fromWireError(reply['error'], operation);
     }
-    if (body['ok'] !== true) {
-      closeAll();
-      throw fromWireError(body['error'], operation);
+    if (reply['id'] !== id) throw this.#badReply(operation, fds, `the agent answered request ${String(reply['id'])} instead of ${id}`);
+    if (!wantsFd) {
+      closeAll(fds);
+      return reply;
     }
-    if (body['id'] !== id) {
-      closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `the agent answered request ${String(body['id'])} instead of ${id}`, context);
-    }
-    if (wantsFd && fds.length !== 1) {
-      closeAll();
-      throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', 'the agent sent no session fd', context);
-    }
-    if (!wantsFd) closeAll();
-    const { v: _v, id: _id, ok: _ok, ...result } = body;
-    return wantsFd ? { ...result, fd: fds[0] } : result;
+    if (fds.length !== 1) throw this.#badReply(operation, fds, 'the agent sent no session fd');
+    reply['fd'] = fds[0];
+    return reply;
+  }
+
+  /** A reply this client cannot take: the fds it brought are closed. */
+  #badReply(operation: AgentOperation, fds: readonly number[], text: string): LiveUpdateError {
+    closeAll(fds);
+    return agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', text, { operation, path: this.#socket });
   }
 }

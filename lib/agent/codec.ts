@@ -70,35 +70,35 @@ export function decodeRequest(data: Buffer, uid: number, version = HELLO_VERSION
   } catch (error) {
     return { id: 0, op: 'connect', operation: 'agent.connect', ok: false, error: error as Error, fatal: true };
   }
-  const header = { id: envelope.id, op: envelope.op, operation: operationOf(envelope.op) };
-  if (envelope.op === 'subscribe' && version < ANNOUNCEMENTS_VERSION) {
-    const error = agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `unknown operation 'subscribe' in protocol version ${version} (announcements need version ${ANNOUNCEMENTS_VERSION})`, { operation: header.operation });
-    return { ...header, ok: false, error, fatal: true };
+  const { id, op } = envelope;
+  const operation = operationOf(op);
+  if (op === 'subscribe' && version < ANNOUNCEMENTS_VERSION) {
+    const error = agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `unknown operation 'subscribe' in protocol version ${version} (announcements need version ${ANNOUNCEMENTS_VERSION})`, { operation });
+    return { id, op, operation, ok: false, error, fatal: true };
   }
   try {
-    return { ...header, ok: true, request: checkArguments(envelope, uid, header.operation) };
+    return { id, op, operation, ok: true, request: checkArguments(envelope, uid, operation) };
   } catch (error) {
-    return { ...header, ok: false, error: error as Error, fatal: false };
+    return { id, op, operation, ok: false, error: error as Error, fatal: false };
   }
 }
 
+/** The request checked for its peer: built anew where a name is mapped or metadata measured, else the parsed envelope itself (the codec's own object), with its operation. */
 function checkArguments(r: Envelope, uid: number, operation: AgentOperation): CheckedRequest {
-  const base = { v: r.v, id: r.id, operation };
   switch (r.op) {
-    case 'createSession': {
-        return { ...base, op: r.op, session: checkName(r.name, uid), metadata: r.metadata, metadataBytes: measureMetadata(r.metadata) };
-    }
+    case 'createSession':
+      return { v: r.v, id: r.id, operation, op: r.op, session: checkName(r.name, uid), metadata: r.metadata, metadataBytes: measureMetadata(r.metadata) };
     case 'attach':
     case 'retrieveSession':
     case 'release':
-      return { ...base, op: r.op, session: checkName(r.name, uid) };
+      return { v: r.v, id: r.id, operation, op: r.op, session: checkName(r.name, uid) };
     case 'update':
       checkBytes(r.kernel, 'kernel', MAX_PATH_BYTES);
       if (r.initrd !== undefined) checkBytes(r.initrd, 'initrd', MAX_PATH_BYTES);
       checkBytes(r.cmdline, 'cmdline', MAX_CMDLINE_BYTES);
-      return { ...base, ...r };
+      return Object.assign(r, { operation });
     default:
-      return { ...base, ...r };
+      return Object.assign(r, { operation });
   }
 }
 
@@ -137,9 +137,16 @@ export function depthOf(value: JsonValue): number {
 /** A reply that does not fit in one message: the handler's bug or a limit to document, never sent. */
 export class ReplyTooLargeError extends Error {}
 
-/** The bytes of a reply in protocol `version`, or ReplyTooLargeError past {@link MAX_MESSAGE_BYTES}. */
-export function encodeReply(version: number, id: number, body: Record<string, JsonValue | undefined>): Buffer {
-  const bytes = Buffer.from(JSON.stringify({ v: version, id, ...body }), 'utf8');
+/**
+ * The bytes of a reply in protocol `version`: `v`, `id`, `ok`, then the
+ * body's fields, as one object would give them (the body is written as it
+ * is, not copied into a new object); ReplyTooLargeError past
+ * {@link MAX_MESSAGE_BYTES}.
+ */
+export function encodeReply(version: number, id: number, ok: boolean, body: Record<string, JsonValue | undefined>): Buffer {
+  const fields = JSON.stringify(body);
+  const text = `{"v":${version},"id":${id},"ok":${ok}${fields === '{}' ? '}' : `,${fields.slice(1)}`}`;
+  const bytes = Buffer.from(text, 'utf8');
   if (bytes.length > MAX_MESSAGE_BYTES) throw new ReplyTooLargeError(`a reply of ${bytes.length} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte message limit`);
   return bytes;
 }

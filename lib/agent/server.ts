@@ -28,7 +28,7 @@ import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, readableNow, waitR
 import type { Manifest } from './manifest.js';
 import { decideMode, gatherModeFacts, type AgentMode, type ModeDecision, type ModeFacts } from './mode.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
-import { MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, sentNow, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
+import { endOfTurn, MAX_MESSAGE_BYTES, MAX_REQUEST_FDS, PROTOCOL_VERSIONS, sentNow, toWireError, type JsonValue, type SessionInfo } from './protocol.js';
 import { infoOf, SessionTable, type Entry } from './sessions.js';
 import type * as SystemdHostModule from './systemd-host.js';
 import type * as UpdateModule from './update.js';
@@ -75,6 +75,8 @@ export interface AgentOptions {
   force?: boolean | undefined;
   /** What the mode is decided from (default: this host's PID 1 and device). */
   modeFacts?: ModeFacts | undefined;
+  /** @internal Called once, when the agent first serves more than one connection at once: a burst of clients begins (the CLI then compiles to baseline code, {@link compileToBaselineFromNowOn}). */
+  onBurst?: (() => void) | undefined;
   /** @internal The host to serve on instead of the one the mode gives (the simulator's: `liveupdate/simulator`); it has its own mode. */
   host?: ((storeMax: number | null) => AgentHost) | undefined;
 }
@@ -94,6 +96,21 @@ export function tuneHeapForConnections(): void {
   const v8 = require('node:v8') as typeof import('node:v8');
   v8.setFlagsFromString('--semi-space-growth-factor=1');
   v8.setFlagsFromString('--optimize-for-size');
+}
+
+/**
+ * From here on, every function V8 compiles goes straight to baseline code
+ * (Sparkplug) instead of being interpreted first. The `liveupdate agent`
+ * process calls it when a burst of clients begins (AgentOptions.onBurst):
+ * the claim path first runs when every client comes back at once after a
+ * kexec, and interpreted it cost a tenth more CPU for a hundred claims on
+ * the host (more under emulation). Not sooner: compiled so, the start and
+ * a lone client's requests take longer (a function run once is compiled
+ * for nothing), a quarter of the start in the guest.
+ * @internal
+ */
+export function compileToBaselineFromNowOn(): void {
+  (require('node:v8') as typeof import('node:v8')).setFlagsFromString('--always-sparkplug');
 }
 
 /** A reply: the JSON fields besides v/id/ok, an fd to pass with it, and what to do once it is sent. */
@@ -128,17 +145,47 @@ const SESSIONS_PAGE_BYTES = MAX_MESSAGE_BYTES - 4096;
 
 class DroppedConnection extends Error {}
 
-let isoMs = Number.NaN;
-let isoText = '';
+/** A reply that could not be sent: the connection goes. */
+function notSent(error: unknown): DroppedConnection {
+  return new DroppedConnection(`the reply could not be sent: ${(error as Error).message}`);
+}
 
-/** The time as an event's line gives it (ISO 8601, to the millisecond): formatted once per millisecond, where a burst logs many lines. */
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== isoMs) {
-    isoMs = ms;
-    isoText = new Date(ms).toISOString();
+/** A request's receive: at most a message's bytes, no fd (one a peer sends along anyway is closed). */
+const RECEIVE_REQUEST = { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS } as const;
+
+const NO_FDS: readonly number[] = [];
+
+let isoSecond = Number.NaN;
+let isoPrefix = '';
+
+/**
+ * `ms` (since the epoch) as an event's line gives it: ISO 8601 to the
+ * millisecond, as Date's toISOString writes it. The part up to the second
+ * is formatted once per second and the milliseconds added to it, where a
+ * burst of clients logs many lines (under emulation each a millisecond or
+ * more apart, so a text kept per millisecond was made again for nearly
+ * every line).
+ * @internal
+ */
+export function isoTime(ms: number): string {
+  const second = Math.floor(ms / 1000);
+  if (second !== isoSecond) {
+    isoSecond = second;
+    isoPrefix = new Date(second * 1000).toISOString().slice(0, -4);
   }
-  return isoText;
+  const millis = ms - second * 1000;
+  return `${isoPrefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
+}
+
+/** Milliseconds on the monotonic clock: process.hrtime, which node has loaded already (the global `performance` loads node:perf_hooks on first use, tens of milliseconds of the agent's first connection under emulation). */
+function monotonicMs(): number {
+  const [seconds, nanoseconds] = process.hrtime();
+  return seconds * 1000 + nanoseconds / 1e6;
+}
+
+/** The time now, as {@link isoTime} writes it. */
+function isoNow(): string {
+  return isoTime(Date.now());
 }
 
 /**
@@ -156,6 +203,8 @@ export class Agent {
   readonly #changes = new Notifier();
   readonly #host: AgentHost;
   readonly #announcements: Announcements;
+  /** Told once when a burst of clients begins (see AgentOptions.onBurst). */
+  #onBurst: (() => void) | undefined;
   /** A manifest this agent must not read (newer major version): every request is refused with it. */
   #manifestError: LiveUpdateError | null = null;
   /** The agent's incoming session held (never finished) while the manifest is refused. */
@@ -166,6 +215,11 @@ export class Agent {
   #nextId = 1;
   #stopped = false;
   #unclaimedTimer: NodeJS.Timeout | null = null;
+  /** Connections that have not said hello yet, with their deadlines ({@link monotonicMs}), oldest first. */
+  readonly #helloDeadlines = new Map<Client, number>();
+  /** Connections let go for saying no hello in time: told why before they are dropped. */
+  readonly #lateHellos = new WeakSet<Client>();
+  #helloTimer: NodeJS.Timeout | null = null;
   /** Aborted by stop(): an update in progress ends. */
   readonly #stopping = new AbortController();
   /** The update in progress, awaited by stop(). */
@@ -177,6 +231,7 @@ export class Agent {
     this.#log = options.log ?? (() => {});
     this.#helloTimeoutMs = options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 5000;
+    this.#onBurst = options.onBurst;
     this.#table = new SessionTable({
       policy: this.#policy,
       host,
@@ -271,6 +326,7 @@ export class Agent {
     if (this.#stopped) return;
     this.#stopped = true;
     if (this.#unclaimedTimer !== null) clearTimeout(this.#unclaimedTimer);
+    if (this.#helloTimer !== null) clearTimeout(this.#helloTimer);
     this.#listener?.close();
     // An update in progress ends first (unloading what it loaded); then nothing changes any more.
     this.#stopping.abort();
@@ -363,7 +419,13 @@ export class Agent {
   async #serve(fd: number, peer: Peer): Promise<void> {
     const c: Client = new Connection(this.#nextId++, fd, peer, this.#changes);
     this.#connections.add(c);
-    this.#event('connected', this.#who(c));
+    if (this.#connections.size > 1 && this.#onBurst !== undefined) {
+      const burst = this.#onBurst;
+      this.#onBurst = undefined;
+      burst();
+    }
+    this.#clientEvent('connected', c);
+    this.#awaitHello(c);
     try {
       // A connection the agent let go (an announcement it did not take) is closing: nothing more is read.
       while (!this.#stopped && c.state !== ConnectionState.Closing) {
@@ -372,7 +434,7 @@ export class Agent {
         await this.#answer(c, message);
       }
     } catch (error) {
-      this.#event('dropped', { ...this.#who(c), reason: (error as Error).message });
+      this.#clientEvent('dropped', c, { reason: (error as Error).message });
     } finally {
       this.#disconnect(c);
     }
@@ -382,23 +444,24 @@ export class Agent {
    * The next request's bytes, or null at EOF. A quiet connection waits on
    * the event loop holding nothing but its poll watcher; the message is
    * taken once it is there. A bad message is answered, then the connection
-   * dropped; so is a connection let go while it waits (closing, stopping).
+   * dropped; so is a connection let go while it waits (closing, stopping,
+   * no hello in time).
    */
   async #receive(c: Client): Promise<Buffer | null> {
-    // A request already there (a client's next one, sent before the last reply was read) is taken without a watcher.
+    // Among other clients, a greeted client's next request is looked for once the turn that answered it is over: in a burst it has
+    // often come by then. A lone client's is looked for at once (the turn would only add its own latency).
+    if (c.greeted && this.#connections.size > 1) {
+      await endOfTurn();
+      // Let go meanwhile (the agent stopping, an announcement not taken): nothing more is read, as from a wait cancelled.
+      if (this.#stopped || c.state === ConnectionState.Closing) throw new DroppedConnection('the connection was let go while it waited for a request');
+    }
+    // A request already there (the hello, sent with the connect; a client's next one) is taken without a watcher.
     if (readableNow(c.fd)) return this.#take(c);
     const wait = waitReadable(c.fd);
     c.stopReading = wait.cancel;
-    let helloLate = false;
-    const timer = c.greeted
-      ? null
-      : setTimeout(() => {
-          helloLate = true;
-          wait.cancel();
-        }, this.#helloTimeoutMs);
     try {
       if (!(await wait.settled)) {
-        if (helloLate && !this.#stopped) {
+        if (this.#lateHellos.has(c) && !this.#stopped) {
           await this.#refuse(c, 0, 'agent.hello', 'ERR_LIVEUPDATE_AGENT_PROTOCOL', `no hello within ${this.#helloTimeoutMs} ms`);
         }
         throw new DroppedConnection('the connection was let go while it waited for a request');
@@ -406,9 +469,46 @@ export class Agent {
       return await this.#take(c);
     } finally {
       c.stopReading = undefined;
-      if (timer !== null) clearTimeout(timer);
     }
   }
+
+  // ---- the hello's deadline: one timer for every connection ----------------------
+
+  /**
+   * `c` must say hello within the hello timeout. Every connection has the
+   * same timeout, so the connections waiting for theirs, in the order they
+   * came, are in the order of their deadlines: one timer, for the oldest,
+   * serves them all (a timer per connection was a tenth of a connection's cost
+   * in a burst of clients).
+   */
+  #awaitHello(c: Client): void {
+    this.#helloDeadlines.set(c, monotonicMs() + this.#helloTimeoutMs);
+    if (this.#helloTimer === null) this.#helloTimer = setTimeout(this.#expireHellos, this.#helloTimeoutMs);
+  }
+
+  /** `c` said hello, or went: its deadline is gone. */
+  #helloDone(c: Client): void {
+    this.#helloDeadlines.delete(c);
+  }
+
+  /** Lets go of every connection past its deadline that still waits for its hello; the timer then serves the next deadline. */
+  readonly #expireHellos = (): void => {
+    this.#helloTimer = null;
+    const now = monotonicMs();
+    for (const [c, deadline] of this.#helloDeadlines) {
+      if (deadline > now) {
+        if (!this.#stopped) this.#helloTimer = setTimeout(this.#expireHellos, deadline - now);
+        return;
+      }
+      this.#helloDeadlines.delete(c);
+      // One not waiting (its first request is being answered) is greeted or dropped by that answer.
+      if (c.stopReading === undefined) continue;
+      this.#lateHellos.add(c);
+      c.stopReading();
+    }
+  };
+
+  // ---- requests and replies ----------------------------------------------------------
 
   /**
    * The message waiting on `c` (its bytes, or null at EOF); one the codec
@@ -420,8 +520,8 @@ export class Agent {
    */
   async #take(c: Client): Promise<Buffer | null> {
     try {
-      const { data, fds, eof } = await recvFds(c.fd, { maxBytes: MAX_MESSAGE_BYTES, maxFds: MAX_REQUEST_FDS });
-      fds.forEach(closeQuietly);
+      const { data, fds, eof } = await recvFds(c.fd, RECEIVE_REQUEST);
+      if (fds.length > 0) fds.forEach(closeQuietly);
       return eof ? null : data;
     } catch (error) {
       if (error instanceof FdPassError) {
@@ -434,8 +534,12 @@ export class Agent {
   /** Answers with an error, logs it, and drops the connection. */
   async #refuse(c: Client, id: number, operation: AgentOperation, code: AgentErrorCode, text: string): Promise<never> {
     const error = agentError(code, bounded(text), { operation });
-    this.#event('refused', { ...this.#who(c), op: operation, code, message: error.message });
-    await this.#send(c, id, { ok: false, error: toWireError(error, operation) as unknown as JsonValue }).catch(() => {});
+    this.#clientEvent('refused', c, { op: operation, code, message: error.message });
+    try {
+      await this.#send(c, id, false, { error: toWireError(error, operation) as unknown as JsonValue });
+    } catch {
+      // Dropped all the same.
+    }
     throw new DroppedConnection(error.message);
   }
 
@@ -451,60 +555,69 @@ export class Agent {
     let reply: Reply;
     try {
       if (!decoded.ok) throw decoded.error;
-      reply = await this.#handle(c, decoded.request);
+      // A request answered within the call (hello, ready) is not awaited: no Promise is made for it.
+      const handled = this.#handle(c, decoded.request);
+      reply = handled instanceof Promise ? await handled : handled;
     } catch (error) {
       if (error instanceof DroppedConnection) throw error;
       const wire = toWireError(error, operation);
-      this.#event('request-failed', { ...this.#who(c), op, code: wire.code, message: wire.message });
-      await this.#send(c, id, { ok: false, error: wire as unknown as JsonValue });
+      this.#clientEvent('request-failed', c, { op, code: wire.code, message: wire.message });
+      await this.#send(c, id, false, { error: wire as unknown as JsonValue });
       if (op === 'hello') throw new DroppedConnection(wire.message);
       return;
     }
-    await this.#send(c, id, { ok: true, ...reply.body }, reply.fd);
+    const sending = this.#send(c, id, true, reply.body, reply.fd);
+    if (sending !== undefined) await sending;
     reply.afterSent?.();
   }
 
-  async #send(c: Client, id: number, body: Record<string, JsonValue | undefined>, fd?: number | undefined): Promise<void> {
+  /**
+   * Sends a reply: within the call when the socket has room (undefined:
+   * nothing to await), else a Promise of its send, bounded by the send
+   * timeout. A reply that cannot be sent drops the connection.
+   */
+  #send(c: Client, id: number, ok: boolean, body: Record<string, JsonValue | undefined>, fd?: number | undefined): Promise<void> | undefined {
     let bytes: Buffer;
     try {
-      bytes = encodeReply(c.version, id, body);
+      bytes = encodeReply(c.version, id, ok, body);
     } catch (error) {
       if (!(error instanceof ReplyTooLargeError)) throw error;
       // Never sent: the client gets a refusal it can read instead of a message it would drop.
-      this.#event('reply-too-large', { ...this.#who(c), message: error.message });
+      this.#clientEvent('reply-too-large', c, { message: error.message });
       const refusal = agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', error.message, { operation: 'agent.connect' });
-      bytes = encodeReply(c.version, id, { ok: false, error: toWireError(refusal, 'agent.connect') as unknown as JsonValue });
+      bytes = encodeReply(c.version, id, false, { error: toWireError(refusal, 'agent.connect') as unknown as JsonValue });
       fd = undefined;
     }
-    const fds = fd === undefined ? [] : [fd];
+    const fds = fd === undefined ? NO_FDS : [fd];
     try {
       // An announcement still queued goes first: the reply waits its turn behind it.
-      if (c.unsentAnnouncements === 0 && sentNow(c.fd, fds, bytes)) return;
-      await sendFds(c.fd, fds, bytes, { timeout: this.#sendTimeoutMs });
+      if (c.unsentAnnouncements === 0 && sentNow(c.fd, fds, bytes)) return undefined;
     } catch (error) {
-      throw new DroppedConnection(`the reply could not be sent: ${(error as Error).message}`);
+      throw notSent(error);
     }
+    return sendFds(c.fd, fds, bytes, { timeout: this.#sendTimeoutMs }).catch((error: unknown) => {
+      throw notSent(error);
+    });
   }
 
   #disconnect(c: Client): void {
     this.#connections.delete(c);
+    this.#helloDone(c);
     closeQuietly(c.fd);
     c.on('close');
     const kept = this.#table.dropHolder(c);
-    this.#event('disconnected', { ...this.#who(c), kept });
+    this.#clientEvent('disconnected', c, { kept });
   }
 
   // ---- requests -----------------------------------------------------------------
 
-  async #handle(c: Client, r: CheckedRequest): Promise<Reply> {
+  #handle(c: Client, r: CheckedRequest): Reply | Promise<Reply> {
     if (r.op === 'hello') return this.#hello(c, r.versions, r.client);
     if (r.op === 'sessions') return { body: this.#sessionsReply(c, r.cursor, r.limit) };
     if (this.#manifestError !== null) throw this.#manifestError;
     switch (r.op) {
-      case 'createSession': {
-        const entry = await this.#table.create(c, r.session, r.metadata, r.metadataBytes);
-        return { body: { name: entry.name, kernelName: entry.kernelName }, fd: entry.session?.fd };
-      }
+      case 'createSession':
+        return this.#create(c, r);
       case 'attach': {
         const entry = this.#table.attach(c, r.session);
         return { body: { name: entry.name, kernelName: entry.kernelName, metadata: entry.metadata }, fd: entry.session?.fd };
@@ -512,18 +625,27 @@ export class Agent {
       case 'retrieveSession':
         return this.#claim(c, r.session);
       case 'release':
-        return { body: { name: r.session.name, state: await this.#table.release(c, r.session) } };
+        return this.#release(c, r.session);
       case 'ready':
         c.on('ready');
-        this.#event('ready', { ...this.#who(c), sessions: c.holds.size });
+        this.#clientEvent('ready', c, { sessions: c.holds.size });
         return { body: { sessions: c.holds.size } };
       case 'subscribe':
         // Subscribed once the reply is sent: no announcement comes before it.
-        this.#event('subscribed', this.#who(c));
+        this.#clientEvent('subscribed', c);
         return { body: { subscribed: true }, afterSent: () => this.#announcements.subscribe(c) };
       case 'update':
         return this.#update(c, r);
     }
+  }
+
+  async #create(c: Client, r: Extract<CheckedRequest, { op: 'createSession' }>): Promise<Reply> {
+    const entry = await this.#table.create(c, r.session, r.metadata, r.metadataBytes);
+    return { body: { name: entry.name, kernelName: entry.kernelName }, fd: entry.session?.fd };
+  }
+
+  async #release(c: Client, name: CheckedName): Promise<Reply> {
+    return { body: { name: name.name, state: await this.#table.release(c, name) } };
   }
 
   #hello(c: Client, versions: number[], client: string | undefined): Reply {
@@ -533,8 +655,9 @@ export class Agent {
       throw agentError('ERR_LIVEUPDATE_AGENT_PROTOCOL', `no common protocol version (the agent speaks ${PROTOCOL_VERSIONS.join(', ')})`, { operation: 'agent.hello' });
     }
     c.on('hello');
+    this.#helloDone(c);
     c.version = version;
-    this.#event('hello', { ...this.#who(c), clientName: client ?? null, version });
+    this.#clientEvent('hello', c, { clientName: client ?? null, version });
     return {
       body: {
         version,
@@ -550,7 +673,7 @@ export class Agent {
   async #claim(c: Client, name: CheckedName): Promise<Reply> {
     const entry = await this.#table.claim(c, name, this.#manifest !== null);
     const since = this.#manifest === null || entry.claimedAt === undefined ? null : entry.claimedAt - this.#manifest.frozenAt;
-    this.#event('claimed', { ...this.#who(c), name: entry.name, kernelName: entry.kernelName, claimedAt: entry.claimedAt ?? null, sinceFrozenMs: since });
+    this.#clientEvent('claimed', c, { name: entry.name, kernelName: entry.kernelName, claimedAt: entry.claimedAt ?? null, sinceFrozenMs: since });
     return { body: { name: entry.name, kernelName: entry.kernelName, metadata: entry.metadata }, fd: entry.session?.fd };
   }
 
@@ -604,7 +727,9 @@ export class Agent {
         changes: this.#changes,
         who: this.#who(c),
         event: (name, fields) => this.#event(name, fields),
-        announce: (report) => this.#send(c, r.id, { ok: true, ...report }),
+        announce: async (report) => {
+          await this.#send(c, r.id, true, report);
+        },
         prepare: (prepare) => this.#announcements.prepare(prepare, c),
       },
       r,
@@ -638,6 +763,13 @@ export class Agent {
 
   #who(c: Client): Record<string, JsonValue> {
     return { client: c.id, pid: c.peer.pid, uid: c.peer.uid };
+  }
+
+  /** Logs one event of client `c`: its id, pid and uid, then `fields` (as {@link #event}), in one object made once. */
+  #clientEvent(event: string, c: Client, fields?: Record<string, JsonValue | undefined>): void {
+    const line: AgentEvent = { time: isoNow(), event, client: c.id, pid: c.peer.pid, uid: c.peer.uid };
+    if (fields !== undefined) for (const key of Object.keys(fields)) line[key] = boundedLogValue(fields[key]);
+    this.#log(line);
   }
 
   /** Logs one event; every text field is cut and cleaned (boundedLogValue), so no peer sizes or forges a log line. */

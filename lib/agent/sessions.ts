@@ -356,13 +356,15 @@ export class SessionTable {
 
   /** Runs `work` once every earlier operation on `kernelName` has ended. */
   #serial<T>(kernelName: string, work: () => Promise<T>): Promise<T> {
-    const before = this.#busy.get(kernelName) ?? Promise.resolve();
-    const run = before.catch(() => {}).then(work);
-    const done = run.catch(() => {});
-    this.#busy.set(kernelName, done);
-    void done.then(() => {
+    const before = this.#busy.get(kernelName);
+    // Nothing in progress on the name (every claim of a burst): the work starts now, not a turn of Promises later.
+    const run = before === undefined ? work() : before.then(work);
+    const over = (): void => {
       if (this.#busy.get(kernelName) === done) this.#busy.delete(kernelName);
-    });
+    };
+    // Settles (never rejects) once `work` has, and then leaves the table if no later operation queued behind it.
+    const done: Promise<void> = run.then(over, over);
+    this.#busy.set(kernelName, done);
     return run;
   }
 
