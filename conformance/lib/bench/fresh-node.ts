@@ -33,9 +33,7 @@ export function requireOnce(root: string): RequireSample {
     'const live_update_ms = Number(process.hrtime.bigint() - t1) / 1e6;',
     'process.stdout.write(JSON.stringify({ ms, live_update_ms, modules }));',
   ].join('\n');
-  const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  if (out.status !== 0) throw new Error(`node -e require(${root}) exited with ${String(out.status ?? out.signal)}`);
-  const sample = JSON.parse(out.stdout) as { ms: number; live_update_ms: number; modules: string[] };
+  const sample = JSON.parse(printedBy(script, `require(${root})`)) as { ms: number; live_update_ms: number; modules: string[] };
   return { ms: sample.ms, live_update_ms: sample.live_update_ms, modules: sample.modules.map((m) => path.relative(root, m)) };
 }
 
@@ -47,9 +45,14 @@ export function requireOnce(root: string): RequireSample {
 export function emptyRequireOnce(emptyFile: string): number {
   // The time is read before process.stdout is: its getter makes the stream, which costs more than the require.
   const script = `const t0 = process.hrtime.bigint(); require(${JSON.stringify(emptyFile)}); const ms = Number(process.hrtime.bigint() - t0) / 1e6; process.stdout.write(String(ms));`;
+  return Number(printedBy(script, `require(${emptyFile})`));
+}
+
+/** What a fresh `node -e script` printed; fails loudly, naming `what`, when it exits otherwise than with 0. */
+function printedBy(script: string, what: string): string {
   const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  if (out.status !== 0) throw new Error(`node -e require(${emptyFile}) exited with ${String(out.status ?? out.signal)}`);
-  return Number(out.stdout);
+  if (out.status !== 0) throw new Error(`node -e ${what} exited with ${String(out.status ?? out.signal)}`);
+  return out.stdout;
 }
 
 /** Milliseconds a fresh `node -e 0` takes, start to exit: the floor of any node program. */
