@@ -7,16 +7,16 @@
  *
  * The same errno means different things in different calls (ENOENT from open
  * means "no LUO here", from RETRIEVE_FD "no such token"), so the class is
- * chosen by the pair (operation, errno) from ONE table, {@link KERNEL_ERRORS}.
+ * chosen by the pair (operation, errno) from ONE table, {@link kernelErrors}.
  * The errors the package raises itself, without a syscall, have `ERR_*` codes
- * listed in {@link PACKAGE_ERRORS}. Every class takes the same constructor
+ * listed in {@link packageErrors}. Every class takes the same constructor
  * arguments and one factory, {@link errorClassFor}, picks the class from
  * those two tables, so a code and its class cannot disagree: an error
  * rebuilt on the far side of the agent's socket is the one thrown here.
  * README.md's error tables are written from the two tables by
  * scripts/error-tables.mjs.
  */
-import { constants } from 'node:os';
+import type { constants } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import type { NotReadyClient, UpdateCheck } from './agent/protocol.js';
 import type { KernelPreflight } from './kernel-image.js';
@@ -558,7 +558,9 @@ function isNotReadyClient(value: unknown): value is NotReadyClient {
 /** A class of this module as the tables name it: every one takes the same arguments. @internal */
 export type ErrorClass = new (message: string, code: string, context: ErrorContext, system?: NativeSystemError) => LiveUpdateError;
 
-/** One row of {@link KERNEL_ERRORS}. @internal */
+let kernelErrorTable: readonly KernelErrorRule[] | undefined;
+
+/** One row of {@link kernelErrors}. @internal */
 export interface KernelErrorRule {
   readonly type: ErrorClass;
   /** The operations the row covers; `'*'`: any operation not matched by an earlier row. */
@@ -586,66 +588,72 @@ const START_AGENT = 'start the agent (systemctl start liveupdate-agent.socket, o
 /**
  * The table: the first row whose operations and codes both match a failure
  * gives its class and message. Rows for one operation come before the rows
- * for any operation, and the last row catches everything.
+ * for any operation, and the last row catches everything. Built on the
+ * first failure: a program that never fails never compiles or builds it,
+ * which a fresh node under emulation pays for on every start.
  * @internal
  */
-export const KERNEL_ERRORS: readonly KernelErrorRule[] = [
-  { type: LiveUpdateUnavailableError, operations: ['open'], codes: ['ENOENT'], meaning: 'no LUO device on this kernel; `reason` and `fix` say why and what to do (from `status()`)', text: (c) => `${device(c)} does not exist: Live Update Orchestrator unavailable on this kernel` },
-  { type: DeviceBusyError, operations: ['open'], codes: ['EBUSY'], meaning: 'another process owns `/dev/liveupdate`; the message names it where `/proc` shows it', text: (c) => `another process owns ${device(c)} (it has one owner at a time)` },
-  { type: PermissionDeniedError, operations: ['open'], codes: ['EACCES', 'EPERM'], meaning: 'not permitted to open the device', text: (c) => `not permitted to open ${device(c)}` },
-  { type: IncomingStateError, operations: ['open'], codes: ['EIO'], meaning: 'the state handed over by the previous kernel failed to load (for example a file whose handler this kernel lacks); LUO stays unusable until the next reboot', text: () => 'the live update state handed over by the previous kernel failed to load (for example a preserved file whose kind this kernel has no handler for); LUO stays unusable until the next reboot' },
-  { type: SessionExistsError, operations: ['createSession'], codes: ['EEXIST'], meaning: 'a live session has that name', text: (c) => `a live session is already named '${c.sessionName}'` },
-  { type: SessionNameTooLongError, operations: ['createSession', 'retrieveSession'], codes: ['ENAMETOOLONG'], meaning: 'the name does not fit the kernel\'s 64-byte field (63 bytes and a NUL)', text: (c) => `session name '${c.sessionName}' is longer than 63 bytes` },
-  { type: SessionNotFoundError, operations: ['retrieveSession'], codes: ['ENOENT'], meaning: 'no preserved session of that name', text: (c) => `no preserved session named '${c.sessionName}'` },
-  { type: SessionAlreadyRetrievedError, operations: ['retrieveSession'], codes: ['EINVAL'], meaning: 'that session was already retrieved', text: (c) => `session '${c.sessionName}' was already retrieved` },
-  { type: TokenInUseError, operations: ['preserve'], codes: ['EEXIST'], meaning: 'token already used in this session', text: (c) => `${token(c)} is already used in ${session(c)}` },
-  { type: FileAlreadyPreservedError, operations: ['preserve'], codes: ['EBUSY'], meaning: 'that file is already preserved (in any session)', text: (c) => `the file of ${fdText(c)} is already preserved (in this or another session)` },
-  { type: UnsupportedFileError, operations: ['preserve'], codes: ['ENOENT'], meaning: 'this kind of file cannot be preserved', text: (c) => `the file of ${fdText(c)} is of a kind this kernel cannot preserve` },
-  { type: UnsupportedSealsError, operations: ['preserve'], codes: ['EOPNOTSUPP'], meaning: 'the file carries seals this kernel cannot preserve', text: (c) => `the file of ${fdText(c)} carries seals this kernel cannot preserve` },
-  { type: SessionFullError, operations: ['preserve'], codes: ['ENOSPC'], meaning: 'session full', text: (c) => `${session(c)} cannot take more files` },
-  { type: FileTooLargeError, operations: ['preserve'], codes: ['EFBIG'], meaning: 'file too large', text: (c) => `the file of ${fdText(c)} is too large to preserve` },
-  { type: SessionStateError, operations: ['preserve'], codes: ['EINVAL'], meaning: 'preserve on an incoming session', text: (c) => `cannot preserve into ${session(c)}: it is an incoming session` },
-  { type: TokenNotFoundError, operations: ['retrieve'], codes: ['ENOENT'], meaning: 'no file under that token', text: (c) => `${session(c)} has no file under ${token(c)}` },
-  { type: SessionStateError, operations: ['retrieve'], codes: ['EINVAL'], meaning: 'retrieve on an outgoing session', text: (c) => `cannot retrieve from ${session(c)}: it is an outgoing session` },
-  { type: SessionStateError, operations: ['finish'], codes: ['EINVAL'], meaning: 'finish on an outgoing session', text: (c) => `cannot finish ${session(c)}: it is an outgoing session` },
-  { type: FinishNotReadyError, operations: ['finish'], codes: ['EBUSY'], meaning: 'a file is not ready to finish (its handler said no); nothing was finished: retry later', text: (c) => `a file in ${session(c)} is not ready to finish; nothing was finished: retry later` },
-  { type: SealingNotAllowedError, operations: ['memfd.addSeals'], codes: ['EPERM'], meaning: 'the memfd carries `SEAL_SEAL` (created without `allowSealing`), or the fd is read-only', text: (c) => `the file of ${fdText(c)} accepts no new seals` },
-  { type: NotSealableError, operations: ['memfd.addSeals', 'memfd.getSeals'], codes: ['EINVAL'], meaning: 'the file is not a memfd (it has no seals)', text: (c) => `the file of ${fdText(c)} does not support seals (it is not a memfd)` },
-  { type: FileFrozenError, operations: ['memfd.punchHole'], codes: ['EPERM'], meaning: 'the memfd is preserved in an outgoing session (frozen until the kexec), or sealed against writes (`SEAL_WRITE`, `SEAL_FUTURE_WRITE`); the message says which', text: (c) => `the pages of the file of ${fdText(c)} are frozen: no hole can be punched` },
-  { type: BadFileDescriptorError, operations: ['memfd.punchHole'], codes: ['EBADF'], meaning: 'the fd is not open, or not open for writing', text: (c) => `${fdText(c)} is not open for writing` },
-  { type: KexecUnsupportedError, operations: KEXEC_OPS, codes: ['ENOSYS'], meaning: 'this kernel has no kexec (`CONFIG_KEXEC_CORE`), or no `kexec_file_load` (`CONFIG_KEXEC_FILE`)', text: (c) => (c.operation === 'kexec.execute' ? 'this kernel has no kexec (built without CONFIG_KEXEC_CORE): it cannot jump to another kernel' : 'this kernel has no kexec_file_load (built without CONFIG_KEXEC_FILE)') },
-  { type: KexecNotLoadedError, operations: ['kexec.execute'], codes: ['EINVAL'], meaning: 'nothing loaded', text: () => 'no kernel is loaded (call kexec.load first)' },
-  { type: KexecError, operations: ['kexec.execute'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`)', text: () => 'not permitted to reboot (needs CAP_SYS_BOOT)' },
-  { type: KexecError, operations: ['kexec.execute'], codes: ['EBUSY'], meaning: 'another kexec is in progress', text: () => 'another kexec is in progress' },
-  { type: LiveUpdateAbortedError, operations: ['kexec.execute'], codes: '*', meaning: 'the kernel refused the jump and rolled the live update back (a preserved file failed to freeze)', text: () => 'the kernel refused the kexec and rolled the live update back (a preserved file may have failed to freeze)' },
-  { type: KexecError, operations: ['kexec.load', 'kexec.unload'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`, and `kexec_load_disabled` 0)', text: () => 'not permitted to load a kernel (needs CAP_SYS_BOOT, and kexec_load_disabled must be 0)' },
-  { type: KexecError, operations: ['kexec.load'], codes: ['ENOENT'], meaning: 'the kernel or initrd file does not exist', text: (c) => `${c.path ?? 'the kernel or initrd'} does not exist` },
-  { type: KexecImageRejectedError, operations: ['kexec.load'], codes: '*', meaning: 'the kernel refused the image, initrd or command line (`ENOEXEC`, `EINVAL`, `EKEYREJECTED`, ...)', text: () => 'the kernel refused the image, initrd or command line' },
-  { type: KernelImageError, operations: ['kernel.read'], codes: ['ELOOP'], meaning: 'the kernel image is a symbolic link: not followed (the agent runs as root); name the file itself', text: (c) => `${c.path ?? 'the kernel image'} is a symbolic link, which is not followed: name the file itself` },
-  { type: KernelImageError, operations: ['kernel.read'], codes: ['EINVAL'], meaning: 'the kernel image is not a regular file', text: (c) => `${c.path ?? 'the kernel image'} is not a regular file` },
-  { type: KernelImageError, operations: ['kernel.read'], codes: '*', meaning: 'the kernel image cannot be read (`ENOENT`, `EACCES`, ...)', text: (c, system) => `cannot read ${c.path ?? 'the kernel image'}: ${system}` },
-  { type: SessionNotFoundError, operations: ['agent.attach', 'agent.retrieveSession', 'agent.release'], codes: ['ENOENT'], meaning: "the agent has no session of yours by that name (another user's cannot even be named)", text: (c) => `you have no session named '${c.sessionName}'` },
-  { type: AgentUnavailableError, operations: ['agent.connect'], codes: ['ENOENT'], meaning: 'no agent: its socket does not exist; `fix` says how to start one', text: (c) => `no agent: ${agentSocket(c)} does not exist`, fix: START_AGENT },
-  { type: AgentUnavailableError, operations: ['agent.connect'], codes: ['ECONNREFUSED'], meaning: 'nobody listens at the socket (left by an agent that stopped, or not a socket)', text: (c) => `no agent listens at ${agentSocket(c)} (left by an agent that stopped, or not a socket)`, fix: START_AGENT },
-  { type: AgentPermissionError, operations: ['agent.connect'], codes: ['EACCES', 'EPERM'], meaning: "the socket's mode (or a directory on its path) does not let this process connect", text: (c) => `not permitted to connect to ${agentSocket(c)}`, fix: "the socket must be writable by you and its directories searchable (the agent makes it 0666; a systemd socket unit needs SocketMode=0666); the agent's policy then decides who is served" },
-  { type: AgentProtocolError, operations: ['agent.connect'], codes: ['EPROTOTYPE'], meaning: "the socket is of another type (stream, datagram): not the agent's `SOCK_SEQPACKET` socket", text: (c) => `${agentSocket(c)} is a socket of another type, not the agent's SOCK_SEQPACKET socket`, fix: "name the agent's socket (--socket PATH, options.socket); a systemd socket unit needs ListenSequentialPacket=" },
-  { type: AgentUnavailableError, operations: ['agent.connect'], codes: '*', meaning: "any other failure to connect (`ENOTDIR`, `ENAMETOOLONG`, `EAGAIN`: the agent's backlog is full, ...)", text: (c, system) => `cannot connect to the agent at ${agentSocket(c)}: ${system}`, fix: START_AGENT },
-  { type: AgentTimeoutError, operations: AGENT_REQUEST_OPS, codes: ['ETIMEDOUT'], meaning: "the agent did not answer within the request's timeout; the client closed the connection", text: (c) => `the agent at ${agentSocket(c)} did not answer ${c.operation} in time; the connection is closed`, fix: 'see whether the agent is stuck (its log, systemctl status liveupdate-agent); the timeoutMs option sets the limit' },
-  { type: AgentUnavailableError, operations: AGENT_REQUEST_OPS, codes: ['EPIPE', 'ECONNRESET', 'ENOTCONN'], meaning: 'the connection to the agent was lost', text: (c) => `the connection to the agent at ${agentSocket(c)} was lost`, fix: 'connect again (an agent that restarted still has your sessions: attach to them)' },
-  { type: AgentListenError, operations: ['agent.start'], codes: '*', meaning: 'the agent cannot listen: another agent listens on the socket, or the path is not a socket (`EADDRINUSE`), or a syscall failed', text: (c, system) => `the agent cannot listen at ${agentSocket(c)}: ${system}` },
-  { type: NotUnixSocketError, operations: ['sendFds', 'recvFds'], codes: ['EAFNOSUPPORT', 'ENOTSOCK'], meaning: 'the fd is not a Unix socket (TCP, UDP, a pipe, a file): fds pass over `AF_UNIX` sockets only; a send refused so sent nothing', text: (c) => `${fdText(c)} is not a Unix socket: fds pass over AF_UNIX sockets only` },
-  { type: PeerClosedError, operations: ['sendFds', 'recvFds'], codes: ['EPIPE', 'ECONNRESET'], meaning: 'the peer closed the socket', text: (c) => `the peer closed the socket (${fdText(c)})` },
-  { type: NotifyTimeoutError, operations: ['notify', 'barrier'], codes: ['ETIMEDOUT'], meaning: 'the service manager did not take the notification, or acknowledge `BARRIER=1`, within `timeout`', text: (c) => `the service manager at NOTIFY_SOCKET=${c.path ?? ''} did not answer in time` },
-  { type: NotifySocketError, operations: ['notify', 'barrier'], codes: '*', meaning: 'cannot reach `$NOTIFY_SOCKET`; the message names its value', text: (c, system) => `cannot send to NOTIFY_SOCKET=${c.path ?? ''}: ${system}` },
-  { type: OperationNotSupportedError, operations: '*', codes: ['ENOTTY'], meaning: 'this kernel\'s LUO lacks the operation', text: (c) => `this kernel's Live Update Orchestrator lacks ${c.request ?? c.operation}` },
-  { type: OutOfMemoryError, operations: '*', codes: ['ENOMEM'], meaning: 'out of memory', text: (c) => `the kernel ran out of memory during ${c.operation}` },
-  { type: BadFileDescriptorError, operations: '*', codes: ['EBADF'], meaning: 'not an open fd', text: (c) => `${fdText(c)} is not an open file descriptor` },
-  { type: KexecError, operations: KEXEC_OPS, codes: '*', meaning: 'any other kexec failure', text: (c, system) => `${c.operation} failed: ${system}` },
-  { type: RetrieveFailedError, operations: ['retrieve'], codes: '*', meaning: 'the kernel could not restore the file (its handler\'s retrieve failed); every retrieve of that token fails the same way', text: (c, system) => `the kernel could not restore the file under ${token(c)} of ${session(c)} (${system}); every retrieve of this token will fail the same way` },
-  { type: LiveUpdateError, operations: '*', codes: '*', meaning: 'any other failure: the errno\'s own text', text: (c, system) => `${c.operation} failed: ${system}` },
-];
+export function kernelErrors(): readonly KernelErrorRule[] {
+  return (kernelErrorTable ??= [
+    { type: LiveUpdateUnavailableError, operations: ['open'], codes: ['ENOENT'], meaning: 'no LUO device on this kernel; `reason` and `fix` say why and what to do (from `status()`)', text: (c) => `${device(c)} does not exist: Live Update Orchestrator unavailable on this kernel` },
+    { type: DeviceBusyError, operations: ['open'], codes: ['EBUSY'], meaning: 'another process owns `/dev/liveupdate`; the message names it where `/proc` shows it', text: (c) => `another process owns ${device(c)} (it has one owner at a time)` },
+    { type: PermissionDeniedError, operations: ['open'], codes: ['EACCES', 'EPERM'], meaning: 'not permitted to open the device', text: (c) => `not permitted to open ${device(c)}` },
+    { type: IncomingStateError, operations: ['open'], codes: ['EIO'], meaning: 'the state handed over by the previous kernel failed to load (for example a file whose handler this kernel lacks); LUO stays unusable until the next reboot', text: () => 'the live update state handed over by the previous kernel failed to load (for example a preserved file whose kind this kernel has no handler for); LUO stays unusable until the next reboot' },
+    { type: SessionExistsError, operations: ['createSession'], codes: ['EEXIST'], meaning: 'a live session has that name', text: (c) => `a live session is already named '${c.sessionName}'` },
+    { type: SessionNameTooLongError, operations: ['createSession', 'retrieveSession'], codes: ['ENAMETOOLONG'], meaning: 'the name does not fit the kernel\'s 64-byte field (63 bytes and a NUL)', text: (c) => `session name '${c.sessionName}' is longer than 63 bytes` },
+    { type: SessionNotFoundError, operations: ['retrieveSession'], codes: ['ENOENT'], meaning: 'no preserved session of that name', text: (c) => `no preserved session named '${c.sessionName}'` },
+    { type: SessionAlreadyRetrievedError, operations: ['retrieveSession'], codes: ['EINVAL'], meaning: 'that session was already retrieved', text: (c) => `session '${c.sessionName}' was already retrieved` },
+    { type: TokenInUseError, operations: ['preserve'], codes: ['EEXIST'], meaning: 'token already used in this session', text: (c) => `${token(c)} is already used in ${session(c)}` },
+    { type: FileAlreadyPreservedError, operations: ['preserve'], codes: ['EBUSY'], meaning: 'that file is already preserved (in any session)', text: (c) => `the file of ${fdText(c)} is already preserved (in this or another session)` },
+    { type: UnsupportedFileError, operations: ['preserve'], codes: ['ENOENT'], meaning: 'this kind of file cannot be preserved', text: (c) => `the file of ${fdText(c)} is of a kind this kernel cannot preserve` },
+    { type: UnsupportedSealsError, operations: ['preserve'], codes: ['EOPNOTSUPP'], meaning: 'the file carries seals this kernel cannot preserve', text: (c) => `the file of ${fdText(c)} carries seals this kernel cannot preserve` },
+    { type: SessionFullError, operations: ['preserve'], codes: ['ENOSPC'], meaning: 'session full', text: (c) => `${session(c)} cannot take more files` },
+    { type: FileTooLargeError, operations: ['preserve'], codes: ['EFBIG'], meaning: 'file too large', text: (c) => `the file of ${fdText(c)} is too large to preserve` },
+    { type: SessionStateError, operations: ['preserve'], codes: ['EINVAL'], meaning: 'preserve on an incoming session', text: (c) => `cannot preserve into ${session(c)}: it is an incoming session` },
+    { type: TokenNotFoundError, operations: ['retrieve'], codes: ['ENOENT'], meaning: 'no file under that token', text: (c) => `${session(c)} has no file under ${token(c)}` },
+    { type: SessionStateError, operations: ['retrieve'], codes: ['EINVAL'], meaning: 'retrieve on an outgoing session', text: (c) => `cannot retrieve from ${session(c)}: it is an outgoing session` },
+    { type: SessionStateError, operations: ['finish'], codes: ['EINVAL'], meaning: 'finish on an outgoing session', text: (c) => `cannot finish ${session(c)}: it is an outgoing session` },
+    { type: FinishNotReadyError, operations: ['finish'], codes: ['EBUSY'], meaning: 'a file is not ready to finish (its handler said no); nothing was finished: retry later', text: (c) => `a file in ${session(c)} is not ready to finish; nothing was finished: retry later` },
+    { type: SealingNotAllowedError, operations: ['memfd.addSeals'], codes: ['EPERM'], meaning: 'the memfd carries `SEAL_SEAL` (created without `allowSealing`), or the fd is read-only', text: (c) => `the file of ${fdText(c)} accepts no new seals` },
+    { type: NotSealableError, operations: ['memfd.addSeals', 'memfd.getSeals'], codes: ['EINVAL'], meaning: 'the file is not a memfd (it has no seals)', text: (c) => `the file of ${fdText(c)} does not support seals (it is not a memfd)` },
+    { type: FileFrozenError, operations: ['memfd.punchHole'], codes: ['EPERM'], meaning: 'the memfd is preserved in an outgoing session (frozen until the kexec), or sealed against writes (`SEAL_WRITE`, `SEAL_FUTURE_WRITE`); the message says which', text: (c) => `the pages of the file of ${fdText(c)} are frozen: no hole can be punched` },
+    { type: BadFileDescriptorError, operations: ['memfd.punchHole'], codes: ['EBADF'], meaning: 'the fd is not open, or not open for writing', text: (c) => `${fdText(c)} is not open for writing` },
+    { type: KexecUnsupportedError, operations: KEXEC_OPS, codes: ['ENOSYS'], meaning: 'this kernel has no kexec (`CONFIG_KEXEC_CORE`), or no `kexec_file_load` (`CONFIG_KEXEC_FILE`)', text: (c) => (c.operation === 'kexec.execute' ? 'this kernel has no kexec (built without CONFIG_KEXEC_CORE): it cannot jump to another kernel' : 'this kernel has no kexec_file_load (built without CONFIG_KEXEC_FILE)') },
+    { type: KexecNotLoadedError, operations: ['kexec.execute'], codes: ['EINVAL'], meaning: 'nothing loaded', text: () => 'no kernel is loaded (call kexec.load first)' },
+    { type: KexecError, operations: ['kexec.execute'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`)', text: () => 'not permitted to reboot (needs CAP_SYS_BOOT)' },
+    { type: KexecError, operations: ['kexec.execute'], codes: ['EBUSY'], meaning: 'another kexec is in progress', text: () => 'another kexec is in progress' },
+    { type: LiveUpdateAbortedError, operations: ['kexec.execute'], codes: '*', meaning: 'the kernel refused the jump and rolled the live update back (a preserved file failed to freeze)', text: () => 'the kernel refused the kexec and rolled the live update back (a preserved file may have failed to freeze)' },
+    { type: KexecError, operations: ['kexec.load', 'kexec.unload'], codes: ['EPERM'], meaning: 'not permitted (needs `CAP_SYS_BOOT`, and `kexec_load_disabled` 0)', text: () => 'not permitted to load a kernel (needs CAP_SYS_BOOT, and kexec_load_disabled must be 0)' },
+    { type: KexecError, operations: ['kexec.load'], codes: ['ENOENT'], meaning: 'the kernel or initrd file does not exist', text: (c) => `${c.path ?? 'the kernel or initrd'} does not exist` },
+    { type: KexecImageRejectedError, operations: ['kexec.load'], codes: '*', meaning: 'the kernel refused the image, initrd or command line (`ENOEXEC`, `EINVAL`, `EKEYREJECTED`, ...)', text: () => 'the kernel refused the image, initrd or command line' },
+    { type: KernelImageError, operations: ['kernel.read'], codes: ['ELOOP'], meaning: 'the kernel image is a symbolic link: not followed (the agent runs as root); name the file itself', text: (c) => `${c.path ?? 'the kernel image'} is a symbolic link, which is not followed: name the file itself` },
+    { type: KernelImageError, operations: ['kernel.read'], codes: ['EINVAL'], meaning: 'the kernel image is not a regular file', text: (c) => `${c.path ?? 'the kernel image'} is not a regular file` },
+    { type: KernelImageError, operations: ['kernel.read'], codes: '*', meaning: 'the kernel image cannot be read (`ENOENT`, `EACCES`, ...)', text: (c, system) => `cannot read ${c.path ?? 'the kernel image'}: ${system}` },
+    { type: SessionNotFoundError, operations: ['agent.attach', 'agent.retrieveSession', 'agent.release'], codes: ['ENOENT'], meaning: "the agent has no session of yours by that name (another user's cannot even be named)", text: (c) => `you have no session named '${c.sessionName}'` },
+    { type: AgentUnavailableError, operations: ['agent.connect'], codes: ['ENOENT'], meaning: 'no agent: its socket does not exist; `fix` says how to start one', text: (c) => `no agent: ${agentSocket(c)} does not exist`, fix: START_AGENT },
+    { type: AgentUnavailableError, operations: ['agent.connect'], codes: ['ECONNREFUSED'], meaning: 'nobody listens at the socket (left by an agent that stopped, or not a socket)', text: (c) => `no agent listens at ${agentSocket(c)} (left by an agent that stopped, or not a socket)`, fix: START_AGENT },
+    { type: AgentPermissionError, operations: ['agent.connect'], codes: ['EACCES', 'EPERM'], meaning: "the socket's mode (or a directory on its path) does not let this process connect", text: (c) => `not permitted to connect to ${agentSocket(c)}`, fix: "the socket must be writable by you and its directories searchable (the agent makes it 0666; a systemd socket unit needs SocketMode=0666); the agent's policy then decides who is served" },
+    { type: AgentProtocolError, operations: ['agent.connect'], codes: ['EPROTOTYPE'], meaning: "the socket is of another type (stream, datagram): not the agent's `SOCK_SEQPACKET` socket", text: (c) => `${agentSocket(c)} is a socket of another type, not the agent's SOCK_SEQPACKET socket`, fix: "name the agent's socket (--socket PATH, options.socket); a systemd socket unit needs ListenSequentialPacket=" },
+    { type: AgentUnavailableError, operations: ['agent.connect'], codes: '*', meaning: "any other failure to connect (`ENOTDIR`, `ENAMETOOLONG`, `EAGAIN`: the agent's backlog is full, ...)", text: (c, system) => `cannot connect to the agent at ${agentSocket(c)}: ${system}`, fix: START_AGENT },
+    { type: AgentTimeoutError, operations: AGENT_REQUEST_OPS, codes: ['ETIMEDOUT'], meaning: "the agent did not answer within the request's timeout; the client closed the connection", text: (c) => `the agent at ${agentSocket(c)} did not answer ${c.operation} in time; the connection is closed`, fix: 'see whether the agent is stuck (its log, systemctl status liveupdate-agent); the timeoutMs option sets the limit' },
+    { type: AgentUnavailableError, operations: AGENT_REQUEST_OPS, codes: ['EPIPE', 'ECONNRESET', 'ENOTCONN'], meaning: 'the connection to the agent was lost', text: (c) => `the connection to the agent at ${agentSocket(c)} was lost`, fix: 'connect again (an agent that restarted still has your sessions: attach to them)' },
+    { type: AgentListenError, operations: ['agent.start'], codes: '*', meaning: 'the agent cannot listen: another agent listens on the socket, or the path is not a socket (`EADDRINUSE`), or a syscall failed', text: (c, system) => `the agent cannot listen at ${agentSocket(c)}: ${system}` },
+    { type: NotUnixSocketError, operations: ['sendFds', 'recvFds'], codes: ['EAFNOSUPPORT', 'ENOTSOCK'], meaning: 'the fd is not a Unix socket (TCP, UDP, a pipe, a file): fds pass over `AF_UNIX` sockets only; a send refused so sent nothing', text: (c) => `${fdText(c)} is not a Unix socket: fds pass over AF_UNIX sockets only` },
+    { type: PeerClosedError, operations: ['sendFds', 'recvFds'], codes: ['EPIPE', 'ECONNRESET'], meaning: 'the peer closed the socket', text: (c) => `the peer closed the socket (${fdText(c)})` },
+    { type: NotifyTimeoutError, operations: ['notify', 'barrier'], codes: ['ETIMEDOUT'], meaning: 'the service manager did not take the notification, or acknowledge `BARRIER=1`, within `timeout`', text: (c) => `the service manager at NOTIFY_SOCKET=${c.path ?? ''} did not answer in time` },
+    { type: NotifySocketError, operations: ['notify', 'barrier'], codes: '*', meaning: 'cannot reach `$NOTIFY_SOCKET`; the message names its value', text: (c, system) => `cannot send to NOTIFY_SOCKET=${c.path ?? ''}: ${system}` },
+    { type: OperationNotSupportedError, operations: '*', codes: ['ENOTTY'], meaning: 'this kernel\'s LUO lacks the operation', text: (c) => `this kernel's Live Update Orchestrator lacks ${c.request ?? c.operation}` },
+    { type: OutOfMemoryError, operations: '*', codes: ['ENOMEM'], meaning: 'out of memory', text: (c) => `the kernel ran out of memory during ${c.operation}` },
+    { type: BadFileDescriptorError, operations: '*', codes: ['EBADF'], meaning: 'not an open fd', text: (c) => `${fdText(c)} is not an open file descriptor` },
+    { type: KexecError, operations: KEXEC_OPS, codes: '*', meaning: 'any other kexec failure', text: (c, system) => `${c.operation} failed: ${system}` },
+    { type: RetrieveFailedError, operations: ['retrieve'], codes: '*', meaning: 'the kernel could not restore the file (its handler\'s retrieve failed); every retrieve of that token fails the same way', text: (c, system) => `the kernel could not restore the file under ${token(c)} of ${session(c)} (${system}); every retrieve of this token will fail the same way` },
+    { type: LiveUpdateError, operations: '*', codes: '*', meaning: 'any other failure: the errno\'s own text', text: (c, system) => `${c.operation} failed: ${system}` },
+  ]);
+}
 
-/** One row of {@link PACKAGE_ERRORS}. @internal */
+let packageErrorTable: readonly PackageErrorRule[] | undefined;
+
+/** One row of {@link packageErrors}. @internal */
 export interface PackageErrorRule {
   readonly code: string;
   readonly type: ErrorClass | TypeErrorConstructor | RangeErrorConstructor;
@@ -660,40 +668,48 @@ export interface PackageErrorRule {
  * TypeError/RangeError with Node's codes. Each code has one row.
  * @internal
  */
-export const PACKAGE_ERRORS: readonly PackageErrorRule[] = [
-  { code: 'ERR_INVALID_ARG_TYPE', type: TypeError, meaning: 'an argument has the wrong type, before any syscall' },
-  { code: 'ERR_INVALID_ARG_VALUE', type: TypeError, meaning: "an argument's value is refused (a name with NUL, an fd that is not a LUO session for `Session.fromFd`), before any syscall" },
-  { code: 'ERR_OUT_OF_RANGE', type: RangeError, meaning: 'a number out of range (a token, an fd, a count), before any syscall' },
-  { code: 'ERR_LIVEUPDATE_SESSION_STATE', type: SessionStateError, meaning: 'a call on a session already finished or closed, or `closeSync()` while calls run' },
-  { code: 'ERR_LIVEUPDATE_DEVICE_CLOSED', type: DeviceClosedError, meaning: 'a call on a `LiveUpdate` already closed' },
-  { code: 'ERR_LIVEUPDATE_NOT_LUO_DEVICE', type: NotLiveUpdateDeviceError, meaning: '`open()` of a path that is not the `liveupdate` misc device (the fd is closed again)' },
-  { code: 'ERR_LIVEUPDATE_KEXEC_RETURNED', type: KexecError, meaning: 'the kexec call returned without an error (it never should)' },
-  { code: 'ERR_LIVEUPDATE_FDS_TRUNCATED', type: ControlTruncatedError, meaning: 'more fds than `maxFds` (the kernel sets `MSG_CTRUNC`), or the receiver hit its fd limit' },
-  { code: 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED', type: MessageTruncatedError, meaning: 'the message is longer than `maxBytes` (default 64 KiB); `error.length` is its size' },
-  { code: 'ERR_LIVEUPDATE_BAD_FRAME', type: FramingError, meaning: 'stream bytes that are not a frame, or fds in mid-frame' },
-  { code: 'ERR_LIVEUPDATE_SHORT_FRAME', type: FramingError, meaning: 'EOF in mid-frame' },
-  { code: 'ERR_LIVEUPDATE_OUT_OF_STEP', type: StreamOutOfStepError, meaning: 'an earlier send or receive on this stream stopped mid-message; every later call in that direction is refused: close the socket' },
-  { code: 'ERR_LIVEUPDATE_SOCKET_BUSY', type: SocketBusyError, meaning: 'a synchronous call while a Promise call in the same direction is pending on the socket' },
-  { code: 'ERR_LIVEUPDATE_LISTEN_FDS', type: ListenFdsError, meaning: '`$LISTEN_FDS`/`$LISTEN_FDNAMES` that do not add up' },
-  { code: 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', type: AddonLoadError, meaning: 'the native addon is not built or does not load; `fix` says how (approve the install script, or `npm rebuild liveupdate`)' },
-  { code: 'ERR_LIVEUPDATE_NOT_BZIMAGE', type: NotKernelImageError, meaning: 'the kernel image is not an x86-64 bzImage `kexec_file_load` can load (no `HdrS` setup header, boot protocol before 2.12, truncated); found before any kexec syscall' },
-  { code: 'ERR_LIVEUPDATE_HANDOVER_FORMAT', type: HandoverFormatError, meaning: 'the running and the target kernel hand over in different formats (across Linux 7.2\'s change): nothing would be retrieved; `running` and `target` name the releases' },
-  { code: 'ERR_LIVEUPDATE_KERNEL_WITHOUT_LUO', type: KernelWithoutLiveUpdateError, meaning: "the target kernel's build config lacks LUO (`missing` names the options): nothing would be retrieved" },
-  { code: 'ERR_LIVEUPDATE_AGENT_PERMISSION', type: AgentPermissionError, meaning: "the agent's policy does not let this user connect or update (errno -13)" },
-  { code: 'ERR_LIVEUPDATE_AGENT_QUOTA', type: AgentQuotaError, meaning: "an agent request over the user's quota: sessions, metadata bytes (errno -122)" },
-  { code: 'ERR_LIVEUPDATE_AGENT_PROTOCOL', type: AgentProtocolError, meaning: 'a message to or from the agent broke its protocol (AGENT-PROTOCOL.md): not JSON, too large (a reply over 65536 bytes says its size), bad fields; the agent drops that connection (errno -71)' },
-  { code: 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE', type: AgentUnavailableError, meaning: 'the agent closed the connection, or cannot use `/dev/liveupdate` (errno -111); failures to reach it have the system codes above' },
-  { code: 'ERR_LIVEUPDATE_UPDATE_REFUSED', type: UpdateRefusedError, meaning: '`update` stopped before the kexec: `details.checks` and `details.notReady` name the failed checks and the clients not ready (errno -125)' },
-  { code: 'ERR_LIVEUPDATE_MANIFEST_VERSION', type: ManifestVersionError, meaning: "the previous kernel's agent manifest is of a newer major version (or unreadable): nothing was finished (errno -75)" },
-  { code: 'ERR_LIVEUPDATE_AGENT_POLICY', type: AgentPolicyError, meaning: "the agent's policy file cannot be used; the message names the field (errno -22)" },
-  { code: 'ERR_LIVEUPDATE_AGENT_INTERNAL', type: AgentInternalError, meaning: "the agent failed in a way it did not foresee (a bug): the message says what, the agent's log more (errno -5)" },
-  { code: 'ERR_LIVEUPDATE_AGENT_MODE', type: AgentModeError, meaning: "the agent's mode does not fit the host: standalone under systemd v261+ without --force, systemd mode without systemd as PID 1 or without the unit's fd store (errno -95)" },
-];
+export function packageErrors(): readonly PackageErrorRule[] {
+  return (packageErrorTable ??= [
+    { code: 'ERR_INVALID_ARG_TYPE', type: TypeError, meaning: 'an argument has the wrong type, before any syscall' },
+    { code: 'ERR_INVALID_ARG_VALUE', type: TypeError, meaning: "an argument's value is refused (a name with NUL, an fd that is not a LUO session for `Session.fromFd`), before any syscall" },
+    { code: 'ERR_OUT_OF_RANGE', type: RangeError, meaning: 'a number out of range (a token, an fd, a count), before any syscall' },
+    { code: 'ERR_LIVEUPDATE_SESSION_STATE', type: SessionStateError, meaning: 'a call on a session already finished or closed, or `closeSync()` while calls run' },
+    { code: 'ERR_LIVEUPDATE_DEVICE_CLOSED', type: DeviceClosedError, meaning: 'a call on a `LiveUpdate` already closed' },
+    { code: 'ERR_LIVEUPDATE_NOT_LUO_DEVICE', type: NotLiveUpdateDeviceError, meaning: '`open()` of a path that is not the `liveupdate` misc device (the fd is closed again)' },
+    { code: 'ERR_LIVEUPDATE_KEXEC_RETURNED', type: KexecError, meaning: 'the kexec call returned without an error (it never should)' },
+    { code: 'ERR_LIVEUPDATE_FDS_TRUNCATED', type: ControlTruncatedError, meaning: 'more fds than `maxFds` (the kernel sets `MSG_CTRUNC`), or the receiver hit its fd limit' },
+    { code: 'ERR_LIVEUPDATE_MESSAGE_TRUNCATED', type: MessageTruncatedError, meaning: 'the message is longer than `maxBytes` (default 64 KiB); `error.length` is its size' },
+    { code: 'ERR_LIVEUPDATE_BAD_FRAME', type: FramingError, meaning: 'stream bytes that are not a frame, or fds in mid-frame' },
+    { code: 'ERR_LIVEUPDATE_SHORT_FRAME', type: FramingError, meaning: 'EOF in mid-frame' },
+    { code: 'ERR_LIVEUPDATE_OUT_OF_STEP', type: StreamOutOfStepError, meaning: 'an earlier send or receive on this stream stopped mid-message; every later call in that direction is refused: close the socket' },
+    { code: 'ERR_LIVEUPDATE_SOCKET_BUSY', type: SocketBusyError, meaning: 'a synchronous call while a Promise call in the same direction is pending on the socket' },
+    { code: 'ERR_LIVEUPDATE_LISTEN_FDS', type: ListenFdsError, meaning: '`$LISTEN_FDS`/`$LISTEN_FDNAMES` that do not add up' },
+    { code: 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', type: AddonLoadError, meaning: 'the native addon is not built or does not load; `fix` says how (approve the install script, or `npm rebuild liveupdate`)' },
+    { code: 'ERR_LIVEUPDATE_NOT_BZIMAGE', type: NotKernelImageError, meaning: 'the kernel image is not an x86-64 bzImage `kexec_file_load` can load (no `HdrS` setup header, boot protocol before 2.12, truncated); found before any kexec syscall' },
+    { code: 'ERR_LIVEUPDATE_HANDOVER_FORMAT', type: HandoverFormatError, meaning: 'the running and the target kernel hand over in different formats (across Linux 7.2\'s change): nothing would be retrieved; `running` and `target` name the releases' },
+    { code: 'ERR_LIVEUPDATE_KERNEL_WITHOUT_LUO', type: KernelWithoutLiveUpdateError, meaning: "the target kernel's build config lacks LUO (`missing` names the options): nothing would be retrieved" },
+    { code: 'ERR_LIVEUPDATE_AGENT_PERMISSION', type: AgentPermissionError, meaning: "the agent's policy does not let this user connect or update (errno -13)" },
+    { code: 'ERR_LIVEUPDATE_AGENT_QUOTA', type: AgentQuotaError, meaning: "an agent request over the user's quota: sessions, metadata bytes (errno -122)" },
+    { code: 'ERR_LIVEUPDATE_AGENT_PROTOCOL', type: AgentProtocolError, meaning: 'a message to or from the agent broke its protocol (AGENT-PROTOCOL.md): not JSON, too large (a reply over 65536 bytes says its size), bad fields; the agent drops that connection (errno -71)' },
+    { code: 'ERR_LIVEUPDATE_AGENT_UNAVAILABLE', type: AgentUnavailableError, meaning: 'the agent closed the connection, or cannot use `/dev/liveupdate` (errno -111); failures to reach it have the system codes above' },
+    { code: 'ERR_LIVEUPDATE_UPDATE_REFUSED', type: UpdateRefusedError, meaning: '`update` stopped before the kexec: `details.checks` and `details.notReady` name the failed checks and the clients not ready (errno -125)' },
+    { code: 'ERR_LIVEUPDATE_MANIFEST_VERSION', type: ManifestVersionError, meaning: "the previous kernel's agent manifest is of a newer major version (or unreadable): nothing was finished (errno -75)" },
+    { code: 'ERR_LIVEUPDATE_AGENT_POLICY', type: AgentPolicyError, meaning: "the agent's policy file cannot be used; the message names the field (errno -22)" },
+    { code: 'ERR_LIVEUPDATE_AGENT_INTERNAL', type: AgentInternalError, meaning: "the agent failed in a way it did not foresee (a bug): the message says what, the agent's log more (errno -5)" },
+    { code: 'ERR_LIVEUPDATE_AGENT_MODE', type: AgentModeError, meaning: "the agent's mode does not fit the host: standalone under systemd v261+ without --force, systemd mode without systemd as PID 1 or without the unit's fd store (errno -95)" },
+  ]);
+}
 
 /** The package codes that are Node's argument errors, not classes of this module. */
 type ArgumentErrorClass = TypeErrorConstructor | RangeErrorConstructor;
 
-const PACKAGE_CODES: ReadonlyMap<string, PackageErrorRule> = new Map(PACKAGE_ERRORS.map((r) => [r.code, r]));
+let packageCodes: ReadonlyMap<string, PackageErrorRule> | undefined;
+
+/** The row of {@link packageErrors} for a package code, if it is one. */
+function packageRule(code: string): PackageErrorRule | undefined {
+  packageCodes ??= new Map(packageErrors().map((r) => [r.code, r]));
+  return packageCodes.get(code);
+}
 
 /** Node's errno table, read once: util.getSystemErrorMap() builds a new Map on every call. */
 let systemErrors: ReadonlyMap<number, [string, string]> | undefined;
@@ -716,13 +732,14 @@ function covers<T extends string>(list: readonly T[] | '*', value: T): boolean {
 const ruleFound = new Map<string, Map<string, KernelErrorRule>>();
 let rulesCached = 0;
 
-/** The row of {@link KERNEL_ERRORS} for a failure. @internal */
+/** The row of {@link kernelErrors} for a failure. @internal */
 export function kernelErrorRule(operation: Operation, code: string): KernelErrorRule {
   let byCode = ruleFound.get(operation);
   let rule = byCode?.get(code);
   if (rule === undefined) {
     // The last row matches everything; `??` only satisfies the type checker.
-    rule = KERNEL_ERRORS.find((r) => covers(r.operations, operation) && covers(r.codes, code)) ?? (KERNEL_ERRORS[KERNEL_ERRORS.length - 1] as KernelErrorRule);
+    const table = kernelErrors();
+    rule = table.find((r) => covers(r.operations, operation) && covers(r.codes, code)) ?? (table[table.length - 1] as KernelErrorRule);
     // Codes come from the kernel (a bounded set) or a peer: the cache holds known errno names only.
     if (code.length <= 32 && rulesCached < 4096 && isOperation(operation)) {
       if (byCode === undefined) ruleFound.set(operation, (byCode = new Map()));
@@ -735,14 +752,14 @@ export function kernelErrorRule(operation: Operation, code: string): KernelError
 
 /**
  * THE factory's choice: the class of an error with `code` in `operation`.
- * A package code (`ERR_*`) has its row of {@link PACKAGE_ERRORS}; an errno
- * name the row of {@link KERNEL_ERRORS} for (operation, errno); an `ERR_*`
+ * A package code (`ERR_*`) has its row of {@link packageErrors}; an errno
+ * name the row of {@link kernelErrors} for (operation, errno); an `ERR_*`
  * code this version does not know (from a newer agent) is a plain
  * LiveUpdateError.
  * @internal
  */
 export function errorClassFor(code: string, operation: Operation): ErrorClass | ArgumentErrorClass {
-  const known = PACKAGE_CODES.get(code);
+  const known = packageRule(code);
   if (known !== undefined) return known.type;
   if (code.startsWith('ERR_')) return LiveUpdateError;
   return kernelErrorRule(operation, code).type;
@@ -818,7 +835,7 @@ function kernelErrorPlan(system: NativeSystemError, context: ErrorContext, cause
   else if (context.path !== undefined) message += ` '${context.path}'`;
   if (context.hint !== undefined) message += `. ${sentence(context.hint)}`;
   if (fixed.fix !== undefined) message += `. Fix: ${fixed.fix}`;
-  const type = PACKAGE_CODES.has(code) || code.startsWith('ERR_') ? undefined : rule.type;
+  const type = packageRule(code) !== undefined || code.startsWith('ERR_') ? undefined : rule.type;
   return [type, message, code, fixed, { errno, code, syscall }];
 }
 
@@ -835,7 +852,9 @@ function typedKernelError(system: NativeSystemError, context: ErrorContext, caus
  * @internal
  */
 export function errnoError(code: keyof typeof constants.errno, syscall: string, context: ErrorContext): LiveUpdateError {
-  return kernelError({ errno: -constants.errno[code], code, syscall }, context);
+  // node:os is loaded here, not with this module: opening the device never needs it.
+  const { errno } = (require('node:os') as typeof import('node:os')).constants;
+  return kernelError({ errno: -errno[code], code, syscall }, context);
 }
 
 /**
@@ -852,7 +871,7 @@ export function translateError(error: unknown, context: ErrorContext): unknown {
 
 /**
  * One of the package's own errors (an `ERR_LIVEUPDATE_*` code of
- * {@link PACKAGE_ERRORS}): message `CODE: text`, plus `. Fix: ...` when the
+ * {@link packageErrors}): message `CODE: text`, plus `. Fix: ...` when the
  * context has a fix; the agent's codes carry their errno and syscall `agent`.
  * @internal
  */

@@ -1,5 +1,5 @@
 // README.md's two error tables, as markdown, rendered from the code's tables
-// (KERNEL_ERRORS and PACKAGE_ERRORS of lib/errors.ts), and put between the
+// (kernelErrors() and packageErrors() of lib/errors.ts), and put between the
 // README's markers. Not shipped: write-error-table.mjs runs it on dist/, and
 // test/readme.test.ts on the sources, so README.md cannot drift from the code.
 

@@ -9,4 +9,5 @@ import { renderErrorTables, replaceErrorTables } from './error-tables.mjs';
 
 const require = createRequire(import.meta.url);
 const file = new URL('../README.md', import.meta.url);
-writeFileSync(file, replaceErrorTables(readFileSync(file, 'utf8'), renderErrorTables(require('../dist/errors.js'))));
+const tablesOf = (errors) => ({ KERNEL_ERRORS: errors.kernelErrors(), PACKAGE_ERRORS: errors.packageErrors() });
+writeFileSync(file, replaceErrorTables(readFileSync(file, 'utf8'), renderErrorTables(tablesOf(require('../dist/errors.js')))));

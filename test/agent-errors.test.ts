@@ -16,14 +16,17 @@ import {
   createError,
   errorClassFor,
   errnoError,
-  KERNEL_ERRORS,
+  kernelErrors,
   kernelError,
   packageError,
-  PACKAGE_ERRORS,
+  packageErrors,
   translateError,
   type ErrorContext,
   type Operation,
 } from '../lib/errors.js';
+
+const KERNEL_ERRORS = kernelErrors();
+const PACKAGE_ERRORS = packageErrors();
 
 type AnyErrorClass = abstract new (...args: never[]) => Error;
 

@@ -4,8 +4,11 @@ import * as path from 'node:path';
 import { getSystemErrorMap } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import * as lu from '../lib/index.js';
-import { KERNEL_ERRORS, PACKAGE_ERRORS, translateError, type ErrorContext, type Operation } from '../lib/errors.js';
+import { kernelErrors, packageErrors, translateError, type ErrorContext, type Operation } from '../lib/errors.js';
 import { callSync } from '../lib/errors.js';
+
+const KERNEL_ERRORS = kernelErrors();
+const PACKAGE_ERRORS = packageErrors();
 import { native } from '../lib/native.js';
 import { ERRNO } from './helpers/errno.js';
 import { expectNoFdLeak } from './helpers/fds.js';

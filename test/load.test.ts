@@ -155,6 +155,12 @@ describe("require('liveupdate')", () => {
     for (const point of ['core', 'device', 'agent']) expect(seen[point]!.builtins, point).toEqual([]);
   });
 
+  it("loads no node:os for the device, its sessions and the kernel's errors (what the blackout reads)", () => {
+    // The errors module reads errno numbers from node:os only for an error made without a failed call.
+    const seen = probe('cjs', "const api = require('liveupdate');\napi.LiveUpdate; api.Session; api.SessionNotFoundError;\nreport('os', process.moduleLoadList.includes('NativeModule os'));");
+    expect(seen['os']).toBe(false);
+  });
+
   it('loads the diagnosis when an open fails, and the error carries its reason', () => {
     // No machine running the tests has /dev/liveupdate at this path: the open fails with ENOENT.
     const missing = path.join(project, 'no-liveupdate-device');
