@@ -46,7 +46,7 @@ export interface HostResult extends CallCost {
   readonly node_start_ms_ci95: Interval;
 }
 
-/** The `fdpass` section: one memfd over a seqpacket pair, send + receive + close. */
+/** The `fdpass` section: one memfd over a seqpacket pair, send + receive (the received fds closed between timed batches, on both sides). */
 export interface FdPassResult {
   readonly c_ns_per_roundtrip: number;
   readonly sync_ns_per_roundtrip: number;

@@ -92,7 +92,10 @@ const METHOD = `## How it measures
   Promise calls and one of C's, the order rotating by round, after warm-up rounds that are
   dropped. The LUO ioctl on a memfd goes through the addon's LUO glue directly (the public API
   refuses a memfd as a session before any syscall), and node's figure includes building the
-  error it throws, which C's loop does not do. \`require('liveupdate')\` is timed in fresh node
+  error it throws, which C's loop does not do. Fd passing times send and receive in batches of
+  100 round trips on both sides, and closes the received fds between batches, untimed: the close
+  is no part of the two calls, and node's \`fs.closeSync\` alone costs more than C's \`close(2)\`
+  (two trace-event lookups per call on node 20). \`require('liveupdate')\` is timed in fresh node
   processes, alternating with \`node -e 0\`, and the module files it loads are listed.
 - **Two sides, one guest run, one clock.** Node and C run in the same kernels, one after the
   other or interleaved, both timing with \`CLOCK_MONOTONIC\` (\`process.hrtime\`). \`/dev/liveupdate\`
