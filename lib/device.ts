@@ -84,19 +84,20 @@ export type DeviceDiagnosis = (path: string) => { reason: string; fix: string } 
 
 let diagnosisOfDevice: DeviceDiagnosis | undefined;
 
-/** Called by status.ts when it loads: the diagnosis a failed open uses. @internal */
+/** Called by diagnosis.ts when it loads: the diagnosis a failed open uses. @internal */
 export function provideDeviceDiagnosis(diagnose: DeviceDiagnosis): void {
   diagnosisOfDevice = diagnose;
 }
 
 /**
- * Why an open of `path` failed, from the diagnosis, which loads here (with
- * status.js) the first time an open fails, not with the package. Where
- * something already loaded status.ts (a loader that runs lib/ as ES module
- * source, in which require() finds no TypeScript), it is used as it is.
+ * Why an open of `path` failed, from the diagnosis, which loads here the
+ * first time an open fails, without status() and kexec, which it does not
+ * need. Where something already loaded diagnosis.ts (a loader that runs lib/
+ * as ES module source, in which require() finds no TypeScript), it is used
+ * as it is.
  * @internal
  */
 export function diagnoseDevice(path: string): { reason: string; fix: string } | null {
-  if (diagnosisOfDevice === undefined) require('./status.js');
+  if (diagnosisOfDevice === undefined) require('./diagnosis.js');
   return diagnosisOfDevice === undefined ? null : diagnosisOfDevice(path);
 }

@@ -8,7 +8,8 @@
  * each reason is tested without a kernel that has it.
  */
 import * as fs from 'node:fs';
-import { isLiveUpdateDevice, liveUpdateDeviceNumber, miscListReadable, readText, splitDevNumber, type DeviceNumber } from './device.js';
+import * as os from 'node:os';
+import { isLiveUpdateDevice, liveUpdateDeviceNumber, miscListReadable, provideDeviceDiagnosis, readText, splitDevNumber, type DeviceNumber } from './device.js';
 
 export {
   isLiveUpdateDevice,
@@ -317,14 +318,22 @@ export function diagnose(f: Facts): Diagnosis | null {
   return null;
 }
 
+/** Only the diagnosis: what LiveUpdate.open() says when the device is missing. @internal */
+export function diagnoseDevice(devicePath: string): Diagnosis | null {
+  return diagnose(gatherFacts(devicePath, os.release()));
+}
+provideDeviceDiagnosis(diagnoseDevice);
+
 // ---- reading the facts --------------------------------------------------------
 
 /** The running kernel's config: /proc/config.gz (CONFIG_IKCONFIG_PROC), else /boot/config-RELEASE. */
 export function readKernelConfig(release: string): KernelConfig | null {
   try {
-    // node:zlib loads here, not with the package: few programs ever diagnose.
+    const compressed = fs.readFileSync('/proc/config.gz');
+    // node:zlib (and the streams it loads) only when there is a config to unpack: few programs ever diagnose, and
+    // a kernel without CONFIG_IKCONFIG_PROC (the agent's missing device, in the test bed's guests) never does.
     const zlib = require('node:zlib') as typeof import('node:zlib');
-    const text = zlib.gunzipSync(fs.readFileSync('/proc/config.gz')).toString('utf8');
+    const text = zlib.gunzipSync(compressed).toString('utf8');
     return { source: '/proc/config.gz', options: parseKernelConfig(text) };
   } catch {
     // Absent (no CONFIG_IKCONFIG_PROC) or unreadable: try /boot.

@@ -10,7 +10,7 @@ import * as kexec from './kexec.js';
 import type { KexecFileSupport } from './kexec.js';
 import { closeFd, loadNative, native } from './native.js';
 import { checkOptions } from './validate.js';
-import { DEVICE_PATH, provideDeviceDiagnosis } from './device.js';
+import { DEVICE_PATH } from './device.js';
 import { AGENT_INFO_PATH } from './agent/names.js';
 
 export { DEVICE_PATH } from './device.js';
@@ -168,12 +168,6 @@ export function runningAgent(file = AGENT_INFO_PATH): AgentInfo | null {
 export function heldByAgent(found: Diagnosis | null, owners: readonly DeviceOwner[], agent: AgentInfo | null): agent is AgentInfo {
   return found?.id === 'device-busy' && agent !== null && agent.mode === 'standalone' && owners.length > 0 && owners.every((o) => o.pid === agent.pid);
 }
-
-/** Only the diagnosis: what LiveUpdate.open() says when the device is missing. @internal */
-export function diagnoseDevice(devicePath: string): Diagnosis | null {
-  return diagnose(gatherFacts(devicePath, os.release()));
-}
-provideDeviceDiagnosis(diagnoseDevice);
 
 /**
  * Reports whether LUO is usable on this machine and, if not, why, with a

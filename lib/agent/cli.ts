@@ -158,7 +158,14 @@ async function runAgent(values: OptionValues): Promise<number> {
   // PID 1's answers for the mode come while the server compiles: under a busy boot each takes a second or more.
   const modeFacts = simulate ? undefined : gatherModeFacts(device ?? DEVICE_PATH);
   const { Agent, tuneHeapForConnections, compileToBaselineFromNowOn } = serverModule();
-  tuneHeapForConnections();
+  // V8's flags matter once clients come in a burst, and node:v8 (with the streams it loads) is
+  // tens of milliseconds under emulation: the first answer does not wait for it.
+  const onBurst = (): void => {
+    tuneHeapForConnections();
+    compileToBaselineFromNowOn();
+  };
+  // The simulator's agent takes no onBurst: its heap is tuned from the start.
+  if (simulate) tuneHeapForConnections();
   // The handlers come before the start: a SIGTERM just after `listening` must stop the agent cleanly, not kill it.
   let received: string | null = null;
   let onSignal = (signal: string): void => {
@@ -178,7 +185,7 @@ async function runAgent(values: OptionValues): Promise<number> {
       force,
       modeFacts: await modeFacts,
       log,
-      onBurst: compileToBaselineFromNowOn,
+      onBurst,
     });
   } catch (error) {
     process.off('SIGTERM', onTerm);
