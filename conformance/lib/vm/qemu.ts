@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { buildGuestImage, type GuestImage, type GuestImageOptions } from './initramfs.js';
 import { buildRunDisk } from './systemd-image.js';
 import { parseRecord, STAGE_PARAM, type CheckRecord, type ErrorInfo, type GuestRecord, type JsonValue } from './protocol.js';
@@ -380,8 +381,9 @@ export function followFile(file: string, onData: (chunk: Buffer) => void): Follo
  * Accumulates console text and records as they arrive, each line stamped
  * with the host's monotonic clock (ms since the collector was made, just
  * before QEMU starts) when the chunk that completed it was read.
+ * @internal
  */
-class Collector {
+export class Collector {
   console = '';
   readonly records: GuestRecord[] = [];
   ended = false;
@@ -392,6 +394,9 @@ class Collector {
   readonly #stampedRecords: StampedRecord[] = [];
   #consoleLine = '';
   #resultLine = '';
+  // One per stream: a character whose UTF-8 bytes two reads split stays whole.
+  readonly #consoleText = new StringDecoder('utf8');
+  readonly #resultText = new StringDecoder('utf8');
   readonly #onRecord: ((record: GuestRecord) => void) | undefined;
   readonly #onConsoleLine: ((line: string) => void) | undefined;
 
@@ -403,7 +408,7 @@ class Collector {
 
   consoleData(chunk: Buffer): void {
     const atMs = this.#now();
-    const text = chunk.toString('utf8');
+    const text = this.#consoleText.write(chunk);
     this.console += text;
     // Records fall back to the console when the guest has no second port.
     this.#consoleLine = this.#lines(this.#consoleLine + text, (line) => {
@@ -415,7 +420,7 @@ class Collector {
 
   resultData(chunk: Buffer): void {
     const atMs = this.#now();
-    this.#resultLine = this.#lines(this.#resultLine + chunk.toString('utf8'), (line) => this.#record(line, atMs));
+    this.#resultLine = this.#lines(this.#resultLine + this.#resultText.write(chunk), (line) => this.#record(line, atMs));
   }
 
   finish(image: GuestImage, exit: Exit, elapsedMs: number, logFile: string | undefined): VmRun {
