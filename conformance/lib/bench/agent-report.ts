@@ -73,7 +73,7 @@ const RSS_LIMIT_KIB = 80 * 1024;
 /** The agent's start at most node's own + 20%. */
 const START_LIMIT = 1.2;
 
-/** The agent's start (spawn to its first answer, no device) as today and from a V8 snapshot, each over `node -e 0` in the same rounds: medians over boots. */
+/** The agent's start (spawn to its first answer; a plain file as its device) as today and from a V8 snapshot, each over `node -e 0` in the same rounds: medians over boots. */
 export interface StartFigures {
   readonly node_ms: number;
   readonly agent_ms: number;
@@ -283,7 +283,7 @@ export interface AgentResult {
   /** Which clock each figure is read on, and its resolution. */
   readonly clocks: typeof AGENT_CLOCKS;
   /**
-   * The agent's start in the guest (spawn to its first answer, no device)
+   * The agent's start in the guest (spawn to its first answer; a plain file as its device)
    * as node starts it today and from a V8 snapshot, each over `node -e 0`
    * in the same rounds: medians over boots, judged against node's own + 20%.
    */

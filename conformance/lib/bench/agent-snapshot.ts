@@ -5,8 +5,12 @@
  * compiled and run once at build time, the native addon loaded at run time,
  * on first use, as always), against `node -e 0`: interleaved rounds, each
  * from the spawn to the first answer (to the exit for `node -e 0`), in the
- * same guest. Each agent serves without a device on a socket of its own, and
- * must answer `sessions` and exit 0 on SIGTERM, or the round fails.
+ * same guest. Each agent serves on a socket of its own with a plain file
+ * named as its device: the open succeeds, the file is no LUO device, and the
+ * agent serves without one. (A missing device would time the diagnosis of a
+ * failed open, its reads of the kernel log and /proc, which a start with
+ * its device never makes.) It must answer `sessions` and exit 0 on SIGTERM,
+ * or the round fails.
  *
  * A snapshot runs one script: the CLI and every module it may load (found
  * from its `require("...")` calls, relative ones and node-gyp-build) are
@@ -107,13 +111,16 @@ function nodeBare(): Promise<number> {
   });
 }
 
+/** The plain file each agent is given as its device (made by {@link agentStarts}). */
+const NOT_A_DEVICE = 'not-a-device';
+
 const RETRY_MS = 5;
 const ANSWER_TIMEOUT_MS = 120_000;
 
 /** Spawn (node `flags`) to the agent's first answer to `sessions`, ms; then SIGTERM, which it must answer by exiting 0. */
 async function agentToAnswer(flags: readonly string[], dir: string): Promise<number> {
   const socket = path.join(dir, 'agent.sock');
-  const args = ['agent', '--socket', socket, '--device', path.join(dir, 'no-device')];
+  const args = ['agent', '--socket', socket, '--device', path.join(dir, NOT_A_DEVICE)];
   const started = performance.now();
   const child = spawn(process.execPath, [...flags], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, [CLI_ARGS_ENV]: JSON.stringify(args) } });
   let stderr = '';
@@ -193,6 +200,7 @@ export interface AgentStarts {
 /** Builds the snapshot in `dir` (a directory only root may write) and runs `rounds` interleaved rounds of the three starts. */
 export async function agentStarts(root: string, dir: string, rounds: number): Promise<AgentStarts> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  fs.writeFileSync(path.join(dir, NOT_A_DEVICE), '');
   const blob = path.join(dir, 'agent.blob');
   const build_ms = buildAgentSnapshot(root, blob);
   const out: AgentStarts = { node_ms: [], agent_ms: [], snapshot_ms: [], build_ms, blob_bytes: fs.statSync(blob).size };

@@ -501,7 +501,7 @@ export function agentTable(a: AgentResult, boots: number): string {
 
 /** The agent's start as today and from a snapshot, against node -e 0. */
 function startLine(where: string, st: StartFigures): string {
-  return `agent start ${where} (spawn to first answer, no device): ${fmt(st.agent_ms, 0)} ms as today = ${fmt(st.agent_over_node, 2)}× node -e 0 (${fmt(st.node_ms, 0)} ms) ${ci(st.agent_over_node_ci95, 2)}; from a V8 snapshot ${fmt(st.snapshot_ms, 0)} ms = ${fmt(st.snapshot_over_node, 2)}× ${ci(st.snapshot_over_node_ci95, 2)} (blob ${fmt(st.snapshot_blob_bytes / 2 ** 20, 1)} MiB, built in ${fmt(st.snapshot_build_ms, 0)} ms)`;
+  return `agent start ${where} (spawn to first answer, a plain file as its device): ${fmt(st.agent_ms, 0)} ms as today = ${fmt(st.agent_over_node, 2)}× node -e 0 (${fmt(st.node_ms, 0)} ms) ${ci(st.agent_over_node_ci95, 2)}; from a V8 snapshot ${fmt(st.snapshot_ms, 0)} ms = ${fmt(st.snapshot_over_node, 2)}× ${ci(st.snapshot_over_node_ci95, 2)} (blob ${fmt(st.snapshot_blob_bytes / 2 ** 20, 1)} MiB, built in ${fmt(st.snapshot_build_ms, 0)} ms)`;
 }
 
 function agentHostLine(h: AgentHostResult): string {
