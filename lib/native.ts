@@ -67,6 +67,20 @@ export type NativeStepError = Error & { code?: string; outOfStep?: boolean };
 /** A Promise settled by the event loop that can be cancelled: rejects with ECANCELED, or the errno given. @internal */
 export type Cancellable<T> = Promise<T> & { cancel(errno?: number): void };
 
+/**
+ * A socket's readiness watcher, kept across waits (native/napi_fdpass.cc,
+ * ReadableWatch): it watches its own copy of the file the fd was when it
+ * was made, and holds that file open until closed. @internal
+ */
+export interface NativeReadableWatch {
+  /** True once readable or hung up; false when cancelled, closed, or not armed. Never rejects; one at a time. */
+  wait(): Promise<boolean>;
+  /** Settles a pending wait with false. */
+  cancel(): void;
+  /** Cancels, and closes the copy. */
+  close(): void;
+}
+
 /** SCM_RIGHTS over Unix sockets and the socket helpers (native/fdpass.h). @internal */
 export type FdPassBinding = {
   /** `timeoutMs` (default -1: none) bounds the whole send; then ETIMEDOUT. `fds`: an array, or one fd as a number. */
@@ -84,6 +98,8 @@ export type FdPassBinding = {
   setRecvRoom(data: Buffer, meta: Int32Array): [Buffer, Int32Array];
   waitReadable(fd: number, timeoutMs: number): boolean;
   waitReadableAsync(fd: number): Cancellable<boolean>;
+  /** A watcher of `fd`'s file for as many waits as it is used for (see NativeReadableWatch). */
+  readonly ReadableWatch: new (fd: number) => NativeReadableWatch;
   /** Whether a message, a connection or EOF waits on `fd`, without waiting (POLLNVAL counts: the next call on it says why). */
   readableNow(fd: number): boolean;
   readonly SOCK_STREAM: number;

@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -134,6 +135,32 @@ int wait_fd(int fd, short events, int timeout_ms) {
     if (rc >= 0) return rc == 0 ? 0 : p.revents;
     if (errno != EINTR) return -errno;
   }
+}
+
+int ready_set_open() { return result_or_errno(::epoll_create1(EPOLL_CLOEXEC)); }
+
+int ready_set_arm(int set, int fd, uint64_t id, bool added) {
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLONESHOT;
+  event.data.u64 = id;
+  return result_or_errno(::epoll_ctl(set, added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event));
+}
+
+void ready_set_remove(int set, int fd) {
+  epoll_event unused{};  // Kernels before 2.6.9 wanted one.
+  ::epoll_ctl(set, EPOLL_CTL_DEL, fd, &unused);
+}
+
+int ready_set_take(int set, uint64_t* ids, int max) {
+  constexpr int kBatch = 64;
+  epoll_event events[kBatch];
+  int n;
+  do {
+    n = ::epoll_wait(set, events, std::min(max, kBatch), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return -errno;
+  for (int i = 0; i < n; ++i) ids[i] = events[i].data.u64;
+  return n;
 }
 
 int unix_socket_pair(int type, int fds[2]) {

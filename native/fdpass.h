@@ -90,6 +90,26 @@ int readable_bytes(int fd);
 // revents (0 on timeout). Retries EINTR with the time left.
 int wait_fd(int fd, short events, int timeout_ms);
 
+// A readiness set (epoll, close-on-exec) for fds watched over and over:
+// each is added once and re-armed with one epoll_ctl per wait, where a
+// watcher made per wait costs a dup, a libuv handle's set-up and its close.
+// Entries are one-shot: an fd reported is not reported again until re-armed,
+// so a socket with messages waiting that nobody waits for never wakes the
+// set's reader.
+int ready_set_open();
+
+// Arms `fd` in `set` for one report of readable or hung up, tagged `id`:
+// the first time adds it (`added` false), later re-arms it. -errno on failure.
+int ready_set_arm(int set, int fd, uint64_t id, bool added);
+
+// Takes `fd` out of `set`: before the fd is closed, for the set is keyed by
+// the open file and a dup left open elsewhere would keep the entry alive.
+void ready_set_remove(int set, int fd);
+
+// The ids of up to `max` fds reported since they were armed, without
+// waiting; their count, or -errno.
+int ready_set_take(int set, uint64_t* ids, int max);
+
 // socketpair(AF_UNIX, type | SOCK_CLOEXEC): fills both ends.
 int unix_socket_pair(int type, int fds[2]);
 

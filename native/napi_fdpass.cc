@@ -5,6 +5,9 @@
 // a uv_poll_t for readiness, then tries again. No thread is parked per
 // socket; the fds a receive does not hand to JS are closed by one closer
 // thread (FdCloser, below), because a peer's file can make its close block.
+// A socket waited on message after message (a connection) keeps one
+// ReadableWatch instead: its copy made once, re-armed with one syscall per
+// wait in the environment's one epoll set (ReadySet).
 //
 // The rule of napi_util.h (FdArgs): an operation acts on the caller's own
 // numbers and bytes while the call runs, and on copies from the moment it
@@ -28,7 +31,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -692,6 +697,231 @@ class PollOp : public std::enable_shared_from_this<PollOp> {
   std::shared_ptr<PollOp> self_;
 };
 
+// ---- readiness watchers kept across waits ---------------------------------
+
+class ReadableWatch;
+
+// The readiness set of an environment: one epoll fd (ready_set_open) on the
+// event loop through one uv_poll_t, for every ReadableWatch made in it. A
+// watch re-arms its own entry with one syscall per wait, and one wake of
+// the loop settles every wait that became ready meanwhile. The handle holds
+// the loop alive only while a wait is pending, as a watcher per wait did;
+// the set is open while some watch is.
+// Node runs each environment on a thread of its own: the set is per thread,
+// checked against the environment asking (as RecvRoom is).
+class ReadySet : public std::enable_shared_from_this<ReadySet> {
+ public:
+  // The environment's set, opened with its first watch. Throws ErrnoError.
+  static std::shared_ptr<ReadySet> For(Napi::Env env) {
+    if (current && current->env_ == static_cast<napi_env>(env) && current->open_) return current;
+    std::shared_ptr<ReadySet> set(new ReadySet(env));
+    set->Open();
+    current = set;
+    return set;
+  }
+
+  int fd() const { return fd_.get(); }
+  bool open() const { return open_; }
+
+  uint64_t Join(ReadableWatch* watch) {
+    watches_[++last_id_] = watch;
+    return last_id_;
+  }
+  // The last watch leaving closes the set: nothing stays open once nothing is watched.
+  void Leave(uint64_t id) {
+    watches_.erase(id);
+    if (watches_.empty()) Shut();
+  }
+
+  // A wait began, or ended: the loop is held while any is pending.
+  void Hold() {
+    if (pending_++ == 0 && open_) uv_ref(Handle());
+  }
+  void Release() {
+    if (--pending_ == 0 && open_) uv_unref(Handle());
+  }
+
+ private:
+  explicit ReadySet(napi_env env) : env_(env) {}
+
+  uv_handle_t* Handle() { return reinterpret_cast<uv_handle_t*>(&poll_); }
+
+  void Open() {
+    int fd = ready_set_open();
+    if (fd < 0) throw ErrnoError(env_, -fd, "epoll_create1");
+    fd_.reset(fd);
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env_, &loop);
+    int rc = uv_poll_init(loop, &poll_, fd);
+    if (rc < 0) throw ErrnoError(env_, -rc, "uv_poll_init");
+    poll_.data = this;
+    open_ = true;
+    self_ = shared_from_this();
+    // A Worker must not find the handle open when it closes its loop.
+    napi_add_async_cleanup_hook(env_, OnCleanup, this, &hook_);
+    rc = uv_poll_start(&poll_, UV_READABLE, OnReady);
+    if (rc < 0) {
+      Shut();
+      throw ErrnoError(env_, -rc, "uv_poll_start");
+    }
+    uv_unref(Handle());
+    context_.emplace(env_, "liveupdate:readable");
+  }
+
+  static void OnReady(uv_poll_t* handle, int, int);
+
+  static void OnCleanup(napi_async_cleanup_hook_handle, void* arg) { static_cast<ReadySet*>(arg)->Shut(); }
+
+  // Closes the handle, and the epoll fd at once: uv_close takes it off the
+  // loop's epoll set now and libuv does not touch it after (the memory lives
+  // until OnClosed). A watch left (at teardown) only finds its calls fail.
+  void Shut() {
+    if (!open_) return;
+    open_ = false;
+    context_.reset();
+    if (current.get() == this) current.reset();
+    uv_close(Handle(), OnClosed);
+    fd_.reset();
+  }
+
+  static void OnClosed(uv_handle_t* handle) {
+    auto* set = static_cast<ReadySet*>(handle->data);
+    if (set->hook_ != nullptr) napi_remove_async_cleanup_hook(set->hook_);
+    set->self_.reset();  // May free the set.
+  }
+
+  static thread_local std::shared_ptr<ReadySet> current;
+  napi_env env_;
+  UniqueFd fd_;
+  uv_poll_t poll_{};
+  bool open_ = false;
+  size_t pending_ = 0;
+  std::optional<Napi::AsyncContext> context_;
+  std::unordered_map<uint64_t, ReadableWatch*> watches_;
+  uint64_t last_id_ = 0;
+  napi_async_cleanup_hook_handle hook_ = nullptr;
+  std::shared_ptr<ReadySet> self_;  // While the handle is open.
+};
+
+thread_local std::shared_ptr<ReadySet> ReadySet::current;
+
+// new ReadableWatch(fd): waits, one after another, for a socket to be
+// readable or hung up, for as long as the socket is in use: what a
+// connection that waits for each of its messages keeps, in place of a
+// watcher (a dup, a libuv handle's set-up and close) per wait. It watches
+// its own F_DUPFD_CLOEXEC copy of the file `fd` was at construction: a
+// caller that closes its fd and reuses the number does not make it watch
+// another file, and it holds the file open until close() (the peer sees
+// no hang-up before it), or until it is collected.
+//
+//   wait(): a Promise of true (readable, or hung up) or false (cancelled,
+//     closed, or the wait could not be armed); one at a time. A pending
+//     wait keeps the object, and the event loop, alive.
+//   cancel(): settles a pending wait with false.
+//   close(): cancels, and closes the copy; a later wait() is false.
+class ReadableWatch : public Napi::ObjectWrap<ReadableWatch> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "ReadableWatch",
+                       {InstanceMethod<&ReadableWatch::Wait>("wait"), InstanceMethod<&ReadableWatch::Cancel>("cancel"),
+                        InstanceMethod<&ReadableWatch::Close>("close")});
+  }
+
+  explicit ReadableWatch(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ReadableWatch>(info) {
+    Guarded(info.Env(), "ReadableWatch", [&] {
+      copy_ = DupArg(info.Env(), ArgFd(info, 0, "fd"));
+      set_ = ReadySet::For(info.Env());
+      id_ = set_->Join(this);
+      return Napi::Value();
+    });
+  }
+
+  // Collected, or its environment is going away: no JS may run, so a
+  // pending wait (only at teardown: it holds the object) is dropped.
+  ~ReadableWatch() override {
+    if (waiting_) set_->Release();
+    Forget();
+  }
+
+  // Its entry was reported: the pending wait, if any, is over.
+  void Ready() { Settle(true); }
+
+ private:
+  Napi::Value Wait(const Napi::CallbackInfo& info) {
+    return Guarded(info.Env(), "wait", [&]() -> Napi::Value {
+      if (waiting_) throw Napi::Error::New(info.Env(), "a wait is already pending on this ReadableWatch");
+      auto deferred = Napi::Promise::Deferred::New(info.Env());
+      int rc = copy_.valid() && set_->open() ? ready_set_arm(set_->fd(), copy_.get(), id_, added_) : -EBADF;
+      if (rc < 0) {
+        deferred.Resolve(Napi::Boolean::New(info.Env(), false));
+        return deferred.Promise();
+      }
+      added_ = true;
+      waiting_.emplace(deferred);
+      set_->Hold();
+      Ref();
+      return deferred.Promise();
+    });
+  }
+
+  Napi::Value Cancel(const Napi::CallbackInfo& info) {
+    Settle(false);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Settle(false);
+    Forget();
+    return info.Env().Undefined();
+  }
+
+  void Settle(bool readable) {
+    if (!waiting_) return;
+    Napi::Promise::Deferred deferred = std::move(*waiting_);
+    waiting_.reset();
+    set_->Release();
+    Unref();
+    deferred.Resolve(Napi::Boolean::New(deferred.Env(), readable));
+  }
+
+  // Out of the set before the copy is closed (ready_set_remove says why).
+  void Forget() {
+    if (!copy_.valid()) return;
+    if (added_) ready_set_remove(set_->fd(), copy_.get());
+    set_->Leave(id_);
+    copy_.reset();
+  }
+
+  std::shared_ptr<ReadySet> set_;
+  UniqueFd copy_;
+  uint64_t id_ = 0;
+  bool added_ = false;
+  std::optional<Napi::Promise::Deferred> waiting_;
+};
+
+// Settles the wait of every watch reported: the reactions run as the
+// callback scope closes, together.
+void ReadySet::OnReady(uv_poll_t* handle, int, int) {
+  auto* set = static_cast<ReadySet*>(handle->data);
+  if (!set->open_) return;
+  try {
+    Napi::HandleScope scope(set->env_);
+    Napi::CallbackScope callback(set->env_, *set->context_);
+    constexpr int kBatch = 64;
+    uint64_t ids[kBatch];
+    int n;
+    do {
+      n = ready_set_take(set->fd(), ids, kBatch);
+      for (int i = 0; i < n; ++i) {
+        auto found = set->watches_.find(ids[i]);
+        if (found != set->watches_.end()) found->second->Ready();
+      }
+    } while (n == kBatch);
+  } catch (...) {
+    // The environment is going away: nothing can be settled.
+  }
+}
+
 // ---- exported functions ---------------------------------------------------
 
 // sendFds(fd, data, fds, framing[, timeoutMs]), on the caller's numbers
@@ -1016,6 +1246,7 @@ void RegisterFdPass(Napi::Env env, Napi::Object exports) {
   ExportFunction(env, exports, "pinFds", PinFds);
   ExportFunction(env, exports, "setRecvRoom", SetRecvRoom);
   ExportFunction(env, exports, "unpinFds", UnpinFds);
+  exports.Set("ReadableWatch", ReadableWatch::Define(env));
   ExportSyncCall<int, PrepareSetCloexec>(env, exports, "setCloexec");
   ExportSyncCall<int, PrepareGetCloexec>(env, exports, "getCloexec");
   ExportSyncCall<PassRights, PrepareSetPassRights>(env, exports, "setPassRights");

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import { agentError, isNativeSystemError, kernelError, LiveUpdateError, MessageTruncatedError, packageError, translateError, type AgentOperation, type ErrorContext } from '../errors.js';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
-import { native, type Cancellable } from '../native.js';
+import { native, type NativeReadableWatch } from '../native.js';
 import { Session } from '../session.js';
 import type { KernelPreflight } from '../kernel-image.js';
 import { checkOptions, checkPath, invalidArgType, outOfRange } from '../validate.js';
@@ -239,7 +239,7 @@ class Stop {
   readonly #clock: NodeJS.Timeout;
   readonly #caller: AbortSignal | undefined;
   readonly #onAbort = (): void => this.#stop('abort');
-  #cancelWait: (() => void) | null = null;
+  #waiting: NativeReadableWatch | null = null;
   #controller: AbortController | null = null;
 
   constructor(timeoutMs: number, caller: AbortSignal | undefined) {
@@ -250,16 +250,12 @@ class Stop {
     else caller.addEventListener('abort', this.#onAbort, { once: true });
   }
 
-  /** Cancels `pending` when the request stops; resolves true once it is over (false: cancelled, or failed). */
-  async waitFor(pending: Cancellable<boolean>): Promise<boolean> {
-    if (this.why !== null) pending.cancel();
-    else this.#cancelWait = () => pending.cancel();
-    try {
-      await pending;
-      return true;
-    } catch {
-      return false;
-    }
+  /** A wait on `watch`, cancelled when the request stops: true once readable (false: cancelled, or failed). */
+  waitFor(watch: NativeReadableWatch): Promise<boolean> {
+    const readable = watch.wait();
+    if (this.why !== null) watch.cancel();
+    else this.#waiting = watch;
+    return readable;
   }
 
   /** A signal that aborts when the request stops. */
@@ -280,6 +276,7 @@ class Stop {
   end(): void {
     clearTimeout(this.#clock);
     this.#caller?.removeEventListener('abort', this.#onAbort);
+    this.#waiting = null;
   }
 
   #reason(): unknown {
@@ -289,7 +286,7 @@ class Stop {
   #stop(why: StopReason): void {
     if (this.why !== null) return;
     this.why = why;
-    this.#cancelWait?.();
+    this.#waiting?.cancel();
     this.#controller?.abort(this.#reason());
   }
 }
@@ -348,6 +345,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   #reading: AbortController | null = null;
   /** Replies the loop received that no request has taken yet (at most {@link MAX_UNTAKEN_REPLIES}). */
   readonly #replies: RecvResult[] = [];
+  /** The connection's readiness watcher, made at its first wait for a reply and closed with it. */
+  #watch: NativeReadableWatch | null = null;
   /** Wakes the request waiting for a reply (or for the connection's end). */
   #wake: (() => void) | null = null;
   /** Why the subscribed connection ended, once it has. */
@@ -650,12 +649,12 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
 
   /**
    * The reply, once it is there: the connection waits on the event loop for
-   * it (a poll watcher, as the agent waits for a request), then takes it
-   * within the call. A receive left pending instead would make every other
-   * call on a socket of this process look its socket up (the fd-passing
-   * layer's queues), which with many clients at once was a tenth of each one's
-   * CPU time. A wait that fails for a reason of its own leaves the error to
-   * say to the receive.
+   * it (its readiness watcher, kept from one request to the next, as the
+   * agent waits for a request), then takes it within the call. A receive
+   * left pending instead would make every other call on a socket of this
+   * process look its socket up (the fd-passing layer's queues), which with
+   * many clients at once was a tenth of each one's CPU time. A wait that
+   * fails for a reason of its own leaves the error to say to the receive.
    */
   async #reply(operation: AgentOperation, stop: Stop): Promise<RecvResult> {
     // With other requests of this process waiting too, looked for once this turn is over (every request of the turn sent, the agent
@@ -673,9 +672,9 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     }
   }
 
-  /** The reply, once the connection's poll watcher says it is there (or the request stopped). */
+  /** The reply, once the connection's readiness watcher says it is there (or the request stopped). */
   async #waitForReply(stop: Stop): Promise<RecvResult> {
-    const readable = await stop.waitFor(native.waitReadableAsync(this.#fd));
+    const readable = await stop.waitFor((this.#watch ??= new native.ReadableWatch(this.#fd)));
     if (readable) return await recvFds(this.#fd, RECEIVE_REPLY);
     if (stop.why !== null) throw stop.error();
     return await recvFds(this.#fd, { ...RECEIVE_REPLY, signal: stop.signal() });
@@ -792,6 +791,8 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     this.#reading = null;
     reading?.abort();
     for (const reply of this.#replies.splice(0)) closeAll(reply.fds);
+    this.#watch?.close();
+    this.#watch = null;
     fs.closeSync(fd);
     if (reading === null) return;
     this.#ended = error;

@@ -3,6 +3,7 @@
  * connection goes through {@link Connection.on}, which knows the allowed
  * transitions; nothing else writes the state.
  */
+import type { NativeReadableWatch } from '../native.js';
 import type { Peer } from './policy.js';
 import { HELLO_VERSION } from './protocol.js';
 
@@ -80,6 +81,8 @@ export class Connection<H extends Held = Held> {
   unsentAnnouncements = 0;
   /** Outgoing sessions this client created or re-attached to. */
   readonly holds = new Set<H>();
+  /** Its readiness watcher, made at its first wait for a request and closed with its fd. */
+  watch: NativeReadableWatch | undefined;
   /** Cancels the wait for its next request: what drops the connection while it is quiet. */
   stopReading: (() => void) | undefined;
 

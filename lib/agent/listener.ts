@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { agentError, errnoError, type LiveUpdateError } from '../errors.js';
-import { native, type Cancellable } from '../native.js';
+import { native, type Cancellable, type NativeReadableWatch } from '../native.js';
 import { invalidArgValue } from '../validate.js';
 import { closeQuietly } from './fdstore.js';
 import { DEFAULT_SOCKET, toWireError, type JsonValue } from './protocol.js';
@@ -94,7 +94,8 @@ export class Listener<P extends { readonly uid: number }> {
   /** Refusals of each uid closed at once while its lingering ones lasted, not logged one by one. */
   readonly #unlogged = new Map<number, number>();
   #open = 0;
-  #accepting: Wait | null = null;
+  /** The listening socket's readiness watcher, kept from one batch of accepts to the next. */
+  #accepting: NativeReadableWatch | null = null;
   #closed = false;
 
   private constructor(fd: number, owned: OwnedPath | null, limits: ConnectionLimits) {
@@ -149,7 +150,7 @@ export class Listener<P extends { readonly uid: number }> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#accepting?.cancel();
+    this.#accepting?.close();
     closeQuietly(this.#fd);
     for (const set of this.#lingering.values()) for (const end of [...set]) end();
     if (this.#owned !== null) removeOwnSocket(this.#owned);
@@ -158,8 +159,9 @@ export class Listener<P extends { readonly uid: number }> {
   async #acceptLoop(handler: ConnectionHandler<P>): Promise<void> {
     while (!this.#closed) {
       try {
-        this.#accepting = waitReadable(this.#fd);
-        await this.#accepting.settled;
+        const readable = await (this.#accepting ??= watchReadable(this.#fd)).wait();
+        // Not cancelled by close(): the watch could not be armed, and would not be the next time at once either.
+        if (!readable && !this.#closed) throw new Error('the listening socket could not be watched');
         // Everything waiting, in a bounded batch: a flood is drained fast, and root's connection in it reached.
         for (let n = 0; n < ACCEPT_BATCH && !this.#closed && readableNow(this.#fd); n++) this.#admit(native.unixAccept(this.#fd), handler);
       } catch (error) {
@@ -496,6 +498,16 @@ export function waitReadable(fd: number): Wait {
 
 const readable = (): boolean => true;
 const notReadable = (): boolean => false;
+
+/**
+ * A watcher of `fd`'s readiness kept across waits, for a socket waited on
+ * message after message (a connection): each wait re-arms it with one
+ * syscall, where {@link waitReadable} sets a watcher up and tears it down.
+ * It holds its own copy of `fd`'s file open: close it with the fd.
+ */
+export function watchReadable(fd: number): NativeReadableWatch {
+  return new native.ReadableWatch(fd);
+}
 
 /** Whether a connection, a message or EOF is waiting on `fd`, without waiting. */
 export function readableNow(fd: number): boolean {

@@ -24,7 +24,7 @@ import { bounded, decodeRequest, encodeReply, jsonBytes, ReplyTooLargeError, typ
 import { Connection, ConnectionState, Notifier } from './connection.js';
 import { closeQuietly, MANIFEST_FDNAME, park, restore, unpark, type RestoredState } from './fdstore.js';
 import { kernelSystem, KexecUnderway, StandaloneHost, type AgentHost } from './host.js';
-import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, readableNow, waitReadable, type ConnectionLimits } from './listener.js';
+import { boundedLogValue, DEFAULT_HELLO_TIMEOUT_MS, Listener, readableNow, watchReadable, type ConnectionLimits } from './listener.js';
 import type { Manifest } from './manifest.js';
 import { decideMode, gatherModeFacts, type AgentMode, type ModeDecision, type ModeFacts } from './mode.js';
 import { DEFAULT_POLICY, permits, type Peer, type Policy } from './policy.js';
@@ -442,10 +442,10 @@ export class Agent {
 
   /**
    * The next request's bytes, or null at EOF. A quiet connection waits on
-   * the event loop holding nothing but its poll watcher; the message is
-   * taken once it is there. A bad message is answered, then the connection
-   * dropped; so is a connection let go while it waits (closing, stopping,
-   * no hello in time).
+   * the event loop holding nothing but its readiness watcher, kept from one
+   * request to the next; the message is taken once it is there. A bad
+   * message is answered, then the connection dropped; so is a connection
+   * let go while it waits (closing, stopping, no hello in time).
    */
   async #receive(c: Client): Promise<Buffer | null> {
     // Among other clients, a greeted client's next request is looked for once the turn that answered it is over: in a burst it has
@@ -457,10 +457,11 @@ export class Agent {
     }
     // A request already there (the hello, sent with the connect; a client's next one) is taken without a watcher.
     if (readableNow(c.fd)) return this.#take(c);
-    const wait = waitReadable(c.fd);
-    c.stopReading = wait.cancel;
+    const watch = (c.watch ??= watchReadable(c.fd));
+    const readable = watch.wait();
+    c.stopReading = () => watch.cancel();
     try {
-      if (!(await wait.settled)) {
+      if (!(await readable)) {
         if (this.#lateHellos.has(c) && !this.#stopped) {
           await this.#refuse(c, 0, 'agent.hello', 'ERR_LIVEUPDATE_AGENT_PROTOCOL', `no hello within ${this.#helloTimeoutMs} ms`);
         }
@@ -603,6 +604,7 @@ export class Agent {
   #disconnect(c: Client): void {
     this.#connections.delete(c);
     this.#helloDone(c);
+    c.watch?.close();
     closeQuietly(c.fd);
     c.on('close');
     const kept = this.#table.dropHolder(c);
