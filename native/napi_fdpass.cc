@@ -885,10 +885,14 @@ class ReadableWatch : public Napi::ObjectWrap<ReadableWatch> {
   }
 
   // Out of the set before the copy is closed (ready_set_remove says why).
+  // A construction that failed after the copy (no set could be opened) has
+  // only the copy to close.
   void Forget() {
     if (!copy_.valid()) return;
-    if (added_) ready_set_remove(set_->fd(), copy_.get());
-    set_->Leave(id_);
+    if (set_ != nullptr) {
+      if (added_) ready_set_remove(set_->fd(), copy_.get());
+      set_->Leave(id_);
+    }
     copy_.reset();
   }
 

@@ -227,6 +227,32 @@ describe('what a ReadableWatch holds: the event loop, and its fds when dropped',
   });
 });
 
+describe('a ReadableWatch that cannot be made', () => {
+  it('throws when its epoll set cannot be opened (no fd left after its copy), and keeps no fd', () => {
+    const out = runNode(`
+      const fs = require('node:fs');
+      const [a] = addon.socketPair(addon.SOCK_SEQPACKET);
+      const count = () => fs.readdirSync('/proc/self/fd').length;
+      const before = count();
+      // Every fd but one taken: the watch's copy takes the last, and its set finds none.
+      const filler = [];
+      for (;;) { try { filler.push(fs.openSync('/dev/null', 'r')); } catch (e) { if (e.code !== 'EMFILE') throw e; break; } }
+      fs.closeSync(filler.pop());
+      const held = filler.length;
+      let failed = null;
+      try { new addon.ReadableWatch(a); } catch (e) { failed = e.code + ' ' + e.syscall; }
+      for (const fd of filler) fs.closeSync(fd);
+      // Collections too: a half-made watch must not wait for one to give its copy back.
+      globalThis.gc();
+      console.log(JSON.stringify({ failed, held, before, after: count() }));
+    `, ['--expose-gc']);
+    const seen = JSON.parse(out.stdout) as { failed: string; held: number; before: number; after: number };
+    expect(seen.failed).toBe('EMFILE epoll_create1');
+    expect(out.status).toBe(0);
+    expect(seen.after).toBe(seen.before);
+  });
+});
+
 describe('the agent and its client keep one watcher per connection', () => {
   let dir: string;
   let socket: string;
