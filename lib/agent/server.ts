@@ -75,7 +75,7 @@ export interface AgentOptions {
   force?: boolean | undefined;
   /** What the mode is decided from (default: this host's PID 1 and device). */
   modeFacts?: ModeFacts | undefined;
-  /** @internal Called once, when the agent first serves more than one connection at once: a burst of clients begins (the CLI then compiles to baseline code, {@link compileToBaselineFromNowOn}). */
+  /** @internal Called once, when the agent first serves more than one connection at once: a burst of clients begins (the CLI then tunes the heap, {@link tuneHeapForConnections}, and compiles to baseline code, {@link compileToBaselineFromNowOn}). */
   onBurst?: (() => void) | undefined;
   /** @internal The host to serve on instead of the one the mode gives (the simulator's: `liveupdate/simulator`); it has its own mode. */
   host?: ((storeMax: number | null) => AgentHost) | undefined;
@@ -85,8 +85,10 @@ export interface AgentOptions {
  * Tunes this process's V8 heap for a daemon of many small, long-lived
  * connections: a young generation that keeps its first size (in a burst of
  * clients V8 grows it to 32 MiB, never given back) and heuristics that
- * favour size. The `liveupdate agent` process calls it; an application
- * that embeds the agent decides for itself. With 1000 clients at once on
+ * favour size. The `liveupdate agent` process calls it when a burst of
+ * clients begins (AgentOptions.onBurst), not at its start: node:v8 and the
+ * streams it loads cost its first answer tens of milliseconds under
+ * emulation. An application that embeds the agent decides for itself. With 1000 clients at once on
  * the host, the agent's resident memory went from 107 to 72 MiB, its CPU
  * time the same (BENCHMARKS.md).
  * @internal
