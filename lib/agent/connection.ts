@@ -81,7 +81,7 @@ export class Connection<H extends Held = Held> {
   unsentAnnouncements = 0;
   /** Outgoing sessions this client created or re-attached to. */
   readonly holds = new Set<H>();
-  /** Its readiness watcher, made at its first wait for a request and closed with its fd. */
+  /** Its readiness watcher, made at its first wait for a request and closed with its fd. @internal */
   watch: NativeReadableWatch | undefined;
   /** Cancels the wait for its next request: what drops the connection while it is quiet. */
   stopReading: (() => void) | undefined;

@@ -504,6 +504,7 @@ const notReadable = (): boolean => false;
  * message after message (a connection): each wait re-arms it with one
  * syscall, where {@link waitReadable} sets a watcher up and tears it down.
  * It holds its own copy of `fd`'s file open: close it with the fd.
+ * @internal
  */
 export function watchReadable(fd: number): NativeReadableWatch {
   return new native.ReadableWatch(fd);
