@@ -183,6 +183,21 @@ describe('the agent path over boots', () => {
     expect(() => agentBoot((stage) => ({ ...(stageValue(stage, [1]) as object), starts: null }), [1], arrivalsOf(2))).toThrow(/starts/);
   });
 
+  it('judges the claim phase of 100 clients against a fifth of the 2984 ms it took when the goal was set, where 100 clients ran', () => {
+    /** `boot` with its claim phase of count index `i` taking `ms`. */
+    const claimTook = (boot: AgentBoot, i: number, ms: number): AgentBoot => ({
+      ...boot,
+      after_kexec: boot.after_kexec.map((a, at) => (at === i ? { ...a, claim_ms: ms } : a)),
+    });
+    const claimTarget = (boots: AgentBoot[], counts: number[]) => combineAgent(counts, boots, host).targets.find((t) => t.name.startsWith('claim phase of 100 clients'));
+    const base = bootOf([10, 100]); // 100 clients: 5000 ms
+    expect(claimTarget([base, base, base], [10, 100])).toMatchObject({ value: 5000, limit: 597, verdict: 'missed' });
+    expect(claimTarget([400, 420, 410].map((ms) => claimTook(base, 1, ms)), [10, 100])).toMatchObject({ value: 410, verdict: 'met' });
+    expect(claimTarget([400, 700, 500].map((ms) => claimTook(base, 1, ms)), [10, 100])).toMatchObject({ value: 500, verdict: 'undecided' });
+    // A run without 100 clients (--quick: 1 and 10) has no such target.
+    expect(claimTarget([bootOf([1, 10])], [1, 10])).toBeUndefined();
+  });
+
   it('keeps the fewest clients that got their bytes back in any boot', () => {
     const short = bootOf([10]);
     const lost: AgentBoot = { ...short, after_kexec: [{ ...(short.after_kexec[0] as AgentBoot['after_kexec'][number]), held: 9 }] };
