@@ -172,13 +172,12 @@ describe('a ReadableWatch waits for its socket, wait after wait', () => {
   });
 });
 
-/** Runs `script` in a fresh node with the addon as `addon`; its stdout, its exit status and how long it took. */
-function runNode(script: string, args: string[] = []): { stdout: string; status: number | null; ms: number } {
-  const addon = JSON.stringify(path.join(ROOT, 'build', 'Release', 'liveupdate.node'));
-  const started = performance.now();
-  const out = spawnSync(process.execPath, [...args, '-e', `const addon = require(${addon});\n${script}`], { encoding: 'utf8', timeout: 20_000 });
+/** Runs `script` in a fresh node with the addon as `addon` (the build the package loads: a prebuild where there is no source build); its stdout and its exit status. */
+function runNode(script: string, args: string[] = []): { stdout: string; status: number | null } {
+  const loader = JSON.stringify(path.join(ROOT, 'dist', 'native.js'));
+  const out = spawnSync(process.execPath, [...args, '-e', `const addon = require(${loader}).loadNative();\n${script}`], { encoding: 'utf8', timeout: 20_000 });
   if (out.stderr !== '') throw new Error(out.stderr);
-  return { stdout: out.stdout, status: out.status, ms: performance.now() - started };
+  return { stdout: out.stdout, status: out.status };
 }
 
 describe('what a ReadableWatch holds: the event loop, and its fds when dropped', () => {
@@ -197,9 +196,9 @@ describe('what a ReadableWatch holds: the event loop, and its fds when dropped',
       setTimeout(() => console.log('held'), 5000).unref();
       globalThis.keep = watch;
     `);
+    // Held, the loop would have run the timer and printed: an exit with nothing printed is a loop let go.
     expect(idle.stdout).toBe('');
     expect(idle.status).toBe(0);
-    expect(idle.ms).toBeLessThan(4000);
   });
 
   it('a watch dropped without close() closes its copy and the epoll fd when collected', () => {
