@@ -835,7 +835,7 @@ function kernelErrorPlan(system: NativeSystemError, context: ErrorContext, cause
   else if (context.path !== undefined) message += ` '${context.path}'`;
   if (context.hint !== undefined) message += `. ${sentence(context.hint)}`;
   if (fixed.fix !== undefined) message += `. Fix: ${fixed.fix}`;
-  const type = packageRule(code) !== undefined || code.startsWith('ERR_') ? undefined : rule.type;
+  const type = code.startsWith('ERR_') || packageRule(code) !== undefined ? undefined : rule.type;
   return [type, message, code, fixed, { errno, code, syscall }];
 }
 
