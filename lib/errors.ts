@@ -835,7 +835,8 @@ function kernelErrorPlan(system: NativeSystemError, context: ErrorContext, cause
   else if (context.path !== undefined) message += ` '${context.path}'`;
   if (context.hint !== undefined) message += `. ${sentence(context.hint)}`;
   if (fixed.fix !== undefined) message += `. Fix: ${fixed.fix}`;
-  const type = code.startsWith('ERR_') || packageRule(code) !== undefined ? undefined : rule.type;
+  // Every package code starts with ERR_ (errors.test.ts holds the table to it): no table lookup for a kernel errno.
+  const type = code.startsWith('ERR_') ? undefined : rule.type;
   return [type, message, code, fixed, { errno, code, syscall }];
 }
 

@@ -160,6 +160,7 @@ describe('the error table itself (lib/errors.ts)', () => {
     // cli.ts's UsageError never leaves main(): it becomes exit status 2.
     const sources = fs.readdirSync(libDir).filter((f) => f.endsWith('.ts') && f !== 'errors.ts' && f !== 'cli.ts');
     const raised = new Set(sources.flatMap((f) => fs.readFileSync(path.join(libDir, f), 'utf8').match(/ERR_LIVEUPDATE_[A-Z_]+/g) ?? []));
+    for (const rule of PACKAGE_ERRORS) expect(rule.code, 'a package code (a kernel errno plan relies on the prefix)').toMatch(/^ERR_/);
     const listed = new Set(PACKAGE_ERRORS.map((r) => r.code));
     expect([...raised].filter((c) => !listed.has(c))).toEqual([]);
   });
