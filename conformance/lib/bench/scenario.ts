@@ -481,9 +481,12 @@ function cBlackout(ctx: StageContext): JsonValue {
  * Fresh nodes in this guest, alternating: `node -e 0` (start to exit, the
  * floor under any node program), `require('liveupdate')` timed inside one,
  * as the host case times it, and the require of an empty file (node's own
- * loader, the floor under any require).
+ * loader, the floor under any require). Eleven rounds a boot: a fresh
+ * node's time in a guest varies by tens of percent from one to the next,
+ * and the target's ratio is of the medians of each boot's rounds (about a
+ * second each).
  */
-const FRESH_NODE_RUNS = 5;
+const FRESH_NODE_RUNS = 11;
 
 /**
  * Stage 3: the node agent pid 1 started; then, in the same guest, the
