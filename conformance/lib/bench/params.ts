@@ -26,6 +26,18 @@ export const QUICK: BenchParams = { n: 100, rounds: 2, warmup: 1, large: 64 << 2
 
 /** Files in each blackout session (the C program's BLACKOUT_FILES). */
 export const BLACKOUT_FILES = 100;
+
+/**
+ * Fresh nodes in this guest, alternating: `node -e 0` (start to exit, the
+ * floor under any node program), `require('liveupdate')` timed inside one,
+ * as the host case times it, and the require of an empty file (node's own
+ * loader, the floor under any require); rounds per boot. Eleven: a fresh
+ * node's time in a guest varies by tens of percent from one to the next,
+ * and the target's ratio is of the medians of each boot's rounds (about a
+ * second each).
+ */
+export const FRESH_NODE_RUNS = 11;
+
 /** Guest path of the static C program (bench/luo_bench.c); also pid 1 via rdinit=. */
 export const GUEST_C_BENCH = '/lu/bench/luo_bench';
 /** Where the C program, as pid 1, leaves its measurement (its INIT_RESULT). */

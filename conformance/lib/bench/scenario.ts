@@ -35,6 +35,7 @@ import {
   BLACKOUT_FILES,
   C_BLACKOUT_SESSION,
   C_PREFIX,
+  FRESH_NODE_RUNS,
   GUEST_AGENT_RESULT,
   GUEST_C_BENCH,
   GUEST_INIT_RESULT,
@@ -476,17 +477,6 @@ function blackoutSteps(ctx: StageContext, side: 'c' | 'node'): Record<string, nu
 function cBlackout(ctx: StageContext): JsonValue {
   return { files: BLACKOUT_FILES, ...blackoutSteps(ctx, 'c') };
 }
-
-/**
- * Fresh nodes in this guest, alternating: `node -e 0` (start to exit, the
- * floor under any node program), `require('liveupdate')` timed inside one,
- * as the host case times it, and the require of an empty file (node's own
- * loader, the floor under any require). Eleven rounds a boot: a fresh
- * node's time in a guest varies by tens of percent from one to the next,
- * and the target's ratio is of the medians of each boot's rounds (about a
- * second each).
- */
-const FRESH_NODE_RUNS = 11;
 
 /**
  * Stage 3: the node agent pid 1 started; then, in the same guest, the

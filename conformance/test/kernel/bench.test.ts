@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, expect, it } from 'vitest';
-import { AGENT_QUICK } from '../../lib/bench/params.js';
+import { AGENT_QUICK, FRESH_NODE_RUNS } from '../../lib/bench/params.js';
 import { pickKernel } from '../../lib/bench/run.js';
 import type { BenchResult } from '../../lib/bench/report.js';
 import type { Interval } from '../../lib/bench/stats.js';
@@ -110,9 +110,9 @@ describeOneKernel('benchmark (quick)', (kernel) => {
     positive(b.node_floor_ms);
     brackets(b.share_ratio_ci95, b.share_ratio);
     expect(VERDICTS).toContain(b.share_verdict);
-    // Fresh nodes in the same guest: five of each per boot, alternating, require judged against node -e 0.
+    // Fresh nodes in the same guest: FRESH_NODE_RUNS of each per boot, alternating, require judged against node -e 0.
     const f = b.fresh_require;
-    expect(f.samples).toBe(5 * result.boots);
+    expect(f.samples).toBe(FRESH_NODE_RUNS * result.boots);
     expect(b.fresh.require_ms).toHaveLength(f.samples);
     expect(b.fresh.node_start_ms).toHaveLength(f.samples);
     for (const v of [f.require_ms, f.live_update_ms, f.node_start_ms, f.empty_require_ms, f.ratio]) positive(v);
