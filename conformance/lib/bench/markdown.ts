@@ -25,6 +25,7 @@ import * as fs from 'node:fs';
 import type { AgentResult } from './agent-report.js';
 import { groupsBlock, spliceGroups } from './groups-report.js';
 import { mergeGroups } from './groups-merge.js';
+import { FRESH_NODE_RUNS } from './params.js';
 import type { GroupResults } from './groups.js';
 import type { GroupsOnlyResult } from './run.js';
 import type { Target } from './host-report.js';
@@ -118,9 +119,9 @@ const METHOD = `## How it measures
   start. The package's share is what the agent does once running (node: require, open,
   retrieves; C: open, retrieves). The node agent is the kernel's first node process, and much slower
   than the node processes after it (the pages it reads from the disk, counted as major faults, are
-  not why: they come before its first line, none during the require). So, afterwards in the same guest, 5 fresh nodes time
-  \`require('liveupdate')\` inside themselves exactly as the host case does, alternating with 5
-  \`node -e 0\` and 5 requires of an empty file (node's own loader: the floor under any
+  not why: they come before its first line, none during the require). So, afterwards in the same guest, ${FRESH_NODE_RUNS} fresh nodes time
+  \`require('liveupdate')\` inside themselves exactly as the host case does, alternating with ${FRESH_NODE_RUNS}
+  \`node -e 0\` and ${FRESH_NODE_RUNS} requires of an empty file (node's own loader: the floor under any
   require): the guest's require target is require('liveupdate') over \`node -e 0\`, over every boot.
 - **The agent path** (\`agent\`; no target: the issue sets none): its own guest run per boot,
   because the agent owns \`/dev/liveupdate\` for its whole life. One kernel per client count and
