@@ -5,8 +5,9 @@
 //   module on first read, so `require('liveupdate')` loads no module until
 //   one of its exports is used (a program that only retrieves sessions never
 //   loads the agent; node:crypto, node:zlib and node:net load inside the calls
-//   that need them). tsc's dist/index.d.ts stays as written: the types are
-//   exactly those of lib/index.ts.
+//   that need them). Its first read makes it a plain (read-only) value.
+//   tsc's dist/index.d.ts stays as written: the types are exactly those of
+//   lib/index.ts.
 // - dist/esm/index.mjs, an ES module that re-exports the CommonJS build. One
 //   implementation serves both module systems, so a class is the same object
 //   for `import` and `require` users and `instanceof` works across them. (ES
@@ -73,10 +74,20 @@ const commonjs = [
   // One object literal of getters: under emulation, where a fresh node pays for every
   // instruction it runs once, it costs less than one Object.defineProperty per export.
   `let ${modules.map((_, i) => `m${i}`).join(', ')};`,
+  // A literal of accessors is a dictionary-mode object: each read of a getter
+  // is a lookup and a call. Code compiled from TypeScript reads the export at
+  // every call (`liveupdate_1.sendFdsSync(...)`), so the first read leaves a
+  // value in its place, and the reads after it are a lookup alone.
+  // (Reflect's: on exports a program froze, the getter stays and still works.)
+  '/** Replaces the getter of export `name` by its value, read for the first time. */',
+  'function settle(name, value) {',
+  '    Reflect.defineProperty(module.exports, name, { value, enumerable: true, configurable: true });',
+  '    return value;',
+  '}',
   'module.exports = {',
   // A literal require per module, so that bundlers see every module the package may load.
   ...exported.map(
-    (e) => `    get ${e.name}() { return (${slot(e.from)} ??= require(${JSON.stringify(e.from)}))${e.key === undefined ? '' : `.${e.key}`}; },`,
+    (e) => `    get ${e.name}() { return settle("${e.name}", (${slot(e.from)} ??= require(${JSON.stringify(e.from)}))${e.key === undefined ? '' : `.${e.key}`}); },`,
   ),
   '};',
   'Object.defineProperty(module.exports, "__esModule", { value: true });',

@@ -187,6 +187,22 @@ describe("require('liveupdate')", () => {
     const seen = probe('cjs', "const api = require('liveupdate');\nreport('exports', Object.keys(api).map((k) => [k, typeof api[k]]));");
     expect(seen['exports']).toEqual(EXPORTS);
   });
+
+  it('leaves a read-only value in place of an export read once, in its place; frozen exports still read', () => {
+    const seen = probe(
+      'cjs',
+      `const api = require('liveupdate');
+      const kind = (name) => { const d = Object.getOwnPropertyDescriptor(api, name); return 'get' in d ? 'getter' : [d.writable, d.enumerable, d.configurable].join(); };
+      report('before', kind('sendFdsSync'));
+      const first = api.sendFdsSync;
+      report('after', kind('sendFdsSync'));
+      report('same', api.sendFdsSync === first && typeof first === 'function');
+      report('order', Object.keys(api).join() === ${JSON.stringify(EXPORTS.map(([name]) => name).join())});
+      Object.freeze(api);
+      report('frozen', [typeof api.memfd.createSync, kind('memfd')]);`,
+    );
+    expect(seen).toEqual({ before: 'getter', after: 'false,true,true', same: true, order: true, frozen: ['function', 'getter'] });
+  });
 });
 
 describe('what the blackout loads', () => {
