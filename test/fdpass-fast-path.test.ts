@@ -283,10 +283,13 @@ parentPort.postMessage(wrong);
     const [a, b] = socketPair('seqpacket');
     sendFdsSync(a, [], 'x');
     expect(recvFdsSync(b).data.toString()).toBe('x'); // Registered by now, if not before.
-    const [data, meta] = native.setRecvRoom(Buffer.alloc(65536), new Int32Array(258));
+    const [data, meta, args] = native.setRooms(Buffer.alloc(65536), new Int32Array(258), new Int32Array(258));
     expect(data.length).toBeGreaterThanOrEqual(65536);
     expect(meta).toBeInstanceOf(Int32Array);
-    expect(native.setRecvRoom(Buffer.alloc(65536), new Int32Array(258))[0]).toBe(data);
+    expect(args).toBeInstanceOf(Int32Array);
+    const again = native.setRooms(Buffer.alloc(65536), new Int32Array(258), new Int32Array(258));
+    expect(again[0]).toBe(data);
+    expect(again[2]).toBe(args);
     sendFdsSync(a, [], 'y');
     expect(recvFdsSync(b).data.toString()).toBe('y');
     closeAll([a, b]);
