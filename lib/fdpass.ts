@@ -586,8 +586,19 @@ export function sendFdsSync(socket: SocketLike, fds: readonly number[], data?: s
   }
   const fd = socketFd(socket, 'send');
   const key = enterSync(fd, 'send');
+  const { data: room, args, sendFdsArgs } = registered();
+  args[SEND_ARG.fd] = fd;
+  args[SEND_ARG.framing] = framing;
+  args[SEND_ARG.timeout] = timeout;
+  args[SEND_ARG.fdCount] = checked.length;
+  for (let i = 0; i < checked.length; i++) args[SEND_ARG.fds + i] = checked[i]!;
+  // A short message's bytes go through the room as its numbers do; a longer one is read where it is.
+  const length = bytes.length;
+  const short = length < COPY_BY_HAND;
+  if (short) for (let i = 0; i < length; i++) room[i] = bytes[i]!;
+  args[SEND_ARG.length] = short ? length : -1;
   try {
-    addon().sendFds(fd, bytes, fdsArg(checked), framing, timeout);
+    sendFdsArgs(short ? undefined : bytes);
   } catch (error) {
     throw syncFailure(error, fd, 'send', key);
   }
@@ -626,7 +637,7 @@ export async function recvFds(socket: SocketLike, options?: RecvOptions): Promis
     const start = (): number | NativeRecvResult | Cancellable<NativeRecvResult> => addon().recvFdsAsync(first, maxBytes, maxFds, framing, into);
     const started = startNow({ operation: 'recvFds', fd: first }, 'recv', key, { signal }, start, isReceived);
     const now = started instanceof Promise ? await started : started;
-    if (typeof now === 'number' && intoBuffers!.meta[0] === STATUS_OK) return messageInto(now);
+    if (typeof now === 'number' && rooms!.meta[0] === STATUS_OK) return messageInto(now);
     return received(now, maxFds, maxBytes, () => markOutOfStep(first, 'recv', key));
   }
   // Queued behind another receive: a number is pinned now; a net.Socket is looked at again when its turn comes.
@@ -657,21 +668,26 @@ export function recvFdsSync(socket: SocketLike, options?: Omit<RecvOptions, 'sig
     framing = framingCode(opts.framing);
   }
   const fd = socketFd(socket, 'recv');
-  const into = intoFor(maxBytes);
   const key = enterSync(fd, 'recv');
+  const { args, recvFdsArgs } = registered();
+  args[RECV_ARG.fd] = fd;
+  args[RECV_ARG.maxBytes] = maxBytes;
+  args[RECV_ARG.maxFds] = maxFds;
+  args[RECV_ARG.framing] = framing;
+  args[RECV_ARG.into] = maxBytes <= MAX_BYTES ? 1 : 0;
   let now: number | NativeRecvResult;
   try {
-    now = addon().recvFds(fd, maxBytes, maxFds, framing, into);
+    now = recvFdsArgs();
   } catch (error) {
     throw syncFailure(error, fd, 'recv', key);
   }
-  if (typeof now === 'number' && intoBuffers!.meta[0] === STATUS_OK) return messageInto(now);
+  if (typeof now === 'number' && rooms!.meta[0] === STATUS_OK) return messageInto(now);
   return received(now, maxFds, maxBytes, () => markOutOfStep(fd, 'recv', key));
 }
 
 /**
  * The result of a receive as the native side gave it (a byte count, the
- * rest in {@link intoBuffers}, or an object), or the error its status
+ * rest in {@link rooms}, or an object), or the error its status
  * names; `markOutOfStep` runs first for a stream left out of step. (A
  * message received whole into the buffers is read by messageInto first.)
  */
@@ -682,46 +698,87 @@ function received(now: number | NativeRecvResult, maxFds: number, maxBytes: numb
 }
 
 /**
- * Where the native side writes a receive that is done within its call
+ * The typed arrays shared with the native side, made on first use and
+ * registered with it then (once per environment: a Worker has its own).
+ * `data` and `meta`: where it writes a receive that is done within its call
  * (bytes; then status, fds dropped, length, outOfStep, fd count, fds), read
  * back at once by {@link readInto}: cheaper than an object, a Buffer and an
- * array made through N-API. Made on the first receive, for a maxBytes up to
- * the default; a larger one gets its result as an object.
+ * array made through N-API; for a maxBytes up to the default (a larger one
+ * gets its result as an object). `args`: where a synchronous call writes its
+ * numbers ({@link SEND_ARG}, {@link RECV_ARG}) for the native side to read,
+ * cheaper than passing each as an argument it reads through N-API. The
+ * two calls that read `args` are kept beside them: a load from the addon's
+ * exports (too many properties for a fast object) is a generic lookup at
+ * every call.
  */
-let intoBuffers: { readonly data: Buffer; readonly meta: Int32Array } | undefined;
+let rooms: Rooms | undefined;
+
+interface Rooms {
+  readonly data: Buffer;
+  readonly meta: Int32Array;
+  readonly args: Int32Array;
+  readonly sendFdsArgs: NativeBinding['sendFdsArgs'];
+  readonly recvFdsArgs: NativeBinding['recvFdsArgs'];
+}
+
+/** {@link rooms}, registered on the first call. */
+function registered(): Rooms {
+  if (rooms === undefined) {
+    const native = addon();
+    // Another copy of this module in the process may have registered first: then both use its arrays.
+    const [data, meta, args] = native.setRooms(Buffer.allocUnsafeSlow(MAX_BYTES), new Int32Array(RECV_META_HEADER + SCM_MAX_FD), new Int32Array(SEND_ARG.fds + SCM_MAX_FD));
+    rooms = { data, meta, args, sendFdsArgs: native.sendFdsArgs, recvFdsArgs: native.recvFdsArgs };
+  }
+  return rooms;
+}
 
 /**
- * Whether a receive of `maxBytes` is written into {@link intoBuffers}
- * (made on the first, and registered with the native side then, which
- * passing `true` in their place names).
+ * Whether a Promise receive of `maxBytes` is written into {@link rooms}
+ * (registered by then), which passing `true` in their place names.
  */
 function intoFor(maxBytes: number): boolean {
   if (maxBytes > MAX_BYTES) return false;
-  if (intoBuffers === undefined) {
-    // Another copy of this module in the process may have registered first: then both use its pair.
-    const [data, meta] = addon().setRecvRoom(Buffer.allocUnsafeSlow(MAX_BYTES), new Int32Array(RECV_META_HEADER + SCM_MAX_FD));
-    intoBuffers = { data, meta };
-  }
+  registered();
   return true;
+}
+
+/** Where sendFdsSync writes its numbers in `args` (native/napi_fdpass.cc, CallArg): the fds from `fds` on. */
+const enum SEND_ARG {
+  fd = 0,
+  framing = 1,
+  timeout = 2,
+  /** The bytes' length when they are copied into `data`, else -1 (passed as the argument). */
+  length = 3,
+  fdCount = 4,
+  fds = 5,
+}
+
+/** Where recvFdsSync writes its numbers in `args`; `into` is 1 for a result written into `data` and `meta`. */
+const enum RECV_ARG {
+  fd = 0,
+  maxBytes = 1,
+  maxFds = 2,
+  framing = 3,
+  into = 4,
 }
 
 /** Numbers in front of the fds in `meta`: status, fds dropped, length, outOfStep, fd count. */
 const RECV_META_HEADER = 5;
 
-/** The receive the native side wrote into {@link intoBuffers}, `length` bytes. */
+/** The receive the native side wrote into {@link rooms}, `length` bytes. */
 function readInto(length: number): NativeRecvResult {
-  const { meta } = intoBuffers!;
+  const { meta } = rooms!;
   return { status: meta[0]!, data: bytesInto(length), fds: fdsInto(), dropped: meta[1]!, length: meta[2]!, outOfStep: meta[3] === 1 };
 }
 
-/** A message received whole into {@link intoBuffers} (status ok): the result itself, made once. */
+/** A message received whole into {@link rooms} (status ok): the result itself, made once. */
 function messageInto(length: number): RecvResult {
   return { fds: fdsInto(), data: bytesInto(length), eof: false };
 }
 
-/** The fds in {@link intoBuffers}' meta, as a new array. */
+/** The fds in {@link rooms}' meta, as a new array. */
 function fdsInto(): number[] {
-  const meta = intoBuffers!.meta;
+  const meta = rooms!.meta;
   const count = meta[4]!;
   if (count === 1) return [meta[RECV_META_HEADER]!]; // The usual one, as a packed array.
   const fds = new Array<number>(count);
@@ -732,9 +789,9 @@ function fdsInto(): number[] {
 /** Bytes below this are copied one by one: cheaper than Buffer.copy's call for the usual short message. */
 const COPY_BY_HAND = 64;
 
-/** A copy of the first `length` bytes in {@link intoBuffers}: the result shares no memory with the next receive. */
+/** A copy of the first `length` bytes in {@link rooms}: the result shares no memory with the next receive. */
 function bytesInto(length: number): Buffer {
-  const data = intoBuffers!.data;
+  const data = rooms!.data;
   const bytes = allocUnsafe(length);
   if (length < COPY_BY_HAND) {
     for (let i = 0; i < length; i++) bytes[i] = data[i]!;
@@ -744,7 +801,7 @@ function bytesInto(length: number): Buffer {
   return bytes;
 }
 
-/** A receive's result as the native side gave it: written into {@link intoBuffers} (a byte count), or an object. */
+/** A receive's result as the native side gave it: written into {@link rooms} (a byte count), or an object. */
 function readResult(now: number | NativeRecvResult): NativeRecvResult {
   return typeof now === 'number' ? readInto(now) : now;
 }

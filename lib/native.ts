@@ -88,14 +88,18 @@ export type FdPassBinding = {
   /** Tried at once on the caller's numbers: the bytes sent when done then, else a Cancellable (the operation took copies). */
   sendFdsAsync(fd: number, data: Uint8Array, fds: readonly number[] | number, framing: number): number | Cancellable<number>;
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, into?: false): NativeRecvResult;
-  /** With `into` true: the result written into the buffers given to setRecvRoom, the byte count returned (see fdpass.ts, readInto). */
+  /** With `into` true: the result written into the buffers given to setRooms, the byte count returned (see fdpass.ts, readInto). */
   recvFds(fd: number, maxBytes: number, maxFds: number, framing: number, into: boolean): number | NativeRecvResult;
   /** Tried at once as sendFdsAsync is: the result when a message was there, else a Cancellable. */
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, into?: false): NativeRecvResult | Cancellable<NativeRecvResult>;
   /** With `into` true as for recvFds: a receive done at once is written there (the byte count returned). */
   recvFdsAsync(fd: number, maxBytes: number, maxFds: number, framing: number, into: boolean): number | NativeRecvResult | Cancellable<NativeRecvResult>;
-  /** Registers where receives given `true` write; once per environment: a later call (another copy of the package) gets the first pair back. */
-  setRecvRoom(data: Buffer, meta: Int32Array): [Buffer, Int32Array];
+  /** sendFds with its numbers in the registered `args` (fdpass.ts, SEND_ARG), and its bytes in `data` when `args` gives their length. */
+  sendFdsArgs(data: Uint8Array | undefined): number;
+  /** recvFds with its numbers, `into` among them, in the registered `args` (fdpass.ts, RECV_ARG). */
+  recvFdsArgs(): number | NativeRecvResult;
+  /** Registers where receives given `true` write and where the `*Args` calls read; once per environment: a later call (another copy of the package) gets the first arrays back. */
+  setRooms(data: Buffer, meta: Int32Array, args: Int32Array): [Buffer, Int32Array, Int32Array];
   waitReadable(fd: number, timeoutMs: number): boolean;
   waitReadableAsync(fd: number): Cancellable<boolean>;
   /** A watcher of `fd`'s file for as many waits as it is used for (see NativeReadableWatch). */

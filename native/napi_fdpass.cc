@@ -52,16 +52,18 @@ struct Bytes {
   size_t len;
 };
 
-Bytes ArgBytes(const Napi::CallbackInfo& info, size_t index, const char* name) {
+Bytes ArgBytes(Napi::Env env, napi_value value, const char* name) {
   // One query: it fails for anything but a typed array, whose type it tells.
   napi_typedarray_type type;
   size_t length = 0;
   void* data = nullptr;
-  if (napi_get_typedarray_info(info.Env(), info[index], &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_uint8_array) {
-    ThrowArgType(info.Env(), name, "an instance of Uint8Array");
+  if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_uint8_array) {
+    ThrowArgType(env, name, "an instance of Uint8Array");
   }
   return {static_cast<const uint8_t*>(data), length};
 }
+
+Bytes ArgBytes(const Napi::CallbackInfo& info, size_t index, const char* name) { return ArgBytes(info.Env(), info[index], name); }
 
 // The fd numbers of an array, each an int32 >= 0, at most `max`.
 uint32_t ArgFdArray(const Napi::CallbackInfo& info, size_t index, const char* name, size_t max) {
@@ -708,7 +710,7 @@ class ReadableWatch;
 // the loop alive only while a wait is pending, as a watcher per wait did;
 // the set is open while some watch is.
 // Node runs each environment on a thread of its own: the set is per thread,
-// checked against the environment asking (as RecvRoom is).
+// checked against the environment asking (as Rooms is).
 class ReadySet : public std::enable_shared_from_this<ReadySet> {
  public:
   // The environment's set, opened with its first watch. Throws ErrnoError.
@@ -950,69 +952,146 @@ void* ArgRoom(const Napi::CallbackInfo& info, size_t index, napi_typedarray_type
   return data;
 }
 
-// The buffers a receive writes its result into (RecvInto) when the
-// TypeScript layer passes `true` in their place: registered once per
-// environment (setRecvRoom), so that a receive does not look its two typed
-// arrays up again. References keep them alive; the environment's cleanup
-// forgets them (a Worker's environment lives on its own thread). The
-// references are the environment's, deleted with it.
-struct RecvRoom {
+// The typed arrays the TypeScript layer shares with this side, registered
+// once per environment (setRooms), so that a call neither looks them up nor
+// reads its numbers through N-API again: `data` and `meta`, where a receive
+// given `into` writes its result (RecvInto); `args`, where the synchronous
+// calls read their numbers (CallArg). References keep them alive; the
+// environment's cleanup forgets them (a Worker's environment lives on its
+// own thread). The references are the environment's, deleted with it.
+struct Rooms {
   napi_env env = nullptr;
-  napi_ref data_ref = nullptr;
-  napi_ref meta_ref = nullptr;
+  napi_ref refs[3] = {};
   RecvInto into;
+  int32_t* args = nullptr;
   size_t data_length = 0;
   size_t meta_length = 0;
+  size_t args_length = 0;
 };
-thread_local RecvRoom recv_room;
+thread_local Rooms rooms;
 
-void ForgetRecvRoom(void*) { recv_room = {}; }
+void ForgetRooms(void*) { rooms = {}; }
 
-// The buffers registered in this environment, as [data, meta].
-Napi::Value RegisteredRoom(Napi::Env env) {
-  napi_value data = nullptr, meta = nullptr;
-  NAPI_THROW_IF_FAILED(env, napi_get_reference_value(env, recv_room.data_ref, &data), Napi::Value());
-  NAPI_THROW_IF_FAILED(env, napi_get_reference_value(env, recv_room.meta_ref, &meta), Napi::Value());
-  Napi::Array pair = Napi::Array::New(env, 2);
-  pair.Set(0u, Napi::Value(env, data));
-  pair.Set(1u, Napi::Value(env, meta));
-  return pair;
+// The arrays registered in this environment, as [data, meta, args].
+Napi::Value RegisteredRooms(Napi::Env env) {
+  Napi::Array out = Napi::Array::New(env, 3);
+  for (uint32_t i = 0; i < 3; ++i) {
+    napi_value value = nullptr;
+    NAPI_THROW_IF_FAILED(env, napi_get_reference_value(env, rooms.refs[i], &value), Napi::Value());
+    out.Set(i, Napi::Value(env, value));
+  }
+  return out;
 }
 
-// setRecvRoom(data, meta): a Uint8Array and an Int32Array, as for recvFds;
-// returns the pair registered, [data, meta]. Once per environment: a later
-// call (a second copy of the package in the process, sharing this addon)
-// gets the first call's pair back and registers nothing, so every receive
-// writes where each copy reads (one thread: no two receives at once).
-Napi::Value SetRecvRoom(const Napi::CallbackInfo& info) {
+// setRooms(data, meta, args): a Uint8Array and two Int32Arrays; returns the
+// arrays registered, [data, meta, args]. Once per environment: a later call
+// (a second copy of the package in the process, sharing this addon) gets
+// the first call's arrays back and registers nothing, so every call reads
+// and writes where each copy does (one thread: no two calls at once).
+Napi::Value SetRooms(const Napi::CallbackInfo& info) {
   napi_env env = info.Env();
-  RecvRoom room;
+  Rooms room;
   room.env = env;
   room.into.data = static_cast<uint8_t*>(ArgRoom(info, 0, napi_uint8_array, "data", "an instance of Uint8Array", room.data_length));
   room.into.meta = static_cast<int32_t*>(ArgRoom(info, 1, napi_int32_array, "meta", "an instance of Int32Array", room.meta_length));
-  if (recv_room.env == env) return RegisteredRoom(info.Env());
-  NAPI_THROW_IF_FAILED(env, napi_create_reference(env, info[0], 1, &room.data_ref), Napi::Value());
-  if (napi_create_reference(env, info[1], 1, &room.meta_ref) != napi_ok) {
-    napi_delete_reference(env, room.data_ref);
-    NAPI_THROW(Napi::Error::New(env), Napi::Value());
+  room.args = static_cast<int32_t*>(ArgRoom(info, 2, napi_int32_array, "args", "an instance of Int32Array", room.args_length));
+  if (rooms.env == env) return RegisteredRooms(info.Env());
+  for (uint32_t i = 0; i < 3; ++i) {
+    if (napi_create_reference(env, info[i], 1, &room.refs[i]) != napi_ok) {
+      while (i > 0) napi_delete_reference(env, room.refs[--i]);
+      NAPI_THROW(Napi::Error::New(env), Napi::Value());
+    }
   }
-  napi_add_env_cleanup_hook(env, ForgetRecvRoom, nullptr);
-  recv_room = room;
-  return RegisteredRoom(info.Env());
+  napi_add_env_cleanup_hook(env, ForgetRooms, nullptr);
+  rooms = room;
+  return RegisteredRooms(info.Env());
+}
+
+// The result buffers of `registered`, for a receive of at most `max_bytes` and `max_fds`.
+RecvInto RegisteredInto(Napi::Env env, const Rooms& registered, size_t max_bytes, size_t max_fds) {
+  if (registered.env != static_cast<napi_env>(env)) ThrowArgType(env, "into", "false until setRooms was called");
+  if (registered.data_length < max_bytes) ThrowArgRange(env, "maxBytes", "<= the registered data's length");
+  if (registered.meta_length < kRecvMetaHeader + max_fds) ThrowArgRange(env, "maxFds", "<= the registered meta's length less 5");
+  return registered.into;
 }
 
 // recvFds(fd, maxBytes, maxFds, framing[, into]): with `into` true, a
 // receive done within the call writes its result into the buffers given to
-// setRecvRoom (RecvInto) and returns the byte count.
+// setRooms (RecvInto) and returns the byte count.
 RecvInto ArgInto(const Napi::CallbackInfo& info, size_t index, size_t max_bytes, size_t max_fds) {
   bool registered = false;
   if (index >= info.Length() || info[index].IsUndefined()) return {};
   if (napi_get_value_bool(info.Env(), info[index], &registered) != napi_ok) ThrowArgType(info.Env(), "into", "of type boolean");
   if (!registered) return {};
-  if (recv_room.env != static_cast<napi_env>(info.Env())) ThrowArgType(info.Env(), "into", "false until setRecvRoom was called");
-  if (recv_room.data_length < max_bytes) ThrowArgRange(info.Env(), "maxBytes", "<= the registered data's length");
-  if (recv_room.meta_length < kRecvMetaHeader + max_fds) ThrowArgRange(info.Env(), "maxFds", "<= the registered meta's length less 5");
-  return recv_room.into;
+  return RegisteredInto(info.Env(), rooms, max_bytes, max_fds);
+}
+
+// Where the synchronous calls given no numbers (sendFdsArgs, recvFdsArgs)
+// find them in the registered `args`, as the TypeScript layer writes them
+// (fdpass.ts, SEND_ARG and RECV_ARG): a store into an Int32Array there and
+// a load here, in place of a number made and read through N-API for each.
+// A send's bytes are in `data` when kSendLength is >= 0 (copied there by
+// the TypeScript layer: a short message costs no typed array read through
+// N-API), else in its argument.
+enum CallArg : size_t {
+  kSendFd = 0, kSendFraming, kSendTimeout, kSendLength, kSendFdCount, kSendFds,  // The fds from kSendFds on.
+  kRecvFd = 0, kRecvMaxBytes, kRecvMaxFds, kRecvFraming, kRecvInto, kRecvArgs,
+};
+
+// This environment's rooms, their `args` holding at least `count` numbers.
+const Rooms& RegisteredArgs(Napi::Env env, size_t count) {
+  const Rooms& registered = rooms;  // One lookup of the thread's rooms.
+  if (registered.env != static_cast<napi_env>(env)) ThrowArgType(env, "args", "registered by setRooms first");
+  if (registered.args_length < count) ThrowArgRange(env, "args", "an Int32Array long enough for the call's numbers");
+  return registered;
+}
+
+[[noreturn]] void ThrowOutOfRange(Napi::Env env, const char* name, int32_t min, int32_t max) {
+  std::string range = "an integer >= " + std::to_string(min) + " and <= " + std::to_string(max);
+  ThrowArgRange(env, name, range.c_str());
+}
+
+// A number of `args`, checked as ArgInt32InRange checks an argument: two
+// comparisons, inline, the error built out of line.
+inline int32_t ArgsInRange(Napi::Env env, int32_t value, const char* name, int32_t min, int32_t max) {
+  if (value < min || value > max) ThrowOutOfRange(env, name, min, max);
+  return value;
+}
+
+Framing ToFraming(Napi::Env env, int32_t value) {
+  return ArgsInRange(env, value, "framing", 0, 1) == 1 ? Framing::kNone : Framing::kFrame;
+}
+
+// The first argument of a call, read only by a call that needs it (see ExportRaw).
+napi_value FirstArg(Napi::Env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg = nullptr;
+  NAPI_THROW_IF_FAILED(env, napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr), nullptr);
+  return arg;  // Undefined when not given (argc is left 0).
+}
+
+// sendFdsArgs([data]), its other numbers (and its bytes, if short) in the
+// rooms; the fds are copied into `fds` (the caller's `args` may be written
+// again once the call returns).
+SendWork MakeSendArgs(Napi::Env env, napi_callback_info info, const Rooms& registered, FdList& fds) {
+  const int32_t* args = registered.args;
+  int sock = ArgsInRange(env, args[kSendFd], "fd", 0, INT32_MAX);
+  int32_t length = ArgsInRange(env, args[kSendLength], "length", -1, static_cast<int32_t>(std::min<size_t>(registered.data_length, INT32_MAX)));
+  Bytes data = length < 0 ? ArgBytes(env, FirstArg(env, info), "data") : Bytes{registered.into.data, static_cast<size_t>(length)};
+  fds.count = static_cast<uint32_t>(ArgsInRange(env, args[kSendFdCount], "fds", 0, static_cast<int32_t>(kMaxFdsPerMessage)));
+  for (uint32_t i = 0; i < fds.count; ++i) fds.fds[i] = ArgsInRange(env, args[kSendFds + i], "fds", 0, INT32_MAX);
+  return SendWork(sock, data, fds, ToFraming(env, args[kSendFraming]));
+}
+
+// recvFdsArgs(), every number in `args`; `into` as for recvFds.
+RecvWork MakeRecvArgs(Napi::Env env, const Rooms& registered) {
+  const int32_t* args = registered.args;
+  int sock = ArgsInRange(env, args[kRecvFd], "fd", 0, INT32_MAX);
+  auto max_bytes = static_cast<size_t>(ArgsInRange(env, args[kRecvMaxBytes], "maxBytes", 0, INT32_MAX));
+  auto max_fds = static_cast<size_t>(ArgsInRange(env, args[kRecvMaxFds], "maxFds", 0, static_cast<int32_t>(kMaxFdsPerMessage)));
+  Framing framing = ToFraming(env, args[kRecvFraming]);
+  RecvInto into = ArgsInRange(env, args[kRecvInto], "into", 0, 1) == 1 ? RegisteredInto(env, registered, max_bytes, max_fds) : RecvInto{};
+  return RecvWork(sock, max_bytes, max_fds, framing, into);
 }
 
 RecvWork MakeRecv(const Napi::CallbackInfo& info) {
@@ -1065,6 +1144,44 @@ void ExportFunction(Napi::Env env, Napi::Object exports, const char* name, Body 
               }, name));
 }
 
+// A JS function for a call whose numbers are in the rooms, run Guarded
+// (`What` names the call in an error of its own): it reads an argument
+// itself, only when it has one (FirstArg). Napi::CallbackInfo would query
+// every argument, `this` and the data on every call, about 100
+// instructions a call.
+template <Napi::Value (*Body)(Napi::Env, napi_callback_info), const char* What>
+napi_value RawEntry(napi_env env, napi_callback_info info) {
+  try {
+    return Guarded(env, What, [&] { return Body(env, info); });
+  } catch (const Napi::Error& error) {
+    error.ThrowAsJavaScriptException();
+    return nullptr;
+  }
+}
+
+template <Napi::Value (*Body)(Napi::Env, napi_callback_info), const char* What>
+void ExportRaw(Napi::Env env, Napi::Object exports, const char* name) {
+  napi_value fn = nullptr;
+  NAPI_THROW_IF_FAILED_VOID(env, napi_create_function(env, name, NAPI_AUTO_LENGTH, RawEntry<Body, What>, nullptr, &fn));
+  exports.Set(name, Napi::Value(env, fn));
+}
+
+constexpr char kSendFdsName[] = "sendFds";
+constexpr char kRecvFdsName[] = "recvFds";
+
+Napi::Value SendFdsArgs(Napi::Env env, napi_callback_info info) {
+  const Rooms& registered = RegisteredArgs(env, kSendFds + kMaxFdsPerMessage);
+  int timeout = ArgsInRange(env, registered.args[kSendTimeout], "timeoutMs", -1, INT32_MAX);
+  FdList fds;
+  SendWork work = MakeSendArgs(env, info, registered, fds);
+  return RunBlocking(env, work, timeout);
+}
+
+Napi::Value RecvFdsArgs(Napi::Env env, napi_callback_info) {
+  RecvWork work = MakeRecvArgs(env, RegisteredArgs(env, kRecvArgs));
+  return RunBlocking(env, work, -1);
+}
+
 void ExportOps(Napi::Env env, Napi::Object exports) {
   // The work of a synchronous call lives in its frame; a Promise form's
   // moves to the heap only if it must wait (RunNowOrLater).
@@ -1085,6 +1202,9 @@ void ExportOps(Napi::Env env, Napi::Object exports) {
   ExportFunction(env, exports, "recvFdsAsync", [](const Napi::CallbackInfo& info) {
     return RunNowOrLater(info.Env(), MakeRecv(info));
   });
+  // The synchronous forms again, their numbers read from `args` (CallArg).
+  ExportRaw<SendFdsArgs, kSendFdsName>(env, exports, "sendFdsArgs");
+  ExportRaw<RecvFdsArgs, kRecvFdsName>(env, exports, "recvFdsArgs");
   // waitReadable(fd, timeoutMs): true when readable or hung up; ETIMEDOUT.
   ExportFunction(env, exports, "waitReadable", [](const Napi::CallbackInfo& info) {
     int fd = ArgFd(info, 0, "fd");
@@ -1248,7 +1368,7 @@ void RegisterFdPass(Napi::Env env, Napi::Object exports) {
   ExportCall<NewFd, PrepareUnixAccept>(env, exports, "unixAccept");
   ExportCall<int, PrepareSocketType>(env, exports, "socketType");
   ExportFunction(env, exports, "pinFds", PinFds);
-  ExportFunction(env, exports, "setRecvRoom", SetRecvRoom);
+  ExportFunction(env, exports, "setRooms", SetRooms);
   ExportFunction(env, exports, "unpinFds", UnpinFds);
   exports.Set("ReadableWatch", ReadableWatch::Define(env));
   ExportSyncCall<int, PrepareSetCloexec>(env, exports, "setCloexec");

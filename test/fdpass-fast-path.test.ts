@@ -283,13 +283,43 @@ parentPort.postMessage(wrong);
     const [a, b] = socketPair('seqpacket');
     sendFdsSync(a, [], 'x');
     expect(recvFdsSync(b).data.toString()).toBe('x'); // Registered by now, if not before.
-    const [data, meta] = native.setRecvRoom(Buffer.alloc(65536), new Int32Array(258));
+    const [data, meta, args] = native.setRooms(Buffer.alloc(65536), new Int32Array(258), new Int32Array(258));
     expect(data.length).toBeGreaterThanOrEqual(65536);
     expect(meta).toBeInstanceOf(Int32Array);
-    expect(native.setRecvRoom(Buffer.alloc(65536), new Int32Array(258))[0]).toBe(data);
+    expect(args).toBeInstanceOf(Int32Array);
+    const again = native.setRooms(Buffer.alloc(65536), new Int32Array(258), new Int32Array(258));
+    expect(again[0]).toBe(data);
+    expect(again[2]).toBe(args);
     sendFdsSync(a, [], 'y');
     expect(recvFdsSync(b).data.toString()).toBe('y');
     closeAll([a, b]);
+  });
+
+  it('the calls reading their numbers from the registered args check each as the positional forms do: RangeError, nothing sent', () => {
+    const [a, b] = socketPair('seqpacket');
+    try {
+      sendFdsSync(a, [], 'x');
+      recvFdsSync(b); // Registered by now.
+      const args = native.setRooms(Buffer.alloc(65536), new Int32Array(258), new Int32Array(258))[2];
+      const range = expect.objectContaining({ code: 'ERR_OUT_OF_RANGE', name: 'RangeError' }) as unknown as Error;
+      // A send's slots: fd, framing, timeout, length in data (-1: the argument), fd count, fds.
+      const send = [a, 0, -1, 1, 1, a];
+      for (const [slot, value] of [[0, -1], [1, 2], [2, -2], [3, -2], [3, 65537], [4, 254], [5, -1]] as const) {
+        args.set(send);
+        args[slot] = value;
+        expect(() => native.sendFdsArgs(undefined)).toThrow(range);
+      }
+      // A receive's: fd, maxBytes, maxFds, framing, into.
+      const recv = [b, 16, 1, 0, 1];
+      for (const [slot, value] of [[0, -1], [1, -1], [2, 254], [3, 2], [4, 2]] as const) {
+        args.set(recv);
+        args[slot] = value;
+        expect(() => native.recvFdsArgs()).toThrow(range);
+      }
+      expect(native.readableNow(b)).toBe(false);
+    } finally {
+      closeAll([a, b]);
+    }
   });
 });
 
