@@ -956,19 +956,15 @@ export function callSync<T>(context: ErrorContext, call: () => T): T {
  * @internal
  */
 export function callNative<A extends unknown[], R>(context: ErrorContext, fn: (...args: A) => R, ...args: A): R {
-  const outer = calling;
-  calling = context;
-  callState[ARMED] = 1;
+  const outer = arm(context);
   let result: R;
   try {
     result = fn(...args);
   } catch (error) {
-    calling = outer;
-    callState[ARMED] = 0;
+    disarm(outer);
     throw translateError(error, context);
   }
-  calling = outer;
-  callState[ARMED] = 0;
+  disarm(outer);
   const failure = callState[FAILURE]!;
   if (failure === 0) return result;
   callState[FAILURE] = 0;
@@ -977,6 +973,28 @@ export function callNative<A extends unknown[], R>(context: ErrorContext, fn: (.
   // reportedError's (optimized, and so costly to walk).
   Error.captureStackTrace(error, callNative);
   throw error;
+}
+
+// callNative's arming and disarming are functions of their own, so that its
+// failure is reached early in its bytecode: where a frame of baseline
+// (Sparkplug) code is, V8 finds by reading the function's bytecode from its
+// start up to the frame's call, and each walk of the stack for a failure
+// (the capture, the thrower's position, the unwinding to a catch) reads
+// callNative's once. A function called as often as callNative is runs as
+// baseline code once a failure has deoptimized it.
+
+/** Sets `context` as the one {@link callNative} runs in, and arms the addon's next call; returns the context it replaced. */
+function arm(context: ErrorContext): ErrorContext | undefined {
+  const outer = calling;
+  calling = context;
+  callState[ARMED] = 1;
+  return outer;
+}
+
+/** Undoes {@link arm}. */
+function disarm(outer: ErrorContext | undefined): void {
+  calling = outer;
+  callState[ARMED] = 0;
 }
 
 /**
