@@ -29,7 +29,9 @@ const seals = (form: FormRounds, callback: number, promise: number, cFstat: numb
 
 const fdpass = (form: FormRounds, net: number): FdPassRounds => ({ ...form, net: fill(net, form.c.length) });
 
-const errors = (ours: number, node: number, ebadf: number): ErrorRounds => ({ ours: fill(ours), node: fill(node), node_ebadf: fill(ebadf) });
+const errors = (ours: number, node: number, ebadf: number): ErrorRounds => ({
+  processes: [0, 1, 2].map(() => ({ ours: fill(ours), node: fill(node), node_ebadf: fill(ebadf) })),
+});
 
 function rounds(overrides: Partial<HostRounds> = {}): HostRounds {
   return {

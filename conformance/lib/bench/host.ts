@@ -7,12 +7,14 @@
  * a fresh node and what it loads.
  * @internal
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { memfd, recvFds, recvFdsSync, sendFds, sendFdsSync, socketPair } from 'liveupdate';
 import { libraryBinding } from '../native.js';
 import { libraryRoot } from '../vm/initramfs.js';
 import { LineChild } from './line-child.js';
+import { ERROR_PROCESSES, WARM_SUCCESSES } from './params.js';
 import { median } from './stats.js';
 import { nodeStartOnce, requireOnce, type RequireSample } from './fresh-node.js';
 import { compileC } from '../harness/compile.js';
@@ -147,8 +149,8 @@ async function seals(params: HostParams, c: LineChild): Promise<SealsRounds> {
   }
 }
 
-/** A typed error built and thrown, against node's own. */
-export interface ErrorRounds {
+/** The errors case's rounds in one process: ns per call of each form, index i = round i. */
+export interface ErrorProcessRounds {
   /** `memfd.getSealsSync(fd)` of a number not open: the kernel's EBADF as a BadFileDescriptorError, thrown and caught; ns per call. */
   readonly ours: number[];
   /** `fs.fstatSync(-1)` thrown and caught (node's argument check: a RangeError); ns per call. */
@@ -157,8 +159,37 @@ export interface ErrorRounds {
   readonly node_ebadf: number[];
 }
 
-/** What a failure costs: our typed error, built and thrown, against node's own fstatSync failures. */
-async function errors(params: HostParams): Promise<ErrorRounds> {
+/** A typed error built and thrown, against node's own: the rounds of each fresh process the case ran in. */
+export interface ErrorRounds {
+  readonly processes: readonly ErrorProcessRounds[];
+}
+
+/** What a failure costs: our typed error, built and thrown, against node's own fstatSync failures, in {@link ERROR_PROCESSES} fresh processes. */
+function errors(params: HostParams): ErrorRounds {
+  const each: HostParams = { rounds: Math.max(3, Math.ceil(params.rounds / ERROR_PROCESSES)), warmup: params.warmup, requires: 0 };
+  const child = path.join(__dirname, 'host-errors.js');
+  const processes: ErrorProcessRounds[] = [];
+  for (let i = 0; i < ERROR_PROCESSES; i++) {
+    const out = spawnSync(process.execPath, [child, JSON.stringify(each)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    if (out.status !== 0) throw new Error(`the errors case's process ${i + 1} exited with ${String(out.status ?? out.signal)}`);
+    processes.push(JSON.parse(out.stdout) as ErrorProcessRounds);
+  }
+  return { processes };
+}
+
+/**
+ * The errors case in this process (host-errors.js runs it in a fresh one):
+ * first {@link WARM_SUCCESSES} successful calls of the same function, which
+ * V8 optimizes (as the seals case did in the benchmark's own process, and as
+ * a program that works before it fails does), then the rounds.
+ */
+export async function errorRoundsHere(params: HostParams): Promise<ErrorProcessRounds> {
+  const fd = memfd.createSync(MEMFD_NAME);
+  try {
+    for (let i = 0; i < WARM_SUCCESSES; i++) memfd.getSealsSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
   const expectCode = (code: string, run: () => unknown): void => {
     try {
       run();
@@ -170,25 +201,28 @@ async function errors(params: HostParams): Promise<ErrorRounds> {
   };
   return interleave(params, {
     ours: {
-      count: 5_000,
+      count: ERROR_CALLS,
       node: (count) => {
         for (let i = 0; i < count; i++) expectCode('EBADF', () => memfd.getSealsSync(NOT_OPEN));
       },
     },
     node: {
-      count: 5_000,
+      count: ERROR_CALLS,
       node: (count) => {
         for (let i = 0; i < count; i++) expectCode('ERR_OUT_OF_RANGE', () => fs.fstatSync(-1));
       },
     },
     node_ebadf: {
-      count: 5_000,
+      count: ERROR_CALLS,
       node: (count) => {
         for (let i = 0; i < count; i++) expectCode('EBADF', () => fs.fstatSync(NOT_OPEN));
       },
     },
   });
 }
+
+/** Calls in one batch of the errors case. */
+const ERROR_CALLS = 5_000;
 
 /**
  * A LUO ioctl (RETRIEVE_FD) on a memfd, which the kernel refuses with ENOTTY
@@ -348,7 +382,7 @@ export async function runHost(root: string, params: HostParams, progress: (line:
     const sealsRounds = await seals(params, c);
     const enottyRounds = await refusedIoctl(params, c);
     const fdpassRounds = await fdPass(params, c);
-    const errorRounds = await errors(params);
+    const errorRounds = errors(params);
     progress(`host: ${params.requires} fresh nodes timed around require('liveupdate') and node -e 0, alternating`);
     const requires: RequireSample[] = [];
     const starts: number[] = [];

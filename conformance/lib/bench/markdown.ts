@@ -25,7 +25,7 @@ import * as fs from 'node:fs';
 import type { AgentResult } from './agent-report.js';
 import { groupsBlock, spliceGroups } from './groups-report.js';
 import { mergeGroups } from './groups-merge.js';
-import { FRESH_NODE_RUNS } from './params.js';
+import { ERROR_PROCESSES, FRESH_NODE_RUNS, WARM_SUCCESSES } from './params.js';
 import type { GroupResults } from './groups.js';
 import type { GroupsOnlyResult } from './run.js';
 import type { Target } from './host-report.js';
@@ -97,7 +97,11 @@ const METHOD = `## How it measures
   100 round trips on both sides, and closes the received fds between batches, untimed: the close
   is no part of the two calls, and node's \`fs.closeSync\` alone costs more than C's \`close(2)\`
   (two trace-event lookups per call on node 20). \`require('liveupdate')\` is timed in fresh node
-  processes, alternating with \`node -e 0\`, and the module files it loads are listed.
+  processes, alternating with \`node -e 0\`, and the module files it loads are listed. The typed
+  error runs in ${ERROR_PROCESSES} fresh node processes of its own, each after ${WARM_SUCCESSES.toLocaleString('en-US')} successful calls of
+  the same function: whether V8 optimizes the failing calls again after the first failure
+  deoptimized them differs from one process to the next (about 1.5 against 1.8 of node's throw),
+  so its ratio is judged over the processes as the guest's are over boots.
 - **Two sides, one guest run, one clock.** Node and C run in the same kernels, one after the
   other or interleaved, both timing with \`CLOCK_MONOTONIC\` (\`process.hrtime\`). \`/dev/liveupdate\`
   has one owner at a time, so each side opens it only to create or retrieve its sessions.

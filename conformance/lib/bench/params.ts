@@ -38,6 +38,20 @@ export const BLACKOUT_FILES = 100;
  */
 export const FRESH_NODE_RUNS = 11;
 
+/**
+ * Fresh node processes the errors case runs in, one after another. The
+ * same code lands in one of (at least) two states in a process, by chance:
+ * after the success path has been optimized, the first failure deoptimizes
+ * it, and whether the failing calls then run as baseline code or are
+ * optimized again decides between about 1.5 and 1.8 of node's throw. The
+ * rounds of one process cannot show that; the processes, pooled as boots
+ * are, do.
+ */
+export const ERROR_PROCESSES = 5;
+
+/** Successful calls before the errors case's rounds, in each of its processes. */
+export const WARM_SUCCESSES = 100_000;
+
 /** Guest path of the static C program (bench/luo_bench.c); also pid 1 via rdinit=. */
 export const GUEST_C_BENCH = '/lu/bench/luo_bench';
 /** Where the C program, as pid 1, leaves its measurement (its INIT_RESULT). */

@@ -532,7 +532,7 @@ function hostLines(r: HostSections): string {
     ['fd passing Promise round trip vs the same byte without fds over net (Unix)', fmt(f.async_ns_per_roundtrip, 0), fmt(f.net_ns_per_roundtrip, 0), `×${fmt(f.async_over_net_ratio, 2)} ${ci(f.async_over_net_ratio_ci95, 2)}`],
     ['Promise call overhead over its syscall vs fs.promises filehandle.stat()', fmt(p.ours_overhead_ns, 0), fmt(p.node_promise_overhead_ns, 0), `×${fmt(p.over_promise_ratio, 2)} ${ci(p.over_promise_ratio_ci95, 2)}`],
     ['Promise call overhead over its syscall vs fs.fstat(fd, callback)', fmt(p.ours_overhead_ns, 0), fmt(p.node_callback_overhead_ns, 0), `×${fmt(p.over_callback_ratio, 2)} ${ci(p.over_callback_ratio_ci95, 2)}`],
-    ['typed error (EBADF) built and thrown vs fs.fstatSync(-1)', fmt(e.ours_ns, 0), fmt(e.node_ns, 0), `×${fmt(e.over_node_ratio, 2)} ${ci(e.over_node_ratio_ci95, 2)}`],
+    [`typed error (EBADF) built and thrown vs fs.fstatSync(-1) (${e.processes} fresh processes: ${e.over_node_ratio_by_process.map((r) => fmt(r, 2)).join(', ')})`, fmt(e.ours_ns, 0), fmt(e.node_ns, 0), `×${fmt(e.over_node_ratio, 2)} ${ci(e.over_node_ratio_ci95, 2)}`],
     ['typed error (EBADF) built and thrown vs fs.fstatSync(EBADF)', fmt(e.ours_ns, 0), fmt(e.node_ebadf_ns, 0), `×${fmt(e.over_node_ebadf_ratio, 2)} ${ci(e.over_node_ebadf_ratio_ci95, 2)}`],
   ];
   const testBed = h.require_test_bed_modules.length === 0 ? 'no test bed code' : `TEST BED CODE: ${h.require_test_bed_modules.join(', ')}`;

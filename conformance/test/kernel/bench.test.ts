@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, expect, it } from 'vitest';
-import { AGENT_QUICK, FRESH_NODE_RUNS } from '../../lib/bench/params.js';
+import { AGENT_QUICK, ERROR_PROCESSES, FRESH_NODE_RUNS } from '../../lib/bench/params.js';
 import { pickKernel } from '../../lib/bench/run.js';
 import type { BenchResult } from '../../lib/bench/report.js';
 import type { Interval } from '../../lib/bench/stats.js';
@@ -134,6 +134,13 @@ describeOneKernel('benchmark (quick)', (kernel) => {
     for (const v of [f.c_ns_per_roundtrip, f.sync_ns_per_roundtrip, f.async_ns_per_roundtrip]) positive(v);
     brackets(f.sync_ratio_ci95, f.sync_ratio);
     brackets(f.async_ratio_ci95, f.async_ratio);
+    // The typed error, in fresh processes of its own, judged over them.
+    const e = result.errors;
+    expect(e.processes).toBe(ERROR_PROCESSES);
+    expect(e.over_node_ratio_by_process).toHaveLength(ERROR_PROCESSES);
+    expect(e.rounds_ns.ours).toHaveLength(e.observations);
+    for (const v of [e.ours_ns, e.node_ns, e.node_ebadf_ns, ...e.over_node_ratio_by_process]) positive(v);
+    brackets(e.over_node_ratio_ci95, e.over_node_ratio);
     positive(h.require_ms);
     // The library alone: requiring it loads none of the test bed.
     expect(h.require_modules.length).toBeGreaterThan(0);
