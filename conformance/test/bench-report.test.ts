@@ -105,6 +105,19 @@ describe('host figures', () => {
     );
   });
 
+  it('judge the typed error over its processes: the median of their ratios, an interval spanning them', () => {
+    // Three processes at 1.4, 1.45 and 1.8 of node's throw (5 rounds each, constant): the
+    // median is 1.45, and the interval reaches the slow process's 1.8, so it is undecided.
+    const process = (ours: number) => ({ ours: fill(ours), node: fill(4_000), node_ebadf: fill(5_000) });
+    const e = errorsResult(rounds({ errors: { processes: [process(5_600), process(5_800), process(7_200)] } }));
+    expect(e.processes).toBe(3);
+    expect(e.over_node_ratio_by_process).toEqual([1.4, 1.45, 1.8]);
+    expect(e.over_node_ratio).toBe(1.45);
+    expect(e.over_node_ratio_ci95).toEqual([1.4, 1.8]);
+    expect(e.observations).toBe(15);
+    expect(e.rounds_ns.ours).toHaveLength(15);
+  });
+
   it('give the fd-passing ratio of medians with a paired interval', () => {
     // Rounds 20/10, 30/10, 40/10: median ratio 3; resampled medians of three
     // pairs range over 2 to 4 with 7/27 at each end, so the interval is [2, 4].
