@@ -1046,15 +1046,10 @@ const Rooms& RegisteredArgs(Napi::Env env, size_t count) {
   return registered;
 }
 
-[[noreturn]] void ThrowOutOfRange(Napi::Env env, const char* name, int32_t min, int32_t max) {
-  std::string range = "an integer >= " + std::to_string(min) + " and <= " + std::to_string(max);
-  ThrowArgRange(env, name, range.c_str());
-}
-
 // A number of `args`, checked as ArgInt32InRange checks an argument: two
 // comparisons, inline, the error built out of line.
 inline int32_t ArgsInRange(Napi::Env env, int32_t value, const char* name, int32_t min, int32_t max) {
-  if (value < min || value > max) ThrowOutOfRange(env, name, min, max);
+  if (value < min || value > max) ThrowIntOutOfRange(env, name, min, max);
   return value;
 }
 

@@ -198,10 +198,14 @@ int32_t ArgInt32InRange(const Napi::CallbackInfo& info, size_t index, const char
   double number = 0;
   if (napi_get_value_double(info.Env(), Arg(info, index), &number) != napi_ok) ThrowArgType(info.Env(), name, "of type number");
   if (!(number >= min && number <= max) || number != static_cast<double>(static_cast<int32_t>(number))) {
-    std::string range = "an integer >= " + std::to_string(min) + " and <= " + std::to_string(max);
-    ThrowArgRange(info.Env(), name, range.c_str());
+    ThrowIntOutOfRange(info.Env(), name, min, max);
   }
   return static_cast<int32_t>(number);
+}
+
+void ThrowIntOutOfRange(Napi::Env env, const char* name, int32_t min, int32_t max) {
+  std::string range = "an integer >= " + std::to_string(min) + " and <= " + std::to_string(max);
+  ThrowArgRange(env, name, range.c_str());
 }
 
 int32_t ArgInt32(const Napi::CallbackInfo& info, size_t index, const char* name) {

@@ -78,6 +78,8 @@ std::string ArgString(const Napi::CallbackInfo& info, size_t index, const char* 
 bool ArgBool(const Napi::CallbackInfo& info, size_t index, const char* name);
 [[noreturn]] void ThrowArgType(Napi::Env env, const char* name, const char* expected);
 [[noreturn]] void ThrowArgRange(Napi::Env env, const char* name, const char* range);
+// ThrowArgRange for an integer outside [min, max], in the words ArgInt32InRange uses.
+[[noreturn]] void ThrowIntOutOfRange(Napi::Env env, const char* name, int32_t min, int32_t max);
 
 // The fds a call acts on. A call run now (a sync form) acts on the caller's
 // numbers: no JS runs before it returns, so they still name the files the

@@ -50,8 +50,13 @@ export function emptyRequireOnce(emptyFile: string): number {
 
 /** What a fresh `node -e script` printed; fails loudly, naming `what`, when it exits otherwise than with 0. */
 function printedBy(script: string, what: string): string {
-  const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  if (out.status !== 0) throw new Error(`node -e ${what} exited with ${String(out.status ?? out.signal)}`);
+  return nodePrinted(['-e', script], `node -e ${what}`);
+}
+
+/** What a fresh node run with `args` printed; fails loudly, naming `what`, when it exits otherwise than with 0. */
+export function nodePrinted(args: readonly string[], what: string): string {
+  const out = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (out.status !== 0) throw new Error(`${what} exited with ${String(out.status ?? out.signal)}`);
   return out.stdout;
 }
 

@@ -7,7 +7,6 @@
  * a fresh node and what it loads.
  * @internal
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { memfd, recvFds, recvFdsSync, sendFds, sendFdsSync, socketPair } from 'liveupdate';
@@ -16,7 +15,7 @@ import { libraryRoot } from '../vm/initramfs.js';
 import { LineChild } from './line-child.js';
 import { ERROR_PROCESSES, WARM_SUCCESSES } from './params.js';
 import { median } from './stats.js';
-import { nodeStartOnce, requireOnce, type RequireSample } from './fresh-node.js';
+import { nodePrinted, nodeStartOnce, requireOnce, type RequireSample } from './fresh-node.js';
 import { compileC } from '../harness/compile.js';
 
 /** Sizes of the host cases. */
@@ -170,9 +169,7 @@ function errors(params: HostParams): ErrorRounds {
   const child = path.join(__dirname, 'host-errors.js');
   const processes: ErrorProcessRounds[] = [];
   for (let i = 0; i < ERROR_PROCESSES; i++) {
-    const out = spawnSync(process.execPath, [child, JSON.stringify(each)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    if (out.status !== 0) throw new Error(`the errors case's process ${i + 1} exited with ${String(out.status ?? out.signal)}`);
-    processes.push(JSON.parse(out.stdout) as ErrorProcessRounds);
+    processes.push(JSON.parse(nodePrinted([child, JSON.stringify(each)], `the errors case's process ${i + 1}`)) as ErrorProcessRounds);
   }
   return { processes };
 }
