@@ -27,7 +27,7 @@ import { debianKernel, findKernels, type DebianKernel } from '../../conformance/
 import { describeOneKernel, newest } from './support.js';
 
 /** How long the agent waits for the clients in the test (the role's default is 60 s). */
-const READY_TIMEOUT_S = 20;
+const READY_TIMEOUT_S = 10;
 const CLIENT_MIB = 16;
 /** The second run's batches (ansible's `serial` as a list): host-1, then host-2 and host-3 together. */
 const RESUMED_BATCHES = [1, 2];
@@ -46,17 +46,29 @@ interface HostView {
   events: AgentEvent[];
 }
 
+/** Separates the three answers of {@link look}'s one ssh command (none of them prints it). */
+const LOOK_SEPARATOR = '--- liveupdate fleet test ---';
+
+/** A host's release, the agent's sessions and its log, over one ssh connection (each costs seconds under emulation). */
 async function look(fleet: Fleet, host: FleetHost): Promise<HostView> {
-  const run = async (command: string): Promise<string> => {
-    const result = await fleet.ssh(host, command);
-    if (result.status !== 0) throw new Error(`${host.name}: ${command} exited ${String(result.status)}: ${result.stderr}`);
-    return result.stdout;
-  };
-  const events = (await run('journalctl -q -b -u liveupdate-agent.service -o cat'))
+  const command = ['journalctl -q -b -u liveupdate-agent.service -o cat', 'cat /proc/sys/kernel/osrelease', 'liveupdate sessions --json'].join(
+    ` && echo '${LOOK_SEPARATOR}' && `,
+  );
+  const result = await fleet.ssh(host, command);
+  const parts = result.stdout.split(`${LOOK_SEPARATOR}\n`);
+  if (result.status !== 0 || parts.length !== 3) throw new Error(`${host.name}: ${command} exited ${String(result.status)}: ${result.stderr}`);
+  const [journal, release, sessions] = parts as [string, string, string];
+  const events = journal
     .split('\n')
     .filter((line) => line.startsWith('{'))
     .map((line) => JSON.parse(line) as AgentEvent);
-  return { release: (await run('cat /proc/sys/kernel/osrelease')).trim(), agent: JSON.parse(await run('liveupdate sessions --json')), events };
+  return { release: release.trim(), agent: JSON.parse(sessions), events };
+}
+
+/** {@link look} at every host at once, by name. */
+async function lookAtAll(fleet: Fleet): Promise<Record<string, HostView>> {
+  const views = await Promise.all(fleet.hosts.map((h) => look(fleet, h)));
+  return Object.fromEntries(fleet.hosts.map((h, i) => [h.name, views[i]!]));
 }
 
 function seconds(ms: number): string {
@@ -80,8 +92,8 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
   let resumed: PlaybookResult;
   let withoutLuo: PlaybookResult;
   let debian: DebianKernel;
-  const between: Record<string, HostView> = {};
-  const after: Record<string, HostView> = {};
+  let between: Record<string, HostView> = {};
+  let after: Record<string, HostView> = {};
   const secondBoots: Record<string, HostReport> = {};
   const started = Date.now();
 
@@ -101,7 +113,7 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
     const vars = { liveupdate_ready_timeout: READY_TIMEOUT_S };
     const say = (line: string): void => void process.stderr.write(`[fleet ${seconds(Date.now() - started)}] ${line}\n`);
     stopped = await fleet.playbook({ vars, onEvent: phaseLines(say) });
-    for (const h of fleet.hosts) between[h.name] = await look(fleet, h);
+    between = await lookAtAll(fleet);
     await fleet.sayReady(fleet.hosts[1]!);
     // Batches of one host, then two: the second batch's two jumps overlap, which also halves their cost in the test.
     resumed = await fleet.playbook({ vars: { ...vars, liveupdate_serial: RESUMED_BATCHES }, onEvent: phaseLines(say) });
@@ -109,8 +121,8 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
       // A host the second run did not update never boots again: the assertions below say why, with the playbook's output.
       const second = await fleet.boot(h, 2, 60_000).catch(() => undefined);
       if (second !== undefined) secondBoots[h.name] = second;
-      after[h.name] = await look(fleet, h);
     }
+    after = await lookAtAll(fleet);
     withoutLuo = await fleet.playbook({ vars: { ...vars, liveupdate_kernel: Object.keys(debian.guestFiles).find((f) => f.endsWith('/vmlinuz')), liveupdate_release: debian.release }, onEvent: phaseLines(say) });
     const perHost = Object.values(resumed.summaries)
       .concat(stopped.summaries['host-1'] ?? [])
