@@ -63,8 +63,8 @@
 #define BLACKOUT_FILES 100
 /* Which agent pid 1 starts in which stage (the kernel parameter the test bed counts stages with). */
 #define STAGE_PARAM "lu.stage"
-#define C_STAGE 2
-#define NODE_STAGE 3
+#define C_STAGE 3
+#define NODE_STAGE 4
 /* This program in the guest, node, and the node agent (bench/blackout-agent.js). */
 #define SELF "/lu/bench/luo_bench"
 #define NODE "/usr/bin/node"
@@ -353,7 +353,7 @@ static int run_agent(char *const argv[], char **envp, const char *out) {
  * As pid 1 (rdinit= on the kernel command line). In the stage where a side's
  * blackout session arrives, start that side's agent the way an init would
  * (fork and exec, stdout into AGENT_RESULT) and wait for it: the C agent
- * (this program, blackout-agent) in stage 2, the node agent in stage 3. The
+ * (this program, blackout-agent) in stage 3, the node agent in stage 4. The
  * instants around it go to INIT_RESULT. Then become /init (the node runner).
  * Nothing here may stop the boot: on any error it hands over all the same.
  */

@@ -199,7 +199,7 @@ export function benchmarksMarkdown(r: BenchResult): string {
     INTRO,
     '## The run recorded here',
     '',
-    `- Kernel ${r.kernel}; ${r.mode} run, ${r.boots} independent boot(s) of three kernels each (two kexecs).`,
+    `- Kernel ${r.kernel}; ${r.mode} run, ${r.boots} independent boot(s) of four kernels each (three kexecs).`,
     `- Host: ${m.nproc} CPUs (${m.cpu}), clock tick ${m.host_clock_tick} Hz; ${m.qemu ?? 'QEMU'} with ${m.accel} (read in the guest); guest ${m.guest_cpus} vCPUs, ${m.guest_memory}, clock tick ${m.guest_clock_tick} Hz.${load}`,
     `- Date ${r.date}; commit ${r.commit}.`,
     '',

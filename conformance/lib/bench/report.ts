@@ -100,7 +100,7 @@ export interface GuestMachine {
   readonly hypervisor: string;
 }
 
-/** One boot's result: every case of the guest benchmark, from one run of its three kernels. */
+/** One boot's result: every case of the guest benchmark, from one run of its four kernels. */
 export interface BootResult {
   readonly kernel: string;
   readonly guest: GuestMachine;
@@ -294,9 +294,9 @@ function blackoutSide(value: JsonValue | undefined, where: string): BlackoutSide
 }
 
 function blackoutOf(values: StageValues): BootBlackout {
-  const nodeValues = values('bench/blackout-node', 3);
+  const nodeValues = values('bench/blackout-node', 4);
   const node = blackoutSide(nodeValues, 'blackout-node');
-  const c = blackoutSide(values('bench/blackout-c', 2), 'blackout-c');
+  const c = blackoutSide(values('bench/blackout-c', 3), 'blackout-c');
   return {
     files: num(nodeValues, 'files', 'blackout-node'),
     node,

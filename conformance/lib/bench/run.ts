@@ -117,7 +117,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     progress(`boot ${boot}/${boots}`);
     const run = await runVm({
       name: `bench-${kernel.release}`,
-      kernels: [kernel.path], // every stage (three kernels) boots the same image
+      kernels: [kernel.path], // every stage (four kernels) boots the same image
       scenarios: [path.join(root, 'dist', 'bench', 'scenario.js')],
       files: { [GUEST_C_BENCH]: cBench, [GUEST_NODE_AGENT]: path.join(root, 'bench', 'blackout-agent.js') },
       cmdline: benchCmdline(params),
