@@ -23,8 +23,10 @@
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except_all"],
       "include_dirs": ["include"],
       # The completion of a thread-pool call may run while an environment is
-      # torn down, when no JS error can be thrown (native/napi_util.h).
-      "defines": ["NAPI_VERSION=8", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
+      # torn down, when no JS error can be thrown (native/napi_util.h). The
+      # sources' digest (scripts/addon-digest.mjs, run in this directory),
+      # which lib/native.ts checks at load against its JavaScript's.
+      "defines": ["NAPI_VERSION=8", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "LIVEUPDATE_SOURCE_DIGEST=<!(node scripts/addon-digest.mjs)"],
       "cflags_cc!": ["-std=gnu++17"],
       # Hidden visibility: the addon exports only napi_register_module_v1, so
       # its calls to its own functions are bound at link time instead of each

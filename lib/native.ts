@@ -152,6 +152,8 @@ export type NativeBinding = LuoBinding &
   PeerCredBinding & {
     /** The system header the ABI was compared with at build time, or "" if none. */
     readonly abiCheckedAgainst: string;
+    /** The digest of the sources it was built from (scripts/addon-digest.mjs); a build from before it has none. */
+    readonly sourceDigest?: string;
     /**
      * Registers the factory the addon asks for each system error it makes
      * (errorFromNative): it answers `[constructor, ...arguments]`, which
@@ -171,6 +173,14 @@ const ADDON_FIX =
   'approve the package\'s install script (npm approve-scripts liveupdate, or "allowScripts": { "liveupdate": true } in package.json) and reinstall, ' +
   'or build it now: npm rebuild liveupdate (needs python3, make and g++)';
 
+/**
+ * The digest of the addon's sources the JavaScript was built beside
+ * (scripts/addon-digest.mjs), which the build writes into dist/native.js.
+ * Empty in the TypeScript sources the tests run, where no check is made: the
+ * repository builds the addon and dist/ from one tree (npm run compile).
+ */
+const BUILT_SOURCE_DIGEST: string = '';
+
 let binding: NativeBinding | undefined;
 
 /**
@@ -179,23 +189,31 @@ let binding: NativeBinding | undefined;
  * sanitizer build) on first use, so that `require('liveupdate')` itself never fails and status()
  * can still diagnose the kernel without it. Failing, it throws an
  * AddonLoadError that says how to get the addon, with the loader's error as
- * its cause; every later call tries again (the user may have rebuilt).
+ * its cause; every later call tries again (the user may have rebuilt). An
+ * addon built from other sources than the JavaScript (a stale prebuild that
+ * was packed) is refused the same way, before a call can miss a function.
  * @internal
  */
 export function loadNative(): NativeBinding {
   if (binding !== undefined) return binding;
   const root = path.join(__dirname, '..');
+  let loaded: NativeBinding;
   try {
     const chosen = process.env['LIVEUPDATE_ADDON'];
-    const loaded = (chosen !== undefined ? (require(chosen) as unknown) : (sourceBuild(root) ?? findAddon(root))) as NativeBinding;
-    // A build older than the factory makes every error itself, as before.
-    if (typeof loaded.setErrorFactory === 'function') loaded.setErrorFactory(errorFromNative, nativeCallState, nativeSyscalls);
-    binding = loaded;
-    return binding;
+    loaded = (chosen !== undefined ? (require(chosen) as unknown) : (sourceBuild(root) ?? findAddon(root))) as NativeBinding;
   } catch (cause) {
     const why = `the native addon of liveupdate is not built for this platform (node ${process.version}, ${process.platform}-${process.arch}) or does not load`;
     throw packageError('ERR_LIVEUPDATE_ADDON_NOT_LOADED', why, { operation: 'load', path: root, fix: ADDON_FIX, cause });
   }
+  // The refusal's words load only for a refusal (the blackout loads this module); never from
+  // the TypeScript sources, whose digest is empty.
+  if (BUILT_SOURCE_DIGEST !== '' && loaded.sourceDigest !== BUILT_SOURCE_DIGEST) {
+    throw (require('./stale-addon.js') as typeof import('./stale-addon.js')).staleAddonError(root, loaded.sourceDigest, BUILT_SOURCE_DIGEST);
+  }
+  // A build older than the factory makes every error itself, as before.
+  if (typeof loaded.setErrorFactory === 'function') loaded.setErrorFactory(errorFromNative, nativeCallState, nativeSyscalls);
+  binding = loaded;
+  return binding;
 }
 
 /**

@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../lib/index.js';
+import { currentDigest, DIGEST_MARKER, otherSourcesBuild, SOURCE_BUILD } from './helpers/digest.js';
 import { LIBRARY_DIR } from './helpers/pack.js';
 
 /** Every export of the package and what `typeof` says of it, in `Object.keys` order. */
@@ -211,6 +212,74 @@ describe('what the blackout loads', () => {
     expect(seen['called']!.modules).toContain('build/Release/liveupdate.node');
     expect(seen['called']!.modules.filter((m) => m.includes('node-gyp-build'))).toEqual([]);
   });
+});
+
+describe('the source digest the addon and the JavaScript carry', () => {
+  const digest = currentDigest();
+
+  /** The outcome of a memfd made through `liveupdate` in a fresh node in `cwd`: 'ok', or the error. */
+  function firstCall(cwd: string, env: NodeJS.ProcessEnv = process.env): unknown {
+    const script = `const lu = require('liveupdate');
+      try {
+        require('node:fs').closeSync(lu.memfd.createSync('digest'));
+        console.log(JSON.stringify('ok'));
+      } catch (e) {
+        console.log(JSON.stringify({ name: e.name, code: e.code, typed: e instanceof lu.AddonLoadError, message: e.message, fix: e.fix }));
+      }`;
+    const out = spawnSync(process.execPath, ['-e', script], { cwd, env, encoding: 'utf8', timeout: 30_000 });
+    expect(out.stderr).toBe('');
+    return JSON.parse(out.stdout) as unknown;
+  }
+
+  /** Expects `error` to refuse `file`, carrying `carried`, as built from other sources, and to say what to rebuild. */
+  function expectRefused(error: unknown, file: string, carried: string): void {
+    expect(error).toMatchObject({ name: 'AddonLoadError', code: 'ERR_LIVEUPDATE_ADDON_NOT_LOADED', typed: true });
+    const { message, fix } = error as { message: string; fix: string };
+    expect(message).toContain(`the native addon ${file} was built from other sources than this JavaScript (its source digest ${carried}, the JavaScript's ${digest.slice(0, 12)})`);
+    for (const step of ['npm rebuild liveupdate --build-from-source', 'npm run build:native', 'npm run prebuild', 'delete prebuilds/']) expect(fix).toContain(step);
+  }
+
+  it('is in the source build, after its marker, once, and is what it exports', () => {
+    expect(digest).toMatch(/^[0-9a-f]{64}$/);
+    const marked = [...fs.readFileSync(SOURCE_BUILD).toString('latin1').matchAll(/liveupdate-source-digest=([0-9a-f]{64})/g)].map((m) => m[1]);
+    expect(marked).toEqual([digest]);
+    expect((require(SOURCE_BUILD) as { sourceDigest: unknown }).sourceDigest).toBe(digest);
+  });
+
+  it('loads an addon of the same digest', () => {
+    expect(firstCall(project, { ...process.env, LIVEUPDATE_ADDON: SOURCE_BUILD })).toBe('ok');
+  });
+
+  it.each([
+    ['another digest', `{ sourceDigest: '${'0'.repeat(64)}' }`, '000000000000'],
+    ['no digest (a build from before it)', '{}', 'none (built before addons carried one)'],
+  ])('refuses an addon with %s: a typed AddonLoadError naming the file, both digests and what to rebuild', (_, exported, carried) => {
+    const addon = path.join(project, 'other-sources.cjs');
+    fs.writeFileSync(addon, `module.exports = ${exported};\n`);
+    expectRefused(firstCall(project, { ...process.env, LIVEUPDATE_ADDON: addon }), addon, carried);
+  });
+
+  it.each([`prebuilds/linux-${process.arch}/liveupdate.glibc.node`, 'build/Release/liveupdate.node'])(
+    'names the file it loaded: a package whose %s was built from other sources',
+    (where) => {
+      // The package as installed, with only this addon: dist/ and the loader it falls back to.
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-stale-'));
+      try {
+        const pkg = path.join(dir, 'node_modules', 'liveupdate');
+        for (const entry of ['package.json', 'dist']) fs.cpSync(path.join(LIBRARY_DIR, entry), path.join(pkg, entry), { recursive: true });
+        fs.symlinkSync(path.join(LIBRARY_DIR, 'node_modules', 'node-gyp-build'), path.join(dir, 'node_modules', 'node-gyp-build'));
+        fs.mkdirSync(path.dirname(path.join(pkg, where)), { recursive: true });
+        const altered = otherSourcesBuild();
+        fs.writeFileSync(path.join(pkg, where), altered);
+        const carried = altered.toString('latin1', altered.indexOf(DIGEST_MARKER) + DIGEST_MARKER.length).slice(0, 12);
+        const env = { ...process.env };
+        delete env['LIVEUPDATE_ADDON'];
+        expectRefused(firstCall(dir, env), path.join(fs.realpathSync(pkg), where), carried);
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 /**

@@ -14,6 +14,7 @@ import { diagnose, type Diagnosis, type DiagnosisId, type Facts } from '../lib/d
 import { kernelErrors, kernelError, LiveUpdateError, type Operation } from '../lib/errors.js';
 import * as lu from '../lib/index.js';
 import { facts, MISSING_DEVICE } from './helpers/facts.js';
+import { currentDigest, otherSourcesBuild, SOURCE_BUILD } from './helpers/digest.js';
 import { LIBRARY_DIR } from './helpers/pack.js';
 
 /** Everything a kernel needs for LUO, as README's "What the kernel needs" lists it. */
@@ -182,21 +183,27 @@ describe('every sentence of a message starts with a capital', () => {
   });
 });
 
-describe('publishing refuses a package without both prebuilds', () => {
-  const guard = path.join(LIBRARY_DIR, 'scripts', 'check-prebuilds.mjs');
-
-  function runGuard(prebuilds: readonly string[]) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-prebuilds-'));
-    try {
-      for (const platform of prebuilds) {
-        fs.mkdirSync(path.join(dir, 'prebuilds', platform), { recursive: true });
-        fs.writeFileSync(path.join(dir, 'prebuilds', platform, 'node.napi.glibc.node'), 'addon');
-      }
-      return spawnSync(process.execPath, [guard], { cwd: dir, encoding: 'utf8' });
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
+/**
+ * Runs scripts/check-prebuilds.mjs with `args` in a directory of its own
+ * whose prebuilds/ holds `addons` (platform/file to content), as npm runs it
+ * in the package: the repository's own prebuilds/ is not touched.
+ */
+function runGuard(addons: Readonly<Record<string, Buffer | string>>, args: readonly string[] = []) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-prebuilds-'));
+  try {
+    for (const [file, content] of Object.entries(addons)) {
+      fs.mkdirSync(path.dirname(path.join(dir, 'prebuilds', file)), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'prebuilds', file), content);
     }
+    return spawnSync(process.execPath, [path.join(LIBRARY_DIR, 'scripts', 'check-prebuilds.mjs'), ...args], { cwd: dir, encoding: 'utf8' });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+describe('publishing refuses a package without both prebuilds', () => {
+  /** A prebuild of the current sources in each of `platforms`. */
+  const fresh = (platforms: readonly string[]) => Object.fromEntries(platforms.map((p) => [`${p}/liveupdate.glibc.node`, fs.readFileSync(SOURCE_BUILD)]));
 
   it('is what npm runs before publish', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(LIBRARY_DIR, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
@@ -204,7 +211,7 @@ describe('publishing refuses a package without both prebuilds', () => {
   });
 
   it('passes with a prebuild for linux-x64 and one for linux-arm64', () => {
-    const out = runGuard(['linux-x64', 'linux-arm64']);
+    const out = runGuard(fresh(['linux-x64', 'linux-arm64']));
     expect(out.stderr).toBe('');
     expect(out.status).toBe(0);
   });
@@ -214,7 +221,7 @@ describe('publishing refuses a package without both prebuilds', () => {
     [['linux-x64'], 'linux-arm64'],
     [['linux-arm64'], 'linux-x64'],
   ])('refuses with %j, naming what is missing and how to build it', (present, absent) => {
-    const out = runGuard(present);
+    const out = runGuard(fresh(present));
     expect(out.status).toBe(1);
     expect(out.stderr).toContain(`no prebuilt addon for ${absent}`);
     expect(out.stderr).toContain('npm run prebuild');
@@ -225,12 +232,69 @@ describe('publishing refuses a package without both prebuilds', () => {
     try {
       fs.mkdirSync(path.join(dir, 'prebuilds', 'linux-x64'), { recursive: true });
       fs.mkdirSync(path.join(dir, 'prebuilds', 'linux-arm64', 'x.node'), { recursive: true });
-      const out = spawnSync(process.execPath, [guard], { cwd: dir, encoding: 'utf8' });
+      const out = spawnSync(process.execPath, [path.join(LIBRARY_DIR, 'scripts', 'check-prebuilds.mjs')], { cwd: dir, encoding: 'utf8' });
       expect(out.status).toBe(1);
       expect(out.stderr).toContain('no prebuilt addon for linux-x64, linux-arm64');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('refuses both platforms present when one was built from other sources', () => {
+    const out = runGuard({ ...fresh(['linux-x64']), 'linux-arm64/liveupdate.glibc.node': otherSourcesBuild() });
+    expect(out.status).toBe(1);
+    expect(out.stderr).toMatch(/^prepublishOnly: prebuilds\/linux-arm64\/liveupdate\.glibc\.node was not built from the current sources/);
+  });
+});
+
+describe('packing refuses prebuilds of other sources than the ones it ships', () => {
+  const pack = (addons: Readonly<Record<string, Buffer | string>>) => runGuard(addons, ['--digests']);
+
+  it('is what npm runs before it packs, before it builds', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(LIBRARY_DIR, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts['prepack']).toMatch(/^node scripts\/check-prebuilds\.mjs --digests && /);
+  });
+
+  it('passes with no prebuilds at all (CI packs before it prebuilds), and with a fresh copy of the addon', () => {
+    for (const addons of [{}, { 'linux-x64/liveupdate.glibc.node': fs.readFileSync(SOURCE_BUILD) }]) {
+      const out = pack(addons);
+      expect(out.stderr).toBe('');
+      expect(out.status).toBe(0);
+    }
+  });
+
+  it.each([
+    ['another digest', otherSourcesBuild],
+    ['no digest (a build from before it)', () => 'an addon without a marker'],
+  ])('refuses a prebuild with %s, naming it and what to run', (_, content) => {
+    const out = pack({ 'linux-x64/liveupdate.glibc.node': fs.readFileSync(SOURCE_BUILD), 'linux-arm64/liveupdate.glibc.node': content() });
+    expect(out.status).toBe(1);
+    expect(out.stderr).toMatch(/^prepack: prebuilds\/linux-arm64\/liveupdate\.glibc\.node was not built from the current sources of the addon \(source digest [0-9a-f]{12}\)/);
+    expect(out.stderr).not.toContain('linux-x64');
+    expect(out.stderr).toContain('`npm run prebuild`, or delete prebuilds/');
+  });
+});
+
+describe("the addon's source digest", () => {
+  /** scripts/addon-digest.mjs's output in a copy of the addon's sources, after `change` there. */
+  function digestAfter(change: (dir: string) => void): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'liveupdate-digest-'));
+    try {
+      for (const entry of ['native', 'include', 'scripts/addon-digest.mjs']) fs.cpSync(path.join(LIBRARY_DIR, entry), path.join(dir, entry), { recursive: true });
+      change(dir);
+      return spawnSync(process.execPath, [path.join(dir, 'scripts', 'addon-digest.mjs')], { encoding: 'utf8' }).stdout.trim();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it("is the same in a copy, follows a file's content and its name, and leaves out an editor's swap file", () => {
+    const same = digestAfter(() => {});
+    expect(same).toBe(currentDigest());
+    expect(same).toMatch(/^[0-9a-f]{64}$/);
+    expect(digestAfter((dir) => fs.writeFileSync(path.join(dir, 'native', '.luo.h.swp'), 'swap'))).toBe(same);
+    expect(digestAfter((dir) => fs.appendFileSync(path.join(dir, 'native', 'luo.h'), '\n'))).not.toBe(same);
+    expect(digestAfter((dir) => fs.renameSync(path.join(dir, 'include', 'liveupdate', 'abi.h'), path.join(dir, 'include', 'liveupdate', 'abi2.h')))).not.toBe(same);
   });
 });
 

@@ -58,6 +58,15 @@ describe('packing a clean checkout', () => {
     expect(files.conformance).toEqual(expect.arrayContaining(['package/dist/index.js', 'package/dist/conformance/cli.js', 'package/dist/vm/guest.js']));
   });
 
+  it("ships the addon's sources the digest covers, exactly, and the script a source build runs for it", () => {
+    // A source build from the tarball must get the digest its JavaScript and prebuilds were built with.
+    const script = "import('./scripts/addon-digest.mjs').then((m) => console.log(JSON.stringify(m.digestedFiles())))";
+    const digested = JSON.parse(run(process.execPath, ['-e', script], path.join(scratch, 'repo')).stdout) as string[];
+    const shipped = files.library.filter((f) => /^package\/(native|include)\//.test(f)).map((f) => f.slice('package/'.length));
+    expect(shipped.sort()).toEqual(digested);
+    expect(files.library).toContain('package/scripts/addon-digest.mjs');
+  });
+
   it('has types a checker trusts: @arethetypeswrong/cli finds no problem in either tarball', () => {
     const attw = path.join(LIBRARY_DIR, 'node_modules', '.bin', 'attw');
     for (const tarball of [tarballs.library, tarballs.conformance]) {
