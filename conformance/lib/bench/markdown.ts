@@ -116,10 +116,12 @@ const METHOD = `## How it measures
   come from \`perf_hooks.monitorEventLoopDelay\` (1 ms resolution).
 - **Blackout**: the C program is pid 1 of every kernel (\`rdinit=\`). In the kernel where a side's
   100-file session arrives it starts that side's agent the way an init starts a service (fork,
-  exec, wait) and then becomes the test bed's \`/init\`: the C agent in the second kernel, the node
+  exec, wait) and then becomes the test bed's \`/init\`: the C agent in the third kernel, the node
   agent ([\`bench/blackout-agent.js\`](conformance/bench/blackout-agent.js): \`require('liveupdate')\`, open,
-  retrieve) in the third. Each agent is the first to retrieve in its kernel, and records the
-  instant of each step; \`node -e 0\` run in the same guest afterwards is the floor under node's
+  retrieve) in the fourth. Each agent is the first to retrieve in its kernel, and records the
+  instant of each step. Each side's kernel brings only that side's session (the small cases'
+  sessions are retrieved in the second): the first open of \`/dev/liveupdate\` rebuilds every
+  incoming session and file, so whatever else a kernel brought would be timed in that side's open; \`node -e 0\` run in the same guest afterwards is the floor under node's
   start. The package's share is what the agent does once running (node: require, open,
   retrieves; C: open, retrieves). The node agent is the kernel's first node process, and much slower
   than the node processes after it (the pages it reads from the disk, counted as major faults, are
