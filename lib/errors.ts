@@ -964,10 +964,8 @@ export function callNative<A extends unknown[], R>(context: ErrorContext, fn: (.
     disarm(outer);
     throw translateError(error, context);
   }
-  disarm(outer);
-  const failure = callState[FAILURE]!;
+  const failure = disarm(outer);
   if (failure === 0) return result;
-  callState[FAILURE] = 0;
   const error = reportedError(failure, context);
   // Captured here: the walk to the frames kept starts at this frame, not in
   // reportedError's (optimized, and so costly to walk).
@@ -975,13 +973,14 @@ export function callNative<A extends unknown[], R>(context: ErrorContext, fn: (.
   throw error;
 }
 
-// callNative's arming and disarming are functions of their own, so that its
-// failure is reached early in its bytecode: where a frame of baseline
-// (Sparkplug) code is, V8 finds by reading the function's bytecode from its
-// start up to the frame's call, and each walk of the stack for a failure
-// (the capture, the thrower's position, the unwinding to a catch) reads
-// callNative's once. A function called as often as callNative is runs as
-// baseline code once a failure has deoptimized it.
+// callNative's arming and disarming (with the taking of the failure) are
+// functions of their own, so that its failure is reached early in its
+// bytecode: where a frame of baseline (Sparkplug) code is, V8 finds by
+// reading the function's bytecode from its start up to the frame's call,
+// and each walk of the stack for a failure (the capture, the thrower's
+// position, the unwinding to a catch) reads callNative's once. A function
+// called as often as callNative is runs as baseline code once a failure has
+// deoptimized it.
 
 /** Sets `context` as the one {@link callNative} runs in, and arms the addon's next call; returns the context it replaced. */
 function arm(context: ErrorContext): ErrorContext | undefined {
@@ -991,10 +990,13 @@ function arm(context: ErrorContext): ErrorContext | undefined {
   return outer;
 }
 
-/** Undoes {@link arm}. */
-function disarm(outer: ErrorContext | undefined): void {
+/** Undoes {@link arm}, and takes the failure the addon reported (0 for none), leaving the slot clear for the next call. */
+function disarm(outer: ErrorContext | undefined): number {
   calling = outer;
   callState[ARMED] = 0;
+  const failure = callState[FAILURE]!;
+  callState[FAILURE] = 0;
+  return failure;
 }
 
 /**
