@@ -197,23 +197,30 @@ let binding: NativeBinding | undefined;
 export function loadNative(): NativeBinding {
   if (binding !== undefined) return binding;
   const root = path.join(__dirname, '..');
-  let loaded: NativeBinding;
+  let found: LoadedAddon;
   try {
     const chosen = process.env['LIVEUPDATE_ADDON'];
-    loaded = (chosen !== undefined ? (require(chosen) as unknown) : (sourceBuild(root) ?? findAddon(root))) as NativeBinding;
+    found = chosen !== undefined ? { file: chosen, addon: require(chosen) as unknown } : (sourceBuild(root) ?? findAddon(root));
   } catch (cause) {
     const why = `the native addon of liveupdate is not built for this platform (node ${process.version}, ${process.platform}-${process.arch}) or does not load`;
     throw packageError('ERR_LIVEUPDATE_ADDON_NOT_LOADED', why, { operation: 'load', path: root, fix: ADDON_FIX, cause });
   }
   // The refusal's words load only for a refusal (the blackout loads this module); never from
   // the TypeScript sources, whose digest is empty.
+  const loaded = found.addon as NativeBinding;
   if (BUILT_SOURCE_DIGEST !== '' && loaded.sourceDigest !== BUILT_SOURCE_DIGEST) {
-    throw (require('./stale-addon.js') as typeof import('./stale-addon.js')).staleAddonError(root, loaded.sourceDigest, BUILT_SOURCE_DIGEST);
+    throw (require('./stale-addon.js') as typeof import('./stale-addon.js')).staleAddonError(found.file, loaded.sourceDigest, BUILT_SOURCE_DIGEST);
   }
   // A build older than the factory makes every error itself, as before.
   if (typeof loaded.setErrorFactory === 'function') loaded.setErrorFactory(errorFromNative, nativeCallState, nativeSyscalls);
   binding = loaded;
   return binding;
+}
+
+/** An addon loaded, and the file it was loaded from. */
+interface LoadedAddon {
+  readonly file: string;
+  readonly addon: unknown;
 }
 
 /**
@@ -224,10 +231,11 @@ export function loadNative(): NativeBinding {
  * its directory listings, which cost tens of milliseconds in a fresh guest
  * under emulation.
  */
-function sourceBuild(root: string): unknown {
+function sourceBuild(root: string): LoadedAddon | undefined {
   if (process.env['PREBUILDS_ONLY'] || process.env['LIVEUPDATE_PREBUILD']) return undefined;
+  const file = path.join(root, 'build', 'Release', 'liveupdate.node');
   try {
-    return require(path.join(root, 'build', 'Release', 'liveupdate.node')) as unknown;
+    return { file, addon: require(file) as unknown };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') return undefined;
     throw error;
@@ -235,9 +243,10 @@ function sourceBuild(root: string): unknown {
 }
 
 /** node-gyp-build's search (prebuilds/, build/Debug), loaded only when there is no source build. */
-function findAddon(root: string): unknown {
-  const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-  return nodeGypBuild(root);
+function findAddon(root: string): LoadedAddon {
+  const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+  const file = nodeGypBuild.path(root);
+  return { file, addon: require(file) as unknown };
 }
 
 /** The addon, loaded on first use (see {@link loadNative}). @internal */

@@ -4,7 +4,6 @@
  * only a failed load reads it.
  * @internal
  */
-import * as path from 'node:path';
 import { packageError, type LiveUpdateError } from './errors.js';
 
 /**
@@ -16,25 +15,11 @@ const STALE_ADDON_FIX =
   'in a checkout of liveupdate, npm run build:native and npm run build:ts, and for a stale prebuild npm run prebuild, or delete prebuilds/';
 
 /**
- * The file loadNative loaded from the package at `root`: the one
- * `LIVEUPDATE_ADDON` names, the source build when it is loaded, else the one
- * node-gyp-build finds.
- */
-function loadedFile(root: string): string {
-  const chosen = process.env['LIVEUPDATE_ADDON'];
-  if (chosen !== undefined) return chosen;
-  const release = path.join(root, 'build', 'Release', 'liveupdate.node');
-  if (require.cache[release] !== undefined) return release;
-  return (require('node-gyp-build') as { path(dir: string): string }).path(root);
-}
-
-/**
- * The AddonLoadError for an addon whose digest (`carried`, undefined for a
+ * The AddonLoadError for the addon loaded from `file` whose digest (`carried`, undefined for a
  * build from before addons carried one) is not `expected`, the JavaScript's:
  * it names the file, both digests (short) and what to rebuild. @internal
  */
-export function staleAddonError(root: string, carried: string | undefined, expected: string): LiveUpdateError {
-  const file = loadedFile(root);
+export function staleAddonError(file: string, carried: string | undefined, expected: string): LiveUpdateError {
   const its = carried === undefined ? 'none (built before addons carried one)' : carried.slice(0, 12);
   const why = `the native addon ${file} was built from other sources than this JavaScript (its source digest ${its}, the JavaScript's ${expected.slice(0, 12)})`;
   return packageError('ERR_LIVEUPDATE_ADDON_NOT_LOADED', why, { operation: 'load', path: file, fix: STALE_ADDON_FIX });

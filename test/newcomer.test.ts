@@ -183,6 +183,9 @@ describe('every sentence of a message starts with a capital', () => {
   });
 });
 
+/** npm's guard of the prebuilds it packs and publishes. */
+const PREBUILDS_GUARD = path.join(LIBRARY_DIR, 'scripts', 'check-prebuilds.mjs');
+
 /**
  * Runs scripts/check-prebuilds.mjs with `args` in a directory of its own
  * whose prebuilds/ holds `addons` (platform/file to content), as npm runs it
@@ -195,7 +198,7 @@ function runGuard(addons: Readonly<Record<string, Buffer | string>>, args: reado
       fs.mkdirSync(path.dirname(path.join(dir, 'prebuilds', file)), { recursive: true });
       fs.writeFileSync(path.join(dir, 'prebuilds', file), content);
     }
-    return spawnSync(process.execPath, [path.join(LIBRARY_DIR, 'scripts', 'check-prebuilds.mjs'), ...args], { cwd: dir, encoding: 'utf8' });
+    return spawnSync(process.execPath, [PREBUILDS_GUARD, ...args], { cwd: dir, encoding: 'utf8' });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -232,7 +235,7 @@ describe('publishing refuses a package without both prebuilds', () => {
     try {
       fs.mkdirSync(path.join(dir, 'prebuilds', 'linux-x64'), { recursive: true });
       fs.mkdirSync(path.join(dir, 'prebuilds', 'linux-arm64', 'x.node'), { recursive: true });
-      const out = spawnSync(process.execPath, [path.join(LIBRARY_DIR, 'scripts', 'check-prebuilds.mjs')], { cwd: dir, encoding: 'utf8' });
+      const out = spawnSync(process.execPath, [PREBUILDS_GUARD], { cwd: dir, encoding: 'utf8' });
       expect(out.status).toBe(1);
       expect(out.stderr).toContain('no prebuilt addon for linux-x64, linux-arm64');
     } finally {

@@ -40,12 +40,10 @@ export const FRESH_NODE_RUNS = 11;
 
 /**
  * Fresh node processes the errors case runs in, one after another. The
- * same code lands in one of (at least) two states in a process, by chance:
- * after the success path has been optimized, the first failure deoptimizes
- * it, and whether the failing calls then run as baseline code or are
- * optimized again decides between about 1.5 and 1.8 of node's throw. The
- * rounds of one process cannot show that; the processes, pooled as boots
- * are, do.
+ * ratio differs by process more than by round within one (1.49 to 1.73 of
+ * node's throw in one run), node's own throw more than ours: how V8 tiers
+ * each side's code is settled once per process. The rounds of one process
+ * cannot show that; the processes, pooled as boots are, do.
  */
 export const ERROR_PROCESSES = 5;
 
