@@ -37,11 +37,18 @@ async function startAgent(): Promise<string> {
   return socket;
 }
 
-/** A raw peer that connects and says nothing; resolves to its fd and the instant it connected. */
+/**
+ * A raw peer that connects and says nothing; resolves to its fd and an
+ * instant no later than its connect. Taken before the connect is asked
+ * for: the agent in this process may accept it, and start its deadline,
+ * before the connect's Promise is resolved here (by milliseconds, on a
+ * loaded machine).
+ */
 async function silentPeer(socket: string): Promise<{ fd: number; connectedAt: number }> {
+  const connectedAt = performance.now();
   const fd = await native.unixConnectAsync(native.SOCK_SEQPACKET, socket);
   opened.push(fd);
-  return { fd, connectedAt: performance.now() };
+  return { fd, connectedAt };
 }
 
 /** The agent's first message to a silent peer, and how long after `since` it came. */
