@@ -28,8 +28,25 @@ export function readText(file: string): string | null {
 
 /** The number in /sys/class/misc/NAME/dev (`10:123`). */
 export function parseDevNumber(text: string): DeviceNumber | null {
-  const match = /^(\d+):(\d+)\s*$/.exec(text);
-  return match === null ? null : { major: Number(match[1]), minor: Number(match[2]) };
+  // Read by hand, not by a regular expression: its first use compiles it, and
+  // under emulation, where code run for the first time is what costs, that was
+  // a visible part of an open in a new kernel.
+  const number = text.trimEnd();
+  const colon = number.indexOf(':');
+  if (colon < 0) return null;
+  const major = decimal(number.slice(0, colon));
+  const minor = decimal(number.slice(colon + 1));
+  return major === null || minor === null ? null : { major, minor };
+}
+
+/** The value of a string of decimal digits, or null for anything else (empty, a sign, a space). */
+function decimal(digits: string): number | null {
+  if (digits.length === 0) return null;
+  for (let i = 0; i < digits.length; i++) {
+    const c = digits.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return null;
+  }
+  return Number(digits);
 }
 
 /** The minor of misc device `name` in /proc/misc (`123 liveupdate` lines). */
@@ -41,12 +58,24 @@ export function parseProcMisc(text: string, name: string): DeviceNumber | null {
   return null;
 }
 
-/** Major and minor of a `st_rdev` as glibc encodes it (gnu_dev_major/minor). */
+/**
+ * Major and minor of a `st_rdev` as glibc encodes it (gnu_dev_major and
+ * gnu_dev_minor, each taken from 32-bit parts of the 64-bit dev_t). A number
+ * is split as a number: fs.Stats' are exact below 2^53, and the kernel's
+ * device numbers are 32 bits. (BigInt arithmetic's first use would be new
+ * code too, see parseDevNumber.)
+ */
 export function splitDevNumber(rdev: number | bigint): DeviceNumber {
-  const dev = BigInt(rdev);
-  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
-  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
-  return { major: Number(major), minor: Number(minor) };
+  const [low, high] = typeof rdev === 'bigint' ? halves(rdev) : [rdev % 2 ** 32, Math.floor(rdev / 2 ** 32)];
+  const major = ((low >>> 8) & 0xfff) | (high & ~0xfff);
+  // dev_t's bits 12 to 43 (the shifts and masks of 32-bit integers keep just those), low byte cleared.
+  const minor = (low & 0xff) | (((low >>> 12) | (high << 20)) & ~0xff);
+  return { major: major >>> 0, minor: minor >>> 0 };
+}
+
+/** The low and high 32 bits of a 64-bit dev_t. */
+function halves(rdev: bigint): [low: number, high: number] {
+  return [Number(BigInt.asUintN(32, rdev)), Number(BigInt.asUintN(32, rdev >> 32n))];
 }
 
 /**

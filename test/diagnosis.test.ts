@@ -130,10 +130,20 @@ describe('releases', () => {
   });
 });
 
+/** glibc's gnu_dev_makedev: major and minor (32 bits each) spread over a 64-bit dev_t. */
+function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major);
+  const mi = BigInt(minor);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
 describe('device numbers', () => {
   it('reads /sys/class/misc/NAME/dev and /proc/misc', () => {
     expect(parseDevNumber('10:123\n')).toEqual({ major: 10, minor: 123 });
     expect(parseDevNumber('junk')).toBeNull();
+    expect(parseDevNumber('10:262')).toEqual({ major: 10, minor: 262 });
+    expect(parseDevNumber(' 10:262\n')).toBeNull();
+    for (const bad of ['', ':', '10:', ':262', '10:-1', '+10:262', '10:26 2', '10:0x1', '10:262:1', '1e1:2']) expect(parseDevNumber(bad)).toBeNull();
     expect(parseProcMisc('234 btrfs-control\n123 liveupdate\n 57 fuse\n', 'liveupdate')).toEqual({ major: 10, minor: 123 });
     expect(parseProcMisc('234 btrfs-control\n', 'liveupdate')).toBeNull();
   });
@@ -143,6 +153,18 @@ describe('device numbers', () => {
     // major 300, minor 70000: makedev's encoding spreads both over the 64 bits.
     const rdev = (BigInt(70000 & 0xff) | (BigInt(300 & 0xfff) << 8n) | (BigInt(70000 & ~0xff) << 12n) | (BigInt(300 & ~0xfff) << 32n));
     expect(splitDevNumber(rdev)).toEqual({ major: 300, minor: 70000 });
+    expect(splitDevNumber(Number(rdev))).toEqual({ major: 300, minor: 70000 });
+    // The widest: both 32 bits, as a BigInt (a number is exact below 2^53 only).
+    const widest = makedev(0xffffffff, 0xffffffff);
+    expect(widest).toBe(0xffffffffffffffffn);
+    expect(splitDevNumber(widest)).toEqual({ major: 0xffffffff, minor: 0xffffffff });
+    // Each bit of each half lands where glibc puts it, and nowhere else.
+    for (let bit = 0; bit < 32; bit++) {
+      const one = 2 ** bit;
+      expect(splitDevNumber(makedev(one, 0))).toEqual({ major: one, minor: 0 });
+      expect(splitDevNumber(makedev(0, one))).toEqual({ major: 0, minor: one });
+      if (makedev(one, one) <= BigInt(Number.MAX_SAFE_INTEGER)) expect(splitDevNumber(Number(makedev(one, one)))).toEqual({ major: one, minor: one });
+    }
   });
 
   it("is LUO's exactly when it is the registered number; only the misc major where the list is unreadable", () => {

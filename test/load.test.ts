@@ -9,10 +9,12 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../lib/index.js';
+import { absoluteRequires, javascriptFiles, relativeRequires } from '../scripts/absolute-requires.mjs';
 import { currentDigest, DIGEST_MARKER, otherSourcesBuild, SOURCE_BUILD } from './helpers/digest.js';
 import { LIBRARY_DIR } from './helpers/pack.js';
 
@@ -211,6 +213,48 @@ describe('what the blackout loads', () => {
     const seen = probeLoaded('cjs', "const { memfd } = require('liveupdate');\nrequire('node:fs').closeSync(memfd.createSync('probe'));\nreportLoaded('called');");
     expect(seen['called']!.modules).toContain('build/Release/liveupdate.node');
     expect(seen['called']!.modules.filter((m) => m.includes('node-gyp-build'))).toEqual([]);
+  });
+});
+
+describe('requires by absolute path (node resolves a relative one by running its package-name pattern first)', () => {
+  it('rewrites each relative require, in either quote, to the same file through __dirname, and nothing else', () => {
+    const source = [
+      'const a = require("./errors.js");',
+      "const b = require('../native.js');",
+      'const c = require("./agent/server.js").Agent;',
+      'const d = require("node:fs");',
+      "const e = require('liveupdate');",
+      'const f = require(name);',
+      'const g = require(`./${name}`);',
+      'const h = require("./a.js" + suffix);',
+    ].join('\n');
+    expect(absoluteRequires(source).split('\n')).toEqual([
+      'const a = require(__dirname + "/errors.js");',
+      'const b = require(__dirname + "/../native.js");',
+      'const c = require(__dirname + "/agent/server.js").Agent;',
+      'const d = require("node:fs");',
+      "const e = require('liveupdate');",
+      'const f = require(name);',
+      'const g = require(`./${name}`);',
+      'const h = require("./a.js" + suffix);',
+    ]);
+    expect(relativeRequires(absoluteRequires(source))).toEqual([]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lu-requires-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'sub'));
+      fs.writeFileSync(path.join(dir, 'value.js'), 'module.exports = 42;');
+      fs.writeFileSync(path.join(dir, 'sub', 'up.js'), absoluteRequires('module.exports = require("../value.js");'));
+      expect(createRequire(import.meta.url)(path.join(dir, 'sub', 'up.js'))).toBe(42);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('leaves no relative require in the built package or its command', () => {
+    const files = [...javascriptFiles(path.join(LIBRARY_DIR, 'dist')), path.join(LIBRARY_DIR, 'bin', 'liveupdate.js')];
+    expect(files.length).toBeGreaterThan(20);
+    const left = files.flatMap((file) => relativeRequires(fs.readFileSync(file, 'utf8')).map((r) => `${path.relative(LIBRARY_DIR, file)}: ${r}`));
+    expect(left).toEqual([]);
   });
 });
 
