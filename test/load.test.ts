@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../lib/index.js';
 import { absoluteRequires, javascriptFiles, relativeRequires } from '../scripts/absolute-requires.mjs';
+import { bundle, closure, CORE, ENTRY, stub } from '../scripts/bundle-core.mjs';
 import { currentDigest, DIGEST_MARKER, otherSourcesBuild, SOURCE_BUILD } from './helpers/digest.js';
 import { LIBRARY_DIR } from './helpers/pack.js';
 
@@ -64,13 +65,26 @@ interface Loaded {
   readonly builtins: string[];
 }
 
+/**
+ * A function, as script text, that lists the package's modules loaded so far
+ * (relative to the package: dist/...): the files in require.cache, and the
+ * modules of dist/core.js that have run, as their own files would count (the
+ * bundle itself does not).
+ */
+const LOADED_MODULES = `(() => {
+  const root = ${JSON.stringify(fs.realpathSync(LIBRARY_DIR) + path.sep)};
+  const files = Object.keys(require.cache).filter((m) => m.startsWith(root)).map((m) => m.slice(root.length));
+  const core = require.cache[root + 'dist/core.js'];
+  const bundled = core === undefined ? [] : [...core.exports.loaded.keys()].map((name) => 'dist' + name);
+  return [...new Set([...files, ...bundled])].filter((m) => m !== 'dist/core.js');
+})`;
+
 /** The probe's helpers, prepended to every probe script: report a value, or what is loaded now. */
 const REPORT = `
 // fd 1 written directly: process.stdout on a pipe would load node:net.
 const report = (label, value) => require('node:fs').writeSync(1, JSON.stringify({ label, value }) + '\\n');
 const reportLoaded = (label) => {
-  const root = ${JSON.stringify(fs.realpathSync(LIBRARY_DIR) + path.sep)};
-  const modules = Object.keys(require.cache).filter((m) => m.startsWith(root)).map((m) => m.slice(root.length));
+  const modules = ${LOADED_MODULES}();
   const builtins = ${JSON.stringify(HEAVY_BUILTINS)}.filter((b) => process.moduleLoadList.includes('NativeModule ' + b));
   report(label, { modules, builtins });
 };
@@ -258,6 +272,60 @@ describe('requires by absolute path (node resolves a relative one by running its
   });
 });
 
+describe('dist/core.js: the modules an open runs, in one file', () => {
+  const dist = path.join(LIBRARY_DIR, 'dist');
+  const load = createRequire(import.meta.url);
+
+  it('holds what dist/liveupdate.js requires at load, transitively, and each of those files gives the same objects', () => {
+    const core = load(path.join(dist, 'core.js')) as { load: (name: string) => unknown };
+    const names = [...fs.readFileSync(path.join(dist, 'core.js'), 'utf8').matchAll(/^"(\/[\w-]+\.js)"\(exports, require\) \{$/gm)].map((m) => m[1]!);
+    expect(names[0]).toBe(ENTRY);
+    expect(names).toEqual(expect.arrayContaining(['/liveupdate.js', '/session.js', '/errors.js', '/native.js', '/device.js']));
+    // Nothing the open leaves for later: the diagnosis, the status, the agent.
+    expect(names.filter((n) => ['/diagnosis.js', '/status.js', '/memfd.js', '/fdpass.js'].includes(n))).toEqual([]);
+    for (const name of names) {
+      expect(fs.readFileSync(path.join(dist, name), 'utf8')).toBe(stub(name));
+      expect(load(path.join(dist, name))).toBe(core.load(name));
+    }
+    // A module outside the bundle gets the bundle's: its errors are the bundle's classes.
+    const memfd = load(path.join(dist, 'memfd.js')) as { getSealsSync(fd: number): number };
+    const { BadFileDescriptorError } = core.load('/errors.js') as { BadFileDescriptorError: new () => Error };
+    expect(() => memfd.getSealsSync(0x3fff_ffff)).toThrow(BadFileDescriptorError);
+  });
+
+  it('follows top-level requires only, and runs modules as node does: once, on first require, a cycle getting the exports so far', () => {
+    const sources: Record<string, string> = {
+      '/a.js': 'const b_1 = require(__dirname + "/b.js");\nexports.fromB = b_1.early;\nexports.late = "a";\nexports.count = (exports.count ?? 0) + 1;\nfunction lazy() { return require(__dirname + "/lazy.js"); }\nexports.lazy = lazy;',
+      '/b.js': 'exports.early = "b";\nconst a_1 = require(__dirname + "/a.js");\nexports.aSoFar = Object.keys(a_1);\nexports.os = require("node:os").EOL;',
+      '/lazy.js': 'exports.lazy = true;',
+    };
+    expect(closure((name) => sources[name]!, '/a.js')).toEqual(['/a.js', '/b.js']);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lu-bundle-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'core.js'), bundle(['/a.js', '/b.js'].map((name) => ({ name, source: sources[name]! }))));
+      fs.writeFileSync(path.join(dir, 'lazy.js'), sources['/lazy.js']!);
+      const core = load(path.join(dir, 'core.js')) as { load: (name: string) => Record<string, unknown>; loaded: Map<string, unknown> };
+      expect(core.loaded.size).toBe(0);
+      const a = core.load('/a.js');
+      expect(a).toEqual({ fromB: 'b', late: 'a', count: 1, lazy: expect.any(Function) });
+      expect(core.load('/b.js')).toEqual({ early: 'b', aSoFar: [], os: os.EOL });
+      expect(core.load('/a.js')).toBe(a);
+      expect([...core.loaded.keys()]).toEqual(['/a.js', '/b.js']);
+      // A module outside the bundle is node's own.
+      expect((a['lazy'] as () => unknown)()).toBe(load(path.join(dir, 'lazy.js')));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a module that uses what its require and module objects lack', () => {
+    for (const source of ['require.resolve("x")', 'module.exports = 1', 'const f = __filename']) {
+      expect(() => bundle([{ name: '/x.js', source }])).toThrow(/bundle-core: \/x\.js uses/);
+    }
+    expect(CORE).toBe('/core.js');
+  });
+});
+
 describe('the source digest the addon and the JavaScript carry', () => {
   const digest = currentDigest();
 
@@ -350,8 +418,7 @@ const AGENT_START_HEAVY_BUILTINS = ['v8', 'stream', 'zlib', 'net', 'crypto', 'ch
 /** Preloaded into the agent's node: on SIGUSR2, what it has loaded, on fd 3. */
 const AGENT_START_PROBE = `
 process.on('SIGUSR2', () => {
-  const root = ${JSON.stringify(fs.realpathSync(LIBRARY_DIR) + path.sep)};
-  const modules = Object.keys(require.cache).filter((m) => m.startsWith(root)).map((m) => m.slice(root.length));
+  const modules = ${LOADED_MODULES}();
   const builtins = ${JSON.stringify(AGENT_START_HEAVY_BUILTINS)}.filter((b) => process.moduleLoadList.includes('NativeModule ' + b));
   require('node:fs').writeSync(3, JSON.stringify({ modules, builtins }));
   require('node:fs').closeSync(3);

@@ -28,7 +28,10 @@ import { AgentClient } from 'liveupdate';
 import { CLI_ARGS_ENV, cliLauncher, cliModule } from '../harness/cli.js';
 import { statFields } from '../harness/proc-stat.js';
 
-/** The modules `entry` loads, transitively: relative `require("...")` calls and node-gyp-build; keyed by path relative to `root`. */
+/**
+ * The modules `entry` loads, transitively: `require("./...")`, `require(__dirname + "/...")` (the
+ * package's own, see its scripts/absolute-requires.mjs) and node-gyp-build; keyed by path relative to `root`.
+ */
 export function moduleGraph(root: string, entry: string): Map<string, string> {
   const modules = new Map<string, string>();
   const pending = [entry];
@@ -37,9 +40,10 @@ export function moduleGraph(root: string, entry: string): Map<string, string> {
     if (modules.has(key)) continue;
     const source = fs.readFileSync(file, 'utf8');
     modules.set(key, source);
-    for (const [, id] of source.matchAll(/\brequire\(["'`]([^"'`]+)["'`]\)/g)) {
+    for (const [, fromDir, id] of source.matchAll(/\brequire\((__dirname \+ )?["'`]([^"'`]+)["'`]\)/g)) {
       if (id === undefined || id.endsWith('.node')) continue;
-      if (id === 'node-gyp-build' || id.startsWith('.')) pending.push(require.resolve(id, { paths: [path.dirname(file)] }));
+      if (fromDir !== undefined) pending.push(path.join(path.dirname(file), id));
+      else if (id === 'node-gyp-build' || id.startsWith('.')) pending.push(require.resolve(id, { paths: [path.dirname(file)] }));
     }
   }
   return modules;
