@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../lib/index.js';
 import { absoluteRequires, javascriptFiles, relativeRequires } from '../scripts/absolute-requires.mjs';
-import { bundle, closure, CORE, ENTRY, stub } from '../scripts/bundle-core.mjs';
+import { bundle, BUNDLES, closure, stub } from '../scripts/bundle-modules.mjs';
 import { currentDigest, DIGEST_MARKER, otherSourcesBuild, SOURCE_BUILD } from './helpers/digest.js';
 import { LIBRARY_DIR } from './helpers/pack.js';
 
@@ -68,15 +68,15 @@ interface Loaded {
 /**
  * A function, as script text, that lists the package's modules loaded so far
  * (relative to the package: dist/...): the files in require.cache, and the
- * modules of dist/core.js that have run, as their own files would count (the
- * bundle itself does not).
+ * modules of the bundles (scripts/bundle-modules.mjs) that have run, as their
+ * own files would count (a bundle itself does not).
  */
 const LOADED_MODULES = `(() => {
   const root = ${JSON.stringify(fs.realpathSync(LIBRARY_DIR) + path.sep)};
   const files = Object.keys(require.cache).filter((m) => m.startsWith(root)).map((m) => m.slice(root.length));
-  const core = require.cache[root + 'dist/core.js'];
-  const bundled = core === undefined ? [] : [...core.exports.loaded.keys()].map((name) => 'dist' + name);
-  return [...new Set([...files, ...bundled])].filter((m) => m !== 'dist/core.js');
+  const bundles = ${JSON.stringify(BUNDLES.map((b) => `dist${b.file}`))};
+  const bundled = bundles.flatMap((file) => [...(require.cache[root + file]?.exports.loaded.keys() ?? [])].map((name) => 'dist' + name));
+  return [...new Set([...files, ...bundled])].filter((m) => !bundles.includes(m));
 })`;
 
 /** The probe's helpers, prepended to every probe script: report a value, or what is loaded now. */
@@ -272,45 +272,59 @@ describe('requires by absolute path (node resolves a relative one by running its
   });
 });
 
-describe('dist/core.js: the modules an open runs, in one file', () => {
+describe('the bundles: the modules of an open, and of the agent up to its first answer, each in one file', () => {
   const dist = path.join(LIBRARY_DIR, 'dist');
   const load = createRequire(import.meta.url);
+  type Bundle = { load: (name: string) => unknown; loaded: Map<string, unknown> };
+  /** The module names a built bundle holds, in its order. */
+  const namesIn = (file: string): string[] =>
+    [...fs.readFileSync(path.join(dist, file), 'utf8').matchAll(/^"(\/[\w/-]+\.js)"\(exports, require, __dirname\) \{$/gm)].map((m) => m[1]!);
 
-  it('holds what dist/liveupdate.js requires at load, transitively, and each of those files gives the same objects', () => {
-    const core = load(path.join(dist, 'core.js')) as { load: (name: string) => unknown };
-    const names = [...fs.readFileSync(path.join(dist, 'core.js'), 'utf8').matchAll(/^"(\/[\w-]+\.js)"\(exports, require\) \{$/gm)].map((m) => m[1]!);
-    expect(names[0]).toBe(ENTRY);
-    expect(names).toEqual(expect.arrayContaining(['/liveupdate.js', '/session.js', '/errors.js', '/native.js', '/device.js']));
-    // Nothing the open leaves for later: the diagnosis, the status, the agent.
-    expect(names.filter((n) => ['/diagnosis.js', '/status.js', '/memfd.js', '/fdpass.js'].includes(n))).toEqual([]);
-    for (const name of names) {
-      expect(fs.readFileSync(path.join(dist, name), 'utf8')).toBe(stub(name));
-      expect(load(path.join(dist, name))).toBe(core.load(name));
+  it('holds what its entries require at load, transitively, once across bundles, and each of those files gives the same objects', () => {
+    const held = BUNDLES.map((b) => ({ ...b, names: namesIn(b.file) }));
+    const [core, agent] = held;
+    expect(core!.names[0]).toBe('/liveupdate.js');
+    expect(core!.names).toEqual(expect.arrayContaining(['/liveupdate.js', '/session.js', '/errors.js', '/native.js', '/device.js']));
+    expect(agent!.names).toEqual(expect.arrayContaining(['/cli.js', '/agent/server.js', '/agent/cli.js', '/agent/connection.js']));
+    // Nothing either leaves for later: the diagnosis, the status, kexec, the update, the client.
+    const later = ['/diagnosis.js', '/status.js', '/kexec.js', '/agent/update.js', '/agent/client.js', '/agent/systemd-host.js'];
+    expect(held.flatMap((b) => b.names).filter((n) => later.includes(n))).toEqual([]);
+    expect(core!.names.filter((n) => agent!.names.includes(n))).toEqual([]);
+    for (const { file, names } of held) {
+      const bundleExports = load(path.join(dist, file)) as Bundle;
+      for (const name of names) {
+        expect(fs.readFileSync(path.join(dist, name), 'utf8')).toBe(stub(name, file));
+        expect(load(path.join(dist, name))).toBe(bundleExports.load(name));
+      }
     }
-    // A module outside the bundle gets the bundle's: its errors are the bundle's classes.
+    // A module of one bundle gets another's (and a module of none gets theirs): the errors are the core's classes.
     const memfd = load(path.join(dist, 'memfd.js')) as { getSealsSync(fd: number): number };
-    const { BadFileDescriptorError } = core.load('/errors.js') as { BadFileDescriptorError: new () => Error };
+    const { BadFileDescriptorError } = (load(path.join(dist, 'core.js')) as Bundle).load('/errors.js') as { BadFileDescriptorError: new () => Error };
     expect(() => memfd.getSealsSync(0x3fff_ffff)).toThrow(BadFileDescriptorError);
   });
 
   it('follows top-level requires only, and runs modules as node does: once, on first require, a cycle getting the exports so far', () => {
     const sources: Record<string, string> = {
-      '/a.js': 'const b_1 = require(__dirname + "/b.js");\nexports.fromB = b_1.early;\nexports.late = "a";\nexports.count = (exports.count ?? 0) + 1;\nfunction lazy() { return require(__dirname + "/lazy.js"); }\nexports.lazy = lazy;',
-      '/b.js': 'exports.early = "b";\nconst a_1 = require(__dirname + "/a.js");\nexports.aSoFar = Object.keys(a_1);\nexports.os = require("node:os").EOL;',
+      '/a.js': 'const b_1 = require(__dirname + "/sub/b.js");\nexports.fromB = b_1.early;\nexports.late = "a";\nexports.count = (exports.count ?? 0) + 1;\nfunction lazy() { return require(__dirname + "/lazy.js"); }\nexports.lazy = lazy;',
+      '/sub/b.js': 'exports.early = "b";\nconst a_1 = require(__dirname + "/../a.js");\nexports.aSoFar = Object.keys(a_1);\nexports.os = require("node:os").EOL;\nexports.dir = __dirname;',
       '/lazy.js': 'exports.lazy = true;',
     };
-    expect(closure((name) => sources[name]!, '/a.js')).toEqual(['/a.js', '/b.js']);
+    expect(closure((name) => sources[name]!, ['/a.js'])).toEqual(['/a.js', '/sub/b.js']);
+    expect(closure((name) => sources[name]!, ['/a.js'], ['/sub/b.js'])).toEqual(['/a.js']);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lu-bundle-'));
     try {
-      fs.writeFileSync(path.join(dir, 'core.js'), bundle(['/a.js', '/b.js'].map((name) => ({ name, source: sources[name]! }))));
+      fs.writeFileSync(path.join(dir, 'one.js'), bundle(['/a.js', '/sub/b.js'].map((name) => ({ name, source: sources[name]! }))));
       fs.writeFileSync(path.join(dir, 'lazy.js'), sources['/lazy.js']!);
-      const core = load(path.join(dir, 'core.js')) as { load: (name: string) => Record<string, unknown>; loaded: Map<string, unknown> };
-      expect(core.loaded.size).toBe(0);
-      const a = core.load('/a.js');
+      fs.mkdirSync(path.join(dir, 'sub'));
+      fs.writeFileSync(path.join(dir, 'sub', 'b.js'), stub('/sub/b.js', '/one.js'));
+      const one = load(path.join(dir, 'one.js')) as Bundle;
+      expect(one.loaded.size).toBe(0);
+      const a = one.load('/a.js') as Record<string, unknown>;
       expect(a).toEqual({ fromB: 'b', late: 'a', count: 1, lazy: expect.any(Function) });
-      expect(core.load('/b.js')).toEqual({ early: 'b', aSoFar: [], os: os.EOL });
-      expect(core.load('/a.js')).toBe(a);
-      expect([...core.loaded.keys()]).toEqual(['/a.js', '/b.js']);
+      expect(one.load('/sub/b.js')).toEqual({ early: 'b', aSoFar: [], os: os.EOL, dir: path.join(dir, 'sub') });
+      expect(one.load('/a.js')).toBe(a);
+      expect(load(path.join(dir, 'sub', 'b.js'))).toBe(one.load('/sub/b.js'));
+      expect([...one.loaded.keys()]).toEqual(['/a.js', '/sub/b.js']);
       // A module outside the bundle is node's own.
       expect((a['lazy'] as () => unknown)()).toBe(load(path.join(dir, 'lazy.js')));
     } finally {
@@ -320,9 +334,8 @@ describe('dist/core.js: the modules an open runs, in one file', () => {
 
   it('refuses a module that uses what its require and module objects lack', () => {
     for (const source of ['require.resolve("x")', 'module.exports = 1', 'const f = __filename']) {
-      expect(() => bundle([{ name: '/x.js', source }])).toThrow(/bundle-core: \/x\.js uses/);
+      expect(() => bundle([{ name: '/x.js', source }])).toThrow(/bundle-modules: \/x\.js uses/);
     }
-    expect(CORE).toBe('/core.js');
   });
 });
 
