@@ -63,7 +63,9 @@ function checkBundleable(name, source) {
 export function bundle(modules) {
   const defs = modules.map(({ name, source }) => {
     checkBundleable(name, source);
-    return `${JSON.stringify(name)}(exports, require, __dirname) {\n${source}\n},`;
+    // In parentheses: V8 then compiles the function with the bundle, in one pass, where it
+    // would otherwise scan it once then and parse it again at its first call.
+    return `${JSON.stringify(name)}: (function (exports, require, __dirname) {\n${source}\n}),`;
   });
   return [
     '"use strict";',

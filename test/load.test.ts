@@ -278,7 +278,7 @@ describe('the bundles: the modules of an open, and of the agent up to its first 
   type Bundle = { load: (name: string) => unknown; loaded: Map<string, unknown> };
   /** The module names a built bundle holds, in its order. */
   const namesIn = (file: string): string[] =>
-    [...fs.readFileSync(path.join(dist, file), 'utf8').matchAll(/^"(\/[\w/-]+\.js)"\(exports, require, __dirname\) \{$/gm)].map((m) => m[1]!);
+    [...fs.readFileSync(path.join(dist, file), 'utf8').matchAll(/^"(\/[\w/-]+\.js)": \(function \(exports, require, __dirname\) \{$/gm)].map((m) => m[1]!);
 
   it('holds what its entries require at load, transitively, once across bundles, and each of those files gives the same objects', () => {
     const held = BUNDLES.map((b) => ({ ...b, names: namesIn(b.file) }));
