@@ -853,9 +853,16 @@ function typedKernelError(system: NativeSystemError, context: ErrorContext, caus
  * @internal
  */
 export function errnoError(code: keyof typeof constants.errno, syscall: string, context: ErrorContext): LiveUpdateError {
-  // node:os is loaded here, not with this module: opening the device never needs it.
-  const { errno } = (require('node:os') as typeof import('node:os')).constants;
-  return kernelError({ errno: -errno[code], code, syscall }, context);
+  return kernelError({ errno: -errnoNumber(code), code, syscall }, context);
+}
+
+/**
+ * The number of errno `code` (`'ETIMEDOUT'`). node:os is loaded here, not
+ * with this module: opening the device and starting the agent never need it.
+ * @internal
+ */
+export function errnoNumber(code: keyof typeof constants.errno): number {
+  return (require('node:os') as typeof import('node:os')).constants.errno[code];
 }
 
 /**

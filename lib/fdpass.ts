@@ -28,8 +28,7 @@
  */
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
-import * as os from 'node:os';
-import { callAsync, callSync, packageError, translateError, type ErrorContext, type Operation } from './errors.js';
+import { callAsync, callSync, errnoNumber, packageError, translateError, type ErrorContext, type Operation } from './errors.js';
 import { loadNative, native, type Cancellable, type NativeBinding, type NativeRecvResult, type NativeStepError } from './native.js';
 import { checkFd, invalidArgType, invalidArgValue, outOfRange } from './validate.js';
 
@@ -472,7 +471,7 @@ async function settle<T>(pending: Cancellable<T>, signal: AbortSignal | undefine
   const onAbort = (): void => pending.cancel();
   if (signal?.aborted) onAbort();
   else signal?.addEventListener('abort', onAbort, { once: true });
-  const timer = timeout < 0 ? undefined : setTimeout(() => pending.cancel(os.constants.errno.ETIMEDOUT), timeout);
+  const timer = timeout < 0 ? undefined : setTimeout(() => pending.cancel(errnoNumber('ETIMEDOUT')), timeout);
   try {
     return await pending;
   } catch (error) {

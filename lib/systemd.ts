@@ -9,8 +9,7 @@
  * `notify({ FDSTORE: 1, FDNAME: 'luo' }, [session.fd])` and get it back from
  * {@link listenFds} after the update; `Session.fromFd` wraps it.
  */
-import * as os from 'node:os';
-import { callSync, kernelError, packageError, translateError, type ErrorContext, type LiveUpdateError } from './errors.js';
+import { callSync, errnoError, errnoNumber, packageError, translateError, type LiveUpdateError } from './errors.js';
 import { sendFds, sendFdsSync, MAX_FDS_PER_MESSAGE } from './fdpass.js';
 import { readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
 import { closeFd, native } from './native.js';
@@ -150,18 +149,13 @@ function checkNotifyFds(fds: unknown): number[] {
 
 type NotifyOperation = 'notify' | 'barrier';
 
-/** A failure of `syscall` with `code` that no native call reported (the package found it), typed like one. */
-function systemFailure(code: keyof typeof os.constants.errno, syscall: string, context: ErrorContext): LiveUpdateError {
-  return kernelError({ errno: -os.constants.errno[code], code, syscall }, context);
-}
-
 /** `$NOTIFY_SOCKET` if it is an address this package can reach: a path or an abstract `@name`. */
 function notifySocket(operation: NotifyOperation): string | undefined {
   const address = process.env['NOTIFY_SOCKET'];
   if (address === undefined || address === '') return undefined;
   if (address.startsWith('/') || address.startsWith('@')) return address;
   // vsock:CID:PORT (systemd in a VM) has no AF_UNIX form.
-  throw systemFailure('EAFNOSUPPORT', 'connect', { operation, path: address, hint: 'it is not a Unix socket address' });
+  throw errnoError('EAFNOSUPPORT', 'connect', { operation, path: address, hint: 'it is not a Unix socket address' });
 }
 
 const NOT_SET: NotifyResult = { sent: false, reason: 'NOTIFY_SOCKET is not set' };
@@ -215,7 +209,7 @@ interface Target {
 
 function notifyTimeout(what: string, timeout: number, target: Target, cause: unknown): LiveUpdateError {
   const hint = `${what} not acknowledged within ${timeout} ms`;
-  return systemFailure('ETIMEDOUT', 'poll', { operation: target.operation, path: target.socket, hint, cause });
+  return errnoError('ETIMEDOUT', 'poll', { operation: target.operation, path: target.socket, hint, cause });
 }
 
 /** Runs `run`; a timeout becomes the error that says what was not acknowledged, any other failure is typed. */
@@ -327,7 +321,7 @@ export async function barrier(options?: BarrierOptions): Promise<NotifyResult> {
 /** Resolves when `fd` (a pipe's read end) is readable or hung up; rejects with ETIMEDOUT after `timeout` ms. */
 async function waitForEof(fd: number, timeout: number): Promise<void> {
   const pending = native.waitReadableAsync(fd);
-  const timer = setTimeout(() => pending.cancel(os.constants.errno.ETIMEDOUT), timeout);
+  const timer = setTimeout(() => pending.cancel(errnoNumber('ETIMEDOUT')), timeout);
   try {
     await pending;
   } finally {

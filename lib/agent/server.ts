@@ -222,8 +222,12 @@ export class Agent {
   /** Connections let go for saying no hello in time: told why before they are dropped. */
   readonly #lateHellos = new WeakSet<Client>();
   #helloTimer: NodeJS.Timeout | null = null;
-  /** Aborted by stop(): an update in progress ends. */
-  readonly #stopping = new AbortController();
+  /**
+   * Aborted by stop(): an update in progress ends. Made by the first update
+   * (#stopSignal): an AbortController loads a module of node's own,
+   * which an agent that never updates (the one of a new kernel) never needs.
+   */
+  #stopping: AbortController | undefined;
   /** The update in progress, awaited by stop(). */
   #running: Promise<unknown> | null = null;
 
@@ -331,7 +335,7 @@ export class Agent {
     if (this.#helloTimer !== null) clearTimeout(this.#helloTimer);
     this.#listener?.close();
     // An update in progress ends first (unloading what it loaded); then nothing changes any more.
-    this.#stopping.abort();
+    this.#stopping?.abort();
     await this.#running?.catch(() => {});
     this.#table.beginStopping();
     for (const c of this.#connections) c.stopReading?.();
@@ -715,6 +719,13 @@ export class Agent {
     };
   }
 
+  /** The signal stop() aborts; aborted already once the agent stopped. */
+  #stopSignal(): AbortSignal {
+    this.#stopping ??= new AbortController();
+    if (this.#stopped) this.#stopping.abort();
+    return this.#stopping.signal;
+  }
+
   async #update(c: Client, r: Extract<CheckedRequest, { op: 'update' }>): Promise<Reply> {
     if (!permits(this.#policy.update, c.peer)) {
       throw agentError('ERR_LIVEUPDATE_AGENT_PERMISSION', `uid ${c.peer.uid} may not run an update (policy: update)`, { operation: 'agent.update' });
@@ -724,7 +735,7 @@ export class Agent {
         table: this.#table,
         policy: this.#policy,
         asker: c.peer,
-        signal: this.#stopping.signal,
+        signal: this.#stopSignal(),
         host: this.#host,
         previous: this.#manifest,
         connections: () => this.#connections,
