@@ -1057,7 +1057,7 @@ Framing ToFraming(Napi::Env env, int32_t value) {
   return ArgsInRange(env, value, "framing", 0, 1) == 1 ? Framing::kNone : Framing::kFrame;
 }
 
-// The first argument of a call, read only by a call that needs it (see ExportRaw).
+// The first argument of a call, read only by a call that needs it (see RawEntry).
 napi_value FirstArg(Napi::Env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value arg = nullptr;
@@ -1131,14 +1131,6 @@ int ArgTimeout(const Napi::CallbackInfo& info, size_t index) {
   return ArgInt32InRange(info, index, "timeoutMs", -1, INT32_MAX);
 }
 
-// A JS function whose body runs Guarded (no C++ exception escapes it).
-template <typename Body>
-void ExportFunction(Napi::Env env, Napi::Object exports, const char* name, Body body) {
-  exports.Set(name, Napi::Function::New(env, [name, body](const Napi::CallbackInfo& info) {
-                return Guarded(info.Env(), name, [&] { return body(info); });
-              }, name));
-}
-
 // A JS function for a call whose numbers are in the rooms, run Guarded
 // (`What` names the call in an error of its own): it reads an argument
 // itself, only when it has one (FirstArg). Napi::CallbackInfo would query
@@ -1148,17 +1140,9 @@ template <Napi::Value (*Body)(Napi::Env, napi_callback_info), const char* What>
 napi_value RawEntry(napi_env env, napi_callback_info info) {
   try {
     return Guarded(env, What, [&] { return Body(env, info); });
-  } catch (const Napi::Error& error) {
-    error.ThrowAsJavaScriptException();
-    return nullptr;
+  } catch (...) {
+    return ThrowCaught(env);
   }
-}
-
-template <Napi::Value (*Body)(Napi::Env, napi_callback_info), const char* What>
-void ExportRaw(Napi::Env env, Napi::Object exports, const char* name) {
-  napi_value fn = nullptr;
-  NAPI_THROW_IF_FAILED_VOID(env, napi_create_function(env, name, NAPI_AUTO_LENGTH, RawEntry<Body, What>, nullptr, &fn));
-  exports.Set(name, Napi::Value(env, fn));
 }
 
 constexpr char kSendFdsName[] = "sendFds";
@@ -1177,52 +1161,51 @@ Napi::Value RecvFdsArgs(Napi::Env env, napi_callback_info) {
   return RunBlocking(env, work, -1);
 }
 
-void ExportOps(Napi::Env env, Napi::Object exports) {
-  // The work of a synchronous call lives in its frame; a Promise form's
-  // moves to the heap only if it must wait (RunNowOrLater).
-  ExportFunction(env, exports, "sendFds", [](const Napi::CallbackInfo& info) {
-    int timeout = ArgTimeout(info, 4);
-    FdList fds;
-    SendWork work = MakeSend(info, fds);
-    return RunBlocking(info.Env(), work, timeout);
-  });
-  ExportFunction(env, exports, "sendFdsAsync", [](const Napi::CallbackInfo& info) {
-    FdList fds;
-    return RunNowOrLater(info.Env(), MakeSend(info, fds));
-  });
-  ExportFunction(env, exports, "recvFds", [](const Napi::CallbackInfo& info) {
-    RecvWork work = MakeRecv(info);
-    return RunBlocking(info.Env(), work, -1);
-  });
-  ExportFunction(env, exports, "recvFdsAsync", [](const Napi::CallbackInfo& info) {
-    return RunNowOrLater(info.Env(), MakeRecv(info));
-  });
-  // The synchronous forms again, their numbers read from `args` (CallArg).
-  ExportRaw<SendFdsArgs, kSendFdsName>(env, exports, "sendFdsArgs");
-  ExportRaw<RecvFdsArgs, kRecvFdsName>(env, exports, "recvFdsArgs");
-  // waitReadable(fd, timeoutMs): true when readable or hung up; ETIMEDOUT.
-  ExportFunction(env, exports, "waitReadable", [](const Napi::CallbackInfo& info) {
-    int fd = ArgFd(info, 0, "fd");
-    int timeout = ArgInt32InRange(info, 1, "timeoutMs", -1, INT32_MAX);
-    WaitWork work(fd);
-    return RunBlocking(info.Env(), work, timeout);
-  });
-  ExportFunction(env, exports, "waitReadableAsync", [](const Napi::CallbackInfo& info) {
-    int fd = ArgFd(info, 0, "fd");
-    return PollOp::Run(info.Env(), std::make_unique<WaitWork>(DupArg(info.Env(), fd)));
-  });
-  // readableNow(fd): whether a message, a connection or EOF waits on `fd`,
-  // without waiting. "Not yet" is an answer, not an error: a server asks
-  // this once per request and per accept.
-  ExportFunction(env, exports, "readableNow", [](const Napi::CallbackInfo& info) {
-    int fd = ArgFd(info, 0, "fd");
-    int revents = wait_fd(fd, POLLIN, 0);
-    if (revents < 0) throw ErrnoError(info.Env(), -revents, "poll");
-    return Napi::Boolean::New(info.Env(), revents != 0);
-  });
+// The work of a synchronous call lives in its frame; a Promise form's
+// moves to the heap only if it must wait (RunNowOrLater).
+Napi::Value SendFds(const Napi::CallbackInfo& info) {
+  int timeout = ArgTimeout(info, 4);
+  FdList fds;
+  SendWork work = MakeSend(info, fds);
+  return RunBlocking(info.Env(), work, timeout);
 }
 
-// ---- small socket helpers (ExportCall: sync + Async) ------------------------
+Napi::Value SendFdsAsync(const Napi::CallbackInfo& info) {
+  FdList fds;
+  return RunNowOrLater(info.Env(), MakeSend(info, fds));
+}
+
+Napi::Value RecvFds(const Napi::CallbackInfo& info) {
+  RecvWork work = MakeRecv(info);
+  return RunBlocking(info.Env(), work, -1);
+}
+
+Napi::Value RecvFdsAsync(const Napi::CallbackInfo& info) { return RunNowOrLater(info.Env(), MakeRecv(info)); }
+
+// waitReadable(fd, timeoutMs): true when readable or hung up; ETIMEDOUT.
+Napi::Value WaitReadable(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0, "fd");
+  int timeout = ArgInt32InRange(info, 1, "timeoutMs", -1, INT32_MAX);
+  WaitWork work(fd);
+  return RunBlocking(info.Env(), work, timeout);
+}
+
+Napi::Value WaitReadableAsync(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0, "fd");
+  return PollOp::Run(info.Env(), std::make_unique<WaitWork>(DupArg(info.Env(), fd)));
+}
+
+// readableNow(fd): whether a message, a connection or EOF waits on `fd`,
+// without waiting. "Not yet" is an answer, not an error: a server asks
+// this once per request and per accept.
+Napi::Value ReadableNow(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0, "fd");
+  int revents = wait_fd(fd, POLLIN, 0);
+  if (revents < 0) throw ErrnoError(info.Env(), -revents, "poll");
+  return Napi::Boolean::New(info.Env(), revents != 0);
+}
+
+// ---- small socket helpers (sync + Async) ----------------------------------
 
 // Two new fds as a JS array: [socketpair end 0, end 1] or [read end, write
 // end], owned here until JS has them.
@@ -1349,26 +1332,39 @@ Call<PassRights> PrepareSetPassRights(const Napi::CallbackInfo& info, FdArgs) {
           }};
 }
 
+constexpr Export kExports[] = {
+    Function<SendFds>("sendFds"),
+    Function<SendFdsAsync>("sendFdsAsync"),
+    Function<RecvFds>("recvFds"),
+    Function<RecvFdsAsync>("recvFdsAsync"),
+    // The synchronous forms again, their numbers read from `args` (CallArg).
+    {"sendFdsArgs", RawEntry<SendFdsArgs, kSendFdsName>},
+    {"recvFdsArgs", RawEntry<RecvFdsArgs, kRecvFdsName>},
+    Function<WaitReadable>("waitReadable"),
+    Function<WaitReadableAsync>("waitReadableAsync"),
+    Function<ReadableNow>("readableNow"),
+    // The errors of every call of the addon, not of fd passing alone.
+    Function<SetErrorFactory>("setErrorFactory"),
+    SyncAndAsyncCall<FdPair, PrepareSocketPair>("socketPair", "socketPairAsync"),
+    SyncAndAsyncCall<FdPair, PreparePipe>("pipe", "pipeAsync"),
+    SyncAndAsyncCall<NewFd, PrepareUnixBind>("unixBind", "unixBindAsync"),
+    SyncAndAsyncCall<NewFd, PrepareUnixConnect>("unixConnect", "unixConnectAsync"),
+    SyncAndAsyncCall<NewFd, PrepareUnixAccept>("unixAccept", "unixAcceptAsync"),
+    SyncAndAsyncCall<int, PrepareSocketType>("socketType", "socketTypeAsync"),
+    Function<PinFds>("pinFds"),
+    Function<SetRooms>("setRooms"),
+    Function<UnpinFds>("unpinFds"),
+    SyncCall<int, PrepareSetCloexec>("setCloexec"),
+    SyncCall<int, PrepareGetCloexec>("getCloexec"),
+    SyncCall<PassRights, PrepareSetPassRights>("setPassRights"),
+};
+
 }  // namespace
 
 void RegisterFdPass(Napi::Env env, Napi::Object exports) {
   MakeResultNames(env);
-  ExportOps(env, exports);
-  // The errors of every call of the addon, not of fd passing alone.
-  exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory, "setErrorFactory"));
-  ExportCall<FdPair, PrepareSocketPair>(env, exports, "socketPair");
-  ExportCall<FdPair, PreparePipe>(env, exports, "pipe");
-  ExportCall<NewFd, PrepareUnixBind>(env, exports, "unixBind");
-  ExportCall<NewFd, PrepareUnixConnect>(env, exports, "unixConnect");
-  ExportCall<NewFd, PrepareUnixAccept>(env, exports, "unixAccept");
-  ExportCall<int, PrepareSocketType>(env, exports, "socketType");
-  ExportFunction(env, exports, "pinFds", PinFds);
-  ExportFunction(env, exports, "setRooms", SetRooms);
-  ExportFunction(env, exports, "unpinFds", UnpinFds);
+  DefineExports(env, exports, kExports);
   exports.Set("ReadableWatch", ReadableWatch::Define(env));
-  ExportSyncCall<int, PrepareSetCloexec>(env, exports, "setCloexec");
-  ExportSyncCall<int, PrepareGetCloexec>(env, exports, "getCloexec");
-  ExportSyncCall<PassRights, PrepareSetPassRights>(env, exports, "setPassRights");
   exports.Set("SOCK_STREAM", static_cast<double>(SOCK_STREAM));
   exports.Set("SOCK_DGRAM", static_cast<double>(SOCK_DGRAM));
   exports.Set("SOCK_SEQPACKET", static_cast<double>(SOCK_SEQPACKET));

@@ -43,15 +43,17 @@ Call<int> PrepareKexecExecute(const Napi::CallbackInfo& info, FdArgs) {
   return {"reboot", [sync_first](int&) { return kexec_execute(sync_first); }};
 }
 
+constexpr Export kExports[] = {
+    SyncAndAsyncCall<NewFd, PrepareKexecOpenImage>("kexecOpenImage", "kexecOpenImageAsync"),
+    SyncAndAsyncCall<int, PrepareKexecLoad>("kexecLoad", "kexecLoadAsync"),
+    SyncAndAsyncCall<int, PrepareKexecUnload>("kexecUnload", "kexecUnloadAsync"),
+    SyncAndAsyncCall<int, PrepareKexecLoaded>("kexecLoaded", "kexecLoadedAsync"),
+    SyncAndAsyncCall<int, PrepareKexecFileProbe>("kexecFileProbe", "kexecFileProbeAsync"),
+    SyncAndAsyncCall<int, PrepareKexecExecute>("kexecExecute", "kexecExecuteAsync"),
+};
+
 }  // namespace
 
-void RegisterKexec(Napi::Env env, Napi::Object exports) {
-  ExportCall<NewFd, PrepareKexecOpenImage>(env, exports, "kexecOpenImage");
-  ExportCall<int, PrepareKexecLoad>(env, exports, "kexecLoad");
-  ExportCall<int, PrepareKexecUnload>(env, exports, "kexecUnload");
-  ExportCall<int, PrepareKexecLoaded>(env, exports, "kexecLoaded");
-  ExportCall<int, PrepareKexecFileProbe>(env, exports, "kexecFileProbe");
-  ExportCall<int, PrepareKexecExecute>(env, exports, "kexecExecute");
-}
+void RegisterKexec(Napi::Env env, Napi::Object exports) { DefineExports(env, exports, kExports); }
 
 }  // namespace lu::napi

@@ -1,7 +1,8 @@
 // N-API glue for the LUO ioctls (native/luo.h). Each Prepare* reads the JS
-// arguments into a Call; ExportCall makes its sync and Promise forms. A
-// Promise form's fd arguments are copied when the call is made (FdArgs), so
-// the queued ioctl acts on the session or file the caller named then.
+// arguments into a Call; its line in kExports makes its sync and Promise
+// forms. A Promise form's fd arguments are copied when the call is made
+// (FdArgs), so the queued ioctl acts on the session or file the caller
+// named then.
 #include <cerrno>
 
 #include "luo.h"
@@ -64,19 +65,21 @@ Call<int> PrepareClose(const Napi::CallbackInfo& info, FdArgs) {
   return {"close", [fd](int&) { return ::close(fd) < 0 ? -errno : 0; }};
 }
 
+constexpr Export kExports[] = {
+    SyncAndAsyncCall<NewFd, PrepareOpenDevice>("openDevice", "openDeviceAsync"),
+    SyncAndAsyncCall<NewFd, PrepareCreateSession>("createSession", "createSessionAsync"),
+    SyncAndAsyncCall<NewFd, PrepareRetrieveSession>("retrieveSession", "retrieveSessionAsync"),
+    SyncAndAsyncCall<int, PreparePreserveFd>("preserveFd", "preserveFdAsync"),
+    SyncAndAsyncCall<NewFd, PrepareRetrieveFd>("retrieveFd", "retrieveFdAsync"),
+    SyncAndAsyncCall<int, PrepareFinishSession>("finishSession", "finishSessionAsync"),
+    SyncAndAsyncCall<std::string, PrepareGetSessionName>("getSessionName", "getSessionNameAsync"),
+    // Synchronous only: a deferred close of a number could close whatever
+    // file has that number by the time it runs.
+    SyncCall<int, PrepareClose>("close"),
+};
+
 }  // namespace
 
-void RegisterLuo(Napi::Env env, Napi::Object exports) {
-  ExportCall<NewFd, PrepareOpenDevice>(env, exports, "openDevice");
-  ExportCall<NewFd, PrepareCreateSession>(env, exports, "createSession");
-  ExportCall<NewFd, PrepareRetrieveSession>(env, exports, "retrieveSession");
-  ExportCall<int, PreparePreserveFd>(env, exports, "preserveFd");
-  ExportCall<NewFd, PrepareRetrieveFd>(env, exports, "retrieveFd");
-  ExportCall<int, PrepareFinishSession>(env, exports, "finishSession");
-  ExportCall<std::string, PrepareGetSessionName>(env, exports, "getSessionName");
-  // Synchronous only: a deferred close of a number could close whatever
-  // file has that number by the time it runs.
-  ExportSyncCall<int, PrepareClose>(env, exports, "close");
-}
+void RegisterLuo(Napi::Env env, Napi::Object exports) { DefineExports(env, exports, kExports); }
 
 }  // namespace lu::napi

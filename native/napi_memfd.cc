@@ -41,13 +41,15 @@ Call<int> PreparePunchHole(const Napi::CallbackInfo& info, FdArgs fds) {
   return {"fallocate", [fd, offset, length](int&) { return punch_hole(fd, offset, length); }, std::move(fds)};
 }
 
+constexpr Export kExports[] = {
+    SyncAndAsyncCall<NewFd, PrepareMemfdCreate>("memfdCreate", "memfdCreateAsync"),
+    SyncAndAsyncCall<int, PrepareAddSeals>("addSeals", "addSealsAsync"),
+    SyncAndAsyncCall<int, PrepareGetSeals>("getSeals", "getSealsAsync"),
+    SyncAndAsyncCall<int, PreparePunchHole>("punchHole", "punchHoleAsync"),
+};
+
 }  // namespace
 
-void RegisterMemfd(Napi::Env env, Napi::Object exports) {
-  ExportCall<NewFd, PrepareMemfdCreate>(env, exports, "memfdCreate");
-  ExportCall<int, PrepareAddSeals>(env, exports, "addSeals");
-  ExportCall<int, PrepareGetSeals>(env, exports, "getSeals");
-  ExportCall<int, PreparePunchHole>(env, exports, "punchHole");
-}
+void RegisterMemfd(Napi::Env env, Napi::Object exports) { DefineExports(env, exports, kExports); }
 
 }  // namespace lu::napi

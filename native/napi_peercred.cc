@@ -4,7 +4,7 @@
 
 namespace lu {
 
-// Found by argument-dependent lookup when ExportCall turns the result into
+// Found by argument-dependent lookup when RunSync turns the result into
 // a JS value: { pid, uid, gid, groups }. The result owns nothing to hand over.
 inline void HandOver(PeerCredentials&) {}
 
@@ -30,10 +30,12 @@ Call<PeerCredentials> PreparePeerCredentials(const Napi::CallbackInfo& info, FdA
   return {"getsockopt", [fd](PeerCredentials& out) { return peer_credentials(fd, out); }, std::move(fds)};
 }
 
+constexpr Export kExports[] = {
+    SyncAndAsyncCall<PeerCredentials, PreparePeerCredentials>("peerCredentials", "peerCredentialsAsync"),
+};
+
 }  // namespace
 
-void RegisterPeerCred(Napi::Env env, Napi::Object exports) {
-  ExportCall<PeerCredentials, PreparePeerCredentials>(env, exports, "peerCredentials");
-}
+void RegisterPeerCred(Napi::Env env, Napi::Object exports) { DefineExports(env, exports, kExports); }
 
 }  // namespace lu::napi

@@ -253,6 +253,36 @@ int FdArgs::Use(Napi::Env env, int fd, const char* syscall) {
   return copy;
 }
 
+napi_value ThrowCaught(napi_env env) {
+  try {
+    throw;
+  } catch (const Napi::Error& error) {
+    error.ThrowAsJavaScriptException();
+  } catch (const std::exception& e) {
+    Napi::Error::New(env, e.what()).ThrowAsJavaScriptException();
+  } catch (...) {
+    Napi::Error::New(env, "A native exception was thrown").ThrowAsJavaScriptException();
+  }
+  return nullptr;
+}
+
+void DefineExports(Napi::Env env, Napi::Object exports, const Export* table, size_t count) {
+  std::vector<napi_property_descriptor> properties;
+  properties.reserve(2 * count);
+  // napi_create_function rather than a descriptor's method: it names the
+  // function (`fn.name`), as before.
+  auto add = [&](const char* name, napi_callback entry, const char* what) {
+    napi_value fn = nullptr;
+    NAPI_THROW_IF_FAILED_VOID(env, napi_create_function(env, name, NAPI_AUTO_LENGTH, entry, const_cast<char*>(what), &fn));
+    properties.push_back({name, nullptr, nullptr, nullptr, nullptr, fn, napi_default_jsproperty, nullptr});
+  };
+  for (const Export* e = table; e != table + count; ++e) {
+    add(e->name, e->entry, e->name);
+    if (e->async_entry != nullptr) add(e->async_name, e->async_entry, e->name);
+  }
+  NAPI_THROW_IF_FAILED_VOID(env, napi_define_properties(env, exports, properties.size(), properties.data()));
+}
+
 Napi::Value ToJs(Napi::Env env, int value) { return Napi::Number::New(env, value); }
 
 Napi::Value ToJs(Napi::Env env, const std::string& value) {

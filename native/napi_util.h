@@ -241,26 +241,77 @@ class CallWorker {
   napi_async_work work_ = nullptr;
 };
 
-// Registers `name` (synchronous) only: for calls that act on the fd number
-// itself (close, FD_CLOEXEC), which cannot be deferred without acting on
-// whatever file has the number by then.
-template <typename T, Prepare<T> prepare>
-void ExportSyncCall(Napi::Env env, Napi::Object exports, const char* name) {
-  exports.Set(name, Napi::Function::New(env, [name](const Napi::CallbackInfo& info) {
-                bool armed = TakeArm(info.Env());
-                return Guarded(info.Env(), name, [&] { return RunSync(info.Env(), prepare(info, FdArgs(When::kNow)), armed); });
-              }, name));
+// Throws into JS the C++ exception being handled, as node-addon-api's own
+// wrapper would (a Napi::Error as itself, any other as a plain Error), and
+// returns the empty value: the last line of defence of every entry point.
+napi_value ThrowCaught(napi_env env);
+
+// The body of a JS-callable function of the addon.
+using Body = Napi::Value (*)(const Napi::CallbackInfo&);
+
+// An entry point: a plain napi_callback, whose data is the name the
+// function's errors report (Guarded). No wrapper object and no finalizer
+// per function, as Napi::Function::New would make: see Export.
+template <Body body>
+napi_value Entry(napi_env env, napi_callback_info raw) {
+  try {
+    Napi::CallbackInfo info(env, raw);
+    return Guarded(env, static_cast<const char*>(info.Data()), [&] { return body(info); });
+  } catch (...) {
+    return ThrowCaught(env);
+  }
 }
 
-// Registers `name` (synchronous) and `name + "Async"` (Promise) from one
-// function that turns the JS arguments into a Call.
+// The synchronous form of a call, and its Promise form.
 template <typename T, Prepare<T> prepare>
-void ExportCall(Napi::Env env, Napi::Object exports, const char* name) {
-  ExportSyncCall<T, prepare>(env, exports, name);
-  std::string async_name = std::string(name) + "Async";
-  exports.Set(async_name, Napi::Function::New(env, [name](const Napi::CallbackInfo& info) {
-                return Guarded(info.Env(), name, [&] { return CallWorker<T>::Queue(info.Env(), prepare(info, FdArgs(When::kQueued))); });
-              }, async_name));
+Napi::Value CallNow(const Napi::CallbackInfo& info) {
+  bool armed = TakeArm(info.Env());
+  return RunSync(info.Env(), prepare(info, FdArgs(When::kNow)), armed);
+}
+
+template <typename T, Prepare<T> prepare>
+Napi::Value CallQueued(const Napi::CallbackInfo& info) {
+  return CallWorker<T>::Queue(info.Env(), prepare(info, FdArgs(When::kQueued)));
+}
+
+// One line of a glue file's table of functions: `name`, and `async_name`
+// for its Promise form, whose errors report `name` too. Registration is
+// data: every function of the addon is made by the same loop
+// (DefineExports), code that a fresh process (translated under emulation,
+// each instruction the first time it runs) runs once, not once per function.
+struct Export {
+  const char* name;
+  napi_callback entry;
+  const char* async_name = nullptr;
+  napi_callback async_entry = nullptr;
+};
+
+// `name` (synchronous) only: for calls that act on the fd number itself
+// (close, FD_CLOEXEC), which cannot be deferred without acting on whatever
+// file has the number by then.
+template <typename T, Prepare<T> prepare>
+constexpr Export SyncCall(const char* name) {
+  return {name, Entry<CallNow<T, prepare>>};
+}
+
+// `name` (synchronous) and `async_name` (Promise) from one function that
+// turns the JS arguments into a Call.
+template <typename T, Prepare<T> prepare>
+constexpr Export SyncAndAsyncCall(const char* name, const char* async_name) {
+  return {name, Entry<CallNow<T, prepare>>, async_name, Entry<CallQueued<T, prepare>>};
+}
+
+template <Body body>
+constexpr Export Function(const char* name) {
+  return {name, Entry<body>};
+}
+
+// Defines the functions of `table` on `exports` as `exports.name = f` would
+// (writable, enumerable, configurable), in one napi_define_properties.
+void DefineExports(Napi::Env env, Napi::Object exports, const Export* table, size_t count);
+template <size_t N>
+void DefineExports(Napi::Env env, Napi::Object exports, const Export (&table)[N]) {
+  DefineExports(env, exports, table, N);
 }
 
 // What the addon keeps per environment (its instance data, made on first

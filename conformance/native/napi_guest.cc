@@ -35,10 +35,14 @@ Call<int> PrepareSetRlimitNofile(const Napi::CallbackInfo& info, FdArgs) {
           }};
 }
 
+constexpr Export kExports[] = {
+    SyncAndAsyncCall<int, PrepareMount>("mount", "mountAsync"),
+    SyncAndAsyncCall<int, PreparePowerOff>("powerOff", "powerOffAsync"),
+    SyncAndAsyncCall<int, PrepareSetRlimitNofile>("setrlimitNofile", "setrlimitNofileAsync"),
+};
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  ExportCall<int, PrepareMount>(env, exports, "mount");
-  ExportCall<int, PreparePowerOff>(env, exports, "powerOff");
-  ExportCall<int, PrepareSetRlimitNofile>(env, exports, "setrlimitNofile");
+  DefineExports(env, exports, kExports);
   return exports;
 }
 
