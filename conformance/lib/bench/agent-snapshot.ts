@@ -40,13 +40,29 @@ export function moduleGraph(root: string, entry: string): Map<string, string> {
     if (modules.has(key)) continue;
     const source = fs.readFileSync(file, 'utf8');
     modules.set(key, source);
-    for (const [, fromDir, id] of source.matchAll(/\brequire\((__dirname \+ )?["'`]([^"'`]+)["'`]\)/g)) {
-      if (id === undefined || id.endsWith('.node')) continue;
-      if (fromDir !== undefined) pending.push(path.join(path.dirname(file), id));
-      else if (id === 'node-gyp-build' || id.startsWith('.')) pending.push(require.resolve(id, { paths: [path.dirname(file)] }));
+    for (const [dir, text] of moduleTexts(file, source)) {
+      for (const [, fromDir, id] of text.matchAll(/\brequire\((__dirname \+ )?["'`]([^"'`]+)["'`]\)/g)) {
+        if (id === undefined || id.endsWith('.node')) continue;
+        if (fromDir !== undefined) pending.push(path.join(dir, id));
+        else if (id === 'node-gyp-build' || id.startsWith('.')) pending.push(require.resolve(id, { paths: [dir] }));
+      }
     }
   }
   return modules;
+}
+
+/** Where a module of one of the package's bundles (its scripts/bundle-modules.mjs) starts, and its name, from the bundle's directory. */
+const BUNDLED_MODULE = /^"(\/[\w/-]+\.js)": \(function \(exports, require, __dirname\) \{$/gm;
+
+/**
+ * The module texts of `file` with the directory each one's `__dirname` is:
+ * the file's own, or in one of the package's bundles, each bundled module's
+ * (its requires are of files beside where it was).
+ */
+function moduleTexts(file: string, source: string): Array<[dir: string, text: string]> {
+  const starts = [...source.matchAll(BUNDLED_MODULE)];
+  if (starts.length === 0) return [[path.dirname(file), source]];
+  return starts.map((start, i) => [path.join(path.dirname(file), path.posix.dirname(start[1]!)), source.slice(start.index, starts[i + 1]?.index)]);
 }
 
 /** The snapshot's entry script: every module of `dist/cli.js` bundled, the CLI's `main` run at deserialization with the arguments in {@link CLI_ARGS_ENV}. */
