@@ -306,7 +306,8 @@ describe("README's Install section and the npm in use", () => {
   const start = readme.indexOf('## Install');
   const install = readme.slice(start, readme.indexOf('\n## ', start + 1));
 
-  it('every npm command it names is one this npm has', () => {
+  // Each `npm X --help` is a fresh npm (about a second on a busy 2-core machine): more than vitest's default 5 s in all.
+  it('every npm command it names is one this npm has', { timeout: 60_000 }, () => {
     const commands = [...new Set([...install.matchAll(/`npm ([a-z-]+)/g)].map((m) => m[1] ?? ''))];
     expect(commands).toEqual(expect.arrayContaining(['install-scripts', 'approve-scripts']));
     for (const command of commands) {
