@@ -274,7 +274,7 @@ void DefineExports(Napi::Env env, Napi::Object exports, const Export* table, siz
   auto add = [&](const char* name, napi_callback entry, const char* what) {
     napi_value fn = nullptr;
     NAPI_THROW_IF_FAILED_VOID(env, napi_create_function(env, name, NAPI_AUTO_LENGTH, entry, const_cast<char*>(what), &fn));
-    properties.push_back({name, nullptr, nullptr, nullptr, nullptr, fn, napi_default_jsproperty, nullptr});
+    properties.push_back({.utf8name = name, .value = fn, .attributes = napi_default_jsproperty});
   };
   for (const Export* e = table; e != table + count; ++e) {
     add(e->name, e->entry, e->name);

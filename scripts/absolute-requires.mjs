@@ -38,7 +38,7 @@ export function javascriptFiles(dir) {
   return fs
     .readdirSync(dir, { recursive: true, withFileTypes: true })
     .filter((entry) => entry.isFile() && entry.name.endsWith('.js'))
-    .map((entry) => path.join(entry.parentPath ?? entry.path, entry.name));
+    .map((entry) => path.join(entry.parentPath, entry.name));
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

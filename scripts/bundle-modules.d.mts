@@ -3,3 +3,4 @@ export const BUNDLES: ReadonlyArray<{ file: string; entries: readonly string[] }
 export function closure(read: (name: string) => string, entries: readonly string[], taken?: readonly string[]): string[];
 export function bundle(modules: ReadonlyArray<{ name: string; source: string }>): string;
 export function stub(name: string, bundleFile: string): string;
+export function bundledNames(text: string): string[];

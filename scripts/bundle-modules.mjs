@@ -59,6 +59,14 @@ function checkBundleable(name, source) {
   if (used !== null) throw new Error(`bundle-modules: ${name} uses ${used[0]}, which a bundled module does not have`);
 }
 
+/** Where a module of a bundle starts: its name, then the function `bundle` makes of it. */
+const MODULE_START = /^"(\/[\w./-]+\.js)": \(function \(exports, require, __dirname\) \{$/gm;
+
+/** The names of the modules a bundle's text holds, in its order. */
+export function bundledNames(text) {
+  return [...text.matchAll(MODULE_START)].map((m) => m[1]);
+}
+
 /** A bundle's text, in DIST: each module a function, run on its first require, then cached as node caches modules. */
 export function bundle(modules) {
   const defs = modules.map(({ name, source }) => {
