@@ -7,7 +7,12 @@
 //   `LiveUpdate` export loads: dist/liveupdate.js and every module it
 //   requires at load, transitively);
 // - dist/agent-start.js: `liveupdate agent` up to its first answer (the
-//   command line and the agent's server, the same way, less what core.js has).
+//   command line and the agent's server, the same way, less what core.js
+//   has, and less what the package's other entry points load: fd passing,
+//   memfds, systemd's protocols, the agent's client. A bundle's modules are
+//   all compiled when one of them is first required, so a program that
+//   passes fds, or a client of the agent, would otherwise compile the
+//   agent's server too: 20M more instructions on the host).
 //
 // Why: in a fresh node under emulation, each module file node loads costs
 // about as much as a small module's code (resolving it, reading it, its
@@ -24,10 +29,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-/** Each bundle: its file, and the modules it starts from (paths in DIST, from `/`). */
+/**
+ * Each bundle: its file, the modules it starts from (paths in DIST, from
+ * `/`), and the entry points whose modules it leaves in their own files.
+ */
 export const BUNDLES = [
-  { file: '/core.js', entries: ['/liveupdate.js'] },
-  { file: '/agent-start.js', entries: ['/cli.js', '/agent/server.js'] },
+  { file: '/core.js', entries: ['/liveupdate.js'], leave: [] },
+  { file: '/agent-start.js', entries: ['/cli.js', '/agent/server.js'], leave: ['/fdpass.js', '/memfd.js', '/systemd.js', '/agent/client.js'] },
 ];
 
 /** A require at a module's top level (column 0, as tsc writes imports) of a file of the package. */
@@ -118,8 +126,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   }
   const read = (name) => fs.readFileSync(path.join(dist, name), 'utf8');
   const taken = [];
-  const written = BUNDLES.map(({ file, entries }) => {
-    const modules = closure(read, entries, taken).map((name) => ({ name, source: read(name) }));
+  const written = BUNDLES.map(({ file, entries, leave }) => {
+    const modules = closure(read, entries, [...taken, ...closure(read, leave)]).map((name) => ({ name, source: read(name) }));
     taken.push(...modules.map((m) => m.name));
     fs.writeFileSync(path.join(dist, file), bundle(modules));
     return { file, modules };

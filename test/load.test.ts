@@ -287,6 +287,8 @@ describe('the bundles: the modules of an open, and of the agent up to its first 
     const later = ['/diagnosis.js', '/status.js', '/kexec.js', '/agent/update.js', '/agent/client.js', '/agent/systemd-host.js'];
     expect(held.flatMap((b) => b.names).filter((n) => later.includes(n))).toEqual([]);
     expect(core!.names.filter((n) => agent!.names.includes(n))).toEqual([]);
+    // The agent's bundle leaves fd passing, memfds, systemd's protocols and the agent's client (and what they load) in their own files.
+    expect(agent!.names.filter((n) => ['/fdpass.js', '/memfd.js', '/systemd.js', '/agent/client.js', '/agent/protocol.js'].includes(n))).toEqual([]);
     for (const { file, names } of held) {
       const bundleExports = load(path.join(dist, file)) as Bundle;
       for (const name of names) {
