@@ -42,3 +42,13 @@ describe('npm run demo --host', () => {
     }
   });
 });
+
+describe('npm run demo, the script', () => {
+  it("builds both packages, then runs the workspace's demo: what the kernel tests run, without the build", () => {
+    const root = path.resolve(__dirname, '..', '..');
+    const scripts = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    const steps = scripts['demo']!.split(' && ');
+    expect(steps.at(-1)).toBe('npm run demo -w liveupdate-conformance --');
+    expect(steps.slice(0, -1)).toEqual(['npm run build:ts', 'npm run build:ts -w liveupdate-conformance']);
+  });
+});

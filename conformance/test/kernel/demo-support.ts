@@ -8,9 +8,16 @@ import { runProcess, type ProcessResult } from '../../lib/harness/process.js';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
-/** Runs `npm run demo -- ARGS` from the repository root with `env` added, killed (with the QEMU under it) after `timeoutMs`. */
+/**
+ * Runs the demo as `npm run demo -- ARGS` does from the repository root, with
+ * `env` added, killed (with the QEMU under it) after `timeoutMs`: the
+ * workspace's `demo`, which the root's runs after building. Not the build:
+ * `npm test` has built, and a rebuild removes dist/ while the other kernel
+ * lane makes guest images from it (demo-host.test.ts holds the root script
+ * to building and then running this).
+ */
 export function npmRunDemo(args: readonly string[], env: Record<string, string>, timeoutMs: number): Promise<ProcessResult> {
-  return runProcess('npm', ['run', '--silent', 'demo', '--', ...args], { cwd: ROOT, env, timeoutMs });
+  return runProcess('npm', ['run', '--silent', 'demo', '-w', 'liveupdate-conformance', '--', ...args], { cwd: ROOT, env, timeoutMs });
 }
 
 /** The index and match of the first line after `after` that matches `pattern` (index -1 if none). */
