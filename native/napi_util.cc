@@ -274,7 +274,8 @@ void DefineExports(Napi::Env env, Napi::Object exports, const Export* table, siz
   auto add = [&](const char* name, napi_callback entry, const char* what) {
     napi_value fn = nullptr;
     NAPI_THROW_IF_FAILED_VOID(env, napi_create_function(env, name, NAPI_AUTO_LENGTH, entry, const_cast<char*>(what), &fn));
-    properties.push_back({.utf8name = name, .value = fn, .attributes = napi_default_jsproperty});
+    // Every field named: GCC warns of any a designated initializer leaves out.
+    properties.push_back({.utf8name = name, .name = nullptr, .method = nullptr, .getter = nullptr, .setter = nullptr, .value = fn, .attributes = napi_default_jsproperty, .data = nullptr});
   };
   for (const Export* e = table; e != table + count; ++e) {
     add(e->name, e->entry, e->name);
