@@ -1018,8 +1018,7 @@ function reportedError(failure: number, context: ErrorContext): LiveUpdateError 
   const errno = -(failure & 0xfff);
   // The addon reports only errnos libuv names (node's table is libuv's), of syscalls it named.
   const syscall = reportedSyscalls[failure >>> 12] ?? '';
-  systemErrors ??= getSystemErrorMap();
-  const [code, text] = systemErrors.get(errno) ?? [`E${-errno}`, `errno ${-errno}`];
+  const [code, text] = errnoNames(errno);
   const system = { errno, code, syscall };
   const message = `${code}: ${text}, ${syscall}`;
   let error: LiveUpdateError;
@@ -1037,6 +1036,21 @@ function reportedError(failure: number, context: ErrorContext): LiveUpdateError 
     error = typedKernelError(system, context, capturedCause(message, system));
   }
   return error;
+}
+
+/** Node's name and text of `errno` (negative): `['ENOENT', 'no such file or directory']`. */
+function errnoNames(errno: number): readonly [code: string, text: string] {
+  systemErrors ??= getSystemErrorMap();
+  return systemErrors.get(errno) ?? [`E${-errno}`, `errno ${-errno}`];
+}
+
+/**
+ * The system error the addon makes when `syscall` fails with `errno`
+ * (negative), for a failure it reported as data (a batch's). @internal
+ */
+export function systemErrorOf(errno: number, syscall: string): Error & NativeSystemError {
+  const [code, text] = errnoNames(errno);
+  return Object.assign(new Error(`${code}: ${text}, ${syscall}`), { errno, code, syscall });
 }
 
 /** The system error as the addon makes it, its own stack captured below {@link callNative}: under a program's own Error.prepareStackTrace, or a frozen Error.stackTraceLimit. */

@@ -15,12 +15,20 @@ type Both<Name extends string, Args extends unknown[], Result> = {
   [K in `${Name}Async`]: (...args: Args) => Promise<Result>;
 };
 
+/**
+ * A batch of RETRIEVE_FD (native/napi_luo.cc): the fds in token order, or,
+ * where one failed, which one and its errno (negative), the fds already
+ * retrieved closed. @internal
+ */
+export type RetrievedFds = number[] | { readonly index: number; readonly errno: number };
+
 /** LUO device and session ioctls (native/luo.h). @internal */
 export type LuoBinding = Both<'openDevice', [path: string], number> &
   Both<'createSession', [deviceFd: number, name: string], number> &
   Both<'retrieveSession', [deviceFd: number, name: string], number> &
   Both<'preserveFd', [sessionFd: number, fd: number, token: bigint], number> &
   Both<'retrieveFd', [sessionFd: number, token: bigint], number> &
+  Both<'retrieveFds', [sessionFd: number, tokens: BigUint64Array], RetrievedFds> &
   Both<'finishSession', [sessionFd: number], number> &
   Both<'getSessionName', [sessionFd: number], string> & {
     /** Synchronous only: a deferred close could close whatever file has the number by then. */

@@ -8,15 +8,18 @@
  * collection never does, and a session object that is dropped keeps its fd
  * (and the kernel keeps the files preserved) until the process exits.
  */
-import { callAsync, callSync, sessionStateError, translateError, type ErrorContext, type Operation } from './errors.js';
+import { callAsync, callSync, sessionStateError, systemErrorOf, translateError, type ErrorContext, type Operation } from './errors.js';
 import { isHugetlbFile, readFdLink, SESSION_LINK_PREFIX } from './fdlink.js';
 import { onFirstUse } from './lazy.js';
-import { native, type LuoBinding } from './native.js';
+import { native, type LuoBinding, type RetrievedFds } from './native.js';
 import type * as SimulatorCallsModule from './simulator/calls.js';
-import { checkFd, invalidArgValue, toToken } from './validate.js';
+import { checkFd, invalidArgType, invalidArgValue, toToken } from './validate.js';
 
 /** The session calls a session fd answers. */
-type SessionCalls = Pick<LuoBinding, 'preserveFd' | 'preserveFdAsync' | 'retrieveFd' | 'retrieveFdAsync' | 'finishSession' | 'finishSessionAsync' | 'getSessionName' | 'getSessionNameAsync'>;
+type SessionCalls = Pick<
+  LuoBinding,
+  'preserveFd' | 'preserveFdAsync' | 'retrieveFd' | 'retrieveFdAsync' | 'retrieveFds' | 'retrieveFdsAsync' | 'finishSession' | 'finishSessionAsync' | 'getSessionName' | 'getSessionNameAsync'
+>;
 
 /** lib/simulator/calls.ts, loaded only for a session fd the kernel does not know (see {@link simulated}). */
 function simulatorCalls(): typeof SimulatorCallsModule {
@@ -34,6 +37,21 @@ function simulated(error: unknown, sessionFd: number): SessionCalls {
     if (calls !== null) return calls;
   }
   throw error;
+}
+
+/**
+ * A simulated session's calls, where the kernel refused a batch of
+ * retrieves as it refuses any LUO ioctl on a fd that is no LUO session
+ * (ENOTTY for the first token, nothing retrieved); else null, the result
+ * stands as the kernel gave it.
+ */
+function simulatedBatch(result: RetrievedFds, sessionFd: number): SessionCalls | null {
+  if (Array.isArray(result) || result.index !== 0) return null;
+  try {
+    return simulated(systemErrorOf(result.errno, 'ioctl'), sessionFd);
+  } catch {
+    return null;
+  }
 }
 
 /** The kernel's session calls; a simulated session's (see {@link simulated}) where the kernel does not know the fd. */
@@ -54,6 +72,14 @@ const luo: SessionCalls = {
     }
   },
   retrieveFdAsync: (sessionFd, token) => native.retrieveFdAsync(sessionFd, token).catch((error: unknown) => simulated(error, sessionFd).retrieveFdAsync(sessionFd, token)),
+  retrieveFds(sessionFd, tokens) {
+    const result = native.retrieveFds(sessionFd, tokens);
+    return simulatedBatch(result, sessionFd)?.retrieveFds(sessionFd, tokens) ?? result;
+  },
+  retrieveFdsAsync: async (sessionFd, tokens) => {
+    const result = await native.retrieveFdsAsync(sessionFd, tokens);
+    return (await simulatedBatch(result, sessionFd)?.retrieveFdsAsync(sessionFd, tokens)) ?? result;
+  },
   finishSession(sessionFd) {
     try {
       return native.finishSession(sessionFd);
@@ -204,6 +230,37 @@ export class Session {
   }
 
   /**
+   * Retrieves the files preserved under each of `tokens` (in order) in this
+   * incoming session and returns a new fd for each (close-on-exec; the caller
+   * owns them), with one call into the kernel layer and, for this form, one
+   * trip to the thread pool for all of them. All or nothing: if one fails,
+   * the fds already retrieved are closed and the error names that token. LUO
+   * gives a token's file out again on the next retrieve, so nothing is lost.
+   */
+  async retrieveMany(tokens: readonly (bigint | number)[]): Promise<number[]> {
+    const list = toTokens(tokens);
+    const call = this.#prepare('retrieve', {});
+    const result = await this.#track(callAsync(call.context, () => luo.retrieveFdsAsync(call.sessionFd, list)));
+    return this.#retrieved(result, list);
+  }
+
+  /** The synchronous form of {@link retrieveMany}. */
+  retrieveManySync(tokens: readonly (bigint | number)[]): number[] {
+    const list = toTokens(tokens);
+    const call = this.#prepare('retrieve', {});
+    return this.#retrieved(
+      callSync(call.context, () => luo.retrieveFds(call.sessionFd, list)),
+      list,
+    );
+  }
+
+  /** A batch's fds, or the typed error of the token that failed (as {@link retrieveSync} would throw for it). */
+  #retrieved(result: RetrievedFds, tokens: BigUint64Array): number[] {
+    if (Array.isArray(result)) return result;
+    throw translateError(systemErrorOf(result.errno, 'ioctl'), this.#context('retrieve', { token: tokens[result.index]! }));
+  }
+
+  /**
    * Finishes this incoming session: the kernel releases what it kept for the
    * update. Files never retrieved are discarded. The fd stays open until
    * {@link close}; no further retrieve is possible.
@@ -303,6 +360,15 @@ export class Session {
     promise.then(forget, forget);
     return promise;
   }
+}
+
+/** `tokens` checked (an array of tokens, each as {@link toToken} takes it), as the addon takes them. */
+function toTokens(tokens: unknown): BigUint64Array {
+  if (!Array.isArray(tokens)) throw invalidArgType('tokens', 'an instance of Array', tokens);
+  const list = new BigUint64Array(tokens.length);
+  // Every index read, holes too (forEach would skip one, leaving token 0 there).
+  for (let i = 0; i < tokens.length; i++) list[i] = toToken((tokens as unknown[])[i], `tokens[${i}]`);
+  return list;
 }
 
 /** GET_NAME where the kernel has it; null on kernels without it. */

@@ -4,6 +4,7 @@
 // (FdArgs), so the queued ioctl acts on the session or file the caller
 // named then.
 #include <cerrno>
+#include <vector>
 
 #include "luo.h"
 #include "napi_util.h"
@@ -47,6 +48,55 @@ Call<NewFd> PrepareRetrieveFd(const Napi::CallbackInfo& info, FdArgs fds) {
   return {"ioctl", [session, token](NewFd& out) { return out.Adopt(retrieve_fd(session, token)); }, std::move(fds)};
 }
 
+// The fds of a batch of RETRIEVE_FD, one per token, in order. All or
+// nothing: where one fails, those already retrieved are closed (LUO gives a
+// token's file again to a later retrieve, so nothing is lost) and the result
+// says which token failed and why, for the TypeScript layer to name it.
+struct RetrievedFds {
+  std::vector<UniqueFd> fds;
+  size_t failed_at = 0;
+  int error = 0;  // The failed ioctl's errno; 0 when every token was retrieved.
+};
+
+// An Array of the fds, or { index, errno } (errno negative, as Node's) of the token that failed.
+Napi::Value ToJs(Napi::Env env, const RetrievedFds& value) {
+  if (value.error != 0) {
+    Napi::Object failure = Napi::Object::New(env);
+    failure.Set("index", Napi::Number::New(env, static_cast<double>(value.failed_at)));
+    failure.Set("errno", Napi::Number::New(env, -value.error));
+    return failure;
+  }
+  Napi::Array fds = Napi::Array::New(env, value.fds.size());
+  for (size_t i = 0; i < value.fds.size(); ++i) fds.Set(static_cast<uint32_t>(i), Napi::Number::New(env, value.fds[i].get()));
+  return fds;
+}
+
+void HandOver(RetrievedFds& value) {
+  for (UniqueFd& fd : value.fds) fd.release();
+}
+
+Call<RetrievedFds> PrepareRetrieveFds(const Napi::CallbackInfo& info, FdArgs fds) {
+  int session = ArgFd(info, 0, "sessionFd");
+  std::vector<uint64_t> tokens = ArgBigUint64Array(info, 1, "tokens");
+  session = fds.Use(info.Env(), session, "ioctl");
+  return {"ioctl",
+          [session, tokens = std::move(tokens)](RetrievedFds& out) {
+            out.fds.reserve(tokens.size());
+            for (size_t i = 0; i < tokens.size(); ++i) {
+              int rc = retrieve_fd(session, tokens[i]);
+              if (rc < 0) {
+                out.fds.clear();
+                out.failed_at = i;
+                out.error = -rc;
+                break;
+              }
+              out.fds.emplace_back(rc);
+            }
+            return 0;
+          },
+          std::move(fds)};
+}
+
 Call<int> PrepareFinishSession(const Napi::CallbackInfo& info, FdArgs fds) {
   int session = ArgFd(info, 0, "sessionFd");
   session = fds.Use(info.Env(), session, "ioctl");
@@ -71,6 +121,7 @@ constexpr Export kExports[] = {
     SyncAndAsyncCall<NewFd, PrepareRetrieveSession>("retrieveSession", "retrieveSessionAsync"),
     SyncAndAsyncCall<int, PreparePreserveFd>("preserveFd", "preserveFdAsync"),
     SyncAndAsyncCall<NewFd, PrepareRetrieveFd>("retrieveFd", "retrieveFdAsync"),
+    SyncAndAsyncCall<RetrievedFds, PrepareRetrieveFds>("retrieveFds", "retrieveFdsAsync"),
     SyncAndAsyncCall<int, PrepareFinishSession>("finishSession", "finishSessionAsync"),
     SyncAndAsyncCall<std::string, PrepareGetSessionName>("getSessionName", "getSessionNameAsync"),
     // Synchronous only: a deferred close of a number could close whatever

@@ -225,6 +225,15 @@ uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t index, const char* nam
   return result;
 }
 
+std::vector<uint64_t> ArgBigUint64Array(const Napi::CallbackInfo& info, size_t index, const char* name) {
+  Napi::Value value = Arg(info, index);
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array) {
+    ThrowArgType(info.Env(), name, "an instance of BigUint64Array");
+  }
+  auto values = value.As<Napi::TypedArrayOf<uint64_t>>();
+  return std::vector<uint64_t>(values.Data(), values.Data() + values.ElementLength());
+}
+
 std::string ArgString(const Napi::CallbackInfo& info, size_t index, const char* name) {
   Napi::Value value = Arg(info, index);
   if (!value.IsString()) ThrowArgType(info.Env(), name, "of type string");

@@ -74,6 +74,8 @@ int32_t ArgInt32InRange(const Napi::CallbackInfo& info, size_t index, const char
 // An fd number: an int32 >= 0.
 int ArgFd(const Napi::CallbackInfo& info, size_t index, const char* name);
 uint64_t ArgUint64(const Napi::CallbackInfo& info, size_t index, const char* name);
+// A BigUint64Array's values, copied (a queued call must not see later writes).
+std::vector<uint64_t> ArgBigUint64Array(const Napi::CallbackInfo& info, size_t index, const char* name);
 std::string ArgString(const Napi::CallbackInfo& info, size_t index, const char* name);
 bool ArgBool(const Napi::CallbackInfo& info, size_t index, const char* name);
 [[noreturn]] void ThrowArgType(Napi::Env env, const char* name, const char* expected);

@@ -10,14 +10,17 @@
  */
 import * as fs from 'node:fs';
 import { recvFds, recvFdsSync, sendFds, sendFdsSync, type RecvResult } from '../fdpass.js';
-import { native, type LuoBinding } from '../native.js';
+import { native, type LuoBinding, type RetrievedFds } from '../native.js';
 import { duplicate, localSession, systemError, type SimulatedLuo, type SimulatedSession, type WireReply, type WireRequest } from './kernel.js';
 
 /** The session calls, as the native layer has them. */
 export type SimulatedSessionCalls = Pick<
   LuoBinding,
-  'preserveFd' | 'preserveFdAsync' | 'retrieveFd' | 'retrieveFdAsync' | 'finishSession' | 'finishSessionAsync' | 'getSessionName' | 'getSessionNameAsync'
+  'preserveFd' | 'preserveFdAsync' | 'retrieveFd' | 'retrieveFdAsync' | 'retrieveFds' | 'retrieveFdsAsync' | 'finishSession' | 'finishSessionAsync' | 'getSessionName' | 'getSessionNameAsync'
 >;
+
+/** The calls a simulator answers one request at a time; {@link withBatches} makes the rest. */
+type SingleCalls = Omit<SimulatedSessionCalls, 'retrieveFds' | 'retrieveFdsAsync'>;
 
 /** How long a call from another process waits for the simulator's answer. */
 const WIRE_TIMEOUT_MS = 10_000;
@@ -32,7 +35,46 @@ export function simulatedSessionCalls(sessionFd: number): SimulatedSessionCalls 
   }
   if (!stat.isSocket()) return null;
   const here = localSession(stat.ino);
-  return here === undefined ? WIRE_CALLS : localCalls(here.luo, here.session);
+  return withBatches(here === undefined ? WIRE_CALLS : localCalls(here.luo, here.session));
+}
+
+/**
+ * `calls` with the batch of retrieves the addon makes of RETRIEVE_FD, from
+ * their single retrieves, all or nothing as there: the fds in token order,
+ * or the failed token's index and errno, those retrieved closed.
+ */
+function withBatches(calls: SingleCalls): SimulatedSessionCalls {
+  const retrieveFdsAsync = async (sessionFd: number, tokens: BigUint64Array): Promise<RetrievedFds> => {
+    const fds: number[] = [];
+    for (const [index, token] of tokens.entries()) {
+      try {
+        fds.push(await calls.retrieveFdAsync(sessionFd, token));
+      } catch (error) {
+        return failedAt(index, error, fds);
+      }
+    }
+    return fds;
+  };
+  const retrieveFds = (sessionFd: number, tokens: BigUint64Array): RetrievedFds => {
+    const fds: number[] = [];
+    for (const [index, token] of tokens.entries()) {
+      try {
+        fds.push(calls.retrieveFd(sessionFd, token));
+      } catch (error) {
+        return failedAt(index, error, fds);
+      }
+    }
+    return fds;
+  };
+  return { ...calls, retrieveFds, retrieveFdsAsync };
+}
+
+/** A batch's failure at `index`: the fds retrieved before it closed, and its errno; an error without one is thrown. */
+function failedAt(index: number, error: unknown, fds: readonly number[]): RetrievedFds {
+  fds.forEach((fd) => fs.closeSync(fd));
+  const errno = (error as { errno?: unknown }).errno;
+  if (typeof errno !== 'number') throw error;
+  return { index, errno };
 }
 
 /** A call answered at once, as a Promise for the Async forms. */
@@ -45,7 +87,7 @@ function later<T>(call: () => T): Promise<T> {
 }
 
 /** The calls answered by the simulator of this process. */
-function localCalls(luo: SimulatedLuo, session: SimulatedSession): SimulatedSessionCalls {
+function localCalls(luo: SimulatedLuo, session: SimulatedSession): SingleCalls {
   const preserveFd = (_s: number, fd: number, token: bigint): number => {
     // A close in this process is seen first (the kernel sees it at once): a file it unpreserved is free again.
     luo.settle();
@@ -133,7 +175,7 @@ function ask(sessionFd: number, request: WireRequest, fd?: number): Promise<{ fd
 }
 
 /** The calls of a session whose simulator runs in another process. */
-const WIRE_CALLS: SimulatedSessionCalls = {
+const WIRE_CALLS: SingleCalls = {
   preserveFd: (s, fd, token) => (askSync(s, { op: 'preserve', token: token.toString() }, fd), 0),
   preserveFdAsync: async (s, fd, token) => (await ask(s, { op: 'preserve', token: token.toString() }, fd), 0),
   retrieveFd: (s, token) => askSync(s, { op: 'retrieve', token: token.toString() }).fd,

@@ -1,7 +1,8 @@
 /**
  * The binding's API on each LUO kernel (issue 2): Promise forms, u64 tokens,
  * close-on-exec fds, GET_NAME, state transitions, garbage collection never
- * unpreserving, Session.fromFd in both kernels, kexec errors, no fd leaks.
+ * unpreserving, Session.fromFd in both kernels, kexec errors, no fd leaks,
+ * batches of retrieves (all or nothing, the failed token named).
  * Every check the guest made is asserted here by name, so a check that
  * silently stops running fails too.
  */
@@ -22,6 +23,20 @@ const EXPECTED: ExpectedChecks = {
   },
   'api/errors-leak-nothing': {
     1: ['second open', 'same name again', 'a socket cannot be preserved', 'a closed fd', 'token reused', 'retrieve on an outgoing session', 'finish on an outgoing session', 'fds after failing calls'],
+  },
+  'api/retrieve-many': {
+    1: ['batch on an outgoing session'],
+    2: [
+      'sync: every file, in token order',
+      'sync: every fd close-on-exec',
+      'Promise: every file, in token order',
+      'new fds each time',
+      'sync: a missing token fails the batch, named',
+      'Promise: a missing token fails the batch, named',
+      'failed batches leave no fd open',
+      'nothing lost after the failures',
+      'fds after the batches',
+    ],
   },
 };
 

@@ -118,7 +118,7 @@ const METHOD = `## How it measures
   100-file session arrives it starts that side's agent the way an init starts a service (fork,
   exec, wait) and then becomes the test bed's \`/init\`: the C agent in the third kernel, the node
   agent ([\`bench/blackout-agent.js\`](conformance/bench/blackout-agent.js): \`require('liveupdate')\`, open,
-  retrieve) in the fourth. Each agent is the first to retrieve in its kernel, and records the
+  the 100 files in one \`retrieveManySync\`, the same 100 ioctls as C's loop) in the fourth. Each agent is the first to retrieve in its kernel, and records the
   instant of each step. Each side's kernel brings only that side's session (the small cases'
   sessions are retrieved in the second): the first open of \`/dev/liveupdate\` rebuilds every
   incoming session and file, so whatever else a kernel brought would be timed in that side's open; \`node -e 0\` run in the same guest afterwards is the floor under node's

@@ -3,7 +3,8 @@
  * forms end to end, tokens at both ends of the u64 range, close-on-exec fds,
  * GET_NAME, state transitions, garbage collection never unpreserving a
  * session, Session.fromFd on fds passed over a socket in both kernels, the
- * kexec API's errors, and failing calls that leak no fd.
+ * kexec API's errors, failing calls that leak no fd, and batches of
+ * retrieves: all or nothing, the failed token named, nothing lost.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -27,6 +28,7 @@ import {
   socketPair,
   status,
   TokenInUseError,
+  TokenNotFoundError,
   UnsupportedFileError,
 } from 'liveupdate';
 import { defineCase, defineScenario, expectError, memfdWith, type StageContext } from 'liveupdate-conformance';
@@ -35,6 +37,7 @@ const ASYNC_SESSION = 'lu-api-async';
 const GC_SESSION = 'lu-api-gc';
 const FROM_FD_SESSION = 'lu-api-from-fd';
 const ERRORS_SESSION = 'lu-api-errors';
+const MANY_SESSION = 'lu-api-many';
 const GC_TOKEN = 7n;
 
 /** O_CLOEXEC as /proc/self/fdinfo shows it in `flags` (octal). */
@@ -215,10 +218,76 @@ async function errorsLeakNothing(ctx: StageContext): Promise<void> {
   ctx.equal('fds after failing calls', openFds(), before);
 }
 
+/** Tokens of the batch case: both ends of the u64 range and a hundred between. */
+const MANY_TOKENS = [0n, MAX_TOKEN, ...Array.from({ length: 100 }, (_, i) => 1000n + BigInt(i) * 7919n)];
+/** A token the batch case never preserves. */
+const MISSING_TOKEN = 1n;
+
+/** Checks that `fn` fails with `type` and `code` and names {@link MISSING_TOKEN} as its token (a Promise for a Promise's failure). */
+function refusedNaming(ctx: StageContext, name: string, fn: () => unknown, type: new (...args: never[]) => Error, code: string): Promise<void> | void {
+  const judge = (error: unknown): void => {
+    const { code: got, token } = error as { code?: unknown; token?: unknown };
+    void ctx.check(name, error instanceof type && got === code && token === MISSING_TOKEN, { expected: `${type.name} [${code}] token ${MISSING_TOKEN}`, actual: `${(error as Error).name} [${String(got)}] token ${String(token)}` });
+  };
+  let result: unknown;
+  try {
+    result = fn();
+  } catch (error) {
+    return judge(error);
+  }
+  const succeeded = (): void => void ctx.check(name, false, 'the batch succeeded');
+  if (result instanceof Promise) return result.then(succeeded, judge);
+  succeeded();
+}
+
+function preserveMany(ctx: StageContext): { shas: string[] } {
+  const luo = LiveUpdate.openSync();
+  const session = luo.createSessionSync(MANY_SESSION);
+  const fds = MANY_TOKENS.map((token, i) => {
+    const fd = memfdWith(`lu-api-many-${i}`, `file ${i} under token ${token}`);
+    session.preserveSync(fd, token);
+    return fd;
+  });
+  const outgoing = luo.createSessionSync(`${MANY_SESSION}-outgoing`);
+  refusedNaming(ctx, 'batch on an outgoing session', () => outgoing.retrieveManySync([MISSING_TOKEN]), SessionStateError, 'EINVAL');
+  outgoing.closeSync();
+  luo.closeSync();
+  ctx.keep(session, ...fds);
+  return { shas: fds.map(sha256) };
+}
+
+async function retrieveMany(ctx: StageContext): Promise<void> {
+  const { shas } = ctx.previous as { shas: string[] };
+  const before = openFds();
+  const luo = LiveUpdate.openSync();
+  const session = luo.retrieveSessionSync(MANY_SESSION);
+  const fds = session.retrieveManySync(MANY_TOKENS);
+  ctx.equal('sync: every file, in token order', fds.map(sha256), shas);
+  ctx.check('sync: every fd close-on-exec', fds.every(isCloexec));
+  const reversed = [...MANY_TOKENS].reverse();
+  const again = await session.retrieveMany(reversed);
+  ctx.equal('Promise: every file, in token order', again.map(sha256), [...shas].reverse());
+  ctx.equal('new fds each time', new Set([...fds, ...again]).size, fds.length + again.length);
+  [...fds, ...again].forEach((fd) => fs.closeSync(fd));
+  const held = openFds();
+  const half = MANY_TOKENS.slice(0, 50);
+  refusedNaming(ctx, 'sync: a missing token fails the batch, named', () => session.retrieveManySync([...half, MISSING_TOKEN, ...half]), TokenNotFoundError, 'ENOENT');
+  await refusedNaming(ctx, 'Promise: a missing token fails the batch, named', () => session.retrieveMany([...half, MISSING_TOKEN]), TokenNotFoundError, 'ENOENT');
+  ctx.equal('failed batches leave no fd open', openFds(), held);
+  const last = session.retrieveManySync(MANY_TOKENS);
+  ctx.equal('nothing lost after the failures', last.map(sha256), shas);
+  last.forEach((fd) => fs.closeSync(fd));
+  session.finishSync();
+  session.closeSync();
+  luo.closeSync();
+  ctx.equal('fds after the batches', openFds(), before);
+}
+
 export default defineScenario('api', [
   defineCase('promise-forms', [asyncPreserve, asyncRetrieve]),
   defineCase('gc-never-unpreserves', [gcDrop, gcRetrieve]),
   defineCase('from-fd-over-socket', [fromFdOutgoing, fromFdIncoming]),
   defineCase('kexec-api', [kexecApi]),
   defineCase('errors-leak-nothing', [errorsLeakNothing]),
+  defineCase('retrieve-many', [preserveMany, retrieveMany]),
 ]);
