@@ -714,10 +714,15 @@ function packageRule(code: string): PackageErrorRule | undefined {
 /** Node's errno table, read once: util.getSystemErrorMap() builds a new Map on every call. */
 let systemErrors: ReadonlyMap<number, [string, string]> | undefined;
 
+/** Node's name and text of `errno` (negative), `['ENOENT', 'no such file or directory']`, if its table has it. */
+function knownErrno(errno: number): readonly [code: string, text: string] | undefined {
+  systemErrors ??= getSystemErrorMap();
+  return systemErrors.get(errno);
+}
+
 /** The errno's own text ("no such file or directory"), from Node's table, without reading any message. */
 function systemText(system: NativeSystemError): string {
-  systemErrors ??= getSystemErrorMap();
-  return systemErrors.get(system.errno)?.[1] ?? system.code;
+  return knownErrno(system.errno)?.[1] ?? system.code;
 }
 
 function covers<T extends string>(list: readonly T[] | '*', value: T): boolean {
@@ -1038,10 +1043,9 @@ function reportedError(failure: number, context: ErrorContext): LiveUpdateError 
   return error;
 }
 
-/** Node's name and text of `errno` (negative): `['ENOENT', 'no such file or directory']`. */
+/** {@link knownErrno}, or a name and text made of the number for one node does not know. */
 function errnoNames(errno: number): readonly [code: string, text: string] {
-  systemErrors ??= getSystemErrorMap();
-  return systemErrors.get(errno) ?? [`E${-errno}`, `errno ${-errno}`];
+  return knownErrno(errno) ?? [`E${-errno}`, `errno ${-errno}`];
 }
 
 /**
