@@ -42,6 +42,12 @@ export interface Status {
   diagnosis: DiagnosisId | null;
   /** `uname -r`. */
   kernelRelease: string;
+  /**
+   * This boot's id (`/proc/sys/kernel/random/boot_id`): a new one at every
+   * boot, a kexec's included, so that an orchestrator tells whether a host
+   * it left jumped; null if unreadable.
+   */
+  bootId: string | null;
   /** Whether this release is at least {@link FIRST_LUO_RELEASE}; null if the release is not a version. */
   releaseHasLuo: boolean | null;
   /** The device path examined. */
@@ -190,6 +196,7 @@ export function statusSync(options?: StatusOptions): Status {
   const addon = addonProblem();
   const base = {
     kernelRelease: release,
+    bootId: readBootId(),
     releaseHasLuo: ((d) => (d === null ? null : d >= 0))(compareReleases(release, FIRST_LUO_RELEASE)),
     devicePath,
     deviceExists: facts.deviceExists,
@@ -220,6 +227,17 @@ export function statusSync(options?: StatusOptions): Status {
   }
   const available = found === null && (reason === null || base.deviceOpenable === true);
   return { available, reason, fix: found?.fix ?? null, diagnosis: found?.id ?? null, ...base };
+}
+
+/** Where the kernel gives each boot's random id. */
+const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
+
+function readBootId(): string | null {
+  try {
+    return fs.readFileSync(BOOT_ID_PATH, 'utf8').trim();
+  } catch {
+    return null;
+  }
 }
 
 /** The Promise form of {@link statusSync}. */

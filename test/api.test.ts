@@ -170,6 +170,8 @@ describe('status()', () => {
     expect(s.available).toBe(false);
     expect(s.deviceExists).toBe(false);
     expect(s.kernelRelease).toBe((await import('node:os')).release());
+    expect(s.bootId).toBe(fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
+    expect(s.bootId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
     expect(s.reason).toMatch(/CONFIG_LIVEUPDATE|liveupdate=on|kho|older than 6\.19/);
     expect(s.fix).toEqual(expect.any(String));
     expect(s.deviceOpenable).toBeNull();

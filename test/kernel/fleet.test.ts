@@ -192,6 +192,18 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
     }
   });
 
+  it("the summaries' boot ids are the hosts' own (as each boot reported it): a new one after each jump, the same on the host only checked", () => {
+    const bootIds = (name: string): string[] => fleet!.hosts.find((h) => h.name === name)!.boots.map((b) => b.bootId);
+    const [first1, second1] = bootIds('host-1');
+    expect(first1).not.toBe(second1);
+    expect(summary(() => stopped, 'host-1')).toMatchObject({ bootBefore: first1, bootAfter: second1 });
+    expect(summary(() => resumed, 'host-1')).toMatchObject({ bootBefore: second1, bootAfter: second1 });
+    for (const host of ['host-2', 'host-3']) {
+      const [first, second] = bootIds(host);
+      expect(summary(() => resumed, host)).toMatchObject({ bootBefore: first, bootAfter: second });
+    }
+  });
+
   /** A host's update as its own clock saw it: the agent's manifest (from, frozen) to the end of the health gate (to). */
   const updateWindow = (s: RolloutSummary): { host: string; from: number; frozen: number; to: number } => ({
     host: s.host,

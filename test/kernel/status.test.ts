@@ -19,6 +19,7 @@ const ON: Record<string, string[]> = {
     'kexec_file_load is available',
     'kexecLoaded agrees with kexec.isLoaded()',
     'the addon loaded',
+    "bootId is this boot's",
   ],
   'status/open-checks-the-device': [
     '/proc/misc and sysfs agree on the minor',

@@ -107,6 +107,9 @@ export interface RolloutSummary {
   readonly reason?: string;
   readonly releaseBefore?: string;
   readonly releaseAfter?: string;
+  /** The host's boot id before the update (`liveupdate status --json`) and after it (the same on a host it did not update). */
+  readonly bootBefore?: string;
+  readonly bootAfter?: string;
   readonly kexecCount?: number;
   /** The host's own clock (ms since the epoch): the agent's manifest, and the end of the health gate. */
   readonly updateStartedAt?: number | null;

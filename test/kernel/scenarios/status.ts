@@ -44,6 +44,7 @@ async function available(ctx: StageContext): Promise<void> {
   ctx.equal('kexec_file_load is available', asJson(s.kexecFile), { available: true, reason: null });
   ctx.equal('kexecLoaded agrees with kexec.isLoaded()', s.kexecLoaded, kexec.isLoadedSync());
   ctx.equal('the addon loaded', s.addon, null);
+  ctx.equal("bootId is this boot's", s.bootId, fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
   ctx.report('status', asJson(s));
 }
 
