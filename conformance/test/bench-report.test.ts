@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { errorsResult, fdPassResult, hostResult, hostTargets, poolWakeupNote, promiseResult } from '../lib/bench/host-report.js';
+import { errorsResult, fdPassResult, hostResult, hostTargets, poolWakeupNote, promiseResult, target } from '../lib/bench/host-report.js';
 import type { ErrorRounds, FdPassRounds, FormRounds, HostRounds, SealsRounds } from '../lib/bench/host.js';
 import { emptyRequireOnce, requireOnce } from '../lib/bench/fresh-node.js';
 import { accelOf } from '../lib/bench/report.js';
@@ -132,6 +132,15 @@ describe('host figures', () => {
     expect(hostResult(rounds()).require_test_bed_modules).toEqual([]);
     const leaky = rounds({ require_modules: ['dist/index.js', 'dist/vm/guest.js', 'conformance/dist/bench/run.js', 'dist/conformance/suite.js'] });
     expect(hostResult(leaky).require_test_bed_modules).toEqual(['dist/vm/guest.js', 'conformance/dist/bench/run.js', 'dist/conformance/suite.js']);
+  });
+});
+
+describe('target', () => {
+  it('judges the interval as published: a bound that rounds onto the limit decides nothing', () => {
+    expect(target('t', 0.105, [0.10004, 0.117], 0.1, 5)).toMatchObject({ ci95: [0.1, 0.117], verdict: 'undecided', met: false });
+    expect(target('t', 0.095, [0.09, 0.09996], 0.1, 5)).toMatchObject({ ci95: [0.09, 0.1], verdict: 'undecided', met: false });
+    expect(target('t', 0.105, [0.1006, 0.117], 0.1, 5)).toMatchObject({ ci95: [0.101, 0.117], verdict: 'missed', met: false });
+    expect(target('t', 0.095, [0.09, 0.0994], 0.1, 5)).toMatchObject({ ci95: [0.09, 0.099], verdict: 'met', met: true });
   });
 });
 

@@ -131,10 +131,16 @@ export interface Target {
   readonly met: boolean;
 }
 
-/** A target from an estimate resting on `observations` (fewer than two: undecided). */
+/**
+ * A target from an estimate resting on `observations` (fewer than two:
+ * undecided), judged on its interval as published (three decimals): an
+ * interval whose bound rounds onto the limit is undecided, never a verdict
+ * its own printed figures contradict.
+ */
 export function target(name: string, value: number, ci95: Interval, limit: number, observations: number): Target {
-  const v = verdict(ci95, limit, observations);
-  return { name, value: round3(value), ci95: roundPair(ci95), limit, verdict: v, met: v === 'met' };
+  const published = roundPair(ci95);
+  const v = verdict(published, limit, observations);
+  return { name, value: round3(value), ci95: published, limit, verdict: v, met: v === 'met' };
 }
 
 export function round3(x: number): number {
