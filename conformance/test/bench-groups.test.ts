@@ -43,7 +43,17 @@ const vmm: WithRun<VmmDowntimeResult> = {
   run: run(0.5),
 };
 
-const fleet = { ...combineFleet(['host-1'], { status: 0, elapsedMs: 200_000, summaries: { 'host-1': { host: 'host-1', result: 'updated', releaseBefore: '7.2.13', releaseAfter: '7.3.4', blackoutMs: 9000, sessionsClaimed: 1, controllerStartedAt: 0, controllerFinishedAt: 180_000 } } }, 60_000), run: run(1) };
+/** A kernel's clocks on the host's: host ms = guest wall ms + wallOffsetMs. */
+const fit = (wallOffsetMs: number) => ({ stage: 1, samples: 5, monoOffsetMs: 0, wallOffsetMs, jitterMs: 0.2 });
+const fleet = {
+  ...combineFleet(
+    ['host-1'],
+    { status: 0, elapsedMs: 200_000, summaries: { 'host-1': { host: 'host-1', result: 'updated', releaseBefore: '7.2.13', releaseAfter: '7.3.4', frozenAt: 10_000, firstOpenAt: 19_000, blackoutMs: 9000, sessionsClaimed: 1, controllerStartedAt: 0, controllerFinishedAt: 180_000 } } },
+    60_000,
+    { 'host-1': { before: fit(500), after: fit(1234.5) } },
+  ),
+  run: run(1),
+};
 
 describe('the groups in BENCHMARKS.md', () => {
   it('shows the systemd path beside the standalone one, each figure a median with its interval and its boots', () => {
@@ -85,7 +95,8 @@ describe('the groups in BENCHMARKS.md', () => {
   it('shows each host of the fleet, the time per host and the blackout per host with their intervals, and the whole rollout', () => {
     const text = fleetSection(fleet);
     expect(text).toMatch(/^## A fleet rollout/);
-    expect(text).toContain('| host-1 | updated | 7.2.13 → 7.3.4 | 180.0 s | 9.0 s | 1 |');
+    expect(text).toContain('| host-1 | updated | 7.2.13 → 7.3.4 | 180.0 s | 9.735 s | 9.0 s | 1 |');
+    expect(text).toContain('| blackout per host (host clock) | 9.73 [9.73, 9.73] s (n = 1) |');
     expect(text).toContain('| time per host | 180.00 [180.00, 180.00] s (n = 1) |');
     expect(text).toContain('| the whole rollout (ansible-playbook, one host at a time) | 200.0 s (exit 0) |');
   });

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { failureReason, sampleOrFailure, someSamples, spanEstimates, spanText, type FailedSample } from '../lib/bench/intervals.js';
 import { combineBlackoutHost, type BlackoutBoot } from '../lib/bench/systemd-blackout.js';
 import { combineFleet, fleetHostSample } from '../lib/bench/fleet-rollout.js';
+import { blackoutOnHostMs } from '../lib/vm/fleet.js';
 import { coldMarks } from '../lib/bench/vmm-downtime.js';
 import type { Arrivals, StampedRecord } from '../lib/vm/clock.js';
 import type { RolloutSummary } from '../lib/vm/fleet.js';
@@ -109,16 +110,30 @@ describe('the fleet from the role summaries', () => {
     result: 'updated',
     releaseBefore: '7.2.13',
     releaseAfter: '7.3.4',
+    frozenAt: 1_000_000,
+    firstOpenAt: 1_000_000 + blackout,
     blackoutMs: blackout,
     sessionsClaimed: 1,
     controllerStartedAt: started,
     controllerFinishedAt: started + took,
   });
 
-  it('takes the time per host from the role\'s start and end on it, and each host\'s blackout as the agent recorded it', () => {
-    const r = combineFleet(['host-1', 'host-2', 'host-3'], { status: 0, elapsedMs: 300_000, summaries: { 'host-1': summary('host-1', 0, 90_000, 8000), 'host-2': summary('host-2', 90_000, 100_000, 9000), 'host-3': summary('host-3', 190_000, 95_000, 7000) } }, 120_000);
+  /** A kernel's clocks on the host's: host ms = guest wall ms + wallOffsetMs. */
+  const fit = (wallOffsetMs: number) => ({ stage: 1, samples: 5, monoOffsetMs: 0, wallOffsetMs, jitterMs: 0.1 });
+
+  it("places a blackout on the host's clock by each kernel's own clock: the new kernel's RTC-set wall clock may sit a second off the old one's", () => {
+    // The old kernel's wall clock is 500 ms behind the host's, the new one's 1200 ms: 700 ms apart, as two RTC reads can be.
+    expect(blackoutOnHostMs({ frozenAt: 10_000, firstOpenAt: 10_100 }, fit(500), fit(1200))).toBe(800);
+    expect(blackoutOnHostMs({ frozenAt: 10_000, firstOpenAt: 10_100 }, fit(500), undefined)).toBeNull();
+    expect(blackoutOnHostMs({ frozenAt: null, firstOpenAt: 10_100 }, fit(500), fit(1200))).toBeNull();
+  });
+
+  it('takes the time per host from the role\'s start and end on it, and each host\'s blackout as the agent recorded it, placed on the host\'s clock', () => {
+    const clocks = { before: fit(0), after: fit(250) };
+    const r = combineFleet(['host-1', 'host-2', 'host-3'], { status: 0, elapsedMs: 300_000, summaries: { 'host-1': summary('host-1', 0, 90_000, 8000), 'host-2': summary('host-2', 90_000, 100_000, 9000), 'host-3': summary('host-3', 190_000, 95_000, 7000) } }, 120_000, { 'host-1': clocks, 'host-2': clocks, 'host-3': clocks });
     expect(r.per_host).toMatchObject({ median_ms: 95_000, n: 3 });
-    expect(r.blackout).toMatchObject({ median_ms: 8000, n: 3 });
+    expect(r.blackout).toMatchObject({ median_ms: 8250, n: 3 });
+    expect(r.samples.map((x) => [x.blackout_ms, x.blackout_guest_wall_ms])).toEqual([[8250, 8000], [9250, 9000], [7250, 7000]]);
     expect(r).toMatchObject({ hosts: 3, fleet_rollout_s: 300, fleet_boot_s: 120, playbook_status: 0 });
   });
 

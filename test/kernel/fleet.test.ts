@@ -20,7 +20,7 @@
  */
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { phaseLines, startFleet, type Fleet, type FleetHost, type PlaybookResult, type RolloutSummary } from '../../conformance/lib/vm/fleet.js';
+import { blackoutOnHostMs, phaseLines, startFleet, type Fleet, type FleetHost, type PlaybookResult, type RolloutSummary } from '../../conformance/lib/vm/fleet.js';
 import type { HostReport } from '../../conformance/lib/vm/fleet-host.js';
 import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../../conformance/lib/vm/systemd-image.js';
 import { debianKernel, findKernels, type DebianKernel } from '../../conformance/lib/vm/kernels.js';
@@ -127,7 +127,10 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
     const perHost = Object.values(resumed.summaries)
       .concat(stopped.summaries['host-1'] ?? [])
       .filter((s) => s.result === 'updated')
-      .map((s) => `${s.host} ${seconds((s.controllerFinishedAt ?? 0) - (s.controllerStartedAt ?? 0))} (blackout ${s.blackoutMs} ms)`);
+      .map((s) => {
+        const host = fleet!.hosts.find((h) => h.name === s.host)!;
+        return `${s.host} ${seconds((s.controllerFinishedAt ?? 0) - (s.controllerStartedAt ?? 0))} (blackout ${String(blackoutOnHostMs(s, host.clocks[0], host.clocks[1]))} ms on the host's clock, ${s.blackoutMs} ms by the guests' wall clocks)`;
+      });
     console.log(
       `fleet of 3 on ${oldest.release} -> ${kernel.release}: booted in ${seconds(up - started)}; ` +
         `first run (stops at host-2) ${seconds(stopped.elapsedMs)}, second run (resumes, batches ${RESUMED_BATCHES.join('+')}) ${seconds(resumed.elapsedMs)}, third run (refused at preflight) ${seconds(withoutLuo.elapsedMs)}; per updated host: ${perHost.join(', ')}`,
@@ -201,6 +204,20 @@ describeOneKernel('a rollout across a fleet with ansible-playbook', (kernel) => 
     for (const host of ['host-2', 'host-3']) {
       const [first, second] = bootIds(host);
       expect(summary(() => resumed, host)).toMatchObject({ bootBefore: first, bootAfter: second });
+    }
+  });
+
+  it("each jump's blackout, placed on the host's clock by both kernels' clock samples, lies within the role's time on that host", () => {
+    const updated: Array<[FleetHost, RolloutSummary]> = [
+      [fleet!.hosts[0]!, summary(() => stopped, 'host-1')],
+      [fleet!.hosts[1]!, summary(() => resumed, 'host-2')],
+      [fleet!.hosts[2]!, summary(() => resumed, 'host-3')],
+    ];
+    for (const [host, s] of updated) {
+      expect(host.clocks.map((c) => c?.samples), host.name).toEqual([5, 5]);
+      const blackout = blackoutOnHostMs(s, host.clocks[0], host.clocks[1]);
+      expect(blackout, host.name).toBeGreaterThan(0);
+      expect(blackout, host.name).toBeLessThan((s.controllerFinishedAt ?? 0) - (s.controllerStartedAt ?? 0));
     }
   });
 

@@ -153,25 +153,27 @@ export function vmmSection(g: WithRun<VmmDowntimeResult>): string {
 
 /** "A fleet rollout": time per host and for the fleet, blackout per host. */
 export function fleetSection(g: WithRun<FleetRolloutResult>): string {
-  const s = (ms: number | null): string => (ms === null ? '?' : `${(ms / 1000).toFixed(1)} s`);
+  const s = (ms: number | null, digits = 1): string => (ms === null || ms === undefined ? '?' : `${(ms / 1000).toFixed(digits)} s`);
   return [
     '## A fleet rollout',
     '',
-    `One real rollout by Debian's \`ansible-playbook\` (\`examples/ansible/rollout.yml\`, serial 1, max_fail_percentage 0) over ${g.hosts} guests of the systemd image (QEMU TCG, each with sshd on a loopback port, the agent as a unit and one VMM-like client holding its memory through it), from the oldest test kernel to the newest; the hosts of the run are the samples. Time per host: the role on that host from its start to its end (preflight, the update, the reconnection, the health gate), on the controller's clock. Blackout per host: the agent's manifest (frozenAt) to the agent back on the device in the new kernel, as the role reads them from the agent: wall clocks of two kernels, each set from the emulated RTC, so good to about a second.`,
+    `One real rollout by Debian's \`ansible-playbook\` (\`examples/ansible/rollout.yml\`, serial 1, max_fail_percentage 0) over ${g.hosts} guests of the systemd image (QEMU TCG, each with sshd on a loopback port, the agent as a unit and one VMM-like client holding its memory through it), from the oldest test kernel to the newest; the hosts of the run are the samples. Time per host: the role on that host from its start to its end (preflight, the update, the reconnection, the health gate), on the controller's clock. Blackout per host: the agent's manifest (frozenAt) to the agent back on the device in the new kernel, placed on the host's clock by each kernel's clock samples (to the millisecond); beside it the same span as the role's summary gives it, from the two kernels' wall clocks, each set from the emulated RTC (good to about a second).`,
     '',
     runLine(g.run, `one rollout over ${g.hosts} hosts`),
     '',
     [
-      row(['host', 'result', 'release', 'time on the host', 'blackout', 'sessions claimed']),
-      rule(6),
-      ...g.samples.map((x) => row([x.failure === null ? x.host : `${x.host} (${x.failure})`, x.result, `${x.release_before ?? '?'} → ${x.release_after ?? '?'}`, s(x.host_ms), s(x.blackout_ms), String(x.sessions_claimed ?? '?')])),
+      row(['host', 'result', 'release', 'time on the host', 'blackout (host clock)', 'blackout (guest wall clocks)', 'sessions claimed']),
+      rule(7),
+      ...g.samples.map((x) =>
+        row([x.failure === null ? x.host : `${x.host} (${x.failure})`, x.result, `${x.release_before ?? '?'} → ${x.release_after ?? '?'}`, s(x.host_ms), s(x.blackout_ms, 3), s(x.blackout_guest_wall_ms), String(x.sessions_claimed ?? '?')]),
+      ),
     ].join('\n'),
     '',
     [
       row(['the fleet', `median [95% interval] (hosts)`]),
       rule(2),
       row(['time per host', spanText(g.per_host, 's')]),
-      row(['blackout per host', spanText(g.blackout, 's')]),
+      row(['blackout per host (host clock)', spanText(g.blackout, 's')]),
       row(['the whole rollout (ansible-playbook, one host at a time)', `${g.fleet_rollout_s.toFixed(1)} s (exit ${String(g.playbook_status)})`]),
       row(['booting the hosts before it (in parallel)', `${g.fleet_boot_s.toFixed(1)} s`]),
     ].join('\n'),

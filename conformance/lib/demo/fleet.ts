@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { findKernels } from '../vm/kernels.js';
 import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../vm/systemd-image.js';
-import { phaseLines, startFleet, type Fleet, type RolloutSummary } from '../vm/fleet.js';
+import { blackoutOnHostMs, phaseLines, startFleet, type Fleet, type FleetHost, type RolloutSummary } from '../vm/fleet.js';
 import type { HostReport } from '../vm/fleet-host.js';
 
 /** The largest fleet the demo boots (each host is a TCG guest of 1.5 GiB). */
@@ -26,14 +26,21 @@ function missing(): string[] {
   return lines;
 }
 
-function summaryLine(s: RolloutSummary, boot: HostReport | undefined): string {
+/** The blackout on the host's clock where both kernels sent clock samples, else as the guests' wall clocks give it (to a second). */
+function blackoutText(s: RolloutSummary, host: FleetHost): string {
+  const onHost = blackoutOnHostMs(s, host.clocks[0], host.clocks[1]);
+  if (onHost !== null) return `${(onHost / 1000).toFixed(3)} s`;
+  return s.blackoutMs == null ? '?' : `${(s.blackoutMs / 1000).toFixed(1)} s (guest wall clocks)`;
+}
+
+function summaryLine(s: RolloutSummary, boot: HostReport | undefined, host: FleetHost): string {
   if (s.result === 'failed') return `${s.host}: FAILED in phase ${s.phase}: ${s.reason}`;
   // The sessions the previous kernel carried (those its clients claimed); a client's new session has no claimedAt.
   const claimed = (s.sessions ?? []).filter((x) => x.claimedAt !== undefined).map((x) => `${x.name} claimed ${x.claimedAt === undefined || s.frozenAt == null ? '?' : `${((x.claimedAt - s.frozenAt) / 1000).toFixed(1)} s`} after the freeze`);
   const vmm = boot?.vmm;
   const memory = vmm?.phase === 'claimed' ? `${(vmm.claimed?.bytes ?? 0) / 2 ** 20} MiB ${vmm.comparison?.firstMismatch === -1 && vmm.counter?.intact === true ? 'intact' : 'DAMAGED'}` : 'not claimed';
   const took = s.controllerStartedAt === undefined || s.controllerFinishedAt === undefined ? '?' : `${((s.controllerFinishedAt - s.controllerStartedAt) / 1000).toFixed(0)} s`;
-  return `${s.host}: ${s.result} ${s.releaseBefore} -> ${s.releaseAfter} in ${took}; blackout ${s.blackoutMs == null ? '?' : `${(s.blackoutMs / 1000).toFixed(1)} s`} (agent back on the device); ${claimed.join(', ') || 'no sessions'}; client memory ${memory}`;
+  return `${s.host}: ${s.result} ${s.releaseBefore} -> ${s.releaseAfter} in ${took}; blackout ${blackoutText(s, host)} (agent back on the device); ${claimed.join(', ') || 'no sessions'}; client memory ${memory}`;
 }
 
 function hosts(n: number): string {
@@ -75,7 +82,7 @@ export async function fleetDemo(size: number, say: (line: string) => void): Prom
     say(`ansible-playbook exited ${String(result.status)} after ${(result.elapsedMs / 1000).toFixed(0)} s`);
     fleet.hosts.forEach((h, i) => {
       const s = result.summaries[h.name];
-      say(s === undefined ? `${h.name}: not reached (the rollout stopped before it)` : summaryLine(s, boots[i]));
+      say(s === undefined ? `${h.name}: not reached (the rollout stopped before it)` : summaryLine(s, boots[i], h));
     });
     const ok = result.status === 0 && fleet.hosts.every((h, i) => held(result.summaries[h.name], boots[i]));
     say(ok ? `PASSED: ${hosts(size)} updated one at a time, every client's memory intact` : 'FAILED: see above');

@@ -4,13 +4,14 @@
  * starts the agent's unit and the VMM-like client's unit (written into the
  * image by the fleet; a no-op once they run), waits until the client says
  * what it did in this boot, reports that to the fleet over the result
- * channel, and then stays out of the way: the host is driven over ssh from
+ * channel (after samples of this kernel's clocks), and then stays out of the way: the host is driven over ssh from
  * here on (ansible-playbook), and its next kernel comes from the agent's own
  * kexec. The case never returns, so the runner never powers the host off.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { reportClockSamples } from './clock.js';
 import { defineCase, defineScenario, type StageContext } from './scenario.js';
 import type { JsonValue } from './protocol.js';
 import { VMM_STATE, type VmmState } from './fleet-vmm.js';
@@ -53,6 +54,8 @@ async function serve(ctx: StageContext): Promise<JsonValue> {
   const enabled = systemctl('enable', '--now', 'liveupdate-agent.socket', ...units);
   ctx.check('the agent and the client are enabled and started', enabled.status === 0, enabled.out);
   const vmm = await clientState();
+  // This kernel's clocks, for the host to place its instants (the agent's manifest times) on its own clock.
+  await reportClockSamples((name, value) => ctx.report(name, value));
   const report: HostReport = {
     release: os.release(),
     bootId: fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),

@@ -11,7 +11,8 @@
  *
  * Each host's runner (fleet-host.ts) reports every boot over the result
  * channel: its release, boot id and what its client did (filled, or claimed
- * with every byte checked). {@link Fleet.stop} kills every QEMU and removes
+ * with every byte checked), after samples of that kernel's clocks, which
+ * place the boot's instants on the host's clock ({@link FleetHost.clocks}). {@link Fleet.stop} kills every QEMU and removes
  * every temporary file, whatever happened before.
  */
 import { spawn } from 'node:child_process';
@@ -21,6 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { runProcess, type ProcessResult } from '../harness/process.js';
+import { CLOCK_REPORT, guestClockFits, onHost, type GuestClockFit, type StampedRecord } from './clock.js';
 import { FLEET_UNITS, HOST_REPORT, type HostReport } from './fleet-host.js';
 import type { VmmConfig } from './fleet-vmm.js';
 import { libraryRoot, packageRoot } from './initramfs.js';
@@ -85,6 +87,11 @@ export interface FleetHost {
   readonly targetKernel: string;
   /** What it reported on each boot so far, in order. */
   readonly boots: HostReport[];
+  /**
+   * Each boot's clocks on the host's (`performance.now()`), from the clock
+   * samples that came before its report; undefined for a boot that sent none.
+   */
+  readonly clocks: Array<GuestClockFit | undefined>;
   /** Resolves when its QEMU is gone. */
   readonly run: Promise<VmRun>;
 }
@@ -310,12 +317,15 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       const port = await freePort();
       const files = hostFiles(hostDir, publicKey, { vm: hostName, mib: options.clientMib ?? 16, ready: spec.clientReady ?? true, socket: AGENT_SOCKET });
       const boots: HostReport[] = [];
+      const clocks: Array<GuestClockFit | undefined> = [];
+      let samples: StampedRecord[] = [];
       const host: FleetHost = {
         name: hostName,
         port,
         // planPayload places each distinct kernel as /boot/kernel-N.bzImage, in order.
         targetKernel: options.kernels.target === options.kernels.boot ? '/boot/kernel-0.bzImage' : '/boot/kernel-1.bzImage',
         boots,
+        clocks,
         run: runVm({
           name: `${name}-${hostName}`,
           kernels: [options.kernels.boot, options.kernels.target],
@@ -334,7 +344,11 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
             if (!abort.signal.aborted) progress(line);
           },
           onRecord: (record) => {
+            if (record.t === 'report' && record.name === CLOCK_REPORT) samples.push({ atMs: performance.now(), record });
             if (record.t === 'report' && record.name === HOST_REPORT) {
+              // Every sample since the previous report is this boot's (all of one stage: the fleet's kexecs keep lu.stage).
+              clocks.push([...guestClockFits(samples).values()][0]);
+              samples = [];
               boots.push(record.value as unknown as HostReport);
               waiters.forEach((wake) => wake());
             }
@@ -418,6 +432,19 @@ export function phaseLines(say: (line: string) => void): (event: PlaybookEvent) 
     seen.add(key);
     say(`${host} ${phase}: ${what}`);
   };
+}
+
+/**
+ * A rollout summary's blackout (the agent's manifest `frozenAt` in the old
+ * kernel to its first open of the device in the new one, each on that
+ * kernel's wall clock) placed on the host's clock by each kernel's clock
+ * samples: good to the millisecond, where the difference of the two guest
+ * wall clocks (each set from the emulated RTC) is good to a second. Null
+ * when a time or a kernel's samples are missing.
+ */
+export function blackoutOnHostMs(summary: Pick<RolloutSummary, 'frozenAt' | 'firstOpenAt'>, before: GuestClockFit | undefined, after: GuestClockFit | undefined): number | null {
+  if (summary.frozenAt == null || summary.firstOpenAt == null || before === undefined || after === undefined) return null;
+  return Math.round((onHost(after, 'wall', summary.firstOpenAt) - onHost(before, 'wall', summary.frozenAt)) * 1000) / 1000;
 }
 
 /** The repository's rollout playbook. */
