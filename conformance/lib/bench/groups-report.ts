@@ -153,7 +153,8 @@ export function vmmSection(g: WithRun<VmmDowntimeResult>): string {
 
 /** "A fleet rollout": time per host and for the fleet, blackout per host. */
 export function fleetSection(g: WithRun<FleetRolloutResult>): string {
-  const s = (ms: number | null, digits = 1): string => (ms === null || ms === undefined ? '?' : `${(ms / 1000).toFixed(digits)} s`);
+  // A figure a run did not record (null), or that a run of older code had no field for (undefined), shows as '?'.
+  const s = (ms: number | null | undefined, digits = 1): string => (ms == null ? '?' : `${(ms / 1000).toFixed(digits)} s`);
   return [
     '## A fleet rollout',
     '',

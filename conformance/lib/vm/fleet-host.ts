@@ -4,9 +4,10 @@
  * starts the agent's unit and the VMM-like client's unit (written into the
  * image by the fleet; a no-op once they run), waits until the client says
  * what it did in this boot, reports that to the fleet over the result
- * channel (after samples of this kernel's clocks), and then stays out of the way: the host is driven over ssh from
- * here on (ansible-playbook), and its next kernel comes from the agent's own
- * kexec. The case never returns, so the runner never powers the host off.
+ * channel (after samples of this kernel's clocks), and then stays out of
+ * the way: the host is driven over ssh from here on (ansible-playbook), and
+ * its next kernel comes from the agent's own kexec. The case never returns,
+ * so the runner never powers the host off.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';

@@ -12,8 +12,9 @@
  * Each host's runner (fleet-host.ts) reports every boot over the result
  * channel: its release, boot id and what its client did (filled, or claimed
  * with every byte checked), after samples of that kernel's clocks, which
- * place the boot's instants on the host's clock ({@link FleetHost.clocks}). {@link Fleet.stop} kills every QEMU and removes
- * every temporary file, whatever happened before.
+ * place the boot's instants on the host's clock ({@link FleetHost.clocks}).
+ * {@link Fleet.stop} kills every QEMU and removes every temporary file,
+ * whatever happened before.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
