@@ -10,13 +10,16 @@ import * as kexec from './kexec.js';
 import type { KexecFileSupport } from './kexec.js';
 import { closeFd, loadNative, native } from './native.js';
 import { checkOptions } from './validate.js';
-import { DEVICE_PATH } from './device.js';
+import { DEVICE_PATH, readText } from './device.js';
 import { AGENT_INFO_PATH } from './agent/names.js';
 
 export { DEVICE_PATH } from './device.js';
 
 /** Where `liveupdate agent` (as root) says who it is (its home is agent/names.ts, which the agent loads without this module). */
 export { AGENT_INFO_PATH };
+
+/** Where the kernel gives each boot's random id. */
+const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
 
 /** The agent running on this host, as it described itself at its start. */
 export interface AgentInfo {
@@ -196,7 +199,7 @@ export function statusSync(options?: StatusOptions): Status {
   const addon = addonProblem();
   const base = {
     kernelRelease: release,
-    bootId: readBootId(),
+    bootId: readText(BOOT_ID_PATH)?.trim() ?? null,
     releaseHasLuo: ((d) => (d === null ? null : d >= 0))(compareReleases(release, FIRST_LUO_RELEASE)),
     devicePath,
     deviceExists: facts.deviceExists,
@@ -227,17 +230,6 @@ export function statusSync(options?: StatusOptions): Status {
   }
   const available = found === null && (reason === null || base.deviceOpenable === true);
   return { available, reason, fix: found?.fix ?? null, diagnosis: found?.id ?? null, ...base };
-}
-
-/** Where the kernel gives each boot's random id. */
-const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
-
-function readBootId(): string | null {
-  try {
-    return fs.readFileSync(BOOT_ID_PATH, 'utf8').trim();
-  } catch {
-    return null;
-  }
 }
 
 /** The Promise form of {@link statusSync}. */
