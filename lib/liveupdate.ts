@@ -160,7 +160,8 @@ function verifyDevice(fd: number, path: string): number {
     // An fd we just opened does not fail fstat; if it did, it is no device of ours.
   }
   const luo = liveUpdateDeviceNumber();
-  if (isLiveUpdateDevice(device, luo, miscListReadable())) return fd;
+  // Whether the misc list is readable matters only when it named no liveupdate device: a stat the open skips otherwise.
+  if (isLiveUpdateDevice(device, luo, luo !== null || miscListReadable())) return fd;
   fs.closeSync(fd);
   const what = device === null ? 'is not a character device' : `is device ${device.major}:${device.minor}`;
   const expected = luo === null ? 'this kernel registered no liveupdate device' : `the liveupdate device is ${luo.major}:${luo.minor}`;
