@@ -198,9 +198,10 @@ describe('session table phases', () => {
 });
 
 /**
- * A table over a stand-in device whose creates and retrieves take a turn of
- * the event loop, as the real ioctls (run off the loop) do: what the table
- * does meanwhile is what these tests check. The kernel's side is proven in
+ * A table over a stand-in device whose creates take a turn of the event
+ * loop, as the real ioctl (run off the loop) does, and whose retrieves are
+ * made within the call, as the agent makes them: what the table does
+ * meanwhile is what these tests check. The kernel's side is proven in
  * test/kernel/agent-hostile.test.ts.
  */
 function tableOverSlowDevice(policy = parsePolicy({ quota: { sessions: 2 } })): { table: SessionTable; client: Connection<Entry>; calls: string[] } {
@@ -212,9 +213,8 @@ function tableOverSlowDevice(policy = parsePolicy({ quota: { sessions: 2 } })): 
       await new Promise((resolve) => setTimeout(resolve, 5));
       return session(name);
     },
-    retrieveSession: async (name: string) => {
+    retrieveSessionSync: (name: string) => {
       calls.push(`retrieve ${name}`);
-      await new Promise((resolve) => setTimeout(resolve, 5));
       return session(name);
     },
   };

@@ -18,7 +18,7 @@ import { AGENT_SESSION_NAME } from './names.js';
 import type { UpdateCheck } from './protocol.js';
 
 /** What the agent does with the device: create and retrieve sessions (the real device, or a simulated one). */
-export type SessionDevice = Pick<LiveUpdate, 'createSession' | 'retrieveSession'>;
+export type SessionDevice = Pick<LiveUpdate, 'createSession' | 'retrieveSession' | 'retrieveSessionSync'>;
 
 /** How the next kernel is checked and loaded for the jump. */
 export interface KernelLoader {

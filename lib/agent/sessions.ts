@@ -242,7 +242,7 @@ export class SessionTable {
       if (current.state === 'finished') throw notFound('agent.retrieveSession', current.name, `session '${current.name}' was finished`);
       if (current.state === 'waiting') {
         if (current.session === null && !host.retrievesByName) throw notFound('agent.retrieveSession', current.name, `session '${current.name}' was not handed back after the kexec`);
-        current.session ??= await host.withDevice('agent.retrieveSession', (device) => device.retrieveSession(current.kernelName));
+        current.session ??= await this.#retrieve('agent.retrieveSession', current.kernelName);
         current.state = 'claimed';
         current.claimedAt = Date.now();
         this.#incoming.set(current.kernelName, current);
@@ -284,6 +284,20 @@ export class SessionTable {
     return release ? 0 : held.length;
   }
 
+  /**
+   * The incoming session `kernelName` from the device, retrieved within the
+   * call. RETRIEVE_SESSION waits on nothing a client does: the kernel takes
+   * the incoming list's lock and the session's own, which nobody holds
+   * before the session is retrieved (and LUO's global lock for reading: only
+   * the kexec takes it for writing). So each claim skips a round trip through
+   * the thread pool, when every client claims at once after a kexec (about a
+   * tenth of the agent's CPU time in a claim phase of 100 clients, measured
+   * under emulation).
+   */
+  #retrieve(operation: 'agent.retrieveSession' | 'agent.release', kernelName: string): Promise<Session> {
+    return this.#context.host.withDevice(operation, async (device) => device.retrieveSessionSync(kernelName));
+  }
+
   /** Ends an incoming session: finished (files never retrieved are discarded) and the agent's reference closed. */
   finish(e: Entry, why: string): Promise<void> {
     return this.#serial(e.kernelName, () => this.#finishNow(e, why));
@@ -296,7 +310,7 @@ export class SessionTable {
       e.state = 'finished';
       return;
     }
-    const session = e.session ?? (await host.withDevice('agent.release', (device) => device.retrieveSession(e.kernelName)));
+    const session = e.session ?? (await this.#retrieve('agent.release', e.kernelName));
     try {
       await session.finish();
     } catch (error) {
