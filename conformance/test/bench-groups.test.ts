@@ -50,7 +50,7 @@ const fleet = {
     ['host-1'],
     { status: 0, elapsedMs: 200_000, summaries: { 'host-1': { host: 'host-1', result: 'updated', releaseBefore: '7.2.13', releaseAfter: '7.3.4', frozenAt: 10_000, firstOpenAt: 19_000, blackoutMs: 9000, sessionsClaimed: 1, controllerStartedAt: 0, controllerFinishedAt: 180_000 } } },
     60_000,
-    { 'host-1': { before: fit(500), after: fit(1234.5) } },
+    { 'host-1': [fit(500), fit(1234.5)] },
   ),
   run: run(1),
 };

@@ -15,7 +15,7 @@
  */
 import { findKernels } from '../vm/kernels.js';
 import type { GuestClockFit } from '../vm/clock.js';
-import { blackoutOnHostMs, phaseLines, startFleet, type Fleet, type PlaybookResult, type RolloutSummary } from '../vm/fleet.js';
+import { blackoutOnHostMs, phaseLines, startFleet, type Fleet, type FleetHost, type PlaybookResult, type RolloutSummary } from '../vm/fleet.js';
 import { findSystemdImage, NO_SYSTEMD_IMAGE_HELP } from '../vm/systemd-image.js';
 import { spanEstimates, type SpanEstimate } from './intervals.js';
 
@@ -50,14 +50,8 @@ export interface FleetRolloutResult {
   readonly samples: readonly FleetHostSample[];
 }
 
-/** A host's boots' clocks on the host's: the kernel it started on and the one its update jumped into. */
-export interface HostClocks {
-  readonly before: GuestClockFit | undefined;
-  readonly after: GuestClockFit | undefined;
-}
-
-/** A host's sample from its summary (or its absence) and its kernels' clocks. Pure. */
-export function fleetHostSample(host: string, s: RolloutSummary | undefined, clocks: HostClocks = { before: undefined, after: undefined }): FleetHostSample {
+/** A host's sample from its summary (or its absence) and its boots' clocks ({@link FleetHost.clocks}). Pure. */
+export function fleetHostSample(host: string, s: RolloutSummary | undefined, clocks: ReadonlyArray<GuestClockFit | undefined> = []): FleetHostSample {
   const took = s?.controllerStartedAt !== undefined && s.controllerFinishedAt !== undefined ? s.controllerFinishedAt - s.controllerStartedAt : null;
   return {
     host,
@@ -65,7 +59,7 @@ export function fleetHostSample(host: string, s: RolloutSummary | undefined, clo
     release_before: s?.releaseBefore ?? null,
     release_after: s?.releaseAfter ?? null,
     host_ms: took,
-    blackout_ms: s === undefined ? null : blackoutOnHostMs(s, clocks.before, clocks.after),
+    blackout_ms: s === undefined ? null : blackoutOnHostMs(s, clocks),
     blackout_guest_wall_ms: s?.blackoutMs ?? null,
     sessions_claimed: s?.sessionsClaimed ?? null,
     failure: s?.result === 'failed' ? `${s.phase ?? '?'}: ${s.reason ?? '?'}` : null,
@@ -73,7 +67,7 @@ export function fleetHostSample(host: string, s: RolloutSummary | undefined, clo
 }
 
 /** The fleet's figures from a playbook's result. Pure. */
-export function combineFleet(hosts: readonly string[], result: Pick<PlaybookResult, 'status' | 'summaries' | 'elapsedMs'>, bootMs: number, clocks: Readonly<Record<string, HostClocks>> = {}): FleetRolloutResult {
+export function combineFleet(hosts: readonly string[], result: Pick<PlaybookResult, 'status' | 'summaries' | 'elapsedMs'>, bootMs: number, clocks: Readonly<Record<string, ReadonlyArray<GuestClockFit | undefined>>> = {}): FleetRolloutResult {
   const samples = hosts.map((h) => fleetHostSample(h, result.summaries[h], clocks[h]));
   const marks = samples.map((s) => ({ zero: 0, host: s.host_ms, blackout: s.blackout_ms }));
   const [perHost, blackout] = spanEstimates(marks, [
@@ -97,8 +91,7 @@ export async function runFleetRollout(size: number, progress: (line: string) => 
     fleet = await startFleet({ name: 'bench-fleet', systemdImage: image.path, kernels: { boot: boot.path, target: target.path }, hosts: size, onProgress: (line) => progress(line.replace(/^\[fleet\] /, 'fleet: ')) });
     const bootMs = Date.now() - started;
     const result = await fleet.playbook({ onEvent: phaseLines((line) => progress(`fleet: ${line}`)) });
-    // Each host boots once before the rollout and once more if it jumped.
-    const clocks = Object.fromEntries(fleet.hosts.map((h) => [h.name, { before: h.clocks[0], after: h.clocks[1] }] as const));
+    const clocks = Object.fromEntries(fleet.hosts.map((h) => [h.name, h.clocks] as const));
     const combined = combineFleet(fleet.hosts.map((h) => h.name), result, bootMs, clocks);
     // A rollout that stopped is a result too (the hosts it reached are samples); only one that reached no host broke the run.
     if (combined.samples.every((x) => x.host_ms === null)) throw new Error(`ansible-playbook exited ${String(result.status)} before any host: ${result.stdout.slice(-3000)}`);

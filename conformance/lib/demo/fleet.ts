@@ -28,7 +28,7 @@ function missing(): string[] {
 
 /** The blackout on the host's clock where both kernels sent clock samples, else as the guests' wall clocks give it (to a second). */
 function blackoutText(s: RolloutSummary, host: FleetHost): string {
-  const onHost = blackoutOnHostMs(s, host.clocks[0], host.clocks[1]);
+  const onHost = blackoutOnHostMs(s, host.clocks);
   if (onHost !== null) return `${(onHost / 1000).toFixed(3)} s`;
   return s.blackoutMs == null ? '?' : `${(s.blackoutMs / 1000).toFixed(1)} s (guest wall clocks)`;
 }

@@ -439,11 +439,14 @@ export function phaseLines(say: (line: string) => void): (event: PlaybookEvent) 
  * A rollout summary's blackout (the agent's manifest `frozenAt` in the old
  * kernel to its first open of the device in the new one, each on that
  * kernel's wall clock) placed on the host's clock by each kernel's clock
- * samples: good to the millisecond, where the difference of the two guest
+ * samples (`clocks`: a host's {@link FleetHost.clocks}, whose first boot is
+ * the kernel it started on and whose second the one its update jumped
+ * into): good to the millisecond, where the difference of the two guest
  * wall clocks (each set from the emulated RTC) is good to a second. Null
  * when a time or a kernel's samples are missing.
  */
-export function blackoutOnHostMs(summary: Pick<RolloutSummary, 'frozenAt' | 'firstOpenAt'>, before: GuestClockFit | undefined, after: GuestClockFit | undefined): number | null {
+export function blackoutOnHostMs(summary: Pick<RolloutSummary, 'frozenAt' | 'firstOpenAt'>, clocks: ReadonlyArray<GuestClockFit | undefined>): number | null {
+  const [before, after] = clocks;
   if (summary.frozenAt == null || summary.firstOpenAt == null || before === undefined || after === undefined) return null;
   return Math.round((onHost(after, 'wall', summary.firstOpenAt) - onHost(before, 'wall', summary.frozenAt)) * 1000) / 1000;
 }
